@@ -1,0 +1,217 @@
+"""One pydantic configuration: the YAML file, the CLI flags and the Python API.
+
+``dpsynth init`` writes this model's defaults as commented YAML; ``dpsynth run
+--some-field X`` overrides any field by its dotted path; ``dpsynth.synthesize``
+takes the same object.  Validation happens here, at the door, with messages
+that name the field and the fix (scikit-learn style).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dpsynth.errors import ConfigError
+
+Method = Literal["wasp", "aug-pe", "zero-shot"]
+Backend = Literal["llamacpp", "openai", "transformers"]
+PromptFormat = Literal["chat", "completion"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorConfig(_Strict):
+    """One prompted generator: a backend, a model and a prompt format."""
+
+    name: str = Field(description="Short unique name used in outputs and reports.")
+    backend: Backend = Field("llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU).")
+    model: str = Field(
+        description=(
+            "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
+            "qwen2.5-0.5b-instruct); openai: model id on the server; transformers: folder or hub id."
+        )
+    )
+    prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
+    # llama.cpp
+    n_parallel: int = Field(4, ge=1, le=64, description="llama.cpp slots (continuous batching).")
+    n_ctx: int = Field(4096, ge=256, description="llama.cpp total context, shared by the slots.")
+    n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = all cores.")
+    # HTTP
+    base_url: str | None = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    concurrency: int = Field(8, ge=1, le=512, description="openai backend: requests in flight.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, 429 and 5xx, with backoff.")
+    # transformers
+    device: str = Field("auto", description="transformers backend: cpu, cuda, auto.")
+    batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
+
+
+def default_generators() -> list[GeneratorConfig]:
+    """Three local generators of different families (WASP needs diversity, wasp.md)."""
+    return [
+        GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
+        GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
+        GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat"),
+    ]
+
+
+class DataConfig(_Strict):
+    """Where the private records are and which columns mean what."""
+
+    private: str = Field(
+        "embedded:imdb",
+        description="CSV/JSONL/Parquet path, a saved HF dataset folder, or embedded:imdb (100 IMDb reviews).",
+    )
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = Field("utf-8", description="Text encoding of CSV/JSONL input.")
+    labels: dict[str, str] | None = Field(
+        None,
+        description=(
+            "Public label set: label value in the file -> name used in prompts, e.g. "
+            "{'0': negative, '1': positive}. Declared, never read from private data."
+        ),
+    )
+    task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
+    m_private: int = Field(100, ge=1, description="embedded:imdb only: how many private reviews to draw.")
+    seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
+
+
+class PrivacyConfig(_Strict):
+    epsilon: float = Field(4.0, description="Total epsilon for the whole run.")
+    delta: float = Field(1e-5, description="Total delta; must be below 1/M.")
+    accountant: Literal["pld", "gdp"] = Field("pld", description="pld: dp-accounting PLD; gdp: exact GDP formula.")
+
+    @field_validator("epsilon")
+    @classmethod
+    def _eps(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("epsilon must be > 0 (use --method zero-shot for a run without private data)")
+        return v
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError("delta must be in (0, 1), and below 1/M")
+        return v
+
+
+class WaspConfig(_Strict):
+    """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
+
+    rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
+    q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
+    use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
+    contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
+    weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
+    variation: Literal["contrastive", "rephrase"] = Field(
+        "contrastive", description="rephrase = Aug-PE's variation of one top-voted sample."
+    )
+    top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
+    l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
+    tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
+    min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
+    class_smoothing: float = Field(1.0, ge=0, description="Additive smoothing of noisy class vote mass.")
+    max_tokens: int = Field(64, ge=8, le=2048)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    min_chars: int = Field(20, ge=1, description="Drop outputs shorter than this.")
+    max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
+    example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
+    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
+
+
+class Config(_Strict):
+    """A whole dpsynth run."""
+
+    method: Method = "wasp"
+    n_synthetic: int = Field(250, ge=1, description="N: total synthetic samples.")
+    out: str = Field("runs/latest", description="Run directory.")
+    output_format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    data: DataConfig = Field(default_factory=DataConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    wasp: WaspConfig = Field(default_factory=WaspConfig)
+    generators: list[GeneratorConfig] = Field(default_factory=default_generators)
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded)."
+    )
+    embedding_batch_size: int = Field(64, ge=1)
+    seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        names = [g.name for g in self.generators]
+        if not names:
+            raise ValueError("generators: at least one generator is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"generators: names must be unique, got {names}")
+        if self.method == "aug-pe" and len(self.generators) != 1:
+            raise ValueError(
+                "generators: aug-pe uses exactly one generator; keep one entry or use --method wasp"
+            )
+        return self
+
+    def effective_wasp(self) -> WaspConfig:
+        """The algorithm settings after applying the method preset (wasp.md, Baselines)."""
+        w = self.wasp.model_copy()
+        if self.method == "aug-pe":
+            w = w.model_copy(
+                update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase")
+            )
+        return w
+
+    @property
+    def uses_private_data(self) -> bool:
+        return self.method != "zero-shot"
+
+
+def config_error_from_validation(exc: ValidationError) -> ConfigError:
+    """Turn pydantic's multi-line report into one line per field, naming the field."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return ConfigError("; ".join(parts))
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or the defaults) and apply dotted overrides like {'privacy.epsilon': 2}."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; create one with `dpsynth init {p}`")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}")
+        raw = loaded
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc) from None
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{key}: cannot set a field inside {p}, which is not a section")
+        d = nxt
+    d[parts[-1]] = value

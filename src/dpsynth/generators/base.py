@@ -1,0 +1,91 @@
+"""The one protocol every generator backend implements.
+
+WASP only ever *prompts* generators, so the protocol is small: a batch of
+requests in, a batch of completions out.  Backends are free to run requests
+concurrently (llama.cpp slots, HTTP concurrency); they must return results in
+request order and never raise for a single bad completion: an empty text is
+returned instead and the pipeline's clean-up step drops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt.  Exactly one of ``messages`` (chat) or ``prompt`` (completion) is set."""
+
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | None = None
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 0.9
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    error: str | None = None  # set when the backend gave up on this request
+
+
+ProgressCallback = Callable[[Completion], None]
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A prompted text generator (local model, HTTP endpoint, or a fake in tests)."""
+
+    name: str
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_completion: ProgressCallback | None = None,
+    ) -> list[Completion]:
+        """Return one completion per request, in order; call ``on_completion`` as each finishes."""
+        ...
+
+    def close(self) -> None:
+        """Release model memory, threads and sockets."""
+        ...
+
+
+@dataclass
+class TokenCounter:
+    """Accumulates tokens and wall time for progress display and benchmarks."""
+
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    completions: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, c: Completion) -> None:
+        self.completion_tokens += c.completion_tokens
+        self.prompt_tokens += c.prompt_tokens
+        self.completions += 1
+        if c.error:
+            self.failures += 1
+            if len(self.errors) < 5:
+                self.errors.append(c.error)
