@@ -77,6 +77,26 @@ class DataConfig(_Strict):
             "{'0': negative, '1': positive}. Declared, never read from private data."
         ),
     )
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        """Accept 'a,b', 'a=name,b=name', a list, or a mapping; keys are label values as strings."""
+        if v is None:
+            return None
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, (list, tuple)):
+            out: dict[str, str] = {}
+            for item in v:
+                key, _, name = str(item).partition("=")
+                out[key.strip()] = (name or key).strip()
+            v = out
+        if isinstance(v, dict):
+            v = {str(k): str(n) for k, n in v.items()}
+            if len(v) < 2:
+                raise ValueError("declare at least two labels")
+        return v
+
     task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
     m_private: int = Field(100, ge=1, description="embedded:imdb only: how many private reviews to draw.")
     seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
@@ -117,7 +137,7 @@ class WaspConfig(_Strict):
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
-    class_smoothing: float = Field(1.0, ge=0, description="Additive smoothing of noisy class vote mass.")
+    class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
     max_tokens: int = Field(64, ge=8, le=2048)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
@@ -132,7 +152,7 @@ class Config(_Strict):
 
     method: Method = "wasp"
     n_synthetic: int = Field(250, ge=1, description="N: total synthetic samples.")
-    out: str = Field("runs/latest", description="Run directory.")
+    out: str | None = Field(None, description="Run directory (default: runs/<method>-<time>).")
     output_format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     data: DataConfig = Field(default_factory=DataConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)

@@ -1,0 +1,172 @@
+"""The Python API: ``dpsynth.synthesize(config)``.  The CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import Config, load_config
+from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS, IMDB_TASK, PrivateData, load_private, to_hf_dataset, write_table
+from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
+from dpsynth.errors import ConfigError
+from dpsynth.generators.base import Generator
+from dpsynth.io import atomic_write_json
+from dpsynth.methods.wasp import WaspRun
+from dpsynth.privacy.report import privacy_report
+from dpsynth.run import ProgressReporter, RunDir, setup_logging
+
+log = logging.getLogger("dpsynth")
+
+
+@dataclass
+class SynthesisResult:
+    """What a run produced.  ``records`` are dicts with text, label, label_name, generator, round."""
+
+    records: list[dict[str, Any]]
+    run_dir: Path
+    output: Path
+    privacy: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+    def to_dataset(self) -> Any:
+        """The records as a Hugging Face ``datasets.Dataset``."""
+        return to_hf_dataset(self.records)
+
+
+def resolve_defaults(config: Config) -> Config:
+    """Fill the embedded dataset's public label set and task, and check labels are declared."""
+    if config.out is None:
+        config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
+    data = config.data
+    if data.private == EMBEDDED_IMDB:
+        updates: dict[str, Any] = {}
+        if data.labels is None:
+            updates["labels"] = dict(IMDB_LABELS)
+        if data.task == "text":
+            updates["task"] = IMDB_TASK
+        if updates:
+            config = config.model_copy(update={"data": data.model_copy(update=updates)})
+    if not config.data.labels:
+        raise ConfigError(
+            "data.labels: declare the public label set, e.g. --labels 'negative,positive' or "
+            "--labels '0=negative,1=positive'; dpsynth never reads it from private data (the set of labels "
+            "observed is itself private)"
+        )
+    n_classes = len(config.data.labels)
+    if config.n_synthetic < n_classes:
+        raise ConfigError(f"n_synthetic: {config.n_synthetic} is smaller than the {n_classes} classes")
+    w = config.effective_wasp()
+    if config.uses_private_data and config.n_synthetic // (w.rounds + 1) < n_classes:
+        raise ConfigError(
+            f"n_synthetic: {config.n_synthetic} gives fewer than one sample per class per round with "
+            f"{w.rounds} rounds; raise n_synthetic or lower wasp.rounds"
+        )
+    return config
+
+
+def synthesize(
+    config: Config | str | Path | None = None,
+    *,
+    private: Any = None,
+    generators: Mapping[str, Generator] | None = None,
+    embedder: Embedder | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    as_dataset: bool = False,
+) -> Any:
+    """Run the configured method and return a ``SynthesisResult`` (or a HF Dataset with ``as_dataset``).
+
+    ``private`` may be a path, a pandas DataFrame or a ``datasets.Dataset`` and
+    overrides ``config.data.private``.  ``generators`` and ``embedder`` inject
+    custom backends (e.g. an existing client); by default they are built from the config.
+    """
+    if config is None or isinstance(config, (str, Path)):
+        config = load_config(config)
+    config = resolve_defaults(config)
+    run_dir = RunDir(config.out)
+    config = run_dir.check(config, resume)
+
+    # Validate everything before the run directory is created, so a mistake leaves nothing behind.
+    data: PrivateData | None = None
+    if config.uses_private_data:
+        d = config.data
+        assert d.labels is not None
+        data = load_private(
+            private if private is not None else d.private,
+            d.text_column,
+            d.label_column,
+            d.labels,
+            d.encoding,
+            m_private=d.m_private,
+            seed=d.seed,
+        )
+        if config.privacy.delta >= 1.0 / len(data):
+            raise ConfigError(
+                f"privacy.delta: {config.privacy.delta:g} is not below 1/M for this private set; use a "
+                "smaller delta (e.g. 1e-5)"
+            )
+
+    owned: list[Generator] = []
+    if generators is None:
+        from dpsynth.generators import build_generator
+
+        gens: dict[str, Generator] = {}
+        try:
+            for gc in config.generators:
+                gens[gc.name] = build_generator(gc)
+                owned.append(gens[gc.name])
+        except BaseException:
+            for g in owned:
+                g.close()
+            raise
+    else:
+        gens = dict(generators)
+    try:
+        if not resume:
+            run_dir.create(config)
+        setup_logging(run_dir.log)
+    except BaseException:
+        for g in owned:
+            g.close()
+        raise
+    log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
+    embedder = embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+    try:
+        with ProgressReporter(enabled=progress) as reporter:
+            runner = WaspRun(config, run_dir, gens, embedder, data, reporter)
+            del data  # the runner keeps only private embeddings, in memory
+            samples = runner.run()
+    finally:
+        for g in owned:
+            g.close()
+
+    assert config.data.labels is not None
+    rows = [s.as_row(config.data.labels) for s in samples]
+    output = write_table(rows, run_dir.output(config.output_format), config.output_format)
+    report = privacy_report(
+        runner.ledger,
+        method=config.method,
+        reads="private embeddings and labels (Top-Q vote)",
+        public_inputs={
+            "labels": config.data.labels,
+            "task": config.data.task,
+            "generators": [g for g in gens],
+            "embedding_model": config.embedding_model,
+            "n_synthetic": config.n_synthetic,
+        },
+    )
+    atomic_write_json(run_dir.privacy, report)
+    log.info("run finished: %d samples -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
+    result = SynthesisResult(rows, run_dir.path, output, report)
+    return result.to_dataset() if as_dataset else result

@@ -1,0 +1,215 @@
+"""``dpsynth`` command line: run, init, privacy sigma/epsilon.
+
+Any config field can be set with a flag: ``--privacy.epsilon 2`` (dotted path)
+or, where the leaf name is unambiguous, ``--epsilon 2``.  Values are parsed as
+YAML, so ``--labels 0=negative,1=positive`` and ``--generators '[...]'`` work.
+User mistakes print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+import yaml
+from pydantic import BaseModel
+
+from dpsynth.config import Config, load_config
+from dpsynth.errors import ConfigError, DpsynthError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
+privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
+app.add_typer(privacy_app, name="privacy")
+
+_SECTIONS = {"data", "privacy", "wasp"}
+
+
+def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if name in _SECTIONS and isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _leaf_paths(ann, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def _flag_map() -> dict[str, str]:
+    """--flag-name -> dotted config path, for every leaf (short form only where unambiguous)."""
+    paths = _leaf_paths(Config)
+    m: dict[str, str] = {p: p for p in paths}
+    leaves: dict[str, list[str]] = {}
+    for p in paths:
+        leaves.setdefault(p.rsplit(".", 1)[-1], []).append(p)
+    for leaf, ps in leaves.items():
+        if len(ps) == 1:
+            m[leaf] = ps[0]
+    m["private"] = "data.private"
+    m["q"] = "wasp.q"
+    m["rounds"] = "wasp.rounds"
+    return m
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    flags = _flag_map()
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
+        key, eq, val = a[2:].partition("=")
+        key_norm = key.replace("-", "_")
+        if key_norm not in flags:
+            raise ConfigError(f"unknown flag --{key}; see `dpsynth init` for every field")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"flag --{key} needs a value")
+            val = args[i + 1]
+            i += 1
+        path = flags[key_norm]
+        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val)
+        i += 1
+    return out
+
+
+def _parse_value(val: str) -> Any:
+    try:
+        return yaml.safe_load(val)
+    except yaml.YAMLError:
+        return val
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="dpsynth run [CONFIG.yaml] [--FIELD VALUE ...]. CONFIG is optional; any field can be overridden, e.g. --epsilon 2 --n-synthetic 500.",
+)
+def run(
+    ctx: typer.Context,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out without re-spending budget."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    from dpsynth.api import synthesize
+
+    args = list(ctx.args)
+    config = args.pop(0) if args and not args[0].startswith("-") else None
+    overrides = parse_overrides(args)
+    cfg = load_config(config, overrides)
+    if resume and cfg.out is None:
+        raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
+    result = synthesize(cfg, resume=resume, progress=not quiet)
+    eps = result.privacy["epsilon"]
+    typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
+    typer.echo(f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json")
+
+
+@app.command(help="Write a commented default config file.")
+def init(path: str = typer.Argument("dpsynth.yaml"), force: bool = typer.Option(False, "--force")) -> None:
+    from pathlib import Path
+
+    from dpsynth.io import atomic_write_text
+
+    p = Path(path)
+    if p.exists() and not force:
+        raise ConfigError(f"{p} already exists; pass --force to overwrite it")
+    atomic_write_text(p, commented_default_config())
+    typer.echo(f"wrote {p}; edit it, then run `dpsynth run {p}`")
+
+
+def commented_default_config() -> str:
+    """The default Config as YAML with each field's description as a comment."""
+    lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
+    cfg = Config()
+    dump = cfg.model_dump(mode="json")
+    for name, f in Config.model_fields.items():
+        value = dump[name]
+        if f.description:
+            lines.append(f"# {f.description}")
+        if name in _SECTIONS:
+            lines.append(f"{name}:")
+            sub = type(getattr(cfg, name))
+            for sname, sf in sub.model_fields.items():
+                if sf.description:
+                    lines.append(f"  # {sf.description}")
+                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
+        elif name == "generators":
+            lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
+        else:
+            lines.append(yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1])
+        lines.append("")
+    return "\n".join(lines)
+
+
+@privacy_app.command("sigma", help="Noise sigma for T Gaussian releases to reach (epsilon, delta).")
+def privacy_sigma(
+    epsilon: float = typer.Option(..., "--epsilon"),
+    delta: float = typer.Option(..., "--delta"),
+    steps: int = typer.Option(..., "--steps", help="Number of releases T."),
+    sensitivity: float = typer.Option(1.0, "--sensitivity", help="L2 sensitivity of one release."),
+    accountant: str = typer.Option("pld", "--accountant", help="pld or gdp."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    from dpsynth.privacy.accountant import GaussianPlan
+
+    _check_accountant(accountant)
+    plan = GaussianPlan.calibrate(epsilon, delta, steps, sensitivity, accountant)  # type: ignore[arg-type]
+    out = {
+        "sigma": plan.sigma,
+        "noise_multiplier": plan.noise_multiplier,
+        "epsilon": plan.epsilon_after(steps),
+        "delta": delta,
+        "steps": steps,
+        "sensitivity": sensitivity,
+        "accountant": accountant,
+    }
+    typer.echo(json.dumps(out) if as_json else f"{plan.sigma:.6g}")
+
+
+@privacy_app.command("epsilon", help="Epsilon after T Gaussian releases with noise sigma.")
+def privacy_epsilon(
+    sigma: float = typer.Option(..., "--sigma"),
+    delta: float = typer.Option(..., "--delta"),
+    steps: int = typer.Option(..., "--steps"),
+    sensitivity: float = typer.Option(1.0, "--sensitivity"),
+    accountant: str = typer.Option("pld", "--accountant"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    from dpsynth.privacy.accountant import epsilon_for
+
+    _check_accountant(accountant)
+    if sigma <= 0 or sensitivity <= 0 or steps < 1 or not 0 < delta < 1:
+        raise ConfigError("need --sigma > 0, --sensitivity > 0, --steps >= 1 and 0 < --delta < 1")
+    eps = epsilon_for(sigma / sensitivity, steps, delta, accountant)  # type: ignore[arg-type]
+    out = {"epsilon": eps, "sigma": sigma, "delta": delta, "steps": steps, "sensitivity": sensitivity,
+           "accountant": accountant}
+    typer.echo(json.dumps(out) if as_json else f"{eps:.6g}")
+
+
+def _check_accountant(name: str) -> None:
+    if name not in ("pld", "gdp"):
+        raise ConfigError(f"--accountant: {name!r} is not one of pld, gdp")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except DpsynthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; continue with `dpsynth run --resume --out RUN_DIR`", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

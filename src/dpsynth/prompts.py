@@ -1,0 +1,149 @@
+"""Prompt templates: zero-shot, contrastive (WASP) and rephrase (Aug-PE).
+
+Prompts are built only from public inputs (label names, task description) and
+from *synthetic* samples chosen by the noisy vote.  Private text never reaches
+this module.  Chat templates are for instruct models; completion templates (an
+open quote the model closes) are for base models, whose chat output is empty
+(offline-resources.md, Gemma-3-270M).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from dpsynth.generators.base import ChatMessage, GenerationRequest
+
+# Several phrasings rotate to keep diversity (wasp.md step 7).
+ZERO_SHOT_CHAT = (
+    "Write a {label} {task}. Reply with the {task} only.",
+    "Write a short {label} {task}, as a real person would post it online. Reply with the {task} only.",
+    "Write one {label} {task} with concrete details. Reply with the {task} only.",
+)
+ZERO_SHOT_COMPLETION = (
+    'The following is a {label} {task}.\n{Task}: "',
+    'Here is a {label} {task} written by a user.\n{Task}: "',
+    'A {label} {task}:\n"',
+)
+CONTRASTIVE_CHAT = (
+    "Here are some {label} {task}s that are poor examples:\n{bad}\n\n"
+    "Here are some {label} {task}s that are good examples:\n{good}\n\n"
+    "Write one new {label} {task} that is like the good examples and unlike the poor ones. "
+    "Reply with the {task} only.",
+    "Poor {label} {task}s (avoid writing like these):\n{bad}\n\n"
+    "Good {label} {task}s (write like these):\n{good}\n\n"
+    "Now write a new, different {label} {task} in the style of the good ones. Reply with the {task} only.",
+)
+GOOD_ONLY_CHAT = (
+    "Here are some good {label} {task}s:\n{good}\n\n"
+    "Write one new {label} {task} like these. Reply with the {task} only.",
+)
+CONTRASTIVE_COMPLETION = (
+    "Poor {label} {task}s:\n{bad}\n\nExcellent {label} {task}s:\n{good}\n{Task}: \"",
+)
+GOOD_ONLY_COMPLETION = ("Excellent {label} {task}s:\n{good}\n{Task}: \"",)
+REPHRASE_CHAT = (
+    "Rephrase this {label} {task} in a different style, keeping its sentiment and topic:\n\n{example}\n\n"
+    "Reply with the rephrased {task} only.",
+)
+REPHRASE_COMPLETION = (
+    "A {label} {task}:\n{Task}: \"{example}\"\n\nThe same {task}, rephrased in a different style:\n{Task}: \"",
+)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
+
+
+def _quoted(text: str, limit: int) -> str:
+    return _clip(text, limit).replace('"', "'")
+
+
+def _numbered(examples: Sequence[str], limit: int) -> str:
+    return "\n".join(f"{i}. {_clip(e, limit)}" for i, e in enumerate(examples, 1))
+
+
+def _completion_list(examples: Sequence[str], task: str, limit: int) -> str:
+    return "\n".join(f'{task.capitalize()}: "{_quoted(e, limit)}"' for e in examples)
+
+
+class PromptBuilder:
+    """Turns (label name, examples) into a ``GenerationRequest`` for one generator."""
+
+    def __init__(
+        self,
+        task: str,
+        prompt_format: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        example_chars: int,
+        rng: random.Random,
+    ) -> None:
+        self.task = task
+        self.chat = prompt_format == "chat"
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.example_chars = example_chars
+        self.rng = rng
+
+    def _request(self, template: str, **fields: str) -> GenerationRequest:
+        text = template.format(task=self.task, Task=self.task.capitalize(), **fields)
+        common = dict(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.rng.randrange(2**31),
+        )
+        if self.chat:
+            return GenerationRequest(messages=(ChatMessage("user", text),), **common)  # type: ignore[arg-type]
+        return GenerationRequest(prompt=text, stop=('"', "\n\n"), **common)  # type: ignore[arg-type]
+
+    def zero_shot(self, label: str) -> GenerationRequest:
+        pool = ZERO_SHOT_CHAT if self.chat else ZERO_SHOT_COMPLETION
+        return self._request(self.rng.choice(pool), label=label)
+
+    def contrastive(self, label: str, good: Sequence[str], bad: Sequence[str]) -> GenerationRequest:
+        lim = self.example_chars
+        if self.chat:
+            pool = CONTRASTIVE_CHAT if bad else GOOD_ONLY_CHAT
+            return self._request(
+                self.rng.choice(pool), label=label, good=_numbered(good, lim), bad=_numbered(bad, lim)
+            )
+        pool = CONTRASTIVE_COMPLETION if bad else GOOD_ONLY_COMPLETION
+        return self._request(
+            self.rng.choice(pool),
+            label=label,
+            good=_completion_list(good, self.task, lim),
+            bad=_completion_list(bad, self.task, lim),
+        )
+
+    def rephrase(self, label: str, example: str) -> GenerationRequest:
+        lim = self.example_chars
+        if self.chat:
+            return self._request(self.rng.choice(REPHRASE_CHAT), label=label, example=_clip(example, lim))
+        return self._request(self.rng.choice(REPHRASE_COMPLETION), label=label, example=_quoted(example, lim))
+
+
+_PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrased", "new ", "title:")
+
+
+def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
+    """Strip chat pre-ambles, quotes and list markers; return None for unusable output."""
+    t = text.strip()
+    lines = [ln for ln in t.splitlines() if ln.strip()]
+    while len(lines) > 1 and (lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)):
+        lines = lines[1:]
+    t = " ".join(ln.strip() for ln in lines)
+    for prefix in ("Review:", "review:", "1.", "- "):
+        if t.startswith(prefix):
+            t = t[len(prefix) :].strip()
+    t = t.strip().strip('"').strip("“”").strip()
+    if len(t) < min_chars or len(t) > max_chars:
+        return None
+    return t

@@ -1,0 +1,183 @@
+"""The run directory: resolved config, journal of samples, votes, ledger, log, outputs.
+
+Layout (everything here is public or DP: no private text, no pre-noise statistic)::
+
+    config.yaml           the resolved config (what `--resume` continues)
+    samples.journal.jsonl append-only journal of accepted synthetic samples
+    votes/round_T.npz     released (noised) votes of round T
+    ledger.json           privacy spend (privacy/ledger.py)
+    rounds.json           per-round summary: weights, budgets, class shares, tokens
+    embeddings.npz        embedding cache of synthetic texts
+    synthetic.jsonl       final output (or .csv / .parquet), written atomically
+    privacy.json          the privacy report
+    run.log               the log
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpsynth.config import Config
+from dpsynth.errors import ResumeError
+from dpsynth.io import atomic_write_json, atomic_write_text
+
+LOGGER_NAME = "dpsynth"
+# fields that may differ between the original run and its resume
+_RESUMABLE_DIFFS = {"out"}
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+
+    # paths
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "samples.journal.jsonl"
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.json"
+
+    @property
+    def rounds(self) -> Path:
+        return self.path / "rounds.json"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.path / "embeddings.npz"
+
+    @property
+    def privacy(self) -> Path:
+        return self.path / "privacy.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "run.log"
+
+    def votes(self, round_: int) -> Path:
+        return self.path / "votes" / f"round_{round_}.npz"
+
+    def output(self, fmt: str) -> Path:
+        return self.path / f"synthetic.{fmt}"
+
+    # lifecycle
+    def check(self, config: Config, resume: bool) -> Config:
+        """Check (without writing) that a run can start or resume here.  Returns the config to use."""
+        exists = self.config.exists()
+        if resume:
+            if not exists:
+                raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
+            stored = Config.model_validate(yaml.safe_load(self.config.read_text(encoding="utf-8")))
+            diffs = _diff(stored.model_dump(), config.model_dump()) - _RESUMABLE_DIFFS
+            if diffs:
+                raise ResumeError(
+                    f"out: cannot resume {self.path} with changed fields {sorted(diffs)}; resume with the "
+                    "original config or choose a new --out"
+                )
+            return stored
+        if exists:
+            raise ResumeError(
+                f"out: {self.path} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return config
+
+    def create(self, config: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config, dump_config_yaml(config))
+
+    def save_rounds(self, rounds: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.rounds, rounds)
+
+
+def dump_config_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}." if prefix or k else k)
+        return {d.rstrip(".") for d in out}
+    return set() if a == b else {prefix.rstrip(".") or "config"}
+
+
+def setup_logging(log_path: Path, verbose: bool = False) -> logging.Logger:
+    """Log to run.log (always) and to stderr (warnings, or everything with verbose)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    for h in list(logger.handlers):
+        if getattr(h, "_dpsynth", False):
+            logger.removeHandler(h)
+            h.close()
+    fh = logging.FileHandler(log_path, encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    fh._dpsynth = True  # type: ignore[attr-defined]
+    logger.addHandler(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setLevel(logging.INFO if verbose else logging.WARNING)
+    sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    sh._dpsynth = True  # type: ignore[attr-defined]
+    logger.addHandler(sh)
+    logger.propagate = False
+    return logger
+
+
+class ProgressReporter:
+    """Round / generator / samples / tokens per second / epsilon spent, as a live bar or log lines."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        self._last_line = 0.0
+        self.interactive = enabled and sys.stderr.isatty()
+
+    def __enter__(self) -> ProgressReporter:
+        if self.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def start(self, description: str, total: int) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task(description, total=total, stats="")
+        elif self.enabled:
+            print(f"[dpsynth] {description}: 0/{total}", file=sys.stderr, flush=True)
+
+    def update(self, description: str, done: int, total: int, stats: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total, description=description, stats=stats)
+        elif self.enabled and (time.monotonic() - self._last_line > 5 or done >= total):
+            self._last_line = time.monotonic()
+            print(f"[dpsynth] {description}: {done}/{total} {stats}", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        elif self.enabled:
+            print(f"[dpsynth] {text}", file=sys.stderr, flush=True)
