@@ -1,0 +1,154 @@
+"""The privacy core: declared sensitivity, accountant golden values, secure noise, ledger cap."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpsynth.errors import PrivacyBudgetError, ResumeError
+from dpsynth.privacy import mechanisms
+from dpsynth.privacy.accountant import (
+    GaussianPlan,
+    calibrate_noise_multiplier,
+    epsilon_for,
+    gdp_delta,
+    gdp_epsilon,
+    gdp_mu,
+)
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.voting import _vote_histograms, noisy_top_q_vote, top_q_sensitivity
+
+# ------------------------------------------------------------------ sensitivity
+
+
+def test_declared_sensitivity_values() -> None:
+    assert top_q_sensitivity(1, False) == 1.0
+    assert top_q_sensitivity(8, True) == pytest.approx(math.sqrt(2 * sum(4.0**-r for r in range(8))))
+    assert top_q_sensitivity(8, True) < math.sqrt(8 / 3)
+    assert top_q_sensitivity(64, True) <= math.sqrt(8 / 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.integers(1, 12),
+    n=st.integers(1, 30),
+    d=st.integers(2, 6),
+    q=st.integers(1, 8),
+    use_far=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_removing_one_record_moves_release_by_at_most_sensitivity(m, n, d, q, use_far, seed) -> None:
+    rng = np.random.default_rng(seed)
+    priv = rng.normal(size=(m, d)).astype(np.float32)
+    plab = rng.integers(0, 2, size=m).astype(str)
+    syn = rng.normal(size=(n, d)).astype(np.float32)
+    slab = rng.integers(0, 2, size=n).astype(str)
+    near, far = _vote_histograms(priv, plab, syn, slab, q, use_far)
+    full = np.concatenate([near, far]) if far is not None else near
+    bound = top_q_sensitivity(q, use_far)
+    for i in range(m):
+        keep = np.arange(m) != i
+        n2, f2 = _vote_histograms(priv[keep], plab[keep], syn, slab, q, use_far)
+        other = np.concatenate([n2, f2]) if f2 is not None else n2
+        assert np.linalg.norm(full - other) <= bound + 1e-9
+
+
+def test_votes_go_to_same_class_nearest() -> None:
+    priv = np.array([[1.0, 0.0]], dtype=np.float32)
+    syn = np.array([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    near, far = _vote_histograms(priv, np.array(["a"]), syn, np.array(["a", "a", "a", "b"]), 2, True)
+    assert near.tolist() == [1.0, 0.5, 0.0, 0.0]  # the class-b twin gets nothing
+    assert far.tolist() == [0.0, 0.5, 1.0, 0.0]
+
+
+def test_chunked_votes_equal_unchunked() -> None:
+    rng = np.random.default_rng(0)
+    priv, syn = rng.normal(size=(50, 8)), rng.normal(size=(80, 8))
+    plab, slab = rng.integers(0, 3, 50), rng.integers(0, 3, 80)
+    a = _vote_histograms(priv, plab, syn, slab, 4, True, chunk_rows=7)
+    b = _vote_histograms(priv, plab, syn, slab, 4, True, chunk_rows=1000)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+
+def test_noisy_vote_returns_only_noised_values() -> None:
+    rng = np.random.default_rng(0)
+    priv, syn = rng.normal(size=(20, 4)), rng.normal(size=(30, 4))
+    lab_p, lab_s = np.array(["x"] * 20), np.array(["x"] * 30)
+    raw_near, _ = _vote_histograms(priv, lab_p, syn, lab_s, 4, True)
+    v = noisy_top_q_vote(priv, lab_p, syn, lab_s, q=4, use_far=True, sigma=2.0)
+    assert not np.allclose(v.near, raw_near)
+    assert v.sigma == 2.0 and v.sensitivity == top_q_sensitivity(4, True)
+    resid = v.near - raw_near
+    assert 1.0 < resid.std() < 3.5  # it is Gaussian noise of the stated scale
+
+
+def test_noise_rng_is_seeded_from_os_entropy() -> None:
+    a = mechanisms.add_gaussian_noise(np.zeros(8), 1.0)
+    b = mechanisms.add_gaussian_noise(np.zeros(8), 1.0)
+    assert not np.allclose(a, b)
+
+
+# ------------------------------------------------------------------ accountant golden values (privacy.md)
+
+
+@pytest.mark.parametrize("accountant", ["pld", "gdp"])
+@pytest.mark.parametrize(
+    "eps,sens,sigma",
+    [(1, 1, 7.461), (2, 1, 3.988), (4, 1, 2.162),
+     (1, math.sqrt(8 / 3), 12.18), (2, math.sqrt(8 / 3), 6.51), (4, math.sqrt(8 / 3), 3.53)],
+)
+def test_golden_sigma(eps, sens, sigma, accountant) -> None:
+    plan = GaussianPlan.calibrate(eps, 1e-5, 4, sens, accountant)
+    assert plan.sigma == pytest.approx(sigma, rel=0.01)
+    assert plan.epsilon_after(4) <= eps + 1e-9
+
+
+@pytest.mark.parametrize("accountant", ["pld", "gdp"])
+@pytest.mark.parametrize("sigma,eps", [(11.60, 1.00), (6.22, 2.00), (3.38, 3.99)])
+def test_golden_aug_pe_epsilon(sigma, eps, accountant) -> None:
+    n = 8396
+    delta = 1 / (n * math.log(n))
+    assert epsilon_for(sigma, 10, delta, accountant) == pytest.approx(eps, rel=0.01)
+
+
+@pytest.mark.parametrize("z,steps", [(0.8, 1), (2.0, 4), (5.0, 10), (1.3, 50)])
+def test_pld_agrees_with_gdp_formula(z, steps) -> None:
+    pld = epsilon_for(z, steps, 1e-5, "pld")
+    gdp = gdp_epsilon(gdp_mu(steps, z), 1e-5)
+    assert pld == pytest.approx(gdp, rel=0.01)
+    assert pld >= gdp - 1e-3  # the PLD is pessimistic, never optimistic
+    assert gdp_delta(gdp, gdp_mu(steps, z)) == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_calibration_is_tight() -> None:
+    z = calibrate_noise_multiplier(4.0, 1e-5, 4)
+    assert epsilon_for(z, 4, 1e-5) <= 4.0
+    assert epsilon_for(z * 0.995, 4, 1e-5) > 4.0
+
+
+# ------------------------------------------------------------------ ledger
+
+
+def test_ledger_is_a_hard_cap_and_resumes(tmp_path: Path) -> None:
+    plan = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0)
+    led = Ledger.open(tmp_path / "ledger.json", plan, "m")
+    for t in range(3):
+        led.record(f"r{t}")
+    led.record("r2")  # recording the same release twice is idempotent
+    assert led.count == 3
+    with pytest.raises(PrivacyBudgetError):
+        led.check_can_release()
+    again = Ledger.open(tmp_path / "ledger.json", plan, "m")
+    assert again.count == 3 and again.epsilon_spent() == pytest.approx(led.epsilon_spent())
+    assert again.epsilon_spent() <= 2.0
+    with pytest.raises(PrivacyBudgetError):
+        again.record("r3")
+    other = GaussianPlan.calibrate(3.0, 1e-5, 3, 1.0)
+    with pytest.raises(ResumeError):
+        Ledger.open(tmp_path / "ledger.json", other, "m")

@@ -1,0 +1,113 @@
+"""A real process killed after round 2 resumes without re-spending; sentinels never leak."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import dpsynth
+from dpsynth.config import Config
+from dpsynth.errors import DpsynthError
+from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.privacy.voting import top_q_sensitivity
+
+from .conftest import FakeEmbedder, FakeGenerator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_the_same_ledger(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    worker = [sys.executable, str(ROOT / "tests" / "resume_worker.py"), str(private_csv), str(out)]
+    proc = subprocess.Popen([*worker, "new"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ledger = out / "ledger.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if ledger.exists():
+                try:
+                    if len(json.loads(ledger.read_text())["releases"]) >= 2:
+                        break
+                except json.JSONDecodeError:
+                    pass
+            if proc.poll() is not None:
+                pytest.fail(f"worker ended early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("worker never reached round 2")
+        time.sleep(0.3)  # let it generate part of round 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = [json.loads(x) for x in (out / "samples.journal.jsonl").read_text().splitlines() if x.strip()]
+    released = json.loads(ledger.read_text())["releases"]
+    assert len(released) in (2, 3) and not (out / "synthetic.jsonl").exists()
+    vote2 = (out / "votes" / "round_2.npz").read_bytes()
+
+    done = subprocess.run([*worker, "resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = [json.loads(x) for x in (out / "synthetic.jsonl").read_text().splitlines()]
+    assert len(final) == 200
+    final_texts = {r["text"] for r in final}
+    assert all(s["text"] in final_texts for s in before), "samples generated before the kill were lost"
+    assert (out / "votes" / "round_2.npz").read_bytes() == vote2, "round 2 was voted again"
+    led = json.loads(ledger.read_text())
+    assert [r["key"] for r in led["releases"]] == ["round_1", "round_2", "round_3", "round_4"]
+    report = json.loads((out / "privacy.json").read_text())
+    plan = GaussianPlan.calibrate(2.0, 1e-5, 4, top_q_sensitivity(4, True))
+    assert report["mechanisms"][0]["count"] == 4
+    assert report["mechanisms"][0]["sigma"] == pytest.approx(plan.sigma)
+    assert report["epsilon"] == pytest.approx(2.0, rel=1e-3) and report["epsilon"] <= 2.0
+
+    # a third attempt cannot spend more: the run is complete and the ledger full
+    again = subprocess.run([*worker, "resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert len(json.loads(ledger.read_text())["releases"]) == 4
+
+
+def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplog, capsys) -> None:
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "leak"
+    cfg = Config.model_validate(
+        dict(
+            n_synthetic=80,
+            out=str(out),
+            data=dict(private=str(private_csv), text_column="review", label_column="sentiment",
+                      labels={"0": "negative", "1": "positive"}, task="movie review"),
+            wasp=dict(rounds=3, q=4),
+            generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
+        )
+    )
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    emb = FakeEmbedder()
+    dpsynth.synthesize(cfg, generators=gens, embedder=emb, progress=True)
+    assert "SENTINEL" in " ".join(emb.calls[0])  # the private set really was read (by the embedder)
+    prompts = gens["a"].prompts + gens["b"].prompts
+    assert prompts and not any("SENTINEL" in p for p in prompts)
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert b"SENTINEL" not in f.read_bytes(), f"sentinel in {f.name}"
+    assert "SENTINEL" not in caplog.text
+    captured = capsys.readouterr()
+    assert "SENTINEL" not in captured.out + captured.err
+    # private embeddings are not cached with the synthetic ones
+    cached = sum(len(c) for c in emb.calls[1:])
+    assert cached == len({json.loads(x)["text"] for x in (out / "samples.journal.jsonl").read_text().splitlines()
+                          if json.loads(x)["round"] < 3})
+
+    # an error raised mid-run names no private text either
+    cfg2 = cfg.model_copy(update={"out": str(tmp_path / "leak2")})
+    with pytest.raises(DpsynthError) as ei:
+        dpsynth.synthesize(cfg2, generators={"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b")},
+                           embedder=FakeEmbedder(), progress=False)
+    assert "SENTINEL" not in str(ei.value)
