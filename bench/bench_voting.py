@@ -19,7 +19,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
-
 from dpsynth.privacy.voting import noisy_top_q_vote, top_q_sensitivity  # noqa: E402
 
 

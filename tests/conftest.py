@@ -18,7 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from dpsynth.generators.base import Completion, GenerationRequest  # noqa: E402
 
-WORDS = "great awful film plot actor boring loved hated music scene ending story dull brilliant".split()
+WORDS = [
+    *("great", "awful", "film", "plot", "actor", "boring", "loved"),
+    *("hated", "music", "scene", "ending", "story", "dull", "brilliant"),
+]
 
 
 class FakeGenerator:
@@ -42,7 +45,9 @@ class FakeGenerator:
             else:
                 mood = "positive" if "positive" in text else "negative"
                 words = [self.rng.choice(WORDS) for _ in range(12)]
-                c = Completion(f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}", 16, 40)
+                c = Completion(
+                    f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}", 16, 40
+                )
             if on_completion:
                 on_completion(c)
             out.append(c)

@@ -25,15 +25,25 @@ def main() -> None:
         dict(
             n_synthetic=200,
             out=out,
-            data=dict(private=private, text_column="review", label_column="sentiment",
-                      labels={"0": "negative", "1": "positive"}, task="movie review"),
+            data=dict(
+                private=private,
+                text_column="review",
+                label_column="sentiment",
+                labels={"0": "negative", "1": "positive"},
+                task="movie review",
+            ),
             privacy=dict(epsilon=2.0, delta=1e-5),
             wasp=dict(rounds=4, q=4),
             generators=[dict(name="a", model="x"), dict(name="b", model="y")],
         )
     )
-    res = dpsynth.synthesize(cfg, generators={"a": SlowFake("a", 1), "b": SlowFake("b", 2)},
-                             embedder=FakeEmbedder(), resume=resume, progress=False)
+    res = dpsynth.synthesize(
+        cfg,
+        generators={"a": SlowFake("a", 1), "b": SlowFake("b", 2)},
+        embedder=FakeEmbedder(),
+        resume=resume,
+        progress=False,
+    )
     print(f"DONE {len(res)} {res.privacy['epsilon']}")
 
 

@@ -20,8 +20,13 @@ def _config(private: Path, out: Path, **kw) -> Config:
         method="wasp",
         n_synthetic=60,
         out=str(out),
-        data=dict(private=str(private), text_column="review", label_column="sentiment",
-                  labels={"0": "negative", "1": "positive"}, task="movie review"),
+        data=dict(
+            private=str(private),
+            text_column="review",
+            label_column="sentiment",
+            labels={"0": "negative", "1": "positive"},
+            task="movie review",
+        ),
         privacy=dict(epsilon=4.0, delta=1e-5),
         wasp=dict(rounds=3, q=4),
         generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
@@ -76,8 +81,12 @@ def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
 def test_output_formats_and_dataset(private_csv: Path, tmp_path: Path) -> None:
     for fmt in ("csv", "parquet"):
         cfg = _config(private_csv, tmp_path / fmt, output_format=fmt)
-        res = dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
-                                 embedder=FakeEmbedder(), progress=False)
+        res = dpsynth.synthesize(
+            cfg,
+            generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
+            embedder=FakeEmbedder(),
+            progress=False,
+        )
         assert res.output.suffix == f".{fmt}" and res.output.exists()
     ds = res.to_dataset()
     assert ds.num_rows == 60 and "text" in ds.column_names
@@ -89,6 +98,12 @@ def test_hf_dataset_input(private_csv: Path, tmp_path: Path) -> None:
 
     ds = datasets.Dataset.from_pandas(pd.read_csv(private_csv, dtype=str))
     cfg = _config(Path("unused"), tmp_path / "hf")
-    out = dpsynth.synthesize(cfg, private=ds, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
-                             embedder=FakeEmbedder(), progress=False, as_dataset=True)
+    out = dpsynth.synthesize(
+        cfg,
+        private=ds,
+        generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
+        embedder=FakeEmbedder(),
+        progress=False,
+        as_dataset=True,
+    )
     assert isinstance(out, datasets.Dataset) and out.num_rows == 60

@@ -100,8 +100,14 @@ def test_noise_rng_is_seeded_from_os_entropy() -> None:
 @pytest.mark.parametrize("accountant", ["pld", "gdp"])
 @pytest.mark.parametrize(
     "eps,sens,sigma",
-    [(1, 1, 7.461), (2, 1, 3.988), (4, 1, 2.162),
-     (1, math.sqrt(8 / 3), 12.18), (2, math.sqrt(8 / 3), 6.51), (4, math.sqrt(8 / 3), 3.53)],
+    [
+        (1, 1, 7.461),
+        (2, 1, 3.988),
+        (4, 1, 2.162),
+        (1, math.sqrt(8 / 3), 12.18),
+        (2, math.sqrt(8 / 3), 6.51),
+        (4, math.sqrt(8 / 3), 3.53),
+    ],
 )
 def test_golden_sigma(eps, sens, sigma, accountant) -> None:
     plan = GaussianPlan.calibrate(eps, 1e-5, 4, sens, accountant)

@@ -82,8 +82,13 @@ def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplo
         dict(
             n_synthetic=80,
             out=str(out),
-            data=dict(private=str(private_csv), text_column="review", label_column="sentiment",
-                      labels={"0": "negative", "1": "positive"}, task="movie review"),
+            data=dict(
+                private=str(private_csv),
+                text_column="review",
+                label_column="sentiment",
+                labels={"0": "negative", "1": "positive"},
+                task="movie review",
+            ),
             wasp=dict(rounds=3, q=4),
             generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
         )
@@ -102,12 +107,21 @@ def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplo
     assert "SENTINEL" not in captured.out + captured.err
     # private embeddings are not cached with the synthetic ones
     cached = sum(len(c) for c in emb.calls[1:])
-    assert cached == len({json.loads(x)["text"] for x in (out / "samples.journal.jsonl").read_text().splitlines()
-                          if json.loads(x)["round"] < 3})
+    assert cached == len(
+        {
+            json.loads(x)["text"]
+            for x in (out / "samples.journal.jsonl").read_text().splitlines()
+            if json.loads(x)["round"] < 3
+        }
+    )
 
     # an error raised mid-run names no private text either
     cfg2 = cfg.model_copy(update={"out": str(tmp_path / "leak2")})
     with pytest.raises(DpsynthError) as ei:
-        dpsynth.synthesize(cfg2, generators={"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b")},
-                           embedder=FakeEmbedder(), progress=False)
+        dpsynth.synthesize(
+            cfg2,
+            generators={"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b")},
+            embedder=FakeEmbedder(),
+            progress=False,
+        )
     assert "SENTINEL" not in str(ei.value)

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config, load_config
-from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS, IMDB_TASK, PrivateData, load_private, to_hf_dataset, write_table
+from dpsynth.data import (
+    EMBEDDED_IMDB,
+    IMDB_LABELS,
+    IMDB_TASK,
+    PrivateData,
+    load_private,
+    to_hf_dataset,
+    write_table,
+)
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError
 from dpsynth.generators.base import Generator

@@ -38,16 +38,14 @@ GOOD_ONLY_CHAT = (
     "Here are some good {label} {task}s:\n{good}\n\n"
     "Write one new {label} {task} like these. Reply with the {task} only.",
 )
-CONTRASTIVE_COMPLETION = (
-    "Poor {label} {task}s:\n{bad}\n\nExcellent {label} {task}s:\n{good}\n{Task}: \"",
-)
-GOOD_ONLY_COMPLETION = ("Excellent {label} {task}s:\n{good}\n{Task}: \"",)
+CONTRASTIVE_COMPLETION = ('Poor {label} {task}s:\n{bad}\n\nExcellent {label} {task}s:\n{good}\n{Task}: "',)
+GOOD_ONLY_COMPLETION = ('Excellent {label} {task}s:\n{good}\n{Task}: "',)
 REPHRASE_CHAT = (
     "Rephrase this {label} {task} in a different style, keeping its sentiment and topic:\n\n{example}\n\n"
     "Reply with the rephrased {task} only.",
 )
 REPHRASE_COMPLETION = (
-    "A {label} {task}:\n{Task}: \"{example}\"\n\nThe same {task}, rephrased in a different style:\n{Task}: \"",
+    'A {label} {task}:\n{Task}: "{example}"\n\nThe same {task}, rephrased in a different style:\n{Task}: "',
 )
 
 
@@ -137,7 +135,9 @@ def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
     """Strip chat pre-ambles, quotes and list markers; return None for unusable output."""
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
-    while len(lines) > 1 and (lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)):
+    while len(lines) > 1 and (
+        lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)
+    ):
         lines = lines[1:]
     t = " ".join(ln.strip() for ln in lines)
     for prefix in ("Review:", "review:", "1.", "- "):

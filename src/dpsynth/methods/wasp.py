@@ -152,8 +152,7 @@ class WaspRun:
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
         seed_budgets = {
-            g: allocate(n, uniform_classes)
-            for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()
+            g: allocate(n, uniform_classes) for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()
         }
         self._generate_round(RoundPlan(0, seed_budgets))
         for t in range(1, self.rounds_total + 1):
@@ -177,7 +176,9 @@ class WaspRun:
             self.ledger.record(f"round_{t}")
             return votes, population
         if not population:
-            raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
+            raise GeneratorError(
+                "every generator returned unusable text in earlier rounds; nothing to vote on"
+            )
         self.ledger.check_can_release()
         emb = self.cache.embed(self.embedder, [s.text for s in population])
         self.cache.save()
@@ -202,8 +203,12 @@ class WaspRun:
         )
         atomic_write_bytes(path, buf.getvalue())
         self.ledger.record(f"round_{t}")
-        log.info("round %d: released noisy vote over %d samples, epsilon spent %.4f", t, len(population),
-                 self.ledger.epsilon_spent())
+        log.info(
+            "round %d: released noisy vote over %d samples, epsilon spent %.4f",
+            t,
+            len(population),
+            self.ledger.epsilon_spent(),
+        )
         return votes, population
 
     def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:
@@ -271,76 +276,100 @@ class WaspRun:
                 self._builder_cache.setdefault(
                     g,
                     PromptBuilder(
-                        self.config.data.task, "chat", max_tokens=self.w.max_tokens,
-                        temperature=self.w.temperature, top_p=self.w.top_p,
-                        example_chars=self.w.example_chars, rng=self.rng,
+                        self.config.data.task,
+                        "chat",
+                        max_tokens=self.w.max_tokens,
+                        temperature=self.w.temperature,
+                        top_p=self.w.top_p,
+                        example_chars=self.w.example_chars,
+                        rng=self.rng,
                     ),
                 )
         return self._builder_cache
 
+    def _deficit(self, plan: RoundPlan) -> dict[str, int]:
+        want = Counter()
+        for per_class in plan.budgets.values():
+            want.update(per_class)
+        got = Counter(s.label for s in self.samples if s.round == plan.round)
+        return {c: max(want[c] - got[c], 0) for c in self.labels}
+
+    def _fill(self, g: str, plan: RoundPlan, by_id: Mapping[int, Sample], quota: dict[str, int]) -> None:
+        """Ask generator ``g`` for ``quota[c]`` accepted samples of each class c (bounded attempts)."""
+        gen = self.generators[g]
+        need = dict(quota)
+        limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
+        attempts = {c: 0 for c in need}
+        while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
+            batch: list[tuple[str, GenerationRequest]] = []
+            for c in need:
+                k = min(need[c], limit[c] - attempts[c], CHUNK)
+                batch.extend((c, self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
+            self.rng.shuffle(batch)
+            batch = batch[:CHUNK]
+            for c, _ in batch:
+                attempts[c] += 1
+
+            def tick(comp: Completion, g: str = g) -> None:
+                self.tokens[g].add(comp)
+
+            completions = gen.generate([r for _, r in batch], on_completion=tick)
+            if len(completions) != len(batch):
+                raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
+            accepted = []
+            for (c, _), comp in zip(batch, completions, strict=True):
+                if need[c] <= 0:
+                    continue
+                text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
+                if text is None or _norm(text) in self._seen:
+                    continue
+                self._seen.add(_norm(text))
+                s = Sample(len(self.samples), text, c, g, plan.round)
+                self.samples.append(s)
+                accepted.append(s)
+                need[c] -= 1
+            append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
+            self._show_progress(g, plan.round)
+
+    def _show_progress(self, g: str, t: int) -> None:
+        done = sum(1 for s in self.samples if s.round == t)
+        elapsed = max(time.monotonic() - self._round_started, 1e-6)
+        toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
+        eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.plan.epsilon:g}" if self.plan else "")
+        self.progress.update(
+            f"{self._round_label} · {g}", done, self._round_total, f"{toks / elapsed:.0f} tok/s · {eps}"
+        )
+
     def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
         t = plan.round
-        have = Counter((s.generator, s.label) for s in self.samples if s.round == t)
         by_id = {s.id: s for s in population}
         total = sum(sum(b.values()) for b in plan.budgets.values())
-        done = sum(min(have[(g, c)], n) for g, b in plan.budgets.items() for c, n in b.items())
-        label = f"round {t}/{self.rounds_total}"
-        self.progress.start(label, total)
-        started = time.monotonic()
-        tokens_at_start = sum(tc.completion_tokens for tc in self.tokens.values())
+        self._round_label = f"round {t}/{self.rounds_total}"
+        self._round_total = total
+        self._round_started = time.monotonic()
+        self._round_tokens0 = sum(tc.completion_tokens for tc in self.tokens.values())
+        self.progress.start(self._round_label, total)
         for g, per_class in plan.budgets.items():
-            gen = self.generators[g]
-            need = {c: max(n - have[(g, c)], 0) for c, n in per_class.items()}
-            attempts = {c: 0 for c in need}
-            while any(need[c] > 0 and attempts[c] < MAX_ATTEMPT_FACTOR * per_class[c] for c in need):
-                batch: list[tuple[str, GenerationRequest]] = []
-                for c in need:
-                    k = min(need[c], MAX_ATTEMPT_FACTOR * per_class[c] - attempts[c])
-                    batch.extend((c, self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
-                self.rng.shuffle(batch)
-                batch = batch[:CHUNK]
-                for c, _ in batch:
-                    attempts[c] += 1
-
-                def tick(comp: Completion, g: str = g) -> None:
-                    self.tokens[g].add(comp)
-
-                completions = gen.generate([r for _, r in batch], on_completion=tick)
-                if len(completions) != len(batch):
-                    raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
-                accepted = []
-                for (c, _), comp in zip(batch, completions, strict=True):
-                    if need[c] <= 0:
-                        continue
-                    text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
-                    if text is None or _norm(text) in self._seen:
-                        continue
-                    self._seen.add(_norm(text))
-                    s = Sample(len(self.samples), text, c, g, t)
-                    self.samples.append(s)
-                    accepted.append(s)
-                    need[c] -= 1
-                append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
-                done += len(accepted)
-                elapsed = max(time.monotonic() - started, 1e-6)
-                toks = sum(tc.completion_tokens for tc in self.tokens.values()) - tokens_at_start
-                self.progress.update(
-                    f"{label} · {g}",
-                    done,
-                    total,
-                    f"{toks / elapsed:.0f} tok/s · ε spent {self.ledger.epsilon_spent():.3g}"
-                    + (f"/{self.plan.epsilon:g}" if self.plan else ""),
-                )
-            short = {c: n for c, n in need.items() if n > 0}
-            if short:
-                log.warning(
-                    "round %d: generator %s fell short by %d samples (unusable or duplicate outputs)",
-                    t, g, sum(short.values()),
-                )
+            have = Counter(s.label for s in self.samples if s.round == t and s.generator == g)
+            self._fill(g, plan, by_id, {c: max(n - have[c], 0) for c, n in per_class.items()})
             if self.tokens[g].completions and self.tokens[g].failures == self.tokens[g].completions:
                 raise GeneratorError(
                     f"generators[{g}]: every request failed ({self.tokens[g].errors[:1]}); check the backend"
                 )
+        # Outputs dropped by clean-up leave a class short: the best-weighted generators fill the gap.
+        order = sorted(plan.budgets, key=lambda g: -plan.weights.get(g, 0.0))
+        for g in order:
+            deficit = self._deficit(plan)
+            if not any(deficit.values()):
+                break
+            self._fill(g, plan, by_id, deficit)
+        deficit = self._deficit(plan)
+        if any(deficit.values()):
+            log.warning(
+                "round %d: %d samples short after retries (unusable or duplicate outputs)",
+                t,
+                sum(deficit.values()),
+            )
         self.round_log = [r for r in self.round_log if r["round"] != t]
         self.round_log.append(
             {
@@ -351,7 +380,7 @@ class WaspRun:
                 "vote_mass": plan.vote_mass,
                 "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
                 "epsilon_spent": self.ledger.epsilon_spent(),
-                "seconds": round(time.monotonic() - started, 2),
+                "seconds": round(time.monotonic() - self._round_started, 2),
                 "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
             }
         )

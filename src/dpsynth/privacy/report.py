@@ -25,7 +25,12 @@ def _version(pkg: str) -> str:
 
 
 def privacy_report(
-    ledger: Ledger, *, method: str, reads: str, public_inputs: dict[str, Any], extra: dict[str, Any] | None = None
+    ledger: Ledger,
+    *,
+    method: str,
+    reads: str,
+    public_inputs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     plan = ledger.plan
     if plan is None:
@@ -44,7 +49,9 @@ def privacy_report(
     count = ledger.count
     mu = gdp_mu(count, plan.noise_multiplier) if count else 0.0
     accountant_name = (
-        f"dp-accounting {_version('dp-accounting')} PLD" if plan.accountant == "pld" else "Gaussian DP (exact formula)"
+        f"dp-accounting {_version('dp-accounting')} PLD"
+        if plan.accountant == "pld"
+        else "Gaussian DP (exact formula)"
     )
     return {
         "guarantee": f"({spent:.4g}, {plan.delta:g})-DP with respect to {ADJACENCY}",
@@ -71,7 +78,9 @@ def privacy_report(
             "epsilon_at_delta": spent,
             "gdp_crosscheck": {
                 "mu": mu,
-                "epsilon_at_delta": epsilon_for(plan.noise_multiplier, count, plan.delta, "gdp") if count else 0.0,
+                "epsilon_at_delta": epsilon_for(plan.noise_multiplier, count, plan.delta, "gdp")
+                if count
+                else 0.0,
             },
         },
         "post_processing": [
