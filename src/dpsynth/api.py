@@ -20,12 +20,12 @@ from dpsynth.data import (
     write_table,
 )
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
-from dpsynth.errors import ConfigError
+from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
 from dpsynth.methods.wasp import WaspRun
 from dpsynth.privacy.report import privacy_report
-from dpsynth.run import ProgressReporter, RunDir, setup_logging
+from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
 
@@ -140,41 +140,40 @@ def synthesize(
             raise
     else:
         gens = dict(generators)
+    handlers = []
     try:
         if not resume:
             run_dir.create(config)
-        setup_logging(run_dir.log)
-    except BaseException:
-        for g in owned:
-            g.close()
-        raise
-    log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
-    embedder = embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
-    try:
+        handlers = setup_logging(run_dir.log)
+        log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
+        embedder = embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
         with ProgressReporter(enabled=progress) as reporter:
             runner = WaspRun(config, run_dir, gens, embedder, data, reporter)
             del data  # the runner keeps only private embeddings, in memory
             samples = runner.run()
+        assert config.data.labels is not None
+        rows = [s.as_row(config.data.labels) for s in samples]
+        output = write_table(rows, run_dir.output(config.output_format), config.output_format)
+        report = privacy_report(
+            runner.ledger,
+            method=config.method,
+            reads="private embeddings and labels (Top-Q vote)",
+            public_inputs={
+                "labels": config.data.labels,
+                "task": config.data.task,
+                "generators": list(gens),
+                "embedding_model": config.embedding_model,
+                "n_synthetic": config.n_synthetic,
+            },
+        )
+        atomic_write_json(run_dir.privacy, report)
+        log.info("run finished: %d samples -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
+    except DpsynthError as exc:
+        log.error("run stopped: %s", exc)
+        raise
     finally:
         for g in owned:
             g.close()
-
-    assert config.data.labels is not None
-    rows = [s.as_row(config.data.labels) for s in samples]
-    output = write_table(rows, run_dir.output(config.output_format), config.output_format)
-    report = privacy_report(
-        runner.ledger,
-        method=config.method,
-        reads="private embeddings and labels (Top-Q vote)",
-        public_inputs={
-            "labels": config.data.labels,
-            "task": config.data.task,
-            "generators": [g for g in gens],
-            "embedding_model": config.embedding_model,
-            "n_synthetic": config.n_synthetic,
-        },
-    )
-    atomic_write_json(run_dir.privacy, report)
-    log.info("run finished: %d samples -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
+        remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
     return result.to_dataset() if as_dataset else result

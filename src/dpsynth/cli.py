@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 import yaml
@@ -64,7 +64,11 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         key, eq, val = a[2:].partition("=")
         key_norm = key.replace("-", "_")
         if key_norm not in flags:
-            raise ConfigError(f"unknown flag --{key}; see `dpsynth init` for every field")
+            import difflib
+
+            close = difflib.get_close_matches(key_norm, list(flags), n=1)
+            hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
+            raise ConfigError(f"unknown flag --{key}; {hint}`dpsynth init` writes a file listing every field")
         if not eq:
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
                 raise ConfigError(f"flag --{key} needs a value")
@@ -85,11 +89,16 @@ def _parse_value(val: str) -> Any:
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="dpsynth run [CONFIG.yaml] [--FIELD VALUE ...]. CONFIG is optional; any field can be overridden, e.g. --epsilon 2 --n-synthetic 500.",
+    help=(
+        "dpsynth run [CONFIG.yaml] [--FIELD VALUE ...]. CONFIG is optional; any field can be overridden, "
+        "e.g. --epsilon 2 --n-synthetic 500."
+    ),
 )
 def run(
     ctx: typer.Context,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out without re-spending budget."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out without re-spending budget."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     from dpsynth.api import synthesize
@@ -103,7 +112,10 @@ def run(
     result = synthesize(cfg, resume=resume, progress=not quiet)
     eps = result.privacy["epsilon"]
     typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
-    typer.echo(f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json")
+    typer.echo(
+        f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); "
+        f"report: {result.run_dir}/privacy.json"
+    )
 
 
 @app.command(help="Write a commented default config file.")
@@ -134,7 +146,9 @@ def commented_default_config() -> str:
             for sname, sf in sub.model_fields.items():
                 if sf.description:
                     lines.append(f"  # {sf.description}")
-                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
+                lines.append(
+                    "  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1]
+                )
         elif name == "generators":
             lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
         else:
@@ -155,6 +169,7 @@ def privacy_sigma(
     from dpsynth.privacy.accountant import GaussianPlan
 
     _check_accountant(accountant)
+    _check_numbers(epsilon=epsilon, delta=delta, steps=steps, sensitivity=sensitivity)
     plan = GaussianPlan.calibrate(epsilon, delta, steps, sensitivity, accountant)  # type: ignore[arg-type]
     out = {
         "sigma": plan.sigma,
@@ -180,12 +195,33 @@ def privacy_epsilon(
     from dpsynth.privacy.accountant import epsilon_for
 
     _check_accountant(accountant)
-    if sigma <= 0 or sensitivity <= 0 or steps < 1 or not 0 < delta < 1:
-        raise ConfigError("need --sigma > 0, --sensitivity > 0, --steps >= 1 and 0 < --delta < 1")
-    eps = epsilon_for(sigma / sensitivity, steps, delta, accountant)  # type: ignore[arg-type]
-    out = {"epsilon": eps, "sigma": sigma, "delta": delta, "steps": steps, "sensitivity": sensitivity,
-           "accountant": accountant}
+    _check_numbers(sigma=sigma, delta=delta, steps=steps, sensitivity=sensitivity)
+    eps = epsilon_for(sigma / sensitivity, steps, delta, accountant)
+    out = {
+        "epsilon": eps,
+        "sigma": sigma,
+        "delta": delta,
+        "steps": steps,
+        "sensitivity": sensitivity,
+        "accountant": accountant,
+    }
     typer.echo(json.dumps(out) if as_json else f"{eps:.6g}")
+
+
+def _check_numbers(**values: float) -> None:
+    """--epsilon, --sigma, --sensitivity > 0 and finite; 0 < --delta < 1; --steps >= 1."""
+    import math
+
+    for name, v in values.items():
+        flag = f"--{name}"
+        if name == "delta":
+            if not 0 < v < 1:
+                raise ConfigError(f"{flag}: must be in (0, 1), e.g. 1e-5; got {v:g}")
+        elif name == "steps":
+            if v < 1:
+                raise ConfigError(f"{flag}: at least one release is needed; got {v:g}")
+        elif not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{flag}: must be a finite number > 0; got {v:g}")
 
 
 def _check_accountant(name: str) -> None:
@@ -193,23 +229,65 @@ def _check_accountant(name: str) -> None:
         raise ConfigError(f"--accountant: {name!r} is not one of pld, gdp")
 
 
-def main() -> None:
+_ExcTypes = tuple[type[BaseException], ...]
+
+
+def _click_exceptions() -> tuple[_ExcTypes, _ExcTypes, _ExcTypes, _ExcTypes]:
+    """(ClickException, UsageError, Abort, NoArgsIsHelpError) classes of the click that typer runs on.
+
+    Recent typer vendors its own click (``typer._click``); older typer uses ``click``.
+    """
+    import importlib
+
     try:
-        app(standalone_mode=False)
+        ce = importlib.import_module("typer._click.exceptions")  # typer >= 0.2x
+        abort = importlib.import_module("typer.exceptions").Abort
+    except (ImportError, AttributeError):  # pragma: no cover - typer on top of click
+        ce = importlib.import_module("click.exceptions")
+        abort = ce.Abort
+    no_args = getattr(ce, "NoArgsIsHelpError", None)
+    return (ce.ClickException,), (ce.UsageError,), (abort,), (no_args,) if no_args else ()
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: MESSAGE`` on one line to stderr and exit."""
+    print("error: " + (" ".join(message.split()) or "unknown error"), file=sys.stderr)
+    sys.exit(code)
+
+
+_INTERRUPTED = "interrupted; continue with `dpsynth run --resume --out RUN_DIR`"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes print one ``error:`` line and exit 2, never a traceback."""
+    click_exc, usage_error, abort, no_args_help = _click_exceptions()
+    try:
+        rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)
     except DpsynthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc) or type(exc).__name__)
     except KeyboardInterrupt:
-        print("interrupted; continue with `dpsynth run --resume --out RUN_DIR`", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
+    except no_args_help as exc:  # bare `dpsynth` / `dpsynth privacy`: show the help
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(0)
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        _fail(exc.format_message().rstrip(".") + where, exc.exit_code)  # type: ignore[attr-defined]
+    except click_exc as exc:
+        _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+    except abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    # without standalone mode, typer returns (not raises) the exit code of ctx.exit() and of Ctrl-C
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+        if rv == 130:
+            print(_INTERRUPTED, file=sys.stderr)
+        sys.exit(rv)
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+if __name__ == "__main__":
+    main()

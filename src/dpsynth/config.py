@@ -8,10 +8,13 @@ that name the field and the fix (scikit-learn style).
 
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import Self
 
 from dpsynth.errors import ConfigError
 
@@ -21,21 +24,53 @@ PromptFormat = Literal["chat", "completion"]
 
 
 class _Strict(BaseModel):
+    """Unknown fields are errors, and so is any invalid value, on construction and on assignment.
+
+    A mistake surfaces as a one-line ``ConfigError`` naming the field (also a ``ValueError``,
+    like pydantic's own ``ValidationError``), never as pydantic's multi-line report.
+    """
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, type(self)) from None
+
+    # Behaves as BaseModel.__init__, so nested models are validated in one pass (full dotted locations)
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, cls) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, type(self)) from None
 
 
 class GeneratorConfig(_Strict):
     """One prompted generator: a backend, a model and a prompt format."""
 
     name: str = Field(description="Short unique name used in outputs and reports.")
-    backend: Backend = Field("llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU).")
+    backend: Backend = Field(
+        "llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU)."
+    )
     model: str = Field(
         description=(
             "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
             "qwen2.5-0.5b-instruct); openai: model id on the server; transformers: folder or hub id."
         )
     )
-    prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
+    prompt_format: PromptFormat = Field(
+        "chat", description="chat for instruct models, completion for base models."
+    )
     # llama.cpp
     n_parallel: int = Field(4, ge=1, le=64, description="llama.cpp slots (continuous batching).")
     n_ctx: int = Field(4096, ge=256, description="llama.cpp total context, shared by the slots.")
@@ -77,6 +112,7 @@ class DataConfig(_Strict):
             "{'0': negative, '1': positive}. Declared, never read from private data."
         ),
     )
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, v: Any) -> Any:
@@ -105,20 +141,26 @@ class DataConfig(_Strict):
 class PrivacyConfig(_Strict):
     epsilon: float = Field(4.0, description="Total epsilon for the whole run.")
     delta: float = Field(1e-5, description="Total delta; must be below 1/M.")
-    accountant: Literal["pld", "gdp"] = Field("pld", description="pld: dp-accounting PLD; gdp: exact GDP formula.")
+    accountant: Literal["pld", "gdp"] = Field(
+        "pld", description="pld: dp-accounting PLD; gdp: exact GDP formula."
+    )
 
     @field_validator("epsilon")
     @classmethod
     def _eps(cls, v: float) -> float:
         if not v > 0:
-            raise ValueError("epsilon must be > 0 (use --method zero-shot for a run without private data)")
+            raise ValueError(
+                "must be > 0, e.g. --epsilon 4 (use --method zero-shot for a run without private data)"
+            )
+        if not math.isfinite(v):
+            raise ValueError("must be finite, e.g. --epsilon 4")
         return v
 
     @field_validator("delta")
     @classmethod
     def _delta(cls, v: float) -> float:
         if not 0 < v < 1:
-            raise ValueError("delta must be in (0, 1), and below 1/M")
+            raise ValueError("must be in (0, 1) and below 1/M, e.g. --delta 1e-5")
         return v
 
 
@@ -126,7 +168,9 @@ class WaspConfig(_Strict):
     """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
 
     rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
-    q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
+    q: int = Field(
+        8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample."
+    )
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
     weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
@@ -137,14 +181,18 @@ class WaspConfig(_Strict):
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
-    class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
+    class_uniform_mix: float = Field(
+        0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares."
+    )
     max_tokens: int = Field(64, ge=8, le=2048)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     min_chars: int = Field(20, ge=1, description="Drop outputs shorter than this.")
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
-    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
+    near_dup_threshold: float | None = Field(
+        None, ge=0, le=1, description="Drop near-duplicates above this cosine."
+    )
 
 
 class Config(_Strict):
@@ -159,10 +207,13 @@ class Config(_Strict):
     wasp: WaspConfig = Field(default_factory=WaspConfig)
     generators: list[GeneratorConfig] = Field(default_factory=default_generators)
     embedding_model: str = Field(
-        "all-MiniLM-L6-v2", description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded)."
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded).",
     )
     embedding_batch_size: int = Field(64, ge=1)
-    seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
+    seed: int | None = Field(
+        None, description="Seed for prompt sampling (never for DP noise, which is secure)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -191,14 +242,50 @@ class Config(_Strict):
         return self.method != "zero-shot"
 
 
-def config_error_from_validation(exc: ValidationError) -> ConfigError:
-    """Turn pydantic's multi-line report into one line per field, naming the field."""
+class ConfigValidationError(ConfigError, ValueError):
+    """An invalid config value (a ``ConfigError``; also a ``ValueError`` as pydantic's errors are)."""
+
+
+def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
+    """Turn pydantic's multi-line report into one line naming each field and the fix.
+
+    The offending input value is never echoed (it could be anything the user pasted).
+    """
     parts = []
+    unknown = False
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return ConfigError("; ".join(parts))
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown field" + _suggest(model, err["loc"])
+            unknown = True
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            msg = " ".join(err["msg"].removeprefix("Value error, ").split())
+        # model-level checks already name their field ("generators: ...")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    if unknown:
+        parts.append("`dpsynth init` writes a file listing every field")
+    return ConfigValidationError("; ".join(parts) or "config: invalid")
+
+
+def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
+    for part in loc[:-1]:
+        if model is None:
+            return ""
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field is not None else None
+        args = getattr(ann, "__args__", ())  # list[GeneratorConfig], X | None
+        candidates = [ann, *args]
+        model = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -207,13 +294,18 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = Path(path).expanduser()
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist; create one with `dpsynth init {p}`")
+            what = "is a folder, not a file" if p.is_dir() else "does not exist"
+            raise ConfigError(f"config file {p} {what}; create one with `dpsynth init {p}`")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -221,10 +313,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raw = loaded
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc) from None
+    return Config.model_validate(raw)  # raises a one-line ConfigError
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """'PROBLEM at line L, column C; fix the syntax' from a YAML error, on one line."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}; fix the syntax or start again from `dpsynth init`".split())
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

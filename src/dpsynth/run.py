@@ -113,25 +113,32 @@ def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix.rstrip(".") or "config"}
 
 
-def setup_logging(log_path: Path, verbose: bool = False) -> logging.Logger:
-    """Log to run.log (always) and to stderr (warnings, or everything with verbose)."""
+def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler]:
+    """Log to run.log (always) and to stderr (warnings, or everything with verbose).
+
+    Returns the handlers so the caller can remove them when the run ends; the
+    logger still propagates, so applications and pytest's caplog see the records.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
-    for h in list(logger.handlers):
-        if getattr(h, "_dpsynth", False):
-            logger.removeHandler(h)
-            h.close()
     fh = logging.FileHandler(log_path, encoding="utf-8")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    fh._dpsynth = True  # type: ignore[attr-defined]
-    logger.addHandler(fh)
-    sh = logging.StreamHandler(sys.stderr)
-    sh.setLevel(logging.INFO if verbose else logging.WARNING)
-    sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    sh._dpsynth = True  # type: ignore[attr-defined]
-    logger.addHandler(sh)
-    logger.propagate = False
-    return logger
+    handlers: list[logging.Handler] = [fh]
+    if not logging.getLogger().handlers:  # nobody else prints warnings: do it ourselves
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setLevel(logging.INFO if verbose else logging.WARNING)
+        sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handlers.append(sh)
+    for h in handlers:
+        logger.addHandler(h)
+    return handlers
+
+
+def remove_logging(handlers: list[logging.Handler]) -> None:
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in handlers:
+        logger.removeHandler(h)
+        h.close()
 
 
 class ProgressReporter:

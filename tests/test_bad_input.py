@@ -1,0 +1,408 @@
+"""Every user mistake gives a one-line ``DpsynthError`` naming the field or file and the fix.
+
+Each case writes its inputs into ``tmp_path`` (also the working directory) and returns the
+attempt to run.  For mistakes caught by validation the test then checks that nothing under
+``tmp_path`` was created, changed or removed by the attempt: no run directory is left
+behind and an existing run is untouched.  No message may contain private record text or
+label values (the rows of conftest's ``private_csv`` carry ``SENTINEL`` markers, and the bad
+label value below is a ``SENTINEL`` string too).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import dpsynth
+from dpsynth.config import Config, GeneratorConfig, load_config
+from dpsynth.errors import ConfigError, DataError, DpsynthError, GeneratorError, ResumeError
+from dpsynth.run import dump_config_yaml
+
+from .conftest import FakeEmbedder, FakeGenerator
+
+SENTINEL = "SENTINEL"
+LABELS = {"0": "negative", "1": "positive"}
+Action = Callable[[], object]
+
+
+@pytest.fixture(autouse=True)
+def _restore_dpsynth_logger() -> Any:
+    """A run points the 'dpsynth' logger at its run.log and stops propagation; undo that afterwards
+    so later tests (e.g. caplog-based ones) see the logger as they would on their own."""
+    logger = logging.getLogger("dpsynth")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    for h in list(logger.handlers):
+        if h not in handlers:
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate, logger.level = propagate, level
+
+
+# ---------------------------------------------------------------- helpers
+def _raw(private: Path | str, out: Path, **over: Any) -> dict[str, Any]:
+    """A valid config (as a dict) for the conftest CSV; ``over`` replaces fields or merges sections."""
+    raw: dict[str, Any] = dict(
+        method="wasp",
+        n_synthetic=20,
+        out=str(out),
+        data=dict(private=str(private), text_column="review", label_column="sentiment", labels=dict(LABELS)),
+        privacy=dict(epsilon=4.0, delta=1e-5),
+        wasp=dict(rounds=1, q=2),
+        generators=[dict(name="a", model="x"), dict(name="b", model="y")],
+        seed=0,
+    )
+    for k, v in over.items():
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
+    return raw
+
+
+def _synth(
+    tmp: Path, private: Path | str, *, resume: bool = False, gens: dict | None = None, **over: Any
+) -> Any:
+    """Validate the config and run the pipeline with fakes, into ``tmp/run``."""
+    cfg = Config.model_validate(_raw(private, tmp / "run", **over))
+    gens = gens if gens is not None else {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    return dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, resume=resume)
+
+
+def _later(tmp: Path, private: Path | str, **kw: Any) -> Action:
+    """The attempt to run, once the case has written its inputs."""
+    return functools.partial(_synth, tmp, private, **kw)
+
+
+def _rows(csv: Path) -> pd.DataFrame:
+    return pd.read_csv(csv, dtype=str, keep_default_na=False)
+
+
+def _csv(tmp: Path, df: pd.DataFrame, name: str = "edited.csv") -> Path:
+    p = tmp / name
+    df.to_csv(p, index=False)
+    return p
+
+
+def _bytes(tmp: Path, name: str, data: bytes) -> Path:
+    p = tmp / name
+    p.write_bytes(data)
+    return p
+
+
+def _latin1_csv(tmp: Path, csv: Path) -> Path:
+    """The conftest CSV with one non-ASCII character in record index 3 (line 5), saved as latin-1."""
+    text = csv.read_text(encoding="utf-8").replace("SENTINEL0003XYZ", "SENTINEL0003XYZ caf\u00e9")
+    return _bytes(tmp, "latin.csv", text.encode("latin-1"))
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root``, with a hash of each file's content."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = ""
+        for f in filenames:
+            p = Path(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+# ---------------------------------------------------------------- cases: files
+def empty_file(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "zero.csv", b""))
+
+
+def header_only(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "header.csv", b"review,sentiment\n"))
+
+
+def folder_not_dataset(tmp: Path, csv: Path) -> Action:
+    folder = tmp / "somefolder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a dataset")
+    return _later(tmp, folder)
+
+
+def garbage_parquet(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "garbage.parquet", b"PAR1" + bytes(range(256)) * 3 + SENTINEL.encode()))
+
+
+def missing_file(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, tmp / "absent.csv")
+
+
+def unsupported_suffix(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "records.xlsx", b"PK\x03\x04" + SENTINEL.encode()))
+
+
+def latin1_csv(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _latin1_csv(tmp, csv))
+
+
+def latin1_jsonl(tmp: Path, csv: Path) -> Action:
+    p = tmp / "utf8.jsonl"
+    _rows(csv).to_json(p, orient="records", lines=True, force_ascii=False)
+    text = p.read_text(encoding="utf-8").replace("SENTINEL0002XYZ", "SENTINEL0002XYZ na\u00efve")
+    return _later(tmp, _bytes(tmp, "latin.jsonl", text.encode("latin-1")))
+
+
+def broken_jsonl(tmp: Path, csv: Path) -> Action:
+    lines = (
+        '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}\n{"review": "SENTINEL0002XYZ, "sentiment": 1}\n'
+    )
+    return _later(tmp, _bytes(tmp, "broken.jsonl", lines.encode()))
+
+
+def unknown_encoding(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(encoding="utf-9"))
+
+
+# ---------------------------------------------------------------- cases: records
+def bad_text_column(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(text_column="reveiw"))
+
+
+def bad_label_column(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(label_column="label"))
+
+
+def empty_texts(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv)
+    df.loc[[3, 7], "review"] = ["", "   "]
+    return _later(tmp, _csv(tmp, df))
+
+
+def null_texts_jsonl(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv).astype(object)
+    df.loc[5, "review"] = None  # JSON null is an empty text, not the text "None"
+    p = tmp / "nulls.jsonl"
+    df.to_json(p, orient="records", lines=True)
+    return _later(tmp, p)
+
+
+def undeclared_label(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv)
+    df.loc[4, "sentiment"] = "SENTINEL_LABEL"
+    return _later(tmp, _csv(tmp, df))
+
+
+def single_record_class(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv)
+    df["sentiment"] = "0"
+    df.loc[9, "sentiment"] = "1"
+    return _later(tmp, _csv(tmp, df))
+
+
+def labels_not_declared(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(labels=None))
+
+
+# ---------------------------------------------------------------- cases: config
+def epsilon_zero(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=0))
+
+
+def epsilon_negative(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=-1.0))
+
+
+def delta_above_one_over_m(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(delta=0.05))  # 40 private records: 1/M = 0.025
+
+
+def delta_one(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(delta=1.0))
+
+
+def n_below_classes(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, n_synthetic=1)
+
+
+def unknown_output_format(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, output_format="xlsx")
+
+
+def unknown_method(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, method="gan")
+
+
+def duplicate_generator_names(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, generators=[dict(name="a", model="x"), dict(name="a", model="y")])
+
+
+def aug_pe_two_generators(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, method="aug-pe")
+
+
+def _yaml(tmp: Path, text: str) -> Action:
+    p = tmp / "cfg.yaml"
+    p.write_text(text, encoding="utf-8")
+    gens = {"a": FakeGenerator("a")}
+    return lambda: dpsynth.synthesize(p, generators=gens, embedder=FakeEmbedder(), progress=False)
+
+
+def yaml_not_mapping(tmp: Path, csv: Path) -> Action:
+    return _yaml(tmp, "- method: wasp\n- epsilon: 2\n")
+
+
+def yaml_invalid(tmp: Path, csv: Path) -> Action:
+    return _yaml(tmp, "method: wasp\nprivacy: {epsilon: 2\n")
+
+
+def yaml_unknown_field(tmp: Path, csv: Path) -> Action:
+    return _yaml(tmp, "method: wasp\nprivacy:\n  epsilom: 2\n")
+
+
+def missing_config_file(tmp: Path, csv: Path) -> Action:
+    return lambda: dpsynth.synthesize(tmp / "nothere.yaml", progress=False)
+
+
+# ---------------------------------------------------------------- cases: run directory
+def resume_without_run(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, resume=True)
+
+
+def run_dir_taken(tmp: Path, csv: Path) -> Action:
+    run = tmp / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config_yaml(Config(out=str(run))), encoding="utf-8")
+    (run / "samples.journal.jsonl").write_text('{"text": "earlier work"}\n', encoding="utf-8")
+    return _later(tmp, csv)
+
+
+# ---------------------------------------------------------------- cases: generators
+def all_requests_fail(tmp: Path, csv: Path) -> Action:
+    gens = {"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b", fail=True)}
+    return _later(tmp, csv, gens=gens)
+
+
+def llamacpp_missing_model(tmp: Path, csv: Path) -> Action:
+    try:
+        from dpsynth.generators import build_generator  # type: ignore[attr-defined]
+    except ImportError:
+        pytest.skip("dpsynth.generators.build_generator does not exist yet (no generator backends)")
+
+    def attempt() -> None:
+        gen = build_generator(GeneratorConfig(name="g", backend="llamacpp", model=str(tmp / "nope.gguf")))
+        gen.close()
+
+    return attempt
+
+
+@dataclass(frozen=True)
+class Case:
+    setup: Callable[[Path, Path], Action]  # writes the inputs, returns the attempt
+    error: type[DpsynthError]
+    names: tuple[str, ...]  # the message must contain each: field, file, flag, fix
+    validation: bool = True  # caught before anything is written
+
+
+CASES = [
+    # files
+    Case(empty_file, DataError, ("zero.csv", "empty")),
+    Case(header_only, DataError, ("header.csv", "no records")),
+    Case(folder_not_dataset, DataError, ("somefolder", "Hugging Face dataset")),
+    Case(garbage_parquet, DataError, ("garbage.parquet", "Parquet")),
+    Case(missing_file, DataError, ("absent.csv", "--private")),
+    Case(unsupported_suffix, DataError, ("records.xlsx", ".csv")),
+    Case(latin1_csv, DataError, ("latin.csv", "byte", "line 5", "--encoding")),
+    Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
+    Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
+    Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
+    # records
+    Case(
+        bad_text_column,
+        DataError,
+        ("private.csv", "'reveiw'", "data.text_column", "--text-column", "review, sentiment"),
+    ),
+    Case(
+        bad_label_column,
+        DataError,
+        ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
+    ),
+    Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
+    Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
+    Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
+    Case(single_record_class, DataError, ("edited.csv", "data.labels", "fewer than 2")),
+    Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
+    # config
+    Case(epsilon_zero, ConfigError, ("privacy.epsilon", "> 0")),
+    Case(epsilon_negative, ConfigError, ("privacy.epsilon", "> 0")),
+    Case(delta_above_one_over_m, ConfigError, ("privacy.delta", "1/M")),
+    Case(delta_one, ConfigError, ("privacy.delta", "(0, 1)")),
+    Case(n_below_classes, ConfigError, ("n_synthetic", "2 classes")),
+    Case(unknown_output_format, ConfigError, ("output_format", "jsonl")),
+    Case(unknown_method, ConfigError, ("method", "wasp")),
+    Case(duplicate_generator_names, ConfigError, ("generators", "unique")),
+    Case(aug_pe_two_generators, ConfigError, ("generators", "aug-pe", "one generator")),
+    Case(yaml_not_mapping, ConfigError, ("cfg.yaml", "mapping")),
+    Case(yaml_invalid, ConfigError, ("cfg.yaml", "YAML", "line 3")),
+    Case(yaml_unknown_field, ConfigError, ("privacy.epsilom", "unknown field", "'epsilon'")),
+    Case(missing_config_file, ConfigError, ("nothere.yaml", "dpsynth init")),
+    # run directory
+    Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
+    Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    # generators
+    Case(all_requests_fail, GeneratorError, ("generators[", "failed"), validation=False),
+    Case(llamacpp_missing_model, GeneratorError, ("nope.gguf",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.setup.__name__ for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a default run directory (runs/...) would land here
+    attempt = case.setup(tmp_path, private_csv)
+    before = _snapshot(tmp_path)
+
+    with pytest.raises(DpsynthError) as info:
+        attempt()
+
+    exc = info.value
+    msg = str(exc)
+    assert isinstance(exc, case.error), f"{type(exc).__name__}: {msg}"
+    assert msg and "\n" not in msg and "\r" not in msg, f"not one line: {msg!r}"
+    for name in case.names:
+        assert name in msg, f"{name!r} missing from: {msg}"
+    assert SENTINEL not in msg.upper(), f"private text in: {msg}"
+    assert "Traceback" not in msg and "errors.pydantic.dev" not in msg
+    if case.validation:
+        after = _snapshot(tmp_path)
+        assert sorted(set(after) - set(before)) == [], "validation failure left files behind"
+        assert after == before, "validation failure changed or removed files"
+
+
+def test_config_errors_are_one_line_in_the_python_api() -> None:
+    """Building a Config directly gives the same one-line ConfigError as a YAML file or a flag."""
+    with pytest.raises(ConfigError) as info:
+        Config(privacy={"epsilon": 0}, generators=[{"name": "a", "modle": "x"}])
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "privacy.epsilon" in msg and "generators.0.model" in msg and "'model'" in msg
+    assert isinstance(info.value, ValueError)  # as pydantic's ValidationError is
+
+    cfg = Config()
+    with pytest.raises(ConfigError, match="delta"):
+        cfg.privacy.delta = 2.0
+    with pytest.raises(ConfigError, match="n_synthetic"):
+        load_config(None, {"n_synthetic": "many"})
+
+
+def test_good_input_still_runs(tmp_path: Path, private_csv: Path) -> None:
+    """The baseline every case above breaks in one way: it runs and writes its run directory."""
+    res = _synth(tmp_path, private_csv)
+    assert len(res) == 20 and (tmp_path / "run" / "synthetic.jsonl").exists()
+
+
+def test_suggested_fixes_work(tmp_path: Path, private_csv: Path) -> None:
+    """--encoding latin-1 reads the latin-1 file; a spreadsheet's UTF-8 BOM does not hide a column."""
+    latin = _latin1_csv(tmp_path, private_csv)
+    assert len(_synth(tmp_path / "a", latin, data=dict(encoding="latin-1"))) == 20
+    bom = _bytes(tmp_path, "bom.csv", b"\xef\xbb\xbf" + private_csv.read_bytes())
+    assert len(_synth(tmp_path / "b", bom)) == 20

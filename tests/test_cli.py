@@ -1,0 +1,301 @@
+"""The ``dpsynth`` command line: privacy calculators, init, flag overrides, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dpsynth.cli import app, main, parse_overrides
+from dpsynth.config import Config, load_config
+from dpsynth.errors import ConfigError
+
+runner = CliRunner()
+SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of targets.md
+
+
+def _json(args: list[str]) -> dict:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------- (a) privacy calculators
+# (epsilon, sigma for Delta = 1, sigma for Delta = sqrt(8/3)); delta = 1e-5, T = 4
+SIGMA_GOLDEN = [(1.0, 7.461, 12.18), (2.0, 3.988, 6.51), (4.0, 2.162, 3.53)]
+
+
+@pytest.mark.parametrize("accountant", ["pld", "gdp"])
+@pytest.mark.parametrize(("epsilon", "sigma_1", "sigma_83"), SIGMA_GOLDEN)
+def test_privacy_sigma_golden(epsilon: float, sigma_1: float, sigma_83: float, accountant: str) -> None:
+    for sensitivity, golden in ((1.0, sigma_1), (SQRT_8_3, sigma_83)):
+        out = _json(
+            [
+                "privacy",
+                "sigma",
+                "--epsilon",
+                str(epsilon),
+                "--delta",
+                "1e-5",
+                "--steps",
+                "4",
+                "--sensitivity",
+                repr(sensitivity),
+                "--accountant",
+                accountant,
+                "--json",
+            ]
+        )
+        assert out["sigma"] == pytest.approx(golden, rel=0.01)
+        assert out["epsilon"] <= epsilon * (1 + 1e-9)  # calibrated noise never overspends
+        assert out["accountant"] == accountant and out["steps"] == 4
+
+
+N_IMDB = 8396
+DELTA_N = 1 / (N_IMDB * math.log(N_IMDB))
+EPSILON_GOLDEN = [(11.60, 1.00), (6.22, 2.00), (3.38, 3.99)]  # sigma -> epsilon, T = 10, Delta = 1
+
+
+@pytest.mark.parametrize("accountant", ["pld", "gdp"])
+@pytest.mark.parametrize(("sigma", "epsilon"), EPSILON_GOLDEN)
+def test_privacy_epsilon_golden(sigma: float, epsilon: float, accountant: str) -> None:
+    out = _json(
+        [
+            "privacy",
+            "epsilon",
+            "--sigma",
+            str(sigma),
+            "--delta",
+            repr(DELTA_N),
+            "--steps",
+            "10",
+            "--sensitivity",
+            "1",
+            "--accountant",
+            accountant,
+            "--json",
+        ]
+    )
+    assert out["epsilon"] == pytest.approx(epsilon, rel=0.01)
+
+
+def test_privacy_plain_output_is_one_number() -> None:
+    result = runner.invoke(
+        app, ["privacy", "sigma", "--epsilon", "2", "--delta", "1e-5", "--steps", "4", "--accountant", "gdp"]
+    )
+    assert result.exit_code == 0
+    assert float(result.stdout.strip()) == pytest.approx(3.988, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["sigma", "--epsilon", "0", "--delta", "1e-5", "--steps", "4"], "--epsilon"),
+        (["sigma", "--epsilon", "1", "--delta", "1", "--steps", "4"], "--delta"),
+        (["sigma", "--epsilon", "1", "--delta", "1e-5", "--steps", "0"], "--steps"),
+        (
+            ["sigma", "--epsilon", "1", "--delta", "1e-5", "--steps", "4", "--sensitivity", "-1"],
+            "--sensitivity",
+        ),
+        (["epsilon", "--sigma", "0", "--delta", "1e-5", "--steps", "4"], "--sigma"),
+        (
+            ["epsilon", "--sigma", "1", "--delta", "1e-5", "--steps", "4", "--accountant", "rdp"],
+            "--accountant",
+        ),
+    ],
+)
+def test_privacy_bad_numbers(args: list[str], flag: str) -> None:
+    result = runner.invoke(app, ["privacy", *args])
+    assert isinstance(result.exception, ConfigError)
+    assert flag in str(result.exception) and "\n" not in str(result.exception)
+
+
+# ---------------------------------------------------------------- (b) init
+def test_init_round_trips_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "dpsynth.yaml"
+    result = runner.invoke(app, ["init", str(path)])
+    assert result.exit_code == 0, result.output
+    text = path.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("#")  # commented
+    assert load_config(path) == Config()
+
+    path.write_text(text + "# my edits\n", encoding="utf-8")
+    result = runner.invoke(app, ["init", str(path)])
+    assert isinstance(result.exception, ConfigError) and "--force" in str(result.exception)
+    assert path.read_text(encoding="utf-8").endswith("# my edits\n")  # untouched
+
+    result = runner.invoke(app, ["init", str(path), "--force"])
+    assert result.exit_code == 0
+    assert path.read_text(encoding="utf-8") == text
+
+
+# ---------------------------------------------------------------- (c) flag overrides
+def test_parse_overrides_maps_flags_to_dotted_paths(tmp_path: Path) -> None:
+    args = ["--epsilon", "2", "--wasp.q", "4", "--labels", "0=neg,1=pos", "--n-synthetic", "10"]
+    overrides = parse_overrides(args)
+    assert overrides == {"privacy.epsilon": 2, "wasp.q": 4, "data.labels": "0=neg,1=pos", "n_synthetic": 10}
+    cfg = load_config(None, overrides)
+    assert cfg.privacy.epsilon == 2 and cfg.wasp.q == 4 and cfg.n_synthetic == 10
+    assert cfg.data.labels == {"0": "neg", "1": "pos"}
+
+    # the same through a config file: flags win over the file
+    path = tmp_path / "c.yaml"
+    path.write_text("n_synthetic: 99\nprivacy:\n  epsilon: 8\n  delta: 1.0e-6\n", encoding="utf-8")
+    cfg = load_config(path, overrides)
+    assert cfg.n_synthetic == 10 and cfg.privacy.epsilon == 2 and cfg.privacy.delta == 1e-6
+
+
+def test_parse_overrides_forms() -> None:
+    got = parse_overrides(
+        [
+            "--privacy.delta=1e-6",
+            "--private",
+            "data/1.csv",
+            "--out",
+            "007",
+            "--q",
+            "3",
+            "--use-far",
+            "false",
+            "--rounds",
+            "2",
+        ]
+    )
+    assert got == {
+        "privacy.delta": "1e-6",
+        "data.private": "data/1.csv",
+        "out": "007",
+        "wasp.q": 3,
+        "wasp.use_far": False,
+        "wasp.rounds": 2,
+    }  # YAML 1.1 reads 1e-6 as text; pydantic parses it
+    cfg = load_config(None, got)
+    assert cfg.privacy.delta == 1e-6 and cfg.data.private == "data/1.csv" and cfg.out == "007"
+    assert cfg.wasp.use_far is False
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--epsilonn", "2"], "--epsilonn"),
+        (["--epsilon"], "--epsilon needs a value"),
+        (["--epsilon", "--q", "3"], "--epsilon needs a value"),
+        (["epsilon", "2"], "'epsilon'"),
+    ],
+)
+def test_bad_flags(args: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_overrides(args)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_flag_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError, match="did you mean --epsilon"):
+        parse_overrides(["--epsilonn", "2"])
+
+
+def test_flag_value_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"privacy\.epsilon"):
+        load_config(None, parse_overrides(["--epsilon", "-3"]))
+
+
+# ---------------------------------------------------------------- (d) one-line errors
+def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    return int(info.value.code or 0), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--epsilonn", "2"], "--epsilonn"),  # ConfigError from the flags
+        (["run", "--epsilon", "0", "--labels", "a,b"], "privacy.epsilon"),  # ConfigError from validation
+        (["run", "--resume"], "--out"),
+        (
+            ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],
+            "--epsilon",
+        ),  # click usage
+        (["privacy", "sigma", "--delta", "1e-5", "--steps", "4"], "--epsilon"),  # missing option
+        (["bogus"], "bogus"),  # unknown command
+    ],
+)
+def test_main_prints_one_error_line(
+    argv: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = _main_error(argv, capsys)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no run directory
+
+
+def test_main_success_returns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    main(["init", str(tmp_path / "x.yaml")])  # no SystemExit on success
+    assert "wrote" in capsys.readouterr().out
+    code, err = _main_error(["init", str(tmp_path / "x.yaml")], capsys)
+    assert code == 2 and err.startswith("error: ") and "--force" in err
+
+
+def test_main_help_and_interrupt(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    main(["privacy", "--help"])  # help exits 0: main returns normally
+    assert "sigma" in capsys.readouterr().out
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dpsynth.cli.load_config", interrupted)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--epsilon", "2"])
+    assert info.value.code == 130
+    assert "--resume" in capsys.readouterr().err
+
+
+def _entry_points() -> list[list[str]]:
+    script = Path(sys.executable).with_name("dpsynth")
+    return [[sys.executable, "-m", "dpsynth"], [str(script)]]
+
+
+@pytest.mark.parametrize("entry", _entry_points(), ids=["python-m-dpsynth", "console-script"])
+def test_console_entry_bad_input_prints_one_line(entry: list[str], tmp_path: Path, private_csv: Path) -> None:
+    if not Path(entry[0]).exists():
+        pytest.skip(f"{entry[0]} is not installed (pip install -e .)")
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "--private",
+        str(private_csv),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--labels",
+        "0=negative,1=positive",
+        "--delta",
+        "0.5",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.run(entry + args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: privacy.delta:")
+    assert "Traceback" not in proc.stderr and "SENTINEL" not in proc.stderr
+    assert proc.stdout == ""
+    assert not out.exists()
