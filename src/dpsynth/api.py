@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
@@ -54,8 +54,6 @@ class SynthesisResult:
 
 def resolve_defaults(config: Config) -> Config:
     """Fill the embedded dataset's public label set and task, and check labels are declared."""
-    if config.out is None:
-        config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
     data = config.data
     if data.private == EMBEDDED_IMDB:
         updates: dict[str, Any] = {}
@@ -83,6 +81,109 @@ def resolve_defaults(config: Config) -> Config:
     return config
 
 
+class MethodRunner(Protocol):
+    """What each synthesis method provides to ``synthesize``.
+
+    ``prepare`` loads and validates inputs and builds models *before* the run
+    directory exists (a mistake leaves nothing behind); ``run`` does the work in
+    the run directory and returns the output rows and the privacy report.
+    """
+
+    def prepare(self) -> None: ...
+
+    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+PROMPTING_METHODS = ("wasp", "aug-pe", "zero-shot")
+
+
+class PromptingMethod:
+    """WASP and its presets (Aug-PE, zero-shot): generators + embedder + DP vote."""
+
+    def __init__(
+        self,
+        config: Config,
+        private: Any,
+        generators: Mapping[str, Generator] | None,
+        embedder: Embedder | None,
+    ) -> None:
+        self.config = config
+        self._private_source = private
+        self._injected = generators
+        self.embedder = embedder
+        self.data: PrivateData | None = None
+        self.gens: dict[str, Generator] = {}
+        self._owned: list[Generator] = []
+
+    def prepare(self) -> None:
+        config = self.config
+        if config.uses_private_data:
+            d = config.data
+            assert d.labels is not None
+            self.data = load_private(
+                self._private_source if self._private_source is not None else d.private,
+                d.text_column,
+                d.label_column,
+                d.labels,
+                d.encoding,
+                m_private=d.m_private,
+                seed=d.seed,
+            )
+            if config.privacy.delta >= 1.0 / len(self.data):
+                raise ConfigError(
+                    f"privacy.delta: {config.privacy.delta:g} is not below 1/M for this private set; use a "
+                    "smaller delta (e.g. 1e-5)"
+                )
+        if self._injected is not None:
+            self.gens = dict(self._injected)
+            return
+        from dpsynth.generators import build_generator
+
+        for gc in config.generators:
+            self.gens[gc.name] = build_generator(gc)
+            self._owned.append(self.gens[gc.name])
+
+    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        config = self.config
+        embedder = self.embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+        runner = WaspRun(config, run_dir, self.gens, embedder, self.data, reporter)
+        self.data = None  # the runner keeps only private embeddings, in memory
+        samples = runner.run()
+        assert config.data.labels is not None
+        rows = [s.as_row(config.data.labels) for s in samples]
+        report = privacy_report(
+            runner.ledger,
+            method=config.method,
+            reads="private embeddings and labels (Top-Q vote)",
+            public_inputs={
+                "labels": config.data.labels,
+                "task": config.data.task,
+                "generators": list(self.gens),
+                "embedding_model": config.embedding_model,
+                "n_synthetic": config.n_synthetic,
+            },
+        )
+        return rows, report
+
+    def close(self) -> None:
+        for g in self._owned:
+            g.close()
+        self._owned.clear()
+
+
+def make_method(
+    config: Config,
+    private: Any = None,
+    generators: Mapping[str, Generator] | None = None,
+    embedder: Embedder | None = None,
+) -> MethodRunner:
+    if config.method in PROMPTING_METHODS:
+        return PromptingMethod(resolve_defaults(config), private, generators, embedder)
+    raise ConfigError(f"method: {config.method!r} is not available in this version")
+
+
 def synthesize(
     config: Config | str | Path | None = None,
     *,
@@ -101,79 +202,30 @@ def synthesize(
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
-    config = resolve_defaults(config)
-    run_dir = RunDir(config.out)
+    if config.out is None:
+        config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
+    run_dir = RunDir(config.out or "")
     config = run_dir.check(config, resume)
-
-    # Validate everything before the run directory is created, so a mistake leaves nothing behind.
-    data: PrivateData | None = None
-    if config.uses_private_data:
-        d = config.data
-        assert d.labels is not None
-        data = load_private(
-            private if private is not None else d.private,
-            d.text_column,
-            d.label_column,
-            d.labels,
-            d.encoding,
-            m_private=d.m_private,
-            seed=d.seed,
-        )
-        if config.privacy.delta >= 1.0 / len(data):
-            raise ConfigError(
-                f"privacy.delta: {config.privacy.delta:g} is not below 1/M for this private set; use a "
-                "smaller delta (e.g. 1e-5)"
-            )
-
-    owned: list[Generator] = []
-    if generators is None:
-        from dpsynth.generators import build_generator
-
-        gens: dict[str, Generator] = {}
-        try:
-            for gc in config.generators:
-                gens[gc.name] = build_generator(gc)
-                owned.append(gens[gc.name])
-        except BaseException:
-            for g in owned:
-                g.close()
-            raise
-    else:
-        gens = dict(generators)
-    handlers = []
+    method = make_method(config, private, generators, embedder)
+    handlers: list[logging.Handler] = []
     try:
+        # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
+        method.prepare()
         if not resume:
             run_dir.create(config)
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
-        embedder = embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
         with ProgressReporter(enabled=progress) as reporter:
-            runner = WaspRun(config, run_dir, gens, embedder, data, reporter)
-            del data  # the runner keeps only private embeddings, in memory
-            samples = runner.run()
-        assert config.data.labels is not None
-        rows = [s.as_row(config.data.labels) for s in samples]
+            rows, report = method.run(run_dir, reporter)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
-        report = privacy_report(
-            runner.ledger,
-            method=config.method,
-            reads="private embeddings and labels (Top-Q vote)",
-            public_inputs={
-                "labels": config.data.labels,
-                "task": config.data.task,
-                "generators": list(gens),
-                "embedding_model": config.embedding_model,
-                "n_synthetic": config.n_synthetic,
-            },
-        )
         atomic_write_json(run_dir.privacy, report)
-        log.info("run finished: %d samples -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
+        log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
     except DpsynthError as exc:
-        log.error("run stopped: %s", exc)
+        if handlers:  # before the run directory exists there is no log to write to
+            log.info("run stopped with an error: %s", exc)  # the CLI prints it once
         raise
     finally:
-        for g in owned:
-            g.close()
+        method.close()
         remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
     return result.to_dataset() if as_dataset else result
