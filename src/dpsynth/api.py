@@ -181,6 +181,14 @@ def make_method(
 ) -> MethodRunner:
     if config.method in PROMPTING_METHODS:
         return PromptingMethod(resolve_defaults(config), private, generators, embedder)
+    if config.method == "dp-finetune":
+        from dpsynth.methods.dp_finetune import DpFinetuneMethod
+
+        return DpFinetuneMethod(config, private)
+    if config.method == "pearl":
+        from dpsynth.methods.pearl import PearlMethod
+
+        return PearlMethod(config, private)
     raise ConfigError(f"method: {config.method!r} is not available in this version")
 
 

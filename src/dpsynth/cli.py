@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differential
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
 app.add_typer(privacy_app, name="privacy")
 
-_SECTIONS = {"data", "privacy", "wasp"}
+_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl"}
 
 
 def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:

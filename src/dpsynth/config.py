@@ -18,7 +18,7 @@ from typing_extensions import Self
 
 from dpsynth.errors import ConfigError
 
-Method = Literal["wasp", "aug-pe", "zero-shot"]
+Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl"]
 Backend = Literal["llamacpp", "openai", "transformers"]
 PromptFormat = Literal["chat", "completion"]
 
@@ -195,6 +195,14 @@ class WaspConfig(_Strict):
     )
 
 
+class FinetuneConfig(_Strict):
+    """DP fine-tuning of a causal LM (Yue et al., ACL 2023).  Owned by methods/dp_finetune.py."""
+
+
+class PearlConfig(_Strict):
+    """PEARL (Liew et al., ICLR 2022): one-shot DP characteristic-function sketch.  Owned by methods/pearl.py."""
+
+
 class Config(_Strict):
     """A whole dpsynth run."""
 
@@ -206,6 +214,8 @@ class Config(_Strict):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     wasp: WaspConfig = Field(default_factory=WaspConfig)
     generators: list[GeneratorConfig] = Field(default_factory=default_generators)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="dp-finetune settings.")
+    pearl: PearlConfig = Field(default_factory=PearlConfig, description="pearl settings.")
     embedding_model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded).",
