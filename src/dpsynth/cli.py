@@ -141,8 +141,8 @@ def commented_default_config() -> str:
         if f.description:
             lines.append(f"# {f.description}")
         if name in _SECTIONS:
-            lines.append(f"{name}:")
             sub = type(getattr(cfg, name))
+            lines.append(f"{name}:" if sub.model_fields else f"{name}: {{}}")
             for sname, sf in sub.model_fields.items():
                 if sf.description:
                     lines.append(f"  # {sf.description}")
