@@ -10,6 +10,7 @@ open quote the model closes) are for base models, whose chat output is empty
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 from dpsynth.generators.base import ChatMessage, GenerationRequest
@@ -129,10 +130,21 @@ class PromptBuilder:
 
 
 _PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrased", "new ", "title:")
+# Small instruct models sometimes echo the instruction back; such outputs are dropped.
+_ECHOES = (
+    "write one new", "write a new", "reply with", "good examples", "poor examples", "like the good",
+    "unlike the poor", "rephrase this", "in the style of the good", "avoid writing like",
+)
+_LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
+_INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
 
 
 def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
-    """Strip chat pre-ambles, quotes and list markers; return None for unusable output."""
+    """Strip chat pre-ambles, quotes and list markers; return None for unusable output.
+
+    Drops: too short/long, echoed instructions, degenerate repetition.  A list the
+    model started ("1. ... 2. ...") is cut after its first item.
+    """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
     while len(lines) > 1 and (
@@ -140,10 +152,35 @@ def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
     ):
         lines = lines[1:]
     t = " ".join(ln.strip() for ln in lines)
-    for prefix in ("Review:", "review:", "1.", "- "):
+    for prefix in ("Review:", "review:"):
         if t.startswith(prefix):
             t = t[len(prefix) :].strip()
+    t = _LEADING_ENUM.sub("", t)
+    m = _INLINE_ENUM.search(t)
+    if m:
+        t = t[: m.start()]
     t = t.strip().strip('"').strip("“”").strip()
     if len(t) < min_chars or len(t) > max_chars:
         return None
+    low = t.lower()
+    if any(e in low for e in _ECHOES):
+        return None
+    words = low.split()
+    if len(words) >= 12 and len(set(words)) / len(words) < 0.4:
+        return None  # degenerate repetition
     return t
+
+
+def copies_example(text: str, examples: Sequence[str], n: int = 8) -> bool:
+    """True if ``text`` shares a run of ``n`` words with a prompt example (a copy, not a new sample)."""
+    if not examples:
+        return False
+    words = text.lower().split()
+    grams = {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    if not grams:
+        return False
+    for ex in examples:
+        ew = ex.lower().split()
+        if any(tuple(ew[i : i + n]) in grams for i in range(len(ew) - n + 1)):
+            return True
+    return False

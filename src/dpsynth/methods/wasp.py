@@ -38,7 +38,7 @@ from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
-from dpsynth.prompts import PromptBuilder, clean_output
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
 
@@ -242,19 +242,23 @@ class WaspRun:
         )
 
     # ------------------------------------------------------------------ generation
-    def _request(self, g: str, label: str, plan: RoundPlan, by_id: Mapping[int, Sample]) -> GenerationRequest:
+    def _request(
+        self, g: str, label: str, plan: RoundPlan, by_id: Mapping[int, Sample]
+    ) -> tuple[GenerationRequest, list[str]]:
+        """A prompt for one new sample of ``label``, and the examples it shows (to reject copies)."""
         builder = self._builders[g]
         name = self.label_names[label]
         good = [by_id[i].text for i in plan.good.get(label, [])]
         if plan.round == 0 or not good:
-            return builder.zero_shot(name)
+            return builder.zero_shot(name), []
         if self.w.variation == "rephrase":
-            return builder.rephrase(name, self.rng.choice(good))
+            example = self.rng.choice(good)
+            return builder.rephrase(name, example), [example]
         k = min(self.w.l_examples, len(good))
         chosen_good = self.rng.sample(good, k)
         bad_pool = [by_id[i].text for i in plan.bad.get(label, [])] if self.w.contrastive else []
         chosen_bad = self.rng.sample(bad_pool, min(self.w.l_examples, len(bad_pool))) if bad_pool else []
-        return builder.contrastive(name, chosen_good, chosen_bad)
+        return builder.contrastive(name, chosen_good, chosen_bad), chosen_good + chosen_bad
 
     @property
     def _builders(self) -> dict[str, PromptBuilder]:
@@ -301,27 +305,27 @@ class WaspRun:
         limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
         attempts = {c: 0 for c in need}
         while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
-            batch: list[tuple[str, GenerationRequest]] = []
+            batch: list[tuple[str, GenerationRequest, list[str]]] = []
             for c in need:
                 k = min(need[c], limit[c] - attempts[c], CHUNK)
-                batch.extend((c, self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
+                batch.extend((c, *self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
             self.rng.shuffle(batch)
             batch = batch[:CHUNK]
-            for c, _ in batch:
+            for c, _, _ in batch:
                 attempts[c] += 1
 
             def tick(comp: Completion, g: str = g) -> None:
                 self.tokens[g].add(comp)
 
-            completions = gen.generate([r for _, r in batch], on_completion=tick)
+            completions = gen.generate([r for _, r, _ in batch], on_completion=tick)
             if len(completions) != len(batch):
                 raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
             accepted = []
-            for (c, _), comp in zip(batch, completions, strict=True):
+            for (c, _, examples), comp in zip(batch, completions, strict=True):
                 if need[c] <= 0:
                     continue
                 text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
-                if text is None or _norm(text) in self._seen:
+                if text is None or _norm(text) in self._seen or copies_example(text, examples):
                     continue
                 self._seen.add(_norm(text))
                 s = Sample(len(self.samples), text, c, g, plan.round)

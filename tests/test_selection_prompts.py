@@ -1,0 +1,84 @@
+"""Post-processing of noisy votes and prompt/clean-up helpers (public data only)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example
+from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
+
+
+@given(total=st.integers(0, 500), shares=st.lists(st.floats(0, 10), min_size=1, max_size=6), floor=st.integers(0, 5))
+def test_allocate_sums_to_total_and_respects_floor(total, shares, floor) -> None:
+    keys = {f"k{i}": s for i, s in enumerate(shares)}
+    out = allocate(total, keys, floor=floor)
+    assert sum(out.values()) == total
+    eff_floor = min(floor, total // len(keys))
+    assert all(v >= eff_floor for v in out.values())
+
+
+def test_allocate_follows_shares() -> None:
+    assert allocate(10, {"a": 0.7, "b": 0.3}) == {"a": 7, "b": 3}
+    assert allocate(10, {"a": 0.0, "b": 0.0}) == {"a": 5, "b": 5}
+
+
+def test_generator_weights_favour_voted_generator_and_survive_negative_noise() -> None:
+    near = np.array([5.0, 4.0, 6.0, 0.1, -0.2, 0.0])
+    gens = ["a", "a", "a", "b", "b", "b"]
+    w = generator_weights(near, ["a", "b"], gens, sigma=1.0, tau=1.0)
+    assert w["a"] > w["b"] and sum(w.values()) == pytest.approx(1.0)
+    # all-negative noisy votes: no division by ~0, no sign flip, still a distribution
+    w2 = generator_weights(np.array([-3.0, -2.0, -5.0, -4.0]), ["a", "b"], ["a", "a", "b", "b"], sigma=3.0, tau=1.0)
+    assert all(np.isfinite(list(w2.values()))) and sum(w2.values()) == pytest.approx(1.0)
+    assert w2["a"] > w2["b"]
+
+
+def test_class_shares_from_noisy_mass_with_uniform_mix() -> None:
+    near = np.array([10.0, 10.0, -50.0, 0.0])
+    s = class_shares(near, ["0", "0", "1", "1"], ["0", "1"], uniform_mix=0.2)
+    assert s["0"] == pytest.approx(0.9) and s["1"] == pytest.approx(0.1)
+
+
+def test_top_indices() -> None:
+    scores = np.array([0.1, 5.0, 3.0, 9.0])
+    assert top_indices(scores, np.array([0, 1, 2]), 2) == [1, 2]
+    assert top_indices(scores, np.array([], dtype=int), 2) == []
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('Sure! Here is a review:\n"A fine film with a strong cast."', "A fine film with a strong cast."),
+        ("1. A fine film with a strong cast. 2. Another one here", "A fine film with a strong cast."),
+        ("Write one new negative movie review like the good ones", None),
+        ("bad bad bad bad bad bad bad bad bad bad bad bad bad", None),
+        ("short", None),
+    ],
+)
+def test_clean_output(raw, expected) -> None:
+    assert clean_output(raw, 10, 2000) == expected
+
+
+def test_copies_example() -> None:
+    ex = ["the acting was wooden and the plot made no sense at all to anyone"]
+    assert copies_example("Honestly the acting was wooden and the plot made no sense at all.", ex)
+    assert not copies_example("A warm, funny film with a great soundtrack and a lovely cast.", ex)
+
+
+def test_prompt_builder_formats() -> None:
+    rng = random.Random(0)
+    chat = PromptBuilder("movie review", "chat", max_tokens=32, temperature=1.0, top_p=0.9, example_chars=50, rng=rng)
+    r = chat.contrastive("positive", ["good one"], ["bad one"])
+    assert r.is_chat and "good one" in r.messages[0].content and "bad one" in r.messages[0].content
+    comp = PromptBuilder(
+        "movie review", "completion", max_tokens=32, temperature=1.0, top_p=0.9, example_chars=50, rng=rng
+    )
+    z = comp.zero_shot("negative")
+    assert not z.is_chat and z.prompt.endswith('"') and '"' in z.stop
+    q = comp.contrastive("negative", ['he said "wow"'], [])
+    assert "he said 'wow'" in q.prompt  # quotes inside examples cannot close the open quote
