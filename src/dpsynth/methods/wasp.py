@@ -292,7 +292,7 @@ class WaspRun:
         return self._builder_cache
 
     def _deficit(self, plan: RoundPlan) -> dict[str, int]:
-        want = Counter()
+        want: Counter[str] = Counter()
         for per_class in plan.budgets.values():
             want.update(per_class)
         got = Counter(s.label for s in self.samples if s.round == plan.round)
