@@ -1,1 +1,32 @@
 """Generator backends behind one protocol."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dpsynth.config import GeneratorConfig
+    from dpsynth.generators.base import Generator
+
+__all__ = ["build_generator"]
+
+
+def build_generator(cfg: GeneratorConfig) -> Generator:
+    """Build the backend named by ``cfg.backend`` (imports it only now)."""
+    if cfg.backend == "llamacpp":
+        from dpsynth.generators.llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator(cfg)
+    if cfg.backend == "openai":
+        from dpsynth.generators.openai_http import OpenAIHttpGenerator
+
+        return OpenAIHttpGenerator(cfg)
+    if cfg.backend == "transformers":
+        from dpsynth.generators.transformers_backend import TransformersGenerator
+
+        return TransformersGenerator(cfg)
+    from dpsynth.errors import GeneratorError
+
+    raise GeneratorError(
+        f"generators[{cfg.name}].backend: unknown backend {cfg.backend!r}; use llamacpp, openai or transformers"
+    )

@@ -1,0 +1,190 @@
+"""llama.cpp in-process through the ``xllamacpp`` wheel (no build, no subprocess).
+
+``xllamacpp.Server`` runs llama.cpp's own server in this process: a model, a KV
+cache shared by ``n_parallel`` slots and a main loop doing continuous batching.
+``handle_completions`` / ``handle_chat_completions`` take and return
+OpenAI-shaped dicts; they block until the completion is done and release the
+GIL meanwhile, so the slots are only used when requests are submitted from
+several threads at once.  ``LlamaCppGenerator`` keeps one worker thread per slot.
+
+The same server always listens on loopback HTTP as well (an ephemeral port).
+For the in-process generator that port is locked with a random API key, which
+the direct calls bypass; ``serve_http`` instead exposes it on purpose (tests of
+the HTTP backend, or sharing one model between processes).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import GeneratorConfig
+from dpsynth.errors import GeneratorError
+from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
+from dpsynth.generators.models import resolve_model
+from dpsynth.generators.openai_http import parse_response, request_body, run_batch
+
+
+def _threads(n_threads: int) -> int:
+    return n_threads if n_threads > 0 else (os.cpu_count() or 1)
+
+
+def start_server(
+    model_path: str | Path,
+    *,
+    n_parallel: int = 4,
+    n_ctx: int = 4096,
+    n_threads: int = 0,
+    api_key: str | None = None,
+    label: str | None = None,
+) -> Any:
+    """Load a GGUF into an in-process ``xllamacpp.Server`` (also listening on 127.0.0.1, free port).
+
+    Raises ``GeneratorError`` naming ``label`` (default: the path) if the model does not load.
+    """
+    try:
+        import xllamacpp
+    except ImportError:
+        raise GeneratorError(
+            "the llamacpp backend needs the xllamacpp package; install it with `pip install xllamacpp`"
+        ) from None
+    path = Path(model_path)
+    label = label or str(path)
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_parallel = n_parallel
+    params.n_ctx = n_ctx
+    # One KV cache shared by all slots: any slot may use up to n_ctx tokens, so a
+    # long prompt does not fail just because the context is split n_parallel ways.
+    params.kv_unified = True
+    params.cont_batching = True
+    params.cache_prompt = True
+    threads = _threads(n_threads)
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = -1  # silences llama.cpp's and ggml's logs
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # the OS picks a free port: no race between choosing and binding
+    if api_key:
+        params.api_keys = [api_key]
+    try:
+        return xllamacpp.Server(params)
+    except Exception as exc:
+        hint = "" if path.is_file() else " (file not found)"
+        raise GeneratorError(
+            f"llama.cpp could not load the model {label}{hint}: {exc}; check that it is a valid GGUF file"
+        ) from None
+
+
+class LocalServer:
+    """An in-process llama.cpp server serving the OpenAI API on loopback; ``close()`` stops it."""
+
+    def __init__(self, server: Any) -> None:
+        self._server: Any = server
+        self.address: str = server.listening_address  # e.g. http://127.0.0.1:41235
+        self.base_url: str = self.address + "/v1"
+
+    @property
+    def server(self) -> Any:
+        if self._server is None:
+            raise GeneratorError("the llama.cpp server was closed")
+        return self._server
+
+    def close(self) -> None:
+        # The C++ destructor stops the main loop and the HTTP listener; it runs when
+        # the last reference goes, which is this one.
+        self._server = None
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._server is None else self.address
+        return f"LocalServer({state})"
+
+
+def serve_http(
+    model_path: str | Path,
+    n_parallel: int = 4,
+    n_ctx: int = 4096,
+    n_threads: int = 0,
+    api_key: str | None = None,
+) -> tuple[LocalServer, str]:
+    """Start llama.cpp's OpenAI-compatible HTTP server in-process on 127.0.0.1 (free port).
+
+    Returns ``(server, base_url)`` with ``base_url`` like ``http://127.0.0.1:PORT/v1``;
+    the model is loaded and the server ready when this returns.  ``server.close()``
+    stops it.  With ``api_key`` set, requests must send ``Authorization: Bearer KEY``.
+    """
+    srv = LocalServer(
+        start_server(model_path, n_parallel=n_parallel, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key)
+    )
+    return srv, srv.base_url
+
+
+class LlamaCppGenerator:
+    """A GGUF model served by llama.cpp in this process, ``n_parallel`` requests at a time."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.model_path = resolve_model(cfg.model, cfg.name)
+        self._server: Any = start_server(
+            self.model_path,
+            n_parallel=cfg.n_parallel,
+            n_ctx=cfg.n_ctx,
+            n_threads=cfg.n_threads,
+            api_key=secrets.token_urlsafe(24),  # lock the loopback port that xllamacpp always opens
+            label=f"{cfg.model} (generators[{cfg.name}].model)",
+        )
+        self._pool = ThreadPoolExecutor(max_workers=cfg.n_parallel, thread_name_prefix=f"llamacpp-{cfg.name}")
+        self._lock = threading.Lock()
+
+    def complete_one(self, req: GenerationRequest) -> Completion:
+        """One blocking request (releases the GIL while llama.cpp works)."""
+        server = self._server
+        if server is None:
+            return Completion(text="", error="generator closed")
+        try:
+            if req.is_chat:
+                data = server.handle_chat_completions(request_body(req))
+            else:
+                data = server.handle_completions(request_body(req))
+        except Exception as exc:
+            return Completion(text="", error=f"llama.cpp: {type(exc).__name__}: {exc}"[:500])
+        return parse_response(data, req.is_chat)
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_completion: ProgressCallback | None = None,
+    ) -> list[Completion]:
+        if self._server is None:
+            raise GeneratorError(f"generators[{self.name}]: generate() called after close()")
+        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._server is None:
+                return
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._server = None  # the C++ destructor stops the loop and frees the model
+
+    def __enter__(self) -> LlamaCppGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"LlamaCppGenerator(name={self.name!r}, model={str(self.model_path)!r}, n_parallel={self.cfg.n_parallel})"
+        )

