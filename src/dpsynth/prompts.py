@@ -18,7 +18,7 @@ from dpsynth.generators.base import ChatMessage, GenerationRequest
 # Several phrasings rotate to keep diversity (wasp.md step 7).
 ZERO_SHOT_CHAT = (
     "Write a {label} {task}. Reply with the {task} only.",
-    "Write a short {label} {task}, as a real person would post it online. Reply with the {task} only.",
+    "Write a short {label} {task}. Reply with the {task} only.",
     "Write one {label} {task} with concrete details. Reply with the {task} only.",
 )
 ZERO_SHOT_COMPLETION = (
@@ -134,6 +134,8 @@ _PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrase
 _ECHOES = (
     "write one new", "write a new", "reply with", "good examples", "poor examples", "like the good",
     "unlike the poor", "rephrase this", "in the style of the good", "avoid writing like",
+    # refusals and assistant chatter are not samples of the task
+    "i'm sorry", "i am sorry", "i can't assist", "i cannot assist", "as an ai", "language model",
 )
 _LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
