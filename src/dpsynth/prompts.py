@@ -136,6 +136,7 @@ _ECHOES = (
     "unlike the poor", "rephrase this", "in the style of the good", "avoid writing like",
     # refusals and assistant chatter are not samples of the task
     "i'm sorry", "i am sorry", "i can't assist", "i cannot assist", "as an ai", "language model",
+    "helpful ai", "write like these", "your suggestion", "here is a new", "here's a new",
 )
 _LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
@@ -165,7 +166,7 @@ def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
     if len(t) < min_chars or len(t) > max_chars:
         return None
     low = t.lower()
-    if any(e in low for e in _ECHOES):
+    if t.endswith(":") or any(e in low for e in _ECHOES):
         return None
     words = low.split()
     if len(words) >= 12 and len(set(words)) / len(words) < 0.4:
