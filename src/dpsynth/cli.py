@@ -22,6 +22,9 @@ from dpsynth.errors import ConfigError, DpsynthError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
 app.add_typer(privacy_app, name="privacy")
+from dpsynth.audit.cli import audit_app  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
 
 _SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl"}
 
@@ -206,6 +209,12 @@ def privacy_epsilon(
         "accountant": accountant,
     }
     typer.echo(json.dumps(out) if as_json else f"{eps:.6g}")
+
+
+from dpsynth.evaluate.cli import evaluate_cmd, report_cmd  # noqa: E402
+
+app.command("evaluate")(evaluate_cmd)
+app.command("report")(report_cmd)
 
 
 def _check_numbers(**values: float) -> None:

@@ -1,0 +1,98 @@
+"""``dpsynth audit canaries``: the canary audit of DP fine-tuning, from the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+
+from dpsynth.errors import ConfigError
+
+audit_app = typer.Typer(no_args_is_help=True, help="Empirical privacy audits (evidence, not proof).")
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    out = []
+    for part in text.split(","):
+        p = part.strip().lower()
+        if not p:
+            continue
+        try:
+            v = math.inf if p in ("inf", "infinity") else float(p)
+        except ValueError:
+            raise ConfigError(f"{flag}: {part.strip()!r} is not a number; e.g. {flag} inf,8,4") from None
+        if not v > 0:
+            raise ConfigError(f"{flag}: epsilon must be > 0 (inf: no noise, no clipping)")
+        out.append(v)
+    if not out:
+        raise ConfigError(f"{flag}: give at least one value, e.g. {flag} inf,8,4")
+    return tuple(out)
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: give comma-separated whole numbers, e.g. {flag} 1,10,100") from None
+    if not out or any(v < 1 for v in out):
+        raise ConfigError(f"{flag}: give comma-separated whole numbers >= 1, e.g. {flag} 1,10,100")
+    return out
+
+
+@audit_app.command("canaries", help="Insert canaries, fine-tune per epsilon, report exposure and verbatim leakage.")
+def canaries_cmd(
+    epsilons: str = typer.Option("inf,8,4", "--epsilons", help="Comma-separated; inf = no noise, no clipping."),
+    m_private: int = typer.Option(100, "--m-private", help="IMDb reviews in the private set (embedded:imdb)."),
+    repeats: str = typer.Option("1,10,100", "--repeats", help="Copies of each canary (one canary per value)."),
+    digits: int = typer.Option(4, "--digits", help="Secret length; 4 digits = all 10,000 secrets are candidates."),
+    candidates: int = typer.Option(10_000, "--candidates", help="Candidate secrets ranked against the true one."),
+    samples: int = typer.Option(64, "--samples", help="Ordinary synthetic samples per model (verbatim leakage)."),
+    epochs: float = typer.Option(4.0, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    learning_rate: float = typer.Option(5e-3, "--learning-rate"),
+    max_length: int = typer.Option(32, "--max-length"),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="As finetune.model."),
+    prompt_format: str = typer.Option("plain", "--prompt-format", help="plain (control code), chat or auto."),
+    delta: float | None = typer.Option(None, "--delta", help="Default: 1/(N ln N)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the results as JSON here."),
+) -> None:
+    from dpsynth.audit.canaries import AuditSettings, markdown_table, run_canary_audit
+    from dpsynth.config import FinetuneConfig
+
+    if prompt_format not in ("plain", "chat", "auto"):
+        raise ConfigError("--prompt-format: use plain, chat or auto")
+    if not 1 <= digits <= 18:
+        raise ConfigError("--digits: must be between 1 and 18")
+    if candidates < 1 or samples < 1 or m_private < 2:
+        raise ConfigError("--candidates and --samples must be >= 1 and --m-private >= 2")
+    ft = FinetuneConfig(
+        prompt_format=prompt_format,  # type: ignore[arg-type]
+        model=model,
+        max_length=max_length,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_new_tokens=40,
+        generation_batch_size=32,
+        checkpoint_every=10**6,
+    )
+    settings = AuditSettings(
+        epsilons=_floats(epsilons, "--epsilons"),
+        m_private=m_private,
+        digits=digits,
+        repeats=_ints(repeats, "--repeats"),
+        n_candidates=candidates,
+        n_samples=samples,
+        delta=delta,
+    )
+    result = run_canary_audit(settings, ft, log=lambda m: typer.echo(m, err=True))
+    if out is not None:
+        from dpsynth.io import atomic_write_json
+
+        atomic_write_json(out, result)
+        typer.echo(f"wrote {out}", err=True)
+    typer.echo(markdown_table(result))
+    if out is None:
+        typer.echo(json.dumps(result["results"], indent=2))

@@ -1,0 +1,117 @@
+"""``dpsynth evaluate`` and ``dpsynth report`` commands (registered in dpsynth.cli)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from dpsynth.errors import ConfigError
+
+
+def evaluate_cmd(
+    synthetic: str = typer.Option(..., "--synthetic", help="Run directory or synthetic file (CSV/JSONL/Parquet)."),
+    test: str = typer.Option(
+        "embedded:imdb", "--test", help="Real held-out file, or embedded:imdb (the fixed 2,000-review IMDb test split)."
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="Text column of the synthetic set."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),
+    test_text_column: str | None = typer.Option(None, "--test-text-column", help="Text column of the test set."),
+    test_label_column: str | None = typer.Option(None, "--test-label-column", help="Label column of the test set."),
+    classifier: str = typer.Option(
+        "logreg", "--classifier", help="logreg (frozen MiniLM embeddings), finetune (fine-tuned MiniLM), or all."
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1) for mean +- std."),
+    epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs (fixed in advance; the last one is tested)."),
+    no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip FID, precision/recall and MAUVE."),
+    no_mauve: bool = typer.Option(False, "--no-mauve", help="Skip MAUVE only."),
+    embedding_model: str = typer.Option("all-MiniLM-L6-v2", "--embedding-model"),
+    no_write: bool = typer.Option(False, "--no-write", help="Do not write RUN_DIR/evaluation.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+) -> None:
+    """Downstream utility (train on synthetic, test on real) and fidelity (FID, precision/recall, MAUVE)."""
+    from dpsynth.evaluate.core import evaluate
+    from dpsynth.evaluate.downstream import CLASSIFIERS, FinetuneConfig
+
+    if classifier == "all":
+        classifiers: tuple[str, ...] = CLASSIFIERS
+    elif classifier in CLASSIFIERS:
+        classifiers = (classifier,)
+    else:
+        raise ConfigError(f"--classifier: {classifier!r} is not one of logreg, finetune, all")
+    if seeds < 1:
+        raise ConfigError(f"--seeds: at least 1 is needed; got {seeds}")
+    if epochs < 1:
+        raise ConfigError(f"--epochs: at least 1 is needed; got {epochs}")
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"[dpsynth] {msg}", file=sys.stderr, flush=True)
+
+    result = evaluate(
+        synthetic,
+        test,
+        text_column=text_column,
+        label_column=label_column,
+        test_text_column=test_text_column,
+        test_label_column=test_label_column,
+        classifiers=classifiers,
+        seeds=range(seeds),
+        fidelity_metrics=not no_fidelity,
+        mauve=not no_mauve,
+        embedding_model=embedding_model,
+        finetune=FinetuneConfig(model=embedding_model, epochs=epochs),
+        write=not no_write,
+        progress=say,
+    )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(format_summary(result))
+
+
+def format_summary(result: dict) -> str:
+    lines = [
+        f"synthetic: {result['synthetic']['n']} records from {result['synthetic']['source']}",
+        f"test:      {result['test']['n']} records from {result['test']['source']}",
+    ]
+    for name, u in result.get("utility", {}).items():
+        acc, f1 = u["accuracy"], u["macro_f1"]
+        lines.append(
+            f"{name:9s} accuracy {acc['mean']:.4f} +- {acc['std']:.4f}   macro-F1 {f1['mean']:.4f} +- {f1['std']:.4f}"
+            f"   ({len(u['seeds'])} seeds)"
+        )
+    fid = result.get("fidelity")
+    if fid:
+        parts = [f"FID {fid['fid']:.4f}"]
+        if fid.get("precision") is not None:
+            parts.append(f"precision {fid['precision']:.3f} recall {fid['recall']:.3f} (k={fid['k']})")
+        if fid.get("mauve") is not None:
+            parts.append(f"MAUVE {fid['mauve']:.3f}")
+        lines.append("fidelity  " + "   ".join(parts))
+    ts = result.get("text_stats", {})
+    if ts:
+        s, t = ts["synthetic"], ts["test"]
+        lines.append(
+            f"words     synthetic mean {s['mean_words']:.1f} median {s['median_words']:.0f} distinct-2 "
+            f"{s['distinct_2']:.3f} vocab {s['vocabulary_size']} | test mean {t['mean_words']:.1f} "
+            f"median {t['median_words']:.0f} distinct-2 {t['distinct_2']:.3f} vocab {t['vocabulary_size']}"
+        )
+    for w in result.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if result.get("written_to"):
+        lines.append(f"wrote {result['written_to']}")
+    return "\n".join(lines)
+
+
+def report_cmd(
+    run_dir: str = typer.Argument(..., help="Run directory (with privacy.json)."),
+    out: str | None = typer.Option(None, "--out", help="Output HTML path (default RUN_DIR/report.html)."),
+) -> None:
+    """Write a single self-contained HTML report of a run (privacy, rounds, classes, samples, evaluation)."""
+    from dpsynth.report import write_report
+
+    path = write_report(run_dir, out)
+    typer.echo(f"wrote {path}")

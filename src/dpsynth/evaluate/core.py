@@ -1,0 +1,470 @@
+"""``evaluate(synthetic, test)``: utility and fidelity of a synthetic set against real held-out data.
+
+Every text is embedded once and the arrays are shared by the classifier and every fidelity
+metric.  Test-set embeddings (public held-out data) are cached on disk under
+``$DPSYNTH_CACHE_DIR/eval`` (default ``~/.cache/dpsynth/eval``), keyed by model name and the
+SHA-256 of each text.  Synthetic embeddings are read from a run directory's own
+``embeddings.npz`` where the run used the same model, and computed otherwise; either can be
+passed precomputed (``synthetic_embeddings=`` / ``test_embeddings=``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpsynth.data import EMBEDDED_IMDB, imdb_test, read_table
+from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
+from dpsynth.errors import ConfigError, DataError
+from dpsynth.evaluate import downstream, fidelity
+from dpsynth.io import atomic_write_json
+
+log = logging.getLogger("dpsynth")
+
+EVALUATION_FILE = "evaluation.json"
+MAUVE_MIN_SAMPLES = 100
+_RUN_FILES = ("synthetic.jsonl", "synthetic.parquet", "synthetic.csv")
+# the max_seq_length a run embeds with (api.py builds SentenceTransformerEmbedder with its default)
+_RUN_MAX_SEQ_LENGTH = 256
+
+
+@dataclass
+class LabelledTexts:
+    texts: list[str]
+    labels: list[str]
+    source: str
+    rounds: list[int] | None = None  # per-record generation round (run directories of WASP-like methods)
+    run_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def eval_cache_dir() -> Path:
+    base = os.environ.get("DPSYNTH_CACHE_DIR") or "~/.cache/dpsynth"
+    return Path(base).expanduser() / "eval"
+
+
+# ---------------------------------------------------------------- inputs
+def find_run_output(run_dir: Path) -> Path | None:
+    """The synthetic output file of a run directory (the config's output_format first)."""
+    names = list(_RUN_FILES)
+    cfg = run_dir / "config.yaml"
+    if cfg.exists():
+        import yaml
+
+        try:
+            fmt = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("output_format")
+        except (yaml.YAMLError, AttributeError, OSError):
+            fmt = None
+        if isinstance(fmt, str) and f"synthetic.{fmt}" in names:
+            names.remove(f"synthetic.{fmt}")
+            names.insert(0, f"synthetic.{fmt}")
+    for n in names:
+        if (run_dir / n).exists():
+            return run_dir / n
+    return None
+
+
+def load_synthetic(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+    """A run directory, a file (CSV/JSONL/JSON/Parquet/HF dataset folder), a DataFrame, a list of
+    record dicts, or a ``SynthesisResult``."""
+    run_dir: Path | None = None
+    if hasattr(source, "records") and hasattr(source, "run_dir"):  # SynthesisResult
+        run_dir = Path(source.run_dir)
+        frame_source: Any = source.to_pandas()
+        where = str(run_dir)
+    elif isinstance(source, list):
+        import pandas as pd
+
+        frame_source = pd.DataFrame.from_records(source)
+        where = "synthetic records"
+    elif isinstance(source, (str, Path)):
+        path = Path(str(source)).expanduser()
+        if not path.exists():
+            raise DataError(f"--synthetic: {path} does not exist; give a run directory or a CSV/JSONL/Parquet file")
+        if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+            out = find_run_output(path)
+            if out is None:
+                raise DataError(
+                    f"--synthetic: {path} is a folder without synthetic.jsonl/.csv/.parquet; give a finished "
+                    "run directory or the synthetic file itself"
+                )
+            run_dir, frame_source = path, out
+        else:
+            frame_source = path
+        where = str(frame_source)
+    else:
+        frame_source, where = source, "synthetic data"
+    df = read_table(frame_source)
+    data = _labelled(df, text_column, label_column, where, "synthetic", ("--text-column", "--label-column"))
+    data.run_dir = run_dir
+    if "round" in df.columns:
+        try:
+            data.rounds = [int(float(r)) for r in df.loc[data_rows(df, text_column), "round"].tolist()]
+        except ValueError:
+            data.rounds = None
+    return data
+
+
+def data_rows(df: Any, text_column: str) -> Any:
+    return df[text_column].astype(str).str.strip().ne("")
+
+
+def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+    """``embedded:imdb`` (the project's fixed 2,000-review IMDb test split) or any table source."""
+    if isinstance(source, str) and source == EMBEDDED_IMDB:
+        df, where = imdb_test(), EMBEDDED_IMDB
+        text_column, label_column = "text", "label"
+    else:
+        if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
+            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or embedded:imdb")
+        df = read_table(source)
+        where = str(source) if isinstance(source, (str, Path)) else "test data"
+    return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
+
+
+def _labelled(
+    df: Any, text_column: str, label_column: str, where: str, role: str, flags: tuple[str, str]
+) -> LabelledTexts:
+    if len(df) == 0:
+        raise DataError(f"{where}: the {role} set has no records; nothing to evaluate")
+    for col, flag in ((text_column, flags[0]), (label_column, flags[1])):
+        if col not in df.columns:
+            cols = ", ".join(map(str, list(df.columns)[:20]))
+            raise DataError(f"{where}: no column {col!r} in the {role} set (columns: {cols}); pass {flag} NAME")
+    keep = data_rows(df, text_column)
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning("%s: skipped %d %s record(s) with an empty %r", where, dropped, role, text_column)
+    texts = [str(t) for t in df.loc[keep, text_column].tolist()]
+    if not texts:
+        raise DataError(f"{where}: every {role} record has an empty {text_column!r}; nothing to evaluate")
+    labels = [norm_label(v) for v in df.loc[keep, label_column].tolist()]
+    if any(lab == "" for lab in labels):
+        n = sum(lab == "" for lab in labels)
+        raise DataError(f"{where}: {n} {role} record(s) have an empty {label_column!r}; fill or drop them")
+    return LabelledTexts(texts, labels, where)
+
+
+def norm_label(v: Any) -> str:
+    s = str(v).strip()
+    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
+        s = s[:-2]
+    return s
+
+
+def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
+    """Raise if the label sets cannot be compared; return warnings for softer mismatches."""
+    s, t = set(syn.labels), set(test.labels)
+
+    def show(xs: set[str]) -> str:
+        items = sorted(xs)
+        return "[" + ", ".join(repr(x) for x in items[:8]) + (", ..." if len(items) > 8 else "") + "]"
+
+    if not s & t:
+        raise DataError(
+            f"labels do not match: the synthetic set has labels {show(s)}, the test set {show(t)}; check "
+            "--label-column / --test-label-column (both must hold the same label values)"
+        )
+    if s - t:
+        raise DataError(
+            f"labels do not match: synthetic labels {show(s - t)} never occur in the test set {show(t)}; check "
+            "--label-column / --test-label-column"
+        )
+    if len(s) < 2:
+        raise DataError(
+            f"{syn.source}: the synthetic set has a single label {show(s)}; a classifier needs at least two"
+        )
+    warnings = []
+    if t - s:
+        warnings.append(f"test labels {show(t - s)} have no synthetic samples; the classifier can never predict them")
+    return warnings
+
+
+# ---------------------------------------------------------------- embeddings
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "model"
+
+
+def embed_test(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Embed public test texts through the on-disk cache (one .npz per model and max_seq_length)."""
+    seq = getattr(embedder, "max_seq_length", None)
+    base = Path(cache_dir).expanduser() if cache_dir is not None else eval_cache_dir()
+    path = base / f"{_slug(embedder.name)}{f'-seq{seq}' if seq else ''}.npz"
+    cache = EmbeddingCache(path, embedder.name)
+    emb = cache.embed(embedder, list(texts))
+    if cache.misses:
+        try:
+            cache.save()
+        except OSError as exc:  # a read-only home must not break evaluation
+            log.warning("could not write the test embedding cache %s (%s)", path, exc.strerror)
+    return emb
+
+
+class _ThroughCache:
+    """An Embedder that answers from a read-only cache first (the run's own ``embeddings.npz``)."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache) -> None:
+        self.name = embedder.name
+        self._embedder = embedder
+        self.cache = cache
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.cache.embed(self._embedder, texts)
+
+
+def embed_synthetic(
+    data: LabelledTexts, embedder: Embedder, cache_path: str | Path | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Synthetic embeddings.  Looks up, in order: ``cache_path`` (an .npz cache this function also
+    updates), the run directory's own ``embeddings.npz`` (read-only, only when the run used the
+    same model and max_seq_length), then embeds.  Returns (embeddings, hit counts)."""
+    source: Embedder = embedder
+    run_cache = None
+    seq = getattr(embedder, "max_seq_length", _RUN_MAX_SEQ_LENGTH)
+    if data.run_dir is not None and (data.run_dir / "embeddings.npz").exists() and seq == _RUN_MAX_SEQ_LENGTH:
+        try:
+            run_cache = EmbeddingCache(data.run_dir / "embeddings.npz", embedder.name)
+        except Exception:  # noqa: BLE001 - a damaged cache only costs time
+            run_cache = None
+        if run_cache is not None:
+            source = _ThroughCache(embedder, run_cache)  # never saved: the run directory's cache is the run's
+    if cache_path is not None:
+        own = EmbeddingCache(cache_path, embedder.name)
+        emb = own.embed(source, list(data.texts))
+        if own.misses:
+            own.save()
+        own_hits = own.hits
+    else:
+        emb = source.encode(list(data.texts))
+        own_hits = 0
+    return emb, {"synthetic_from_cache": own_hits, "synthetic_from_run_cache": run_cache.hits if run_cache else 0}
+
+
+def default_embedder(model: str = EMBEDDED_MINILM) -> Embedder:
+    return SentenceTransformerEmbedder(model)
+
+
+# ---------------------------------------------------------------- evaluate
+def evaluate(
+    synthetic: Any,
+    test: Any = EMBEDDED_IMDB,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    test_text_column: str | None = None,
+    test_label_column: str | None = None,
+    classifiers: Sequence[str] = (downstream.LOGREG,),
+    seeds: Sequence[int] = (0, 1, 2),
+    fidelity_metrics: bool = True,
+    mauve: bool = True,
+    per_round: bool = True,
+    embedder: Embedder | None = None,
+    embedding_model: str = EMBEDDED_MINILM,
+    synthetic_embeddings: np.ndarray | None = None,
+    test_embeddings: np.ndarray | None = None,
+    cache_dir: str | Path | None = None,
+    synthetic_cache: str | Path | None = None,
+    finetune: downstream.FinetuneConfig | None = None,
+    k: int = 3,
+    write: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a synthetic labelled text set against real held-out data.  Returns a JSON-able dict.
+
+    synthetic: run directory, file, DataFrame, list of records or ``SynthesisResult``.
+    test: ``"embedded:imdb"`` (default: the fixed 2,000-review IMDb test split) or a table source.
+    classifiers: any of ``"logreg"`` (frozen embeddings, fast) and ``"finetune"`` (MiniLM fine-tuned).
+    synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
+    (after records with an empty text are dropped); skip embedding entirely.
+    cache_dir: where test-set embeddings are cached (default ``~/.cache/dpsynth/eval``).
+    synthetic_cache: optional .npz path caching synthetic embeddings across calls (read and
+    written); a run directory's own ``embeddings.npz`` is always consulted read-only.
+    When ``synthetic`` is a run directory and ``write`` is true, the result is also written to
+    ``RUN_DIR/evaluation.json``; with ``per_round``, FID (and logreg accuracy) of the samples of
+    rounds <= t is computed for every round t.
+    """
+    say = progress or (lambda msg: log.info(msg))
+    bad = [c for c in classifiers if c not in downstream.CLASSIFIERS]
+    if bad:
+        raise ConfigError(f"--classifier: unknown {bad[0]!r}; use one of {', '.join(downstream.CLASSIFIERS)}, all")
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("--seeds: at least one seed is needed")
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    syn = load_synthetic(synthetic, text_column, label_column)
+    tst = load_test(test, test_text_column or text_column, test_label_column or label_column)
+    warnings = check_labels(syn, tst)
+    for w in warnings:
+        log.warning(w)
+    timings["load"] = time.perf_counter() - t_start
+
+    # embeddings: once, shared by every metric
+    t0 = time.perf_counter()
+    rounds_known = syn.rounds is not None and len(set(syn.rounds)) > 1
+    need_emb = downstream.LOGREG in classifiers or fidelity_metrics or (per_round and rounds_known)
+    emb_info: dict[str, Any] = {}
+    x_syn = x_test = None
+    if need_emb:
+        if embedder is None and (synthetic_embeddings is None or test_embeddings is None):
+            embedder = default_embedder(embedding_model)
+        if synthetic_embeddings is not None:
+            x_syn = _check_emb(synthetic_embeddings, len(syn), "synthetic_embeddings")
+        else:
+            assert embedder is not None
+            say(f"embedding {len(syn)} synthetic texts")
+            x_syn, hits = embed_synthetic(syn, embedder, synthetic_cache)
+            emb_info.update(hits)
+        if test_embeddings is not None:
+            x_test = _check_emb(test_embeddings, len(tst), "test_embeddings")
+        else:
+            assert embedder is not None
+            say(f"embedding {len(tst)} test texts (cached)")
+            x_test = embed_test(tst.texts, embedder, cache_dir)
+        if x_syn.shape[1] != x_test.shape[1]:
+            raise DataError(
+                f"embedding dimensions differ: synthetic {x_syn.shape[1]} vs test {x_test.shape[1]}; embed both "
+                "with the same model"
+            )
+    timings["embed"] = time.perf_counter() - t0
+    model_name = embedder.name if embedder is not None else (embedding_model if need_emb else None)
+
+    result: dict[str, Any] = {
+        "synthetic": {"source": syn.source, "n": len(syn), **fidelity.label_distribution(syn.labels)},
+        "test": {"source": tst.source, "n": len(tst), **fidelity.label_distribution(tst.labels)},
+        "embedding_model": model_name,
+        "utility": {},
+    }
+
+    # utility
+    if downstream.LOGREG in classifiers:
+        t0 = time.perf_counter()
+        assert x_syn is not None and x_test is not None
+        say("training logistic regression on synthetic embeddings")
+        result["utility"][downstream.LOGREG] = downstream.logreg_utility(x_syn, syn.labels, x_test, tst.labels, seeds)
+        timings["logreg"] = time.perf_counter() - t0
+    if downstream.FINETUNE in classifiers:
+        t0 = time.perf_counter()
+        cfg = finetune or downstream.FinetuneConfig(model=embedding_model)
+        say(f"fine-tuning {cfg.model} for {cfg.epochs} epochs x {len(seeds)} seeds")
+        result["utility"][downstream.FINETUNE] = downstream.finetune_utility(
+            syn.texts, syn.labels, tst.texts, tst.labels, seeds, cfg, progress=say
+        )
+        timings["finetune"] = time.perf_counter() - t0
+
+    # fidelity
+    if fidelity_metrics:
+        assert x_syn is not None and x_test is not None
+        t0 = time.perf_counter()
+        fid_res: dict[str, Any] = {"fid": fidelity.frechet_distance(x_syn, x_test)}
+        timings["fid"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if len(x_syn) > k and len(x_test) > k:
+            p, r = fidelity.precision_recall(x_test, x_syn, k)
+            fid_res.update(precision=p, recall=r, k=k)
+        else:
+            fid_res.update(precision=None, recall=None, k=k)
+            warnings.append(f"precision/recall need more than k={k} samples in each set; skipped")
+        timings["precision_recall"] = time.perf_counter() - t0
+        if mauve:
+            t0 = time.perf_counter()
+            say("computing MAUVE")
+            m = fidelity.mauve_score(x_syn, x_test)
+            fid_res.update(mauve=m["mauve"], mauve_star=m["mauve_star"], mauve_buckets=m["num_buckets"])
+            fid_res["mauve_backend"] = m["backend"]
+            if min(len(x_syn), len(x_test)) < MAUVE_MIN_SAMPLES:
+                warnings.append(
+                    f"MAUVE from fewer than {MAUVE_MIN_SAMPLES} samples per side ({m['num_buckets']} k-means "
+                    "buckets) is unreliable; compare it only at several hundred samples or more"
+                )
+            timings["mauve"] = time.perf_counter() - t0
+        fid_res["n_synthetic"], fid_res["n_test"] = len(x_syn), len(x_test)
+        result["fidelity"] = fid_res
+    t0 = time.perf_counter()
+    result["text_stats"] = {"synthetic": fidelity.text_stats(syn.texts), "test": fidelity.text_stats(tst.texts)}
+    timings["text_stats"] = time.perf_counter() - t0
+
+    if per_round and rounds_known:
+        assert x_syn is not None and x_test is not None
+        t0 = time.perf_counter()
+        result["per_round"] = _per_round(syn, x_syn, x_test, tst.labels, downstream.LOGREG in classifiers)
+        timings["per_round"] = time.perf_counter() - t0
+
+    timings["total"] = time.perf_counter() - t_start
+    result["warnings"] = warnings
+    result["embeddings"] = emb_info
+    result["timings_s"] = {k_: round(v, 3) for k_, v in timings.items()}
+    from dpsynth import __version__
+
+    result["dpsynth_version"] = __version__
+    result = _jsonable(result)
+    if write and syn.run_dir is not None:
+        atomic_write_json(syn.run_dir / EVALUATION_FILE, result)
+        result["written_to"] = str(syn.run_dir / EVALUATION_FILE)
+    return result
+
+
+def _per_round(
+    syn: LabelledTexts, x_syn: np.ndarray, x_test: np.ndarray, test_labels: list[str], with_logreg: bool
+) -> list[dict[str, Any]]:
+    """FID (and logreg accuracy) of the samples of rounds <= t, for each round t."""
+    assert syn.rounds is not None
+    rounds = np.asarray(syn.rounds)
+    labels = np.asarray(syn.labels)
+    out = []
+    for t in sorted(set(syn.rounds)):
+        mask = rounds <= t
+        row: dict[str, Any] = {"round": int(t), "n": int(mask.sum()), "fid": None}
+        if mask.sum() >= 2:
+            row["fid"] = fidelity.frechet_distance(x_syn[mask], x_test)
+        if with_logreg and len(set(labels[mask].tolist())) >= 2:
+            r = downstream.logreg_utility(x_syn[mask], labels[mask].tolist(), x_test, test_labels, seeds=[0])
+            row["logreg_accuracy"] = r["accuracy"]["mean"]
+        out.append(row)
+    return out
+
+
+def _check_emb(x: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2 or len(arr) != n:
+        raise DataError(f"{name}: expected an ({n}, d) array aligned with the texts, got shape {arr.shape}")
+    return arr
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def load_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(run_dir) / EVALUATION_FILE
+    if not p.exists():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

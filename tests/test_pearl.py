@@ -1,0 +1,492 @@
+"""PEARL: declared sensitivity, accountant-calibrated sigma, release-only training, schema, errors, end to end."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dpsynth
+from dpsynth.config import Config
+from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.methods import pearl as pearl_mod
+from dpsynth.methods.pearl import (
+    ColumnSpec,
+    Layout,
+    PearlMethod,
+    Schema,
+    decode,
+    encode_table,
+    select_by_sketch,
+    train_generator,
+)
+from dpsynth.privacy import sketch as sk
+from dpsynth.privacy.accountant import GaussianPlan, gdp_delta
+
+FAST = {"n_frequencies": 64, "train_steps": 40, "train_batch": 16, "hidden_dim": 32, "train_threads": 1}
+
+
+# ------------------------------------------------------------------ sensitivity
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 25),
+    d=st.integers(1, 6),
+    m=st.integers(1, 40),
+    c=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_removing_one_record_moves_sketch_by_at_most_sensitivity(n, d, m, c, seed) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 3, size=(n, d))  # any real vectors, not only the encoded [0, 1]^D
+    y = rng.integers(0, c, size=n)
+    freqs = sk.random_frequencies(d, m, float(rng.uniform(0.1, 3)), 3.0, seed)
+    full = sk._sketch_vector(x, y, c, freqs)
+    bound = sk.SKETCH_SENSITIVITY
+    for i in range(n):
+        keep = np.arange(n) != i
+        other = sk._sketch_vector(x[keep], y[keep], c, freqs)
+        moved = np.linalg.norm(full - other)
+        assert moved <= bound + 1e-9
+        assert moved == pytest.approx(bound, rel=1e-9)  # the bound is tight: ||f(x)|| = 1 exactly
+        # the counts release: one record moves one count by exactly 1
+        counts_moved = np.bincount(y, minlength=c) - np.bincount(y[keep], minlength=c)
+        assert np.linalg.norm(counts_moved) == sk.COUNTS_SENSITIVITY
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cols=st.lists(
+        st.lists(st.sampled_from(["1", "-7", "2.5", "1e3", "abc", "", " 4 ", "nan"]), min_size=3, max_size=3),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_kind_counts_sensitivity(cols) -> None:
+    """Each record adds at most 1 to one kind count per column: removing it moves the counts by <= sqrt(d)."""
+    full = sk.release_column_kinds(cols, noise_multiplier=0.0)
+    for i in range(3):
+        other = sk.release_column_kinds([[v for j, v in enumerate(c) if j != i] for c in cols], noise_multiplier=0.0)
+        assert np.linalg.norm(full - other) <= math.sqrt(len(cols)) + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-(2.0**39), max_value=2.0**39))
+def test_geometric_bin_contains_value(v: float) -> None:
+    i = int(sk.geometric_bin(np.array([v]))[0])
+    lo, hi = sk.geometric_bin_range(i)
+    assert 0 <= i < sk.N_GEO_BINS
+    assert lo <= v <= hi
+
+
+def test_sketch_release_uses_secure_noise_and_declared_sigma() -> None:
+    x = np.random.default_rng(0).uniform(size=(50, 3))
+    freqs = sk.random_frequencies(3, 16, 1.0, 2.0, 0)
+    kw: dict[str, Any] = {"noise_multiplier": 2.0, "counts": np.array([50.0]), "count_sigma": 3.0}
+    a = sk.release_sketch(x, np.zeros(50, int), [""], freqs, **kw)
+    b = sk.release_sketch(x, np.zeros(50, int), [""], freqs, **kw)
+    assert not np.allclose(a.sums, b.sums)  # fresh CSPRNG noise every call, no fixed seed
+    assert a.sigma == 2.0 and a.sensitivity == 1.0
+    c1 = sk.release_counts(np.zeros(50, int), 1, noise_multiplier=2.0)
+    c2 = sk.release_counts(np.zeros(50, int), 1, noise_multiplier=2.0)
+    assert c1[0] != c2[0]
+    assert "SENTINEL" not in repr(a)
+
+
+# ------------------------------------------------------------------ accountant
+
+
+def test_sigma_comes_from_the_shared_accountant() -> None:
+    # four equal releases with Delta = 1 reproduce privacy.md's golden sigma (7.461 at epsilon = 1)
+    plan = sk.plan_budget(1.0, 1e-5, [(f"r{i}", "", 1.0, "", 1.0) for i in range(4)])
+    for r in plan.releases:
+        assert r.sigma == pytest.approx(7.461, rel=0.01)
+        assert r.noise_multiplier == pytest.approx(GaussianPlan.calibrate(1.0, 1e-5, 4, 1.0).noise_multiplier)
+    # one release: exactly the shared GaussianPlan for the declared sensitivity
+    one = sk.plan_budget(2.0, 1e-5, [("sketch", "", 1.0, "", 1.0)])
+    assert one.releases[0].sigma == pytest.approx(GaussianPlan.calibrate(2.0, 1e-5, 1, 1.0).sigma)
+
+
+def test_choose_m_from_the_noisy_counts() -> None:
+    # largest m with sigma * sqrt(m) / n_bar <= ratio, clamped
+    assert sk.choose_m(np.array([100.0, 100.0]), 2.0, 0.5, 16, 1000) == 625
+    assert sk.choose_m(np.array([100.0, -5.0]), 2.0, 0.5, 16, 1000) == math.floor((0.5 * 50.5 / 2.0) ** 2)
+    assert sk.choose_m(np.array([10.0]), 20.0, 0.5, 16, 1000) == 16
+    assert sk.choose_m(np.array([10.0]), 0.0, 0.5, 16, 1000) == 1000
+
+
+def test_heterogeneous_split_composes_to_the_target() -> None:
+    plan = sk.plan_budget(1.0, 1e-5, [("a", "", 2.0, "", 0.1), ("b", "", 3.0, "", 0.1), ("s", "", 1.1, "", 0.8)])
+    zs = [r.noise_multiplier for r in plan.releases]
+    mu = math.sqrt(sum(1 / z**2 for z in zs))
+    assert gdp_delta(1.0, mu) <= 1e-5 * 1.001  # exact GDP cross-check (privacy.md formula)
+    check = sk.composed_epsilon(zs, 1e-5)  # dp-accounting PLD over a ComposedDpEvent
+    assert check["pld"] == pytest.approx(1.0, rel=0.01)
+    assert [r.share for r in plan.releases] == pytest.approx([0.1, 0.1, 0.8])
+
+
+# ------------------------------------------------------------------ schema and encoding
+
+
+def _schema(cols: list[ColumnSpec], label: str | None = "y", classes: tuple[str, ...] = ("0", "1")) -> Schema:
+    order = [c.name for c in cols] + ([label] if label else [])
+    return Schema(cols, order, label, list(classes) if label else [""])
+
+
+def test_out_of_bound_values_are_clipped() -> None:
+    schema = _schema([ColumnSpec("a", "float", 0.0, 10.0), ColumnSpec("n", "integer", 1, 5)])
+    df = pd.DataFrame({"a": ["-5", "20", "5"], "n": ["0", "9", "3"]})
+    x = encode_table(df, schema)
+    assert x[:, 0].tolist() == [0.0, 1.0, 0.5]
+    assert x[:, 1].tolist() == [0.0, 1.0, 0.5]
+    rows, _ = decode(np.array([[-3.0, 7.0], [0.5, 0.5]]), np.array([0, 1]), schema)
+    assert rows[0] == {"a": 0.0, "n": 5, "y": 0}
+    assert rows[1]["a"] == 5.0 and rows[1]["n"] == 3 and rows[1]["y"] == 1
+
+
+def test_categorical_round_trip_and_types() -> None:
+    cats = ["red", "green", "blue"]
+    schema = _schema(
+        [ColumnSpec("c", "categorical", categories=cats), ColumnSpec("k", "categorical", categories=["1", "2"])]
+    )
+    df = pd.DataFrame({"c": ["blue", "red", "green"], "k": ["2", "1", "2"]})
+    x = encode_table(df, schema)
+    assert Layout.from_schema(schema).dim == 5
+    rows, _ = decode(x, np.array([0, 1, 0]), schema)
+    assert [r["c"] for r in rows] == ["blue", "red", "green"]
+    assert [r["k"] for r in rows] == [2, 1, 2]  # integer-literal categories come back as ints
+
+
+def test_unknown_declared_category_is_a_one_line_error() -> None:
+    schema = _schema([ColumnSpec("c", "categorical", categories=["a", "b"])])
+    with pytest.raises(DataError) as e:
+        encode_table(pd.DataFrame({"c": ["a", "SECRETVALUE"]}), schema, "private.csv")
+    msg = str(e.value)
+    assert "\n" not in msg and "'c'" in msg and "rows 3" in msg and "SECRETVALUE" not in msg
+
+
+def _wine_csv(tmp_path: Path, n: int | None = None) -> Path:
+    from sklearn.datasets import load_wine
+
+    df = load_wine(as_frame=True).frame
+    df = df.astype({"magnesium": "int64", "proline": "int64"})  # integer-valued columns, written as ints
+    if n is not None:
+        df = df.sample(n=n, random_state=0)
+    p = tmp_path / "wine.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+def _cfg(tmp_path: Path, private: Path | str, **kw: Any) -> Config:
+    pearl = {**FAST, **kw.pop("pearl", {})}
+    return Config(
+        method="pearl",
+        out=str(tmp_path / "run"),
+        output_format="csv",
+        n_synthetic=kw.pop("n_synthetic", 60),
+        data={"private": str(private), "label_column": "target", "labels": "0,1,2", **kw.pop("data", {})},
+        privacy={"epsilon": 2.0, "delta": 1e-5},
+        pearl=pearl,
+        seed=0,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "expect", "words"),
+    [
+        (lambda p: p.write_text(""), DataError, ["empty"]),
+        (lambda p: p.write_text("a,target\n"), DataError, ["no records"]),
+        (lambda p: p.write_text("a,target\n1,0\n2,7\n"), DataError, ["not in data.labels", "rows 3"]),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path: Path, make, expect, words) -> None:
+    p = tmp_path / "bad.csv"
+    make(p)
+    with pytest.raises(expect) as e:
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+    assert not (tmp_path / "run").exists()  # nothing is left behind
+
+
+def test_schema_errors(tmp_path: Path) -> None:
+    p = _wine_csv(tmp_path, 30)
+    with pytest.raises(DataError, match="no column 'missing'"):
+        dpsynth.synthesize(
+            _cfg(tmp_path, p, pearl={"data_schema": {"columns": {"missing": {"type": "float"}}}}), progress=False
+        )
+    with pytest.raises(ConfigError, match="pearl.data_schema.columns.alcohol.type"):
+        dpsynth.synthesize(
+            _cfg(tmp_path, p, pearl={"data_schema": {"columns": {"alcohol": {"type": "date"}}}}), progress=False
+        )
+    with pytest.raises(ConfigError, match="data.labels"):
+        dpsynth.synthesize(_cfg(tmp_path, p, data={"labels": None}), progress=False)
+    with pytest.raises(DataError, match="pearl synthesises tables and arrays"):
+        dpsynth.synthesize(_cfg(tmp_path, "embedded:imdb"), progress=False)
+    with pytest.raises(ConfigError, match="schema_budget"):
+        Config(method="pearl", pearl={"schema_budget": 0.5, "count_budget": 0.5})
+    with pytest.raises(DataError, match="non-numeric 'alcohol'"):
+        df = pd.read_csv(p)
+        df["alcohol"] = df["alcohol"].astype(object)
+        df.loc[3, "alcohol"] = "n/a"
+        df.to_csv(p, index=False)
+        dpsynth.synthesize(
+            _cfg(tmp_path, p, pearl={"data_schema": {"columns": {"alcohol": {"type": "float", "min": 10, "max": 15}}}}),
+            progress=False,
+        )
+
+
+# ------------------------------------------------------------------ the private data never reaches training
+
+
+def _reachable(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[Any]:
+    """Every object reachable from ``obj`` through attributes, dataclass fields and containers."""
+    seen = seen if seen is not None else set()
+    if id(obj) in seen or depth > 8:
+        return []
+    seen.add(id(obj))
+    out = [obj]
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray)):
+        return out
+    children: list[Any] = []
+    if isinstance(obj, dict):
+        children = list(obj.keys()) + list(obj.values())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    elif hasattr(obj, "__dict__"):
+        children = list(vars(obj).values())
+    elif hasattr(obj, "__dataclass_fields__"):
+        children = [getattr(obj, f) for f in obj.__dataclass_fields__]
+    for c in children:
+        out += _reachable(c, seen, depth + 1)
+    return out
+
+
+def test_training_gets_only_the_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the trainer's interface: the sketch and public facts, nothing else
+    assert list(inspect.signature(train_generator).parameters) == ["sketch", "layout", "settings", "progress"]
+    p = tmp_path / "priv.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame(
+        {
+            "v": rng.uniform(0, 10, 40).round(3),
+            "colour": rng.choice(["SENTINELRED", "SENTINELBLUE"], 40),
+            "target": rng.integers(0, 3, 40),
+        }
+    ).to_csv(p, index=False)
+    seen: dict[str, Any] = {}
+    real = pearl_mod.train_generator
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        method = seen["method"]
+        seen["private_at_training"] = method._private
+        seen["args"] = _reachable((args, kwargs))
+        return real(*args, **kwargs)
+
+    real_prepare = PearlMethod.prepare
+
+    def prepare(self: PearlMethod) -> None:
+        real_prepare(self)
+        seen["method"] = self
+        assert self._private is not None
+        seen["private_arrays"] = [self._private.table[c].to_numpy() for c in self._private.table.columns]
+        seen["private_arrays"].append(self._private.labels)
+
+    monkeypatch.setattr(pearl_mod, "train_generator", spy)
+    monkeypatch.setattr(PearlMethod, "prepare", prepare)
+    cfg = _cfg(
+        tmp_path,
+        p,
+        pearl={"data_schema": {"columns": {"colour": {"categories": ["SENTINELRED", "SENTINELBLUE"]}}}},
+    )
+    res = dpsynth.synthesize(cfg, progress=False)
+    assert seen["private_at_training"] is None  # the method dropped the private data before training
+    objs = seen["args"]
+    assert not any(isinstance(o, (pd.DataFrame, pd.Series, pearl_mod._Private)) for o in objs)
+    arrays = [o for o in objs if isinstance(o, np.ndarray)]
+    assert {type(o).__name__ for o in objs} >= {"NoisySketch", "Layout", "TrainSettings"}
+    for a in arrays:
+        for priv in seen["private_arrays"]:
+            assert not np.shares_memory(a, priv)
+    # leak scan: public categories appear in the output, but no private row does
+    text = "".join(
+        f.read_text(errors="ignore") for f in res.run_dir.iterdir() if f.suffix in (".json", ".log", ".yaml")
+    )
+    assert "SENTINEL" not in text.replace("SENTINELRED", "").replace("SENTINELBLUE", "")
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_end_to_end_wine_csv_with_dp_schema(tmp_path: Path) -> None:
+    p = _wine_csv(tmp_path)
+    res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90), progress=False)
+    out = res.run_dir / "synthetic.csv"
+    syn, real = pd.read_csv(out), pd.read_csv(p)
+    assert list(syn.columns) == list(real.columns) and len(syn) == 90
+    assert syn.dtypes.to_dict() == real.dtypes.to_dict()  # magnesium/proline int64, the rest float64
+    assert set(syn["target"]) <= {0, 1, 2}
+    priv = json.loads((res.run_dir / "privacy.json").read_text())
+    assert priv["epsilon"] <= 2.0 + 1e-6 and priv["delta"] == pytest.approx(1e-5)
+    names = [m["name"] for m in priv["mechanisms"]]
+    # kinds unknown: bounds and categories are both reserved; wine has no categorical column, so the
+    # categories' share is counted as spent without a release (conservative)
+    assert names == [
+        "Gaussian: schema.kinds",
+        "Gaussian: schema.bounds",
+        "Gaussian: schema.categories",
+        "Gaussian: counts",
+        "Gaussian: sketch",
+    ]
+    assert priv["mechanisms"][2]["columns"] == 0 and "counted as spent" in priv["mechanisms"][2]["note"]
+    assert all(
+        m["sigma"] > 0 and m["sensitivity_l2"] > 0 and "add/remove" in m["adjacency"] for m in priv["mechanisms"]
+    )
+    assert priv["accountant_composition_check"]["epsilon_pld"] == pytest.approx(priv["epsilon"], rel=0.02)
+    assert set(priv["schema"]["derived_with_dp"]) == set(real.columns) - {"target"}
+    assert json.loads((res.run_dir / "ledger.json").read_text())["epsilon_spent"] == pytest.approx(priv["epsilon"])
+    # the derived schema is saved (a DP release) and can be reused as a declared schema
+    saved = json.loads((res.run_dir / "schema.json").read_text())["data_schema"]
+    assert saved["columns"]["proline"]["type"] == "integer"
+    assert pearl_mod.load_schema_spec(saved)["columns"]["proline"].complete()  # reusable as pearl.data_schema
+    # resume re-trains from the saved release and never re-spends
+    sketch_before = (res.run_dir / "sketch.npz").read_bytes()
+    again = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90), resume=True, progress=False)
+    assert (res.run_dir / "sketch.npz").read_bytes() == sketch_before
+    assert again.privacy["epsilon"] == pytest.approx(priv["epsilon"])
+    assert len(json.loads((res.run_dir / "ledger.json").read_text())["releases"]) == 5
+
+
+def test_categorical_columns_derived_with_threshold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    p = tmp_path / "cat.csv"
+    pd.DataFrame(
+        {
+            "size": rng.choice(["small", "large"], 400),
+            "w": rng.normal(50, 5, 400).round(2),
+            "target": rng.integers(0, 3, 400),
+        }
+    ).to_csv(p, index=False)
+    res = dpsynth.synthesize(_cfg(tmp_path, p, pearl={"max_categories": 5}), progress=False)
+    priv = res.privacy
+    assert [m["name"] for m in priv["mechanisms"]][-1] == "Gaussian: sketch"
+    assert "Gaussian: schema.categories" in [m["name"] for m in priv["mechanisms"]]
+    assert priv["delta"] == pytest.approx(1e-5) and priv["delta_split"]["category_threshold"] == pytest.approx(1e-6)
+    syn = pd.read_csv(res.output)
+    assert set(syn["size"]) <= {"small", "large"} and syn["w"].dtype == np.float64
+
+
+def test_declared_schema_spends_only_on_the_sketch(tmp_path: Path) -> None:
+    p = _wine_csv(tmp_path, 60)
+    real = pd.read_csv(p)
+    cols = {
+        c: {"type": "integer" if real[c].dtype.kind == "i" else "float", "min": 0, "max": 2000}
+        for c in real.columns
+        if c != "target"
+    }
+    schema_file = tmp_path / "schema.yaml"
+    import yaml
+
+    schema_file.write_text(yaml.safe_dump({"columns": cols}))
+    res = dpsynth.synthesize(_cfg(tmp_path, p, pearl={"data_schema": str(schema_file)}), progress=False)
+    mech = res.privacy["mechanisms"]
+    assert [m["name"] for m in mech] == ["Gaussian: counts", "Gaussian: sketch"]
+    # two releases on the shared accountant, split 10% / 90% of mu^2 (pearl.count_budget)
+    z2 = GaussianPlan.calibrate(2.0, 1e-5, 2, 1.0).noise_multiplier
+    assert mech[0]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.1))
+    assert mech[1]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.9))
+    assert mech[1]["sensitivity_l2"] == 1.0 and mech[0]["sensitivity_l2"] == 1.0
+    assert res.privacy["schema"]["derived_with_dp"] == []
+
+
+def test_arrays_npz_per_class(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    p = tmp_path / "digits.npz"
+    np.savez(p, x=x[:300].reshape(-1, 8, 8).astype(np.int64), label=y[:300])
+    cfg = Config(
+        method="pearl",
+        out=str(tmp_path / "run"),
+        n_synthetic=50,
+        data={"private": str(p), "labels": [str(i) for i in range(10)]},
+        privacy={"epsilon": 1.0, "delta": 1e-5},
+        pearl={**FAST, "data_schema": {"array": {"min": 0, "max": 16}}},
+    )
+    res = dpsynth.synthesize(cfg, progress=False)
+    z = np.load(res.run_dir / "synthetic.npz")
+    assert z["x"].shape == (50, 8, 8) and z["x"].dtype == np.int64
+    assert z["x"].min() >= 0 and z["x"].max() <= 16
+    assert sorted(set(z["label"].tolist())) <= list(range(10))
+    assert len(res.records) == 50 and "px_63" in res.records[0] and "label" in res.records[0]
+    assert res.privacy["sketch"]["classes"] == [str(i) for i in range(10)]
+
+
+def test_cli_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpsynth.cli import main
+
+    p = _wine_csv(tmp_path, 80)
+    real = pd.read_csv(p)
+    schema = tmp_path / "schema.json"  # a declared (public) schema file: nothing is spent on it
+    schema.write_text(
+        json.dumps(
+            {
+                "columns": {
+                    c: {"type": "integer" if real[c].dtype.kind == "i" else "float", "min": 0, "max": 1700}
+                    for c in real.columns
+                    if c != "target"
+                }
+            }
+        )
+    )
+    out = tmp_path / "cli-run"
+    argv = ["run", "--method", "pearl", "--private", str(p), "--label-column", "target", "--labels", "0,1,2"]
+    argv += ["--data-schema", str(schema)]
+    argv += ["--epsilon", "1", "--out", str(out), "--output-format", "csv", "--n-synthetic", "30", "--quiet"]
+    argv += ["--n-frequencies", "64", "--train-steps", "20", "--train-batch", "16", "--hidden-dim", "32"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv[:-2], "--train-steps", "0"])  # a bad value: one line, exit 2
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "train_steps" in err
+    main(argv)
+    assert "wrote 30 synthetic records" in capsys.readouterr().out
+    priv = json.loads((out / "privacy.json").read_text())
+    assert priv["method"] == "pearl"
+    assert [m["name"] for m in priv["mechanisms"]] == ["Gaussian: counts", "Gaussian: sketch"]
+    assert pd.read_csv(out / "synthetic.csv").dtypes.to_dict() == real.dtypes.to_dict()
+
+
+# ------------------------------------------------------------------ embeddings (WASP baseline)
+
+
+def test_select_by_sketch_prefers_the_private_distribution() -> None:
+    rng = np.random.default_rng(0)
+
+    def cloud(center: float, n: int) -> np.ndarray:
+        e = rng.normal(center, 0.3, size=(n, 8))
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    private = cloud(1.0, 500)
+    s, plan = pearl_mod.embedding_sketch(private, epsilon=3.0, delta=1e-5, n_frequencies=64)
+    assert plan.releases[1].sigma == pytest.approx(s.sigma) and plan.releases[0].sigma == pytest.approx(s.count_sigma)
+    cands = np.concatenate([cloud(1.0, 100), cloud(-1.0, 100)])
+    idx = select_by_sketch(cands, s, 50)
+    assert len(set(idx.tolist())) == 50
+    assert (idx < 100).mean() > 0.9
+    with pytest.raises(ValueError):
+        select_by_sketch(cands, s, 0)
+
+
+def test_errors_are_dpsynth_errors() -> None:
+    assert issubclass(DataError, DpsynthError) and issubclass(ConfigError, DpsynthError)

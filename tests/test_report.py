@@ -1,0 +1,254 @@
+"""HTML report: structure, self-containment, escaping, runs without rounds.json, CLI."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dpsynth
+from dpsynth.config import Config
+from dpsynth.errors import DataError
+from dpsynth.evaluate import evaluate
+from dpsynth.report import build_report, write_report
+
+from .conftest import FakeEmbedder, FakeGenerator
+
+EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Page(HTMLParser):
+    """Collects tags, attributes, ids and text, and checks that elements nest properly."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    @property
+    def ids(self) -> set[str]:
+        return {a["id"] for _, a in self.tags if a.get("id")}
+
+
+def parse(page: str) -> Page:
+    p = Page()
+    p.feed(page)
+    p.close()
+    assert not p.errors, p.errors[:5]
+    assert p.stack == [], p.stack
+    return p
+
+
+def _config(private: Path, out: Path, **kw: object) -> Config:
+    base: dict[str, object] = dict(
+        method="wasp",
+        n_synthetic=60,
+        out=str(out),
+        data=dict(
+            private=str(private),
+            text_column="review",
+            label_column="sentiment",
+            labels={"0": "negative", "1": "positive"},
+            task="movie review",
+        ),
+        privacy=dict(epsilon=4.0, delta=1e-5),
+        wasp=dict(rounds=3, q=4),
+        generators=[dict(name="a", model="x"), dict(name="b<i>", model="y", prompt_format="completion")],
+        seed=0,
+    )
+    base.update(kw)
+    return Config.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake-generator WASP run with an evil synthetic sample appended, evaluated with a fake embedder."""
+    base = tmp_path_factory.mktemp("reportrun")
+    rows = [
+        {
+            "review": f"SENTINEL{i:04d}XYZ " + ("great loved film" if i % 2 else "awful boring plot"),
+            "sentiment": str(i % 2),
+        }
+        for i in range(40)
+    ]
+    pd.DataFrame(rows).to_csv(base / "private.csv", index=False)
+    cfg = _config(base / "private.csv", base / "run")
+    dpsynth.synthesize(
+        cfg,
+        generators={"a": FakeGenerator("a", 1), "b<i>": FakeGenerator("b<i>", 2)},
+        embedder=FakeEmbedder(),
+        progress=False,
+    )
+    run = base / "run"
+    with open(run / "synthetic.jsonl", "a", encoding="utf-8") as f:
+        rec = {"text": EVIL, "label": "1", "label_name": "positive", "generator": "a", "round": 3}
+        f.write(json.dumps(rec) + "\n")
+    test = pd.DataFrame(
+        [
+            {"text": ("great loved film music" if i % 2 else "awful boring plot dull"), "label": str(i % 2)}
+            for i in range(60)
+        ]
+    )
+    evaluate(run, test, embedder=FakeEmbedder(), cache_dir=base / "cache", mauve=False)
+    return run
+
+
+def _check_self_contained(p: Page, page: str) -> None:
+    for tag, attrs in p.tags:
+        assert tag not in ("script", "link", "iframe", "object", "embed", "img"), tag
+        for name in ("src", "href", "xlink:href", "action", "poster", "data"):
+            v = attrs.get(name)
+            if v is not None:
+                assert v.startswith("#"), f"<{tag} {name}={v!r}> is not an in-page reference"
+    low = page.replace(html.escape(EVIL), "").lower()  # the evil sample's escaped *text* may mention a URL
+    assert not re.search(r"url\(\s*['\"]?(?!#)", low), "url() must point inside the page"
+    for needle in ("<script", "@import", "http://", "https://", "<!doctype svg", "<?xml"):
+        if needle in ("http://", "https://"):
+            # only XML namespace declarations may mention a URL
+            rest = low.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+                'xmlns:xlink="http://www.w3.org/1999/xlink"', ""
+            )
+            assert needle not in rest, needle
+        else:
+            assert needle not in low, needle
+
+
+def test_report_sections_and_self_contained(run_dir: Path) -> None:
+    path = write_report(run_dir, samples_per_class=1000)  # every sample, so the evil one is shown
+    assert path == run_dir / "report.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    p = parse(page)
+    assert {"privacy", "rounds", "classes", "evaluation", "samples", "config"} <= p.ids
+    _check_self_contained(p, page)
+    text = " ".join(p.text)
+    assert "differential privacy" in text.lower() and "ε = 4" in text
+    assert "Top-4 vote histograms" in text  # mechanism table from privacy.json
+    assert "Generator weights per round" in page and "Noisy vote mass per round" in page
+    assert "FID of rounds ≤ t" in page  # per-round FID chart from evaluation.json
+    assert "logreg" in text and "precision" in text
+    svgs = [t for t, _ in p.tags if t == "svg"]
+    assert len(svgs) >= 5
+    # private records never appear; the evil synthetic sample appears only escaped
+    assert "SENTINEL" not in page
+    assert EVIL in text  # shown to the reader as text...
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page  # ...never as markup
+    # a generator named "b<i>" shows as text, never as an element (tables and SVG charts alike)
+    assert "b&lt;i&gt;" in page and "i" not in {t for t, _ in p.tags}
+
+
+def test_report_for_run_without_rounds_or_evaluation(run_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    for name in ("rounds.json", "evaluation.json", "report.html", "config.yaml"):
+        (other / name).unlink(missing_ok=True)
+    page = build_report(other)
+    p = parse(page)
+    _check_self_contained(p, page)
+    text = " ".join(p.text)
+    assert "writes no per-round summary" in text
+    assert "Not evaluated yet" in text
+    assert {"privacy", "rounds", "classes", "evaluation", "samples"} <= p.ids
+
+
+def test_report_zero_shot_and_incomplete(run_dir: Path, tmp_path: Path) -> None:
+    zs = tmp_path / "zs"
+    shutil.copytree(run_dir, zs)
+    priv = json.loads((zs / "privacy.json").read_text())
+    priv.update(epsilon=0.0, mechanisms=[], method="zero-shot")
+    (zs / "privacy.json").write_text(json.dumps(priv))
+    assert "never read any private data" in build_report(zs)
+    priv.update(epsilon=1.5, complete=False, mechanisms=[{"name": "DP-SGD", "steps": 10, "sampling_rate": 0.01}])
+    (zs / "privacy.json").write_text(json.dumps(priv))
+    page = build_report(zs)
+    assert "did not complete" in page and "sampling rate" in page and "DP-SGD" in page
+    (zs / "privacy.json").unlink()
+    assert "No privacy guarantee can be stated" in build_report(zs)
+
+
+def test_report_tabular_non_private_run(tmp_path: Path) -> None:
+    """Other methods (e.g. PEARL on tables) write rows without text and may be non-private references."""
+    run = tmp_path / "tab"
+    run.mkdir()
+    rows = [{"age": 30 + i, "income": ">50K" if i % 2 else "<=50K"} for i in range(6)]
+    (run / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "config.yaml").write_text("method: pearl\ndata:\n  label_column: income\n")
+    priv = {"epsilon": float("inf"), "delta": 1e-5, "method": "pearl", "mechanisms": [], "guarantee": "NOT DP"}
+    (run / "privacy.json").write_text(json.dumps(priv))  # json writes Infinity
+    page = build_report(run)
+    p = parse(page)
+    _check_self_contained(p, page)
+    text = " ".join(p.text)
+    assert "NOT differentially private" in text
+    assert "&gt;50K" in page and "age: 31" in text and "<=50K" in text
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a directory"):
+        build_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither privacy.json nor synthetic"):
+        build_report(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "privacy.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        build_report(tmp_path / "bad")
+
+
+def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpsynth.cli import main
+
+    out = tmp_path / "r.html"
+    main(["report", str(run_dir), "--out", str(out)])
+    assert out.exists() and f"wrote {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    chromium = next((c for c in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(c).exists()), None)
+    if chromium is None:
+        pytest.skip("no /usr/bin/chromium")
+    path = write_report(run_dir, tmp_path / "report.html")
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'id="privacy"' in proc.stdout and "<svg" in proc.stdout
+    assert "alert(" not in proc.stdout.replace("&lt;script&gt;alert(", "")
