@@ -157,7 +157,7 @@ def run_pearl(ds: dict[str, Any], eps: float, seed: int, dp_schema: bool, args: 
     secs = time.monotonic() - t0
     out = downstream(xs, ys, ds["xte"], ds["yte"])
     out.update(seconds=secs, epsilon_reported=report["epsilon"], sigma_sketch=report["mechanisms"][-1]["sigma"])
-    if digits and seed == 0 and args.grid:
+    if digits and seed == 0 and args.grid and not dp_schema:
         save_grid(xs, ys, eps, dp_schema)
     return out
 
