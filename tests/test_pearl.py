@@ -490,3 +490,26 @@ def test_select_by_sketch_prefers_the_private_distribution() -> None:
 
 def test_errors_are_dpsynth_errors() -> None:
     assert issubclass(DataError, DpsynthError) and issubclass(ConfigError, DpsynthError)
+
+
+def test_report_shows_synthetic_images(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from dpsynth.report import write_report
+
+    x, y = load_digits(return_X_y=True)
+    p = tmp_path / "digits.npz"
+    np.savez(p, x=x[:200].reshape(-1, 8, 8).astype(np.int64), label=y[:200])
+    cfg = Config(
+        method="pearl",
+        out=str(tmp_path / "run"),
+        n_synthetic=40,
+        data={"private": str(p), "labels": [str(i) for i in range(10)]},
+        privacy={"epsilon": 4.0, "delta": 1e-5},
+        pearl={**FAST, "data_schema": {"array": {"min": 0, "max": 16}}},
+    )
+    res = dpsynth.synthesize(cfg, progress=False)
+    html = write_report(res.run_dir).read_text()
+    assert '<section id="images">' in html and 'data-chart="images"' in html
+    section = html.split('<section id="images">')[1].split("</section>")[0]
+    assert 'src="http' not in section and 'href="http' not in section  # self-contained

@@ -489,6 +489,36 @@ def _samples_section(records: list[dict[str, Any]], labels: Mapping[str, str], p
 
 
 # ---------------------------------------------------------------- page
+def _images_section(run_dir: Path, per_class: int = 10) -> str:
+    """Synthetic images (array outputs such as PEARL's ``synthetic.npz``), up to ``per_class`` per label."""
+    path = run_dir / "synthetic.npz"
+    if not path.exists():
+        return ""
+    import numpy as np
+
+    from dpsynth.report import plots
+
+    try:
+        data = np.load(path, allow_pickle=False)
+        x = data["x"]
+        y = data["label"] if "label" in data.files else None
+    except Exception:  # noqa: BLE001 - a report never fails on an optional section
+        return ""
+    if x.ndim != 3:
+        return ""
+    if y is not None:
+        idx = [i for lab in sorted(set(y.tolist())) for i in np.flatnonzero(y == lab)[:per_class].tolist()]
+    else:
+        idx = list(range(min(len(x), 5 * per_class)))
+    svg = plots.image_grid("images", "Synthetic images", x[idx], None if y is None else y[idx], columns=per_class)
+    if not svg:
+        return ""
+    return (
+        '<section id="images"><h2>Synthetic images</h2><p class="note">Synthetic records only, '
+        f"up to {per_class} per class.</p>{svg}</section>"
+    )
+
+
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
@@ -543,6 +573,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         _class_section(records, labels, rounds, evaluation),
         _evaluation_section(evaluation, rd),
         _samples_section(records, labels, samples_per_class),
+        _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
     ]
     if cfg_text:

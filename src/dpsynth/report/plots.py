@@ -133,3 +133,28 @@ def bar_chart(
         ax.grid(axis="y", alpha=0.3)
 
     return _render(salt, title, draw)
+
+
+def image_grid(salt: str, title: str, images: Any, labels: Any | None = None, columns: int = 10) -> str | None:
+    """A grid of small grayscale images (e.g. PEARL's synthetic digits) as inline SVG."""
+    if not available():
+        return None
+    import matplotlib
+    import numpy as np
+
+    images = np.asarray(images, dtype=float)
+    n = len(images)
+    if n == 0 or images.ndim != 3:
+        return None
+    rows = (n + columns - 1) // columns
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"dpsynth-{salt}", "font.size": 7}):
+        fig = _figure(columns * 0.7, rows * 0.8 + 0.3)
+        axes = fig.subplots(rows, columns, squeeze=False)
+        for i, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if i < n:
+                ax.imshow(images[i], cmap="gray_r", interpolation="nearest")
+                if labels is not None:
+                    ax.set_title(_label(labels[i]), fontsize=7)
+        fig.suptitle(_label(title), fontsize=9)
+        return _svg(fig, salt, title)
