@@ -120,8 +120,10 @@ def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler
     logger still propagates, so applications and pytest's caplog see the records.
     """
     logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(logging.INFO)
     fh = logging.FileHandler(log_path, encoding="utf-8")
+    fh._dpsynth_previous_level = logger.level  # type: ignore[attr-defined]  # restored by remove_logging
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [fh]
     if not logging.getLogger().handlers:  # nobody else prints warnings: do it ourselves
@@ -137,6 +139,8 @@ def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler
 def remove_logging(handlers: list[logging.Handler]) -> None:
     logger = logging.getLogger(LOGGER_NAME)
     for h in handlers:
+        if hasattr(h, "_dpsynth_previous_level"):
+            logger.setLevel(h._dpsynth_previous_level)
         logger.removeHandler(h)
         h.close()
 
