@@ -260,6 +260,15 @@ def run_canary_audit(
             raise ConfigError("the tokenizer splits candidate secrets into different lengths; use --digits <= 10")
         scoring.append({"canary": c, "prefix": full[0][:lcp], "tails": tails, "n_candidates": len(cands)})
     controls = ["".join(str(int(d)) for d in rng.integers(0, 10, s.digits)) for _ in range(100)]
+    # the prior: the same ranking under the pretrained model before any training.  A secret the base
+    # model already finds likely (e.g. 1234, a year) ranks high without any memorisation.
+    t_base = time.perf_counter()
+    for sc in scoring:
+        scores = score_continuations(
+            base.to(device), sc["prefix"], sc["tails"], device=device, bf16=bf16, batch_size=s.score_batch_size
+        )
+        sc["base_rank"], sc["base_exposure"] = exposure(float(scores[0]), scores[1:])
+    log(f"base-model ranks {[sc['base_rank'] for sc in scoring]} ({time.perf_counter() - t_base:.0f}s)")
 
     results = []
     for eps in s.epsilons:
@@ -305,6 +314,8 @@ def run_canary_audit(
                     "rank": rank,
                     "n_candidates": sc["n_candidates"] + 1,
                     "exposure": exp_,
+                    "base_model_rank": sc["base_rank"],
+                    "base_model_exposure": sc["base_exposure"],
                     "max_exposure": math.log2(sc["n_candidates"] + 1),
                     "log_likelihood": float(scores[0]),
                     "candidate_log_likelihood_median": float(np.median(scores[1:])),
@@ -370,14 +381,16 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 def markdown_table(result: dict[str, Any]) -> str:
     """The audit as a Markdown table (one row per epsilon and canary)."""
     lines = [
-        "| epsilon | canary repeats | rank (of N) | exposure (max) | verbatim in samples | verbatim, prompted |",
-        "|---|---|---|---|---|---|",
+        "| epsilon | canary repeats | rank (of N) | exposure (max) | base-model rank | verbatim in samples "
+        "| verbatim, prompted |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["results"]:
         for c in r["canaries"]:
             lines.append(
                 f"| {r['epsilon']} | {c['repeats']} | {c['rank']} (of {c['n_candidates']}) | "
-                f"{c['exposure']:.2f} ({c['max_exposure']:.1f}) | {c['sample_verbatim_rate']:.3f} | "
+                f"{c['exposure']:.2f} ({c['max_exposure']:.1f}) | {c.get('base_model_rank', '-')} | "
+                f"{c['sample_verbatim_rate']:.3f} | "
                 f"{c['prompted_verbatim_rate']:.3f} |"
             )
     return "\n".join(lines)

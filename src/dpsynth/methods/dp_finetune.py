@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -119,7 +120,9 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
 
     source, kwargs = model_source(model)
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # GGUF de-quantisation draws two progress bars per load
+    hf_logging.disable_progress_bar()  # GGUF de-quantisation draws progress bars per load
+    tqdm_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter uses tqdm directly
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         try:
@@ -132,6 +135,10 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+        if tqdm_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_env
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     if tok.eos_token_id is None:
