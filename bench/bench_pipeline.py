@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
-
 import dpsynth  # noqa: E402
+from common import write_result  # noqa: E402
 from dpsynth.config import Config, GeneratorConfig  # noqa: E402
 from dpsynth.embeddings import SentenceTransformerEmbedder  # noqa: E402
 from dpsynth.generators.llamacpp import LlamaCppGenerator  # noqa: E402
