@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -121,8 +120,17 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
     source, kwargs = model_source(model)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # GGUF de-quantisation draws progress bars per load
-    tqdm_env = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter uses tqdm directly
+    gguf_utils: Any = None
+    if "gguf_file" in kwargs:  # the GGUF converter draws its own tqdm bar; silence it for this load only
+        try:
+            import functools
+
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+            gguf_tqdm = gguf_utils.tqdm
+            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+        except (ImportError, AttributeError):
+            gguf_utils = None
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         try:
@@ -135,10 +143,8 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-        if tqdm_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = tqdm_env
+        if gguf_utils is not None:
+            gguf_utils.tqdm = gguf_tqdm
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     if tok.eos_token_id is None:
