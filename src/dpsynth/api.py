@@ -189,6 +189,10 @@ def make_method(
         from dpsynth.methods.pearl import PearlMethod
 
         return PearlMethod(config, private)
+    if config.method == "knowledgesg":
+        from dpsynth.methods.knowledgesg import KnowledgeSGClientMethod
+
+        return KnowledgeSGClientMethod(config, private)
     raise ConfigError(f"method: {config.method!r} is not available in this version")
 
 

@@ -25,8 +25,12 @@ app.add_typer(privacy_app, name="privacy")
 from dpsynth.audit.cli import audit_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+from dpsynth.knowledgesg.cli import client_app, server_app  # noqa: E402
 
-_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl"}
+app.add_typer(server_app, name="server")
+app.add_typer(client_app, name="client")
+
+_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
 
 
 def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -99,16 +103,22 @@ def _parse_value(val: str) -> Any:
 )
 def run(
     ctx: typer.Context,
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out without re-spending budget."
-    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out without re-spending budget."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet)
+
+
+def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | None = None) -> None:
+    """``[CONFIG] [--FIELD VALUE ...]`` -> a finished run (shared by ``run`` and ``client run``)."""
     from dpsynth.api import synthesize
 
-    args = list(ctx.args)
     config = args.pop(0) if args and not args[0].startswith("-") else None
     overrides = parse_overrides(args)
+    if method is not None:
+        if overrides.get("method", method) != method:
+            raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
+        overrides["method"] = method
     cfg = load_config(config, overrides)
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
@@ -116,8 +126,7 @@ def run(
     eps = result.privacy["epsilon"]
     typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
     typer.echo(
-        f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); "
-        f"report: {result.run_dir}/privacy.json"
+        f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
     )
 
 
@@ -149,9 +158,7 @@ def commented_default_config() -> str:
             for sname, sf in sub.model_fields.items():
                 if sf.description:
                     lines.append(f"  # {sf.description}")
-                lines.append(
-                    "  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1]
-                )
+                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
         elif name == "generators":
             lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
         else:

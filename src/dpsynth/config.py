@@ -18,7 +18,7 @@ from typing_extensions import Self
 
 from dpsynth.errors import ConfigError
 
-Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl"]
+Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
 Backend = Literal["llamacpp", "openai", "transformers"]
 PromptFormat = Literal["chat", "completion"]
 
@@ -55,21 +55,32 @@ class _Strict(BaseModel):
             raise config_error_from_validation(exc, type(self)) from None
 
 
+# llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
+# context, the prompt included.  Small models shown L good and L poor examples otherwise copy them: on the
+# default demo's round-1 prompts it raised accepted outputs from 6/16 to 15/16 (Gemma-3-270M) and from
+# 2/16 to 12/16 (Qwen2.5-0.5B): bench/diag_copying.py, bench/results/copying.json.
+DRY_SAMPLER: dict[str, Any] = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
+
+
 class GeneratorConfig(_Strict):
     """One prompted generator: a backend, a model and a prompt format."""
 
     name: str = Field(description="Short unique name used in outputs and reports.")
-    backend: Backend = Field(
-        "llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU)."
-    )
+    backend: Backend = Field("llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU).")
     model: str = Field(
         description=(
             "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
             "qwen2.5-0.5b-instruct); openai: model id on the server; transformers: folder or hub id."
         )
     )
-    prompt_format: PromptFormat = Field(
-        "chat", description="chat for instruct models, completion for base models."
+    prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
+    extra_body: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Extra sampler fields merged into every request body (backend-specific, e.g. vLLM's "
+            "repetition_penalty). None: llamacpp uses DRY_SAMPLER (the prompt's examples are not copied); "
+            "openai sends nothing extra."
+        ),
     )
     # llama.cpp
     n_parallel: int = Field(4, ge=1, le=64, description="llama.cpp slots (continuous batching).")
@@ -84,6 +95,12 @@ class GeneratorConfig(_Strict):
     # transformers
     device: str = Field("auto", description="transformers backend: cpu, cuda, auto.")
     batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
+
+    def sampler_fields(self) -> dict[str, Any]:
+        """The extra request-body fields this generator sends (see extra_body)."""
+        if self.extra_body is not None:
+            return dict(self.extra_body)
+        return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
 
 
 def default_generators() -> list[GeneratorConfig]:
@@ -141,17 +158,13 @@ class DataConfig(_Strict):
 class PrivacyConfig(_Strict):
     epsilon: float = Field(4.0, description="Total epsilon for the whole run.")
     delta: float = Field(1e-5, description="Total delta; must be below 1/M.")
-    accountant: Literal["pld", "gdp"] = Field(
-        "pld", description="pld: dp-accounting PLD; gdp: exact GDP formula."
-    )
+    accountant: Literal["pld", "gdp"] = Field("pld", description="pld: dp-accounting PLD; gdp: exact GDP formula.")
 
     @field_validator("epsilon")
     @classmethod
     def _eps(cls, v: float) -> float:
         if not v > 0:
-            raise ValueError(
-                "must be > 0, e.g. --epsilon 4 (use --method zero-shot for a run without private data)"
-            )
+            raise ValueError("must be > 0, e.g. --epsilon 4 (use --method zero-shot for a run without private data)")
         if not math.isfinite(v):
             raise ValueError("must be finite, e.g. --epsilon 4")
         return v
@@ -168,9 +181,7 @@ class WaspConfig(_Strict):
     """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
 
     rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
-    q: int = Field(
-        8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample."
-    )
+    q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
     weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
@@ -181,18 +192,14 @@ class WaspConfig(_Strict):
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
-    class_uniform_mix: float = Field(
-        0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares."
-    )
+    class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
     max_tokens: int = Field(64, ge=8, le=2048)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
-    near_dup_threshold: float | None = Field(
-        None, ge=0, le=1, description="Drop near-duplicates above this cosine."
-    )
+    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
 
 
 class FinetuneConfig(_Strict):
@@ -215,9 +222,7 @@ class FinetuneConfig(_Strict):
         default="auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32."
     )
     epochs: float = Field(default=2.0, gt=0, le=1000, description="Passes over the private set (steps = epochs / q).")
-    batch_size: int = Field(
-        default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / N."
-    )
+    batch_size: int = Field(default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / N.")
     physical_batch_size: int | None = Field(
         default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
     )
@@ -360,11 +365,47 @@ class PearlConfig(_Strict):
         return self
 
 
+class KnowledgeSGConfig(_Strict):
+    """KnowledgeSG client (Wang et al., EMNLP 2024).  Owned by methods/knowledgesg.py.
+
+    The client DP-fine-tunes ``finetune.model`` on its private instruction/response pairs (the
+    ``finetune`` section), uploads only the LoRA adapter to ``server``, and downloads the synthetic
+    dataset the server's professional model filtered and answered.  ``n_synthetic`` pairs are asked for.
+    """
+
+    server: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8088 (dpsynth server start).")
+    token_env: str = Field(
+        "DPSYNTH_TOKEN", description="Environment variable holding this client's bearer token (never logged)."
+    )
+    instruction_column: str = Field("instruction", description="Column with the private instructions/questions.")
+    response_column: str = Field("response", description="Column with the private responses/answers.")
+    domain: str = Field(
+        "medical", min_length=1, description="Public domain name used in the control code and the server's prompts."
+    )
+    oversample: float = Field(
+        2.0, ge=1.0, le=20.0, description="The server samples oversample * n_synthetic instructions before filtering."
+    )
+    filter: bool = Field(True, description="Let the professional model drop off-domain or unanswerable instructions.")
+    poll_interval_s: float = Field(2.0, gt=0, le=300, description="Seconds between job status requests.")
+    job_timeout_s: float = Field(7200.0, gt=0, description="Give up waiting for the server job after this long.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request (uploads included).")
+    max_retries: int = Field(
+        8, ge=0, le=100, description="Retries (with backoff) of one request on connection errors, 429 and 5xx."
+    )
+    local_finetune: bool = Field(
+        False,
+        description="Fine-tune the local model on the returned data (non-DP LoRA; post-processing, no privacy cost).",
+    )
+    local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")
+
+
 class Config(_Strict):
     """A whole dpsynth run."""
 
     method: Method = "wasp"
-    n_synthetic: int = Field(250, ge=1, description="N: total synthetic samples.")
+    n_synthetic: int = Field(
+        100, ge=1, description="N: total synthetic samples (the default is sized for a ~10 minute demo on 2 CPU cores)."
+    )
     out: str | None = Field(None, description="Run directory (default: runs/<method>-<time>).")
     output_format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -373,14 +414,13 @@ class Config(_Strict):
     generators: list[GeneratorConfig] = Field(default_factory=default_generators)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="dp-finetune settings.")
     pearl: PearlConfig = Field(default_factory=PearlConfig, description="pearl settings.")
+    knowledgesg: KnowledgeSGConfig = Field(default_factory=KnowledgeSGConfig, description="knowledgesg client.")
     embedding_model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded).",
     )
     embedding_batch_size: int = Field(64, ge=1)
-    seed: int | None = Field(
-        None, description="Seed for prompt sampling (never for DP noise, which is secure)."
-    )
+    seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -390,18 +430,14 @@ class Config(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"generators: names must be unique, got {names}")
         if self.method == "aug-pe" and len(self.generators) != 1:
-            raise ValueError(
-                "generators: aug-pe uses exactly one generator; keep one entry or use --method wasp"
-            )
+            raise ValueError("generators: aug-pe uses exactly one generator; keep one entry or use --method wasp")
         return self
 
     def effective_wasp(self) -> WaspConfig:
         """The algorithm settings after applying the method preset (wasp.md, Baselines)."""
         w = self.wasp.model_copy()
         if self.method == "aug-pe":
-            w = w.model_copy(
-                update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase")
-            )
+            w = w.model_copy(update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase"))
         return w
 
     @property
@@ -468,9 +504,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"
-            ) from None
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:

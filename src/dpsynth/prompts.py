@@ -29,15 +29,17 @@ ZERO_SHOT_COMPLETION = (
 CONTRASTIVE_CHAT = (
     "Here are some {label} {task}s that are poor examples:\n{bad}\n\n"
     "Here are some {label} {task}s that are good examples:\n{good}\n\n"
-    "Write one new {label} {task} that is like the good examples and unlike the poor ones. "
-    "Reply with the {task} only.",
+    "Write one new {label} {task} that is like the good examples and unlike the poor ones, "
+    "about a different subject and in your own words (copy no sentence). Reply with the {task} only.",
     "Poor {label} {task}s (avoid writing like these):\n{bad}\n\n"
     "Good {label} {task}s (write like these):\n{good}\n\n"
-    "Now write a new, different {label} {task} in the style of the good ones. Reply with the {task} only.",
+    "Now write a new {label} {task} in the style of the good ones, about something else and in your own "
+    "words (copy no sentence). Reply with the {task} only.",
 )
 GOOD_ONLY_CHAT = (
     "Here are some good {label} {task}s:\n{good}\n\n"
-    "Write one new {label} {task} like these. Reply with the {task} only.",
+    "Write one new {label} {task} like these, about something else and in your own words (copy no "
+    "sentence). Reply with the {task} only.",
 )
 CONTRASTIVE_COMPLETION = ('Poor {label} {task}s:\n{bad}\n\nExcellent {label} {task}s:\n{good}\n{Task}: "',)
 GOOD_ONLY_COMPLETION = ('Excellent {label} {task}s:\n{good}\n{Task}: "',)
@@ -111,9 +113,7 @@ class PromptBuilder:
         lim = self.example_chars
         if self.chat:
             pool = CONTRASTIVE_CHAT if bad else GOOD_ONLY_CHAT
-            return self._request(
-                self.rng.choice(pool), label=label, good=_numbered(good, lim), bad=_numbered(bad, lim)
-            )
+            return self._request(self.rng.choice(pool), label=label, good=_numbered(good, lim), bad=_numbered(bad, lim))
         pool = CONTRASTIVE_COMPLETION if bad else GOOD_ONLY_COMPLETION
         return self._request(
             self.rng.choice(pool),
@@ -132,11 +132,28 @@ class PromptBuilder:
 _PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrased", "new ", "title:")
 # Small instruct models sometimes echo the instruction back; such outputs are dropped.
 _ECHOES = (
-    "write one new", "write a new", "reply with", "good examples", "poor examples", "like the good",
-    "unlike the poor", "rephrase this", "in the style of the good", "avoid writing like",
+    "write one new",
+    "write a new",
+    "reply with",
+    "good examples",
+    "poor examples",
+    "like the good",
+    "unlike the poor",
+    "rephrase this",
+    "in the style of the good",
+    "avoid writing like",
     # refusals and assistant chatter are not samples of the task
-    "i'm sorry", "i am sorry", "i can't assist", "i cannot assist", "as an ai", "language model",
-    "helpful ai", "write like these", "your suggestion", "here is a new", "here's a new",
+    "i'm sorry",
+    "i am sorry",
+    "i can't assist",
+    "i cannot assist",
+    "as an ai",
+    "language model",
+    "helpful ai",
+    "write like these",
+    "your suggestion",
+    "here is a new",
+    "here's a new",
 )
 _LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
@@ -150,9 +167,7 @@ def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
     """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
-    while len(lines) > 1 and (
-        lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)
-    ):
+    while len(lines) > 1 and (lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)):
         lines = lines[1:]
     t = " ".join(ln.strip() for ln in lines)
     for prefix in ("Review:", "review:"):

@@ -182,9 +182,7 @@ class ProgressReporter:
 
     def update(self, description: str, done: int, total: int, stats: str) -> None:
         if self._progress is not None and self._task is not None:
-            self._progress.update(
-                self._task, completed=done, total=total, description=description, stats=stats
-            )
+            self._progress.update(self._task, completed=done, total=total, description=description, stats=stats)
         elif self.enabled and (time.monotonic() - self._last_line > 5 or done >= total):
             self._last_line = time.monotonic()
             print(f"[dpsynth] {description}: {done}/{total} {stats}", file=sys.stderr, flush=True)

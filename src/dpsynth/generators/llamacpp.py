@@ -147,6 +147,7 @@ class LlamaCppGenerator:
         )
         self._pool = ThreadPoolExecutor(max_workers=cfg.n_parallel, thread_name_prefix=f"llamacpp-{cfg.name}")
         self._lock = threading.Lock()
+        self._extra = cfg.sampler_fields()
 
     def complete_one(self, req: GenerationRequest) -> Completion:
         """One blocking request (releases the GIL while llama.cpp works)."""
@@ -154,10 +155,9 @@ class LlamaCppGenerator:
         if server is None:
             return Completion(text="", error="generator closed")
         try:
-            if req.is_chat:
-                data = server.handle_chat_completions(request_body(req))
-            else:
-                data = server.handle_completions(request_body(req))
+            body = {**request_body(req), **self._extra}
+            handle = server.handle_chat_completions if req.is_chat else server.handle_completions
+            data = handle(body)
         except Exception as exc:
             return Completion(text="", error=f"llama.cpp: {type(exc).__name__}: {exc}"[:500])
         return parse_response(data, req.is_chat)

@@ -215,7 +215,7 @@ class OpenAIHttpGenerator:
     def complete_one(self, req: GenerationRequest) -> Completion:
         """One request with retries; never raises for a server problem."""
         url = f"{self.base_url}/chat/completions" if req.is_chat else f"{self.base_url}/completions"
-        body = request_body(req, self.cfg.model)
+        body = {**request_body(req, self.cfg.model), **self.cfg.sampler_fields()}
         deadline = time.monotonic() + self.max_total_s
         error = "not sent"
         retries = 0

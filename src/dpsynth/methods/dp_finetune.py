@@ -485,6 +485,67 @@ def generate(
     return out
 
 
+def finetune_public(
+    ft: FinetuneConfig,
+    texts: Sequence[str],
+    *,
+    label: str,
+    task: str,
+    epochs: float,
+    out_dir: Path,
+    reporter: ProgressReporter | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Non-DP LoRA fine-tune of a fresh ``ft.model`` on *public* texts (e.g. synthetic data: post-processing).
+
+    Same record layout as the DP training (control code for ``label``), plain AdamW, no clipping or
+    noise.  The adapter is saved (safetensors) to ``out_dir``.
+    """
+    tok, model = load_causal_lm(ft.model)
+    fmt = RecordFormat(tok, ft, task)
+    enc = fmt.encode(list(texts), [label] * len(texts), ft.max_length)
+    model = add_lora(model, ft)
+    device = pick_device(ft.device)
+    bs = max(1, min(ft.batch_size, len(texts)))
+    steps = max(1, round(epochs * len(texts) / bs))
+    if reporter:
+        reporter.start("local fine-tune", total=steps)
+
+    def on_step(step: int, loss: float | None) -> None:
+        if reporter:
+            reporter.update("local fine-tune", step, steps, f"loss {loss:.3f}" if loss is not None else "")
+
+    dataset = RecordDataset(enc, tok.pad_token_id)
+    train(
+        model,
+        dataset,
+        ft=ft,
+        plan=None,
+        steps=steps,
+        device=device,
+        bf16=pick_bf16(ft.precision, device),
+        on_step=on_step,
+        batch_size=bs,
+        seed=seed,
+    )
+    save_adapter(model, out_dir)
+    return out_dir
+
+
+def save_adapter(model: Any, target: Path) -> None:
+    """A peft model's LoRA adapter (safetensors), written to a temporary folder and renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def allocate(n: int, shares: dict[str, float]) -> dict[str, int]:
     """Largest-remainder split of ``n`` over classes, at least one per class."""
     keys = list(shares)
@@ -625,6 +686,14 @@ class DpFinetuneMethod:
 
     # -------------------------------------------------------------- run
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        ledger, shares = self.train_adapter(run_dir, reporter)
+        # generation: post-processing of the DP adapter and the DP class shares
+        rows = self._generate(run_dir, reporter, shares)
+        return rows, self._report(ledger, shares)
+
+    def train_adapter(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[_FinetuneLedger, dict[str, float]]:
+        """Every private-data step of the method: the class shares, DP-SGD, and the adapter saved to
+        ``run_dir/adapter`` (safetensors).  KnowledgeSG's client stops here and uploads the adapter."""
         assert self.plan is not None and self.data is not None and self.encoded is not None
         config, ft, plan = self.config, self.config.finetune, self.plan
         labels = config.data.labels
@@ -684,11 +753,7 @@ class DpFinetuneMethod:
             log.info("DP-SGD: %d steps in %.1f s", res.steps_done - start, res.seconds)
         ledger.record_steps(plan.steps)
         self._save_adapter(run_dir.path / "adapter")
-
-        # 3. generation (post-processing of the DP adapter and the DP class shares)
-        rows = self._generate(run_dir, reporter, shares)
-        report = self._report(ledger, shares)
-        return rows, report
+        return ledger, shares
 
     # -------------------------------------------------------------- pieces
     def _class_shares(self, ft_dir: Path, ledger: _FinetuneLedger) -> dict[str, float]:
@@ -746,17 +811,8 @@ class DpFinetuneMethod:
         return int(state["step"]), state["optimizer"]
 
     def _save_adapter(self, target: Path) -> None:
-        """The DP LoRA adapter (safetensors), written to a temporary folder and renamed into place."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
-        try:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        """The DP LoRA adapter (safetensors)."""
+        save_adapter(self.model, target)
 
     def _generate(self, run_dir: RunDir, reporter: ProgressReporter, shares: dict[str, float]) -> list[dict[str, Any]]:
         config, ft = self.config, self.config.finetune

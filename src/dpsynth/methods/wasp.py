@@ -151,9 +151,7 @@ class WaspRun:
         sizes = self.round_sizes()
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
-        seed_budgets = {
-            g: allocate(n, uniform_classes) for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()
-        }
+        seed_budgets = {g: allocate(n, uniform_classes) for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()}
         self._generate_round(RoundPlan(0, seed_budgets))
         for t in range(1, self.rounds_total + 1):
             votes, population = self._vote(t)
@@ -176,9 +174,7 @@ class WaspRun:
             self.ledger.record(f"round_{t}")
             return votes, population
         if not population:
-            raise GeneratorError(
-                "every generator returned unusable text in earlier rounds; nothing to vote on"
-            )
+            raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
         self.ledger.check_can_release()
         emb = self.cache.embed(self.embedder, [s.text for s in population])
         self.cache.save()
@@ -321,12 +317,25 @@ class WaspRun:
             if len(completions) != len(batch):
                 raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
             accepted = []
+            outcome = self._outcomes.setdefault(g, Counter())
             for (c, _, examples), comp in zip(batch, completions, strict=True):
                 if need[c] <= 0:
+                    outcome["surplus"] += 1
                     continue
                 text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
-                if text is None or _norm(text) in self._seen or copies_example(text, examples):
+                reason = (
+                    "unusable"
+                    if text is None
+                    else "duplicate"
+                    if _norm(text) in self._seen
+                    else "copies_example"
+                    if copies_example(text, examples)
+                    else None
+                )
+                if reason is not None or text is None:
+                    outcome[reason or "unusable"] += 1
                     continue
+                outcome["accepted"] += 1
                 self._seen.add(_norm(text))
                 s = Sample(len(self.samples), text, c, g, plan.round)
                 self.samples.append(s)
@@ -352,6 +361,7 @@ class WaspRun:
         self._round_total = total
         self._round_started = time.monotonic()
         self._round_tokens0 = sum(tc.completion_tokens for tc in self.tokens.values())
+        self._outcomes: dict[str, Counter[str]] = {}
         self.progress.start(self._round_label, total)
         for g, per_class in plan.budgets.items():
             have = Counter(s.label for s in self.samples if s.round == t and s.generator == g)
@@ -386,6 +396,8 @@ class WaspRun:
                 "epsilon_spent": self.ledger.epsilon_spent(),
                 "seconds": round(time.monotonic() - self._round_started, 2),
                 "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
+                # per generator: accepted / unusable (clean-up) / duplicate / copies_example / surplus outputs
+                "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
             }
         )
         self.rundir.save_rounds(self.round_log)

@@ -57,9 +57,7 @@ def pld_epsilon(noise_multiplier: float, steps: int, delta: float) -> float:
 
 
 @functools.lru_cache(maxsize=1024)
-def epsilon_for(
-    noise_multiplier: float, steps: int, delta: float, accountant: AccountantName = "pld"
-) -> float:
+def epsilon_for(noise_multiplier: float, steps: int, delta: float, accountant: AccountantName = "pld") -> float:
     """Epsilon at ``delta`` after ``steps`` Gaussian releases with sigma/Delta = noise_multiplier."""
     if steps == 0:
         return 0.0

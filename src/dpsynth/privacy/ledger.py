@@ -87,10 +87,7 @@ class Ledger:
         """Raise unless one more release stays within the target epsilon."""
         if self.plan is None:
             raise PrivacyBudgetError("this run has no privacy budget; it may not read private data")
-        if (
-            self.count + 1 > self.plan.steps
-            or self.epsilon_spent(self.count + 1) > self.plan.epsilon + _TOLERANCE
-        ):
+        if self.count + 1 > self.plan.steps or self.epsilon_spent(self.count + 1) > self.plan.epsilon + _TOLERANCE:
             raise PrivacyBudgetError(
                 f"privacy budget exhausted: {self.count} of {self.plan.steps} releases already spent "
                 f"epsilon={self.epsilon_spent():.4f} of {self.plan.epsilon}; start a new run to spend more"

@@ -17,9 +17,7 @@ def secure_rng() -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 
-def add_gaussian_noise(
-    values: np.ndarray, sigma: float, rng: np.random.Generator | None = None
-) -> np.ndarray:
+def add_gaussian_noise(values: np.ndarray, sigma: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Return ``values + N(0, sigma^2 I)`` as a new float64 array (the input is not modified)."""
     if sigma < 0:
         raise ValueError("sigma must be >= 0")

@@ -49,9 +49,7 @@ def privacy_report(
     count = ledger.count
     mu = gdp_mu(count, plan.noise_multiplier) if count else 0.0
     accountant_name = (
-        f"dp-accounting {_version('dp-accounting')} PLD"
-        if plan.accountant == "pld"
-        else "Gaussian DP (exact formula)"
+        f"dp-accounting {_version('dp-accounting')} PLD" if plan.accountant == "pld" else "Gaussian DP (exact formula)"
     )
     return {
         "guarantee": f"({spent:.4g}, {plan.delta:g})-DP with respect to {ADJACENCY}",
@@ -78,9 +76,7 @@ def privacy_report(
             "epsilon_at_delta": spent,
             "gdp_crosscheck": {
                 "mu": mu,
-                "epsilon_at_delta": epsilon_for(plan.noise_multiplier, count, plan.delta, "gdp")
-                if count
-                else 0.0,
+                "epsilon_at_delta": epsilon_for(plan.noise_multiplier, count, plan.delta, "gdp") if count else 0.0,
             },
         },
         "post_processing": [

@@ -1,0 +1,50 @@
+"""``dpsynth server ...`` and ``dpsynth client ...``: the two sides of KnowledgeSG."""
+
+from __future__ import annotations
+
+import secrets
+
+import typer
+
+server_app = typer.Typer(no_args_is_help=True, help="KnowledgeSG server: holds the models, never private data.")
+client_app = typer.Typer(no_args_is_help=True, help="KnowledgeSG client: DP-fine-tunes locally, sends the adapter.")
+
+
+@server_app.command("start", help="Start the HTTP service (foreground; Ctrl-C stops it, jobs resume on restart).")
+def server_start(
+    config: str = typer.Option(..., "--config", help="Server YAML (host, port, state_dir, models, clients)."),
+    host: str | None = typer.Option(None, "--host", help="Override the config's host."),
+    port: int | None = typer.Option(None, "--port", help="Override the config's port."),
+) -> None:
+    from dpsynth.knowledgesg.server import load_server_config, serve
+
+    serve(load_server_config(config, {"host": host, "port": port}))
+
+
+@server_app.command("token", help="Make a new client token; prints it once and the line for server.yaml.")
+def server_token(client_id: str = typer.Argument(..., help="Client id (letters, digits, - and _).")) -> None:
+    from dpsynth.knowledgesg.server import token_hash
+
+    token = secrets.token_urlsafe(32)
+    typer.echo(f"token for {client_id} (give it to the client as DPSYNTH_TOKEN; it is not stored anywhere):")
+    typer.echo(f"  {token}")
+    typer.echo("add to server.yaml under clients:")
+    typer.echo(f"  {client_id}: {{token_sha256: {token_hash(token)}}}")
+
+
+@client_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "dpsynth client run [CONFIG.yaml] --server URL --private FILE [--FIELD VALUE ...]: DP-fine-tune, upload "
+        "the adapter, wait for the server job, download the synthetic pairs (= dpsynth run --method knowledgesg)."
+    ),
+)
+def client_run(
+    ctx: typer.Context,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (no retraining, no re-upload)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    from dpsynth.cli import run_from_args
+
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg")

@@ -1,0 +1,114 @@
+"""HTTP client for the KnowledgeSG server: bounded retries with backoff, token from the environment.
+
+Connection errors, 429 and 5xx are retried (a server restart looks like refused connections for a
+while); any other 4xx is the client's mistake and is raised at once with the server's one-line reason.
+The token is sent only in the Authorization header and never logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+
+from dpsynth.errors import DpsynthError
+from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
+
+log = logging.getLogger("dpsynth.knowledgesg")
+
+
+class ServerError(DpsynthError):
+    """The server refused a request or could not be reached after the retries."""
+
+
+class ServerClient:
+    def __init__(
+        self, url: str, token: str, *, timeout_s: float = 120.0, max_retries: int = 8, backoff_s: float = 1.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transport
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = min(30.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                time.sleep(delay)
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}"
+                log.info("%s %s: %s; retrying (%d/%d)", method, path, last, attempt + 1, self.max_retries)
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                last = f"HTTP {resp.status_code}: {_reason(resp)}"
+                retry_after = resp.headers.get("retry-after", "")
+                if retry_after.isdigit():
+                    time.sleep(min(float(retry_after), 60.0))
+                log.info("%s %s: %s; retrying (%d/%d)", method, path, last, attempt + 1, self.max_retries)
+                continue
+            if resp.status_code >= 400:
+                raise ServerError(
+                    f"server {self.url}: {method} {path} refused (HTTP {resp.status_code}): {_reason(resp)}"
+                )
+            return resp
+        raise ServerError(
+            f"server {self.url}: {method} {path} failed after {self.max_retries} retries ({last}); "
+            "check that the server is running (dpsynth server start) and reachable"
+        )
+
+    # ------------------------------------------------------------ API
+    def info(self) -> ServerInfo:
+        return ServerInfo.model_validate(self._request("GET", f"{API}/info").json())
+
+    def upload_adapter(self, data: bytes) -> AdapterReceipt:
+        digest = hashlib.sha256(data).hexdigest()
+        resp = self._request(
+            "POST",
+            f"{API}/adapters",
+            content=data,
+            headers={CHECKSUM_HEADER: digest, "Content-Type": "application/octet-stream"},
+        )
+        receipt = AdapterReceipt.model_validate(resp.json())
+        if receipt.sha256 != digest:
+            raise ServerError(f"server {self.url}: the adapter checksum it stored differs from ours; upload again")
+        return receipt
+
+    def create_job(self, spec: JobSpec) -> JobStatus:
+        return JobStatus.model_validate(self._request("POST", f"{API}/jobs", json=spec.model_dump()).json())
+
+    def status(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(self._request("GET", f"{API}/jobs/{job_id}").json())
+
+    def dataset(self, job_id: str) -> str:
+        return self._request("GET", f"{API}/jobs/{job_id}/dataset").text
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"{API}/jobs/{job_id}/report").json())
+
+
+def _reason(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        msg = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        msg = None
+    return " ".join(str(msg or resp.text or resp.reason_phrase).split())[:300]

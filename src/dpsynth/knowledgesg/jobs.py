@@ -1,0 +1,122 @@
+"""Server-side job state on disk, one folder per client and job, so jobs survive a restart.
+
+Layout under ``state_dir``::
+
+    adapters/<client>/<adapter_id>.safetensors     uploaded DP adapters (checked before they are stored)
+    jobs/<client>/<job_id>/job.json                spec + status (atomic rewrite on every change)
+    jobs/<client>/<job_id>/instructions.jsonl      sampled instructions (append-only journal)
+    jobs/<client>/<job_id>/judged.jsonl            professional model's keep/drop, reason and response
+    jobs/<client>/<job_id>/dataset.jsonl           the result (instruction, response)
+    jobs/<client>/<job_id>/report.json             counts, drop reasons, models, timings
+    jobs/<client>/keys/<idempotency key>           job id of a create request that may be retried
+
+Every lookup goes through the authenticated client's folder, so one client can never name another's
+job or adapter; ids are checked against a strict pattern before they touch the filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dpsynth.io import atomic_write_bytes, atomic_write_json
+from dpsynth.knowledgesg.protocol import JobSpec, JobStatus
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def valid_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "adapters").mkdir(parents=True, exist_ok=True)
+        (root / "jobs").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ adapters
+    def adapter_path(self, client: str, adapter_id: str) -> Path:
+        return self.root / "adapters" / client / f"{adapter_id}.safetensors"
+
+    def save_adapter(self, client: str, data: bytes) -> str:
+        adapter_id = new_id()
+        path = self.adapter_path(client, adapter_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        return adapter_id
+
+    def has_adapter(self, client: str, adapter_id: str) -> bool:
+        return valid_id(adapter_id) and self.adapter_path(client, adapter_id).is_file()
+
+    # ------------------------------------------------------------ jobs
+    def job_dir(self, client: str, job_id: str) -> Path:
+        return self.root / "jobs" / client / job_id
+
+    def create(self, client: str, spec: JobSpec) -> tuple[dict[str, Any], bool]:
+        """A new queued job, or (on a retried create with the same idempotency key) the existing one."""
+        with self._lock:
+            keyfile = self.root / "jobs" / client / "keys" / (spec.idempotency_key or "")
+            existing = self.job_for_key(client, spec.idempotency_key) if spec.idempotency_key else None
+            job = self.get(client, existing) if existing else None
+            if job is not None:
+                return job, False
+            job_id = new_id()
+            now = time.time()
+            status = JobStatus(job_id=job_id, state="queued", stage="queued", created=now, updated=now)
+            job = {"client": client, "spec": spec.model_dump(), "status": status.model_dump()}
+            d = self.job_dir(client, job_id)
+            d.mkdir(parents=True)
+            atomic_write_json(d / "job.json", job)
+            if spec.idempotency_key:
+                keyfile.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(keyfile, job_id.encode("ascii"))
+            return job, True
+
+    def job_for_key(self, client: str, key: str) -> str | None:
+        keyfile = self.root / "jobs" / client / "keys" / key
+        return keyfile.read_text(encoding="ascii").strip() if keyfile.is_file() else None
+
+    def get(self, client: str, job_id: str) -> dict[str, Any] | None:
+        if not valid_id(job_id):
+            return None
+        path = self.job_dir(client, job_id) / "job.json"
+        if not path.is_file():
+            return None
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def update(self, client: str, job_id: str, **status: Any) -> dict[str, Any]:
+        with self._lock:
+            job = self.get(client, job_id)
+            assert job is not None
+            job["status"].update(status, updated=time.time())
+            atomic_write_json(self.job_dir(client, job_id) / "job.json", job)
+            return job
+
+    def list(self, client: str) -> list[dict[str, Any]]:
+        base = self.root / "jobs" / client
+        if not base.is_dir():
+            return []
+        jobs = [self.get(client, d.name) for d in base.iterdir() if d.is_dir() and valid_id(d.name)]
+        return sorted((j for j in jobs if j is not None), key=lambda j: j["status"]["created"])
+
+    def clients(self) -> list[str]:
+        return sorted(d.name for d in (self.root / "jobs").iterdir() if d.is_dir())
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Queued jobs and jobs a restart interrupted ("running"), oldest first."""
+        jobs = [j for c in self.clients() for j in self.list(c) if j["status"]["state"] in ("queued", "running")]
+        return sorted(jobs, key=lambda j: j["status"]["created"])
+
+    def active_count(self, client: str) -> int:
+        return sum(1 for j in self.list(client) if j["status"]["state"] in ("queued", "running"))

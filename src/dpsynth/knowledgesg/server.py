@@ -1,0 +1,422 @@
+"""``dpsynth server start``: the KnowledgeSG server as a real HTTP service (FastAPI + uvicorn).
+
+It holds the public base model and a stronger "professional" generator.  Clients (authenticated by a
+bearer token whose SHA-256 is in the server config) upload a DP LoRA adapter, create a job, poll it and
+download the synthetic dataset.  Jobs run one at a time in a worker thread and their state is on disk,
+so a restarted server continues them.  The OpenAPI schema is at ``/openapi.json``.
+
+A network service is an attack surface, so: every route but ``/v1/health`` needs a token; a client only
+ever sees its own adapters and jobs (ids are random and looked up under its own folder); uploads are
+size-limited while they stream, checksum-verified, parsed as safetensors only and shape-checked
+(knowledgesg/adapter.py); malformed requests get a 4xx with one clear line, and an unexpected failure a
+bare 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dpsynth.config import GeneratorConfig, _Strict, config_error_from_validation
+from dpsynth.errors import ConfigError
+from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
+from dpsynth.knowledgesg.jobs import JobStore, valid_id
+from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
+
+log = logging.getLogger("dpsynth.server")
+
+
+class ClientEntry(_Strict):
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the client's token.")
+
+
+def default_professional() -> GeneratorConfig:
+    return GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat", n_parallel=4)
+
+
+class ServerConfig(_Strict):
+    """The server's YAML file (``dpsynth server start --config server.yaml``)."""
+
+    host: str = Field("127.0.0.1", description="Interface to listen on (loopback by default).")
+    port: int = Field(8088, ge=0, le=65535, description="TCP port (0: any free port).")
+    state_dir: str = Field("dpsynth-server", description="Adapters, jobs and results live here.")
+    base_model: str = Field("smollm2-135m-instruct", description="The public base model clients fine-tune.")
+    professional: GeneratorConfig = Field(
+        default_factory=default_professional,
+        description="The stronger model that filters and answers (llama.cpp GGUF or an OpenAI-compatible endpoint).",
+    )
+    clients: dict[str, ClientEntry] = Field(default_factory=dict, description="client id -> token hash.")
+    max_adapter_mb: float = Field(64.0, gt=0, le=4096, description="Largest adapter upload accepted.")
+    max_samples: int = Field(5000, ge=1, description="Largest n_samples a job may ask for.")
+    max_active_jobs_per_client: int = Field(4, ge=1, description="Queued + running jobs per client.")
+    ssl_certfile: str | None = Field(None, description="TLS certificate (PEM); use TLS beyond loopback.")
+    ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
+    record_requests: bool = Field(
+        False, description="Audit: append every request body received to state_dir/requests.log."
+    )
+
+    @field_validator("clients")
+    @classmethod
+    def _ids(cls, v: dict[str, ClientEntry]) -> dict[str, ClientEntry]:
+        for cid in v:
+            if not cid.replace("-", "").replace("_", "").isalnum() or len(cid) > 64:
+                raise ValueError(f"client id {cid[:64]!r}: use letters, digits, - and _ only")
+        return v
+
+
+def load_server_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ServerConfig:
+    from pydantic import ValidationError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such server config file (see README, KnowledgeSG)")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of fields")
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, ServerConfig) from None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class _RequestRecorder:
+    """ASGI middleware: tee every request body into a file (for the audit that no private text arrives)."""
+
+    def __init__(self, app: Any, path: Path) -> None:
+        self.app = app
+        self.path = path
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = f"\n== {scope['method']} {scope['path']}?{scope.get('query_string', b'').decode('latin-1')}\n"
+        with self._lock, self.path.open("ab") as f:
+            f.write(head.encode("utf-8"))
+
+        async def recording_receive() -> Any:
+            message = await receive()
+            if message.get("type") == "http.request" and message.get("body"):
+                with self._lock, self.path.open("ab") as f:
+                    f.write(message["body"])
+            return message
+
+        await self.app(scope, recording_receive, send)
+
+
+class Service:
+    """The state behind the routes: config, job store, models and the worker thread."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.store = JobStore(Path(cfg.state_dir).expanduser())
+        self._hashes = {cid: c.token_sha256 for cid, c in cfg.clients.items()}
+        self.base: Any = None
+        self.professional: Any = None
+        self.load_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        t = threading.Thread(target=self._worker, name="knowledgesg-worker", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self.professional is not None and hasattr(self.professional, "close"):
+            self.professional.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.base is not None
+
+    def _load_models(self) -> None:
+        from dpsynth.generators import build_generator
+        from dpsynth.knowledgesg.work import BaseModel
+
+        t0 = time.time()
+        self.base = BaseModel(self.cfg.base_model)
+        log.info("base model %s loaded in %.1f s", self.cfg.base_model, time.time() - t0)
+        self.professional = build_generator(self.cfg.professional)
+        log.info("professional model %s ready", self.cfg.professional.name)
+
+    def _worker(self) -> None:
+        try:
+            self._load_models()
+        except Exception as exc:  # noqa: BLE001 - shown by /v1/health and the log, the server stays up
+            self.load_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.error("could not load the models: %s", self.load_error)
+            return
+        while not self._stop.is_set():
+            pending = self.store.pending()
+            if not pending:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            self._run(pending[0])
+
+    def _run(self, job: dict[str, Any]) -> None:
+        from dpsynth.knowledgesg.work import run_job
+
+        client, job_id = job["client"], job["status"]["job_id"]
+        spec = JobSpec.model_validate(job["spec"])
+        resumed = job["status"]["state"] == "running"
+        log.info("job %s/%s %s", client, job_id, "resumed after a restart" if resumed else "started")
+        self.store.update(client, job_id, state="running", stage="starting")
+
+        def progress(stage: str, counts: dict[str, int]) -> None:
+            self.store.update(client, job_id, stage=stage, progress=counts)
+
+        try:
+            data = self.store.adapter_path(client, spec.adapter_id).read_bytes()
+            report = run_job(self.store.job_dir(client, job_id), spec, data, self.base, self.professional, progress)
+        except Exception as exc:  # noqa: BLE001 - a failed job is reported to its client, the server goes on
+            msg = str(exc) if isinstance(exc, AdapterError | ConfigError) else f"{type(exc).__name__} (see server log)"
+            log.exception("job %s/%s failed", client, job_id)
+            self.store.update(client, job_id, state="failed", stage="failed", error=msg[:500])
+            return
+        self.store.update(client, job_id, state="done", stage="done", progress={"returned": report["n_returned"]})
+        log.info("job %s/%s done: %d records", client, job_id, report["n_returned"])
+
+    # ------------------------------------------------------------ auth
+    def client_for(self, authorization: str | None) -> str | None:
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        h = token_hash(authorization[len("Bearer ") :].strip())
+        found = None
+        for cid, expected in self._hashes.items():  # compare with every entry: timing does not tell which
+            if hmac.compare_digest(h, expected):
+                found = cid
+        return found
+
+    def info(self) -> ServerInfo:
+        return ServerInfo(
+            base_model=self.cfg.base_model,
+            professional=self.cfg.professional.name,
+            max_adapter_bytes=int(self.cfg.max_adapter_mb * 1024 * 1024),
+            max_samples=self.cfg.max_samples,
+            ready=self.ready,
+        )
+
+
+def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
+    service = Service(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        if start_worker:
+            service.start()
+        yield
+        service.stop()
+
+    app = FastAPI(
+        title="dpsynth KnowledgeSG server",
+        version="1",
+        description="Receives DP LoRA adapters, generates instructions, filters and answers them.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    # ------------------------------------------------------------ errors: one line, never a traceback
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {' '.join(str(err.get('msg', 'invalid')).split())}")
+        return JSONResponse({"error": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal server error (see the server log)"}, status_code=500)
+
+    # ------------------------------------------------------------ auth
+    def client_id(request: Request) -> str:
+        cid = service.client_for(request.headers.get("authorization"))
+        if cid is None:
+            raise HTTPException(
+                401,
+                "missing or invalid bearer token (Authorization: Bearer TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return cid
+
+    def own_job(job_id: str, cid: str) -> dict[str, Any]:
+        job = service.store.get(cid, job_id) if valid_id(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_id[:40]!r} for this client")
+        return job
+
+    # ------------------------------------------------------------ routes
+    @app.get(f"{API}/health")
+    def health() -> dict[str, Any]:
+        state = "ok" if service.ready else ("error" if service.load_error else "loading")
+        return {"status": state, "error": service.load_error}
+
+    @app.get(f"{API}/info", response_model=ServerInfo)
+    def info(cid: str = Depends(client_id)) -> ServerInfo:
+        return service.info()
+
+    @app.post(f"{API}/adapters", status_code=201, response_model=AdapterReceipt)
+    async def upload_adapter(request: Request, cid: str = Depends(client_id)) -> AdapterReceipt:
+        """Body: the raw adapter_model.safetensors; header X-Content-SHA256: its hex digest."""
+        expected = (request.headers.get(CHECKSUM_HEADER) or "").lower()
+        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+            raise HTTPException(400, f"header {CHECKSUM_HEADER} must be the SHA-256 hex digest of the body")
+        limit = int(cfg.max_adapter_mb * 1024 * 1024)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise HTTPException(413, f"adapter larger than the server's limit of {cfg.max_adapter_mb:g} MB")
+        if not service.ready:
+            raise HTTPException(
+                503, "the server is still loading its models; retry shortly", headers={"Retry-After": "5"}
+            )
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise HTTPException(413, f"adapter larger than the server's limit of {cfg.max_adapter_mb:g} MB")
+        data = bytes(buf)
+        digest = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(digest, expected):
+            raise HTTPException(
+                400, f"checksum mismatch after {len(data)} bytes: the upload was truncated or corrupted; send it again"
+            )
+        try:
+            weights = await asyncio.to_thread(read_adapter, data, service.base.model)
+        except AdapterError as exc:
+            raise HTTPException(422, str(exc)) from None
+        adapter_id = service.store.save_adapter(cid, data)
+        log.info("client %s uploaded adapter %s (%d bytes)", cid, adapter_id, len(data))
+        return AdapterReceipt(
+            adapter_id=adapter_id,
+            sha256=digest,
+            bytes=len(data),
+            tensors=2 * len(weights),
+            lora_r=adapter_rank(weights),
+        )
+
+    @app.post(f"{API}/jobs", status_code=202, response_model=JobStatus)
+    def create_job(spec: JobSpec, cid: str = Depends(client_id)) -> JobStatus:
+        if not service.store.has_adapter(cid, spec.adapter_id):
+            raise HTTPException(404, f"no adapter {spec.adapter_id!r} for this client; upload it first")
+        if spec.base_model != cfg.base_model:
+            raise HTTPException(
+                422,
+                f"base_model {spec.base_model[:100]!r}: this server holds {cfg.base_model!r}; "
+                "fine-tune that model (finetune.model) or use another server",
+            )
+        if spec.n_samples > cfg.max_samples:
+            raise HTTPException(422, f"n_samples: at most {cfg.max_samples} per job on this server")
+        if service.store.active_count(cid) >= cfg.max_active_jobs_per_client and not (
+            spec.idempotency_key and service.store.job_for_key(cid, spec.idempotency_key)
+        ):
+            raise HTTPException(
+                429,
+                "too many queued or running jobs for this client; wait for one to finish",
+                headers={"Retry-After": "30"},
+            )
+        job, created = service.store.create(cid, spec)
+        if created:
+            log.info("client %s created job %s (%d samples)", cid, job["status"]["job_id"], spec.n_samples)
+        service._wake.set()
+        return JobStatus.model_validate(job["status"])
+
+    @app.get(f"{API}/jobs", response_model=list[JobStatus])
+    def list_jobs(cid: str = Depends(client_id)) -> list[JobStatus]:
+        return [JobStatus.model_validate(j["status"]) for j in service.store.list(cid)]
+
+    @app.get(f"{API}/jobs/{{job_id}}", response_model=JobStatus)
+    def job_status(job_id: str, cid: str = Depends(client_id)) -> JobStatus:
+        return JobStatus.model_validate(own_job(job_id, cid)["status"])
+
+    def _finished_file(job_id: str, cid: str, name: str) -> Path:
+        job = own_job(job_id, cid)
+        if job["status"]["state"] != "done":
+            raise HTTPException(409, f"job {job_id} is {job['status']['state']}, not done; poll its status")
+        return service.store.job_dir(cid, job_id) / name
+
+    @app.get(f"{API}/jobs/{{job_id}}/dataset", response_class=PlainTextResponse)
+    def job_dataset(job_id: str, cid: str = Depends(client_id)) -> PlainTextResponse:
+        path = _finished_file(job_id, cid, "dataset.jsonl")
+        return PlainTextResponse(path.read_text(encoding="utf-8"), media_type="application/x-ndjson")
+
+    @app.get(f"{API}/jobs/{{job_id}}/report")
+    def job_report(job_id: str, cid: str = Depends(client_id)) -> Any:
+        import json
+
+        return json.loads(_finished_file(job_id, cid, "report.json").read_text(encoding="utf-8"))
+
+    if cfg.record_requests:
+        return _RequestRecorder(app, service.store.root / "requests.log")
+    return app
+
+
+def serve(cfg: ServerConfig) -> None:
+    """Run the server in the foreground until interrupted."""
+    import uvicorn
+
+    from dpsynth.run import setup_logging
+
+    if not cfg.clients:
+        raise ConfigError("clients: no client tokens configured; add one with `dpsynth server token CLIENT_ID`")
+    try:
+        loopback = ipaddress.ip_address(cfg.host).is_loopback
+    except ValueError:
+        loopback = cfg.host == "localhost"
+    if not loopback and not (cfg.ssl_certfile and cfg.ssl_keyfile):
+        log.warning(
+            "listening on %s without TLS: bearer tokens cross the network in clear; set ssl_certfile/"
+            "ssl_keyfile or put a TLS proxy in front",
+            cfg.host,
+        )
+    state = Path(cfg.state_dir).expanduser()
+    state.mkdir(parents=True, exist_ok=True)
+    setup_logging(state / "server.log", verbose=True)
+    app = create_app(cfg)
+    scheme = "https" if cfg.ssl_certfile else "http"
+    log.info(
+        "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)", scheme, cfg.host, cfg.port, state
+    )
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+        ssl_certfile=cfg.ssl_certfile,
+        ssl_keyfile=cfg.ssl_keyfile,
+        server_header=False,
+    )

@@ -1,0 +1,202 @@
+"""What the server does with one job (KnowledgeSG, Wang et al., EMNLP 2024, Sec. 3):
+
+1. merge the client's DP adapter into a copy of the public base model and sample instructions with the
+   client's (public) control code;
+2. the professional model keeps or drops each instruction, with a reason;
+3. the professional model answers the kept ones.
+
+Each stage appends to a journal in the job folder, so a job interrupted by a server restart continues
+where it stopped.  Nothing here ever sees a private record: the adapter is DP, the rest is public.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import FinetuneConfig
+from dpsynth.generators.base import ChatMessage, GenerationRequest, Generator
+from dpsynth.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_tolerant
+from dpsynth.knowledgesg.adapter import merged_copy, read_adapter
+from dpsynth.knowledgesg.protocol import JobSpec, parse_instruction
+
+log = logging.getLogger("dpsynth.server")
+
+FILTER_PROMPT = (
+    "You screen questions for a {domain} question-answering dataset.\n"
+    'Question: "{q}"\n'
+    "Is this a clear, self-contained {domain} question that an expert can answer? "
+    "Reply with KEEP or DROP, then a colon and a short reason."
+)
+ANSWER_PROMPT = (
+    "You are a careful {domain} expert. Answer the question accurately and concisely "
+    "(at most a short paragraph).\nQuestion: {q}"
+)
+_VERDICT = re.compile(r"\b(KEEP|DROP)\b", re.I)
+SAMPLE_ATTEMPT_FACTOR = 3  # sampling gives up after 3x the wanted number of raw samples
+
+
+class BaseModel:
+    """The server's public base model (tokenizer + PyTorch weights), loaded once and never modified."""
+
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        from dpsynth.methods.dp_finetune import load_causal_lm
+
+        self.name = name
+        self.device = device
+        self.tok, self.model = load_causal_lm(name)
+        self.model.eval()
+
+
+def judge(text: str) -> tuple[bool, str]:
+    """(keep, reason) from the professional model's reply; no verdict found counts as a drop."""
+    m = _VERDICT.search(text)
+    if not m:
+        return False, "no KEEP/DROP verdict in the professional model's reply"
+    reason = text[m.end() :].lstrip(" :.-\n").strip()
+    return m.group(1).upper() == "KEEP", " ".join(reason.split())[:300] or "(no reason given)"
+
+
+def _chat(text: str, max_tokens: int, temperature: float, seed: int | None) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage("user", text),), max_tokens=max_tokens, temperature=temperature, top_p=0.95, seed=seed
+    )
+
+
+def run_job(
+    job_dir: Path,
+    spec: JobSpec,
+    adapter: bytes,
+    base: BaseModel,
+    professional: Generator,
+    on_progress: Callable[[str, dict[str, int]], None],
+) -> dict[str, Any]:
+    """Run (or continue) one job in ``job_dir``; returns the report.  Raises on unusable input."""
+    t0 = time.time()
+    instructions = _sample(job_dir, spec, adapter, base, on_progress)
+    judged = _judge_and_answer(job_dir, spec, instructions, professional, on_progress)
+    kept = [j for j in judged if j["keep"] and j.get("response")][: spec.n_samples]
+    rows = [{"instruction": j["instruction"], "response": j["response"]} for j in kept]
+    atomic_write_text(job_dir / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    reasons = Counter(j["reason"][:80] for j in judged if not j["keep"])
+    report = {
+        "n_requested": spec.n_samples,
+        "n_returned": len(rows),
+        "n_sampled": len(instructions),
+        "n_judged": len(judged),
+        "n_dropped": sum(1 for j in judged if not j["keep"]),
+        "top_drop_reasons": reasons.most_common(10),
+        "base_model": base.name,
+        "professional_model": professional.name,
+        "filter": spec.filter,
+        "seconds": round(time.time() - t0, 1),
+        "note": "instructions are samples of the client's DP adapter; responses are the professional model's",
+    }
+    atomic_write_json(job_dir / "report.json", report)
+    return report
+
+
+def _sample(
+    job_dir: Path, spec: JobSpec, adapter: bytes, base: BaseModel, on_progress: Callable[[str, dict[str, int]], None]
+) -> list[str]:
+    from dpsynth.methods.dp_finetune import RecordFormat, generate
+
+    journal = job_dir / "instructions.jsonl"
+    have = [r["instruction"] for r in read_jsonl_tolerant(journal)]
+    want = math.ceil(spec.n_samples * spec.oversample)
+    if len(have) >= want:
+        return have[:want]
+    weights = read_adapter(adapter, base.model, spec.lora)
+    model = merged_copy(base.model, weights, spec.lora.alpha)
+    ft = FinetuneConfig(
+        model=base.name,
+        prompt_format=spec.prompt.prompt_format,
+        control_code=spec.prompt.control_code,
+        instruction=spec.prompt.instruction,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        generation_batch_size=8,
+    )
+    fmt = RecordFormat(base.tok, ft, spec.prompt.task)
+    prompt = fmt.prefix(spec.prompt.label)
+    seen = {" ".join(h.lower().split()) for h in have}
+    attempts = len(have)
+    while len(have) < want and attempts < SAMPLE_ATTEMPT_FACTOR * want:
+        k = min(8, want - len(have))
+        seed = None if spec.seed is None else spec.seed * 1_000_003 + attempts
+        texts = generate(model, base.tok, prompt, k, ft=ft, device=base.device, bf16=False, seed=seed)
+        attempts += k
+        new = []
+        for t in texts:
+            q = parse_instruction(t)
+            if q is None or " ".join(q.lower().split()) in seen:
+                continue
+            seen.add(" ".join(q.lower().split()))
+            new.append({"instruction": q})
+        new = new[: want - len(have)]
+        append_jsonl(journal, new)
+        have.extend(r["instruction"] for r in new)
+        on_progress("sampling", {"sampled": len(have), "wanted": want})
+    del model
+    return have
+
+
+def _judge_and_answer(
+    job_dir: Path,
+    spec: JobSpec,
+    instructions: list[str],
+    professional: Generator,
+    on_progress: Callable[[str, dict[str, int]], None],
+) -> list[dict[str, Any]]:
+    journal = job_dir / "judged.jsonl"
+    judged = read_jsonl_tolerant(journal)
+    done = {j["instruction"] for j in judged}
+    todo = [q for q in instructions if q not in done]
+    chunk = 8
+    for k in range(0, len(todo), chunk):
+        if sum(1 for j in judged if j["keep"]) >= spec.n_samples:
+            break
+        batch = todo[k : k + chunk]
+        seed = None if spec.seed is None else spec.seed + k
+        if spec.filter:
+            verdicts = professional.generate(
+                [_chat(FILTER_PROMPT.format(domain=spec.domain, q=q), 48, 0.0, seed) for q in batch]
+            )
+            decisions = [judge(v.text) if not v.error else (False, "professional model error") for v in verdicts]
+        else:
+            decisions = [(True, "filter disabled")] * len(batch)
+        keep_idx = [i for i, (keep, _) in enumerate(decisions) if keep]
+        answers = professional.generate(
+            [
+                _chat(ANSWER_PROMPT.format(domain=spec.domain, q=batch[i]), spec.answer_max_tokens, 0.7, seed)
+                for i in keep_idx
+            ]
+        )
+        responses = dict(zip(keep_idx, answers, strict=True))
+        rows = []
+        for i, q in enumerate(batch):
+            keep, reason = decisions[i]
+            response = responses[i].text.strip() if i in responses and not responses[i].error else ""
+            if keep and not response:
+                keep, reason = False, "the professional model gave no answer"
+            rows.append({"instruction": q, "keep": keep, "reason": reason, "response": response})
+        append_jsonl(journal, rows)
+        judged.extend(rows)
+        on_progress(
+            "filtering and answering",
+            {
+                "sampled": len(instructions),
+                "judged": len(judged),
+                "kept": sum(1 for j in judged if j["keep"]),
+                "wanted": spec.n_samples,
+            },
+        )
+    return judged

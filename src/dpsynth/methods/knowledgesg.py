@@ -1,0 +1,283 @@
+"""``--method knowledgesg`` (``dpsynth client run``): the client side of KnowledgeSG.
+
+Wang et al., "KnowledgeSG: Privacy-Preserving Synthetic Text Generation with Knowledge Distillation from
+Server", EMNLP 2024.  The client DP-fine-tunes the base model with LoRA on its private
+instruction/response pairs (the dp-finetune method's training, unchanged), uploads *only the adapter*,
+and downloads the synthetic pairs the server made: instructions sampled from the DP adapter, filtered
+and answered by the server's professional model.  The only private-data mechanism is DP-SGD; the
+upload, the server's work and the optional local fine-tune on the returned data are post-processing.
+
+Resumable: the DP-SGD checkpoint (dp_finetune), then ``knowledgesg/client.json`` records the adapter
+id, the job id and the idempotency key before each step, so a killed client neither re-trains, nor
+re-uploads, nor creates a second job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import Config
+from dpsynth.data import EMBEDDED_MEDMCQA, medmcqa_private, read_table
+from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.io import atomic_write_json
+from dpsynth.knowledgesg.client import ServerClient, ServerError
+from dpsynth.knowledgesg.protocol import ADAPTER_FILE, JobSpec, LoraSpec, PromptSpec, format_record
+from dpsynth.run import ProgressReporter, RunDir
+
+log = logging.getLogger("dpsynth.knowledgesg")
+
+TASK = "question and answer"
+READY_WAIT_S = 600.0  # how long to wait for a server that is still loading its models
+
+
+class KnowledgeSGClientMethod:
+    """``MethodRunner`` for ``--method knowledgesg`` (see api.MethodRunner)."""
+
+    def __init__(self, config: Config, private: Any = None) -> None:
+        from dpsynth.methods.dp_finetune import DpFinetuneMethod
+
+        ks = config.knowledgesg
+        if not ks.server:
+            raise ConfigError("knowledgesg.server: give the server URL, e.g. --server http://127.0.0.1:8088")
+        token = os.environ.get(ks.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"knowledgesg.token_env: the environment variable {ks.token_env} holding this client's token is "
+                "not set (the server admin creates tokens with `dpsynth server token CLIENT_ID`)"
+            )
+        self.config = config
+        self.client = ServerClient(ks.server, token, timeout_s=ks.request_timeout_s, max_retries=ks.max_retries)
+        source = private if private is not None else config.data.private
+        if private is None and (source == EMBEDDED_MEDMCQA or "private" not in config.data.model_fields_set):
+            # the embedded default for this method is medical QA (MedMCQA), not IMDb
+            source = medmcqa_private(config.data.m_private, config.data.seed)
+            where = EMBEDDED_MEDMCQA
+        else:
+            where = str(source) if isinstance(source, str | Path) else "dataset"
+        self._records = _qa_records(
+            source, ks.instruction_column, ks.response_column, config.data.encoding, where, ks.domain
+        )
+        # The DP training is dp-finetune's, on "Question: ...\nAnswer: ..." texts with one public label (the
+        # domain) as the control code; uniform label shares, so no count is released.
+        inner = config.model_copy(
+            update={
+                "method": "dp-finetune",
+                "data": config.data.model_copy(
+                    update={
+                        "private": where,
+                        "text_column": "text",
+                        "label_column": "label",
+                        "labels": {ks.domain: ks.domain},
+                        "task": TASK,
+                    }
+                ),
+                "finetune": config.finetune.model_copy(update={"label_proportions": "uniform"}),
+            }
+        )
+        self.inner = DpFinetuneMethod(inner, self._records)
+        self.professional = "?"
+
+    # -------------------------------------------------------------- prepare
+    def prepare(self) -> None:
+        info = self._server_ready()  # before any private-data work: a dead server must not cost budget
+        model = self.config.finetune.model
+        if info.base_model != model:
+            raise ConfigError(
+                f"finetune.model: {model!r} but the server at {self.config.knowledgesg.server} holds "
+                f"{info.base_model!r}; fine-tune the server's base model"
+            )
+        if self.config.n_synthetic > info.max_samples:
+            raise ConfigError(f"n_synthetic: the server allows at most {info.max_samples} records per job")
+        self.professional = info.professional
+        self.inner.prepare()
+        self._records = None
+
+    def _server_ready(self) -> Any:
+        t0 = time.monotonic()
+        while True:
+            try:
+                info = self.client.info()
+            except ServerError as exc:
+                raise ServerError(f"knowledgesg.server: {exc}") from None
+            if info.ready:
+                return info
+            if time.monotonic() - t0 > READY_WAIT_S:
+                raise ServerError(f"knowledgesg.server: {self.client.url} is still loading its models; try later")
+            time.sleep(2.0)
+
+    # -------------------------------------------------------------- run
+    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        ks = self.config.knowledgesg
+        state_path = run_dir.path / "knowledgesg" / "client.json"
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+
+        ledger, shares = self.inner.train_adapter(run_dir, reporter)  # the only use of private data
+
+        if "adapter_id" not in state:
+            data = (run_dir.path / "adapter" / ADAPTER_FILE).read_bytes()
+            receipt = self.client.upload_adapter(data)
+            state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
+            atomic_write_json(state_path, state)
+            log.info("uploaded the DP adapter (%d bytes) as %s", receipt.bytes, receipt.adapter_id)
+        if "job_id" not in state:
+            state.setdefault("idempotency_key", secrets.token_hex(12))
+            atomic_write_json(state_path, state)  # the key is saved first: a retried create returns the same job
+            job = self.client.create_job(self._spec(state))
+            state["job_id"] = job.job_id
+            atomic_write_json(state_path, state)
+            log.info("server job %s created", job.job_id)
+        status = self._wait(state["job_id"], reporter)
+        if status.state == "failed":
+            raise ServerError(f"server job {status.job_id} failed: {status.error}")
+        text = self.client.dataset(state["job_id"])
+        server_report = self.client.report(state["job_id"])
+        atomic_write_json(run_dir.path / "knowledgesg" / "server_report.json", server_report)
+        rows = _parse_dataset(text, ks.domain, f"knowledgesg:{self.professional}")
+        if len(rows) < self.config.n_synthetic:
+            log.warning(
+                "the server returned %d of %d records (the rest were filtered out)", len(rows), self.config.n_synthetic
+            )
+        if ks.local_finetune and rows:
+            self._local_finetune(run_dir, rows, reporter)
+        report = self.inner._report(ledger, shares)
+        report.update(self._report_extra(state, server_report))
+        return rows, report
+
+    def _spec(self, state: dict[str, Any]) -> JobSpec:
+        ft, ks = self.config.finetune, self.config.knowledgesg
+        return JobSpec(
+            adapter_id=state["adapter_id"],
+            base_model=ft.model,
+            lora=LoraSpec(r=ft.lora_r, alpha=ft.lora_alpha, target_modules=list(ft.target_modules)),
+            prompt=PromptSpec(
+                prompt_format=ft.prompt_format,
+                control_code=ft.control_code,
+                instruction=ft.instruction,
+                label=ks.domain,
+                task=TASK,
+            ),
+            domain=ks.domain,
+            n_samples=self.config.n_synthetic,
+            oversample=ks.oversample,
+            filter=ks.filter,
+            max_new_tokens=ft.max_new_tokens,
+            temperature=ft.temperature,
+            top_p=ft.top_p,
+            seed=self.config.seed,
+            idempotency_key=state["idempotency_key"],
+        )
+
+    def _wait(self, job_id: str, reporter: ProgressReporter) -> Any:
+        ks = self.config.knowledgesg
+        t0 = time.monotonic()
+        reporter.start("server job", total=self.config.n_synthetic)
+        while True:
+            status = self.client.status(job_id)
+            p = status.progress
+            reporter.update(
+                "server job",
+                min(p.get("kept", 0), self.config.n_synthetic),
+                self.config.n_synthetic,
+                f"{status.state}: {status.stage} " + " ".join(f"{k}={v}" for k, v in p.items()),
+            )
+            if status.state in ("done", "failed"):
+                return status
+            if time.monotonic() - t0 > ks.job_timeout_s:
+                raise ServerError(
+                    f"server job {job_id} not done after {ks.job_timeout_s:g} s (state {status.state}); "
+                    "run again with --resume to keep waiting"
+                )
+            time.sleep(ks.poll_interval_s)
+
+    def _local_finetune(self, run_dir: RunDir, rows: list[dict[str, Any]], reporter: ProgressReporter) -> None:
+        """Non-DP LoRA fine-tune of a fresh copy of the base model on the returned (public) pairs."""
+        from dpsynth.methods.dp_finetune import finetune_public
+
+        texts = [format_record(r["instruction"], r["response"]) for r in rows]
+        finetune_public(
+            self.config.finetune,
+            texts,
+            label=self.config.knowledgesg.domain,
+            task=TASK,
+            epochs=self.config.knowledgesg.local_epochs,
+            out_dir=run_dir.path / "local_adapter",
+            reporter=reporter,
+            seed=self.config.seed,
+        )
+
+    def _report_extra(self, state: dict[str, Any], server_report: dict[str, Any]) -> dict[str, Any]:
+        ks = self.config.knowledgesg
+        return {
+            "method": "knowledgesg",
+            "post_processing": [
+                "the DP LoRA adapter (adapter/) is uploaded to the server; nothing else derived from private data is",
+                "the server samples instructions from the DP adapter with the public control code, its professional "
+                f"model ({self.professional}) filters and answers them",
+                "local_adapter/ (if present): non-DP LoRA fine-tune on the returned synthetic pairs only",
+            ],
+            "sent_to_server": {
+                "adapter": {
+                    "file": f"adapter/{ADAPTER_FILE}",
+                    "sha256": state.get("adapter_sha256"),
+                    "bytes": state.get("adapter_bytes"),
+                },
+                "job_spec": "public parameters only (base model, LoRA shape, control code, domain, counts)",
+                "server": ks.server,
+            },
+            "server_job": {
+                "job_id": state.get("job_id"),
+                "report": "knowledgesg/server_report.json",
+                "returned": server_report.get("n_returned"),
+            },
+        }
+
+    def close(self) -> None:
+        self.inner.close()
+        self.client.close()
+
+
+def _qa_records(source: Any, qcol: str, acol: str, encoding: str, where: str, label: str) -> Any:
+    """The private pairs as a (text, label) table for DP fine-tuning; checks columns and empty cells."""
+    import pandas as pd
+
+    df = read_table(source, encoding)
+    if len(df) == 0:
+        raise DataError(f"{where}: has a header but no records")
+    for field, col in (("instruction_column", qcol), ("response_column", acol)):
+        if col not in df.columns:
+            cols = ", ".join(map(str, df.columns[:20]))
+            raise DataError(
+                f"{where}: no column {col!r} (knowledgesg.{field}); the file has columns: {cols}; "
+                f"pass --{field.replace('_', '-')} NAME"
+            )
+    q = [str(x) for x in df[qcol].tolist()]
+    a = [str(x) for x in df[acol].tolist()]
+    empty = [i for i in range(len(q)) if not q[i].strip() or not a[i].strip()]
+    if empty:
+        raise DataError(
+            f"{where}: {len(empty)} record(s) have an empty {qcol!r} or {acol!r} (record indices "
+            f"{', '.join(map(str, empty[:5]))}); remove or fill them"
+        )
+    return pd.DataFrame({"text": [format_record(x, y) for x, y in zip(q, a, strict=True)], "label": label})
+
+
+def _parse_dataset(text: str, domain: str, generator: str) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            q, a = str(r["instruction"]).strip(), str(r["response"]).strip()
+        except (ValueError, KeyError, TypeError):
+            raise DpsynthError(f"server dataset: line {n} is not a JSON object with instruction and response") from None
+        if q and a:
+            rows.append({"instruction": q, "response": a, "label": domain, "generator": generator, "round": 0})
+    return rows

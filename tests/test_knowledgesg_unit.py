@@ -1,0 +1,286 @@
+"""KnowledgeSG pieces without real models: wire format, adapter checks, job store, and the HTTP API
+served by uvicorn on 127.0.0.1 around a tiny torch model (the real-model, two-process tests are in
+test_knowledgesg_e2e.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import save
+
+from dpsynth.knowledgesg.adapter import AdapterError, merged_copy, read_adapter
+from dpsynth.knowledgesg.jobs import JobStore
+from dpsynth.knowledgesg.protocol import (
+    CHECKSUM_HEADER,
+    JobSpec,
+    LoraSpec,
+    PromptSpec,
+    format_record,
+    parse_instruction,
+)
+from dpsynth.knowledgesg.server import ServerConfig, create_app, token_hash
+from dpsynth.knowledgesg.work import judge
+
+
+class TinyLM(torch.nn.Module):
+    """Linear layers named like a Llama decoder (model.layers.i.self_attn.{q,v}_proj)."""
+
+    def __init__(self, hidden: int = 8, kv: int = 4, layers: int = 2) -> None:
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList()
+        for _ in range(layers):
+            layer = torch.nn.Module()
+            layer.self_attn = torch.nn.Module()
+            layer.self_attn.q_proj = torch.nn.Linear(hidden, hidden, bias=False)
+            layer.self_attn.v_proj = torch.nn.Linear(hidden, kv, bias=False)
+            self.model.layers.append(layer)
+
+
+def lora_tensors(hidden: int = 8, kv: int = 4, layers: int = 2, r: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i in range(layers):
+        for name, fan_out in (("q_proj", hidden), ("v_proj", kv)):
+            pre = f"base_model.model.model.layers.{i}.self_attn.{name}"
+            out[f"{pre}.lora_A.weight"] = torch.randn(r, hidden, generator=g)
+            out[f"{pre}.lora_B.weight"] = torch.randn(fan_out, r, generator=g)
+    return out
+
+
+LORA = LoraSpec(r=2, alpha=4, target_modules=["q_proj", "v_proj"])
+
+
+# ------------------------------------------------------------------ wire format
+def test_record_format_round_trip() -> None:
+    text = format_record("  What dose of   aspirin is safe?\n", "Usually 75-100 mg daily.")
+    assert text == "Question: What dose of aspirin is safe?\nAnswer: Usually 75-100 mg daily."
+    assert parse_instruction(text) == "What dose of aspirin is safe?"
+    assert parse_instruction("Question: How is type 2 diabetes diagnosed? Answer: HbA1c.") == (
+        "How is type 2 diabetes diagnosed?"
+    )
+    assert parse_instruction("Question: ok") is None  # too short to be an instruction
+    assert parse_instruction("") is None
+
+
+def test_judge_parses_verdicts() -> None:
+    assert judge("KEEP: a clear clinical question") == (True, "a clear clinical question")
+    assert judge("Drop - not medical")[0] is False
+    keep, reason = judge("I think this is fine")
+    assert keep is False and "no KEEP/DROP" in reason
+
+
+# ------------------------------------------------------------------ adapter checks
+def test_valid_adapter_is_read_and_merged_exactly() -> None:
+    base = TinyLM()
+    before = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    tensors = lora_tensors()
+    weights = read_adapter(save(tensors), base, LORA)
+    assert len(weights) == 4
+    merged = merged_copy(base, weights, alpha=4)
+    a = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    b = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
+    expected = before + (4 / 2) * (b @ a)  # W + (alpha / r) B A
+    assert torch.allclose(merged.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-6)
+    assert torch.equal(base.model.layers[0].self_attn.q_proj.weight, before)  # the base is never modified
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("other_base", "another base model"),
+        ("unknown_module", "does not have"),
+        ("not_lora", "only LoRA weights"),
+        ("missing_b", "not both"),
+        ("nan", "NaN"),
+        ("pickle", "not a safetensors file"),
+        ("truncated", "safetensors"),
+        ("empty", "not a safetensors file"),
+        ("rank", "rank"),
+        ("undeclared_target", "not in the declared"),
+    ],
+)
+def test_bad_adapters_are_refused(case: str, message: str) -> None:
+    base = TinyLM()
+    t = lora_tensors()
+    if case == "other_base":
+        t = lora_tensors(hidden=16, kv=4)
+    elif case == "unknown_module":
+        t["base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight"] = torch.zeros(2, 8)
+    elif case == "not_lora":
+        t["base_model.model.model.layers.0.self_attn.q_proj.weight"] = torch.zeros(8, 8)
+    elif case == "missing_b":
+        del t["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"]
+    elif case == "nan":
+        t["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"][0, 0] = float("nan")
+    elif case == "rank":
+        t = lora_tensors(r=3)
+    data = save(t)
+    if case == "pickle":
+        data = pickle.dumps({"x": 1})
+    elif case == "truncated":
+        data = data[: len(data) // 2]
+    elif case == "empty":
+        data = b""
+    lora = LoraSpec(r=2, alpha=4, target_modules=["q_proj"]) if case == "undeclared_target" else LORA
+    with pytest.raises(AdapterError, match=message):
+        read_adapter(data, base, lora)
+
+
+# ------------------------------------------------------------------ job store
+def _spec(adapter_id: str, key: str | None = None, **kw: Any) -> JobSpec:
+    return JobSpec(
+        adapter_id=adapter_id,
+        base_model="tiny",
+        lora=LORA,
+        prompt=PromptSpec(label="medical", task="question and answer"),
+        domain="medical",
+        n_samples=kw.pop("n_samples", 3),
+        idempotency_key=key,
+        **kw,
+    )
+
+
+def test_job_store_isolation_and_idempotency(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    aid = store.save_adapter("alice", b"x")
+    assert store.has_adapter("alice", aid) and not store.has_adapter("bob", aid)
+    job, created = store.create("alice", _spec(aid, key="retry-key-1"))
+    again, created2 = store.create("alice", _spec(aid, key="retry-key-1"))
+    assert created and not created2 and again["status"]["job_id"] == job["status"]["job_id"]
+    jid = job["status"]["job_id"]
+    assert store.get("bob", jid) is None  # another client's job id is simply not found
+    assert store.get("alice", "../bob") is None and store.get("alice", "x" * 32) is None
+    assert [j["status"]["job_id"] for j in store.pending()] == [jid]
+    store.update("alice", jid, state="done")
+    assert store.pending() == []
+
+
+# ------------------------------------------------------------------ HTTP API (in-process uvicorn, tiny model)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Base:
+    name = "tiny"
+    model = TinyLM()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import uvicorn
+
+    port = _free_port()
+    state = tmp_path_factory.mktemp("server")
+    cfg = ServerConfig(
+        port=port,
+        state_dir=str(state),
+        base_model="tiny",
+        clients={"alice": {"token_sha256": token_hash("alice-token")}, "bob": {"token_sha256": token_hash("bob-tok")}},
+        max_adapter_mb=0.01,
+        max_active_jobs_per_client=2,
+        record_requests=True,
+    )
+    app = create_app(cfg, start_worker=False)
+    inner = app.app  # the request recorder wraps the FastAPI app
+    inner.state.service.base = _Base()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", state
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _h(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+def _upload(url: str, data: bytes, token: str = "alice-token", digest: str | None = None) -> httpx.Response:
+    digest = digest or hashlib.sha256(data).hexdigest()
+    return httpx.post(f"{url}/v1/adapters", content=data, headers=_h(token, **{CHECKSUM_HEADER: digest}), timeout=10)
+
+
+def test_auth_is_required(api: Any) -> None:
+    url, _ = api
+    assert httpx.get(f"{url}/v1/health", timeout=10).status_code == 200
+    for headers in ({}, _h("wrong"), {"Authorization": "Basic abc"}):
+        r = httpx.get(f"{url}/v1/info", headers=headers, timeout=10)
+        assert r.status_code == 401 and "bearer token" in r.json()["error"]
+    assert httpx.get(f"{url}/v1/info", headers=_h("alice-token"), timeout=10).json()["base_model"] == "tiny"
+    assert "/v1/jobs" in httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_upload_checks(api: Any) -> None:
+    url, _ = api
+    good = save(lora_tensors())
+    ok = _upload(url, good)
+    assert ok.status_code == 201 and ok.json()["lora_r"] == 2
+    truncated = _upload(url, good[: len(good) // 2], digest=hashlib.sha256(good).hexdigest())
+    assert truncated.status_code == 400 and "truncated" in truncated.json()["error"]
+    other = _upload(url, save(lora_tensors(hidden=16)))
+    assert other.status_code == 422 and "another base model" in other.json()["error"]
+    pick = _upload(url, pickle.dumps({"weights": 1}))
+    assert pick.status_code == 422 and "safetensors" in pick.json()["error"]
+    big = _upload(url, b"\0" * 20_000)
+    assert big.status_code == 413
+    no_sum = httpx.post(f"{url}/v1/adapters", content=good, headers=_h("alice-token"), timeout=10)
+    assert no_sum.status_code == 400 and CHECKSUM_HEADER in no_sum.json()["error"]
+
+
+def test_jobs_are_isolated_and_validated(api: Any) -> None:
+    url, _ = api
+    aid = _upload(url, save(lora_tensors())).json()["adapter_id"]
+    spec = _spec(aid, key="abcdefgh-1").model_dump()
+    r = httpx.post(f"{url}/v1/jobs", json=spec, headers=_h("alice-token"), timeout=10)
+    assert r.status_code == 202, r.text
+    jid = r.json()["job_id"]
+    again = httpx.post(f"{url}/v1/jobs", json=spec, headers=_h("alice-token"), timeout=10)
+    assert again.json()["job_id"] == jid  # the retried create is the same job
+    assert httpx.get(f"{url}/v1/jobs/{jid}", headers=_h("alice-token"), timeout=10).json()["state"] == "queued"
+    for path in (f"/v1/jobs/{jid}", f"/v1/jobs/{jid}/dataset", f"/v1/jobs/{jid}/report"):
+        r = httpx.get(url + path, headers=_h("bob-tok"), timeout=10)
+        assert r.status_code == 404 and "no job" in r.json()["error"]
+    assert httpx.get(f"{url}/v1/jobs", headers=_h("bob-tok"), timeout=10).json() == []
+    r = httpx.get(f"{url}/v1/jobs/{jid}/dataset", headers=_h("alice-token"), timeout=10)
+    assert r.status_code == 409 and "not done" in r.json()["error"]
+    # bob cannot use alice's adapter
+    r = httpx.post(f"{url}/v1/jobs", json=spec | {"idempotency_key": None}, headers=_h("bob-tok"), timeout=10)
+    assert r.status_code == 404 and "upload it first" in r.json()["error"]
+    # malformed bodies are 4xx with one line, never a 500
+    for body in (b"{not json", b"[]", b'{"adapter_id": "x"}'):
+        r = httpx.post(
+            f"{url}/v1/jobs",
+            content=body,
+            headers=_h("alice-token", **{"Content-Type": "application/json"}),
+            timeout=10,
+        )
+        assert r.status_code == 422 and "Traceback" not in r.text, r.text
+    wrong_base = spec | {"base_model": "other-model", "idempotency_key": None}
+    r = httpx.post(f"{url}/v1/jobs", json=wrong_base, headers=_h("alice-token"), timeout=10)
+    assert r.status_code == 422 and "this server holds 'tiny'" in r.json()["error"]
+    # quota: alice has one active job, the limit is 2
+    httpx.post(f"{url}/v1/jobs", json=spec | {"idempotency_key": None}, headers=_h("alice-token"), timeout=10)
+    r = httpx.post(f"{url}/v1/jobs", json=spec | {"idempotency_key": None}, headers=_h("alice-token"), timeout=10)
+    assert r.status_code == 429
+
+
+def test_request_log_records_bodies(api: Any) -> None:
+    url, state = api
+    httpx.post(f"{url}/v1/jobs", content=b'{"marker": "SENTINEL-XYZ"}', headers=_h("alice-token"), timeout=10)
+    assert b"SENTINEL-XYZ" in (state / "requests.log").read_bytes()
