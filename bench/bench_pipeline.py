@@ -49,8 +49,9 @@ class CountingEmbedder:
 def raw_run(gen: LlamaCppGenerator, n: int, max_tokens: int, seed: int) -> tuple[int, float]:
     builder = PromptBuilder("movie review", "chat", max_tokens=max_tokens, temperature=1.0, top_p=0.9,
                             example_chars=300, rng=random.Random(seed))
-    bodies = [request_body(builder.zero_shot(random.Random(seed + i).choice(["positive", "negative"])))
-              for i in range(n)]
+    # the same sampler fields the generator adds (DRY for llama.cpp), so both sides do the same work
+    bodies = [{**request_body(builder.zero_shot(random.Random(seed + i).choice(["positive", "negative"]))),
+               **gen.cfg.sampler_fields()} for i in range(n)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(gen.cfg.n_parallel) as ex:
         out = list(ex.map(gen._server.handle_chat_completions, bodies))
