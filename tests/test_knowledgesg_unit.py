@@ -284,3 +284,57 @@ def test_request_log_records_bodies(api: Any) -> None:
     url, state = api
     httpx.post(f"{url}/v1/jobs", content=b'{"marker": "SENTINEL-XYZ"}', headers=_h("alice-token"), timeout=10)
     assert b"SENTINEL-XYZ" in (state / "requests.log").read_bytes()
+
+
+# ------------------------------------------------------------------ client: mistakes cost nothing
+def _client_cfg(tmp_path: Path, url: str, **kw: Any) -> Any:
+    from dpsynth.config import Config
+
+    return Config.model_validate(
+        {
+            "method": "knowledgesg",
+            "out": str(tmp_path / "run"),
+            "knowledgesg": {"server": url, "max_retries": 0, "request_timeout_s": 5, **kw},
+        }
+    )
+
+
+def _qa_file(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
+    import json
+
+    p = tmp_path / "qa.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+QA = [{"instruction": f"What is finding {i} in case SENTINEL-{i}?", "response": f"Answer {i}."} for i in range(6)]
+
+
+def test_client_errors_before_any_privacy_spend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: Any) -> None:
+    import dpsynth
+    from dpsynth.errors import ConfigError, DataError
+    from dpsynth.knowledgesg.client import ServerError
+
+    url, _ = api
+    private = _qa_file(tmp_path, QA)
+    monkeypatch.delenv("DPSYNTH_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="DPSYNTH_TOKEN"):
+        dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(private), progress=False)
+    monkeypatch.setenv("DPSYNTH_TOKEN", "wrong-token")
+    with pytest.raises(ServerError, match="HTTP 401") as err:
+        dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(private), progress=False)
+    assert "wrong-token" not in str(err.value)  # the token never appears in messages
+    monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(ServerError, match="check that the server is running"):
+        dpsynth.synthesize(_client_cfg(tmp_path, dead), private=str(private), progress=False)
+    # the tiny test server holds "tiny", the client fine-tunes SmolLM2: refused before training
+    with pytest.raises(ConfigError, match="holds 'tiny'"):
+        dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(private), progress=False)
+    missing = _qa_file(tmp_path, [{"question": "q?", "answer": "a"}])
+    with pytest.raises(DataError, match="knowledgesg.instruction_column"):
+        dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(missing), progress=False)
+    empty = _qa_file(tmp_path, [{"instruction": "What is this condition?", "response": " "}])
+    with pytest.raises(DataError, match="empty"):
+        dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(empty), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing was started, nothing was spent

@@ -295,13 +295,7 @@ def load_private(
         where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if len(df) == 0:
         raise DataError(f"{where}: has a header but no records; add at least two records per label")
-    for field, col in (("text_column", text_column), ("label_column", label_column)):
-        if col not in df.columns:
-            cols = ", ".join(map(str, df.columns[:20]))
-            raise DataError(
-                f"{where}: no column {col!r} (data.{field}); the file has columns: {cols}; "
-                f"pass --{field.replace('_', '-')} NAME"
-            )
+    require_columns(df, where, {"data.text_column": text_column, "data.label_column": label_column})
     texts = [str(t) for t in df[text_column].tolist()]
     values = [_norm_label(v) for v in df[label_column].tolist()]
     empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
@@ -324,6 +318,15 @@ def load_private(
             "label from data.labels"
         )
     return PrivateData(tuple(texts), tuple(values))
+
+
+def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> None:
+    """Each ``{config field: column}`` must be in ``df``; else one line naming the field, the columns and the flag."""
+    for field, col in columns.items():
+        if col not in df.columns:
+            cols = ", ".join(map(str, df.columns[:20]))
+            flag = field.rsplit(".", 1)[-1].replace("_", "-")
+            raise DataError(f"{where}: no column {col!r} ({field}); the file has columns: {cols}; pass --{flag} NAME")
 
 
 def _rows(source: Any, idx: list[int]) -> str:

@@ -68,7 +68,7 @@ def canaries_cmd(
     if candidates < 1 or samples < 1 or m_private < 2:
         raise ConfigError("--candidates and --samples must be >= 1 and --m-private >= 2")
     ft = FinetuneConfig(
-        prompt_format=prompt_format,  # type: ignore[arg-type]
+        prompt_format=prompt_format,
         model=model,
         max_length=max_length,
         epochs=epochs,

@@ -103,7 +103,7 @@ class JobStore:
             atomic_write_json(self.job_dir(client, job_id) / "job.json", job)
             return job
 
-    def list(self, client: str) -> list[dict[str, Any]]:
+    def jobs_of(self, client: str) -> list[dict[str, Any]]:
         base = self.root / "jobs" / client
         if not base.is_dir():
             return []
@@ -115,8 +115,8 @@ class JobStore:
 
     def pending(self) -> list[dict[str, Any]]:
         """Queued jobs and jobs a restart interrupted ("running"), oldest first."""
-        jobs = [j for c in self.clients() for j in self.list(c) if j["status"]["state"] in ("queued", "running")]
+        jobs = [j for c in self.clients() for j in self.jobs_of(c) if j["status"]["state"] in ("queued", "running")]
         return sorted(jobs, key=lambda j: j["status"]["created"])
 
     def active_count(self, client: str) -> int:
-        return sum(1 for j in self.list(client) if j["status"]["state"] in ("queued", "running"))
+        return sum(1 for j in self.jobs_of(client) if j["status"]["state"] in ("queued", "running"))

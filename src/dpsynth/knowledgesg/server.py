@@ -357,7 +357,7 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
     @app.get(f"{API}/jobs", response_model=list[JobStatus])
     def list_jobs(cid: str = Depends(client_id)) -> list[JobStatus]:
-        return [JobStatus.model_validate(j["status"]) for j in service.store.list(cid)]
+        return [JobStatus.model_validate(j["status"]) for j in service.store.jobs_of(cid)]
 
     @app.get(f"{API}/jobs/{{job_id}}", response_model=JobStatus)
     def job_status(job_id: str, cid: str = Depends(client_id)) -> JobStatus:

@@ -314,10 +314,17 @@ def _lora_params(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+# peft looks for a config.json next to the weights to see whether the vocabulary changed; a GGUF has none
+_NO_CONFIG_WARNING = "Could not find a config file"
+
+
 def lora_state(model: Any) -> dict[str, Any]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_CONFIG_WARNING)
+        state = get_peft_model_state_dict(model)
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def load_lora_state(model: Any, state: dict[str, Any]) -> None:
@@ -537,7 +544,9 @@ def save_adapter(model: Any, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_CONFIG_WARNING)
+            model.save_pretrained(str(tmp), safe_serialization=True)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

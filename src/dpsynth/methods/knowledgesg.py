@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import EMBEDDED_MEDMCQA, medmcqa_private, read_table
+from dpsynth.data import EMBEDDED_MEDMCQA, medmcqa_private, read_table, require_columns
 from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
@@ -250,13 +250,7 @@ def _qa_records(source: Any, qcol: str, acol: str, encoding: str, where: str, la
     df = read_table(source, encoding)
     if len(df) == 0:
         raise DataError(f"{where}: has a header but no records")
-    for field, col in (("instruction_column", qcol), ("response_column", acol)):
-        if col not in df.columns:
-            cols = ", ".join(map(str, df.columns[:20]))
-            raise DataError(
-                f"{where}: no column {col!r} (knowledgesg.{field}); the file has columns: {cols}; "
-                f"pass --{field.replace('_', '-')} NAME"
-            )
+    require_columns(df, where, {"knowledgesg.instruction_column": qcol, "knowledgesg.response_column": acol})
     q = [str(x) for x in df[qcol].tolist()]
     a = [str(x) for x in df[acol].tolist()]
     empty = [i for i in range(len(q)) if not q[i].strip() or not a[i].strip()]

@@ -1,0 +1,182 @@
+"""The WASP paper's IMDb comparison (Zou et al., ICML 2025, Table 2), scaled to a 2-core CPU.
+
+Every row is a real `dpsynth.synthesize` run (its own run directory under --out; a finished row is
+not re-run, so the script can be stopped and started again) followed by `dpsynth.evaluate` against
+the project's fixed 2,000-review IMDb test split: logistic regression on frozen MiniLM embeddings
+(accuracy mean +- std over classifier seeds 0, 1, 2), FID and MAUVE in the same embedding space,
+wall time and generated tokens.  Results accumulate in bench/results/quality.json after each row.
+
+Rows (names for --rows):
+  zero-shot                    epsilon = 0 (no private data), the three generators
+  aug-pe:<generator>           Aug-PE with one generator (Q=1, no far votes, rephrase, no weighting)
+  wasp                         WASP with all three generators (the defaults)
+  wasp-no-weighting            ablation: generators keep equal weights
+  wasp-no-contrastive          ablation: only good examples in the prompt
+  wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
+  pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
+  only-private                 the classifier trained on the M private records (not DP)
+  real-ceiling                 the classifier trained on 20,000 real records (not DP)
+
+    python bench/quality.py [--rows wasp,zero-shot,...] [--epsilons 4] [--seeds 0] [--n 100] [--m 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dpsynth  # noqa: E402
+from common import write_result  # noqa: E402
+from dpsynth.config import Config, default_generators  # noqa: E402
+from dpsynth.data import imdb_private, imdb_split  # noqa: E402
+from dpsynth.evaluate.core import default_embedder, evaluate  # noqa: E402
+
+ALL_ROWS = [
+    "zero-shot",
+    "aug-pe:smollm2-135m",
+    "aug-pe:gemma3-270m",
+    "aug-pe:qwen2.5-0.5b",
+    "wasp",
+    "wasp-no-weighting",
+    "wasp-no-contrastive",
+    "wasp-q1",
+    "pearl-select",
+    "only-private",
+    "real-ceiling",
+]
+RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
+
+
+def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
+    base: dict[str, Any] = {
+        "n_synthetic": n,
+        "out": str(out),
+        "seed": seed,
+        "privacy": {"epsilon": eps},
+        "data": {"m_private": m, "seed": seed},
+    }
+    if row == "zero-shot":
+        return Config.model_validate({**base, "method": "zero-shot"})
+    if row.startswith("aug-pe:"):
+        g = [gc for gc in default_generators() if gc.name == row.split(":", 1)[1]]
+        return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
+    wasp = {
+        "wasp": {},
+        "wasp-no-weighting": {"weighting": False},
+        "wasp-no-contrastive": {"contrastive": False},
+        "wasp-q1": {"q": 1},
+    }[row]
+    return Config.model_validate({**base, "method": "wasp", "wasp": wasp})
+
+
+def tokens_of(run: Path) -> int:
+    rounds = json.loads((run / "rounds.json").read_text())
+    return int(sum(rounds[-1]["completion_tokens"].values())) if rounds else 0
+
+
+def summarize(ev: dict[str, Any]) -> dict[str, Any]:
+    acc = ev["utility"]["logreg"]["accuracy"]
+    fid = ev.get("fidelity", {})
+    return {
+        "accuracy_mean": round(acc["mean"], 4),
+        "accuracy_std": round(acc["std"], 4),
+        "fid": None if fid.get("fid") is None else round(float(fid["fid"]), 4),
+        "mauve": None if fid.get("mauve") is None else round(float(fid["mauve"]), 4),
+        "n_synthetic": ev["synthetic"]["n"],
+    }
+
+
+def pearl_select(eps: float, seed: int, n: int, m: int, out: Path, embedder: Any) -> tuple[list[dict[str, Any]], Any]:
+    """3N zero-shot candidates (no private data), then a DP sketch of the M private embeddings picks N."""
+    from dpsynth.methods.pearl import embedding_sketch, select_by_sketch
+
+    pool_dir = out.parent / f"pearl-pool-n{3 * n}-s{seed}"
+    if not (pool_dir / "privacy.json").exists():
+        cfg = Config.model_validate({"method": "zero-shot", "n_synthetic": 3 * n, "out": str(pool_dir), "seed": seed})
+        dpsynth.synthesize(cfg, progress=False)
+    cand = [json.loads(x) for x in (pool_dir / "synthetic.jsonl").read_text().splitlines() if x.strip()]
+    priv = imdb_private(m, seed)
+    e_priv = embedder.encode([str(t) for t in priv["text"]])
+    e_cand = embedder.encode([c["text"] for c in cand])
+    sketch, plan = embedding_sketch(
+        e_priv, epsilon=eps, delta=1e-5, labels=[str(v) for v in priv["label"]], classes=["0", "1"], seed=seed
+    )
+    del e_priv, priv  # the private embeddings are read once, by the sketch
+    chosen: list[dict[str, Any]] = []
+    for lab in ("0", "1"):
+        idx = np.array([i for i, c in enumerate(cand) if c["label"] == lab])
+        if len(idx) == 0:
+            continue
+        keep = select_by_sketch(e_cand[idx], sketch, min(n // 2, len(idx)), label=lab)
+        chosen.extend(cand[int(i)] for i in idx[keep])
+    return chosen, plan
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", default=",".join(ALL_ROWS))
+    ap.add_argument("--epsilons", default="4")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--m", type=int, default=100)
+    ap.add_argument("--ceiling-n", type=int, default=20_000)
+    ap.add_argument("--out", default="runs/quality")
+    args = ap.parse_args()
+    out_root = Path(args.out)
+    results: list[dict[str, Any]] = []
+    if RESULTS.exists():
+        results = json.loads(RESULTS.read_text()).get("rows", [])
+    done = {(r["row"], r["epsilon"], r["seed"], r["n"], r["m"]) for r in results}
+    embedder = default_embedder()
+    test = "embedded:imdb"
+    for row in args.rows.split(","):
+        for eps in [float(e) for e in args.epsilons.split(",")]:
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                non_dp = row in ("only-private", "real-ceiling")
+                e_row = 0.0 if row == "zero-shot" else (float("inf") if non_dp else eps)
+                key = (row, e_row, seed, args.n, args.m)
+                if key in done:
+                    continue
+                run = out_root / f"{row.replace(':', '-')}-eps{e_row:g}-n{args.n}-m{args.m}-s{seed}"
+                t0 = time.time()
+                tokens = None
+                if row == "only-private":
+                    syn: Any = imdb_private(args.m, seed)
+                elif row == "real-ceiling":
+                    pool, _ = imdb_split()
+                    syn = pool.sample(n=min(args.ceiling_n, len(pool)), random_state=seed)
+                elif row == "pearl-select":
+                    syn, _ = pearl_select(eps, seed, args.n, args.m, run, embedder)
+                else:
+                    if not (run / "privacy.json").exists():
+                        cfg = row_config(row, eps, seed, args.n, args.m, run)
+                        dpsynth.synthesize(cfg, resume=run.exists(), progress=False)
+                    syn = run
+                    tokens = tokens_of(run)
+                wall = time.time() - t0
+                ev = evaluate(
+                    syn, test, embedder=embedder, seeds=(0, 1, 2), per_round=False, write=False,
+                    mauve=row != "real-ceiling",  # MAUVE on 20k vs 2k texts costs more than the table is worth
+                )
+                rec = {"row": row, "epsilon": e_row, "seed": seed, "n": args.n, "m": args.m,
+                       "wall_seconds": round(wall, 1), "tokens": tokens, **summarize(ev)}
+                results.append(rec)
+                print(rec, flush=True)
+                write_result("quality", {
+                    "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
+                    "test": "fixed IMDb test split, 2,000 reviews (data.imdb_split)",
+                    "classifier": "logistic regression on all-MiniLM-L6-v2 embeddings, seeds 0,1,2",
+                    "generators": [g.model for g in default_generators()],
+                    "rows": results,
+                })
+
+
+if __name__ == "__main__":
+    main()
