@@ -13,6 +13,7 @@ Rows (names for --rows):
   wasp-no-weighting            ablation: generators keep equal weights
   wasp-no-contrastive          ablation: only good examples in the prompt
   wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
+  dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
   only-private                 the classifier trained on the M private records (not DP)
   real-ceiling                 the classifier trained on 20,000 real records (not DP)
@@ -48,6 +49,7 @@ ALL_ROWS = [
     "wasp-no-contrastive",
     "wasp-q1",
     "pearl-select",
+    "dp-finetune",
     "only-private",
     "real-ceiling",
 ]
@@ -64,6 +66,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Co
     }
     if row == "zero-shot":
         return Config.model_validate({**base, "method": "zero-shot"})
+    if row == "dp-finetune":
+        return Config.model_validate({**base, "method": "dp-finetune"})
     if row.startswith("aug-pe:"):
         g = [gc for gc in default_generators() if gc.name == row.split(":", 1)[1]]
         return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
@@ -76,7 +80,9 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Co
     return Config.model_validate({**base, "method": "wasp", "wasp": wasp})
 
 
-def tokens_of(run: Path) -> int:
+def tokens_of(run: Path) -> int | None:
+    if not (run / "rounds.json").exists():  # dp-finetune samples with transformers and keeps no round log
+        return None
     rounds = json.loads((run / "rounds.json").read_text())
     return int(sum(rounds[-1]["completion_tokens"].values())) if rounds else 0
 

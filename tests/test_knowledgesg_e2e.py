@@ -169,7 +169,7 @@ def test_attack_surface_on_the_real_server(server: Server) -> None:
 def test_server_killed_mid_job_resumes_and_client_retries(server: Server) -> None:
     with ServerClient(server.url, TOKENS["alice"], max_retries=2) as alice:
         receipt = alice.upload_adapter(smollm2_adapter(seed=3))
-        job = alice.create_job(_spec(receipt.adapter_id, n=4, filter=False))
+        job = alice.create_job(_spec(receipt.adapter_id, n=4, filter=True))
         deadline = time.monotonic() + 300
         while alice.status(job.job_id).state != "running":  # the earlier test's job may run first
             assert time.monotonic() < deadline
@@ -184,8 +184,10 @@ def test_server_killed_mid_job_resumes_and_client_retries(server: Server) -> Non
             time.sleep(1.0)
         assert st.state == "done", st.error
         rows = [json.loads(x) for x in alice.dataset(job.job_id).splitlines() if x.strip()]
-        assert 1 <= len(rows) <= 4 and all(r["instruction"] and r["response"] for r in rows)
-        assert alice.report(job.job_id)["n_returned"] == len(rows)
+        assert len(rows) <= 4 and all(r["instruction"] and r["response"] for r in rows)
+        report = alice.report(job.job_id)  # the real professional model judged every instruction it saw
+        assert report["n_returned"] == len(rows) and report["n_judged"] >= 1
+        assert report["n_judged"] == report["n_dropped"] + len(rows) or len(rows) == 4
     assert "resumed after a restart" in (server.state / "server.log").read_text()
 
 
@@ -227,6 +229,12 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
         "96",
         "--max-new-tokens",
         "48",
+        "--filter",
+        "false",
+        "--local-finetune",
+        "true",
+        "--local-epochs",
+        "1",
         "--seed",
         "0",
         "--quiet",
@@ -236,6 +244,8 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
     assert "wrote" in res.stdout
     rows = [json.loads(x) for x in (out / "synthetic.jsonl").read_text().splitlines() if x.strip()]
     assert len(rows) <= 3 and all(set(r) >= {"instruction", "response", "label", "generator"} for r in rows)
+    if rows:  # the local fine-tune on the returned pairs (post-processing) saved its adapter
+        assert (out / "local_adapter" / "adapter_model.safetensors").is_file()
     privacy = json.loads((out / "privacy.json").read_text())
     assert privacy["method"] == "knowledgesg"
     assert len(privacy["mechanisms"]) == 1 and privacy["mechanisms"][0]["name"].startswith("DP-SGD")
