@@ -160,6 +160,7 @@ def main() -> None:
                     syn = pool.sample(n=min(args.ceiling_n, len(pool)), random_state=seed)
                 elif row == "pearl-select":
                     syn, _ = pearl_select(eps, seed, args.n, args.m, run, embedder)
+                    tokens = tokens_of(run.parent / f"pearl-pool-n{3 * args.n}-s{seed}")  # all 3N candidates
                 else:
                     if not (run / "privacy.json").exists():
                         cfg = row_config(row, eps, seed, args.n, args.m, run)
