@@ -29,13 +29,13 @@ def fmt(x: object, nd: int = 3) -> str:
 
 def main() -> None:
     data = json.loads((Path(__file__).resolve().parent / "results" / "quality.json").read_text())
-    print("| row | epsilon | N | accuracy | FID | MAUVE | wall s | tokens | paper (acc. %) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| row | seed | epsilon | N | accuracy | FID | MAUVE | wall s | tokens | paper (acc. %) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in data["rows"]:
         paper = PAPER.get(r["row"].split(":")[0], "")
         eps = "inf (not DP)" if r["epsilon"] == float("inf") else fmt(r["epsilon"], 0)
         print(
-            f"| {r['row']} | {eps} | {r['n_synthetic']} | {fmt(r['accuracy_mean'])} | {fmt(r['fid'])} | "
+            f"| {r['row']} | {r['seed']} | {eps} | {r['n_synthetic']} | {fmt(r['accuracy_mean'])} | {fmt(r['fid'])} | "
             f"{fmt(r['mauve'])} | {fmt(r['wall_seconds'], 0)} | {fmt(r['tokens'])} | {paper} |"
         )
 
