@@ -1050,7 +1050,9 @@ class PearlMethod:
                 if not cs:
                     raise PrivacyBudgetError(
                         f"pearl: no value of column {c.name!r} was frequent enough to release at this budget; declare "
-                        f"its categories in pearl.data_schema (or raise privacy.epsilon)"
+                        f"its categories in pearl.data_schema, or, if the column is numeric (the noisy type vote "
+                        f"called it categorical), declare {{type: float, min: ..., max: ...}} there; or raise "
+                        f"privacy.epsilon"
                     )
                 c.categories = cs
                 c.derived.append("categories")
