@@ -16,12 +16,37 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from dpsynth.config import Config  # noqa: E402
 from dpsynth.generators.base import Completion, GenerationRequest  # noqa: E402
 
 WORDS = [
     *("great", "awful", "film", "plot", "actor", "boring", "loved"),
     *("hated", "music", "scene", "ending", "story", "dull", "brilliant"),
 ]
+
+
+def fake_run_config(private: Path, out: Path, **overrides: object) -> Config:
+    """The WASP config the fake-generator tests share: two fake generators ("a" chat, "b" completion),
+    a movie-review CSV with columns review/sentiment, eps = 4, 3 rounds, Q = 4.  ``overrides``
+    replace top-level fields."""
+    base: dict[str, object] = dict(
+        method="wasp",
+        n_synthetic=60,
+        out=str(out),
+        data=dict(
+            private=str(private),
+            text_column="review",
+            label_column="sentiment",
+            labels={"0": "negative", "1": "positive"},
+            task="movie review",
+        ),
+        privacy=dict(epsilon=4.0, delta=1e-5),
+        wasp=dict(rounds=3, q=4),
+        generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
+        seed=0,
+    )
+    base.update(overrides)
+    return Config.model_validate(base)
 
 
 class FakeGenerator:
@@ -45,9 +70,7 @@ class FakeGenerator:
             else:
                 mood = "positive" if "positive" in text else "negative"
                 words = [self.rng.choice(WORDS) for _ in range(12)]
-                c = Completion(
-                    f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}", 16, 40
-                )
+                c = Completion(f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}", 16, 40)
             if on_completion:
                 on_completion(c)
             out.append(c)

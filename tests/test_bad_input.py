@@ -66,9 +66,7 @@ def _raw(private: Path | str, out: Path, **over: Any) -> dict[str, Any]:
     return raw
 
 
-def _synth(
-    tmp: Path, private: Path | str, *, resume: bool = False, gens: dict | None = None, **over: Any
-) -> Any:
+def _synth(tmp: Path, private: Path | str, *, resume: bool = False, gens: dict | None = None, **over: Any) -> Any:
     """Validate the config and run the pipeline with fakes, into ``tmp/run``."""
     cfg = Config.model_validate(_raw(private, tmp / "run", **over))
     gens = gens if gens is not None else {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
@@ -154,9 +152,7 @@ def latin1_jsonl(tmp: Path, csv: Path) -> Action:
 
 
 def broken_jsonl(tmp: Path, csv: Path) -> Action:
-    lines = (
-        '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}\n{"review": "SENTINEL0002XYZ, "sentiment": 1}\n'
-    )
+    lines = '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}\n{"review": "SENTINEL0002XYZ, "sentiment": 1}\n'
     return _later(tmp, _bytes(tmp, "broken.jsonl", lines.encode()))
 
 

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 import dpsynth
-from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate import core as eval_core
 from dpsynth.evaluate import (
@@ -26,7 +25,7 @@ from dpsynth.evaluate import (
 from dpsynth.evaluate.downstream import FinetuneConfig, finetune_utility, logreg_utility, summarize
 from dpsynth.evaluate.fidelity import knn_radii, mauve_fallback
 
-from .conftest import WORDS, FakeEmbedder, FakeGenerator
+from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
 
 POS = ["great", "loved", "brilliant", "music", "story"]
 NEG = ["awful", "hated", "boring", "dull", "plot"]
@@ -59,24 +58,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _reviews(40, seed=1, prefix="SENTINEL ").rename(columns={"text": "review", "label": "sentiment"}).to_csv(
         priv, index=False
     )
-    cfg = Config.model_validate(
-        dict(
-            method="wasp",
-            n_synthetic=80,
-            out=str(base / "run"),
-            data=dict(
-                private=str(priv),
-                text_column="review",
-                label_column="sentiment",
-                labels={"0": "negative", "1": "positive"},
-                task="movie review",
-            ),
-            privacy=dict(epsilon=4.0, delta=1e-5),
-            wasp=dict(rounds=3, q=4),
-            generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
-            seed=0,
-        )
-    )
+    cfg = fake_run_config(priv, base / "run", n_synthetic=80)
     dpsynth.synthesize(
         cfg,
         generators={"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)},

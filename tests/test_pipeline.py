@@ -8,36 +8,14 @@ from pathlib import Path
 import pytest
 
 import dpsynth
-from dpsynth.config import Config
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import FakeEmbedder, FakeGenerator
-
-
-def _config(private: Path, out: Path, **kw) -> Config:
-    base = dict(
-        method="wasp",
-        n_synthetic=60,
-        out=str(out),
-        data=dict(
-            private=str(private),
-            text_column="review",
-            label_column="sentiment",
-            labels={"0": "negative", "1": "positive"},
-            task="movie review",
-        ),
-        privacy=dict(epsilon=4.0, delta=1e-5),
-        wasp=dict(rounds=3, q=4),
-        generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
-        seed=0,
-    )
-    base.update(kw)
-    return Config.model_validate(base)
+from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 
 def test_wasp_end_to_end(private_csv: Path, tmp_path: Path) -> None:
-    cfg = _config(private_csv, tmp_path / "run")
+    cfg = fake_run_config(private_csv, tmp_path / "run")
     gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
     res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
     assert len(res) == 60
@@ -61,7 +39,7 @@ def test_wasp_end_to_end(private_csv: Path, tmp_path: Path) -> None:
 
 
 def test_zero_shot_reads_no_private_data(tmp_path: Path) -> None:
-    cfg = _config(Path("/does/not/matter.csv"), tmp_path / "zs", method="zero-shot")
+    cfg = fake_run_config(Path("/does/not/matter.csv"), tmp_path / "zs", method="zero-shot")
     gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
     assert len(res) == 60
@@ -70,7 +48,7 @@ def test_zero_shot_reads_no_private_data(tmp_path: Path) -> None:
 
 
 def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
-    cfg = _config(private_csv, tmp_path / "ape", method="aug-pe", generators=[dict(name="a", model="x")])
+    cfg = fake_run_config(private_csv, tmp_path / "ape", method="aug-pe", generators=[dict(name="a", model="x")])
     gens = {"a": FakeGenerator("a")}
     res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
     assert res.privacy["mechanisms"][0]["sensitivity_l2"] == pytest.approx(1.0)
@@ -80,7 +58,7 @@ def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
 
 def test_output_formats_and_dataset(private_csv: Path, tmp_path: Path) -> None:
     for fmt in ("csv", "parquet"):
-        cfg = _config(private_csv, tmp_path / fmt, output_format=fmt)
+        cfg = fake_run_config(private_csv, tmp_path / fmt, output_format=fmt)
         res = dpsynth.synthesize(
             cfg,
             generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
@@ -97,7 +75,7 @@ def test_hf_dataset_input(private_csv: Path, tmp_path: Path) -> None:
     import pandas as pd
 
     ds = datasets.Dataset.from_pandas(pd.read_csv(private_csv, dtype=str))
-    cfg = _config(Path("unused"), tmp_path / "hf")
+    cfg = fake_run_config(Path("unused"), tmp_path / "hf")
     out = dpsynth.synthesize(
         cfg,
         private=ds,

@@ -14,12 +14,11 @@ import pandas as pd
 import pytest
 
 import dpsynth
-from dpsynth.config import Config
 from dpsynth.errors import DataError
 from dpsynth.evaluate import evaluate
 from dpsynth.report import build_report, write_report
 
-from .conftest import FakeEmbedder, FakeGenerator
+from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -68,27 +67,6 @@ def parse(page: str) -> Page:
     return p
 
 
-def _config(private: Path, out: Path, **kw: object) -> Config:
-    base: dict[str, object] = dict(
-        method="wasp",
-        n_synthetic=60,
-        out=str(out),
-        data=dict(
-            private=str(private),
-            text_column="review",
-            label_column="sentiment",
-            labels={"0": "negative", "1": "positive"},
-            task="movie review",
-        ),
-        privacy=dict(epsilon=4.0, delta=1e-5),
-        wasp=dict(rounds=3, q=4),
-        generators=[dict(name="a", model="x"), dict(name="b<i>", model="y", prompt_format="completion")],
-        seed=0,
-    )
-    base.update(kw)
-    return Config.model_validate(base)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fake-generator WASP run with an evil synthetic sample appended, evaluated with a fake embedder."""
@@ -101,7 +79,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(40)
     ]
     pd.DataFrame(rows).to_csv(base / "private.csv", index=False)
-    cfg = _config(base / "private.csv", base / "run")
+    cfg = fake_run_config(
+        base / "private.csv",
+        base / "run",
+        generators=[dict(name="a", model="x"), dict(name="b<i>", model="y", prompt_format="completion")],
+    )
     dpsynth.synthesize(
         cfg,
         generators={"a": FakeGenerator("a", 1), "b<i>": FakeGenerator("b<i>", 2)},
