@@ -14,6 +14,7 @@ Rows (names for --rows):
   wasp-no-contrastive          ablation: only good examples in the prompt
   wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
+  dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
   only-private                 the classifier trained on the M private records (not DP)
   real-ceiling                 the classifier trained on 20,000 real records (not DP)
@@ -68,6 +69,10 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Co
         return Config.model_validate({**base, "method": "zero-shot"})
     if row == "dp-finetune":
         return Config.model_validate({**base, "method": "dp-finetune"})
+    if row.startswith("dp-finetune-b"):  # another expected batch size (same epochs: same compute, fewer steps)
+        return Config.model_validate(
+            {**base, "method": "dp-finetune", "finetune": {"batch_size": int(row.removeprefix("dp-finetune-b"))}}
+        )
     if row.startswith("aug-pe:"):
         g = [gc for gc in default_generators() if gc.name == row.split(":", 1)[1]]
         return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
