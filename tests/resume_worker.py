@@ -9,8 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dpsynth  # noqa: E402
-from dpsynth.config import Config  # noqa: E402
-from tests.conftest import FakeEmbedder, FakeGenerator  # noqa: E402
+from tests.conftest import FakeEmbedder, FakeGenerator, fake_run_config  # noqa: E402
 
 
 class SlowFake(FakeGenerator):
@@ -21,21 +20,13 @@ class SlowFake(FakeGenerator):
 
 def main() -> None:
     private, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
-    cfg = Config.model_validate(
-        dict(
-            n_synthetic=200,
-            out=out,
-            data=dict(
-                private=private,
-                text_column="review",
-                label_column="sentiment",
-                labels={"0": "negative", "1": "positive"},
-                task="movie review",
-            ),
-            privacy=dict(epsilon=2.0, delta=1e-5),
-            wasp=dict(rounds=4, q=4),
-            generators=[dict(name="a", model="x"), dict(name="b", model="y")],
-        )
+    cfg = fake_run_config(
+        Path(private),
+        Path(out),
+        n_synthetic=200,
+        privacy=dict(epsilon=2.0, delta=1e-5),
+        wasp=dict(rounds=4, q=4),
+        generators=[dict(name="a", model="x"), dict(name="b", model="y")],
     )
     res = dpsynth.synthesize(
         cfg,

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 import dpsynth
-from dpsynth.config import Config
 from dpsynth.errors import DpsynthError
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import FakeEmbedder, FakeGenerator
+from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,21 +77,7 @@ def test_killed_run_resumes_on_the_same_ledger(private_csv: Path, tmp_path: Path
 def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplog, capsys) -> None:
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "leak"
-    cfg = Config.model_validate(
-        dict(
-            n_synthetic=80,
-            out=str(out),
-            data=dict(
-                private=str(private_csv),
-                text_column="review",
-                label_column="sentiment",
-                labels={"0": "negative", "1": "positive"},
-                task="movie review",
-            ),
-            wasp=dict(rounds=3, q=4),
-            generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
-        )
-    )
+    cfg = fake_run_config(private_csv, out, n_synthetic=80)
     gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     emb = FakeEmbedder()
     dpsynth.synthesize(cfg, generators=gens, embedder=emb, progress=True)
