@@ -38,7 +38,7 @@ import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
 from dpsynth.config import Config, default_generators  # noqa: E402
 from dpsynth.data import imdb_private, imdb_split  # noqa: E402
-from dpsynth.evaluate.core import default_embedder, evaluate  # noqa: E402
+from dpsynth.evaluate.core import default_embedder, evaluate, find_run_output  # noqa: E402
 
 ALL_ROWS = [
     "zero-shot",
@@ -55,6 +55,9 @@ ALL_ROWS = [
     "real-ceiling",
 ]
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
+# Each generated row's synthetic set (text, label, generator, round), kept so that other classifiers or
+# metrics can be run on the same sets later without regenerating them (`bench/quality_finetune.py`).
+SETS = RESULTS.parent / "quality_sets"
 
 
 def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
@@ -90,6 +93,22 @@ def tokens_of(run: Path) -> int | None:
         return None
     rounds = json.loads((run / "rounds.json").read_text())
     return int(sum(rounds[-1]["completion_tokens"].values())) if rounds else 0
+
+
+def keep_set(name: str, syn: Any) -> None:
+    """Copy a generated set (a run directory or a list of records) to SETS/<name>.jsonl, atomically."""
+    if isinstance(syn, Path):
+        out = find_run_output(syn)
+        assert out is not None and out.suffix == ".jsonl", f"{syn}: the benchmark writes JSONL runs"
+        rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines() if x.strip()]
+    else:
+        rows = syn
+    keep = ("text", "label", "generator", "round")
+    lines = [json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) for r in rows]
+    SETS.mkdir(parents=True, exist_ok=True)
+    tmp = SETS / f".{name}.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(SETS / f"{name}.jsonl")
 
 
 def summarize(ev: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +192,8 @@ def main() -> None:
                     syn = run
                     tokens = tokens_of(run)
                 wall = time.time() - t0
+                if row not in ("only-private", "real-ceiling"):  # real data is never copied into results
+                    keep_set(run.name, syn)
                 ev = evaluate(
                     syn, test, embedder=embedder, seeds=(0, 1, 2), per_round=False, write=False,
                     mauve=row != "real-ceiling",  # MAUVE on 20k vs 2k texts costs more than the table is worth

@@ -85,3 +85,41 @@ def test_hf_dataset_input(private_csv: Path, tmp_path: Path) -> None:
         as_dataset=True,
     )
     assert isinstance(out, datasets.Dataset) and out.num_rows == 60
+
+
+def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tmp_path: Path) -> None:
+    """epsilon = inf (the papers' non-private ceiling): votes are exact and privacy.json says NOT DP."""
+    import numpy as np
+
+    cfg = fake_run_config(private_csv, tmp_path / "inf", privacy=dict(epsilon="inf", delta=1e-5))
+    gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    rep = res.privacy
+    assert rep["differentially_private"] is False and rep["guarantee"].startswith("NONE")
+    assert rep["epsilon"] == float("inf") and rep["accountant"] is None
+    assert rep["mechanisms"][0]["sigma"] == 0.0 and rep["mechanisms"][0]["count"] == 3
+    m = len(__import__("pandas").read_csv(private_csv))
+    q = cfg.wasp.q
+    for t in (1, 2, 3):
+        near = np.load(tmp_path / "inf" / "votes" / f"round_{t}.npz")["near"]
+        # every private record spreads exactly 1 + 1/2 + ... + 2^-(q-1) over its class's samples, no noise
+        assert near.sum() == pytest.approx(m * sum(2.0**-r for r in range(q)))
+        assert np.all(near >= 0) and np.allclose(near * 2 ** (q - 1), np.round(near * 2 ** (q - 1)))
+    # the resumed run continues the same non-private plan; a DP config cannot take it over
+    again = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, resume=True)
+    assert again.privacy["mechanisms"][0]["count"] == 3
+    with pytest.raises(dpsynth.errors.ResumeError):
+        dp = fake_run_config(private_csv, tmp_path / "inf", privacy=dict(epsilon=4.0, delta=1e-5))
+        dpsynth.synthesize(dp, generators=gens, embedder=FakeEmbedder(), progress=False, resume=True)
+
+
+def test_epsilon_inf_only_for_prompting_methods(tmp_path: Path) -> None:
+    from dpsynth.config import Config
+
+    for method in ("dp-finetune", "pearl", "knowledgesg"):
+        with pytest.raises(ValueError, match="inf .no noise. is a research baseline"):
+            Config.model_validate({"method": method, "privacy": {"epsilon": "inf"}})
+    for bad in ("nan", 0, -1):
+        with pytest.raises(ValueError, match="must be > 0"):
+            Config.model_validate({"privacy": {"epsilon": bad}})
+    assert Config.model_validate({"privacy": {"epsilon": "inf"}}).privacy.is_private is False

@@ -156,18 +156,27 @@ class DataConfig(_Strict):
 
 
 class PrivacyConfig(_Strict):
-    epsilon: float = Field(4.0, description="Total epsilon for the whole run.")
+    epsilon: float = Field(
+        4.0,
+        description=(
+            "Total epsilon for the whole run. 'inf' (wasp and aug-pe only) releases the votes without noise: "
+            "a research baseline that is NOT differentially private."
+        ),
+    )
     delta: float = Field(1e-5, description="Total delta; must be below 1/M.")
     accountant: Literal["pld", "gdp"] = Field("pld", description="pld: dp-accounting PLD; gdp: exact GDP formula.")
 
     @field_validator("epsilon")
     @classmethod
     def _eps(cls, v: float) -> float:
-        if not v > 0:
+        if math.isnan(v) or not v > 0:
             raise ValueError("must be > 0, e.g. --epsilon 4 (use --method zero-shot for a run without private data)")
-        if not math.isfinite(v):
-            raise ValueError("must be finite, e.g. --epsilon 4")
         return v
+
+    @property
+    def is_private(self) -> bool:
+        """False for epsilon = inf: the non-private ceiling that papers report beside the DP results."""
+        return math.isfinite(self.epsilon)
 
     @field_validator("delta")
     @classmethod
@@ -399,6 +408,11 @@ class KnowledgeSGConfig(_Strict):
     local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")
 
 
+# Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
+# beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.
+NON_PRIVATE_OK = ("wasp", "aug-pe")
+
+
 class Config(_Strict):
     """A whole dpsynth run."""
 
@@ -431,6 +445,11 @@ class Config(_Strict):
             raise ValueError(f"generators: names must be unique, got {names}")
         if self.method == "aug-pe" and len(self.generators) != 1:
             raise ValueError("generators: aug-pe uses exactly one generator; keep one entry or use --method wasp")
+        if not self.privacy.is_private and self.method not in NON_PRIVATE_OK:
+            raise ValueError(
+                f"privacy.epsilon: inf (no noise) is a research baseline of {' and '.join(NON_PRIVATE_OK)} only; "
+                f"give {self.method} a finite epsilon, e.g. --epsilon 4"
+            )
         return self
 
     def effective_wasp(self) -> WaspConfig:

@@ -119,6 +119,8 @@ class WaspRun:
         self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
         self.plan = privacy_plan(config)
+        if self.plan is not None and not self.plan.is_private:
+            log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
         self.ledger = Ledger.open(
             run_dir.ledger, self.plan, mechanism_name(self.w) if self.plan else "none (zero-shot)"
         )

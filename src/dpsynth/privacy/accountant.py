@@ -135,5 +135,10 @@ class GaussianPlan:
     def calibrate(
         cls, epsilon: float, delta: float, steps: int, sensitivity: float, accountant: AccountantName = "pld"
     ) -> GaussianPlan:
-        z = calibrate_noise_multiplier(epsilon, delta, steps, accountant)
+        """epsilon = inf gives noise multiplier 0: the releases are exact (a non-private baseline)."""
+        z = 0.0 if math.isinf(epsilon) else calibrate_noise_multiplier(epsilon, delta, steps, accountant)
         return cls(epsilon, delta, steps, sensitivity, z, accountant)
+
+    @property
+    def is_private(self) -> bool:
+        return self.noise_multiplier > 0

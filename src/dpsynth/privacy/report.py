@@ -15,6 +15,10 @@ from dpsynth.privacy.accountant import epsilon_for, gdp_mu
 from dpsynth.privacy.ledger import Ledger
 
 ADJACENCY = "add/remove one private record (one (text, label) pair)"
+NOT_PRIVATE = (
+    "NONE: epsilon = inf, the votes were released without noise. This output is NOT differentially private "
+    "and must be handled like the private data; it is a research baseline (the non-private ceiling)."
+)
 
 
 def _version(pkg: str) -> str:
@@ -47,12 +51,38 @@ def privacy_report(
         }
     spent = ledger.epsilon_spent()
     count = ledger.count
+    if not plan.is_private:
+        return {
+            "guarantee": NOT_PRIVATE,
+            "epsilon": spent,
+            "delta": plan.delta,
+            "epsilon_target": plan.epsilon,
+            "differentially_private": False,
+            "adjacency": ADJACENCY,
+            "method": method,
+            "complete": count == plan.steps,
+            "mechanisms": [
+                {
+                    "name": ledger.mechanism.replace("Gaussian mechanism", "released WITHOUT noise"),
+                    "reads": reads,
+                    "sensitivity_l2": plan.sensitivity,
+                    "sigma": 0.0,
+                    "noise_multiplier": 0.0,
+                    "count": count,
+                    "planned_count": plan.steps,
+                }
+            ],
+            "accountant": None,
+            "public_inputs": public_inputs,
+            **(extra or {}),
+        }
     mu = gdp_mu(count, plan.noise_multiplier) if count else 0.0
     accountant_name = (
         f"dp-accounting {_version('dp-accounting')} PLD" if plan.accountant == "pld" else "Gaussian DP (exact formula)"
     )
     return {
         "guarantee": f"({spent:.4g}, {plan.delta:g})-DP with respect to {ADJACENCY}",
+        "differentially_private": True,
         "epsilon": spent,
         "delta": plan.delta,
         "epsilon_target": plan.epsilon,
