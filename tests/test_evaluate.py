@@ -173,6 +173,23 @@ def test_logreg_utility_separable_data() -> None:
     assert r["accuracy"]["std"] == 0.0 and len(r["accuracy"]["values"]) == 3 and r["deterministic"]
 
 
+def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> None:
+    from dpsynth.evaluate.fidelity import label_consistency
+
+    emb = FakeEmbedder()
+    test = _reviews(80, 2)
+    good, bad = _reviews(40, 3), _reviews(40, 4)
+    flipped = ["1" if v == "0" else "0" for v in bad.label]  # "bad" labels its texts the other way round
+    x = emb.encode(good.text.tolist() + bad.text.tolist())
+    r = label_consistency(
+        x, good.label.tolist() + flipped, emb.encode(test.text.tolist()), test.label.tolist(),
+        groups=["good"] * 40 + ["bad"] * 40,
+    )
+    assert r["by_generator"]["good"]["score"] > 0.9 and r["by_generator"]["bad"]["score"] < 0.1
+    assert r["by_generator"]["good"]["n"] == 40 and r["score"] == pytest.approx(0.5, abs=0.1)
+    assert r["real_reference"] > 0.9 and set(r["by_label"]) == {"0", "1"}
+
+
 def test_summarize_uses_sample_std() -> None:
     s = summarize([0.5, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -428,4 +445,7 @@ def test_real_minilm_on_imdb_reviews(tmp_path: Path) -> None:
     f = res["fidelity"]
     # real vs real: close (FID from 50 samples in 384-d is biased upwards, hence the loose bound)
     assert 0 < f["fid"] < 1.5 and f["precision"] > 0.5 and f["mauve"] > 0.5
+    # real reviews are as label-consistent as the judge's own cross-validated accuracy, give or take
+    lc = f["label_consistency"]
+    assert lc["real_reference"] > 0.6 and abs(lc["score"] - lc["real_reference"]) < 0.15
     assert list(tmp_path.glob("all-MiniLM-L6-v2-seq256.npz"))

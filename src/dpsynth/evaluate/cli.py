@@ -91,6 +91,12 @@ def format_summary(result: dict) -> str:
         if fid.get("mauve") is not None:
             parts.append(f"MAUVE {fid['mauve']:.3f}")
         lines.append("fidelity  " + "   ".join(parts))
+        lc = fid.get("label_consistency")
+        if lc:
+            ref = f" (real test data: {lc['real_reference']:.3f})" if lc.get("real_reference") is not None else ""
+            per_gen = "   ".join(f"{g} {v['score']:.3f}" for g, v in (lc.get("by_generator") or {}).items())
+            by_gen = f"   by generator: {per_gen}" if per_gen else ""
+            lines.append(f"labels    consistent {lc['score']:.3f}{ref}{by_gen}")
     ts = result.get("text_stats", {})
     if ts:
         s, t = ts["synthetic"], ts["test"]

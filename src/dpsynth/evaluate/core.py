@@ -44,6 +44,7 @@ class LabelledTexts:
     labels: list[str]
     source: str
     rounds: list[int] | None = None  # per-record generation round (run directories of WASP-like methods)
+    generators: list[str] | None = None  # per-record generator name, where the records carry one
     run_dir: Path | None = None
 
     def __len__(self) -> int:
@@ -114,6 +115,8 @@ def load_synthetic(source: Any, text_column: str = "text", label_column: str = "
             data.rounds = [int(float(r)) for r in df.loc[data_rows(df, text_column), "round"].tolist()]
         except ValueError:
             data.rounds = None
+    if "generator" in df.columns:
+        data.generators = [str(g) for g in df.loc[data_rows(df, text_column), "generator"].tolist()]
     return data
 
 
@@ -391,6 +394,12 @@ def evaluate(
                     "buckets) is unreliable; compare it only at several hundred samples or more"
                 )
             timings["mauve"] = time.perf_counter() - t0
+        if len(set(tst.labels)) >= 2:
+            t0 = time.perf_counter()
+            fid_res["label_consistency"] = fidelity.label_consistency(
+                x_syn, syn.labels, x_test, tst.labels, groups=syn.generators
+            )
+            timings["label_consistency"] = time.perf_counter() - t0
         fid_res["n_synthetic"], fid_res["n_test"] = len(x_syn), len(x_test)
         result["fidelity"] = fid_res
     t0 = time.perf_counter()

@@ -413,6 +413,18 @@ def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
         ]
         if "mauve" in fid:
             rows.append([f"MAUVE (higher is closer; {fid.get('mauve_backend')})", fid.get("mauve")])
+        lc = fid.get("label_consistency")
+        if isinstance(lc, dict):
+            rows.append(
+                [
+                    "label consistency (share of synthetic samples a classifier trained on the real test data "
+                    f"gives their own label; real test data scores {fmt(lc.get('real_reference'))})",
+                    lc.get("score"),
+                ]
+            )
+            for g, v in (lc.get("by_generator") or {}).items():
+                if isinstance(v, dict):
+                    rows.append([f"label consistency of {g} ({v.get('n')} samples)", v.get("score")])
         parts.append(table(["metric", "value"], rows))
     ts = ev.get("text_stats")
     if ts:
