@@ -281,3 +281,32 @@ def test_transformers_backend_tiny_model(tmp_path: Path) -> None:
     for c, r in zip(out, reqs, strict=True):
         assert c.error is None and c.text.strip()
         assert 0 < c.completion_tokens <= r.max_tokens and c.prompt_tokens > 0
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_qwen_label_judge_on_plain_reviews() -> None:
+    """The judge request and parser against the real Qwen2.5-0.5B (the benchmark's judge), greedy."""
+    from dpsynth.prompts import judge_request, parse_judgement
+
+    try:
+        resolve_model("qwen2.5-0.5b-instruct")
+    except Exception as exc:  # noqa: BLE001 - the embedded packages may be absent on a user's machine
+        pytest.skip(f"qwen2.5-0.5b-instruct not available: {exc}")
+    g = build_generator(
+        GeneratorConfig(name="qwen", model="qwen2.5-0.5b-instruct", n_parallel=2, n_ctx=1024, n_threads=THREADS)
+    )
+    reviews = {
+        "An absolute masterpiece. I loved every minute; the acting is superb and the ending moved me.": "positive",
+        "The worst film I have seen in years: boring, badly acted, and far too long. Avoid it.": "negative",
+        "Delightful, funny and warm. I would happily watch it again with my whole family.": "positive",
+        "A dull, lifeless mess. I walked out halfway through and wanted my money back.": "negative",
+    }
+    names = ["negative", "positive"]
+    try:
+        out = g.generate([judge_request("movie review", t, names, 300) for t in reviews])
+    finally:
+        g.close()
+    said = [parse_judgement(c.text, names) for c in out]
+    assert all(c.error is None for c in out)
+    assert said == list(reviews.values()), [c.text for c in out]

@@ -123,3 +123,64 @@ def test_epsilon_inf_only_for_prompting_methods(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="must be > 0"):
             Config.model_validate({"privacy": {"epsilon": bad}})
     assert Config.model_validate({"privacy": {"epsilon": "inf"}}).privacy.is_private is False
+
+
+class _Mislabeller(FakeGenerator):
+    """Writes the other label's review every second request, as small generators often do."""
+
+    def generate(self, requests, on_completion=None):
+        out = super().generate(requests, on_completion)
+        for i, c in enumerate(out):
+            if i % 2 and "label" not in c.text:
+                flipped = c.text.replace("negative", "@").replace("positive", "negative").replace("@", "positive")
+                out[i] = type(c)(flipped, c.completion_tokens, c.prompt_tokens)
+        return out
+
+
+class _FakeJudge(FakeGenerator):
+    """Answers which label the quoted review says it is (and 'unsure' when it cannot tell)."""
+
+    def generate(self, requests, on_completion=None):
+        from dpsynth.generators.base import Completion
+
+        out = []
+        for r in requests:
+            text = r.messages[0].content if r.messages else r.prompt or ""
+            self.prompts.append(text)
+            body = text.split('"')[1] if text.count('"') >= 2 else ""
+            ans = "Negative" if "negative take" in body else "Positive." if "positive take" in body else "unsure"
+            out.append(Completion(ans, 1, 20))
+            if on_completion:
+                on_completion(out[-1])
+        return out
+
+
+def test_label_judge_drops_samples_of_the_wrong_label(private_csv: Path, tmp_path: Path) -> None:
+    cfg = fake_run_config(
+        private_csv,
+        tmp_path / "judge",
+        wasp=dict(rounds=3, q=4, label_judge="j"),
+        generators=[dict(name="a", model="x"), dict(name="j", model="z")],
+    )
+    gens = {"a": _Mislabeller("a", 1), "j": _FakeJudge("j", 2)}
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(res) == 60
+    for r in res.records:  # every kept sample says the label it carries
+        assert f"{r['label_name']} take" in r["text"]
+    rounds = json.loads((tmp_path / "judge" / "rounds.json").read_text())
+    wrong = sum(o.get("wrong_label", 0) for r in rounds for o in r["outcomes"].values())
+    assert wrong >= 10  # about half of generator a's outputs were re-asked
+    assert all(r["judge_prompt_tokens"] > 0 for r in rounds)
+    judge_prompts = [p for p in gens["j"].prompts if "Which of these labels" in p]
+    assert judge_prompts and not any("SENTINEL" in p for p in judge_prompts)  # synthetic text only
+    assert "negative or positive" in judge_prompts[0]
+
+
+def test_label_judge_config_errors() -> None:
+    from dpsynth.config import Config
+
+    with pytest.raises(ValueError, match="not one of the generators"):
+        Config.model_validate({"wasp": {"label_judge": "nope"}})
+    with pytest.raises(ValueError, match="completion .base. model"):
+        Config.model_validate({"wasp": {"label_judge": "gemma3-270m"}})
+    assert Config.model_validate({"wasp": {"label_judge": "qwen2.5-0.5b"}}).wasp.label_judge == "qwen2.5-0.5b"

@@ -82,3 +82,26 @@ def test_prompt_builder_formats() -> None:
     assert not z.is_chat and z.prompt.endswith('"') and '"' in z.stop
     q = comp.contrastive("negative", ['he said "wow"'], [])
     assert "he said 'wow'" in q.prompt  # quotes inside examples cannot close the open quote
+
+
+def test_parse_judgement_names_the_first_declared_label() -> None:
+    from dpsynth.prompts import parse_judgement
+
+    names = ["negative", "positive"]
+    assert parse_judgement("Positive.", names) == "positive"
+    assert parse_judgement("  negative\n", names) == "negative"
+    assert parse_judgement("The label is: NEGATIVE", names) == "negative"
+    assert parse_judgement("neutral", names) is None and parse_judgement("", names) is None
+    assert parse_judgement("nonpositive", names) is None  # whole words only
+    nested = ["negative", "very negative", "positive"]
+    assert parse_judgement("Very negative", nested) == "very negative"
+    assert parse_judgement("negative, not very negative", nested) == "negative"
+
+
+def test_judge_request_is_greedy_and_lists_the_labels() -> None:
+    from dpsynth.prompts import judge_request
+
+    r = judge_request("movie review", 'It was "fine" ' + "x" * 500, ["negative", "positive"], 100)
+    assert r.temperature == 0.0 and r.max_tokens <= 8 and r.messages is not None
+    text = r.messages[0].content
+    assert "negative or positive" in text and "movie review" in text and len(text) < 300

@@ -209,6 +209,14 @@ class WaspConfig(_Strict):
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
     near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
+    label_judge: str | None = Field(
+        None,
+        description=(
+            "Name of a chat generator (one of `generators`) that reads each new sample and the public label "
+            "names and says which label fits; a sample judged to be another label is dropped and re-asked. "
+            "Post-processing with a public model: no privacy cost."
+        ),
+    )
 
 
 class FinetuneConfig(_Strict):
@@ -445,6 +453,15 @@ class Config(_Strict):
             raise ValueError(f"generators: names must be unique, got {names}")
         if self.method == "aug-pe" and len(self.generators) != 1:
             raise ValueError("generators: aug-pe uses exactly one generator; keep one entry or use --method wasp")
+        judge = self.wasp.label_judge
+        if judge is not None:
+            by_name = {g.name: g for g in self.generators}
+            if judge not in by_name:
+                raise ValueError(f"wasp.label_judge: {judge!r} is not one of the generators {names}")
+            if by_name[judge].prompt_format != "chat":
+                raise ValueError(
+                    f"wasp.label_judge: {judge!r} is a completion (base) model; the judge must be a chat model"
+                )
         if not self.privacy.is_private and self.method not in NON_PRIVATE_OK:
             raise ValueError(
                 f"privacy.epsilon: inf (no noise) is a research baseline of {' and '.join(NON_PRIVATE_OK)} only; "

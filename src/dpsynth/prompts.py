@@ -129,6 +129,38 @@ class PromptBuilder:
         return self._request(self.rng.choice(REPHRASE_COMPLETION), label=label, example=_quoted(example, lim))
 
 
+# Label check by a public judge model (wasp.label_judge): the judge reads one synthetic sample and the
+# public label names, never private text.  Small generators asked for a "positive review" often write a
+# neutral or negative one (bench/results/diag_quality.json); the WASP reference code counters the same
+# failure with ZeroGen-style self-debiasing (Ye et al., EMNLP 2022) at decoding time.
+JUDGE_CHAT = (
+    'Here is a {task}:\n\n"{text}"\n\nWhich of these labels fits it best: {choices}? '
+    "Answer with the label only."
+)
+
+
+def judge_request(task: str, text: str, label_names: Sequence[str], example_chars: int) -> GenerationRequest:
+    """A greedy, few-token chat request asking which declared label fits ``text``."""
+    choices = ", ".join(label_names[:-1]) + f" or {label_names[-1]}" if len(label_names) > 1 else label_names[0]
+    prompt = JUDGE_CHAT.format(task=task, text=_quoted(text, example_chars), choices=choices)
+    longest = max(len(n.split()) for n in label_names)
+    return GenerationRequest(
+        messages=(ChatMessage("user", prompt),), max_tokens=4 + 2 * longest, temperature=0.0, top_p=1.0, seed=0
+    )
+
+
+def parse_judgement(answer: str, label_names: Sequence[str]) -> str | None:
+    """The label name the judge's answer names first (the longest when names nest, e.g. "very negative"
+    before "negative"), or None when it names none."""
+    low = " ".join(answer.lower().split())
+    best: tuple[int, int, str] | None = None
+    for name in label_names:
+        m = re.search(rf"(?<![a-z0-9]){re.escape(name.lower())}(?![a-z0-9])", low)
+        if m and (best is None or (m.start(), -len(name)) < (best[0], best[1])):
+            best = (m.start(), -len(name), name)
+    return best[2] if best else None
+
+
 _PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrased", "new ", "title:")
 # Small instruct models sometimes echo the instruction back; such outputs are dropped.
 _ECHOES = (

@@ -38,7 +38,7 @@ from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, parse_judgement
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
 
@@ -128,6 +128,7 @@ class WaspRun:
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self._seen = {_norm(s.text) for s in self.samples}
         self.tokens = {g: TokenCounter() for g in generators}
+        self.judge_tokens = TokenCounter()  # wasp.label_judge calls, kept apart from generated samples
         self.round_log: list[dict[str, Any]] = (
             json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
         )
@@ -318,10 +319,11 @@ class WaspRun:
             completions = gen.generate([r for _, r, _ in batch], on_completion=tick)
             if len(completions) != len(batch):
                 raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
-            accepted = []
             outcome = self._outcomes.setdefault(g, Counter())
+            wanted = dict(need)
+            candidates: list[tuple[str, str]] = []  # (class, cleaned text), at most need[c] per class
             for (c, _, examples), comp in zip(batch, completions, strict=True):
-                if need[c] <= 0:
+                if wanted[c] <= 0:
                     outcome["surplus"] += 1
                     continue
                 text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
@@ -329,7 +331,7 @@ class WaspRun:
                     "unusable"
                     if text is None
                     else "duplicate"
-                    if _norm(text) in self._seen
+                    if _norm(text) in self._seen or any(_norm(text) == _norm(t) for _, t in candidates)
                     else "copies_example"
                     if copies_example(text, examples)
                     else None
@@ -337,6 +339,10 @@ class WaspRun:
                 if reason is not None or text is None:
                     outcome[reason or "unusable"] += 1
                     continue
+                candidates.append((c, text))
+                wanted[c] -= 1
+            accepted = []
+            for c, text in self._judged(candidates, outcome):
                 outcome["accepted"] += 1
                 self._seen.add(_norm(text))
                 s = Sample(len(self.samples), text, c, g, plan.round)
@@ -345,6 +351,29 @@ class WaspRun:
                 need[c] -= 1
             append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
             self._show_progress(g, plan.round)
+
+    def _judged(self, candidates: list[tuple[str, str]], outcome: Counter[str]) -> list[tuple[str, str]]:
+        """The candidates the label judge (``wasp.label_judge``) does not assign to another label.
+
+        The judge sees one synthetic text and the public label names per request.  An answer that names
+        no label keeps the sample (``judge_unsure``): a confused judge must not starve a class."""
+        judge = self.w.label_judge
+        if judge is None or not candidates:
+            return candidates
+        names = [self.label_names[c] for c in self.labels]
+        reqs = [judge_request(self.config.data.task, text, names, self.w.example_chars) for _, text in candidates]
+        answers = self.generators[judge].generate(reqs, on_completion=self.judge_tokens.add)
+        kept = []
+        for (c, text), ans in zip(candidates, answers, strict=True):
+            said = parse_judgement(ans.text, names) if ans.error is None else None
+            if said is None:
+                outcome["judge_unsure"] += 1
+                kept.append((c, text))
+            elif said != self.label_names[c]:
+                outcome["wrong_label"] += 1
+            else:
+                kept.append((c, text))
+        return kept
 
     def _show_progress(self, g: str, t: int) -> None:
         done = sum(1 for s in self.samples if s.round == t)
@@ -398,6 +427,7 @@ class WaspRun:
                 "epsilon_spent": self.ledger.epsilon_spent(),
                 "seconds": round(time.monotonic() - self._round_started, 2),
                 "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
+                **({"judge_prompt_tokens": self.judge_tokens.prompt_tokens} if self.w.label_judge else {}),
                 # per generator: accepted / unusable (clean-up) / duplicate / copies_example / surplus outputs
                 "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
             }
