@@ -13,6 +13,9 @@ Rows (names for --rows):
   wasp-no-weighting            ablation: generators keep equal weights
   wasp-no-contrastive          ablation: only good examples in the prompt
   wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
+  <row>+judge                  the same with Qwen2.5-0.5B checking each new sample's label (wasp.label_judge),
+                               for rows whose generators include it: wasp+judge, zero-shot+judge,
+                               aug-pe:qwen2.5-0.5b+judge
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
@@ -60,7 +63,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 SETS = RESULTS.parent / "quality_sets"
 
 
+JUDGE = "qwen2.5-0.5b"  # the "+judge" rows: this generator checks every new sample's label (wasp.label_judge)
+
+
 def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
+    if row.endswith("+judge"):
+        d = row_config(row.removesuffix("+judge"), eps, seed, n, m, out).model_dump()
+        d["wasp"]["label_judge"] = JUDGE
+        return Config.model_validate(d)
     base: dict[str, Any] = {
         "n_synthetic": n,
         "out": str(out),
@@ -170,7 +180,7 @@ def main() -> None:
         for eps in [float(e) for e in args.epsilons.split(",")]:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 non_dp = row in ("only-private", "real-ceiling")
-                e_row = 0.0 if row == "zero-shot" else (float("inf") if non_dp else eps)
+                e_row = 0.0 if row.startswith("zero-shot") else (float("inf") if non_dp else eps)
                 key = (row, e_row, seed, args.n, args.m)
                 if key in done:
                     continue
