@@ -129,6 +129,9 @@ def summarize(ev: dict[str, Any]) -> dict[str, Any]:
         "accuracy_std": round(acc["std"], 4),
         "fid": None if fid.get("fid") is None else round(float(fid["fid"]), 4),
         "mauve": None if fid.get("mauve") is None else round(float(fid["mauve"]), 4),
+        "label_consistency": (
+            None if fid.get("label_consistency") is None else round(float(fid["label_consistency"]["score"]), 4)
+        ),
         "n_synthetic": ev["synthetic"]["n"],
     }
 
