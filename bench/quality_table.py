@@ -1,9 +1,10 @@
 """Render bench/results/quality.json as the Markdown tables in docs/quality.md (stdout).
 
-The first table aggregates the runs of one cell (row, epsilon, M, N) over seeds: the mean and the
-sample standard deviation of the downstream accuracy across seeds (each seed draws its own private
-set and its own generation randomness), and the means of FID, MAUVE, wall time and tokens.  The
-second lists every run.
+The first table is the comparison at M = 100: one line per method, one column per epsilon (1, 2, 4 and
+inf), each cell the mean +- sample std of the downstream accuracy over seeds (each seed draws its own
+private set and its own generation randomness) and the number of seeds.  The second aggregates every cell
+(row, epsilon, M, N) over seeds with the means of FID, MAUVE, label consistency, wall time and tokens.  The
+third lists every run.
 
     python bench/quality_table.py
 """
@@ -45,7 +46,27 @@ def mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def paper_for(row: str, eps: float, m: int) -> str:
-    return PAPER.get(row.split(":")[0], "") if (eps in (4.0, float("inf")) and m == 100) else ""
+    return PAPER.get(row.split(":")[0], "") if (eps == 4.0 and m == 100) else ""
+
+
+# Table order: baselines, Aug-PE per generator, WASP and its ablations, the judged rows, other methods.
+ORDER = [
+    "real-ceiling", "only-private", "zero-shot", "aug-pe:gemma3-270m", "aug-pe:smollm2-135m",
+    "aug-pe:qwen2.5-0.5b", "wasp", "wasp-no-weighting", "wasp-no-contrastive", "wasp-q1", "zero-shot+judge",
+    "aug-pe:qwen2.5-0.5b+judge", "wasp+judge", "pearl-select", "dp-finetune",
+]
+
+
+def order_key(row: str) -> tuple[int, str]:
+    return (ORDER.index(row) if row in ORDER else len(ORDER), row)
+
+
+def acc_cell(rs: list[dict[str, Any]]) -> str:
+    accs = [float(r["accuracy_mean"]) for r in rs]
+    if not accs:
+        return ""
+    spread = f" +- {statistics.stdev(accs):.3f}" if len(accs) > 1 else ""
+    return f"{statistics.fmean(accs):.3f}{spread} ({len(accs)})"
 
 
 def main() -> None:
@@ -53,27 +74,49 @@ def main() -> None:
     cells: dict[tuple[str, float, int, int], list[dict[str, Any]]] = defaultdict(list)
     for r in data["rows"]:
         cells[(r["row"], r["epsilon"], r["m"], r["n_synthetic"])].append(r)
-    print("| row | epsilon | M | N | seeds | accuracy mean +- std | FID | MAUVE | wall s | tokens | paper (acc. %) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (row, eps, m, n), rs in cells.items():
-        accs = [float(r["accuracy_mean"]) for r in rs]
-        acc = f"{statistics.fmean(accs):.3f}" + (f" +- {statistics.stdev(accs):.3f}" if len(accs) > 1 else "")
+    keys = sorted(cells, key=lambda k: (k[2], order_key(k[0]), k[1], k[3]))
+
+    eps_cols = [1.0, 2.0, 4.0, float("inf")]
+    print("Accuracy at M = 100, N = 100 by epsilon: mean +- std over seeds (number of seeds).")
+    print()
+    print("| row | " + " | ".join(f"epsilon {eps_str(e)}" for e in eps_cols) + " | paper (acc. %) |")
+    print("|---|" + "---|" * (len(eps_cols) + 1))
+    for row in sorted({k[0] for k in keys if k[2] == 100 and k[3] == 100}, key=order_key):
+        by_eps = {k[1]: cells[k] for k in keys if k[0] == row and k[2] == 100 and k[3] == 100}
+        if row.startswith("zero-shot"):  # no private data: epsilon 0, valid in every column
+            line = [acc_cell(by_eps.get(0.0, []))] * len(eps_cols)
+        elif row in ("only-private",):
+            line = [""] * (len(eps_cols) - 1) + [acc_cell(by_eps.get(float("inf"), []))]
+        else:
+            line = [acc_cell(by_eps.get(e, [])) for e in eps_cols]
+        print(f"| {row} | " + " | ".join(line) + f" | {paper_for(row, 4.0, 100)} |")
+    print()
+    print("Every cell (row, epsilon, M, N), averaged over seeds:")
+    print()
+    print(
+        "| row | epsilon | M | N | seeds | accuracy mean +- std | FID | MAUVE | label consistency | wall s | tokens "
+        "| paper (acc. %) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row, eps, m, n in keys:
+        rs = cells[(row, eps, m, n)]
         tokens = mean_of(rs, "tokens")
         print(
-            f"| {row} | {eps_str(eps)} | {m} | {n} | {','.join(str(r['seed']) for r in rs)} | {acc} | "
-            f"{fmt(mean_of(rs, 'fid'))} | {fmt(mean_of(rs, 'mauve'))} | {fmt(mean_of(rs, 'wall_seconds'), 0)} | "
+            f"| {row} | {eps_str(eps)} | {m} | {n} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{acc_cell(rs).rsplit(' (', 1)[0]} | {fmt(mean_of(rs, 'fid'))} | {fmt(mean_of(rs, 'mauve'))} | "
+            f"{fmt(mean_of(rs, 'label_consistency'))} | {fmt(mean_of(rs, 'wall_seconds'), 0)} | "
             f"{'-' if tokens is None else round(tokens)} | {paper_for(row, eps, m)} |"
         )
     print()
     print("Every run:")
     print()
-    print("| row | seed | epsilon | M | N | accuracy | FID | MAUVE | wall s | tokens |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in data["rows"]:
+    print("| row | seed | epsilon | M | N | accuracy | FID | MAUVE | label consistency | wall s | tokens |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(data["rows"], key=lambda r: (r["m"], order_key(r["row"]), r["epsilon"], r["seed"])):
         print(
             f"| {r['row']} | {r['seed']} | {eps_str(r['epsilon'])} | {r['m']} | {r['n_synthetic']} | "
-            f"{fmt(r['accuracy_mean'])} | {fmt(r['fid'])} | {fmt(r['mauve'])} | {fmt(r['wall_seconds'], 0)} | "
-            f"{fmt(r['tokens'])} |"
+            f"{fmt(r['accuracy_mean'])} | {fmt(r['fid'])} | {fmt(r['mauve'])} | {fmt(r.get('label_consistency'))} | "
+            f"{fmt(r['wall_seconds'], 0)} | {fmt(r['tokens'])} |"
         )
 
 
