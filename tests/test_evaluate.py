@@ -220,7 +220,8 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_finetune_mechanics_on_a_tiny_encoder(tiny_encoder: Path) -> None:
     train, test = _reviews(64, 1), _reviews(40, 2)
     cfg = FinetuneConfig(
-        model=str(tiny_encoder), epochs=6, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, threads=1
+        model=str(tiny_encoder), epochs=6, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, threads=1,
+        min_steps=0,
     )
     args = (train.text.tolist(), train.label.tolist(), test.text.tolist(), test.label.tolist())
     lines: list[str] = []
@@ -230,6 +231,17 @@ def test_finetune_mechanics_on_a_tiny_encoder(tiny_encoder: Path) -> None:
     assert sum("epoch" in ln for ln in lines) == 6
     again = finetune_utility(*args, seeds=[0], config=cfg)
     assert again["accuracy"]["values"][0] == pytest.approx(r["accuracy"]["values"][0])  # seeded
+
+
+def test_finetune_small_sets_get_at_least_min_steps(tiny_encoder: Path) -> None:
+    train, test = _reviews(64, 1), _reviews(8, 2)  # 64 / 16 = 4 steps per epoch
+    args = (train.text.tolist(), train.label.tolist(), test.text.tolist(), test.label.tolist())
+    base = dict(model=str(tiny_encoder), batch_size=16, max_length=32, threads=1)
+    lines: list[str] = []
+    r = finetune_utility(*args, seeds=[0], config=FinetuneConfig(epochs=1, min_steps=10, **base), progress=lines.append)
+    assert r["epochs_run"] == 3 and sum("epoch" in ln for ln in lines) == 3 and "raised to reach 10" in r["classifier"]
+    r = finetune_utility(*args, seeds=[0], config=FinetuneConfig(epochs=2, min_steps=4, **base))
+    assert r["epochs_run"] == 2  # already enough steps: the epochs stand
 
 
 # ---------------------------------------------------------------- evaluate()
@@ -435,7 +447,7 @@ def test_real_minilm_on_imdb_reviews(tmp_path: Path) -> None:
         held,
         classifiers=["logreg", "finetune"],
         seeds=[0],
-        finetune=FinetuneConfig(epochs=1, max_length=128),
+        finetune=FinetuneConfig(epochs=1, max_length=128, min_steps=0),
         cache_dir=tmp_path,
         mauve=True,
     )
