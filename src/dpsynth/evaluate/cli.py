@@ -23,7 +23,12 @@ def evaluate_cmd(
         "logreg", "--classifier", help="logreg (frozen MiniLM embeddings), finetune (fine-tuned MiniLM), or all."
     ),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1) for mean +- std."),
-    epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs (fixed in advance; the last one is tested)."),
+    epochs: int = typer.Option(
+        3,
+        "--epochs",
+        help="Fine-tuning epochs (fixed in advance; raised for small sets to reach 100 optimizer steps; the "
+        "last one is tested).",
+    ),
     no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip FID, precision/recall and MAUVE."),
     no_mauve: bool = typer.Option(False, "--no-mauve", help="Skip MAUVE only."),
     embedding_model: str = typer.Option("all-MiniLM-L6-v2", "--embedding-model"),
