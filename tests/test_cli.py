@@ -299,3 +299,13 @@ def test_console_entry_bad_input_prints_one_line(entry: list[str], tmp_path: Pat
     assert "Traceback" not in proc.stderr and "SENTINEL" not in proc.stderr
     assert proc.stdout == ""
     assert not out.exists()
+
+
+def test_label_judge_and_epsilon_inf_flags() -> None:
+    from dpsynth.cli import parse_overrides
+    from dpsynth.config import load_config
+
+    cfg = load_config(None, parse_overrides(["--label-judge", "qwen2.5-0.5b", "--epsilon", "inf"]))
+    assert cfg.wasp.label_judge == "qwen2.5-0.5b" and not cfg.privacy.is_private
+    cfg = load_config(None, parse_overrides(["--wasp.label-judge=smollm2-135m"]))
+    assert cfg.wasp.label_judge == "smollm2-135m"
