@@ -138,6 +138,8 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     assert "Generator weights per round" in page and "Noisy vote mass per round" in page
     assert "FID of rounds ≤ t" in page  # per-round FID chart from evaluation.json
     assert "logreg" in text and "precision" in text
+    assert "Generator outputs and why some were dropped" in text  # rounds.json outcomes per generator
+    assert "label consistency" in text  # evaluation.json: train on real, test on synthetic
     svgs = [t for t, _ in p.tags if t == "svg"]
     assert len(svgs) >= 5
     # private records never appear; the evil synthetic sample appears only escaped

@@ -298,11 +298,37 @@ def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], la
             + [share_txt, r.get("epsilon_spent"), r.get("seconds")]
         )
     parts.append(table(headers, rows))
+    parts.append(_outcomes_table(rounds))
     parts.append(
         '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
         "(post-processing). Round 0 is the zero-shot seed round and uses no private data.</p></section>"
     )
     return "".join(parts)
+
+
+# What happened to each generator output (rounds.json "outcomes"), in the order a reader asks about it.
+OUTCOMES = {
+    "accepted": "accepted",
+    "unusable": "unusable (empty, too short or long, chatter)",
+    "duplicate": "duplicate",
+    "copies_example": "copies a prompt example",
+    "wrong_label": "wrong label (label judge)",
+    "judge_unsure": "judge unsure (kept)",
+    "surplus": "surplus (quota already met)",
+}
+
+
+def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
+    """Per round and generator: how many outputs were accepted and why the others were not."""
+    rows = []
+    for r in rounds:
+        for g, counts in (r.get("outcomes") or {}).items():
+            if isinstance(counts, dict):
+                rows.append([r.get("round"), g] + [counts.get(k, 0) for k in OUTCOMES])
+    if not rows:
+        return ""
+    headers = ["round", "generator", *OUTCOMES.values()]
+    return "<h3>Generator outputs and why some were dropped</h3>" + table(headers, rows)
 
 
 def _label_names(cfg: dict[str, Any], priv: dict[str, Any] | None, records: list[dict[str, Any]]) -> dict[str, str]:
