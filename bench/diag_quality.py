@@ -59,6 +59,25 @@ def analyse(rows: list[dict[str, Any]], x_test: np.ndarray, y_test: list[str], e
     }
 
 
+def correlations(results: dict[str, Any]) -> dict[str, Any]:
+    """Pearson r between each set's logreg accuracy (bench/results/quality.json) and its diagnostics."""
+    runs = json.loads((SETS.parent / "quality.json").read_text())["rows"]
+    acc = {f"{r['row'].replace(':', '-')}-eps{r['epsilon']:g}-n{r['n']}-m{r['m']}-s{r['seed']}": r for r in runs}
+    names = [k for k in results if k in acc]
+    out: dict[str, Any] = {"n_sets": len(names)}
+    if len(names) < 3:
+        return out
+    a = np.asarray([acc[k]["accuracy_mean"] for k in names])
+    for key, values in {
+        "label_consistency": [results[k]["label_consistency"] for k in names],
+        "nn_cosine_mean": [results[k]["nn_cosine_mean"] for k in names],
+        "fid": [acc[k]["fid"] for k in names],
+        "mauve": [acc[k]["mauve"] for k in names],
+    }.items():
+        out[key] = round(float(np.corrcoef(a, np.asarray(values, dtype=float))[0, 1]), 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="*", help="glob over bench/results/quality_sets/*.jsonl names")
@@ -74,6 +93,8 @@ def main() -> None:
         by_gen = {g: round(v["score"], 3) for g, v in r["by_generator"].items()}
         print(f"{path.stem:45s} consistency={r['label_consistency']:.3f} words={r['words_mean']:5.1f} "
               f"nn_cos={r['nn_cosine_mean']:.3f} by_gen={by_gen}", flush=True)
+    corr = correlations(results)
+    print("correlation with downstream accuracy over the kept sets:", corr)
     real = test.sample(n=100, random_state=1)  # diversity of real reviews, for reference
     real_div = round(diversity(embed_test(list(real["text"]), embedder)), 4)
     ref = next(iter(results.values()))["real_reference"] if results else None
@@ -82,6 +103,7 @@ def main() -> None:
         "judge": "LogisticRegression on MiniLM embeddings of the 2,000-review test split",
         "real_reference_label_consistency": ref,
         "real_100_nn_cosine_mean": real_div,
+        "correlation_with_accuracy": corr,
         "sets": results,
     })
 
