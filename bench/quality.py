@@ -67,10 +67,15 @@ JUDGE = "qwen2.5-0.5b"  # the "+judge" rows: this generator checks every new sam
 
 
 def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
-    if row.endswith("+judge"):
-        d = row_config(row.removesuffix("+judge"), eps, seed, n, m, out).model_dump()
-        d["wasp"]["label_judge"] = JUDGE
-        return Config.model_validate(d)
+    """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
+    (no judge, whatever the config default), the "+judge" rows add Qwen2.5-0.5B as the judge."""
+    plain = row.removesuffix("+judge")
+    d = _plain_config(plain, eps, seed, n, m, out).model_dump()
+    d["wasp"]["label_judge"] = JUDGE if row.endswith("+judge") else None
+    return Config.model_validate(d)
+
+
+def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
     base: dict[str, Any] = {
         "n_synthetic": n,
         "out": str(out),
