@@ -184,3 +184,29 @@ def test_label_judge_config_errors() -> None:
     with pytest.raises(ValueError, match="completion .base. model"):
         Config.model_validate({"wasp": {"label_judge": "gemma3-270m"}})
     assert Config.model_validate({"wasp": {"label_judge": "qwen2.5-0.5b"}}).wasp.label_judge == "qwen2.5-0.5b"
+
+
+def test_embedded_generators_come_with_the_label_judge() -> None:
+    from dpsynth.config import EMBEDDED_JUDGE, Config, WaspConfig
+
+    assert Config().wasp.label_judge == EMBEDDED_JUDGE  # the demo's defaults
+    assert Config.model_validate({"wasp": {"q": 4}}).wasp.label_judge == EMBEDDED_JUDGE
+    assert Config.model_validate({"wasp": {"label_judge": None}}).wasp.label_judge is None  # turned off
+    assert Config(wasp=WaspConfig(label_judge=None)).wasp.label_judge is None
+    own = Config.model_validate({"generators": [{"name": "a", "model": "x"}]})
+    assert own.wasp.label_judge is None  # a user's own generators: opt in
+    saved = Config.model_validate(own.model_dump())  # what a resumed run reads back
+    assert saved.wasp.label_judge is None
+
+
+def test_label_judge_missing_from_injected_generators_is_a_clear_error(private_csv: Path, tmp_path: Path) -> None:
+    from dpsynth.errors import ConfigError
+
+    cfg = fake_run_config(
+        private_csv,
+        tmp_path / "nojudge",
+        wasp=dict(rounds=3, q=4, label_judge="j"),
+        generators=[dict(name="a", model="x"), dict(name="j", model="z")],
+    )
+    with pytest.raises(ConfigError, match="label_judge: 'j' is not one of this run's generators"):
+        dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a")}, embedder=FakeEmbedder(), progress=False)

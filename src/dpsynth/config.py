@@ -103,6 +103,9 @@ class GeneratorConfig(_Strict):
         return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
 
 
+EMBEDDED_JUDGE = "qwen2.5-0.5b"  # the label judge of the embedded generator set (WaspConfig.label_judge)
+
+
 def default_generators() -> list[GeneratorConfig]:
     """Three local generators of different families (WASP needs diversity, wasp.md)."""
     return [
@@ -443,6 +446,26 @@ class Config(_Strict):
     )
     embedding_batch_size: int = Field(64, ge=1)
     seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_judge(cls, data: Any) -> Any:
+        """With the embedded generators (no ``generators`` given) Qwen2.5-0.5B also judges labels.
+
+        On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
+        cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
+        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with."""
+        if not isinstance(data, dict) or "generators" in data:
+            return data
+        wasp = data.get("wasp")
+        if isinstance(wasp, WaspConfig):
+            if "label_judge" in wasp.model_fields_set:
+                return data
+            wasp = wasp.model_dump(exclude_unset=True)
+        wasp = dict(wasp or {})
+        if "label_judge" in wasp:
+            return data
+        return {**data, "wasp": {**wasp, "label_judge": EMBEDDED_JUDGE}}
 
     @model_validator(mode="after")
     def _check(self) -> Config:

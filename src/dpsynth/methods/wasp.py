@@ -118,6 +118,11 @@ class WaspRun:
         self.label_names = dict(config.data.labels or {})
         self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
+        if self.w.label_judge is not None and self.w.label_judge not in generators:
+            raise ConfigError(
+                f"wasp.label_judge: {self.w.label_judge!r} is not one of this run's generators "
+                f"({', '.join(generators)}); name one of them or set it to null"
+            )
         self.plan = privacy_plan(config)
         if self.plan is not None and not self.plan.is_private:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
