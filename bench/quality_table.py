@@ -6,11 +6,15 @@ private set and its own generation randomness) and the number of seeds.  The sec
 (row, epsilon, M, N) over seeds with the means of FID, MAUVE, label consistency, wall time and tokens.  The
 third lists every run.
 
-    python bench/quality_table.py
+    python bench/quality_table.py                      # print
+    python bench/quality_table.py --doc docs/quality.md  # rewrite the part between the table markers
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import statistics
 from collections import defaultdict
@@ -69,7 +73,29 @@ def acc_cell(rs: list[dict[str, Any]]) -> str:
     return f"{statistics.fmean(accs):.3f}{spread} ({len(accs)})"
 
 
+START, END = "<!-- quality tables: start (bench/quality_table.py --doc) -->", "<!-- quality tables: end -->"
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--doc", help="Markdown file whose text between the table markers is replaced")
+    args = ap.parse_args()
+    if not args.doc:
+        print_tables()
+        return
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_tables()
+    doc = Path(args.doc)
+    text = doc.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{doc}: add the lines {START!r} and {END!r} where the tables go")
+    head, rest = text.split(START, 1)
+    doc.write_text(f"{head}{START}\n\n{buf.getvalue()}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8")
+    print(f"wrote the tables into {doc}")
+
+
+def print_tables() -> None:
     data = json.loads((Path(__file__).resolve().parent / "results" / "quality.json").read_text())
     cells: dict[tuple[str, float, int, int], list[dict[str, Any]]] = defaultdict(list)
     for r in data["rows"]:
