@@ -433,7 +433,8 @@ class WaspRun:
                 "seconds": round(time.monotonic() - self._round_started, 2),
                 "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
                 **({"judge_prompt_tokens": self.judge_tokens.prompt_tokens} if self.w.label_judge else {}),
-                # per generator: accepted / unusable (clean-up) / duplicate / copies_example / surplus outputs
+                # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
+                # judge_unsure (label judge) / surplus outputs
                 "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
             }
         )
