@@ -20,6 +20,7 @@ from dpsynth.privacy.accountant import (
     gdp_epsilon,
     gdp_mu,
 )
+from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import _vote_histograms, noisy_top_q_vote, top_q_sensitivity
 
@@ -141,20 +142,73 @@ def test_calibration_is_tight() -> None:
 # ------------------------------------------------------------------ ledger
 
 
+def _events(z: float, n: int = 3) -> list[Event]:
+    return [Event(f"r{t}", z, sensitivity=1.0, mechanism="m") for t in range(n)]
+
+
+def _save(value: float):
+    return lambda: {"x": np.asarray([value])}
+
+
 def test_ledger_is_a_hard_cap_and_resumes(tmp_path: Path) -> None:
     plan = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0)
-    led = Ledger.open(tmp_path / "ledger.json", plan, "m")
+    open_ = dict(epsilon=2.0, delta=1e-5, accountant="pld")
+    led = Ledger.open(tmp_path / "ledger.json", **open_, planned=_events(plan.noise_multiplier))
     for t in range(3):
-        led.record(f"r{t}")
-    led.record("r2")  # recording the same release twice is idempotent
-    assert led.count == 3
+        led.release(f"r{t}", tmp_path / f"r{t}.npz", _save(t))
+    assert led.epsilon_spent() == pytest.approx(plan.epsilon_after(3)) and led.complete
+    # a recorded release is returned from its file, never drawn again
+    assert led.release("r2", tmp_path / "r2.npz", lambda: pytest.fail("drawn twice"))["x"].tolist() == [2]
     with pytest.raises(PrivacyBudgetError):
-        led.check_can_release()
-    again = Ledger.open(tmp_path / "ledger.json", plan, "m")
-    assert again.count == 3 and again.epsilon_spent() == pytest.approx(led.epsilon_spent())
+        led.check_can_release("r0")
+    again = Ledger.open(tmp_path / "ledger.json", **open_, planned=_events(plan.noise_multiplier), resume=True)
+    assert again.epsilon_spent() == pytest.approx(led.epsilon_spent())
     assert again.epsilon_spent() <= 2.0
     with pytest.raises(PrivacyBudgetError):
-        again.record("r3")
-    other = GaussianPlan.calibrate(3.0, 1e-5, 3, 1.0)
-    with pytest.raises(ResumeError):
-        Ledger.open(tmp_path / "ledger.json", other, "m")
+        again.check_can_release("r3")  # not planned
+    with pytest.raises(ResumeError):  # another target
+        Ledger.open(tmp_path / "ledger.json", epsilon=3.0, delta=1e-5, accountant="pld", resume=True)
+    with pytest.raises(ResumeError):  # same key, other noise
+        Ledger.open(tmp_path / "ledger.json", **open_, planned=_events(plan.noise_multiplier * 1.1), resume=True)
+    with pytest.raises(ResumeError):  # a resumed run whose ledger is gone: its spend is unknown
+        Ledger.open(tmp_path / "gone.json", **open_, resume=True)
+
+
+def test_a_plan_above_the_target_is_refused(tmp_path: Path) -> None:
+    z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
+    with pytest.raises(PrivacyBudgetError):
+        Ledger.open(tmp_path / "l.json", epsilon=2.0, delta=1e-5, accountant="pld", planned=_events(z, 4))
+
+
+def test_a_recorded_release_whose_file_is_gone_is_refused_not_redrawn(tmp_path: Path) -> None:
+    """Regression: a resume that lost votes/round_t.npz drew a new vote that the ledger counted once."""
+    z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
+    led = Ledger.open(tmp_path / "l.json", epsilon=2.0, delta=1e-5, accountant="pld", planned=_events(z))
+    led.release("r0", tmp_path / "r0.npz", _save(0))
+    (tmp_path / "r0.npz").unlink()
+    with pytest.raises(ResumeError, match="missing"):
+        led.release("r0", tmp_path / "r0.npz", lambda: pytest.fail("drawn twice"))
+    assert [r["key"] for r in led.releases] == ["r0"]
+
+
+def test_a_release_saved_before_a_crash_is_recorded_on_resume(tmp_path: Path) -> None:
+    z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
+    led = Ledger.open(tmp_path / "l.json", epsilon=2.0, delta=1e-5, accountant="pld", planned=_events(z))
+    (tmp_path / "r0.json").write_text('{"x": 7}')  # saved, then killed before the ledger caught up
+    assert led.release("r0", tmp_path / "r0.json", lambda: pytest.fail("drawn twice")) == {"x": 7}
+    assert led.released("r0") and led.epsilon_spent() > 0
+
+
+def test_heterogeneous_events_compose_as_they_are(tmp_path: Path) -> None:
+    """Each release keeps its own noise (PEARL's schema, counts and sketch): epsilon is their composition."""
+    zs = [3.0, 5.0, 1.5]
+    events = [Event(f"e{i}", z) for i, z in enumerate(zs)]
+    mu = math.sqrt(sum(1 / z**2 for z in zs))
+    assert epsilon_of(events, 1e-5, "gdp") == pytest.approx(gdp_epsilon(mu, 1e-5), rel=1e-9)
+    assert epsilon_of(events, 1e-5, "pld") == pytest.approx(gdp_epsilon(mu, 1e-5), rel=0.01)
+    # an interrupted run is charged for what it drew: the first two only
+    led = Ledger.open(tmp_path / "l.json", epsilon=10.0, delta=1e-5, accountant="pld", planned=events)
+    led.release("e0", tmp_path / "e0.json", lambda: {})
+    led.release("e1", tmp_path / "e1.json", lambda: {})
+    two = gdp_epsilon(math.sqrt(1 / 9 + 1 / 25), 1e-5)
+    assert led.epsilon_spent() == pytest.approx(two, rel=0.01)

@@ -14,9 +14,11 @@ from dpsynth.data import (
     EMBEDDED_IMDB,
     IMDB_LABELS,
     IMDB_TASK,
+    PRIVATE_TEXT_DOMAIN,
     PrivateData,
     load_private,
     to_hf_dataset,
+    warn_if_delta_large,
     write_table,
 )
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
@@ -131,11 +133,7 @@ class PromptingMethod:
                 m_private=d.m_private,
                 seed=d.seed,
             )
-            if config.privacy.delta >= 1.0 / len(self.data):
-                raise ConfigError(
-                    f"privacy.delta: {config.privacy.delta:g} is not below 1/M for this private set; use a "
-                    "smaller delta (e.g. 1e-5)"
-                )
+            warn_if_delta_large(config.privacy.delta, len(self.data))
         if self._injected is not None:
             self.gens = dict(self._injected)
             return
@@ -156,7 +154,6 @@ class PromptingMethod:
         report = privacy_report(
             runner.ledger,
             method=config.method,
-            reads="private embeddings and labels (Top-Q vote)",
             public_inputs={
                 "labels": config.data.labels,
                 "task": config.data.task,
@@ -164,6 +161,12 @@ class PromptingMethod:
                 "embedding_model": config.embedding_model,
                 "n_synthetic": config.n_synthetic,
             },
+            post_processing=[
+                "generator weights, class shares and good/bad example pools from the noisy votes only",
+                "all prompts contain only public text (task, label names) and synthetic samples",
+            ],
+            never_written="private texts, private embeddings, pre-noise vote histograms",
+            domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
         )
         return rows, report
 
@@ -216,7 +219,7 @@ def synthesize(
         config = load_config(config)
     if config.out is None:
         config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
-    run_dir = RunDir(config.out or "")
+    run_dir = RunDir(config.out or "", resuming=resume)
     config = run_dir.check(config, resume)
     method = make_method(config, private, generators, embedder)
     handlers: list[logging.Handler] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,11 +314,43 @@ def load_private(
     counts = Counter(values)
     small = [lab for lab in labels if counts.get(lab, 0) < 2]
     if small:
-        raise DataError(
-            f"{where}: label(s) {small} have fewer than 2 private records; add records or remove the "
-            "label from data.labels"
+        # Not an error: aborting here would make the run's existence depend on one record (a class
+        # with no or one record simply receives few votes).  Console only, never logged.
+        notify_owner(
+            f"{where}: label(s) {small} have fewer than 2 private records; the run goes on, but their share "
+            "of the output rests on noise"
         )
     return PrivateData(tuple(texts), tuple(values))
+
+
+# The input domain of the text methods: per-record checks that refuse the whole input (privacy.json
+# lists them; the guarantee is stated over datasets whose records pass them).
+PRIVATE_TEXT_DOMAIN = (
+    "every record has a non-empty text (data.text_column); missing values count as empty",
+    "every record's label (data.label_column) is one of the declared data.labels",
+)
+
+
+def notify_owner(message: str) -> None:
+    """A message about the private data for the data owner's console only: never logged or written.
+
+    Checks that depend on the private records (class sizes, delta against the number of records) must
+    not stop a run, or the output's existence would reveal their outcome; they are shown here instead.
+    """
+    print("note: " + " ".join(message.split()), file=sys.stderr, flush=True)
+
+
+def warn_if_delta_large(delta: float, m: int) -> None:
+    """delta >= 1/M allows a mechanism that publishes one whole record; say so, but do not stop.
+
+    The check reads M, which is private under add/remove adjacency, so it must not decide whether the
+    run goes on.  The (epsilon, delta) statement stays true for any delta; it is just weak.
+    """
+    if delta >= 1.0 / m:
+        notify_owner(
+            f"privacy.delta = {delta:g} is not below 1/M for this private set: a guarantee that weak allows "
+            "publishing a record; use a smaller delta (e.g. 1e-5)"
+        )
 
 
 def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> None:

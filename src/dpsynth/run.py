@@ -33,8 +33,10 @@ _RESUMABLE_DIFFS = {"out"}
 
 
 class RunDir:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, resuming: bool = False) -> None:
         self.path = Path(path).expanduser()
+        # a resumed run must find its ledger (privacy/ledger.py): set by ``synthesize``
+        self.resuming = resuming
 
     # paths
     @property

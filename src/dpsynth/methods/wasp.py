@@ -15,7 +15,6 @@ resume, so a killed run never re-spends budget and keeps what it generated.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -32,10 +31,11 @@ import numpy as np
 from dpsynth.config import Config, WaspConfig
 from dpsynth.data import PrivateData
 from dpsynth.embeddings import Embedder, EmbeddingCache
-from dpsynth.errors import ConfigError, GeneratorError
+from dpsynth.errors import ConfigError, GeneratorError, ResumeError
 from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
-from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant
+from dpsynth.io import append_jsonl, read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, parse_judgement
@@ -53,6 +53,9 @@ def mechanism_name(w: WaspConfig) -> str:
     return f"Top-{w.q} vote histograms ({side}), Gaussian mechanism"
 
 
+VOTE_READS = "private embeddings and labels (Top-Q vote)"
+
+
 def privacy_plan(config: Config) -> GaussianPlan | None:
     """The noise plan of the whole run, or None for a run that reads no private data."""
     if not config.uses_private_data:
@@ -64,6 +67,27 @@ def privacy_plan(config: Config) -> GaussianPlan | None:
         w.rounds,
         top_q_sensitivity(w.q, w.use_far),
         config.privacy.accountant,
+    )
+
+
+def privacy_events(config: Config) -> list[Event]:
+    """The run's releases: one Gaussian vote per round ``round_1`` .. ``round_T`` (none for zero-shot)."""
+    plan = privacy_plan(config)
+    if plan is None:
+        return []
+    name = mechanism_name(config.effective_wasp())
+    return [
+        Event(f"round_{t}", plan.noise_multiplier, sensitivity=plan.sensitivity, mechanism=name, reads=VOTE_READS)
+        for t in range(1, plan.steps + 1)
+    ]
+
+
+def open_ledger(config: Config, run_dir: RunDir, events: list[Event]) -> Ledger:
+    """The run's ledger: the vote rounds against privacy.epsilon, or an empty plan (zero-shot)."""
+    p = config.privacy
+    eps, delta = (p.epsilon, p.delta) if events else (0.0, 0.0)
+    return Ledger.open(
+        run_dir.ledger, epsilon=eps, delta=delta, accountant=p.accountant, planned=events, resume=run_dir.resuming
     )
 
 
@@ -123,12 +147,10 @@ class WaspRun:
                 f"wasp.label_judge: {self.w.label_judge!r} is not one of this run's generators "
                 f"({', '.join(generators)}); name one of them or set it to null"
             )
-        self.plan = privacy_plan(config)
-        if self.plan is not None and not self.plan.is_private:
+        self.events = privacy_events(config)
+        if self.events and self.events[0].noise_multiplier == 0:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
-        self.ledger = Ledger.open(
-            run_dir.ledger, self.plan, mechanism_name(self.w) if self.plan else "none (zero-shot)"
-        )
+        self.ledger = open_ledger(config, run_dir, self.events)
         self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self._seen = {_norm(s.text) for s in self.samples}
@@ -169,51 +191,54 @@ class WaspRun:
         return self.samples
 
     def _vote(self, t: int) -> tuple[NoisyVotes, list[Sample]]:
-        """Embed the population and release round t's noisy vote (or reuse a saved one)."""
+        """Embed the population and release round t's noisy vote, or reuse the one released before a crash.
+
+        ``Ledger.release`` draws it at most once: a vote the ledger records but whose file is gone stops
+        the run instead of being drawn again."""
+        key = f"round_{t}"
+        event = self.ledger.event(key)
+        assert event is not None
         population = [s for s in self.samples if s.round < t]
-        path = self.rundir.votes(t)
-        if path.exists():  # released before a crash: reuse, never re-spend
-            data = np.load(path, allow_pickle=False)
-            ids = data["ids"].tolist()
-            by_id = {s.id: s for s in self.samples}
-            population = [by_id[i] for i in ids]
-            far = data["far"] if data["far"].size else None
-            votes = NoisyVotes(data["near"], far, float(data["sigma"]), float(data["sensitivity"]))
-            self.ledger.record(f"round_{t}")
-            return votes, population
-        if not population:
-            raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
-        self.ledger.check_can_release()
-        emb = self.cache.embed(self.embedder, [s.text for s in population])
-        self.cache.save()
-        assert self.plan is not None and self._private_emb is not None and self._private_labels is not None
-        votes = noisy_top_q_vote(
-            self._private_emb,
-            self._private_labels,
-            emb,
-            np.asarray([s.label for s in population]),
-            q=self.w.q,
-            use_far=self.w.use_far,
-            sigma=self.plan.sigma,
+
+        def draw() -> dict[str, Any]:
+            if not population:
+                raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
+            emb = self.cache.embed(self.embedder, [s.text for s in population])
+            self.cache.save()
+            assert self._private_emb is not None and self._private_labels is not None
+            votes = noisy_top_q_vote(
+                self._private_emb,
+                self._private_labels,
+                emb,
+                np.asarray([s.label for s in population]),
+                q=self.w.q,
+                use_far=self.w.use_far,
+                sigma=event.sigma,  # the ledger's stored noise: a resumed run never recalibrates
+            )
+            log.info("round %d: releasing a noisy vote over %d samples", t, len(population))
+            return {
+                "ids": np.asarray([s.id for s in population]),
+                "near": votes.near,
+                "far": votes.far if votes.far is not None else np.zeros(0),
+                "sigma": np.asarray(votes.sigma),
+                "sensitivity": np.asarray(votes.sensitivity),
+            }
+
+        data = self.ledger.release(key, self.rundir.votes(t), draw)
+        by_id = {s.id: s for s in self.samples}
+        ids = [int(i) for i in np.asarray(data["ids"]).tolist()]
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ResumeError(
+                f"{self.rundir.journal}: {len(missing)} sample(s) voted on in {key} are missing from the journal; "
+                "the run cannot continue consistently (restore the journal or start a new --out)"
+            )
+        far = np.asarray(data["far"])
+        votes = NoisyVotes(
+            np.asarray(data["near"]), far if far.size else None, float(data["sigma"]), float(data["sensitivity"])
         )
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            ids=np.asarray([s.id for s in population]),
-            near=votes.near,
-            far=votes.far if votes.far is not None else np.zeros(0),
-            sigma=np.asarray(votes.sigma),
-            sensitivity=np.asarray(votes.sensitivity),
-        )
-        atomic_write_bytes(path, buf.getvalue())
-        self.ledger.record(f"round_{t}")
-        log.info(
-            "round %d: released noisy vote over %d samples, epsilon spent %.4f",
-            t,
-            len(population),
-            self.ledger.epsilon_spent(),
-        )
-        return votes, population
+        log.info("round %d: vote over %d samples, epsilon spent %.4f", t, len(ids), self.ledger.epsilon_spent())
+        return votes, [by_id[i] for i in ids]
 
     def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:
         gens = list(self.generators)
@@ -384,7 +409,7 @@ class WaspRun:
         done = sum(1 for s in self.samples if s.round == t)
         elapsed = max(time.monotonic() - self._round_started, 1e-6)
         toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
-        eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.plan.epsilon:g}" if self.plan else "")
+        eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
         self.progress.update(
             f"{self._round_label} · {g}", done, self._round_total, f"{toks / elapsed:.0f} tok/s · {eps}"
         )

@@ -1,101 +1,256 @@
-"""The persisted privacy spend of a run.
+"""ledger.json: the privacy spend of a run, planned and released, with a hard cap.
 
-The ledger is written next to the run's outputs and is the single source of
-truth for what has been released.  A resumed run loads it, never recomputes
-sigma, and refuses any release that would push epsilon past the target: the
-budget is a hard cap.  A release is recorded after its noisy result is saved
-(``WaspRun`` does: save noisy votes -> record), and a saved noisy result without
-a ledger entry is recorded on resume, so a crash can never "un-spend" budget.
+Every method plans its releases as ``Event`` values (privacy/events.py) and draws each one through
+``Ledger.release``, the only way a noisy result comes into being.  For one release key it
+
+1. returns the saved result when the ledger already lists the key (a resumed run reuses it);
+2. records a saved result the ledger does not list yet (the run was killed between saving and
+   recording: the release happened, so it counts);
+3. refuses when the ledger lists the key but its saved result is gone: drawing again would spend
+   the same key twice while the ledger counts it once;
+4. otherwise checks the cap, draws, saves the result atomically and then records it.
+
+So a crash can never "un-spend" budget, a second draw under a recorded key cannot happen, and a
+resumed run continues the same ledger.  Stepped releases (DP-SGD) record their steps after the
+checkpoint that holds them (``record_steps``).  The budget is a hard cap: no release is drawn whose
+composition with what was already spent would exceed the target epsilon.  Runs on the same private
+data add up (sequential composition); a new run directory is not a new budget for the same data.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dpsynth.errors import PrivacyBudgetError, ResumeError
-from dpsynth.io import atomic_write_json
-from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.io import atomic_write_bytes, atomic_write_json
+from dpsynth.privacy.events import Accountant, Event, epsilon_of
 
+FORMAT = 2
 _TOLERANCE = 1e-6
+COMPOSITION_NOTE = (
+    "runs on the same private data add up: their epsilons compose (at least sum), so a new run directory "
+    "is not a new budget for the same records"
+)
+
+Payload = dict[str, Any]
 
 
-@dataclass
 class Ledger:
-    path: Path
-    plan: GaussianPlan | None  # None: a run that reads no private data
-    mechanism: str = ""
-    releases: list[dict[str, Any]] = field(default_factory=list)
+    """The planned and released events of one run (see the module docstring)."""
+
+    def __init__(
+        self, path: Path, epsilon: float, delta: float, accountant: Accountant, planned: list[Event]
+    ) -> None:
+        self.path = path
+        self.epsilon = epsilon  # the target: a hard cap
+        self.delta = delta
+        self.accountant = accountant
+        self.planned = planned
+        self.releases: list[dict[str, Any]] = []  # {"key", "steps", "time"}, in release order
 
     # -------------------------------------------------------------- persistence
     @classmethod
-    def open(cls, path: str | Path, plan: GaussianPlan | None, mechanism: str) -> Ledger:
-        """Load the ledger at ``path`` if it exists (resume) or start a new one."""
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        epsilon: float,
+        delta: float,
+        accountant: Accountant,
+        planned: Sequence[Event] = (),
+        resume: bool = False,
+    ) -> Ledger:
+        """Start the ledger of a new run, or load a resumed run's and check it has the same target.
+
+        On resume the stored events are kept as they are (never recalibrated); ``planned`` must agree
+        with them where both name a key.
+        """
         path = Path(path)
         if not path.exists():
-            led = cls(path, plan, mechanism)
+            if resume:
+                raise ResumeError(
+                    f"{path}: the run's privacy ledger is missing, so what it already spent is unknown; "
+                    "it cannot be resumed (restore ledger.json or start a new --out)"
+                )
+            led = cls(path, epsilon, delta, accountant, [])
+            led.plan(planned)
             led.save()
             return led
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        stored = GaussianPlan(**raw["plan"]) if raw.get("plan") else None
-        if (stored is None) != (plan is None) or (
-            stored is not None
-            and plan is not None
-            and (
-                abs(stored.epsilon - plan.epsilon) > 1e-12
-                or abs(stored.delta - plan.delta) > 1e-15
-                or stored.steps != plan.steps
-                or abs(stored.sensitivity - plan.sensitivity) > 1e-12
-                or stored.accountant != plan.accountant
-            )
-        ):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            raise ResumeError(f"{path}: cannot be read; the privacy spend of this run is unknown") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ResumeError(
-                f"{path}: the run was started with a different privacy plan (epsilon, delta, rounds, q or "
-                "accountant); resume with the original config or start a new --out directory"
+                f"{path}: written by an older dpsynth (ledger format {raw.get('format', 1) if isinstance(raw, dict) else '?'}"
+                f", this version reads {FORMAT}); finish the run with that version or start a new --out"
             )
-        # keep the stored noise multiplier: a resumed run never recalibrates
-        return cls(path, stored, raw.get("mechanism", mechanism), list(raw.get("releases", [])))
+        target = raw["target"]
+        same = (
+            math.isclose(target["epsilon"], epsilon, rel_tol=1e-12)
+            if math.isfinite(epsilon) and math.isfinite(target["epsilon"])
+            else target["epsilon"] == epsilon
+        )
+        if not same or not math.isclose(target["delta"], delta, rel_tol=1e-9) or target["accountant"] != accountant:
+            raise ResumeError(
+                f"{path}: the run was started with a different privacy target (epsilon, delta or accountant); "
+                "resume with the original config or start a new --out"
+            )
+        led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]])
+        led.releases = list(raw["releases"])
+        led.plan(planned)
+        led.save()
+        return led
 
     def save(self) -> None:
         atomic_write_json(
             self.path,
             {
-                "plan": asdict(self.plan) if self.plan else None,
-                "mechanism": self.mechanism,
+                "format": FORMAT,
+                "target": {"epsilon": self.epsilon, "delta": self.delta, "accountant": self.accountant},
+                "planned": [e.to_dict() for e in self.planned],
                 "releases": self.releases,
                 "epsilon_spent": self.epsilon_spent(),
+                "note": COMPOSITION_NOTE,
             },
         )
 
-    # -------------------------------------------------------------- spending
-    @property
-    def count(self) -> int:
-        return len(self.releases)
+    # -------------------------------------------------------------- planning
+    def plan(self, events: Sequence[Event]) -> None:
+        """Add events to the plan (the whole plan must fit the target); a key planned before must agree."""
+        added = False
+        for e in events:
+            old = self.event(e.key)
+            if old is None:
+                self.planned.append(e)
+                added = True
+            elif not old.same_spend(e):
+                raise ResumeError(
+                    f"{self.path}: release {e.key!r} was planned with other noise; resume with the original "
+                    "config or start a new --out"
+                )
+        if added:
+            total = self.planned_epsilon()
+            if total > self.epsilon + _TOLERANCE:
+                raise PrivacyBudgetError(
+                    f"privacy plan: the planned releases need epsilon {total:.4f}, above privacy.epsilon = "
+                    f"{self.epsilon:g}"
+                )
+            if self.path.exists():
+                self.save()
 
+    def event(self, key: str) -> Event | None:
+        return next((e for e in self.planned if e.key == key), None)
+
+    def planned_epsilon(self) -> float:
+        return epsilon_of(self.planned, self.delta, self.accountant)
+
+    # -------------------------------------------------------------- spending
     def released(self, key: str) -> bool:
         return any(r["key"] == key for r in self.releases)
 
-    def epsilon_spent(self, releases: int | None = None) -> float:
-        if self.plan is None:
-            return 0.0
-        return self.plan.epsilon_after(self.count if releases is None else releases)
+    def steps_done(self, key: str) -> int:
+        return sum(int(r["steps"]) for r in self.releases if r["key"] == key)
 
-    def check_can_release(self) -> None:
-        """Raise unless one more release stays within the target epsilon."""
-        if self.plan is None:
-            raise PrivacyBudgetError("this run has no privacy budget; it may not read private data")
-        if self.count + 1 > self.plan.steps or self.epsilon_spent(self.count + 1) > self.plan.epsilon + _TOLERANCE:
+    def spent_events(self, extra: Event | None = None) -> list[Event]:
+        """The events as released so far (stepped ones with their steps done), plus ``extra``."""
+        out = []
+        for e in self.planned:
+            steps = self.steps_done(e.key) + (extra.steps if extra is not None and extra.key == e.key else 0)
+            if steps:
+                out.append(e.with_steps(steps))
+        return out
+
+    def epsilon_spent(self) -> float:
+        return epsilon_of(self.spent_events(), self.delta, self.accountant)
+
+    @property
+    def complete(self) -> bool:
+        return all(self.steps_done(e.key) == e.steps for e in self.planned)
+
+    def check_can_release(self, key: str, steps: int = 1) -> None:
+        """Raise unless ``steps`` more of planned release ``key`` stay within the plan and the cap."""
+        e = self.event(key)
+        if e is None:
             raise PrivacyBudgetError(
-                f"privacy budget exhausted: {self.count} of {self.plan.steps} releases already spent "
-                f"epsilon={self.epsilon_spent():.4f} of {self.plan.epsilon}; start a new run to spend more"
+                f"privacy: release {key!r} is not in this run's plan"
+                + ("" if self.planned else " (this run reads no private data)")
+            )
+        done = self.steps_done(key)
+        if done + steps > e.steps:
+            raise PrivacyBudgetError(f"privacy: release {key!r} already done ({done} of {e.steps} steps)")
+        after = epsilon_of(self.spent_events(e.with_steps(steps)), self.delta, self.accountant)
+        if after > self.epsilon + _TOLERANCE:
+            raise PrivacyBudgetError(
+                f"privacy budget exhausted: epsilon {self.epsilon_spent():.4f} of {self.epsilon:g} spent and "
+                f"release {key!r} would bring it to {after:.4f}; {COMPOSITION_NOTE}"
             )
 
-    def record(self, key: str) -> None:
-        if self.released(key):
-            return
-        self.check_can_release()
-        self.releases.append({"key": key, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    def _record(self, key: str, steps: int = 1) -> None:
+        self.check_can_release(key, steps)
+        self.releases.append({"key": key, "steps": steps, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.save()
+
+    def release(self, key: str, path: Path, draw: Callable[[], Payload]) -> Payload:
+        """The noisy result of planned one-shot release ``key``, drawn at most once (module docstring).
+
+        ``draw`` runs the mechanism and returns its (noised) result: numpy arrays for an ``.npz`` path,
+        JSON values otherwise.  It is called only when nothing was released under ``key`` before.
+        """
+        if self.released(key):
+            if not path.exists():
+                raise ResumeError(
+                    f"{path}: the ledger records release {key!r} but its saved result is missing; drawing it "
+                    "again would spend the budget twice. Restore the file or start a new --out"
+                )
+            return load_payload(path)
+        if path.exists():  # saved, then killed before the ledger caught up: it was released
+            self._record(key)
+            return load_payload(path)
+        self.check_can_release(key)
+        payload = draw()
+        save_payload(path, payload)
+        self._record(key)
+        return payload
+
+    def record_steps(self, key: str, steps_total: int) -> None:
+        """Record that stepped release ``key`` (DP-SGD) has run ``steps_total`` steps, all saved."""
+        done = self.steps_done(key)
+        if steps_total < done:
+            raise ResumeError(
+                f"{self.path}: release {key!r} records {done} steps but only {steps_total} are saved; the "
+                "saved state is older than the ledger and continuing would re-spend budget"
+            )
+        if steps_total > done:
+            self._record(key, steps_total - done)
+
+
+def save_payload(path: Path, payload: Payload) -> None:
+    if path.suffix == ".npz":
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in payload.items()})
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_json(path, payload)
+
+
+def load_payload(path: Path) -> Payload:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        out: Payload = json.loads(path.read_text(encoding="utf-8"))
+        return out
+    except Exception as exc:  # noqa: BLE001 - a damaged release file is a resume problem, not a crash
+        raise ResumeError(
+            f"{path}: a saved release cannot be read ({type(exc).__name__}); it cannot be drawn again without "
+            "spending twice: restore the file or start a new --out"
+        ) from None
