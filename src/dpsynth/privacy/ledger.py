@@ -89,9 +89,10 @@ class Ledger:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             raise ResumeError(f"{path}: cannot be read; the privacy spend of this run is unknown") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format", 1) if isinstance(raw, dict) else "?"
             raise ResumeError(
-                f"{path}: written by an older dpsynth (ledger format {raw.get('format', 1) if isinstance(raw, dict) else '?'}"
-                f", this version reads {FORMAT}); finish the run with that version or start a new --out"
+                f"{path}: written by an older dpsynth (ledger format {found}, this version reads {FORMAT}); "
+                "finish the run with that version or start a new --out"
             )
         target = raw["target"]
         same = (
