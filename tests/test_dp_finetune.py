@@ -194,7 +194,7 @@ def test_label_count_composes_on_the_same_accountant_and_matches_pld() -> None:
     assert alone == pytest.approx(0.4, rel=0.05)
     total = plan.epsilon_after(plan.steps)
     assert 3.9 < total <= 4.0
-    assert dpf.pld_epsilon(plan.history(plan.steps), 1e-5) == pytest.approx(total, rel=0.02)
+    assert dpsgd.pld_history_epsilon(plan.history(plan.steps), 1e-5) == pytest.approx(total, rel=0.02)
     # without the count, the same noise spends less
     assert plan.epsilon_after(plan.steps, count_released=False) < total
 
@@ -250,6 +250,44 @@ def test_clipping_is_per_sample_one_huge_record_moves_the_update_at_most_c_over_
     assert float(plain.norm()) > 100 * c  # without clipping one record dominates
 
 
+def test_clipping_under_bf16_autocast_stays_within_c(tiny_lm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: under bf16 autocast Opacus computed per-sample norms in bf16, and clipped norms reached
+    1.005 C.  One record, q = 1, no noise: the summed clipped gradient is that record's, so its norm <= C."""
+    from opacus.optimizers import DPOptimizer
+
+    from dpsynth.config import FinetuneConfig
+
+    ft = FinetuneConfig(model=str(tiny_lm), max_length=64, batch_size=1, checkpoint_every=100, precision="bf16")
+    tok, model = dpf.load_causal_lm(str(tiny_lm))
+    model = dpf.add_lora(model, ft)
+    enc = dpf.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
+    c = 1e-3  # far below the raw gradient norm: clipping is active
+    plan = dpsgd.DpSgdPlan(
+        epsilon=math.inf,
+        delta=1e-5,
+        delta_source="test",
+        sample_rate=1.0,
+        steps=3,
+        noise_multiplier=0.0,
+        max_grad_norm=c,
+        accountant="prv",
+        expected_batch_size=1.0,
+    )
+    norms: list[float] = []
+    original = DPOptimizer.pre_step
+
+    def record(self: Any, closure: Any = None) -> Any:
+        out = original(self, closure)
+        norms.append(math.sqrt(sum(float(p.grad.double().norm()) ** 2 for p in self.params)))
+        return out
+
+    monkeypatch.setattr(DPOptimizer, "pre_step", record)
+    dpf.train(model, dpf.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=3, device="cpu", bf16=True)
+    assert len(norms) == 3
+    assert max(norms) <= c * (1 + 1e-5), norms
+    assert min(norms) >= c * 0.99  # clipping was active, the gradient not lost
+
+
 def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -291,14 +329,17 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
     for key in ("epsilon", "delta", "guarantee", "adjacency", "mechanisms"):
         assert key in rep
     assert rep["epsilon"] <= 4.0 and rep["complete"]
-    n = 40
-    assert rep["delta"] == pytest.approx(1 / (n * math.log(n))) and rep["delta_source"] == "1/(N ln N)"
-    assert "depends on the number N" in rep["delta_note"]
+    assert rep["delta"] == 1e-5 and "delta_source" not in rep  # privacy.delta, not 1/(N ln N) of the private N
+    # the sample rate comes from the released noisy count, never from the number of private records
+    noisy = json.loads((out / "finetune" / "label_counts.json").read_text())["noisy_counts"]
+    n_hat = max(4, round(sum(max(0.0, v) for v in noisy.values())))
     sgd = [m for m in rep["mechanisms"] if m["name"].startswith("DP-SGD")][0]
-    assert sgd["sample_rate"] == pytest.approx(0.1) and sgd["steps"] == 4 and sgd["max_grad_norm"] == 1.0
-    assert sgd["noise_multiplier"] > 0 and "PRV" in sgd["accountant"]
-    assert [m["name"] for m in rep["mechanisms"]][0].startswith("label count")
+    assert sgd["sample_rate"] == pytest.approx(4 / n_hat) and sgd["max_grad_norm"] == 1.0
+    assert sgd["steps"] == sgd["planned_steps"] == dpsgd.steps_for(0.4, 4 / n_hat)
+    assert sgd["noise_multiplier"] > 0 and "PRV" in rep["accountant"]["name"]
+    assert [m["name"] for m in rep["mechanisms"]][0].startswith("record count")
     assert rep["accountant"]["pld_crosscheck"]["epsilon_at_delta"] == pytest.approx(rep["epsilon"], rel=0.03)
+    assert any("non-empty text" in c for c in rep["domain"]["checks"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "adapter" / "adapter_config.json").is_file()
     # leak scan: no private text in any file of the run directory (checkpoint and adapter included)
@@ -306,22 +347,61 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
         assert SENTINEL.encode() not in f.read_bytes(), f
 
 
-def test_explicit_delta_wins_and_uniform_shares_spend_nothing_on_labels(
-    private_csv: Path, tmp_path: Path, tiny_lm: Path
+def test_training_loss_is_not_shown_unless_asked_for(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    raw = _config(private_csv, tmp_path / "run", tiny_lm, label_proportions="uniform").model_dump()
-    raw["privacy"] = {"epsilon": 4.0, "delta": 1e-4}  # as from a YAML file or --delta
-    m = dpf.DpFinetuneMethod(Config.model_validate(raw))
-    m.prepare()
-    assert m.plan is not None
-    assert m.plan.delta == 1e-4 and m.plan.delta_source == "privacy.delta"
-    assert m.plan.label_count_noise_multiplier is None
-    m.close()
-    # not set: the paper's 1/(N ln N)
-    m2 = dpf.DpFinetuneMethod(_config(private_csv, tmp_path / "r2", tiny_lm))
-    m2.prepare()
-    assert m2.plan is not None and m2.plan.delta_source == "1/(N ln N)"
-    m2.close()
+    """Regression: with stderr not a terminal the non-private training loss was printed every few seconds."""
+    dpsynth.synthesize(_config(private_csv, tmp_path / "quiet", tiny_lm), progress=True)
+    err = capsys.readouterr().err
+    assert "DP-SGD" in err and "loss" not in err
+    out = tmp_path / "shown"
+    dpsynth.synthesize(_config(private_csv, out, tiny_lm, show_loss=True), progress=True)
+    err = capsys.readouterr().err
+    assert "loss " in err and "without noise" in err
+    assert "loss 0" not in (out / "run.log").read_text() and "loss 1" not in (out / "run.log").read_text()
+
+
+def test_uniform_shares_release_only_the_total_count(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    """With uniform class shares only the total is counted (for the sample rate); nothing per label."""
+    out = tmp_path / "run"
+    res = dpsynth.synthesize(_config(private_csv, out, tiny_lm, label_proportions="uniform"), progress=False)
+    counts = json.loads((out / "finetune" / "label_counts.json").read_text())["noisy_counts"]
+    assert list(counts) == ["total"]
+    assert res.privacy["class_shares"] == {"0": 0.5, "1": 0.5}
+    count = res.privacy["mechanisms"][0]
+    assert count["reads"] == "the number of private records" and count["count"] == 1
+
+
+def test_the_private_record_count_sets_nothing_in_the_plan(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    """Regression: delta = 1/(N ln N) and q = B/N published the exact N under add/remove adjacency.
+
+    The same noisy count gives the same plan whatever the real N: 40 or 39 records, one apart."""
+    import numpy as np
+
+    from dpsynth.privacy import mechanisms
+
+    plans = []
+    for n in (40, 39):
+        df = pd.read_csv(private_csv, dtype=str).iloc[:n]
+        p = tmp_path / f"p{n}.csv"
+        df.to_csv(p, index=False)
+        m = dpf.DpFinetuneMethod(_config(p, tmp_path / f"r{n}", tiny_lm))
+        m.prepare()
+        real = mechanisms.add_gaussian_noise
+        try:  # fix the released value: only the mechanism's output may shape the plan
+            mechanisms.add_gaussian_noise = lambda v, s, rng=None: np.full(np.shape(v), 30.0)  # type: ignore[assignment]
+            from dpsynth.run import RunDir
+
+            rd = RunDir(tmp_path / f"r{n}")
+            rd.path.mkdir()
+            m.train_adapter(rd, dpsynth.run.ProgressReporter(enabled=False))
+        finally:
+            mechanisms.add_gaussian_noise = real  # type: ignore[assignment]
+        assert m.plan is not None
+        plans.append((m.plan.sample_rate, m.plan.steps, m.plan.noise_multiplier, m.plan.delta))
+        m.close()
+    assert plans[0] == plans[1]
+    assert plans[0][0] == pytest.approx(4 / 60) and plans[0][3] == 1e-5
 
 
 def test_interrupted_training_resumes_on_the_same_ledger(
@@ -344,21 +424,28 @@ def test_interrupted_training_resumes_on_the_same_ledger(
     ledger1 = json.loads((out / "ledger.json").read_text())
     # killed after the step-2 checkpoint was written, before the ledger caught up with it
     assert torch.load(out / "finetune" / "checkpoint.pt", weights_only=True)["step"] == 2
-    assert ledger1["steps_done"] == 1 and not (out / "privacy.json").exists()
+    assert _sgd_steps(ledger1) == 1 and not (out / "privacy.json").exists()
+    counts1 = (out / "finetune" / "label_counts.json").read_bytes()
 
     res = dpsynth.synthesize(cfg, resume=True, progress=False)
     ledger2 = json.loads((out / "ledger.json").read_text())
-    assert ledger2["plan"] == plan1 == ledger1["plan"]  # same plan, same noise multiplier: never recalibrated
-    assert ledger2["steps_done"] == plan1["steps"] == 4
-    assert res.privacy["epsilon"] <= plan1["epsilon"]
+    assert ledger2["planned"] == ledger1["planned"]  # same plan, same noise multiplier: never recalibrated
+    assert (out / "finetune" / "label_counts.json").read_bytes() == counts1  # the count is not drawn again
+    assert [r["key"] for r in ledger2["releases"]].count("counts") == 1
+    assert _sgd_steps(ledger2) == plan1["steps"]
+    assert res.privacy["epsilon"] <= 4.0
     assert res.privacy["epsilon"] == pytest.approx(ledger2["epsilon_spent"])
     log = (out / "run.log").read_text()
-    assert "resuming DP-SGD from step 2 of 4" in log and "DP-SGD: 2 steps" in log
+    assert f"resuming DP-SGD from step 2 of {plan1['steps']}" in log and f"DP-SGD: {plan1['steps'] - 2} steps" in log
 
     # resuming a finished run trains nothing and spends nothing more
     again = dpsynth.synthesize(cfg, resume=True, progress=False)
     assert again.privacy["epsilon"] == res.privacy["epsilon"]
-    assert json.loads((out / "ledger.json").read_text())["steps_done"] == 4
+    assert _sgd_steps(json.loads((out / "ledger.json").read_text())) == plan1["steps"]
+
+
+def _sgd_steps(ledger: dict[str, Any]) -> int:
+    return sum(r["steps"] for r in ledger["releases"] if r["key"] == "dpsgd")
 
 
 def test_missing_checkpoint_behind_the_ledger_refuses_to_resume(
@@ -391,7 +478,6 @@ def _one_line(exc: BaseException) -> str:
 @pytest.mark.parametrize(
     ("finetune", "exc", "needle"),
     [
-        ({"batch_size": 100}, ConfigError, "finetune.batch_size"),
         ({"truncate": False}, DataError, "finetune.max_length"),
         (
             {"max_length": 8, "control_code": "a long control code for the label {label} that fills it | text: "},
@@ -429,11 +515,16 @@ def test_empty_labels_and_undeclared_labels(private_csv: Path, tmp_path: Path, t
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_delta_at_or_above_one_over_n_is_refused(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+def test_delta_at_or_above_one_over_n_is_a_console_note_not_a_stop(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: refusing delta >= 1/M made the run's existence depend on the number of records."""
     raw = _config(private_csv, tmp_path / "run", tiny_lm).model_dump()
     raw["privacy"] = {"epsilon": 4.0, "delta": 0.05}
-    with pytest.raises(ConfigError, match="privacy.delta"):
-        dpsynth.synthesize(Config.model_validate(raw), progress=False)
+    res = dpsynth.synthesize(Config.model_validate(raw), progress=False)
+    assert res.privacy["delta"] == 0.05
+    assert "not below 1/M" in capsys.readouterr().err
+    assert "1/M" not in (res.run_dir / "run.log").read_text()
 
 
 def test_cli_one_line_error(
@@ -457,8 +548,8 @@ def test_cli_one_line_error(
                 "0=negative,1=positive",
                 "--finetune.model",
                 str(tiny_lm),
-                "--finetune.batch-size",
-                "1000",
+                "--finetune.max-length",
+                "4",
                 "--out",
                 str(tmp_path / "run"),
                 "--quiet",
@@ -466,7 +557,7 @@ def test_cli_one_line_error(
         )
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: finetune.batch_size") and "\n" not in err
+    assert err.startswith("error: finetune.max_length") and "\n" not in err
 
 
 # ---------------------------------------------------------------- canary scoring
@@ -519,8 +610,11 @@ def test_tiny_canary_audit_runs(tiny_lm: Path) -> None:
     texts = [f"great film number {i}" for i in range(10)] + [f"awful plot {i}" for i in range(10)]
     labels = ["1"] * 10 + ["0"] * 10
     s = AuditSettings(epsilons=(math.inf, 4.0), digits=2, repeats=(1, 5), n_candidates=99, n_samples=4, n_prompted=2)
-    res = run_canary_audit(s, ft, private=(texts, labels), labels=dict(LABELS), log=lambda m: None)
+    lines: list[str] = []
+    res = run_canary_audit(s, ft, private=(texts, labels), labels=dict(LABELS), log=lines.append)
     assert [r["epsilon"] for r in res["results"]] == ["inf", 4.0]
+    # the non-private training loss is neither printed nor returned unless asked for (--show-loss)
+    assert not any("loss" in x for x in lines) and all("final_batch_loss" not in r for r in res["results"])
     for r in res["results"]:
         for c in r["canaries"]:
             assert 1 <= c["rank"] <= 100 and c["n_candidates"] == 100

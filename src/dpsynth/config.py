@@ -227,7 +227,7 @@ class FinetuneConfig(_Strict):
 
     LoRA adapters (peft) trained with DP-SGD (Opacus: per-sample clipping, Poisson sampling,
     Gaussian noise calibrated to privacy.epsilon); then sampling conditioned on a control code.
-    privacy.delta is used when set explicitly; otherwise delta = 1/(N ln N) (the paper's choice).
+    The number of private records is not public: a noisy count (accounted) sets the sample rate.
     """
 
     model: str = Field(
@@ -242,7 +242,9 @@ class FinetuneConfig(_Strict):
         default="auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32."
     )
     epochs: float = Field(default=2.0, gt=0, le=1000, description="Passes over the private set (steps = epochs / q).")
-    batch_size: int = Field(default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / N.")
+    batch_size: int = Field(
+        default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / (noisy record count)."
+    )
     physical_batch_size: int | None = Field(
         default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
     )
@@ -282,9 +284,22 @@ class FinetuneConfig(_Strict):
         description="Class shares of the output: a noisy (DP, accounted) label count, or uniform (free).",
     )
     label_count_epsilon_share: float = Field(
-        default=0.1, gt=0, lt=1, description="dp-count: share of epsilon the label count is calibrated for alone."
+        default=0.1,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of epsilon the noisy count is calibrated for alone: per label (dp-count) or the total "
+            "(uniform); it sets the sample rate, since the number of private records is not public."
+        ),
     )
     checkpoint_every: int = Field(default=5, ge=1, description="Save a resumable checkpoint every K steps.")
+    show_loss: bool = Field(
+        default=False,
+        description=(
+            "Show the training loss in the progress display. It is computed on private batches WITHOUT noise "
+            "(not DP): console only, never written; off by default."
+        ),
+    )
     max_new_tokens: int = Field(default=96, ge=4, le=4096, description="Generation: tokens per synthetic record.")
     temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")

@@ -292,7 +292,9 @@ def run_canary_audit(
         def on_step(step: int, loss: float | None, _eps: float = eps, last: list[float] = last) -> None:
             if time.perf_counter() - last[0] > 30 or step == steps:
                 last[0] = time.perf_counter()
-                log(f"  eps={_eps:g} step {step}/{steps} loss {loss if loss is None else round(loss, 3)}")
+                # the loss is computed on the private set without noise: shown only when asked for
+                shown = f" loss {loss if loss is None else round(loss, 3)}" if ft.show_loss else ""
+                log(f"  eps={_eps:g} step {step}/{steps}{shown}")
 
         tr = train(model, dataset, ft=ft, plan=plan, steps=steps, device=device, bf16=bf16, on_step=on_step)
         merged = model.merge_and_unload()
@@ -345,7 +347,7 @@ def run_canary_audit(
                 "train_seconds": tr.seconds,
                 "score_seconds": score_s,
                 "generate_seconds": gen_s,
-                "final_batch_loss": tr.last_loss,
+                **({"final_batch_loss": tr.last_loss} if ft.show_loss else {}),
                 "n_samples": len(samples),
                 "control_sample_verbatim_rate": control_rate,
                 "canaries": per_canary,

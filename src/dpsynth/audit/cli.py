@@ -57,6 +57,9 @@ def canaries_cmd(
     prompt_format: str = typer.Option("plain", "--prompt-format", help="plain (control code), chat or auto."),
     delta: float | None = typer.Option(None, "--delta", help="Default: 1/(N ln N)."),
     out: Path | None = typer.Option(None, "--out", help="Write the results as JSON here."),
+    show_loss: bool = typer.Option(
+        False, "--show-loss", help="Print the training loss (computed on the private set without noise: not DP)."
+    ),
 ) -> None:
     from dpsynth.audit.canaries import AuditSettings, markdown_table, run_canary_audit
     from dpsynth.config import FinetuneConfig
@@ -77,6 +80,7 @@ def canaries_cmd(
         max_new_tokens=40,
         generation_batch_size=32,
         checkpoint_every=10**6,
+        show_loss=show_loss,
     )
     settings = AuditSettings(
         epsilons=_floats(epsilons, "--epsilons"),

@@ -1,31 +1,32 @@
 """DP fine-tuning of a causal LM, then sampling (Yue et al., ACL 2023, "a simple and practical recipe").
 
     control code    each private record becomes ``label: NAME | text: TEXT<eos>`` (config.finetune.control_code)
-    DP-SGD          LoRA adapters (peft) trained with Opacus: per-sample clipping to C, Poisson sampling at
-                    q = B/N, Gaussian noise z*C; z calibrated so the run is (epsilon, delta)-DP (PRV accountant)
-    class shares    a noisy label count (Gaussian, composed with DP-SGD on the same accountant) or uniform
+    noisy count     a Gaussian count of the records per label (or in total), composed with DP-SGD on the
+                    same accountant: the output's class shares and N_hat, since N itself is private
+    DP-SGD          LoRA adapters (peft) trained with Opacus: per-sample clipping to C (norms in fp32),
+                    Poisson sampling at q = B/N_hat, Gaussian noise z*C; z calibrated so the whole run is
+                    (epsilon, delta)-DP (PRV accountant)
     generation      sample from the fine-tuned model prompted with each label's control code (post-processing)
 
 Run directory (everything is public or DP; no private text, no pre-noise statistic)::
 
-    finetune/plan.json         the privacy plan (noise multipliers, sample rate, steps, delta and its source)
-    finetune/label_counts.json the noisy label counts (dp-count only)
+    finetune/plan.json         the DP-SGD plan (noise multiplier, sample rate, steps), fixed after the count
+    finetune/label_counts.json the noisy counts
     finetune/checkpoint.pt     LoRA weights + optimizer state + steps done (+ accountant history), atomic
-    ledger.json                steps done and epsilon spent (the checkpoint is the source of truth)
+    ledger.json                the releases and epsilon spent (privacy/ledger.py; the checkpoint holds the steps)
     adapter/                   the DP LoRA adapter (adapter_model.safetensors + adapter_config.json)
     samples.journal.jsonl      generated rows, appended per batch (resume keeps them)
 
 A killed run resumes from its last checkpoint: updates after it were never written anywhere, so
 they were never released; the resumed run continues the same plan to the planned number of steps.
-The training loss shown in the progress display is computed on private batches and is *not* DP:
-it is shown to the operator only and never written to the run directory or the log.
+The training loss is computed on private batches and is *not* DP: it is shown only with
+``finetune.show_loss`` (console only) and never written to the run directory or the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import random
@@ -39,19 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config, FinetuneConfig
-from dpsynth.data import PrivateData, load_private
+from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, load_private, notify_owner, warn_if_delta_large
 from dpsynth.errors import ConfigError, DataError, GeneratorError, ResumeError
 from dpsynth.io import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl_tolerant
-from dpsynth.privacy.dpsgd import (
-    DpSgdPlan,
-    history_epsilon,
-    make_plan,
-    make_private,
-    paper_delta,
-    pld_history_epsilon,
-    report_entries,
-)
-from dpsynth.privacy.report import ADJACENCY
+from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, history_epsilon, make_plan, make_private
+from dpsynth.privacy.events import Event, epsilon_of
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
 
 log = logging.getLogger("dpsynth")
@@ -434,6 +429,7 @@ def train(
             loss_vec = per_sample_loss(logits, labels)
             loss_vec.mean().backward()
             lengths_loss.append(float(loss_vec.detach().mean()))
+            grad_samples_to_fp32(params)
         dp_opt.step()
         dp_opt.zero_grad(set_to_none=True)
         if dp_opt._is_last_step_skipped:  # BatchMemoryManager: a physical part of a logical batch
@@ -449,6 +445,22 @@ def train(
     with contextlib.suppress(Exception):
         module._close()
     return TrainResult(step, time.perf_counter() - t0, last_loss)
+
+
+def grad_samples_to_fp32(params: Sequence[Any]) -> None:
+    """Upcast Opacus' per-sample gradients to fp32 before it clips them.
+
+    Opacus computes per-sample norms and clip factors in the per-sample gradients' dtype; under bf16
+    autocast that is bf16, whose 8-bit mantissa let clipped norms reach 1.005 C, above the sensitivity
+    the accountant assumes.  In fp32 the clipped norms stay within C (up to 1e-6 relative)."""
+    import torch
+
+    for p in params:
+        gs = getattr(p, "grad_sample", None)
+        if isinstance(gs, list):
+            p.grad_sample = [g.to(torch.float32) for g in gs]
+        elif gs is not None and gs.dtype != torch.float32:
+            p.grad_sample = gs.to(torch.float32)
 
 
 # ---------------------------------------------------------------- generation
@@ -574,8 +586,21 @@ def allocate(n: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- the method
+COUNT_KEY = "counts"
+DPSGD_KEY = "dpsgd"
+DPSGD_MECHANISM = "DP-SGD (Opacus): per-sample clipping, Poisson sampling, Gaussian noise"
+COUNT_MECHANISM = "record count, Gaussian mechanism"
+
+
 class DpFinetuneMethod:
-    """``MethodRunner`` for ``--method dp-finetune`` (see api.MethodRunner)."""
+    """``MethodRunner`` for ``--method dp-finetune`` (see api.MethodRunner).
+
+    Privacy plan, in release order (privacy/ledger.py): a noisy count of the records (per label for
+    ``label_proportions: dp-count``, the total for ``uniform``), then DP-SGD at sample rate
+    q = B / N_hat, where N_hat is that noisy count.  The number of records is private under add/remove
+    adjacency, so it never sets the sample rate or the number of steps itself; the DP-SGD noise is
+    calibrated after the count, for what the count left of the budget.
+    """
 
     def __init__(self, config: Config, private: Any = None) -> None:
         self.config = config
@@ -583,7 +608,8 @@ class DpFinetuneMethod:
         self.data: PrivateData | None = None
         self.tok: Any = None
         self.model: Any = None
-        self.plan: DpSgdPlan | None = None
+        self.plan: DpSgdPlan | None = None  # known once the count is released (train_adapter)
+        self.count_event: Event | None = None
         self.encoded: Encoded | None = None
         self.fmt: RecordFormat | None = None
         self.device = "cpu"
@@ -601,6 +627,8 @@ class DpFinetuneMethod:
         ft = config.finetune
         d = config.data
         assert d.labels is not None
+        # data-independent: the count's noise (the DP-SGD noise follows from the released count)
+        self.count_event = count_event(config)
         self.data = load_private(
             self._private_source if self._private_source is not None else d.private,
             d.text_column,
@@ -610,13 +638,7 @@ class DpFinetuneMethod:
             m_private=d.m_private,
             seed=d.seed,
         )
-        n = len(self.data)
-        if ft.batch_size > n:
-            raise ConfigError(
-                f"finetune.batch_size: {ft.batch_size} is larger than the {n} private records; "
-                f"use a batch size of at most {max(1, n // 4)} (q = B/N well below 1)"
-            )
-        self.plan = self._plan(n)
+        warn_if_delta_large(config.privacy.delta, len(self.data))
         self.device = pick_device(ft.device)
         self.tok, self.model = load_causal_lm(ft.model)
         max_pos = getattr(self.model.config, "max_position_embeddings", None)
@@ -629,6 +651,8 @@ class DpFinetuneMethod:
         self.fmt = RecordFormat(self.tok, ft, d.task)
         self.encoded = self.fmt.encode(self.data.texts, names, ft.max_length)
         if self.encoded.n_truncated and not ft.truncate:
+            # a per-record domain check (privacy.json lists it); raised before the run directory exists,
+            # so the message reaches the console only
             idx = self.encoded.truncated_idx
             more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
             raise DataError(
@@ -639,59 +663,15 @@ class DpFinetuneMethod:
         self.model = add_lora(self.model, ft)
         self.bf16 = pick_bf16(ft.precision, self.device)
 
-    def _stored_plan(self) -> DpSgdPlan | None:
-        if not self.config.out:
-            return None
-        p = Path(self.config.out).expanduser() / "finetune" / "plan.json"
-        if not p.exists():
-            return None
-        return DpSgdPlan.from_dict(json.loads(p.read_text(encoding="utf-8")))
-
-    def _plan(self, n: int) -> DpSgdPlan:
-        config, ft = self.config, self.config.finetune
-        stored = self._stored_plan()  # only on --resume (a fresh run refuses an existing directory)
-        explicit = "delta" in config.privacy.model_fields_set
-        if stored is not None:
-            explicit = stored.delta_source == "privacy.delta"
-        if explicit:
-            delta, source = config.privacy.delta, "privacy.delta"
-        else:
-            delta, source = paper_delta(n), "1/(N ln N)"
-        if delta >= 1.0 / n:
-            raise ConfigError(
-                f"privacy.delta: {delta:g} is not below 1/N for these {n} private records; use a smaller delta"
+    def domain(self) -> list[str]:
+        """Per-record checks that refuse the input (privacy.json ``domain``)."""
+        checks = list(PRIVATE_TEXT_DOMAIN)
+        if not self.config.finetune.truncate:
+            checks.append(
+                f"finetune.truncate is false: every record fits finetune.max_length = "
+                f"{self.config.finetune.max_length} tokens with its control code"
             )
-        share = ft.label_count_epsilon_share if ft.label_proportions == "dp-count" else None
-        if stored is not None:
-            fresh = DpSgdPlan(
-                epsilon=config.privacy.epsilon,
-                delta=delta,
-                delta_source=source,
-                sample_rate=ft.batch_size / n,
-                steps=max(1, round(ft.epochs / (ft.batch_size / n))),
-                noise_multiplier=stored.noise_multiplier,
-                max_grad_norm=ft.max_grad_norm,
-                accountant=ft.accountant,
-                expected_batch_size=float(ft.batch_size),
-                label_count_noise_multiplier=0.0 if share else None,
-            )
-            if not stored.same_schedule(fresh):
-                raise ResumeError(
-                    f"out: {config.out} was started with a different privacy plan (epsilon, delta, batch size, "
-                    "epochs, clip norm, accountant or label proportions); resume with the original config"
-                )
-            return stored  # a resumed run never recalibrates
-        return make_plan(
-            epsilon=config.privacy.epsilon,
-            delta=delta,
-            delta_source=source,
-            n_records=n,
-            batch_size=ft.batch_size,
-            epochs=ft.epochs,
-            max_grad_norm=ft.max_grad_norm,
-            accountant=ft.accountant,
-            label_count_share=share,
-        )
+        return checks
 
     # -------------------------------------------------------------- run
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -700,22 +680,29 @@ class DpFinetuneMethod:
         rows = self._generate(run_dir, reporter, shares)
         return rows, self._report(ledger, shares)
 
-    def train_adapter(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[_FinetuneLedger, dict[str, float]]:
-        """Every private-data step of the method: the class shares, DP-SGD, and the adapter saved to
+    def train_adapter(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[Ledger, dict[str, float]]:
+        """Every private-data step of the method: the noisy count, DP-SGD, and the adapter saved to
         ``run_dir/adapter`` (safetensors).  KnowledgeSG's client stops here and uploads the adapter."""
-        assert self.plan is not None and self.data is not None and self.encoded is not None
-        config, ft, plan = self.config, self.config.finetune, self.plan
-        labels = config.data.labels
-        assert labels is not None
+        assert self.data is not None and self.encoded is not None and self.count_event is not None
+        config, ft = self.config, self.config.finetune
         ft_dir = run_dir.path / "finetune"
         ft_dir.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger.open(
+            run_dir.ledger,
+            epsilon=config.privacy.epsilon,
+            delta=config.privacy.delta,
+            accountant=ft.accountant,
+            planned=[self.count_event],
+            resume=run_dir.resuming,
+        )
+
+        # 1. the noisy count: class shares of the output and the sample rate of DP-SGD
+        noisy = self._release_count(ft_dir, ledger)
+        shares = class_shares_from(noisy, list(config.data.labels or {}), ft.label_proportions)
+        plan = self.plan = self._dpsgd_plan(ledger, noisy)
         plan_path = ft_dir / "plan.json"
         if not plan_path.exists():
             atomic_write_json(plan_path, plan.to_dict())
-        ledger = _FinetuneLedger(run_dir.ledger, plan)
-
-        # 1. class shares (the only release before training)
-        shares = self._class_shares(ft_dir, ledger)
 
         # 2. DP-SGD
         ckpt_path = ft_dir / "checkpoint.pt"
@@ -723,26 +710,28 @@ class DpFinetuneMethod:
         if ckpt_path.exists():
             start, opt_state = self._load_checkpoint(ckpt_path)
             log.info("resuming DP-SGD from step %d of %d", start, plan.steps)
-        if ledger.steps_done > start:
-            raise ResumeError(
-                f"{ckpt_path}: the ledger records {ledger.steps_done} DP-SGD steps but the checkpoint holds "
-                f"{start}; the checkpoint is missing or older, and continuing would re-spend budget"
-            )
+        ledger.record_steps(DPSGD_KEY, start)  # refuses a checkpoint older than the ledger (re-spend)
         dataset = RecordDataset(self.encoded, self.tok.pad_token_id)
         self.data, self.encoded = None, None  # only the token tensors are kept, in memory
         reporter.start("DP-SGD", total=plan.steps)
 
         last_eps = [0.0, -math.inf]  # (value, when): PRV takes ~0.3 s, so refresh it at most every 5 s
+        if ft.show_loss:
+            reporter.message("finetune.show_loss: the loss shown is computed on private batches without noise (not DP)")
+
+        sgd = dpsgd_event(plan)
+        before = [e for e in ledger.spent_events() if e.key != DPSGD_KEY]
 
         def on_step(step: int, loss: float | None) -> None:
             if step == plan.steps or time.monotonic() - last_eps[1] > 5:
-                last_eps[:] = [ledger.epsilon_at(step), time.monotonic()]
-            shown = f"loss {loss:.3f} " if loss is not None else ""
-            reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {last_eps[0]:.3f}/{plan.epsilon:g}")
+                spent = [*before, sgd.with_steps(step)]
+                last_eps[:] = [epsilon_of(spent, ledger.delta, ledger.accountant), time.monotonic()]
+            shown = f"loss {loss:.3f} " if ft.show_loss and loss is not None else ""
+            reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {last_eps[0]:.3f}/{ledger.epsilon:g}")
 
         def save(step: int, optimizer: Any) -> None:
             self._save_checkpoint(ckpt_path, step, optimizer)
-            ledger.record_steps(step)  # after the checkpoint: the ledger never runs ahead of it
+            ledger.record_steps(DPSGD_KEY, step)  # after the checkpoint: the ledger never runs ahead of it
 
         res = train(
             self.model,
@@ -760,36 +749,74 @@ class DpFinetuneMethod:
         del dataset
         if start < plan.steps:
             log.info("DP-SGD: %d steps in %.1f s", res.steps_done - start, res.seconds)
-        ledger.record_steps(plan.steps)
         self._save_adapter(run_dir.path / "adapter")
         return ledger, shares
 
     # -------------------------------------------------------------- pieces
-    def _class_shares(self, ft_dir: Path, ledger: _FinetuneLedger) -> dict[str, float]:
-        labels = self.config.data.labels
-        assert labels is not None and self.data is not None
-        if self.config.finetune.label_proportions == "uniform":
-            return {k: 1.0 / len(labels) for k in labels}
-        path = ft_dir / "label_counts.json"
-        if path.exists():
-            noisy = json.loads(path.read_text(encoding="utf-8"))["noisy_counts"]
-        else:
+    def _release_count(self, ft_dir: Path, ledger: Ledger) -> dict[str, float]:
+        """The noisy count per label (dp-count) or of all records (uniform), drawn once (Ledger.release)."""
+        labels = list(self.config.data.labels or {})
+        event = ledger.event(COUNT_KEY)
+        assert event is not None and self.data is not None
+        data = self.data
+        per_label = self.config.finetune.label_proportions == "dp-count"
+
+        def draw() -> dict[str, Any]:
             import numpy as np
 
             from dpsynth.privacy.mechanisms import add_gaussian_noise
 
-            assert self.plan is not None and self.plan.label_count_noise_multiplier is not None
-            raw = np.array([sum(1 for v in self.data.labels if v == k) for k in labels], dtype=np.float64)
-            noisy_arr = add_gaussian_noise(raw, self.plan.label_count_noise_multiplier)
+            if per_label:
+                raw = np.array([sum(1 for v in data.labels if v == k) for k in labels], dtype=np.float64)
+                keys = labels
+            else:
+                raw, keys = np.array([float(len(data))]), ["total"]
+            noisy = add_gaussian_noise(raw, event.sigma)
             del raw  # the pre-noise counts are never written or returned
-            noisy = {k: float(x) for k, x in zip(labels, noisy_arr, strict=True)}
-            atomic_write_json(path, {"noisy_counts": noisy, "sigma": self.plan.label_count_noise_multiplier})
-        ledger.record_count()
-        clipped = {k: max(0.0, float(noisy[k])) for k in labels}
-        total = sum(clipped.values())
-        if total <= 0:
-            return {k: 1.0 / len(labels) for k in labels}
-        return {k: v / total for k, v in clipped.items()}
+            return {"noisy_counts": {k: float(x) for k, x in zip(keys, noisy, strict=True)}, "sigma": event.sigma}
+
+        out: dict[str, float] = ledger.release(COUNT_KEY, ft_dir / "label_counts.json", draw)["noisy_counts"]
+        return out
+
+    def _dpsgd_plan(self, ledger: Ledger, noisy: dict[str, float]) -> DpSgdPlan:
+        """DP-SGD at q = B / N_hat for the budget the count left; a resumed run reuses the stored event."""
+        config, ft = self.config, self.config.finetune
+        assert self.count_event is not None
+        n_hat = max(0.0, sum(max(0.0, v) for v in noisy.values()))
+        if n_hat < ft.batch_size:
+            notify_owner(
+                f"finetune.batch_size: {ft.batch_size} is not below the noisy record count ({n_hat:.0f}); every "
+                "DP-SGD step uses all records (sample rate 1)"
+            )
+        stored = ledger.event(DPSGD_KEY)
+        if stored is None:
+            plan = make_plan(
+                epsilon=config.privacy.epsilon,
+                delta=config.privacy.delta,
+                delta_source="privacy.delta",
+                n_records=max(ft.batch_size, round(n_hat)),
+                batch_size=ft.batch_size,
+                epochs=ft.epochs,
+                max_grad_norm=ft.max_grad_norm,
+                accountant=ledger.accountant,  # type: ignore[arg-type]
+                count_noise_multiplier=self.count_event.noise_multiplier,
+            )
+            if plan.accountant != ledger.accountant:
+                ledger.use_accountant(plan.accountant)
+            ledger.plan([dpsgd_event(plan)])
+            return plan
+        return DpSgdPlan(
+            epsilon=ledger.epsilon,
+            delta=ledger.delta,
+            delta_source="privacy.delta",
+            sample_rate=stored.sample_rate,
+            steps=stored.steps,
+            noise_multiplier=stored.noise_multiplier,
+            max_grad_norm=stored.sensitivity,
+            accountant=ledger.accountant,  # type: ignore[arg-type]
+            expected_batch_size=float(ft.batch_size),
+            label_count_noise_multiplier=self.count_event.noise_multiplier,
+        )
 
     def _save_checkpoint(self, path: Path, step: int, optimizer: Any) -> None:
         import torch
@@ -814,7 +841,7 @@ class DpFinetuneMethod:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged file is a user-facing resume problem
             raise ResumeError(f"{path}: cannot be read ({type(exc).__name__}); start a new --out directory") from None
-        if DpSgdPlan.from_dict(state["plan"]) != self.plan:
+        if not dpsgd_event(DpSgdPlan.from_dict(state["plan"])).same_spend(dpsgd_event(self.plan)):
             raise ResumeError(f"{path}: the checkpoint belongs to a different privacy plan; start a new --out")
         load_lora_state(self.model, state["lora"])
         return int(state["step"]), state["optimizer"]
@@ -863,45 +890,14 @@ class DpFinetuneMethod:
             out.extend([r for r in rows if r["label"] == k][: quota[k]])
         return out
 
-    def _report(self, ledger: _FinetuneLedger, shares: dict[str, float]) -> dict[str, Any]:
+    def _report(self, ledger: Ledger, shares: dict[str, float]) -> dict[str, Any]:
         assert self.plan is not None
         plan, config, ft = self.plan, self.config, self.config.finetune
-        spent = ledger.epsilon_spent()
-        delta_note = (
-            "delta = 1/(N ln N) as in Yue et al. (ACL 2023); it depends on the number N of private records, "
-            "which (like the sample rate q = B/N) is treated as public. Set privacy.delta to fix delta "
-            "independently of N."
-            if plan.delta_source == "1/(N ln N)"
-            else "delta = privacy.delta (set by the user)"
-        )
-        return {
-            "guarantee": f"({spent:.4g}, {plan.delta:.4g})-DP with respect to {ADJACENCY}",
-            "epsilon": spent,
-            "delta": plan.delta,
-            "delta_source": plan.delta_source,
-            "delta_note": delta_note,
-            "epsilon_target": plan.epsilon,
-            "adjacency": ADJACENCY,
-            "method": config.method,
-            "complete": ledger.steps_done == plan.steps,
-            "mechanisms": report_entries(plan, ledger.steps_done, ledger.count_released),
-            "accountant": {
-                "name": "Opacus PRV accountant" if plan.accountant == "prv" else "Opacus RDP accountant",
-                "epsilon_at_delta": spent,
-                "history": [list(h) for h in plan.history(ledger.steps_done, ledger.count_released)],
-                "pld_crosscheck": {
-                    "name": "dp-accounting PLD (same composition)",
-                    "epsilon_at_delta": pld_epsilon(plan.history(ledger.steps_done, ledger.count_released), plan.delta),
-                },
-            },
-            "post_processing": [
-                "synthetic texts are samples from the DP fine-tuned model (LoRA adapter in adapter/)",
-                "class shares of the output: "
-                + ("the noisy label count" if ft.label_proportions == "dp-count" else "uniform (no private data)"),
-                "generation prompts are the control code (or chat instruction) with public label names only",
-            ],
-            "class_shares": shares,
-            "public_inputs": {
+        torch_rng = "torch.Generator seeded from the OS CSPRNG (secrets), fresh per run and per resume"
+        return privacy_report(
+            ledger,
+            method=config.method,
+            public_inputs={
                 "labels": config.data.labels,
                 "prompt_format": self.fmt.mode if self.fmt else ft.prompt_format,
                 "control_code": ft.instruction if self.fmt and self.fmt.mode == "chat" else ft.control_code,
@@ -916,9 +912,31 @@ class DpFinetuneMethod:
                     "max_length": ft.max_length,
                 },
             },
-            "released_artifacts": ["adapter/ (DP)", "finetune/checkpoint.pt (DP iterate)", "synthetic output"],
-            "never_written": "private texts, raw label counts, training losses (shown on screen only)",
-        }
+            post_processing=[
+                "the DP-SGD sample rate q = B / N_hat and its number of steps come from the noisy count, not the "
+                "number of private records",
+                "synthetic texts are samples from the DP fine-tuned model (LoRA adapter in adapter/)",
+                "class shares of the output: "
+                + ("the noisy label count" if ft.label_proportions == "dp-count" else "uniform"),
+                "generation prompts are the control code (or chat instruction) with public label names only",
+            ],
+            never_written="private texts, raw counts, training losses",
+            domain=self.domain(),
+            details={
+                DPSGD_MECHANISM: {
+                    "max_grad_norm": plan.max_grad_norm,
+                    "expected_batch_size": plan.expected_batch_size,
+                    "steps": ledger.steps_done(DPSGD_KEY),
+                    "planned_steps": plan.steps,
+                    "clipping": "per-sample gradient norms computed and clipped in fp32",
+                    "noise_rng": torch_rng,
+                },
+            },
+            extra={
+                "class_shares": shares,
+                "released_artifacts": ["adapter/ (DP)", "finetune/checkpoint.pt (DP iterate)", "synthetic output"],
+            },
+        )
 
     def close(self) -> None:
         self.model = None
@@ -931,70 +949,41 @@ class DpFinetuneMethod:
                 torch.cuda.empty_cache()
 
 
-def pld_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Independent cross-check of an Opacus accountant history with dp-accounting's PLD accountant."""
-    return pld_history_epsilon(history, delta)
+def count_event(config: Config) -> Event:
+    """The noisy record count: alone it is (share * epsilon, delta)-DP (sensitivity 1 under add/remove)."""
+    ft = config.finetune
+    z = calibrate_count_noise(ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta)
+    per_label = ft.label_proportions == "dp-count"
+    return Event(
+        COUNT_KEY,
+        z,
+        sensitivity=1.0,
+        mechanism=COUNT_MECHANISM,
+        reads="the private labels (one count per declared label)" if per_label else "the number of private records",
+    )
 
 
-class _FinetuneLedger:
-    """ledger.json of a dp-finetune run: the plan, the label count release and the DP-SGD steps done."""
+def dpsgd_event(plan: DpSgdPlan) -> Event:
+    return Event(
+        DPSGD_KEY,
+        plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        sensitivity=plan.max_grad_norm,
+        mechanism=DPSGD_MECHANISM,
+        reads="private texts and labels (control code + text) through LoRA gradients",
+    )
 
-    def __init__(self, path: Path, plan: DpSgdPlan) -> None:
-        self.path = path
-        self.plan = plan
-        self.steps_done = 0
-        self.count_released = False
-        if path.exists():
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if raw.get("plan") != plan.to_dict():
-                raise ResumeError(f"{path}: the run was started with a different privacy plan; use a new --out")
-            self.steps_done = int(raw.get("steps_done", 0))
-            self.count_released = bool(raw.get("label_count_released", False))
-        self._cache: dict[tuple[int, bool], float] = {}
-        self.save()
 
-    def epsilon_at(self, steps: int) -> float:
-        key = (steps, self.count_released)
-        if key not in self._cache:
-            self._cache[key] = self.plan.epsilon_after(steps, self.count_released)
-        return self._cache[key]
-
-    def epsilon_spent(self) -> float:
-        return self.epsilon_at(self.steps_done)
-
-    def record_count(self) -> None:
-        if not self.count_released:
-            self.count_released = True
-            self.save()
-
-    def record_steps(self, steps: int) -> None:
-        if steps > self.plan.steps:
-            from dpsynth.errors import PrivacyBudgetError
-
-            raise PrivacyBudgetError(
-                f"privacy budget: {steps} DP-SGD steps exceed the planned {self.plan.steps}; start a new run"
-            )
-        if steps != self.steps_done:
-            self.steps_done = max(self.steps_done, steps)
-            self.save()
-
-    def save(self) -> None:
-        eps = self.epsilon_spent()
-        if eps > self.plan.epsilon * (1 + 1e-9) + 1e-9:
-            from dpsynth.errors import PrivacyBudgetError
-
-            raise PrivacyBudgetError(f"privacy budget: epsilon {eps:.4f} would exceed {self.plan.epsilon:g}")
-        atomic_write_json(
-            self.path,
-            {
-                "plan": self.plan.to_dict(),
-                "mechanism": "DP-SGD (+ label count)",
-                "label_count_released": self.count_released,
-                "steps_done": self.steps_done,
-                "epsilon_spent": eps,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
+def class_shares_from(noisy: dict[str, float], labels: list[str], proportions: str) -> dict[str, float]:
+    """Output class shares: the clipped noisy label counts (dp-count), else uniform."""
+    if proportions != "dp-count":
+        return {k: 1.0 / len(labels) for k in labels}
+    clipped = {k: max(0.0, float(noisy.get(k, 0.0))) for k in labels}
+    total = sum(clipped.values())
+    if total <= 0:
+        return {k: 1.0 / len(labels) for k in labels}
+    return {k: v / total for k, v in clipped.items()}
 
 
 __all__ = [

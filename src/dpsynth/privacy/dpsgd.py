@@ -248,10 +248,11 @@ def make_plan(
     epochs: float,
     max_grad_norm: float,
     accountant: DpSgdAccountant,
-    label_count_share: float | None,
+    label_count_share: float | None = None,
+    count_noise_multiplier: float | None = None,
 ) -> DpSgdPlan:
-    """Calibrate the plan: label count noise for ``label_count_share * epsilon`` alone (if any), then
-    the DP-SGD noise so that the composition of both is (epsilon, delta)-DP."""
+    """Calibrate the plan: a count's noise (given, or for ``label_count_share * epsilon`` alone; none
+    without either), then the DP-SGD noise so that the composition of both is (epsilon, delta)-DP."""
     if batch_size > n_records:
         raise ConfigError(
             f"finetune.batch_size: {batch_size} is larger than the {n_records} private records; use a "
@@ -259,7 +260,9 @@ def make_plan(
         )
     q = batch_size / n_records
     steps = steps_for(epochs, q)
-    count_z = calibrate_count_noise(label_count_share * epsilon, delta) if label_count_share else None
+    count_z = count_noise_multiplier
+    if count_z is None and label_count_share:
+        count_z = calibrate_count_noise(label_count_share * epsilon, delta)
     prefix = [(count_z, 1.0, 1)] if count_z is not None else []
     z = calibrate_dpsgd(epsilon, delta, q, steps, accountant, prefix)
     extra: dict[str, Any] = {}

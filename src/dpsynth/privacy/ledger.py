@@ -46,13 +46,12 @@ Payload = dict[str, Any]
 class Ledger:
     """The planned and released events of one run (see the module docstring)."""
 
-    def __init__(
-        self, path: Path, epsilon: float, delta: float, accountant: Accountant, planned: list[Event]
-    ) -> None:
+    def __init__(self, path: Path, epsilon: float, delta: float, accountant: Accountant, planned: list[Event]) -> None:
         self.path = path
         self.epsilon = epsilon  # the target: a hard cap
         self.delta = delta
-        self.accountant = accountant
+        self.requested_accountant = accountant  # what the config asked for (a resume must ask the same)
+        self.accountant = accountant  # what composes the events (see use_accountant)
         self.planned = planned
         self.releases: list[dict[str, Any]] = []  # {"key", "steps", "time"}, in release order
 
@@ -106,6 +105,7 @@ class Ledger:
                 "resume with the original config or start a new --out"
             )
         led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]])
+        led.accountant = raw.get("accountant_used", accountant)
         led.releases = list(raw["releases"])
         led.plan(planned)
         led.save()
@@ -116,13 +116,23 @@ class Ledger:
             self.path,
             {
                 "format": FORMAT,
-                "target": {"epsilon": self.epsilon, "delta": self.delta, "accountant": self.accountant},
+                "target": {"epsilon": self.epsilon, "delta": self.delta, "accountant": self.requested_accountant},
+                "accountant_used": self.accountant,
                 "planned": [e.to_dict() for e in self.planned],
                 "releases": self.releases,
                 "epsilon_spent": self.epsilon_spent(),
                 "note": COMPOSITION_NOTE,
             },
         )
+
+    def use_accountant(self, accountant: Accountant) -> None:
+        """Compose with another (looser, valid) accountant from now on, e.g. Opacus' RDP where PRV cannot
+        evaluate very low noise; the switch is persisted so a resumed run keeps it."""
+        if accountant != self.accountant:
+            if accountant != "rdp":
+                raise ValueError("only a switch to the RDP bound, valid for every event, is allowed")
+            self.accountant = accountant
+            self.save()
 
     # -------------------------------------------------------------- planning
     def plan(self, events: Sequence[Event]) -> None:
@@ -237,7 +247,8 @@ class Ledger:
 def save_payload(path: Path, payload: Payload) -> None:
     if path.suffix == ".npz":
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in payload.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in payload.items()}
+        np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())
     else:
         atomic_write_json(path, payload)
