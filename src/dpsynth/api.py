@@ -26,7 +26,7 @@ from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
 from dpsynth.methods.wasp import WaspRun
-from dpsynth.privacy.report import privacy_report
+from dpsynth.privacy.report import privacy_report, validate_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
@@ -233,7 +233,7 @@ def synthesize(
         with ProgressReporter(enabled=progress) as reporter:
             rows, report = method.run(run_dir, reporter)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
-        atomic_write_json(run_dir.privacy, report)
+        atomic_write_json(run_dir.privacy, validate_report(report))
         log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
     except DpsynthError as exc:
         if handlers:  # before the run directory exists there is no log to write to

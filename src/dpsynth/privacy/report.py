@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from dpsynth.privacy.events import Event, epsilon_of, gdp_mu_of, history, pld_epsilon
 from dpsynth.privacy.ledger import COMPOSITION_NOTE, Ledger
 
@@ -30,6 +32,52 @@ DOMAIN_NOTE = (
     "shown on the console only (never written to the run directory); an output therefore also tells that "
     "every record passed them."
 )
+
+
+class MechanismEntry(BaseModel):
+    """One mechanism that read private data: what it read, its sensitivity and noise, how often it ran."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    reads: str
+    sensitivity_l2: float = Field(ge=0)
+    sigma: float | list[float]
+    noise_multiplier: float | list[float]
+    count: int = Field(ge=0)
+    planned_count: int = Field(ge=0)
+
+
+class AccountantSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    epsilon_at_delta: float = Field(ge=0)
+
+
+class PrivacyReport(BaseModel):
+    """The one shape of privacy.json, for every method (the HTML report and the tests read it)."""
+
+    model_config = ConfigDict(extra="allow")
+    guarantee: str
+    differentially_private: bool
+    epsilon: float = Field(ge=0)
+    delta: float = Field(ge=0, lt=1)
+    adjacency: str
+    method: str
+    complete: bool
+    mechanisms: list[MechanismEntry]
+    accountant: AccountantSection | None
+    public_inputs: dict[str, Any]
+    epsilon_target: float | None = None
+    domain: dict[str, Any] | None = None
+    composition: str | None = None
+
+
+def validate_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Check ``report`` has the one privacy.json shape (a pydantic ValidationError otherwise); returns it."""
+    PrivacyReport.model_validate(report)
+    if report["mechanisms"] and report["differentially_private"] and report["accountant"] is None:
+        raise ValueError("privacy.json: a DP report that lists mechanisms must name its accountant")
+    return report
 
 
 def _version(pkg: str) -> str:
