@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -176,8 +177,14 @@ def test_ledger_is_a_hard_cap_and_resumes(tmp_path: Path) -> None:
 
 def test_a_plan_above_the_target_is_refused(tmp_path: Path) -> None:
     z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
-    with pytest.raises(PrivacyBudgetError):
+    with pytest.raises(PrivacyBudgetError) as err:
         Ledger.open(tmp_path / "l.json", epsilon=2.0, delta=1e-5, accountant="pld", planned=_events(z, 4))
+    # regression: "start a new run to spend more" suggested a fresh budget for the same data
+    assert "add up" in str(err.value) and "new run to spend more" not in str(err.value)
+    led = Ledger.open(tmp_path / "l2.json", epsilon=2.0, delta=1e-5, accountant="pld", planned=_events(z, 3))
+    assert "add up" in json.loads((tmp_path / "l2.json").read_text())["note"]
+    with pytest.raises(PrivacyBudgetError, match="add up"):
+        led.plan([Event("more", z)])
 
 
 def test_a_recorded_release_whose_file_is_gone_is_refused_not_redrawn(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ class KnowledgeSGClientMethod:
             source, ks.instruction_column, ks.response_column, config.data.encoding, where, ks.domain
         )
         # The DP training is dp-finetune's, on "Question: ...\nAnswer: ..." texts with one public label (the
-        # domain) as the control code; uniform label shares, so no count is released.
+        # domain) as the control code; uniform label shares, so only the noisy total count is released (it
+        # sets the DP-SGD sample rate).
         inner = config.model_copy(
             update={
                 "method": "dp-finetune",

@@ -153,7 +153,7 @@ class Ledger:
             if total > self.epsilon + _TOLERANCE:
                 raise PrivacyBudgetError(
                     f"privacy plan: the planned releases need epsilon {total:.4f}, above privacy.epsilon = "
-                    f"{self.epsilon:g}"
+                    f"{self.epsilon:g}; {COMPOSITION_NOTE}"
                 )
             if self.path.exists():
                 self.save()
