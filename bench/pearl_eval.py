@@ -153,10 +153,14 @@ def run_pearl(ds: dict[str, Any], eps: float, seed: int, dp_schema: bool, args: 
             xs, ys = z["x"].reshape(len(z["x"]), -1).astype(np.float64), z["label"].astype(np.int64)
         else:
             df = pd.DataFrame(rows)
-            xs, ys = df[ds["names"]].to_numpy(dtype=np.float64), df[LABEL].to_numpy(dtype=np.int64)
+            # a column the DP schema could not derive is output with one empty placeholder value (and one
+            # voted categorical holds number strings): non-numbers count as missing, imputed with 0
+            feats = df[ds["names"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+            xs, ys = feats.to_numpy(dtype=np.float64), df[LABEL].to_numpy(dtype=np.int64)
     secs = time.monotonic() - t0
     out = downstream(xs, ys, ds["xte"], ds["yte"])
     out.update(seconds=secs, epsilon_reported=report["epsilon"], sigma_sketch=report["mechanisms"][-1]["sigma"])
+    out["placeholder_columns"] = report.get("schema", {}).get("placeholder_columns", [])
     if digits and seed == 0 and args.grid and not dp_schema:
         save_grid(xs, ys, eps, dp_schema)
     return out

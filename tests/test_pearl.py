@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 import dpsynth
 from dpsynth.config import Config
-from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.methods import pearl as pearl_mod
 from dpsynth.methods.pearl import (
     ColumnSpec,
@@ -30,6 +31,7 @@ from dpsynth.methods.pearl import (
 )
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.accountant import GaussianPlan, gdp_delta
+from dpsynth.privacy.events import Event, epsilon_of
 
 FAST = {"n_frequencies": 64, "train_steps": 40, "train_batch": 16, "hidden_dim": 32, "train_threads": 1}
 
@@ -132,9 +134,17 @@ def test_heterogeneous_split_composes_to_the_target() -> None:
     check = sk.composed_epsilon(zs, 1e-5)  # dp-accounting PLD over a ComposedDpEvent
     assert check["pld"] == pytest.approx(1.0, rel=0.01)
     assert [r.share for r in plan.releases] == pytest.approx([0.1, 0.1, 0.8])
+    # the ledger's composition of the events (what a run is charged) fits the target, for any split
+    for eps, shares in [(1.0, [0.1, 0.1, 0.8]), (2.0, [0.2, 0.2, 0.2, 0.1, 0.3]), (10.0, [0.8 / 3] * 3 + [0.1, 0.1])]:
+        p = sk.plan_budget(eps, 1e-5, [(str(i), "", 1.0, "", w) for i, w in enumerate(shares)])
+        events = [Event(r.name, r.noise_multiplier) for r in p.releases]
+        assert eps * 0.999 <= epsilon_of(events, 1e-5) <= eps + sk.PLAN_TOLERANCE
 
 
 # ------------------------------------------------------------------ schema and encoding
+
+
+ONE = pearl_mod.ONEHOT_SCALE
 
 
 def _schema(cols: list[ColumnSpec], label: str | None = "y", classes: tuple[str, ...] = ("0", "1")) -> Schema:
@@ -166,12 +176,21 @@ def test_categorical_round_trip_and_types() -> None:
     assert [r["k"] for r in rows] == [2, 1, 2]  # integer-literal categories come back as ints
 
 
-def test_unknown_declared_category_is_a_one_line_error() -> None:
-    schema = _schema([ColumnSpec("c", "categorical", categories=["a", "b"])])
-    with pytest.raises(DataError) as e:
-        encode_table(pd.DataFrame({"c": ["a", "SECRETVALUE"]}), schema, "private.csv")
-    msg = str(e.value)
-    assert "\n" not in msg and "'c'" in msg and "rows 3" in msg and "SECRETVALUE" not in msg
+def test_values_outside_the_schema_are_handled_per_record() -> None:
+    """A value outside the declared categories or a non-numeric entry no longer stops the run (issue item 4):
+    the record is encoded without that category / at the middle of the range, and the owner gets a
+    one-line console note naming the column and rows, never the value."""
+    schema = _schema(
+        [ColumnSpec("c", "categorical", categories=["a", "b"]), ColumnSpec("v", "float", 0.0, 10.0)], label=None
+    )
+    df = pd.DataFrame({"c": ["a", "SECRETVALUE", "b"], "v": ["2", "SECRETTEXT", ""]})
+    x = encode_table(df, schema, "private.csv")
+    assert x[:, :2].tolist() == [[ONE, 0.0], [0.0, 0.0], [0.0, ONE]]
+    assert x[:, 2].tolist() == [0.2, pearl_mod.MISSING_NUMERIC, pearl_mod.MISSING_NUMERIC]
+    notes = pearl_mod.value_notes(df, schema.columns, "private.csv")
+    assert len(notes) == 2 and all("\n" not in n and "SECRET" not in n for n in notes)
+    assert "'c'" in notes[0] and "rows 3" in notes[0]
+    assert "'v'" in notes[1] and "rows 3, 4" in notes[1]
 
 
 def _wine_csv(tmp_path: Path, n: int | None = None) -> Path:
@@ -194,7 +213,7 @@ def _cfg(tmp_path: Path, private: Path | str, **kw: Any) -> Config:
         output_format="csv",
         n_synthetic=kw.pop("n_synthetic", 60),
         data={"private": str(private), "label_column": "target", "labels": "0,1,2", **kw.pop("data", {})},
-        privacy={"epsilon": 2.0, "delta": 1e-5},
+        privacy=kw.pop("privacy", {"epsilon": 2.0, "delta": 1e-5}),
         pearl=pearl,
         seed=0,
         **kw,
@@ -235,15 +254,8 @@ def test_schema_errors(tmp_path: Path) -> None:
         dpsynth.synthesize(_cfg(tmp_path, "embedded:imdb"), progress=False)
     with pytest.raises(ConfigError, match="schema_budget"):
         Config(method="pearl", pearl={"schema_budget": 0.5, "count_budget": 0.5})
-    with pytest.raises(DataError, match="non-numeric 'alcohol'"):
-        df = pd.read_csv(p)
-        df["alcohol"] = df["alcohol"].astype(object)
-        df.loc[3, "alcohol"] = "n/a"
-        df.to_csv(p, index=False)
-        dpsynth.synthesize(
-            _cfg(tmp_path, p, pearl={"data_schema": {"columns": {"alcohol": {"type": "float", "min": 10, "max": 15}}}}),
-            progress=False,
-        )
+    # a non-numeric value in a declared numeric column is no longer an error: it is imputed per record
+    # (test_declared_schema_values_are_handled_per_record)
 
 
 # ------------------------------------------------------------------ the private data never reaches training
@@ -352,9 +364,16 @@ def test_end_to_end_wine_csv_with_dp_schema(tmp_path: Path) -> None:
     assert all(
         m["sigma"] > 0 and m["sensitivity_l2"] > 0 and "add/remove" in m["adjacency"] for m in priv["mechanisms"]
     )
-    assert priv["accountant_composition_check"]["epsilon_pld"] == pytest.approx(priv["epsilon"], rel=0.02)
+    # the ledger composes the planned events with their own noise multipliers (no separate composition check)
+    assert priv["accountant"]["gdp_crosscheck"]["epsilon_at_delta"] == pytest.approx(priv["epsilon"], rel=0.02)
     assert set(priv["schema"]["derived_with_dp"]) == set(real.columns) - {"target"}
-    assert json.loads((res.run_dir / "ledger.json").read_text())["epsilon_spent"] == pytest.approx(priv["epsilon"])
+    ledger = json.loads((res.run_dir / "ledger.json").read_text())
+    planned = [Event.from_dict(e) for e in ledger["planned"]]
+    assert len({e.noise_multiplier for e in planned}) == 3  # schema shares, counts, sketch: each its own noise
+    assert ledger["target"]["delta"] == pytest.approx(0.9e-5)  # the Gaussian part; the threshold's is apart
+    assert ledger["epsilon_spent"] == pytest.approx(epsilon_of(planned, ledger["target"]["delta"]))
+    assert ledger["epsilon_spent"] == pytest.approx(priv["epsilon"])
+    assert priv["complete"] and [m["count"] for m in priv["mechanisms"]] == [1] * 5
     # the derived schema is saved (a DP release) and can be reused as a declared schema
     saved = json.loads((res.run_dir / "schema.json").read_text())["data_schema"]
     assert saved["columns"]["proline"]["type"] == "integer"
@@ -513,3 +532,241 @@ def test_report_shows_synthetic_images(tmp_path: Path) -> None:
     assert '<section id="images">' in html and 'data-chart="images"' in html
     section = html.split('<section id="images">')[1].split("</section>")[0]
     assert 'src="http' not in section and 'href="http' not in section  # self-contained
+
+
+# ------------------------------------------------------------------ the ledger: every release its own event
+
+RELEASE_FUNCS = {
+    "release_column_kinds": "schema.kinds",
+    "release_bounds": "schema.bounds",
+    "release_categories": "schema.categories",
+    "release_counts": "counts",
+    "release_sketch": "sketch",
+}
+
+
+REAL_RELEASES = {func: getattr(sk, func) for func in RELEASE_FUNCS}  # before any spy wraps them
+
+
+class Killed(Exception):
+    """Stands in for the process being killed in the middle of a run."""
+
+
+def _spy_releases(monkeypatch: pytest.MonkeyPatch, kill: set[str] | None = None) -> list[tuple[str, float]]:
+    """Record every drawn release as (ledger key, noise multiplier); releases named in ``kill`` raise instead."""
+    drawn: list[tuple[str, float]] = []
+    kill = kill if kill is not None else set()
+    for func, key in RELEASE_FUNCS.items():
+        real = REAL_RELEASES[func]
+
+        def spy(*args: Any, _real: Any = real, _key: str = key, **kwargs: Any) -> Any:
+            if _key in kill:
+                raise Killed(_key)
+            drawn.append((_key, float(kwargs["noise_multiplier"])))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(sk, func, spy)
+    return drawn
+
+
+def _mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A float, an integer and a categorical column and a label: every schema release has work to do."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "a": rng.uniform(0, 10, n).round(3),
+            "k": rng.integers(1, 50, n),
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "target": rng.integers(0, 3, n),
+        }
+    )
+
+
+def _ledger(run: Path) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads((run / "ledger.json").read_text())
+    return out
+
+
+def test_an_interrupted_run_is_charged_for_exactly_the_releases_it_drew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue item 8): the old ledger counted PEARL's R releases as R equal ones, so a run
+    stopped after some of them showed a wrong epsilon_spent (2.145 instead of 3.519 with schema_budget 0.8).
+    Now each release is an event with its own noise multiplier, recorded as soon as it is drawn."""
+    p = tmp_path / "mixed.csv"
+    _mixed_frame().to_csv(p, index=False)
+    cfg = _cfg(tmp_path, p, pearl={"schema_budget": 0.6})
+    drawn = _spy_releases(monkeypatch, kill={"sketch"})
+    with pytest.raises(Killed):
+        dpsynth.synthesize(cfg, progress=False)
+    ledger = _ledger(tmp_path / "run")
+    keys = [r["key"] for r in ledger["releases"]]
+    assert keys == ["schema.kinds", "schema.bounds", "schema.categories", "counts"]
+    assert [k for k, _ in drawn] == keys  # every drawn release is recorded, nothing else is
+    zs = [z for _, z in drawn]
+    assert len(set(zs)) == 2  # the three schema shares (0.2 each) and the counts (0.1): not R equal releases
+    delta_gaussian = 1e-5 * (1 - 0.1)  # privacy.delta minus the category threshold's share
+    expected = epsilon_of([Event(k, z) for k, z in drawn], delta_gaussian)
+    assert ledger["epsilon_spent"] == pytest.approx(expected, rel=1e-6)
+    assert ledger["target"]["delta"] == pytest.approx(delta_gaussian)
+    # resume: the four saved releases come back from their files, only the sketch is drawn
+    drawn_again = _spy_releases(monkeypatch)
+    res = dpsynth.synthesize(cfg, resume=True, progress=False)
+    assert [k for k, _ in drawn_again] == ["sketch"]
+    ledger = _ledger(tmp_path / "run")
+    assert [r["key"] for r in ledger["releases"]] == [*keys, "sketch"]
+    planned = [Event.from_dict(e) for e in ledger["planned"]]
+    assert ledger["epsilon_spent"] == pytest.approx(epsilon_of(planned, delta_gaussian))
+    assert ledger["epsilon_spent"] <= 2.0 + 1e-6 and res.privacy["epsilon"] == pytest.approx(ledger["epsilon_spent"])
+    assert res.privacy["complete"] and [m["count"] for m in res.privacy["mechanisms"]] == [1] * 5
+
+
+def test_a_missing_saved_release_stops_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue item 1): a resume whose counts.json was gone drew the counts again while the ledger
+    counted them once.  A recorded release whose file is missing now stops the resume; nothing is drawn."""
+    p = tmp_path / "mixed.csv"
+    _mixed_frame().to_csv(p, index=False)
+    cfg = _cfg(tmp_path, p)
+    _spy_releases(monkeypatch, kill={"sketch"})
+    with pytest.raises(Killed):
+        dpsynth.synthesize(cfg, progress=False)
+    run = tmp_path / "run"
+    before = _ledger(run)["releases"]
+    for lost in ("counts.json", "schema_kinds.json"):
+        (run / lost).unlink()
+        drawn = _spy_releases(monkeypatch)
+        with pytest.raises(ResumeError, match="missing") as e:
+            dpsynth.synthesize(cfg, resume=True, progress=False)
+        assert lost in str(e.value) and "\n" not in str(e.value)
+        assert drawn == [] and _ledger(run)["releases"] == before
+    # a refusal that stays (a label outside data.labels: a domain check) is raised in prepare, before
+    # logging starts, so even on resume it reaches the console only, never run.log
+    log_before = (run / "run.log").read_text()
+    df = pd.read_csv(p)
+    df.loc[10, "target"] = 7
+    df.to_csv(p, index=False)
+    with pytest.raises(DataError, match="not in data.labels") as e:
+        dpsynth.synthesize(cfg, resume=True, progress=False)
+    assert "rows 12" in str(e.value) and (run / "run.log").read_text() == log_before
+
+
+# ------------------------------------------------------------------ data-dependent outcomes never stop a run
+
+
+def _run_files(run: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(run)): f.read_bytes() for f in run.rglob("*") if f.is_file()}
+
+
+def test_a_bad_value_in_a_dp_typed_numeric_column_is_imputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue item 2): one non-numeric value in a column the noisy type vote called numeric
+    stopped the run with an error naming the private row (copied into run.log) after the schema releases
+    were drawn but not recorded.  Now it is missing, imputed per record; the run completes, every drawn
+    release is recorded, and no private value or row number reaches the run directory."""
+    df = _mixed_frame()
+    df["a"] = df["a"].astype(object)
+    df.loc[222, "a"] = "SENTINEL_BAD_VALUE"  # CSV row 224 (the header is row 1)
+    p = tmp_path / "bad.csv"
+    df.to_csv(p, index=False)
+    drawn = _spy_releases(monkeypatch)
+    res = dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    run = res.run_dir
+    ledger = _ledger(run)
+    assert [r["key"] for r in ledger["releases"]] == [k for k, _ in drawn]
+    assert len(drawn) == 5 and res.privacy["complete"]
+    schema = json.loads((run / "schema.json").read_text())["data_schema"]["columns"]
+    assert schema["a"]["type"] == "float"  # the vote called it numeric despite the bad value
+    assert pd.read_csv(res.output)["a"].dtype == np.float64
+    # the owner is told on the console, naming the rows; nothing of it reaches a file
+    err = capsys.readouterr().err
+    assert "'a'" in err and "rows 224" in err and "SENTINEL" not in err
+    files = _run_files(run)
+    assert "run.log" in files and "SENTINEL" not in str(res.privacy)
+    for name, data in files.items():
+        assert b"SENTINEL" not in data, name
+        if not name.startswith("synthetic"):
+            text = data.decode("utf-8", errors="ignore")
+            assert not re.search(r"(?<![\d.])22[24](?![\d.])", text), name
+            assert not re.search(r"\brows? \d|record indices \d", text), name
+
+
+def test_declared_schema_values_are_handled_per_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue item 4: a value outside the declared categories or a non-numeric value in a declared numeric
+    column no longer refuses the input; the label check that stays is listed as a domain check, and the
+    console note never reaches run.log.  A delta >= 1/M is a console note too, not a stop."""
+    df = _mixed_frame(40)
+    df["a"] = df["a"].astype(object)
+    df.loc[5, "a"] = "SENTINEL_NA"
+    df.loc[7, "colour"] = "SENTINEL_PURPLE"
+    p = tmp_path / "declared.csv"
+    df.to_csv(p, index=False)
+    schema = {
+        "columns": {
+            "a": {"type": "float", "min": 0, "max": 10},
+            "k": {"type": "integer", "min": 1, "max": 50},
+            "colour": {"categories": ["red", "green", "blue"]},
+        }
+    }
+    cfg = _cfg(tmp_path, p, pearl={"data_schema": schema}, privacy={"epsilon": 2.0, "delta": 0.05})  # >= 1/40
+    res = dpsynth.synthesize(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "'a'" in err and "rows 7" in err and "'colour'" in err and "rows 9" in err and "1/M" in err
+    assert "SENTINEL" not in err
+    assert [m["name"] for m in res.privacy["mechanisms"]] == ["Gaussian: counts", "Gaussian: sketch"]
+    assert res.privacy["delta"] == pytest.approx(0.05)
+    checks = res.privacy["domain"]["checks"]
+    assert pearl_mod.DOMAIN_LABEL in checks and not any("categor" in c for c in checks)
+    for name, data in _run_files(res.run_dir).items():
+        assert b"SENTINEL" not in data, name
+    log_text = (res.run_dir / "run.log").read_text()
+    assert "rows" not in log_text and "1/M" not in log_text
+    assert set(pd.read_csv(res.output)["colour"]) <= {"red", "green", "blue"}
+
+
+def test_no_frequent_category_keeps_the_column_with_a_placeholder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue item 4): "no value of column X was frequent enough to release" stopped the run
+    after the budget was spent.  Now the column is output with one public placeholder (empty) value."""
+    rng = np.random.default_rng(2)
+    n = 120
+    p = tmp_path / "ids.csv"
+    pd.DataFrame(
+        {
+            "id": [f"SECRETID{i}" for i in range(n)],  # every value held by one record: none may be released
+            "v": rng.uniform(0, 10, n).round(2),
+            "target": rng.integers(0, 3, n),
+        }
+    ).to_csv(p, index=False)
+    schema = {"columns": {"id": {"type": "categorical"}, "v": {"type": "float", "min": 0, "max": 10}}}
+    drawn = _spy_releases(monkeypatch)
+    res = dpsynth.synthesize(_cfg(tmp_path, p, pearl={"data_schema": schema}), progress=False)
+    assert [k for k, _ in drawn] == ["schema.categories", "counts", "sketch"]
+    assert [r["key"] for r in _ledger(res.run_dir)["releases"]] == [k for k, _ in drawn]
+    syn = pd.read_csv(res.output, keep_default_na=False)
+    assert list(syn.columns) == ["id", "v", "target"] and set(syn["id"]) == {""}
+    assert res.privacy["schema"]["placeholder_columns"] == ["id"]
+    cat = next(m for m in res.privacy["mechanisms"] if m["name"] == "Gaussian: schema.categories")
+    assert cat["placeholder_columns"] == ["id"] and cat["count"] == 1
+    for name, data in _run_files(res.run_dir).items():
+        assert b"SECRETID" not in data, name
+
+
+def test_non_private_benchmark_mode(tmp_path: Path) -> None:
+    """PearlMethod(non_private=True) (bench/pearl_eval.py's epsilon = inf rows): no noise, and the report
+    and the ledger say so."""
+    from dpsynth.run import ProgressReporter, RunDir
+
+    p = _wine_csv(tmp_path, 40)
+    cfg = _cfg(tmp_path, p, privacy={"epsilon": 1.0, "delta": 0.5})
+    method = PearlMethod(cfg, non_private=True)
+    method.prepare()
+    rd = RunDir(tmp_path / "bench-run")
+    rd.create(cfg)
+    rows, report = method.run(rd, ProgressReporter(enabled=False))
+    assert len(rows) == 60 and report["epsilon"] == math.inf and not report["differentially_private"]
+    assert report["guarantee"].startswith("NOT differentially private")
+    assert all(m["sigma"] == 0 and m["noise_multiplier"] == 0 for m in report["mechanisms"])
+    assert all("WITHOUT noise" in m["name"] for m in report["mechanisms"])
+    assert _ledger(rd.path)["epsilon_spent"] == math.inf

@@ -8,9 +8,11 @@ The data flow is one way::
 * ``PearlMethod.prepare`` loads and validates the private data and plans the budget, before the
   run directory exists.
 * ``PearlMethod.run`` derives what the user did not declare of the schema with DP (kinds,
-  bounds, categories), releases the characteristic-function sketch, then *drops every reference
-  to the private data* and trains the generator with ``train_generator(sketch, layout, ...)``,
-  a function that receives only the release and public facts.
+  bounds, categories), releases the counts and the characteristic-function sketch (each release
+  one ledger event with its own noise, drawn through ``Ledger.release`` into its own file), then
+  *drops every reference to the private data* and trains the generator with
+  ``train_generator(sketch, layout, ...)``, a function that receives only the release and public
+  facts.
 * The generator is trained to minimise the characteristic-function distance (CFD) to the noisy
   sketch while a critic re-weights the frequencies to where the two differ most (the paper's
   adversarial re-weighting, Sec. 3.3): the critic is a Gaussian frequency distribution
@@ -27,7 +29,7 @@ cheap baseline next to WASP; ``embedding_sketch`` makes the release).
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import math
 import time
@@ -39,10 +41,11 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data import read_table
-from dpsynth.errors import ConfigError, DataError, DpsynthError, PrivacyBudgetError, ResumeError
+from dpsynth.data import notify_owner, read_table, warn_if_delta_large
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.privacy import sketch as sk
+from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
@@ -51,6 +54,12 @@ log = logging.getLogger("dpsynth")
 
 KINDS = ("integer", "float", "categorical")
 ADJACENCY = "add/remove one private record (one row or one array record, its label included)"
+# The checks that still refuse input, in prepare (console only, before the run directory exists): the
+# guarantee is stated over inputs that pass them (privacy.json "domain").  Everything else about a
+# value is handled record by record (clipped, imputed, or encoded as no category: encode_table).
+DOMAIN_NOT_EMPTY = "the private set holds at least one record"
+DOMAIN_LABEL = "every record's label (data.label_column) is one of the declared data.labels"
+DOMAIN_FINITE_ARRAY = "array input: every value of every record is finite (no NaN or infinity)"
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
 
@@ -315,50 +324,82 @@ def _scale01(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def encode_table(df: Any, schema: Schema, where: str = "dataset") -> np.ndarray:
-    """Encode a table of strings by the schema; unknown values of *declared* categories are an error."""
+    """Encode a table of strings by the schema, record by record; no value stops the run.
+
+    Each record's encoding depends on that record only (a per-record map, so the sketch's
+    sensitivity argument holds whatever the data holds), and no value is refused: a check that
+    stopped the run would make the output's existence depend on one record.  Numeric values outside
+    [min, max] are clipped; an empty, non-numeric or non-finite value in a numeric column is missing
+    and encoded at the middle of the range (0.5, a public value); a value outside a column's
+    categories (declared, or too rare to be released) is encoded as no category (all-zero).
+    ``value_notes`` tells the data owner, on the console, where that happened.
+    """
     layout = Layout.from_schema(schema)
     x = np.zeros((len(df), layout.dim), dtype=np.float64)
     pos = 0
     for c in schema.columns:
         col = df[c.name].astype(str).to_numpy()
         if c.numeric:
-            v = _parse_numeric(col, c.name, where)
+            v = _parse_numeric(col)
             assert c.lo is not None and c.hi is not None
-            x[:, pos] = _scale01(v, c.lo, c.hi)
+            x[:, pos] = np.where(np.isnan(v), MISSING_NUMERIC, _scale01(np.nan_to_num(v), c.lo, c.hi))
             pos += 1
         else:
-            cats = c.categories or []
-            index = {v: i for i, v in enumerate(cats)}
-            idx = np.array([index.get(s.strip(), -1) for s in col], dtype=np.int64)
-            bad = np.flatnonzero(idx < 0)
-            if bad.size and "categories" not in c.derived:
-                raise DataError(
-                    f"{where}: {bad.size} record(s) have a {c.name!r} value not in the declared categories "
-                    f"({_rows_text(where, bad)}); add the category to pearl.data_schema or fix the rows"
-                )
-            ok = idx >= 0  # DP-derived categories: a value too rare to be released encodes as all-zero
+            idx = _category_index(col, c.categories or [])
+            ok = idx >= 0
             x[np.flatnonzero(ok), pos + idx[ok]] = ONEHOT_SCALE
-            pos += len(cats)
+            pos += len(c.categories or [])
     return x
 
 
-def _parse_numeric(col: np.ndarray, name: str, where: str) -> np.ndarray:
-    out = np.empty(len(col), dtype=np.float64)
-    bad = []
+MISSING_NUMERIC = 0.5  # encoded value of a missing numeric entry: the middle of [min, max], public
+
+
+def _category_index(col: np.ndarray, cats: Sequence[str]) -> np.ndarray:
+    """Index of each (stripped) value in ``cats``, -1 when it is not one of them."""
+    index = {v: i for i, v in enumerate(cats)}
+    return np.array([index.get(str(s).strip(), -1) for s in col], dtype=np.int64)
+
+
+def _parse_numeric(col: np.ndarray) -> np.ndarray:
+    """Floats of a column of strings; NaN where a value is empty, non-numeric or not finite (missing)."""
+    out = np.full(len(col), np.nan, dtype=np.float64)
     for i, s in enumerate(col):
         try:
-            out[i] = float(s)
+            v = float(s)
         except ValueError:
-            bad.append(i)
             continue
-        if not math.isfinite(out[i]):
-            bad.append(i)
-    if bad:
-        raise DataError(
-            f"{where}: {len(bad)} record(s) have an empty or non-numeric {name!r} in a numeric column "
-            f"({_rows_text(where, bad)}); fill them, or declare the column categorical in pearl.data_schema"
-        )
+        if math.isfinite(v):
+            out[i] = v
     return out
+
+
+def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str) -> list[str]:
+    """Console notes for the data owner: which rows of which column were imputed or left without a category.
+
+    One line per column, naming the rows (they are the owner's own data), never a value.  For the
+    console only (``data.notify_owner``): never logged or written, because the rows are private.
+    """
+    notes = []
+    for c in columns:
+        col = df[c.name].astype(str).to_numpy()
+        if c.numeric:
+            bad = np.flatnonzero(np.isnan(_parse_numeric(col)))
+            if bad.size:
+                notes.append(
+                    f"{where}: {bad.size} record(s) have an empty or non-numeric {c.name!r} in a numeric column "
+                    f"({_rows_text(where, bad)}); they are treated as missing and encoded at the middle of "
+                    "[min, max]. Fill them, or declare the column categorical in pearl.data_schema"
+                )
+        elif c.categories and "categories" not in c.derived:
+            bad = np.flatnonzero(_category_index(col, c.categories) < 0)
+            if bad.size:
+                notes.append(
+                    f"{where}: {bad.size} record(s) have a {c.name!r} value not in the declared categories "
+                    f"({_rows_text(where, bad)}); they are encoded as no category of that column. Add the "
+                    "category to pearl.data_schema or fix the rows"
+                )
+    return notes
 
 
 def _typed(values: Sequence[str]) -> list[Any]:
@@ -632,7 +673,8 @@ class PearlMethod:
         self.budget: sk.BudgetPlan | None = None
         self.generator: TrainedGenerator | None = None
         self.sketch: sk.NoisySketch | None = None
-        self._planned: list[str] = []
+        self.events: list[Event] = []  # the planned releases (ledger events), set by prepare
+        self.domain: list[str] = []  # the per-record checks that still refuse input (privacy.json)
 
     # ----------------------------------------------------------------- prepare
     def prepare(self) -> None:
@@ -651,13 +693,11 @@ class PearlMethod:
         else:
             self._prepare_table(spec, declared_labels)
         assert self._private is not None and self.schema is not None
-        n = len(self._private)
-        if not self.non_private and cfg.privacy.delta >= 1.0 / n:
-            raise ConfigError(
-                f"privacy.delta: {cfg.privacy.delta:g} is not below 1/M for this private set; use a smaller "
-                "delta (e.g. 1e-5)"
-            )
+        if not self.non_private:
+            # M is private: a delta that is large for it is a console note, never a stop (data.py)
+            warn_if_delta_large(cfg.privacy.delta, len(self._private))
         self.budget = self._plan()
+        self.events = self.privacy_events()
 
     def _label_set(self, declared: list[str] | None, label_present: bool) -> tuple[str | None, list[str]]:
         col = self.config.data.label_column
@@ -710,13 +750,13 @@ class PearlMethod:
                 )
         else:
             yi = np.zeros(len(df), dtype=np.int64)
-        # declared facts are validated now (unknown categories, non-numeric values), before anything runs
-        for c in specs:
-            if c.complete():
-                tmp = Schema([c], [c.name], None, [""])
-                encode_table(df[[c.name]], tmp, where)
+        # values the declared schema does not cover are handled per record (encode_table); the owner
+        # learns where on the console, before the run directory (and its log) exists
+        for note in value_notes(df, [c for c in specs if c.complete()], where):
+            notify_owner(note)
         self._private = _Private(table=df[features].copy(), labels=yi, where=where)
         self.schema = Schema(specs, cols, label_col, classes)
+        self.domain = [DOMAIN_NOT_EMPTY] + ([DOMAIN_LABEL] if label_col is not None else [])
 
     def _prepare_array(self, spec: dict[str, Any], declared: list[str] | None) -> None:
         where = self._where()
@@ -782,6 +822,7 @@ class PearlMethod:
             cspec.lo = 0.0 if cspec.lo is None else cspec.lo
             cspec.hi = info_hi if cspec.hi is None else cspec.hi
         self._private = _Private(array=flat, labels=yi, where=where)
+        self.domain = [DOMAIN_NOT_EMPTY, DOMAIN_FINITE_ARRAY] + ([DOMAIN_LABEL] if y_raw is not None else [])
         self.schema = Schema(
             [cspec], [], label_col, classes, array_shape=tuple(int(s) for s in x.shape[1:]), array_dtype=str(x.dtype)
         )
@@ -865,7 +906,6 @@ class PearlMethod:
                 1.0 - p.count_budget - (p.schema_budget if schema_rel else 0.0),
             )
         )
-        self._planned = [r[0] for r in releases]
         return sk.plan_budget(
             self.config.privacy.epsilon,
             self.config.privacy.delta,
@@ -874,76 +914,59 @@ class PearlMethod:
             delta_selection=delta_sel,
         )
 
-    def _z(self, name: str) -> float:
+    def privacy_events(self) -> list[Event]:
+        """The run's releases as ledger events: one per release, each with its own noise multiplier.
+
+        The ledger composes exactly the events that were drawn, so a run stopped after some releases
+        is charged for those (with their own noise), not for as many equal releases.  The benchmark's
+        non-private reference has noise multiplier 0 (epsilon = inf, stated in the report).
+        """
         assert self.budget is not None
-        return 0.0 if self.non_private else self.budget.get(name).noise_multiplier
+        return [
+            Event(
+                r.name,
+                0.0 if self.non_private else r.noise_multiplier,
+                sensitivity=r.sensitivity,
+                mechanism=mechanism_name(r.name),
+                reads=r.reads,
+            )
+            for r in self.budget.releases
+        ]
+
+    def open_ledger(self, run_dir: RunDir) -> Ledger:
+        """The run's ledger at the Gaussian part of delta (the category threshold's delta is reported apart)."""
+        assert self.budget is not None
+        p = self.config.privacy
+        return Ledger.open(
+            run_dir.ledger,
+            epsilon=math.inf if self.non_private else p.epsilon,
+            delta=self.budget.delta_gaussian,
+            accountant=p.accountant,
+            planned=self.events,
+            resume=run_dir.resuming,
+        )
 
     # ----------------------------------------------------------------- run
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        assert self.budget is not None and self.schema is not None
-        ledger = Ledger.open(run_dir.ledger, self.budget.plan, "pearl: Gaussian mechanisms (sketch and schema)")
-        schema_path = run_dir.path / "schema.json"
-        sketch_path = run_dir.path / "sketch.npz"
-        released: dict[str, dict[str, Any]] = {}
-        schema_names = [n for n in self._planned if n.startswith("schema.")]
-        if schema_names:
-            if schema_path.exists():  # resume: the derived schema is a saved release
-                self.schema, released = _schema_from_json(
-                    json.loads(schema_path.read_text(encoding="utf-8")), self.schema
-                )
-            else:
-                if self._private is None:
-                    raise ResumeError(f"out: {run_dir.path} lost its schema release; start a new --out")
-                ledger.check_can_release()
-                reporter.message("pearl: deriving the undeclared schema with DP (accounted)")
-                released = self._derive_schema(schema_names)
-                atomic_write_json(schema_path, self.schema.to_json(released))
-            for name in schema_names:
-                ledger.record(name)
-        else:
-            atomic_write_json(schema_path, self.schema.to_json({}))
-        layout = Layout.from_schema(self.schema)
-        p = self.config.pearl
-        bw = p.bandwidth or default_bandwidth(layout.dim)
-        seed = self.config.seed if self.config.seed is not None else 0
-        counts_path = run_dir.path / "counts.json"
-        if sketch_path.exists():  # resume: the saved release, never a second draw
-            with np.load(sketch_path, allow_pickle=False) as z:
-                sketch = sk.NoisySketch.from_npz(z)
-            ledger.record("counts")
-        else:
-            if self._private is None:
-                raise ResumeError(f"out: {run_dir.path} has no saved sketch to resume from; start a new --out")
-            x, y = self._encode_private()  # validates the data before anything more is released
-            z_counts, z_sketch = self._z("counts"), self._z("sketch")
-            if counts_path.exists():
-                counts = np.asarray(json.loads(counts_path.read_text(encoding="utf-8"))["counts"], dtype=np.float64)
-            else:
-                ledger.check_can_release()
-                counts = sk.release_counts(y, len(self.schema.classes), noise_multiplier=z_counts)
-                atomic_write_json(counts_path, {"counts": counts.tolist(), "sigma": z_counts * sk.COUNTS_SENSITIVITY})
-            ledger.record("counts")  # after the noisy counts are saved: a crash never un-spends
-            ledger.check_can_release()
-            m = p.n_frequencies or sk.choose_m(
-                counts, z_sketch * sk.SKETCH_SENSITIVITY, p.noise_ratio, 16, p.max_frequencies
-            )
-            freqs = sk.random_frequencies(layout.dim, m, bw, p.bandwidth_spread, seed)
-            sketch = sk.release_sketch(
-                x,
-                y,
-                self.schema.classes,
-                freqs,
-                noise_multiplier=z_sketch,
-                counts=counts,
-                count_sigma=z_counts * sk.COUNTS_SENSITIVITY,
-            )
-            del x, y
-            import io
+        """Draw every release through the ledger (each saved and recorded as soon as it is drawn), then train.
 
-            buf = io.BytesIO()
-            np.savez(buf, **sketch.to_npz())
-            atomic_write_bytes(sketch_path, buf.getvalue())
-        ledger.record("sketch")
+        A resumed run gets the saved results back from ``Ledger.release`` and never draws a recorded key
+        again; one whose saved file is gone stops with a ``ResumeError``.
+        """
+        assert self.budget is not None and self.schema is not None
+        ledger = self.open_ledger(run_dir)
+        released = self._schema_releases(ledger, run_dir, reporter)
+        atomic_write_json(run_dir.path / "schema.json", self.schema.to_json(released))
+        layout = Layout.from_schema(self.schema)
+        saved_counts = ledger.release(
+            "counts", run_dir.path / RELEASE_FILES["counts"], lambda: self._draw_counts(ledger)
+        )
+        counts = np.asarray(saved_counts["counts"], dtype=np.float64)
+        saved = ledger.release(
+            "sketch", run_dir.path / RELEASE_FILES["sketch"], lambda: self._draw_sketch(ledger, layout, counts)
+        )
+        sketch = sk.NoisySketch.from_npz(saved)
+        log.info("pearl: releases done, epsilon spent %.4f", ledger.epsilon_spent())
         self._private = None  # from here on only the release exists: training is post-processing
         self.sketch = sketch
         settings = TrainSettings.from_config(self.config)
@@ -968,149 +991,178 @@ class PearlMethod:
         log.info("pearl: trained %d steps on the sketch (m=%d, D=%d)", settings.steps, sketch.m, sketch.dim)
         return rows, self._report(ledger, released, sketch)
 
+    def _private_data(self) -> _Private:
+        if self._private is None:  # prepare loads it on every start, resume included
+            raise ResumeError("pearl: the private data is not loaded; a release cannot be drawn")
+        return self._private
+
+    def _draw_counts(self, ledger: Ledger) -> dict[str, Any]:
+        assert self.schema is not None
+        p = self._private_data()
+        assert p.labels is not None
+        e = ledger.event("counts")
+        assert e is not None
+        counts = sk.release_counts(p.labels, len(self.schema.classes), noise_multiplier=e.noise_multiplier)
+        return {"counts": counts.tolist(), "sigma": e.sigma}
+
+    def _draw_sketch(self, ledger: Ledger, layout: Layout, counts: np.ndarray) -> dict[str, Any]:
+        """The sketch release; m is chosen from the released counts before it is drawn (post-processing)."""
+        assert self.schema is not None
+        p = self.config.pearl
+        e, ec = ledger.event("sketch"), ledger.event("counts")
+        assert e is not None and ec is not None
+        x, y = self._encode_private()
+        m = p.n_frequencies or sk.choose_m(counts, e.sigma, p.noise_ratio, 16, p.max_frequencies)
+        bw = p.bandwidth or default_bandwidth(layout.dim)
+        seed = self.config.seed if self.config.seed is not None else 0
+        freqs = sk.random_frequencies(layout.dim, m, bw, p.bandwidth_spread, seed)
+        sketch = sk.release_sketch(
+            x, y, self.schema.classes, freqs, noise_multiplier=e.noise_multiplier, counts=counts, count_sigma=ec.sigma
+        )
+        del x, y
+        return sketch.to_npz()
+
     def _encode_private(self) -> tuple[np.ndarray, np.ndarray]:
-        assert self._private is not None and self.schema is not None
-        p = self._private
+        """The private records in [0, 1]^D by the (now complete) schema, record by record (``encode_table``)."""
+        assert self.schema is not None
+        p = self._private_data()
         assert p.labels is not None
         if p.array is not None:
             c = self.schema.columns[0]
             assert c.lo is not None and c.hi is not None
             return _scale01(p.array, c.lo, c.hi), p.labels
+        # columns completed with DP were not checked in prepare: tell the owner (console only) now
+        for note in value_notes(p.table, [c for c in self.schema.columns if c.derived], p.where):
+            notify_owner(note)
         return encode_table(p.table, self.schema, p.where), p.labels
 
-    def _derive_schema(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """The schema releases, in order kinds -> bounds -> categories (each adaptive on the previous)."""
-        assert self._private is not None and self.schema is not None and self.budget is not None
-        p, schema = self._private, self.schema
-        out: dict[str, dict[str, Any]] = {}
-        if "schema.kinds" in names:
-            todo = [c for c in schema.columns if c.kind is None]
-            z = self._z("schema.kinds")
-            noisy = sk.release_column_kinds([p.table[c.name].astype(str).tolist() for c in todo], noise_multiplier=z)
-            for c, (ni, nf, nt) in zip(todo, noisy, strict=True):
-                c.kind = "categorical" if nt > ni + nf else ("integer" if ni >= nf else "float")
-                c.derived.append("type")
-            out["schema.kinds"] = {
-                "columns": len(todo),
-                "sigma": z * math.sqrt(len(todo)),
-                "sensitivity_l2": math.sqrt(len(todo)),
-                "noise_multiplier": z,
-            }
-        if "schema.bounds" in names:
-            z = self._z("schema.bounds")
-            if schema.is_array:
-                assert p.array is not None
-                c = schema.columns[0]
-                b = sk.release_bounds([p.array.min(axis=1), p.array.max(axis=1)], noise_multiplier=z)
-                if c.lo is None:
-                    c.lo = b[0][0]
-                    c.derived.append("min")
-                if c.hi is None:
-                    c.hi = max(b[1][1], c.lo + 1e-9)
-                    c.derived.append("max")
-                d = 2
-            else:
-                todo = [c for c in schema.columns if c.numeric and (c.lo is None or c.hi is None)]
-                vals = [_parse_numeric(p.table[c.name].astype(str).to_numpy(), c.name, p.where) for c in todo]
-                b = sk.release_bounds(vals, noise_multiplier=z) if todo else []
-                for c, (lo, hi) in zip(todo, b, strict=True):
-                    if c.lo is None:
-                        c.lo = lo
-                        c.derived.append("min")
-                    if c.hi is None:
-                        c.hi = hi
-                        c.derived.append("max")
-                    if not c.lo < c.hi:
-                        c.hi = c.lo + 1.0
-                d = len(todo)
-            out["schema.bounds"] = {
-                "columns": d,
-                "sigma": z * math.sqrt(max(d, 1)),
-                "sensitivity_l2": math.sqrt(d),
-                "noise_multiplier": z,
-                "note": "reserved, nothing to release (no such column); its share is counted as spent"
-                if d == 0
-                else "",
-            }
-        if "schema.categories" in names:
-            z = self._z("schema.categories")
-            todo = [c for c in schema.columns if c.kind == "categorical" and not c.categories]
-            d = len(todo)
-            cats = (
-                sk.release_categories(
-                    [p.table[c.name].astype(str).str.strip().tolist() for c in todo],
-                    noise_multiplier=z,
-                    delta_sel=self.budget.delta_selection,
-                    max_categories=self.config.pearl.max_categories,
-                )
-                if todo
-                else []
+    # ----------------------------------------------------------------- schema releases
+    def _schema_releases(self, ledger: Ledger, run_dir: RunDir, reporter: ProgressReporter) -> dict[str, Any]:
+        """The planned schema releases, in order kinds -> bounds -> categories (each adaptive on the previous).
+
+        Each is drawn through ``Ledger.release`` into its own file, so it is recorded the moment it
+        exists; on resume the saved facts are applied again in the same order (never redrawn).
+        Returns what each release did, for schema.json and the report.
+        """
+        planned = {e.key for e in self.events}
+        out: dict[str, Any] = {}
+        for key in SCHEMA_RELEASES:
+            if key not in planned:
+                continue
+            if not ledger.released(key):
+                reporter.message(f"pearl: deriving the undeclared schema with DP ({key}, accounted)")
+            payload = ledger.release(
+                key, run_dir.path / RELEASE_FILES[key], functools.partial(self._draw_schema, key, ledger)
             )
-            for c, cs in zip(todo, cats, strict=True):
-                if not cs:
-                    raise PrivacyBudgetError(
-                        f"pearl: no value of column {c.name!r} was frequent enough to release at this budget; declare "
-                        f"its categories in pearl.data_schema, or, if the column is numeric (the noisy type vote "
-                        f"called it categorical), declare {{type: float, min: ..., max: ...}} there; or raise "
-                        f"privacy.epsilon"
-                    )
-                c.categories = cs
-                c.derived.append("categories")
-            sigma = z * math.sqrt(max(d, 1))
-            out["schema.categories"] = {
-                "columns": d,
-                "sigma": sigma,
-                "sensitivity_l2": math.sqrt(d),
-                "noise_multiplier": z,
-                "threshold": sk.category_threshold(sigma, self.budget.delta_selection, max(d, 1)) if d else None,
-                "delta_selection": self.budget.delta_selection,
-                "note": "reserved, nothing to release (no such column); its share is counted as spent"
-                if d == 0
-                else "",
-            }
-        # the numeric columns that became numeric through the kinds vote are validated by encoding later
+            out[key] = self._apply_schema(key, payload)
         return out
 
+    def _draw_schema(self, key: str, ledger: Ledger) -> dict[str, Any]:
+        """One schema release: the DP facts it derives (post-processed from the noisy statistics inside)."""
+        assert self.schema is not None and self.budget is not None
+        p, schema = self._private_data(), self.schema
+        e = ledger.event(key)
+        assert e is not None
+        z = e.noise_multiplier
+        if key == "schema.kinds":
+            todo = [c for c in schema.columns if c.kind is None]
+            noisy = sk.release_column_kinds([p.table[c.name].astype(str).tolist() for c in todo], noise_multiplier=z)
+            kinds = {
+                c.name: "categorical" if nt > ni + nf else ("integer" if ni >= nf else "float")
+                for c, (ni, nf, nt) in zip(todo, noisy, strict=True)
+            }
+            return {"kinds": kinds, **_release_info(len(todo), z)}
+        if key == "schema.bounds":
+            if schema.is_array:
+                assert p.array is not None
+                b = sk.release_bounds([p.array.min(axis=1), p.array.max(axis=1)], noise_multiplier=z)
+                return {"bounds": {"array": [b[0][0], b[1][1]]}, **_release_info(2, z)}
+            todo = [c for c in schema.columns if c.numeric and (c.lo is None or c.hi is None)]
+            vals = [_parse_numeric(p.table[c.name].astype(str).to_numpy()) for c in todo]
+            b = sk.release_bounds(vals, noise_multiplier=z)
+            return {"bounds": {c.name: list(lh) for c, lh in zip(todo, b, strict=True)}, **_release_info(len(todo), z)}
+        todo = [c for c in schema.columns if c.kind == "categorical" and not c.categories]
+        cats = sk.release_categories(
+            [p.table[c.name].astype(str).str.strip().tolist() for c in todo],
+            noise_multiplier=z,
+            delta_sel=self.budget.delta_selection,
+            max_categories=self.config.pearl.max_categories,
+        )
+        info = _release_info(len(todo), z)
+        info["threshold"] = (
+            sk.category_threshold(info["sigma"], self.budget.delta_selection, len(todo)) if todo else None
+        )
+        info["delta_selection"] = self.budget.delta_selection
+        return {"categories": {c.name: cs for c, cs in zip(todo, cats, strict=True)}, **info}
+
+    def _apply_schema(self, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Put a schema release's facts into the schema (deterministic: a resume applies the saved ones)."""
+        assert self.schema is not None
+        by_name = {c.name: c for c in self.schema.columns}
+        info = {k: v for k, v in payload.items() if k not in ("kinds", "bounds", "categories")}
+        for name, kind in payload.get("kinds", {}).items():
+            by_name[name].kind = kind
+            by_name[name].derived.append("type")
+        for name, (lo, hi) in payload.get("bounds", {}).items():
+            c = by_name[name]
+            if c.lo is None:
+                c.lo = float(lo)
+                c.derived.append("min")
+            if c.hi is None:
+                c.hi = float(hi)
+                c.derived.append("max")
+            assert c.lo is not None and c.hi is not None
+            if not c.lo < c.hi:  # a derived bound met a declared one: widen the derived side
+                if "max" in c.derived:
+                    c.hi = c.lo + 1.0
+                else:
+                    c.lo = c.hi - 1.0
+        empty = []
+        for name, cats in payload.get("categories", {}).items():
+            c = by_name[name]
+            c.derived.append("categories")
+            if cats:
+                c.categories = list(cats)
+                continue
+            # nothing cleared the threshold (a DP outcome, so it may be logged): the column is kept with one
+            # public placeholder value instead of stopping a run that has already spent budget
+            c.categories = [CATEGORY_PLACEHOLDER]
+            empty.append(name)
+            log.warning(
+                "pearl: no value of column %r was frequent enough to release at this budget; it is output "
+                "empty. Declare its categories in pearl.data_schema (or {type: float, min, max} if it is "
+                "numeric), or raise privacy.epsilon",
+                name,
+            )
+        if empty:
+            info["placeholder_columns"] = empty
+        return info
+
     # ----------------------------------------------------------------- report
-    def _report(self, ledger: Ledger, released: dict[str, dict[str, Any]], sketch: sk.NoisySketch) -> dict[str, Any]:
+    def _report(self, ledger: Ledger, released: dict[str, Any], sketch: sk.NoisySketch) -> dict[str, Any]:
         assert self.budget is not None and self.schema is not None
         b = self.budget
-        mechanisms = []
+        details: dict[str, dict[str, Any]] = {}
         for r in b.releases:
+            d: dict[str, Any] = {
+                "adjacency": ADJACENCY,
+                "sensitivity_derivation": r.sensitivity_derivation,
+                "share_of_mu2": r.share,
+            }
             info = released.get(r.name, {})
-            sens = info.get("sensitivity_l2", r.sensitivity)
-            sigma = 0.0 if self.non_private else info.get("sigma", r.sigma)
-            if r.name == "sketch":
-                sens, sigma = sketch.sensitivity, sketch.sigma
-            elif r.name == "counts":
-                sens, sigma = sk.COUNTS_SENSITIVITY, sketch.count_sigma
-            elif info.get("columns") == 0:  # reserved and unused: report the plan, the share counts as spent
-                sens, sigma = r.sensitivity, 0.0 if self.non_private else r.sigma
-            mechanisms.append(
-                {
-                    "name": f"Gaussian: {r.name}",
-                    "reads": r.reads,
-                    "adjacency": ADJACENCY,
-                    "sensitivity_l2": sens,
-                    "sensitivity_derivation": r.sensitivity_derivation,
-                    "noise_multiplier": 0.0 if self.non_private else r.noise_multiplier,
-                    "sigma": sigma,
-                    "share_of_mu2": r.share,
-                    "count": 1,
-                    "noise_rng": "numpy PCG64 seeded from the OS CSPRNG (secrets)",
-                    **{
-                        k: v
-                        for k, v in info.items()
-                        if k in ("columns", "threshold", "delta_selection", "note") and v not in ("", None)
-                    },
-                }
+            if info.get("columns"):  # the release read fewer columns than reserved: its own sensitivity and sigma
+                d["sensitivity_l2"], d["sigma"] = info["sensitivity_l2"], info["sigma"]
+            d.update(
+                (k, v)
+                for k, v in info.items()
+                if k in ("columns", "threshold", "delta_selection", "note", "placeholder_columns")
+                and v not in ("", None)
             )
-        zs = [r.noise_multiplier for r in b.releases]
-        check = sk.composed_epsilon(zs, b.plan.delta) if not self.non_private else {}
+            details[mechanism_name(r.name)] = d
         derived = [c.name for c in self.schema.columns if c.derived]
+        placeholders = released.get("schema.categories", {}).get("placeholder_columns", [])
         extra: dict[str, Any] = {
             "adjacency": ADJACENCY,
-            "mechanisms": mechanisms,
             "schema": {
                 "derived_with_dp": derived,
                 "declared": [c.name for c in self.schema.columns if not c.derived],
@@ -1121,6 +1173,19 @@ class PearlMethod:
                     else "the whole schema was declared (public): no budget spent on it"
                 ),
                 "clipping": "numeric values outside [min, max] are clipped to the bound before encoding",
+                "missing": (
+                    "an empty or non-numeric value in a numeric column is encoded at the middle of [min, max]; a "
+                    "value outside a column's categories is encoded as no category (per-record rules, no stop)"
+                ),
+                **(
+                    {
+                        "placeholder_columns": placeholders,
+                        "placeholder_note": "no category of these columns cleared the threshold; they are output "
+                        "with one empty placeholder value",
+                    }
+                    if placeholders
+                    else {}
+                ),
             },
             "sketch": {
                 "m": sketch.m,
@@ -1135,28 +1200,13 @@ class PearlMethod:
                 "classes": list(sketch.classes),
                 "released_to": "sketch.npz (noisy sums, noisy counts, public frequencies)",
             },
-            "post_processing": [
-                "generator training (adversarial frequency re-weighting) uses only sketch.npz",
-                "class proportions of the output from the noisy counts",
-                "output decoding with the (declared or DP-derived) schema",
-            ],
-            "never_written": "private records, encoded private arrays, pre-noise sums, counts and histograms",
+            "releases_saved_to": {k: v for k, v in RELEASE_FILES.items() if ledger.event(k) is not None},
         }
-        if check:
-            extra["accountant_composition_check"] = {
-                "what": "dp-accounting PLD over ComposedDpEvent of the Gaussian mechanisms with their own noise "
-                "multipliers (should match epsilon)",
-                "epsilon_pld": check["pld"],
-                "epsilon_gdp": check["gdp"],
-                "mu": check["mu"],
-            }
         if b.delta_selection > 0:
-            extra["delta"] = b.delta_total
-            extra["delta_split"] = {"gaussian": b.plan.delta, "category_threshold": b.delta_selection}
+            extra["delta_split"] = {"gaussian": b.delta_gaussian, "category_threshold": b.delta_selection}
         report = privacy_report(
             ledger,
             method="pearl",
-            reads="private records once: schema releases (if any) and the characteristic-function sketch",
             public_inputs={
                 "labels": self.schema.classes if self.schema.labelled else None,
                 "label_column": self.schema.label_column,
@@ -1165,37 +1215,56 @@ class PearlMethod:
                 "frequencies": "drawn from the public seed, released in sketch.npz",
                 "n_synthetic": self.config.n_synthetic,
             },
+            post_processing=[
+                "generator training (adversarial frequency re-weighting) uses only sketch.npz",
+                "class proportions of the output from the noisy counts",
+                "output decoding with the (declared or DP-derived) schema",
+            ],
+            never_written="private records, encoded private arrays, pre-noise sums, counts and histograms",
+            domain=self.domain,
+            details=details,
+            delta_total=b.delta_total,
             extra=extra,
         )
-        eps = report["epsilon"]
-        report["guarantee"] = f"({eps:.4g}, {b.delta_total:g})-DP with respect to {ADJACENCY}"
         if self.non_private:
-            report.update(
-                epsilon=math.inf,
-                guarantee="NOT differentially private: benchmark reference run without noise (epsilon = inf)",
-            )
+            report["guarantee"] = "NOT differentially private: benchmark reference run without noise (epsilon = inf)"
+            for m in report["mechanisms"]:
+                m["name"] = m["name"].replace("Gaussian: ", "") + " (released WITHOUT noise)"
+        else:
+            report["guarantee"] = f"({report['epsilon']:.4g}, {b.delta_total:g})-DP with respect to {ADJACENCY}"
         return report
 
     def close(self) -> None:
         self._private = None
 
 
-def _schema_from_json(raw: dict[str, Any], current: Schema) -> tuple[Schema, dict[str, dict[str, Any]]]:
-    """The schema saved by an earlier attempt of this run (resume): the release is reused, never redrawn."""
-    spec, derived = raw["data_schema"], raw.get("derived_with_dp", {})
-    if current.is_array:
-        a = spec["array"]
-        c = replace(current.columns[0], lo=a["min"], hi=a["max"], derived=list(derived.get("array", [])))
-        return replace(current, columns=[c]), raw.get("releases", {})
-    cols = []
-    for c in current.columns:
-        d = spec["columns"][c.name]
-        cols.append(
-            ColumnSpec(
-                c.name, d["type"], d.get("min"), d.get("max"), d.get("categories"), list(derived.get(c.name, []))
-            )
-        )
-    return replace(current, columns=cols), raw.get("releases", {})
+SCHEMA_RELEASES = ("schema.kinds", "schema.bounds", "schema.categories")
+# every release is saved to its own file, so the ledger records each one as soon as it is drawn
+RELEASE_FILES = {
+    "schema.kinds": "schema_kinds.json",
+    "schema.bounds": "schema_bounds.json",
+    "schema.categories": "schema_categories.json",
+    "counts": "counts.json",
+    "sketch": "sketch.npz",
+}
+CATEGORY_PLACEHOLDER = ""  # the one value of a categorical column none of whose values could be released
+
+
+def mechanism_name(release: str) -> str:
+    return f"Gaussian: {release}"
+
+
+def _release_info(d: int, z: float) -> dict[str, Any]:
+    """What a schema release over d columns was: sensitivity sqrt(d), sigma = z sqrt(d)."""
+    info: dict[str, Any] = {
+        "columns": d,
+        "sensitivity_l2": math.sqrt(d),
+        "sigma": z * math.sqrt(d),
+        "noise_multiplier": z,
+    }
+    if d == 0:
+        info["note"] = "reserved, nothing to release (no such column); its share is counted as spent"
+    return info
 
 
 # ===================================================================== text embeddings (WASP baseline)
