@@ -47,6 +47,10 @@ class Completion:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     error: str | None = None  # set when the backend gave up on this request
+    # llama.cpp's own timings (0 where a backend does not report them): where a request's time went
+    cached_tokens: int = 0  # prompt tokens reused from the slot's KV cache (no prefill needed)
+    prompt_ms: float = 0.0  # prefill
+    predicted_ms: float = 0.0  # decode
 
 
 ProgressCallback = Callable[[Completion], None]
@@ -80,10 +84,16 @@ class TokenCounter:
     completions: int = 0
     failures: int = 0
     errors: list[str] = field(default_factory=list)
+    cached_tokens: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
 
     def add(self, c: Completion) -> None:
         self.completion_tokens += c.completion_tokens
         self.prompt_tokens += c.prompt_tokens
+        self.cached_tokens += c.cached_tokens
+        self.prompt_ms += c.prompt_ms
+        self.predicted_ms += c.predicted_ms
         self.completions += 1
         if c.error:
             self.failures += 1

@@ -79,9 +79,26 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     ct, pt = _int(usage.get("completion_tokens")), _int(usage.get("prompt_tokens"))
-    if not isinstance(text, str) or not text.strip():
-        return Completion(text="", completion_tokens=ct, prompt_tokens=pt, error="empty completion")
-    return Completion(text=text, completion_tokens=ct, prompt_tokens=pt)
+    timings = data.get("timings")  # llama.cpp (and its server) report where the time went
+    timings = timings if isinstance(timings, dict) else {}
+    ok = isinstance(text, str) and bool(text.strip())
+    return Completion(
+        text=text if ok else "",
+        completion_tokens=ct,
+        prompt_tokens=pt,
+        error=None if ok else "empty completion",
+        cached_tokens=_int(timings.get("cache_n")),
+        prompt_ms=_float(timings.get("prompt_ms")),
+        predicted_ms=_float(timings.get("predicted_ms")),
+    )
+
+
+def _float(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if x >= 0 and x == x and x != float("inf") else 0.0
 
 
 def _int(v: Any) -> int:

@@ -1,0 +1,215 @@
+"""Where the wall time of a default WASP run goes, beside zero-shot and the raw llama.cpp ceiling.
+
+One process, one machine state, three measurements:
+
+1. **Raw decode ceiling** of each embedded generator: its in-process llama.cpp server answering
+   zero-shot prompts from ``n_parallel`` threads (max_tokens as in the run), completion tokens per
+   second of wall time.  Prefill of those short prompts is included.
+2. **The default run** (``dpsynth.synthesize`` on the embedded defaults, label judge on) at
+   ``--n``, instrumented: model loading, generation per generator (prefill and decode slot time
+   from llama.cpp's own timings), the label judge, embedding, the vote, and what was thrown away
+   (rounds.json outcomes).
+3. **Zero-shot** with the same generators and judge at the same N.
+
+Ratios are what to read (the machine is shared): pipeline accepted-token rate over the ceiling for
+the same token mix, WASP wall time over zero-shot wall time.
+
+    python bench/profile_wasp.py --n 300 [--methods wasp,zero-shot] [--out profile_wasp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dpsynth  # noqa: E402
+from common import write_result  # noqa: E402
+from dpsynth.config import Config  # noqa: E402
+from dpsynth.embeddings import SentenceTransformerEmbedder  # noqa: E402
+from dpsynth.generators import build_generator  # noqa: E402
+from dpsynth.generators.base import TokenCounter  # noqa: E402
+from dpsynth.methods import wasp  # noqa: E402
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        def inner(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+
+        return inner
+
+
+def ceiling(gen: Any, n: int, max_tokens: int) -> dict[str, Any]:
+    """Completion tokens per second of the raw server on zero-shot prompts (n_parallel threads)."""
+    import random
+
+    from dpsynth.generators.openai_http import request_body
+    from dpsynth.prompts import PromptBuilder
+
+    cfg = gen.cfg
+    b = PromptBuilder(
+        "movie review",
+        cfg.prompt_format,
+        max_tokens=max_tokens,
+        temperature=1.0,
+        top_p=0.9,
+        example_chars=300,
+        rng=random.Random(0),
+    )
+    reqs = [b.zero_shot(("positive", "negative")[i % 2]) for i in range(n)]
+    bodies = [{**request_body(r), **cfg.sampler_fields()} for r in reqs]
+    handle = gen._server.handle_chat_completions if cfg.prompt_format == "chat" else gen._server.handle_completions
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(cfg.n_parallel) as ex:
+        out = list(ex.map(handle, bodies))
+    dt = time.perf_counter() - t0
+    toks = sum(int(o.get("usage", {}).get("completion_tokens", 0)) for o in out)
+    return {"requests": n, "completion_tokens": toks, "seconds": round(dt, 2), "tok_s": round(toks / dt, 1)}
+
+
+def tokens_dict(tc: TokenCounter) -> dict[str, Any]:
+    return {
+        "completions": tc.completions,
+        "completion_tokens": tc.completion_tokens,
+        "prompt_tokens": tc.prompt_tokens,
+        "cached_prompt_tokens": tc.cached_tokens,
+        "prefill_slot_s": round(tc.prompt_ms / 1000, 1),
+        "decode_slot_s": round(tc.predicted_ms / 1000, 1),
+    }
+
+
+def profile_run(method: str, n: int, m: int, seed: int, gens: dict[str, Any], embedder: Any) -> dict[str, Any]:
+    timer = Timer()
+    out = Path(tempfile.mkdtemp(prefix=f"profile-{method}-")) / "run"
+    cfg = Config(method=method, n_synthetic=n, out=str(out), data={"m_private": m, "seed": seed}, seed=seed)
+    captured: dict[str, Any] = {}
+    orig_init = wasp.WaspRun.__init__
+
+    def init(self: Any, *a: Any, **k: Any) -> None:
+        orig_init(self, *a, **k)
+        captured["run"] = self
+        self._fill = timer.wrap("fill", self._fill)  # generation + judge, per (generator, round)
+        self._judged = timer.wrap("judge", self._judged)
+
+    wasp.WaspRun.__init__ = init  # type: ignore[method-assign]
+    vote, encode = wasp.noisy_top_q_vote, embedder.encode
+    wasp.noisy_top_q_vote = timer.wrap("vote", vote)
+    embedder.encode = timer.wrap("embed", encode)
+    t0 = time.perf_counter()
+    try:
+        res = dpsynth.synthesize(cfg, generators=gens, embedder=embedder, progress=False)
+    finally:
+        wasp.WaspRun.__init__ = orig_init  # type: ignore[method-assign]
+        wasp.noisy_top_q_vote = vote
+        embedder.encode = encode
+    wall = time.perf_counter() - t0
+    run = captured["run"]
+    rounds = json.loads((out / "rounds.json").read_text())
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in rounds:
+        for g, c in (r.get("outcomes") or {}).items():
+            outcomes[g].update(c)
+    accepted = Counter(r["generator"] for r in res.records)
+    per_gen = {}
+    for g, tc in run.tokens.items():
+        requests = sum(outcomes[g].values()) - outcomes[g]["judge_unsure"]  # judge_unsure also counts accepted
+        mean_tok = tc.completion_tokens / max(tc.completions, 1)
+        per_gen[g] = {
+            **tokens_dict(tc),
+            "accepted": accepted[g],
+            "outcomes": dict(outcomes[g]),
+            "requests": requests,
+            "accepted_share_of_requests": round(accepted[g] / max(requests, 1), 3),
+            "mean_completion_tokens": round(mean_tok, 1),
+            "accepted_completion_tokens_est": round(accepted[g] * mean_tok),
+        }
+    gen_wall = timer.seconds["fill"] - timer.seconds["judge"]
+    parts = {
+        "generation (prefill + decode, all generators)": gen_wall,
+        "label judge": timer.seconds["judge"],
+        "embedding (private once + synthetic, cached)": timer.seconds["embed"],
+        "vote": timer.seconds["vote"],
+    }
+    parts["other (prompt building, clean-up, journal, report)"] = wall - sum(parts.values())
+    return {
+        "method": method,
+        "n_synthetic": n,
+        "m_private": m,
+        "seed": seed,
+        "records": len(res.records),
+        "wall_s": round(wall, 1),
+        "s_per_sample": round(wall / max(len(res.records), 1), 3),
+        "parts_s": {k: round(v, 1) for k, v in parts.items()},
+        "parts_share": {k: round(v / wall, 3) for k, v in parts.items()},
+        "generators": per_gen,
+        "judge_tokens": tokens_dict(run.judge_tokens),
+        "epsilon": res.privacy["epsilon"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--m", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default="wasp,zero-shot")
+    ap.add_argument("--ceiling-requests", type=int, default=16)
+    ap.add_argument("--out", default="profile_wasp")
+    args = ap.parse_args()
+    cfg = Config()
+    t0 = time.perf_counter()
+    gens = {gc.name: build_generator(gc) for gc in cfg.generators}
+    embedder = SentenceTransformerEmbedder(cfg.embedding_model, cfg.embedding_batch_size)
+    embedder.encode(["warm up"])
+    load_s = time.perf_counter() - t0
+    try:
+        ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens) for g, gen in gens.items()}
+        runs = [profile_run(m, args.n, args.m, args.seed, gens, embedder) for m in args.methods.split(",")]
+    finally:
+        for g in gens.values():
+            g.close()
+    summary: dict[str, Any] = {"model_load_s": round(load_s, 1), "ceiling": ceilings, "runs": runs}
+    for r in runs:
+        # the time the accepted tokens would take at each generator's raw ceiling, over the real wall time
+        ideal = sum(
+            v["accepted_completion_tokens_est"] / ceilings[g]["tok_s"] for g, v in r["generators"].items()
+        )
+        accepted_tokens = sum(v["accepted_completion_tokens_est"] for v in r["generators"].values())
+        r["accepted_tok_s"] = round(accepted_tokens / r["wall_s"], 1)
+        r["ratio_to_ceiling"] = round(ideal / r["wall_s"], 3)
+    by = {r["method"]: r for r in runs}
+    if "wasp" in by and "zero-shot" in by:
+        summary["wasp_over_zero_shot_wall"] = round(by["wasp"]["wall_s"] / by["zero-shot"]["wall_s"], 2)
+    write_result(
+        args.out,
+        {
+            "command": "python bench/profile_wasp.py " + " ".join(sys.argv[1:]),
+            "targets": {
+                "wasp_wall_s_at_n_1000": 1200,
+                "ratio_to_ceiling": 0.5,
+                "wasp_over_zero_shot_wall": 1.5,
+            },
+            **summary,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
