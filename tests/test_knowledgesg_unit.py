@@ -338,3 +338,32 @@ def test_client_errors_before_any_privacy_spend(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(DataError, match="empty"):
         dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(empty), progress=False)
     assert not (tmp_path / "run").exists()  # nothing was started, nothing was spent
+
+
+# ------------------------------------------------------------------ `dpsynth server token`
+@pytest.mark.parametrize(
+    "bad", ["bad id!", "", "x" * 65, "../alice", "a.b"], ids=["space", "empty", "65-chars", "path", "dot"]
+)
+def test_server_token_refuses_ids_the_server_config_would_refuse(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpsynth.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["server", "token", bad])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no token and no config line were printed
+    assert err.startswith("error: client id ") and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(ValueError):  # the same rule: the config refuses it too
+        ServerConfig(clients={bad: {"token_sha256": "0" * 64}})
+
+
+def test_server_token_line_is_accepted_by_the_server_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from dpsynth.cli import main
+
+    main(["server", "token", "hospital-a_2"])
+    lines = capsys.readouterr().out.splitlines()
+    token, entry = lines[1].strip(), lines[-1].strip()
+    cfg = ServerConfig(clients=yaml.safe_load(entry))
+    assert cfg.clients["hospital-a_2"].token_sha256 == token_hash(token)

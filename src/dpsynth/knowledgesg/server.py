@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dpsynth.config import GeneratorConfig, _Strict, config_error_from_validation
 from dpsynth.errors import ConfigError
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
-from dpsynth.knowledgesg.jobs import JobStore, valid_id
+from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, valid_client_id, valid_id
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
 
 log = logging.getLogger("dpsynth.server")
@@ -74,8 +74,8 @@ class ServerConfig(_Strict):
     @classmethod
     def _ids(cls, v: dict[str, ClientEntry]) -> dict[str, ClientEntry]:
         for cid in v:
-            if not cid.replace("-", "").replace("_", "").isalnum() or len(cid) > 64:
-                raise ValueError(f"client id {cid[:64]!r}: use letters, digits, - and _ only")
+            if not valid_client_id(cid):
+                raise ValueError(f"client id {cid[:64]!r}: use {CLIENT_ID_RULE} only")
         return v
 
 
