@@ -226,6 +226,95 @@ def test_auth_is_required(api: Any) -> None:
     assert "/v1/jobs" in httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
 
 
+def test_auth_comes_before_the_body(api: Any) -> None:
+    url, _ = api
+    for headers in ({}, _h("wrong")):  # malformed JSON without a valid token: 401, not a 422 about the body
+        r = httpx.post(
+            f"{url}/v1/jobs", content=b"{not json", headers={**headers, "Content-Type": "application/json"}, timeout=10
+        )
+        assert r.status_code == 401 and "bearer token" in r.json()["error"], r.text
+    # a declared 30 MB body without a token is answered at once: the server does not wait for a byte of it
+    port = int(url.rsplit(":", 1)[1])
+    for path in ("/v1/jobs", "/v1/adapters", "/v1/no-such-route"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"{CHECKSUM_HEADER}: {'0' * 64}\r\nContent-Length: {30 * 2**20}\r\n\r\n{{".encode()
+            )
+            head = sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 401"), (path, head[:200])
+
+
+def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: Any) -> tuple[int, int]:
+    """POST straight into the ASGI app; returns (status, bytes of the body the app pulled with receive())."""
+    import asyncio
+
+    pulled = 0
+    body = iter(chunks)
+    finished = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled, finished
+        chunk = None if finished else next(body, None)
+        if chunk is None:
+            if finished:
+                return {"type": "http.disconnect"}
+            finished = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    status: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8088),
+    }
+    asyncio.run(app(scope, receive, send))
+    return status[0], pulled
+
+
+def test_unauthenticated_bodies_are_never_read(tmp_path: Path) -> None:
+    cfg = ServerConfig(
+        state_dir=str(tmp_path),
+        base_model="tiny",
+        clients={"alice": {"token_sha256": token_hash("alice-token")}},
+        max_adapter_mb=0.01,
+    )
+    app = create_app(cfg, start_worker=False)
+    app.state.service.base = _Base()
+    mb = 2**20
+
+    def big() -> Any:
+        return (b"x" * mb for _ in range(30))
+
+    sized = {"Content-Length": str(30 * mb), "Content-Type": "application/json"}
+    for path in ("/v1/jobs", "/v1/adapters"):
+        for headers in ({}, _h("wrong"), {"Authorization": "Basic abc"}):
+            status, pulled = _asgi_post(app, path, {**headers, **sized, CHECKSUM_HEADER: "0" * 64}, big())
+            assert (status, pulled) == (401, 0), path
+    # with a token, the same counter sees the body: an upload streams until it passes the limit (413) ...
+    status, pulled = _asgi_post(app, "/v1/adapters", _h("alice-token", **{CHECKSUM_HEADER: "0" * 64}), big())
+    assert status == 413 and 0 < pulled <= 2 * mb
+    # ... and malformed JSON is still a 422
+    status, pulled = _asgi_post(app, "/v1/jobs", _h("alice-token", **{"Content-Type": "application/json"}), [b"{x"])
+    assert (status, pulled) == (422, 2)
+
+
 def test_upload_checks(api: Any) -> None:
     url, _ = api
     good = save(lora_tensors())

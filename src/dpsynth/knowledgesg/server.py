@@ -5,7 +5,8 @@ bearer token whose SHA-256 is in the server config) upload a DP LoRA adapter, cr
 download the synthetic dataset.  Jobs run one at a time in a worker thread and their state is on disk,
 so a restarted server continues them.  The OpenAPI schema is at ``/openapi.json``.
 
-A network service is an attack surface, so: every route but ``/v1/health`` needs a token; a client only
+A network service is an attack surface, so: every route but ``/v1/health`` (and the OpenAPI schema and
+pages) needs a token, checked from the headers before any body is received; a client only
 ever sees its own adapters and jobs (ids are random and looked up under its own folder); uploads are
 size-limited while they stream, checksum-verified, parsed as safetensors only and shape-checked
 (knowledgesg/adapter.py); malformed requests get a 4xx with one clear line, and an unexpected failure a
@@ -18,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import threading
 import time
@@ -126,6 +128,42 @@ class _RequestRecorder:
             return message
 
         await self.app(scope, recording_receive, send)
+
+
+UNAUTHORIZED = "missing or invalid bearer token (Authorization: Bearer TOKEN)"
+
+
+class _BearerAuth:
+    """ASGI middleware: check the bearer token in the request headers before any route runs.
+
+    A token check in a route dependency alone comes too late: FastAPI reads and parses a JSON body before
+    it solves the dependencies, so anyone could make the server receive and parse a body of any size (and
+    get a 422 that tells them about the schema).  Here the headers decide: a request without a valid token
+    gets a 401 and its body is never received.  ``open_paths`` (health and the OpenAPI schema and pages)
+    never read a body.
+    """
+
+    def __init__(self, app: Any, service: Service, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.service = service
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        if self.service.client_for(authorization) is not None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": UNAUTHORIZED}).encode("utf-8")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"www-authenticate", b"Bearer"),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class Service:
@@ -264,14 +302,14 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         return JSONResponse({"error": "internal server error (see the server log)"}, status_code=500)
 
     # ------------------------------------------------------------ auth
+    # first the headers, before any body is received (_BearerAuth); then each route asks for the client id
+    open_paths = (f"{API}/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(_BearerAuth, service=service, open_paths=frozenset(p for p in open_paths if p))
+
     def client_id(request: Request) -> str:
         cid = service.client_for(request.headers.get("authorization"))
-        if cid is None:
-            raise HTTPException(
-                401,
-                "missing or invalid bearer token (Authorization: Bearer TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if cid is None:  # unreachable behind _BearerAuth; kept so that no route depends on the middleware alone
+            raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         return cid
 
     def own_job(job_id: str, cid: str) -> dict[str, Any]:
@@ -376,8 +414,6 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
     @app.get(f"{API}/jobs/{{job_id}}/report")
     def job_report(job_id: str, cid: str = Depends(client_id)) -> Any:
-        import json
-
         return json.loads(_finished_file(job_id, cid, "report.json").read_text(encoding="utf-8"))
 
     if cfg.record_requests:
