@@ -456,3 +456,140 @@ def test_server_token_line_is_accepted_by_the_server_config(capsys: pytest.Captu
     token, entry = lines[1].strip(), lines[-1].strip()
     cfg = ServerConfig(clients=yaml.safe_load(entry))
     assert cfg.clients["hospital-a_2"].token_sha256 == token_hash(token)
+
+
+# ------------------------------------------------------------------ stopping the server (subprocess)
+def test_stop_closes_the_models_only_after_the_worker_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpsynth.knowledgesg.server import Service
+
+    service = Service(ServerConfig(state_dir=str(tmp_path), clients={"a": {"token_sha256": token_hash("t")}}))
+    release = threading.Event()
+    monkeypatch.setattr(service, "_worker", lambda: release.wait(30))  # a batch that takes its time
+    closed: list[bool] = []
+
+    class Professional:
+        name = "p"
+
+        def close(self) -> None:
+            closed.append(any(t.is_alive() for t in threading.enumerate() if t.name == "knowledgesg-worker"))
+
+    service.professional = Professional()
+    service.start()
+    t0 = time.monotonic()
+    assert service.stop(timeout=0.3) is False  # still busy: the caller must exit without closing anything
+    assert 0.3 <= time.monotonic() - t0 < 5 and closed == []
+    service.force()  # a second Ctrl-C: no more waiting
+    t0 = time.monotonic()
+    assert service.stop(timeout=30) is False and time.monotonic() - t0 < 2 and closed == []
+    release.set()  # the batch ends
+    deadline = time.monotonic() + 10
+    while any(t.name == "knowledgesg-worker" and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert service.stop(timeout=5) is True and closed == [False]  # closed once, after the worker ended
+    assert service.stop() is True and closed == [False]
+
+
+@pytest.mark.slow
+def test_sigint_while_a_job_runs_stops_cleanly_and_a_restart_finishes_the_job(tmp_path: Path) -> None:
+    """`dpsynth server start` (stand-in models, tests/knowledgesg_server_worker.py) gets SIGINT mid-job."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    port = _free_port()
+    url, state = f"http://127.0.0.1:{port}", tmp_path / "state"
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "state_dir": str(state),
+                "base_model": "tiny",
+                "clients": {"alice": {"token_sha256": token_hash("alice-token")}},
+            }
+        )
+    )
+    worker = Path(__file__).with_name("knowledgesg_server_worker.py")
+    logs: list[Path] = []
+
+    def start(delay_s: float) -> subprocess.Popen[bytes]:
+        err = tmp_path / f"stderr-{len(logs)}.txt"
+        logs.append(err)
+        with err.open("wb") as f:
+            proc = subprocess.Popen(
+                [sys.executable, str(worker), "server", "start", "--config", str(cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+                env={**os.environ, "FAKE_DELAY_S": str(delay_s)},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, err.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=5).json()["status"] == "ok":
+                    return proc
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        proc.kill()
+        raise AssertionError("the server did not start: " + err.read_text()[-3000:])
+
+    def stop(proc: subprocess.Popen[bytes], sig: int) -> str:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        return logs[-1].read_text()
+
+    def job_status(jid: str) -> dict[str, Any]:
+        return dict(json.loads((state / "jobs" / "alice" / jid / "job.json").read_text())["status"])
+
+    proc = start(delay_s=0.5)
+    try:
+        up = _upload(url, save(lora_tensors()))
+        assert up.status_code == 201, up.text
+        aid = up.json()["adapter_id"]
+        r = httpx.post(
+            f"{url}/v1/jobs", json=_spec(aid, n_samples=16).model_dump(), headers=_h("alice-token"), timeout=10
+        )
+        assert r.status_code == 202, r.text
+        jid = r.json()["job_id"]
+        deadline = time.monotonic() + 60  # SIGINT once the first batch is journaled: the job is mid-sampling
+        while (st := job_status(jid))["progress"].get("sampled", 0) < 8:
+            assert time.monotonic() < deadline and st["state"] in ("queued", "running"), st
+            time.sleep(0.05)
+        err = stop(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, 130), (proc.returncode, err[-3000:])
+    assert "terminate called" not in err and "Traceback" not in err, err[-3000:]
+    st = job_status(jid)
+    assert st["state"] == "queued" and "interrupted" in st["stage"], st  # back in the queue, not failed
+    journal = (state / "jobs" / "alice" / jid / "instructions.jsonl").read_text().splitlines()
+    assert 8 <= len(journal) < 32
+
+    proc = start(delay_s=0.01)  # a restarted server continues the job from its journal
+    try:
+        deadline = time.monotonic() + 60
+        while (st := job_status(jid))["state"] != "done":
+            assert time.monotonic() < deadline and st["state"] != "failed", st
+            time.sleep(0.1)
+        rows = httpx.get(f"{url}/v1/jobs/{jid}/dataset", headers=_h("alice-token"), timeout=10).text.splitlines()
+        assert len(rows) == 16
+        err = stop(proc, signal.SIGTERM)  # an idle server stops cleanly on SIGTERM too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "terminate called" not in err, (proc.returncode, err[-3000:])
+    assert (state / "jobs" / "alice" / jid / "instructions.jsonl").read_text().splitlines()[: len(journal)] == journal
+    log = (state / "server.log").read_text()
+    assert "interrupted by the server stopping" in log and "resumed after a restart" in log

@@ -16,17 +16,25 @@ bare 500 without a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
+import signal
+import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import uvicorn
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,6 +78,13 @@ class ServerConfig(_Strict):
     ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
     record_requests: bool = Field(
         False, description="Audit: append every request body received to state_dir/requests.log."
+    )
+    shutdown_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="On Ctrl-C/SIGTERM, how long to wait for the running job's current batch; after that the "
+        "server exits without it (the job continues from its journal on the next start).",
     )
 
     @field_validator("clients")
@@ -131,6 +146,7 @@ class _RequestRecorder:
 
 
 UNAUTHORIZED = "missing or invalid bearer token (Authorization: Bearer TOKEN)"
+INTERRUPTED = "interrupted (the server stopped); continues when it starts again"
 
 
 class _BearerAuth:
@@ -178,6 +194,8 @@ class Service:
         self.load_error: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._force = threading.Event()
+        self._deadline: float | None = None
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -186,11 +204,48 @@ class Service:
         t.start()
         self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the worker at its next safe point, wait for it, then close the models.
+
+        The order matters.  The professional model (llama.cpp) and torch run native threads: closing the
+        professional while the worker still uses it fails the job, and a worker still inside native code
+        when the interpreter exits aborts the process ("terminate called without an active exception").
+        So the worker is joined first, and the models are closed only once it is gone.
+
+        Returns True when that is done (calling it again is cheap).  Returns False, closing nothing, when
+        the worker is still busy ``timeout`` seconds after the first call (all calls share that deadline)
+        or once ``force()`` was called: the caller must then exit without interpreter teardown; the job's
+        journals are on disk and the next start continues it.
+        """
         self._stop.set()
         self._wake.set()
-        if self.professional is not None and hasattr(self.professional, "close"):
-            self.professional.close()
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
+        busy = [t for t in self._threads if t.is_alive()]
+        if busy and not self._force.is_set():
+            log.info(
+                "stopping: waiting for the job worker to reach a safe point (at most %s; Ctrl-C again to exit "
+                "at once; an unfinished job continues on the next start)",
+                "no limit" if self._deadline is None else f"{max(0.0, self._deadline - time.monotonic()):.0f} s",
+            )
+        for t in busy:
+            while t.is_alive() and not self._force.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    break
+                t.join(0.1)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        professional, self.professional = self.professional, None
+        if professional is not None and hasattr(professional, "close"):
+            professional.close()
+        return True
+
+    def force(self) -> None:
+        """Stop waiting for the worker (a second Ctrl-C): ``stop()`` returns False at once."""
+        self._stop.set()
+        self._force.set()
+        self._wake.set()
 
     @property
     def ready(self) -> bool:
@@ -203,6 +258,8 @@ class Service:
         t0 = time.time()
         self.base = BaseModel(self.cfg.base_model)
         log.info("base model %s loaded in %.1f s", self.cfg.base_model, time.time() - t0)
+        if self._stop.is_set():  # stopping already: do not start llama.cpp only to close it again
+            return
         self.professional = build_generator(self.cfg.professional)
         log.info("professional model %s ready", self.cfg.professional.name)
 
@@ -222,11 +279,12 @@ class Service:
             self._run(pending[0])
 
     def _run(self, job: dict[str, Any]) -> None:
-        from dpsynth.knowledgesg.work import run_job
+        from dpsynth.knowledgesg.work import JobInterrupted, run_job
 
         client, job_id = job["client"], job["status"]["job_id"]
         spec = JobSpec.model_validate(job["spec"])
-        resumed = job["status"]["state"] == "running"
+        # "running" on disk: the server was killed during the job; INTERRUPTED: it was stopped cleanly
+        resumed = job["status"]["state"] == "running" or job["status"]["stage"] == INTERRUPTED
         log.info("job %s/%s %s", client, job_id, "resumed after a restart" if resumed else "started")
         self.store.update(client, job_id, state="running", stage="starting")
 
@@ -235,7 +293,19 @@ class Service:
 
         try:
             data = self.store.adapter_path(client, spec.adapter_id).read_bytes()
-            report = run_job(self.store.job_dir(client, job_id), spec, data, self.base, self.professional, progress)
+            report = run_job(
+                self.store.job_dir(client, job_id),
+                spec,
+                data,
+                self.base,
+                self.professional,
+                progress,
+                should_stop=self._stop.is_set,
+            )
+        except JobInterrupted:
+            self.store.update(client, job_id, state="queued", stage=INTERRUPTED)
+            log.info("job %s/%s interrupted by the server stopping; it continues on the next start", client, job_id)
+            return
         except Exception as exc:  # noqa: BLE001 - a failed job is reported to its client, the server goes on
             msg = str(exc) if isinstance(exc, AdapterError | ConfigError) else f"{type(exc).__name__} (see server log)"
             log.exception("job %s/%s failed", client, job_id)
@@ -273,7 +343,8 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         if start_worker:
             service.start()
         yield
-        service.stop()
+        # uvicorn has stopped accepting requests; the worker finishes its batch in a thread of its own
+        await asyncio.to_thread(service.stop, cfg.shutdown_timeout_s)
 
     app = FastAPI(
         title="dpsynth KnowledgeSG server",
@@ -422,9 +493,14 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
 
 def serve(cfg: ServerConfig) -> None:
-    """Run the server in the foreground until interrupted."""
-    import uvicorn
+    """Run the server in the foreground until SIGINT (Ctrl-C) or SIGTERM, then stop cleanly.
 
+    On the first signal uvicorn stops accepting requests and finishes the open ones, the job worker stops
+    at its next safe point (the job goes back to the queue and continues on the next start), the models
+    are closed, and this returns (exit status 0).  A second signal, or a worker still busy after
+    ``shutdown_timeout_s``, ends the process at once with status 130, without interpreter teardown: that
+    teardown, with a native thread still running, is what aborts a process; the journals are on disk.
+    """
     from dpsynth.run import setup_logging
 
     if not cfg.clients:
@@ -442,17 +518,78 @@ def serve(cfg: ServerConfig) -> None:
     state = Path(cfg.state_dir).expanduser()
     state.mkdir(parents=True, exist_ok=True)
     setup_logging(state / "server.log", verbose=True)
-    app = create_app(cfg)
+    app = create_app(cfg, start_worker=False)  # _Uvicorn starts it once the port is bound
+    service: Service = (app.app if isinstance(app, _RequestRecorder) else app).state.service
     scheme = "https" if cfg.ssl_certfile else "http"
     log.info(
         "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)", scheme, cfg.host, cfg.port, state
     )
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level="warning",
-        ssl_certfile=cfg.ssl_certfile,
-        ssl_keyfile=cfg.ssl_keyfile,
-        server_header=False,
+    server = _Uvicorn(
+        uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            ssl_certfile=cfg.ssl_certfile,
+            ssl_keyfile=cfg.ssl_keyfile,
+            server_header=False,
+            timeout_graceful_shutdown=10,  # open requests get this long once a stop was asked for
+        ),
+        service,
     )
+    # Our handlers for the whole life of the server, not only while uvicorn's loop runs: a signal during
+    # start-up or while waiting for the worker is handled too, and none is re-raised afterwards.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        server.run()
+    finally:
+        # done already by the app's shutdown, unless uvicorn skipped it (second signal, failed start-up)
+        clean = service.stop(cfg.shutdown_timeout_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not clean:
+            log.warning(
+                "the job worker did not reach a safe point; exiting without it (the job continues from its "
+                "journal on the next start)"
+            )
+            logging.shutdown()  # flush server.log: os._exit skips the interpreter's own clean-up
+            sys.stderr.flush()
+            os._exit(130)
+    log.info("server stopped (%s); queued and interrupted jobs continue on the next start", server.stop_reason)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn with the life cycle ``serve`` needs.
+
+    * The job worker starts only once the port is bound, so a failed start (port in use) never leaves a
+      model loading in a thread while the process exits.
+    * Signals: ``serve`` installs ``handle_exit`` for SIGINT and SIGTERM for the whole life of the server
+      (uvicorn's own handlers would only cover its loop and re-raise the signal at the end, which kills
+      the process on SIGTERM and raises KeyboardInterrupt on SIGINT).  The first signal asks for a clean
+      stop, a second one stops waiting for the job worker.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+        self.stop_reason = "no signal"
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.service.start()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # serve() installed handle_exit already, and nothing is re-raised afterwards
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.service.force()
+            self.force_exit = True
+        else:
+            self.stop_reason = signal.Signals(sig).name
+        self.should_exit = True
