@@ -520,10 +520,6 @@ def serve(cfg: ServerConfig) -> None:
     setup_logging(state / "server.log", verbose=True)
     app = create_app(cfg, start_worker=False)  # _Uvicorn starts it once the port is bound
     service: Service = (app.app if isinstance(app, _RequestRecorder) else app).state.service
-    scheme = "https" if cfg.ssl_certfile else "http"
-    log.info(
-        "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)", scheme, cfg.host, cfg.port, state
-    )
     server = _Uvicorn(
         uvicorn.Config(
             app,
@@ -541,6 +537,14 @@ def serve(cfg: ServerConfig) -> None:
     # start-up or while waiting for the worker is handled too, and none is re-raised afterwards.
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
     try:
+        scheme = "https" if cfg.ssl_certfile else "http"
+        log.info(
+            "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)",
+            scheme,
+            cfg.host,
+            cfg.port,
+            state,
+        )
         server.run()
     finally:
         # done already by the app's shutdown, unless uvicorn skipped it (second signal, failed start-up)
@@ -587,9 +591,11 @@ class _Uvicorn(uvicorn.Server):
         yield  # serve() installed handle_exit already, and nothing is re-raised afterwards
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A second signal does not set uvicorn's force_exit: that skips the app's shutdown and leaves a
+        # cancelled lifespan task (a traceback on stderr); open requests are bounded by
+        # timeout_graceful_shutdown anyway, and only the wait for the job worker needs cutting short.
         if self.should_exit:
             self.service.force()
-            self.force_exit = True
         else:
             self.stop_reason = signal.Signals(sig).name
         self.should_exit = True
