@@ -490,106 +490,132 @@ def test_stop_closes_the_models_only_after_the_worker_is_gone(tmp_path: Path, mo
     assert service.stop() is True and closed == [False]
 
 
-@pytest.mark.slow
-def test_sigint_while_a_job_runs_stops_cleanly_and_a_restart_finishes_the_job(tmp_path: Path) -> None:
-    """`dpsynth server start` (stand-in models, tests/knowledgesg_server_worker.py) gets SIGINT mid-job."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
+class _ServerProcess:
+    """`dpsynth server start` in a subprocess with stand-in models (tests/knowledgesg_server_worker.py)."""
 
-    import yaml
+    def __init__(self, tmp: Path, **config: Any) -> None:
+        import yaml
 
-    port = _free_port()
-    url, state = f"http://127.0.0.1:{port}", tmp_path / "state"
-    cfg = tmp_path / "server.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "host": "127.0.0.1",
-                "port": port,
-                "state_dir": str(state),
-                "base_model": "tiny",
-                "clients": {"alice": {"token_sha256": token_hash("alice-token")}},
-            }
-        )
-    )
-    worker = Path(__file__).with_name("knowledgesg_server_worker.py")
-    logs: list[Path] = []
+        self.tmp = tmp
+        port = _free_port()
+        self.url, self.state = f"http://127.0.0.1:{port}", tmp / "state"
+        self.cfg = tmp / "server.yaml"
+        fields = {"host": "127.0.0.1", "port": port, "state_dir": str(self.state), "base_model": "tiny"}
+        clients = {"alice": {"token_sha256": token_hash("alice-token")}}
+        self.cfg.write_text(yaml.safe_dump({**fields, "clients": clients, **config}))
+        self.proc: Any = None
+        self.stderr = tmp / "stderr.txt"
 
-    def start(delay_s: float) -> subprocess.Popen[bytes]:
-        err = tmp_path / f"stderr-{len(logs)}.txt"
-        logs.append(err)
-        with err.open("wb") as f:
-            proc = subprocess.Popen(
-                [sys.executable, str(worker), "server", "start", "--config", str(cfg)],
+    def start(self, delay_s: float) -> None:
+        """Start it with generation batches of ``delay_s`` seconds; return once /v1/health says ok."""
+        import os
+        import subprocess
+        import sys
+
+        worker = Path(__file__).with_name("knowledgesg_server_worker.py")
+        with self.stderr.open("wb") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(worker), "server", "start", "--config", str(self.cfg)],
                 stdout=subprocess.DEVNULL,
                 stderr=f,
                 env={**os.environ, "FAKE_DELAY_S": str(delay_s)},
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert proc.poll() is None, err.read_text()[-3000:]
+            assert self.proc.poll() is None, self.stderr.read_text()[-3000:]
             try:
-                if httpx.get(f"{url}/v1/health", timeout=5).json()["status"] == "ok":
-                    return proc
+                if httpx.get(f"{self.url}/v1/health", timeout=5).json()["status"] == "ok":
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        proc.kill()
-        raise AssertionError("the server did not start: " + err.read_text()[-3000:])
+        self.kill()
+        raise AssertionError("the server did not start: " + self.stderr.read_text()[-3000:])
 
-    def stop(proc: subprocess.Popen[bytes], sig: int) -> str:
-        proc.send_signal(sig)
+    def signal(self, sig: int, timeout_s: float = 60) -> tuple[int, str]:
+        """Send ``sig``; return the exit status and stderr once the process has ended."""
+        self.proc.send_signal(sig)
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        return logs[-1].read_text()
+            self.proc.wait(timeout=timeout_s)
+        finally:
+            self.kill()
+        return int(self.proc.returncode), self.stderr.read_text()
 
-    def job_status(jid: str) -> dict[str, Any]:
-        return dict(json.loads((state / "jobs" / "alice" / jid / "job.json").read_text())["status"])
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
-    proc = start(delay_s=0.5)
-    try:
-        up = _upload(url, save(lora_tensors()))
+    def create_job(self, n_samples: int) -> str:
+        up = _upload(self.url, save(lora_tensors()))
         assert up.status_code == 201, up.text
-        aid = up.json()["adapter_id"]
-        r = httpx.post(
-            f"{url}/v1/jobs", json=_spec(aid, n_samples=16).model_dump(), headers=_h("alice-token"), timeout=10
-        )
+        spec = _spec(up.json()["adapter_id"], n_samples=n_samples).model_dump()
+        r = httpx.post(f"{self.url}/v1/jobs", json=spec, headers=_h("alice-token"), timeout=10)
         assert r.status_code == 202, r.text
-        jid = r.json()["job_id"]
-        deadline = time.monotonic() + 60  # SIGINT once the first batch is journaled: the job is mid-sampling
-        while (st := job_status(jid))["progress"].get("sampled", 0) < 8:
-            assert time.monotonic() < deadline and st["state"] in ("queued", "running"), st
+        return str(r.json()["job_id"])
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.state / "jobs" / "alice" / job_id
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        import json
+
+        return dict(json.loads((self.job_dir(job_id) / "job.json").read_text())["status"])
+
+    def wait_for(self, job_id: str, until: Any, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while not until(st := self.job_status(job_id)):
+            assert time.monotonic() < deadline and st["state"] != "failed", st
             time.sleep(0.05)
-        err = stop(proc, signal.SIGINT)
+        return st
+
+
+@pytest.mark.slow
+def test_sigint_while_a_job_runs_stops_cleanly_and_a_restart_finishes_the_job(tmp_path: Path) -> None:
+    import signal
+
+    server = _ServerProcess(tmp_path)
+    server.start(delay_s=0.5)
+    try:
+        jid = server.create_job(n_samples=16)  # 32 instructions: 4 sampling batches, then 4 judging batches
+        server.wait_for(jid, lambda st: st["progress"].get("sampled", 0) >= 8)  # mid-sampling
+        status, err = server.signal(signal.SIGINT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode in (0, 130), (proc.returncode, err[-3000:])
+        server.kill()
+    assert status in (0, 130), (status, err[-3000:])
     assert "terminate called" not in err and "Traceback" not in err, err[-3000:]
-    st = job_status(jid)
+    st = server.job_status(jid)
     assert st["state"] == "queued" and "interrupted" in st["stage"], st  # back in the queue, not failed
-    journal = (state / "jobs" / "alice" / jid / "instructions.jsonl").read_text().splitlines()
+    journal = (server.job_dir(jid) / "instructions.jsonl").read_text().splitlines()
     assert 8 <= len(journal) < 32
 
-    proc = start(delay_s=0.01)  # a restarted server continues the job from its journal
+    server.start(delay_s=0.01)  # a restarted server continues the job from its journal
     try:
-        deadline = time.monotonic() + 60
-        while (st := job_status(jid))["state"] != "done":
-            assert time.monotonic() < deadline and st["state"] != "failed", st
-            time.sleep(0.1)
-        rows = httpx.get(f"{url}/v1/jobs/{jid}/dataset", headers=_h("alice-token"), timeout=10).text.splitlines()
-        assert len(rows) == 16
-        err = stop(proc, signal.SIGTERM)  # an idle server stops cleanly on SIGTERM too
+        server.wait_for(jid, lambda st: st["state"] == "done")
+        rows = httpx.get(f"{server.url}/v1/jobs/{jid}/dataset", headers=_h("alice-token"), timeout=10).text
+        assert len(rows.splitlines()) == 16
+        status, err = server.signal(signal.SIGTERM)  # an idle server stops cleanly on SIGTERM too
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0 and "terminate called" not in err, (proc.returncode, err[-3000:])
-    assert (state / "jobs" / "alice" / jid / "instructions.jsonl").read_text().splitlines()[: len(journal)] == journal
-    log = (state / "server.log").read_text()
+        server.kill()
+    assert status == 0 and "terminate called" not in err, (status, err[-3000:])
+    assert (server.job_dir(jid) / "instructions.jsonl").read_text().splitlines()[: len(journal)] == journal
+    log = (server.state / "server.log").read_text()
     assert "interrupted by the server stopping" in log and "resumed after a restart" in log
+
+
+@pytest.mark.slow
+def test_a_batch_longer_than_shutdown_timeout_ends_the_process_and_the_job_stays_pending(tmp_path: Path) -> None:
+    import signal
+
+    server = _ServerProcess(tmp_path, shutdown_timeout_s=1)
+    server.start(delay_s=30)  # every batch takes 30 s
+    try:
+        jid = server.create_job(n_samples=3)
+        server.wait_for(jid, lambda st: st["state"] == "running")
+        t0 = time.monotonic()
+        status, err = server.signal(signal.SIGINT)
+    finally:
+        server.kill()
+    assert status == 130 and time.monotonic() - t0 < 20, (status, err[-3000:])
+    assert "terminate called" not in err and "Traceback" not in err and "did not reach a safe point" in err
+    assert server.job_status(jid)["state"] == "running"  # as after a crash: the next start resumes it

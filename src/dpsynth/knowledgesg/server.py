@@ -196,6 +196,7 @@ class Service:
         self._stop = threading.Event()
         self._force = threading.Event()
         self._deadline: float | None = None
+        self._announced = False  # "stopping: waiting for ..." is logged once
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -223,7 +224,8 @@ class Service:
             deadline = time.monotonic() + timeout
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         busy = [t for t in self._threads if t.is_alive()]
-        if busy and not self._force.is_set():
+        if busy and not self._force.is_set() and not self._announced:
+            self._announced = True
             log.info(
                 "stopping: waiting for the job worker to reach a safe point (at most %s; Ctrl-C again to exit "
                 "at once; an unfinished job continues on the next start)",
