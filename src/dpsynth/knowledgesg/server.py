@@ -224,6 +224,10 @@ class Service:
             deadline = time.monotonic() + timeout
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         busy = [t for t in self._threads if t.is_alive()]
+        for t in busy:  # an idle worker ends at once: only a busy one is worth a word
+            if not self._force.is_set():
+                t.join(0.5 if self._deadline is None else max(0.0, min(0.5, self._deadline - time.monotonic())))
+        busy = [t for t in busy if t.is_alive()]
         if busy and not self._force.is_set() and not self._announced:
             self._announced = True
             log.info(
