@@ -265,3 +265,30 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
         if path.is_file() and path.suffix in (".json", ".jsonl", ".log", ".yaml"):
             text = path.read_text(errors="replace")
             assert not any(s in text for s in SENTINELS), path
+
+
+def test_sigint_mid_job_stops_cleanly_and_a_restart_finishes_the_job(server: Server) -> None:
+    """Ctrl-C while the worker is inside torch/llama.cpp: no abort ("terminate called", status 134)."""
+    with ServerClient(server.url, TOKENS["alice"], max_retries=2) as alice:
+        receipt = alice.upload_adapter(smollm2_adapter(seed=5))
+        job = alice.create_job(_spec(receipt.adapter_id, n=4, filter=True))
+        deadline = time.monotonic() + 300
+        while alice.status(job.job_id).state != "running":  # an earlier test's job may run first
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert server.proc is not None
+    seen = server.log.stat().st_size
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.wait(timeout=300)
+    out = server.log.read_bytes()[seen:].decode(errors="replace")
+    assert server.proc.returncode in (0, 130), (server.proc.returncode, out[-3000:])
+    assert "terminate called" not in out and "Traceback" not in out, out[-3000:]
+    on_disk = json.loads((server.state / "jobs" / "alice" / job.job_id / "job.json").read_text())["status"]
+    assert on_disk["state"] in ("queued", "done"), on_disk  # back in the queue (or finished), never failed
+    server.start()
+    with ServerClient(server.url, TOKENS["alice"], max_retries=30, backoff_s=0.5) as alice:
+        deadline = time.monotonic() + 600
+        while (st := alice.status(job.job_id)).state not in ("done", "failed"):
+            assert time.monotonic() < deadline, st
+            time.sleep(1.0)
+        assert st.state == "done", st.error

@@ -226,6 +226,95 @@ def test_auth_is_required(api: Any) -> None:
     assert "/v1/jobs" in httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
 
 
+def test_auth_comes_before_the_body(api: Any) -> None:
+    url, _ = api
+    for headers in ({}, _h("wrong")):  # malformed JSON without a valid token: 401, not a 422 about the body
+        r = httpx.post(
+            f"{url}/v1/jobs", content=b"{not json", headers={**headers, "Content-Type": "application/json"}, timeout=10
+        )
+        assert r.status_code == 401 and "bearer token" in r.json()["error"], r.text
+    # a declared 30 MB body without a token is answered at once: the server does not wait for a byte of it
+    port = int(url.rsplit(":", 1)[1])
+    for path in ("/v1/jobs", "/v1/adapters", "/v1/no-such-route"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"{CHECKSUM_HEADER}: {'0' * 64}\r\nContent-Length: {30 * 2**20}\r\n\r\n{{".encode()
+            )
+            head = sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 401"), (path, head[:200])
+
+
+def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: Any) -> tuple[int, int]:
+    """POST straight into the ASGI app; returns (status, bytes of the body the app pulled with receive())."""
+    import asyncio
+
+    pulled = 0
+    body = iter(chunks)
+    finished = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled, finished
+        chunk = None if finished else next(body, None)
+        if chunk is None:
+            if finished:
+                return {"type": "http.disconnect"}
+            finished = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    status: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8088),
+    }
+    asyncio.run(app(scope, receive, send))
+    return status[0], pulled
+
+
+def test_unauthenticated_bodies_are_never_read(tmp_path: Path) -> None:
+    cfg = ServerConfig(
+        state_dir=str(tmp_path),
+        base_model="tiny",
+        clients={"alice": {"token_sha256": token_hash("alice-token")}},
+        max_adapter_mb=0.01,
+    )
+    app = create_app(cfg, start_worker=False)
+    app.state.service.base = _Base()
+    mb = 2**20
+
+    def big() -> Any:
+        return (b"x" * mb for _ in range(30))
+
+    sized = {"Content-Length": str(30 * mb), "Content-Type": "application/json"}
+    for path in ("/v1/jobs", "/v1/adapters"):
+        for headers in ({}, _h("wrong"), {"Authorization": "Basic abc"}):
+            status, pulled = _asgi_post(app, path, {**headers, **sized, CHECKSUM_HEADER: "0" * 64}, big())
+            assert (status, pulled) == (401, 0), path
+    # with a token, the same counter sees the body: an upload streams until it passes the limit (413) ...
+    status, pulled = _asgi_post(app, "/v1/adapters", _h("alice-token", **{CHECKSUM_HEADER: "0" * 64}), big())
+    assert status == 413 and 0 < pulled <= 2 * mb
+    # ... and malformed JSON is still a 422
+    status, pulled = _asgi_post(app, "/v1/jobs", _h("alice-token", **{"Content-Type": "application/json"}), [b"{x"])
+    assert (status, pulled) == (422, 2)
+
+
 def test_upload_checks(api: Any) -> None:
     url, _ = api
     good = save(lora_tensors())
@@ -338,3 +427,195 @@ def test_client_errors_before_any_privacy_spend(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(DataError, match="empty"):
         dpsynth.synthesize(_client_cfg(tmp_path, url), private=str(empty), progress=False)
     assert not (tmp_path / "run").exists()  # nothing was started, nothing was spent
+
+
+# ------------------------------------------------------------------ `dpsynth server token`
+@pytest.mark.parametrize(
+    "bad", ["bad id!", "", "x" * 65, "../alice", "a.b"], ids=["space", "empty", "65-chars", "path", "dot"]
+)
+def test_server_token_refuses_ids_the_server_config_would_refuse(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpsynth.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["server", "token", bad])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no token and no config line were printed
+    assert err.startswith("error: client id ") and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(ValueError):  # the same rule: the config refuses it too
+        ServerConfig(clients={bad: {"token_sha256": "0" * 64}})
+
+
+def test_server_token_line_is_accepted_by_the_server_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from dpsynth.cli import main
+
+    main(["server", "token", "hospital-a_2"])
+    lines = capsys.readouterr().out.splitlines()
+    token, entry = lines[1].strip(), lines[-1].strip()
+    cfg = ServerConfig(clients=yaml.safe_load(entry))
+    assert cfg.clients["hospital-a_2"].token_sha256 == token_hash(token)
+
+
+# ------------------------------------------------------------------ stopping the server (subprocess)
+def test_stop_closes_the_models_only_after_the_worker_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpsynth.knowledgesg.server import Service
+
+    service = Service(ServerConfig(state_dir=str(tmp_path), clients={"a": {"token_sha256": token_hash("t")}}))
+    release = threading.Event()
+    monkeypatch.setattr(service, "_worker", lambda: release.wait(30))  # a batch that takes its time
+    closed: list[bool] = []
+
+    class Professional:
+        name = "p"
+
+        def close(self) -> None:
+            closed.append(any(t.is_alive() for t in threading.enumerate() if t.name == "knowledgesg-worker"))
+
+    service.professional = Professional()
+    service.start()
+    t0 = time.monotonic()
+    assert service.stop(timeout=0.3) is False  # still busy: the caller must exit without closing anything
+    assert 0.3 <= time.monotonic() - t0 < 5 and closed == []
+    service.force()  # a second Ctrl-C: no more waiting
+    t0 = time.monotonic()
+    assert service.stop(timeout=30) is False and time.monotonic() - t0 < 2 and closed == []
+    release.set()  # the batch ends
+    deadline = time.monotonic() + 10
+    while any(t.name == "knowledgesg-worker" and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert service.stop(timeout=5) is True and closed == [False]  # closed once, after the worker ended
+    assert service.stop() is True and closed == [False]
+
+
+class _ServerProcess:
+    """`dpsynth server start` in a subprocess with stand-in models (tests/knowledgesg_server_worker.py)."""
+
+    def __init__(self, tmp: Path, **config: Any) -> None:
+        import yaml
+
+        self.tmp = tmp
+        port = _free_port()
+        self.url, self.state = f"http://127.0.0.1:{port}", tmp / "state"
+        self.cfg = tmp / "server.yaml"
+        fields = {"host": "127.0.0.1", "port": port, "state_dir": str(self.state), "base_model": "tiny"}
+        clients = {"alice": {"token_sha256": token_hash("alice-token")}}
+        self.cfg.write_text(yaml.safe_dump({**fields, "clients": clients, **config}))
+        self.proc: Any = None
+        self.stderr = tmp / "stderr.txt"
+
+    def start(self, delay_s: float) -> None:
+        """Start it with generation batches of ``delay_s`` seconds; return once /v1/health says ok."""
+        import os
+        import subprocess
+        import sys
+
+        worker = Path(__file__).with_name("knowledgesg_server_worker.py")
+        with self.stderr.open("wb") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(worker), "server", "start", "--config", str(self.cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+                env={**os.environ, "FAKE_DELAY_S": str(delay_s)},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.stderr.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=5).json()["status"] == "ok":
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError("the server did not start: " + self.stderr.read_text()[-3000:])
+
+    def signal(self, sig: int, timeout_s: float = 60) -> tuple[int, str]:
+        """Send ``sig``; return the exit status and stderr once the process has ended."""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        finally:
+            self.kill()
+        return int(self.proc.returncode), self.stderr.read_text()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def create_job(self, n_samples: int) -> str:
+        up = _upload(self.url, save(lora_tensors()))
+        assert up.status_code == 201, up.text
+        spec = _spec(up.json()["adapter_id"], n_samples=n_samples).model_dump()
+        r = httpx.post(f"{self.url}/v1/jobs", json=spec, headers=_h("alice-token"), timeout=10)
+        assert r.status_code == 202, r.text
+        return str(r.json()["job_id"])
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.state / "jobs" / "alice" / job_id
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        import json
+
+        return dict(json.loads((self.job_dir(job_id) / "job.json").read_text())["status"])
+
+    def wait_for(self, job_id: str, until: Any, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while not until(st := self.job_status(job_id)):
+            assert time.monotonic() < deadline and st["state"] != "failed", st
+            time.sleep(0.05)
+        return st
+
+
+@pytest.mark.slow
+def test_sigint_while_a_job_runs_stops_cleanly_and_a_restart_finishes_the_job(tmp_path: Path) -> None:
+    import signal
+
+    server = _ServerProcess(tmp_path)
+    server.start(delay_s=0.5)
+    try:
+        jid = server.create_job(n_samples=16)  # 32 instructions: 4 sampling batches, then 4 judging batches
+        server.wait_for(jid, lambda st: st["progress"].get("sampled", 0) >= 8)  # mid-sampling
+        status, err = server.signal(signal.SIGINT)
+    finally:
+        server.kill()
+    assert status in (0, 130), (status, err[-3000:])
+    assert "terminate called" not in err and "Traceback" not in err, err[-3000:]
+    st = server.job_status(jid)
+    assert st["state"] == "queued" and "interrupted" in st["stage"], st  # back in the queue, not failed
+    journal = (server.job_dir(jid) / "instructions.jsonl").read_text().splitlines()
+    assert 8 <= len(journal) < 32
+
+    server.start(delay_s=0.01)  # a restarted server continues the job from its journal
+    try:
+        server.wait_for(jid, lambda st: st["state"] == "done")
+        rows = httpx.get(f"{server.url}/v1/jobs/{jid}/dataset", headers=_h("alice-token"), timeout=10).text
+        assert len(rows.splitlines()) == 16
+        status, err = server.signal(signal.SIGTERM)  # an idle server stops cleanly on SIGTERM too
+    finally:
+        server.kill()
+    assert status == 0 and "terminate called" not in err, (status, err[-3000:])
+    assert (server.job_dir(jid) / "instructions.jsonl").read_text().splitlines()[: len(journal)] == journal
+    log = (server.state / "server.log").read_text()
+    assert "interrupted by the server stopping" in log and "resumed after a restart" in log
+
+
+@pytest.mark.slow
+def test_a_batch_longer_than_shutdown_timeout_ends_the_process_and_the_job_stays_pending(tmp_path: Path) -> None:
+    import signal
+
+    server = _ServerProcess(tmp_path, shutdown_timeout_s=1)
+    server.start(delay_s=30)  # every batch takes 30 s
+    try:
+        jid = server.create_job(n_samples=3)
+        server.wait_for(jid, lambda st: st["state"] == "running")
+        t0 = time.monotonic()
+        status, err = server.signal(signal.SIGINT)
+    finally:
+        server.kill()
+    assert status == 130 and time.monotonic() - t0 < 20, (status, err[-3000:])
+    assert "terminate called" not in err and "Traceback" not in err and "did not reach a safe point" in err
+    assert server.job_status(jid)["state"] == "running"  # as after a crash: the next start resumes it

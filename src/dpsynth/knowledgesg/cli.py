@@ -22,8 +22,14 @@ def server_start(
 
 
 @server_app.command("token", help="Make a new client token; prints it once and the line for server.yaml.")
-def server_token(client_id: str = typer.Argument(..., help="Client id (letters, digits, - and _).")) -> None:
+def server_token(client_id: str = typer.Argument(..., help="Client id (1 to 64 letters, digits, - and _).")) -> None:
+    from dpsynth.errors import ConfigError
+    from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, valid_client_id
     from dpsynth.knowledgesg.server import token_hash
+
+    # the server config applies the same rule: refuse here rather than print a line it would reject
+    if not valid_client_id(client_id):
+        raise ConfigError(f"client id {client_id[:64]!r}: use {CLIENT_ID_RULE} only")
 
     token = secrets.token_urlsafe(32)
     typer.echo(f"token for {client_id} (give it to the client as DPSYNTH_TOKEN; it is not stored anywhere):")

@@ -38,6 +38,18 @@ def valid_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
+CLIENT_ID_RULE = "1 to 64 letters, digits, - and _"
+
+
+def valid_client_id(value: str) -> bool:
+    """The one rule for client ids, shared by the server config and ``dpsynth server token``.
+
+    A client id names a folder under ``state_dir`` and a key in server.yaml, so it must be safe as both;
+    the token command checks it too, so it never prints a config line the server would then refuse.
+    """
+    return 0 < len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum()
+
+
 class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -5,7 +5,8 @@ bearer token whose SHA-256 is in the server config) upload a DP LoRA adapter, cr
 download the synthetic dataset.  Jobs run one at a time in a worker thread and their state is on disk,
 so a restarted server continues them.  The OpenAPI schema is at ``/openapi.json``.
 
-A network service is an attack surface, so: every route but ``/v1/health`` needs a token; a client only
+A network service is an attack surface, so: every route but ``/v1/health`` (and the OpenAPI schema and
+pages) needs a token, checked from the headers before any body is received; a client only
 ever sees its own adapters and jobs (ids are random and looked up under its own folder); uploads are
 size-limited while they stream, checksum-verified, parsed as safetensors only and shape-checked
 (knowledgesg/adapter.py); malformed requests get a 4xx with one clear line, and an unexpected failure a
@@ -15,16 +16,25 @@ bare 500 without a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
+import os
+import signal
+import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import uvicorn
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dpsynth.config import GeneratorConfig, _Strict, config_error_from_validation
 from dpsynth.errors import ConfigError
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
-from dpsynth.knowledgesg.jobs import JobStore, valid_id
+from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, valid_client_id, valid_id
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
 
 log = logging.getLogger("dpsynth.server")
@@ -69,13 +79,20 @@ class ServerConfig(_Strict):
     record_requests: bool = Field(
         False, description="Audit: append every request body received to state_dir/requests.log."
     )
+    shutdown_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="On Ctrl-C/SIGTERM, how long to wait for the running job's current batch; after that the "
+        "server exits without it (the job continues from its journal on the next start).",
+    )
 
     @field_validator("clients")
     @classmethod
     def _ids(cls, v: dict[str, ClientEntry]) -> dict[str, ClientEntry]:
         for cid in v:
-            if not cid.replace("-", "").replace("_", "").isalnum() or len(cid) > 64:
-                raise ValueError(f"client id {cid[:64]!r}: use letters, digits, - and _ only")
+            if not valid_client_id(cid):
+                raise ValueError(f"client id {cid[:64]!r}: use {CLIENT_ID_RULE} only")
         return v
 
 
@@ -128,6 +145,43 @@ class _RequestRecorder:
         await self.app(scope, recording_receive, send)
 
 
+UNAUTHORIZED = "missing or invalid bearer token (Authorization: Bearer TOKEN)"
+INTERRUPTED = "interrupted (the server stopped); continues when it starts again"
+
+
+class _BearerAuth:
+    """ASGI middleware: check the bearer token in the request headers before any route runs.
+
+    A token check in a route dependency alone comes too late: FastAPI reads and parses a JSON body before
+    it solves the dependencies, so anyone could make the server receive and parse a body of any size (and
+    get a 422 that tells them about the schema).  Here the headers decide: a request without a valid token
+    gets a 401 and its body is never received.  ``open_paths`` (health and the OpenAPI schema and pages)
+    never read a body.
+    """
+
+    def __init__(self, app: Any, service: Service, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.service = service
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        if self.service.client_for(authorization) is not None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": UNAUTHORIZED}).encode("utf-8")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"www-authenticate", b"Bearer"),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 class Service:
     """The state behind the routes: config, job store, models and the worker thread."""
 
@@ -140,6 +194,9 @@ class Service:
         self.load_error: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._force = threading.Event()
+        self._deadline: float | None = None
+        self._announced = False  # "stopping: waiting for ..." is logged once
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -148,11 +205,53 @@ class Service:
         t.start()
         self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the worker at its next safe point, wait for it, then close the models.
+
+        The order matters.  The professional model (llama.cpp) and torch run native threads: closing the
+        professional while the worker still uses it fails the job, and a worker still inside native code
+        when the interpreter exits aborts the process ("terminate called without an active exception").
+        So the worker is joined first, and the models are closed only once it is gone.
+
+        Returns True when that is done (calling it again is cheap).  Returns False, closing nothing, when
+        the worker is still busy ``timeout`` seconds after the first call (all calls share that deadline)
+        or once ``force()`` was called: the caller must then exit without interpreter teardown; the job's
+        journals are on disk and the next start continues it.
+        """
         self._stop.set()
         self._wake.set()
-        if self.professional is not None and hasattr(self.professional, "close"):
-            self.professional.close()
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
+        busy = [t for t in self._threads if t.is_alive()]
+        for t in busy:  # an idle worker ends at once: only a busy one is worth a word
+            if not self._force.is_set():
+                t.join(0.5 if self._deadline is None else max(0.0, min(0.5, self._deadline - time.monotonic())))
+        busy = [t for t in busy if t.is_alive()]
+        if busy and not self._force.is_set() and not self._announced:
+            self._announced = True
+            log.info(
+                "stopping: waiting for the job worker to reach a safe point (at most %s; Ctrl-C again to exit "
+                "at once; an unfinished job continues on the next start)",
+                "no limit" if self._deadline is None else f"{max(0.0, self._deadline - time.monotonic()):.0f} s",
+            )
+        for t in busy:
+            while t.is_alive() and not self._force.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    break
+                t.join(0.1)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        professional, self.professional = self.professional, None
+        if professional is not None and hasattr(professional, "close"):
+            professional.close()
+        return True
+
+    def force(self) -> None:
+        """Stop waiting for the worker (a second Ctrl-C): ``stop()`` returns False at once."""
+        self._stop.set()
+        self._force.set()
+        self._wake.set()
 
     @property
     def ready(self) -> bool:
@@ -165,6 +264,8 @@ class Service:
         t0 = time.time()
         self.base = BaseModel(self.cfg.base_model)
         log.info("base model %s loaded in %.1f s", self.cfg.base_model, time.time() - t0)
+        if self._stop.is_set():  # stopping already: do not start llama.cpp only to close it again
+            return
         self.professional = build_generator(self.cfg.professional)
         log.info("professional model %s ready", self.cfg.professional.name)
 
@@ -184,11 +285,12 @@ class Service:
             self._run(pending[0])
 
     def _run(self, job: dict[str, Any]) -> None:
-        from dpsynth.knowledgesg.work import run_job
+        from dpsynth.knowledgesg.work import JobInterrupted, run_job
 
         client, job_id = job["client"], job["status"]["job_id"]
         spec = JobSpec.model_validate(job["spec"])
-        resumed = job["status"]["state"] == "running"
+        # "running" on disk: the server was killed during the job; INTERRUPTED: it was stopped cleanly
+        resumed = job["status"]["state"] == "running" or job["status"]["stage"] == INTERRUPTED
         log.info("job %s/%s %s", client, job_id, "resumed after a restart" if resumed else "started")
         self.store.update(client, job_id, state="running", stage="starting")
 
@@ -197,7 +299,19 @@ class Service:
 
         try:
             data = self.store.adapter_path(client, spec.adapter_id).read_bytes()
-            report = run_job(self.store.job_dir(client, job_id), spec, data, self.base, self.professional, progress)
+            report = run_job(
+                self.store.job_dir(client, job_id),
+                spec,
+                data,
+                self.base,
+                self.professional,
+                progress,
+                should_stop=self._stop.is_set,
+            )
+        except JobInterrupted:
+            self.store.update(client, job_id, state="queued", stage=INTERRUPTED)
+            log.info("job %s/%s interrupted by the server stopping; it continues on the next start", client, job_id)
+            return
         except Exception as exc:  # noqa: BLE001 - a failed job is reported to its client, the server goes on
             msg = str(exc) if isinstance(exc, AdapterError | ConfigError) else f"{type(exc).__name__} (see server log)"
             log.exception("job %s/%s failed", client, job_id)
@@ -235,7 +349,8 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         if start_worker:
             service.start()
         yield
-        service.stop()
+        # uvicorn has stopped accepting requests; the worker finishes its batch in a thread of its own
+        await asyncio.to_thread(service.stop, cfg.shutdown_timeout_s)
 
     app = FastAPI(
         title="dpsynth KnowledgeSG server",
@@ -264,14 +379,14 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         return JSONResponse({"error": "internal server error (see the server log)"}, status_code=500)
 
     # ------------------------------------------------------------ auth
+    # first the headers, before any body is received (_BearerAuth); then each route asks for the client id
+    open_paths = (f"{API}/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(_BearerAuth, service=service, open_paths=frozenset(p for p in open_paths if p))
+
     def client_id(request: Request) -> str:
         cid = service.client_for(request.headers.get("authorization"))
-        if cid is None:
-            raise HTTPException(
-                401,
-                "missing or invalid bearer token (Authorization: Bearer TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if cid is None:  # unreachable behind _BearerAuth; kept so that no route depends on the middleware alone
+            raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         return cid
 
     def own_job(job_id: str, cid: str) -> dict[str, Any]:
@@ -376,8 +491,6 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
     @app.get(f"{API}/jobs/{{job_id}}/report")
     def job_report(job_id: str, cid: str = Depends(client_id)) -> Any:
-        import json
-
         return json.loads(_finished_file(job_id, cid, "report.json").read_text(encoding="utf-8"))
 
     if cfg.record_requests:
@@ -386,9 +499,14 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
 
 def serve(cfg: ServerConfig) -> None:
-    """Run the server in the foreground until interrupted."""
-    import uvicorn
+    """Run the server in the foreground until SIGINT (Ctrl-C) or SIGTERM, then stop cleanly.
 
+    On the first signal uvicorn stops accepting requests and finishes the open ones, the job worker stops
+    at its next safe point (the job goes back to the queue and continues on the next start), the models
+    are closed, and this returns (exit status 0).  A second signal, or a worker still busy after
+    ``shutdown_timeout_s``, ends the process at once with status 130, without interpreter teardown: that
+    teardown, with a native thread still running, is what aborts a process; the journals are on disk.
+    """
     from dpsynth.run import setup_logging
 
     if not cfg.clients:
@@ -406,17 +524,84 @@ def serve(cfg: ServerConfig) -> None:
     state = Path(cfg.state_dir).expanduser()
     state.mkdir(parents=True, exist_ok=True)
     setup_logging(state / "server.log", verbose=True)
-    app = create_app(cfg)
-    scheme = "https" if cfg.ssl_certfile else "http"
-    log.info(
-        "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)", scheme, cfg.host, cfg.port, state
+    app = create_app(cfg, start_worker=False)  # _Uvicorn starts it once the port is bound
+    service: Service = (app.app if isinstance(app, _RequestRecorder) else app).state.service
+    server = _Uvicorn(
+        uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            ssl_certfile=cfg.ssl_certfile,
+            ssl_keyfile=cfg.ssl_keyfile,
+            server_header=False,
+            timeout_graceful_shutdown=10,  # open requests get this long once a stop was asked for
+        ),
+        service,
     )
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level="warning",
-        ssl_certfile=cfg.ssl_certfile,
-        ssl_keyfile=cfg.ssl_keyfile,
-        server_header=False,
-    )
+    # Our handlers for the whole life of the server, not only while uvicorn's loop runs: a signal during
+    # start-up or while waiting for the worker is handled too, and none is re-raised afterwards.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        scheme = "https" if cfg.ssl_certfile else "http"
+        log.info(
+            "KnowledgeSG server on %s://%s:%d (state in %s; OpenAPI at /openapi.json)",
+            scheme,
+            cfg.host,
+            cfg.port,
+            state,
+        )
+        server.run()
+    finally:
+        # done already by the app's shutdown, unless uvicorn skipped it (second signal, failed start-up)
+        clean = service.stop(cfg.shutdown_timeout_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not clean:
+            log.warning(
+                "the job worker did not reach a safe point; exiting without it (the job continues from its "
+                "journal on the next start)"
+            )
+            logging.shutdown()  # flush server.log: os._exit skips the interpreter's own clean-up
+            sys.stderr.flush()
+            os._exit(130)
+    log.info("server stopped (%s); queued and interrupted jobs continue on the next start", server.stop_reason)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn with the life cycle ``serve`` needs.
+
+    * The job worker starts only once the port is bound, so a failed start (port in use) never leaves a
+      model loading in a thread while the process exits.
+    * Signals: ``serve`` installs ``handle_exit`` for SIGINT and SIGTERM for the whole life of the server
+      (uvicorn's own handlers would only cover its loop and re-raise the signal at the end, which kills
+      the process on SIGTERM and raises KeyboardInterrupt on SIGINT).  The first signal asks for a clean
+      stop, a second one stops waiting for the job worker.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+        self.stop_reason = "no signal"
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.service.start()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # serve() installed handle_exit already, and nothing is re-raised afterwards
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A second signal does not set uvicorn's force_exit: that skips the app's shutdown and leaves a
+        # cancelled lifespan task (a traceback on stderr); open requests are bounded by
+        # timeout_graceful_shutdown anyway, and only the wait for the job worker needs cutting short.
+        if self.should_exit:
+            self.service.force()
+        else:
+            self.stop_reason = signal.Signals(sig).name
+        self.should_exit = True

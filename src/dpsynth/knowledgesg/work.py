@@ -5,8 +5,9 @@
 2. the professional model keeps or drops each instruction, with a reason;
 3. the professional model answers the kept ones.
 
-Each stage appends to a journal in the job folder, so a job interrupted by a server restart continues
-where it stopped.  Nothing here ever sees a private record: the adapter is DP, the rest is public.
+Each stage appends to a journal in the job folder, batch by batch, so a job interrupted by a server
+restart (or stopped between two batches by a stopping server) continues where it stopped.  Nothing
+here ever sees a private record: the adapter is DP, the rest is public.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ _VERDICT = re.compile(r"\b(KEEP|DROP)\b", re.I)
 SAMPLE_ATTEMPT_FACTOR = 3  # sampling gives up after 3x the wanted number of raw samples
 
 
+class JobInterrupted(Exception):
+    """The server is stopping: raised between two batches, when everything done so far is in the journals.
+
+    The worker then puts the job back in the queue; the next server start continues it from the journals.
+    """
+
+
+def _never() -> bool:
+    return False
+
+
 class BaseModel:
     """The server's public base model (tokenizer + PyTorch weights), loaded once and never modified."""
 
@@ -77,11 +89,18 @@ def run_job(
     base: BaseModel,
     professional: Generator,
     on_progress: Callable[[str, dict[str, int]], None],
+    should_stop: Callable[[], bool] = _never,
 ) -> dict[str, Any]:
-    """Run (or continue) one job in ``job_dir``; returns the report.  Raises on unusable input."""
+    """Run (or continue) one job in ``job_dir``; returns the report.  Raises on unusable input.
+
+    ``should_stop`` is asked before every batch (the safe points: the journals hold every finished batch);
+    when it says yes, ``JobInterrupted`` is raised, so a stopping server never waits for a whole job.
+    """
     t0 = time.time()
-    instructions = _sample(job_dir, spec, adapter, base, on_progress)
-    judged = _judge_and_answer(job_dir, spec, instructions, professional, on_progress)
+    if should_stop():
+        raise JobInterrupted
+    instructions = _sample(job_dir, spec, adapter, base, on_progress, should_stop)
+    judged = _judge_and_answer(job_dir, spec, instructions, professional, on_progress, should_stop)
     kept = [j for j in judged if j["keep"] and j.get("response")][: spec.n_samples]
     rows = [{"instruction": j["instruction"], "response": j["response"]} for j in kept]
     atomic_write_text(job_dir / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -104,7 +123,12 @@ def run_job(
 
 
 def _sample(
-    job_dir: Path, spec: JobSpec, adapter: bytes, base: BaseModel, on_progress: Callable[[str, dict[str, int]], None]
+    job_dir: Path,
+    spec: JobSpec,
+    adapter: bytes,
+    base: BaseModel,
+    on_progress: Callable[[str, dict[str, int]], None],
+    should_stop: Callable[[], bool] = _never,
 ) -> list[str]:
     from dpsynth.methods.dp_finetune import RecordFormat, generate
 
@@ -130,6 +154,8 @@ def _sample(
     seen = {" ".join(h.lower().split()) for h in have}
     attempts = len(have)
     while len(have) < want and attempts < SAMPLE_ATTEMPT_FACTOR * want:
+        if should_stop():
+            raise JobInterrupted
         k = min(8, want - len(have))
         seed = None if spec.seed is None else spec.seed * 1_000_003 + attempts
         texts = generate(model, base.tok, prompt, k, ft=ft, device=base.device, bf16=False, seed=seed)
@@ -155,6 +181,7 @@ def _judge_and_answer(
     instructions: list[str],
     professional: Generator,
     on_progress: Callable[[str, dict[str, int]], None],
+    should_stop: Callable[[], bool] = _never,
 ) -> list[dict[str, Any]]:
     journal = job_dir / "judged.jsonl"
     judged = read_jsonl_tolerant(journal)
@@ -164,6 +191,8 @@ def _judge_and_answer(
     for k in range(0, len(todo), chunk):
         if sum(1 for j in judged if j["keep"]) >= spec.n_samples:
             break
+        if should_stop():
+            raise JobInterrupted
         batch = todo[k : k + chunk]
         seed = None if spec.seed is None else spec.seed + k
         if spec.filter:
