@@ -286,8 +286,9 @@ def test_transformers_backend_tiny_model(tmp_path: Path) -> None:
 @pytest.mark.model
 @pytest.mark.slow
 def test_qwen_label_judge_on_plain_reviews() -> None:
-    """The judge request and parser against the real Qwen2.5-0.5B (the benchmark's judge), greedy."""
-    from dpsynth.prompts import judge_request, parse_judgement
+    """The judge request and verdict against the real Qwen2.5-0.5B (the benchmark's judge): one token decoded,
+    the label read from its top log-probabilities, and the shared question prefix reused from the KV cache."""
+    from dpsynth.prompts import judge_request, judge_verdict
 
     try:
         resolve_model("qwen2.5-0.5b-instruct")
@@ -307,6 +308,7 @@ def test_qwen_label_judge_on_plain_reviews() -> None:
         out = g.generate([judge_request("movie review", t, names, 300) for t in reviews])
     finally:
         g.close()
-    said = [parse_judgement(c.text, names) for c in out]
-    assert all(c.error is None for c in out)
-    assert said == list(reviews.values()), [c.text for c in out]
+    said = [judge_verdict(c.text, c.top_logprobs, names) for c in out]
+    assert all(c.error is None and c.completion_tokens == 1 and c.top_logprobs for c in out)
+    assert said == list(reviews.values()), [c.top_logprobs for c in out]
+    assert sum(c.cached_tokens for c in out) > 0  # later requests reuse the question prefix

@@ -138,7 +138,8 @@ class _Mislabeller(FakeGenerator):
 
 
 class _FakeJudge(FakeGenerator):
-    """Answers which label the quoted review says it is (and 'unsure' when it cannot tell)."""
+    """Answers which label the quoted review says it is (and 'unsure' when it cannot tell), with the
+    first token's probabilities when asked for them (as llama.cpp does)."""
 
     def generate(self, requests, on_completion=None):
         from dpsynth.generators.base import Completion
@@ -148,8 +149,10 @@ class _FakeJudge(FakeGenerator):
             text = r.messages[0].content if r.messages else r.prompt or ""
             self.prompts.append(text)
             body = text.split('"')[1] if text.count('"') >= 2 else ""
-            ans = "Negative" if "negative take" in body else "Positive." if "positive take" in body else "unsure"
-            out.append(Completion(ans, 1, 20))
+            ans = "Negative" if "negative take" in body else "Positive" if "positive take" in body else "unsure"
+            other = "positive" if ans == "Negative" else "negative"
+            top = ((ans, -0.2), (ans.lower(), -2.0), (other, -3.0)) if r.top_logprobs else ()
+            out.append(Completion(ans, 1, 20, top_logprobs=top))
             if on_completion:
                 on_completion(out[-1])
         return out
@@ -171,7 +174,7 @@ def test_label_judge_drops_samples_of_the_wrong_label(private_csv: Path, tmp_pat
     wrong = sum(o.get("wrong_label", 0) for r in rounds for o in r["outcomes"].values())
     assert wrong >= 10  # about half of generator a's outputs were re-asked
     assert all(r["judge_prompt_tokens"] > 0 for r in rounds)
-    judge_prompts = [p for p in gens["j"].prompts if "Which of these labels" in p]
+    judge_prompts = [p for p in gens["j"].prompts if "Which label fits" in p]
     assert judge_prompts and not any("SENTINEL" in p for p in judge_prompts)  # synthetic text only
     assert "negative or positive" in judge_prompts[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -105,3 +106,30 @@ def test_judge_request_is_greedy_and_lists_the_labels() -> None:
     assert r.temperature == 0.0 and r.max_tokens <= 8 and r.messages is not None
     text = r.messages[0].content
     assert "negative or positive" in text and "movie review" in text and len(text) < 300
+
+
+def test_label_judge_reads_label_probabilities() -> None:
+    from dpsynth.prompts import judge_request, judge_verdict, label_probabilities
+
+    names = ["negative", "positive"]
+    req = judge_request("movie review", "A fine film.", names, 300)
+    assert req.max_tokens == 1 and req.top_logprobs > 0 and req.messages is not None
+    # the question first and the text last: every judge prompt of a run shares one (cached) prefix
+    other = judge_request("movie review", "Dull.", names, 300)
+    a, b = req.messages[0].content, other.messages[0].content  # type: ignore[index]
+    assert a.split('"')[0] == b.split('"')[0] and a.endswith('"A fine film."')
+    top = (("positive", math.log(0.45)), ("Positive", math.log(0.37)), (" negative", math.log(0.1)), ("The", -1.0))
+    probs = label_probabilities(top, names)
+    assert probs["positive"] == pytest.approx(0.82) and probs["negative"] == pytest.approx(0.1)
+    assert judge_verdict("positive", top, names) == "positive"
+    torn = (("positive", math.log(0.4)), ("negative", math.log(0.35)))
+    assert judge_verdict("positive", torn, names) is None  # unsure: the sample is kept
+    assert judge_verdict("", (("The", -0.1),), names) is None
+    # a token that could start two labels counts for neither; such label sets use a free-text answer
+    assert label_probabilities((("very", -0.1),), ["very negative", "very positive"]) == {
+        "very negative": 0.0,
+        "very positive": 0.0,
+    }
+    free = judge_request("review", "x y z", ["very negative", "very positive"], 300)
+    assert free.top_logprobs == 0 and free.max_tokens > 1
+    assert judge_verdict("Very positive.", (), ["very negative", "very positive"]) == "very positive"

@@ -9,6 +9,7 @@ open quote the model closes) are for base models, whose chat output is empty
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -133,20 +134,59 @@ class PromptBuilder:
 # public label names, never private text.  Small generators asked for a "positive review" often write a
 # neutral or negative one (bench/results/diag_quality.json); the WASP reference code counters the same
 # failure with ZeroGen-style self-debiasing (Ye et al., EMNLP 2022) at decoding time.
-JUDGE_CHAT = (
-    'Here is a {task}:\n\n"{text}"\n\nWhich of these labels fits it best: {choices}? '
-    "Answer with the label only."
-)
+# The question comes first and the text last, so that every judge request of a run shares one prompt
+# prefix, which llama.cpp keeps in the slot's KV cache: only the text itself is prefilled.
+JUDGE_CHAT = 'Which label fits this {task} best: {choices}? Answer with the label only.\n\n{Task}: "{text}"'
+JUDGE_TOP_LOGPROBS = 10
+# a label judged by probability must hold this share of the probability the labels get, else "unsure"
+JUDGE_MIN_SHARE = 0.6
+
+
+def _first_words_distinct(label_names: Sequence[str]) -> bool:
+    """True when no label's first word is a prefix of another's: the first token can tell them apart."""
+    firsts = [n.split()[0].lower() if n.split() else "" for n in label_names]
+    return all(a and not (a != b and b.startswith(a)) and firsts.count(a) == 1 for a in firsts for b in firsts)
 
 
 def judge_request(task: str, text: str, label_names: Sequence[str], example_chars: int) -> GenerationRequest:
-    """A greedy, few-token chat request asking which declared label fits ``text``."""
+    """A greedy request asking which declared label fits ``text``.
+
+    Labels whose first words differ are judged from the probabilities of the first answer token (one
+    token decoded, 10 alternatives returned): a calibrated verdict, and "unsure" where the judge is
+    torn.  Other label sets get a few-token free-text answer."""
     choices = ", ".join(label_names[:-1]) + f" or {label_names[-1]}" if len(label_names) > 1 else label_names[0]
-    prompt = JUDGE_CHAT.format(task=task, text=_quoted(text, example_chars), choices=choices)
-    longest = max(len(n.split()) for n in label_names)
-    return GenerationRequest(
-        messages=(ChatMessage("user", prompt),), max_tokens=4 + 2 * longest, temperature=0.0, top_p=1.0, seed=0
+    prompt = JUDGE_CHAT.format(
+        task=task, Task=task.capitalize(), text=_quoted(text, example_chars), choices=choices
     )
+    common = dict(messages=(ChatMessage("user", prompt),), temperature=0.0, top_p=1.0, seed=0)
+    if _first_words_distinct(label_names):
+        return GenerationRequest(max_tokens=1, top_logprobs=JUDGE_TOP_LOGPROBS, **common)  # type: ignore[arg-type]
+    longest = max(len(n.split()) for n in label_names)
+    return GenerationRequest(max_tokens=4 + 2 * longest, **common)  # type: ignore[arg-type]
+
+
+def label_probabilities(top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> dict[str, float]:
+    """Probability of each label from the first answer token's alternatives ("Positive", " positive" and
+    "pos" all count for "positive"; a token that could start several labels counts for none)."""
+    probs = {n: 0.0 for n in label_names}
+    for token, logprob in top:
+        t = token.strip().lower()
+        if not t:
+            continue
+        hits = [n for n in label_names if n.lower().startswith(t)]
+        if len(hits) == 1:
+            probs[hits[0]] += math.exp(logprob)
+    return probs
+
+
+def judge_verdict(answer: str, top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> str | None:
+    """The label the judge gives, or None when it names none or is torn (then the sample is kept)."""
+    if top:
+        probs = label_probabilities(top, label_names)
+        total = sum(probs.values())
+        best = max(probs, key=lambda n: probs[n])
+        return best if total > 0 and probs[best] / total >= JUDGE_MIN_SHARE else None
+    return parse_judgement(answer, label_names)
 
 
 def parse_judgement(answer: str, label_names: Sequence[str]) -> str | None:

@@ -31,10 +31,15 @@ class GenerationRequest:
     top_p: float = 0.9
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # > 0: also return the k most likely first tokens with their log-probabilities (chat requests only;
+    # llama.cpp, vLLM and OpenAI support it).  The label judge reads a label's probability from them.
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+        if self.top_logprobs and self.messages is None:
+            raise ValueError("top_logprobs is supported for chat requests only")
 
     @property
     def is_chat(self) -> bool:
@@ -49,6 +54,8 @@ class Completion:
     error: str | None = None  # set when the backend gave up on this request
     # llama.cpp's own timings (0 where a backend does not report them): where a request's time went
     cached_tokens: int = 0  # prompt tokens reused from the slot's KV cache (no prefill needed)
+    # the first generated token's alternatives as (token, logprob), when the request asked for them
+    top_logprobs: tuple[tuple[str, float], ...] = ()
     prompt_ms: float = 0.0  # prefill
     predicted_ms: float = 0.0  # decode
 

@@ -52,6 +52,9 @@ def request_body(req: GenerationRequest, model: str | None = None) -> dict[str, 
         body["stop"] = list(req.stop)
     if req.seed is not None:
         body["seed"] = req.seed
+    if req.top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = req.top_logprobs
     return body
 
 
@@ -90,7 +93,31 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
         cached_tokens=_int(timings.get("cache_n")),
         prompt_ms=_float(timings.get("prompt_ms")),
         predicted_ms=_float(timings.get("predicted_ms")),
+        top_logprobs=_first_top_logprobs(choice),
     )
+
+
+def _first_top_logprobs(choice: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """The first token's alternatives from an OpenAI-style chat choice; () when absent or malformed."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return ()
+    out = []
+    for alt in content[0].get("top_logprobs") or []:
+        if isinstance(alt, dict) and isinstance(alt.get("token"), str):
+            x = _float_any(alt.get("logprob"))
+            if x is not None:
+                out.append((alt["token"], x))
+    return tuple(out)
+
+
+def _float_any(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x and x != float("inf") else None
 
 
 def _float(v: Any) -> float:

@@ -38,7 +38,7 @@ from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, parse_judgement
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, judge_verdict
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
 
@@ -395,7 +395,7 @@ class WaspRun:
         answers = self.generators[judge].generate(reqs, on_completion=self.judge_tokens.add)
         kept = []
         for (c, text), ans in zip(candidates, answers, strict=True):
-            said = parse_judgement(ans.text, names) if ans.error is None else None
+            said = judge_verdict(ans.text, ans.top_logprobs, names) if ans.error is None else None
             if said is None:
                 outcome["judge_unsure"] += 1
                 kept.append((c, text))
