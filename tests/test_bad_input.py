@@ -213,6 +213,14 @@ def delta_above_one_over_m(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, privacy=dict(delta=0.05))  # 40 private records: 1/M = 0.025
 
 
+def epsilon_overflows(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon="1e400"))  # would be inf: privacy silently off
+
+
+def epsilon_boolean(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=True))  # would be 1.0
+
+
 def delta_one(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, privacy=dict(delta=1.0))
 
@@ -333,6 +341,8 @@ CASES = [
     Case(epsilon_negative, ConfigError, ("privacy.epsilon", "> 0")),
     Case(delta_above_one_over_m, ConfigError, ("privacy.delta", "1/M")),
     Case(delta_one, ConfigError, ("privacy.delta", "(0, 1)")),
+    Case(epsilon_overflows, ConfigError, ("privacy.epsilon", "too large", "inf")),
+    Case(epsilon_boolean, ConfigError, ("privacy.epsilon", "not true/false")),
     Case(n_below_classes, ConfigError, ("n_synthetic", "2 classes")),
     Case(unknown_output_format, ConfigError, ("output_format", "jsonl")),
     Case(unknown_method, ConfigError, ("method", "wasp")),

@@ -205,6 +205,51 @@ def test_flag_value_is_validated() -> None:
         load_config(None, parse_overrides(["--epsilon", "-3"]))
 
 
+@pytest.mark.parametrize(
+    ("args", "field", "needle"),
+    [
+        (["--epsilon", "1e400"], "privacy.epsilon", "too large"),  # YAML 1.1 leaves it text: pydantic made it inf
+        (["--epsilon", "1.0e+400"], "privacy.epsilon", "too large"),  # a YAML float: the loader made it inf
+        (["--epsilon=-1E+400"], "privacy.epsilon", "too large"),
+        (["--epsilon", "true"], "privacy.epsilon", "true/false"),  # pydantic read True as 1.0
+        (["--n-synthetic", "yes"], "n_synthetic", "true/false"),  # YAML 1.1 yes = True = 1
+        (["--wasp.min-share", "false"], "wasp.min_share", "true/false"),
+        (["--seed", "true"], "seed", "true/false"),
+        (["--generators", "[{name: a, model: x, timeout_s: 1.0e+999}]"], "generators", "too large"),
+    ],
+)
+def test_overflowing_or_boolean_numbers_are_refused(args: list[str], field: str, needle: str) -> None:
+    """A number that overflows is never infinity (privacy off), and true/false is never a number."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, parse_overrides(args))
+    msg = str(info.value)
+    assert msg.startswith(field) and needle in msg and "\n" not in msg, msg
+
+
+def test_infinity_only_when_written_as_inf(tmp_path: Path) -> None:
+    for args in (["--epsilon", "inf"], ["--epsilon", ".inf"], ["--epsilon=Infinity"]):
+        assert not load_config(None, parse_overrides(args)).privacy.is_private, args
+    assert not Config(privacy={"epsilon": float("inf")}).privacy.is_private  # the Python API
+    cfg = load_config(None, parse_overrides(["--epsilon", "2", "--wasp.tau", "1"]))  # ints still become floats
+    assert cfg.privacy.epsilon == 2.0 and isinstance(cfg.privacy.epsilon, float) and cfg.wasp.tau == 1.0
+
+    path = tmp_path / "c.yaml"
+    for text in ("privacy:\n  epsilon: .inf\n", "privacy:\n  epsilon: inf\n"):
+        path.write_text(text, encoding="utf-8")
+        assert not load_config(path).privacy.is_private, text
+    path.write_text("privacy:\n  epsilon: 1e400\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^privacy\.epsilon: .*too large"):
+        load_config(path)
+    path.write_text("method: wasp\nprivacy:\n  epsilon: 1.0e+400\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "c.yaml" in msg and "line 3" in msg and "too large" in msg and "\n" not in msg, msg
+    path.write_text("privacy:\n  epsilon: yes\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"privacy\.epsilon: must be a number"):
+        load_config(path)
+
+
 # ---------------------------------------------------------------- (d) one-line errors
 def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
@@ -218,6 +263,8 @@ def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
     [
         (["run", "--epsilonn", "2"], "--epsilonn"),  # ConfigError from the flags
         (["run", "--epsilon", "0", "--labels", "a,b"], "privacy.epsilon"),  # ConfigError from validation
+        (["run", "--epsilon", "1e400", "--labels", "a,b"], "privacy.epsilon"),  # overflow: not inf
+        (["run", "--epsilon", "true", "--labels", "a,b"], "privacy.epsilon"),  # not 1.0
         (["run", "--resume"], "--out"),
         (
             ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],

@@ -16,7 +16,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, load_config
+from dpsynth.config import Config, NumberOverflowError, load_config, load_yaml
 from dpsynth.errors import ConfigError, DpsynthError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
@@ -82,14 +82,24 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             val = args[i + 1]
             i += 1
         path = flags[key_norm]
-        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val)
+        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
         i += 1
     return out
 
 
-def _parse_value(val: str) -> Any:
+def _parse_value(val: str, path: str = "value") -> Any:
+    """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
+
+    A number that overflows a float (``1.0e+400``) is an error, never infinity (config.ConfigLoader);
+    a text like ``1e400`` is refused by the field's own validation.
+    """
     try:
-        return yaml.safe_load(val)
+        return load_yaml(val)
+    except NumberOverflowError:
+        raise ConfigError(
+            f"{path}: the number is too large for a float (it would overflow to infinity); give a smaller "
+            "number, or write inf if you mean no limit"
+        ) from None
     except yaml.YAMLError:
         return val
 
