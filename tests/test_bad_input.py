@@ -160,6 +160,30 @@ def unknown_encoding(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(encoding="utf-9"))
 
 
+def duplicate_csv_column(tmp: Path, csv: Path) -> Action:
+    """`review,review,sentiment`: pandas would read the first and call the second review.1."""
+    df = _rows(csv)
+    df.insert(1, "review_2", df["review"])
+    text = df.to_csv(index=False).replace("review_2", "review", 1)
+    return _later(tmp, _bytes(tmp, "dups.csv", text.encode()))
+
+
+def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
+    lines = [
+        '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}',
+        '{"review": "SENTINEL0002XYZ good", "sentiment": "1"}',
+        '{"review": "SENTINEL0003XYZ one", "sentiment": "0", "review": "SENTINEL0003XYZ two"}',
+    ]
+    return _later(tmp, _bytes(tmp, "dupkeys.jsonl", "\n".join(lines).encode()))
+
+
+def nan_placeholder_texts(tmp: Path, csv: Path) -> Action:
+    """A spreadsheet's NaN / null in the text column: missing values, not records."""
+    df = _rows(csv)
+    df.loc[[2, 6], "review"] = ["NaN", " null "]
+    return _later(tmp, _csv(tmp, df))
+
+
 # ---------------------------------------------------------------- cases: records
 def bad_text_column(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(text_column="reveiw"))
@@ -320,6 +344,8 @@ CASES = [
     Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
     Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
     Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
+    Case(duplicate_csv_column, DataError, ("dups.csv", "'review'", "more than once", "line 1")),
+    Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
     # records
     Case(
         bad_text_column,
@@ -333,6 +359,7 @@ CASES = [
     ),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
+    Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
     Case(single_record_class, DataError, ("edited.csv", "data.labels", "fewer than 2")),
     Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
@@ -412,3 +439,23 @@ def test_suggested_fixes_work(tmp_path: Path, private_csv: Path) -> None:
     assert len(_synth(tmp_path / "a", latin, data=dict(encoding="latin-1"))) == 20
     bom = _bytes(tmp_path, "bom.csv", b"\xef\xbb\xbf" + private_csv.read_bytes())
     assert len(_synth(tmp_path / "b", bom)) == 20
+
+
+def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
+    from dpsynth.data import read_table
+
+    p = tmp_path / "t.csv"
+    p.write_text(
+        "text,label\nNaN,0\n null ,1\nN/A,0\n#N/A,1\nNone,0\n<NA>,1\nNancy,NA\nnone of it,null\nnan bread,0\n",
+        encoding="utf-8",
+    )
+    df = read_table(p)
+    assert df["text"].tolist() == ["", "", "", "", "", "", "Nancy", "none of it", "nan bread"]
+    assert df["label"].tolist() == ["0", "1", "0", "1", "0", "1", "", "", "0"]
+    # the same rule for JSONL strings and for a DataFrame passed in
+    j = tmp_path / "t.jsonl"
+    j.write_text('{"text": "NULL", "label": null}\n{"text": "ok", "label": "nan"}\n', encoding="utf-8")
+    assert read_table(j).to_dict("records") == [{"text": "", "label": ""}, {"text": "ok", "label": ""}]
+    assert read_table(pd.DataFrame({"text": ["NA", "x"]}))["text"].tolist() == ["", "x"]
+    with pytest.raises(DataError, match="column 'text' appears more than once"):
+        read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))
