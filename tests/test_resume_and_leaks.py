@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 import dpsynth
-from dpsynth.errors import DpsynthError
+from dpsynth.config import Config
+from dpsynth.errors import DpsynthError, ResumeError
+from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
+from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,3 +112,54 @@ def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplo
             progress=False,
         )
     assert "SENTINEL" not in str(ei.value)
+
+
+# ---------------------------------------------------------------- resume: what is stored, what may change
+def _gens(crash_a: int | None = None, crash_b: int | None = None) -> dict[str, FakeGenerator]:
+    return {"a": CrashingGenerator("a", 1, crash_at=crash_a), "b": CrashingGenerator("b", 2, crash_at=crash_b)}
+
+
+def _run(cfg: Config, gens: dict[str, FakeGenerator], **kw: object) -> dpsynth.SynthesisResult:
+    return dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, **kw)
+
+
+def _journal(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "samples.journal.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_torn_journal_tail_is_dropped_on_resume(private_csv: Path, tmp_path: Path) -> None:
+    """A process killed mid-append leaves half a line: the next attempts drop it, never append after it."""
+    out = tmp_path / "torn"
+    cfg = fake_run_config(private_csv, out)
+    journal = out / "samples.journal.jsonl"
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2))  # dies in round 1
+    with journal.open("a", encoding="utf-8") as f:
+        f.write('{"id": 15, "text": "A positive take: half a sam')  # killed mid-append
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2), resume=True)  # appends round 1, dies in round 2
+    rows = _journal(out)  # every line is whole JSON again
+    with journal.open("a", encoding="utf-8") as f:
+        f.write('{"id": 99, "te')
+    res = _run(cfg, _gens(), resume=True)
+    assert len(res) == 60
+    final = _journal(out)
+    assert final[: len(rows)] == rows and [r["id"] for r in final] == list(range(len(final)))
+
+
+def test_repair_jsonl_tail_keeps_a_whole_last_record(tmp_path: Path) -> None:
+    from dpsynth.io import repair_jsonl_tail
+
+    p = tmp_path / "j.jsonl"
+    p.write_text('{"id": 0}\n{"id": 1}', encoding="utf-8")  # whole, only the newline is missing
+    assert [r["id"] for r in read_jsonl_tolerant(p)] == [0, 1]
+    assert repair_jsonl_tail(p) and p.read_text(encoding="utf-8") == '{"id": 0}\n{"id": 1}\n'
+    p.write_text('{"id": 0}\n{"id": 1}\n{"id": 2, "te', encoding="utf-8")
+    assert repair_jsonl_tail(p) and p.read_text(encoding="utf-8") == '{"id": 0}\n{"id": 1}\n'
+    assert not repair_jsonl_tail(p) and not repair_jsonl_tail(tmp_path / "absent.jsonl")
+    # a journal damaged by the old behaviour (fragment glued to the next record) is still readable
+    p.write_text('{"id": 0}\n{"id": 1, "te{"id": 1, "text": "x"}\n{"id": 2}\n', encoding="utf-8")
+    assert read_jsonl_tolerant(p) == [{"id": 0}, {"id": 1, "text": "x"}, {"id": 2}]
+    p.write_text('{"id": 0}\nnot json\n{"id": 2}\n', encoding="utf-8")
+    with pytest.raises(ResumeError, match="line 2"):
+        read_jsonl_tolerant(p)

@@ -34,7 +34,7 @@ from dpsynth.data import PrivateData
 from dpsynth.embeddings import Embedder, EmbeddingCache
 from dpsynth.errors import ConfigError, GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
-from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant
+from dpsynth.io import append_jsonl, atomic_write_bytes, read_jsonl_tolerant, repair_jsonl_tail
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
@@ -130,6 +130,7 @@ class WaspRun:
             run_dir.ledger, self.plan, mechanism_name(self.w) if self.plan else "none (zero-shot)"
         )
         self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
+        repair_jsonl_tail(run_dir.journal)  # a run killed mid-append: drop the fragment before appending again
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self._seen = {_norm(s.text) for s in self.samples}
         self.tokens = {g: TokenCounter() for g in generators}
