@@ -245,6 +245,10 @@ def epsilon_boolean(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, privacy=dict(epsilon=True))  # would be 1.0
 
 
+def epsilon_needs_no_noise(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=1e9))  # found when the noise is calibrated
+
+
 def delta_one(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, privacy=dict(delta=1.0))
 
@@ -370,6 +374,7 @@ CASES = [
     Case(delta_one, ConfigError, ("privacy.delta", "(0, 1)")),
     Case(epsilon_overflows, ConfigError, ("privacy.epsilon", "too large", "inf")),
     Case(epsilon_boolean, ConfigError, ("privacy.epsilon", "not true/false")),
+    Case(epsilon_needs_no_noise, ConfigError, ("epsilon", "no noise")),
     Case(n_below_classes, ConfigError, ("n_synthetic", "2 classes")),
     Case(unknown_output_format, ConfigError, ("output_format", "jsonl")),
     Case(unknown_method, ConfigError, ("method", "wasp")),

@@ -14,7 +14,7 @@ import pytest
 
 import dpsynth
 from dpsynth.config import Config
-from dpsynth.errors import DpsynthError, ResumeError
+from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
@@ -163,3 +163,13 @@ def test_repair_jsonl_tail_keeps_a_whole_last_record(tmp_path: Path) -> None:
     p.write_text('{"id": 0}\nnot json\n{"id": 2}\n', encoding="utf-8")
     with pytest.raises(ResumeError, match="line 2"):
         read_jsonl_tolerant(p)
+
+
+def test_check_failing_after_validation_leaves_out_reusable(private_csv: Path, tmp_path: Path) -> None:
+    """An epsilon so large that no noise is needed is found when the noise is calibrated: before the run
+    directory exists, so the corrected command works with the same --out and without --resume."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no noise"):
+        _run(fake_run_config(private_csv, out, privacy=dict(epsilon=1e9, delta=1e-5)), _gens())
+    assert not out.exists()
+    assert len(_run(fake_run_config(private_csv, out), _gens())) == 60

@@ -23,7 +23,7 @@ from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
-from dpsynth.methods.wasp import WaspRun
+from dpsynth.methods.wasp import WaspRun, check_run
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
@@ -136,6 +136,14 @@ class PromptingMethod:
                     f"privacy.delta: {config.privacy.delta:g} is not below 1/M for this private set; use a "
                     "smaller delta (e.g. 1e-5)"
                 )
+        # what WaspRun would refuse inside the run directory, refused before it exists
+        names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
+        check_run(config, names)
+        if self.embedder is None:
+            embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+            if config.uses_private_data:
+                embedder.load()  # a bad embedding_model fails now, not after the run directory exists
+            self.embedder = embedder
         if self._injected is not None:
             self.gens = dict(self._injected)
             return

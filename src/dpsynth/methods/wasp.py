@@ -15,6 +15,7 @@ resume, so a killed run never re-spends budget and keeps what it generated.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,13 +59,34 @@ def privacy_plan(config: Config) -> GaussianPlan | None:
     if not config.uses_private_data:
         return None
     w = config.effective_wasp()
-    return GaussianPlan.calibrate(
+    return _calibrate(
         config.privacy.epsilon,
         config.privacy.delta,
         w.rounds,
         top_q_sensitivity(w.q, w.use_far),
         config.privacy.accountant,
     )
+
+
+# check_run calibrates before the run directory exists and WaspRun again inside it: the second is a cache hit
+_calibrate = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate)
+
+
+def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
+    """Everything about a run that can fail before it starts: the label judge and the noise plan.
+
+    ``PromptingMethod.prepare`` calls it before the run directory is created, so a mistake found here (an
+    epsilon so large that no noise is needed, a judge that is not a generator) leaves nothing behind and
+    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators.
+    Returns the plan (None: no private data).
+    """
+    w = config.effective_wasp()
+    if w.label_judge is not None and w.label_judge not in generators:
+        raise ConfigError(
+            f"wasp.label_judge: {w.label_judge!r} is not one of this run's generators "
+            f"({', '.join(generators)}); name one of them or set it to null"
+        )
+    return privacy_plan(config)
 
 
 @dataclass
@@ -118,12 +140,7 @@ class WaspRun:
         self.label_names = dict(config.data.labels or {})
         self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
-        if self.w.label_judge is not None and self.w.label_judge not in generators:
-            raise ConfigError(
-                f"wasp.label_judge: {self.w.label_judge!r} is not one of this run's generators "
-                f"({', '.join(generators)}); name one of them or set it to null"
-            )
-        self.plan = privacy_plan(config)
+        self.plan = check_run(config, generators)
         if self.plan is not None and not self.plan.is_private:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
         self.ledger = Ledger.open(
