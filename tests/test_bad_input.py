@@ -66,9 +66,17 @@ def _raw(private: Path | str, out: Path, **over: Any) -> dict[str, Any]:
     return raw
 
 
-def _synth(tmp: Path, private: Path | str, *, resume: bool = False, gens: dict | None = None, **over: Any) -> Any:
-    """Validate the config and run the pipeline with fakes, into ``tmp/run``."""
-    cfg = Config.model_validate(_raw(private, tmp / "run", **over))
+def _synth(
+    tmp: Path,
+    private: Path | str,
+    *,
+    resume: bool = False,
+    gens: dict | None = None,
+    out: Path | str | None = None,
+    **over: Any,
+) -> Any:
+    """Validate the config and run the pipeline with fakes, into ``out`` (default ``tmp/run``)."""
+    cfg = Config.model_validate(_raw(private, Path(out) if out is not None else tmp / "run", **over))
     gens = gens if gens is not None else {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     return dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, resume=resume)
 
@@ -309,6 +317,22 @@ def run_dir_taken(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv)
 
 
+def out_is_a_file(tmp: Path, csv: Path) -> Action:
+    _bytes(tmp, "afile", b"not a folder")
+    return _later(tmp, csv, out=tmp / "afile")
+
+
+def out_below_a_file(tmp: Path, csv: Path) -> Action:
+    _bytes(tmp, "afile", b"not a folder")
+    return _later(tmp, csv, out=tmp / "afile" / "run")
+
+
+def out_in_proc(tmp: Path, csv: Path) -> Action:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    return _later(tmp, csv, out="/proc/dpsynth-test/run")
+
+
 # ---------------------------------------------------------------- cases: generators
 def all_requests_fail(tmp: Path, csv: Path) -> Action:
     gens = {"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b", fail=True)}
@@ -387,6 +411,9 @@ CASES = [
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    Case(out_is_a_file, ConfigError, ("out:", "afile", "is a file", "--out")),
+    Case(out_below_a_file, ConfigError, ("out:", "afile", "which is a file", "--out")),
+    Case(out_in_proc, ConfigError, ("out:", "/proc", "--out")),
     # generators
     Case(all_requests_fail, GeneratorError, ("generators[", "failed"), validation=False),
     Case(llamacpp_missing_model, GeneratorError, ("nope.gguf",)),
@@ -444,6 +471,71 @@ def test_suggested_fixes_work(tmp_path: Path, private_csv: Path) -> None:
     assert len(_synth(tmp_path / "a", latin, data=dict(encoding="latin-1"))) == 20
     bom = _bytes(tmp_path, "bom.csv", b"\xef\xbb\xbf" + private_csv.read_bytes())
     assert len(_synth(tmp_path / "b", bom)) == 20
+
+
+# ---------------------------------------------------------------- backends are never left running
+class _Tracked(FakeGenerator):
+    """A generator built from the config (so synthesize owns it) that records its close()."""
+
+    def __init__(self, name: str, closed: list[str], *, fail_close: bool = False, fail: bool = False) -> None:
+        super().__init__(name, fail=fail)
+        self.closed = closed
+        self.fail_close = fail_close
+
+    def close(self) -> None:
+        self.closed.append(self.name)
+        if self.fail_close:
+            raise RuntimeError("close failed")
+
+
+def _build_tracked(monkeypatch: pytest.MonkeyPatch, make: Callable[[str], FakeGenerator]) -> list[str]:
+    built: list[str] = []
+
+    def build(gc: GeneratorConfig) -> FakeGenerator:
+        built.append(gc.name)
+        return make(gc.name)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    return built
+
+
+def test_bad_out_is_refused_before_any_model_is_loaded(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+    built = _build_tracked(monkeypatch, lambda name: _Tracked(name, closed))
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        cfg = Config.model_validate(_raw(private_csv, out))
+        with pytest.raises(ConfigError, match="^out: .*afile"):
+            dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert built == []  # the check comes before the (slow) models are loaded
+
+
+def test_every_failure_path_closes_the_generators(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generators synthesize built are closed whatever fails after them: a second generator that does not
+    load, a failure during the run, even a generator whose close() itself fails."""
+    closed: list[str] = []
+
+    def b_does_not_load(name: str) -> FakeGenerator:
+        if name == "b":
+            raise GeneratorError("generators[b].model: does not load")
+        return _Tracked(name, closed)
+
+    _build_tracked(monkeypatch, b_does_not_load)
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "one"))
+    with pytest.raises(GeneratorError):
+        dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert closed == ["a"]
+
+    closed.clear()
+    _build_tracked(monkeypatch, lambda name: _Tracked(name, closed, fail_close=name == "a", fail=name == "b"))
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "two"))
+    with pytest.raises(GeneratorError, match=r"generators\[b\]"):  # the run's error, not close()'s
+        dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert sorted(closed) == ["a", "b"]
 
 
 def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:

@@ -118,6 +118,18 @@ class PromptingMethod:
         self._owned: list[Generator] = []
 
     def prepare(self) -> None:
+        """Load and check the private data, check the run (label judge, noise plan), load the models.
+
+        Any failure closes the generators built so far: an in-process llama.cpp server left running
+        would keep the process from exiting.
+        """
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
         config = self.config
         if config.uses_private_data:
             d = config.data
@@ -176,9 +188,13 @@ class PromptingMethod:
         return rows, report
 
     def close(self) -> None:
-        for g in self._owned:
-            g.close()
-        self._owned.clear()
+        """Close every generator this method built, even when one of them fails to close."""
+        owned, self._owned = self._owned, []
+        for g in owned:
+            try:
+                g.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be closed
+                log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
 
 
 def make_method(
@@ -225,10 +241,12 @@ def synthesize(
     if config.out is None:
         config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
     run_dir = RunDir(config.out or "")
+    run_dir.check_writable()  # before any model is loaded
     config = run_dir.check(config, resume)
-    method = make_method(config, private, generators, embedder)
+    method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
     try:
+        method = make_method(config, private, generators, embedder)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         method.prepare()
         if not resume:
@@ -245,7 +263,10 @@ def synthesize(
             log.info("run stopped with an error: %s", exc)  # the CLI prints it once
         raise
     finally:
-        method.close()
-        remove_logging(handlers)
+        try:
+            if method is not None:
+                method.close()
+        finally:
+            remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
     return result.to_dataset() if as_dataset else result

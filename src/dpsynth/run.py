@@ -16,7 +16,10 @@ Layout (everything here is public or DP: no private text, no pre-noise statistic
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 import yaml
 
 from dpsynth.config import Config
-from dpsynth.errors import ResumeError
+from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 
 LOGGER_NAME = "dpsynth"
@@ -72,6 +75,38 @@ class RunDir:
         return self.path / f"synthetic.{fmt}"
 
     # lifecycle
+    def check_writable(self) -> None:
+        """Refuse (one line, before any model is loaded) an --out that cannot hold a run directory.
+
+        It must be a folder this process can write in, or a path that can be created: not a regular file,
+        not below one, not inside a read-only or virtual file system such as /proc.  A probe file (or
+        folder) is created and removed at once, because permission bits do not tell (root passes every
+        ``os.access`` check, yet cannot create anything in /proc).
+        """
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"out: {p} is a file, not a folder; give a folder for the run (--out DIR)")
+        parent = p
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"out: {p} is below {parent}, which is a file, not a folder; give a folder for the run (--out DIR)"
+            )
+        try:
+            if parent == p:
+                fd, probe = tempfile.mkstemp(prefix=".dpsynth-probe-", dir=p)
+                os.close(fd)
+                os.unlink(probe)
+            else:  # what create() will do: make folders below the nearest existing one
+                shutil.rmtree(tempfile.mkdtemp(prefix=".dpsynth-probe-", dir=parent))
+        except OSError as exc:
+            where = p if parent == p else parent
+            raise ConfigError(
+                f"out: cannot write the run directory {p}: {where} does not accept new files "
+                f"({exc.strerror or type(exc).__name__}); choose a writable folder with --out DIR"
+            ) from None
+
     def check(self, config: Config, resume: bool) -> Config:
         """Check (without writing) that a run can start or resume here.  Returns the config to use."""
         exists = self.config.exists()
@@ -93,8 +128,14 @@ class RunDir:
         return config
 
     def create(self, config: Config) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config, dump_config_yaml(config))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config, dump_config_yaml(config))
+        except OSError as exc:  # check_writable passed, so something changed in between
+            raise ConfigError(
+                f"out: cannot create the run directory {self.path} ({exc.strerror or type(exc).__name__}); "
+                "choose a writable folder with --out DIR"
+            ) from None
 
     def save_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_json(self.rounds, rounds)

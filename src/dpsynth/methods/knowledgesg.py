@@ -52,7 +52,6 @@ class KnowledgeSGClientMethod:
                 "not set (the server admin creates tokens with `dpsynth server token CLIENT_ID`)"
             )
         self.config = config
-        self.client = ServerClient(ks.server, token, timeout_s=ks.request_timeout_s, max_retries=ks.max_retries)
         source = private if private is not None else config.data.private
         if private is None and (source == EMBEDDED_MEDMCQA or "private" not in config.data.model_fields_set):
             # the embedded default for this method is medical QA (MedMCQA), not IMDb
@@ -80,6 +79,8 @@ class KnowledgeSGClientMethod:
                 "finetune": config.finetune.model_copy(update={"label_proportions": "uniform"}),
             }
         )
+        # built last: synthesize closes only a method that was built, so nothing before may leave it open
+        self.client = ServerClient(ks.server, token, timeout_s=ks.request_timeout_s, max_retries=ks.max_retries)
         self.inner = DpFinetuneMethod(inner, self._records)
         self.professional = "?"
 
