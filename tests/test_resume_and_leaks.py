@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 import dpsynth
 from dpsynth.config import Config
@@ -125,6 +127,51 @@ def _run(cfg: Config, gens: dict[str, FakeGenerator], **kw: object) -> dpsynth.S
 
 def _journal(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "samples.journal.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)  # many non-default fields
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2))
+    changed = fake_run_config(private_csv, out, privacy=dict(epsilon=2.0, delta=1e-5))
+    with pytest.raises(ResumeError) as info:
+        _run(changed, _gens(), resume=True)
+    msg = str(info.value)
+    assert "privacy.epsilon" in msg and "\n" not in msg
+    assert "data" not in msg.replace("config.yaml", "") and "generators" not in msg  # only what changed
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    res = _run(Config(out=str(moved)), _gens(), resume=True)  # only out: the stored config is the base
+    assert len(res) == 60 and res.privacy["epsilon"] <= 4.0 + 1e-9
+
+
+def test_config_yaml_records_what_the_run_used(private_csv: Path, tmp_path: Path) -> None:
+    # the embedded dataset's public labels and task, resolved (zero-shot reads no private record)
+    zs = Config(method="zero-shot", out=str(tmp_path / "zs"), n_synthetic=10, generators=[dict(name="a", model="x")])
+    dpsynth.synthesize(zs, generators={"a": FakeGenerator("a")}, embedder=FakeEmbedder(), progress=False)
+    stored = yaml.safe_load((tmp_path / "zs" / "config.yaml").read_text(encoding="utf-8"))
+    assert stored["data"]["labels"] == {"0": "negative", "1": "positive"}
+    assert stored["data"]["task"] == "movie review" and stored["data"]["private"] == "embedded:imdb"
+
+    # a DataFrame: recorded as such, never as a path; a resume needs the records again
+    df = pd.read_csv(private_csv, dtype=str)
+    out = tmp_path / "df"
+    cfg = Config(
+        out=str(out),
+        n_synthetic=60,
+        data=dict(text_column="review", label_column="sentiment", labels={"0": "negative", "1": "positive"}),
+        wasp=dict(rounds=3, q=4),
+        generators=[dict(name="a", model="x"), dict(name="b", model="y")],
+    )
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=2), private=df)
+    stored = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    assert stored["data"]["private"] == "in-memory:DataFrame"
+    assert stored["data"]["labels"] == {"0": "negative", "1": "positive"} and stored["data"]["task"] == "text"
+    with pytest.raises(ResumeError, match=r"^data\.private: in-memory:DataFrame .*private="):
+        _run(Config(out=str(out)), _gens(), resume=True)
+    assert len(_run(Config(out=str(out)), _gens(), resume=True, private=df)) == 60
 
 
 def test_torn_journal_tail_is_dropped_on_resume(private_csv: Path, tmp_path: Path) -> None:

@@ -15,12 +15,14 @@ from dpsynth.data import (
     IMDB_LABELS,
     IMDB_TASK,
     PrivateData,
+    in_memory_source,
+    is_in_memory_source,
     load_private,
     to_hf_dataset,
     write_table,
 )
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
-from dpsynth.errors import ConfigError, DpsynthError
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
 from dpsynth.methods.wasp import WaspRun, check_run
@@ -87,7 +89,12 @@ class MethodRunner(Protocol):
     ``prepare`` loads and validates inputs and builds models *before* the run
     directory exists (a mistake leaves nothing behind); ``run`` does the work in
     the run directory and returns the output rows and the privacy report.
+    ``config`` is the config with the method's defaults resolved (labels and task
+    of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
+    ``close`` releases every backend the method built, whatever failed before.
     """
+
+    config: Config
 
     def prepare(self) -> None: ...
 
@@ -220,6 +227,23 @@ def make_method(
     raise ConfigError(f"method: {config.method!r} is not available in this version")
 
 
+def default_out(method: str) -> str:
+    """The run directory used when ``out`` is not given: runs/<method>-<date>-<time>."""
+    return f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def recorded_config(config: Config, private: Any) -> Config:
+    """The config as config.yaml records it: the method's resolved config and the private source used.
+
+    A path passed as ``private`` is recorded as data.private; in-memory records (a DataFrame or a Dataset)
+    as a marker such as ``in-memory:DataFrame``, which a resume refuses to re-read and asks for again.
+    """
+    if private is None:
+        return config
+    source = str(private) if isinstance(private, (str, Path)) else in_memory_source(private)
+    return config.model_copy(update={"data": config.data.model_copy(update={"private": source})})
+
+
 def synthesize(
     config: Config | str | Path | None = None,
     *,
@@ -235,14 +259,28 @@ def synthesize(
     ``private`` may be a path, a pandas DataFrame or a ``datasets.Dataset`` and
     overrides ``config.data.private``.  ``generators`` and ``embedder`` inject
     custom backends (e.g. an existing client); by default they are built from the config.
+
+    ``resume=True`` continues the run in ``config.out`` from its own config.yaml: fields set in
+    ``config`` must agree with it (``out`` may differ); records passed as a DataFrame/Dataset must be
+    passed again.
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
     if config.out is None:
-        config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
+        if resume:
+            raise ConfigError("out: resuming needs out, the run directory to continue (--out DIR)")
+        config = config.model_copy(update={"out": default_out(config.method)})
     run_dir = RunDir(config.out or "")
     run_dir.check_writable()  # before any model is loaded
-    config = run_dir.check(config, resume)
+    config = run_dir.check(config, resume, private_given=private is not None)
+    if private is None and is_in_memory_source(config.data.private):
+        error = ResumeError if resume else DataError
+        raise error(
+            f"data.private: {config.data.private} stands for records that were passed in memory to "
+            "synthesize(private=...); pass the same records again (Python: private=DATA; CLI: --private FILE)"
+        )
+    # data.private names what is read, so that the embedded set's defaults (labels, task) apply only to it
+    config = recorded_config(config, private)
     method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
     try:
@@ -250,7 +288,7 @@ def synthesize(
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         method.prepare()
         if not resume:
-            run_dir.create(config)
+            run_dir.create(method.config)
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:

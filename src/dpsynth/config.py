@@ -539,25 +539,23 @@ class Config(_Strict):
     embedding_batch_size: int = Field(64, ge=1)
     seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _embedded_judge(cls, data: Any) -> Any:
+    @model_validator(mode="after")
+    def _embedded_judge(self) -> Config:
         """With the embedded generators (no ``generators`` given) Qwen2.5-0.5B also judges labels.
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
         cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
-        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with."""
-        if not isinstance(data, dict) or "generators" in data:
-            return data
-        wasp = data.get("wasp")
-        if isinstance(wasp, WaspConfig):
-            if "label_judge" in wasp.model_fields_set:
-                return data
-            wasp = wasp.model_dump(exclude_unset=True)
-        wasp = dict(wasp or {})
-        if "label_judge" in wasp:
-            return data
-        return {**data, "wasp": {**wasp, "label_judge": EMBEDDED_JUDGE}}
+        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with.
+
+        The judge is filled in as a default, not as a field the user set: ``model_fields_set`` (what a
+        resume compares with the stored run, see run.RunDir.check) does not list it."""
+        if "generators" in self.model_fields_set or "label_judge" in self.wasp.model_fields_set:
+            return self
+        if self.wasp.label_judge != EMBEDDED_JUDGE:
+            wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
+            wasp.__dict__["label_judge"] = EMBEDDED_JUDGE  # bypasses assignment validation and fields_set
+            self.__dict__["wasp"] = wasp
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -24,6 +24,18 @@ IMDB_LABELS = {"0": "negative", "1": "positive"}
 IMDB_TASK = "movie review"
 IMDB_TEST_SIZE = 2000
 EMBEDDED_IMDB = "embedded:imdb"
+# data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
+# Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
+IN_MEMORY_PREFIX = "in-memory:"
+
+
+def in_memory_source(records: Any) -> str:
+    """The config.yaml marker for in-memory records, e.g. ``in-memory:DataFrame``."""
+    return IN_MEMORY_PREFIX + type(records).__name__
+
+
+def is_in_memory_source(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(IN_MEMORY_PREFIX)
 
 
 @dataclass(frozen=True)

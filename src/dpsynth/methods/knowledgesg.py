@@ -59,6 +59,10 @@ class KnowledgeSGClientMethod:
             where = EMBEDDED_MEDMCQA
         else:
             where = str(source) if isinstance(source, str | Path) else "dataset"
+        if where == EMBEDDED_MEDMCQA:  # config.yaml records the records used: a resume draws the same set
+            self.config = config = config.model_copy(
+                update={"data": config.data.model_copy(update={"private": EMBEDDED_MEDMCQA})}
+            )
         self._records = _qa_records(
             source, ks.instruction_column, ks.response_column, config.data.encoding, where, ks.domain
         )
