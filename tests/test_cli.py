@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 from dpsynth.cli import app, main, parse_overrides
 from dpsynth.config import Config, load_config
 from dpsynth.errors import ConfigError
+
+from .conftest import CrashingGenerator, FakeEmbedder
 
 runner = CliRunner()
 SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of targets.md
@@ -308,7 +311,95 @@ def test_main_help_and_interrupt(capsys: pytest.CaptureFixture[str], monkeypatch
     with pytest.raises(SystemExit) as info:
         main(["run", "--epsilon", "2"])
     assert info.value.code == 130
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted") and "--resume" not in err  # no run directory yet: nothing to resume
+
+
+class _FakeSentenceEmbedder(FakeEmbedder):
+    """Stands in for SentenceTransformerEmbedder(model, batch_size) in CLI runs."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__()
+
+    def load(self) -> None:
+        pass
+
+
+def _fake_cli_backends(monkeypatch: pytest.MonkeyPatch, crash_at: int | None) -> list[str]:
+    """CLI runs build CrashingGenerators (crashing with KeyboardInterrupt) and a fake embedder; returns the
+    list of the generators built."""
+    built: list[str] = []
+
+    class Interrupting(CrashingGenerator):
+        def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+            try:
+                return super().generate(requests, on_completion)
+            except Exception as exc:
+                raise KeyboardInterrupt from exc  # Ctrl-C in the middle of a round
+
+    def build(gc):  # type: ignore[no-untyped-def]
+        built.append(gc.name)
+        return Interrupting(gc.name, len(built), crash_at=crash_at if gc.name == "a" else None)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+    return built
+
+
+def _cli_run_args(private_csv: Path, out: Path) -> list[str]:
+    """A run with many non-default flags (what `--resume --out DIR` alone used to refuse)."""
+    return [
+        "run",
+        "--private",
+        str(private_csv),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--labels",
+        "0=negative,1=positive",
+        "--task",
+        "movie review",
+        "--generators",
+        "[{name: a, model: x}, {name: b, model: y, prompt_format: completion}]",
+        "--n-synthetic",
+        "40",
+        "--rounds",
+        "2",
+        "--q",
+        "4",
+        "--epsilon",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+def test_ctrl_c_names_the_run_and_resume_needs_only_out(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "my runs" / "first"  # a space: the printed command must be quoted
+    _fake_cli_backends(monkeypatch, crash_at=2)  # generator a is interrupted in round 1
+    code, err = _main_error(_cli_run_args(private_csv, out), capsys)
+    assert code == 130
+    assert err.strip() == f"interrupted; continue with `dpsynth run --resume --out {shlex.quote(str(out))}`"
+
+    # flags on the resume command must agree with the run's config.yaml (out excepted)
+    code, err = _main_error(["run", "--resume", "--out", str(out), "--epsilon", "2", "--n-synthetic", "40"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "privacy.epsilon" in err and "n_synthetic" not in err, err
+
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["run", "--resume", "--out", str(out), "--quiet"])  # nothing else: the stored config is the base
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
+    rows = (out / "synthetic.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 40 and json.loads((out / "privacy.json").read_text())["epsilon"] <= 3.0
+
+    # the whole original command again, with --resume: the run is complete, nothing is built or asked
+    built = _fake_cli_backends(monkeypatch, crash_at=1)
+    main([*_cli_run_args(private_csv, out), "--resume"])
+    assert "already complete" in capsys.readouterr().out and built == []
 
 
 def _entry_points() -> list[list[str]]:

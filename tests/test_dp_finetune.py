@@ -368,6 +368,7 @@ def test_missing_checkpoint_behind_the_ledger_refuses_to_resume(
     cfg = _config(private_csv, out, tiny_lm)
     dpsynth.synthesize(cfg, progress=False)
     (out / "finetune" / "checkpoint.pt").unlink()
+    (out / "privacy.json").unlink()  # not finished (a finished run resumes as "already complete")
     with pytest.raises(ResumeError, match="re-spend"):
         dpsynth.synthesize(cfg, resume=True, progress=False)
 

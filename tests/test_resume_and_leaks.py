@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import signal
@@ -220,3 +222,55 @@ def test_check_failing_after_validation_leaves_out_reusable(private_csv: Path, t
         _run(fake_run_config(private_csv, out, privacy=dict(epsilon=1e9, delta=1e-5)), _gens())
     assert not out.exists()
     assert len(_run(fake_run_config(private_csv, out), _gens())) == 60
+
+
+def _digest(root: Path) -> dict[str, str]:
+    files = (p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+class _Mute(CrashingGenerator):
+    """Writes nothing usable for the positive class: every round ends short of positive samples."""
+
+    def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        out = super().generate(requests, on_completion)
+        for i, r in enumerate(requests):
+            text = r.prompt if r.prompt is not None else "\n".join(m.content for m in r.messages or ())
+            if "positive" in text:
+                out[i] = dataclasses.replace(out[i], text="meh")
+        return out
+
+
+def test_resuming_a_finished_run_does_nothing(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "done"
+    cfg = fake_run_config(private_csv, out)
+    first = _run(cfg, {"a": _Mute("a", 1), "b": _Mute("b", 2)})  # finished, short of positive samples
+    assert 0 < len(first) < 60
+    before = _digest(out)
+    gens = _gens(crash_a=1, crash_b=1)  # any request would raise
+    res = _run(cfg, gens, resume=True)
+    assert res.already_complete and res.records == first.records and res.privacy == first.privacy
+    assert gens["a"].calls == 0 and gens["b"].calls == 0
+    assert _digest(out) == before  # nothing rewritten
+
+
+def test_resume_keeps_finished_rounds_and_merges_the_interrupted_one(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rounds"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))  # b dies in round 2, after a's samples of round 2
+    before = json.loads((out / "rounds.json").read_text(encoding="utf-8"))
+    finished = {r["round"]: r for r in before if r.get("complete", True)}
+    assert sorted(finished) == [0, 1]
+    _run(cfg, _gens(), resume=True)
+    after = {r["round"]: r for r in json.loads((out / "rounds.json").read_text(encoding="utf-8"))}
+    for t, entry in finished.items():
+        assert after[t] == entry, f"round {t} was rewritten on resume"
+    rows = _journal(out)
+    for t, entry in after.items():
+        accepted = sum(o.get("accepted", 0) for o in entry["outcomes"].values())
+        assert accepted == sum(1 for r in rows if r["round"] == t), f"round {t} lost outcomes"
+        assert entry["complete"] is True
+    for g in ("a", "b"):  # token counts run from the start of the run, across the interruption
+        counts = [after[t]["completion_tokens"][g] for t in sorted(after)]
+        assert counts == sorted(counts), counts

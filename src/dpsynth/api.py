@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ class SynthesisResult:
     run_dir: Path
     output: Path
     privacy: dict[str, Any]
+    already_complete: bool = False  # a resume of a finished run: nothing was done, the outputs were read back
 
     def __len__(self) -> int:
         return len(self.records)
@@ -262,7 +265,8 @@ def synthesize(
 
     ``resume=True`` continues the run in ``config.out`` from its own config.yaml: fields set in
     ``config`` must agree with it (``out`` may differ); records passed as a DataFrame/Dataset must be
-    passed again.
+    passed again.  Resuming a finished run does nothing and returns its outputs (``already_complete``).
+    An exception raised once the run directory exists carries it as ``exc.dpsynth_run_dir``.
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
@@ -273,6 +277,8 @@ def synthesize(
     run_dir = RunDir(config.out or "")
     run_dir.check_writable()  # before any model is loaded
     config = run_dir.check(config, resume, private_given=private is not None)
+    if resume and run_dir.is_complete(config):
+        return _finished(run_dir, config, progress, as_dataset)
     if private is None and is_in_memory_source(config.data.private):
         error = ResumeError if resume else DataError
         raise error(
@@ -296,8 +302,11 @@ def synthesize(
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
         atomic_write_json(run_dir.privacy, report)
         log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
-    except DpsynthError as exc:
-        if handlers:  # before the run directory exists there is no log to write to
+    except BaseException as exc:
+        if run_dir.config.exists():  # the CLI's Ctrl-C message names it: `dpsynth run --resume --out DIR`
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                exc.dpsynth_run_dir = run_dir.path  # type: ignore[attr-defined]
+        if handlers and isinstance(exc, DpsynthError):  # before the run directory exists there is no log
             log.info("run stopped with an error: %s", exc)  # the CLI prints it once
         raise
     finally:
@@ -307,4 +316,32 @@ def synthesize(
         finally:
             remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
+    return result.to_dataset() if as_dataset else result
+
+
+def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool) -> Any:
+    """A resume of a finished run: say so, change nothing, and return what it wrote."""
+    import pandas as pd
+
+    output = run_dir.output(config.output_format)
+    try:
+        report = json.loads(run_dir.privacy.read_text(encoding="utf-8"))
+        if config.output_format == "jsonl":
+            text = output.read_text(encoding="utf-8")
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif config.output_format == "csv":
+            records = pd.read_csv(output, keep_default_na=False).to_dict("records")
+        else:
+            records = pd.read_parquet(output).to_dict("records")
+    except (OSError, ValueError) as exc:
+        raise ResumeError(
+            f"out: {run_dir.path} looks finished but {output.name} or privacy.json cannot be read "
+            f"({type(exc).__name__}); delete both to finish the run again with --resume"
+        ) from None
+    log.info("resume: %s is already complete (%d records); nothing to do", run_dir.path, len(records))
+    if progress:
+        ProgressReporter(enabled=True).message(
+            f"{run_dir.path} is already complete ({len(records)} records in {output.name}); nothing to do"
+        )
+    result = SynthesisResult(records, run_dir.path, output, report, already_complete=True)
     return result.to_dataset() if as_dataset else result

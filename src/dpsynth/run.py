@@ -160,6 +160,10 @@ class RunDir:
             raise ResumeError(f"{self.config}: is not a config mapping; the run cannot be resumed, start a new --out")
         return raw
 
+    def is_complete(self, config: Config) -> bool:
+        """True when the run finished: its output and privacy.json (written last) both exist."""
+        return self.privacy.exists() and self.output(config.output_format).exists()
+
     def create(self, config: Config) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,10 @@ class WaspRun:
         self.round_log: list[dict[str, Any]] = (
             json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
         )
+        # rounds.json counts tokens from the start of the run: a resumed run continues the last count
+        last: dict[str, Any] = max(self.round_log, key=lambda r: r["round"], default={})
+        self._tokens_base: dict[str, int] = dict(last.get("completion_tokens") or {})
+        self._judge_tokens_base = int(last.get("judge_prompt_tokens") or 0)
         # Private data: embedded once, kept in memory only (never cached to disk).
         self._private_emb: np.ndarray | None = None
         self._private_labels: np.ndarray | None = None
@@ -373,6 +377,7 @@ class WaspRun:
                 accepted.append(s)
                 need[c] -= 1
             append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
+            self._save_round(plan, complete=False)
             self._show_progress(g, plan.round)
 
     def _judged(self, candidates: list[tuple[str, str]], outcome: Counter[str]) -> list[tuple[str, str]]:
@@ -409,13 +414,23 @@ class WaspRun:
 
     def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
         t = plan.round
+        prior = next((r for r in self.round_log if r["round"] == t), None)
+        if prior is not None and prior.get("complete", True):  # entries without the key predate partial saves
+            # Finished before an interruption: its samples are in the journal and its rounds.json entry says
+            # what happened then (budgets, outcomes, epsilon at the time); redoing it would overwrite that.
+            log.info("round %d: completed before the run was interrupted; kept as recorded", t)
+            return
         by_id = {s.id: s for s in population}
         total = sum(sum(b.values()) for b in plan.budgets.values())
         self._round_label = f"round {t}/{self.rounds_total}"
         self._round_total = total
         self._round_started = time.monotonic()
         self._round_tokens0 = sum(tc.completion_tokens for tc in self.tokens.values())
-        self._outcomes: dict[str, Counter[str]] = {}
+        # a round continued after an interruption adds to what its first attempt recorded
+        self._outcomes: dict[str, Counter[str]] = {
+            g: Counter(c) for g, c in ((prior or {}).get("outcomes") or {}).items()
+        }
+        self._seconds_before = float((prior or {}).get("seconds") or 0.0)
         self.progress.start(self._round_label, total)
         for g, per_class in plan.budgets.items():
             have = Counter(s.label for s in self.samples if s.round == t and s.generator == g)
@@ -438,26 +453,38 @@ class WaspRun:
                 t,
                 sum(deficit.values()),
             )
-        self.round_log = [r for r in self.round_log if r["round"] != t]
-        self.round_log.append(
-            {
-                "round": t,
-                "budgets": plan.budgets,
-                "weights": plan.weights,
-                "class_shares": plan.class_shares,
-                "vote_mass": plan.vote_mass,
-                "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
-                "epsilon_spent": self.ledger.epsilon_spent(),
-                "seconds": round(time.monotonic() - self._round_started, 2),
-                "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
-                **({"judge_prompt_tokens": self.judge_tokens.prompt_tokens} if self.w.label_judge else {}),
-                # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
-                # judge_unsure (label judge) / surplus outputs
-                "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
-            }
-        )
-        self.rundir.save_rounds(self.round_log)
+        self._save_round(plan, complete=True)
         log.info("round %d done: %d samples accepted", t, sum(1 for s in self.samples if s.round == t))
+
+    def _save_round(self, plan: RoundPlan, *, complete: bool) -> None:
+        """Write round ``plan.round``'s rounds.json entry: after every journalled chunk (complete=False,
+        so an interrupted round keeps its counts) and when the round ends (complete=True)."""
+        t = plan.round
+        entry = {
+            "round": t,
+            "budgets": plan.budgets,
+            "weights": plan.weights,
+            "class_shares": plan.class_shares,
+            "vote_mass": plan.vote_mass,
+            "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
+            "epsilon_spent": self.ledger.epsilon_spent(),
+            "seconds": round(self._seconds_before + time.monotonic() - self._round_started, 2),
+            # since the run started (a resumed run continues the recorded count)
+            "completion_tokens": {
+                g: self._tokens_base.get(g, 0) + tc.completion_tokens for g, tc in self.tokens.items()
+            },
+            **(
+                {"judge_prompt_tokens": self._judge_tokens_base + self.judge_tokens.prompt_tokens}
+                if self.w.label_judge
+                else {}
+            ),
+            # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
+            # judge_unsure (label judge) / surplus outputs
+            "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
+            "complete": complete,
+        }
+        self.round_log = [r for r in self.round_log if r["round"] != t] + [entry]
+        self.rundir.save_rounds(self.round_log)
 
 
 def _norm(text: str) -> str:
