@@ -80,6 +80,25 @@ class FakeGenerator:
         pass
 
 
+class Crash(Exception):
+    """Stands for a process killed mid-run (CrashingGenerator raises it)."""
+
+
+class CrashingGenerator(FakeGenerator):
+    """A FakeGenerator whose ``crash_at``-th generate() call raises ``Crash`` (None: never)."""
+
+    def __init__(self, name: str = "fake", seed: int = 0, crash_at: int | None = None) -> None:
+        super().__init__(name, seed)
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+        self.calls += 1
+        if self.crash_at is not None and self.calls >= self.crash_at:
+            raise Crash(f"{self.name}: killed at call {self.calls}")
+        return super().generate(requests, on_completion)
+
+
 class FakeEmbedder:
     """Deterministic hashed bag-of-words embeddings (64-d, normalised)."""
 

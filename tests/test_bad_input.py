@@ -66,9 +66,17 @@ def _raw(private: Path | str, out: Path, **over: Any) -> dict[str, Any]:
     return raw
 
 
-def _synth(tmp: Path, private: Path | str, *, resume: bool = False, gens: dict | None = None, **over: Any) -> Any:
-    """Validate the config and run the pipeline with fakes, into ``tmp/run``."""
-    cfg = Config.model_validate(_raw(private, tmp / "run", **over))
+def _synth(
+    tmp: Path,
+    private: Path | str,
+    *,
+    resume: bool = False,
+    gens: dict | None = None,
+    out: Path | str | None = None,
+    **over: Any,
+) -> Any:
+    """Validate the config and run the pipeline with fakes, into ``out`` (default ``tmp/run``)."""
+    cfg = Config.model_validate(_raw(private, Path(out) if out is not None else tmp / "run", **over))
     gens = gens if gens is not None else {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     return dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, resume=resume)
 
@@ -160,6 +168,30 @@ def unknown_encoding(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(encoding="utf-9"))
 
 
+def duplicate_csv_column(tmp: Path, csv: Path) -> Action:
+    """`review,review,sentiment`: pandas would read the first and call the second review.1."""
+    df = _rows(csv)
+    df.insert(1, "review_2", df["review"])
+    text = df.to_csv(index=False).replace("review_2", "review", 1)
+    return _later(tmp, _bytes(tmp, "dups.csv", text.encode()))
+
+
+def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
+    lines = [
+        '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}',
+        '{"review": "SENTINEL0002XYZ good", "sentiment": "1"}',
+        '{"review": "SENTINEL0003XYZ one", "sentiment": "0", "review": "SENTINEL0003XYZ two"}',
+    ]
+    return _later(tmp, _bytes(tmp, "dupkeys.jsonl", "\n".join(lines).encode()))
+
+
+def nan_placeholder_texts(tmp: Path, csv: Path) -> Action:
+    """A spreadsheet's NaN / null in the text column: missing values, not records."""
+    df = _rows(csv)
+    df.loc[[2, 6], "review"] = ["NaN", " null "]
+    return _later(tmp, _csv(tmp, df))
+
+
 # ---------------------------------------------------------------- cases: records
 def bad_text_column(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(text_column="reveiw"))
@@ -200,6 +232,18 @@ def epsilon_zero(tmp: Path, csv: Path) -> Action:
 
 def epsilon_negative(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, privacy=dict(epsilon=-1.0))
+
+
+def epsilon_overflows(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon="1e400"))  # would be inf: privacy silently off
+
+
+def epsilon_boolean(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=True))  # would be 1.0
+
+
+def epsilon_needs_no_noise(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, privacy=dict(epsilon=1e9))  # found when the noise is calibrated
 
 
 def delta_one(tmp: Path, csv: Path) -> Action:
@@ -262,6 +306,22 @@ def run_dir_taken(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv)
 
 
+def out_is_a_file(tmp: Path, csv: Path) -> Action:
+    _bytes(tmp, "afile", b"not a folder")
+    return _later(tmp, csv, out=tmp / "afile")
+
+
+def out_below_a_file(tmp: Path, csv: Path) -> Action:
+    _bytes(tmp, "afile", b"not a folder")
+    return _later(tmp, csv, out=tmp / "afile" / "run")
+
+
+def out_in_proc(tmp: Path, csv: Path) -> Action:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    return _later(tmp, csv, out="/proc/dpsynth-test/run")
+
+
 # ---------------------------------------------------------------- cases: generators
 def all_requests_fail(tmp: Path, csv: Path) -> Action:
     gens = {"a": FakeGenerator("a", fail=True), "b": FakeGenerator("b", fail=True)}
@@ -301,6 +361,8 @@ CASES = [
     Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
     Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
     Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
+    Case(duplicate_csv_column, DataError, ("dups.csv", "'review'", "more than once", "line 1")),
+    Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
     # records
     Case(
         bad_text_column,
@@ -314,12 +376,16 @@ CASES = [
     ),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
+    Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
     Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
     # config
     Case(epsilon_zero, ConfigError, ("privacy.epsilon", "> 0")),
     Case(epsilon_negative, ConfigError, ("privacy.epsilon", "> 0")),
     Case(delta_one, ConfigError, ("privacy.delta", "(0, 1)")),
+    Case(epsilon_overflows, ConfigError, ("privacy.epsilon", "too large", "inf")),
+    Case(epsilon_boolean, ConfigError, ("privacy.epsilon", "not true/false")),
+    Case(epsilon_needs_no_noise, ConfigError, ("epsilon", "no noise")),
     Case(n_below_classes, ConfigError, ("n_synthetic", "2 classes")),
     Case(unknown_output_format, ConfigError, ("output_format", "jsonl")),
     Case(unknown_method, ConfigError, ("method", "wasp")),
@@ -332,6 +398,9 @@ CASES = [
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    Case(out_is_a_file, ConfigError, ("out:", "afile", "is a file", "--out")),
+    Case(out_below_a_file, ConfigError, ("out:", "afile", "which is a file", "--out")),
+    Case(out_in_proc, ConfigError, ("out:", "/proc", "--out")),
     # generators
     Case(all_requests_fail, GeneratorError, ("generators[", "failed"), validation=False),
     Case(llamacpp_missing_model, GeneratorError, ("nope.gguf",)),
@@ -434,3 +503,88 @@ def test_checks_on_private_data_are_console_notes_not_stops(
     assert any("non-empty text" in c for c in checks) and any("data.labels" in c for c in checks)
     assert not any("fewer than 2" in c or "1/M" in c for c in checks)
     assert res.privacy["complete"] and res.privacy["epsilon"] <= 4.0
+
+
+# ---------------------------------------------------------------- backends are never left running
+class _Tracked(FakeGenerator):
+    """A generator built from the config (so synthesize owns it) that records its close()."""
+
+    def __init__(self, name: str, closed: list[str], *, fail_close: bool = False, fail: bool = False) -> None:
+        super().__init__(name, fail=fail)
+        self.closed = closed
+        self.fail_close = fail_close
+
+    def close(self) -> None:
+        self.closed.append(self.name)
+        if self.fail_close:
+            raise RuntimeError("close failed")
+
+
+def _build_tracked(monkeypatch: pytest.MonkeyPatch, make: Callable[[str], FakeGenerator]) -> list[str]:
+    built: list[str] = []
+
+    def build(gc: GeneratorConfig) -> FakeGenerator:
+        built.append(gc.name)
+        return make(gc.name)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    return built
+
+
+def test_bad_out_is_refused_before_any_model_is_loaded(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+    built = _build_tracked(monkeypatch, lambda name: _Tracked(name, closed))
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        cfg = Config.model_validate(_raw(private_csv, out))
+        with pytest.raises(ConfigError, match="^out: .*afile"):
+            dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert built == []  # the check comes before the (slow) models are loaded
+
+
+def test_every_failure_path_closes_the_generators(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generators synthesize built are closed whatever fails after them: a second generator that does not
+    load, a failure during the run, even a generator whose close() itself fails."""
+    closed: list[str] = []
+
+    def b_does_not_load(name: str) -> FakeGenerator:
+        if name == "b":
+            raise GeneratorError("generators[b].model: does not load")
+        return _Tracked(name, closed)
+
+    _build_tracked(monkeypatch, b_does_not_load)
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "one"))
+    with pytest.raises(GeneratorError):
+        dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert closed == ["a"]
+
+    closed.clear()
+    _build_tracked(monkeypatch, lambda name: _Tracked(name, closed, fail_close=name == "a", fail=name == "b"))
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "two"))
+    with pytest.raises(GeneratorError, match=r"generators\[b\]"):  # the run's error, not close()'s
+        dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
+    assert sorted(closed) == ["a", "b"]
+
+
+def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
+    from dpsynth.data import read_table
+
+    p = tmp_path / "t.csv"
+    p.write_text(
+        "text,label\nNaN,0\n null ,1\nN/A,0\n#N/A,1\nNone,0\n<NA>,1\nNancy,NA\nnone of it,null\nnan bread,0\n",
+        encoding="utf-8",
+    )
+    df = read_table(p)
+    assert df["text"].tolist() == ["", "", "", "", "", "", "Nancy", "none of it", "nan bread"]
+    assert df["label"].tolist() == ["0", "1", "0", "1", "0", "1", "", "", "0"]
+    # the same rule for JSONL strings and for a DataFrame passed in
+    j = tmp_path / "t.jsonl"
+    j.write_text('{"text": "NULL", "label": null}\n{"text": "ok", "label": "nan"}\n', encoding="utf-8")
+    assert read_table(j).to_dict("records") == [{"text": "", "label": ""}, {"text": "ok", "label": ""}]
+    assert read_table(pd.DataFrame({"text": ["NA", "x"]}))["text"].tolist() == ["", "x"]
+    with pytest.raises(DataError, match="column 'text' appears more than once"):
+        read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))

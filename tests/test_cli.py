@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 from dpsynth.cli import app, main, parse_overrides
 from dpsynth.config import Config, load_config
 from dpsynth.errors import ConfigError
+
+from .conftest import CrashingGenerator, FakeEmbedder
 
 runner = CliRunner()
 SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of targets.md
@@ -205,6 +208,51 @@ def test_flag_value_is_validated() -> None:
         load_config(None, parse_overrides(["--epsilon", "-3"]))
 
 
+@pytest.mark.parametrize(
+    ("args", "field", "needle"),
+    [
+        (["--epsilon", "1e400"], "privacy.epsilon", "too large"),  # YAML 1.1 leaves it text: pydantic made it inf
+        (["--epsilon", "1.0e+400"], "privacy.epsilon", "too large"),  # a YAML float: the loader made it inf
+        (["--epsilon=-1E+400"], "privacy.epsilon", "too large"),
+        (["--epsilon", "true"], "privacy.epsilon", "true/false"),  # pydantic read True as 1.0
+        (["--n-synthetic", "yes"], "n_synthetic", "true/false"),  # YAML 1.1 yes = True = 1
+        (["--wasp.min-share", "false"], "wasp.min_share", "true/false"),
+        (["--seed", "true"], "seed", "true/false"),
+        (["--generators", "[{name: a, model: x, timeout_s: 1.0e+999}]"], "generators", "too large"),
+    ],
+)
+def test_overflowing_or_boolean_numbers_are_refused(args: list[str], field: str, needle: str) -> None:
+    """A number that overflows is never infinity (privacy off), and true/false is never a number."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, parse_overrides(args))
+    msg = str(info.value)
+    assert msg.startswith(field) and needle in msg and "\n" not in msg, msg
+
+
+def test_infinity_only_when_written_as_inf(tmp_path: Path) -> None:
+    for args in (["--epsilon", "inf"], ["--epsilon", ".inf"], ["--epsilon=Infinity"]):
+        assert not load_config(None, parse_overrides(args)).privacy.is_private, args
+    assert not Config(privacy={"epsilon": float("inf")}).privacy.is_private  # the Python API
+    cfg = load_config(None, parse_overrides(["--epsilon", "2", "--wasp.tau", "1"]))  # ints still become floats
+    assert cfg.privacy.epsilon == 2.0 and isinstance(cfg.privacy.epsilon, float) and cfg.wasp.tau == 1.0
+
+    path = tmp_path / "c.yaml"
+    for text in ("privacy:\n  epsilon: .inf\n", "privacy:\n  epsilon: inf\n"):
+        path.write_text(text, encoding="utf-8")
+        assert not load_config(path).privacy.is_private, text
+    path.write_text("privacy:\n  epsilon: 1e400\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^privacy\.epsilon: .*too large"):
+        load_config(path)
+    path.write_text("method: wasp\nprivacy:\n  epsilon: 1.0e+400\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "c.yaml" in msg and "line 3" in msg and "too large" in msg and "\n" not in msg, msg
+    path.write_text("privacy:\n  epsilon: yes\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"privacy\.epsilon: must be a number"):
+        load_config(path)
+
+
 # ---------------------------------------------------------------- (d) one-line errors
 def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
@@ -218,6 +266,8 @@ def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
     [
         (["run", "--epsilonn", "2"], "--epsilonn"),  # ConfigError from the flags
         (["run", "--epsilon", "0", "--labels", "a,b"], "privacy.epsilon"),  # ConfigError from validation
+        (["run", "--epsilon", "1e400", "--labels", "a,b"], "privacy.epsilon"),  # overflow: not inf
+        (["run", "--epsilon", "true", "--labels", "a,b"], "privacy.epsilon"),  # not 1.0
         (["run", "--resume"], "--out"),
         (
             ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],
@@ -261,7 +311,95 @@ def test_main_help_and_interrupt(capsys: pytest.CaptureFixture[str], monkeypatch
     with pytest.raises(SystemExit) as info:
         main(["run", "--epsilon", "2"])
     assert info.value.code == 130
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted") and "--resume" not in err  # no run directory yet: nothing to resume
+
+
+class _FakeSentenceEmbedder(FakeEmbedder):
+    """Stands in for SentenceTransformerEmbedder(model, batch_size) in CLI runs."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__()
+
+    def load(self) -> None:
+        pass
+
+
+def _fake_cli_backends(monkeypatch: pytest.MonkeyPatch, crash_at: int | None) -> list[str]:
+    """CLI runs build CrashingGenerators (crashing with KeyboardInterrupt) and a fake embedder; returns the
+    list of the generators built."""
+    built: list[str] = []
+
+    class Interrupting(CrashingGenerator):
+        def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+            try:
+                return super().generate(requests, on_completion)
+            except Exception as exc:
+                raise KeyboardInterrupt from exc  # Ctrl-C in the middle of a round
+
+    def build(gc):  # type: ignore[no-untyped-def]
+        built.append(gc.name)
+        return Interrupting(gc.name, len(built), crash_at=crash_at if gc.name == "a" else None)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+    return built
+
+
+def _cli_run_args(private_csv: Path, out: Path) -> list[str]:
+    """A run with many non-default flags (what `--resume --out DIR` alone used to refuse)."""
+    return [
+        "run",
+        "--private",
+        str(private_csv),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--labels",
+        "0=negative,1=positive",
+        "--task",
+        "movie review",
+        "--generators",
+        "[{name: a, model: x}, {name: b, model: y, prompt_format: completion}]",
+        "--n-synthetic",
+        "40",
+        "--rounds",
+        "2",
+        "--q",
+        "4",
+        "--epsilon",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+def test_ctrl_c_names_the_run_and_resume_needs_only_out(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "my runs" / "first"  # a space: the printed command must be quoted
+    _fake_cli_backends(monkeypatch, crash_at=2)  # generator a is interrupted in round 1
+    code, err = _main_error(_cli_run_args(private_csv, out), capsys)
+    assert code == 130
+    assert err.strip() == f"interrupted; continue with `dpsynth run --resume --out {shlex.quote(str(out))}`"
+
+    # flags on the resume command must agree with the run's config.yaml (out excepted)
+    code, err = _main_error(["run", "--resume", "--out", str(out), "--epsilon", "2", "--n-synthetic", "40"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "privacy.epsilon" in err and "n_synthetic" not in err, err
+
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["run", "--resume", "--out", str(out), "--quiet"])  # nothing else: the stored config is the base
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
+    rows = (out / "synthetic.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 40 and json.loads((out / "privacy.json").read_text())["epsilon"] <= 3.0
+
+    # the whole original command again, with --resume: the run is complete, nothing is built or asked
+    built = _fake_cli_backends(monkeypatch, crash_at=1)
+    main([*_cli_run_args(private_csv, out), "--resume"])
+    assert "already complete" in capsys.readouterr().out and built == []
 
 
 def _entry_points() -> list[list[str]]:
@@ -279,13 +417,11 @@ def test_console_entry_bad_input_prints_one_line(entry: list[str], tmp_path: Pat
         "--private",
         str(private_csv),
         "--text-column",
-        "review",
+        "no_such_column",
         "--label-column",
         "sentiment",
         "--labels",
         "0=negative,1=positive",
-        "--delta",
-        "0.5",
         "--out",
         str(out),
         "--quiet",
@@ -295,7 +431,7 @@ def test_console_entry_bad_input_prints_one_line(entry: list[str], tmp_path: Pat
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: privacy.delta:")
+    assert lines[0].startswith("error: ") and "no column 'no_such_column' (data.text_column)" in lines[0]
     assert "Traceback" not in proc.stderr and "SENTINEL" not in proc.stderr
     assert proc.stdout == ""
     assert not out.exists()

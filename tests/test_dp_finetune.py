@@ -367,7 +367,8 @@ def test_interrupted_training_resumes_on_the_same_ledger(
     private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "run"
-    cfg = _config(private_csv, out, tiny_lm)
+    # epochs 1 and a precise count (half the budget): about 10 steps whatever the noise, so step 2 is mid-run
+    cfg = _config(private_csv, out, tiny_lm, epochs=1.0, label_count_epsilon_share=0.5)
     original = dpf.DpFinetuneMethod._save_checkpoint
 
     def crash_after_step_2(self: Any, path: Path, step: int, optimizer: Any) -> None:
@@ -414,6 +415,7 @@ def test_missing_checkpoint_behind_the_ledger_refuses_to_resume(
     cfg = _config(private_csv, out, tiny_lm)
     dpsynth.synthesize(cfg, progress=False)
     (out / "finetune" / "checkpoint.pt").unlink()
+    (out / "privacy.json").unlink()  # not finished (a finished run resumes as "already complete")
     with pytest.raises(ResumeError, match="re-spend"):
         dpsynth.synthesize(cfg, resume=True, progress=False)
 

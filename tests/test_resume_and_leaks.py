@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import signal
@@ -10,14 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 import dpsynth
-from dpsynth.errors import DpsynthError
+from dpsynth.config import Config
+from dpsynth.errors import ConfigError, DpsynthError, ResumeError
+from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
+from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,3 +116,161 @@ def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplo
             progress=False,
         )
     assert "SENTINEL" not in str(ei.value)
+
+
+# ---------------------------------------------------------------- resume: what is stored, what may change
+def _gens(crash_a: int | None = None, crash_b: int | None = None) -> dict[str, FakeGenerator]:
+    return {"a": CrashingGenerator("a", 1, crash_at=crash_a), "b": CrashingGenerator("b", 2, crash_at=crash_b)}
+
+
+def _run(cfg: Config, gens: dict[str, FakeGenerator], **kw: object) -> dpsynth.SynthesisResult:
+    return dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False, **kw)
+
+
+def _journal(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "samples.journal.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)  # many non-default fields
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2))
+    changed = fake_run_config(private_csv, out, privacy=dict(epsilon=2.0, delta=1e-5))
+    with pytest.raises(ResumeError) as info:
+        _run(changed, _gens(), resume=True)
+    msg = str(info.value)
+    assert "privacy.epsilon" in msg and "\n" not in msg
+    assert "data" not in msg.replace("config.yaml", "") and "generators" not in msg  # only what changed
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    res = _run(Config(out=str(moved)), _gens(), resume=True)  # only out: the stored config is the base
+    assert len(res) == 60 and res.privacy["epsilon"] <= 4.0 + 1e-9
+
+
+def test_config_yaml_records_what_the_run_used(private_csv: Path, tmp_path: Path) -> None:
+    # the embedded dataset's public labels and task, resolved (zero-shot reads no private record)
+    zs = Config(method="zero-shot", out=str(tmp_path / "zs"), n_synthetic=10, generators=[dict(name="a", model="x")])
+    dpsynth.synthesize(zs, generators={"a": FakeGenerator("a")}, embedder=FakeEmbedder(), progress=False)
+    stored = yaml.safe_load((tmp_path / "zs" / "config.yaml").read_text(encoding="utf-8"))
+    assert stored["data"]["labels"] == {"0": "negative", "1": "positive"}
+    assert stored["data"]["task"] == "movie review" and stored["data"]["private"] == "embedded:imdb"
+
+    # a DataFrame: recorded as such, never as a path; a resume needs the records again
+    df = pd.read_csv(private_csv, dtype=str)
+    out = tmp_path / "df"
+    cfg = Config(
+        out=str(out),
+        n_synthetic=60,
+        data=dict(text_column="review", label_column="sentiment", labels={"0": "negative", "1": "positive"}),
+        wasp=dict(rounds=3, q=4),
+        generators=[dict(name="a", model="x"), dict(name="b", model="y")],
+    )
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=2), private=df)
+    stored = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    assert stored["data"]["private"] == "in-memory:DataFrame"
+    assert stored["data"]["labels"] == {"0": "negative", "1": "positive"} and stored["data"]["task"] == "text"
+    with pytest.raises(ResumeError, match=r"^data\.private: in-memory:DataFrame .*private="):
+        _run(Config(out=str(out)), _gens(), resume=True)
+    assert len(_run(Config(out=str(out)), _gens(), resume=True, private=df)) == 60
+
+
+def test_torn_journal_tail_is_dropped_on_resume(private_csv: Path, tmp_path: Path) -> None:
+    """A process killed mid-append leaves half a line: the next attempts drop it, never append after it."""
+    out = tmp_path / "torn"
+    cfg = fake_run_config(private_csv, out)
+    journal = out / "samples.journal.jsonl"
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2))  # dies in round 1
+    with journal.open("a", encoding="utf-8") as f:
+        f.write('{"id": 15, "text": "A positive take: half a sam')  # killed mid-append
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_a=2), resume=True)  # appends round 1, dies in round 2
+    rows = _journal(out)  # every line is whole JSON again
+    with journal.open("a", encoding="utf-8") as f:
+        f.write('{"id": 99, "te')
+    res = _run(cfg, _gens(), resume=True)
+    assert len(res) == 60
+    final = _journal(out)
+    assert final[: len(rows)] == rows and [r["id"] for r in final] == list(range(len(final)))
+
+
+def test_repair_jsonl_tail_keeps_a_whole_last_record(tmp_path: Path) -> None:
+    from dpsynth.io import repair_jsonl_tail
+
+    p = tmp_path / "j.jsonl"
+    p.write_text('{"id": 0}\n{"id": 1}', encoding="utf-8")  # whole, only the newline is missing
+    assert [r["id"] for r in read_jsonl_tolerant(p)] == [0, 1]
+    assert repair_jsonl_tail(p) and p.read_text(encoding="utf-8") == '{"id": 0}\n{"id": 1}\n'
+    p.write_text('{"id": 0}\n{"id": 1}\n{"id": 2, "te', encoding="utf-8")
+    assert repair_jsonl_tail(p) and p.read_text(encoding="utf-8") == '{"id": 0}\n{"id": 1}\n'
+    assert not repair_jsonl_tail(p) and not repair_jsonl_tail(tmp_path / "absent.jsonl")
+    # a journal damaged by the old behaviour (fragment glued to the next record) is still readable
+    p.write_text('{"id": 0}\n{"id": 1, "te{"id": 1, "text": "x"}\n{"id": 2}\n', encoding="utf-8")
+    assert read_jsonl_tolerant(p) == [{"id": 0}, {"id": 1, "text": "x"}, {"id": 2}]
+    p.write_text('{"id": 0}\nnot json\n{"id": 2}\n', encoding="utf-8")
+    with pytest.raises(ResumeError, match="line 2"):
+        read_jsonl_tolerant(p)
+
+
+def test_check_failing_after_validation_leaves_out_reusable(private_csv: Path, tmp_path: Path) -> None:
+    """An epsilon so large that no noise is needed is found when the noise is calibrated: before the run
+    directory exists, so the corrected command works with the same --out and without --resume."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no noise"):
+        _run(fake_run_config(private_csv, out, privacy=dict(epsilon=1e9, delta=1e-5)), _gens())
+    assert not out.exists()
+    assert len(_run(fake_run_config(private_csv, out), _gens())) == 60
+
+
+def _digest(root: Path) -> dict[str, str]:
+    files = (p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+class _Mute(CrashingGenerator):
+    """Writes nothing usable for the positive class: every round ends short of positive samples."""
+
+    def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        out = super().generate(requests, on_completion)
+        for i, r in enumerate(requests):
+            text = r.prompt if r.prompt is not None else "\n".join(m.content for m in r.messages or ())
+            if "positive" in text:
+                out[i] = dataclasses.replace(out[i], text="meh")
+        return out
+
+
+def test_resuming_a_finished_run_does_nothing(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "done"
+    cfg = fake_run_config(private_csv, out)
+    first = _run(cfg, {"a": _Mute("a", 1), "b": _Mute("b", 2)})  # finished, short of positive samples
+    assert 0 < len(first) < 60
+    before = _digest(out)
+    gens = _gens(crash_a=1, crash_b=1)  # any request would raise
+    res = _run(cfg, gens, resume=True)
+    assert res.already_complete and res.records == first.records and res.privacy == first.privacy
+    assert gens["a"].calls == 0 and gens["b"].calls == 0
+    assert _digest(out) == before  # nothing rewritten
+
+
+def test_resume_keeps_finished_rounds_and_merges_the_interrupted_one(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rounds"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))  # b dies in round 2, after a's samples of round 2
+    before = json.loads((out / "rounds.json").read_text(encoding="utf-8"))
+    finished = {r["round"]: r for r in before if r.get("complete", True)}
+    assert sorted(finished) == [0, 1]
+    _run(cfg, _gens(), resume=True)
+    after = {r["round"]: r for r in json.loads((out / "rounds.json").read_text(encoding="utf-8"))}
+    for t, entry in finished.items():
+        assert after[t] == entry, f"round {t} was rewritten on resume"
+    rows = _journal(out)
+    for t, entry in after.items():
+        accepted = sum(o.get("accepted", 0) for o in entry["outcomes"].values())
+        assert accepted == sum(1 for r in rows if r["round"] == t), f"round {t} lost outcomes"
+        assert entry["complete"] is True
+    for g in ("a", "b"):  # token counts run from the start of the run, across the interruption
+        counts = [after[t]["completion_tokens"][g] for t in sorted(after)]
+        assert counts == sorted(counts), counts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -16,16 +18,18 @@ from dpsynth.data import (
     IMDB_TASK,
     PRIVATE_TEXT_DOMAIN,
     PrivateData,
+    in_memory_source,
+    is_in_memory_source,
     load_private,
     to_hf_dataset,
     warn_if_delta_large,
     write_table,
 )
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
-from dpsynth.errors import ConfigError, DpsynthError
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
-from dpsynth.methods.wasp import WaspRun
+from dpsynth.methods.wasp import WaspRun, check_run
 from dpsynth.privacy.report import privacy_report, validate_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
@@ -40,6 +44,7 @@ class SynthesisResult:
     run_dir: Path
     output: Path
     privacy: dict[str, Any]
+    already_complete: bool = False  # a resume of a finished run: nothing was done, the outputs were read back
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,7 +94,12 @@ class MethodRunner(Protocol):
     ``prepare`` loads and validates inputs and builds models *before* the run
     directory exists (a mistake leaves nothing behind); ``run`` does the work in
     the run directory and returns the output rows and the privacy report.
+    ``config`` is the config with the method's defaults resolved (labels and task
+    of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
+    ``close`` releases every backend the method built, whatever failed before.
     """
+
+    config: Config
 
     def prepare(self) -> None: ...
 
@@ -120,6 +130,18 @@ class PromptingMethod:
         self._owned: list[Generator] = []
 
     def prepare(self) -> None:
+        """Load and check the private data, check the run (label judge, noise plan), load the models.
+
+        Any failure closes the generators built so far: an in-process llama.cpp server left running
+        would keep the process from exiting.
+        """
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
         config = self.config
         if config.uses_private_data:
             d = config.data
@@ -134,6 +156,14 @@ class PromptingMethod:
                 seed=d.seed,
             )
             warn_if_delta_large(config.privacy.delta, len(self.data))
+        # what WaspRun would refuse inside the run directory, refused before it exists
+        names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
+        check_run(config, names)
+        if self.embedder is None:
+            embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+            if config.uses_private_data:
+                embedder.load()  # a bad embedding_model fails now, not after the run directory exists
+            self.embedder = embedder
         if self._injected is not None:
             self.gens = dict(self._injected)
             return
@@ -171,9 +201,13 @@ class PromptingMethod:
         return rows, report
 
     def close(self) -> None:
-        for g in self._owned:
-            g.close()
-        self._owned.clear()
+        """Close every generator this method built, even when one of them fails to close."""
+        owned, self._owned = self._owned, []
+        for g in owned:
+            try:
+                g.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be closed
+                log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
 
 
 def make_method(
@@ -199,6 +233,23 @@ def make_method(
     raise ConfigError(f"method: {config.method!r} is not available in this version")
 
 
+def default_out(method: str) -> str:
+    """The run directory used when ``out`` is not given: runs/<method>-<date>-<time>."""
+    return f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def recorded_config(config: Config, private: Any) -> Config:
+    """The config as config.yaml records it: the method's resolved config and the private source used.
+
+    A path passed as ``private`` is recorded as data.private; in-memory records (a DataFrame or a Dataset)
+    as a marker such as ``in-memory:DataFrame``, which a resume refuses to re-read and asks for again.
+    """
+    if private is None:
+        return config
+    source = str(private) if isinstance(private, (str, Path)) else in_memory_source(private)
+    return config.model_copy(update={"data": config.data.model_copy(update={"private": source})})
+
+
 def synthesize(
     config: Config | str | Path | None = None,
     *,
@@ -214,20 +265,39 @@ def synthesize(
     ``private`` may be a path, a pandas DataFrame or a ``datasets.Dataset`` and
     overrides ``config.data.private``.  ``generators`` and ``embedder`` inject
     custom backends (e.g. an existing client); by default they are built from the config.
+
+    ``resume=True`` continues the run in ``config.out`` from its own config.yaml: fields set in
+    ``config`` must agree with it (``out`` may differ); records passed as a DataFrame/Dataset must be
+    passed again.  Resuming a finished run does nothing and returns its outputs (``already_complete``).
+    An exception raised once the run directory exists carries it as ``exc.dpsynth_run_dir``.
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
     if config.out is None:
-        config = config.model_copy(update={"out": f"runs/{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"})
+        if resume:
+            raise ConfigError("out: resuming needs out, the run directory to continue (--out DIR)")
+        config = config.model_copy(update={"out": default_out(config.method)})
     run_dir = RunDir(config.out or "", resuming=resume)
-    config = run_dir.check(config, resume)
-    method = make_method(config, private, generators, embedder)
+    run_dir.check_writable()  # before any model is loaded
+    config = run_dir.check(config, resume, private_given=private is not None)
+    if resume and run_dir.is_complete(config):
+        return _finished(run_dir, config, progress, as_dataset)
+    if private is None and is_in_memory_source(config.data.private):
+        error = ResumeError if resume else DataError
+        raise error(
+            f"data.private: {config.data.private} stands for records that were passed in memory to "
+            "synthesize(private=...); pass the same records again (Python: private=DATA; CLI: --private FILE)"
+        )
+    # data.private names what is read, so that the embedded set's defaults (labels, task) apply only to it
+    config = recorded_config(config, private)
+    method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
     try:
+        method = make_method(config, private, generators, embedder)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         method.prepare()
         if not resume:
-            run_dir.create(config)
+            run_dir.create(method.config)
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:
@@ -235,12 +305,46 @@ def synthesize(
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
         atomic_write_json(run_dir.privacy, validate_report(report))
         log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
-    except DpsynthError as exc:
-        if handlers:  # before the run directory exists there is no log to write to
+    except BaseException as exc:
+        if run_dir.config.exists():  # the CLI's Ctrl-C message names it: `dpsynth run --resume --out DIR`
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                exc.dpsynth_run_dir = run_dir.path  # type: ignore[attr-defined]
+        if handlers and isinstance(exc, DpsynthError):  # before the run directory exists there is no log
             log.info("run stopped with an error: %s", exc)  # the CLI prints it once
         raise
     finally:
-        method.close()
-        remove_logging(handlers)
+        try:
+            if method is not None:
+                method.close()
+        finally:
+            remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
+    return result.to_dataset() if as_dataset else result
+
+
+def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool) -> Any:
+    """A resume of a finished run: say so, change nothing, and return what it wrote."""
+    import pandas as pd
+
+    output = run_dir.output(config.output_format)
+    try:
+        report = json.loads(run_dir.privacy.read_text(encoding="utf-8"))
+        if config.output_format == "jsonl":
+            text = output.read_text(encoding="utf-8")
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif config.output_format == "csv":
+            records = pd.read_csv(output, keep_default_na=False).to_dict("records")
+        else:
+            records = pd.read_parquet(output).to_dict("records")
+    except (OSError, ValueError) as exc:
+        raise ResumeError(
+            f"out: {run_dir.path} looks finished but {output.name} or privacy.json cannot be read "
+            f"({type(exc).__name__}); delete both to finish the run again with --resume"
+        ) from None
+    log.info("resume: %s is already complete (%d records); nothing to do", run_dir.path, len(records))
+    if progress:
+        ProgressReporter(enabled=True).message(
+            f"{run_dir.path} is already complete ({len(records)} records in {output.name}); nothing to do"
+        )
+    result = SynthesisResult(records, run_dir.path, output, report, already_complete=True)
     return result.to_dataset() if as_dataset else result

@@ -9,6 +9,7 @@ User mistakes print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Any, NoReturn
 
@@ -16,7 +17,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, load_config
+from dpsynth.config import Config, NumberOverflowError, load_config, load_yaml
 from dpsynth.errors import ConfigError, DpsynthError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
@@ -82,14 +83,24 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             val = args[i + 1]
             i += 1
         path = flags[key_norm]
-        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val)
+        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
         i += 1
     return out
 
 
-def _parse_value(val: str) -> Any:
+def _parse_value(val: str, path: str = "value") -> Any:
+    """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
+
+    A number that overflows a float (``1.0e+400``) is an error, never infinity (config.ConfigLoader);
+    a text like ``1e400`` is refused by the field's own validation.
+    """
     try:
-        return yaml.safe_load(val)
+        return load_yaml(val)
+    except NumberOverflowError:
+        raise ConfigError(
+            f"{path}: the number is too large for a float (it would overflow to infinity); give a smaller "
+            "number, or write inf if you mean no limit"
+        ) from None
     except yaml.YAMLError:
         return val
 
@@ -110,9 +121,14 @@ def run(
 
 
 def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | None = None) -> None:
-    """``[CONFIG] [--FIELD VALUE ...]`` -> a finished run (shared by ``run`` and ``client run``)."""
-    from dpsynth.api import synthesize
+    """``[CONFIG] [--FIELD VALUE ...]`` -> a finished run (shared by ``run`` and ``client run``).
 
+    With ``--resume`` the run directory's config.yaml is the base; CONFIG and flags may only repeat its
+    values (``out`` excepted), see ``RunDir.check``.
+    """
+    from dpsynth.api import default_out, synthesize
+
+    global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
     overrides = parse_overrides(args)
     if method is not None:
@@ -122,12 +138,22 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
     cfg = load_config(config, overrides)
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
+    if cfg.out is None:  # chosen here, so that a Ctrl-C message can name it
+        cfg = cfg.model_copy(update={"out": default_out(cfg.method)})
+    _RUN = (f"dpsynth {'client run' if method == 'knowledgesg' else 'run'}", str(cfg.out))
     result = synthesize(cfg, resume=resume, progress=not quiet)
+    if result.already_complete:
+        typer.echo(f"{result.run_dir} is already complete: {len(result)} synthetic records in {result.output}")
+        return
     eps = result.privacy["epsilon"]
     typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
     )
+
+
+# (command, --out) of the run this process is doing, for the Ctrl-C message
+_RUN: tuple[str, str] | None = None
 
 
 @app.command(help="Write a commented default config file.")
@@ -271,18 +297,30 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-_INTERRUPTED = "interrupted; continue with `dpsynth run --resume --out RUN_DIR`"
+def _interrupted(exc: BaseException | None = None) -> str:
+    """What Ctrl-C prints: the resume command with the real run directory, once that directory exists."""
+    from pathlib import Path
+
+    if _RUN is None:
+        return "interrupted"
+    command, out = _RUN
+    run_dir = getattr(exc, "dpsynth_run_dir", None) or Path(out).expanduser()
+    if not (Path(run_dir) / "config.yaml").exists():
+        return f"interrupted before the run directory {run_dir} was written; nothing to resume, run again"
+    return f"interrupted; continue with `{command} --resume --out {shlex.quote(str(run_dir))}`"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes print one ``error:`` line and exit 2, never a traceback."""
+    global _RUN
+    _RUN = None
     click_exc, usage_error, abort, no_args_help = _click_exceptions()
     try:
         rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)
     except DpsynthError as exc:
         _fail(str(exc) or type(exc).__name__)
-    except KeyboardInterrupt:
-        print(_INTERRUPTED, file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(_interrupted(exc), file=sys.stderr)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -301,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     # without standalone mode, typer returns (not raises) the exit code of ctx.exit() and of Ctrl-C
     if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
         if rv == 130:
-            print(_INTERRUPTED, file=sys.stderr)
+            print(_interrupted(), file=sys.stderr)
         sys.exit(rv)
 
 

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
 from dpsynth.errors import ConfigError
@@ -53,6 +65,86 @@ class _Strict(BaseModel):
             super().__setattr__(name, value)
         except ValidationError as exc:
             raise config_error_from_validation(exc, type(self)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Numeric fields take numbers only: no booleans, no literal that overflows to infinity.
+
+        pydantic would read ``true`` as 1 and ``1e400`` as inf, so ``--epsilon true`` ran with epsilon 1 and
+        ``--epsilon 1e400`` silently turned privacy off.  Infinity must be written as such (``inf``, YAML's
+        ``.inf`` or ``float('inf')``); ints still become floats.
+        """
+        kinds = _numeric_kinds(cls.model_fields[info.field_name or ""].annotation) if info.field_name else ()
+        if not kinds:
+            return v
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not true/false")
+        if float in kinds and _overflows(v):
+            raise ValueError(
+                "the number is too large for a float (it would overflow to infinity); give a smaller number, "
+                "or write inf if you mean no limit"
+            )
+        return v
+
+
+def _numeric_kinds(annotation: Any) -> tuple[type, ...]:
+    """(int and/or float) when a field is numeric, including ``X | None``; () otherwise (bool is not numeric)."""
+    if annotation in (int, float):
+        return (annotation,)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(annotation) if a in (int, float))
+    return ()
+
+
+_INF_WORDS = ("inf", "infinity", ".inf")
+
+
+def _overflows(v: Any) -> bool:
+    """True for a finite-looking number (a text like ``1e400`` or a huge int) that a float cannot hold."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return abs(v) > sys.float_info.max
+    if isinstance(v, str):
+        text = v.strip()
+        try:
+            f = float(text.replace("_", ""))
+        except ValueError:
+            return False  # not a number: pydantic says so
+        return math.isinf(f) and text.lower().lstrip("+-") not in _INF_WORDS
+    return False
+
+
+class NumberOverflowError(yaml.constructor.ConstructorError):
+    """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose floats refuse to overflow: only ``.inf`` (or the text ``inf``) means infinity.
+
+    Used for config files, CLI flag values and a run's config.yaml alike.
+    """
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = loader.construct_yaml_float(node)
+    literal = str(node.value).strip().lower().lstrip("+-")
+    if math.isinf(value) and literal != ".inf":
+        raise NumberOverflowError(
+            None,
+            None,
+            "a number is too large for a float (it would overflow to infinity); give a smaller number, or "
+            "write .inf if you mean no limit",
+            node.start_mark,
+        )
+    return float(value)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with ``ConfigLoader`` (raises ``yaml.YAMLError``, ``NumberOverflowError`` included)."""
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 # llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
@@ -462,25 +554,23 @@ class Config(_Strict):
     embedding_batch_size: int = Field(64, ge=1)
     seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _embedded_judge(cls, data: Any) -> Any:
+    @model_validator(mode="after")
+    def _embedded_judge(self) -> Config:
         """With the embedded generators (no ``generators`` given) Qwen2.5-0.5B also judges labels.
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
         cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
-        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with."""
-        if not isinstance(data, dict) or "generators" in data:
-            return data
-        wasp = data.get("wasp")
-        if isinstance(wasp, WaspConfig):
-            if "label_judge" in wasp.model_fields_set:
-                return data
-            wasp = wasp.model_dump(exclude_unset=True)
-        wasp = dict(wasp or {})
-        if "label_judge" in wasp:
-            return data
-        return {**data, "wasp": {**wasp, "label_judge": EMBEDDED_JUDGE}}
+        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with.
+
+        The judge is filled in as a default, not as a field the user set: ``model_fields_set`` (what a
+        resume compares with the stored run, see run.RunDir.check) does not list it."""
+        if "generators" in self.model_fields_set or "label_judge" in self.wasp.model_fields_set:
+            return self
+        if self.wasp.label_judge != EMBEDDED_JUDGE:
+            wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
+            wasp.__dict__["label_judge"] = EMBEDDED_JUDGE  # bypasses assignment validation and fields_set
+            self.__dict__["wasp"] = wasp
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -567,8 +657,6 @@ def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply dotted overrides like {'privacy.epsilon': 2}."""
-    import yaml
-
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path).expanduser()
@@ -576,9 +664,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             what = "is a folder, not a file" if p.is_dir() else "does not exist"
             raise ConfigError(f"config file {p} {what}; create one with `dpsynth init {p}`")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = load_yaml(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+        except NumberOverflowError as exc:
+            raise ConfigError(f"config file {p}: {_mark_text(exc)}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:
@@ -589,6 +679,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     return Config.model_validate(raw)  # raises a one-line ConfigError
+
+
+def _mark_text(exc: yaml.MarkedYAMLError) -> str:
+    """'line L, column C: PROBLEM' on one line."""
+    mark = exc.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{exc.problem}".split())
 
 
 def _yaml_problem(exc: Exception) -> str:

@@ -25,6 +25,18 @@ IMDB_LABELS = {"0": "negative", "1": "positive"}
 IMDB_TASK = "movie review"
 IMDB_TEST_SIZE = 2000
 EMBEDDED_IMDB = "embedded:imdb"
+# data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
+# Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
+IN_MEMORY_PREFIX = "in-memory:"
+
+
+def in_memory_source(records: Any) -> str:
+    """The config.yaml marker for in-memory records, e.g. ``in-memory:DataFrame``."""
+    return IN_MEMORY_PREFIX + type(records).__name__
+
+
+def is_in_memory_source(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(IN_MEMORY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -145,14 +157,26 @@ def medmcqa_private(m: int, seed: int = 0) -> pd.DataFrame:
 def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
-    Every value is read as a string so that labels like ``1`` and ``1.0`` are not confused;
-    missing values (NaN, None, JSON null) become empty strings.  Every failure is a one-line
-    ``DataError`` naming the file (and line or byte) and the fix, never a record's content.
+    Every value is read as a string so that labels like ``1`` and ``1.0`` are not confused.
+
+    Missing values become empty strings, the same way in every format: a real missing value (NaN,
+    None, JSON null), and a cell whose whole text, ignoring case and surrounding spaces, is one of the
+    usual placeholders ``NaN``, ``-NaN``, ``NA``, ``N/A``, ``#N/A``, ``#NA``, ``<NA>``, ``null``,
+    ``None`` (what spreadsheets and pandas write for a missing cell; see ``MISSING_MARKERS``).  A text
+    that merely contains such a word (``Nancy``, ``none of it``) is kept.  So ``load_private`` reports a
+    record whose text is ``NaN`` as empty, with its row, like a blank one; a label written as ``NA`` is
+    missing too, hence not one of the declared labels.
+
+    A column name that appears twice (CSV/TSV header, DataFrame) or a key that appears twice in one
+    JSON object is refused: which of the two is meant cannot be known.
+
+    Every failure is a one-line ``DataError`` naming the file (and line or byte) and the fix, never a
+    record's content.
     """
     if isinstance(source, pd.DataFrame):
-        return _as_str(source)
+        return _as_str(_unique_columns(source, "dataset"))
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
-        return _as_str(source.to_pandas())
+        return _as_str(_unique_columns(source.to_pandas(), "dataset"))
     path = Path(str(source)).expanduser()
     if not path.exists():
         raise DataError(f"{path}: file does not exist; check --private / data.private")
@@ -170,7 +194,7 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
             if "train" not in ds:
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
-        return _as_str(ds.to_pandas())
+        return _as_str(_unique_columns(ds.to_pandas(), str(path)))
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
@@ -180,11 +204,12 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
             raise DataError(f"{path}: file is empty (0 bytes); it needs a header row and at least one record")
         if suffix in (".parquet", ".pq"):
             try:
-                return _as_str(pd.read_parquet(path))
+                table = pd.read_parquet(path)
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
                 raise DataError(
                     f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
                 ) from None
+            return _as_str(_unique_columns(table, str(path)))
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions") from None
@@ -197,12 +222,62 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
         return _read_json(text, path)
     sep = "\t" if suffix == ".tsv" else ","
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - the C parser's messages name lines, not values
         raise DataError(
             f"{path}: could not parse as {suffix} ({_short(exc, path)}); check quoting and the number of "
             "fields on that line"
         ) from None
+    _check_header(text, sep, path)  # pandas renames a repeated column to 'name.1' and reads the first
+    return _as_str(df)
+
+
+# Whole-cell placeholders read as a missing value (compared after strip() and lower()): pandas' default NA
+# strings, spelled in any case.  Read as text (keep_default_na=False) they would become records.
+MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", "null", "none"})
+
+
+def _check_header(text: str, sep: str, path: Path) -> None:
+    """Refuse a CSV/TSV header that names a column twice (one line: file, column, line)."""
+    import csv
+
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), 0)
+    try:
+        header = next(csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep))
+    except (csv.Error, StopIteration):
+        return  # pandas parsed it; nothing more to say
+    seen: set[str] = set()
+    for name in header:
+        if name and name in seen:
+            raise DataError(
+                f"{path}: column {name!r} appears more than once in the header (line {first + 1}); rename or "
+                "remove the repeated column"
+            )
+        seen.add(name)
+
+
+def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    dup = df.columns[df.columns.duplicated()]
+    if len(dup):
+        raise DataError(f"{where}: column {str(dup[0])!r} appears more than once; rename or remove the repeated column")
+    return df
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for json.loads: a key given twice in one object is an error, not 'last wins'."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
 
 
 _SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
@@ -231,11 +306,13 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:  # its msg names the problem, never the content
             raise DataError(
                 f"{path}: line {n} is not valid JSON ({exc.msg}: column {exc.colno}); each line must be one JSON object"
             ) from None
+        except _DuplicateKey as exc:
+            raise DataError(f"{path}: line {n} has the key {exc.key!r} twice in one record; keep one of them") from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {n} is a JSON {type(obj).__name__}, not an object; each line must be "
@@ -247,11 +324,13 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
 
 def _read_json(text: str, path: Path) -> pd.DataFrame:
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}); fix it or use JSONL"
         ) from None
+    except _DuplicateKey as exc:
+        raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
         return _as_str(pd.DataFrame.from_records(obj))
     if isinstance(obj, dict) and obj and all(isinstance(c, list) for c in obj.values()):
@@ -265,9 +344,10 @@ def _read_json(text: str, path: Path) -> pd.DataFrame:
 
 
 def _as_str(df: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as a string; missing values (NaN, None, null) as ''."""
+    """Every cell as a string; missing values (NaN, None, null, MISSING_MARKERS text) as ''."""
     df = df.astype(object)
-    return df.where(df.notna(), "").astype(str)
+    df = df.where(df.notna(), "").astype(str)
+    return df.apply(lambda col: col.where(~col.str.strip().str.lower().isin(MISSING_MARKERS), ""))
 
 
 def _short(exc: BaseException, path: Path) -> str:

@@ -37,6 +37,10 @@ class SentenceTransformerEmbedder:
         self.max_seq_length = max_seq_length
         self._model: Any = None
 
+    def load(self) -> None:
+        """Load the model now (``synthesize`` does, before the run directory exists); a bad name is a ConfigError."""
+        self._load()
+
     def _load(self) -> Any:
         if self._model is None:
             from sentence_transformers import SentenceTransformer

@@ -41,32 +41,101 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Append rows and fsync: a crash loses at most the last, partial line (see read_jsonl)."""
+    """Append rows and fsync: a crash loses at most the last, partial line (see read_jsonl_tolerant).
+
+    A torn tail left by an earlier crash is repaired first (``repair_jsonl_tail``): appending after a
+    fragment would glue it to the next record and make the journal unreadable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if not payload:
         return
+    repair_jsonl_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
 
 
+def repair_jsonl_tail(path: str | Path) -> bool:
+    """Make a journal end with a complete line; True if it had to be repaired.
+
+    A process killed mid-append leaves a last line without its newline.  If that line is a whole JSON
+    object it is kept (the newline is added), as ``read_jsonl_tolerant`` keeps it; otherwise it is a
+    fragment and is cut off.  Each repair is one ``ftruncate`` or one one-byte append, fsynced: a crash
+    during the repair leaves the file either as it was or repaired, and never loses a complete line.
+    """
+    path = Path(path)
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below; "r+" so a missing file is not created
+    except FileNotFoundError:
+        return False
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        f.seek(0)
+        data = f.read()
+        cut = data.rfind(b"\n") + 1  # 0 when the whole file is one torn line
+        if _json_object(data[cut:]) is not None:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _json_object(raw: bytes | str) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
-    """Read an append-only JSONL journal, ignoring a torn final line left by a crash."""
+    """Read an append-only JSONL journal, ignoring a torn final line left by a crash.
+
+    A line in the middle that is a fragment glued to a whole record (what appending after a torn tail
+    produced before ``append_jsonl`` repaired tails) yields that record; any other damaged line is a
+    one-line ``ResumeError`` naming the file and line (never its content).
+    """
+    from dpsynth.errors import ResumeError
+
     path = Path(path)
     if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # torn last write
-            raise
+        obj = _json_object(line)
+        if obj is None and i < len(lines) - 1:
+            obj = _glued_record(line)
+            if obj is None:
+                raise ResumeError(
+                    f"{path}: line {i + 1} is damaged (not a JSON object); remove that line to resume, or "
+                    "start a new --out"
+                )
+        if obj is None:
+            break  # torn last write
+        rows.append(obj)
     return rows
+
+
+def _glued_record(line: str) -> dict[str, Any] | None:
+    """The whole record at the end of ``fragment + record`` (a torn write followed by an append), if any."""
+    start = line.find("{", 1)
+    while start != -1:
+        obj = _json_object(line[start:])
+        if obj is not None:
+            return obj
+        start = line.find("{", start + 1)
+    return None

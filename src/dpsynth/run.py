@@ -15,16 +15,22 @@ Layout (everything here is public or DP: no private text, no pre-noise statistic
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from dpsynth.config import Config
-from dpsynth.errors import ResumeError
+from dpsynth.config import Config, _set_dotted, load_yaml
+from dpsynth.data import is_in_memory_source
+from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 
 LOGGER_NAME = "dpsynth"
@@ -74,29 +80,101 @@ class RunDir:
         return self.path / f"synthetic.{fmt}"
 
     # lifecycle
-    def check(self, config: Config, resume: bool) -> Config:
-        """Check (without writing) that a run can start or resume here.  Returns the config to use."""
+    def check_writable(self) -> None:
+        """Refuse (one line, before any model is loaded) an --out that cannot hold a run directory.
+
+        It must be a folder this process can write in, or a path that can be created: not a regular file,
+        not below one, not inside a read-only or virtual file system such as /proc.  A probe file (or
+        folder) is created and removed at once, because permission bits do not tell (root passes every
+        ``os.access`` check, yet cannot create anything in /proc).
+        """
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"out: {p} is a file, not a folder; give a folder for the run (--out DIR)")
+        parent = p
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"out: {p} is below {parent}, which is a file, not a folder; give a folder for the run (--out DIR)"
+            )
+        try:
+            if parent == p:
+                fd, probe = tempfile.mkstemp(prefix=".dpsynth-probe-", dir=p)
+                os.close(fd)
+                os.unlink(probe)
+            else:  # what create() will do: make folders below the nearest existing one
+                shutil.rmtree(tempfile.mkdtemp(prefix=".dpsynth-probe-", dir=parent))
+        except OSError as exc:
+            where = p if parent == p else parent
+            raise ConfigError(
+                f"out: cannot write the run directory {p}: {where} does not accept new files "
+                f"({exc.strerror or type(exc).__name__}); choose a writable folder with --out DIR"
+            ) from None
+
+    def check(self, config: Config, resume: bool, *, private_given: bool = False) -> Config:
+        """Check (without writing) that a run can start or resume here.  Returns the config to use.
+
+        On resume the run's own config.yaml is the base: the fields set explicitly in ``config`` (CLI flags,
+        a config file, or fields passed to ``Config(...)``; see ``explicit_fields``) must agree with it,
+        except ``out`` (a moved run directory) and ``data.private`` when the records are passed again
+        (``private_given``, or a run started from in-memory records).  Fields left unset take the stored
+        values, so ``dpsynth run --resume --out DIR`` continues any run, whatever flags started it.
+        """
         exists = self.config.exists()
         if resume:
             if not exists:
                 raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
-            stored = Config.model_validate(yaml.safe_load(self.config.read_text(encoding="utf-8")))
-            diffs = _diff(stored.model_dump(), config.model_dump()) - _RESUMABLE_DIFFS
+            stored_raw = self.stored_raw()
+            stored = Config.model_validate(stored_raw)
+            given = explicit_fields(config)
+            if private_given:
+                given.pop("data.private", None)  # synthesize(private=...) overrides it anyway
+            merged_raw = copy.deepcopy(stored_raw)
+            for key, value in given.items():
+                _set_dotted(merged_raw, key, value)
+            merged = Config.model_validate(merged_raw)
+            diffs = _diff(stored.model_dump(), merged.model_dump()) - _RESUMABLE_DIFFS
+            if is_in_memory_source(stored.data.private):
+                diffs.discard("data.private")  # the records are passed again, as a file this time
             if diffs:
                 raise ResumeError(
-                    f"out: cannot resume {self.path} with changed fields {sorted(diffs)}; resume with the "
-                    "original config or choose a new --out"
+                    f"out: {self.path} was started with other values of {', '.join(sorted(diffs))} (see its "
+                    "config.yaml); resume without those flags/fields or with the stored values, or choose a "
+                    "new --out for a new run"
                 )
-            return stored
+            return merged.model_copy(update={"out": str(self.path)})
         if exists:
             raise ResumeError(
                 f"out: {self.path} already holds a run; pass --resume to continue it or choose another --out"
             )
         return config
 
+    def stored_raw(self) -> dict[str, Any]:
+        """The run's config.yaml as a mapping (a damaged file is a one-line ResumeError)."""
+        try:
+            raw = load_yaml(self.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ResumeError(
+                f"{self.config}: cannot be read ({type(exc).__name__}); the run cannot be resumed, start a new --out"
+            ) from None
+        if not isinstance(raw, dict):
+            raise ResumeError(f"{self.config}: is not a config mapping; the run cannot be resumed, start a new --out")
+        return raw
+
+    def is_complete(self, config: Config) -> bool:
+        """True when the run finished: its output and privacy.json (written last) both exist."""
+        return self.privacy.exists() and self.output(config.output_format).exists()
+
     def create(self, config: Config) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config, dump_config_yaml(config))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config, dump_config_yaml(config))
+        except OSError as exc:  # check_writable passed, so something changed in between
+            raise ConfigError(
+                f"out: cannot create the run directory {self.path} ({exc.strerror or type(exc).__name__}); "
+                "choose a writable folder with --out DIR"
+            ) from None
 
     def save_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_json(self.rounds, rounds)
@@ -104,6 +182,29 @@ class RunDir:
 
 def dump_config_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def explicit_fields(config: Config) -> dict[str, Any]:
+    """The fields set explicitly in ``config``, as dotted paths (``privacy.epsilon``) -> values.
+
+    Sections (data, privacy, ...) are walked into, so ``privacy: {epsilon: 2}`` sets privacy.epsilon only;
+    any other value (a list of generators, the labels mapping) counts as one field.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in model.model_fields_set:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel) and name in _SECTIONS:
+                walk(value, f"{prefix}{name}.")
+            else:
+                out[prefix + name] = copy.deepcopy(value)
+
+    walk(config, "")
+    return out
+
+
+_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:

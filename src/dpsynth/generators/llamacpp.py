@@ -15,9 +15,11 @@ the HTTP backend, or sharing one model between processes).
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,6 +132,19 @@ def serve_http(
     return srv, srv.base_url
 
 
+# Generators not closed yet.  A server still alive when the interpreter finalises is destroyed at an
+# arbitrary point of the teardown, and its destructor joins llama.cpp's loop and HTTP threads then: the
+# process can hang instead of exiting.  Every dpsynth path closes its generators (api.PromptingMethod);
+# this atexit hook is the safety net for any other (an application that forgets close()).
+_OPEN: weakref.WeakSet[LlamaCppGenerator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_generators() -> None:
+    for gen in list(_OPEN):
+        gen.close()
+
+
 class LlamaCppGenerator:
     """A GGUF model served by llama.cpp in this process, ``n_parallel`` requests at a time."""
 
@@ -148,6 +163,7 @@ class LlamaCppGenerator:
         self._pool = ThreadPoolExecutor(max_workers=cfg.n_parallel, thread_name_prefix=f"llamacpp-{cfg.name}")
         self._lock = threading.Lock()
         self._extra = cfg.sampler_fields()
+        _OPEN.add(self)
 
     def complete_one(self, req: GenerationRequest) -> Completion:
         """One blocking request (releases the GIL while llama.cpp works)."""
@@ -172,11 +188,15 @@ class LlamaCppGenerator:
         return run_batch(self.name, self._pool, self.complete_one, requests, on_completion)
 
     def close(self) -> None:
+        """Stop the worker threads, then the server; safe to call twice, and from the atexit hook."""
         with self._lock:
             if self._server is None:
                 return
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._server = None  # the C++ destructor stops the loop and frees the model
+            try:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                self._server = None  # the C++ destructor stops the loop and frees the model
+                _OPEN.discard(self)
 
     def __enter__(self) -> LlamaCppGenerator:
         return self

@@ -52,7 +52,6 @@ class KnowledgeSGClientMethod:
                 "not set (the server admin creates tokens with `dpsynth server token CLIENT_ID`)"
             )
         self.config = config
-        self.client = ServerClient(ks.server, token, timeout_s=ks.request_timeout_s, max_retries=ks.max_retries)
         source = private if private is not None else config.data.private
         if private is None and (source == EMBEDDED_MEDMCQA or "private" not in config.data.model_fields_set):
             # the embedded default for this method is medical QA (MedMCQA), not IMDb
@@ -60,6 +59,10 @@ class KnowledgeSGClientMethod:
             where = EMBEDDED_MEDMCQA
         else:
             where = str(source) if isinstance(source, str | Path) else "dataset"
+        if where == EMBEDDED_MEDMCQA:  # config.yaml records the records used: a resume draws the same set
+            self.config = config = config.model_copy(
+                update={"data": config.data.model_copy(update={"private": EMBEDDED_MEDMCQA})}
+            )
         self._records = _qa_records(
             source, ks.instruction_column, ks.response_column, config.data.encoding, where, ks.domain
         )
@@ -81,6 +84,8 @@ class KnowledgeSGClientMethod:
                 "finetune": config.finetune.model_copy(update={"label_proportions": "uniform"}),
             }
         )
+        # built last: synthesize closes only a method that was built, so nothing before may leave it open
+        self.client = ServerClient(ks.server, token, timeout_s=ks.request_timeout_s, max_retries=ks.max_retries)
         self.inner = DpFinetuneMethod(inner, self._records)
         self.professional = "?"
 

@@ -15,6 +15,7 @@ resume, so a killed run never re-spends budget and keeps what it generated.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from dpsynth.data import PrivateData
 from dpsynth.embeddings import Embedder, EmbeddingCache
 from dpsynth.errors import ConfigError, GeneratorError, ResumeError
 from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
-from dpsynth.io import append_jsonl, read_jsonl_tolerant
+from dpsynth.io import append_jsonl, read_jsonl_tolerant, repair_jsonl_tail
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
@@ -61,13 +62,34 @@ def privacy_plan(config: Config) -> GaussianPlan | None:
     if not config.uses_private_data:
         return None
     w = config.effective_wasp()
-    return GaussianPlan.calibrate(
+    return _calibrate(
         config.privacy.epsilon,
         config.privacy.delta,
         w.rounds,
         top_q_sensitivity(w.q, w.use_far),
         config.privacy.accountant,
     )
+
+
+# check_run calibrates before the run directory exists and WaspRun again inside it: the second is a cache hit
+_calibrate = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate)
+
+
+def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
+    """Everything about a run that can fail before it starts: the label judge and the noise plan.
+
+    ``PromptingMethod.prepare`` calls it before the run directory is created, so a mistake found here (an
+    epsilon so large that no noise is needed, a judge that is not a generator) leaves nothing behind and
+    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators.
+    Returns the plan (None: no private data).
+    """
+    w = config.effective_wasp()
+    if w.label_judge is not None and w.label_judge not in generators:
+        raise ConfigError(
+            f"wasp.label_judge: {w.label_judge!r} is not one of this run's generators "
+            f"({', '.join(generators)}); name one of them or set it to null"
+        )
+    return privacy_plan(config)
 
 
 def privacy_events(config: Config) -> list[Event]:
@@ -142,16 +164,13 @@ class WaspRun:
         self.label_names = dict(config.data.labels or {})
         self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
-        if self.w.label_judge is not None and self.w.label_judge not in generators:
-            raise ConfigError(
-                f"wasp.label_judge: {self.w.label_judge!r} is not one of this run's generators "
-                f"({', '.join(generators)}); name one of them or set it to null"
-            )
+        check_run(config, generators)
         self.events = privacy_events(config)
         if self.events and self.events[0].noise_multiplier == 0:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
         self.ledger = open_ledger(config, run_dir, self.events)
         self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
+        repair_jsonl_tail(run_dir.journal)  # a run killed mid-append: drop the fragment before appending again
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self._seen = {_norm(s.text) for s in self.samples}
         self.tokens = {g: TokenCounter() for g in generators}
@@ -159,6 +178,10 @@ class WaspRun:
         self.round_log: list[dict[str, Any]] = (
             json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
         )
+        # rounds.json counts tokens from the start of the run: a resumed run continues the last count
+        last: dict[str, Any] = max(self.round_log, key=lambda r: r["round"], default={})
+        self._tokens_base: dict[str, int] = dict(last.get("completion_tokens") or {})
+        self._judge_tokens_base = int(last.get("judge_prompt_tokens") or 0)
         # Private data: embedded once, kept in memory only (never cached to disk).
         self._private_emb: np.ndarray | None = None
         self._private_labels: np.ndarray | None = None
@@ -380,6 +403,7 @@ class WaspRun:
                 accepted.append(s)
                 need[c] -= 1
             append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
+            self._save_round(plan, complete=False)
             self._show_progress(g, plan.round)
 
     def _judged(self, candidates: list[tuple[str, str]], outcome: Counter[str]) -> list[tuple[str, str]]:
@@ -416,13 +440,23 @@ class WaspRun:
 
     def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
         t = plan.round
+        prior = next((r for r in self.round_log if r["round"] == t), None)
+        if prior is not None and prior.get("complete", True):  # entries without the key predate partial saves
+            # Finished before an interruption: its samples are in the journal and its rounds.json entry says
+            # what happened then (budgets, outcomes, epsilon at the time); redoing it would overwrite that.
+            log.info("round %d: completed before the run was interrupted; kept as recorded", t)
+            return
         by_id = {s.id: s for s in population}
         total = sum(sum(b.values()) for b in plan.budgets.values())
         self._round_label = f"round {t}/{self.rounds_total}"
         self._round_total = total
         self._round_started = time.monotonic()
         self._round_tokens0 = sum(tc.completion_tokens for tc in self.tokens.values())
-        self._outcomes: dict[str, Counter[str]] = {}
+        # a round continued after an interruption adds to what its first attempt recorded
+        self._outcomes: dict[str, Counter[str]] = {
+            g: Counter(c) for g, c in ((prior or {}).get("outcomes") or {}).items()
+        }
+        self._seconds_before = float((prior or {}).get("seconds") or 0.0)
         self.progress.start(self._round_label, total)
         for g, per_class in plan.budgets.items():
             have = Counter(s.label for s in self.samples if s.round == t and s.generator == g)
@@ -445,26 +479,38 @@ class WaspRun:
                 t,
                 sum(deficit.values()),
             )
-        self.round_log = [r for r in self.round_log if r["round"] != t]
-        self.round_log.append(
-            {
-                "round": t,
-                "budgets": plan.budgets,
-                "weights": plan.weights,
-                "class_shares": plan.class_shares,
-                "vote_mass": plan.vote_mass,
-                "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
-                "epsilon_spent": self.ledger.epsilon_spent(),
-                "seconds": round(time.monotonic() - self._round_started, 2),
-                "completion_tokens": {g: tc.completion_tokens for g, tc in self.tokens.items()},
-                **({"judge_prompt_tokens": self.judge_tokens.prompt_tokens} if self.w.label_judge else {}),
-                # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
-                # judge_unsure (label judge) / surplus outputs
-                "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
-            }
-        )
-        self.rundir.save_rounds(self.round_log)
+        self._save_round(plan, complete=True)
         log.info("round %d done: %d samples accepted", t, sum(1 for s in self.samples if s.round == t))
+
+    def _save_round(self, plan: RoundPlan, *, complete: bool) -> None:
+        """Write round ``plan.round``'s rounds.json entry: after every journalled chunk (complete=False,
+        so an interrupted round keeps its counts) and when the round ends (complete=True)."""
+        t = plan.round
+        entry = {
+            "round": t,
+            "budgets": plan.budgets,
+            "weights": plan.weights,
+            "class_shares": plan.class_shares,
+            "vote_mass": plan.vote_mass,
+            "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
+            "epsilon_spent": self.ledger.epsilon_spent(),
+            "seconds": round(self._seconds_before + time.monotonic() - self._round_started, 2),
+            # since the run started (a resumed run continues the recorded count)
+            "completion_tokens": {
+                g: self._tokens_base.get(g, 0) + tc.completion_tokens for g, tc in self.tokens.items()
+            },
+            **(
+                {"judge_prompt_tokens": self._judge_tokens_base + self.judge_tokens.prompt_tokens}
+                if self.w.label_judge
+                else {}
+            ),
+            # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
+            # judge_unsure (label judge) / surplus outputs
+            "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
+            "complete": complete,
+        }
+        self.round_log = [r for r in self.round_log if r["round"] != t] + [entry]
+        self.rundir.save_rounds(self.round_log)
 
 
 def _norm(text: str) -> str:
