@@ -170,7 +170,9 @@ def test_logreg_utility_separable_data() -> None:
         emb.encode(train.text.tolist()), train.label.tolist(), emb.encode(test.text.tolist()), test.label.tolist()
     )
     assert r["accuracy"]["mean"] > 0.9 and r["macro_f1"]["mean"] > 0.9
-    assert r["accuracy"]["std"] == 0.0 and len(r["accuracy"]["values"]) == 3 and r["deterministic"]
+    # deterministic: fitted once, one value, no seeds to pretend over
+    assert r["deterministic"] and r["runs"] == 1 and "seeds" not in r
+    assert r["accuracy"]["values"] == [r["accuracy"]["mean"]] and r["accuracy"]["std"] == 0.0
 
 
 def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> None:
@@ -193,6 +195,24 @@ def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> 
 def test_summarize_uses_sample_std() -> None:
     s = summarize([0.5, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_identical_values_have_no_spread_and_float_noise_is_never_one() -> None:
+    from dpsynth.evaluate.downstream import spread
+
+    # numpy's std of three equal floats is not always 0 (the user saw 1.36e-16 in the HTML report)
+    noisy = [v for v in (0.4855, 0.701, 0.1, 0.7, 0.634, 0.3) if np.std([v] * 3, ddof=1) > 0]
+    assert noisy, "no value with float noise found; the test would prove nothing"
+    for v in noisy:
+        s = summarize([v] * 3)
+        assert s["std"] == 0.0 and s["mean"] == v
+        assert spread(s) == "(same in all 3 seeds)"
+        # evaluation.json files of older versions stored the noise: it still never reads as a spread
+        assert spread({"mean": v, "std": float(np.std([v] * 3, ddof=1)), "values": [v] * 3}) == "(same in all 3 seeds)"
+    assert spread(summarize([0.7])) == ""  # one run: nothing to spread
+    assert spread(summarize([0.5, 0.7])) == f"+- {np.std([0.5, 0.7], ddof=1):.4f} (2 seeds)"
+    assert spread(summarize([0.5, 0.5 + 1e-7])) == "+- <0.0001 (2 seeds)"  # real but below print precision
+    assert spread(summarize([0.6, 0.62, 0.64]), what="draws", pm="±") == "± 0.0200 (3 draws)"
 
 
 @pytest.fixture(scope="module")
@@ -419,6 +439,8 @@ def test_cli_evaluate_summary_and_errors(
     main(["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--no-mauve", "--quiet"])
     out = capsys.readouterr().out
     assert "logreg" in out and "accuracy" in out and "FID" in out and "evaluation.json" in out
+    assert "+- 0.0000" not in out and "e-1" not in out  # no spread for the deterministic classifier
+    assert "deterministic, fitted once" in out
     for argv, msg in [
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--classifier", "svm"], "--classifier"),
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--seeds", "0"], "--seeds"),

@@ -196,6 +196,26 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     assert "&gt;50K" in page and "age: 31" in text and "<=50K" in text
 
 
+def test_report_never_shows_float_noise_as_a_spread(run_dir: Path, tmp_path: Path) -> None:
+    """An evaluation.json of an older version: logreg "over 3 seeds" with std 1.36e-16 (identical values)."""
+    other = tmp_path / "old_eval"
+    shutil.copytree(run_dir, other)
+    ev = json.loads((other / "evaluation.json").read_text())
+    ev["utility"]["logreg"].update(
+        seeds=[0, 1, 2], accuracy={"mean": 0.4855, "std": 1.36e-16, "values": [0.4855] * 3}, runs=None
+    )
+    ev["utility"]["finetune"] = {
+        "classifier": "fine-tuned", "seeds": [0, 1, 2], "deterministic": False,
+        "accuracy": {"mean": 0.7, "std": 1.2e-16, "values": [0.7] * 3},
+        "macro_f1": {"mean": 0.6, "std": 0.05, "values": [0.55, 0.6, 0.65]},
+    }
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    text = " ".join(parse(build_report(other)).text)
+    assert "e-16" not in text and "± 0 " not in text
+    assert "0.4855 ±" not in text and "1 (deterministic)" in text  # deterministic: no spread at all
+    assert "0.7 (same in all 3 seeds)" in text and "0.6 ± 0.0500 (3 seeds)" in text
+
+
 def test_report_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a directory"):
         build_report(tmp_path / "missing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 
@@ -22,7 +23,9 @@ def evaluate_cmd(
     classifier: str = typer.Option(
         "logreg", "--classifier", help="logreg (frozen MiniLM embeddings), finetune (fine-tuned MiniLM), or all."
     ),
-    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1) for mean +- std."),
+    seeds: int = typer.Option(
+        3, "--seeds", help="Seeds (0..N-1) of the fine-tuned classifier, for mean +- std (logreg is deterministic)."
+    ),
     epochs: int = typer.Option(
         3,
         "--epochs",
@@ -77,16 +80,22 @@ def evaluate_cmd(
     typer.echo(format_summary(result))
 
 
-def format_summary(result: dict) -> str:
+def format_summary(result: dict[str, Any]) -> str:
+    """The human summary of an evaluation; a spread only where seeds changed something."""
+    from dpsynth.evaluate.downstream import spread
+
     lines = [
         f"synthetic: {result['synthetic']['n']} records from {result['synthetic']['source']}",
         f"test:      {result['test']['n']} records from {result['test']['source']}",
     ]
     for name, u in result.get("utility", {}).items():
         acc, f1 = u["accuracy"], u["macro_f1"]
+        acc_s = "" if u.get("deterministic") else spread(acc)
+        f1_s = "" if u.get("deterministic") else spread(f1)
+        runs = "deterministic, fitted once" if u.get("deterministic") else f"{len(u.get('seeds') or [])} seeds"
         lines.append(
-            f"{name:9s} accuracy {acc['mean']:.4f} +- {acc['std']:.4f}   macro-F1 {f1['mean']:.4f} +- {f1['std']:.4f}"
-            f"   ({len(u['seeds'])} seeds)"
+            f"{name:9s} accuracy {acc['mean']:.4f}{' ' + acc_s if acc_s else ''}   macro-F1 {f1['mean']:.4f}"
+            f"{' ' + f1_s if f1_s else ''}   ({runs})"
         )
     fid = result.get("fidelity")
     if fid:

@@ -288,7 +288,9 @@ def evaluate(
 
     synthetic: run directory, file, DataFrame, list of records or ``SynthesisResult``.
     test: ``"embedded:imdb"`` (default: the fixed 2,000-review IMDb test split) or a table source.
-    classifiers: any of ``"logreg"`` (frozen embeddings, fast) and ``"finetune"`` (MiniLM fine-tuned).
+    classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
+    ``"finetune"`` (MiniLM fine-tuned, once per seed).
+    seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
     synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
     (after records with an empty text are dropped); skip embedding entirely.
     cache_dir: where test-set embeddings are cached (default ``~/.cache/dpsynth/eval``).
@@ -357,7 +359,7 @@ def evaluate(
         t0 = time.perf_counter()
         assert x_syn is not None and x_test is not None
         say("training logistic regression on synthetic embeddings")
-        result["utility"][downstream.LOGREG] = downstream.logreg_utility(x_syn, syn.labels, x_test, tst.labels, seeds)
+        result["utility"][downstream.LOGREG] = downstream.logreg_utility(x_syn, syn.labels, x_test, tst.labels)
         timings["logreg"] = time.perf_counter() - t0
     if downstream.FINETUNE in classifiers:
         t0 = time.perf_counter()
@@ -440,7 +442,7 @@ def _per_round(
         if mask.sum() >= 2:
             row["fid"] = fidelity.frechet_distance(x_syn[mask], x_test)
         if with_logreg and len(set(labels[mask].tolist())) >= 2:
-            r = downstream.logreg_utility(x_syn[mask], labels[mask].tolist(), x_test, test_labels, seeds=[0])
+            r = downstream.logreg_utility(x_syn[mask], labels[mask].tolist(), x_test, test_labels)
             row["logreg_accuracy"] = r["accuracy"]["mean"]
         out.append(row)
     return out

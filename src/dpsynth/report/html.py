@@ -398,6 +398,16 @@ def _class_section(
     return "".join(parts)
 
 
+def _with_spread(summary: dict[str, Any], deterministic: bool) -> str:
+    """A mean with its spread over seeds, only where seeds change something: a deterministic classifier
+    has none, and float round-off (older evaluation.json files stored std 1.36e-16) is never shown as one."""
+    from dpsynth.evaluate.downstream import spread
+
+    mean = summary.get("mean")
+    sp = "" if deterministic else spread(summary, pm="±")
+    return f"{fmt(mean)} {sp}".strip() if isinstance(mean, (int, float)) else fmt(mean)
+
+
 def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
     parts = ['<section id="evaluation"><h2>Evaluation</h2>']
     if not ev:
@@ -422,13 +432,13 @@ def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
             rows.append(
                 [
                     name,
-                    f"{fmt(acc.get('mean'))} ± {fmt(acc.get('std'))}",
-                    f"{fmt(f1.get('mean'))} ± {fmt(f1.get('std'))}",
-                    len(u.get("seeds") or []),
+                    _with_spread(acc, bool(u.get("deterministic"))),
+                    _with_spread(f1, bool(u.get("deterministic"))),
+                    "1 (deterministic)" if u.get("deterministic") else len(u.get("seeds") or []),
                     u.get("classifier"),
                 ]
             )
-        parts.append(table(["classifier", "accuracy", "macro-F1", "seeds", "details"], rows))
+        parts.append(table(["classifier", "accuracy", "macro-F1", "runs", "details"], rows))
     fid = ev.get("fidelity")
     if fid:
         parts.append("<h3>Fidelity in embedding space (synthetic vs real held-out)</h3>")
