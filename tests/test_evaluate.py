@@ -393,6 +393,65 @@ def test_evaluate_rejects_bad_options(test_csv: Path) -> None:
         evaluate(_reviews(10, 1), test_csv, seeds=[], embedder=FakeEmbedder())
 
 
+# ---------------------------------------------------------------- the test set and the headline's references
+def _medical(n: int, seed: int) -> pd.DataFrame:
+    """Labelled 0/1 like IMDb, about something else entirely: scoring it against IMDb means nothing."""
+    rng = random.Random(seed)
+    words = ["dose", "fever", "patient", "ward", "insulin", "biopsy", "scan", "tumour"]
+    return pd.DataFrame(
+        [{"text": " ".join(rng.choice(words) for _ in range(10)), "label": str(i % 2)} for i in range(n)]
+    )
+
+
+@pytest.fixture
+def embedded_run(run_dir: Path, tmp_path: Path) -> Path:
+    """The fake run as if it had run on the embedded IMDb data (config.yaml says so; M = 40)."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "imdb_run"
+    shutil.copytree(run_dir, run)
+    (run / "evaluation.json").unlink(missing_ok=True)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"].update(private="embedded:imdb", text_column="text", label_column="label", m_private=40, seed=0)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return run
+
+
+def test_test_set_is_required_unless_the_run_used_embedded_imdb(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    medical = _write(tmp_path, "medical.csv", _medical(60, 1))
+    # a file: nothing says which real data it imitates
+    with pytest.raises(ConfigError, match="^--test: give the real held-out data") as exc:
+        evaluate(medical, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert "\n" not in str(exc.value) and "medical.csv is not a run directory" in str(exc.value)
+    # a run directory on a private CSV: its config.yaml says it was not IMDb
+    with pytest.raises(ConfigError, match="did not use data.private = embedded:imdb"):
+        evaluate(run_dir, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    with pytest.raises(SystemExit) as sysexit:
+        main(["evaluate", "--synthetic", str(medical), "--quiet"])
+    assert sysexit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --test: ") and "\n" not in err
+
+
+def test_embedded_run_defaults_to_its_test_split_and_says_so(
+    fake_default_embedder: None, embedded_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    main(["evaluate", "--synthetic", str(embedded_run), "--no-mauve"])
+    captured = capsys.readouterr()
+    assert "note: no --test given: the run used data.private = embedded:imdb" in captured.out
+    assert "no --test given" in captured.err  # said at once, too
+    res = json.loads((embedded_run / "evaluation.json").read_text())
+    assert res["test"]["source"] == "embedded:imdb" and res["test"]["n"] == 2000
+
+
 # ---------------------------------------------------------------- CLI
 @pytest.fixture
 def fake_default_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,8 +13,11 @@ from dpsynth.errors import ConfigError
 
 def evaluate_cmd(
     synthetic: str = typer.Option(..., "--synthetic", help="Run directory or synthetic file (CSV/JSONL/Parquet)."),
-    test: str = typer.Option(
-        "embedded:imdb", "--test", help="Real held-out file, or embedded:imdb (the fixed 2,000-review IMDb test split)."
+    test: str | None = typer.Option(
+        None,
+        "--test",
+        help="Real held-out data to score against (CSV/JSONL/Parquet), or embedded:imdb (the fixed 2,000-review "
+        "IMDb test split). Required, unless --synthetic is the run directory of a run on embedded:imdb.",
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of the synthetic set."),
     label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),
@@ -88,6 +91,8 @@ def format_summary(result: dict[str, Any]) -> str:
         f"synthetic: {result['synthetic']['n']} records from {result['synthetic']['source']}",
         f"test:      {result['test']['n']} records from {result['test']['source']}",
     ]
+    for note in result.get("notes") or []:
+        lines.append(f"note: {note}")
     for name, u in result.get("utility", {}).items():
         acc, f1 = u["accuracy"], u["macro_f1"]
         acc_s = "" if u.get("deterministic") else spread(acc)

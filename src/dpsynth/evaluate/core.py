@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import EMBEDDED_IMDB, imdb_test, read_table
+from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate import downstream, fidelity
@@ -57,20 +57,43 @@ def eval_cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------- inputs
+def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` as a dict; {} when there is none or it cannot be read.
+
+    Evaluation and the report learn what a run used (its data source, task, private-set size) from
+    this public file alone, never from the private data."""
+    if run_dir is None:
+        return {}
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section of a run's config ({} when absent or malformed)."""
+    data = cfg.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def used_embedded_imdb(cfg: dict[str, Any]) -> bool:
+    """Whether the run's private data was the embedded IMDb draw (``data.private: embedded:imdb``)."""
+    return run_data_config(cfg).get("private") == EMBEDDED_IMDB
+
+
 def find_run_output(run_dir: Path) -> Path | None:
     """The synthetic output file of a run directory (the config's output_format first)."""
     names = list(_RUN_FILES)
-    cfg = run_dir / "config.yaml"
-    if cfg.exists():
-        import yaml
-
-        try:
-            fmt = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("output_format")
-        except (yaml.YAMLError, AttributeError, OSError):
-            fmt = None
-        if isinstance(fmt, str) and f"synthetic.{fmt}" in names:
-            names.remove(f"synthetic.{fmt}")
-            names.insert(0, f"synthetic.{fmt}")
+    fmt = read_run_config(run_dir).get("output_format")
+    if isinstance(fmt, str) and f"synthetic.{fmt}" in names:
+        names.remove(f"synthetic.{fmt}")
+        names.insert(0, f"synthetic.{fmt}")
     for n in names:
         if (run_dir / n).exists():
             return run_dir / n
@@ -122,6 +145,30 @@ def load_synthetic(source: Any, text_column: str = "text", label_column: str = "
 
 def data_rows(df: Any, text_column: str) -> Any:
     return df[text_column].astype(str).str.strip().ne("")
+
+
+def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:
+    """The test set to score against, and a note for the reader when it was not given.
+
+    Scoring against the wrong real data still yields a plausible number (a medical CSV scored 0.49
+    against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
+    directory whose config.yaml shows it ran on ``embedded:imdb``: its fixed test split is then the
+    only right test set, and the note says it was chosen."""
+    if test is not None:
+        return test, None
+    if syn.run_dir is not None and used_embedded_imdb(run_cfg):
+        return EMBEDDED_IMDB, (
+            f"no --test given: the run used data.private = {EMBEDDED_IMDB}, so its fixed "
+            f"{IMDB_TEST_SIZE:,}-review test split is the test set"
+        )
+    if syn.run_dir is not None:
+        why = f"the run in {syn.run_dir} did not use data.private = {EMBEDDED_IMDB} (config.yaml)"
+    else:
+        why = f"{syn.source} is not a run directory of a run on {EMBEDDED_IMDB}"
+    raise ConfigError(
+        f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
+        "there is no default test set"
+    )
 
 
 def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
@@ -262,7 +309,7 @@ def default_embedder(model: str = EMBEDDED_MINILM) -> Embedder:
 # ---------------------------------------------------------------- evaluate
 def evaluate(
     synthetic: Any,
-    test: Any = EMBEDDED_IMDB,
+    test: Any = None,
     *,
     text_column: str = "text",
     label_column: str = "label",
@@ -287,7 +334,9 @@ def evaluate(
     """Evaluate a synthetic labelled text set against real held-out data.  Returns a JSON-able dict.
 
     synthetic: run directory, file, DataFrame, list of records or ``SynthesisResult``.
-    test: ``"embedded:imdb"`` (default: the fixed 2,000-review IMDb test split) or a table source.
+    test: the real held-out data (a table source, or ``"embedded:imdb"`` for the fixed 2,000-review
+    IMDb test split).  Required, except for a run directory whose config.yaml shows the run used
+    ``data.private: embedded:imdb``: that run's test split is then the default (``notes`` says so).
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
     ``"finetune"`` (MiniLM fine-tuned, once per seed).
     seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
@@ -311,6 +360,11 @@ def evaluate(
     timings: dict[str, float] = {}
 
     syn = load_synthetic(synthetic, text_column, label_column)
+    run_cfg = read_run_config(syn.run_dir)
+    test, test_note = resolve_test(test, syn, run_cfg)
+    notes = [test_note] if test_note else []
+    for n in notes:
+        say(n)
     tst = load_test(test, test_text_column or text_column, test_label_column or label_column)
     warnings = check_labels(syn, tst)
     for w in warnings:
@@ -415,6 +469,7 @@ def evaluate(
         timings["per_round"] = time.perf_counter() - t0
 
     timings["total"] = time.perf_counter() - t_start
+    result["notes"] = notes
     result["warnings"] = warnings
     result["embeddings"] = emb_info
     result["timings_s"] = {k_: round(v, 3) for k_, v in timings.items()}
