@@ -196,6 +196,29 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     assert "&gt;50K" in page and "age: 31" in text and "<=50K" in text
 
 
+def _header(page: str) -> str:
+    m = re.search(r"<header>(.*?)</header>", page, re.S)
+    assert m, "no <header>"
+    return " ".join(parse(m.group(1)).text)
+
+
+def test_report_header_shows_the_task_the_run_used(run_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    other = tmp_path / "task"
+    shutil.copytree(run_dir, other)
+    assert "task: movie review" in _header(build_report(other))  # the fixture's config states it
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    # older runs on the embedded IMDb data left data.task at its default "text"; the run used "movie review"
+    cfg["data"].update(task="text", private="embedded:imdb")
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    header = _header(build_report(other))
+    assert "task: movie review" in header and "task: text" not in header
+    cfg["data"].update(private=str(tmp_path / "own.csv"))  # a run on its own data really used "text"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert "task: text" in _header(build_report(other))
+
+
 def test_report_never_shows_float_noise_as_a_spread(run_dir: Path, tmp_path: Path) -> None:
     """An evaluation.json of an older version: logreg "over 3 seeds" with std 1.36e-16 (identical values)."""
     other = tmp_path / "old_eval"

@@ -145,6 +145,21 @@ def _normalise_records(records: list[dict[str, Any]], cfg: dict[str, Any]) -> li
     return out
 
 
+def run_task(cfg: dict[str, Any]) -> str | None:
+    """The task the run used, from config.yaml ``data.task``.
+
+    Runs on the embedded IMDb data that predate the resolved config left ``data.task`` at its
+    default "text", while the task they generated for (and prompted with) was "movie review"."""
+    from dpsynth.data import EMBEDDED_IMDB, IMDB_TASK
+    from dpsynth.evaluate.core import run_data_config
+
+    data = run_data_config(cfg)
+    task = data.get("task")
+    if data.get("private") == EMBEDDED_IMDB and task in (None, "", "text"):
+        return IMDB_TASK
+    return str(task) if task not in (None, "") else None
+
+
 # ---------------------------------------------------------------- sections
 def _privacy_section(priv: dict[str, Any] | None) -> str:
     parts = ['<section id="privacy"><h2>Privacy guarantee</h2>']
@@ -594,7 +609,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     records = _normalise_records(records, cfg)
     labels = _label_names(cfg, priv, records)
     method = (priv or {}).get("method") or cfg.get("method") or "unknown method"
-    task = (cfg.get("data") or {}).get("task") if isinstance(cfg.get("data"), dict) else None
+    task = run_task(cfg)
+    public = (priv or {}).get("public_inputs")
+    if task is None and isinstance(public, dict) and public.get("task"):
+        task = str(public["task"])  # no config.yaml: the task privacy.json lists among the public inputs
     title = f"dpsynth report — {rd.name}"
     meta = [f"method <strong>{esc(method)}</strong>", f"{esc(fmt(len(records)))} synthetic records"]
     if task:
