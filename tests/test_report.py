@@ -21,6 +21,7 @@ from dpsynth.report import build_report, write_report
 from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
+LONG_GENERATOR = "qwen2.5-0.5b-instruct-q4_k_m"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
@@ -82,11 +83,19 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = fake_run_config(
         base / "private.csv",
         base / "run",
-        generators=[dict(name="a", model="x"), dict(name="b<i>", model="y", prompt_format="completion")],
+        generators=[
+            dict(name="a", model="x"),
+            dict(name="b<i>", model="y", prompt_format="completion"),
+            dict(name=LONG_GENERATOR, model="z"),  # a real model name: table columns cannot wrap it
+        ],
     )
     dpsynth.synthesize(
         cfg,
-        generators={"a": FakeGenerator("a", 1), "b<i>": FakeGenerator("b<i>", 2)},
+        generators={
+            "a": FakeGenerator("a", 1),
+            "b<i>": FakeGenerator("b<i>", 2),
+            LONG_GENERATOR: FakeGenerator(LONG_GENERATOR, 3),
+        },
         embedder=FakeEmbedder(),
         progress=False,
     )
@@ -139,6 +148,13 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     assert "FID of rounds ≤ t" in page  # per-round FID chart from evaluation.json
     assert "logreg" in text and "precision" in text
     assert "Generator outputs and why some were dropped" in text  # rounds.json outcomes per generator
+    # the rounds as compact tables, one per measure (not 1 + 3 x generators + 3 columns in one table), and
+    # every table inside a box that scrolls it horizontally, so no table widens the page
+    assert "weight a" not in text and "Generator weights (share of the next round's budget)" in text
+    assert "Noisy vote mass" in text and "Class shares, privacy spent and time" in text
+    assert page.count('<div class="tablewrap"><table') == page.count("<table") > 5
+    heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
+    assert max(h.count("<th>") for h in heads) <= 9
     assert "label consistency" in text  # evaluation.json: train on real, test on synthetic
     svgs = [t for t, _ in p.tags if t == "svg"]
     assert len(svgs) >= 5
@@ -264,6 +280,15 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
+# Appended to a copy of the report only (the report has no script): layout numbers into a <pre>.
+MEASURE_JS = """<script>
+var d = document.documentElement, r = {scrollWidth: d.scrollWidth, innerWidth: window.innerWidth};
+var h = document.getElementById("headline");
+if (h) { var b = h.getBoundingClientRect(); r.headline = {top: b.top, height: b.height, text: h.innerText}; }
+var p = document.createElement("pre"); p.id = "measure"; p.textContent = JSON.stringify(r);
+document.body.appendChild(p);
+</script>"""
+
 CHROMIUM_FLAGS = [  # headless, offline: no background networking that the closed network would refuse
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -289,9 +314,9 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     path = write_report(run_dir, tmp_path / "report.html")
     source = path.read_text(encoding="utf-8")
 
-    def chrome(*args: str) -> subprocess.CompletedProcess[str]:
+    def chrome(*args: str, page: Path = path) -> subprocess.CompletedProcess[str]:
         profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, path.as_uri()]
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     dom = chrome("--dump-dom")
@@ -309,3 +334,15 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     # text is grey on white; the plots add saturated colours: a blank or unstyled page has (almost) none
     saturated = (img.max(axis=2) - img.min(axis=2)) > 60
     assert saturated.mean() > 0.002, f"only {saturated.mean():.4%} coloured pixels"
+
+    # Layout at a small laptop's width: nothing widens the page (wide tables scroll inside their own box).
+    # The report itself has no script; a measuring copy appends one that writes the numbers into the DOM.
+    probe = tmp_path / "probe.html"
+    probe.write_text(source.replace("</body>", MEASURE_JS + "</body>"), encoding="utf-8")
+    for width in (1000, 700):
+        dom = chrome("--dump-dom", f"--window-size={width},900", page=probe)
+        m = re.search(r'<pre id="measure">(.*?)</pre>', dom.stdout, re.S)
+        assert dom.returncode == 0 and m, dom.stderr[-2000:]
+        got = json.loads(html.unescape(m.group(1)))
+        assert got["innerWidth"] == width, got
+        assert got["scrollWidth"] <= got["innerWidth"], f"the page overflows horizontally at {width}px: {got}"

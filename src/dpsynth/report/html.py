@@ -39,7 +39,11 @@ h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.25rem;margin:2rem 0 .6rem;bord
 padding-bottom:.2rem}h3{font-size:1.02rem;margin:1.2rem 0 .4rem}
 .meta{color:#5a6478;font-size:.9rem}
 nav a{margin-right:.9rem;font-size:.92rem;color:#2456a6;text-decoration:none}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.88rem;background:#fff}
+.tablewrap{max-width:100%;overflow-x:auto;margin:.5rem 0 1rem}
+table{border-collapse:collapse;margin:0;font-size:.88rem;background:#fff}
+.subtables{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
+.subtables>div{max-width:100%;min-width:0}
+h4{font-size:.92rem;margin:.7rem 0 .2rem;font-weight:600}
 th,td{border:1px solid #dde2ea;padding:.3rem .55rem;text-align:left;vertical-align:top}
 th{background:#f0f3f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .guarantee{background:#eef6ee;border-left:4px solid #3c8d3c;padding:.7rem 1rem;margin:.6rem 0}
@@ -50,7 +54,7 @@ white-space:pre-wrap;word-wrap:break-word;font-size:.9rem}
 .sample .src{display:block;color:#5a6478;font-size:.78rem;margin-top:.25rem}
 svg.chart{width:100%;max-width:680px;height:auto;display:block;margin:.5rem 0 1rem}
 pre{background:#fff;border:1px solid #dde2ea;padding:.75rem;overflow-x:auto;font-size:.82rem}
-code{font-size:.9em}
+code{font-size:.9em;overflow-wrap:anywhere}
 """
 
 
@@ -89,7 +93,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") 
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     c = f' class="{esc(cls)}"' if cls else ""
-    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # the wrapper scrolls a table wider than the page inside itself, so the page never widens
+    return f'<div class="tablewrap"><table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 # ---------------------------------------------------------------- inputs
@@ -298,27 +303,49 @@ def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], la
         )
         if svg:
             parts.append(svg)
-    headers = ["round"]
-    headers += [f"weight {g}" for g in gens] + [f"vote mass {g}" for g in gens] + [f"accepted {g}" for g in gens]
-    headers += ["class shares", "epsilon spent", "seconds"]
-    rows = []
-    for r in rounds:
-        shares = r.get("class_shares") or {}
-        share_txt = ", ".join(f"{labels.get(k, k)} {float(v):.2f}" for k, v in shares.items()) if shares else None
-        rows.append(
-            [r.get("round")]
-            + [(r.get("weights") or {}).get(g) for g in gens]
-            + [(r.get("vote_mass") or {}).get(g) for g in gens]
-            + [(r.get("accepted") or {}).get(g) for g in gens]
-            + [share_txt, r.get("epsilon_spent"), r.get("seconds")]
-        )
-    parts.append(table(headers, rows))
+    parts.append(_round_tables(rounds, gens, labels))
     parts.append(_outcomes_table(rounds))
     parts.append(
         '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
         "(post-processing). Round 0 is the zero-shot seed round and uses no private data.</p></section>"
     )
     return "".join(parts)
+
+
+# The per-generator measures of rounds.json, each shown as its own small table.
+ROUND_MEASURES = (
+    ("weights", "Generator weights (share of the next round's budget)"),
+    ("vote_mass", "Noisy vote mass"),
+    ("accepted", "Accepted samples"),
+)
+
+
+def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str]) -> str:
+    """The rounds as compact tables: one per measure (a row per generator, a column per round), then
+    one row per round for class shares, epsilon and time.  One table with a column per generator and
+    measure (13 columns for 3 generators) was wider than the page."""
+    subs = []
+    for key, title in ROUND_MEASURES:
+        have = [(r.get("round", i), r[key]) for i, r in enumerate(rounds) if isinstance(r.get(key), dict) and r[key]]
+        if have:  # only the rounds that have the measure (round 0, the zero-shot seed, has no vote)
+            rows = [[g] + [values.get(g) for _, values in have] for g in gens]
+            heads = ["generator", *(f"round {x}" for x, _ in have)]
+            subs.append(f"<div><h4>{esc(title)}</h4>{table(heads, rows)}</div>")
+    rows = []
+    for r in rounds:
+        shares = r.get("class_shares") or {}
+        share_txt = (
+            ", ".join(f"{labels.get(k, k)} {float(v):.2f}" for k, v in shares.items())
+            if isinstance(shares, dict) and shares
+            else None
+        )
+        rows.append([r.get("round"), share_txt, r.get("epsilon_spent"), r.get("seconds")])
+    subs.append(
+        "<div><h4>Class shares, privacy spent and time</h4>"
+        + table(["round", "class shares", "epsilon spent", "seconds"], rows)
+        + "</div>"
+    )
+    return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
 
 
 # What happened to each generator output (rounds.json "outcomes"), in the order a reader asks about it.
