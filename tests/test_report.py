@@ -21,6 +21,11 @@ from dpsynth.report import build_report, write_report
 from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
+# What small instruction models write around a review: a prompt echo, markdown, a code fence.
+JUNK = (
+    "Sure! Here is a positive movie review:\n\n## A **great** film\n\n```\nI *loved* it, the `music` was great.\n"
+    "```\n"
+)
 LONG_GENERATOR = "qwen2.5-0.5b-instruct-q4_k_m"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -103,6 +108,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(run / "synthetic.jsonl", "a", encoding="utf-8") as f:
         rec = {"text": EVIL, "label": "1", "label_name": "positive", "generator": "a", "round": 3}
         f.write(json.dumps(rec) + "\n")
+        f.write(json.dumps({**rec, "text": JUNK}) + "\n")
     test = pd.DataFrame(
         [
             {"text": ("great loved film music" if i % 2 else "awful boring plot dull"), "label": str(i % 2)}
@@ -210,6 +216,44 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     text = " ".join(p.text)
     assert "NOT differentially private" in text
     assert "&gt;50K" in page and "age: 31" in text and "<=50K" in text
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        (JUNK, "A great film\n\nI loved it, the music was great."),
+        ("Here's a negative review of the movie: The plot was dull.", "The plot was dull."),
+        ("Positive movie review: Loved it, __truly__.", "Loved it, truly."),
+        ("Review:\nGreat film", "Great film"),
+        ('"A whole review in quotes."', "A whole review in quotes."),
+        ("# Verdict\n* acting: fine\n- plot: thin\n> quoted line\n---\nSee [the trailer](#t).", (
+            "Verdict\n• acting: fine\n- plot: thin\nquoted line\n\nSee the trailer.")),
+        # left alone: inner snake_case, arithmetic, a mid-text colon, a lone '#1', plain text
+        ("my_var_name is 2 * 3 * 4; the review: fine. #1 film", "my_var_name is 2 * 3 * 4; the review: fine. #1 film"),
+        ("Just a plain review.", "Just a plain review."),
+        ("**", "**"),  # nothing would be left: the raw text stands
+    ],
+)
+def test_clean_for_display(raw: str, shown: str) -> None:
+    from dpsynth.report.html import clean_for_display
+
+    assert clean_for_display(raw, task="movie review", labels=["negative", "positive"]) == shown
+
+
+def test_sample_cards_show_clean_text_and_keep_the_raw_text(run_dir: Path) -> None:
+    page = build_report(run_dir, samples_per_class=1000)
+    cards = re.findall(r'<div class="sample">(.*?)</div>\s*(?=<div class="sample">|<h3>|</section>)', page, re.S)
+    junk = [c for c in cards if "A great film" in c]
+    assert len(junk) == 1, "the junk sample's card"
+    shown, _, raw = junk[0].partition("<details>")
+    assert "I loved it, the music was great." in shown
+    for marker in ("**", "##", "```", "`", "Here is a", "Sure!"):
+        assert marker not in html.unescape(shown), marker
+    # the raw text stays available, escaped, in a <details> of the same card
+    assert "<summary>raw text</summary>" in raw and html.escape(JUNK.strip(), quote=True) in raw
+    # a text that needed no cleaning has no raw copy; the synthetic data itself is unchanged
+    assert not any("<details>" in c for c in cards if "A great film" not in c and "alert(" not in c)
+    assert JUNK in (run_dir / "synthetic.jsonl").read_text(encoding="utf-8").replace("\\n", "\n")
 
 
 def _header(page: str) -> str:

@@ -16,6 +16,7 @@ import html
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,7 +52,10 @@ th{background:#f0f3f8;font-weight:600}td.num{text-align:right;font-variant-numer
 .note{color:#5a6478;font-size:.9rem}
 .sample{background:#fff;border:1px solid #dde2ea;border-radius:4px;padding:.5rem .75rem;margin:.4rem 0;
 white-space:pre-wrap;word-wrap:break-word;font-size:.9rem}
+.sample .text{margin:0}
 .sample .src{display:block;color:#5a6478;font-size:.78rem;margin-top:.25rem}
+.sample details{font-size:.78rem;color:#5a6478;margin-top:.2rem}
+.sample details pre{white-space:pre-wrap;margin:.3rem 0 0;font-size:.8rem}
 svg.chart{width:100%;max-width:680px;height:auto;display:block;margin:.5rem 0 1rem}
 pre{background:#fff;border:1px solid #dde2ea;padding:.75rem;overflow-x:auto;font-size:.82rem}
 code{font-size:.9em;overflow-wrap:anywhere}
@@ -547,11 +551,69 @@ def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
     return "".join(parts)
 
 
-def _samples_section(records: list[dict[str, Any]], labels: Mapping[str, str], per_class: int) -> str:
+# ---------------------------------------------------------------- sample text for reading
+# Small instruction models wrap a review in markdown and echo the prompt ("Sure! Here is a positive movie
+# review:").  The cards show the text cleaned for reading; the data and the raw text stay as they are.
+_FENCE = re.compile(r"^[ \t]*(?:```|~~~)[^\n]*$", re.M)
+_RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M)
+_QUOTE = re.compile(r"^[ \t]{0,3}>[ \t]?", re.M)
+_STAR_BULLET = re.compile(r"^([ \t]*)[*+][ \t]+", re.M)
+_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S)
+_EMPH_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])")
+_EMPH_UNDER = re.compile(r"(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![\w_])")
+_CODE = re.compile(r"`+([^`\n]+?)`+")
+_LINK = re.compile(r"!?\[([^\]\n]+)\]\([^)\s]*\)")
+_LEFTOVER = re.compile(r"\*{2,}|`{3,}|(?<!\S)#{2,}(?!\S)")
+_POLITE = r"(?:(?:sure|okay|ok|certainly|of course|absolutely)\b[!.,]*\s*)?"
+_HERE_IS = re.compile(_POLITE + r"here(?:'s|\u2019s|\s+is|\s+are)\b[^\n:]{0,100}:[ \t]*\n*", re.I)
+
+
+def clean_for_display(text: str, task: str | None = None, labels: Iterable[str] = ()) -> str:
+    """``text`` for a person to read: markdown markup and a leading prompt echo removed.
+
+    Removes code fences, headings, emphasis, inline code, links (their words stay), rules and quote
+    marks, and a leading echo of the request: "Sure! Here is a positive movie review:", or a first
+    "<label> <task>:" / "Review:" line.  Only the start of the text is treated as an echo, and a text
+    that would be left empty is returned as it was.  For display only: the data is never changed.
+    """
+    raw = text
+    t = text.replace("\r\n", "\n").strip()
+    t = _HERE_IS.sub("", t, count=1) if _HERE_IS.match(t) else t
+    words = [w for w in (task or "", "review", "text") if w]
+    names = "|".join(re.escape(str(x)) for x in labels if str(x))
+    label_part = rf"(?:(?:{names})[ \t]+)?" if names else ""
+    echo = re.compile(
+        rf"(?:(?:a|an)[ \t]+)?{label_part}(?:{'|'.join(re.escape(w) for w in words)})[ \t]*:[ \t]*\n*", re.I
+    )
+    if echo.match(t):
+        t = echo.sub("", t, count=1)
+    t = _FENCE.sub("", t)
+    t = _RULE.sub("", t)
+    t = _HEADING.sub("", t)
+    t = _QUOTE.sub("", t)
+    t = _STAR_BULLET.sub("\\1\u2022 ", t)
+    t = _LINK.sub(r"\1", t)
+    t = _CODE.sub(r"\1", t)
+    t = _STRONG.sub(r"\2", t)
+    t = _EMPH_STAR.sub(r"\1", t)
+    t = _EMPH_UNDER.sub(r"\1", t)
+    t = _LEFTOVER.sub("", t)
+    t = re.sub(r"[ \t]+\n", "\n", t)
+    t = re.sub(r"\n{3,}", "\n\n", t).strip()
+    if len(t) >= 2 and t[0] == t[-1] == '"' and '"' not in t[1:-1]:
+        t = t[1:-1].strip()
+    return t or raw.strip() or raw
+
+
+def _samples_section(
+    records: list[dict[str, Any]], labels: Mapping[str, str], per_class: int, task: str | None = None
+) -> str:
     parts = [
         '<section id="samples"><h2>Example synthetic samples</h2>',
         f'<p class="note">Up to {per_class} randomly chosen synthetic records per class (seed 0). These are '
-        "generated texts; private records are never shown.</p>",
+        "generated texts; private records are never shown. For reading, markdown markup and a leading echo of "
+        "the prompt are removed from the text shown (the data is unchanged; “raw text” shows it as written).</p>",
     ]
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -564,18 +626,25 @@ def _samples_section(records: list[dict[str, Any]], labels: Mapping[str, str], p
         title = f"{labels[k]} (label {k})" if k in labels else (f"label {k}" if k else "all records (no label column)")
         parts.append(f"<h3>{esc(title)}</h3>")
         for r in pick:
-            text = str(r.get("text", ""))
-            if len(text) > SAMPLE_CHARS:
-                text = text[:SAMPLE_CHARS].rstrip() + " …"
+            raw = str(r.get("text", ""))
+            text = clean_for_display(raw, task, labels.values())
             src = []
             if r.get("generator") not in (None, ""):
                 src.append(f"generator {r['generator']}")
             if r.get("round") not in (None, ""):
                 src.append(f"round {r['round']}")
             meta = f'<span class="src">{esc(", ".join(src))}</span>' if src else ""
-            parts.append(f'<div class="sample">{esc(text)}{meta}</div>')
+            keep = ""
+            if text != raw.strip():  # what was removed stays one click away
+                shown_raw = esc(_clip(raw.strip(), 4 * SAMPLE_CHARS))
+                keep = f"<details><summary>raw text</summary><pre>{shown_raw}</pre></details>"
+            parts.append(f'<div class="sample"><p class="text">{esc(_clip(text, SAMPLE_CHARS))}</p>{meta}{keep}</div>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n].rstrip() + " …"
 
 
 # ---------------------------------------------------------------- page
@@ -665,7 +734,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         _rounds_section(rounds, cfg, labels),
         _class_section(records, labels, rounds, evaluation),
         _evaluation_section(evaluation, rd),
-        _samples_section(records, labels, samples_per_class),
+        _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
     ]
