@@ -256,6 +256,53 @@ def test_sample_cards_show_clean_text_and_keep_the_raw_text(run_dir: Path) -> No
     assert JUNK in (run_dir / "synthetic.jsonl").read_text(encoding="utf-8").replace("\\n", "\n")
 
 
+def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_path: Path) -> None:
+    page = build_report(run_dir)
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    # right after the header, before every other section
+    assert page.index('id="headline"') < page.index('id="privacy"') < page.index('id="evaluation"')
+    m = re.search(r'<section id="headline">(.*?)</section>', page, re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    acc = ev["utility"]["logreg"]["accuracy"]["mean"]
+    assert f"accuracy {acc:.3f}" in head and "trained on the" in head and "synthetic records" in head
+    assert "always answering the most common test label" in head  # the majority-class reference
+    assert "FID" in head and "precision" in head  # the readings in plain words
+    assert '<a href="#headline">' in page
+
+    # references of a run on embedded:imdb, and a spread over draws where draws differ
+    other = tmp_path / "refs"
+    shutil.copytree(run_dir, other)
+    ev["headline"]["references"] = [
+        {"name": "real", "label": "100 real records from the embedded IMDb pool", "value": 0.689,
+         "std": 0.03, "values": [0.66, 0.69, 0.72], "draws": 3},
+        {"name": "zero-shot", "label": "zero-shot synthetic set (100 records, runs/zs)", "value": 0.634},
+        *ev["headline"]["references"],
+    ]
+    ev["readings"]["mauve"] = "MAUVE 0.74: the synthetic texts' distribution overlaps the real one moderately"
+    ev["notes"] = ["no --test given: the run used data.private = embedded:imdb, so its test split is the test set"]
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    m = re.search(r'<section id="headline">(.*?)</section>', build_report(other), re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    assert "100 real records from the embedded IMDb pool" in head and "0.689 ± 0.030 (3 draws)" in head
+    assert "zero-shot synthetic set" in head and "0.634" in head and "0.500" in head
+    assert "overlaps the real one moderately" in head and "no --test given" in head
+
+    # an evaluation.json written before the headline existed: the logreg accuracy, readings recomputed
+    for key in ("headline", "readings", "notes"):
+        ev.pop(key)
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    m = re.search(r'<section id="headline">(.*?)</section>', build_report(other), re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    assert f"accuracy {acc:.3f}" in head and "no fixed scale" in head
+    # not evaluated: no headline section, and the hint names the test data to give
+    (other / "evaluation.json").unlink()
+    page = build_report(other)
+    assert 'id="headline"' not in page and "--test HELD_OUT_FILE" in page
+
+
 def _header(page: str) -> str:
     m = re.search(r"<header>(.*?)</header>", page, re.S)
     assert m, "no <header>"
@@ -390,3 +437,7 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
         got = json.loads(html.unescape(m.group(1)))
         assert got["innerWidth"] == width, got
         assert got["scrollWidth"] <= got["innerWidth"], f"the page overflows horizontally at {width}px: {got}"
+        # the headline is rendered, and visible without scrolling
+        h = got.get("headline")
+        assert h and h["height"] > 0 and 0 <= h["top"] < 900 - 60, got
+        assert "accuracy" in h["text"] and "most common test label" in h["text"]

@@ -367,7 +367,7 @@ def evaluate(
     ``RUN_DIR/evaluation.json``; with ``per_round``, FID (and logreg accuracy) of the samples of
     rounds <= t is computed for every round t.
 
-    The result leads with ``headline`` ({metric, value, classifier, text, references: [...]}) and
+    The result leads with ``headline`` ({metric, value, classifier, description, text, references}) and
     ``readings`` (plain-words readings of FID, MAUVE and precision/recall).
     """
     say = progress or (lambda msg: log.info(msg))
@@ -552,14 +552,16 @@ def _headline(
 ) -> dict[str, Any]:
     """The one figure a reader looks at first, with what it means and what to compare it with."""
     value = logreg["accuracy"]["mean"]
+    description = (
+        f"logistic regression on frozen {model} embeddings, trained on the {n_synthetic:,} synthetic records, "
+        f"tested on {len(test):,} real held-out records ({test.source})"
+    )
     return {
         "metric": "accuracy",
         "value": value,
         "classifier": downstream.LOGREG,
-        "text": (
-            f"accuracy {value:.4f}: logistic regression on frozen {model} embeddings, trained on the "
-            f"{n_synthetic:,} synthetic records, tested on {len(test):,} real held-out records ({test.source})"
-        ),
+        "description": description,
+        "text": f"accuracy {value:.4f}: {description}",
         "references": references,
     }
 

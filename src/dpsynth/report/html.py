@@ -47,6 +47,9 @@ table{border-collapse:collapse;margin:0;font-size:.88rem;background:#fff}
 h4{font-size:.92rem;margin:.7rem 0 .2rem;font-weight:600}
 th,td{border:1px solid #dde2ea;padding:.3rem .55rem;text-align:left;vertical-align:top}
 th{background:#f0f3f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.headline{background:#eef3fb;border-left:4px solid #2456a6;padding:.6rem 1rem;margin:.6rem 0}
+.headline .figure{font-size:1.45rem;margin:.1rem 0}.headline p{margin:.3rem 0}
+.headline ul{margin:.4rem 0;padding-left:1.2rem}
 .guarantee{background:#eef6ee;border-left:4px solid #3c8d3c;padding:.7rem 1rem;margin:.6rem 0}
 .warn{background:#fff6e5;border-left:4px solid #d08a00;padding:.5rem 1rem;margin:.6rem 0}
 .note{color:#5a6478;font-size:.9rem}
@@ -444,6 +447,76 @@ def _class_section(
     return "".join(parts)
 
 
+def _num(x: Any) -> float | None:
+    """``x`` as a float if it is a finite number (evaluation.json may hold null or a string)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _headline_of(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """evaluation.json's headline; for files written before it existed, the default classifier's accuracy
+    (without reference points, which only the newer evaluation computes)."""
+    head = ev.get("headline")
+    if isinstance(head, dict) and _num(head.get("value")) is not None:
+        return head
+    acc = _num((((ev.get("utility") or {}).get("logreg") or {}).get("accuracy") or {}).get("mean"))
+    if acc is None:
+        return None
+    tst = ev.get("test") or {}
+    return {
+        "metric": "accuracy",
+        "value": acc,
+        "description": (
+            "logistic regression on frozen sentence embeddings, trained on the synthetic records, tested on "
+            f"{fmt(tst.get('n'))} real held-out records ({tst.get('source')})"
+        ),
+        "references": [],
+    }
+
+
+def _acc(x: float | None) -> str:
+    """An accuracy as the headline shows it: three decimals, so 1.0 reads 1.000 and 0.7 reads 0.700."""
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _headline_section(ev: dict[str, Any] | None) -> str:
+    """The headline figure at the top of the page: what it is, what to compare it with, what the
+    fidelity metrics say in words.  Empty when the run was not evaluated."""
+    from dpsynth.evaluate.downstream import spread
+    from dpsynth.evaluate.fidelity import readings as fidelity_readings
+
+    head = _headline_of(ev) if ev else None
+    if ev is None or head is None:
+        return ""
+    value = _num(head.get("value"))
+    parts = [
+        '<section id="headline"><h2>Headline</h2><div class="headline">',
+        f'<p class="figure">{esc(head.get("metric") or "accuracy")} <strong>{esc(_acc(value))}</strong></p>',
+        f"<p>{esc(head.get('description') or head.get('text') or '')}</p>",
+    ]
+    rows = []
+    for ref in head.get("references") or []:
+        v = _num(ref.get("value")) if isinstance(ref, dict) else None
+        if v is None:
+            continue
+        sp = spread(ref, digits=3, what="draws", pm="±") if ref.get("draws") else ""
+        rows.append([ref.get("label") or ref.get("name"), f"{_acc(v)} {sp}".strip()])
+    if rows:
+        parts.append(table(["for comparison: the same classifier trained on", "accuracy"], rows, cls="refs"))
+    readings = ev.get("readings")
+    if not isinstance(readings, dict) or not readings:
+        fid = ev.get("fidelity")
+        readings = fidelity_readings(fid) if isinstance(fid, dict) else {}
+    items = [readings[k] for k in ("mauve", "precision_recall", "fid") if isinstance(readings.get(k), str)]
+    if items:
+        parts.append('<ul class="readings">' + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+    for note in ev.get("notes") or []:
+        parts.append(f'<p class="note">{esc(note)}</p>')
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
 def _with_spread(summary: dict[str, Any], deterministic: bool) -> str:
     """A mean with its spread over seeds, only where seeds change something: a deterministic classifier
     has none, and float round-off (older evaluation.json files stored std 1.36e-16) is never shown as one."""
@@ -454,13 +527,18 @@ def _with_spread(summary: dict[str, Any], deterministic: bool) -> str:
     return f"{fmt(mean)} {sp}".strip() if isinstance(mean, (int, float)) else fmt(mean)
 
 
-def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
+def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: bool = False) -> str:
     parts = ['<section id="evaluation"><h2>Evaluation</h2>']
     if not ev:
+        test = "" if embedded_imdb else " --test HELD_OUT_FILE"
+        why = (
+            " (the run used the embedded IMDb data, so its test split is the default)"
+            if embedded_imdb
+            else " (your real held-out data: CSV, JSONL or Parquet)"
+        )
         parts.append(
-            '<p class="note">Not evaluated yet. Run <code>dpsynth evaluate --synthetic '
-            f"{esc(run_dir)} --test embedded:imdb</code> (or your own held-out file), then "
-            "<code>dpsynth report</code> again.</p></section>"
+            f'<p class="note">Not evaluated yet. Run <code>dpsynth evaluate --synthetic {esc(run_dir)}{test}</code>'
+            f"{why}, then <code>dpsynth report</code> again.</p></section>"
         )
         return "".join(parts)
     syn, tst = ev.get("synthetic") or {}, ev.get("test") or {}
@@ -488,8 +566,14 @@ def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path) -> str:
     fid = ev.get("fidelity")
     if fid:
         parts.append("<h3>Fidelity in embedding space (synthetic vs real held-out)</h3>")
+        ref = fid.get("fid_real_reference")
         rows = [
             ["FID (lower is closer)", fid.get("fid")],
+            *(
+                [[f"FID of a real sample of the same size ({fmt(ref.get('n'))} records)", ref.get("fid")]]
+                if isinstance(ref, dict)
+                else []
+            ),
             [f"precision (k={fid.get('k')}; share of synthetic inside the real manifold)", fid.get("precision")],
             [f"recall (k={fid.get('k')}; share of real inside the synthetic manifold)", fid.get("recall")],
         ]
@@ -681,7 +765,7 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
-    from dpsynth.evaluate.core import EVALUATION_FILE
+    from dpsynth.evaluate.core import EVALUATION_FILE, used_embedded_imdb
 
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
@@ -716,9 +800,11 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if priv and isinstance(priv.get("epsilon"), (int, float)):
         meta.append(f"ε = {esc(fmt(float(priv['epsilon']), 3))}")
     meta.append(f"generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
+    headline = _headline_section(evaluation)
     nav = "".join(
         f'<a href="#{a}">{t}</a>'
         for a, t in (
+            *((("headline", "Headline"),) if headline else ()),
             ("privacy", "Privacy"),
             ("rounds", "Rounds"),
             ("classes", "Classes"),
@@ -730,10 +816,11 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     body = [
         f'<header><h1>{esc(title)}</h1><p class="meta">{" · ".join(meta)}</p>',
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
+        headline,
         _privacy_section(priv),
         _rounds_section(rounds, cfg, labels),
         _class_section(records, labels, rounds, evaluation),
-        _evaluation_section(evaluation, rd),
+        _evaluation_section(evaluation, rd, used_embedded_imdb(cfg)),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
