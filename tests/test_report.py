@@ -201,6 +201,30 @@ def test_report_zero_shot_and_incomplete(run_dir: Path, tmp_path: Path) -> None:
     assert "No privacy guarantee can be stated" in build_report(zs)
 
 
+def test_report_privacy_section_reads_the_unified_and_older_privacy_json(run_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "priv"
+    shutil.copytree(run_dir, other)
+    priv = json.loads((other / "privacy.json").read_text())
+    priv.update(
+        accountant={"name": "dp-accounting PLD", "epsilon_at_delta": 3.9997},
+        domain={"checks": ["every record has a non-empty text"], "note": "stated over records passing the checks"},
+        composition="runs on the same private data add up",
+    )
+    (other / "privacy.json").write_text(json.dumps(priv))
+    text = " ".join(parse(build_report(other)).text)
+    assert "accountant's epsilon at delta" in text and "3.9997" in text
+    assert "every record has a non-empty text" in text and "Composition: runs on the same private data" in text
+    # differentially_private: false says NOT DP, whatever epsilon reads
+    priv.update(differentially_private=False, epsilon=4.0)
+    (other / "privacy.json").write_text(json.dumps(priv))
+    assert "NOT differentially private" in " ".join(parse(build_report(other)).text)
+    # an older, looser file: mechanisms as names, the accountant as a string, no domain
+    old = {"epsilon": 2.0, "delta": 1e-5, "method": "wasp", "mechanisms": ["gaussian"], "accountant": "rdp"}
+    (other / "privacy.json").write_text(json.dumps(old))
+    text = " ".join(parse(build_report(other)).text)
+    assert "ε = 2, δ = 1e-05" in text and "rdp" in text
+
+
 def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     """Other methods (e.g. PEARL on tables) write rows without text and may be non-private references."""
     run = tmp_path / "tab"

@@ -183,12 +183,17 @@ def _privacy_section(priv: dict[str, Any] | None) -> str:
         return "".join(parts)
     eps = priv.get("epsilon")
     delta = priv.get("delta")
-    mechs = priv.get("mechanisms") or []
+    raw_mechs = priv.get("mechanisms")
+    mechs = [m for m in raw_mechs if isinstance(m, dict)] if isinstance(raw_mechs, list) else []
     adjacency = priv.get("adjacency") or "add/remove one private record"
-    if isinstance(eps, (int, float)) and not math.isfinite(eps):
+    not_dp = priv.get("differentially_private") is False or (
+        isinstance(eps, (int, float)) and not math.isfinite(eps)
+    )
+    if not_dp:
+        shown = "∞" if not isinstance(eps, (int, float)) or not math.isfinite(eps) else fmt(float(eps), 3)
         words = (
-            "<strong>This run is NOT differentially private</strong> (ε = ∞): it is a reference run without "
-            f"noise. {esc(priv.get('guarantee') or '')}"
+            f"<strong>This run is NOT differentially private</strong> (ε = {esc(shown)}): it is a reference run "
+            f"without the privacy guarantee. {esc(priv.get('guarantee') or '')}"
         )
     elif isinstance(eps, (int, float)) and eps == 0 and not mechs:
         words = (
@@ -208,8 +213,7 @@ def _privacy_section(priv: dict[str, Any] | None) -> str:
         )
     else:
         words = esc(priv.get("guarantee") or "The privacy report does not state epsilon and delta.")
-    ok = not (isinstance(eps, (int, float)) and not math.isfinite(eps))
-    parts.append(f'<p class="{"guarantee" if ok else "warn"}">{words}</p>')
+    parts.append(f'<p class="{"warn" if not_dp else "guarantee"}">{words}</p>')
     if priv.get("guarantee"):
         parts.append(f'<p class="note">Formal statement: {esc(priv["guarantee"])}</p>')
     if priv.get("complete") is False:
@@ -228,6 +232,9 @@ def _privacy_section(priv: dict[str, Any] | None) -> str:
     acct = priv.get("accountant")
     if isinstance(acct, dict):
         rows.append(["accountant", acct.get("name")])
+        at = acct.get("epsilon_at_delta")
+        if isinstance(at, (int, float)):
+            rows.append(["accountant's epsilon at delta", fmt(float(at), 6)])
         cross = acct.get("gdp_crosscheck")
         if isinstance(cross, dict) and "epsilon_at_delta" in cross:
             ce = cross.get("epsilon_at_delta")
@@ -249,6 +256,17 @@ def _privacy_section(priv: dict[str, Any] | None) -> str:
             + "".join(f"<li>{esc(i)}</li>" for i in items)
             + "</ul>"
         )
+    domain = priv.get("domain")
+    if isinstance(domain, dict) and (domain.get("checks") or domain.get("note")):
+        checks = domain.get("checks")
+        items = checks if isinstance(checks, list) else [checks] if checks else []
+        parts.append("<h3>Input domain (public checks every private record passes)</h3>")
+        if items:
+            parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+        if domain.get("note"):
+            parts.append(f'<p class="note">{esc(domain["note"])}</p>')
+    if priv.get("composition"):
+        parts.append(f'<p class="note">Composition: {esc(priv["composition"])}</p>')
     if priv.get("never_written"):
         parts.append(f'<p class="note">Never written to disk or logs: {esc(priv["never_written"])}.</p>')
     parts.append("</section>")
