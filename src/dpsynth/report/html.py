@@ -1,9 +1,12 @@
 """``dpsynth report RUN_DIR``: one self-contained HTML file a person reads.
 
-Sections: privacy guarantee (plain words + mechanism table, from privacy.json), generation rounds
-(generator weights, noisy vote mass, accepted samples, epsilon per round, from rounds.json when
-the method writes it), class balance, evaluation (evaluation.json, when ``dpsynth evaluate`` ran,
-including per-round FID), example synthetic samples per class, and the resolved config.
+Sections: the headline figure of the evaluation with its reference points and readings (when
+``dpsynth evaluate`` ran; a reader looks there first), privacy guarantee (plain words + mechanism
+table, from privacy.json), generation rounds (generator weights, noisy vote mass, accepted samples,
+epsilon per round, from rounds.json when the method writes it; one compact table per measure),
+class balance, evaluation (evaluation.json, including per-round FID), example synthetic samples per
+class (cleaned of markdown and prompt echoes for reading, the raw text kept alongside), and the
+resolved config.  Wide tables scroll inside their own box, so the page never scrolls sideways.
 
 Only public run outputs are read: synthetic records, the privacy report, per-round summaries of
 noised votes, the config.  Everything taken from a file is HTML-escaped; charts are inline SVG;
