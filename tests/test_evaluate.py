@@ -228,7 +228,8 @@ def test_readings_follow_the_documented_thresholds() -> None:
     assert "no fixed scale" in fm.read_fid(0.6)  # no reference: no verdict
     assert "about as close" in fm.read_fid(0.45, 0.43)
     assert "further from" in fm.read_fid(0.58, 0.43)  # 1.35 times
-    assert "far from the real test data, 1.6 times" in fm.read_fid(0.69, 0.43)
+    assert "far from the real test data, 1.60 times" in fm.read_fid(0.69, 0.43)
+    assert "far from the real test data, 1.52 times" in fm.read_fid(0.655, 0.43)  # never "1.5" past FID_FAR
     r = fm.readings({"fid": 0.5, "mauve": 0.74, "precision": 0.9, "recall": 0.9, "n_synthetic": 200, "n_test": 200})
     assert set(r) == {"fid", "mauve", "precision_recall"}
     assert fm.readings({"fid": None, "mauve": float("nan"), "precision": None, "recall": None}) == {}

@@ -471,10 +471,11 @@ def evaluate(
         say(f"reference: the classifier on the zero-shot set ({len(zs)} records)")
         x_zs, _ = embed_synthetic(zs, get_embedder())
         u = downstream.logreg_utility(x_zs, zs.labels, x_test, tst.labels)
+        where = str(zs.run_dir) if zs.run_dir is not None else zs.source
         references.append(
             {
                 "name": "zero-shot",
-                "label": f"zero-shot synthetic set ({len(zs):,} records, {zs.source})",
+                "label": f"zero-shot synthetic set ({len(zs):,} records, {where})",
                 "value": u["accuracy"]["mean"],
                 "macro_f1": u["macro_f1"]["mean"],
                 "n_train": len(zs),

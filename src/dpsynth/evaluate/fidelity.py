@@ -361,7 +361,7 @@ def read_precision_recall(precision: float, recall: float, n_synthetic: int, n_r
         r = f"they cover little of the real texts' variety ({recall:.0%})"
     out = f"precision {precision:.2f}, recall {recall:.2f}: {p}; {r}"
     if recall < PR_HIGH and n_synthetic < n_real:
-        out += " (recall grows with the number of synthetic texts)"
+        out += "; recall grows with the number of synthetic texts, so compare it at equal sizes"
     return out
 
 
@@ -378,7 +378,7 @@ def read_fid(fid: float, real_fid: float | None = None) -> str:
         return f"FID {fid:.3f}: about as close to the real test data as {ref}"
     if ratio <= FID_FAR:
         return f"FID {fid:.3f}: further from the real test data than {ref}"
-    return f"FID {fid:.3f}: far from the real test data, {ratio:.1f} times the FID of {ref}"
+    return f"FID {fid:.3f}: far from the real test data, {ratio:.2f} times the FID of {ref}"
 
 
 def readings(fid_res: dict[str, Any], min_samples: int = 100) -> dict[str, str]:

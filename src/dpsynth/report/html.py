@@ -52,7 +52,7 @@ th,td{border:1px solid #dde2ea;padding:.3rem .55rem;text-align:left;vertical-ali
 th{background:#f0f3f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .headline{background:#eef3fb;border-left:4px solid #2456a6;padding:.6rem 1rem;margin:.6rem 0}
 .headline .figure{font-size:1.45rem;margin:.1rem 0}.headline p{margin:.3rem 0}
-.headline ul{margin:.4rem 0;padding-left:1.2rem}
+.headline ul{margin:.4rem 0;padding-left:1.2rem}.refs td:last-child{white-space:nowrap}
 .guarantee{background:#eef6ee;border-left:4px solid #3c8d3c;padding:.7rem 1rem;margin:.6rem 0}
 .warn{background:#fff6e5;border-left:4px solid #d08a00;padding:.5rem 1rem;margin:.6rem 0}
 .note{color:#5a6478;font-size:.9rem}
@@ -402,10 +402,15 @@ def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
 
 
 def _label_names(cfg: dict[str, Any], priv: dict[str, Any] | None, records: list[dict[str, Any]]) -> dict[str, str]:
+    from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS
+    from dpsynth.evaluate.core import run_data_config
+
     names: dict[str, str] = {}
     labels = (cfg.get("data") or {}).get("labels") if isinstance(cfg.get("data"), dict) else None
     if not labels and priv and isinstance(priv.get("public_inputs"), dict):
         labels = priv["public_inputs"].get("labels")
+    if not labels and run_data_config(cfg).get("private") == EMBEDDED_IMDB:
+        labels = IMDB_LABELS  # a hand-written or older config: the embedded data's public label names
     if isinstance(labels, dict):
         names.update({str(k): str(v) for k, v in labels.items()})
     for r in records:
