@@ -516,6 +516,11 @@ def test_reference_zero_shot_labels_must_match(test_csv: Path, tmp_path: Path) -
     zs = _write(tmp_path, "zs.csv", _reviews(20, 3).assign(label="x"))
     with pytest.raises(DataError, match="^--reference-zero-shot: labels do not match"):
         evaluate(_reviews(20, 1), test_csv, reference_zero_shot=zs, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    with pytest.raises(DataError, match="^--reference-zero-shot: .*nope.csv does not exist"):
+        evaluate(
+            _reviews(20, 1), test_csv, reference_zero_shot=tmp_path / "nope.csv", embedder=FakeEmbedder(),
+            cache_dir=tmp_path,
+        )
 
 
 # ---------------------------------------------------------------- CLI

@@ -393,11 +393,11 @@ def evaluate(
         log.warning(w)
     zs: LabelledTexts | None = None
     if reference_zero_shot is not None:
-        zs = load_synthetic(reference_zero_shot, text_column, label_column)
-        try:
+        try:  # the same checks as the synthetic set, in messages that name the flag the user gave
+            zs = load_synthetic(reference_zero_shot, text_column, label_column)
             check_labels(zs, tst)
         except DataError as exc:
-            raise DataError(f"--reference-zero-shot: {exc}") from None
+            raise DataError(f"--reference-zero-shot: {str(exc).removeprefix('--synthetic: ')}") from None
     timings["load"] = time.perf_counter() - t_start
 
     def get_embedder() -> Embedder:
