@@ -170,7 +170,9 @@ def test_logreg_utility_separable_data() -> None:
         emb.encode(train.text.tolist()), train.label.tolist(), emb.encode(test.text.tolist()), test.label.tolist()
     )
     assert r["accuracy"]["mean"] > 0.9 and r["macro_f1"]["mean"] > 0.9
-    assert r["accuracy"]["std"] == 0.0 and len(r["accuracy"]["values"]) == 3 and r["deterministic"]
+    # deterministic: fitted once, one value, no seeds to pretend over
+    assert r["deterministic"] and r["runs"] == 1 and "seeds" not in r
+    assert r["accuracy"]["values"] == [r["accuracy"]["mean"]] and r["accuracy"]["std"] == 0.0
 
 
 def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> None:
@@ -193,6 +195,44 @@ def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> 
 def test_summarize_uses_sample_std() -> None:
     s = summarize([0.5, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_identical_values_have_no_spread_and_float_noise_is_never_one() -> None:
+    from dpsynth.evaluate.downstream import spread
+
+    # numpy's std of three equal floats is not always 0 (the user saw 1.36e-16 in the HTML report)
+    noisy = [v for v in (0.4855, 0.701, 0.1, 0.7, 0.634, 0.3) if np.std([v] * 3, ddof=1) > 0]
+    assert noisy, "no value with float noise found; the test would prove nothing"
+    for v in noisy:
+        s = summarize([v] * 3)
+        assert s["std"] == 0.0 and s["mean"] == v
+        assert spread(s) == "(same in all 3 seeds)"
+        # evaluation.json files of older versions stored the noise: it still never reads as a spread
+        assert spread({"mean": v, "std": float(np.std([v] * 3, ddof=1)), "values": [v] * 3}) == "(same in all 3 seeds)"
+    assert spread(summarize([0.7])) == ""  # one run: nothing to spread
+    assert spread(summarize([0.5, 0.7])) == f"+- {np.std([0.5, 0.7], ddof=1):.4f} (2 seeds)"
+    assert spread(summarize([0.5, 0.5 + 1e-7])) == "+- <0.0001 (2 seeds)"  # real but below print precision
+    assert spread(summarize([0.6, 0.62, 0.64]), what="draws", pm="±") == "± 0.0200 (3 draws)"
+
+
+def test_readings_follow_the_documented_thresholds() -> None:
+    from dpsynth.evaluate import fidelity as fm
+
+    assert fm.read_mauve(0.74) == "MAUVE 0.74: the synthetic texts' distribution overlaps the real one moderately"
+    assert "closely" in fm.read_mauve(fm.MAUVE_WORDS[0][0]) and "hardly" in fm.read_mauve(0.1)
+    assert "only partly" in fm.read_mauve(0.45) and "unreliable" in fm.read_mauve(0.95, n_min=50)
+    pr = fm.read_precision_recall(0.95, 0.4, 100, 2000)
+    assert pr.startswith("precision 0.95, recall 0.40: most synthetic texts (95%) lie among real ones")
+    assert "little of the real texts' variety" in pr and "recall grows" in pr
+    assert "apart from real ones" in fm.read_precision_recall(0.2, 0.9, 2000, 2000)
+    assert "no fixed scale" in fm.read_fid(0.6)  # no reference: no verdict
+    assert "about as close" in fm.read_fid(0.45, 0.43)
+    assert "further from" in fm.read_fid(0.58, 0.43)  # 1.35 times
+    assert "far from the real test data, 1.60 times" in fm.read_fid(0.69, 0.43)
+    assert "far from the real test data, 1.52 times" in fm.read_fid(0.655, 0.43)  # never "1.5" past FID_FAR
+    r = fm.readings({"fid": 0.5, "mauve": 0.74, "precision": 0.9, "recall": 0.9, "n_synthetic": 200, "n_test": 200})
+    assert set(r) == {"fid", "mauve", "precision_recall"}
+    assert fm.readings({"fid": None, "mauve": float("nan"), "precision": None, "recall": None}) == {}
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +300,14 @@ def test_evaluate_run_dir_writes_evaluation_json(run_dir: Path, test_csv: Path, 
     assert [r["round"] for r in res["per_round"]] == [0, 1, 2, 3]
     assert [r["n"] for r in res["per_round"]] == sorted(r["n"] for r in res["per_round"])
     assert res["per_round"][-1]["fid"] == pytest.approx(f["fid"])
+    # the headline: one figure (logreg accuracy), the reference points, readings of the fidelity metrics
+    h = res["headline"]
+    assert h["metric"] == "accuracy" and h["value"] == u["accuracy"]["mean"] and h["classifier"] == "logreg"
+    assert "trained on the 80 synthetic records, tested on 120 real" in h["text"]
+    assert [r["name"] for r in h["references"]] == ["majority"]  # a CSV run: no real-sample reference
+    assert h["references"][0]["value"] == 0.5
+    assert set(res["readings"]) == {"fid", "precision_recall"} and "no fixed scale" in res["readings"]["fid"]
+    assert list(on_disk)[:2] == ["headline", "readings"] and on_disk["headline"] == h
     # the run's own embedding cache served the synthetic texts it had embedded
     assert res["embeddings"]["synthetic_from_run_cache"] > 0
     json.dumps(res)  # JSON-able
@@ -373,6 +421,108 @@ def test_evaluate_rejects_bad_options(test_csv: Path) -> None:
         evaluate(_reviews(10, 1), test_csv, seeds=[], embedder=FakeEmbedder())
 
 
+# ---------------------------------------------------------------- the test set and the headline's references
+def _medical(n: int, seed: int) -> pd.DataFrame:
+    """Labelled 0/1 like IMDb, about something else entirely: scoring it against IMDb means nothing."""
+    rng = random.Random(seed)
+    words = ["dose", "fever", "patient", "ward", "insulin", "biopsy", "scan", "tumour"]
+    return pd.DataFrame(
+        [{"text": " ".join(rng.choice(words) for _ in range(10)), "label": str(i % 2)} for i in range(n)]
+    )
+
+
+@pytest.fixture
+def embedded_run(run_dir: Path, tmp_path: Path) -> Path:
+    """The fake run as if it had run on the embedded IMDb data (config.yaml says so; M = 40)."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "imdb_run"
+    shutil.copytree(run_dir, run)
+    (run / "evaluation.json").unlink(missing_ok=True)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"].update(private="embedded:imdb", text_column="text", label_column="label", m_private=40, seed=0)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return run
+
+
+def test_test_set_is_required_unless_the_run_used_embedded_imdb(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    medical = _write(tmp_path, "medical.csv", _medical(60, 1))
+    # a file: nothing says which real data it imitates
+    with pytest.raises(ConfigError, match="^--test: give the real held-out data") as exc:
+        evaluate(medical, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert "\n" not in str(exc.value) and "medical.csv is not a run directory" in str(exc.value)
+    # a run directory on a private CSV: its config.yaml says it was not IMDb
+    with pytest.raises(ConfigError, match="did not use data.private = embedded:imdb"):
+        evaluate(run_dir, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    with pytest.raises(SystemExit) as sysexit:
+        main(["evaluate", "--synthetic", str(medical), "--quiet"])
+    assert sysexit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --test: ") and "\n" not in err
+
+
+def test_embedded_run_defaults_to_its_test_split_with_references(
+    fake_default_embedder: None, embedded_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpsynth.cli import main
+
+    zero_shot = _write(tmp_path, "zs.csv", _reviews(30, 11))
+    main(["evaluate", "--synthetic", str(embedded_run), "--reference-zero-shot", str(zero_shot), "--no-mauve"])
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    # the summary starts with the headline, then its reference points
+    assert out[0].startswith("headline  accuracy ") and "tested on 2,000 real held-out records" in out[0]
+    assert out[1].startswith("  compare ") and "40 real records from the embedded IMDb pool" in out[1]
+    assert "(3 draws)" in out[1] or "(same in all 3 draws)" in out[1]
+    assert "zero-shot synthetic set (30 records" in out[2] and "most common test label" in out[3]
+    assert out[4].startswith("reading   precision ") and "FID" in out[5]
+    assert "note: no --test given: the run used data.private = embedded:imdb" in captured.out
+    assert "no --test given" in captured.err  # said at once, too
+    res = json.loads((embedded_run / "evaluation.json").read_text())
+    assert res["test"]["source"] == "embedded:imdb" and res["test"]["n"] == 2000
+    refs = {r["name"]: r for r in res["headline"]["references"]}
+    assert set(refs) == {"real", "zero-shot", "majority"}
+    assert refs["real"]["n_train"] == 40 and refs["real"]["draws"] == 3 and len(refs["real"]["values"]) == 3
+    assert refs["zero-shot"]["n_train"] == 30 and 0.0 <= refs["zero-shot"]["value"] <= 1.0
+    # FID is read against a real sample of the synthetic set's own size
+    assert res["fidelity"]["fid_real_reference"]["n"] == res["synthetic"]["n"]
+    assert "a real sample of the same size" in res["readings"]["fid"]
+    # the logreg line shows no spread: it is deterministic
+    logreg = next(ln for ln in out if ln.startswith("logreg"))
+    assert "+-" not in logreg and "deterministic, fitted once" in logreg
+
+
+def test_real_reference_pool_never_holds_the_test_split_or_the_private_draw() -> None:
+    from dpsynth.data import imdb_private, imdb_split
+
+    test = eval_core.load_test("embedded:imdb")
+    pool, why = eval_core._imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": 50}}, test)
+    assert why is None
+    texts = set(pool["text"])
+    # IMDb repeats some reviews word for word across the split: the reference drops them by text
+    assert not texts & set(imdb_split()[1]["text"]) and not texts & set(imdb_private(50, 0)["text"])
+    assert len(imdb_split()[0]) - 50 - 20 < len(pool) < len(imdb_split()[0]) - 50
+    none, why = eval_core._imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": None}}, test)
+    assert none is None and "data.m_private" in str(why)
+
+
+def test_reference_zero_shot_labels_must_match(test_csv: Path, tmp_path: Path) -> None:
+    zs = _write(tmp_path, "zs.csv", _reviews(20, 3).assign(label="x"))
+    with pytest.raises(DataError, match="^--reference-zero-shot: labels do not match"):
+        evaluate(_reviews(20, 1), test_csv, reference_zero_shot=zs, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    with pytest.raises(DataError, match="^--reference-zero-shot: .*nope.csv does not exist"):
+        evaluate(
+            _reviews(20, 1), test_csv, reference_zero_shot=tmp_path / "nope.csv", embedder=FakeEmbedder(),
+            cache_dir=tmp_path,
+        )
+
+
 # ---------------------------------------------------------------- CLI
 @pytest.fixture
 def fake_default_embedder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -419,6 +569,9 @@ def test_cli_evaluate_summary_and_errors(
     main(["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--no-mauve", "--quiet"])
     out = capsys.readouterr().out
     assert "logreg" in out and "accuracy" in out and "FID" in out and "evaluation.json" in out
+    assert out.startswith("headline  accuracy ")
+    assert "+- 0.0000" not in out and "e-1" not in out  # no spread for the deterministic classifier
+    assert "deterministic, fitted once" in out
     for argv, msg in [
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--classifier", "svm"], "--classifier"),
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--seeds", "0"], "--seeds"),

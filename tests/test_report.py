@@ -21,6 +21,12 @@ from dpsynth.report import build_report, write_report
 from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
+# What small instruction models write around a review: a prompt echo, markdown, a code fence.
+JUNK = (
+    "Sure! Here is a positive movie review:\n\n## A **great** film\n\n```\nI *loved* it, the `music` was great.\n"
+    "```\n"
+)
+LONG_GENERATOR = "qwen2.5-0.5b-instruct-q4_k_m"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
@@ -82,11 +88,19 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = fake_run_config(
         base / "private.csv",
         base / "run",
-        generators=[dict(name="a", model="x"), dict(name="b<i>", model="y", prompt_format="completion")],
+        generators=[
+            dict(name="a", model="x"),
+            dict(name="b<i>", model="y", prompt_format="completion"),
+            dict(name=LONG_GENERATOR, model="z"),  # a real model name: table columns cannot wrap it
+        ],
     )
     dpsynth.synthesize(
         cfg,
-        generators={"a": FakeGenerator("a", 1), "b<i>": FakeGenerator("b<i>", 2)},
+        generators={
+            "a": FakeGenerator("a", 1),
+            "b<i>": FakeGenerator("b<i>", 2),
+            LONG_GENERATOR: FakeGenerator(LONG_GENERATOR, 3),
+        },
         embedder=FakeEmbedder(),
         progress=False,
     )
@@ -94,6 +108,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(run / "synthetic.jsonl", "a", encoding="utf-8") as f:
         rec = {"text": EVIL, "label": "1", "label_name": "positive", "generator": "a", "round": 3}
         f.write(json.dumps(rec) + "\n")
+        f.write(json.dumps({**rec, "text": JUNK}) + "\n")
     test = pd.DataFrame(
         [
             {"text": ("great loved film music" if i % 2 else "awful boring plot dull"), "label": str(i % 2)}
@@ -139,6 +154,13 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     assert "FID of rounds ≤ t" in page  # per-round FID chart from evaluation.json
     assert "logreg" in text and "precision" in text
     assert "Generator outputs and why some were dropped" in text  # rounds.json outcomes per generator
+    # the rounds as compact tables, one per measure (not 1 + 3 x generators + 3 columns in one table), and
+    # every table inside a box that scrolls it horizontally, so no table widens the page
+    assert "weight a" not in text and "Generator weights (share of the next round's budget)" in text
+    assert "Noisy vote mass" in text and "Class shares, privacy spent and time" in text
+    assert page.count('<div class="tablewrap"><table') == page.count("<table") > 5
+    heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
+    assert max(h.count("<th>") for h in heads) <= 9
     assert "label consistency" in text  # evaluation.json: train on real, test on synthetic
     svgs = [t for t, _ in p.tags if t == "svg"]
     assert len(svgs) >= 5
@@ -179,6 +201,30 @@ def test_report_zero_shot_and_incomplete(run_dir: Path, tmp_path: Path) -> None:
     assert "No privacy guarantee can be stated" in build_report(zs)
 
 
+def test_report_privacy_section_reads_the_unified_and_older_privacy_json(run_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "priv"
+    shutil.copytree(run_dir, other)
+    priv = json.loads((other / "privacy.json").read_text())
+    priv.update(
+        accountant={"name": "dp-accounting PLD", "epsilon_at_delta": 3.9997},
+        domain={"checks": ["every record has a non-empty text"], "note": "stated over records passing the checks"},
+        composition="runs on the same private data add up",
+    )
+    (other / "privacy.json").write_text(json.dumps(priv))
+    text = " ".join(parse(build_report(other)).text)
+    assert "accountant's epsilon at delta" in text and "3.9997" in text
+    assert "every record has a non-empty text" in text and "Composition: runs on the same private data" in text
+    # differentially_private: false says NOT DP, whatever epsilon reads
+    priv.update(differentially_private=False, epsilon=4.0)
+    (other / "privacy.json").write_text(json.dumps(priv))
+    assert "NOT differentially private" in " ".join(parse(build_report(other)).text)
+    # an older, looser file: mechanisms as names, the accountant as a string, no domain
+    old = {"epsilon": 2.0, "delta": 1e-5, "method": "wasp", "mechanisms": ["gaussian"], "accountant": "rdp"}
+    (other / "privacy.json").write_text(json.dumps(old))
+    text = " ".join(parse(build_report(other)).text)
+    assert "ε = 2, δ = 1e-05" in text and "rdp" in text
+
+
 def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     """Other methods (e.g. PEARL on tables) write rows without text and may be non-private references."""
     run = tmp_path / "tab"
@@ -194,6 +240,134 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     text = " ".join(p.text)
     assert "NOT differentially private" in text
     assert "&gt;50K" in page and "age: 31" in text and "<=50K" in text
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        (JUNK, "A great film\n\nI loved it, the music was great."),
+        ("Here's a negative review of the movie: The plot was dull.", "The plot was dull."),
+        ("Positive movie review: Loved it, __truly__.", "Loved it, truly."),
+        ("Review:\nGreat film", "Great film"),
+        ('"A whole review in quotes."', "A whole review in quotes."),
+        ("# Verdict\n* acting: fine\n- plot: thin\n> quoted line\n---\nSee [the trailer](#t).", (
+            "Verdict\n• acting: fine\n- plot: thin\nquoted line\n\nSee the trailer.")),
+        # left alone: inner snake_case, arithmetic, a mid-text colon, a lone '#1', plain text
+        ("my_var_name is 2 * 3 * 4; the review: fine. #1 film", "my_var_name is 2 * 3 * 4; the review: fine. #1 film"),
+        ("Just a plain review.", "Just a plain review."),
+        ("**", "**"),  # nothing would be left: the raw text stands
+    ],
+)
+def test_clean_for_display(raw: str, shown: str) -> None:
+    from dpsynth.report.html import clean_for_display
+
+    assert clean_for_display(raw, task="movie review", labels=["negative", "positive"]) == shown
+
+
+def test_sample_cards_show_clean_text_and_keep_the_raw_text(run_dir: Path) -> None:
+    page = build_report(run_dir, samples_per_class=1000)
+    cards = re.findall(r'<div class="sample">(.*?)</div>\s*(?=<div class="sample">|<h3>|</section>)', page, re.S)
+    junk = [c for c in cards if "A great film" in c]
+    assert len(junk) == 1, "the junk sample's card"
+    shown, _, raw = junk[0].partition("<details>")
+    assert "I loved it, the music was great." in shown
+    for marker in ("**", "##", "```", "`", "Here is a", "Sure!"):
+        assert marker not in html.unescape(shown), marker
+    # the raw text stays available, escaped, in a <details> of the same card
+    assert "<summary>raw text</summary>" in raw and html.escape(JUNK.strip(), quote=True) in raw
+    # a text that needed no cleaning has no raw copy; the synthetic data itself is unchanged
+    assert not any("<details>" in c for c in cards if "A great film" not in c and "alert(" not in c)
+    assert JUNK in (run_dir / "synthetic.jsonl").read_text(encoding="utf-8").replace("\\n", "\n")
+
+
+def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_path: Path) -> None:
+    page = build_report(run_dir)
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    # right after the header, before every other section
+    assert page.index('id="headline"') < page.index('id="privacy"') < page.index('id="evaluation"')
+    m = re.search(r'<section id="headline">(.*?)</section>', page, re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    acc = ev["utility"]["logreg"]["accuracy"]["mean"]
+    assert f"accuracy {acc:.3f}" in head and "trained on the" in head and "synthetic records" in head
+    assert "always answering the most common test label" in head  # the majority-class reference
+    assert "FID" in head and "precision" in head  # the readings in plain words
+    assert '<a href="#headline">' in page
+
+    # references of a run on embedded:imdb, and a spread over draws where draws differ
+    other = tmp_path / "refs"
+    shutil.copytree(run_dir, other)
+    ev["headline"]["references"] = [
+        {"name": "real", "label": "100 real records from the embedded IMDb pool", "value": 0.689,
+         "std": 0.03, "values": [0.66, 0.69, 0.72], "draws": 3},
+        {"name": "zero-shot", "label": "zero-shot synthetic set (100 records, runs/zs)", "value": 0.634},
+        *ev["headline"]["references"],
+    ]
+    ev["readings"]["mauve"] = "MAUVE 0.74: the synthetic texts' distribution overlaps the real one moderately"
+    ev["notes"] = ["no --test given: the run used data.private = embedded:imdb, so its test split is the test set"]
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    m = re.search(r'<section id="headline">(.*?)</section>', build_report(other), re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    assert "100 real records from the embedded IMDb pool" in head and "0.689 ± 0.030 (3 draws)" in head
+    assert "zero-shot synthetic set" in head and "0.634" in head and "0.500" in head
+    assert "overlaps the real one moderately" in head and "no --test given" in head
+
+    # an evaluation.json written before the headline existed: the logreg accuracy, readings recomputed
+    for key in ("headline", "readings", "notes"):
+        ev.pop(key)
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    m = re.search(r'<section id="headline">(.*?)</section>', build_report(other), re.S)
+    assert m
+    head = " ".join(" ".join(parse(m.group(1)).text).split())
+    assert f"accuracy {acc:.3f}" in head and "no fixed scale" in head
+    # not evaluated: no headline section, and the hint names the test data to give
+    (other / "evaluation.json").unlink()
+    page = build_report(other)
+    assert 'id="headline"' not in page and "--test HELD_OUT_FILE" in page
+
+
+def _header(page: str) -> str:
+    m = re.search(r"<header>(.*?)</header>", page, re.S)
+    assert m, "no <header>"
+    return " ".join(parse(m.group(1)).text)
+
+
+def test_report_header_shows_the_task_the_run_used(run_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    other = tmp_path / "task"
+    shutil.copytree(run_dir, other)
+    assert "task: movie review" in _header(build_report(other))  # the fixture's config states it
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    # older runs on the embedded IMDb data left data.task at its default "text"; the run used "movie review"
+    cfg["data"].update(task="text", private="embedded:imdb")
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    header = _header(build_report(other))
+    assert "task: movie review" in header and "task: text" not in header
+    cfg["data"].update(private=str(tmp_path / "own.csv"))  # a run on its own data really used "text"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert "task: text" in _header(build_report(other))
+
+
+def test_report_never_shows_float_noise_as_a_spread(run_dir: Path, tmp_path: Path) -> None:
+    """An evaluation.json of an older version: logreg "over 3 seeds" with std 1.36e-16 (identical values)."""
+    other = tmp_path / "old_eval"
+    shutil.copytree(run_dir, other)
+    ev = json.loads((other / "evaluation.json").read_text())
+    ev["utility"]["logreg"].update(
+        seeds=[0, 1, 2], accuracy={"mean": 0.4855, "std": 1.36e-16, "values": [0.4855] * 3}, runs=None
+    )
+    ev["utility"]["finetune"] = {
+        "classifier": "fine-tuned", "seeds": [0, 1, 2], "deterministic": False,
+        "accuracy": {"mean": 0.7, "std": 1.2e-16, "values": [0.7] * 3},
+        "macro_f1": {"mean": 0.6, "std": 0.05, "values": [0.55, 0.6, 0.65]},
+    }
+    (other / "evaluation.json").write_text(json.dumps(ev))
+    text = " ".join(parse(build_report(other)).text)
+    assert "e-16" not in text and "± 0 " not in text
+    assert "0.4855 ±" not in text and "1 (deterministic)" in text  # deterministic: no spread at all
+    assert "0.7 (same in all 3 seeds)" in text and "0.6 ± 0.0500 (3 seeds)" in text
 
 
 def test_report_errors(tmp_path: Path) -> None:
@@ -221,6 +395,15 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
+# Appended to a copy of the report only (the report has no script): layout numbers into a <pre>.
+MEASURE_JS = """<script>
+var d = document.documentElement, r = {scrollWidth: d.scrollWidth, innerWidth: window.innerWidth};
+var h = document.getElementById("headline");
+if (h) { var b = h.getBoundingClientRect(); r.headline = {top: b.top, height: b.height, text: h.innerText}; }
+var p = document.createElement("pre"); p.id = "measure"; p.textContent = JSON.stringify(r);
+document.body.appendChild(p);
+</script>"""
+
 CHROMIUM_FLAGS = [  # headless, offline: no background networking that the closed network would refuse
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -246,9 +429,9 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     path = write_report(run_dir, tmp_path / "report.html")
     source = path.read_text(encoding="utf-8")
 
-    def chrome(*args: str) -> subprocess.CompletedProcess[str]:
+    def chrome(*args: str, page: Path = path) -> subprocess.CompletedProcess[str]:
         profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, path.as_uri()]
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     dom = chrome("--dump-dom")
@@ -266,3 +449,19 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     # text is grey on white; the plots add saturated colours: a blank or unstyled page has (almost) none
     saturated = (img.max(axis=2) - img.min(axis=2)) > 60
     assert saturated.mean() > 0.002, f"only {saturated.mean():.4%} coloured pixels"
+
+    # Layout at a small laptop's width: nothing widens the page (wide tables scroll inside their own box).
+    # The report itself has no script; a measuring copy appends one that writes the numbers into the DOM.
+    probe = tmp_path / "probe.html"
+    probe.write_text(source.replace("</body>", MEASURE_JS + "</body>"), encoding="utf-8")
+    for width in (1000, 700):
+        dom = chrome("--dump-dom", f"--window-size={width},900", page=probe)
+        m = re.search(r'<pre id="measure">(.*?)</pre>', dom.stdout, re.S)
+        assert dom.returncode == 0 and m, dom.stderr[-2000:]
+        got = json.loads(html.unescape(m.group(1)))
+        assert got["innerWidth"] == width, got
+        assert got["scrollWidth"] <= got["innerWidth"], f"the page overflows horizontally at {width}px: {got}"
+        # the headline is rendered, and visible without scrolling
+        h = got.get("headline")
+        assert h and h["height"] > 0 and 0 <= h["top"] < 900 - 60, got
+        assert "accuracy" in h["text"] and "most common test label" in h["text"]

@@ -1,8 +1,11 @@
 """Evaluation of synthetic labelled text: downstream utility and embedding-space fidelity.
 
+A run on the embedded IMDb data is scored against its test split by default; any other data needs
+the real held-out test data as the second argument.
+
 >>> from dpsynth.evaluate import evaluate
->>> result = evaluate("runs/demo", "embedded:imdb")   # doctest: +SKIP
->>> result["utility"]["logreg"]["accuracy"]["mean"]   # doctest: +SKIP
+>>> result = evaluate("runs/demo")   # doctest: +SKIP
+>>> result["headline"]["value"], result["headline"]["references"]   # doctest: +SKIP
 """
 
 from dpsynth.evaluate.core import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 
@@ -12,22 +13,40 @@ from dpsynth.errors import ConfigError
 
 def evaluate_cmd(
     synthetic: str = typer.Option(..., "--synthetic", help="Run directory or synthetic file (CSV/JSONL/Parquet)."),
-    test: str = typer.Option(
-        "embedded:imdb", "--test", help="Real held-out file, or embedded:imdb (the fixed 2,000-review IMDb test split)."
+    test: str | None = typer.Option(
+        None,
+        "--test",
+        help="Real held-out data to score against (CSV/JSONL/Parquet), or embedded:imdb (the fixed 2,000-review "
+        "IMDb test split). Required, unless --synthetic is the run directory of a run on embedded:imdb.",
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of the synthetic set."),
     label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),
     test_text_column: str | None = typer.Option(None, "--test-text-column", help="Text column of the test set."),
     test_label_column: str | None = typer.Option(None, "--test-label-column", help="Label column of the test set."),
     classifier: str = typer.Option(
-        "logreg", "--classifier", help="logreg (frozen MiniLM embeddings), finetune (fine-tuned MiniLM), or all."
+        "logreg",
+        "--classifier",
+        help="logreg (frozen MiniLM embeddings; always run, it gives the headline), finetune (adds the "
+        "fine-tuned MiniLM), or all.",
     ),
-    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1) for mean +- std."),
+    seeds: int = typer.Option(
+        3, "--seeds", help="Seeds (0..N-1) of the fine-tuned classifier, for mean +- std (logreg is deterministic)."
+    ),
     epochs: int = typer.Option(
         3,
         "--epochs",
         help="Fine-tuning epochs (fixed in advance; raised for small sets to reach 100 optimizer steps; the "
         "last one is tested).",
+    ),
+    reference_zero_shot: str | None = typer.Option(
+        None,
+        "--reference-zero-shot",
+        help="Zero-shot run directory or file: the headline classifier is also trained on it, for comparison.",
+    ),
+    no_real_reference: bool = typer.Option(
+        False,
+        "--no-real-reference",
+        help="Skip the real-sample reference (runs on embedded:imdb: the classifier on real pool samples).",
     ),
     no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip FID, precision/recall and MAUVE."),
     no_mauve: bool = typer.Option(False, "--no-mauve", help="Skip MAUVE only."),
@@ -66,6 +85,8 @@ def evaluate_cmd(
         seeds=range(seeds),
         fidelity_metrics=not no_fidelity,
         mauve=not no_mauve,
+        reference_zero_shot=reference_zero_shot,
+        reference_real=not no_real_reference,
         embedding_model=embedding_model,
         finetune=FinetuneConfig(model=embedding_model, epochs=epochs),
         write=not no_write,
@@ -77,16 +98,29 @@ def evaluate_cmd(
     typer.echo(format_summary(result))
 
 
-def format_summary(result: dict) -> str:
-    lines = [
+def format_summary(result: dict[str, Any]) -> str:
+    """The human summary: the headline and its reference points first, then the readings, then details."""
+    from dpsynth.evaluate.downstream import spread
+
+    lines = format_headline(result)
+    readings = result.get("readings") or {}
+    for i, key in enumerate(k for k in ("mauve", "precision_recall", "fid") if readings.get(k)):
+        lines.append(("reading   " if i == 0 else "          ") + str(readings[key]))
+    test_src = result["test"]["source"]
+    lines += [
         f"synthetic: {result['synthetic']['n']} records from {result['synthetic']['source']}",
-        f"test:      {result['test']['n']} records from {result['test']['source']}",
+        f"test:      {result['test']['n']} records from {test_src}",
     ]
+    for note in result.get("notes") or []:
+        lines.append(f"note: {note}")
     for name, u in result.get("utility", {}).items():
         acc, f1 = u["accuracy"], u["macro_f1"]
+        acc_s = "" if u.get("deterministic") else spread(acc)
+        f1_s = "" if u.get("deterministic") else spread(f1)
+        runs = "deterministic, fitted once" if u.get("deterministic") else f"{len(u.get('seeds') or [])} seeds"
         lines.append(
-            f"{name:9s} accuracy {acc['mean']:.4f} +- {acc['std']:.4f}   macro-F1 {f1['mean']:.4f} +- {f1['std']:.4f}"
-            f"   ({len(u['seeds'])} seeds)"
+            f"{name:9s} accuracy {acc['mean']:.4f}{' ' + acc_s if acc_s else ''}   macro-F1 {f1['mean']:.4f}"
+            f"{' ' + f1_s if f1_s else ''}   ({runs})"
         )
     fid = result.get("fidelity")
     if fid:
@@ -115,6 +149,22 @@ def format_summary(result: dict) -> str:
     if result.get("written_to"):
         lines.append(f"wrote {result['written_to']}")
     return "\n".join(lines)
+
+
+def format_headline(result: dict[str, Any]) -> list[str]:
+    """The headline line and one line per reference point ("for comparison"), as the summary starts."""
+    from dpsynth.evaluate.downstream import spread
+
+    head = result.get("headline")
+    if not isinstance(head, dict) or not isinstance(head.get("value"), (int, float)):
+        return []
+    lines = [f"headline  {head.get('text') or head['value']}"]
+    refs = [r for r in head.get("references") or [] if isinstance(r, dict) and isinstance(r.get("value"), (int, float))]
+    for i, ref in enumerate(refs):
+        sp = spread(ref, what="draws") if ref.get("draws") else ""
+        value = f"{ref['value']:.4f}" + (f" {sp}" if sp else "")
+        lines.append(("  compare " if i == 0 else "          ") + f"{value}  {ref.get('label') or ref.get('name')}")
+    return lines
 
 
 def report_cmd(

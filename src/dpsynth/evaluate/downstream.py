@@ -3,16 +3,16 @@
 Two classifiers:
 
 * ``logreg`` (default, fast): scikit-learn ``LogisticRegression(max_iter=2000)`` on frozen,
-  L2-normalised sentence embeddings (all-MiniLM-L6-v2), exactly as in the reference figures
-  (spec/targets.md).  lbfgs is deterministic, so the fit does not depend on a seed: it is fitted
-  once and its std over seeds is 0 by construction.
+  L2-normalised sentence embeddings (all-MiniLM-L6-v2).  lbfgs is deterministic, so a seed
+  changes nothing: it is fitted once and reported as one value, never with a spread (repeating
+  it over seeds only ever showed float round-off, e.g. "+- 1.36e-16", as if it were variation).
 * ``finetune``: the MiniLM encoder itself fine-tuned with a linear head on mean-pooled token
   states (torch, AdamW, linear warm-up and decay) for a fixed number of epochs chosen in advance
   (:class:`FinetuneConfig`); the model after the last epoch is tested.  The test set is never
   used to choose an epoch or anything else.  Repeated over seeds (head init, dropout, batch order).
 
 Both report accuracy and macro-F1 as mean, sample std (ddof=1; 0 for a single value) and the
-per-seed values.
+per-run values; :func:`spread` says whether a spread is worth showing at all.
 """
 
 from __future__ import annotations
@@ -35,11 +35,45 @@ FINETUNE = "finetune"
 CLASSIFIERS = (LOGREG, FINETUNE)
 
 
+# Values closer than this are the same number: accuracies move in steps of 1/n_test, so anything
+# smaller is float round-off of the mean and std, not a difference between runs.
+SAME = 1e-9
+
+
 def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """{"mean", "std" (ddof=1, 0 for one value), "values"}."""
+    """{"mean", "std" (ddof=1; 0 for one value), "values"}.
+
+    Values that agree to within :data:`SAME` give std 0 and their common value as the mean,
+    exactly: averaging identical floats can land one ulp off and turn the std into ~1e-16, which
+    a reader takes for a spread."""
     v = [float(x) for x in values]
-    std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-    return {"mean": float(np.mean(v)) if v else math.nan, "std": std, "values": v}
+    if not v:
+        return {"mean": math.nan, "std": 0.0, "values": v}
+    if max(v) - min(v) <= SAME:
+        return {"mean": v[0], "std": 0.0, "values": v}
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+
+
+def spread(summary: dict[str, Any] | None, digits: int = 4, pm: str = "+-", what: str = "seeds") -> str:
+    """The spread of a :func:`summarize` result as text for a reader, or "" when there is none.
+
+    "" for a single run (a deterministic classifier), "(same in all 3 seeds)" when every run gave
+    the same value, "+- 0.0123 (3 seeds)" otherwise, and "+- <0.0001 (3 seeds)" when the runs
+    differ by less than the printed precision: a spread is shown only where seeds changed the
+    result, and float noise is never printed as one.  Tolerates evaluation.json files of older
+    versions (a std of 1e-16 over three identical values)."""
+    if not summary:
+        return ""
+    values = [float(x) for x in summary.get("values") or [] if isinstance(x, (int, float))]
+    if len(values) < 2:
+        return ""
+    if max(values) - min(values) <= SAME:
+        return f"(same in all {len(values)} {what})"
+    std = summary.get("std")
+    std = float(std) if isinstance(std, (int, float)) else float(np.std(values, ddof=1))
+    unit = 10.0**-digits
+    shown = f"<{unit:.{digits}f}" if std < unit / 2 else f"{std:.{digits}f}"
+    return f"{pm} {shown} ({len(values)} {what})"
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[float, float]:
@@ -55,10 +89,10 @@ def logreg_utility(
     train_y: Sequence[str],
     test_x: np.ndarray,
     test_y: Sequence[str],
-    seeds: Sequence[int] = (0, 1, 2),
     max_iter: int = 2000,
 ) -> dict[str, Any]:
-    """LogisticRegression(max_iter=2000) on frozen embeddings; fitted once (lbfgs is deterministic)."""
+    """LogisticRegression(max_iter=2000) on frozen embeddings, fitted once: lbfgs is deterministic,
+    so there is no seed to vary and one value (``runs``: 1) is the whole result."""
     from sklearn.linear_model import LogisticRegression
 
     from dpsynth.evaluate.fidelity import single_threaded_blas
@@ -69,13 +103,12 @@ def logreg_utility(
         clf.fit(np.asarray(train_x, dtype=np.float32), list(train_y))
         pred = clf.predict(np.asarray(test_x, dtype=np.float32))
     acc, f1 = scores(list(test_y), [str(p) for p in pred])
-    n = max(1, len(seeds))
     return {
         "classifier": f"LogisticRegression(max_iter={max_iter}) on frozen sentence embeddings",
-        "seeds": list(seeds),
         "deterministic": True,
-        "accuracy": summarize([acc] * n),
-        "macro_f1": summarize([f1] * n),
+        "runs": 1,
+        "accuracy": summarize([acc]),
+        "macro_f1": summarize([f1]),
         "n_train": len(train_y),
         "n_test": len(test_y),
         "seconds": round(time.perf_counter() - t0, 3),
@@ -209,6 +242,7 @@ def _finetune(
         "epochs_run": epochs,
         "seeds": list(seeds),
         "deterministic": False,
+        "runs": len(accs),
         "accuracy": summarize(accs),
         "macro_f1": summarize(f1s),
         "n_train": len(train_y),
