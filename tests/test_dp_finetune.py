@@ -610,5 +610,6 @@ def test_smollm2_tiny_real_run(tmp_path: Path) -> None:
     res = dpsynth.synthesize(cfg, progress=False)
     assert len(res.records) == 2 and {r["label_name"] for r in res.records} <= {"negative", "positive"}
     rep = json.loads((out / "privacy.json").read_text())
-    assert rep["epsilon"] <= 4.0 and rep["mechanisms"][-1]["steps"] == 1
+    sgd = rep["mechanisms"][-1]
+    assert rep["epsilon"] <= 4.0 and sgd["steps"] == sgd["planned_steps"] >= 1
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000

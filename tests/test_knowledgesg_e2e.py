@@ -248,7 +248,9 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
         assert (out / "local_adapter" / "adapter_model.safetensors").is_file()
     privacy = json.loads((out / "privacy.json").read_text())
     assert privacy["method"] == "knowledgesg"
-    assert len(privacy["mechanisms"]) == 1 and privacy["mechanisms"][0]["name"].startswith("DP-SGD")
+    # the noisy record count (it sets the sample rate), then DP-SGD
+    names = [m["name"] for m in privacy["mechanisms"]]
+    assert len(names) == 2 and names[0].startswith("record count") and names[1].startswith("DP-SGD")
     assert privacy["epsilon"] <= 8.0 + 1e-6
     adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
     assert privacy["sent_to_server"]["adapter"]["sha256"] == hashlib.sha256(adapter).hexdigest()

@@ -316,10 +316,15 @@ def test_kill_at_each_release_boundary_and_resume(
             out = tmp / "run"
             probe = Probe(kill_at=k, after_record=after)
             _instrument(monkeypatch, probe)
-            with pytest.raises(Kill):
-                _run(case, tmp, out)
-            probe.kill_at = None
-            res = _run(case, tmp, out, resume=True)
+            try:
+                res = _run(case, tmp, out)
+            except Kill:
+                probe.kill_at = None
+                res = _run(case, tmp, out, resume=True)
+            else:
+                # dp-finetune's number of steps follows its noisy count, so a late boundary may not come;
+                # the first two (the count, the first step or vote) always do
+                assert k > 2, f"the run passed release boundary {k} without being killed"
             _check_final(out, res.privacy, probe)
 
 
