@@ -95,10 +95,19 @@ def tokens_dict(tc: TokenCounter) -> dict[str, Any]:
     }
 
 
-def profile_run(method: str, n: int, m: int, seed: int, gens: dict[str, Any], embedder: Any) -> dict[str, Any]:
+def profile_run(
+    method: str, n: int, m: int, seed: int, gens: dict[str, Any], embedder: Any, per_prompt: int
+) -> dict[str, Any]:
     timer = Timer()
     out = Path(tempfile.mkdtemp(prefix=f"profile-{method}-")) / "run"
-    cfg = Config(method=method, n_synthetic=n, out=str(out), data={"m_private": m, "seed": seed}, seed=seed)
+    cfg = Config(
+        method=method,
+        n_synthetic=n,
+        out=str(out),
+        data={"m_private": m, "seed": seed},
+        wasp={"samples_per_prompt": per_prompt},
+        seed=seed,
+    )
     captured: dict[str, Any] = {}
     orig_init = wasp.WaspRun.__init__
 
@@ -154,6 +163,8 @@ def profile_run(method: str, n: int, m: int, seed: int, gens: dict[str, Any], em
         "m_private": m,
         "seed": seed,
         "records": len(res.records),
+        "samples_per_prompt": per_prompt,
+        "run_dir": str(out),
         "wall_s": round(wall, 1),
         "s_per_sample": round(wall / max(len(res.records), 1), 3),
         "parts_s": {k: round(v, 1) for k, v in parts.items()},
@@ -171,6 +182,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="wasp,zero-shot")
     ap.add_argument("--ceiling-requests", type=int, default=16)
+    ap.add_argument("--samples-per-prompt", type=int, default=1, help="wasp.samples_per_prompt of every run")
     ap.add_argument("--out", default="profile_wasp")
     args = ap.parse_args()
     cfg = Config()
@@ -181,7 +193,10 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     try:
         ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens) for g, gen in gens.items()}
-        runs = [profile_run(m, args.n, args.m, args.seed, gens, embedder) for m in args.methods.split(",")]
+        runs = [
+            profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt)
+            for m in args.methods.split(",")
+        ]
     finally:
         for g in gens.values():
             g.close()

@@ -69,8 +69,12 @@ class FakeGenerator:
                 c = Completion("", error="backend down")
             else:
                 mood = "positive" if "positive" in text else "negative"
-                words = [self.rng.choice(WORDS) for _ in range(12)]
-                c = Completion(f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}", 16, 40)
+
+                def one(mood: str = mood) -> str:
+                    words = [self.rng.choice(WORDS) for _ in range(12)]
+                    return f"A {mood} take: " + " ".join(words) + f" #{self.rng.randrange(10**9)}"
+
+                c = Completion(one(), 16, 40, extra_texts=tuple(one() for _ in range(r.n - 1)))
             if on_completion:
                 on_completion(c)
             out.append(c)

@@ -97,6 +97,19 @@ def test_llamacpp_chat_and_completion(smollm2: Generator) -> None:
 @pytest.mark.model
 @pytest.mark.slow
 @needs_smollm2
+def test_llamacpp_several_completions_per_prompt(smollm2: Generator) -> None:
+    """n = 2: one prompt, prefilled once, two different completions; n above the slots is capped to them."""
+    req = GenerationRequest(messages=CHAT.messages, max_tokens=16, temperature=1.0, seed=5, n=2)
+    (c,) = smollm2.generate([req])
+    assert c.error is None and len(c.texts) == 2 and all(t.strip() for t in c.texts)
+    assert len(set(c.texts)) == 2
+    (capped,) = smollm2.generate([GenerationRequest(messages=CHAT.messages, max_tokens=8, n=5)])
+    assert capped.error is None and len(capped.texts) == 2  # the fixture's server has 2 slots
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
 def test_llamacpp_bad_request_is_an_error_completion(smollm2: Generator) -> None:
     too_long = GenerationRequest(prompt="word " * 1500, max_tokens=8)
     out = smollm2.generate([too_long, PROMPT])

@@ -213,3 +213,21 @@ def test_label_judge_missing_from_injected_generators_is_a_clear_error(private_c
     )
     with pytest.raises(ConfigError, match="label_judge: 'j' is not one of this run's generators"):
         dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a")}, embedder=FakeEmbedder(), progress=False)
+
+
+def test_several_samples_per_prompt(private_csv: Path, tmp_path: Path) -> None:
+    """wasp.samples_per_prompt = 4: each prompt (and its examples) serves up to 4 samples (OpenAI's n)."""
+    cfg = fake_run_config(private_csv, tmp_path / "n4", wasp=dict(rounds=3, q=4, samples_per_prompt=4))
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(res) == 60
+    prompts = len(gens["a"].prompts) + len(gens["b"].prompts)
+    assert prompts <= 30  # one request per (generator, class, round) and 4 samples each, vs 60+ with n = 1
+    # a backend that ignores n (one text per request) still fills the quota
+    class One(FakeGenerator):
+        def generate(self, requests, on_completion=None):
+            return [type(c)(c.text, c.completion_tokens, c.prompt_tokens) for c in super().generate(requests)]
+
+    cfg2 = fake_run_config(private_csv, tmp_path / "n4one", wasp=dict(rounds=3, q=4, samples_per_prompt=4))
+    res2 = dpsynth.synthesize(cfg2, generators={"a": One("a"), "b": One("b")}, embedder=FakeEmbedder(), progress=False)
+    assert len(res2) == 60

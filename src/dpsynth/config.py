@@ -303,6 +303,15 @@ class WaspConfig(_Strict):
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
+    samples_per_prompt: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Completions drawn from each prompt (OpenAI's n; llama.cpp, vLLM and OpenAI support it): a "
+            "contrastive prompt with its examples is prefilled once for all of them."
+        ),
+    )
     near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
     label_judge: str | None = Field(
         None,

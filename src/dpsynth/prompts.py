@@ -85,7 +85,9 @@ class PromptBuilder:
         top_p: float,
         example_chars: int,
         rng: random.Random,
+        n: int = 1,
     ) -> None:
+        self.n = n  # completions per prompt
         self.task = task
         self.chat = prompt_format == "chat"
         self.max_tokens = max_tokens
@@ -101,6 +103,7 @@ class PromptBuilder:
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.rng.randrange(2**31),
+            n=self.n,
         )
         if self.chat:
             return GenerationRequest(messages=(ChatMessage("user", text),), **common)  # type: ignore[arg-type]

@@ -34,8 +34,13 @@ class GenerationRequest:
     # > 0: also return the k most likely first tokens with their log-probabilities (chat requests only;
     # llama.cpp, vLLM and OpenAI support it).  The label judge reads a label's probability from them.
     top_logprobs: int = 0
+    # completions wanted from this one prompt (OpenAI's ``n``; llama.cpp, vLLM and OpenAI support it): the
+    # prompt is prefilled once for all of them.  A backend that ignores it returns one.
+    n: int = 1
 
     def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
         if self.top_logprobs and self.messages is None:
@@ -56,6 +61,13 @@ class Completion:
     cached_tokens: int = 0  # prompt tokens reused from the slot's KV cache (no prefill needed)
     # the first generated token's alternatives as (token, logprob), when the request asked for them
     top_logprobs: tuple[tuple[str, float], ...] = ()
+    # the other completions of a request with n > 1 (``text`` is the first)
+    extra_texts: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Every completion of the request: ``text`` first, then ``extra_texts``."""
+        return (self.text, *self.extra_texts)
     prompt_ms: float = 0.0  # prefill
     predicted_ms: float = 0.0  # decode
 

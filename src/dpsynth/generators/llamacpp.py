@@ -172,6 +172,8 @@ class LlamaCppGenerator:
             return Completion(text="", error="generator closed")
         try:
             body = {**request_body(req), **self._extra}
+            if req.n > self.cfg.n_parallel:  # llama.cpp runs the n completions in parallel slots
+                body["n"] = self.cfg.n_parallel
             handle = server.handle_chat_completions if req.is_chat else server.handle_completions
             data = handle(body)
         except Exception as exc:

@@ -52,6 +52,8 @@ def request_body(req: GenerationRequest, model: str | None = None) -> dict[str, 
         body["stop"] = list(req.stop)
     if req.seed is not None:
         body["seed"] = req.seed
+    if req.n > 1:
+        body["n"] = req.n
     if req.top_logprobs:
         body["logprobs"] = True
         body["top_logprobs"] = req.top_logprobs
@@ -73,20 +75,17 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return Completion(text="", error="response has no choices")
     choice = choices[0]
-    text: Any = None
-    if is_chat:
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
-    if text is None:
-        text = choice.get("text")
+    text = _choice_text(choice, is_chat)
+    extra = tuple(t for t in (_choice_text(c, is_chat) for c in choices[1:] if isinstance(c, dict)) if t.strip())
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     ct, pt = _int(usage.get("completion_tokens")), _int(usage.get("prompt_tokens"))
     timings = data.get("timings")  # llama.cpp (and its server) report where the time went
     timings = timings if isinstance(timings, dict) else {}
-    ok = isinstance(text, str) and bool(text.strip())
+    ok = bool(text.strip())
     return Completion(
         text=text if ok else "",
+        extra_texts=extra,
         completion_tokens=ct,
         prompt_tokens=pt,
         error=None if ok else "empty completion",
@@ -95,6 +94,16 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
         predicted_ms=_float(timings.get("predicted_ms")),
         top_logprobs=_first_top_logprobs(choice),
     )
+
+
+def _choice_text(choice: dict[str, Any], is_chat: bool) -> str:
+    text: Any = None
+    if is_chat:
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    if text is None:
+        text = choice.get("text")
+    return text if isinstance(text, str) else ""
 
 
 def _first_top_logprobs(choice: dict[str, Any]) -> tuple[tuple[str, float], ...]:

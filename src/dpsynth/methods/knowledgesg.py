@@ -28,6 +28,7 @@ from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE, JobSpec, LoraSpec, PromptSpec, format_record
+from dpsynth.privacy.report import DOMAIN_NOTE
 from dpsynth.run import ProgressReporter, RunDir
 
 log = logging.getLogger("dpsynth.knowledgesg")
@@ -222,6 +223,13 @@ class KnowledgeSGClientMethod:
         ks = self.config.knowledgesg
         return {
             "method": "knowledgesg",
+            "domain": {
+                "checks": [
+                    f"every record has a non-empty {ks.instruction_column!r} and {ks.response_column!r}",
+                    *[c for c in self.inner.domain() if "data.labels" not in c and "non-empty text" not in c],
+                ],
+                "note": DOMAIN_NOTE,
+            },
             "post_processing": [
                 "the DP LoRA adapter (adapter/) is uploaded to the server; nothing else derived from private data is",
                 "the server samples instructions from the DP adapter with the public control code, its professional "

@@ -324,6 +324,7 @@ class WaspRun:
                     top_p=self.w.top_p,
                     example_chars=self.w.example_chars,
                     rng=self.rng,
+                    n=self.w.samples_per_prompt,
                 )
                 for gc in self.config.generators
                 if gc.name in self.generators
@@ -339,6 +340,7 @@ class WaspRun:
                         top_p=self.w.top_p,
                         example_chars=self.w.example_chars,
                         rng=self.rng,
+                        n=self.w.samples_per_prompt,
                     ),
                 )
         return self._builder_cache
@@ -356,15 +358,14 @@ class WaspRun:
         need = dict(quota)
         limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
         attempts = {c: 0 for c in need}
+        per_prompt = self.w.samples_per_prompt
         while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
             batch: list[tuple[str, GenerationRequest, list[str]]] = []
             for c in need:
                 k = min(need[c], limit[c] - attempts[c], CHUNK)
-                batch.extend((c, *self._request(g, c, plan, by_id)) for _ in range(max(k, 0)))
+                batch.extend((c, *self._request(g, c, plan, by_id)) for _ in range(max(-(-k // per_prompt), 0)))
             self.rng.shuffle(batch)
-            batch = batch[:CHUNK]
-            for c, _, _ in batch:
-                attempts[c] += 1
+            batch = batch[: max(CHUNK // per_prompt, 1)]
 
             def tick(comp: Completion, g: str = g) -> None:
                 self.tokens[g].add(comp)
@@ -376,24 +377,26 @@ class WaspRun:
             wanted = dict(need)
             candidates: list[tuple[str, str]] = []  # (class, cleaned text), at most need[c] per class
             for (c, _, examples), comp in zip(batch, completions, strict=True):
-                if wanted[c] <= 0:
-                    outcome["surplus"] += 1
-                    continue
-                text = clean_output(comp.text, self.w.min_chars, self.w.max_chars)
-                reason = (
-                    "unusable"
-                    if text is None
-                    else "duplicate"
-                    if _norm(text) in self._seen or any(_norm(text) == _norm(t) for _, t in candidates)
-                    else "copies_example"
-                    if copies_example(text, examples)
-                    else None
-                )
-                if reason is not None or text is None:
-                    outcome[reason or "unusable"] += 1
-                    continue
-                candidates.append((c, text))
-                wanted[c] -= 1
+                attempts[c] += max(len(comp.texts), 1)  # a backend that ignores n returns one text
+                for raw in comp.texts:
+                    if wanted[c] <= 0:
+                        outcome["surplus"] += 1
+                        continue
+                    text = clean_output(raw, self.w.min_chars, self.w.max_chars)
+                    reason = (
+                        "unusable"
+                        if text is None
+                        else "duplicate"
+                        if _norm(text) in self._seen or any(_norm(text) == _norm(t) for _, t in candidates)
+                        else "copies_example"
+                        if copies_example(text, examples)
+                        else None
+                    )
+                    if reason is not None or text is None:
+                        outcome[reason or "unusable"] += 1
+                        continue
+                    candidates.append((c, text))
+                    wanted[c] -= 1
             accepted = []
             for c, text in self._judged(candidates, outcome):
                 outcome["accepted"] += 1
