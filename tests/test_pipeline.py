@@ -231,3 +231,14 @@ def test_several_samples_per_prompt(private_csv: Path, tmp_path: Path) -> None:
     cfg2 = fake_run_config(private_csv, tmp_path / "n4one", wasp=dict(rounds=3, q=4, samples_per_prompt=4))
     res2 = dpsynth.synthesize(cfg2, generators={"a": One("a"), "b": One("b")}, embedder=FakeEmbedder(), progress=False)
     assert len(res2) == 60
+
+
+def test_progress_shows_samples_per_second_and_the_run_eta(
+    private_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = fake_run_config(private_csv, tmp_path / "eta")
+    dpsynth.synthesize(
+        cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=True
+    )
+    err = capsys.readouterr().err  # not a terminal: one line per update
+    assert "samples/s · run ETA" in err

@@ -201,6 +201,7 @@ class WaspRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[Sample]:
+        self._run_started, self._samples0 = time.monotonic(), len(self.samples)
         sizes = self.round_sizes()
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
@@ -438,8 +439,22 @@ class WaspRun:
         toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
         eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
         self.progress.update(
-            f"{self._round_label} · {g}", done, self._round_total, f"{toks / elapsed:.0f} tok/s · {eps}"
+            f"{self._round_label} · {g}",
+            done,
+            self._round_total,
+            f"{toks / elapsed:.0f} tok/s · {self._run_rate()} · {eps}",
         )
+
+    def _run_rate(self) -> str:
+        """Samples per second since this process started the run, and the ETA of the whole run from it."""
+        made = len(self.samples) - self._samples0
+        elapsed = time.monotonic() - self._run_started
+        if made <= 0 or elapsed <= 0:
+            return "ETA …"
+        rate = made / elapsed
+        left = max(self.config.n_synthetic - len(self.samples), 0) / rate
+        eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        return f"{rate:.2f} samples/s · run ETA {eta}"
 
     def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
         t = plan.round
