@@ -269,6 +269,10 @@ def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
         (["run", "--epsilon", "1e400", "--labels", "a,b"], "privacy.epsilon"),  # overflow: not inf
         (["run", "--epsilon", "true", "--labels", "a,b"], "privacy.epsilon"),  # not 1.0
         (["run", "--resume"], "--out"),
+        # another method's flag is refused before any model loads, naming the methods that use it
+        (["run", "--batch-size", "4"], "finetune.batch_size) is a setting of dp-finetune and knowledgesg"),
+        (["run", "--method", "pearl", "--wasp.q", "2"], "not of --method pearl"),
+        (["run", "--method", "augpe"], "did you mean 'aug-pe'"),
         (
             ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],
             "--epsilon",
@@ -445,3 +449,12 @@ def test_label_judge_and_epsilon_inf_flags() -> None:
     assert cfg.wasp.label_judge == "qwen2.5-0.5b" and not cfg.privacy.is_private
     cfg = load_config(None, parse_overrides(["--wasp.label-judge=smollm2-135m"]))
     assert cfg.wasp.label_judge == "smollm2-135m"
+
+
+def test_api_points_at_the_section_of_a_shortcut() -> None:
+    """The CLI takes --epsilon; Config(epsilon=2) names where the field lives."""
+    with pytest.raises(ConfigError, match=r"did you mean privacy.epsilon\? e.g. privacy=\{'epsilon': \.\.\.\}"):
+        Config(epsilon=2)  # type: ignore[call-arg]
+    # flags of a section the method reads are accepted
+    cfg = load_config(None, parse_overrides(["--method", "dp-finetune", "--batch-size", "4"]))
+    assert cfg.finetune.batch_size == 4

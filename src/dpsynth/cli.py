@@ -17,7 +17,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, NumberOverflowError, load_config, load_yaml
+from dpsynth.config import Config, NumberOverflowError, load_config, load_yaml, section_misfits
 from dpsynth.errors import ConfigError, DpsynthError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
@@ -136,6 +136,13 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
         overrides["method"] = method
     cfg = load_config(config, overrides)
+    misfits = section_misfits(list(overrides), cfg.method)
+    if misfits:  # refused before any model is loaded: the flag would be silently ignored
+        path, users = misfits[0]
+        raise ConfigError(
+            f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path}) is a setting of {' and '.join(users)}, not "
+            f"of --method {cfg.method}; drop it or choose --method {users[0]}"
+        )
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
     if cfg.out is None:  # chosen here, so that a Ctrl-C message can name it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import sys
 import types
 import typing
@@ -535,6 +536,28 @@ class KnowledgeSGConfig(_Strict):
     local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")
 
 
+# Which methods read each config section (a flag of another method's section is refused, see section_fits)
+SECTION_USERS: dict[str, tuple[str, ...]] = {
+    "data": ("wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"),
+    "privacy": ("wasp", "aug-pe", "dp-finetune", "pearl", "knowledgesg"),
+    "wasp": ("wasp", "aug-pe", "zero-shot"),
+    "finetune": ("dp-finetune", "knowledgesg"),
+    "pearl": ("pearl",),
+    "knowledgesg": ("knowledgesg",),
+}
+
+
+def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The dotted config paths in ``paths`` whose section ``method`` does not read, with the methods that do."""
+    out = []
+    for p in paths:
+        section = p.split(".", 1)[0]
+        users = SECTION_USERS.get(section)
+        if "." in p and users is not None and method not in users:
+            out.append((p, users))
+    return out
+
+
 # Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
 # beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.
 NON_PRIVATE_OK = ("wasp", "aug-pe")
@@ -637,6 +660,10 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
             unknown = True
         elif kind == "missing":
             msg = "required field is missing"
+        elif kind == "literal_error" and isinstance(err.get("input"), str):
+            expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            close = difflib.get_close_matches(err["input"], expected, n=1, cutoff=0.5)
+            msg = f"must be one of {', '.join(expected)}" + (f" (did you mean {close[0]!r}?)" if close else "")
         else:
             msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         # model-level checks already name their field ("generators: ...")
@@ -660,6 +687,11 @@ def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
         model = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
     if model is None or not loc:
         return ""
+    if len(loc) == 1 and model.__name__ == "Config":  # Config(epsilon=2): the field lives in a section
+        fields_of = {name: getattr(model.model_fields[name].annotation, "model_fields", {}) for name in SECTION_USERS}
+        sections = [name for name, fields in fields_of.items() if str(loc[-1]) in fields]
+        if len(sections) == 1:
+            return f" (did you mean {sections[0]}.{loc[-1]}? e.g. {sections[0]}={{'{loc[-1]}': ...}})"
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
