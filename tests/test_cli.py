@@ -458,3 +458,32 @@ def test_api_points_at_the_section_of_a_shortcut() -> None:
     # flags of a section the method reads are accepted
     cfg = load_config(None, parse_overrides(["--method", "dp-finetune", "--batch-size", "4"]))
     assert cfg.finetune.batch_size == 4
+
+
+def test_run_help_lists_every_field_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", "--help"])
+    out = capsys.readouterr().out
+    for needle in ("--epsilon", "--n-synthetic", "--batch-size", "--label-judge", "dp-finetune, pearl, knowledgesg"):
+        assert needle in out, needle
+    assert "finetune (used by dp-finetune, knowledgesg)" in " ".join(out.split())
+    main(["--version"])
+    assert capsys.readouterr().out.startswith("dpsynth ")
+
+
+@pytest.mark.parametrize("method", ["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"])
+def test_init_for_one_method(method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    path = tmp_path / "m.yaml"
+    main(["init", str(path), "--method", method])
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_config(path)
+    assert cfg.method == method
+    from dpsynth.config import SECTION_USERS
+
+    for section, users in SECTION_USERS.items():
+        assert (section in raw) == (method in users), section
+    if method in ("wasp", "dp-finetune"):
+        assert raw["data"]["labels"] == {"0": "negative", "1": "positive"} and raw["data"]["task"] == "movie review"
+    if "wasp" in raw:
+        assert "Choices: contrastive, rephrase." in path.read_text()

@@ -11,16 +11,43 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import textwrap
+import typing
 from typing import Any, NoReturn
 
 import typer
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, NumberOverflowError, load_config, load_yaml, section_misfits
+from dpsynth.config import (
+    Config,
+    Method,
+    NumberOverflowError,
+    default_generators,
+    load_config,
+    load_yaml,
+    section_misfits,
+)
 from dpsynth.errors import ConfigError, DpsynthError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata as md
+
+        typer.echo(f"dpsynth {md.version('dpsynth')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Differentially private synthetic data."""
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
 app.add_typer(privacy_app, name="privacy")
 from dpsynth.audit.cli import audit_app  # noqa: E402
@@ -105,12 +132,74 @@ def _parse_value(val: str, path: str = "value") -> Any:
         return val
 
 
+def _choices(annotation: Any) -> list[str]:
+    """The allowed values of a Literal field (also inside X | None), else []."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in args]
+    return [c for a in args for c in _choices(a)]
+
+
+def _type_name(annotation: Any) -> str:
+    if _choices(annotation):
+        return "CHOICE"
+    names = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}
+    for t in (annotation, *typing.get_args(annotation)):
+        if t in names:
+            return names[t]
+    return "YAML"
+
+
+def flags_help(method: str | None = None) -> str:
+    """Every config field as a flag, grouped by section, with its type, default and choices.
+
+    Generated from the Config model, so the help cannot drift from what ``run`` accepts.  The short
+    flag is shown where it is unambiguous (the dotted path always works)."""
+    from dpsynth.config import SECTION_USERS
+
+    flags = _flag_map()
+    short: dict[str, str] = {}
+    for flag, path in flags.items():
+        if path not in short or len(flag) < len(short[path]):
+            short[path] = flag
+    cfg = Config()
+    blocks: list[str] = []
+    groups: list[tuple[str, type[BaseModel], BaseModel]] = [("general", Config, cfg)]
+    for name in Config.model_fields:
+        if name in _SECTIONS:
+            users = SECTION_USERS.get(name, ())
+            if method is None or method in users:
+                groups.append((name, type(getattr(cfg, name)), getattr(cfg, name)))
+    for group, model, values in groups:
+        title = group if group == "general" else f"{group} (used by {', '.join(SECTION_USERS.get(group, ()))})"
+        rows = [title + ":"]
+        for fname, f in model.model_fields.items():
+            if group == "general" and fname in _SECTIONS:
+                continue
+            path = fname if group == "general" else f"{group}.{fname}"
+            flag = "--" + short.get(path, path).replace("_", "-")
+            default = getattr(values, fname)
+            shown = "see docs" if isinstance(default, (list, dict, BaseModel)) and default else repr(default)
+            choices = _choices(f.annotation)
+            extra = f" one of: {', '.join(choices)}." if choices else ""
+            text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()
+            rows.extend(textwrap.wrap(text, width=78, initial_indent="  ", subsequent_indent="      "))
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks)
+
+
+def _run_help() -> str:
+    return (
+        "dpsynth run [CONFIG.yaml] [--FIELD VALUE ...]. CONFIG is optional; any field below can be given as a "
+        "flag (values are YAML: --labels 0=negative,1=positive, --generators '[...]'), e.g. --epsilon 2 "
+        "--n-synthetic 500. A flag of a section the chosen --method does not read is refused."
+    )
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help=(
-        "dpsynth run [CONFIG.yaml] [--FIELD VALUE ...]. CONFIG is optional; any field can be overridden, "
-        "e.g. --epsilon 2 --n-synthetic 500."
-    ),
+    help=_run_help(),
+    epilog="\b\n" + flags_help().replace("\n\n", "\n\n\b\n"),
 )
 def run(
     ctx: typer.Context,
@@ -163,25 +252,54 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
 _RUN: tuple[str, str] | None = None
 
 
-@app.command(help="Write a commented default config file.")
-def init(path: str = typer.Argument("dpsynth.yaml"), force: bool = typer.Option(False, "--force")) -> None:
+@app.command(help="Write a commented config file: every field, or only those of one --method.")
+def init(
+    path: str = typer.Argument("dpsynth.yaml"),
+    force: bool = typer.Option(False, "--force"),
+    method: str | None = typer.Option(
+        None, "--method", help="Only the sections this method reads: wasp, aug-pe, zero-shot, dp-finetune, pearl, "
+        "knowledgesg."
+    ),
+) -> None:
     from pathlib import Path
 
     from dpsynth.io import atomic_write_text
 
+    if method is not None and method not in typing.get_args(Method):
+        Config(method=method)  # a one-line error with a did-you-mean
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} already exists; pass --force to overwrite it")
-    atomic_write_text(p, commented_default_config())
+    atomic_write_text(p, commented_default_config(method))
     typer.echo(f"wrote {p}; edit it, then run `dpsynth run {p}`")
 
 
-def commented_default_config() -> str:
-    """The default Config as YAML with each field's description as a comment."""
+def commented_default_config(method: str | None = None) -> str:
+    """The default Config as YAML with each field's description (and choices) as a comment.
+
+    With ``method``: only the sections it reads, its own embedded defaults filled in (the IMDb label set
+    and task for the text methods), so the file shows what the run will really use."""
+    from dpsynth.config import SECTION_USERS
+    from dpsynth.data import IMDB_LABELS, IMDB_TASK
+
     lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
-    cfg = Config()
+    if method == "aug-pe":  # one generator (the embedded Qwen), no judge
+        cfg = Config.model_validate(
+            {"method": method, "generators": [default_generators()[-1].model_dump()], "wasp": {"label_judge": None}}
+        )
+    else:
+        cfg = Config() if method is None else Config(method=method)
+    if method in ("wasp", "aug-pe", "zero-shot", "dp-finetune"):
+        cfg = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
+        )
     dump = cfg.model_dump(mode="json")
     for name, f in Config.model_fields.items():
+        if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
+            continue
+        prompting_only = ("generators", "embedding_model", "embedding_batch_size")
+        if method not in (None, "wasp", "aug-pe", "zero-shot") and name in prompting_only:
+            continue
         value = dump[name]
         if f.description:
             lines.append(f"# {f.description}")
@@ -189,8 +307,10 @@ def commented_default_config() -> str:
             sub = type(getattr(cfg, name))
             lines.append(f"{name}:" if sub.model_fields else f"{name}: {{}}")
             for sname, sf in sub.model_fields.items():
-                if sf.description:
-                    lines.append(f"  # {sf.description}")
+                choices = _choices(sf.annotation)
+                listed = f" Choices: {', '.join(choices)}." if choices else ""
+                if sf.description or choices:
+                    lines.append(f"  # {sf.description or ''}{listed}")
                 lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
         elif name == "generators":
             lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())

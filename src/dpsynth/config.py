@@ -259,7 +259,9 @@ class PrivacyConfig(_Strict):
             "a research baseline that is NOT differentially private."
         ),
     )
-    delta: float = Field(1e-5, description="Total delta; must be below 1/M.")
+    delta: float = Field(
+        1e-5, description="Total delta, for every method; well below 1/M (a console note says when it is not)."
+    )
     accountant: Literal["pld", "gdp"] = Field("pld", description="pld: dp-accounting PLD; gdp: exact GDP formula.")
 
     @field_validator("epsilon")
