@@ -29,7 +29,7 @@ from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
-from dpsynth.methods.wasp import WaspRun, check_run
+from dpsynth.methods.wasp import WaspRun, check_run, rounds_released
 from dpsynth.privacy.report import privacy_report, validate_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
@@ -80,10 +80,17 @@ def resolve_defaults(config: Config) -> Config:
     if config.n_synthetic < n_classes:
         raise ConfigError(f"n_synthetic: {config.n_synthetic} is smaller than the {n_classes} classes")
     w = config.effective_wasp()
-    if config.uses_private_data and config.n_synthetic // (w.rounds + 1) < n_classes:
+    if w.population is not None and w.population > config.n_synthetic:
         raise ConfigError(
-            f"n_synthetic: {config.n_synthetic} gives fewer than one sample per class per round with "
-            f"{w.rounds} rounds; raise n_synthetic or lower wasp.rounds"
+            f"wasp.population: {w.population} is larger than n_synthetic ({config.n_synthetic}); the rounds "
+            "make at most n_synthetic samples (null: all of them)"
+        )
+    in_rounds = w.population or config.n_synthetic
+    if config.uses_private_data and in_rounds // (w.rounds + 1) < n_classes:
+        field = "wasp.population" if w.population else "n_synthetic"
+        raise ConfigError(
+            f"{field}: {in_rounds} gives fewer than one sample per class per round with "
+            f"{w.rounds} rounds; raise {field} or lower wasp.rounds"
         )
     return config
 
@@ -128,6 +135,8 @@ class PromptingMethod:
         self.data: PrivateData | None = None
         self.gens: dict[str, Generator] = {}
         self._owned: list[Generator] = []
+        # False for a resume after the last vote (expansion, ``extend``): post-processing reads no private data
+        self.reads_private = config.uses_private_data
 
     def prepare(self) -> None:
         """Load and check the private data, check the run (label judge, noise plan), load the models.
@@ -143,7 +152,7 @@ class PromptingMethod:
 
     def _prepare(self) -> None:
         config = self.config
-        if config.uses_private_data:
+        if self.reads_private:
             d = config.data
             assert d.labels is not None
             self.data = load_private(
@@ -161,7 +170,7 @@ class PromptingMethod:
         check_run(config, names)
         if self.embedder is None:
             embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
-            if config.uses_private_data:
+            if self.reads_private:
                 embedder.load()  # a bad embedding_model fails now, not after the run directory exists
             self.embedder = embedder
         if self._injected is not None:
@@ -181,6 +190,7 @@ class PromptingMethod:
         samples = runner.run()
         assert config.data.labels is not None
         rows = [s.as_row(config.data.labels) for s in samples]
+        expansion = runner.expansion_size
         report = privacy_report(
             runner.ledger,
             method=config.method,
@@ -194,6 +204,14 @@ class PromptingMethod:
             post_processing=[
                 "generator weights, class shares and good/bad example pools from the noisy votes only",
                 "all prompts contain only public text (task, label names) and synthetic samples",
+                *(
+                    [
+                        f"{expansion} of the {len(rows)} samples (round {runner.rounds_total + 1}) were generated "
+                        "after the last vote from its released results only"
+                    ]
+                    if expansion > 0
+                    else []
+                ),
             ],
             never_written="private texts, private embeddings, pre-noise vote histograms",
             domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
@@ -215,9 +233,13 @@ def make_method(
     private: Any = None,
     generators: Mapping[str, Generator] | None = None,
     embedder: Embedder | None = None,
+    resume_dir: RunDir | None = None,
 ) -> MethodRunner:
     if config.method in PROMPTING_METHODS:
-        return PromptingMethod(resolve_defaults(config), private, generators, embedder)
+        method = PromptingMethod(resolve_defaults(config), private, generators, embedder)
+        if resume_dir is not None and config.uses_private_data:
+            method.reads_private = not rounds_released(method.config, resume_dir)
+        return method
     if config.method == "dp-finetune":
         from dpsynth.methods.dp_finetune import DpFinetuneMethod
 
@@ -282,7 +304,8 @@ def synthesize(
     config = run_dir.check(config, resume, private_given=private is not None)
     if resume and run_dir.is_complete(config):
         return _finished(run_dir, config, progress, as_dataset)
-    if private is None and is_in_memory_source(config.data.private):
+    post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
+    if private is None and is_in_memory_source(config.data.private) and not post_processing_only:
         error = ResumeError if resume else DataError
         raise error(
             f"data.private: {config.data.private} stands for records that were passed in memory to "
@@ -293,7 +316,7 @@ def synthesize(
     method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
     try:
-        method = make_method(config, private, generators, embedder)
+        method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         method.prepare()
         if not resume:
@@ -320,6 +343,56 @@ def synthesize(
             remove_logging(handlers)
     result = SynthesisResult(rows, run_dir.path, output, report)
     return result.to_dataset() if as_dataset else result
+
+
+def extend(
+    run: str | Path,
+    n: int,
+    *,
+    generators: Mapping[str, Generator] | None = None,
+    embedder: Embedder | None = None,
+    progress: bool = True,
+    as_dataset: bool = False,
+) -> Any:
+    """``n`` more samples for the finished WASP, Aug-PE or zero-shot run in ``run``, at no privacy cost.
+
+    The new samples come from the run's last released vote (its weights, class shares and example pools),
+    like the expansion phase of ``wasp.population``: post-processing, so epsilon stays what it was and the
+    private data is not needed.  config.yaml records the larger n_synthetic (and pins wasp.population to
+    the rounds' size) before any sample is made, so an interrupted call finishes with
+    ``dpsynth run --resume --out RUN``.  Returns what ``synthesize`` returns.
+    """
+    from dpsynth.io import atomic_write_text
+    from dpsynth.run import dump_config_yaml
+
+    run_dir = RunDir(run, resuming=True)
+    if not run_dir.config.exists():
+        raise ResumeError(f"run: {run_dir.path} holds no run (no config.yaml); pass the folder of a finished run")
+    stored = Config.model_validate(run_dir.stored_raw())
+    if stored.method not in PROMPTING_METHODS:
+        raise ConfigError(
+            f"run: {run_dir.path} is a {stored.method} run; `sample` extends wasp, aug-pe and zero-shot runs"
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n: {n!r} is not a positive number of samples")
+    if not run_dir.is_complete(stored):
+        raise ResumeError(
+            f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
+        )
+    wasp = stored.wasp.model_copy(update={"population": stored.wasp.population or stored.n_synthetic})
+    grown = Config.model_validate(
+        {**stored.model_dump(), "n_synthetic": stored.n_synthetic + n, "wasp": wasp.model_dump()}
+    )
+    atomic_write_text(run_dir.config, dump_config_yaml(grown))
+    log.info("sample: n_synthetic %d -> %d (post-processing)", stored.n_synthetic, grown.n_synthetic)
+    return synthesize(
+        Config(out=str(run_dir.path)),
+        resume=True,
+        generators=generators,
+        embedder=embedder,
+        progress=progress,
+        as_dataset=as_dataset,
+    )
 
 
 def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool) -> Any:

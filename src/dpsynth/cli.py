@@ -252,6 +252,29 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
 _RUN: tuple[str, str] | None = None
 
 
+@app.command(
+    help=(
+        "N more samples for a finished wasp, aug-pe or zero-shot run, from its last released vote: "
+        "post-processing, so epsilon does not change and the private data is not read."
+    )
+)
+def sample(
+    run_dir: str = typer.Option(..., "--run", help="The folder of a finished run."),
+    n: int = typer.Option(..., "--n", min=1, help="How many samples to add."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    from dpsynth.api import extend
+
+    global _RUN
+    _RUN = ("dpsynth run", run_dir)  # an interrupted sample finishes as a resume
+    result = extend(run_dir, n, progress=not quiet)
+    typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({n} added)")
+    typer.echo(
+        f"privacy: {result.privacy['guarantee']} (epsilon spent {result.privacy['epsilon']:.4g}, unchanged); "
+        f"report: {result.run_dir}/privacy.json"
+    )
+
+
 @app.command(help="Write a commented config file: every field, or only those of one --method.")
 def init(
     path: str = typer.Argument("dpsynth.yaml"),

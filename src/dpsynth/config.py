@@ -288,6 +288,15 @@ class WaspConfig(_Strict):
     """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
 
     rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
+    population: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "Samples generated in the seed round and the T voting rounds; the rest of n_synthetic is generated "
+            "after the last vote from its released results (post-processing: no privacy cost, and a resume of "
+            "that phase needs no private data). None: all of n_synthetic within the rounds."
+        ),
+    )
     q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")

@@ -16,6 +16,7 @@ Layout (everything here is public or DP: no private text, no pre-noise statistic
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -163,8 +164,15 @@ class RunDir:
         return raw
 
     def is_complete(self, config: Config) -> bool:
-        """True when the run finished: its output and privacy.json (written last) both exist."""
-        return self.privacy.exists() and self.output(config.output_format).exists()
+        """True when the run finished: its output and privacy.json (written last) both exist, for this
+        n_synthetic (``dpsynth sample`` raises it in config.yaml, making a finished run unfinished)."""
+        if not (self.privacy.exists() and self.output(config.output_format).exists()):
+            return False
+        try:
+            made = json.loads(self.privacy.read_text(encoding="utf-8")).get("public_inputs", {}).get("n_synthetic")
+        except (OSError, ValueError, AttributeError):
+            return True  # unreadable: the resume path reports it
+        return made is None or made == config.n_synthetic
 
     def create(self, config: Config) -> None:
         try:

@@ -7,6 +7,8 @@ The loop reads like the algorithm in wasp.md:
                      noisy Top-Q vote         <- the only step reading private data
                      generator weights, class shares, good/bad pools (post-processing)
                      contrastive (or rephrase) generation of G new samples
+    expansion:       with wasp.population < n_synthetic, the rest of n_synthetic is generated
+                     from round T's released vote (post-processing: no new release)
 
 Resumability: accepted samples go to an append-only journal after every chunk;
 a round's noisy vote is saved before the ledger records it and is reused on
@@ -164,6 +166,8 @@ class WaspRun:
         self.label_names = dict(config.data.labels or {})
         self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
+        # samples made in the rounds (seed round included); the rest of n_synthetic is the expansion phase
+        self.population = min(self.w.population or config.n_synthetic, config.n_synthetic)
         check_run(config, generators)
         self.events = privacy_events(config)
         if self.events and self.events[0].noise_multiplier == 0:
@@ -185,19 +189,25 @@ class WaspRun:
         # Private data: embedded once, kept in memory only (never cached to disk).
         self._private_emb: np.ndarray | None = None
         self._private_labels: np.ndarray | None = None
-        if config.uses_private_data:
-            if private is None:
-                raise ConfigError("data.private: this method needs private data")
+        if config.uses_private_data and private is not None:
             self._private_emb = embedder.encode(list(private.texts))
             self._private_labels = np.asarray(private.labels)
+        elif config.uses_private_data and not votes_released(self.ledger, run_dir):
+            raise ConfigError("data.private: this method needs private data")
 
     # ------------------------------------------------------------------ budget
     def round_sizes(self) -> list[int]:
-        n, t = self.config.n_synthetic, self.rounds_total
+        """Samples per round 0..T: ``population`` split evenly (the last round takes the remainder)."""
+        n, t = self.population, self.rounds_total
         g = n // (t + 1)
         sizes = [g] * (t + 1)
         sizes[-1] += n - g * (t + 1)
         return sizes
+
+    @property
+    def expansion_size(self) -> int:
+        """Samples generated after the rounds from the last plan (post-processing)."""
+        return self.config.n_synthetic - self.population
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[Sample]:
@@ -206,13 +216,37 @@ class WaspRun:
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
         seed_budgets = {g: allocate(n, uniform_classes) for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()}
-        self._generate_round(RoundPlan(0, seed_budgets))
+        plan = RoundPlan(0, seed_budgets)
+        population: list[Sample] = []
+        self._generate_round(plan)
         for t in range(1, self.rounds_total + 1):
             votes, population = self._vote(t)
             plan = self._plan_round(t, votes, population, sizes[t])
             self._generate_round(plan, population)
+        if self.expansion_size > 0:
+            self._generate_round(self._expansion_plan(plan, population), population, expansion=True)
         self.cache.save()
         return self.samples
+
+    def _expansion_plan(self, last: RoundPlan, population: list[Sample]) -> RoundPlan:
+        """Round T+1: the last round's plan (weights, class shares, good/bad pools from round T's released
+        vote, or the seed round's for zero-shot) re-allocated to the expansion size.  It reads nothing
+        private, so it spends nothing and can grow later (``dpsynth sample``)."""
+        size = self.expansion_size
+        gens = list(last.budgets)
+        weights = last.weights or {g: 1.0 / len(gens) for g in gens}
+        shares = last.class_shares or {c: 1.0 / len(self.labels) for c in self.labels}
+        floor = math.ceil(self.w.min_share * size) if len(gens) > 1 and last.weights else 0
+        per_gen = allocate(size, weights, floor=floor)
+        return RoundPlan(
+            self.rounds_total + 1,
+            {g: allocate(n, shares) for g, n in per_gen.items()},
+            weights=last.weights,
+            class_shares=last.class_shares,
+            good=last.good,
+            bad=last.bad,
+            vote_mass=last.vote_mass,
+        )
 
     def _vote(self, t: int) -> tuple[NoisyVotes, list[Sample]]:
         """Embed the population and release round t's noisy vote, or reuse the one released before a crash.
@@ -456,17 +490,21 @@ class WaspRun:
         eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
         return f"{rate:.2f} samples/s · run ETA {eta}"
 
-    def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = ()) -> None:
+    def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = (), *, expansion: bool = False) -> None:
         t = plan.round
         prior = next((r for r in self.round_log if r["round"] == t), None)
+        if expansion and prior is not None:
+            # the expansion only ever grows (dpsynth sample): fill what its budgets still lack
+            prior = {**prior, "complete": False}
         if prior is not None and prior.get("complete", True):  # entries without the key predate partial saves
             # Finished before an interruption: its samples are in the journal and its rounds.json entry says
             # what happened then (budgets, outcomes, epsilon at the time); redoing it would overwrite that.
-            log.info("round %d: completed before the run was interrupted; kept as recorded", t)
+            log.info("round %d: already complete; kept as recorded", t)
             return
         by_id = {s.id: s for s in population}
         total = sum(sum(b.values()) for b in plan.budgets.values())
-        self._round_label = f"round {t}/{self.rounds_total}"
+        self._round_label = "expansion (no privacy cost)" if expansion else f"round {t}/{self.rounds_total}"
+        self._expansion = expansion
         self._round_total = total
         self._round_started = time.monotonic()
         self._round_tokens0 = sum(tc.completion_tokens for tc in self.tokens.values())
@@ -526,9 +564,23 @@ class WaspRun:
             # judge_unsure (label judge) / surplus outputs
             "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
             "complete": complete,
+            **({"expansion": True} if self._expansion else {}),
         }
         self.round_log = [r for r in self.round_log if r["round"] != t] + [entry]
         self.rundir.save_rounds(self.round_log)
+
+
+def votes_released(ledger: Ledger, run_dir: RunDir) -> bool:
+    """Every planned vote is released and saved: what is left of the run (the expansion phase, or
+    ``dpsynth sample``) is post-processing and needs no private data."""
+    return ledger.complete and all(run_dir.votes(int(e.key.split("_")[1])).exists() for e in ledger.planned)
+
+
+def rounds_released(config: Config, run_dir: RunDir) -> bool:
+    """For a resume: has the run in ``run_dir`` released (and saved) every vote it plans?"""
+    if not config.uses_private_data or not run_dir.ledger.exists():
+        return False
+    return votes_released(open_ledger(config, run_dir, privacy_events(config)), run_dir)
 
 
 def _norm(text: str) -> str:

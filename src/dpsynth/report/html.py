@@ -348,13 +348,18 @@ ROUND_MEASURES = (
 )
 
 
+def _round_name(r: dict[str, Any], i: int) -> str:
+    """'3', or '5 (expansion)' for the samples made after the last vote from its results."""
+    return f"{r.get('round', i)}" + (" (expansion)" if r.get("expansion") else "")
+
+
 def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str]) -> str:
     """The rounds as compact tables: one per measure (a row per generator, a column per round), then
     one row per round for class shares, epsilon and time.  One table with a column per generator and
     measure (13 columns for 3 generators) was wider than the page."""
     subs = []
     for key, title in ROUND_MEASURES:
-        have = [(r.get("round", i), r[key]) for i, r in enumerate(rounds) if isinstance(r.get(key), dict) and r[key]]
+        have = [(_round_name(r, i), r[key]) for i, r in enumerate(rounds) if isinstance(r.get(key), dict) and r[key]]
         if have:  # only the rounds that have the measure (round 0, the zero-shot seed, has no vote)
             rows = [[g] + [values.get(g) for _, values in have] for g in gens]
             heads = ["generator", *(f"round {x}" for x, _ in have)]
@@ -367,7 +372,7 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
             if isinstance(shares, dict) and shares
             else None
         )
-        rows.append([r.get("round"), share_txt, r.get("epsilon_spent"), r.get("seconds")])
+        rows.append([_round_name(r, len(rows)), share_txt, r.get("epsilon_spent"), r.get("seconds")])
     subs.append(
         "<div><h4>Class shares, privacy spent and time</h4>"
         + table(["round", "class shares", "epsilon spent", "seconds"], rows)

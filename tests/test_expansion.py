@@ -1,0 +1,166 @@
+"""Post-processing growth: wasp.population (an expansion phase after the last vote) and `dpsynth sample`.
+
+Both generate from the last released vote only, so they must spend nothing, draw no vote, embed no new
+sample for a vote and never read the private data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dpsynth
+from dpsynth.api import extend
+from dpsynth.cli import main
+from dpsynth.errors import ConfigError, ResumeError
+from dpsynth.report import build_report
+
+from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
+
+
+def _ledger(run: Path) -> dict:
+    return json.loads((run / "ledger.json").read_text())
+
+
+def _gens() -> dict[str, FakeGenerator]:
+    return {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
+
+
+def test_population_spends_the_votes_on_the_rounds_and_expands_after(private_csv: Path, tmp_path: Path) -> None:
+    full = dpsynth.synthesize(
+        fake_run_config(private_csv, tmp_path / "full"), generators=_gens(), embedder=FakeEmbedder(), progress=False
+    )
+    run = tmp_path / "exp"
+    emb = FakeEmbedder()
+    gens = _gens()
+    cfg = fake_run_config(private_csv, run, n_synthetic=100, wasp=dict(rounds=3, q=4, population=40))
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=emb, progress=False)
+    assert len(res) == 100
+    by_round: dict[int, int] = {}
+    for r in res.records:
+        by_round[r["round"]] = by_round.get(r["round"], 0) + 1
+    assert by_round == {0: 10, 1: 10, 2: 10, 3: 10, 4: 60}  # 40 in the rounds, 60 expanded
+    # the same three votes and the same epsilon as a run without expansion
+    assert res.privacy["epsilon"] == pytest.approx(full.privacy["epsilon"])
+    assert [r["key"] for r in _ledger(run)["releases"]] == ["round_1", "round_2", "round_3"]
+    assert any("after the last vote" in p for p in res.privacy["post_processing"])
+    # no expansion sample is embedded: the last vote covered rounds 0-2 (30 samples), 40 private records
+    embedded = [t for call in emb.calls for t in call]
+    assert len(embedded) == 40 + 30
+    rounds = json.loads((run / "rounds.json").read_text())
+    last = next(r for r in rounds if r["round"] == 4)
+    assert last["expansion"] is True and last["complete"] is True
+    # expansion prompts show the good and bad examples of the last vote (contrastive)
+    assert sum("poor" in p.lower() for p in gens["a"].prompts + gens["b"].prompts) > 40
+    assert "round 4 (expansion)" in build_report(run)  # the report names the phase
+
+
+def test_population_larger_than_n_or_too_small_is_refused(private_csv: Path, tmp_path: Path) -> None:
+    for pop, field in ((200, "larger than n_synthetic"), (6, "fewer than one sample per class")):
+        cfg = fake_run_config(private_csv, tmp_path / f"bad{pop}", wasp=dict(rounds=3, q=4, population=pop))
+        with pytest.raises(ConfigError, match=field):
+            dpsynth.synthesize(cfg, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+        assert not (tmp_path / f"bad{pop}").exists()
+
+
+def test_sample_adds_records_without_spending_or_reading_private_data(private_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    res = dpsynth.synthesize(
+        fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False
+    )
+    ledger_before = _ledger(run)["releases"]
+    votes_before = {p.name: p.read_bytes() for p in (run / "votes").iterdir()}
+    private_csv.unlink()  # the private data is gone: post-processing must not need it
+    emb = FakeEmbedder()
+    more = extend(run, 25, generators=_gens(), embedder=emb, progress=False)
+    assert len(more) == 85 and not more.already_complete
+    assert more.records[:60] == res.records  # the first 60 are kept as they were
+    assert {r["round"] for r in more.records[60:]} == {4}
+    assert _ledger(run)["releases"] == ledger_before
+    assert {p.name: p.read_bytes() for p in (run / "votes").iterdir()} == votes_before
+    assert more.privacy["epsilon"] == pytest.approx(res.privacy["epsilon"])
+    assert more.privacy["public_inputs"]["n_synthetic"] == 85
+    assert emb.calls == []  # nothing embedded, private or synthetic
+    lines = (run / "synthetic.jsonl").read_text().splitlines()
+    assert len(lines) == 85
+    # a second call grows the same expansion round; resuming the grown run is a no-op
+    fresh = {"a": FakeGenerator("a", 7), "b": FakeGenerator("b", 8)}  # the same seeds would repeat themselves
+    again = extend(run, 5, generators=fresh, embedder=FakeEmbedder(), progress=False)
+    assert len(again) == 90 and sum(r["round"] == 4 for r in again.records) == 30
+    done = dpsynth.synthesize(dpsynth.Config(out=str(run)), resume=True, progress=False)
+    assert done.already_complete and len(done) == 90
+
+
+def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(ResumeError, match="holds no run"):
+        extend(tmp_path / "nothing", 5)
+    run = tmp_path / "run"
+    cfg = fake_run_config(private_csv, run)
+    gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}
+    with pytest.raises(Crash):
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    with pytest.raises(ResumeError, match="not finished"):
+        extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    dpsynth.synthesize(cfg, resume=True, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    for bad in (0, -3, True):
+        with pytest.raises(ConfigError, match="positive number"):
+            extend(run, bad, generators=_gens(), embedder=FakeEmbedder(), progress=False)  # type: ignore[arg-type]
+    pearl = tmp_path / "pearl"
+    pearl.mkdir()
+    (pearl / "config.yaml").write_text("method: pearl\n")
+    with pytest.raises(ConfigError, match="extends wasp, aug-pe and zero-shot"):
+        extend(pearl, 5)
+
+
+def test_a_run_killed_in_the_expansion_resumes_without_the_private_data(private_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = fake_run_config(private_csv, run, n_synthetic=80, wasp=dict(rounds=3, q=4, population=40))
+    # generator a is called once per round: its 5th call is the expansion
+    gens = {"a": CrashingGenerator("a", 1, crash_at=5), "b": FakeGenerator("b", 2)}
+    with pytest.raises(Crash):
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert [r["key"] for r in _ledger(run)["releases"]] == ["round_1", "round_2", "round_3"]
+    private_csv.unlink()
+    res = dpsynth.synthesize(
+        dpsynth.Config(out=str(run)), resume=True, generators=_gens(), embedder=FakeEmbedder(), progress=False
+    )
+    assert len(res) == 80 and sum(r["round"] == 4 for r in res.records) == 40
+
+
+def test_a_run_killed_before_its_last_vote_still_needs_the_private_data(private_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = fake_run_config(private_csv, run)
+    gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}
+    with pytest.raises(Crash):
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    private_csv.unlink()
+    with pytest.raises(dpsynth.errors.DataError):
+        dpsynth.synthesize(
+            dpsynth.Config(out=str(run)), resume=True, generators=_gens(), embedder=FakeEmbedder(), progress=False
+        )
+
+
+def test_zero_shot_sample(tmp_path: Path) -> None:
+    run = tmp_path / "zs"
+    cfg = fake_run_config(Path("/does/not/matter.csv"), run, method="zero-shot", n_synthetic=20)
+    dpsynth.synthesize(cfg, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    more = extend(run, 10, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert len(more) == 30 and more.privacy["epsilon"] == 0
+    assert sorted({r["round"] for r in more.records}) == [0, 1]
+
+
+def test_cli_sample(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, private_csv: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: FakeGenerator(gc.name))
+    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", lambda *a: FakeEmbedder())
+    main(["sample", "--run", str(run), "--n", "12", "--quiet"])
+    out = capsys.readouterr().out
+    assert "wrote 72 synthetic records" in out and "12 added" in out and "unchanged" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--run", str(run), "--n", "0"])
+    assert exc.value.code == 2
