@@ -9,9 +9,12 @@ near zero or negative.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 
 def generator_weights(
@@ -42,11 +45,12 @@ def generator_weights(
     return {g: float(w) for g, w in zip(generators, p, strict=True)}
 
 
-def allocate(total: int, shares: dict[str, float], floor: int = 0) -> dict[str, int]:
+def allocate(total: int, shares: Mapping[K, float], floor: int = 0) -> dict[K, int]:
     """Split ``total`` by ``shares``: floor(total * p), remainder by largest fractional part.
 
     Every key gets at least ``floor`` (if the total allows) so that no generator or
-    class starves permanently.
+    class starves permanently.  The one largest-remainder split of the package: WASP's
+    per-generator and per-class budgets, PEARL's and dp-finetune's output class quotas.
     """
     keys = list(shares)
     if total <= 0 or not keys:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, read_table
+from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate import downstream, fidelity
@@ -217,13 +217,6 @@ def _labelled(
         n = sum(lab == "" for lab in labels)
         raise DataError(f"{where}: {n} {role} record(s) have an empty {label_column!r}; fill or drop them")
     return LabelledTexts(texts, labels, where)
-
-
-def norm_label(v: Any) -> str:
-    s = str(v).strip()
-    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
-        s = s[:-2]
-    return s
 
 
 def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
