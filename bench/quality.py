@@ -143,7 +143,7 @@ def summarize(ev: dict[str, Any]) -> dict[str, Any]:
 
 def pearl_select(eps: float, seed: int, n: int, m: int, out: Path, embedder: Any) -> tuple[list[dict[str, Any]], Any]:
     """3N zero-shot candidates (no private data), then a DP sketch of the M private embeddings picks N."""
-    from dpsynth.methods.pearl import embedding_sketch, select_by_sketch
+    from pearl_tools import embedding_sketch, select_by_sketch
 
     pool_dir = out.parent / f"pearl-pool-n{3 * n}-s{seed}"
     if not (pool_dir / "privacy.json").exists():
