@@ -259,10 +259,10 @@ class Service:
 
     def _load_models(self) -> None:
         from dpsynth.generators import build_generator
-        from dpsynth.knowledgesg.work import BaseModel
+        from dpsynth.knowledgesg.work import ServerBaseModel
 
         t0 = time.time()
-        self.base = BaseModel(self.cfg.base_model)
+        self.base = ServerBaseModel(self.cfg.base_model)
         log.info("base model %s loaded in %.1f s", self.cfg.base_model, time.time() - t0)
         if self._stop.is_set():  # stopping already: do not start llama.cpp only to close it again
             return
