@@ -252,6 +252,22 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
 _RUN: tuple[str, str] | None = None
 
 
+@client_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "dpsynth client run [CONFIG.yaml] --server URL --private FILE [--FIELD VALUE ...]: DP-fine-tune, upload "
+        "the adapter, wait for the server job, download the synthetic pairs (= dpsynth run --method knowledgesg)."
+    ),
+)
+def client_run(
+    ctx: typer.Context,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (no retraining, no re-upload)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg")
+
+
 @app.command(help="Write a commented config file: every field, or only those of one --method.")
 def init(
     path: str = typer.Argument("dpsynth.yaml"),
