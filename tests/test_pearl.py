@@ -120,7 +120,7 @@ def test_sketch_release_uses_secure_noise_and_declared_sigma() -> None:
 
 
 def test_sigma_comes_from_the_shared_accountant() -> None:
-    # four equal releases with Delta = 1 reproduce privacy.md's golden sigma (7.461 at epsilon = 1)
+    # four equal releases with Delta = 1 reproduce docs/privacy.md's golden sigma (7.461 at epsilon = 1)
     plan = sk.plan_budget(1.0, 1e-5, [(f"r{i}", "", 1.0, "", 1.0) for i in range(4)])
     for r in plan.releases:
         assert r.sigma == pytest.approx(7.461, rel=0.01)
@@ -142,7 +142,7 @@ def test_heterogeneous_split_composes_to_the_target() -> None:
     plan = sk.plan_budget(1.0, 1e-5, [("a", "", 2.0, "", 0.1), ("b", "", 3.0, "", 0.1), ("s", "", 1.1, "", 0.8)])
     zs = [r.noise_multiplier for r in plan.releases]
     mu = math.sqrt(sum(1 / z**2 for z in zs))
-    assert gdp_delta(1.0, mu) <= 1e-5 * 1.001  # exact GDP cross-check (privacy.md formula)
+    assert gdp_delta(1.0, mu) <= 1e-5 * 1.001  # exact GDP cross-check (docs/privacy.md formula)
     check = sk.composed_epsilon(zs, 1e-5)  # dp-accounting PLD over a ComposedDpEvent
     assert check["pld"] == pytest.approx(1.0, rel=0.01)
     assert [r.share for r in plan.releases] == pytest.approx([0.1, 0.1, 0.8])

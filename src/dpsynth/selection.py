@@ -1,7 +1,7 @@
 """Post-processing of the noisy vote: generator weights, class shares, good/bad pools.
 
 Everything here reads only released (noised) votes and public data, so it costs
-no privacy (post-processing).  Formulas follow wasp.md steps 4-6; the
+no privacy (post-processing).  Formulas follow docs/wasp.md steps 4-6; the
 normalisation avoids the reference code's division by a noisy sum that can be
 near zero or negative.
 """
@@ -72,7 +72,7 @@ def class_shares(
 ) -> dict[str, float]:
     """Per-class share from the noisy vote mass (clipped at 0), mixed with uniform.
 
-    Never from raw private label counts (privacy.md, failure modes).
+    Never from raw private label counts (docs/privacy.md, failure modes).
     """
     lab = np.asarray(sample_labels)
     mass = np.array([max(float(near[lab == c].sum()), 0.0) for c in labels])

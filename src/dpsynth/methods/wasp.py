@@ -1,6 +1,6 @@
 """WASP (Zou et al., ICML 2025), with Aug-PE (Xie et al., ICML 2024) and zero-shot as presets.
 
-The loop reads like the algorithm in wasp.md:
+The loop reads like the algorithm in docs/wasp.md:
 
     seed round:      every generator writes G/K zero-shot samples, classes even
     for t in 1..T:   embed accumulated samples (cached)
