@@ -41,7 +41,8 @@ import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
 from dpsynth.config import Config, default_generators  # noqa: E402
 from dpsynth.data import imdb_private, imdb_split  # noqa: E402
-from dpsynth.evaluate.core import default_embedder, evaluate, find_run_output  # noqa: E402
+from dpsynth.evaluate.core import evaluate  # noqa: E402
+from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
 
 ALL_ROWS = [
     "zero-shot",

@@ -65,7 +65,7 @@ def _read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
 
 def _read_synthetic(run_dir: Path) -> list[dict[str, Any]]:
     from dpsynth.data import read_table
-    from dpsynth.evaluate.core import find_run_output
+    from dpsynth.evaluate.inputs import find_run_output
 
     out = find_run_output(run_dir)
     if out is None:
@@ -98,7 +98,7 @@ def run_task(cfg: dict[str, Any]) -> str | None:
     Runs on the embedded IMDb data that predate the resolved config left ``data.task`` at its
     default "text", while the task they generated for (and prompted with) was "movie review"."""
     from dpsynth.data import EMBEDDED_IMDB, IMDB_TASK
-    from dpsynth.evaluate.core import run_data_config
+    from dpsynth.evaluate.inputs import run_data_config
 
     data = run_data_config(cfg)
     task = data.get("task")
@@ -235,7 +235,7 @@ def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
 
 def _label_names(cfg: dict[str, Any], priv: dict[str, Any] | None, records: list[dict[str, Any]]) -> dict[str, str]:
     from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS
-    from dpsynth.evaluate.core import run_data_config
+    from dpsynth.evaluate.inputs import run_data_config
 
     names: dict[str, str] = {}
     labels = (cfg.get("data") or {}).get("labels") if isinstance(cfg.get("data"), dict) else None
@@ -376,7 +376,8 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
-    from dpsynth.evaluate.core import EVALUATION_FILE, used_embedded_imdb
+    from dpsynth.evaluate.core import EVALUATION_FILE
+    from dpsynth.evaluate.inputs import used_embedded_imdb
 
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
