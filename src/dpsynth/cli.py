@@ -118,7 +118,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 def _parse_value(val: str, path: str = "value") -> Any:
     """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
 
-    A number that overflows a float (``1.0e+400``) is an error, never infinity (config.ConfigLoader);
+    A number that overflows a float (``1.0e+400``) is an error, never infinity (config_base.ConfigLoader);
     a text like ``1e400`` is refused by the field's own validation.
     """
     try:

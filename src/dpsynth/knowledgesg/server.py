@@ -42,7 +42,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dpsynth.config import GeneratorConfig, _Strict, config_error_from_validation
+from dpsynth.config import GeneratorConfig
+from dpsynth.config_base import StrictModel, config_error_from_validation
 from dpsynth.errors import ConfigError
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
 from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, valid_client_id, valid_id
@@ -51,7 +52,7 @@ from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, J
 log = logging.getLogger("dpsynth.server")
 
 
-class ClientEntry(_Strict):
+class ClientEntry(StrictModel):
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the client's token.")
 
 
@@ -59,7 +60,7 @@ def default_professional() -> GeneratorConfig:
     return GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat", n_parallel=4)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(StrictModel):
     """The server's YAML file (``dpsynth server start --config server.yaml``)."""
 
     host: str = Field("127.0.0.1", description="Interface to listen on (loopback by default).")
