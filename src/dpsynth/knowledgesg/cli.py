@@ -20,7 +20,8 @@ def server_start(
     host: str | None = typer.Option(None, "--host", help="Override the config's host."),
     port: int | None = typer.Option(None, "--port", help="Override the config's port."),
 ) -> None:
-    from dpsynth.knowledgesg.server import load_server_config, serve
+    from dpsynth.knowledgesg.server import load_server_config
+    from dpsynth.knowledgesg.serving import serve
 
     serve(load_server_config(config, {"host": host, "port": port}))
 
