@@ -9,7 +9,7 @@ the real held-out test data as the second argument.
 """
 
 from dpsynth.evaluate.core import EVALUATION_FILE, evaluate, load_evaluation
-from dpsynth.evaluate.downstream import FinetuneConfig, finetune_utility, logreg_utility
+from dpsynth.evaluate.downstream import ClassifierFinetuneConfig, finetune_utility, logreg_utility
 from dpsynth.evaluate.fidelity import (
     frechet_distance,
     label_distribution,
@@ -21,7 +21,7 @@ from dpsynth.evaluate.inputs import LabelledTexts, embed_synthetic, embed_test, 
 
 __all__ = [
     "EVALUATION_FILE",
-    "FinetuneConfig",
+    "ClassifierFinetuneConfig",
     "LabelledTexts",
     "embed_synthetic",
     "embed_test",

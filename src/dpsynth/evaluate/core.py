@@ -84,7 +84,7 @@ def evaluate(
     test_embeddings: np.ndarray | None = None,
     cache_dir: str | Path | None = None,
     synthetic_cache: str | Path | None = None,
-    finetune: downstream.FinetuneConfig | None = None,
+    finetune: downstream.ClassifierFinetuneConfig | None = None,
     k: int = 3,
     write: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -188,7 +188,7 @@ def evaluate(
     timings["logreg"] = time.perf_counter() - t0
     if downstream.FINETUNE in classifiers:
         t0 = time.perf_counter()
-        cfg = finetune or downstream.FinetuneConfig(model=embedding_model)
+        cfg = finetune or downstream.ClassifierFinetuneConfig(model=embedding_model)
         say(f"fine-tuning {cfg.model} for {cfg.epochs} epochs x {len(seeds)} seeds")
         result["utility"][downstream.FINETUNE] = downstream.finetune_utility(
             syn.texts, syn.labels, tst.texts, tst.labels, seeds, cfg, progress=say
