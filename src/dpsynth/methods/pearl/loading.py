@@ -84,6 +84,19 @@ def _label_set(
     return None, [""]
 
 
+def _class_index(values: list[Any], classes: list[str], where: str, what: str, fix: str) -> np.ndarray:
+    """Each record's class index; a label outside the declared classes refuses the input (a domain check)."""
+    index = {v: i for i, v in enumerate(classes)}
+    yi = np.array([index.get(norm_label(v), -1) for v in values], dtype=np.int64)
+    bad = np.flatnonzero(yi < 0)
+    if bad.size:
+        raise DataError(
+            f"{where}: {bad.size} record(s) have {what} not in data.labels {sorted(classes)} "
+            f"({rows_text(where, bad)}); {fix} or declare the label"
+        )
+    return yi
+
+
 def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
     df = read_table(source, config.data.encoding)
     if len(df.columns) == 0 or len(df) == 0:
@@ -103,15 +116,7 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         raise DataError(f"{where}: has no feature column besides the label {label_col!r}")
     specs = [replace(declared_cols[c]) if c in declared_cols else ColumnSpec(c) for c in features]
     if label_col is not None:
-        y = np.array([norm_label(v) for v in df[label_col].tolist()], dtype=object)
-        index = {v: i for i, v in enumerate(classes)}
-        yi = np.array([index.get(v, -1) for v in y], dtype=np.int64)
-        bad = np.flatnonzero(yi < 0)
-        if bad.size:
-            raise DataError(
-                f"{where}: {bad.size} record(s) have a {label_col!r} not in data.labels {sorted(classes)} "
-                f"({rows_text(where, bad)}); fix the rows or declare the label"
-            )
+        yi = _class_index(df[label_col].tolist(), classes, where, f"a {label_col!r}", "fix the rows")
     else:
         yi = np.zeros(len(df), dtype=np.int64)
     # values the declared schema does not cover are handled per record (encode_table); the owner
@@ -167,14 +172,7 @@ def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[s
         y = np.asarray(y_raw).reshape(-1)
         if len(y) != len(x):
             raise DataError(f"{where}: {len(y)} labels for {len(x)} records")
-        index = {v: i for i, v in enumerate(classes)}
-        yi = np.array([index.get(norm_label(v), -1) for v in y.tolist()], dtype=np.int64)
-        bad = np.flatnonzero(yi < 0)
-        if bad.size:
-            raise DataError(
-                f"{where}: {bad.size} record(s) have a label not in data.labels {sorted(classes)} "
-                f"({rows_text(where, bad)}); fix them or declare the label"
-            )
+        yi = _class_index(y.tolist(), classes, where, "a label", "fix them")
     else:
         yi = np.zeros(len(x), dtype=np.int64)
     cspec: ColumnSpec = spec.get("array") or ColumnSpec("array")
