@@ -217,49 +217,29 @@ def schema_release_plan(schema: Schema) -> list[tuple[str, str, float, str]]:
     maybe_cat = [c.name for c in cols if (c.kind is None or c.kind == "categorical") and not c.categories]
     if schema.is_array:
         maybe_cat = []
-    schema_rel = []
+    out: list[tuple[str, str, float, str]] = []
     if need_kinds:
         d = len(need_kinds)
-        schema_rel.append(
-            (
-                "schema.kinds",
-                f"value kinds (integer/float/text) of {d} column(s)",
-                math.sqrt(d),
-                f"add/remove: one record adds 1 to one of 3 kind counts in each of d={d} columns -> sqrt(d)",
-            )
-        )
-    if maybe_numeric:
-        if schema.is_array:
-            schema_rel.append(
-                (
-                    "schema.bounds",
-                    "per-record minimum and maximum of the array (geometric histograms)",
-                    math.sqrt(2.0),
-                    "add/remove: one record adds 1 to one bin of the min and of the max histogram -> sqrt(2)",
-                )
-            )
-        else:
-            d = len(maybe_numeric)
-            schema_rel.append(
-                (
-                    "schema.bounds",
-                    f"histograms on a public geometric grid of up to {d} numeric column(s)",
-                    math.sqrt(d),
-                    f"add/remove: one record adds 1 to one bin of each of d<={d} columns -> sqrt(d)",
-                )
-            )
+        why = f"add/remove: one record adds 1 to one of 3 kind counts in each of d={d} columns -> sqrt(d)"
+        out.append(("schema.kinds", f"value kinds (integer/float/text) of {d} column(s)", math.sqrt(d), why))
+    if maybe_numeric and schema.is_array:
+        reads = "per-record minimum and maximum of the array (geometric histograms)"
+        why = "add/remove: one record adds 1 to one bin of the min and of the max histogram -> sqrt(2)"
+        out.append(("schema.bounds", reads, math.sqrt(2.0), why))
+    elif maybe_numeric:
+        d = len(maybe_numeric)
+        reads = f"histograms on a public geometric grid of up to {d} numeric column(s)"
+        why = f"add/remove: one record adds 1 to one bin of each of d<={d} columns -> sqrt(d)"
+        out.append(("schema.bounds", reads, math.sqrt(d), why))
     if maybe_cat:
         d = len(maybe_cat)
-        schema_rel.append(
-            (
-                "schema.categories",
-                f"sparse value histograms of up to {d} categorical column(s), thresholded",
-                math.sqrt(d),
-                f"add/remove: one record adds 1 to one value count in each of d<={d} columns -> sqrt(d); "
-                "values held by a single record pass the threshold w.p. <= delta_sel/d per column",
-            )
+        reads = f"sparse value histograms of up to {d} categorical column(s), thresholded"
+        why = (
+            f"add/remove: one record adds 1 to one value count in each of d<={d} columns -> sqrt(d); "
+            "values held by a single record pass the threshold w.p. <= delta_sel/d per column"
         )
-    return schema_rel
+        out.append(("schema.categories", reads, math.sqrt(d), why))
+    return out
 
 
 def draw_schema_release(
