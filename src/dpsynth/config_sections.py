@@ -124,7 +124,7 @@ class FinetuneConfig(StrictModel):
 
 
 class PearlConfig(StrictModel):
-    """PEARL (Liew et al., ICLR 2022): one-shot DP characteristic-function sketch.  Owned by methods/pearl.py.
+    """PEARL (Liew et al., ICLR 2022): one-shot DP characteristic-function sketch.  Owned by methods/pearl/.
 
     Only ``data_schema`` (public facts) and the noise split touch privacy; every other knob shapes the
     training on the released sketch, which is post-processing (docs/pearl.md).
