@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 from dpsynth.config import FinetuneConfig  # noqa: E402
 from dpsynth.data import IMDB_LABELS, imdb_private  # noqa: E402
-from dpsynth.methods.dp_finetune import (  # noqa: E402
+from dpsynth.lm import (  # noqa: E402
     RecordDataset,
     RecordFormat,
     add_lora,

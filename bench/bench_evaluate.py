@@ -9,7 +9,7 @@ benchmark).  The test set is embedded:imdb (2,000 reviews).  Two passes:
 
 Both embed the 6,000 synthetic texts (all-MiniLM-L6-v2, max_seq_length 256).  Wall and CPU
 seconds are both recorded: on a machine shared with other jobs the wall clock overstates the cost.  A reference check
-trains on 1,000 real (untruncated) pool reviews: targets.md measured 0.767 accuracy for that.
+trains on 1,000 real (untruncated) pool reviews: the project measured 0.767 accuracy for that (docs/quality.md).
 
     python bench/bench_evaluate.py [--n 6000] [--skip-cold] [--skip-reference]
 """

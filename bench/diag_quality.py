@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 from dpsynth.data import imdb_split  # noqa: E402
-from dpsynth.evaluate.core import default_embedder, embed_test  # noqa: E402
 from dpsynth.evaluate.fidelity import label_consistency  # noqa: E402
+from dpsynth.evaluate.inputs import default_embedder, embed_test  # noqa: E402
 
 SETS = Path(__file__).resolve().parent / "results" / "quality_sets"
 CACHE = Path("runs/diag_cache")  # synthetic embeddings: kept apart from the evaluator's test-text cache

@@ -51,7 +51,7 @@ def free_port() -> int:
 def mcq_accuracy(model: Any, tok: Any, test: Any, ft: FinetuneConfig) -> float:
     import torch
 
-    from dpsynth.methods.dp_finetune import RecordFormat
+    from dpsynth.lm import RecordFormat
 
     fmt = RecordFormat(tok, ft, "question and answer")
     prefix = fmt.prefix("medical")
@@ -133,7 +133,7 @@ def main() -> None:
 
     from peft import PeftModel
 
-    from dpsynth.methods.dp_finetune import load_causal_lm
+    from dpsynth.lm import load_causal_lm
 
     test = medmcqa_split()[1].iloc[: args.n_test]
     ft = FinetuneConfig()

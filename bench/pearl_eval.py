@@ -13,7 +13,7 @@ Rows per dataset:
                      sensitivity sqrt(d + 1) calibrated on the same shared accountant.
   * ``real``         the ceiling: the classifier trained on the real training split.
 
-epsilon = inf is PEARL / the baseline without noise (``PearlMethod(non_private=True)``).
+epsilon = inf is PEARL / the baseline without noise (``pearl_tools.NonPrivatePearl``).
 
     python bench/pearl_eval.py                       # everything (tens of minutes on 2 busy cores)
     python bench/pearl_eval.py --datasets wine --seeds 0 --eps 1   # a quick look
@@ -41,6 +41,7 @@ from dpsynth.methods.pearl import PearlMethod  # noqa: E402
 from dpsynth.privacy.accountant import GaussianPlan  # noqa: E402
 from dpsynth.privacy.mechanisms import add_gaussian_noise  # noqa: E402
 from dpsynth.run import ProgressReporter, RunDir  # noqa: E402
+from pearl_tools import NonPrivatePearl  # noqa: E402
 
 DELTA = 1e-5
 LABEL = "target"
@@ -141,7 +142,7 @@ def run_pearl(ds: dict[str, Any], eps: float, seed: int, dp_schema: bool, args: 
         pearl=pearl,
         seed=seed,
     )
-    method = PearlMethod(cfg, private, non_private=not math.isfinite(eps))
+    method = (PearlMethod if math.isfinite(eps) else NonPrivatePearl)(cfg, private)
     t0 = time.monotonic()
     method.prepare()
     with tempfile.TemporaryDirectory() as tmp:

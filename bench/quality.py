@@ -41,7 +41,8 @@ import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
 from dpsynth.config import Config, default_generators  # noqa: E402
 from dpsynth.data import imdb_private, imdb_split  # noqa: E402
-from dpsynth.evaluate.core import default_embedder, evaluate, find_run_output  # noqa: E402
+from dpsynth.evaluate.core import evaluate  # noqa: E402
+from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
 
 ALL_ROWS = [
     "zero-shot",
@@ -143,7 +144,7 @@ def summarize(ev: dict[str, Any]) -> dict[str, Any]:
 
 def pearl_select(eps: float, seed: int, n: int, m: int, out: Path, embedder: Any) -> tuple[list[dict[str, Any]], Any]:
     """3N zero-shot candidates (no private data), then a DP sketch of the M private embeddings picks N."""
-    from dpsynth.methods.pearl import embedding_sketch, select_by_sketch
+    from pearl_tools import embedding_sketch, select_by_sketch
 
     pool_dir = out.parent / f"pearl-pool-n{3 * n}-s{seed}"
     if not (pool_dir / "privacy.json").exists():

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-# Zou et al. (ICML 2025), IMDb, M = 100, epsilon = 4, N = 6,000, BERT accuracy % (wasp.md)
+# Zou et al. (ICML 2025), IMDb, M = 100, epsilon = 4, N = 6,000, BERT accuracy % (the paper's headline table)
 PAPER = {
     "only-private": "50.00",
     "aug-pe": "89.00 (best single PLM)",

@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dpsynth import lm  # noqa: E402
 from dpsynth.cli import main  # noqa: E402
 from dpsynth.errors import GeneratorError  # noqa: E402
 from dpsynth.generators.base import Completion, GenerationRequest  # noqa: E402
 from dpsynth.knowledgesg import server  # noqa: E402
-from dpsynth.methods import dp_finetune  # noqa: E402
 from tests.test_knowledgesg_unit import TinyLM  # noqa: E402
 
 DELAY_S = float(os.environ.get("FAKE_DELAY_S", "0.3"))
@@ -49,7 +49,7 @@ class FakeBase:
 
 
 class FakeFormat:
-    """Stands in for dp_finetune.RecordFormat, which needs a real tokenizer."""
+    """Stands in for lm.RecordFormat, which needs a real tokenizer."""
 
     def __init__(self, tok: Any, ft: Any, task: str = "text") -> None:
         pass
@@ -96,8 +96,8 @@ def native_threads_check() -> None:
 
 
 server.Service._load_models = fake_load  # type: ignore[method-assign]
-dp_finetune.generate = fake_generate
-dp_finetune.RecordFormat = FakeFormat  # type: ignore[misc, assignment]
+lm.generate = fake_generate
+lm.RecordFormat = FakeFormat  # type: ignore[misc, assignment]
 atexit.register(native_threads_check)
 
 if __name__ == "__main__":

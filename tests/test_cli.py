@@ -20,7 +20,7 @@ from dpsynth.errors import ConfigError
 from .conftest import CrashingGenerator, FakeEmbedder
 
 runner = CliRunner()
-SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of targets.md
+SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of docs/privacy.md
 
 
 def _json(args: list[str]) -> dict:

@@ -21,6 +21,7 @@ pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
 import dpsynth  # noqa: E402
+from dpsynth import lm  # noqa: E402
 from dpsynth.config import Config  # noqa: E402
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError  # noqa: E402
 from dpsynth.methods import dp_finetune as dpf  # noqa: E402
@@ -217,9 +218,9 @@ def test_clipping_under_bf16_autocast_stays_within_c(tiny_lm: Path, monkeypatch:
     from dpsynth.config import FinetuneConfig
 
     ft = FinetuneConfig(model=str(tiny_lm), max_length=64, batch_size=1, checkpoint_every=100, precision="bf16")
-    tok, model = dpf.load_causal_lm(str(tiny_lm))
-    model = dpf.add_lora(model, ft)
-    enc = dpf.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
+    tok, model = lm.load_causal_lm(str(tiny_lm))
+    model = lm.add_lora(model, ft)
+    enc = lm.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
     c = 1e-3  # far below the raw gradient norm: clipping is active
     plan = dpsgd.DpSgdPlan(
         epsilon=math.inf,
@@ -241,7 +242,7 @@ def test_clipping_under_bf16_autocast_stays_within_c(tiny_lm: Path, monkeypatch:
         return out
 
     monkeypatch.setattr(DPOptimizer, "pre_step", record)
-    dpf.train(model, dpf.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=3, device="cpu", bf16=True)
+    lm.train(model, lm.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=3, device="cpu", bf16=True)
     assert len(norms) == 3
     assert max(norms) <= c * (1 + 1e-5), norms
     assert min(norms) >= c * 0.99  # clipping was active, the gradient not lost
@@ -253,16 +254,16 @@ def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
     from dpsynth.config import FinetuneConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_lm)
-    plain = dpf.RecordFormat(tok, FinetuneConfig(prompt_format="plain"), "movie review")
+    plain = lm.RecordFormat(tok, FinetuneConfig(prompt_format="plain"), "movie review")
     assert plain.mode == "plain" and plain.prefix_text("positive") == "label: positive | text:"
     body = plain.body(["great film"])[0]
     assert tok.decode(body) == " great film"  # the control code's trailing space belongs to the text
     enc = plain.encode(["great film", "awful plot " * 40], ["positive", "negative"], 24)
     assert enc.ids[0][: enc.n_prefix[0]] == plain.prefix("positive")  # generation prompt == training prefix
     assert enc.ids[0][-1] == tok.eos_token_id and len(enc.ids[1]) == 24 and enc.truncated_idx == [1]
-    ds = dpf.RecordDataset(enc, tok.pad_token_id)
+    ds = lm.RecordDataset(enc, tok.pad_token_id)
     assert (ds.labels[0, : enc.n_prefix[0]] == -100).all()  # the prompt is not in the loss
-    chat = dpf.RecordFormat(tok, FinetuneConfig(), "movie review")
+    chat = lm.RecordFormat(tok, FinetuneConfig(), "movie review")
     assert chat.mode == "chat"
     assert chat.prefix_text("negative") == "<user>Write a negative movie review.\n<assistant>\n"
     assert tok.decode(chat.body(["great film"])[0]) == "great film"
@@ -271,8 +272,8 @@ def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
 def test_per_sample_loss_is_independent_of_other_records() -> None:
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])
-    a = dpf.per_sample_loss(logits, labels)
-    b = dpf.per_sample_loss(logits[:1], labels[:1])
+    a = lm.per_sample_loss(logits, labels)
+    b = lm.per_sample_loss(logits[:1], labels[:1])
     assert a[0] == pytest.approx(float(b[0]))
 
 

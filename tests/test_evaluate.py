@@ -22,7 +22,8 @@ from dpsynth.evaluate import (
     precision_recall,
     text_stats,
 )
-from dpsynth.evaluate.downstream import FinetuneConfig, finetune_utility, logreg_utility, summarize
+from dpsynth.evaluate import references as eval_references
+from dpsynth.evaluate.downstream import ClassifierFinetuneConfig, finetune_utility, logreg_utility, summarize
 from dpsynth.evaluate.fidelity import knn_radii, mauve_fallback
 
 from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
@@ -259,7 +260,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_finetune_mechanics_on_a_tiny_encoder(tiny_encoder: Path) -> None:
     train, test = _reviews(64, 1), _reviews(40, 2)
-    cfg = FinetuneConfig(
+    cfg = ClassifierFinetuneConfig(
         model=str(tiny_encoder), epochs=6, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, threads=1,
         min_steps=0,
     )
@@ -278,9 +279,10 @@ def test_finetune_small_sets_get_at_least_min_steps(tiny_encoder: Path) -> None:
     args = (train.text.tolist(), train.label.tolist(), test.text.tolist(), test.label.tolist())
     base = dict(model=str(tiny_encoder), batch_size=16, max_length=32, threads=1)
     lines: list[str] = []
-    r = finetune_utility(*args, seeds=[0], config=FinetuneConfig(epochs=1, min_steps=10, **base), progress=lines.append)
+    cfg = ClassifierFinetuneConfig(epochs=1, min_steps=10, **base)
+    r = finetune_utility(*args, seeds=[0], config=cfg, progress=lines.append)
     assert r["epochs_run"] == 3 and sum("epoch" in ln for ln in lines) == 3 and "raised to reach 10" in r["classifier"]
-    r = finetune_utility(*args, seeds=[0], config=FinetuneConfig(epochs=2, min_steps=4, **base))
+    r = finetune_utility(*args, seeds=[0], config=ClassifierFinetuneConfig(epochs=2, min_steps=4, **base))
     assert r["epochs_run"] == 2  # already enough steps: the epochs stand
 
 
@@ -502,13 +504,13 @@ def test_real_reference_pool_never_holds_the_test_split_or_the_private_draw() ->
     from dpsynth.data import imdb_private, imdb_split
 
     test = eval_core.load_test("embedded:imdb")
-    pool, why = eval_core._imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": 50}}, test)
+    pool, why = eval_references.imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": 50}}, test)
     assert why is None
     texts = set(pool["text"])
     # IMDb repeats some reviews word for word across the split: the reference drops them by text
     assert not texts & set(imdb_split()[1]["text"]) and not texts & set(imdb_private(50, 0)["text"])
     assert len(imdb_split()[0]) - 50 - 20 < len(pool) < len(imdb_split()[0]) - 50
-    none, why = eval_core._imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": None}}, test)
+    none, why = eval_references.imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": None}}, test)
     assert none is None and "data.m_private" in str(why)
 
 
@@ -600,7 +602,7 @@ def test_real_minilm_on_imdb_reviews(tmp_path: Path) -> None:
         held,
         classifiers=["logreg", "finetune"],
         seeds=[0],
-        finetune=FinetuneConfig(epochs=1, max_length=128, min_steps=0),
+        finetune=ClassifierFinetuneConfig(epochs=1, max_length=128, min_steps=0),
         cache_dir=tmp_path,
         mauve=True,
     )

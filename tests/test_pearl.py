@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import math
@@ -26,13 +27,24 @@ from dpsynth.methods.pearl import (
     Schema,
     decode,
     encode_table,
-    select_by_sketch,
     train_generator,
 )
+from dpsynth.methods.pearl import method as pearl_method
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.accountant import GaussianPlan, gdp_delta
 from dpsynth.privacy.events import Event, epsilon_of
 
+
+def _bench_module(name: str) -> Any:
+    """A module of bench/ (not a package): loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pearl_tools = _bench_module("pearl_tools")  # benchmark-only PEARL code (epsilon = inf reference, embedding sketch)
 FAST = {"n_frequencies": 64, "train_steps": 40, "train_batch": 16, "hidden_dim": 32, "train_threads": 1}
 
 
@@ -108,7 +120,7 @@ def test_sketch_release_uses_secure_noise_and_declared_sigma() -> None:
 
 
 def test_sigma_comes_from_the_shared_accountant() -> None:
-    # four equal releases with Delta = 1 reproduce privacy.md's golden sigma (7.461 at epsilon = 1)
+    # four equal releases with Delta = 1 reproduce docs/privacy.md's golden sigma (7.461 at epsilon = 1)
     plan = sk.plan_budget(1.0, 1e-5, [(f"r{i}", "", 1.0, "", 1.0) for i in range(4)])
     for r in plan.releases:
         assert r.sigma == pytest.approx(7.461, rel=0.01)
@@ -130,7 +142,7 @@ def test_heterogeneous_split_composes_to_the_target() -> None:
     plan = sk.plan_budget(1.0, 1e-5, [("a", "", 2.0, "", 0.1), ("b", "", 3.0, "", 0.1), ("s", "", 1.1, "", 0.8)])
     zs = [r.noise_multiplier for r in plan.releases]
     mu = math.sqrt(sum(1 / z**2 for z in zs))
-    assert gdp_delta(1.0, mu) <= 1e-5 * 1.001  # exact GDP cross-check (privacy.md formula)
+    assert gdp_delta(1.0, mu) <= 1e-5 * 1.001  # exact GDP cross-check (docs/privacy.md formula)
     check = sk.composed_epsilon(zs, 1e-5)  # dp-accounting PLD over a ComposedDpEvent
     assert check["pld"] == pytest.approx(1.0, rel=0.01)
     assert [r.share for r in plan.releases] == pytest.approx([0.1, 0.1, 0.8])
@@ -297,7 +309,7 @@ def test_training_gets_only_the_release(tmp_path: Path, monkeypatch: pytest.Monk
         }
     ).to_csv(p, index=False)
     seen: dict[str, Any] = {}
-    real = pearl_mod.train_generator
+    real = pearl_method.train_generator
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         method = seen["method"]
@@ -314,7 +326,7 @@ def test_training_gets_only_the_release(tmp_path: Path, monkeypatch: pytest.Monk
         seen["private_arrays"] = [self._private.table[c].to_numpy() for c in self._private.table.columns]
         seen["private_arrays"].append(self._private.labels)
 
-    monkeypatch.setattr(pearl_mod, "train_generator", spy)
+    monkeypatch.setattr(pearl_method, "train_generator", spy)
     monkeypatch.setattr(PearlMethod, "prepare", prepare)
     cfg = _cfg(
         tmp_path,
@@ -324,7 +336,7 @@ def test_training_gets_only_the_release(tmp_path: Path, monkeypatch: pytest.Monk
     res = dpsynth.synthesize(cfg, progress=False)
     assert seen["private_at_training"] is None  # the method dropped the private data before training
     objs = seen["args"]
-    assert not any(isinstance(o, (pd.DataFrame, pd.Series, pearl_mod._Private)) for o in objs)
+    assert not any(isinstance(o, (pd.DataFrame, pd.Series, pearl_mod.PrivateRecords)) for o in objs)
     arrays = [o for o in objs if isinstance(o, np.ndarray)]
     assert {type(o).__name__ for o in objs} >= {"NoisySketch", "Layout", "TrainSettings"}
     for a in arrays:
@@ -497,14 +509,14 @@ def test_select_by_sketch_prefers_the_private_distribution() -> None:
         return e / np.linalg.norm(e, axis=1, keepdims=True)
 
     private = cloud(1.0, 500)
-    s, plan = pearl_mod.embedding_sketch(private, epsilon=3.0, delta=1e-5, n_frequencies=64)
+    s, plan = pearl_tools.embedding_sketch(private, epsilon=3.0, delta=1e-5, n_frequencies=64)
     assert plan.releases[1].sigma == pytest.approx(s.sigma) and plan.releases[0].sigma == pytest.approx(s.count_sigma)
     cands = np.concatenate([cloud(1.0, 100), cloud(-1.0, 100)])
-    idx = select_by_sketch(cands, s, 50)
+    idx = pearl_tools.select_by_sketch(cands, s, 50)
     assert len(set(idx.tolist())) == 50
     assert (idx < 100).mean() > 0.9
     with pytest.raises(ValueError):
-        select_by_sketch(cands, s, 0)
+        pearl_tools.select_by_sketch(cands, s, 0)
 
 
 def test_errors_are_dpsynth_errors() -> None:
@@ -754,13 +766,13 @@ def test_no_frequent_category_keeps_the_column_with_a_placeholder(
 
 
 def test_non_private_benchmark_mode(tmp_path: Path) -> None:
-    """PearlMethod(non_private=True) (bench/pearl_eval.py's epsilon = inf rows): no noise, and the report
+    """bench/pearl_tools.py's NonPrivatePearl (pearl_eval.py's epsilon = inf rows): no noise, and the report
     and the ledger say so."""
     from dpsynth.run import ProgressReporter, RunDir
 
     p = _wine_csv(tmp_path, 40)
     cfg = _cfg(tmp_path, p, privacy={"epsilon": 1.0, "delta": 0.5})
-    method = PearlMethod(cfg, non_private=True)
+    method = pearl_tools.NonPrivatePearl(cfg)
     method.prepare()
     rd = RunDir(tmp_path / "bench-run")
     rd.create(cfg)

@@ -96,7 +96,7 @@ def test_noise_rng_is_seeded_from_os_entropy() -> None:
     assert not np.allclose(a, b)
 
 
-# ------------------------------------------------------------------ accountant golden values (privacy.md)
+# ------------------------------------------------------------------ accountant golden values (docs/privacy.md)
 
 
 @pytest.mark.parametrize("accountant", ["pld", "gdp"])

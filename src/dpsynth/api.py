@@ -9,13 +9,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
-    EMBEDDED_IMDB,
-    IMDB_LABELS,
-    IMDB_TASK,
     PRIVATE_TEXT_DOMAIN,
     PrivateData,
     in_memory_source,
@@ -29,6 +26,7 @@ from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
+from dpsynth.methods.base import MethodRunner, resolve_defaults
 from dpsynth.methods.wasp import WaspRun, check_run, rounds_released
 from dpsynth.privacy.report import privacy_report, validate_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
@@ -57,62 +55,6 @@ class SynthesisResult:
     def to_dataset(self) -> Any:
         """The records as a Hugging Face ``datasets.Dataset``."""
         return to_hf_dataset(self.records)
-
-
-def resolve_defaults(config: Config) -> Config:
-    """Fill the embedded dataset's public label set and task, and check labels are declared."""
-    data = config.data
-    if data.private == EMBEDDED_IMDB:
-        updates: dict[str, Any] = {}
-        if data.labels is None:
-            updates["labels"] = dict(IMDB_LABELS)
-        if data.task == "text":
-            updates["task"] = IMDB_TASK
-        if updates:
-            config = config.model_copy(update={"data": data.model_copy(update=updates)})
-    if not config.data.labels:
-        raise ConfigError(
-            "data.labels: declare the public label set, e.g. --labels 'negative,positive' or "
-            "--labels '0=negative,1=positive'; dpsynth never reads it from private data (the set of labels "
-            "observed is itself private)"
-        )
-    n_classes = len(config.data.labels)
-    if config.n_synthetic < n_classes:
-        raise ConfigError(f"n_synthetic: {config.n_synthetic} is smaller than the {n_classes} classes")
-    w = config.effective_wasp()
-    if w.population is not None and w.population > config.n_synthetic:
-        raise ConfigError(
-            f"wasp.population: {w.population} is larger than n_synthetic ({config.n_synthetic}); the rounds "
-            "make at most n_synthetic samples (null: all of them)"
-        )
-    in_rounds = w.population or config.n_synthetic
-    if config.uses_private_data and in_rounds // (w.rounds + 1) < n_classes:
-        field = "wasp.population" if w.population else "n_synthetic"
-        raise ConfigError(
-            f"{field}: {in_rounds} gives fewer than one sample per class per round with "
-            f"{w.rounds} rounds; raise {field} or lower wasp.rounds"
-        )
-    return config
-
-
-class MethodRunner(Protocol):
-    """What each synthesis method provides to ``synthesize``.
-
-    ``prepare`` loads and validates inputs and builds models *before* the run
-    directory exists (a mistake leaves nothing behind); ``run`` does the work in
-    the run directory and returns the output rows and the privacy report.
-    ``config`` is the config with the method's defaults resolved (labels and task
-    of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
-    ``close`` releases every backend the method built, whatever failed before.
-    """
-
-    config: Config
-
-    def prepare(self) -> None: ...
-
-    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]: ...
-
-    def close(self) -> None: ...
 
 
 PROMPTING_METHODS = ("wasp", "aug-pe", "zero-shot")

@@ -118,7 +118,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 def _parse_value(val: str, path: str = "value") -> Any:
     """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
 
-    A number that overflows a float (``1.0e+400``) is an error, never infinity (config.ConfigLoader);
+    A number that overflows a float (``1.0e+400``) is an error, never infinity (config_base.ConfigLoader);
     a text like ``1e400`` is refused by the field's own validation.
     """
     try:
@@ -273,6 +273,22 @@ def sample(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {result.privacy['epsilon']:.4g}, unchanged); "
         f"report: {result.run_dir}/privacy.json"
     )
+
+
+@client_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "dpsynth client run [CONFIG.yaml] --server URL --private FILE [--FIELD VALUE ...]: DP-fine-tune, upload "
+        "the adapter, wait for the server job, download the synthetic pairs (= dpsynth run --method knowledgesg)."
+    ),
+)
+def client_run(
+    ctx: typer.Context,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (no retraining, no re-upload)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg")
 
 
 @app.command(help="Write a commented config file: every field, or only those of one --method.")

@@ -3,149 +3,26 @@
 ``dpsynth init`` writes this model's defaults as commented YAML; ``dpsynth run
 --some-field X`` overrides any field by its dotted path; ``dpsynth.synthesize``
 takes the same object.  Validation happens here, at the door, with messages
-that name the field and the fix (scikit-learn style).
+that name the field and the fix (scikit-learn style): ``config_base.py`` holds that machinery
+and the YAML reader, ``config_sections.py`` the sections of dp-finetune, PEARL and KnowledgeSG.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
-import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from typing_extensions import Self
+from pydantic import Field, field_validator, model_validator
 
+from dpsynth.config_base import NumberOverflowError, StrictModel, load_yaml, mark_text, set_dotted, yaml_problem
+from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig
 from dpsynth.errors import ConfigError
 
 Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
 Backend = Literal["llamacpp", "openai", "transformers"]
 PromptFormat = Literal["chat", "completion"]
-
-
-class _Strict(BaseModel):
-    """Unknown fields are errors, and so is any invalid value, on construction and on assignment.
-
-    A mistake surfaces as a one-line ``ConfigError`` naming the field (also a ``ValueError``,
-    like pydantic's own ``ValidationError``), never as pydantic's multi-line report.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    def __init__(self, /, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise config_error_from_validation(exc, type(self)) from None
-
-    # Behaves as BaseModel.__init__, so nested models are validated in one pass (full dotted locations)
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as exc:
-            raise config_error_from_validation(exc, cls) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise config_error_from_validation(exc, type(self)) from None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _plain_numbers(cls, v: Any, info: ValidationInfo) -> Any:
-        """Numeric fields take numbers only: no booleans, no literal that overflows to infinity.
-
-        pydantic would read ``true`` as 1 and ``1e400`` as inf, so ``--epsilon true`` ran with epsilon 1 and
-        ``--epsilon 1e400`` silently turned privacy off.  Infinity must be written as such (``inf``, YAML's
-        ``.inf`` or ``float('inf')``); ints still become floats.
-        """
-        kinds = _numeric_kinds(cls.model_fields[info.field_name or ""].annotation) if info.field_name else ()
-        if not kinds:
-            return v
-        if isinstance(v, bool):
-            raise ValueError("must be a number, not true/false")
-        if float in kinds and _overflows(v):
-            raise ValueError(
-                "the number is too large for a float (it would overflow to infinity); give a smaller number, "
-                "or write inf if you mean no limit"
-            )
-        return v
-
-
-def _numeric_kinds(annotation: Any) -> tuple[type, ...]:
-    """(int and/or float) when a field is numeric, including ``X | None``; () otherwise (bool is not numeric)."""
-    if annotation in (int, float):
-        return (annotation,)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return tuple(a for a in typing.get_args(annotation) if a in (int, float))
-    return ()
-
-
-_INF_WORDS = ("inf", "infinity", ".inf")
-
-
-def _overflows(v: Any) -> bool:
-    """True for a finite-looking number (a text like ``1e400`` or a huge int) that a float cannot hold."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return abs(v) > sys.float_info.max
-    if isinstance(v, str):
-        text = v.strip()
-        try:
-            f = float(text.replace("_", ""))
-        except ValueError:
-            return False  # not a number: pydantic says so
-        return math.isinf(f) and text.lower().lstrip("+-") not in _INF_WORDS
-    return False
-
-
-class NumberOverflowError(yaml.constructor.ConstructorError):
-    """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose floats refuse to overflow: only ``.inf`` (or the text ``inf``) means infinity.
-
-    Used for config files, CLI flag values and a run's config.yaml alike.
-    """
-
-
-def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
-    value = loader.construct_yaml_float(node)
-    literal = str(node.value).strip().lower().lstrip("+-")
-    if math.isinf(value) and literal != ".inf":
-        raise NumberOverflowError(
-            None,
-            None,
-            "a number is too large for a float (it would overflow to infinity); give a smaller number, or "
-            "write .inf if you mean no limit",
-            node.start_mark,
-        )
-    return float(value)
-
-
-ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML text with ``ConfigLoader`` (raises ``yaml.YAMLError``, ``NumberOverflowError`` included)."""
-    return yaml.load(text, Loader=ConfigLoader)
 
 
 # llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
@@ -155,7 +32,7 @@ def load_yaml(text: str) -> Any:
 DRY_SAMPLER: dict[str, Any] = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
 
 
-class GeneratorConfig(_Strict):
+class GeneratorConfig(StrictModel):
     """One prompted generator: a backend, a model and a prompt format."""
 
     name: str = Field(description="Short unique name used in outputs and reports.")
@@ -200,7 +77,7 @@ EMBEDDED_JUDGE = "qwen2.5-0.5b"  # the label judge of the embedded generator set
 
 
 def default_generators() -> list[GeneratorConfig]:
-    """Three local generators of different families (WASP needs diversity, wasp.md)."""
+    """Three local generators of different families (WASP needs diversity, docs/wasp.md)."""
     return [
         GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
         GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
@@ -208,7 +85,7 @@ def default_generators() -> list[GeneratorConfig]:
     ]
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the private records are and which columns mean what."""
 
     private: str = Field(
@@ -251,7 +128,7 @@ class DataConfig(_Strict):
     seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(StrictModel):
     epsilon: float = Field(
         4.0,
         description=(
@@ -284,8 +161,8 @@ class PrivacyConfig(_Strict):
         return v
 
 
-class WaspConfig(_Strict):
-    """Algorithm knobs (wasp.md).  Aug-PE and zero-shot are presets of these."""
+class WaspConfig(StrictModel):
+    """Algorithm knobs (docs/wasp.md).  Aug-PE and zero-shot are presets of these."""
 
     rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
     population: int | None = Field(
@@ -335,218 +212,6 @@ class WaspConfig(_Strict):
     )
 
 
-class FinetuneConfig(_Strict):
-    """DP fine-tuning of a causal LM (Yue et al., ACL 2023).  Owned by methods/dp_finetune.py.
-
-    LoRA adapters (peft) trained with DP-SGD (Opacus: per-sample clipping, Poisson sampling,
-    Gaussian noise calibrated to privacy.epsilon); then sampling conditioned on a control code.
-    The number of private records is not public: a noisy count (accounted) sets the sample rate.
-    """
-
-    model: str = Field(
-        default="smollm2-135m-instruct",
-        description=(
-            "Causal LM to fine-tune: an embedded GGUF name (smollm2-135m-instruct), a .gguf path "
-            "(dequantised by transformers), a local Hugging Face folder or a hub id."
-        ),
-    )
-    device: str = Field(default="auto", description="cpu, cuda, cuda:N or auto (cuda when available).")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32."
-    )
-    epochs: float = Field(default=2.0, gt=0, le=1000, description="Passes over the private set (steps = epochs / q).")
-    batch_size: int = Field(
-        default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / (noisy record count)."
-    )
-    physical_batch_size: int | None = Field(
-        default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
-    )
-    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights.")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="C: per-sample gradient clipping norm.")
-    max_length: int = Field(
-        default=128, ge=8, le=8192, description="Tokens per training record, control code included."
-    )
-    truncate: bool = Field(
-        default=True, description="Truncate longer records to max_length (False: refuse them with an error)."
-    )
-    lora_r: int = Field(default=8, ge=1, le=1024, description="LoRA rank.")
-    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.")
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], description="Modules that get LoRA adapters."
-    )
-    accountant: Literal["prv", "rdp"] = Field(default="prv", description="Opacus accountant for DP-SGD.")
-    prompt_format: Literal["auto", "chat", "plain"] = Field(
-        default="auto",
-        description=(
-            "How a record is laid out: plain = control_code + text (the paper); chat = the model's chat "
-            "template with the instruction as the user turn and the text as the reply; auto = chat when the "
-            "tokenizer has a chat template (instruct models), else plain."
-        ),
-    )
-    control_code: str = Field(
-        default="label: {label} | text: ",
-        description="plain: prefix of each record and generation prompt; {label} = label name, {task} = data.task.",
-    )
-    instruction: str = Field(
-        default="Write a {label} {task}.",
-        description="chat: the user turn before each record (the control code); {label}, {task} as above.",
-    )
-    label_proportions: Literal["dp-count", "uniform"] = Field(
-        default="dp-count",
-        description="Class shares of the output: a noisy (DP, accounted) label count, or uniform (free).",
-    )
-    label_count_epsilon_share: float = Field(
-        default=0.1,
-        gt=0,
-        lt=1,
-        description=(
-            "Share of epsilon the noisy count is calibrated for alone: per label (dp-count) or the total "
-            "(uniform); it sets the sample rate, since the number of private records is not public."
-        ),
-    )
-    checkpoint_every: int = Field(default=5, ge=1, description="Save a resumable checkpoint every K steps.")
-    show_loss: bool = Field(
-        default=False,
-        description=(
-            "Show the training loss in the progress display. It is computed on private batches WITHOUT noise "
-            "(not DP): console only, never written; off by default."
-        ),
-    )
-    max_new_tokens: int = Field(default=96, ge=4, le=4096, description="Generation: tokens per synthetic record.")
-    temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
-    top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")
-    generation_batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call.")
-
-    @field_validator("control_code", "instruction")
-    @classmethod
-    def _control_code(cls, v: str) -> str:
-        if "{label}" not in v:
-            raise ValueError("must contain {label}, e.g. 'label: {label} | text: '")
-        try:
-            v.format(label="x", task="y")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError(
-                "may contain only the {label} and {task} placeholders (write {{ and }} for braces)"
-            ) from None
-        if not v.format(label="x", task="y").strip():
-            raise ValueError("must not be blank")
-        return v
-
-    @field_validator("target_modules")
-    @classmethod
-    def _targets(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("name at least one module, e.g. [q_proj, v_proj]")
-        return v
-
-    @model_validator(mode="after")
-    def _physical(self) -> FinetuneConfig:
-        if self.physical_batch_size is not None and self.physical_batch_size > self.batch_size:
-            raise ValueError("physical_batch_size: must not exceed batch_size")
-        return self
-
-
-class PearlConfig(_Strict):
-    """PEARL (Liew et al., ICLR 2022): one-shot DP characteristic-function sketch.  Owned by methods/pearl.py.
-
-    Only ``data_schema`` (public facts) and the noise split touch privacy; every other knob shapes the
-    training on the released sketch, which is post-processing (docs/pearl.md).
-    """
-
-    data_schema: dict[str, Any] | str | None = Field(
-        None,
-        description=(
-            "Public schema: a mapping or a JSON/YAML file with columns: {name: {type: integer|float|"
-            "categorical, min, max, categories}} (arrays: array: {min, max}). What it leaves out is "
-            "derived with DP from schema_budget (docs/pearl.md)."
-        ),
-    )
-    n_frequencies: int | None = Field(
-        None,
-        ge=8,
-        le=100_000,
-        description="m: random frequencies of the sketch; default: chosen from the noisy counts (noise_ratio).",
-    )
-    max_frequencies: int = Field(1000, ge=8, le=100_000, description="Upper bound on the automatic m.")
-    noise_ratio: float = Field(
-        0.5, gt=0, description="Automatic m: largest m with noise sigma*sqrt(m)/n per ECF component <= this."
-    )
-    bandwidth: float | None = Field(
-        None, gt=0, description="Kernel bandwidth h0 in the encoded [0,1]^D space; default 0.3*sqrt(D)."
-    )
-    bandwidth_spread: float = Field(
-        3.0, ge=1, description="Frequency bandwidths are log-uniform in [h0/spread, h0*spread]."
-    )
-    count_budget: float = Field(
-        0.1, gt=0, lt=1, description="Share of the Gaussian budget (of mu^2) spent on the noisy class counts."
-    )
-    schema_budget: float = Field(
-        0.2, gt=0, lt=0.9, description="Share of the Gaussian budget (of mu^2) spent deriving an undeclared schema."
-    )
-    category_delta_share: float = Field(
-        0.1, gt=0, lt=1, description="Share of privacy.delta spent by the threshold of DP category discovery."
-    )
-    max_categories: int = Field(100, ge=1, description="Most categories kept per DP-derived categorical column.")
-    train_steps: int = Field(2000, ge=1, description="Generator training steps (free: post-processing).")
-    train_batch: int = Field(128, ge=2, le=100_000, description="Generated samples per class per step.")
-    gen_lr: float = Field(1e-3, gt=0, description="Generator learning rate (Adam).")
-    critic_lr: float = Field(5e-3, gt=0, description="Learning rate of the adversarial frequency re-weighting.")
-    adversarial: bool = Field(True, description="Adversarial re-weighting of the frequencies (False: plain ECF match).")
-    uniform_mix: float = Field(
-        0.5, ge=0, le=1, description="Mix of uniform weights into the adversarial frequency weights."
-    )
-    max_log_scale: float = Field(
-        1.0, ge=0, le=5, description="Bound on the critic's per-dimension log frequency scale."
-    )
-    hidden_dim: int = Field(256, ge=8, le=8192, description="Generator MLP width.")
-    latent_dim: int = Field(32, ge=1, le=4096, description="Generator noise dimension.")
-    array_key: str = Field("x", description=".npz input: name of the array holding the records.")
-    train_threads: int = Field(
-        0, ge=0, le=256, description="torch threads while training; 0 = torch's default (1 is best on busy CPUs)."
-    )
-
-    @model_validator(mode="after")
-    def _shares(self) -> PearlConfig:
-        if self.schema_budget + self.count_budget >= 0.9:
-            raise ValueError("pearl: schema_budget + count_budget must leave the sketch at least 10% of the budget")
-        return self
-
-
-class KnowledgeSGConfig(_Strict):
-    """KnowledgeSG client (Wang et al., EMNLP 2024).  Owned by methods/knowledgesg.py.
-
-    The client DP-fine-tunes ``finetune.model`` on its private instruction/response pairs (the
-    ``finetune`` section), uploads only the LoRA adapter to ``server``, and downloads the synthetic
-    dataset the server's professional model filtered and answered.  ``n_synthetic`` pairs are asked for.
-    """
-
-    server: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8088 (dpsynth server start).")
-    token_env: str = Field(
-        "DPSYNTH_TOKEN", description="Environment variable holding this client's bearer token (never logged)."
-    )
-    instruction_column: str = Field("instruction", description="Column with the private instructions/questions.")
-    response_column: str = Field("response", description="Column with the private responses/answers.")
-    domain: str = Field(
-        "medical", min_length=1, description="Public domain name used in the control code and the server's prompts."
-    )
-    oversample: float = Field(
-        2.0, ge=1.0, le=20.0, description="The server samples oversample * n_synthetic instructions before filtering."
-    )
-    filter: bool = Field(True, description="Let the professional model drop off-domain or unanswerable instructions.")
-    poll_interval_s: float = Field(2.0, gt=0, le=300, description="Seconds between job status requests.")
-    job_timeout_s: float = Field(7200.0, gt=0, description="Give up waiting for the server job after this long.")
-    request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request (uploads included).")
-    max_retries: int = Field(
-        8, ge=0, le=100, description="Retries (with backoff) of one request on connection errors, 429 and 5xx."
-    )
-    local_finetune: bool = Field(
-        False,
-        description="Fine-tune the local model on the returned data (non-DP LoRA; post-processing, no privacy cost).",
-    )
-    local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")
-
-
 # Which methods read each config section (a flag of another method's section is refused, see section_fits)
 SECTION_USERS: dict[str, tuple[str, ...]] = {
     "data": ("wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"),
@@ -574,7 +239,7 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
 NON_PRIVATE_OK = ("wasp", "aug-pe")
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """A whole dpsynth run."""
 
     method: Method = "wasp"
@@ -641,7 +306,7 @@ class Config(_Strict):
         return self
 
     def effective_wasp(self) -> WaspConfig:
-        """The algorithm settings after applying the method preset (wasp.md, Baselines)."""
+        """The algorithm settings after applying the method preset (docs/wasp.md, Presets)."""
         w = self.wasp.model_copy()
         if self.method == "aug-pe":
             w = w.model_copy(update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase"))
@@ -650,61 +315,6 @@ class Config(_Strict):
     @property
     def uses_private_data(self) -> bool:
         return self.method != "zero-shot"
-
-
-class ConfigValidationError(ConfigError, ValueError):
-    """An invalid config value (a ``ConfigError``; also a ``ValueError`` as pydantic's errors are)."""
-
-
-def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
-    """Turn pydantic's multi-line report into one line naming each field and the fix.
-
-    The offending input value is never echoed (it could be anything the user pasted).
-    """
-    parts = []
-    unknown = False
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            msg = "unknown field" + _suggest(model, err["loc"])
-            unknown = True
-        elif kind == "missing":
-            msg = "required field is missing"
-        elif kind == "literal_error" and isinstance(err.get("input"), str):
-            expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-            close = difflib.get_close_matches(err["input"], expected, n=1, cutoff=0.5)
-            msg = f"must be one of {', '.join(expected)}" + (f" (did you mean {close[0]!r}?)" if close else "")
-        else:
-            msg = " ".join(err["msg"].removeprefix("Value error, ").split())
-        # model-level checks already name their field ("generators: ...")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    if unknown:
-        parts.append("`dpsynth init` writes a file listing every field")
-    return ConfigValidationError("; ".join(parts) or "config: invalid")
-
-
-def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
-    """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
-    for part in loc[:-1]:
-        if model is None:
-            return ""
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field is not None else None
-        args = getattr(ann, "__args__", ())  # list[GeneratorConfig], X | None
-        candidates = [ann, *args]
-        model = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    if model is None or not loc:
-        return ""
-    if len(loc) == 1 and model.__name__ == "Config":  # Config(epsilon=2): the field lives in a section
-        fields_of = {name: getattr(model.model_fields[name].annotation, "model_fields", {}) for name in SECTION_USERS}
-        sections = [name for name, fields in fields_of.items() if str(loc[-1]) in fields]
-        if len(sections) == 1:
-            return f" (did you mean {sections[0]}.{loc[-1]}? e.g. {sections[0]}={{'{loc[-1]}': ...}})"
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -720,39 +330,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
         except NumberOverflowError as exc:
-            raise ConfigError(f"config file {p}: {_mark_text(exc)}") from None
+            raise ConfigError(f"config file {p}: {mark_text(exc)}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}")
         raw = loaded
     for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return Config.model_validate(raw)  # raises a one-line ConfigError
-
-
-def _mark_text(exc: yaml.MarkedYAMLError) -> str:
-    """'line L, column C: PROBLEM' on one line."""
-    mark = exc.problem_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{exc.problem}".split())
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """'PROBLEM at line L, column C; fix the syntax' from a YAML error, on one line."""
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return " ".join(f"{problem}{where}; fix the syntax or start again from `dpsynth init`".split())
-
-
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        nxt = d.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{key}: cannot set a field inside {p}, which is not a section")
-        d = nxt
-    d[parts[-1]] = value

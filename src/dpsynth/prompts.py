@@ -4,7 +4,7 @@ Prompts are built only from public inputs (label names, task description) and
 from *synthetic* samples chosen by the noisy vote.  Private text never reaches
 this module.  Chat templates are for instruct models; completion templates (an
 open quote the model closes) are for base models, whose chat output is empty
-(offline-resources.md, Gemma-3-270M).
+(the embedded Gemma-3-270M is such a base model).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from dpsynth.generators.base import ChatMessage, GenerationRequest
 
-# Several phrasings rotate to keep diversity (wasp.md step 7).
+# Several phrasings rotate to keep diversity (docs/wasp.md step 7).
 ZERO_SHOT_CHAT = (
     "Write a {label} {task}. Reply with the {task} only.",
     "Write a short {label} {task}. Reply with the {task} only.",

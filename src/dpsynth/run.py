@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, _set_dotted, load_yaml
+from dpsynth.config import Config, load_yaml
+from dpsynth.config_base import set_dotted
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
@@ -133,7 +134,7 @@ class RunDir:
                 given.pop("data.private", None)  # synthesize(private=...) overrides it anyway
             merged_raw = copy.deepcopy(stored_raw)
             for key, value in given.items():
-                _set_dotted(merged_raw, key, value)
+                set_dotted(merged_raw, key, value)
             merged = Config.model_validate(merged_raw)
             diffs = _diff(stored.model_dump(), merged.model_dump()) - _RESUMABLE_DIFFS
             if is_in_memory_source(stored.data.private):

@@ -1,7 +1,7 @@
 """Post-processing of the noisy vote: generator weights, class shares, good/bad pools.
 
 Everything here reads only released (noised) votes and public data, so it costs
-no privacy (post-processing).  Formulas follow wasp.md steps 4-6; the
+no privacy (post-processing).  Formulas follow docs/wasp.md steps 4-6; the
 normalisation avoids the reference code's division by a noisy sum that can be
 near zero or negative.
 """
@@ -9,9 +9,12 @@ near zero or negative.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 
 def generator_weights(
@@ -42,11 +45,12 @@ def generator_weights(
     return {g: float(w) for g, w in zip(generators, p, strict=True)}
 
 
-def allocate(total: int, shares: dict[str, float], floor: int = 0) -> dict[str, int]:
+def allocate(total: int, shares: Mapping[K, float], floor: int = 0) -> dict[K, int]:
     """Split ``total`` by ``shares``: floor(total * p), remainder by largest fractional part.
 
     Every key gets at least ``floor`` (if the total allows) so that no generator or
-    class starves permanently.
+    class starves permanently.  The one largest-remainder split of the package: WASP's
+    per-generator and per-class budgets, PEARL's and dp-finetune's output class quotas.
     """
     keys = list(shares)
     if total <= 0 or not keys:
@@ -68,7 +72,7 @@ def class_shares(
 ) -> dict[str, float]:
     """Per-class share from the noisy vote mass (clipped at 0), mixed with uniform.
 
-    Never from raw private label counts (privacy.md, failure modes).
+    Never from raw private label counts (docs/privacy.md, failure modes).
     """
     lab = np.asarray(sample_labels)
     mass = np.array([max(float(near[lab == c].sum()), 0.0) for c in labels])

@@ -207,7 +207,7 @@ def run_canary_audit(
     ``private`` is (texts, label values); by default ``m_private`` IMDb reviews (embedded:imdb).
     """
     from dpsynth.data import IMDB_LABELS, imdb_private
-    from dpsynth.methods.dp_finetune import (
+    from dpsynth.lm import (
         RecordDataset,
         RecordFormat,
         add_lora,

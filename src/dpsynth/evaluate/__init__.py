@@ -8,17 +8,8 @@ the real held-out test data as the second argument.
 >>> result["headline"]["value"], result["headline"]["references"]   # doctest: +SKIP
 """
 
-from dpsynth.evaluate.core import (
-    EVALUATION_FILE,
-    LabelledTexts,
-    embed_synthetic,
-    embed_test,
-    evaluate,
-    load_evaluation,
-    load_synthetic,
-    load_test,
-)
-from dpsynth.evaluate.downstream import FinetuneConfig, finetune_utility, logreg_utility
+from dpsynth.evaluate.core import EVALUATION_FILE, evaluate, load_evaluation
+from dpsynth.evaluate.downstream import ClassifierFinetuneConfig, finetune_utility, logreg_utility
 from dpsynth.evaluate.fidelity import (
     frechet_distance,
     label_distribution,
@@ -26,10 +17,11 @@ from dpsynth.evaluate.fidelity import (
     precision_recall,
     text_stats,
 )
+from dpsynth.evaluate.inputs import LabelledTexts, embed_synthetic, embed_test, load_synthetic, load_test
 
 __all__ = [
     "EVALUATION_FILE",
-    "FinetuneConfig",
+    "ClassifierFinetuneConfig",
     "LabelledTexts",
     "embed_synthetic",
     "embed_test",

@@ -57,7 +57,7 @@ def evaluate_cmd(
 ) -> None:
     """Downstream utility (train on synthetic, test on real) and fidelity (FID, precision/recall, MAUVE)."""
     from dpsynth.evaluate.core import evaluate
-    from dpsynth.evaluate.downstream import CLASSIFIERS, FinetuneConfig
+    from dpsynth.evaluate.downstream import CLASSIFIERS, ClassifierFinetuneConfig
 
     if classifier == "all":
         classifiers: tuple[str, ...] = CLASSIFIERS
@@ -88,7 +88,7 @@ def evaluate_cmd(
         reference_zero_shot=reference_zero_shot,
         reference_real=not no_real_reference,
         embedding_model=embedding_model,
-        finetune=FinetuneConfig(model=embedding_model, epochs=epochs),
+        finetune=ClassifierFinetuneConfig(model=embedding_model, epochs=epochs),
         write=not no_write,
         progress=say,
     )

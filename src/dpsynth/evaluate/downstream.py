@@ -8,7 +8,7 @@ Two classifiers:
   it over seeds only ever showed float round-off, e.g. "+- 1.36e-16", as if it were variation).
 * ``finetune``: the MiniLM encoder itself fine-tuned with a linear head on mean-pooled token
   states (torch, AdamW, linear warm-up and decay) for a fixed number of epochs chosen in advance
-  (:class:`FinetuneConfig`); the model after the last epoch is tested.  The test set is never
+  (:class:`ClassifierFinetuneConfig`); the model after the last epoch is tested.  The test set is never
   used to choose an epoch or anything else.  Repeated over seeds (head init, dropout, batch order).
 
 Both report accuracy and macro-F1 as mean, sample std (ddof=1; 0 for a single value) and the
@@ -117,7 +117,7 @@ def logreg_utility(
 
 # ---------------------------------------------------------------- fine-tuned encoder
 @dataclass(frozen=True)
-class FinetuneConfig:
+class ClassifierFinetuneConfig:
     """Fixed fine-tuning recipe, chosen before looking at any test result."""
 
     model: str = EMBEDDED_MINILM
@@ -143,14 +143,14 @@ def finetune_utility(
     test_texts: Sequence[str],
     test_y: Sequence[str],
     seeds: Sequence[int] = (0, 1, 2),
-    config: FinetuneConfig | None = None,
+    config: ClassifierFinetuneConfig | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the encoder + linear head on the training set for ``config.epochs`` epochs per seed,
     then test once.  Returns the same shape as :func:`logreg_utility`."""
     import torch
 
-    cfg = config or FinetuneConfig()
+    cfg = config or ClassifierFinetuneConfig()
     if cfg.threads is None:
         return _finetune(train_texts, train_y, test_texts, test_y, seeds, cfg, progress)
     before = torch.get_num_threads()
@@ -167,7 +167,7 @@ def _finetune(
     test_texts: Sequence[str],
     test_y: Sequence[str],
     seeds: Sequence[int],
-    cfg: FinetuneConfig,
+    cfg: ClassifierFinetuneConfig,
     progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     import torch

@@ -17,17 +17,7 @@ from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
 from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
-
-
-def _pick_device(device: str, torch: Any) -> str:
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+from dpsynth.lm.device import pick_device
 
 
 class TransformersGenerator:
@@ -44,12 +34,7 @@ class TransformersGenerator:
                 f"generators[{cfg.name}].backend: transformers needs `pip install transformers accelerate`"
             ) from None
         self._torch = torch
-        self.device = _pick_device(cfg.device, torch)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise GeneratorError(
-                f"generators[{cfg.name}].device: {cfg.device} asked for but CUDA is not available; "
-                "use device: cpu or auto"
-            )
+        self.device = pick_device(cfg.device, field=f"generators[{cfg.name}].device", mps=True, error=GeneratorError)
         source, kwargs = self._source(cfg)
         if self.device.startswith("cuda"):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

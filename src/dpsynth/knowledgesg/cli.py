@@ -1,4 +1,8 @@
-"""``dpsynth server ...`` and ``dpsynth client ...``: the two sides of KnowledgeSG."""
+"""``dpsynth server ...`` and ``dpsynth client ...``: the two sides of KnowledgeSG.
+
+``dpsynth client run`` is ``dpsynth run --method knowledgesg``: it is defined in ``dpsynth/cli.py``, beside
+``run``, so that this module never imports the main CLI (which imports it).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ def server_start(
     host: str | None = typer.Option(None, "--host", help="Override the config's host."),
     port: int | None = typer.Option(None, "--port", help="Override the config's port."),
 ) -> None:
-    from dpsynth.knowledgesg.server import load_server_config, serve
+    from dpsynth.knowledgesg.server import load_server_config
+    from dpsynth.knowledgesg.serving import serve
 
     serve(load_server_config(config, {"host": host, "port": port}))
 
@@ -36,21 +41,3 @@ def server_token(client_id: str = typer.Argument(..., help="Client id (1 to 64 l
     typer.echo(f"  {token}")
     typer.echo("add to server.yaml under clients:")
     typer.echo(f"  {client_id}: {{token_sha256: {token_hash(token)}}}")
-
-
-@client_app.command(
-    "run",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help=(
-        "dpsynth client run [CONFIG.yaml] --server URL --private FILE [--FIELD VALUE ...]: DP-fine-tune, upload "
-        "the adapter, wait for the server job, download the synthetic pairs (= dpsynth run --method knowledgesg)."
-    ),
-)
-def client_run(
-    ctx: typer.Context,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (no retraining, no re-upload)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
-) -> None:
-    from dpsynth.cli import run_from_args
-
-    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg")

@@ -55,11 +55,11 @@ def _never() -> bool:
     return False
 
 
-class BaseModel:
+class ServerBaseModel:
     """The server's public base model (tokenizer + PyTorch weights), loaded once and never modified."""
 
     def __init__(self, name: str, device: str = "cpu") -> None:
-        from dpsynth.methods.dp_finetune import load_causal_lm
+        from dpsynth.lm import load_causal_lm
 
         self.name = name
         self.device = device
@@ -86,7 +86,7 @@ def run_job(
     job_dir: Path,
     spec: JobSpec,
     adapter: bytes,
-    base: BaseModel,
+    base: ServerBaseModel,
     professional: Generator,
     on_progress: Callable[[str, dict[str, int]], None],
     should_stop: Callable[[], bool] = _never,
@@ -126,11 +126,11 @@ def _sample(
     job_dir: Path,
     spec: JobSpec,
     adapter: bytes,
-    base: BaseModel,
+    base: ServerBaseModel,
     on_progress: Callable[[str, dict[str, int]], None],
     should_stop: Callable[[], bool] = _never,
 ) -> list[str]:
-    from dpsynth.methods.dp_finetune import RecordFormat, generate
+    from dpsynth.lm import RecordFormat, generate
 
     journal = job_dir / "instructions.jsonl"
     have = [r["instruction"] for r in read_jsonl_tolerant(journal)]

@@ -1,1 +1,1 @@
-"""Synthesis methods.  WASP; Aug-PE and zero-shot are configurations of it (wasp.md)."""
+"""Synthesis methods.  WASP; Aug-PE and zero-shot are configurations of it (docs/wasp.md)."""

@@ -38,7 +38,7 @@ READY_WAIT_S = 600.0  # how long to wait for a server that is still loading its 
 
 
 class KnowledgeSGClientMethod:
-    """``MethodRunner`` for ``--method knowledgesg`` (see api.MethodRunner)."""
+    """``MethodRunner`` for ``--method knowledgesg`` (see methods/base.py)."""
 
     def __init__(self, config: Config, private: Any = None) -> None:
         from dpsynth.methods.dp_finetune import DpFinetuneMethod
@@ -205,7 +205,7 @@ class KnowledgeSGClientMethod:
 
     def _local_finetune(self, run_dir: RunDir, rows: list[dict[str, Any]], reporter: ProgressReporter) -> None:
         """Non-DP LoRA fine-tune of a fresh copy of the base model on the returned (public) pairs."""
-        from dpsynth.methods.dp_finetune import finetune_public
+        from dpsynth.lm import finetune_public
 
         texts = [format_record(r["instruction"], r["response"]) for r in rows]
         finetune_public(

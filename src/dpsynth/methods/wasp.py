@@ -1,6 +1,6 @@
 """WASP (Zou et al., ICML 2025), with Aug-PE (Xie et al., ICML 2024) and zero-shot as presets.
 
-The loop reads like the algorithm in wasp.md:
+The loop reads like the algorithm in docs/wasp.md:
 
     seed round:      every generator writes G/K zero-shot samples, classes even
     for t in 1..T:   embed accumulated samples (cached)
@@ -17,7 +17,6 @@ resume, so a killed run never re-spends budget and keeps what it generated.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -25,22 +24,29 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dpsynth.config import Config, WaspConfig
+from dpsynth.config import Config
 from dpsynth.data import PrivateData
 from dpsynth.embeddings import Embedder, EmbeddingCache
 from dpsynth.errors import ConfigError, GeneratorError, ResumeError
 from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
 from dpsynth.io import append_jsonl, read_jsonl_tolerant, repair_jsonl_tail
-from dpsynth.privacy.accountant import GaussianPlan
-from dpsynth.privacy.events import Event
-from dpsynth.privacy.ledger import Ledger
-from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
+from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is part of the method's API
+    VOTE_READS,
+    check_run,
+    mechanism_name,
+    open_ledger,
+    privacy_events,
+    privacy_plan,
+    rounds_released,
+    votes_released,
+)
+from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, judge_verdict
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
@@ -49,70 +55,6 @@ log = logging.getLogger("dpsynth")
 
 CHUNK = 32  # requests per generate() call: enough to fill llama.cpp slots, small enough to journal often
 MAX_ATTEMPT_FACTOR = 3  # a (generator, class) quota gives up after 3x its size in requests
-
-
-def mechanism_name(w: WaspConfig) -> str:
-    side = "near+far" if w.use_far else "near"
-    return f"Top-{w.q} vote histograms ({side}), Gaussian mechanism"
-
-
-VOTE_READS = "private embeddings and labels (Top-Q vote)"
-
-
-def privacy_plan(config: Config) -> GaussianPlan | None:
-    """The noise plan of the whole run, or None for a run that reads no private data."""
-    if not config.uses_private_data:
-        return None
-    w = config.effective_wasp()
-    return _calibrate(
-        config.privacy.epsilon,
-        config.privacy.delta,
-        w.rounds,
-        top_q_sensitivity(w.q, w.use_far),
-        config.privacy.accountant,
-    )
-
-
-# check_run calibrates before the run directory exists and WaspRun again inside it: the second is a cache hit
-_calibrate = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate)
-
-
-def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
-    """Everything about a run that can fail before it starts: the label judge and the noise plan.
-
-    ``PromptingMethod.prepare`` calls it before the run directory is created, so a mistake found here (an
-    epsilon so large that no noise is needed, a judge that is not a generator) leaves nothing behind and
-    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators.
-    Returns the plan (None: no private data).
-    """
-    w = config.effective_wasp()
-    if w.label_judge is not None and w.label_judge not in generators:
-        raise ConfigError(
-            f"wasp.label_judge: {w.label_judge!r} is not one of this run's generators "
-            f"({', '.join(generators)}); name one of them or set it to null"
-        )
-    return privacy_plan(config)
-
-
-def privacy_events(config: Config) -> list[Event]:
-    """The run's releases: one Gaussian vote per round ``round_1`` .. ``round_T`` (none for zero-shot)."""
-    plan = privacy_plan(config)
-    if plan is None:
-        return []
-    name = mechanism_name(config.effective_wasp())
-    return [
-        Event(f"round_{t}", plan.noise_multiplier, sensitivity=plan.sensitivity, mechanism=name, reads=VOTE_READS)
-        for t in range(1, plan.steps + 1)
-    ]
-
-
-def open_ledger(config: Config, run_dir: RunDir, events: list[Event]) -> Ledger:
-    """The run's ledger: the vote rounds against privacy.epsilon, or an empty plan (zero-shot)."""
-    p = config.privacy
-    eps, delta = (p.epsilon, p.delta) if events else (0.0, 0.0)
-    return Ledger.open(
-        run_dir.ledger, epsilon=eps, delta=delta, accountant=p.accountant, planned=events, resume=run_dir.resuming
-    )
 
 
 @dataclass
@@ -349,11 +291,13 @@ class WaspRun:
 
     @property
     def _builders(self) -> dict[str, PromptBuilder]:
+        """One prompt builder per generator, in its prompt format (chat for injected generators)."""
         if not hasattr(self, "_builder_cache"):
+            formats = {gc.name: gc.prompt_format for gc in self.config.generators}
             self._builder_cache = {
-                gc.name: PromptBuilder(
+                g: PromptBuilder(
                     self.config.data.task,
-                    gc.prompt_format,
+                    formats.get(g, "chat"),
                     max_tokens=self.w.max_tokens,
                     temperature=self.w.temperature,
                     top_p=self.w.top_p,
@@ -361,23 +305,8 @@ class WaspRun:
                     rng=self.rng,
                     n=self.w.samples_per_prompt,
                 )
-                for gc in self.config.generators
-                if gc.name in self.generators
+                for g in self.generators
             }
-            for g in self.generators:  # injected generators without a config entry
-                self._builder_cache.setdefault(
-                    g,
-                    PromptBuilder(
-                        self.config.data.task,
-                        "chat",
-                        max_tokens=self.w.max_tokens,
-                        temperature=self.w.temperature,
-                        top_p=self.w.top_p,
-                        example_chars=self.w.example_chars,
-                        rng=self.rng,
-                        n=self.w.samples_per_prompt,
-                    ),
-                )
         return self._builder_cache
 
     def _deficit(self, plan: RoundPlan) -> dict[str, int]:
@@ -568,19 +497,6 @@ class WaspRun:
         }
         self.round_log = [r for r in self.round_log if r["round"] != t] + [entry]
         self.rundir.save_rounds(self.round_log)
-
-
-def votes_released(ledger: Ledger, run_dir: RunDir) -> bool:
-    """Every planned vote is released and saved: what is left of the run (the expansion phase, or
-    ``dpsynth sample``) is post-processing and needs no private data."""
-    return ledger.complete and all(run_dir.votes(int(e.key.split("_")[1])).exists() for e in ledger.planned)
-
-
-def rounds_released(config: Config, run_dir: RunDir) -> bool:
-    """For a resume: has the run in ``run_dir`` released (and saved) every vote it plans?"""
-    if not config.uses_private_data or not run_dir.ledger.exists():
-        return False
-    return votes_released(open_ledger(config, run_dir, privacy_events(config)), run_dir)
 
 
 def _norm(text: str) -> str:

@@ -1,4 +1,4 @@
-"""DP-SGD accounting and the Opacus wiring used by ``methods/dp_finetune.py``.
+"""DP-SGD accounting and the Opacus wiring used by ``lm/training.py`` (dp-finetune, KnowledgeSG, the audit).
 
 The noise plan of a DP fine-tuning run is a composition, on one accountant, of
 

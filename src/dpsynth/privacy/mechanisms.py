@@ -1,6 +1,6 @@
 """Gaussian noise from a cryptographically seeded generator.
 
-A fixed seed for DP noise voids the guarantee (privacy.md, failure modes), so the
+A fixed seed for DP noise voids the guarantee (docs/privacy.md, failure modes), so the
 generator is seeded from ``secrets`` on every call and there is deliberately no
 seed parameter in the public path.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 
 def secure_rng() -> np.random.Generator:
-    """A PCG64 generator seeded with 128 bits from the OS CSPRNG (privacy.md)."""
+    """A PCG64 generator seeded with 128 bits from the OS CSPRNG (docs/privacy.md)."""
     return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 

@@ -6,7 +6,7 @@ trained on the release only (post-processing, no further privacy cost).  The rel
 ``counts``  (always)
     The number of records of each class, n_c (the total n when unlabelled).  Adding or
     removing one record changes one count by 1: L2 sensitivity 1.  n is private under
-    add/remove adjacency (privacy.md), so it is released like everything else; it normalises
+    add/remove adjacency (docs/privacy.md), so it is released like everything else; it normalises
     the sketch, sets the class proportions of the output and picks m (``choose_m``).
 
 ``sketch``  (always)

@@ -1,4 +1,4 @@
-"""DP Top-Q voting (WASP, Zou et al. ICML 2025, Sec. 3; wasp.md "Round structure" 2-3).
+"""DP Top-Q voting (WASP, Zou et al. ICML 2025, Sec. 3; docs/wasp.md, "Round structure" steps 2-3).
 
 Each private sample (x_i, y_i) looks at the synthetic samples *of its own class*
 in embedding space.  Its r-th nearest (r = 0..Q-1) gets weight 2^-r in H_near;
@@ -10,7 +10,7 @@ vector w = (2^0, ..., 2^-(Q-1)) to H_near (on Q distinct bins) and the same to
 H_far, so the released vector moves by at most
     ||w||_2 * sqrt(2) = sqrt(2 * sum_{r<Q} 4^-r) < sqrt(8/3)
 (or ||w||_2 without the far half).  The reference code used the L1 sum and an
-XOR for 2^(Q-1); both under-noise.  ``tests/test_voting.py`` checks this bound
+XOR for 2^(Q-1); both under-noise.  ``tests/test_privacy.py`` checks this bound
 with hypothesis by removing single records.
 
 The un-noised histograms exist only inside ``noisy_top_q_vote``; they are never

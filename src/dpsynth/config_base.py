@@ -1,0 +1,216 @@
+"""The plumbing every config model shares: strict models, one-line errors, and the YAML reader.
+
+``StrictModel`` refuses unknown fields and invalid values on construction and on assignment, and
+turns pydantic's multi-line report into one ``ConfigError`` line that names the field and the fix
+(``config_error_from_validation``).  ``load_yaml`` reads config files, CLI flag values and a run's
+config.yaml alike, refusing float literals that overflow to infinity.  ``dpsynth.config`` (the run's
+config) and the KnowledgeSG server's config are built on these.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import sys
+import types
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from typing_extensions import Self
+
+from dpsynth.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, and so is any invalid value, on construction and on assignment.
+
+    A mistake surfaces as a one-line ``ConfigError`` naming the field (also a ``ValueError``,
+    like pydantic's own ``ValidationError``), never as pydantic's multi-line report.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, type(self)) from None
+
+    # Behaves as BaseModel.__init__, so nested models are validated in one pass (full dotted locations)
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, cls) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, type(self)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Numeric fields take numbers only: no booleans, no literal that overflows to infinity.
+
+        pydantic would read ``true`` as 1 and ``1e400`` as inf, so ``--epsilon true`` ran with epsilon 1 and
+        ``--epsilon 1e400`` silently turned privacy off.  Infinity must be written as such (``inf``, YAML's
+        ``.inf`` or ``float('inf')``); ints still become floats.
+        """
+        kinds = _numeric_kinds(cls.model_fields[info.field_name or ""].annotation) if info.field_name else ()
+        if not kinds:
+            return v
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not true/false")
+        if float in kinds and _overflows(v):
+            raise ValueError(
+                "the number is too large for a float (it would overflow to infinity); give a smaller number, "
+                "or write inf if you mean no limit"
+            )
+        return v
+
+
+def _numeric_kinds(annotation: Any) -> tuple[type, ...]:
+    """(int and/or float) when a field is numeric, including ``X | None``; () otherwise (bool is not numeric)."""
+    if annotation in (int, float):
+        return (annotation,)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(annotation) if a in (int, float))
+    return ()
+
+
+_INF_WORDS = ("inf", "infinity", ".inf")
+
+
+def _overflows(v: Any) -> bool:
+    """True for a finite-looking number (a text like ``1e400`` or a huge int) that a float cannot hold."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return abs(v) > sys.float_info.max
+    if isinstance(v, str):
+        text = v.strip()
+        try:
+            f = float(text.replace("_", ""))
+        except ValueError:
+            return False  # not a number: pydantic says so
+        return math.isinf(f) and text.lower().lstrip("+-") not in _INF_WORDS
+    return False
+
+
+class NumberOverflowError(yaml.constructor.ConstructorError):
+    """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose floats refuse to overflow: only ``.inf`` (or the text ``inf``) means infinity.
+
+    Used for config files, CLI flag values and a run's config.yaml alike.
+    """
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = loader.construct_yaml_float(node)
+    literal = str(node.value).strip().lower().lstrip("+-")
+    if math.isinf(value) and literal != ".inf":
+        raise NumberOverflowError(
+            None,
+            None,
+            "a number is too large for a float (it would overflow to infinity); give a smaller number, or "
+            "write .inf if you mean no limit",
+            node.start_mark,
+        )
+    return float(value)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with ``ConfigLoader`` (raises ``yaml.YAMLError``, ``NumberOverflowError`` included)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
+class ConfigValidationError(ConfigError, ValueError):
+    """An invalid config value (a ``ConfigError``; also a ``ValueError`` as pydantic's errors are)."""
+
+
+def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
+    """Turn pydantic's multi-line report into one line naming each field and the fix.
+
+    The offending input value is never echoed (it could be anything the user pasted).
+    """
+    parts = []
+    unknown = False
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown field" + _suggest(model, err["loc"])
+            unknown = True
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "literal_error" and isinstance(err.get("input"), str):
+            expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            close = difflib.get_close_matches(err["input"], expected, n=1, cutoff=0.5)
+            msg = f"must be one of {', '.join(expected)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        else:
+            msg = " ".join(err["msg"].removeprefix("Value error, ").split())
+        # model-level checks already name their field ("generators: ...")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    if unknown:
+        parts.append("`dpsynth init` writes a file listing every field")
+    return ConfigValidationError("; ".join(parts) or "config: invalid")
+
+
+def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
+    for part in loc[:-1]:
+        if model is None:
+            return ""
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field is not None else None
+        args = getattr(ann, "__args__", ())  # list[GeneratorConfig], X | None
+        candidates = [ann, *args]
+        model = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if model is None or not loc:
+        return ""
+    if len(loc) == 1 and model.__name__ == "Config":  # Config(epsilon=2): the field lives in a section
+        fields_of = {name: getattr(f.annotation, "model_fields", {}) for name, f in model.model_fields.items()}
+        sections = [name for name, fields in fields_of.items() if str(loc[-1]) in fields]
+        if len(sections) == 1:
+            return f" (did you mean {sections[0]}.{loc[-1]}? e.g. {sections[0]}={{'{loc[-1]}': ...}})"
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def mark_text(exc: yaml.MarkedYAMLError) -> str:
+    """'line L, column C: PROBLEM' on one line."""
+    mark = exc.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{exc.problem}".split())
+
+
+def yaml_problem(exc: Exception) -> str:
+    """'PROBLEM at line L, column C; fix the syntax' from a YAML error, on one line."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}; fix the syntax or start again from `dpsynth init`".split())
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{key}: cannot set a field inside {p}, which is not a section")
+        d = nxt
+    d[parts[-1]] = value

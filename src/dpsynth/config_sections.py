@@ -1,0 +1,223 @@
+"""The config sections of the methods beyond WASP: ``finetune`` (dp-finetune and KnowledgeSG's client),
+``pearl`` and ``knowledgesg``.  ``dpsynth.config.Config`` holds one of each; import them from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dpsynth.config_base import StrictModel
+
+
+class FinetuneConfig(StrictModel):
+    """DP fine-tuning of a causal LM (Yue et al., ACL 2023).  Owned by methods/dp_finetune.py.
+
+    LoRA adapters (peft) trained with DP-SGD (Opacus: per-sample clipping, Poisson sampling,
+    Gaussian noise calibrated to privacy.epsilon); then sampling conditioned on a control code.
+    The number of private records is not public: a noisy count (accounted) sets the sample rate.
+    """
+
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description=(
+            "Causal LM to fine-tune: an embedded GGUF name (smollm2-135m-instruct), a .gguf path "
+            "(dequantised by transformers), a local Hugging Face folder or a hub id."
+        ),
+    )
+    device: str = Field(default="auto", description="cpu, cuda, cuda:N or auto (cuda when available).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32."
+    )
+    epochs: float = Field(default=2.0, gt=0, le=1000, description="Passes over the private set (steps = epochs / q).")
+    batch_size: int = Field(
+        default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / (noisy record count)."
+    )
+    physical_batch_size: int | None = Field(
+        default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
+    )
+    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="C: per-sample gradient clipping norm.")
+    max_length: int = Field(
+        default=128, ge=8, le=8192, description="Tokens per training record, control code included."
+    )
+    truncate: bool = Field(
+        default=True, description="Truncate longer records to max_length (False: refuse them with an error)."
+    )
+    lora_r: int = Field(default=8, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], description="Modules that get LoRA adapters."
+    )
+    accountant: Literal["prv", "rdp"] = Field(default="prv", description="Opacus accountant for DP-SGD.")
+    prompt_format: Literal["auto", "chat", "plain"] = Field(
+        default="auto",
+        description=(
+            "How a record is laid out: plain = control_code + text (the paper); chat = the model's chat "
+            "template with the instruction as the user turn and the text as the reply; auto = chat when the "
+            "tokenizer has a chat template (instruct models), else plain."
+        ),
+    )
+    control_code: str = Field(
+        default="label: {label} | text: ",
+        description="plain: prefix of each record and generation prompt; {label} = label name, {task} = data.task.",
+    )
+    instruction: str = Field(
+        default="Write a {label} {task}.",
+        description="chat: the user turn before each record (the control code); {label}, {task} as above.",
+    )
+    label_proportions: Literal["dp-count", "uniform"] = Field(
+        default="dp-count",
+        description="Class shares of the output: a noisy (DP, accounted) label count, or uniform (free).",
+    )
+    label_count_epsilon_share: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of epsilon the noisy count is calibrated for alone: per label (dp-count) or the total "
+            "(uniform); it sets the sample rate, since the number of private records is not public."
+        ),
+    )
+    checkpoint_every: int = Field(default=5, ge=1, description="Save a resumable checkpoint every K steps.")
+    show_loss: bool = Field(
+        default=False,
+        description=(
+            "Show the training loss in the progress display. It is computed on private batches WITHOUT noise "
+            "(not DP): console only, never written; off by default."
+        ),
+    )
+    max_new_tokens: int = Field(default=96, ge=4, le=4096, description="Generation: tokens per synthetic record.")
+    temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")
+    generation_batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call.")
+
+    @field_validator("control_code", "instruction")
+    @classmethod
+    def _control_code(cls, v: str) -> str:
+        if "{label}" not in v:
+            raise ValueError("must contain {label}, e.g. 'label: {label} | text: '")
+        try:
+            v.format(label="x", task="y")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                "may contain only the {label} and {task} placeholders (write {{ and }} for braces)"
+            ) from None
+        if not v.format(label="x", task="y").strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one module, e.g. [q_proj, v_proj]")
+        return v
+
+    @model_validator(mode="after")
+    def _physical(self) -> FinetuneConfig:
+        if self.physical_batch_size is not None and self.physical_batch_size > self.batch_size:
+            raise ValueError("physical_batch_size: must not exceed batch_size")
+        return self
+
+
+class PearlConfig(StrictModel):
+    """PEARL (Liew et al., ICLR 2022): one-shot DP characteristic-function sketch.  Owned by methods/pearl/.
+
+    Only ``data_schema`` (public facts) and the noise split touch privacy; every other knob shapes the
+    training on the released sketch, which is post-processing (docs/pearl.md).
+    """
+
+    data_schema: dict[str, Any] | str | None = Field(
+        None,
+        description=(
+            "Public schema: a mapping or a JSON/YAML file with columns: {name: {type: integer|float|"
+            "categorical, min, max, categories}} (arrays: array: {min, max}). What it leaves out is "
+            "derived with DP from schema_budget (docs/pearl.md)."
+        ),
+    )
+    n_frequencies: int | None = Field(
+        None,
+        ge=8,
+        le=100_000,
+        description="m: random frequencies of the sketch; default: chosen from the noisy counts (noise_ratio).",
+    )
+    max_frequencies: int = Field(1000, ge=8, le=100_000, description="Upper bound on the automatic m.")
+    noise_ratio: float = Field(
+        0.5, gt=0, description="Automatic m: largest m with noise sigma*sqrt(m)/n per ECF component <= this."
+    )
+    bandwidth: float | None = Field(
+        None, gt=0, description="Kernel bandwidth h0 in the encoded [0,1]^D space; default 0.3*sqrt(D)."
+    )
+    bandwidth_spread: float = Field(
+        3.0, ge=1, description="Frequency bandwidths are log-uniform in [h0/spread, h0*spread]."
+    )
+    count_budget: float = Field(
+        0.1, gt=0, lt=1, description="Share of the Gaussian budget (of mu^2) spent on the noisy class counts."
+    )
+    schema_budget: float = Field(
+        0.2, gt=0, lt=0.9, description="Share of the Gaussian budget (of mu^2) spent deriving an undeclared schema."
+    )
+    category_delta_share: float = Field(
+        0.1, gt=0, lt=1, description="Share of privacy.delta spent by the threshold of DP category discovery."
+    )
+    max_categories: int = Field(100, ge=1, description="Most categories kept per DP-derived categorical column.")
+    train_steps: int = Field(2000, ge=1, description="Generator training steps (free: post-processing).")
+    train_batch: int = Field(128, ge=2, le=100_000, description="Generated samples per class per step.")
+    gen_lr: float = Field(1e-3, gt=0, description="Generator learning rate (Adam).")
+    critic_lr: float = Field(5e-3, gt=0, description="Learning rate of the adversarial frequency re-weighting.")
+    adversarial: bool = Field(True, description="Adversarial re-weighting of the frequencies (False: plain ECF match).")
+    uniform_mix: float = Field(
+        0.5, ge=0, le=1, description="Mix of uniform weights into the adversarial frequency weights."
+    )
+    max_log_scale: float = Field(
+        1.0, ge=0, le=5, description="Bound on the critic's per-dimension log frequency scale."
+    )
+    hidden_dim: int = Field(256, ge=8, le=8192, description="Generator MLP width.")
+    latent_dim: int = Field(32, ge=1, le=4096, description="Generator noise dimension.")
+    array_key: str = Field("x", description=".npz input: name of the array holding the records.")
+    train_threads: int = Field(
+        0, ge=0, le=256, description="torch threads while training; 0 = torch's default (1 is best on busy CPUs)."
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> PearlConfig:
+        if self.schema_budget + self.count_budget >= 0.9:
+            raise ValueError("pearl: schema_budget + count_budget must leave the sketch at least 10% of the budget")
+        return self
+
+
+class KnowledgeSGConfig(StrictModel):
+    """KnowledgeSG client (Wang et al., EMNLP 2024).  Owned by methods/knowledgesg.py.
+
+    The client DP-fine-tunes ``finetune.model`` on its private instruction/response pairs (the
+    ``finetune`` section), uploads only the LoRA adapter to ``server``, and downloads the synthetic
+    dataset the server's professional model filtered and answered.  ``n_synthetic`` pairs are asked for.
+    """
+
+    server: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8088 (dpsynth server start).")
+    token_env: str = Field(
+        "DPSYNTH_TOKEN", description="Environment variable holding this client's bearer token (never logged)."
+    )
+    instruction_column: str = Field("instruction", description="Column with the private instructions/questions.")
+    response_column: str = Field("response", description="Column with the private responses/answers.")
+    domain: str = Field(
+        "medical", min_length=1, description="Public domain name used in the control code and the server's prompts."
+    )
+    oversample: float = Field(
+        2.0, ge=1.0, le=20.0, description="The server samples oversample * n_synthetic instructions before filtering."
+    )
+    filter: bool = Field(True, description="Let the professional model drop off-domain or unanswerable instructions.")
+    poll_interval_s: float = Field(2.0, gt=0, le=300, description="Seconds between job status requests.")
+    job_timeout_s: float = Field(7200.0, gt=0, description="Give up waiting for the server job after this long.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request (uploads included).")
+    max_retries: int = Field(
+        8, ge=0, le=100, description="Retries (with backoff) of one request on connection errors, 429 and 5xx."
+    )
+    local_finetune: bool = Field(
+        False,
+        description="Fine-tune the local model on the returned data (non-DP LoRA; post-processing, no privacy cost).",
+    )
+    local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")

@@ -1,0 +1,284 @@
+"""What ``evaluate`` reads: the synthetic and test texts with their labels, and their embeddings (cached)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, norm_label, read_table
+from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
+from dpsynth.errors import ConfigError, DataError
+
+log = logging.getLogger("dpsynth")
+
+_RUN_FILES = ("synthetic.jsonl", "synthetic.parquet", "synthetic.csv")
+# the max_seq_length a run embeds with (api.py builds SentenceTransformerEmbedder with its default)
+_RUN_MAX_SEQ_LENGTH = 256
+
+
+@dataclass
+class LabelledTexts:
+    texts: list[str]
+    labels: list[str]
+    source: str
+    rounds: list[int] | None = None  # per-record generation round (run directories of WASP-like methods)
+    generators: list[str] | None = None  # per-record generator name, where the records carry one
+    run_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def eval_cache_dir() -> Path:
+    base = os.environ.get("DPSYNTH_CACHE_DIR") or "~/.cache/dpsynth"
+    return Path(base).expanduser() / "eval"
+
+
+# ---------------------------------------------------------------- inputs
+def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` as a dict; {} when there is none or it cannot be read.
+
+    Evaluation and the report learn what a run used (its data source, task, private-set size) from
+    this public file alone, never from the private data."""
+    if run_dir is None:
+        return {}
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section of a run's config ({} when absent or malformed)."""
+    data = cfg.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def used_embedded_imdb(cfg: dict[str, Any]) -> bool:
+    """Whether the run's private data was the embedded IMDb draw (``data.private: embedded:imdb``)."""
+    return run_data_config(cfg).get("private") == EMBEDDED_IMDB
+
+
+def find_run_output(run_dir: Path) -> Path | None:
+    """The synthetic output file of a run directory (the config's output_format first)."""
+    names = list(_RUN_FILES)
+    fmt = read_run_config(run_dir).get("output_format")
+    if isinstance(fmt, str) and f"synthetic.{fmt}" in names:
+        names.remove(f"synthetic.{fmt}")
+        names.insert(0, f"synthetic.{fmt}")
+    for n in names:
+        if (run_dir / n).exists():
+            return run_dir / n
+    return None
+
+
+def load_synthetic(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+    """A run directory, a file (CSV/JSONL/JSON/Parquet/HF dataset folder), a DataFrame, a list of
+    record dicts, or a ``SynthesisResult``."""
+    run_dir: Path | None = None
+    if hasattr(source, "records") and hasattr(source, "run_dir"):  # SynthesisResult
+        run_dir = Path(source.run_dir)
+        frame_source: Any = source.to_pandas()
+        where = str(run_dir)
+    elif isinstance(source, list):
+        import pandas as pd
+
+        frame_source = pd.DataFrame.from_records(source)
+        where = "synthetic records"
+    elif isinstance(source, (str, Path)):
+        path = Path(str(source)).expanduser()
+        if not path.exists():
+            raise DataError(f"--synthetic: {path} does not exist; give a run directory or a CSV/JSONL/Parquet file")
+        if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+            out = find_run_output(path)
+            if out is None:
+                raise DataError(
+                    f"--synthetic: {path} is a folder without synthetic.jsonl/.csv/.parquet; give a finished "
+                    "run directory or the synthetic file itself"
+                )
+            run_dir, frame_source = path, out
+        else:
+            frame_source = path
+        where = str(frame_source)
+    else:
+        frame_source, where = source, "synthetic data"
+    df = read_table(frame_source)
+    data = _labelled(df, text_column, label_column, where, "synthetic", ("--text-column", "--label-column"))
+    data.run_dir = run_dir
+    if "round" in df.columns:
+        try:
+            data.rounds = [int(float(r)) for r in df.loc[data_rows(df, text_column), "round"].tolist()]
+        except ValueError:
+            data.rounds = None
+    if "generator" in df.columns:
+        data.generators = [str(g) for g in df.loc[data_rows(df, text_column), "generator"].tolist()]
+    return data
+
+
+def data_rows(df: Any, text_column: str) -> Any:
+    return df[text_column].astype(str).str.strip().ne("")
+
+
+def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:
+    """The test set to score against, and a note for the reader when it was not given.
+
+    Scoring against the wrong real data still yields a plausible number (a medical CSV scored 0.49
+    against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
+    directory whose config.yaml shows it ran on ``embedded:imdb``: its fixed test split is then the
+    only right test set, and the note says it was chosen."""
+    if test is not None:
+        return test, None
+    if syn.run_dir is not None and used_embedded_imdb(run_cfg):
+        return EMBEDDED_IMDB, (
+            f"no --test given: the run used data.private = {EMBEDDED_IMDB}, so its fixed "
+            f"{IMDB_TEST_SIZE:,}-review test split is the test set"
+        )
+    if syn.run_dir is not None:
+        why = f"the run in {syn.run_dir} did not use data.private = {EMBEDDED_IMDB} (config.yaml)"
+    else:
+        why = f"{syn.source} is not a run directory of a run on {EMBEDDED_IMDB}"
+    raise ConfigError(
+        f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
+        "there is no default test set"
+    )
+
+
+def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+    """``embedded:imdb`` (the project's fixed 2,000-review IMDb test split) or any table source."""
+    if isinstance(source, str) and source == EMBEDDED_IMDB:
+        df, where = imdb_test(), EMBEDDED_IMDB
+        text_column, label_column = "text", "label"
+    else:
+        if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
+            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or embedded:imdb")
+        df = read_table(source)
+        where = str(source) if isinstance(source, (str, Path)) else "test data"
+    return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
+
+
+def _labelled(
+    df: Any, text_column: str, label_column: str, where: str, role: str, flags: tuple[str, str]
+) -> LabelledTexts:
+    if len(df) == 0:
+        raise DataError(f"{where}: the {role} set has no records; nothing to evaluate")
+    for col, flag in ((text_column, flags[0]), (label_column, flags[1])):
+        if col not in df.columns:
+            cols = ", ".join(map(str, list(df.columns)[:20]))
+            raise DataError(f"{where}: no column {col!r} in the {role} set (columns: {cols}); pass {flag} NAME")
+    keep = data_rows(df, text_column)
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning("%s: skipped %d %s record(s) with an empty %r", where, dropped, role, text_column)
+    texts = [str(t) for t in df.loc[keep, text_column].tolist()]
+    if not texts:
+        raise DataError(f"{where}: every {role} record has an empty {text_column!r}; nothing to evaluate")
+    labels = [norm_label(v) for v in df.loc[keep, label_column].tolist()]
+    if any(lab == "" for lab in labels):
+        n = sum(lab == "" for lab in labels)
+        raise DataError(f"{where}: {n} {role} record(s) have an empty {label_column!r}; fill or drop them")
+    return LabelledTexts(texts, labels, where)
+
+
+def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
+    """Raise if the label sets cannot be compared; return warnings for softer mismatches."""
+    s, t = set(syn.labels), set(test.labels)
+
+    def show(xs: set[str]) -> str:
+        items = sorted(xs)
+        return "[" + ", ".join(repr(x) for x in items[:8]) + (", ..." if len(items) > 8 else "") + "]"
+
+    if not s & t:
+        raise DataError(
+            f"labels do not match: the synthetic set has labels {show(s)}, the test set {show(t)}; check "
+            "--label-column / --test-label-column (both must hold the same label values)"
+        )
+    if s - t:
+        raise DataError(
+            f"labels do not match: synthetic labels {show(s - t)} never occur in the test set {show(t)}; check "
+            "--label-column / --test-label-column"
+        )
+    if len(s) < 2:
+        raise DataError(
+            f"{syn.source}: the synthetic set has a single label {show(s)}; a classifier needs at least two"
+        )
+    warnings = []
+    if t - s:
+        warnings.append(f"test labels {show(t - s)} have no synthetic samples; the classifier can never predict them")
+    return warnings
+
+
+# ---------------------------------------------------------------- embeddings
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "model"
+
+
+def embed_test(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Embed public test texts through the on-disk cache (one .npz per model and max_seq_length)."""
+    seq = getattr(embedder, "max_seq_length", None)
+    base = Path(cache_dir).expanduser() if cache_dir is not None else eval_cache_dir()
+    path = base / f"{_slug(embedder.name)}{f'-seq{seq}' if seq else ''}.npz"
+    cache = EmbeddingCache(path, embedder.name)
+    emb = cache.embed(embedder, list(texts))
+    if cache.misses:
+        try:
+            cache.save()
+        except OSError as exc:  # a read-only home must not break evaluation
+            log.warning("could not write the test embedding cache %s (%s)", path, exc.strerror)
+    return emb
+
+
+class _ThroughCache:
+    """An Embedder that answers from a read-only cache first (the run's own ``embeddings.npz``)."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache) -> None:
+        self.name = embedder.name
+        self._embedder = embedder
+        self.cache = cache
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.cache.embed(self._embedder, texts)
+
+
+def embed_synthetic(
+    data: LabelledTexts, embedder: Embedder, cache_path: str | Path | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Synthetic embeddings.  Looks up, in order: ``cache_path`` (an .npz cache this function also
+    updates), the run directory's own ``embeddings.npz`` (read-only, only when the run used the
+    same model and max_seq_length), then embeds.  Returns (embeddings, hit counts)."""
+    source: Embedder = embedder
+    run_cache = None
+    seq = getattr(embedder, "max_seq_length", _RUN_MAX_SEQ_LENGTH)
+    if data.run_dir is not None and (data.run_dir / "embeddings.npz").exists() and seq == _RUN_MAX_SEQ_LENGTH:
+        try:
+            run_cache = EmbeddingCache(data.run_dir / "embeddings.npz", embedder.name)
+        except Exception:  # noqa: BLE001 - a damaged cache only costs time
+            run_cache = None
+        if run_cache is not None:
+            source = _ThroughCache(embedder, run_cache)  # never saved: the run directory's cache is the run's
+    if cache_path is not None:
+        own = EmbeddingCache(cache_path, embedder.name)
+        emb = own.embed(source, list(data.texts))
+        if own.misses:
+            own.save()
+        own_hits = own.hits
+    else:
+        emb = source.encode(list(data.texts))
+        own_hits = 0
+    return emb, {"synthetic_from_cache": own_hits, "synthetic_from_run_cache": run_cache.hits if run_cache else 0}
+
+
+def default_embedder(model: str = EMBEDDED_MINILM) -> Embedder:
+    return SentenceTransformerEmbedder(model)

@@ -1,0 +1,134 @@
+"""Loading a causal LM (embedded name, GGUF file, Hugging Face folder or hub id) and its LoRA adapters."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import FinetuneConfig
+from dpsynth.errors import ConfigError, GeneratorError, ResumeError
+
+# peft looks for a config.json next to the weights to see whether the vocabulary changed; a GGUF has none
+_NO_CONFIG_WARNING = "Could not find a config file"
+
+
+def model_source(model: str) -> tuple[str, dict[str, Any]]:
+    """(folder or hub id, from_pretrained kwargs): a GGUF file or embedded name goes through ``gguf_file``."""
+    from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+
+    name = model.strip()
+    if name.lower() in EMBEDDED_MODELS or name.lower().endswith(".gguf"):
+        try:
+            path = resolve_model(name, "finetune")
+        except GeneratorError as exc:
+            raise GeneratorError(str(exc).replace("generators[finetune].model", "finetune.model")) from None
+        return str(path.parent), {"gguf_file": path.name}
+    p = Path(name).expanduser()
+    return (str(p) if p.exists() else name), {}
+
+
+def load_causal_lm(model: str) -> tuple[Any, Any]:
+    """(tokenizer, fp32 model on CPU) from an embedded name, GGUF path, HF folder or hub id."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise GeneratorError("finetune.model: dp-finetune needs `pip install transformers gguf`") from None
+    from transformers.utils import logging as hf_logging
+
+    source, kwargs = model_source(model)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # GGUF de-quantisation draws progress bars per load
+    gguf_utils: Any = None
+    if "gguf_file" in kwargs:  # the GGUF converter draws its own tqdm bar; silence it for this load only
+        try:
+            import functools
+
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+            gguf_tqdm = gguf_utils.tqdm
+            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+        except (ImportError, AttributeError):
+            gguf_utils = None
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **kwargs)
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        except TypeError:  # transformers < 4.56 calls it torch_dtype
+            lm = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeneratorError(f"finetune.model: transformers could not load {model}: {first[:300]}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        if gguf_utils is not None:
+            gguf_utils.tqdm = gguf_tqdm
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    if tok.eos_token_id is None:
+        raise GeneratorError(f"finetune.model: {model} has no end-of-sequence token; use a causal LM with one")
+    return tok, lm
+
+
+def add_lora(model: Any, ft: FinetuneConfig) -> Any:
+    """Wrap ``model`` with trainable LoRA adapters (in place); everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in ft.target_modules if t not in names]
+    if missing:
+        raise ConfigError(
+            f"finetune.target_modules: {missing} not found in {ft.model}; linear layers there include e.g. "
+            f"{sorted(n for n in names if n.endswith('proj'))[:8]}"
+        )
+    cfg = LoraConfig(
+        r=ft.lora_r,
+        lora_alpha=ft.lora_alpha,
+        lora_dropout=ft.lora_dropout,
+        target_modules=list(ft.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, cfg)
+
+
+
+def lora_state(model: Any) -> dict[str, Any]:
+    from peft import get_peft_model_state_dict
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_CONFIG_WARNING)
+        state = get_peft_model_state_dict(model)
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def load_lora_state(model: Any, state: dict[str, Any]) -> None:
+    from peft import set_peft_model_state_dict
+
+    res = set_peft_model_state_dict(model, state)
+    unexpected = getattr(res, "unexpected_keys", [])
+    if unexpected:
+        raise ResumeError(f"checkpoint: LoRA weights do not fit this model ({len(unexpected)} unexpected keys)")
+
+
+
+def save_adapter(model: Any, target: Path) -> None:
+    """A peft model's LoRA adapter (safetensors), written to a temporary folder and renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_CONFIG_WARNING)
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""Loading PEARL's private input: a table (CSV/JSONL/Parquet/DataFrame) or an array (.npy/.npz/ndarray).
+
+``load_private`` reads the records, checks the few things that still refuse input (the ``DOMAIN_*``
+lines, listed in privacy.json) and builds the schema from what is declared; the records are held by
+a ``PrivateRecords`` that lives only in memory, only until the sketch is released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config
+from dpsynth.data import norm_label, notify_owner, read_table
+from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.methods.pearl.encoding import rows_text, value_notes
+from dpsynth.methods.pearl.schema import ColumnSpec, Schema
+
+# The checks that still refuse input, in prepare (console only, before the run directory exists): the
+# guarantee is stated over inputs that pass them (privacy.json "domain").  Everything else about a
+# value is handled record by record (clipped, imputed, or encoded as no category: encode_table).
+DOMAIN_NOT_EMPTY = "the private set holds at least one record"
+DOMAIN_LABEL = "every record's label (data.label_column) is one of the declared data.labels"
+DOMAIN_FINITE_ARRAY = "array input: every value of every record is finite (no NaN or infinity)"
+_ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+@dataclass
+class PrivateRecords:
+    """The loaded private data.  Lives only in memory, only until the sketch is released."""
+
+    table: Any = None  # pandas DataFrame of strings (table mode)
+    array: np.ndarray | None = None  # (n, D) float64 (array mode)
+    labels: np.ndarray | None = None  # class index per record
+    where: str = "dataset"
+
+    def __len__(self) -> int:
+        return int(len(self.table) if self.table is not None else len(self.array if self.array is not None else []))
+
+    def __repr__(self) -> str:  # never print private values
+        return f"PrivateRecords(<{len(self)} records>)"
+
+
+Loaded = tuple[PrivateRecords, Schema, list[str]]  # the records, the declared schema, the domain checks
+
+
+def is_array_source(source: Any) -> bool:
+    if isinstance(source, (np.ndarray, Mapping)):
+        return True
+    if isinstance(source, (str, Path)):
+        return Path(str(source)).suffix.lower() in _ARRAY_SUFFIXES
+    return False
+
+
+def load_private(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None) -> Loaded:
+    """The private records, the schema as declared (``spec``: ``load_schema_spec``) and the domain checks."""
+    where = str(source) if isinstance(source, (str, Path)) else "dataset"
+    if is_array_source(source):
+        return _load_array(source, config, spec, declared, where)
+    return _load_table(source, config, spec, declared, where)
+
+
+def _label_set(
+    col: str, declared: list[str] | None, label_present: bool, where: str
+) -> tuple[str | None, list[str]]:
+    """The label column and the public classes; [""] when unlabelled."""
+    if label_present:
+        if not declared:
+            raise ConfigError(
+                f"data.labels: the data has a label column {col!r}; declare the public label set, e.g. "
+                "--labels '0,1,2' (dpsynth never reads it from private data: the set of labels observed is "
+                "itself private)"
+            )
+        return col, list(declared)
+    if declared:
+        raise DataError(
+            f"{where}: no label column {col!r} (data.label_column) although data.labels is declared; "
+            "pass --label-column NAME or drop --labels for unlabelled data"
+        )
+    return None, [""]
+
+
+def _class_index(values: list[Any], classes: list[str], where: str, what: str, fix: str) -> np.ndarray:
+    """Each record's class index; a label outside the declared classes refuses the input (a domain check)."""
+    index = {v: i for i, v in enumerate(classes)}
+    yi = np.array([index.get(norm_label(v), -1) for v in values], dtype=np.int64)
+    bad = np.flatnonzero(yi < 0)
+    if bad.size:
+        raise DataError(
+            f"{where}: {bad.size} record(s) have {what} not in data.labels {sorted(classes)} "
+            f"({rows_text(where, bad)}); {fix} or declare the label"
+        )
+    return yi
+
+
+def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
+    df = read_table(source, config.data.encoding)
+    if len(df.columns) == 0 or len(df) == 0:
+        raise DataError(f"{where}: has no records; it needs a header row and at least one record")
+    cols = [str(c) for c in df.columns]
+    df.columns = cols
+    label_col, classes = _label_set(config.data.label_column, declared, config.data.label_column in cols, where)
+    declared_cols: dict[str, ColumnSpec] = spec.get("columns", {})
+    missing = [c for c in declared_cols if c not in cols]
+    if missing:
+        raise DataError(
+            f"{where}: no column {missing[0]!r} (pearl.data_schema.columns); the file has columns: "
+            f"{', '.join(cols[:20])}; fix the schema or the file"
+        )
+    features = [c for c in cols if c != label_col]
+    if not features:
+        raise DataError(f"{where}: has no feature column besides the label {label_col!r}")
+    specs = [replace(declared_cols[c]) if c in declared_cols else ColumnSpec(c) for c in features]
+    if label_col is not None:
+        yi = _class_index(df[label_col].tolist(), classes, where, f"a {label_col!r}", "fix the rows")
+    else:
+        yi = np.zeros(len(df), dtype=np.int64)
+    # values the declared schema does not cover are handled per record (encode_table); the owner
+    # learns where on the console, before the run directory (and its log) exists
+    for note in value_notes(df, [c for c in specs if c.complete()], where):
+        notify_owner(note)
+    private = PrivateRecords(table=df[features].copy(), labels=yi, where=where)
+    domain = [DOMAIN_NOT_EMPTY] + ([DOMAIN_LABEL] if label_col is not None else [])
+    return private, Schema(specs, cols, label_col, classes), domain
+
+
+def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
+    key, label_key = config.pearl.array_key, config.data.label_column
+    y_raw = None
+    try:
+        if isinstance(src, np.ndarray):
+            x = src
+        elif isinstance(src, Mapping):
+            if key not in src:
+                raise DataError(f"dataset: no array {key!r} (pearl.array_key); it has {sorted(src)}")
+            x = np.asarray(src[key])
+            y_raw = src.get(label_key)
+        else:
+            p = Path(str(src)).expanduser()
+            if not p.exists():
+                raise DataError(f"{p}: file does not exist; check --private / data.private")
+            if p.stat().st_size == 0:
+                raise DataError(f"{p}: file is empty (0 bytes); save the array with numpy.save / savez")
+            if p.suffix.lower() == ".npy":
+                x = np.load(p, allow_pickle=False)
+            else:
+                with np.load(p, allow_pickle=False) as z:
+                    if key not in z.files:
+                        raise DataError(f"{p}: no array {key!r} (pearl.array_key); the file has {sorted(z.files)}")
+                    x = z[key]
+                    y_raw = z[label_key] if label_key in z.files else None
+    except DpsynthError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy's load errors are long
+        raise DataError(
+            f"{where}: not a readable .npy/.npz array ({type(exc).__name__}); save it with numpy"
+        ) from None
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise DataError(f"{where}: needs an array of shape (records, ...) with at least one record")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: array dtype {x.dtype} is not numeric")
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    if not np.isfinite(flat).all():
+        raise DataError(f"{where}: the array holds NaN or infinite values; clean them first")
+    label_col, classes = _label_set(label_key, declared, y_raw is not None, where)
+    if y_raw is not None:
+        y = np.asarray(y_raw).reshape(-1)
+        if len(y) != len(x):
+            raise DataError(f"{where}: {len(y)} labels for {len(x)} records")
+        yi = _class_index(y.tolist(), classes, where, "a label", "fix them")
+    else:
+        yi = np.zeros(len(x), dtype=np.int64)
+    cspec: ColumnSpec = spec.get("array") or ColumnSpec("array")
+    cspec = replace(cspec, name="array", kind="integer" if x.dtype.kind in "biu" else "float")
+    if (cspec.lo is None or cspec.hi is None) and x.dtype.kind in "bu" and x.dtype.itemsize == 1:
+        # the dtype's own range is public (bool -> [0, 1], uint8 -> [0, 255]): nothing derived
+        info_hi = 1.0 if x.dtype.kind == "b" else 255.0
+        cspec.lo = 0.0 if cspec.lo is None else cspec.lo
+        cspec.hi = info_hi if cspec.hi is None else cspec.hi
+    private = PrivateRecords(array=flat, labels=yi, where=where)
+    domain = [DOMAIN_NOT_EMPTY, DOMAIN_FINITE_ARRAY] + ([DOMAIN_LABEL] if y_raw is not None else [])
+    schema = Schema(
+        [cspec], [], label_col, classes, array_shape=tuple(int(s) for s in x.shape[1:]), array_dtype=str(x.dtype)
+    )
+    return private, schema, domain

@@ -1,0 +1,346 @@
+"""PEARL's public schema: the column model, the user's declared spec, and the DP derivation of the rest.
+
+What the user declares in ``pearl.data_schema`` is public and costs nothing.  Every fact left out
+(a column's kind, a numeric column's bounds, a categorical column's values) is derived from the
+private data by one Gaussian release per kind of fact (``schema.kinds`` -> ``schema.bounds`` ->
+``schema.categories``, each adaptive on the previous), drawn by ``draw_schema_release`` and put into
+the schema by ``apply_schema_release``.  The mechanisms themselves are in ``privacy/sketch.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpsynth.errors import ConfigError
+from dpsynth.privacy import sketch as sk
+
+log = logging.getLogger("dpsynth")
+
+KINDS = ("integer", "float", "categorical")
+SCHEMA_RELEASES = ("schema.kinds", "schema.bounds", "schema.categories")
+CATEGORY_PLACEHOLDER = ""  # the one value of a categorical column none of whose values could be released
+
+
+@dataclass
+class ColumnSpec:
+    """One column: its kind, bounds (numeric) or categories, and where each fact came from."""
+
+    name: str
+    kind: str | None = None  # None: derive with DP
+    lo: float | None = None
+    hi: float | None = None
+    categories: list[str] | None = None
+    derived: list[str] = field(default_factory=list)  # which facts were derived with DP
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("integer", "float")
+
+    def complete(self) -> bool:
+        if self.kind is None:
+            return False
+        if self.numeric:
+            return self.lo is not None and self.hi is not None
+        return bool(self.categories)
+
+    def as_spec(self) -> dict[str, Any]:
+        """This column in the ``pearl.data_schema`` input format."""
+        d: dict[str, Any] = {"type": self.kind}
+        if self.numeric:
+            d.update(min=self.lo, max=self.hi)
+        else:
+            d["categories"] = self.categories
+        return d
+
+
+@dataclass
+class Schema:
+    """The public description of the data that the encoding, the generator and the output use."""
+
+    columns: list[ColumnSpec]  # feature columns (array mode: one spec shared by all cells)
+    order: list[str]  # output column order (the label in its original place)
+    label_column: str | None
+    classes: list[str]  # public label keys; [""] when unlabelled
+    array_shape: tuple[int, ...] | None = None
+    array_dtype: str | None = None
+
+    @property
+    def is_array(self) -> bool:
+        return self.array_shape is not None
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_column is not None
+
+    def as_spec(self) -> dict[str, Any]:
+        """The complete schema in the ``pearl.data_schema`` input format (reusable as is)."""
+        out: dict[str, Any] = {}
+        if self.is_array:
+            c = self.columns[0]
+            out["array"] = {"min": c.lo, "max": c.hi}
+        else:
+            out["columns"] = {c.name: c.as_spec() for c in self.columns}
+        if self.labelled:
+            out["labels"] = list(self.classes)
+        return out
+
+    def to_json(self, releases: dict[str, Any]) -> dict[str, Any]:
+        """schema.json: the schema (public or DP-derived: safe to write), which facts were derived, the releases."""
+        return {
+            "data_schema": self.as_spec(),
+            "derived_with_dp": {c.name: list(c.derived) for c in self.columns if c.derived},
+            "releases": releases,
+            "reuse": "pass data_schema as pearl.data_schema to spend nothing on the schema next time",
+        }
+
+
+def load_schema_spec(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The user's (public) schema from the config mapping or a JSON/YAML file, normalised."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        p = Path(spec).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"pearl.data_schema: {p} is not a file; give a JSON/YAML schema file or a mapping")
+        try:
+            import yaml
+
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except Exception as exc:  # noqa: BLE001 - YAML and decoding errors alike
+            raise ConfigError(
+                f"pearl.data_schema: {p} is not valid JSON/YAML ({type(exc).__name__}); fix the file"
+            ) from None
+        spec = loaded
+    if not isinstance(spec, Mapping):
+        raise ConfigError("pearl.data_schema: must be a mapping with 'columns' (tables) or 'array' (arrays)")
+    unknown = set(spec) - {"columns", "array", "labels"}
+    if unknown:
+        raise ConfigError(f"pearl.data_schema: unknown key(s) {sorted(unknown)}; allowed: columns, array, labels")
+    cols = spec.get("columns") or {}
+    if not isinstance(cols, Mapping):
+        raise ConfigError("pearl.data_schema.columns: must map column names to {type, min, max, categories}")
+    out: dict[str, Any] = {"columns": {}}
+    for name, c in cols.items():
+        out["columns"][str(name)] = _column_spec(str(name), c or {}, f"pearl.data_schema.columns.{name}")
+    if spec.get("array") is not None:
+        out["array"] = _column_spec("array", spec["array"], "pearl.data_schema.array", array=True)
+    if spec.get("labels") is not None:
+        labels = spec["labels"]
+        if isinstance(labels, Mapping):
+            labels = list(labels)
+        if not isinstance(labels, list) or len(labels) < 2:
+            raise ConfigError("pearl.data_schema.labels: give a list of at least two label values")
+        out["labels"] = [str(v) for v in labels]
+    return out
+
+
+def _column_spec(name: str, c: Any, where: str, array: bool = False) -> ColumnSpec:
+    if not isinstance(c, Mapping):
+        raise ConfigError(f"{where}: must be a mapping like {{type: float, min: 0, max: 1}}")
+    allowed = {"type", "min", "max", "categories"} if not array else {"type", "min", "max"}
+    unknown = set(c) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    kind = c.get("type")
+    if kind is not None:
+        kind = {"int": "integer", "number": "float", "numeric": "float", "category": "categorical"}.get(
+            str(kind), str(kind)
+        )
+        if kind not in KINDS or (array and kind == "categorical"):
+            raise ConfigError(f"{where}.type: {c.get('type')!r} is not one of integer, float, categorical")
+    spec = ColumnSpec(name, kind)
+    for key in ("min", "max"):
+        if c.get(key) is None:
+            continue
+        try:
+            v = float(c[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{key}: must be a number") from None
+        if not math.isfinite(v):
+            raise ConfigError(f"{where}.{key}: must be finite")
+        if key == "min":
+            spec.lo = v
+        else:
+            spec.hi = v
+    if spec.lo is not None and spec.hi is not None and not spec.lo < spec.hi:
+        raise ConfigError(f"{where}: min must be below max")
+    if (spec.lo is not None or spec.hi is not None) and spec.kind == "categorical":
+        raise ConfigError(f"{where}: a categorical column has categories, not min/max")
+    if c.get("categories") is not None:
+        cats = c["categories"]
+        if not isinstance(cats, list) or not cats:
+            raise ConfigError(f"{where}.categories: give a non-empty list")
+        cats = [str(v) for v in cats]
+        if len(set(cats)) != len(cats):
+            raise ConfigError(f"{where}.categories: values must be unique")
+        if spec.kind is None:
+            spec.kind = "categorical"
+        elif spec.kind != "categorical":
+            raise ConfigError(f"{where}: categories are only for type categorical")
+        spec.categories = cats
+    if spec.kind is None and not array and (spec.lo is not None or spec.hi is not None):
+        raise ConfigError(f"{where}: give the type (integer or float) with min/max")
+    return spec
+
+
+
+def parse_numeric(col: np.ndarray) -> np.ndarray:
+    """Floats of a column of strings; NaN where a value is empty, non-numeric or not finite (missing)."""
+    out = np.full(len(col), np.nan, dtype=np.float64)
+    for i, s in enumerate(col):
+        try:
+            v = float(s)
+        except ValueError:
+            continue
+        if math.isfinite(v):
+            out[i] = v
+    return out
+
+
+# ===================================================================== DP derivation of the undeclared facts
+
+
+def schema_release_plan(schema: Schema) -> list[tuple[str, str, float, str]]:
+    """The schema releases the undeclared facts need: (name, what it reads, L2 sensitivity, why), in order."""
+    cols = schema.columns
+    need_kinds = [c.name for c in cols if c.kind is None and not schema.is_array]
+    maybe_numeric = [
+        c.name for c in cols if (c.kind is None or c.numeric) and not (c.lo is not None and c.hi is not None)
+    ]
+    maybe_cat = [c.name for c in cols if (c.kind is None or c.kind == "categorical") and not c.categories]
+    if schema.is_array:
+        maybe_cat = []
+    out: list[tuple[str, str, float, str]] = []
+    if need_kinds:
+        d = len(need_kinds)
+        why = f"add/remove: one record adds 1 to one of 3 kind counts in each of d={d} columns -> sqrt(d)"
+        out.append(("schema.kinds", f"value kinds (integer/float/text) of {d} column(s)", math.sqrt(d), why))
+    if maybe_numeric and schema.is_array:
+        reads = "per-record minimum and maximum of the array (geometric histograms)"
+        why = "add/remove: one record adds 1 to one bin of the min and of the max histogram -> sqrt(2)"
+        out.append(("schema.bounds", reads, math.sqrt(2.0), why))
+    elif maybe_numeric:
+        d = len(maybe_numeric)
+        reads = f"histograms on a public geometric grid of up to {d} numeric column(s)"
+        why = f"add/remove: one record adds 1 to one bin of each of d<={d} columns -> sqrt(d)"
+        out.append(("schema.bounds", reads, math.sqrt(d), why))
+    if maybe_cat:
+        d = len(maybe_cat)
+        reads = f"sparse value histograms of up to {d} categorical column(s), thresholded"
+        why = (
+            f"add/remove: one record adds 1 to one value count in each of d<={d} columns -> sqrt(d); "
+            "values held by a single record pass the threshold w.p. <= delta_sel/d per column"
+        )
+        out.append(("schema.categories", reads, math.sqrt(d), why))
+    return out
+
+
+def draw_schema_release(
+    key: str,
+    schema: Schema,
+    table: Any,
+    array: np.ndarray | None,
+    *,
+    noise_multiplier: float,
+    delta_selection: float,
+    max_categories: int,
+) -> dict[str, Any]:
+    """One schema release: the DP facts it derives (post-processed from the noisy statistics inside).
+
+    ``table`` (a DataFrame of strings) or ``array`` (n, D) is the private data; only the release leaves.
+    """
+    z = noise_multiplier
+    if key == "schema.kinds":
+        todo = [c for c in schema.columns if c.kind is None]
+        noisy = sk.release_column_kinds([table[c.name].astype(str).tolist() for c in todo], noise_multiplier=z)
+        kinds = {
+            c.name: "categorical" if nt > ni + nf else ("integer" if ni >= nf else "float")
+            for c, (ni, nf, nt) in zip(todo, noisy, strict=True)
+        }
+        return {"kinds": kinds, **release_info(len(todo), z)}
+    if key == "schema.bounds":
+        if schema.is_array:
+            assert array is not None
+            b = sk.release_bounds([array.min(axis=1), array.max(axis=1)], noise_multiplier=z)
+            return {"bounds": {"array": [b[0][0], b[1][1]]}, **release_info(2, z)}
+        todo = [c for c in schema.columns if c.numeric and (c.lo is None or c.hi is None)]
+        vals = [parse_numeric(table[c.name].astype(str).to_numpy()) for c in todo]
+        b = sk.release_bounds(vals, noise_multiplier=z)
+        return {"bounds": {c.name: list(lh) for c, lh in zip(todo, b, strict=True)}, **release_info(len(todo), z)}
+    todo = [c for c in schema.columns if c.kind == "categorical" and not c.categories]
+    cats = sk.release_categories(
+        [table[c.name].astype(str).str.strip().tolist() for c in todo],
+        noise_multiplier=z,
+        delta_sel=delta_selection,
+        max_categories=max_categories,
+    )
+    info = release_info(len(todo), z)
+    info["threshold"] = sk.category_threshold(info["sigma"], delta_selection, len(todo)) if todo else None
+    info["delta_selection"] = delta_selection
+    return {"categories": {c.name: cs for c, cs in zip(todo, cats, strict=True)}, **info}
+
+
+def apply_schema_release(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
+    """Put a schema release's facts into the schema (deterministic: a resume applies the saved ones).
+
+    Returns what the release was (sigma, columns, ...), for schema.json and the report.
+    """
+    by_name = {c.name: c for c in schema.columns}
+    info = {k: v for k, v in payload.items() if k not in ("kinds", "bounds", "categories")}
+    for name, kind in payload.get("kinds", {}).items():
+        by_name[name].kind = kind
+        by_name[name].derived.append("type")
+    for name, (lo, hi) in payload.get("bounds", {}).items():
+        c = by_name[name]
+        if c.lo is None:
+            c.lo = float(lo)
+            c.derived.append("min")
+        if c.hi is None:
+            c.hi = float(hi)
+            c.derived.append("max")
+        assert c.lo is not None and c.hi is not None
+        if not c.lo < c.hi:  # a derived bound met a declared one: widen the derived side
+            if "max" in c.derived:
+                c.hi = c.lo + 1.0
+            else:
+                c.lo = c.hi - 1.0
+    empty = []
+    for name, cats in payload.get("categories", {}).items():
+        c = by_name[name]
+        c.derived.append("categories")
+        if cats:
+            c.categories = list(cats)
+            continue
+        # nothing cleared the threshold (a DP outcome, so it may be logged): the column is kept with one
+        # public placeholder value instead of stopping a run that has already spent budget
+        c.categories = [CATEGORY_PLACEHOLDER]
+        empty.append(name)
+        log.warning(
+            "pearl: no value of column %r was frequent enough to release at this budget; it is output "
+            "empty. Declare its categories in pearl.data_schema (or {type: float, min, max} if it is "
+            "numeric), or raise privacy.epsilon",
+            name,
+        )
+    if empty:
+        info["placeholder_columns"] = empty
+    return info
+
+
+def release_info(d: int, z: float) -> dict[str, Any]:
+    """What a schema release over d columns was: sensitivity sqrt(d), sigma = z sqrt(d)."""
+    info: dict[str, Any] = {
+        "columns": d,
+        "sensitivity_l2": math.sqrt(d),
+        "sigma": z * math.sqrt(d),
+        "noise_multiplier": z,
+    }
+    if d == 0:
+        info["note"] = "reserved, nothing to release (no such column); its share is counted as spent"
+    return info

@@ -1,0 +1,95 @@
+"""The privacy side of a WASP run: its noise plan, its planned releases (one vote per round) and ledger.
+
+Kept apart from the round loop (methods/wasp.py) so that what a run may spend is readable in one place.
+The vote itself is ``privacy.voting.noisy_top_q_vote``; the loop draws it through ``Ledger.release``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+
+from dpsynth.config import Config, WaspConfig
+from dpsynth.errors import ConfigError
+from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.privacy.events import Event
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.voting import top_q_sensitivity
+from dpsynth.run import RunDir
+
+
+def mechanism_name(w: WaspConfig) -> str:
+    side = "near+far" if w.use_far else "near"
+    return f"Top-{w.q} vote histograms ({side}), Gaussian mechanism"
+
+
+VOTE_READS = "private embeddings and labels (Top-Q vote)"
+
+
+def privacy_plan(config: Config) -> GaussianPlan | None:
+    """The noise plan of the whole run, or None for a run that reads no private data."""
+    if not config.uses_private_data:
+        return None
+    w = config.effective_wasp()
+    return _calibrate(
+        config.privacy.epsilon,
+        config.privacy.delta,
+        w.rounds,
+        top_q_sensitivity(w.q, w.use_far),
+        config.privacy.accountant,
+    )
+
+
+# check_run calibrates before the run directory exists and WaspRun again inside it: the second is a cache hit
+_calibrate = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate)
+
+
+def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
+    """Everything about a run that can fail before it starts: the label judge and the noise plan.
+
+    ``PromptingMethod.prepare`` calls it before the run directory is created, so a mistake found here (an
+    epsilon so large that no noise is needed, a judge that is not a generator) leaves nothing behind and
+    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators.
+    Returns the plan (None: no private data).
+    """
+    w = config.effective_wasp()
+    if w.label_judge is not None and w.label_judge not in generators:
+        raise ConfigError(
+            f"wasp.label_judge: {w.label_judge!r} is not one of this run's generators "
+            f"({', '.join(generators)}); name one of them or set it to null"
+        )
+    return privacy_plan(config)
+
+
+def privacy_events(config: Config) -> list[Event]:
+    """The run's releases: one Gaussian vote per round ``round_1`` .. ``round_T`` (none for zero-shot)."""
+    plan = privacy_plan(config)
+    if plan is None:
+        return []
+    name = mechanism_name(config.effective_wasp())
+    return [
+        Event(f"round_{t}", plan.noise_multiplier, sensitivity=plan.sensitivity, mechanism=name, reads=VOTE_READS)
+        for t in range(1, plan.steps + 1)
+    ]
+
+
+def open_ledger(config: Config, run_dir: RunDir, events: list[Event]) -> Ledger:
+    """The run's ledger: the vote rounds against privacy.epsilon, or an empty plan (zero-shot)."""
+    p = config.privacy
+    eps, delta = (p.epsilon, p.delta) if events else (0.0, 0.0)
+    return Ledger.open(
+        run_dir.ledger, epsilon=eps, delta=delta, accountant=p.accountant, planned=events, resume=run_dir.resuming
+    )
+
+
+def votes_released(ledger: Ledger, run_dir: RunDir) -> bool:
+    """Every planned vote is released and saved: what is left of the run (the expansion phase, or
+    ``dpsynth sample``) is post-processing and needs no private data."""
+    return ledger.complete and all(run_dir.votes(int(e.key.split("_")[1])).exists() for e in ledger.planned)
+
+
+def rounds_released(config: Config, run_dir: RunDir) -> bool:
+    """For a resume: has the run in ``run_dir`` released (and saved) every vote it plans?"""
+    if not config.uses_private_data or not run_dir.ledger.exists():
+        return False
+    return votes_released(open_ledger(config, run_dir, privacy_events(config)), run_dir)

@@ -1,0 +1,198 @@
+"""The report's headline (the evaluation's figure with its references) and evaluation sections (evaluation.json)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dpsynth.report import plots
+from dpsynth.report.markup import esc, fmt, table
+
+
+def _num(x: Any) -> float | None:
+    """``x`` as a float if it is a finite number (evaluation.json may hold null or a string)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _headline_of(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """evaluation.json's headline; for files written before it existed, the default classifier's accuracy
+    (without reference points, which only the newer evaluation computes)."""
+    head = ev.get("headline")
+    if isinstance(head, dict) and _num(head.get("value")) is not None:
+        return head
+    acc = _num((((ev.get("utility") or {}).get("logreg") or {}).get("accuracy") or {}).get("mean"))
+    if acc is None:
+        return None
+    tst = ev.get("test") or {}
+    return {
+        "metric": "accuracy",
+        "value": acc,
+        "description": (
+            "logistic regression on frozen sentence embeddings, trained on the synthetic records, tested on "
+            f"{fmt(tst.get('n'))} real held-out records ({tst.get('source')})"
+        ),
+        "references": [],
+    }
+
+
+def _acc(x: float | None) -> str:
+    """An accuracy as the headline shows it: three decimals, so 1.0 reads 1.000 and 0.7 reads 0.700."""
+    return "—" if x is None else f"{x:.3f}"
+
+
+def headline_section(ev: dict[str, Any] | None) -> str:
+    """The headline figure at the top of the page: what it is, what to compare it with, what the
+    fidelity metrics say in words.  Empty when the run was not evaluated."""
+    from dpsynth.evaluate.downstream import spread
+    from dpsynth.evaluate.fidelity import readings as fidelity_readings
+
+    head = _headline_of(ev) if ev else None
+    if ev is None or head is None:
+        return ""
+    value = _num(head.get("value"))
+    parts = [
+        '<section id="headline"><h2>Headline</h2><div class="headline">',
+        f'<p class="figure">{esc(head.get("metric") or "accuracy")} <strong>{esc(_acc(value))}</strong></p>',
+        f"<p>{esc(head.get('description') or head.get('text') or '')}</p>",
+    ]
+    rows = []
+    for ref in head.get("references") or []:
+        v = _num(ref.get("value")) if isinstance(ref, dict) else None
+        if v is None:
+            continue
+        sp = spread(ref, digits=3, what="draws", pm="±") if ref.get("draws") else ""
+        rows.append([ref.get("label") or ref.get("name"), f"{_acc(v)} {sp}".strip()])
+    if rows:
+        parts.append(table(["for comparison: the same classifier trained on", "accuracy"], rows, cls="refs"))
+    readings = ev.get("readings")
+    if not isinstance(readings, dict) or not readings:
+        fid = ev.get("fidelity")
+        readings = fidelity_readings(fid) if isinstance(fid, dict) else {}
+    items = [readings[k] for k in ("mauve", "precision_recall", "fid") if isinstance(readings.get(k), str)]
+    if items:
+        parts.append('<ul class="readings">' + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+    for note in ev.get("notes") or []:
+        parts.append(f'<p class="note">{esc(note)}</p>')
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+def _with_spread(summary: dict[str, Any], deterministic: bool) -> str:
+    """A mean with its spread over seeds, only where seeds change something: a deterministic classifier
+    has none, and float round-off (older evaluation.json files stored std 1.36e-16) is never shown as one."""
+    from dpsynth.evaluate.downstream import spread
+
+    mean = summary.get("mean")
+    sp = "" if deterministic else spread(summary, pm="±")
+    return f"{fmt(mean)} {sp}".strip() if isinstance(mean, (int, float)) else fmt(mean)
+
+
+def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: bool = False) -> str:
+    parts = ['<section id="evaluation"><h2>Evaluation</h2>']
+    if not ev:
+        test = "" if embedded_imdb else " --test HELD_OUT_FILE"
+        why = (
+            " (the run used the embedded IMDb data, so its test split is the default)"
+            if embedded_imdb
+            else " (your real held-out data: CSV, JSONL or Parquet)"
+        )
+        parts.append(
+            f'<p class="note">Not evaluated yet. Run <code>dpsynth evaluate --synthetic {esc(run_dir)}{test}</code>'
+            f"{why}, then <code>dpsynth report</code> again.</p></section>"
+        )
+        return "".join(parts)
+    syn, tst = ev.get("synthetic") or {}, ev.get("test") or {}
+    parts.append(
+        f'<p class="note">{esc(fmt(syn.get("n")))} synthetic records evaluated against '
+        f"{esc(fmt(tst.get('n')))} real held-out records from <code>{esc(tst.get('source'))}</code>; "
+        f"embeddings: {esc(ev.get('embedding_model'))}.</p>"
+    )
+    util = ev.get("utility") or {}
+    if util:
+        parts.append("<h3>Downstream utility (train on synthetic, test on real)</h3>")
+        rows = []
+        for name, u in util.items():
+            acc, f1 = u.get("accuracy") or {}, u.get("macro_f1") or {}
+            rows.append(
+                [
+                    name,
+                    _with_spread(acc, bool(u.get("deterministic"))),
+                    _with_spread(f1, bool(u.get("deterministic"))),
+                    "1 (deterministic)" if u.get("deterministic") else len(u.get("seeds") or []),
+                    u.get("classifier"),
+                ]
+            )
+        parts.append(table(["classifier", "accuracy", "macro-F1", "runs", "details"], rows))
+    fid = ev.get("fidelity")
+    if fid:
+        parts.append("<h3>Fidelity in embedding space (synthetic vs real held-out)</h3>")
+        ref = fid.get("fid_real_reference")
+        rows = [
+            ["FID (lower is closer)", fid.get("fid")],
+            *(
+                [[f"FID of a real sample of the same size ({fmt(ref.get('n'))} records)", ref.get("fid")]]
+                if isinstance(ref, dict)
+                else []
+            ),
+            [f"precision (k={fid.get('k')}; share of synthetic inside the real manifold)", fid.get("precision")],
+            [f"recall (k={fid.get('k')}; share of real inside the synthetic manifold)", fid.get("recall")],
+        ]
+        if "mauve" in fid:
+            rows.append([f"MAUVE (higher is closer; {fid.get('mauve_backend')})", fid.get("mauve")])
+        lc = fid.get("label_consistency")
+        if isinstance(lc, dict):
+            rows.append(
+                [
+                    "label consistency (share of synthetic samples a classifier trained on the real test data "
+                    f"gives their own label; real test data scores {fmt(lc.get('real_reference'))})",
+                    lc.get("score"),
+                ]
+            )
+            for g, v in (lc.get("by_generator") or {}).items():
+                if isinstance(v, dict):
+                    rows.append([f"label consistency of {g} ({v.get('n')} samples)", v.get("score")])
+        parts.append(table(["metric", "value"], rows))
+    ts = ev.get("text_stats")
+    if ts:
+        keys = ["mean_words", "median_words", "distinct_1", "distinct_2", "vocabulary_size"]
+        s, t = ts.get("synthetic") or {}, ts.get("test") or {}
+        parts.append("<h3>Length and vocabulary</h3>")
+        parts.append(
+            table(["statistic", "synthetic", "test"], [[k.replace("_", " "), s.get(k), t.get(k)] for k in keys])
+        )
+    per = ev.get("per_round")
+    if per:
+        parts.append("<h3>Per round (samples of rounds ≤ t)</h3>")
+        xs = [int(r["round"]) for r in per]
+        svg = plots.line_chart(
+            "fid", "FID of rounds ≤ t vs real held-out data", xs, {"FID": [r.get("fid") for r in per]}, ylabel="FID"
+        )
+        if svg:
+            parts.append(svg)
+        has_acc = any("logreg_accuracy" in r for r in per)
+        if has_acc:
+            svg = plots.line_chart(
+                "acc",
+                "Logistic-regression accuracy, trained on rounds ≤ t",
+                xs,
+                {"accuracy": [r.get("logreg_accuracy") for r in per]},
+                ylabel="accuracy",
+            )
+            if svg:
+                parts.append(svg)
+        parts.append(
+            table(
+                ["round", "samples", "FID"] + (["logreg accuracy"] if has_acc else []),
+                [
+                    [r.get("round"), r.get("n"), r.get("fid")] + ([r.get("logreg_accuracy")] if has_acc else [])
+                    for r in per
+                ],
+            )
+        )
+    for w in ev.get("warnings") or []:
+        parts.append(f'<p class="warn">{esc(w)}</p>')
+    parts.append("</section>")
+    return "".join(parts)

@@ -1,0 +1,81 @@
+"""The report's HTML building blocks: the style sheet, escaping, number formatting and tables."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2330;
+background:#fafbfc;line-height:1.5}
+main{max-width:980px;margin:0 auto;padding:1.5rem 1.25rem 3rem}
+header{border-bottom:1px solid #dde2ea;margin-bottom:1rem}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.25rem;margin:2rem 0 .6rem;border-bottom:1px solid #e4e8ef;
+padding-bottom:.2rem}h3{font-size:1.02rem;margin:1.2rem 0 .4rem}
+.meta{color:#5a6478;font-size:.9rem}
+nav a{margin-right:.9rem;font-size:.92rem;color:#2456a6;text-decoration:none}
+.tablewrap{max-width:100%;overflow-x:auto;margin:.5rem 0 1rem}
+table{border-collapse:collapse;margin:0;font-size:.88rem;background:#fff}
+.subtables{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
+.subtables>div{max-width:100%;min-width:0}
+h4{font-size:.92rem;margin:.7rem 0 .2rem;font-weight:600}
+th,td{border:1px solid #dde2ea;padding:.3rem .55rem;text-align:left;vertical-align:top}
+th{background:#f0f3f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.headline{background:#eef3fb;border-left:4px solid #2456a6;padding:.6rem 1rem;margin:.6rem 0}
+.headline .figure{font-size:1.45rem;margin:.1rem 0}.headline p{margin:.3rem 0}
+.headline ul{margin:.4rem 0;padding-left:1.2rem}.refs td:last-child{white-space:nowrap}
+.guarantee{background:#eef6ee;border-left:4px solid #3c8d3c;padding:.7rem 1rem;margin:.6rem 0}
+.warn{background:#fff6e5;border-left:4px solid #d08a00;padding:.5rem 1rem;margin:.6rem 0}
+.note{color:#5a6478;font-size:.9rem}
+.sample{background:#fff;border:1px solid #dde2ea;border-radius:4px;padding:.5rem .75rem;margin:.4rem 0;
+white-space:pre-wrap;word-wrap:break-word;font-size:.9rem}
+.sample .text{margin:0}
+.sample .src{display:block;color:#5a6478;font-size:.78rem;margin-top:.25rem}
+.sample details{font-size:.78rem;color:#5a6478;margin-top:.2rem}
+.sample details pre{white-space:pre-wrap;margin:.3rem 0 0;font-size:.8rem}
+svg.chart{width:100%;max-width:680px;height:auto;display:block;margin:.5rem 0 1rem}
+pre{background:#fff;border:1px solid #dde2ea;padding:.75rem;overflow-x:auto;font-size:.82rem}
+code{font-size:.9em;overflow-wrap:anywhere}
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """A number for a table cell: ints with separators, floats to ``digits`` significant figures."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "—"
+        if x == 0:
+            return "0"
+        if abs(x) >= 1 or abs(x) < 1e-3:
+            return f"{x:.{digits}g}"
+        return f"{x:.{digits}f}".rstrip("0").rstrip(".")
+    return str(x)
+
+
+def _cell(x: Any) -> str:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return f'<td class="num">{esc(fmt(x))}</td>'
+    if isinstance(x, (dict, list)):
+        return f"<td><code>{esc(json.dumps(x, default=str))}</code></td>"
+    return f"<td>{esc(fmt(x))}</td>"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    c = f' class="{esc(cls)}"' if cls else ""
+    # the wrapper scrolls a table wider than the page inside itself, so the page never widens
+    return f'<div class="tablewrap"><table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
