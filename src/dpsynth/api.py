@@ -13,11 +13,9 @@ from typing import Any, Protocol
 
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
-    EMBEDDED_IMDB,
-    IMDB_LABELS,
-    IMDB_TASK,
     PRIVATE_TEXT_DOMAIN,
     PrivateData,
+    embedded_dataset,
     in_memory_source,
     is_in_memory_source,
     load_private,
@@ -62,12 +60,13 @@ class SynthesisResult:
 def resolve_defaults(config: Config) -> Config:
     """Fill the embedded dataset's public label set and task, and check labels are declared."""
     data = config.data
-    if data.private == EMBEDDED_IMDB:
+    embedded = embedded_dataset(data.private)
+    if embedded is not None:
         updates: dict[str, Any] = {}
         if data.labels is None:
-            updates["labels"] = dict(IMDB_LABELS)
+            updates["labels"] = dict(embedded.labels)
         if data.task == "text":
-            updates["task"] = IMDB_TASK
+            updates["task"] = embedded.task
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
     if not config.data.labels:

@@ -2,8 +2,8 @@
 
 The result leads with one headline figure (accuracy of the default classifier trained on the
 synthetic set and tested on the real test set) beside reference points a reader can place it
-against: the same classifier trained on a real sample of the private set's size (runs on the
-embedded IMDb data), on a zero-shot synthetic set (when one is given) and the majority-class
+against: the same classifier trained on a real sample of the private set's size (runs on an
+embedded dataset), on a zero-shot synthetic set (when one is given) and the majority-class
 rate; the fidelity metrics come with a reading in plain words (:func:`fidelity.readings`).
 
 Every text is embedded once and the arrays are shared by the classifier and every fidelity
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, read_table
+from dpsynth.data import EmbeddedDataset, embedded_dataset, embedded_names, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate import downstream, fidelity
@@ -94,9 +94,13 @@ def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def used_embedded_imdb(cfg: dict[str, Any]) -> bool:
-    """Whether the run's private data was the embedded IMDb draw (``data.private: embedded:imdb``)."""
-    return run_data_config(cfg).get("private") == EMBEDDED_IMDB
+def used_embedded_dataset(cfg: dict[str, Any]) -> EmbeddedDataset | None:
+    """The embedded dataset the run drew its private data from (``data.private: embedded:imdb`` or
+    ``embedded:newsgroups``), None for any other source."""
+    try:
+        return embedded_dataset(run_data_config(cfg).get("private"))
+    except DataError:  # an embedded name this version does not know
+        return None
 
 
 def find_run_output(run_dir: Path) -> Path | None:
@@ -164,19 +168,21 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
 
     Scoring against the wrong real data still yields a plausible number (a medical CSV scored 0.49
     against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
-    directory whose config.yaml shows it ran on ``embedded:imdb``: its fixed test split is then the
-    only right test set, and the note says it was chosen."""
+    directory whose config.yaml shows it ran on an embedded dataset (``embedded:imdb``,
+    ``embedded:newsgroups``): its fixed test split is then the only right test set, and the note
+    says it was chosen."""
     if test is not None:
         return test, None
-    if syn.run_dir is not None and used_embedded_imdb(run_cfg):
-        return EMBEDDED_IMDB, (
-            f"no --test given: the run used data.private = {EMBEDDED_IMDB}, so its fixed "
-            f"{IMDB_TEST_SIZE:,}-review test split is the test set"
+    embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    if embedded is not None:
+        return embedded.source, (
+            f"no --test given: the run used data.private = {embedded.source}, so its fixed "
+            f"{embedded.test_size:,}-{embedded.unit.removesuffix('s')} test split is the test set"
         )
     if syn.run_dir is not None:
-        why = f"the run in {syn.run_dir} did not use data.private = {EMBEDDED_IMDB} (config.yaml)"
+        why = f"the run in {syn.run_dir} did not use data.private = {embedded_names()} (config.yaml)"
     else:
-        why = f"{syn.source} is not a run directory of a run on {EMBEDDED_IMDB}"
+        why = f"{syn.source} is not a run directory of a run on {embedded_names()}"
     raise ConfigError(
         f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
         "there is no default test set"
@@ -184,13 +190,15 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
 
 
 def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
-    """``embedded:imdb`` (the project's fixed 2,000-review IMDb test split) or any table source."""
-    if isinstance(source, str) and source == EMBEDDED_IMDB:
-        df, where = imdb_test(), EMBEDDED_IMDB
+    """An embedded dataset's fixed test split (``embedded:imdb``: 2,000 IMDb reviews,
+    ``embedded:newsgroups``: 1,531 posts) or any table source."""
+    embedded = embedded_dataset(source, "--test")
+    if embedded is not None:
+        df, where = embedded.test(), embedded.source
         text_column, label_column = "text", "label"
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
-            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or embedded:imdb")
+            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
         df = read_table(source)
         where = str(source) if isinstance(source, (str, Path)) else "test data"
     return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
@@ -348,19 +356,20 @@ def evaluate(
     """Evaluate a synthetic labelled text set against real held-out data.  Returns a JSON-able dict.
 
     synthetic: run directory, file, DataFrame, list of records or ``SynthesisResult``.
-    test: the real held-out data (a table source, or ``"embedded:imdb"`` for the fixed 2,000-review
-    IMDb test split).  Required, except for a run directory whose config.yaml shows the run used
-    ``data.private: embedded:imdb``: that run's test split is then the default (``notes`` says so).
+    test: the real held-out data (a table source, or an embedded dataset's fixed test split:
+    ``"embedded:imdb"``, 2,000 IMDb reviews; ``"embedded:newsgroups"``, 1,531 posts).  Required, except
+    for a run directory whose config.yaml shows the run used one of them as ``data.private``: that
+    run's test split is then the default (``notes`` says so).
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
     ``"finetune"`` (MiniLM fine-tuned, once per seed).  ``logreg`` always runs: it gives the headline.
     seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
     reference_zero_shot: a zero-shot synthetic set (run directory or file, same columns as
     ``synthetic``) on which the headline classifier is also trained, as a reference point.
-    reference_real: for runs on ``embedded:imdb``, also train it on real samples of the private set's
-    size (``data.m_private``) drawn from the embedded pool, never the run's own draw nor the test split.
+    reference_real: for runs on an embedded dataset, also train it on real samples of the private set's
+    size (``data.m_private``) drawn from its pool, never the run's own draw nor the test split.
     synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
     (after records with an empty text are dropped); skip embedding entirely.
-    cache_dir: where public embeddings (test set, IMDb pool) are cached (default ``~/.cache/dpsynth/eval``).
+    cache_dir: where public embeddings (test set, embedded pool) are cached (default ``~/.cache/dpsynth/eval``).
     synthetic_cache: optional .npz path caching synthetic embeddings across calls (read and
     written); a run directory's own ``embeddings.npz`` is always consulted read-only.
     When ``synthetic`` is a run directory and ``write`` is true, the result is also written to
@@ -454,8 +463,9 @@ def evaluate(
     # reference points for the headline
     t0 = time.perf_counter()
     pool = None
-    if reference_real and syn.run_dir is not None and used_embedded_imdb(run_cfg):
-        pool, why = _imdb_reference_pool(run_cfg, tst)
+    embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    if reference_real and embedded is not None:
+        pool, why = _reference_pool(embedded, run_cfg, tst)
         if why:
             warnings.append(f"no real-sample reference: {why}")
     references: list[dict[str, Any]] = []
@@ -463,8 +473,13 @@ def evaluate(
     if pool is not None:
         m = int(run_data_config(run_cfg).get("m_private") or 0)
         n_fid = len(syn) if fidelity_metrics and len(syn) <= min(FID_REFERENCE_MAX, len(pool)) else 0
-        say(f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the IMDb pool")
-        ref, fid_reference = _real_reference(pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir)
+        assert embedded is not None
+        say(
+            f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the {embedded.title} pool"
+        )
+        ref, fid_reference = _real_reference(
+            pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir, embedded.title
+        )
         if ref is not None:
             references.append(ref)
     if zs is not None:
@@ -579,15 +594,14 @@ def _majority_reference(test_labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[Any, str | None]:
-    """The embedded IMDb pool without the run's own private draw and the test texts, or (None, why not).
+def _reference_pool(embedded: EmbeddedDataset, run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[Any, str | None]:
+    """The embedded pool without the run's own private draw and the test texts, or (None, why not).
 
     Leaving out the run's own draw means the reference never trains on a record the run treated as
     private, so evaluation.json (written into the run directory) holds nothing computed from the
     private set.  The pool is disjoint from the test split by row, but IMDb repeats some reviews word
-    for word (11 pool rows equal test reviews), so test texts are dropped by text as well."""
-    from dpsynth.data import imdb_private, imdb_split
-
+    for word (11 pool rows equal test reviews), so test texts are dropped by text as well (the
+    20 Newsgroups pool is built without its test texts already)."""
     data = run_data_config(run_cfg)
     try:
         m = int(data.get("m_private") or 0)
@@ -597,16 +611,16 @@ def _imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[
     if m < 2:
         return None, "config.yaml does not give the private set's size (data.m_private)"
     try:
-        pool, _ = imdb_split()
-        private = set(imdb_private(m, seed)["text"])
+        pool, _ = embedded.split()
+        private = set(embedded.private(m, seed)["text"])
     except DataError as exc:
         return None, str(exc)
     pool = pool[~pool["text"].isin(private | set(test.texts))].reset_index(drop=True)
     pool_labels = {norm_label(v) for v in pool["label"]}
     if not pool_labels <= set(test.labels):
-        return None, "the IMDb labels do not occur in the test set"
+        return None, f"the {embedded.title} labels do not occur in the test set"
     if m > len(pool):
-        return None, f"data.m_private = {m} is larger than the IMDb pool"
+        return None, f"data.m_private = {m} is larger than the {embedded.title} pool"
     return pool, None
 
 
@@ -618,6 +632,7 @@ def _real_reference(
     x_test: np.ndarray,
     test_labels: list[str],
     cache_dir: str | Path | None,
+    title: str = "IMDb",
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The headline classifier trained on ``REFERENCE_DRAWS`` real samples of ``m`` records (mean and
     spread over draws: which records are drawn does change the result), and the FID of one real
@@ -640,7 +655,7 @@ def _real_reference(
         ref = {
             "name": "real",
             "label": (
-                f"{m:,} real records from the embedded IMDb pool (the private set's size; mean of {len(accs)} "
+                f"{m:,} real records from the embedded {title} pool (the private set's size; mean of {len(accs)} "
                 "draws, never the run's own draw nor the test split)"
             ),
             "value": summary["mean"],

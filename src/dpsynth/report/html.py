@@ -563,7 +563,7 @@ def _evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb:
     if not ev:
         test = "" if embedded_imdb else " --test HELD_OUT_FILE"
         why = (
-            " (the run used the embedded IMDb data, so its test split is the default)"
+            " (the run used an embedded dataset, so its test split is the default)"
             if embedded_imdb
             else " (your real held-out data: CSV, JSONL or Parquet)"
         )
@@ -796,7 +796,7 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
-    from dpsynth.evaluate.core import EVALUATION_FILE, used_embedded_imdb
+    from dpsynth.evaluate.core import EVALUATION_FILE, used_embedded_dataset
 
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
@@ -851,7 +851,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         _privacy_section(priv),
         _rounds_section(rounds, cfg, labels),
         _class_section(records, labels, rounds, evaluation),
-        _evaluation_section(evaluation, rd, used_embedded_imdb(cfg)),
+        _evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
