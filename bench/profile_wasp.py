@@ -14,7 +14,11 @@ One process, one machine state, three measurements:
 Ratios are what to read (the machine is shared): pipeline accepted-token rate over the ceiling for
 the same token mix, WASP wall time over zero-shot wall time.
 
-    python bench/profile_wasp.py --n 300 [--methods wasp,zero-shot] [--out profile_wasp]
+--dataset newsgroups profiles the same run on the topic task (embedded:newsgroups: private posts, its
+four labels and task in the prompts, the ceiling's zero-shot prompts too); the result goes to
+profile_wasp_newsgroups.json unless --out is given.
+
+    python bench/profile_wasp.py --n 300 [--dataset imdb|newsgroups] [--methods wasp,zero-shot] [--out profile_wasp]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
 from dpsynth.config import Config  # noqa: E402
+from dpsynth.data import EMBEDDED_DATASETS, EmbeddedDataset  # noqa: E402
 from dpsynth.embeddings import SentenceTransformerEmbedder  # noqa: E402
 from dpsynth.generators import build_generator  # noqa: E402
 from dpsynth.generators.base import TokenCounter  # noqa: E402
@@ -56,7 +61,7 @@ class Timer:
         return inner
 
 
-def ceiling(gen: Any, n: int, max_tokens: int) -> dict[str, Any]:
+def ceiling(gen: Any, n: int, max_tokens: int, dataset: EmbeddedDataset) -> dict[str, Any]:
     """Completion tokens per second of the raw server on zero-shot prompts (n_parallel threads)."""
     import random
 
@@ -65,7 +70,7 @@ def ceiling(gen: Any, n: int, max_tokens: int) -> dict[str, Any]:
 
     cfg = gen.cfg
     b = PromptBuilder(
-        "movie review",
+        dataset.task,
         cfg.prompt_format,
         max_tokens=max_tokens,
         temperature=1.0,
@@ -73,7 +78,8 @@ def ceiling(gen: Any, n: int, max_tokens: int) -> dict[str, Any]:
         example_chars=300,
         rng=random.Random(0),
     )
-    reqs = [b.zero_shot(("positive", "negative")[i % 2]) for i in range(n)]
+    names = list(dataset.labels.values())
+    reqs = [b.zero_shot(names[i % len(names)]) for i in range(n)]
     bodies = [{**request_body(r), **cfg.sampler_fields()} for r in reqs]
     handle = gen._server.handle_chat_completions if cfg.prompt_format == "chat" else gen._server.handle_completions
     t0 = time.perf_counter()
@@ -96,7 +102,14 @@ def tokens_dict(tc: TokenCounter) -> dict[str, Any]:
 
 
 def profile_run(
-    method: str, n: int, m: int, seed: int, gens: dict[str, Any], embedder: Any, per_prompt: int
+    method: str,
+    n: int,
+    m: int,
+    seed: int,
+    gens: dict[str, Any],
+    embedder: Any,
+    per_prompt: int,
+    dataset: EmbeddedDataset = EMBEDDED_DATASETS["embedded:imdb"],
 ) -> dict[str, Any]:
     timer = Timer()
     out = Path(tempfile.mkdtemp(prefix=f"profile-{method}-")) / "run"
@@ -104,7 +117,7 @@ def profile_run(
         method=method,
         n_synthetic=n,
         out=str(out),
-        data={"m_private": m, "seed": seed},
+        data={"private": dataset.source, "m_private": m, "seed": seed},
         wasp={"samples_per_prompt": per_prompt},
         seed=seed,
     )
@@ -159,6 +172,7 @@ def profile_run(
     parts["other (prompt building, clean-up, journal, report)"] = wall - sum(parts.values())
     return {
         "method": method,
+        "dataset": dataset.source,
         "n_synthetic": n,
         "m_private": m,
         "seed": seed,
@@ -177,14 +191,22 @@ def profile_run(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--dataset",
+        choices=[name.removeprefix("embedded:") for name in EMBEDDED_DATASETS],
+        default="imdb",
+        help="embedded dataset of the runs: imdb (sentiment, default) or newsgroups (4 topics)",
+    )
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="wasp,zero-shot")
     ap.add_argument("--ceiling-requests", type=int, default=16)
     ap.add_argument("--samples-per-prompt", type=int, default=1, help="wasp.samples_per_prompt of every run")
-    ap.add_argument("--out", default="profile_wasp")
+    ap.add_argument("--out", default=None, help="result name (default profile_wasp, profile_wasp_newsgroups)")
     args = ap.parse_args()
+    dataset = EMBEDDED_DATASETS[f"embedded:{args.dataset}"]
+    out = args.out or ("profile_wasp" if args.dataset == "imdb" else f"profile_wasp_{args.dataset}")
     cfg = Config()
     t0 = time.perf_counter()
     gens = {gc.name: build_generator(gc) for gc in cfg.generators}
@@ -192,9 +214,9 @@ def main() -> None:
     embedder.encode(["warm up"])
     load_s = time.perf_counter() - t0
     try:
-        ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens) for g, gen in gens.items()}
+        ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens, dataset) for g, gen in gens.items()}
         runs = [
-            profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt)
+            profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt, dataset)
             for m in args.methods.split(",")
         ]
     finally:
@@ -213,9 +235,10 @@ def main() -> None:
     if "wasp" in by and "zero-shot" in by:
         summary["wasp_over_zero_shot_wall"] = round(by["wasp"]["wall_s"] / by["zero-shot"]["wall_s"], 2)
     write_result(
-        args.out,
+        out,
         {
             "command": "python bench/profile_wasp.py " + " ".join(sys.argv[1:]),
+            "dataset": dataset.source,
             "targets": {
                 "wasp_wall_s_at_n_1000": 1200,
                 "ratio_to_ceiling": 0.5,

@@ -2,9 +2,13 @@
 
 Every row is a real `dpsynth.synthesize` run (its own run directory under --out; a finished row is
 not re-run, so the script can be stopped and started again) followed by `dpsynth.evaluate` against
-the project's fixed 2,000-review IMDb test split: logistic regression on frozen MiniLM embeddings
-(accuracy mean +- std over classifier seeds 0, 1, 2), FID and MAUVE in the same embedding space,
-wall time and generated tokens.  Results accumulate in bench/results/quality.json after each row.
+the embedded dataset's fixed test split (IMDb: 2,000 reviews): logistic regression on frozen MiniLM
+embeddings (accuracy mean +- std over classifier seeds 0, 1, 2), FID and MAUVE in the same embedding
+space, wall time and generated tokens.  Results accumulate in bench/results/quality.json after each row.
+
+--dataset newsgroups runs the same rows on the topic task (embedded:newsgroups: 4 newsgroups, private
+posts from its pool, the fixed 1,531-post test split); its results go to quality_newsgroups.json, its
+sets to results/quality_sets_newsgroups/ and its runs under runs/quality-newsgroups by default.
 
 Rows (names for --rows):
   zero-shot                    epsilon = 0 (no private data), the three generators
@@ -20,9 +24,11 @@ Rows (names for --rows):
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
   only-private                 the classifier trained on the M private records (not DP)
-  real-ceiling                 the classifier trained on 20,000 real records (not DP)
+  real-ceiling                 the classifier trained on 20,000 real records (not DP; newsgroups: its whole
+                               pool of 2,308 posts)
 
-    python bench/quality.py [--rows wasp,zero-shot,...] [--epsilons 4] [--seeds 0] [--n 100] [--m 100]
+    python bench/quality.py [--dataset imdb|newsgroups] [--rows wasp,zero-shot,...] [--epsilons 4] [--seeds 0]
+                            [--n 100] [--m 100]
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
 from dpsynth.config import Config, default_generators  # noqa: E402
-from dpsynth.data import imdb_private, imdb_split  # noqa: E402
+from dpsynth.data import EMBEDDED_DATASETS, EMBEDDED_IMDB, EmbeddedDataset  # noqa: E402
 from dpsynth.evaluate.core import evaluate  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
 
@@ -62,21 +68,23 @@ RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 # Each generated row's synthetic set (text, label, generator, round), kept so that other classifiers or
 # metrics can be run on the same sets later without regenerating them (`bench/quality_finetune.py`).
 SETS = RESULTS.parent / "quality_sets"
+DATASETS = {name.removeprefix("embedded:"): ds for name, ds in EMBEDDED_DATASETS.items()}
+IMDB = EMBEDDED_DATASETS[EMBEDDED_IMDB]
 
 
 JUDGE = "qwen2.5-0.5b"  # the "+judge" rows: this generator checks every new sample's label (wasp.label_judge)
 
 
-def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
+def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, dataset: EmbeddedDataset = IMDB) -> Config:
     """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
     (no judge, whatever the config default), the "+judge" rows add Qwen2.5-0.5B as the judge."""
     plain = row.removesuffix("+judge")
-    d = _plain_config(plain, eps, seed, n, m, out).model_dump()
+    d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump()
     d["wasp"]["label_judge"] = JUDGE if row.endswith("+judge") else None
     return Config.model_validate(d)
 
 
-def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) -> Config:
+def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, dataset: EmbeddedDataset) -> Config:
     base: dict[str, Any] = {
         "n_synthetic": n,
         "out": str(out),
@@ -84,6 +92,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path) ->
         "privacy": {"epsilon": eps},
         "data": {"m_private": m, "seed": seed},
     }
+    if dataset is not IMDB:  # IMDb is the config default (its earlier runs' config.yaml leave it unset)
+        base["data"]["private"] = dataset.source
     if row == "zero-shot":
         return Config.model_validate({**base, "method": "zero-shot"})
     if row == "dp-finetune":
@@ -111,7 +121,7 @@ def tokens_of(run: Path) -> int | None:
     return int(sum(rounds[-1]["completion_tokens"].values())) if rounds else 0
 
 
-def keep_set(name: str, syn: Any) -> None:
+def keep_set(name: str, syn: Any, sets: Path = SETS) -> None:
     """Copy a generated set (a run directory or a list of records) to SETS/<name>.jsonl, atomically."""
     if isinstance(syn, Path):
         out = find_run_output(syn)
@@ -121,10 +131,10 @@ def keep_set(name: str, syn: Any) -> None:
         rows = syn
     keep = ("text", "label", "generator", "round")
     lines = [json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) for r in rows]
-    SETS.mkdir(parents=True, exist_ok=True)
-    tmp = SETS / f".{name}.jsonl.tmp"
+    sets.mkdir(parents=True, exist_ok=True)
+    tmp = sets / f".{name}.jsonl.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(SETS / f"{name}.jsonl")
+    tmp.replace(sets / f"{name}.jsonl")
 
 
 def summarize(ev: dict[str, Any]) -> dict[str, Any]:
@@ -142,49 +152,64 @@ def summarize(ev: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def pearl_select(eps: float, seed: int, n: int, m: int, out: Path, embedder: Any) -> tuple[list[dict[str, Any]], Any]:
+def pearl_select(
+    eps: float, seed: int, n: int, m: int, out: Path, embedder: Any, dataset: EmbeddedDataset = IMDB
+) -> tuple[list[dict[str, Any]], Any]:
     """3N zero-shot candidates (no private data), then a DP sketch of the M private embeddings picks N."""
     from pearl_tools import embedding_sketch, select_by_sketch
 
     pool_dir = out.parent / f"pearl-pool-n{3 * n}-s{seed}"
     if not (pool_dir / "privacy.json").exists():
-        cfg = Config.model_validate({"method": "zero-shot", "n_synthetic": 3 * n, "out": str(pool_dir), "seed": seed})
-        dpsynth.synthesize(cfg, progress=False)
+        zs: dict[str, Any] = {"method": "zero-shot", "n_synthetic": 3 * n, "out": str(pool_dir), "seed": seed}
+        if dataset is not IMDB:
+            zs["data"] = {"private": dataset.source}  # its labels and task (zero-shot reads no private record)
+        dpsynth.synthesize(Config.model_validate(zs), progress=False)
     cand = [json.loads(x) for x in (pool_dir / "synthetic.jsonl").read_text().splitlines() if x.strip()]
-    priv = imdb_private(m, seed)
+    priv = dataset.private(m, seed)
+    classes = list(dataset.labels)
     e_priv = embedder.encode([str(t) for t in priv["text"]])
     e_cand = embedder.encode([c["text"] for c in cand])
     sketch, plan = embedding_sketch(
-        e_priv, epsilon=eps, delta=1e-5, labels=[str(v) for v in priv["label"]], classes=["0", "1"], seed=seed
+        e_priv, epsilon=eps, delta=1e-5, labels=[str(v) for v in priv["label"]], classes=classes, seed=seed
     )
     del e_priv, priv  # the private embeddings are read once, by the sketch
     chosen: list[dict[str, Any]] = []
-    for lab in ("0", "1"):
+    for lab in classes:
         idx = np.array([i for i, c in enumerate(cand) if c["label"] == lab])
         if len(idx) == 0:
             continue
-        keep = select_by_sketch(e_cand[idx], sketch, min(n // 2, len(idx)), label=lab)
+        keep = select_by_sketch(e_cand[idx], sketch, min(n // len(classes), len(idx)), label=lab)
         chosen.extend(cand[int(i)] for i in idx[keep])
     return chosen, plan
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default="imdb",
+        help="embedded dataset: imdb (sentiment, default) or newsgroups (4 topics); private draws and test split",
+    )
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--epsilons", default="4")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--ceiling-n", type=int, default=20_000)
-    ap.add_argument("--out", default="runs/quality")
+    ap.add_argument("--out", default=None, help="run directories (default runs/quality, runs/quality-newsgroups)")
     args = ap.parse_args()
-    out_root = Path(args.out)
+    dataset = DATASETS[args.dataset]
+    suffix = "" if dataset is IMDB else f"_{args.dataset}"  # IMDb keeps the files it always had
+    out_root = Path(args.out or ("runs/quality" + suffix.replace("_", "-")))
+    results_file = RESULTS.with_name(f"quality{suffix}.json")
+    sets = SETS.with_name(f"quality_sets{suffix}")
     results: list[dict[str, Any]] = []
-    if RESULTS.exists():
-        results = json.loads(RESULTS.read_text()).get("rows", [])
+    if results_file.exists():
+        results = json.loads(results_file.read_text()).get("rows", [])
     done = {(r["row"], r["epsilon"], r["seed"], r["n"], r["m"]) for r in results}
     embedder = default_embedder()
-    test = "embedded:imdb"
+    test = dataset.source
     for row in args.rows.split(","):
         for eps in [float(e) for e in args.epsilons.split(",")]:
             for seed in [int(s) for s in args.seeds.split(",")]:
@@ -197,22 +222,22 @@ def main() -> None:
                 t0 = time.time()
                 tokens = None
                 if row == "only-private":
-                    syn: Any = imdb_private(args.m, seed)
+                    syn: Any = dataset.private(args.m, seed)
                 elif row == "real-ceiling":
-                    pool, _ = imdb_split()
+                    pool, _ = dataset.split()
                     syn = pool.sample(n=min(args.ceiling_n, len(pool)), random_state=seed)
                 elif row == "pearl-select":
-                    syn, _ = pearl_select(eps, seed, args.n, args.m, run, embedder)
+                    syn, _ = pearl_select(eps, seed, args.n, args.m, run, embedder, dataset)
                     tokens = tokens_of(run.parent / f"pearl-pool-n{3 * args.n}-s{seed}")  # all 3N candidates
                 else:
                     if not (run / "privacy.json").exists():
-                        cfg = row_config(row, eps, seed, args.n, args.m, run)
+                        cfg = row_config(row, eps, seed, args.n, args.m, run, dataset)
                         dpsynth.synthesize(cfg, resume=run.exists(), progress=False)
                     syn = run
                     tokens = tokens_of(run)
                 wall = time.time() - t0
                 if row not in ("only-private", "real-ceiling"):  # real data is never copied into results
-                    keep_set(run.name, syn)
+                    keep_set(run.name, syn, sets)
                 ev = evaluate(
                     syn, test, embedder=embedder, seeds=(0, 1, 2), per_round=False, write=False, reference_real=False,
                     mauve=row != "real-ceiling",  # MAUVE on 20k vs 2k texts costs more than the table is worth
@@ -221,9 +246,11 @@ def main() -> None:
                        "wall_seconds": round(wall, 1), "tokens": tokens, **summarize(ev)}
                 results.append(rec)
                 print(rec, flush=True)
-                write_result("quality", {
+                write_result(results_file.stem, {
                     "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
-                    "test": "fixed IMDb test split, 2,000 reviews (data.imdb_split)",
+                    "dataset": dataset.source,
+                    "test": f"fixed {dataset.title} test split, {dataset.test_size:,} {dataset.unit} "
+                            f"({dataset.source})",
                     "classifier": "logistic regression on all-MiniLM-L6-v2 embeddings (deterministic, fitted once)",
                     "generators": [g.model for g in default_generators()],
                     "rows": results,

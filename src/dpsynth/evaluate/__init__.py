@@ -1,7 +1,7 @@
 """Evaluation of synthetic labelled text: downstream utility and embedding-space fidelity.
 
-A run on the embedded IMDb data is scored against its test split by default; any other data needs
-the real held-out test data as the second argument.
+A run on an embedded dataset (embedded:imdb, embedded:newsgroups) is scored against its test split by
+default; any other data needs the real held-out test data as the second argument.
 
 >>> from dpsynth.evaluate import evaluate
 >>> result = evaluate("runs/demo")   # doctest: +SKIP

@@ -16,8 +16,9 @@ def evaluate_cmd(
     test: str | None = typer.Option(
         None,
         "--test",
-        help="Real held-out data to score against (CSV/JSONL/Parquet), or embedded:imdb (the fixed 2,000-review "
-        "IMDb test split). Required, unless --synthetic is the run directory of a run on embedded:imdb.",
+        help="Real held-out data to score against (CSV/JSONL/Parquet), or an embedded dataset's fixed test split: "
+        "embedded:imdb (2,000 IMDb reviews) or embedded:newsgroups (1,531 posts). Required, unless --synthetic is "
+        "the run directory of a run on an embedded dataset.",
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of the synthetic set."),
     label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),
@@ -46,7 +47,7 @@ def evaluate_cmd(
     no_real_reference: bool = typer.Option(
         False,
         "--no-real-reference",
-        help="Skip the real-sample reference (runs on embedded:imdb: the classifier on real pool samples).",
+        help="Skip the real-sample reference (runs on an embedded dataset: the classifier on real pool samples).",
     ),
     no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip FID, precision/recall and MAUVE."),
     no_mauve: bool = typer.Option(False, "--no-mauve", help="Skip MAUVE only."),

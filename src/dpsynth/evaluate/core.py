@@ -2,8 +2,8 @@
 
 The result leads with one headline figure (accuracy of the default classifier trained on the
 synthetic set and tested on the real test set) beside reference points a reader can place it
-against: the same classifier trained on a real sample of the private set's size (runs on the
-embedded IMDb data), on a zero-shot synthetic set (when one is given) and the majority-class
+against: the same classifier trained on a real sample of the private set's size (runs on an
+embedded dataset), on a zero-shot synthetic set (when one is given) and the majority-class
 rate; the fidelity metrics come with a reading in plain words (:func:`fidelity.readings`).
 
 Every text is embedded once and the arrays are shared by the classifier and every fidelity
@@ -40,14 +40,14 @@ from dpsynth.evaluate.inputs import (
     read_run_config,
     resolve_test,
     run_data_config,
-    used_embedded_imdb,
+    used_embedded_dataset,
 )
 from dpsynth.evaluate.references import (
     REFERENCE_DRAWS,
     headline_figure,
-    imdb_reference_pool,
     majority_reference,
     real_reference,
+    reference_pool,
     scores_by_round,
 )
 from dpsynth.io import atomic_write_json
@@ -92,19 +92,20 @@ def evaluate(
     """Evaluate a synthetic labelled text set against real held-out data.  Returns a JSON-able dict.
 
     synthetic: run directory, file, DataFrame, list of records or ``SynthesisResult``.
-    test: the real held-out data (a table source, or ``"embedded:imdb"`` for the fixed 2,000-review
-    IMDb test split).  Required, except for a run directory whose config.yaml shows the run used
-    ``data.private: embedded:imdb``: that run's test split is then the default (``notes`` says so).
+    test: the real held-out data (a table source, or an embedded dataset's fixed test split:
+    ``"embedded:imdb"``, 2,000 IMDb reviews; ``"embedded:newsgroups"``, 1,531 posts).  Required, except
+    for a run directory whose config.yaml shows the run used one of them as ``data.private``: that
+    run's test split is then the default (``notes`` says so).
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
     ``"finetune"`` (MiniLM fine-tuned, once per seed).  ``logreg`` always runs: it gives the headline.
     seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
     reference_zero_shot: a zero-shot synthetic set (run directory or file, same columns as
     ``synthetic``) on which the headline classifier is also trained, as a reference point.
-    reference_real: for runs on ``embedded:imdb``, also train it on real samples of the private set's
-    size (``data.m_private``) drawn from the embedded pool, never the run's own draw nor the test split.
+    reference_real: for runs on an embedded dataset, also train it on real samples of the private set's
+    size (``data.m_private``) drawn from its pool, never the run's own draw nor the test split.
     synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
     (after records with an empty text are dropped); skip embedding entirely.
-    cache_dir: where public embeddings (test set, IMDb pool) are cached (default ``~/.cache/dpsynth/eval``).
+    cache_dir: where public embeddings (test set, embedded pool) are cached (default ``~/.cache/dpsynth/eval``).
     synthetic_cache: optional .npz path caching synthetic embeddings across calls (read and
     written); a run directory's own ``embeddings.npz`` is always consulted read-only.
     When ``synthetic`` is a run directory and ``write`` is true, the result is also written to
@@ -198,8 +199,9 @@ def evaluate(
     # reference points for the headline
     t0 = time.perf_counter()
     pool = None
-    if reference_real and syn.run_dir is not None and used_embedded_imdb(run_cfg):
-        pool, why = imdb_reference_pool(run_cfg, tst)
+    embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    if reference_real and embedded is not None:
+        pool, why = reference_pool(embedded, run_cfg, tst)
         if why:
             warnings.append(f"no real-sample reference: {why}")
     references: list[dict[str, Any]] = []
@@ -207,8 +209,14 @@ def evaluate(
     if pool is not None:
         m = int(run_data_config(run_cfg).get("m_private") or 0)
         n_fid = len(syn) if fidelity_metrics and len(syn) <= min(FID_REFERENCE_MAX, len(pool)) else 0
-        say(f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the IMDb pool")
-        ref, fid_reference = real_reference(pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir)
+        assert embedded is not None
+        say(
+            f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the "
+            f"{embedded.title} pool"
+        )
+        ref, fid_reference = real_reference(
+            pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir, embedded.title
+        )
         if ref is not None:
             references.append(ref)
     if zs is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import EMBEDDED_IMDB, IMDB_TEST_SIZE, imdb_test, norm_label, read_table
+from dpsynth.data import EmbeddedDataset, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
 
@@ -67,9 +67,13 @@ def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def used_embedded_imdb(cfg: dict[str, Any]) -> bool:
-    """Whether the run's private data was the embedded IMDb draw (``data.private: embedded:imdb``)."""
-    return run_data_config(cfg).get("private") == EMBEDDED_IMDB
+def used_embedded_dataset(cfg: dict[str, Any]) -> EmbeddedDataset | None:
+    """The embedded dataset the run drew its private data from (``data.private: embedded:imdb`` or
+    ``embedded:newsgroups``), None for any other source."""
+    try:
+        return embedded_dataset(run_data_config(cfg).get("private"))
+    except DataError:  # an embedded name this version does not know
+        return None
 
 
 def find_run_output(run_dir: Path) -> Path | None:
@@ -137,19 +141,21 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
 
     Scoring against the wrong real data still yields a plausible number (a medical CSV scored 0.49
     against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
-    directory whose config.yaml shows it ran on ``embedded:imdb``: its fixed test split is then the
+    directory whose config.yaml shows it ran on an embedded dataset (``embedded:imdb``,
+    ``embedded:newsgroups``): its fixed test split is then the
     only right test set, and the note says it was chosen."""
     if test is not None:
         return test, None
-    if syn.run_dir is not None and used_embedded_imdb(run_cfg):
-        return EMBEDDED_IMDB, (
-            f"no --test given: the run used data.private = {EMBEDDED_IMDB}, so its fixed "
-            f"{IMDB_TEST_SIZE:,}-review test split is the test set"
+    embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    if embedded is not None:
+        return embedded.source, (
+            f"no --test given: the run used data.private = {embedded.source}, so its fixed "
+            f"{embedded.test_size:,}-{embedded.unit.removesuffix('s')} test split is the test set"
         )
     if syn.run_dir is not None:
-        why = f"the run in {syn.run_dir} did not use data.private = {EMBEDDED_IMDB} (config.yaml)"
+        why = f"the run in {syn.run_dir} did not use data.private = {embedded_names()} (config.yaml)"
     else:
-        why = f"{syn.source} is not a run directory of a run on {EMBEDDED_IMDB}"
+        why = f"{syn.source} is not a run directory of a run on {embedded_names()}"
     raise ConfigError(
         f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
         "there is no default test set"
@@ -157,13 +163,15 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
 
 
 def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
-    """``embedded:imdb`` (the project's fixed 2,000-review IMDb test split) or any table source."""
-    if isinstance(source, str) and source == EMBEDDED_IMDB:
-        df, where = imdb_test(), EMBEDDED_IMDB
+    """An embedded dataset's fixed test split (``embedded:imdb``: 2,000 IMDb reviews,
+    ``embedded:newsgroups``: 1,531 posts) or any table source."""
+    embedded = embedded_dataset(source, "--test")
+    if embedded is not None:
+        df, where = embedded.test(), embedded.source
         text_column, label_column = "text", "label"
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
-            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or embedded:imdb")
+            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
         df = read_table(source)
         where = str(source) if isinstance(source, (str, Path)) else "test data"
     return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import norm_label
+from dpsynth.data import EmbeddedDataset, norm_label
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import DataError
 from dpsynth.evaluate import downstream, fidelity
@@ -50,14 +50,14 @@ def majority_reference(test_labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[Any, str | None]:
-    """The embedded IMDb pool without the run's own private draw and the test texts, or (None, why not).
+def reference_pool(embedded: EmbeddedDataset, run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[Any, str | None]:
+    """The embedded pool without the run's own private draw and the test texts, or (None, why not).
 
     Leaving out the run's own draw means the reference never trains on a record the run treated as
     private, so evaluation.json (written into the run directory) holds nothing computed from the
     private set.  The pool is disjoint from the test split by row, but IMDb repeats some reviews word
-    for word (11 pool rows equal test reviews), so test texts are dropped by text as well."""
-    from dpsynth.data import imdb_private, imdb_split
+    for word (11 pool rows equal test reviews), so test texts are dropped by text as well (the
+    20 Newsgroups pool is built without its test texts already)."""
 
     data = run_data_config(run_cfg)
     try:
@@ -68,16 +68,16 @@ def imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[A
     if m < 2:
         return None, "config.yaml does not give the private set's size (data.m_private)"
     try:
-        pool, _ = imdb_split()
-        private = set(imdb_private(m, seed)["text"])
+        pool, _ = embedded.split()
+        private = set(embedded.private(m, seed)["text"])
     except DataError as exc:
         return None, str(exc)
     pool = pool[~pool["text"].isin(private | set(test.texts))].reset_index(drop=True)
     pool_labels = {norm_label(v) for v in pool["label"]}
     if not pool_labels <= set(test.labels):
-        return None, "the IMDb labels do not occur in the test set"
+        return None, f"the {embedded.title} labels do not occur in the test set"
     if m > len(pool):
-        return None, f"data.m_private = {m} is larger than the IMDb pool"
+        return None, f"data.m_private = {m} is larger than the {embedded.title} pool"
     return pool, None
 
 
@@ -89,6 +89,7 @@ def real_reference(
     x_test: np.ndarray,
     test_labels: list[str],
     cache_dir: str | Path | None,
+    title: str = "IMDb",
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The headline classifier trained on ``REFERENCE_DRAWS`` real samples of ``m`` records (mean and
     spread over draws: which records are drawn does change the result), and the FID of one real
@@ -111,7 +112,7 @@ def real_reference(
         ref = {
             "name": "real",
             "label": (
-                f"{m:,} real records from the embedded IMDb pool (the private set's size; mean of {len(accs)} "
+                f"{m:,} real records from the embedded {title} pool (the private set's size; mean of {len(accs)} "
                 "draws, never the run's own draw nor the test split)"
             ),
             "value": summary["mean"],

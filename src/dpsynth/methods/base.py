@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from dpsynth.config import Config
-from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS, IMDB_TASK
+from dpsynth.data import embedded_dataset
 from dpsynth.errors import ConfigError
 from dpsynth.run import ProgressReporter, RunDir
 
@@ -18,12 +18,13 @@ from dpsynth.run import ProgressReporter, RunDir
 def resolve_defaults(config: Config) -> Config:
     """Fill the embedded dataset's public label set and task, and check labels are declared."""
     data = config.data
-    if data.private == EMBEDDED_IMDB:
+    embedded = embedded_dataset(data.private)
+    if embedded is not None:
         updates: dict[str, Any] = {}
         if data.labels is None:
-            updates["labels"] = dict(IMDB_LABELS)
+            updates["labels"] = dict(embedded.labels)
         if data.task == "text":
-            updates["task"] = IMDB_TASK
+            updates["task"] = embedded.task
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
     if not config.data.labels:

@@ -95,7 +95,7 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
     if not ev:
         test = "" if embedded_imdb else " --test HELD_OUT_FILE"
         why = (
-            " (the run used the embedded IMDb data, so its test split is the default)"
+            " (the run used an embedded dataset, so its test split is the default)"
             if embedded_imdb
             else " (your real held-out data: CSV, JSONL or Parquet)"
         )

@@ -382,7 +382,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
     from dpsynth.evaluate.core import EVALUATION_FILE
-    from dpsynth.evaluate.inputs import used_embedded_imdb
+    from dpsynth.evaluate.inputs import used_embedded_dataset
 
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
@@ -437,7 +437,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         privacy_section(priv),
         _rounds_section(rounds, cfg, labels),
         _class_section(records, labels, rounds, evaluation),
-        evaluation_section(evaluation, rd, used_embedded_imdb(cfg)),
+        evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
