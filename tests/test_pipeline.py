@@ -186,7 +186,7 @@ def test_label_judge_config_errors() -> None:
         Config.model_validate({"wasp": {"label_judge": "nope"}})
     with pytest.raises(ValueError, match="completion .base. model"):
         Config.model_validate({"wasp": {"label_judge": "gemma3-270m"}})
-    assert Config.model_validate({"wasp": {"label_judge": "qwen2.5-0.5b"}}).wasp.label_judge == "qwen2.5-0.5b"
+    assert Config.model_validate({"wasp": {"label_judge": "qwen2.5-0.5b"}}).wasp.label_judge == "qwen2.5-coder-0.5b"
 
 
 def test_embedded_generators_come_with_the_label_judge() -> None:

@@ -152,7 +152,7 @@ class PromptingMethod:
                 d.label_column,
                 d.labels,
                 d.encoding,
-                m_private=d.m_private,
+                m_private=d.n_private,
                 seed=d.seed,
             )
             warn_if_delta_large(config.privacy.delta, len(self.data))

@@ -72,24 +72,79 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
+def _named_paths() -> dict[str, list[str]]:
+    """Every name a leaf is accepted under (its field name and former names, e.g. max_tokens) -> its paths."""
+    from dpsynth.config import field_aliases
+
+    names: dict[str, list[str]] = {}
+    for p in _leaf_paths(Config):
+        section, _, leaf = p.rpartition(".")
+        names.setdefault(leaf, []).append(p)
+        for alias, name in field_aliases(section).items():
+            if name == leaf:
+                names.setdefault(alias, []).append(p)
+    return names
+
+
 def _flag_map() -> dict[str, str]:
-    """--flag-name -> dotted config path, for every leaf (short form only where unambiguous)."""
+    """--flag-name -> dotted config path, for every leaf (short form only where unambiguous).
+
+    A field's former names (``wasp.max_tokens`` for ``wasp.max_new_tokens``, ``m_private`` for
+    ``data.n_private``) are flags too.  A short name shared by sections that no method reads together
+    (``--max-new-tokens``: wasp and finetune) is resolved by the method, see ``_by_method_flags``."""
+    from dpsynth.config import field_aliases
+
     paths = _leaf_paths(Config)
     m: dict[str, str] = {p: p for p in paths}
-    leaves: dict[str, list[str]] = {}
-    for p in paths:
-        leaves.setdefault(p.rsplit(".", 1)[-1], []).append(p)
-    for leaf, ps in leaves.items():
+    for section in ("", *sorted(_SECTIONS)):
+        prefix = f"{section}." if section else ""
+        for alias, name in field_aliases(section).items():
+            m.setdefault(prefix + alias, prefix + name)
+    for leaf, ps in _named_paths().items():
         if len(ps) == 1:
-            m[leaf] = ps[0]
+            m.setdefault(leaf, ps[0])
     m["private"] = "data.private"
     m["q"] = "wasp.q"
     m["rounds"] = "wasp.rounds"
     return m
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
+def _by_method_flags() -> dict[str, list[str]]:
+    """Short flags shared by sections that no method reads together -> their paths (the method picks one).
+
+    ``--max-new-tokens``, ``--temperature`` and ``--top-p`` are settings of both wasp (the prompting methods)
+    and finetune (dp-finetune, knowledgesg): the one of the run's --method is meant."""
+    from dpsynth.config import SECTION_USERS
+
     flags = _flag_map()
+    out: dict[str, list[str]] = {}
+    for leaf, ps in _named_paths().items():
+        if leaf in flags or len(ps) < 2 or any("." not in p for p in ps):
+            continue
+        users = [set(SECTION_USERS.get(p.split(".", 1)[0], ())) for p in ps]
+        if all(not (a & b) for i, a in enumerate(users) for b in users[i + 1 :]):
+            out[leaf] = ps
+    return out
+
+
+def _flag_value(args: list[str], name: str) -> str | None:
+    """The value given to ``--name`` in ``args`` (either ``--name V`` or ``--name=V``), or None."""
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any]:
+    """``--FIELD VALUE`` flags -> {dotted path: value}.  ``method`` resolves a flag shared by wasp and finetune
+    (``--max-new-tokens``); without it, the ``--method`` among ``args``, else the default method, decides."""
+    from dpsynth.config import SECTION_USERS
+
+    flags = _flag_map()
+    by_method = _by_method_flags()
+    method = method or _flag_value(args, "method") or str(Config.model_fields["method"].default)
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -98,10 +153,10 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
         key, eq, val = a[2:].partition("=")
         key_norm = key.replace("-", "_")
-        if key_norm not in flags:
+        if key_norm not in flags and key_norm not in by_method:
             import difflib
 
-            close = difflib.get_close_matches(key_norm, list(flags), n=1)
+            close = difflib.get_close_matches(key_norm, [*flags, *by_method], n=1)
             hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
             raise ConfigError(f"unknown flag --{key}; {hint}`dpsynth init` writes a file listing every field")
         if not eq:
@@ -109,7 +164,11 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"flag --{key} needs a value")
             val = args[i + 1]
             i += 1
-        path = flags[key_norm]
+        if key_norm in flags:
+            path = flags[key_norm]
+        else:  # the section the method reads; none: the first, which section_misfits then refuses by name
+            ps = by_method[key_norm]
+            path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
         out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
         i += 1
     return out
@@ -155,13 +214,20 @@ def flags_help(method: str | None = None) -> str:
 
     Generated from the Config model, so the help cannot drift from what ``run`` accepts.  The short
     flag is shown where it is unambiguous (the dotted path always works)."""
-    from dpsynth.config import SECTION_USERS
+    from dpsynth.config import SECTION_USERS, field_aliases
 
     flags = _flag_map()
     short: dict[str, str] = {}
     for flag, path in flags.items():
+        section, _, leaf = path.rpartition(".")
+        if flag.rpartition(".")[2] in field_aliases(section) and flag.rpartition(".")[2] != leaf:
+            continue  # a former name: the help shows the current one
         if path not in short or len(flag) < len(short[path]):
             short[path] = flag
+    for leaf, ps in _by_method_flags().items():
+        for path in ps:
+            if path.rpartition(".")[2] == leaf:
+                short[path] = leaf
     cfg = Config()
     blocks: list[str] = []
     groups: list[tuple[str, type[BaseModel], BaseModel]] = [("general", Config, cfg)]
@@ -219,7 +285,7 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
 
     global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
-    overrides = parse_overrides(args)
+    overrides = parse_overrides(args, method or _method_hint(args, config, resume))
     if method is not None:
         if overrides.get("method", method) != method:
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
@@ -246,6 +312,28 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
     )
+
+
+def _method_hint(args: list[str], config: str | None, resume: bool) -> str | None:
+    """The method a run will use, as far as it can be told before the config is validated: --method, else
+    the config file's, else (with --resume) the stored run's.  It decides flags such as --max-new-tokens."""
+    from pathlib import Path
+
+    given = _flag_value(args, "method")
+    if given:
+        return given
+    sources = [Path(config).expanduser()] if config else []
+    out = _flag_value(args, "out")
+    if resume and out:
+        sources.append(Path(out).expanduser() / "config.yaml")
+    for src in sources:
+        try:
+            raw = load_yaml(src.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # load_config or the resume reports it
+        if isinstance(raw, dict) and isinstance(raw.get("method"), str):
+            return str(raw["method"])
+    return None
 
 
 # (command, --out) of the run this process is doing, for the Ctrl-C message

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from dpsynth.errors import ConfigError
+from dpsynth.generators.models import QWEN25_CODER, canonical_model
 
 Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
 Backend = Literal["llamacpp", "openai", "transformers"]
@@ -151,7 +153,7 @@ def load_yaml(text: str) -> Any:
 # llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
 # context, the prompt included.  Small models shown L good and L poor examples otherwise copy them: on the
 # default demo's round-1 prompts it raised accepted outputs from 6/16 to 15/16 (Gemma-3-270M) and from
-# 2/16 to 12/16 (Qwen2.5-0.5B): bench/diag_copying.py, bench/results/copying.json.
+# 2/16 to 12/16 (Qwen2.5-Coder-0.5B): bench/diag_copying.py, bench/results/copying.json.
 DRY_SAMPLER: dict[str, Any] = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
 
 
@@ -163,7 +165,8 @@ class GeneratorConfig(_Strict):
     model: str = Field(
         description=(
             "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
-            "qwen2.5-0.5b-instruct); openai: model id on the server; transformers: folder or hub id."
+            "qwen2.5-coder-0.5b-instruct; its former name qwen2.5-0.5b-instruct is accepted); openai: model id "
+            "on the server; transformers: folder or hub id."
         )
     )
     prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
@@ -189,6 +192,15 @@ class GeneratorConfig(_Strict):
     device: str = Field("auto", description="transformers backend: cpu, cuda, auto.")
     batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
 
+    @model_validator(mode="after")
+    def _current_model_name(self) -> GeneratorConfig:
+        """An embedded model given by its former name (qwen2.5-0.5b-instruct) is recorded by its current one.
+
+        Not for the openai backend, whose ``model`` is whatever id the server serves under."""
+        if self.backend != "openai":
+            self.__dict__["model"] = canonical_model(self.model)
+        return self
+
     def sampler_fields(self) -> dict[str, Any]:
         """The extra request-body fields this generator sends (see extra_body)."""
         if self.extra_body is not None:
@@ -196,7 +208,12 @@ class GeneratorConfig(_Strict):
         return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
 
 
-EMBEDDED_JUDGE = "qwen2.5-0.5b"  # the label judge of the embedded generator set (WaspConfig.label_judge)
+QWEN_CODER_GENERATOR = "qwen2.5-coder-0.5b"  # the embedded Qwen2.5-Coder-0.5B-Instruct's generator name
+EMBEDDED_JUDGE = QWEN_CODER_GENERATOR  # the label judge of the embedded generator set (WaspConfig.label_judge)
+# Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
+# journal and rounds.json), so only a reference to a generator that is not in the list is translated:
+# ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.
+GENERATOR_ALIASES: dict[str, str] = {"qwen2.5-0.5b": QWEN_CODER_GENERATOR}
 
 
 def default_generators() -> list[GeneratorConfig]:
@@ -204,8 +221,14 @@ def default_generators() -> list[GeneratorConfig]:
     return [
         GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
         GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
-        GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat"),
+        GeneratorConfig(name=QWEN_CODER_GENERATOR, model=QWEN25_CODER, prompt_format="chat"),
     ]
+
+
+def generator_named(name: str, generators: list[GeneratorConfig]) -> GeneratorConfig | None:
+    """The generator called ``name``, or by a former name of it (``GENERATOR_ALIASES``), or None."""
+    by_name = {g.name: g for g in generators}
+    return by_name.get(name) or by_name.get(GENERATOR_ALIASES.get(name, ""))
 
 
 class DataConfig(_Strict):
@@ -247,8 +270,22 @@ class DataConfig(_Strict):
         return v
 
     task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
-    m_private: int = Field(100, ge=1, description="embedded:imdb only: how many private reviews to draw.")
+    n_private: int = Field(
+        100,
+        ge=1,
+        validation_alias=AliasChoices("n_private", "m_private"),
+        description="embedded:imdb only: how many private reviews to draw (M in the papers; alias m_private).",
+    )
     seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
+
+    @property
+    def m_private(self) -> int:
+        """Former name of ``n_private``."""
+        return self.n_private
+
+    @m_private.setter
+    def m_private(self, value: int) -> None:
+        self.n_private = value
 
 
 class PrivacyConfig(_Strict):
@@ -300,7 +337,13 @@ class WaspConfig(_Strict):
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
     class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
-    max_tokens: int = Field(64, ge=8, le=2048)
+    max_new_tokens: int = Field(
+        64,
+        ge=8,
+        le=2048,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Tokens generated per sample, at most (alias max_tokens).",
+    )
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
@@ -324,6 +367,15 @@ class WaspConfig(_Strict):
             "Post-processing with a public model: no privacy cost."
         ),
     )
+
+    @property
+    def max_tokens(self) -> int:
+        """Former name of ``max_new_tokens``."""
+        return self.max_new_tokens
+
+    @max_tokens.setter
+    def max_tokens(self, value: int) -> None:
+        self.max_new_tokens = value
 
 
 class FinetuneConfig(_Strict):
@@ -404,7 +456,13 @@ class FinetuneConfig(_Strict):
             "(not DP): console only, never written; off by default."
         ),
     )
-    max_new_tokens: int = Field(default=96, ge=4, le=4096, description="Generation: tokens per synthetic record.")
+    max_new_tokens: int = Field(
+        default=96,
+        ge=4,
+        le=4096,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Generation: tokens per synthetic record, at most (alias max_tokens).",
+    )
     temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call.")
@@ -423,6 +481,11 @@ class FinetuneConfig(_Strict):
         if not v.format(label="x", task="y").strip():
             raise ValueError("must not be blank")
         return v
+
+    @field_validator("model")
+    @classmethod
+    def _current_model_name(cls, v: str) -> str:
+        return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
 
     @field_validator("target_modules")
     @classmethod
@@ -590,7 +653,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _embedded_judge(self) -> Config:
-        """With the embedded generators (no ``generators`` given) Qwen2.5-0.5B also judges labels.
+        """With the embedded generators (no ``generators`` given) Qwen2.5-Coder-0.5B also judges labels.
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
         cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
@@ -609,6 +672,13 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Config:
         names = [g.name for g in self.generators]
+        judge = self.wasp.label_judge
+        if judge is not None and judge not in names:
+            named = generator_named(judge, self.generators)
+            if named is not None:  # a former generator name (qwen2.5-0.5b): the generator it now stands for
+                wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
+                wasp.__dict__["label_judge"] = named.name
+                self.__dict__["wasp"] = wasp
         if not names:
             raise ValueError("generators: at least one generator is needed")
         if len(set(names)) != len(names):
@@ -657,7 +727,10 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         kind = err["type"]
-        if kind == "extra_forbidden":
+        clash = _alias_clash(model, err["loc"]) if kind == "extra_forbidden" else None
+        if clash is not None:  # wasp: {max_tokens: 48, max_new_tokens: 64}
+            msg = f"is another name of {clash}, which is given too; keep one of them"
+        elif kind == "extra_forbidden":
             msg = "unknown field" + _suggest(model, err["loc"])
             unknown = True
         elif kind == "missing":
@@ -675,11 +748,11 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
     return ConfigValidationError("; ".join(parts) or "config: invalid")
 
 
-def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
-    """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
+def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that holds the field at ``loc`` (walking sections and lists of models), or None."""
     for part in loc[:-1]:
         if model is None:
-            return ""
+            return None
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
@@ -687,6 +760,23 @@ def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
         args = getattr(ann, "__args__", ())  # list[GeneratorConfig], X | None
         candidates = [ann, *args]
         model = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _alias_clash(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str | None:
+    """The field whose other name ``loc`` is, when pydantic calls it unknown because both names were given."""
+    model = _model_at(model, loc)
+    if model is None or not loc:
+        return None
+    for name, f in model.model_fields.items():
+        if isinstance(f.validation_alias, AliasChoices) and str(loc[-1]) in f.validation_alias.choices:
+            return name
+    return None
+
+
+def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
+    model = _model_at(model, loc)
     if model is None or not loc:
         return ""
     if len(loc) == 1 and model.__name__ == "Config":  # Config(epsilon=2): the field lives in a section
@@ -740,10 +830,43 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (a dotted path) in the raw mapping ``d``; a field's other names (aliases) are removed from it,
+    so that ``wasp.max_new_tokens`` given as a flag replaces ``max_tokens`` read from a file or a run's config."""
     parts = key.split(".")
     for p in parts[:-1]:
         nxt = d.setdefault(p, {})
         if not isinstance(nxt, dict):
             raise ConfigError(f"{key}: cannot set a field inside {p}, which is not a section")
         d = nxt
-    d[parts[-1]] = value
+    section = parts[0] if len(parts) > 1 else ""
+    leaf = field_aliases(section).get(parts[-1], parts[-1])
+    for name in field_names(section).get(leaf, (leaf,)):
+        d.pop(name, None)
+    d[leaf] = value
+
+
+def field_aliases(section: str = "") -> dict[str, str]:
+    """Former names of the fields of a config section ('' = the top level) -> their current names."""
+    model = _section_model(section)
+    out: dict[str, str] = {}
+    for name, f in (model.model_fields.items() if model is not None else ()):
+        if isinstance(f.validation_alias, AliasChoices):
+            for alias in f.validation_alias.choices:
+                if isinstance(alias, str) and alias != name:
+                    out[alias] = name
+    return out
+
+
+def field_names(section: str = "") -> dict[str, tuple[str, ...]]:
+    """Current field name -> every name it is accepted under (itself first), for fields that have aliases."""
+    out: dict[str, list[str]] = {}
+    for alias, name in field_aliases(section).items():
+        out.setdefault(name, [name]).append(alias)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _section_model(section: str) -> type[BaseModel] | None:
+    if not section:
+        return Config
+    ann = Config.model_fields[section].annotation if section in Config.model_fields else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None

@@ -84,7 +84,7 @@ def imdb_private(m: int, seed: int = 0) -> pd.DataFrame:
     """Draw M private reviews from the pool (never the test split), with a fixed seed."""
     pool, _ = imdb_split()
     if m > len(pool):
-        raise DataError(f"data.m_private: at most {len(pool)} reviews are available, got {m}")
+        raise DataError(f"data.n_private: at most {len(pool)} reviews are available, got {m}")
     return pool.sample(n=m, random_state=seed).reset_index(drop=True)
 
 
@@ -149,7 +149,7 @@ def medmcqa_private(m: int, seed: int = 0) -> pd.DataFrame:
     """Draw M private question/answer pairs from the pool (never the test split), with a fixed seed."""
     pool, _ = medmcqa_split()
     if m > len(pool):
-        raise DataError(f"data.m_private: at most {len(pool)} MedMCQA records are available, got {m}")
+        raise DataError(f"data.n_private: at most {len(pool)} MedMCQA records are available, got {m}")
     return pool.sample(n=m, random_state=seed).reset_index(drop=True)
 
 

@@ -91,7 +91,11 @@ def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
 def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` section of a run's config ({} when absent or malformed)."""
     data = cfg.get("data")
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if "n_private" not in data and "m_private" in data:  # a run's config.yaml from before the rename
+        data = {**data, "n_private": data["m_private"]}
+    return data
 
 
 def used_embedded_imdb(cfg: dict[str, Any]) -> bool:
@@ -357,7 +361,7 @@ def evaluate(
     reference_zero_shot: a zero-shot synthetic set (run directory or file, same columns as
     ``synthetic``) on which the headline classifier is also trained, as a reference point.
     reference_real: for runs on ``embedded:imdb``, also train it on real samples of the private set's
-    size (``data.m_private``) drawn from the embedded pool, never the run's own draw nor the test split.
+    size (``data.n_private``) drawn from the embedded pool, never the run's own draw nor the test split.
     synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
     (after records with an empty text are dropped); skip embedding entirely.
     cache_dir: where public embeddings (test set, IMDb pool) are cached (default ``~/.cache/dpsynth/eval``).
@@ -461,7 +465,7 @@ def evaluate(
     references: list[dict[str, Any]] = []
     fid_reference: dict[str, Any] | None = None
     if pool is not None:
-        m = int(run_data_config(run_cfg).get("m_private") or 0)
+        m = int(run_data_config(run_cfg).get("n_private") or 0)
         n_fid = len(syn) if fidelity_metrics and len(syn) <= min(FID_REFERENCE_MAX, len(pool)) else 0
         say(f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the IMDb pool")
         ref, fid_reference = _real_reference(pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir)
@@ -590,12 +594,12 @@ def _imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[
 
     data = run_data_config(run_cfg)
     try:
-        m = int(data.get("m_private") or 0)
+        m = int(data.get("n_private") or 0)
         seed = int(data.get("seed") or 0)
     except (TypeError, ValueError):
-        return None, "config.yaml data.m_private / data.seed are not integers"
+        return None, "config.yaml data.n_private / data.seed are not integers"
     if m < 2:
-        return None, "config.yaml does not give the private set's size (data.m_private)"
+        return None, "config.yaml does not give the private set's size (data.n_private)"
     try:
         pool, _ = imdb_split()
         private = set(imdb_private(m, seed)["text"])
@@ -606,7 +610,7 @@ def _imdb_reference_pool(run_cfg: dict[str, Any], test: LabelledTexts) -> tuple[
     if not pool_labels <= set(test.labels):
         return None, "the IMDb labels do not occur in the test set"
     if m > len(pool):
-        return None, f"data.m_private = {m} is larger than the IMDb pool"
+        return None, f"data.n_private = {m} is larger than the IMDb pool"
     return pool, None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
-from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+from dpsynth.generators.models import is_embedded, resolve_model
 
 
 def _pick_device(device: str, torch: Any) -> str:
@@ -77,7 +77,7 @@ class TransformersGenerator:
     def _source(cfg: GeneratorConfig) -> tuple[str, dict[str, Any]]:
         """Folder or hub id as is; a GGUF file (or embedded name) via ``gguf_file``."""
         model = cfg.model
-        if model.strip().lower() in EMBEDDED_MODELS or model.lower().endswith(".gguf"):
+        if is_embedded(model) or model.lower().endswith(".gguf"):
             path = resolve_model(model, cfg.name)
             return str(path.parent), {"gguf_file": path.name}
         p = Path(model).expanduser()

@@ -320,7 +320,7 @@ class WaspRun:
                 gc.name: PromptBuilder(
                     self.config.data.task,
                     gc.prompt_format,
-                    max_tokens=self.w.max_tokens,
+                    max_tokens=self.w.max_new_tokens,
                     temperature=self.w.temperature,
                     top_p=self.w.top_p,
                     example_chars=self.w.example_chars,
@@ -336,7 +336,7 @@ class WaspRun:
                     PromptBuilder(
                         self.config.data.task,
                         "chat",
-                        max_tokens=self.w.max_tokens,
+                        max_tokens=self.w.max_new_tokens,
                         temperature=self.w.temperature,
                         top_p=self.w.top_p,
                         example_chars=self.w.example_chars,
