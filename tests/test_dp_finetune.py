@@ -283,7 +283,8 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
     assert 1 <= len(res.records) <= 4
     for r in res.records:
         assert set(r) == {"text", "label", "label_name", "generator", "round"}
-        assert r["generator"] == "dp-finetune" and r["round"] == 0 and LABELS[r["label"]] == r["label_name"]
+        assert r["generator"] == "dp-finetune" and r["round"] == 0 and LABELS[str(r["label"])] == r["label_name"]
+        assert isinstance(r["label"], int)  # integer labels come back as integers (docs/outputs.md)
     rep = json.loads((out / "privacy.json").read_text())
     for key in ("epsilon", "delta", "guarantee", "adjacency", "mechanisms"):
         assert key in rep

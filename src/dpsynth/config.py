@@ -277,6 +277,23 @@ class DataConfig(_Strict):
         description="embedded:imdb only: how many private reviews to draw (M in the papers; alias m_private).",
     )
     seed: int = Field(0, description="embedded:imdb only: seed of the private draw.")
+    label_type: Literal["auto", "int", "str"] = Field(
+        "auto",
+        description=(
+            "Type of the output's label column. auto: int when every declared label is an integer (0, 1, ...) "
+            "unless the input's schema (Parquet, HF dataset, DataFrame dtype) declares the column as text; "
+            "str: always text. Never read from the records themselves."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _label_type(self) -> DataConfig:
+        if self.label_type == "int" and self.labels and not all(_is_integer(k) for k in self.labels):
+            raise ValueError(
+                f"data.label_type: int needs integer labels, but data.labels declares {sorted(self.labels)}; "
+                "use str or auto"
+            )
+        return self
 
     @property
     def m_private(self) -> int:
@@ -286,6 +303,14 @@ class DataConfig(_Strict):
     @m_private.setter
     def m_private(self, value: int) -> None:
         self.n_private = value
+
+
+def _is_integer(label: str) -> bool:
+    """'0', '-3' are integer labels; '01', '1.5', 'pos' are not (see data.is_integer_label)."""
+    try:
+        return str(int(label)) == label
+    except ValueError:
+        return False
 
 
 class PrivacyConfig(_Strict):
@@ -742,7 +767,7 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
         else:
             msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         # model-level checks already name their field ("generators: ...")
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}.") else msg)
     if unknown:
         parts.append("`dpsynth init` writes a file listing every field")
     return ConfigValidationError("; ".join(parts) or "config: invalid")
