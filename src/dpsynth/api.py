@@ -322,6 +322,8 @@ def synthesize(
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:
+            # where to look (and what --resume needs) before the first progress line
+            reporter.message(f"{'resuming the run in' if resume else 'run folder:'} {run_dir.path}")
             rows, report = method.run(run_dir, reporter)
         rows = typed_labels(rows, label_type)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)

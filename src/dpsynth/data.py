@@ -489,7 +489,9 @@ def to_hf_dataset(rows: list[dict[str, Any]], labels: dict[str, str] | None = No
     ds = datasets.Dataset.from_list(rows)
     feature = class_label(labels, rows)
     if feature is not None and "label" in ds.column_names:
-        ds = ds.cast_column("label", feature)
+        features = ds.features.copy()
+        features["label"] = feature
+        ds = datasets.Dataset.from_list(rows, features=features)  # not cast_column: it draws a progress bar
     return ds
 
 

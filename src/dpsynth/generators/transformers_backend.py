@@ -17,6 +17,7 @@ from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
 from dpsynth.generators.models import is_embedded, resolve_model
+from dpsynth.quiet import quiet_model_loading
 
 
 def _pick_device(device: str, torch: Any) -> str:
@@ -56,12 +57,13 @@ class TransformersGenerator:
         else:
             dtype = torch.float32
         try:
-            tok = AutoTokenizer.from_pretrained(source, **kwargs)
-            model: Any
-            try:
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-            except TypeError:  # transformers < 4.56 calls it torch_dtype
-                model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype, **kwargs)
+            with quiet_model_loading():  # no "Loading weights" bar on the console
+                tok = AutoTokenizer.from_pretrained(source, **kwargs)
+                model: Any
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+                except TypeError:  # transformers < 4.56 calls it torch_dtype
+                    model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GeneratorError(
