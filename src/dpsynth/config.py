@@ -280,7 +280,8 @@ class DataConfig(_Strict):
     label_type: Literal["auto", "int", "str"] = Field(
         "auto",
         description=(
-            "Type of the output's label column. auto: int when every declared label is an integer (0, 1, ...) "
+            "Type of the output's label column (wasp, aug-pe, zero-shot, dp-finetune). auto: int when every "
+            "declared label is an integer (0, 1, ...) "
             "unless the input's schema (Parquet, HF dataset, DataFrame dtype) declares the column as text; "
             "str: always text. Never read from the records themselves."
         ),
