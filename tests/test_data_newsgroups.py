@@ -92,7 +92,7 @@ def test_pool_and_test_split_do_not_overlap() -> None:
     draw = NEWS.private(100, seed=0)
     assert set(draw["text"]) <= set(pool["text"])
     assert set(draw["text"]) != set(NEWS.private(100, seed=1)["text"])
-    with pytest.raises(DataError, match=r"^data.m_private: at most 2308 posts are available, got 5000$"):
+    with pytest.raises(DataError, match=r"^data.n_private: at most 2308 posts are available, got 5000$"):
         NEWS.private(5000)
 
 
@@ -212,7 +212,7 @@ def test_fake_generator_run_on_newsgroups(news_run: tuple[Path, list[FakeGenerat
     assert {r["label_name"] for r in rows} <= set(NEWSGROUPS_LABELS.values())
     stored = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert stored["private"] == EMBEDDED_NEWSGROUPS and stored["labels"] == NEWSGROUPS_LABELS
-    assert stored["task"] == "newsgroup post" and stored["m_private"] == 40
+    assert stored["task"] == "newsgroup post" and stored["n_private"] == 40
     prompts = [p for g in gens for p in g.prompts]
     assert all("newsgroup post" in p for p in prompts)
     assert {name for name in NEWSGROUPS_LABELS.values() if any(name in p for p in prompts)} == set(
@@ -245,7 +245,7 @@ def test_cli_run_on_newsgroups(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
     stored = yaml.safe_load((out / "config.yaml").read_text())["data"]
     assert stored["labels"] == NEWSGROUPS_LABELS and stored["task"] == "newsgroup post"
-    assert stored["m_private"] == 30 and stored["seed"] == 2
+    assert stored["n_private"] == 30 and stored["seed"] == 2
     assert len((out / "synthetic.jsonl").read_text().splitlines()) == 40
 
 

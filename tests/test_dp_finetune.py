@@ -284,7 +284,8 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
     assert 1 <= len(res.records) <= 4
     for r in res.records:
         assert set(r) == {"text", "label", "label_name", "generator", "round"}
-        assert r["generator"] == "dp-finetune" and r["round"] == 0 and LABELS[r["label"]] == r["label_name"]
+        assert r["generator"] == "dp-finetune" and r["round"] == 0 and LABELS[str(r["label"])] == r["label_name"]
+        assert isinstance(r["label"], int)  # integer labels come back as integers (docs/outputs.md)
     rep = json.loads((out / "privacy.json").read_text())
     for key in ("epsilon", "delta", "guarantee", "adjacency", "mechanisms"):
         assert key in rep
@@ -313,6 +314,8 @@ def test_training_loss_is_not_shown_unless_asked_for(
     """Regression: with stderr not a terminal the non-private training loss was printed every few seconds."""
     dpsynth.synthesize(_config(private_csv, tmp_path / "quiet", tiny_lm), progress=True)
     err = capsys.readouterr().err
+    assert err.startswith("[dpsynth] run folder: ")  # its path holds this test's name, "loss" included
+    err = err.split("\n", 1)[1]
     assert "DP-SGD" in err and "loss" not in err
     out = tmp_path / "shown"
     dpsynth.synthesize(_config(private_csv, out, tiny_lm, show_loss=True), progress=True)

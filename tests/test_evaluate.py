@@ -444,7 +444,7 @@ def embedded_run(run_dir: Path, tmp_path: Path) -> Path:
     shutil.copytree(run_dir, run)
     (run / "evaluation.json").unlink(missing_ok=True)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["data"].update(private="embedded:imdb", text_column="text", label_column="label", m_private=40, seed=0)
+    cfg["data"].update(private="embedded:imdb", text_column="text", label_column="label", n_private=40, seed=0)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return run
 
@@ -505,14 +505,17 @@ def test_real_reference_pool_never_holds_the_test_split_or_the_private_draw() ->
 
     imdb = EMBEDDED_DATASETS["embedded:imdb"]
     test = eval_core.load_test("embedded:imdb")
+    # a run's config.yaml names the size n_private (before the rename: m_private, still read)
     pool, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "m_private": 50}}, test)
     assert why is None
+    again, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "n_private": 50}}, test)
+    assert why is None and again is not None and len(again) == len(pool)
     texts = set(pool["text"])
     # IMDb repeats some reviews word for word across the split: the reference drops them by text
     assert not texts & set(imdb_split()[1]["text"]) and not texts & set(imdb_private(50, 0)["text"])
     assert len(imdb_split()[0]) - 50 - 20 < len(pool) < len(imdb_split()[0]) - 50
-    none, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "m_private": None}}, test)
-    assert none is None and "data.m_private" in str(why)
+    none, why = eval_references.reference_pool(imdb, {"data": {"private": "embedded:imdb", "n_private": None}}, test)
+    assert none is None and "data.n_private" in str(why)
 
 
 def test_reference_zero_shot_labels_must_match(test_csv: Path, tmp_path: Path) -> None:

@@ -14,11 +14,15 @@ from typing import Any
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
     PRIVATE_TEXT_DOMAIN,
+    LabelType,
     PrivateData,
     in_memory_source,
     is_in_memory_source,
+    is_integer_label,
     load_private,
+    output_label_type,
     to_hf_dataset,
+    typed_labels,
     warn_if_delta_large,
     write_table,
 )
@@ -36,13 +40,16 @@ log = logging.getLogger("dpsynth")
 
 @dataclass
 class SynthesisResult:
-    """What a run produced.  ``records`` are dicts with text, label, label_name, generator, round."""
+    """What a run produced.  ``records`` are dicts with text, label, label_name, generator, round.
+
+    ``label`` has the input's type (an int for integer labels, see ``data.output_label_type``)."""
 
     records: list[dict[str, Any]]
     run_dir: Path
     output: Path
     privacy: dict[str, Any]
     already_complete: bool = False  # a resume of a finished run: nothing was done, the outputs were read back
+    labels: dict[str, str] | None = None  # the declared label set (data.labels), for to_dataset's ClassLabel
 
     def __len__(self) -> int:
         return len(self.records)
@@ -53,11 +60,24 @@ class SynthesisResult:
         return pd.DataFrame(self.records)
 
     def to_dataset(self) -> Any:
-        """The records as a Hugging Face ``datasets.Dataset``."""
-        return to_hf_dataset(self.records)
+        """The records as a Hugging Face ``datasets.Dataset``; integer labels 0..K-1 as a ``ClassLabel``."""
+        return to_hf_dataset(self.records, self.labels)
 
 
 PROMPTING_METHODS = ("wasp", "aug-pe", "zero-shot")
+# Methods whose output label is a key of data.labels (pearl writes its columns by its own schema, knowledgesg
+# labels each pair with its domain)
+LABELLED_METHODS = (*PROMPTING_METHODS, "dp-finetune")
+
+
+def label_type_of(config: Config, private: Any = None) -> LabelType | None:
+    """The output's label type (None: the method labels its rows itself), from public facts only: the
+    declared labels, data.label_type and the schema the input declares (``data.output_label_type``)."""
+    if config.method not in LABELLED_METHODS or not config.data.labels:
+        return None
+    d = config.data
+    source = private if private is not None else d.private if config.uses_private_data else None
+    return output_label_type(d.labels or {}, d.label_type, source, d.label_column)
 
 
 class PromptingMethod:
@@ -103,7 +123,7 @@ class PromptingMethod:
                 d.label_column,
                 d.labels,
                 d.encoding,
-                m_private=d.m_private,
+                m_private=d.n_private,
                 seed=d.seed,
             )
             warn_if_delta_large(config.privacy.delta, len(self.data))
@@ -261,12 +281,16 @@ def synthesize(
         method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         method.prepare()
+        label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if not resume:
             run_dir.create(method.config)
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:
+            # where to look (and what --resume needs) before the first progress line
+            reporter.message(f"{'resuming the run in' if resume else 'run folder:'} {run_dir.path}")
             rows, report = method.run(run_dir, reporter)
+        rows = typed_labels(rows, label_type)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
         atomic_write_json(run_dir.privacy, validate_report(report))
         log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
@@ -283,7 +307,7 @@ def synthesize(
                 method.close()
         finally:
             remove_logging(handlers)
-    result = SynthesisResult(rows, run_dir.path, output, report)
+    result = SynthesisResult(rows, run_dir.path, output, report, labels=method.config.data.labels)
     return result.to_dataset() if as_dataset else result
 
 
@@ -347,8 +371,10 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
         if config.output_format == "jsonl":
             text = output.read_text(encoding="utf-8")
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        elif config.output_format == "csv":
-            records = pd.read_csv(output, keep_default_na=False).to_dict("records")
+        elif config.output_format == "csv":  # CSV has no types: the label's comes from the declaration
+            frame = pd.read_csv(output, keep_default_na=False, dtype={"label": str})
+            rows = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
+            records = typed_labels(rows, _csv_label_type(config))
         else:
             records = pd.read_parquet(output).to_dict("records")
     except (OSError, ValueError) as exc:
@@ -361,5 +387,13 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
         ProgressReporter(enabled=True).message(
             f"{run_dir.path} is already complete ({len(records)} records in {output.name}); nothing to do"
         )
-    result = SynthesisResult(records, run_dir.path, output, report, already_complete=True)
+    result = SynthesisResult(records, run_dir.path, output, report, already_complete=True, labels=config.data.labels)
     return result.to_dataset() if as_dataset else result
+
+
+def _csv_label_type(config: Config) -> LabelType | None:
+    """The label type of a finished run's CSV output as it can be told without the input: the declaration."""
+    labels = config.data.labels or {}
+    if config.method not in LABELLED_METHODS or not labels or config.data.label_type == "str":
+        return None
+    return "int" if all(is_integer_label(k) for k in labels) else None

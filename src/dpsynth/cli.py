@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import textwrap
 import typing
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import typer
 import yaml
-from pydantic import BaseModel
 
 from dpsynth.config import (
     Config,
     Method,
-    NumberOverflowError,
-    default_generators,
     load_config,
     load_yaml,
     section_misfits,
+)
+from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of the CLI's API
+    _flag_value,
+    commented_default_config,
+    flags_help,
+    parse_overrides,
 )
 from dpsynth.errors import ConfigError, DpsynthError
 
@@ -57,136 +59,6 @@ from dpsynth.knowledgesg.cli import client_app, server_app  # noqa: E402
 
 app.add_typer(server_app, name="server")
 app.add_typer(client_app, name="client")
-
-_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
-
-
-def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    out = []
-    for name, f in model.model_fields.items():
-        ann = f.annotation
-        if name in _SECTIONS and isinstance(ann, type) and issubclass(ann, BaseModel):
-            out += _leaf_paths(ann, f"{prefix}{name}.")
-        else:
-            out.append(prefix + name)
-    return out
-
-
-def _flag_map() -> dict[str, str]:
-    """--flag-name -> dotted config path, for every leaf (short form only where unambiguous)."""
-    paths = _leaf_paths(Config)
-    m: dict[str, str] = {p: p for p in paths}
-    leaves: dict[str, list[str]] = {}
-    for p in paths:
-        leaves.setdefault(p.rsplit(".", 1)[-1], []).append(p)
-    for leaf, ps in leaves.items():
-        if len(ps) == 1:
-            m[leaf] = ps[0]
-    m["private"] = "data.private"
-    m["q"] = "wasp.q"
-    m["rounds"] = "wasp.rounds"
-    return m
-
-
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    flags = _flag_map()
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if not a.startswith("--"):
-            raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
-        key, eq, val = a[2:].partition("=")
-        key_norm = key.replace("-", "_")
-        if key_norm not in flags:
-            import difflib
-
-            close = difflib.get_close_matches(key_norm, list(flags), n=1)
-            hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
-            raise ConfigError(f"unknown flag --{key}; {hint}`dpsynth init` writes a file listing every field")
-        if not eq:
-            if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise ConfigError(f"flag --{key} needs a value")
-            val = args[i + 1]
-            i += 1
-        path = flags[key_norm]
-        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
-        i += 1
-    return out
-
-
-def _parse_value(val: str, path: str = "value") -> Any:
-    """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
-
-    A number that overflows a float (``1.0e+400``) is an error, never infinity (config_base.ConfigLoader);
-    a text like ``1e400`` is refused by the field's own validation.
-    """
-    try:
-        return load_yaml(val)
-    except NumberOverflowError:
-        raise ConfigError(
-            f"{path}: the number is too large for a float (it would overflow to infinity); give a smaller "
-            "number, or write inf if you mean no limit"
-        ) from None
-    except yaml.YAMLError:
-        return val
-
-
-def _choices(annotation: Any) -> list[str]:
-    """The allowed values of a Literal field (also inside X | None), else []."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Literal:
-        return [str(a) for a in args]
-    return [c for a in args for c in _choices(a)]
-
-
-def _type_name(annotation: Any) -> str:
-    if _choices(annotation):
-        return "CHOICE"
-    names = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}
-    for t in (annotation, *typing.get_args(annotation)):
-        if t in names:
-            return names[t]
-    return "YAML"
-
-
-def flags_help(method: str | None = None) -> str:
-    """Every config field as a flag, grouped by section, with its type, default and choices.
-
-    Generated from the Config model, so the help cannot drift from what ``run`` accepts.  The short
-    flag is shown where it is unambiguous (the dotted path always works)."""
-    from dpsynth.config import SECTION_USERS
-
-    flags = _flag_map()
-    short: dict[str, str] = {}
-    for flag, path in flags.items():
-        if path not in short or len(flag) < len(short[path]):
-            short[path] = flag
-    cfg = Config()
-    blocks: list[str] = []
-    groups: list[tuple[str, type[BaseModel], BaseModel]] = [("general", Config, cfg)]
-    for name in Config.model_fields:
-        if name in _SECTIONS:
-            users = SECTION_USERS.get(name, ())
-            if method is None or method in users:
-                groups.append((name, type(getattr(cfg, name)), getattr(cfg, name)))
-    for group, model, values in groups:
-        title = group if group == "general" else f"{group} (used by {', '.join(SECTION_USERS.get(group, ()))})"
-        rows = [title + ":"]
-        for fname, f in model.model_fields.items():
-            if group == "general" and fname in _SECTIONS:
-                continue
-            path = fname if group == "general" else f"{group}.{fname}"
-            flag = "--" + short.get(path, path).replace("_", "-")
-            default = getattr(values, fname)
-            shown = "see docs" if isinstance(default, (list, dict, BaseModel)) and default else repr(default)
-            choices = _choices(f.annotation)
-            extra = f" one of: {', '.join(choices)}." if choices else ""
-            text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()
-            rows.extend(textwrap.wrap(text, width=78, initial_indent="  ", subsequent_indent="      "))
-        blocks.append("\n".join(rows))
-    return "\n\n".join(blocks)
-
 
 def _run_help() -> str:
     return (
@@ -219,7 +91,7 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
 
     global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
-    overrides = parse_overrides(args)
+    overrides = parse_overrides(args, method or _method_hint(args, config, resume))
     if method is not None:
         if overrides.get("method", method) != method:
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
@@ -246,6 +118,28 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
     )
+
+
+def _method_hint(args: list[str], config: str | None, resume: bool) -> str | None:
+    """The method a run will use, as far as it can be told before the config is validated: --method, else
+    the config file's, else (with --resume) the stored run's.  It decides flags such as --max-new-tokens."""
+    from pathlib import Path
+
+    given = _flag_value(args, "method")
+    if given:
+        return given
+    sources = [Path(config).expanduser()] if config else []
+    out = _flag_value(args, "out")
+    if resume and out:
+        sources.append(Path(out).expanduser() / "config.yaml")
+    for src in sources:
+        try:
+            raw = load_yaml(src.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # load_config or the resume reports it
+        if isinstance(raw, dict) and isinstance(raw.get("method"), str):
+            return str(raw["method"])
+    return None
 
 
 # (command, --out) of the run this process is doing, for the Ctrl-C message
@@ -311,52 +205,6 @@ def init(
         raise ConfigError(f"{p} already exists; pass --force to overwrite it")
     atomic_write_text(p, commented_default_config(method))
     typer.echo(f"wrote {p}; edit it, then run `dpsynth run {p}`")
-
-
-def commented_default_config(method: str | None = None) -> str:
-    """The default Config as YAML with each field's description (and choices) as a comment.
-
-    With ``method``: only the sections it reads, its own embedded defaults filled in (the IMDb label set
-    and task for the text methods), so the file shows what the run will really use."""
-    from dpsynth.config import SECTION_USERS
-    from dpsynth.data import IMDB_LABELS, IMDB_TASK
-
-    lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
-    if method == "aug-pe":  # one generator (the embedded Qwen), no judge
-        cfg = Config.model_validate(
-            {"method": method, "generators": [default_generators()[-1].model_dump()], "wasp": {"label_judge": None}}
-        )
-    else:
-        cfg = Config() if method is None else Config(method=method)
-    if method in ("wasp", "aug-pe", "zero-shot", "dp-finetune"):
-        cfg = cfg.model_copy(
-            update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
-        )
-    dump = cfg.model_dump(mode="json")
-    for name, f in Config.model_fields.items():
-        if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
-            continue
-        prompting_only = ("generators", "embedding_model", "embedding_batch_size")
-        if method not in (None, "wasp", "aug-pe", "zero-shot") and name in prompting_only:
-            continue
-        value = dump[name]
-        if f.description:
-            lines.append(f"# {f.description}")
-        if name in _SECTIONS:
-            sub = type(getattr(cfg, name))
-            lines.append(f"{name}:" if sub.model_fields else f"{name}: {{}}")
-            for sname, sf in sub.model_fields.items():
-                choices = _choices(sf.annotation)
-                listed = f" Choices: {', '.join(choices)}." if choices else ""
-                if sf.description or choices:
-                    lines.append(f"  # {sf.description or ''}{listed}")
-                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
-        elif name == "generators":
-            lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
-        else:
-            lines.append(yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1])
-        lines.append("")
-    return "\n".join(lines)
 
 
 @privacy_app.command("sigma", help="Noise sigma for T Gaussian releases to reach (epsilon, delta).")

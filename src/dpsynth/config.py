@@ -14,21 +14,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
-from dpsynth.config_base import NumberOverflowError, StrictModel, load_yaml, mark_text, set_dotted, yaml_problem
+from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is where callers look
+    ConfigValidationError,
+    NumberOverflowError,
+    StrictModel,
+    config_error_from_validation,
+    load_yaml,
+    mark_text,
+    yaml_problem,
+)
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig
 from dpsynth.errors import ConfigError
+from dpsynth.generators.models import QWEN25_CODER, canonical_model
 
 Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
+
+
 Backend = Literal["llamacpp", "openai", "transformers"]
+
+
 PromptFormat = Literal["chat", "completion"]
 
 
 # llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
 # context, the prompt included.  Small models shown L good and L poor examples otherwise copy them: on the
 # default demo's round-1 prompts it raised accepted outputs from 6/16 to 15/16 (Gemma-3-270M) and from
-# 2/16 to 12/16 (Qwen2.5-0.5B): bench/diag_copying.py, bench/results/copying.json.
+# 2/16 to 12/16 (Qwen2.5-Coder-0.5B): bench/diag_copying.py, bench/results/copying.json.
 DRY_SAMPLER: dict[str, Any] = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
 
 
@@ -40,7 +53,8 @@ class GeneratorConfig(StrictModel):
     model: str = Field(
         description=(
             "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
-            "qwen2.5-0.5b-instruct); openai: model id on the server; transformers: folder or hub id."
+            "qwen2.5-coder-0.5b-instruct; its former name qwen2.5-0.5b-instruct is accepted); openai: model id "
+            "on the server; transformers: folder or hub id."
         )
     )
     prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
@@ -66,6 +80,15 @@ class GeneratorConfig(StrictModel):
     device: str = Field("auto", description="transformers backend: cpu, cuda, auto.")
     batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
 
+    @model_validator(mode="after")
+    def _current_model_name(self) -> GeneratorConfig:
+        """An embedded model given by its former name (qwen2.5-0.5b-instruct) is recorded by its current one.
+
+        Not for the openai backend, whose ``model`` is whatever id the server serves under."""
+        if self.backend != "openai":
+            self.__dict__["model"] = canonical_model(self.model)
+        return self
+
     def sampler_fields(self) -> dict[str, Any]:
         """The extra request-body fields this generator sends (see extra_body)."""
         if self.extra_body is not None:
@@ -73,7 +96,19 @@ class GeneratorConfig(StrictModel):
         return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
 
 
-EMBEDDED_JUDGE = "qwen2.5-0.5b"  # the label judge of the embedded generator set (WaspConfig.label_judge)
+QWEN_CODER_GENERATOR = "qwen2.5-coder-0.5b"  # the embedded Qwen2.5-Coder-0.5B-Instruct's generator name
+
+
+EMBEDDED_JUDGE = QWEN_CODER_GENERATOR  # the label judge of the embedded generator set (WaspConfig.label_judge)
+# Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
+# journal and rounds.json), so only a reference to a generator that is not in the list is translated:
+# ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.
+
+
+# Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
+# journal and rounds.json), so only a reference to a generator that is not in the list is translated:
+# ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.
+GENERATOR_ALIASES: dict[str, str] = {"qwen2.5-0.5b": QWEN_CODER_GENERATOR}
 
 
 def default_generators() -> list[GeneratorConfig]:
@@ -81,8 +116,14 @@ def default_generators() -> list[GeneratorConfig]:
     return [
         GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
         GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
-        GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat"),
+        GeneratorConfig(name=QWEN_CODER_GENERATOR, model=QWEN25_CODER, prompt_format="chat"),
     ]
+
+
+def generator_named(name: str, generators: list[GeneratorConfig]) -> GeneratorConfig | None:
+    """The generator called ``name``, or by a former name of it (``GENERATOR_ALIASES``), or None."""
+    by_name = {g.name: g for g in generators}
+    return by_name.get(name) or by_name.get(GENERATOR_ALIASES.get(name, ""))
 
 
 class DataConfig(StrictModel):
@@ -127,8 +168,48 @@ class DataConfig(StrictModel):
         return v
 
     task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
-    m_private: int = Field(100, ge=1, description="embedded datasets only: how many private records to draw.")
+    n_private: int = Field(
+        100,
+        ge=1,
+        validation_alias=AliasChoices("n_private", "m_private"),
+        description="embedded datasets only: how many private records to draw (M in the papers; alias m_private).",
+    )
     seed: int = Field(0, description="embedded datasets only: seed of the private draw.")
+    label_type: Literal["auto", "int", "str"] = Field(
+        "auto",
+        description=(
+            "Type of the output's label column (wasp, aug-pe, zero-shot, dp-finetune). auto: int when every "
+            "declared label is an integer (0, 1, ...) "
+            "unless the input's schema (Parquet, HF dataset, DataFrame dtype) declares the column as text; "
+            "str: always text. Never read from the records themselves."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _label_type(self) -> DataConfig:
+        if self.label_type == "int" and self.labels and not all(_is_integer(k) for k in self.labels):
+            raise ValueError(
+                f"data.label_type: int needs integer labels, but data.labels declares {sorted(self.labels)}; "
+                "use str or auto"
+            )
+        return self
+
+    @property
+    def m_private(self) -> int:
+        """Former name of ``n_private``."""
+        return self.n_private
+
+    @m_private.setter
+    def m_private(self, value: int) -> None:
+        self.n_private = value
+
+
+def _is_integer(label: str) -> bool:
+    """'0', '-3' are integer labels; '01', '1.5', 'pos' are not (see data.is_integer_label)."""
+    try:
+        return str(int(label)) == label
+    except ValueError:
+        return False
 
 
 class PrivacyConfig(StrictModel):
@@ -189,7 +270,13 @@ class WaspConfig(StrictModel):
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
     class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
-    max_tokens: int = Field(64, ge=8, le=2048)
+    max_new_tokens: int = Field(
+        64,
+        ge=8,
+        le=2048,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Tokens generated per sample, at most (alias max_tokens).",
+    )
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
@@ -214,6 +301,15 @@ class WaspConfig(StrictModel):
         ),
     )
 
+    @property
+    def max_tokens(self) -> int:
+        """Former name of ``max_new_tokens``."""
+        return self.max_new_tokens
+
+    @max_tokens.setter
+    def max_tokens(self, value: int) -> None:
+        self.max_new_tokens = value
+
 
 # Which methods read each config section (a flag of another method's section is refused, see section_fits)
 SECTION_USERS: dict[str, tuple[str, ...]] = {
@@ -235,6 +331,10 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
         if "." in p and users is not None and method not in users:
             out.append((p, users))
     return out
+
+
+# Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
+# beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.
 
 
 # Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
@@ -267,7 +367,7 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _embedded_judge(self) -> Config:
-        """With the embedded generators (no ``generators`` given) Qwen2.5-0.5B also judges labels.
+        """With the embedded generators (no ``generators`` given) Qwen2.5-Coder-0.5B also judges labels.
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
         cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
@@ -286,6 +386,13 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> Config:
         names = [g.name for g in self.generators]
+        judge = self.wasp.label_judge
+        if judge is not None and judge not in names:
+            named = generator_named(judge, self.generators)
+            if named is not None:  # a former generator name (qwen2.5-0.5b): the generator it now stands for
+                wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
+                wasp.__dict__["label_judge"] = named.name
+                self.__dict__["wasp"] = wasp
         if not names:
             raise ValueError("generators: at least one generator is needed")
         if len(set(names)) != len(names):
@@ -344,3 +451,46 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     return Config.model_validate(raw)  # raises a one-line ConfigError
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (a dotted path) in the raw mapping ``d``; a field's other names (aliases) are removed from it,
+    so that ``wasp.max_new_tokens`` given as a flag replaces ``max_tokens`` read from a file or a run's config."""
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{key}: cannot set a field inside {p}, which is not a section")
+        d = nxt
+    section = parts[0] if len(parts) > 1 else ""
+    leaf = field_aliases(section).get(parts[-1], parts[-1])
+    for name in field_names(section).get(leaf, (leaf,)):
+        d.pop(name, None)
+    d[leaf] = value
+
+
+def field_aliases(section: str = "") -> dict[str, str]:
+    """Former names of the fields of a config section ('' = the top level) -> their current names."""
+    model = _section_model(section)
+    out: dict[str, str] = {}
+    for name, f in (model.model_fields.items() if model is not None else ()):
+        if isinstance(f.validation_alias, AliasChoices):
+            for alias in f.validation_alias.choices:
+                if isinstance(alias, str) and alias != name:
+                    out[alias] = name
+    return out
+
+
+def field_names(section: str = "") -> dict[str, tuple[str, ...]]:
+    """Current field name -> every name it is accepted under (itself first), for fields that have aliases."""
+    out: dict[str, list[str]] = {}
+    for alias, name in field_aliases(section).items():
+        out.setdefault(name, [name]).append(alias)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _section_model(section: str) -> type[BaseModel] | None:
+    if not section:
+        return Config
+    ann = Config.model_fields[section].annotation if section in Config.model_fields else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None

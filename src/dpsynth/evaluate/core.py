@@ -102,7 +102,7 @@ def evaluate(
     reference_zero_shot: a zero-shot synthetic set (run directory or file, same columns as
     ``synthetic``) on which the headline classifier is also trained, as a reference point.
     reference_real: for runs on an embedded dataset, also train it on real samples of the private set's
-    size (``data.m_private``) drawn from its pool, never the run's own draw nor the test split.
+    size (``data.n_private``) drawn from its pool, never the run's own draw nor the test split.
     synthetic_embeddings / test_embeddings: precomputed (n, d) arrays, row-aligned with the texts
     (after records with an empty text are dropped); skip embedding entirely.
     cache_dir: where public embeddings (test set, embedded pool) are cached (default ``~/.cache/dpsynth/eval``).
@@ -207,7 +207,7 @@ def evaluate(
     references: list[dict[str, Any]] = []
     fid_reference: dict[str, Any] | None = None
     if pool is not None:
-        m = int(run_data_config(run_cfg).get("m_private") or 0)
+        m = int(run_data_config(run_cfg).get("n_private") or 0)
         n_fid = len(syn) if fidelity_metrics and len(syn) <= min(FID_REFERENCE_MAX, len(pool)) else 0
         assert embedded is not None
         say(

@@ -174,6 +174,7 @@ def _finetune(
     from transformers import AutoModel, AutoTokenizer
 
     from dpsynth.embeddings import resolve_embedding_model
+    from dpsynth.quiet import quiet_model_loading
 
     t0 = time.perf_counter()
     path = resolve_embedding_model(cfg.model)
@@ -188,7 +189,8 @@ def _finetune(
     for seed in seeds:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        encoder = AutoModel.from_pretrained(path)
+        with quiet_model_loading():  # no "Loading weights" bar per seed
+            encoder = AutoModel.from_pretrained(path)
         head = torch.nn.Linear(encoder.config.hidden_size, len(classes))
         drop = torch.nn.Dropout(cfg.dropout)
         steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)

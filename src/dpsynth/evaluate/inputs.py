@@ -64,7 +64,11 @@ def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
 def run_data_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` section of a run's config ({} when absent or malformed)."""
     data = cfg.get("data")
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if "n_private" not in data and "m_private" in data:  # a run's config.yaml from before the rename
+        data = {**data, "n_private": data["m_private"]}
+    return data
 
 
 def used_embedded_dataset(cfg: dict[str, Any]) -> EmbeddedDataset | None:

@@ -61,12 +61,12 @@ def reference_pool(embedded: EmbeddedDataset, run_cfg: dict[str, Any], test: Lab
 
     data = run_data_config(run_cfg)
     try:
-        m = int(data.get("m_private") or 0)
+        m = int(data.get("n_private") or 0)
         seed = int(data.get("seed") or 0)
     except (TypeError, ValueError):
-        return None, "config.yaml data.m_private / data.seed are not integers"
+        return None, "config.yaml data.n_private / data.seed are not integers"
     if m < 2:
-        return None, "config.yaml does not give the private set's size (data.m_private)"
+        return None, "config.yaml does not give the private set's size (data.n_private)"
     try:
         pool, _ = embedded.split()
         private = set(embedded.private(m, seed)["text"])
@@ -77,7 +77,7 @@ def reference_pool(embedded: EmbeddedDataset, run_cfg: dict[str, Any], test: Lab
     if not pool_labels <= set(test.labels):
         return None, f"the {embedded.title} labels do not occur in the test set"
     if m > len(pool):
-        return None, f"data.m_private = {m} is larger than the {embedded.title} pool"
+        return None, f"data.n_private = {m} is larger than the {embedded.title} pool"
     return pool, None
 
 

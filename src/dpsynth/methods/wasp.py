@@ -154,6 +154,7 @@ class WaspRun:
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[Sample]:
         self._run_started, self._samples0 = time.monotonic(), len(self.samples)
+        self.progress.run_bar(self.config.n_synthetic, len(self.samples))
         sizes = self.round_sizes()
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
@@ -298,7 +299,7 @@ class WaspRun:
                 g: PromptBuilder(
                     self.config.data.task,
                     formats.get(g, "chat"),
-                    max_tokens=self.w.max_tokens,
+                    max_tokens=self.w.max_new_tokens,
                     temperature=self.w.temperature,
                     top_p=self.w.top_p,
                     example_chars=self.w.example_chars,
@@ -397,16 +398,35 @@ class WaspRun:
         return kept
 
     def _show_progress(self, g: str, t: int) -> None:
+        """The round's bar (tokens/s, epsilon, the label judge's and the clean-up's rejections so far) and the
+        whole run's (samples/s, ETA).  Counts and rates only: never a text or a pre-noise statistic."""
         done = sum(1 for s in self.samples if s.round == t)
         elapsed = max(time.monotonic() - self._round_started, 1e-6)
         toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
         eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
-        self.progress.update(
+        self.progress.update_run(len(self.samples), self.config.n_synthetic, self._run_rate())  # first: the
+        self.progress.update(  # phase's update writes the plain line, with the run's counters beside it
             f"{self._round_label} · {g}",
             done,
             self._round_total,
-            f"{toks / elapsed:.0f} tok/s · {self._run_rate()} · {eps}",
+            " · ".join([f"{toks / elapsed:.0f} tok/s", eps, *self._rejections()]),
         )
+
+    def _rejections(self) -> list[str]:
+        """This round's rejected outputs so far, each re-asked: by the label judge (another label; 'unsure'
+        answers keep the sample) and by the clean-up (unusable, duplicate, a copy of a prompt example)."""
+        n: Counter[str] = Counter()
+        for outcome in self._outcomes.values():
+            n.update(outcome)
+        parts = []
+        if self.w.label_judge is not None:
+            judged = n["accepted"] + n["wrong_label"]  # every candidate that passed the clean-up was judged
+            unsure = f" ({n['judge_unsure']} unsure)" if n["judge_unsure"] else ""
+            parts.append(f"judge re-asked {n['wrong_label']}/{judged}{unsure}")
+        dropped = n["unusable"] + n["duplicate"] + n["copies_example"]
+        if dropped:
+            parts.append(f"{dropped} dropped")
+        return parts
 
     def _run_rate(self) -> str:
         """Samples per second since this process started the run, and the ETA of the whole run from it."""
@@ -417,7 +437,7 @@ class WaspRun:
         rate = made / elapsed
         left = max(self.config.n_synthetic - len(self.samples), 0) / rate
         eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
-        return f"{rate:.2f} samples/s · run ETA {eta}"
+        return f"{rate:.2f} samples/s · ETA {eta}"
 
     def _generate_round(self, plan: RoundPlan, population: Sequence[Sample] = (), *, expansion: bool = False) -> None:
         t = plan.round

@@ -1,0 +1,260 @@
+"""The config model as CLI flags and as a commented YAML file, generated from ``dpsynth.config``.
+
+Every config field is a flag: its dotted path (``--privacy.epsilon 2``) or, where the leaf name is
+unambiguous, the leaf (``--epsilon 2``); values are YAML.  ``flags_help`` lists them for ``run --help``
+and ``commented_default_config`` writes ``dpsynth init``'s file, so neither can drift from what ``run``
+accepts.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from dpsynth.config import Config, NumberOverflowError, default_generators, load_yaml
+from dpsynth.errors import ConfigError
+
+_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
+
+
+def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if name in _SECTIONS and isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _leaf_paths(ann, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def _named_paths() -> dict[str, list[str]]:
+    """Every name a leaf is accepted under (its field name and former names, e.g. max_tokens) -> its paths."""
+    from dpsynth.config import field_aliases
+
+    names: dict[str, list[str]] = {}
+    for p in _leaf_paths(Config):
+        section, _, leaf = p.rpartition(".")
+        names.setdefault(leaf, []).append(p)
+        for alias, name in field_aliases(section).items():
+            if name == leaf:
+                names.setdefault(alias, []).append(p)
+    return names
+
+
+def _flag_map() -> dict[str, str]:
+    """--flag-name -> dotted config path, for every leaf (short form only where unambiguous).
+
+    A field's former names (``wasp.max_tokens`` for ``wasp.max_new_tokens``, ``m_private`` for
+    ``data.n_private``) are flags too.  A short name shared by sections that no method reads together
+    (``--max-new-tokens``: wasp and finetune) is resolved by the method, see ``_by_method_flags``."""
+    from dpsynth.config import field_aliases
+
+    paths = _leaf_paths(Config)
+    m: dict[str, str] = {p: p for p in paths}
+    for section in ("", *sorted(_SECTIONS)):
+        prefix = f"{section}." if section else ""
+        for alias, name in field_aliases(section).items():
+            m.setdefault(prefix + alias, prefix + name)
+    for leaf, ps in _named_paths().items():
+        if len(ps) == 1:
+            m.setdefault(leaf, ps[0])
+    m["private"] = "data.private"
+    m["q"] = "wasp.q"
+    m["rounds"] = "wasp.rounds"
+    return m
+
+
+def _by_method_flags() -> dict[str, list[str]]:
+    """Short flags shared by sections that no method reads together -> their paths (the method picks one).
+
+    ``--max-new-tokens``, ``--temperature`` and ``--top-p`` are settings of both wasp (the prompting methods)
+    and finetune (dp-finetune, knowledgesg): the one of the run's --method is meant."""
+    from dpsynth.config import SECTION_USERS
+
+    flags = _flag_map()
+    out: dict[str, list[str]] = {}
+    for leaf, ps in _named_paths().items():
+        if leaf in flags or len(ps) < 2 or any("." not in p for p in ps):
+            continue
+        users = [set(SECTION_USERS.get(p.split(".", 1)[0], ())) for p in ps]
+        if all(not (a & b) for i, a in enumerate(users) for b in users[i + 1 :]):
+            out[leaf] = ps
+    return out
+
+
+def _flag_value(args: list[str], name: str) -> str | None:
+    """The value given to ``--name`` in ``args`` (either ``--name V`` or ``--name=V``), or None."""
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any]:
+    """``--FIELD VALUE`` flags -> {dotted path: value}.  ``method`` resolves a flag shared by wasp and finetune
+    (``--max-new-tokens``); without it, the ``--method`` among ``args``, else the default method, decides."""
+    from dpsynth.config import SECTION_USERS
+
+    flags = _flag_map()
+    by_method = _by_method_flags()
+    method = method or _flag_value(args, "method") or str(Config.model_fields["method"].default)
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
+        key, eq, val = a[2:].partition("=")
+        key_norm = key.replace("-", "_")
+        if key_norm not in flags and key_norm not in by_method:
+            import difflib
+
+            close = difflib.get_close_matches(key_norm, [*flags, *by_method], n=1)
+            hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
+            raise ConfigError(f"unknown flag --{key}; {hint}`dpsynth init` writes a file listing every field")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"flag --{key} needs a value")
+            val = args[i + 1]
+            i += 1
+        if key_norm in flags:
+            path = flags[key_norm]
+        else:  # the section the method reads; none: the first, which section_misfits then refuses by name
+            ps = by_method[key_norm]
+            path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
+        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
+        i += 1
+    return out
+
+
+def _parse_value(val: str, path: str = "value") -> Any:
+    """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
+
+    A number that overflows a float (``1.0e+400``) is an error, never infinity (config_base.ConfigLoader);
+    a text like ``1e400`` is refused by the field's own validation.
+    """
+    try:
+        return load_yaml(val)
+    except NumberOverflowError:
+        raise ConfigError(
+            f"{path}: the number is too large for a float (it would overflow to infinity); give a smaller "
+            "number, or write inf if you mean no limit"
+        ) from None
+    except yaml.YAMLError:
+        return val
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The allowed values of a Literal field (also inside X | None), else []."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in args]
+    return [c for a in args for c in _choices(a)]
+
+
+def _type_name(annotation: Any) -> str:
+    if _choices(annotation):
+        return "CHOICE"
+    names = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}
+    for t in (annotation, *typing.get_args(annotation)):
+        if t in names:
+            return names[t]
+    return "YAML"
+
+
+def flags_help(method: str | None = None) -> str:
+    """Every config field as a flag, grouped by section, with its type, default and choices.
+
+    Generated from the Config model, so the help cannot drift from what ``run`` accepts.  The short
+    flag is shown where it is unambiguous (the dotted path always works)."""
+    from dpsynth.config import SECTION_USERS, field_aliases
+
+    flags = _flag_map()
+    short: dict[str, str] = {}
+    for flag, path in flags.items():
+        section, _, leaf = path.rpartition(".")
+        if flag.rpartition(".")[2] in field_aliases(section) and flag.rpartition(".")[2] != leaf:
+            continue  # a former name: the help shows the current one
+        if path not in short or len(flag) < len(short[path]):
+            short[path] = flag
+    for leaf, ps in _by_method_flags().items():
+        for path in ps:
+            if path.rpartition(".")[2] == leaf:
+                short[path] = leaf
+    cfg = Config()
+    blocks: list[str] = []
+    groups: list[tuple[str, type[BaseModel], BaseModel]] = [("general", Config, cfg)]
+    for name in Config.model_fields:
+        if name in _SECTIONS:
+            users = SECTION_USERS.get(name, ())
+            if method is None or method in users:
+                groups.append((name, type(getattr(cfg, name)), getattr(cfg, name)))
+    for group, model, values in groups:
+        title = group if group == "general" else f"{group} (used by {', '.join(SECTION_USERS.get(group, ()))})"
+        rows = [title + ":"]
+        for fname, f in model.model_fields.items():
+            if group == "general" and fname in _SECTIONS:
+                continue
+            path = fname if group == "general" else f"{group}.{fname}"
+            flag = "--" + short.get(path, path).replace("_", "-")
+            default = getattr(values, fname)
+            shown = "see docs" if isinstance(default, (list, dict, BaseModel)) and default else repr(default)
+            choices = _choices(f.annotation)
+            extra = f" one of: {', '.join(choices)}." if choices else ""
+            text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()
+            rows.extend(textwrap.wrap(text, width=78, initial_indent="  ", subsequent_indent="      "))
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks)
+
+
+def commented_default_config(method: str | None = None) -> str:
+    """The default Config as YAML with each field's description (and choices) as a comment.
+
+    With ``method``: only the sections it reads, its own embedded defaults filled in (the IMDb label set
+    and task for the text methods), so the file shows what the run will really use."""
+    from dpsynth.config import SECTION_USERS
+    from dpsynth.data import IMDB_LABELS, IMDB_TASK
+
+    lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
+    if method == "aug-pe":  # one generator (the embedded Qwen), no judge
+        cfg = Config.model_validate(
+            {"method": method, "generators": [default_generators()[-1].model_dump()], "wasp": {"label_judge": None}}
+        )
+    else:
+        cfg = Config() if method is None else Config(method=method)
+    if method in ("wasp", "aug-pe", "zero-shot", "dp-finetune"):
+        cfg = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
+        )
+    dump = cfg.model_dump(mode="json")
+    for name, f in Config.model_fields.items():
+        if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
+            continue
+        prompting_only = ("generators", "embedding_model", "embedding_batch_size")
+        if method not in (None, "wasp", "aug-pe", "zero-shot") and name in prompting_only:
+            continue
+        value = dump[name]
+        if f.description:
+            lines.append(f"# {f.description}")
+        if name in _SECTIONS:
+            sub = type(getattr(cfg, name))
+            lines.append(f"{name}:" if sub.model_fields else f"{name}: {{}}")
+            for sname, sf in sub.model_fields.items():
+                choices = _choices(sf.annotation)
+                listed = f" Choices: {', '.join(choices)}." if choices else ""
+                if sf.description or choices:
+                    lines.append(f"  # {sf.description or ''}{listed}")
+                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
+        elif name == "generators":
+            lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
+        else:
+            lines.append(yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1])
+        lines.append("")
+    return "\n".join(lines)
