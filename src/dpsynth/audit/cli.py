@@ -61,6 +61,9 @@ def canaries_cmd(
         False, "--show-loss", help="Print the training loss (computed on the private set without noise: not DP)."
     ),
 ) -> None:
+    from dpsynth.extras import require
+
+    require("dpsynth audit canaries", "finetune")  # it DP-fine-tunes LoRA adapters (peft, opacus, gguf)
     from dpsynth.audit.canaries import AuditSettings, markdown_table, run_canary_audit
     from dpsynth.config import FinetuneConfig
 

@@ -259,6 +259,11 @@ def evaluate(
             m_res = fidelity.mauve_score(x_syn, x_test)
             fid_res.update(mauve=m_res["mauve"], mauve_star=m_res["mauve_star"], mauve_buckets=m_res["num_buckets"])
             fid_res["mauve_backend"] = m_res["backend"]
+            if m_res["backend"] != "mauve-text":
+                notes.append(
+                    "MAUVE: mauve-text is not installed, so the same algorithm ran on scikit-learn's k-means "
+                    "(last digits differ from faiss's); pip install 'dpsynth[eval]' for the reference implementation"
+                )
             if min(len(x_syn), len(x_test)) < MAUVE_MIN_SAMPLES:
                 warnings.append(
                     f"MAUVE from fewer than {MAUVE_MIN_SAMPLES} samples per side ({m_res['num_buckets']} k-means "

@@ -2,9 +2,9 @@
 
 * :func:`frechet_distance` - FID: Fréchet distance between the Gaussians fitted to the two sets.
 * :func:`precision_recall` - k-NN manifold precision and recall (Kynkäänniemi et al., NeurIPS 2019).
-* :func:`mauve_score` - MAUVE (Pillutla et al., 2021) on precomputed features, via ``mauve-text``;
-  if ``mauve-text`` or its ``faiss`` dependency cannot be imported, the same algorithm with
-  scikit-learn's k-means (the result says which backend ran).
+* :func:`mauve_score` - MAUVE (Pillutla et al., 2021) on precomputed features, via ``mauve-text`` (the
+  ``eval`` extra); if ``mauve-text`` or its ``faiss`` dependency cannot be imported, the same algorithm
+  with scikit-learn's k-means (the result says which backend ran).
 * :func:`text_stats` - length and vocabulary statistics; :func:`label_distribution`.
 * :func:`readings` - what FID, MAUVE and precision/recall say, in plain words, from the
   thresholds below.
@@ -135,7 +135,8 @@ def mauve_score(
     ``backend="auto"`` uses ``mauve.compute_mauve`` from ``mauve-text`` (PCA to 90 % variance,
     faiss k-means with n/10 buckets, 5 restarts, scaling factor 5), and falls back to
     :func:`mauve_fallback` (identical algorithm, scikit-learn k-means) when ``mauve-text`` or
-    ``faiss`` is not importable.  Returns ``{"mauve", "mauve_star", "num_buckets", "backend"}``.
+    ``faiss`` is not importable.  ``backend="mauve-text"`` insists on it: without it, a
+    ``MissingExtraError`` naming the ``eval`` extra.  Returns ``{"mauve", "mauve_star", "num_buckets", "backend"}``.
     """
     _check_pair(p_features, q_features)
     p = np.asarray(p_features, dtype=np.float32)
@@ -143,9 +144,12 @@ def mauve_score(
     if backend in ("auto", "mauve-text"):
         try:
             import mauve  # mauve-text; imports faiss at module import
-        except ImportError:
+        except ImportError as exc:
             if backend == "mauve-text":
-                raise
+                from dpsynth.extras import MissingExtraError
+
+                dist = {"mauve": "mauve-text", "faiss": "faiss-cpu"}.get(str(exc.name).split(".")[0], "mauve-text")
+                raise MissingExtraError("MAUVE with backend mauve-text", "eval", [dist]) from None
         else:
             out = mauve.compute_mauve(
                 p_features=p, q_features=q, seed=seed, num_buckets=num_buckets, verbose=False, **kwargs

@@ -20,6 +20,9 @@ def server_start(
     host: str | None = typer.Option(None, "--host", help="Override the config's host."),
     port: int | None = typer.Option(None, "--port", help="Override the config's port."),
 ) -> None:
+    from dpsynth.extras import require
+
+    require("dpsynth server start", "server")  # fastapi, uvicorn, gguf: server.py and serving.py import them
     from dpsynth.knowledgesg.server import load_server_config
     from dpsynth.knowledgesg.serving import serve
 
@@ -29,8 +32,7 @@ def server_start(
 @server_app.command("token", help="Make a new client token; prints it once and the line for server.yaml.")
 def server_token(client_id: str = typer.Argument(..., help="Client id (1 to 64 letters, digits, - and _).")) -> None:
     from dpsynth.errors import ConfigError
-    from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, valid_client_id
-    from dpsynth.knowledgesg.server import token_hash
+    from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, token_hash, valid_client_id
 
     # the server config applies the same rule: refuse here rather than print a line it would reject
     if not valid_client_id(client_id):

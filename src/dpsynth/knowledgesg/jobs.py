@@ -16,6 +16,7 @@ job or adapter; ids are checked against a strict pattern before they touch the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -48,6 +49,12 @@ def valid_client_id(value: str) -> bool:
     the token command checks it too, so it never prints a config line the server would then refuse.
     """
     return 0 < len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum()
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 (hex) of a client token: what server.yaml stores (here, not in server.py, so that
+    ``dpsynth server token`` runs without the server extra)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 class JobStore:

@@ -41,7 +41,7 @@ from dpsynth.config_base import StrictModel, config_error_from_validation
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
-from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, valid_client_id, valid_id
+from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, token_hash, valid_client_id, valid_id
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
 
 log = logging.getLogger("dpsynth.server")
@@ -114,10 +114,6 @@ def load_server_config(path: str | Path, overrides: dict[str, Any] | None = None
         return ServerConfig.model_validate(raw)
     except ValidationError as exc:
         raise config_error_from_validation(exc, ServerConfig) from None
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 class RequestRecorder:

@@ -10,6 +10,7 @@ from typing import Any
 
 from dpsynth.config import FinetuneConfig
 from dpsynth.errors import ConfigError, GeneratorError, ResumeError
+from dpsynth.extras import require
 
 # peft looks for a config.json next to the weights to see whether the vocabulary changed; a GGUF has none
 _NO_CONFIG_WARNING = "Could not find a config file"
@@ -36,10 +37,12 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise GeneratorError("finetune.model: dp-finetune needs `pip install transformers gguf`") from None
+        raise GeneratorError("finetune.model: dp-finetune needs `pip install transformers`") from None
     from transformers.utils import logging as hf_logging
 
     source, kwargs = model_source(model)
+    if "gguf_file" in kwargs:  # transformers de-quantises GGUF weights with the gguf package
+        require(f"loading the GGUF model {model} into PyTorch", "finetune", ["gguf"])
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # GGUF de-quantisation draws progress bars per load
     gguf_utils: Any = None

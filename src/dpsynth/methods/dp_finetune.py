@@ -36,6 +36,7 @@ from typing import Any
 from dpsynth.config import Config
 from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, load_private, notify_owner, warn_if_delta_large
 from dpsynth.errors import ConfigError, DataError, ResumeError
+from dpsynth.extras import require
 from dpsynth.io import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl_tolerant
 from dpsynth.lm import (
     Encoded,
@@ -83,6 +84,7 @@ class DpFinetuneMethod:
     """
 
     def __init__(self, config: Config, private: Any = None) -> None:
+        require("dp-finetune", "finetune")  # peft, opacus, gguf: before anything is read or loaded
         self.config = config
         self._private_source = private
         self.data: PrivateData | None = None

@@ -25,6 +25,7 @@ from typing import Any
 from dpsynth.config import Config
 from dpsynth.data import EMBEDDED_MEDMCQA, medmcqa_private, read_table, require_columns
 from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.extras import require
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE, JobSpec, LoraSpec, PromptSpec, format_record
@@ -43,6 +44,7 @@ class KnowledgeSGClientMethod:
     def __init__(self, config: Config, private: Any = None) -> None:
         from dpsynth.methods.dp_finetune import DpFinetuneMethod
 
+        require("the KnowledgeSG client (--method knowledgesg)", "finetune")  # it DP-fine-tunes locally
         ks = config.knowledgesg
         if not ks.server:
             raise ConfigError("knowledgesg.server: give the server URL, e.g. --server http://127.0.0.1:8088")

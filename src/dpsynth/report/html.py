@@ -447,8 +447,6 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     else:
         body.append('<p class="note">No config.yaml in this run directory.</p>')
     body.append("</section>")
-    if not plots.available():
-        body.append('<p class="note">Charts omitted: install matplotlib to include them.</p>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -2,8 +2,9 @@
 
 Each function returns an ``<svg ...>...</svg>`` string ready to embed in HTML: no XML prolog, no
 DOCTYPE, no metadata, no external reference, text kept as ``<text>`` (``svg.fonttype = none``),
-element ids salted per chart so several charts can share one page.  If matplotlib is not
-installed every function returns ``None`` and the report shows the tables only.
+element ids salted per chart so several charts can share one page.  matplotlib is in the ``eval``
+extra: without it every function returns a one-line note in place of its chart (:func:`omitted`), and
+the report shows the tables and those notes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def omitted(title: str) -> str:
+    """What stands where a chart would be when matplotlib is not installed."""
+    import html
+
+    return (
+        f'<p class="note">Chart omitted ({html.escape(title)}): matplotlib is not installed; '
+        "<code>pip install 'dpsynth[eval]'</code> adds the charts.</p>"
+    )
 
 
 def _label(s: object) -> str:
@@ -56,7 +67,7 @@ def _figure(width: float = 6.4, height: float = 3.2) -> Any:
 
 def _render(salt: str, title: str, draw: Callable[[Any], None], width: float = 6.4, height: float = 3.2) -> str | None:
     if not available():
-        return None
+        return omitted(title)
     import matplotlib
 
     with matplotlib.rc_context(
@@ -138,7 +149,7 @@ def bar_chart(
 def image_grid(salt: str, title: str, images: Any, labels: Any | None = None, columns: int = 10) -> str | None:
     """A grid of small grayscale images (e.g. PEARL's synthetic digits) as inline SVG."""
     if not available():
-        return None
+        return omitted(title)
     import matplotlib
     import numpy as np
 
