@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dpsynth.api  # noqa: E402
 import dpsynth.generators  # noqa: E402
+import dpsynth.methods.prompting  # noqa: E402
 from dpsynth.cli import main  # noqa: E402
 from dpsynth.run import ProgressReporter  # noqa: E402
 from tests.conftest import FakeEmbedder  # noqa: E402
@@ -37,6 +37,6 @@ def build(gc):  # type: ignore[no-untyped-def]
 
 
 dpsynth.generators.build_generator = build  # type: ignore[assignment]
-dpsynth.api.SentenceTransformerEmbedder = FakeSentenceEmbedder  # type: ignore[assignment,misc]
+dpsynth.methods.prompting.SentenceTransformerEmbedder = FakeSentenceEmbedder  # type: ignore[assignment,misc]
 ProgressReporter.LINE_INTERVAL = float(os.environ.get("PROGRESS_INTERVAL", "1.0"))
 main(sys.argv[1:])

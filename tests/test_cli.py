@@ -348,7 +348,7 @@ def _fake_cli_backends(monkeypatch: pytest.MonkeyPatch, crash_at: int | None) ->
         return Interrupting(gc.name, len(built), crash_at=crash_at if gc.name == "a" else None)
 
     monkeypatch.setattr("dpsynth.generators.build_generator", build)
-    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+    monkeypatch.setattr("dpsynth.methods.prompting.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
     return built
 
 
@@ -642,7 +642,7 @@ def _judge_cli_backends(monkeypatch: pytest.MonkeyPatch) -> None:
         return _FakeJudge(gc.name, 2) if gc.name == "j" else _Mislabeller(gc.name, 1)
 
     monkeypatch.setattr("dpsynth.generators.build_generator", build)
-    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
+    monkeypatch.setattr("dpsynth.methods.prompting.SentenceTransformerEmbedder", _FakeSentenceEmbedder)
 
 
 def _judge_run_args(private_csv: Path, out: Path) -> list[str]:

@@ -232,7 +232,7 @@ def test_cli_run_on_newsgroups(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     from dpsynth.cli import main
 
     monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: FakeGenerator(gc.name))
-    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", _SentenceEmbedder)
+    monkeypatch.setattr("dpsynth.methods.prompting.SentenceTransformerEmbedder", _SentenceEmbedder)
     out = tmp_path / "cli"
     main(
         [

@@ -157,7 +157,7 @@ def test_cli_sample(
     run = tmp_path / "run"
     dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
     monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: FakeGenerator(gc.name))
-    monkeypatch.setattr("dpsynth.api.SentenceTransformerEmbedder", lambda *a: FakeEmbedder())
+    monkeypatch.setattr("dpsynth.methods.prompting.SentenceTransformerEmbedder", lambda *a: FakeEmbedder())
     main(["sample", "--run", str(run), "--n", "12", "--quiet"])
     out = capsys.readouterr().out
     assert "wrote 72 synthetic records" in out and "12 added" in out and "unchanged" in out

@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
-    PRIVATE_TEXT_DOMAIN,
     LabelType,
-    PrivateData,
     in_memory_source,
     is_in_memory_source,
     is_integer_label,
-    load_private,
     output_label_type,
     to_hf_dataset,
     typed_labels,
-    warn_if_delta_large,
     write_table,
 )
-from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
+from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
 from dpsynth.methods.base import MethodRunner, resolve_defaults
-from dpsynth.methods.wasp import WaspRun, check_run, rounds_released
-from dpsynth.privacy.report import privacy_report, validate_report
+from dpsynth.methods.registry import METHODS, names_where
+from dpsynth.methods.wasp import rounds_released
+from dpsynth.privacy.report import validate_report
 from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
@@ -64,130 +62,21 @@ class SynthesisResult:
         return to_hf_dataset(self.records, self.labels)
 
 
-PROMPTING_METHODS = ("wasp", "aug-pe", "zero-shot")
+# The WASP family (wasp, aug-pe, zero-shot), from the registry: generators, an embedder, rounds of votes
+PROMPTING_METHODS = names_where("prompting")
 # Methods whose output label is a key of data.labels (pearl writes its columns by its own schema, knowledgesg
-# labels each pair with its domain)
-LABELLED_METHODS = (*PROMPTING_METHODS, "dp-finetune")
+# labels each pair with its domain): the prompting methods and dp-finetune
+LABELLED_METHODS = names_where("labelled")
 
 
 def label_type_of(config: Config, private: Any = None) -> LabelType | None:
     """The output's label type (None: the method labels its rows itself), from public facts only: the
     declared labels, data.label_type and the schema the input declares (``data.output_label_type``)."""
-    if config.method not in LABELLED_METHODS or not config.data.labels:
+    if not METHODS[config.method].labelled or not config.data.labels:
         return None
     d = config.data
     source = private if private is not None else d.private if config.uses_private_data else None
     return output_label_type(d.labels or {}, d.label_type, source, d.label_column)
-
-
-class PromptingMethod:
-    """WASP and its presets (Aug-PE, zero-shot): generators + embedder + DP vote."""
-
-    def __init__(
-        self,
-        config: Config,
-        private: Any,
-        generators: Mapping[str, Generator] | None,
-        embedder: Embedder | None,
-    ) -> None:
-        self.config = config
-        self._private_source = private
-        self._injected = generators
-        self.embedder = embedder
-        self.data: PrivateData | None = None
-        self.gens: dict[str, Generator] = {}
-        self._owned: list[Generator] = []
-        # False for a resume after the last vote (expansion, ``extend``): post-processing reads no private data
-        self.reads_private = config.uses_private_data
-
-    def prepare(self) -> None:
-        """Load and check the private data, check the run (label judge, noise plan), load the models.
-
-        Any failure closes the generators built so far: an in-process llama.cpp server left running
-        would keep the process from exiting.
-        """
-        try:
-            self._prepare()
-        except BaseException:
-            self.close()
-            raise
-
-    def _prepare(self) -> None:
-        config = self.config
-        if self.reads_private:
-            d = config.data
-            assert d.labels is not None
-            self.data = load_private(
-                self._private_source if self._private_source is not None else d.private,
-                d.text_column,
-                d.label_column,
-                d.labels,
-                d.encoding,
-                m_private=d.n_private,
-                seed=d.seed,
-            )
-            warn_if_delta_large(config.privacy.delta, len(self.data))
-        # what WaspRun would refuse inside the run directory, refused before it exists
-        names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
-        check_run(config, names)
-        if self.embedder is None:
-            embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
-            if self.reads_private:
-                embedder.load()  # a bad embedding_model fails now, not after the run directory exists
-            self.embedder = embedder
-        if self._injected is not None:
-            self.gens = dict(self._injected)
-            return
-        from dpsynth.generators import build_generator
-
-        for gc in config.generators:
-            self.gens[gc.name] = build_generator(gc)
-            self._owned.append(self.gens[gc.name])
-
-    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        config = self.config
-        embedder = self.embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
-        runner = WaspRun(config, run_dir, self.gens, embedder, self.data, reporter)
-        self.data = None  # the runner keeps only private embeddings, in memory
-        samples = runner.run()
-        assert config.data.labels is not None
-        rows = [s.as_row(config.data.labels) for s in samples]
-        expansion = runner.expansion_size
-        report = privacy_report(
-            runner.ledger,
-            method=config.method,
-            public_inputs={
-                "labels": config.data.labels,
-                "task": config.data.task,
-                "generators": list(self.gens),
-                "embedding_model": config.embedding_model,
-                "n_synthetic": config.n_synthetic,
-            },
-            post_processing=[
-                "generator weights, class shares and good/bad example pools from the noisy votes only",
-                "all prompts contain only public text (task, label names) and synthetic samples",
-                *(
-                    [
-                        f"{expansion} of the {len(rows)} samples (round {runner.rounds_total + 1}) were generated "
-                        "after the last vote from its released results only"
-                    ]
-                    if expansion > 0
-                    else []
-                ),
-            ],
-            never_written="private texts, private embeddings, pre-noise vote histograms",
-            domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
-        )
-        return rows, report
-
-    def close(self) -> None:
-        """Close every generator this method built, even when one of them fails to close."""
-        owned, self._owned = self._owned, []
-        for g in owned:
-            try:
-                g.close()
-            except Exception as exc:  # noqa: BLE001 - the others must still be closed
-                log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
 
 
 def make_method(
@@ -197,24 +86,18 @@ def make_method(
     embedder: Embedder | None = None,
     resume_dir: RunDir | None = None,
 ) -> MethodRunner:
-    if config.method in PROMPTING_METHODS:
-        method = PromptingMethod(resolve_defaults(config), private, generators, embedder)
+    """The runner of ``config.method``, imported by its registry path (methods/registry.py) only now."""
+    spec = METHODS.get(config.method)
+    if spec is None:
+        raise ConfigError(f"method: {config.method!r} is not available in this version")
+    module, _, name = spec.runner.partition(":")
+    runner = getattr(importlib.import_module(module), name)
+    if spec.prompting:
+        method = runner(resolve_defaults(config), private, generators, embedder)
         if resume_dir is not None and config.uses_private_data:
             method.reads_private = not rounds_released(method.config, resume_dir)
-        return method
-    if config.method == "dp-finetune":
-        from dpsynth.methods.dp_finetune import DpFinetuneMethod
-
-        return DpFinetuneMethod(config, private)
-    if config.method == "pearl":
-        from dpsynth.methods.pearl import PearlMethod
-
-        return PearlMethod(config, private)
-    if config.method == "knowledgesg":
-        from dpsynth.methods.knowledgesg import KnowledgeSGClientMethod
-
-        return KnowledgeSGClientMethod(config, private)
-    raise ConfigError(f"method: {config.method!r} is not available in this version")
+        return cast(MethodRunner, method)
+    return cast(MethodRunner, runner(config, private))
 
 
 def default_out(method: str) -> str:
@@ -394,6 +277,6 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
 def _csv_label_type(config: Config) -> LabelType | None:
     """The label type of a finished run's CSV output as it can be told without the input: the declaration."""
     labels = config.data.labels or {}
-    if config.method not in LABELLED_METHODS or not labels or config.data.label_type == "str":
+    if not METHODS[config.method].labelled or not labels or config.data.label_type == "str":
         return None
     return "int" if all(is_integer_label(k) for k in labels) else None

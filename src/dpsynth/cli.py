@@ -190,8 +190,7 @@ def init(
     path: str = typer.Argument("dpsynth.yaml"),
     force: bool = typer.Option(False, "--force"),
     method: str | None = typer.Option(
-        None, "--method", help="Only the sections this method reads: wasp, aug-pe, zero-shot, dp-finetune, pearl, "
-        "knowledgesg."
+        None, "--method", help=f"Only the sections this method reads: {', '.join(typing.get_args(Method))}."
     ),
 ) -> None:
     from pathlib import Path

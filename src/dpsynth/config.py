@@ -28,7 +28,10 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
+from dpsynth.methods.registry import METHODS, names_where, section_users
 
+# The registered methods (methods/registry.py), as a Literal for pydantic, mypy and the CLI's choices;
+# tests/test_registry.py checks it lists exactly the registry's names, in its order.
 Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
 
 
@@ -311,15 +314,10 @@ class WaspConfig(StrictModel):
         self.max_new_tokens = value
 
 
-# Which methods read each config section (a flag of another method's section is refused, see section_fits)
-SECTION_USERS: dict[str, tuple[str, ...]] = {
-    "data": ("wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"),
-    "privacy": ("wasp", "aug-pe", "dp-finetune", "pearl", "knowledgesg"),
-    "wasp": ("wasp", "aug-pe", "zero-shot"),
-    "finetune": ("dp-finetune", "knowledgesg"),
-    "pearl": ("pearl",),
-    "knowledgesg": ("knowledgesg",),
-}
+# Which methods read each config section (a flag of another method's section is refused, see section_misfits),
+# from the registry: {"data": (every method), "privacy": (all but zero-shot), "wasp": (wasp, aug-pe, zero-shot),
+# "finetune": (dp-finetune, knowledgesg), "pearl": (pearl,), "knowledgesg": (knowledgesg,)}
+SECTION_USERS: dict[str, tuple[str, ...]] = section_users()
 
 
 def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -334,12 +332,8 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
 
 
 # Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
-# beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.
-
-
-# Methods whose vote can be released without noise (epsilon = inf), as the WASP and Aug-PE papers report
-# beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.
-NON_PRIVATE_OK = ("wasp", "aug-pe")
+# beside their DP rows.  DP-SGD, the PEARL sketch and KnowledgeSG always add noise.  From the registry.
+NON_PRIVATE_OK: tuple[str, ...] = names_where("non_private_ok")
 
 
 class Config(StrictModel):
@@ -393,21 +387,8 @@ class Config(StrictModel):
                 wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
                 wasp.__dict__["label_judge"] = named.name
                 self.__dict__["wasp"] = wasp
-        if not names:
-            raise ValueError("generators: at least one generator is needed")
-        if len(set(names)) != len(names):
-            raise ValueError(f"generators: names must be unique, got {names}")
-        if self.method == "aug-pe" and len(self.generators) != 1:
-            raise ValueError("generators: aug-pe uses exactly one generator; keep one entry or use --method wasp")
-        judge = self.wasp.label_judge
-        if judge is not None:
-            by_name = {g.name: g for g in self.generators}
-            if judge not in by_name:
-                raise ValueError(f"wasp.label_judge: {judge!r} is not one of the generators {names}")
-            if by_name[judge].prompt_format != "chat":
-                raise ValueError(
-                    f"wasp.label_judge: {judge!r} is a completion (base) model; the judge must be a chat model"
-                )
+        for check in METHODS[self.method].checks:  # each method's own validation, for it only
+            check(self)
         if not self.privacy.is_private and self.method not in NON_PRIVATE_OK:
             raise ValueError(
                 f"privacy.epsilon: inf (no noise) is a research baseline of {' and '.join(NON_PRIVATE_OK)} only; "
@@ -417,14 +398,13 @@ class Config(StrictModel):
 
     def effective_wasp(self) -> WaspConfig:
         """The algorithm settings after applying the method preset (docs/wasp.md, Presets)."""
-        w = self.wasp.model_copy()
-        if self.method == "aug-pe":
-            w = w.model_copy(update=dict(q=1, use_far=False, contrastive=False, weighting=False, variation="rephrase"))
-        return w
+        preset = METHODS[self.method].preset
+        return self.wasp.model_copy(update=dict(preset)) if preset else self.wasp.model_copy()
 
     @property
     def uses_private_data(self) -> bool:
-        return self.method != "zero-shot"
+        """False for a method that never reads the private data (zero-shot)."""
+        return METHODS[self.method].reads_private
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

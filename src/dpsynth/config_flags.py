@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, NumberOverflowError, default_generators, load_yaml
+from dpsynth.config import SECTION_USERS, Config, NumberOverflowError, default_generators, load_yaml
 from dpsynth.errors import ConfigError
+from dpsynth.methods.registry import METHODS
 
-_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
+_SECTIONS = set(SECTION_USERS)  # the config sections some method reads (methods/registry.py)
 
 
 def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -74,7 +75,6 @@ def _by_method_flags() -> dict[str, list[str]]:
 
     ``--max-new-tokens``, ``--temperature`` and ``--top-p`` are settings of both wasp (the prompting methods)
     and finetune (dp-finetune, knowledgesg): the one of the run's --method is meant."""
-    from dpsynth.config import SECTION_USERS
 
     flags = _flag_map()
     out: dict[str, list[str]] = {}
@@ -100,7 +100,6 @@ def _flag_value(args: list[str], name: str) -> str | None:
 def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any]:
     """``--FIELD VALUE`` flags -> {dotted path: value}.  ``method`` resolves a flag shared by wasp and finetune
     (``--max-new-tokens``); without it, the ``--method`` among ``args``, else the default method, decides."""
-    from dpsynth.config import SECTION_USERS
 
     flags = _flag_map()
     by_method = _by_method_flags()
@@ -174,7 +173,7 @@ def flags_help(method: str | None = None) -> str:
 
     Generated from the Config model, so the help cannot drift from what ``run`` accepts.  The short
     flag is shown where it is unambiguous (the dotted path always works)."""
-    from dpsynth.config import SECTION_USERS, field_aliases
+    from dpsynth.config import field_aliases
 
     flags = _flag_map()
     short: dict[str, str] = {}
@@ -219,7 +218,6 @@ def commented_default_config(method: str | None = None) -> str:
 
     With ``method``: only the sections it reads, its own embedded defaults filled in (the IMDb label set
     and task for the text methods), so the file shows what the run will really use."""
-    from dpsynth.config import SECTION_USERS
     from dpsynth.data import IMDB_LABELS, IMDB_TASK
 
     lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
@@ -229,7 +227,7 @@ def commented_default_config(method: str | None = None) -> str:
         )
     else:
         cfg = Config() if method is None else Config(method=method)
-    if method in ("wasp", "aug-pe", "zero-shot", "dp-finetune"):
+    if method in METHODS and METHODS[method].labelled:
         cfg = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
         )
@@ -238,7 +236,7 @@ def commented_default_config(method: str | None = None) -> str:
         if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
             continue
         prompting_only = ("generators", "embedding_model", "embedding_batch_size")
-        if method not in (None, "wasp", "aug-pe", "zero-shot") and name in prompting_only:
+        if method in METHODS and not METHODS[method].prompting and name in prompting_only:
             continue
         value = dump[name]
         if f.description:

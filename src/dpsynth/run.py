@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import Config, load_yaml, set_dotted
+from dpsynth.config import SECTION_USERS, Config, load_yaml, set_dotted
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
@@ -213,7 +213,7 @@ def explicit_fields(config: Config) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = {"data", "privacy", "wasp", "finetune", "pearl", "knowledgesg"}
+_SECTIONS = set(SECTION_USERS)  # the config sections (methods/registry.py)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:

@@ -1,1 +1,1 @@
-"""Synthesis methods.  WASP; Aug-PE and zero-shot are configurations of it (docs/wasp.md)."""
+"""Synthesis methods, listed in ``registry.py``.  WASP; Aug-PE and zero-shot are configurations of it (docs/wasp.md)."""

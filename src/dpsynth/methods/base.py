@@ -15,8 +15,9 @@ from dpsynth.errors import ConfigError
 from dpsynth.run import ProgressReporter, RunDir
 
 
-def resolve_defaults(config: Config) -> Config:
-    """Fill the embedded dataset's public label set and task, and check labels are declared."""
+def resolve_labels(config: Config) -> Config:
+    """Fill the embedded dataset's public label set and task, and check labels are declared (every labelled
+    method: the prompting methods and dp-finetune)."""
     data = config.data
     embedded = embedded_dataset(data.private)
     if embedded is not None:
@@ -36,6 +37,14 @@ def resolve_defaults(config: Config) -> Config:
     n_classes = len(config.data.labels)
     if config.n_synthetic < n_classes:
         raise ConfigError(f"n_synthetic: {config.n_synthetic} is smaller than the {n_classes} classes")
+    return config
+
+
+def resolve_defaults(config: Config) -> Config:
+    """``resolve_labels``, then the prompting methods' own checks: the rounds' population and size."""
+    config = resolve_labels(config)
+    assert config.data.labels is not None
+    n_classes = len(config.data.labels)
     w = config.effective_wasp()
     if w.population is not None and w.population > config.n_synthetic:
         raise ConfigError(

@@ -52,7 +52,7 @@ from dpsynth.lm import (
     save_adapter,
     train,
 )
-from dpsynth.methods.base import resolve_defaults
+from dpsynth.methods.base import resolve_labels
 from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
@@ -99,10 +99,8 @@ class DpFinetuneMethod:
 
     # -------------------------------------------------------------- prepare
     def prepare(self) -> None:
-        # resolve_defaults fills the embedded dataset's labels and checks they are declared; its
-        # round-count check is WASP's, so it runs on a copy that does not claim to read private data.
-        cfg = resolve_defaults(self.config.model_copy(update={"method": "zero-shot"}))
-        self.config = cfg.model_copy(update={"method": self.config.method})
+        # the embedded dataset's labels and task, and a declared label set (WASP's round checks are not ours)
+        self.config = resolve_labels(self.config)
         config = self.config
         ft = config.finetune
         d = config.data

@@ -1,0 +1,132 @@
+"""The runner of the prompting methods, WASP and its presets Aug-PE and zero-shot (docs/wasp.md).
+
+``api.make_method`` builds it (registry path ``dpsynth.methods.prompting:PromptingMethod``) with the
+config's defaults resolved (``methods.base.resolve_defaults``) and, on a resume, whether the votes are
+already released (then it reads no private data).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from dpsynth.config import Config
+from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, load_private, warn_if_delta_large
+from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
+from dpsynth.generators.base import Generator
+from dpsynth.methods.wasp import WaspRun, check_run
+from dpsynth.privacy.report import privacy_report
+from dpsynth.run import ProgressReporter, RunDir
+
+log = logging.getLogger("dpsynth")
+
+
+class PromptingMethod:
+    """WASP and its presets (Aug-PE, zero-shot): generators + embedder + DP vote."""
+
+    def __init__(
+        self,
+        config: Config,
+        private: Any,
+        generators: Mapping[str, Generator] | None,
+        embedder: Embedder | None,
+    ) -> None:
+        self.config = config
+        self._private_source = private
+        self._injected = generators
+        self.embedder = embedder
+        self.data: PrivateData | None = None
+        self.gens: dict[str, Generator] = {}
+        self._owned: list[Generator] = []
+        # False for a resume after the last vote (expansion, ``extend``): post-processing reads no private data
+        self.reads_private = config.uses_private_data
+
+    def prepare(self) -> None:
+        """Load and check the private data, check the run (label judge, noise plan), load the models.
+
+        Any failure closes the generators built so far: an in-process llama.cpp server left running
+        would keep the process from exiting.
+        """
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
+        config = self.config
+        if self.reads_private:
+            d = config.data
+            assert d.labels is not None
+            self.data = load_private(
+                self._private_source if self._private_source is not None else d.private,
+                d.text_column,
+                d.label_column,
+                d.labels,
+                d.encoding,
+                m_private=d.n_private,
+                seed=d.seed,
+            )
+            warn_if_delta_large(config.privacy.delta, len(self.data))
+        # what WaspRun would refuse inside the run directory, refused before it exists
+        names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
+        check_run(config, names)
+        if self.embedder is None:
+            embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+            if self.reads_private:
+                embedder.load()  # a bad embedding_model fails now, not after the run directory exists
+            self.embedder = embedder
+        if self._injected is not None:
+            self.gens = dict(self._injected)
+            return
+        from dpsynth.generators import build_generator
+
+        for gc in config.generators:
+            self.gens[gc.name] = build_generator(gc)
+            self._owned.append(self.gens[gc.name])
+
+    def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        config = self.config
+        embedder = self.embedder or SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
+        runner = WaspRun(config, run_dir, self.gens, embedder, self.data, reporter)
+        self.data = None  # the runner keeps only private embeddings, in memory
+        samples = runner.run()
+        assert config.data.labels is not None
+        rows = [s.as_row(config.data.labels) for s in samples]
+        expansion = runner.expansion_size
+        report = privacy_report(
+            runner.ledger,
+            method=config.method,
+            public_inputs={
+                "labels": config.data.labels,
+                "task": config.data.task,
+                "generators": list(self.gens),
+                "embedding_model": config.embedding_model,
+                "n_synthetic": config.n_synthetic,
+            },
+            post_processing=[
+                "generator weights, class shares and good/bad example pools from the noisy votes only",
+                "all prompts contain only public text (task, label names) and synthetic samples",
+                *(
+                    [
+                        f"{expansion} of the {len(rows)} samples (round {runner.rounds_total + 1}) were generated "
+                        "after the last vote from its released results only"
+                    ]
+                    if expansion > 0
+                    else []
+                ),
+            ],
+            never_written="private texts, private embeddings, pre-noise vote histograms",
+            domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
+        )
+        return rows, report
+
+    def close(self) -> None:
+        """Close every generator this method built, even when one of them fails to close."""
+        owned, self._owned = self._owned, []
+        for g in owned:
+            try:
+                g.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be closed
+                log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
