@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, load_private, notify_owner, warn_if_delta_large
+from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.extras import require
 from dpsynth.io import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl_tolerant
@@ -52,7 +52,7 @@ from dpsynth.lm import (
     save_adapter,
     train,
 )
-from dpsynth.methods.base import resolve_labels
+from dpsynth.methods.base import load_run_private, resolve_labels
 from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
@@ -107,16 +107,7 @@ class DpFinetuneMethod:
         assert d.labels is not None
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
-        self.data = load_private(
-            self._private_source if self._private_source is not None else d.private,
-            d.text_column,
-            d.label_column,
-            d.labels,
-            d.encoding,
-            m_private=d.m_private,
-            seed=d.seed,
-        )
-        warn_if_delta_large(config.privacy.delta, len(self.data))
+        self.data = load_run_private(config, self._private_source)
         self.device = pick_device(ft.device)
         self.tok, self.model = load_causal_lm(ft.model)
         max_pos = getattr(self.model.config, "max_position_embeddings", None)

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, load_private, warn_if_delta_large
+from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.generators.base import Generator
+from dpsynth.methods.base import load_run_private
 from dpsynth.methods.wasp import WaspRun, check_run
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
@@ -57,18 +58,7 @@ class PromptingMethod:
     def _prepare(self) -> None:
         config = self.config
         if self.reads_private:
-            d = config.data
-            assert d.labels is not None
-            self.data = load_private(
-                self._private_source if self._private_source is not None else d.private,
-                d.text_column,
-                d.label_column,
-                d.labels,
-                d.encoding,
-                m_private=d.n_private,
-                seed=d.seed,
-            )
-            warn_if_delta_large(config.privacy.delta, len(self.data))
+            self.data = load_run_private(config, self._private_source)
         # what WaspRun would refuse inside the run directory, refused before it exists
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
         check_run(config, names)
