@@ -313,6 +313,15 @@ def test_unauthenticated_bodies_are_never_read(tmp_path: Path) -> None:
     # ... and malformed JSON is still a 422
     status, pulled = _asgi_post(app, "/v1/jobs", _h("alice-token", **{"Content-Type": "application/json"}), [b"{x"])
     assert (status, pulled) == (422, 2)
+    # a JSON route never buffers more than its small limit, even for a client with a token: a declared
+    # size above it is refused unread, an undeclared stream as soon as the count passes it
+    json_headers = _h("alice-token", **{"Content-Type": "application/json"})
+    status, pulled = _asgi_post(app, "/v1/jobs", {**json_headers, "Content-Length": str(30 * mb)}, big())
+    assert (status, pulled) == (413, 0)
+    status, pulled = _asgi_post(app, "/v1/jobs", json_headers, big())
+    assert status == 413 and 0 < pulled <= mb
+    status, pulled = _asgi_post(app, "/v1/jobs", {**json_headers, "Content-Length": "abc"}, [b"{}"])
+    assert (status, pulled) == (413, 0)
 
 
 def test_upload_checks(api: Any) -> None:

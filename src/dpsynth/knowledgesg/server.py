@@ -143,6 +143,8 @@ class RequestRecorder:
 
 
 UNAUTHORIZED = "missing or invalid bearer token (Authorization: Bearer TOKEN)"
+JSON_BODY_LIMIT = 64 * 1024  # a JobSpec is well under 2 KB; the limit leaves room, not memory, to spare
+TOO_LARGE = f"request body larger than {JSON_BODY_LIMIT // 1024} KB (only the adapter upload may be larger)"
 INTERRUPTED = "interrupted (the server stopped); continues when it starts again"
 
 
@@ -154,29 +156,62 @@ class _BearerAuth:
     get a 422 that tells them about the schema).  Here the headers decide: a request without a valid token
     gets a 401 and its body is never received.  ``open_paths`` (health and the OpenAPI schema and pages)
     never read a body.
+
+    An authenticated client is trusted with its token, not with the server's memory: apart from the
+    adapter upload (``streamed_paths``, size-limited while it streams), a request body is a small JSON
+    document, so more than ``JSON_BODY_LIMIT`` bytes gets a 413 as soon as the count passes it, from the
+    Content-Length header when there is one, before FastAPI buffers and parses it.
     """
 
-    def __init__(self, app: Any, service: Service, open_paths: frozenset[str]) -> None:
+    def __init__(self, app: Any, service: Service, open_paths: frozenset[str], streamed_paths: frozenset[str]) -> None:
         self.app = app
         self.service = service
         self.open_paths = open_paths
+        self.streamed_paths = streamed_paths
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        if self.service.client_for(authorization) is not None:
+        if self.service.client_for(authorization) is None:
+            await _error(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        if scope["path"] in self.streamed_paths:  # the adapter upload limits its own stream
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": UNAUTHORIZED}).encode("utf-8")
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"www-authenticate", b"Bearer"),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        # every other request is a small JSON document: read at most JSON_BODY_LIMIT bytes, then replay it
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > JSON_BODY_LIMIT):
+            await _error(send, 413, TOO_LARGE)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > JSON_BODY_LIMIT:
+                await _error(send, 413, TOO_LARGE)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Any:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def _error(send: Any, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer from the middleware, before any route runs: one JSON line, as the routes' errors are."""
+    body = json.dumps({"error": text}).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Service:
@@ -378,7 +413,12 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
     # ------------------------------------------------------------ auth
     # first the headers, before any body is received (_BearerAuth); then each route asks for the client id
     open_paths = (f"{API}/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    app.add_middleware(_BearerAuth, service=service, open_paths=frozenset(p for p in open_paths if p))
+    app.add_middleware(
+        _BearerAuth,
+        service=service,
+        open_paths=frozenset(p for p in open_paths if p),
+        streamed_paths=frozenset({f"{API}/adapters"}),
+    )
 
     def client_id(request: Request) -> str:
         cid = service.client_for(request.headers.get("authorization"))
