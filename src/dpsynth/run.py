@@ -290,6 +290,7 @@ class ProgressReporter:
         self._phase: tuple[str, int, int, str] | None = None  # description, done, total, stats
         self._phase_done_shown = False
         self._run: tuple[int, int, str] | None = None  # done, total, stats of the whole run
+        self._run_label = "run"  # run_bar's description, which may name its units: "run (steps + batches)"
 
     @property
     def stream(self) -> Any:
@@ -320,7 +321,7 @@ class ProgressReporter:
     # the whole run
     def run_bar(self, total: int, done: int = 0, description: str = "run") -> None:
         """Show the whole run's bar (first, above the phases'), ``done`` of ``total`` already made."""
-        self._run = (done, total, "")
+        self._run, self._run_label = (done, total, ""), description
         if self._progress is not None:
             self._run_task = self._progress.add_task(description, total=total, completed=done, stats="")
 
@@ -365,6 +366,6 @@ class ProgressReporter:
             parts.append(f"{description}: {done}/{total}" + (f" {stats}" if stats else ""))
         if self._run is not None:
             done, total, stats = self._run
-            parts.append(f"run {done}/{total}" + (f" {stats}" if stats else ""))
+            parts.append(f"{self._run_label} {done}/{total}" + (f" {stats}" if stats else ""))
         print("[dpsynth] " + " | ".join(parts), file=self.stream, flush=True)
         return True

@@ -30,6 +30,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
 
 log = logging.getLogger("dpsynth")
@@ -96,6 +98,7 @@ class DpFinetuneMethod:
         self.fmt: RecordFormat | None = None
         self.device = "cpu"
         self.bf16 = False
+        self.run_phases: RunPhases | None = None  # the whole run's bar, set once DP-SGD's steps are known
 
     # -------------------------------------------------------------- prepare
     def prepare(self) -> None:
@@ -144,14 +147,23 @@ class DpFinetuneMethod:
 
     # -------------------------------------------------------------- run
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        ledger, shares = self.train_adapter(run_dir, reporter)
+        ledger, shares = self.train_adapter(run_dir, reporter, later=lambda s: [self._sampling_phase(run_dir, s)])
         # generation: post-processing of the DP adapter and the DP class shares
         rows = self._generate(run_dir, reporter, shares)
         return rows, self._report(ledger, shares)
 
-    def train_adapter(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[Ledger, dict[str, float]]:
+    def train_adapter(
+        self,
+        run_dir: RunDir,
+        reporter: ProgressReporter,
+        later: Callable[[dict[str, float]], list[tuple[str, int, int]]] | None = None,
+        units: str = "steps + batches",
+    ) -> tuple[Ledger, dict[str, float]]:
         """Every private-data step of the method: the noisy count, DP-SGD, and the adapter saved to
-        ``run_dir/adapter`` (safetensors).  KnowledgeSG's client stops here and uploads the adapter."""
+        ``run_dir/adapter`` (safetensors).  KnowledgeSG's client stops here and uploads the adapter.
+
+        ``later(shares)``: the phases after DP-SGD (name, units, units done) for the whole run's bar,
+        whose units ``units`` names (``RunPhases``)."""
         assert self.data is not None and self.encoded is not None and self.count_event is not None
         config, ft = self.config, self.config.finetune
         ft_dir = run_dir.path / "finetune"
@@ -182,7 +194,11 @@ class DpFinetuneMethod:
         ledger.record_steps(DPSGD_KEY, start)  # refuses a checkpoint older than the ledger (re-spend)
         dataset = RecordDataset(self.encoded, self.tok.pad_token_id)
         self.data, self.encoded = None, None  # only the token tensors are kept, in memory
+        phases = self.run_phases = RunPhases(
+            reporter, [("DP-SGD", plan.steps, start), *(later(shares) if later else [])], description=f"run ({units})"
+        )
         reporter.start("DP-SGD", total=plan.steps)
+        phases.begin("DP-SGD")
 
         last_eps = [0.0, -math.inf]  # (value, when): PRV takes ~0.3 s, so refresh it at most every 5 s
         if ft.show_loss:
@@ -196,6 +212,7 @@ class DpFinetuneMethod:
                 spent = [*before, sgd.with_steps(step)]
                 last_eps[:] = [epsilon_of(spent, ledger.delta, ledger.accountant), time.monotonic()]
             shown = f"loss {loss:.3f} " if ft.show_loss and loss is not None else ""
+            phases.update("DP-SGD", step)  # first: the phase's update writes the line with the run's beside it
             reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {last_eps[0]:.3f}/{ledger.epsilon:g}")
 
         def save(step: int, optimizer: Any) -> None:
@@ -319,6 +336,18 @@ class DpFinetuneMethod:
         """The DP LoRA adapter (safetensors)."""
         save_adapter(self.model, target)
 
+    def _sampling_phase(self, run_dir: RunDir, shares: dict[str, float]) -> tuple[str, int, int]:
+        """Sampling for the whole run's bar: generation batches in all, and those the journal already holds."""
+        quota = allocate(self.config.n_synthetic, shares, floor=1)
+        rows = read_jsonl_tolerant(run_dir.journal)
+        have = {k: sum(1 for r in rows if r["label"] == k) for k in quota}
+        return "sampling", self._batches(quota, quota), self._batches(quota, have)
+
+    def _batches(self, quota: dict[str, int], have: dict[str, int]) -> int:
+        """Generation batches that make ``have`` samples of each class's ``quota`` (counts only)."""
+        b = self.config.finetune.generation_batch_size
+        return sum(math.ceil(min(have.get(k, 0), q) / b) for k, q in quota.items())
+
     def _generate(self, run_dir: RunDir, reporter: ProgressReporter, shares: dict[str, float]) -> list[dict[str, Any]]:
         config, ft = self.config, self.config.finetune
         labels = config.data.labels
@@ -328,6 +357,8 @@ class DpFinetuneMethod:
         have = {k: sum(1 for r in rows if r["label"] == k) for k in labels}
         total = sum(quota.values())
         reporter.start("generating", total=total)
+        if self.run_phases is not None:
+            self.run_phases.begin("sampling")
         done = sum(min(have[k], quota[k]) for k in labels)
         model = self.model
         if hasattr(model, "merge_and_unload"):  # plain weights: faster sampling (the adapter is saved)
@@ -351,9 +382,13 @@ class DpFinetuneMethod:
                 rows.extend(new)
                 have[k] += len(new)
                 done += len(new)
+                if self.run_phases is not None:  # first: the phase's update writes the line
+                    self.run_phases.update("sampling", self._batches(quota, have))
                 reporter.update("generating", done, total, f"{labels[k]} {have[k]}/{quota[k]}")
             if have[k] < quota[k]:
                 log.warning("class %s: %d of %d samples after %d attempts", labels[k], have[k], quota[k], attempts)
+        if self.run_phases is not None:  # sampling is over, even for a class that gave up
+            self.run_phases.update("sampling", self._batches(quota, quota))
         out: list[dict[str, Any]] = []
         for k in labels:
             out.extend([r for r in rows if r["label"] == k][: quota[k]])

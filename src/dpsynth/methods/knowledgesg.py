@@ -127,7 +127,10 @@ class KnowledgeSGClientMethod:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
 
-        ledger, shares = self.inner.train_adapter(run_dir, reporter)  # the only use of private data
+        server_job = ("server job", self.config.n_synthetic, 0)  # its samples, counted from the job's first status
+        ledger, shares = self.inner.train_adapter(  # the only use of private data
+            run_dir, reporter, later=lambda _: [server_job], units="steps + samples"
+        )
 
         if "adapter_id" not in state:
             data = (run_dir.path / "adapter" / ADAPTER_FILE).read_bytes()
@@ -190,9 +193,13 @@ class KnowledgeSGClientMethod:
         while True:
             status = self.client.status(job_id)
             p = status.progress
+            kept = min(p.get("kept", 0), self.config.n_synthetic)
+            if self.inner.run_phases is not None:  # first: the phase's update writes the line
+                over = status.state in ("done", "failed")  # the job may keep fewer than asked for
+                self.inner.run_phases.update("server job", self.config.n_synthetic if over else kept)
             reporter.update(
                 "server job",
-                min(p.get("kept", 0), self.config.n_synthetic),
+                kept,
                 self.config.n_synthetic,
                 f"{status.state}: {status.stage} " + " ".join(f"{k}={v}" for k, v in p.items()),
             )

@@ -29,6 +29,7 @@ from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.run_phases import RunPhases
 
 log = logging.getLogger("dpsynth")
 
@@ -151,6 +152,12 @@ class PearlMethod:
         again; one whose saved file is gone stops with a ``ResumeError``.
         """
         assert self.budget is not None and self.schema is not None
+        settings = TrainSettings.from_config(self.config)
+        # the whole run's bar: training steps, then sampling as one unit (the releases before are quick, and
+        # a resumed run trains again from its saved releases, so it starts at 0 too)
+        phases = RunPhases(
+            reporter, [("training", settings.steps, 0), ("sampling", 1, 0)], description="run (steps + sampling)"
+        )
         ledger = self.open_ledger(run_dir)
         released = self._schema_releases(ledger, run_dir, reporter)
         atomic_write_json(run_dir.path / "schema.json", self.schema.to_json(released))
@@ -166,15 +173,20 @@ class PearlMethod:
         log.info("pearl: releases done, epsilon spent %.4f", ledger.epsilon_spent())
         self._private = None  # from here on only the release exists: training is post-processing
         self.sketch = sketch
-        settings = TrainSettings.from_config(self.config)
         reporter.start("pearl: training the generator on the sketch", settings.steps)
+        phases.begin("training")
 
         def progress(done: int, total: int, secs: float) -> None:
+            phases.update("training", done)  # first: the phase's update writes the line with the run's beside it
             reporter.update("pearl: training", done, total, f"{done / max(secs, 1e-9):.0f} steps/s")
 
         self.generator = train_generator(sketch, layout, settings, progress)
+        reporter.start("pearl: sampling", self.config.n_synthetic)
+        phases.begin("sampling")
         enc, yy = self.generator.sample(self.config.n_synthetic)
         rows, arr = decode(enc, yy, self.schema)
+        phases.update("sampling", 1)
+        reporter.update("pearl: sampling", self.config.n_synthetic, self.config.n_synthetic, "")
         if arr is not None:
             import io
 
