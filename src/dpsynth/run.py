@@ -332,10 +332,11 @@ class ProgressReporter:
             self._progress.update(self._run_task, completed=done, total=total, stats=stats)
 
     # the current phase
-    def start(self, description: str, total: int) -> None:
-        self._phase, self._phase_done_shown = (description, 0, total, ""), False
+    def start(self, description: str, total: int, done: int = 0) -> None:
+        """A new phase bar; ``done`` is the work a resumed run already has (a checkpoint's steps)."""
+        self._phase, self._phase_done_shown = (description, done, total, ""), False
         if self._progress is not None:
-            self._task = self._progress.add_task(description, total=total, stats="")
+            self._task = self._progress.add_task(description, total=total, completed=done, stats="")
         elif self.enabled:
             self._line(force=False)
 

@@ -197,7 +197,7 @@ class DpFinetuneMethod:
         phases = self.run_phases = RunPhases(
             reporter, [("DP-SGD", plan.steps, start), *(later(shares) if later else [])], description=f"run ({units})"
         )
-        reporter.start("DP-SGD", total=plan.steps)
+        reporter.start("DP-SGD", total=plan.steps, done=start)
         phases.begin("DP-SGD")
 
         last_eps = [0.0, -math.inf]  # (value, when): PRV takes ~0.3 s, so refresh it at most every 5 s
