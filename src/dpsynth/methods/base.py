@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from dpsynth.config import Config
-from dpsynth.data import PrivateData, embedded_dataset, load_private, warn_if_delta_large
+from dpsynth.data import embedded_dataset
 from dpsynth.errors import ConfigError
+from dpsynth.privacy.private_data import load_run_private  # noqa: F401 - re-exported: the methods load here
 from dpsynth.run import ProgressReporter, RunDir
 
 
@@ -79,24 +80,3 @@ class MethodRunner(Protocol):
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]: ...
 
     def close(self) -> None: ...
-
-
-def load_run_private(config: Config, source: Any = None) -> PrivateData:
-    """The labelled private records a run's ``data`` section names (``source``: records passed in memory,
-    overriding data.private), validated, with the console note when privacy.delta is large for their count.
-
-    One place for the prompting methods and dp-finetune, so both read and check their input alike."""
-    d = config.data
-    assert d.labels is not None
-    records = load_private(
-        source if source is not None else d.private,
-        d.text_column,
-        d.label_column,
-        d.labels,
-        d.encoding,
-        m_private=d.n_private,
-        seed=d.seed,
-    )
-    warn_if_delta_large(config.privacy.delta, len(records))
-    return records
-

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.extras import require
 from dpsynth.io import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl_tolerant
@@ -57,6 +56,7 @@ from dpsynth.methods.base import load_run_private, resolve_labels
 from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.run_phases import RunPhases
@@ -119,9 +119,13 @@ class DpFinetuneMethod:
                 f"finetune.max_length: {ft.max_length} + max_new_tokens {ft.max_new_tokens} exceeds the model's "
                 f"context of {max_pos} tokens; lower them"
             )
-        names = [d.labels[v] for v in self.data.labels]
-        self.fmt = RecordFormat(self.tok, ft, d.task)
-        self.encoded = self.fmt.encode(self.data.texts, names, ft.max_length)
+        fmt = self.fmt = RecordFormat(self.tok, ft, d.task)
+        names = d.labels
+
+        def encode(texts: tuple[str, ...], values: tuple[str, ...]) -> Encoded:
+            return fmt.encode(texts, [names[v] for v in values], ft.max_length)
+
+        self.encoded = self.data.encode(encode)  # applied inside the handle: no record is held here
         if self.encoded.n_truncated and not ft.truncate:
             # a per-record domain check (privacy.json lists it); raised before the run directory exists,
             # so the message reaches the console only
@@ -248,17 +252,11 @@ class DpFinetuneMethod:
         per_label = self.config.finetune.label_proportions == "dp-count"
 
         def draw() -> dict[str, Any]:
-            import numpy as np
-
-            from dpsynth.privacy.mechanisms import add_gaussian_noise
-
+            # the handle counts and adds the noise: the pre-noise counts never leave it
             if per_label:
-                raw = np.array([sum(1 for v in data.labels if v == k) for k in labels], dtype=np.float64)
-                keys = labels
+                noisy, keys = data.noisy_label_counts(labels, event.sigma), labels
             else:
-                raw, keys = np.array([float(len(data))]), ["total"]
-            noisy = add_gaussian_noise(raw, event.sigma)
-            del raw  # the pre-noise counts are never written or returned
+                noisy, keys = data.noisy_total(event.sigma), ["total"]
             return {"noisy_counts": {k: float(x) for k, x in zip(keys, noisy, strict=True)}, "sigma": event.sigma}
 
         out: dict[str, float] = ledger.release(COUNT_KEY, ft_dir / "label_counts.json", draw)["noisy_counts"]

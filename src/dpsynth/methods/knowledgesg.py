@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import EMBEDDED_MEDMCQA, medmcqa_private, read_table, require_columns
-from dpsynth.errors import ConfigError, DataError, DpsynthError
+from dpsynth.data import EMBEDDED_MEDMCQA
+from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.extras import require
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE, JobSpec, LoraSpec, PromptSpec, format_record
+from dpsynth.privacy.private_data import load_qa_pairs
 from dpsynth.privacy.report import DOMAIN_NOTE
 from dpsynth.run import ProgressReporter, RunDir
 
@@ -58,7 +59,7 @@ class KnowledgeSGClientMethod:
         source = private if private is not None else config.data.private
         if private is None and (source == EMBEDDED_MEDMCQA or "private" not in config.data.model_fields_set):
             # the embedded default for this method is medical QA (MedMCQA), not IMDb
-            source = medmcqa_private(config.data.n_private, config.data.seed)
+            source = None  # load_qa_pairs draws config.data.n_private pairs from the embedded pool
             where = EMBEDDED_MEDMCQA
         else:
             where = str(source) if isinstance(source, str | Path) else "dataset"
@@ -66,8 +67,16 @@ class KnowledgeSGClientMethod:
             self.config = config = config.model_copy(
                 update={"data": config.data.model_copy(update={"private": EMBEDDED_MEDMCQA})}
             )
-        self._records = _qa_records(
-            source, ks.instruction_column, ks.response_column, config.data.encoding, where, ks.domain
+        # the formatted pairs go unread to dp-finetune's loader (privacy/private_data.py)
+        self._records = load_qa_pairs(
+            source,
+            ks.instruction_column,
+            ks.response_column,
+            config.data.encoding,
+            where,
+            ks.domain,
+            m_private=config.data.n_private,
+            seed=config.data.seed,
         )
         # The DP training is dp-finetune's, on "Question: ...\nAnswer: ..." texts with one public label (the
         # domain) as the control code; uniform label shares, so only the noisy total count is released (it
@@ -264,25 +273,6 @@ class KnowledgeSGClientMethod:
     def close(self) -> None:
         self.inner.close()
         self.client.close()
-
-
-def _qa_records(source: Any, qcol: str, acol: str, encoding: str, where: str, label: str) -> Any:
-    """The private pairs as a (text, label) table for DP fine-tuning; checks columns and empty cells."""
-    import pandas as pd
-
-    df = read_table(source, encoding)
-    if len(df) == 0:
-        raise DataError(f"{where}: has a header but no records")
-    require_columns(df, where, {"knowledgesg.instruction_column": qcol, "knowledgesg.response_column": acol})
-    q = [str(x) for x in df[qcol].tolist()]
-    a = [str(x) for x in df[acol].tolist()]
-    empty = [i for i in range(len(q)) if not q[i].strip() or not a[i].strip()]
-    if empty:
-        raise DataError(
-            f"{where}: {len(empty)} record(s) have an empty {qcol!r} or {acol!r} (record indices "
-            f"{', '.join(map(str, empty[:5]))}); remove or fill them"
-        )
-    return pd.DataFrame({"text": [format_record(x, y) for x, y in zip(q, a, strict=True)], "label": label})
 
 
 def _parse_dataset(text: str, domain: str, generator: str) -> list[dict[str, Any]]:

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.data import PRIVATE_TEXT_DOMAIN, PrivateData
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
 from dpsynth.generators.base import Generator
 from dpsynth.methods.base import load_run_private
 from dpsynth.methods.wasp import WaspRun, check_run
+from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData
 from dpsynth.privacy.report import privacy_report
 from dpsynth.run import ProgressReporter, RunDir
 

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data import PrivateData
 from dpsynth.embeddings import Embedder, EmbeddingCache
 from dpsynth.errors import ConfigError, GeneratorError, ResumeError
 from dpsynth.generators.base import Completion, GenerationRequest, Generator, TokenCounter
@@ -46,6 +45,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
     rounds_released,
     votes_released,
 )
+from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, judge_verdict
 from dpsynth.run import ProgressReporter, RunDir
@@ -132,8 +132,7 @@ class WaspRun:
         self._private_emb: np.ndarray | None = None
         self._private_labels: np.ndarray | None = None
         if config.uses_private_data and private is not None:
-            self._private_emb = embedder.encode(list(private.texts))
-            self._private_labels = np.asarray(private.labels)
+            self._private_emb, self._private_labels = private.embed(embedder)
         elif config.uses_private_data and not votes_released(self.ledger, run_dir):
             raise ConfigError("data.private: this method needs private data")
 

@@ -1,4 +1,5 @@
-"""PEARL's private releases (Liew et al., ICLR 2022): every line of PEARL that reads private data.
+"""PEARL's private releases (Liew et al., ICLR 2022): with ``private_tables.py`` (the records' handle),
+every line of PEARL that reads private data.
 
 PEARL reads the private table once and releases noisy statistics; the generator is then
 trained on the release only (post-processing, no further privacy cost).  The releases:

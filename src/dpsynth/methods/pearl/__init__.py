@@ -25,7 +25,8 @@ The data flow is one way::
 The modules, in the order of the data flow:
 
 * ``schema``: the column model, the declared ``pearl.data_schema`` and the DP derivation of the rest;
-* ``loading``: reading the private table or array (``PrivateRecords``, never printed);
+* ``privacy/private_tables.py`` (outside this package, like every reader of private records): reading
+  the private table or array into a ``PrivateRecords`` handle, never printed;
 * ``encoding``: records <-> [0, 1]^D (public transforms) and the owner's console notes;
 * ``generator``: the generator and ``train_generator`` (sees only the release);
 * ``method``: ``PearlMethod`` (prepare, releases through the ledger, resume, training, output);
@@ -37,10 +38,10 @@ The benchmark's helpers (the epsilon = inf reference and the text-embedding sket
 
 from dpsynth.methods.pearl.encoding import MISSING_NUMERIC, ONEHOT_SCALE, Layout, decode, encode_table, value_notes
 from dpsynth.methods.pearl.generator import TrainedGenerator, TrainSettings, train_generator
-from dpsynth.methods.pearl.loading import DOMAIN_FINITE_ARRAY, DOMAIN_LABEL, DOMAIN_NOT_EMPTY, PrivateRecords
 from dpsynth.methods.pearl.method import PearlMethod, default_bandwidth
 from dpsynth.methods.pearl.report import ADJACENCY, RELEASE_FILES, mechanism_name
 from dpsynth.methods.pearl.schema import ColumnSpec, Schema, load_schema_spec
+from dpsynth.privacy.private_tables import DOMAIN_FINITE_ARRAY, DOMAIN_LABEL, DOMAIN_NOT_EMPTY, PrivateRecords
 
 __all__ = [
     "ADJACENCY",

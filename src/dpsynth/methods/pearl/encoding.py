@@ -120,7 +120,7 @@ def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str) -> list[str]
     """Console notes for the data owner: which rows of which column were imputed or left without a category.
 
     One line per column, naming the rows (they are the owner's own data), never a value.  For the
-    console only (``data.notify_owner``): never logged or written, because the rows are private.
+    console only (``privacy.private_data.notify_owner``): never logged or written, because the rows are private.
     """
     notes = []
     for c in columns:

@@ -10,12 +10,10 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data import notify_owner, warn_if_delta_large
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.methods.pearl.encoding import Layout, decode, encode_table, scale01, typed_values, value_notes
 from dpsynth.methods.pearl.generator import TrainedGenerator, TrainSettings, train_generator
-from dpsynth.methods.pearl.loading import PrivateRecords, load_private
 from dpsynth.methods.pearl.report import RELEASE_FILES, mechanism_name, pearl_report
 from dpsynth.methods.pearl.schema import (
     SCHEMA_RELEASES,
@@ -28,6 +26,8 @@ from dpsynth.methods.pearl.schema import (
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.private_data import notify_owner, warn_if_delta_large
+from dpsynth.privacy.private_tables import PrivateRecords, load_private_table
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.run_phases import RunPhases
 
@@ -65,8 +65,8 @@ class PearlMethod:
         declared_labels = list(cfg.data.labels) if cfg.data.labels else spec.get("labels")
         if cfg.data.labels and spec.get("labels") and list(cfg.data.labels) != spec["labels"]:
             raise ConfigError("data.labels and pearl.data_schema.labels differ; declare the label set once")
-        self._private, self.schema, self.domain = load_private(self._source, cfg, spec, declared_labels)
-        # M is private: a delta that is large for it is a console note, never a stop (data.py)
+        self._private, self.schema, self.domain = load_private_table(self._source, cfg, spec, declared_labels)
+        # M is private: a delta that is large for it is a console note, never a stop (privacy/private_data.py)
         warn_if_delta_large(cfg.privacy.delta, len(self._private))
         self.budget = self._plan()
         self.events = self.privacy_events()
@@ -208,10 +208,9 @@ class PearlMethod:
     def _draw_counts(self, ledger: Ledger) -> dict[str, Any]:
         assert self.schema is not None
         p = self._private_data()
-        assert p.labels is not None
         e = ledger.event("counts")
         assert e is not None
-        counts = sk.release_counts(p.labels, len(self.schema.classes), noise_multiplier=e.noise_multiplier)
+        counts = p.release_counts(len(self.schema.classes), noise_multiplier=e.noise_multiplier)
         return {"counts": counts.tolist(), "sigma": e.sigma}
 
     def _draw_sketch(self, ledger: Ledger, layout: Layout, counts: np.ndarray) -> dict[str, Any]:
@@ -233,17 +232,21 @@ class PearlMethod:
 
     def _encode_private(self) -> tuple[np.ndarray, np.ndarray]:
         """The private records in [0, 1]^D by the (now complete) schema, record by record (``encode_table``)."""
-        assert self.schema is not None
+        schema = self.schema
+        assert schema is not None
         p = self._private_data()
-        assert p.labels is not None
-        if p.array is not None:
-            c = self.schema.columns[0]
-            assert c.lo is not None and c.hi is not None
-            return scale01(p.array, c.lo, c.hi), p.labels
-        # columns completed with DP were not checked in prepare: tell the owner (console only) now
-        for note in value_notes(p.table, [c for c in self.schema.columns if c.derived], p.where):
-            notify_owner(note)
-        return encode_table(p.table, self.schema, p.where), p.labels
+
+        def encode(table: Any, array: np.ndarray | None) -> np.ndarray:  # applied inside the handle
+            if array is not None:
+                c = schema.columns[0]
+                assert c.lo is not None and c.hi is not None
+                return scale01(array, c.lo, c.hi)
+            # columns completed with DP were not checked in prepare: tell the owner (console only) now
+            for note in value_notes(table, [c for c in schema.columns if c.derived], p.where):
+                notify_owner(note)
+            return encode_table(table, schema, p.where)
+
+        return p.encode(encode)
 
     def _schema_releases(self, ledger: Ledger, run_dir: RunDir, reporter: ProgressReporter) -> dict[str, Any]:
         """The planned schema releases, in order kinds -> bounds -> categories (each adaptive on the previous).
@@ -268,18 +271,21 @@ class PearlMethod:
 
     def _draw_schema(self, key: str, ledger: Ledger) -> dict[str, Any]:
         """One schema release, drawn from the private data (``draw_schema_release``)."""
-        assert self.schema is not None and self.budget is not None
+        schema, budget = self.schema, self.budget
+        assert schema is not None and budget is not None
         p = self._private_data()
         e = ledger.event(key)
         assert e is not None
-        return draw_schema_release(
-            key,
-            self.schema,
-            p.table,
-            p.array,
-            noise_multiplier=e.noise_multiplier,
-            delta_selection=self.budget.delta_selection,
-            max_categories=self.config.pearl.max_categories,
+        return p.apply(
+            lambda table, array: draw_schema_release(
+                key,
+                schema,
+                table,
+                array,
+                noise_multiplier=e.noise_multiplier,
+                delta_selection=budget.delta_selection,
+                max_categories=self.config.pearl.max_categories,
+            )
         )
 
     # ----------------------------------------------------------------- report

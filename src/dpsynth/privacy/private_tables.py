@@ -1,24 +1,38 @@
-"""Loading PEARL's private input: a table (CSV/JSONL/Parquet/DataFrame) or an array (.npy/.npz/ndarray).
+"""PEARL's private input: a table (CSV/JSONL/Parquet/DataFrame) or an array (.npy/.npz/ndarray).
 
-``load_private`` reads the records, checks the few things that still refuse input (the ``DOMAIN_*``
+``load_private_table`` reads the records, checks the few things that still refuse input (the ``DOMAIN_*``
 lines, listed in privacy.json) and builds the schema from what is declared; the records are held by
-a ``PrivateRecords`` that lives only in memory, only until the sketch is released.
+a ``PrivateRecords`` handle that lives only in memory, only until the sketch is released.  Like the text
+methods' ``PrivateData`` (``private_data.py``), the handle keeps the records in underscore attributes
+that only this module reads, is never printed, and gives PEARL only what its releases need:
+
+- ``release_counts``: the noisy number of records per class (``sketch.release_counts``);
+- ``apply(fn)`` / ``encode(fn)``: ``fn(table, array)`` applied here, for the schema releases and the
+  encoding into [0, 1]^D that the sketch reads.
+
+The schema model and the console notes are PEARL's (``methods/pearl``), imported where they are used so
+that this module can be imported first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from dpsynth.config import Config
-from dpsynth.data import norm_label, notify_owner, read_table
+from dpsynth.data import norm_label, read_table
 from dpsynth.errors import ConfigError, DataError, DpsynthError
-from dpsynth.methods.pearl.encoding import rows_text, value_notes
-from dpsynth.methods.pearl.schema import ColumnSpec, Schema
+from dpsynth.privacy import sketch as sk
+from dpsynth.privacy.private_data import notify_owner
+
+if TYPE_CHECKING:
+    from dpsynth.config import Config
+    from dpsynth.methods.pearl.schema import Schema
+
+T = TypeVar("T")
 
 # The checks that still refuse input, in prepare (console only, before the run directory exists): the
 # guarantee is stated over inputs that pass them (privacy.json "domain").  Everything else about a
@@ -29,23 +43,43 @@ DOMAIN_FINITE_ARRAY = "array input: every value of every record is finite (no Na
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
 
-@dataclass
 class PrivateRecords:
-    """The loaded private data.  Lives only in memory, only until the sketch is released."""
+    """The loaded private data.  Lives only in memory, only until the sketch is released; its repr, str
+    and format show only the count."""
 
-    table: Any = None  # pandas DataFrame of strings (table mode)
-    array: np.ndarray | None = None  # (n, D) float64 (array mode)
-    labels: np.ndarray | None = None  # class index per record
-    where: str = "dataset"
+    __slots__ = ("_table", "_array", "_labels", "where")
+
+    def __init__(self, labels: np.ndarray, where: str, *, table: Any = None, array: np.ndarray | None = None) -> None:
+        self._table = table  # pandas DataFrame of strings (table mode)
+        self._array = array  # (n, D) float64 (array mode)
+        self._labels = labels  # class index per record
+        self.where = where  # the source as the owner named it (a path or "dataset"), for console notes
 
     def __len__(self) -> int:
-        return int(len(self.table) if self.table is not None else len(self.array if self.array is not None else []))
+        return int(len(self._table) if self._table is not None else len(self._array if self._array is not None else []))
 
     def __repr__(self) -> str:  # never print private values
         return f"PrivateRecords(<{len(self)} records>)"
 
+    __str__ = __repr__
 
-Loaded = tuple[PrivateRecords, Schema, list[str]]  # the records, the declared schema, the domain checks
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def release_counts(self, n_classes: int, *, noise_multiplier: float) -> np.ndarray:
+        """The noisy number of records per class (``sketch.release_counts``)."""
+        return sk.release_counts(self._labels, n_classes, noise_multiplier=noise_multiplier)
+
+    def apply(self, fn: Callable[[Any, np.ndarray | None], T]) -> T:
+        """``fn(table, array)`` (one of them None): a release drawn from the records, or console notes."""
+        return fn(self._table, self._array)
+
+    def encode(self, fn: Callable[[Any, np.ndarray | None], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``fn(table, array)`` and the class index of each record: the encoded records the sketch reads."""
+        return fn(self._table, self._array), self._labels
+
+
+Loaded = tuple[PrivateRecords, "Schema", list[str]]  # the records, the declared schema, the domain checks
 
 
 def is_array_source(source: Any) -> bool:
@@ -56,7 +90,7 @@ def is_array_source(source: Any) -> bool:
     return False
 
 
-def load_private(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None) -> Loaded:
+def load_private_table(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None) -> Loaded:
     """The private records, the schema as declared (``spec``: ``load_schema_spec``) and the domain checks."""
     where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if is_array_source(source):
@@ -86,6 +120,8 @@ def _label_set(
 
 def _class_index(values: list[Any], classes: list[str], where: str, what: str, fix: str) -> np.ndarray:
     """Each record's class index; a label outside the declared classes refuses the input (a domain check)."""
+    from dpsynth.methods.pearl.encoding import rows_text
+
     index = {v: i for i, v in enumerate(classes)}
     yi = np.array([index.get(norm_label(v), -1) for v in values], dtype=np.int64)
     bad = np.flatnonzero(yi < 0)
@@ -98,6 +134,9 @@ def _class_index(values: list[Any], classes: list[str], where: str, what: str, f
 
 
 def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
+    from dpsynth.methods.pearl.encoding import value_notes
+    from dpsynth.methods.pearl.schema import ColumnSpec, Schema
+
     df = read_table(source, config.data.encoding)
     if len(df.columns) == 0 or len(df) == 0:
         raise DataError(f"{where}: has no records; it needs a header row and at least one record")
@@ -123,12 +162,14 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
     # learns where on the console, before the run directory (and its log) exists
     for note in value_notes(df, [c for c in specs if c.complete()], where):
         notify_owner(note)
-    private = PrivateRecords(table=df[features].copy(), labels=yi, where=where)
+    private = PrivateRecords(yi, where, table=df[features].copy())
     domain = [DOMAIN_NOT_EMPTY] + ([DOMAIN_LABEL] if label_col is not None else [])
     return private, Schema(specs, cols, label_col, classes), domain
 
 
 def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
+    from dpsynth.methods.pearl.schema import ColumnSpec, Schema
+
     key, label_key = config.pearl.array_key, config.data.label_column
     y_raw = None
     try:
@@ -182,7 +223,7 @@ def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[s
         info_hi = 1.0 if x.dtype.kind == "b" else 255.0
         cspec.lo = 0.0 if cspec.lo is None else cspec.lo
         cspec.hi = info_hi if cspec.hi is None else cspec.hi
-    private = PrivateRecords(array=flat, labels=yi, where=where)
+    private = PrivateRecords(yi, where, array=flat)
     domain = [DOMAIN_NOT_EMPTY, DOMAIN_FINITE_ARRAY] + ([DOMAIN_LABEL] if y_raw is not None else [])
     schema = Schema(
         [cspec], [], label_col, classes, array_shape=tuple(int(s) for s in x.shape[1:]), array_dtype=str(x.dtype)

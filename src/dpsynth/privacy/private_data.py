@@ -1,0 +1,213 @@
+"""The private-data handle of the text methods: load, validate, embed, encode; never printed.
+
+``load_private`` reads and validates the labelled private records and returns a ``PrivateData``.  The
+handle keeps the records in underscore attributes that only this module reads; a method asks it for
+what its mechanism needs and never sees a raw record:
+
+- ``embed(embedder)``: the records' embeddings and labels, for the vote (``privacy/voting.py``);
+- ``encode(fn)``: ``fn(texts, labels)`` applied here, e.g. dp-finetune's tokenization for DP-SGD;
+- ``noisy_label_counts`` / ``noisy_total``: counts that exist only until the Gaussian noise is added.
+
+``tests/test_privacy_boundary.py`` checks, from the source, that no module outside ``dpsynth/privacy``
+reads the handle's attributes or imports the loader (docs/privacy.md, "Who reads private records").
+
+Error messages name the file, column and row number, never a record's text or label value, because
+error messages end up in logs and bug reports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from dpsynth.data import embedded_dataset, norm_label, read_table, require_columns
+from dpsynth.datasets import medmcqa_private
+from dpsynth.errors import DataError
+from dpsynth.knowledgesg.protocol import format_record
+from dpsynth.privacy import mechanisms
+
+if TYPE_CHECKING:
+    from dpsynth.config import Config
+    from dpsynth.embeddings import Embedder
+
+T = TypeVar("T")
+
+# The input domain of the text methods: per-record checks that refuse the whole input (privacy.json
+# lists them; the guarantee is stated over datasets whose records pass them).
+PRIVATE_TEXT_DOMAIN = (
+    "every record has a non-empty text (data.text_column); missing values count as empty",
+    "every record's label (data.label_column) is one of the declared data.labels",
+)
+
+
+class PrivateData:
+    """Validated private records.  Lives only in memory; its repr, str and format show only the count."""
+
+    __slots__ = ("_texts", "_labels")
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[str]) -> None:
+        self._texts: tuple[str, ...] = tuple(texts)
+        self._labels: tuple[str, ...] = tuple(labels)  # label values as declared in config.data.labels
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __repr__(self) -> str:  # never print private text, not even by accident
+        return f"PrivateData(<{len(self._texts)} records>)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def embed(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+        """The records' embeddings (kept in memory only, never cached) and their labels, for the vote."""
+        return embedder.encode(list(self._texts)), np.asarray(self._labels)
+
+    def encode(self, fn: Callable[[tuple[str, ...], tuple[str, ...]], T]) -> T:
+        """``fn(texts, labels)``: a method's encoding of the records (e.g. token tensors for DP-SGD)."""
+        return fn(self._texts, self._labels)
+
+    def noisy_label_counts(self, labels: Sequence[str], sigma: float) -> np.ndarray:
+        """The number of records of each label in ``labels``, plus N(0, sigma^2) each."""
+        raw = np.array([sum(1 for v in self._labels if v == k) for k in labels], dtype=np.float64)
+        noisy = mechanisms.add_gaussian_noise(raw, sigma)
+        del raw  # the pre-noise counts are never written or returned
+        return noisy
+
+    def noisy_total(self, sigma: float) -> np.ndarray:
+        """The number of records plus N(0, sigma^2), as a 1-element array."""
+        raw = np.array([float(len(self._texts))])
+        noisy = mechanisms.add_gaussian_noise(raw, sigma)
+        del raw
+        return noisy
+
+
+def load_private(
+    source: str | Path | Any,
+    text_column: str,
+    label_column: str,
+    labels: dict[str, str],
+    encoding: str = "utf-8",
+    *,
+    m_private: int = 100,
+    seed: int = 0,
+) -> PrivateData:
+    """Load and validate the private records.  Only the data owner sees these errors."""
+    embedded = embedded_dataset(source)
+    if embedded is not None:
+        df = embedded.private(m_private, seed)
+        text_column, label_column, where = "text", "label", embedded.source
+    else:
+        df = read_table(source, encoding)
+        where = str(source) if isinstance(source, (str, Path)) else "dataset"
+    if len(df) == 0:
+        raise DataError(f"{where}: has a header but no records; add at least two records per label")
+    require_columns(df, where, {"data.text_column": text_column, "data.label_column": label_column})
+    texts = [str(t) for t in df[text_column].tolist()]
+    values = [norm_label(v) for v in df[label_column].tolist()]
+    empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
+    if empty:
+        raise DataError(
+            f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
+            "remove or fill them"
+        )
+    unknown = [i for i, v in enumerate(values) if v not in labels]
+    if unknown:
+        raise DataError(
+            f"{where}: {len(unknown)} record(s) have a {label_column!r} not in data.labels "
+            f"{sorted(labels)} ({_rows(source, unknown)}); fix the rows or declare the label"
+        )
+    counts = Counter(values)
+    small = [lab for lab in labels if counts.get(lab, 0) < 2]
+    if small:
+        # Not an error: aborting here would make the run's existence depend on one record (a class
+        # with no or one record simply receives few votes).  Console only, never logged.
+        notify_owner(
+            f"{where}: label(s) {small} have fewer than 2 private records; the run goes on, but their share "
+            "of the output rests on noise"
+        )
+    return PrivateData(texts, values)
+
+
+def load_run_private(config: Config, source: Any = None) -> PrivateData:
+    """The labelled private records a run's ``data`` section names (``source``: records passed in memory,
+    overriding data.private), validated, with the console note when privacy.delta is large for their count.
+
+    One place for the prompting methods and dp-finetune, so both read and check their input alike."""
+    d = config.data
+    assert d.labels is not None
+    records = load_private(
+        source if source is not None else d.private,
+        d.text_column,
+        d.label_column,
+        d.labels,
+        d.encoding,
+        m_private=d.n_private,
+        seed=d.seed,
+    )
+    warn_if_delta_large(config.privacy.delta, len(records))
+    return records
+
+
+def load_qa_pairs(
+    source: Any, qcol: str, acol: str, encoding: str, where: str, label: str, *, m_private: int, seed: int
+) -> Any:
+    """KnowledgeSG's private instruction/response pairs as a (text, label) table for DP fine-tuning, which
+    dp-finetune's ``load_private`` reads; checks columns and empty cells.  ``source`` None: ``m_private``
+    pairs drawn with ``seed`` from the embedded MedMCQA pool."""
+    import pandas as pd
+
+    df = read_table(medmcqa_private(m_private, seed) if source is None else source, encoding)
+    if len(df) == 0:
+        raise DataError(f"{where}: has a header but no records")
+    require_columns(df, where, {"knowledgesg.instruction_column": qcol, "knowledgesg.response_column": acol})
+    q = [str(x) for x in df[qcol].tolist()]
+    a = [str(x) for x in df[acol].tolist()]
+    empty = [i for i in range(len(q)) if not q[i].strip() or not a[i].strip()]
+    if empty:
+        raise DataError(
+            f"{where}: {len(empty)} record(s) have an empty {qcol!r} or {acol!r} (record indices "
+            f"{', '.join(map(str, empty[:5]))}); remove or fill them"
+        )
+    return pd.DataFrame({"text": [format_record(x, y) for x, y in zip(q, a, strict=True)], "label": label})
+
+
+def notify_owner(message: str) -> None:
+    """A message about the private data for the data owner's console only: never logged or written.
+
+    Checks that depend on the private records (class sizes, delta against the number of records) must
+    not stop a run, or the output's existence would reveal their outcome; they are shown here instead.
+    """
+    print("note: " + " ".join(message.split()), file=sys.stderr, flush=True)
+
+
+def warn_if_delta_large(delta: float, m: int) -> None:
+    """delta >= 1/M allows a mechanism that publishes one whole record; say so, but do not stop.
+
+    The check reads M, which is private under add/remove adjacency, so it must not decide whether the
+    run goes on.  The (epsilon, delta) statement stays true for any delta; it is just weak.
+    """
+    if delta >= 1.0 / m:
+        notify_owner(
+            f"privacy.delta = {delta:g} is not below 1/M for this private set: a guarantee that weak allows "
+            "publishing a record; use a smaller delta (e.g. 1e-5)"
+        )
+
+
+def _rows(source: Any, idx: list[int]) -> str:
+    """Where the records are, as the user finds them: CSV rows (header is row 1), JSONL lines, or indices."""
+    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
+    if suffix in (".csv", ".tsv", ".txt"):
+        word, offset = "rows", 2
+    elif suffix in (".jsonl", ".ndjson"):
+        word, offset = "lines", 1
+    else:
+        word, offset = "record indices", 0
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"{word} " + ", ".join(str(i + offset) for i in idx[:5]) + more
