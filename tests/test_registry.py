@@ -41,6 +41,15 @@ def test_method_literal_lists_the_registry() -> None:
     assert all(spec.name == name for name, spec in METHODS.items())
 
 
+def test_the_registry_refuses_entries_that_are_not_the_method_names() -> None:
+    specs = list(METHODS.values())
+    assert registry._registry(*specs) == METHODS
+    for wrong in (specs[:-1], [*specs, specs[0]], specs[::-1]):
+        with pytest.raises(RuntimeError, match="must be the names of Method"):
+            registry._registry(*wrong)
+    assert typing.get_args(Method) == registry.METHOD_NAMES
+
+
 def test_derived_tables_are_what_they_were() -> None:
     assert SECTION_USERS == EXPECTED_SECTION_USERS
     assert list(SECTION_USERS) == list(EXPECTED_SECTION_USERS)  # the order help and init show them in

@@ -225,6 +225,35 @@ def test_report_privacy_section_reads_the_unified_and_older_privacy_json(run_dir
     assert "ε = 2, δ = 1e-05" in text and "rdp" in text
 
 
+def test_report_reads_privacy_json_through_the_typed_report(run_dir: Path, tmp_path: Path) -> None:
+    from dpsynth.privacy.report import PrivacyReport, validate_report
+
+    rep = PrivacyReport.load(run_dir / "privacy.json")  # the current shape, as written
+    assert rep.method == "wasp" and rep.differentially_private and rep.accountant is not None
+    assert rep.mechanisms and all(m.count is not None for m in rep.mechanisms) and rep.domain is not None
+    # an older file is upgraded to the typed report: names kept, nothing invented
+    old = PrivacyReport.read(
+        {"epsilon": 2.0, "delta": 1e-5, "mechanisms": ["gaussian", {"name": "DP-SGD", "steps": 3}], "accountant": "rdp",
+         "domain": {"checks": "one check"}, "post_processing": "sampling"}
+    )
+    assert old.accountant is not None and old.accountant.name == "rdp" and old.accountant.epsilon_at_delta is None
+    assert [m.fields() for m in old.mechanisms] == [{"name": "gaussian"}, {"name": "DP-SGD", "steps": 3}]
+    assert old.domain is not None and old.domain.checks == ["one check"] and old.post_processing == ["sampling"]
+    assert old.differentially_private and old.complete and old.public_inputs == {} and old.method == ""
+    # such a file is read, never written: the writers' check still wants every field
+    with pytest.raises(ValueError, match="does not state reads"):
+        validate_report(old.model_dump(exclude_unset=True) | {"mechanisms": [{"name": "x", "sigma": 1.0}]})
+    # a file that states no epsilon cannot be read as a report: the page says so and still renders
+    for bad in ({"delta": 1e-5, "method": "wasp"}, [1, 2]):
+        with pytest.raises(ValueError):
+            PrivacyReport.read(bad)
+        broken = tmp_path / f"broken{type(bad).__name__}"
+        shutil.copytree(run_dir, broken)
+        (broken / "privacy.json").write_text(json.dumps(bad))
+        text = " ".join(parse(build_report(broken)).text)
+        assert "cannot be read as a privacy report" in text and "No privacy guarantee can be stated" in text
+
+
 def test_report_tabular_non_private_run(tmp_path: Path) -> None:
     """Other methods (e.g. PEARL on tables) write rows without text and may be non-private references."""
     run = tmp_path / "tab"

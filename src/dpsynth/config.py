@@ -28,12 +28,7 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
-from dpsynth.methods.registry import METHODS, names_where, section_users
-
-# The registered methods (methods/registry.py), as a Literal for pydantic, mypy and the CLI's choices;
-# tests/test_registry.py checks it lists exactly the registry's names, in its order.
-Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
-
+from dpsynth.methods.registry import METHODS, Method, names_where, section_users  # noqa: F401 - Method re-exported
 
 Backend = Literal["llamacpp", "openai", "transformers"]
 

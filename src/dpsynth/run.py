@@ -11,6 +11,13 @@ Layout (everything here is public or DP: no private text, no pre-noise statistic
     synthetic.jsonl       final output (or .csv / .parquet), written atomically
     privacy.json          the privacy report
     run.log               the log
+
+and each method's own files, named here too (a method never joins a name onto the run directory;
+tests/test_structure.py checks)::
+
+    finetune/plan.json, finetune/label_counts.json, finetune/checkpoint.pt, adapter/   dp-finetune
+    knowledgesg/client.json, knowledgesg/server_report.json, local_adapter/           KnowledgeSG client
+    schema.json, schema_*.json, counts.json, sketch.npz, training.json, synthetic.npz PEARL
 """
 
 from __future__ import annotations
@@ -34,10 +41,19 @@ from dpsynth.config import SECTION_USERS, Config, load_yaml, set_dotted
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
+from dpsynth.knowledgesg.protocol import ADAPTER_FILE
 
 LOGGER_NAME = "dpsynth"
 # fields that may differ between the original run and its resume
 _RESUMABLE_DIFFS = {"out"}
+# PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
+RELEASE_FILES = {
+    "schema.kinds": "schema_kinds.json",
+    "schema.bounds": "schema_bounds.json",
+    "schema.categories": "schema_categories.json",
+    "counts": "counts.json",
+    "sketch": "sketch.npz",
+}
 
 
 class RunDir:
@@ -80,6 +96,66 @@ class RunDir:
 
     def output(self, fmt: str) -> Path:
         return self.path / f"synthetic.{fmt}"
+
+    # dp-finetune (KnowledgeSG's client trains the same adapter)
+    @property
+    def finetune(self) -> Path:
+        """The folder of the DP-SGD plan, the noisy counts and the checkpoint."""
+        return self.path / "finetune"
+
+    @property
+    def finetune_plan(self) -> Path:
+        return self.finetune / "plan.json"
+
+    @property
+    def label_counts(self) -> Path:
+        return self.finetune / "label_counts.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.finetune / "checkpoint.pt"
+
+    @property
+    def adapter(self) -> Path:
+        """The folder of the DP LoRA adapter (safetensors + adapter_config.json)."""
+        return self.path / "adapter"
+
+    @property
+    def adapter_weights(self) -> Path:
+        return self.adapter / ADAPTER_FILE
+
+    # KnowledgeSG's client
+    @property
+    def knowledgesg_state(self) -> Path:
+        """The client's progress (adapter id, job id, idempotency key): what a resume continues."""
+        return self.path / "knowledgesg" / "client.json"
+
+    @property
+    def server_report(self) -> Path:
+        return self.path / "knowledgesg" / "server_report.json"
+
+    @property
+    def local_adapter(self) -> Path:
+        return self.path / "local_adapter"
+
+    # PEARL
+    @property
+    def schema(self) -> Path:
+        return self.path / "schema.json"
+
+    def release(self, key: str) -> Path:
+        """The file of PEARL's release ``key`` (``RELEASE_FILES``)."""
+        return self.path / RELEASE_FILES[key]
+
+    @property
+    def training(self) -> Path:
+        """PEARL's training history of the generator (post-processing of the sketch)."""
+        return self.path / "training.json"
+
+    @property
+    def synthetic_array(self) -> Path:
+        """PEARL's output as an array (``synthetic.npz``), when the private data is one."""
+        return self.path / "synthetic.npz"
 
     # lifecycle
     def check_writable(self) -> None:

@@ -170,8 +170,7 @@ class DpFinetuneMethod:
         whose units ``units`` names (``RunPhases``)."""
         assert self.data is not None and self.encoded is not None and self.count_event is not None
         config, ft = self.config, self.config.finetune
-        ft_dir = run_dir.path / "finetune"
-        ft_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.finetune.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(
             run_dir.ledger,
             epsilon=config.privacy.epsilon,
@@ -182,15 +181,15 @@ class DpFinetuneMethod:
         )
 
         # 1. the noisy count: class shares of the output and the sample rate of DP-SGD
-        noisy = self._release_count(ft_dir, ledger)
+        noisy = self._release_count(run_dir.label_counts, ledger)
         shares = class_shares_from(noisy, list(config.data.labels or {}), ft.label_proportions)
         plan = self.plan = self._dpsgd_plan(ledger, noisy)
-        plan_path = ft_dir / "plan.json"
+        plan_path = run_dir.finetune_plan
         if not plan_path.exists():
             atomic_write_json(plan_path, plan.to_dict())
 
         # 2. DP-SGD
-        ckpt_path = ft_dir / "checkpoint.pt"
+        ckpt_path = run_dir.checkpoint
         start, opt_state = 0, None
         if ckpt_path.exists():
             start, opt_state = self._load_checkpoint(ckpt_path)
@@ -239,11 +238,11 @@ class DpFinetuneMethod:
         del dataset
         if start < plan.steps:
             log.info("DP-SGD: %d steps in %.1f s", res.steps_done - start, res.seconds)
-        self._save_adapter(run_dir.path / "adapter")
+        self._save_adapter(run_dir.adapter)
         return ledger, shares
 
     # -------------------------------------------------------------- pieces
-    def _release_count(self, ft_dir: Path, ledger: Ledger) -> dict[str, float]:
+    def _release_count(self, path: Path, ledger: Ledger) -> dict[str, float]:
         """The noisy count per label (dp-count) or of all records (uniform), drawn once (Ledger.release)."""
         labels = list(self.config.data.labels or {})
         event = ledger.event(COUNT_KEY)
@@ -259,7 +258,7 @@ class DpFinetuneMethod:
                 noisy, keys = data.noisy_total(event.sigma), ["total"]
             return {"noisy_counts": {k: float(x) for k, x in zip(keys, noisy, strict=True)}, "sigma": event.sigma}
 
-        out: dict[str, float] = ledger.release(COUNT_KEY, ft_dir / "label_counts.json", draw)["noisy_counts"]
+        out: dict[str, float] = ledger.release(COUNT_KEY, path, draw)["noisy_counts"]
         return out
 
     def _dpsgd_plan(self, ledger: Ledger, noisy: dict[str, float]) -> DpSgdPlan:

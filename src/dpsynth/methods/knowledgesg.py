@@ -132,7 +132,7 @@ class KnowledgeSGClientMethod:
     # -------------------------------------------------------------- run
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         ks = self.config.knowledgesg
-        state_path = run_dir.path / "knowledgesg" / "client.json"
+        state_path = run_dir.knowledgesg_state
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
 
@@ -142,7 +142,7 @@ class KnowledgeSGClientMethod:
         )
 
         if "adapter_id" not in state:
-            data = (run_dir.path / "adapter" / ADAPTER_FILE).read_bytes()
+            data = run_dir.adapter_weights.read_bytes()
             receipt = self.client.upload_adapter(data)
             state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
             atomic_write_json(state_path, state)
@@ -159,7 +159,7 @@ class KnowledgeSGClientMethod:
             raise ServerError(f"server job {status.job_id} failed: {status.error}")
         text = self.client.dataset(state["job_id"])
         server_report = self.client.report(state["job_id"])
-        atomic_write_json(run_dir.path / "knowledgesg" / "server_report.json", server_report)
+        atomic_write_json(run_dir.server_report, server_report)
         rows = _parse_dataset(text, ks.domain, f"knowledgesg:{self.professional}")
         if len(rows) < self.config.n_synthetic:
             log.warning(
@@ -232,7 +232,7 @@ class KnowledgeSGClientMethod:
             label=self.config.knowledgesg.domain,
             task=TASK,
             epochs=self.config.knowledgesg.local_epochs,
-            out_dir=run_dir.path / "local_adapter",
+            out_dir=run_dir.local_adapter,
             reporter=reporter,
             seed=self.config.seed,
         )

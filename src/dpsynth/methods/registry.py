@@ -8,7 +8,7 @@ settings and each method's own validation.  ``api.make_method`` imports a method
 it) never loads a method's heavy dependencies (torch, peft).
 
 A new method is one module (or package) whose runner follows ``methods.base.MethodRunner``, its config
-section (``config_sections.py``, a field of ``Config``), its name in ``config.Method`` and one entry here.
+section (``config_sections.py``, a field of ``Config``), its name in ``Method`` and one entry in ``METHODS``.
 This module imports nothing of dpsynth: a check receives the ``Config`` and reads its fields.
 """
 
@@ -16,10 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from dpsynth.config import Config
+
+# The registered methods' names in registry order: the type of ``Config.method`` (pydantic's choices and its
+# did-you-mean, the CLI's ``--method`` choices, mypy).  mypy needs the names spelled out once; every
+# ``MethodSpec.name`` is typed by it and ``_registry`` refuses, at import, a name without exactly one entry.
+Method = Literal["wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"]
+METHOD_NAMES: tuple[Method, ...] = get_args(Method)
 
 Check = Callable[["Config"], None]  # raises ValueError("field: what is wrong; the fix"), as pydantic validators do
 
@@ -70,7 +76,7 @@ class MethodSpec:
     ``checks``: this method's own validation, run by ``Config`` for this method only.
     """
 
-    name: str
+    name: Method
     sections: tuple[str, ...]
     runner: str
     reads_private: bool = True
@@ -83,51 +89,60 @@ class MethodSpec:
 
 _PROMPTING = "dpsynth.methods.prompting:PromptingMethod"
 
-METHODS: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec(
-            "wasp",
-            ("data", "privacy", "wasp"),
-            _PROMPTING,
-            non_private_ok=True,
-            prompting=True,
-            labelled=True,
-            checks=(check_generators, check_label_judge),
-        ),
-        MethodSpec(
-            "aug-pe",
-            ("data", "privacy", "wasp"),
-            _PROMPTING,
-            non_private_ok=True,
-            prompting=True,
-            labelled=True,
-            preset={"q": 1, "use_far": False, "contrastive": False, "weighting": False, "variation": "rephrase"},
-            checks=(check_generators, check_one_generator, check_label_judge),
-        ),
-        MethodSpec(
-            "zero-shot",
-            ("data", "wasp"),
-            _PROMPTING,
-            reads_private=False,
-            prompting=True,
-            labelled=True,
-            checks=(check_generators, check_label_judge),
-        ),
-        MethodSpec(
-            "dp-finetune",
-            ("data", "privacy", "finetune"),
-            "dpsynth.methods.dp_finetune:DpFinetuneMethod",
-            labelled=True,
-        ),
-        MethodSpec("pearl", ("data", "privacy", "pearl"), "dpsynth.methods.pearl:PearlMethod"),
-        MethodSpec(
-            "knowledgesg",
-            ("data", "privacy", "finetune", "knowledgesg"),
-            "dpsynth.methods.knowledgesg:KnowledgeSGClientMethod",
-        ),
-    )
-}
+
+def _registry(*specs: MethodSpec, names: tuple[str, ...] = METHOD_NAMES) -> dict[str, MethodSpec]:
+    """The registry keyed by name; refuses (at import) specs that are not one per name of ``Method``, in order."""
+    got = tuple(spec.name for spec in specs)
+    if got != names:
+        raise RuntimeError(
+            f"methods/registry.py: the MethodSpec entries {list(got)} must be the names of Method {list(names)}, "
+            "one each, in that order"
+        )
+    return {spec.name: spec for spec in specs}
+
+
+METHODS: dict[str, MethodSpec] = _registry(
+    MethodSpec(
+        "wasp",
+        ("data", "privacy", "wasp"),
+        _PROMPTING,
+        non_private_ok=True,
+        prompting=True,
+        labelled=True,
+        checks=(check_generators, check_label_judge),
+    ),
+    MethodSpec(
+        "aug-pe",
+        ("data", "privacy", "wasp"),
+        _PROMPTING,
+        non_private_ok=True,
+        prompting=True,
+        labelled=True,
+        preset={"q": 1, "use_far": False, "contrastive": False, "weighting": False, "variation": "rephrase"},
+        checks=(check_generators, check_one_generator, check_label_judge),
+    ),
+    MethodSpec(
+        "zero-shot",
+        ("data", "wasp"),
+        _PROMPTING,
+        reads_private=False,
+        prompting=True,
+        labelled=True,
+        checks=(check_generators, check_label_judge),
+    ),
+    MethodSpec(
+        "dp-finetune",
+        ("data", "privacy", "finetune"),
+        "dpsynth.methods.dp_finetune:DpFinetuneMethod",
+        labelled=True,
+    ),
+    MethodSpec("pearl", ("data", "privacy", "pearl"), "dpsynth.methods.pearl:PearlMethod"),
+    MethodSpec(
+        "knowledgesg",
+        ("data", "privacy", "finetune", "knowledgesg"),
+        "dpsynth.methods.knowledgesg:KnowledgeSGClientMethod",
+    ),
+)
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -11,11 +11,13 @@ facts that are in fact private is a classic failure, and the input domain the gu
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dpsynth.privacy.events import Event, epsilon_of, gdp_mu_of, history, pld_epsilon
 from dpsynth.privacy.ledger import COMPOSITION_NOTE, Ledger
@@ -34,27 +36,58 @@ DOMAIN_NOTE = (
 )
 
 
+# the fields every mechanism entry has since privacy.json took its one shape (validate_report checks them)
+MECHANISM_FIELDS = ("reads", "sensitivity_l2", "sigma", "noise_multiplier", "count", "planned_count")
+
+
 class MechanismEntry(BaseModel):
-    """One mechanism that read private data: what it read, its sensitivity and noise, how often it ran."""
+    """One mechanism that read private data: what it read, its sensitivity and noise, how often it ran.
+
+    ``mechanism_entries`` writes every field (``validate_report`` checks); an older privacy.json may name
+    fewer, and the report shows those it has (``fields``).
+    """
 
     model_config = ConfigDict(extra="allow")
     name: str
-    reads: str
-    sensitivity_l2: float = Field(ge=0)
-    sigma: float | list[float]
-    noise_multiplier: float | list[float]
-    count: int = Field(ge=0)
-    planned_count: int = Field(ge=0)
+    reads: str | None = None
+    sensitivity_l2: float | None = Field(None, ge=0)
+    sigma: float | list[float] | None = None
+    noise_multiplier: float | list[float] | None = None
+    count: int | None = Field(None, ge=0)
+    planned_count: int | None = Field(None, ge=0)
+
+    def fields(self) -> dict[str, Any]:
+        """The fields this entry states (its method's own facts included), in the file's order."""
+        return self.model_dump(exclude_unset=True)
+
+
+class CrossCheck(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    epsilon_at_delta: float
 
 
 class AccountantSection(BaseModel):
+    """The accountant; ``epsilon_at_delta`` is always written (an older file may have named it only)."""
+
     model_config = ConfigDict(extra="allow")
     name: str
-    epsilon_at_delta: float = Field(ge=0)
+    epsilon_at_delta: float | None = Field(None, ge=0)
+    gdp_crosscheck: CrossCheck | None = None
+
+
+class DomainSection(BaseModel):
+    """The input domain: the public per-record checks every private record passed."""
+
+    model_config = ConfigDict(extra="allow")
+    checks: list[str] = Field(default_factory=list)
+    note: str | None = None
 
 
 class PrivacyReport(BaseModel):
-    """The one shape of privacy.json, for every method (the HTML report and the tests read it)."""
+    """The one shape of privacy.json, for every method (the HTML report and the tests read it).
+
+    ``load`` / ``read`` also read the privacy.json of an earlier dpsynth version (``_upgrade``).
+    """
 
     model_config = ConfigDict(extra="allow")
     guarantee: str
@@ -68,15 +101,79 @@ class PrivacyReport(BaseModel):
     accountant: AccountantSection | None
     public_inputs: dict[str, Any]
     epsilon_target: float | None = None
-    domain: dict[str, Any] | None = None
+    domain: DomainSection | None = None
     composition: str | None = None
+    post_processing: list[str] = Field(default_factory=list)
+    never_written: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrivacyReport:
+        """privacy.json at ``path``, of this or an earlier version (``read``); OSError / ValueError otherwise."""
+        return cls.read(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def read(cls, raw: Any) -> PrivacyReport:
+        """The report parsed from privacy.json's JSON: the current shape, else an earlier version's upgraded
+        to it; a ValueError (one line) when it is neither."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            pass
+        try:
+            return cls.model_validate(_upgrade(raw))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "privacy.json"
+            raise ValueError(f"{where}: {err['msg']}") from None
+
+
+def _upgrade(raw: Any) -> dict[str, Any]:
+    """An earlier privacy.json in the current shape: what older versions left out filled in from what they
+    wrote (mechanisms listed by name, the accountant as a string, checks as one string); epsilon and delta
+    must be there.  Nothing is invented: a value they did not state stays unset (or an empty default)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"privacy.json: a JSON object is expected, got {type(raw).__name__}")
+    eps = raw.get("epsilon")
+    out: dict[str, Any] = dict(raw)
+    out.setdefault("guarantee", "")
+    if not isinstance(raw.get("differentially_private"), bool) and isinstance(eps, (int, float)):
+        out["differentially_private"] = math.isfinite(eps)
+    out["adjacency"] = raw.get("adjacency") or "add/remove one private record"
+    out["method"] = raw.get("method") or ""
+    out["complete"] = raw.get("complete") is not False
+    mechs = raw.get("mechanisms")
+    out["mechanisms"] = [
+        {"name": m} if isinstance(m, str) else m
+        for m in (mechs if isinstance(mechs, list) else [])
+        if isinstance(m, (str, dict))
+    ]
+    acct = raw.get("accountant")
+    out["accountant"] = {"name": acct} if isinstance(acct, str) else acct if isinstance(acct, dict) else None
+    if not isinstance(raw.get("public_inputs"), dict):
+        out["public_inputs"] = {}
+    domain = raw.get("domain")
+    if isinstance(domain, dict) and isinstance(domain.get("checks"), str):
+        out["domain"] = {**domain, "checks": [domain["checks"]]}
+    elif not isinstance(domain, dict):
+        out.pop("domain", None)
+    pp = raw.get("post_processing")
+    if pp is not None:
+        out["post_processing"] = [str(i) for i in (pp if isinstance(pp, list) else [pp])]
+    return out
 
 
 def validate_report(report: dict[str, Any]) -> dict[str, Any]:
-    """Check ``report`` has the one privacy.json shape (a pydantic ValidationError otherwise); returns it."""
-    PrivacyReport.model_validate(report)
+    """Check ``report`` has the one privacy.json shape (a pydantic ValidationError or ValueError otherwise)
+    and every field a writer states today (``MECHANISM_FIELDS``, the accountant's epsilon); returns it."""
+    typed = PrivacyReport.model_validate(report)
     if report["mechanisms"] and report["differentially_private"] and report["accountant"] is None:
         raise ValueError("privacy.json: a DP report that lists mechanisms must name its accountant")
+    for m in typed.mechanisms:
+        missing = [f for f in MECHANISM_FIELDS if f not in m.model_fields_set]
+        if missing:
+            raise ValueError(f"privacy.json: mechanism {m.name!r} does not state {', '.join(missing)}")
+    if typed.accountant is not None and typed.accountant.epsilon_at_delta is None:
+        raise ValueError("privacy.json: the accountant must state its epsilon_at_delta")
     return report
 
 

@@ -29,11 +29,13 @@ from typing import Any
 
 from dpsynth.errors import DataError
 from dpsynth.io import atomic_write_text
+from dpsynth.privacy.report import PrivacyReport
 from dpsynth.report import plots
 from dpsynth.report.evaluation import evaluation_section, headline_section
 from dpsynth.report.guarantee import privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, table
 from dpsynth.report.text import clean_for_display, clip
+from dpsynth.run import RunDir
 
 REPORT_FILE = "report.html"
 SAMPLES_PER_CLASS = 5
@@ -49,8 +51,18 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON; the run directory is damaged or still being written") from None
 
 
+def _read_privacy(raw: Any) -> tuple[PrivacyReport | None, str]:
+    """privacy.json as the typed report (an earlier version's too), or None and why it cannot be read."""
+    if raw is None:
+        return None, ""
+    try:
+        return PrivacyReport.read(raw), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
 def _read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    p = run_dir / "config.yaml"
+    p = RunDir(run_dir).config
     if not p.exists():
         return {}, None
     import yaml
@@ -238,14 +250,14 @@ def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
     return "<h3>Generator outputs and why some were dropped</h3>" + table(headers, rows)
 
 
-def _label_names(cfg: dict[str, Any], priv: dict[str, Any] | None, records: list[dict[str, Any]]) -> dict[str, str]:
+def _label_names(cfg: dict[str, Any], priv: PrivacyReport | None, records: list[dict[str, Any]]) -> dict[str, str]:
     from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS
     from dpsynth.evaluate.inputs import run_data_config
 
     names: dict[str, str] = {}
     labels = (cfg.get("data") or {}).get("labels") if isinstance(cfg.get("data"), dict) else None
-    if not labels and priv and isinstance(priv.get("public_inputs"), dict):
-        labels = priv["public_inputs"].get("labels")
+    if not labels and priv is not None:
+        labels = priv.public_inputs.get("labels")
     if not labels and run_data_config(cfg).get("private") == EMBEDDED_IMDB:
         labels = IMDB_LABELS  # a hand-written or older config: the embedded data's public label names
     if isinstance(labels, dict):
@@ -350,7 +362,7 @@ def _samples_section(
 # ---------------------------------------------------------------- page
 def _images_section(run_dir: Path, per_class: int = 10) -> str:
     """Synthetic images (array outputs such as PEARL's ``synthetic.npz``), up to ``per_class`` per label."""
-    path = run_dir / "synthetic.npz"
+    path = RunDir(run_dir).synthetic_array
     if not path.exists():
         return ""
     import numpy as np
@@ -387,35 +399,33 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
-    priv = _read_json(rd / "privacy.json")
-    rounds = _read_json(rd / "rounds.json")
+    raw_priv = _read_json(RunDir(rd).privacy)
+    rounds = _read_json(RunDir(rd).rounds)
     evaluation = _read_json(rd / EVALUATION_FILE)
     cfg, cfg_text = _read_config(rd)
     records = _read_synthetic(rd)
-    if priv is None and not records:
+    if raw_priv is None and not records:
         raise DataError(
             f"{rd}: holds neither privacy.json nor synthetic.jsonl/.csv/.parquet; give a run directory written by "
             "`dpsynth run`"
         )
     if rounds is not None and not isinstance(rounds, list):
         rounds = None
-    if priv is not None and not isinstance(priv, dict):
-        priv = None
+    priv, priv_problem = _read_privacy(raw_priv)
     if evaluation is not None and not isinstance(evaluation, dict):
         evaluation = None
     records = _normalise_records(records, cfg)
     labels = _label_names(cfg, priv, records)
-    method = (priv or {}).get("method") or cfg.get("method") or "unknown method"
+    method = (priv.method if priv else "") or cfg.get("method") or "unknown method"
     task = run_task(cfg)
-    public = (priv or {}).get("public_inputs")
-    if task is None and isinstance(public, dict) and public.get("task"):
-        task = str(public["task"])  # no config.yaml: the task privacy.json lists among the public inputs
+    if task is None and priv is not None and priv.public_inputs.get("task"):
+        task = str(priv.public_inputs["task"])  # no config.yaml: the task privacy.json lists among the public inputs
     title = f"dpsynth report — {rd.name}"
     meta = [f"method <strong>{esc(method)}</strong>", f"{esc(fmt(len(records)))} synthetic records"]
     if task:
         meta.append(f"task: {esc(task)}")
-    if priv and isinstance(priv.get("epsilon"), (int, float)):
-        meta.append(f"ε = {esc(fmt(float(priv['epsilon']), 3))}")
+    if priv is not None:
+        meta.append(f"ε = {esc(fmt(priv.epsilon, 3))}")
     meta.append(f"generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
     headline = headline_section(evaluation)
     nav = "".join(
@@ -434,7 +444,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         f'<header><h1>{esc(title)}</h1><p class="meta">{" · ".join(meta)}</p>',
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
         headline,
-        privacy_section(priv),
+        privacy_section(priv, priv_problem),
         _rounds_section(rounds, cfg, labels),
         _class_section(records, labels, rounds, evaluation),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),

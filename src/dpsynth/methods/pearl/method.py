@@ -14,7 +14,7 @@ from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.methods.pearl.encoding import Layout, decode, encode_table, scale01, typed_values, value_notes
 from dpsynth.methods.pearl.generator import TrainedGenerator, TrainSettings, train_generator
-from dpsynth.methods.pearl.report import RELEASE_FILES, mechanism_name, pearl_report
+from dpsynth.methods.pearl.report import mechanism_name, pearl_report
 from dpsynth.methods.pearl.schema import (
     SCHEMA_RELEASES,
     Schema,
@@ -160,14 +160,14 @@ class PearlMethod:
         )
         ledger = self.open_ledger(run_dir)
         released = self._schema_releases(ledger, run_dir, reporter)
-        atomic_write_json(run_dir.path / "schema.json", self.schema.to_json(released))
+        atomic_write_json(run_dir.schema, self.schema.to_json(released))
         layout = Layout.from_schema(self.schema)
         saved_counts = ledger.release(
-            "counts", run_dir.path / RELEASE_FILES["counts"], lambda: self._draw_counts(ledger)
+            "counts", run_dir.release("counts"), lambda: self._draw_counts(ledger)
         )
         counts = np.asarray(saved_counts["counts"], dtype=np.float64)
         saved = ledger.release(
-            "sketch", run_dir.path / RELEASE_FILES["sketch"], lambda: self._draw_sketch(ledger, layout, counts)
+            "sketch", run_dir.release("sketch"), lambda: self._draw_sketch(ledger, layout, counts)
         )
         sketch = sk.NoisySketch.from_npz(saved)
         log.info("pearl: releases done, epsilon spent %.4f", ledger.epsilon_spent())
@@ -195,8 +195,8 @@ class PearlMethod:
             if self.schema.label_column is not None:
                 payload[self.schema.label_column] = np.array(typed_values(self.schema.classes))[yy]
             np.savez(buf, **payload)
-            atomic_write_bytes(run_dir.path / "synthetic.npz", buf.getvalue())
-        atomic_write_json(run_dir.path / "training.json", self.generator.history)
+            atomic_write_bytes(run_dir.synthetic_array, buf.getvalue())
+        atomic_write_json(run_dir.training, self.generator.history)
         log.info("pearl: trained %d steps on the sketch (m=%d, D=%d)", settings.steps, sketch.m, sketch.dim)
         return rows, self.report(ledger, released, sketch)
 
@@ -264,7 +264,7 @@ class PearlMethod:
             if not ledger.released(key):
                 reporter.message(f"pearl: deriving the undeclared schema with DP ({key}, accounted)")
             payload = ledger.release(
-                key, run_dir.path / RELEASE_FILES[key], functools.partial(self._draw_schema, key, ledger)
+                key, run_dir.release(key), functools.partial(self._draw_schema, key, ledger)
             )
             out[key] = apply_schema_release(self.schema, payload)
         return out

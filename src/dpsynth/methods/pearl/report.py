@@ -9,16 +9,9 @@ from dpsynth.methods.pearl.schema import Schema
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.report import privacy_report
+from dpsynth.run import RELEASE_FILES  # every release is saved to its own file (RunDir.release)
 
 ADJACENCY = "add/remove one private record (one row or one array record, its label included)"
-# every release is saved to its own file, so the ledger records each one as soon as it is drawn
-RELEASE_FILES = {
-    "schema.kinds": "schema_kinds.json",
-    "schema.bounds": "schema_bounds.json",
-    "schema.categories": "schema_categories.json",
-    "counts": "counts.json",
-    "sketch": "sketch.npz",
-}
 
 
 def mechanism_name(release: str) -> str:
