@@ -700,6 +700,7 @@ def test_a_bad_value_in_a_dp_typed_numeric_column_is_imputed(
         assert b"SENTINEL" not in data, name
         if not name.startswith("synthetic"):
             text = data.decode("utf-8", errors="ignore")
+            text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", "", text)  # log times end in ,NNN ms
             assert not re.search(r"(?<![\d.])22[24](?![\d.])", text), name
             assert not re.search(r"\brows? \d|record indices \d", text), name
 
