@@ -67,7 +67,7 @@ ALL_ROWS = [
 ]
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 # Each generated row's synthetic set (text, label, generator, round), kept so that other classifiers or
-# metrics can be run on the same sets later without regenerating them (`bench/quality_finetune.py`).
+# metrics can be run on the same sets later without regenerating them (e.g. `bench/diag_quality.py`).
 SETS = RESULTS.parent / "quality_sets"
 DATASETS = {name.removeprefix("embedded:"): ds for name, ds in EMBEDDED_DATASETS.items()}
 IMDB = EMBEDDED_DATASETS[EMBEDDED_IMDB]

