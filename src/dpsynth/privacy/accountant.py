@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,13 +95,22 @@ def calibrate_noise_multiplier(
         lo, hi = hi, hi * 1.1
     if ok(lo):
         return lo
+    return smallest_passing(ok, lo, hi, rtol)
+
+
+def smallest_passing(ok: Callable[[float], bool], lo: float, hi: float, rtol: float) -> float:
+    """The one calibration search of the package (Gaussian releases here, DP-SGD in ``dpsgd.py``): the
+    smallest noise multiplier z in [lo, hi], up to ``rtol``, with ``ok(z)`` (epsilon within budget), given
+    ``ok(hi)`` and that ``ok`` is monotone in z.  It returns the upper end, so the z returned always
+    satisfies the budget; bisection rather than a root finder because epsilon(z) from a discretised
+    accountant is a step function."""
     while (hi - lo) / hi > rtol:
         mid = (lo + hi) / 2
         if ok(mid):
             hi = mid
         else:
             lo = mid
-    return hi  # the upper end always satisfies the budget
+    return hi
 
 
 def _gdp_mu_for(epsilon: float, delta: float) -> float:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dpsynth.errors import ConfigError
+from dpsynth.privacy.accountant import calibrate_noise_multiplier, smallest_passing
 
 DpSgdAccountant = Literal["prv", "rdp"]
 # PRV is a numerical upper bound; this is its default epsilon error (Opacus' own default)
@@ -133,8 +134,6 @@ def steps_for(epochs: float, sample_rate: float) -> int:
 
 def calibrate_count_noise(epsilon: float, delta: float) -> float:
     """Noise multiplier of one sensitivity-1 Gaussian release that is (epsilon, delta)-DP alone (PLD)."""
-    from dpsynth.privacy.accountant import calibrate_noise_multiplier
-
     return calibrate_noise_multiplier(epsilon, delta, 1, "pld")
 
 
@@ -193,12 +192,12 @@ def _calibrate_dpsgd(
     while lo > 0.3 and eps(lo, "rdp") <= epsilon:
         hi, lo = lo, lo / 2
     if accountant == "rdp":
-        return _bisect(lambda z: eps(z, "rdp") <= epsilon, lo, hi, rtol)
-    z_rdp = _bisect(lambda z: eps(z, "rdp") <= epsilon, lo, hi, 1e-2)
+        return smallest_passing(lambda z: eps(z, "rdp") <= epsilon, lo, hi, rtol)
+    z_rdp = smallest_passing(lambda z: eps(z, "rdp") <= epsilon, lo, hi, 1e-2)
     if z_rdp < PRV_MIN_NOISE:  # see make_plan: PRV is not evaluated at such low noise
         return z_rdp
     # 2. dp-accounting's PLD (fast; within ~0.5% of PRV) narrows it down, 3. PRV decides in a 1% bracket
-    z_pld = _bisect(
+    z_pld = smallest_passing(
         lambda z: pld_history_epsilon([*prefix, (z, sample_rate, steps)], delta) <= epsilon, 0.6 * z_rdp, z_rdp, 2e-3
     )
     hi = z_pld * 1.003
@@ -207,7 +206,7 @@ def _calibrate_dpsgd(
     lo = hi * 0.994
     while eps(lo) <= epsilon:
         hi, lo = lo, lo * 0.99
-    return _bisect(lambda z: eps(z) <= epsilon, lo, hi, max(rtol, 6e-3))
+    return smallest_passing(lambda z: eps(z) <= epsilon, lo, hi, max(rtol, 6e-3))
 
 
 def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -225,17 +224,6 @@ def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -
             ev = dp_accounting.PoissonSampledDpEvent(q, ev)
         acc.compose(ev, int(t))
     return float(acc.get_epsilon(delta))
-
-
-def _bisect(ok: Any, lo: float, hi: float, rtol: float) -> float:
-    """Smallest z in [lo, hi] (up to rtol) with ok(z), given ok(hi) and monotonicity; returns a z with ok(z)."""
-    while (hi - lo) / hi > rtol:
-        mid = (lo + hi) / 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def make_plan(
