@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,3 +220,30 @@ def test_heterogeneous_events_compose_as_they_are(tmp_path: Path) -> None:
     led.release("e1", tmp_path / "e1.json", lambda: {})
     two = gdp_epsilon(math.sqrt(1 / 9 + 1 / 25), 1e-5)
     assert led.epsilon_spent() == pytest.approx(two, rel=0.01)
+
+
+def test_pld_interval_grows_with_a_large_epsilon_and_stays_an_upper_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed 1e-4 discretisation made calibrating epsilon 200 take ~90 s (1,000: many minutes) on 2 cores.
+    The interval now follows the exact GDP epsilon above 10; below, the figures are unchanged, and the
+    coarser PLD is still pessimistic: never below the exact Gaussian-DP epsilon."""
+    from dp_accounting.pld import pld_privacy_accountant
+
+    from dpsynth.privacy import events
+    from dpsynth.privacy.accountant import gdp_epsilon, gdp_mu
+
+    seen: list[float] = []
+    real = pld_privacy_accountant.PLDAccountant
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append(k["value_discretization_interval"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(pld_privacy_accountant, "PLDAccountant", spy)
+    assert events.pld_epsilon(((2.4177, 1.0, 5),), 1e-5) == pytest.approx(4.0, abs=1e-3)
+    assert seen[-1] == events.PLD_INTERVAL  # epsilon 4: as before
+    z = 0.13779  # epsilon ~200 after 5 releases
+    eps = events.pld_epsilon(((z, 1.0, 5),), 1e-5)
+    assert seen[-1] > 10 * events.PLD_INTERVAL
+    exact = gdp_epsilon(gdp_mu(5, z), 1e-5)
+    assert exact * (1 - 1e-9) <= eps <= exact * 1.001  # 1e-9: the GDP root finder's own tolerance
+    assert events.pld_epsilon(((z, 0.5, 5),), 1e-5, interval=1e-3) > 0 and seen[-1] == 1e-3

@@ -49,12 +49,10 @@ def gdp_epsilon(mu: float, delta: float) -> float:
 
 
 def pld_epsilon(noise_multiplier: float, steps: int, delta: float) -> float:
-    import dp_accounting
-    from dp_accounting.pld import pld_privacy_accountant
+    """dp-accounting's PLD epsilon of ``steps`` unsampled Gaussian releases (``events.pld_epsilon``)."""
+    from dpsynth.privacy.events import pld_epsilon as history_pld_epsilon
 
-    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
-    acc.compose(dp_accounting.GaussianDpEvent(noise_multiplier), steps)
-    return float(acc.get_epsilon(delta))
+    return history_pld_epsilon(((noise_multiplier, 1.0, steps),), delta)
 
 
 @functools.lru_cache(maxsize=1024)
