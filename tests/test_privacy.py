@@ -228,7 +228,7 @@ def test_pld_interval_grows_with_a_large_epsilon_and_stays_an_upper_bound(monkey
     coarser PLD is still pessimistic: never below the exact Gaussian-DP epsilon."""
     from dp_accounting.pld import pld_privacy_accountant
 
-    from dpsynth.privacy import events
+    from dpsynth.privacy import accountant as events  # the one PLD function of the package
     from dpsynth.privacy.accountant import gdp_epsilon, gdp_mu
 
     seen: list[float] = []

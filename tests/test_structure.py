@@ -147,7 +147,13 @@ def test_no_module_is_too_long() -> None:
 # A method (or the API) asks ``RunDir`` for every path of its run directory (``run_dir.checkpoint``,
 # ``run_dir.release(key)``); joining a name onto one (``run_dir.path / "x.json"``) writes a file RunDir does
 # not know, so resume, the docs and other tools cannot find it.
-RUN_DIR_USERS = [*sorted((PACKAGE / "methods").rglob("*.py")), PACKAGE / "api.py"]
+RUN_DIR_USERS = [
+    *sorted((PACKAGE / "methods").rglob("*.py")),
+    *sorted((PACKAGE / "evaluate").rglob("*.py")),
+    *sorted((PACKAGE / "report").rglob("*.py")),
+    PACKAGE / "api.py",
+    PACKAGE / "cli.py",
+]
 _RUN_DIR_ATTRS = {"run_dir", "rundir"}  # ``self.rundir`` holds one too
 
 

@@ -131,7 +131,9 @@ def _method_hint(args: list[str], config: str | None, resume: bool) -> str | Non
     sources = [Path(config).expanduser()] if config else []
     out = _flag_value(args, "out")
     if resume and out:
-        sources.append(Path(out).expanduser() / "config.yaml")
+        from dpsynth.run import RunDir
+
+        sources.append(RunDir(out).config)
     for src in sources:
         try:
             raw = load_yaml(src.read_text(encoding="utf-8"))
@@ -318,7 +320,9 @@ def _interrupted(exc: BaseException | None = None) -> str:
         return "interrupted"
     command, out = _RUN
     run_dir = getattr(exc, "dpsynth_run_dir", None) or Path(out).expanduser()
-    if not (Path(run_dir) / "config.yaml").exists():
+    from dpsynth.run import RunDir
+
+    if not RunDir(run_dir).config.exists():
         return f"interrupted before the run directory {run_dir} was written; nothing to resume, run again"
     return f"interrupted; continue with `{command} --resume --out {shlex.quote(str(run_dir))}`"
 

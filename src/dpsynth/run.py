@@ -23,7 +23,6 @@ tests/test_structure.py checks)::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -42,6 +41,7 @@ from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
+from dpsynth.privacy.report import PrivacyReport
 
 LOGGER_NAME = "dpsynth"
 # fields that may differ between the original run and its resume
@@ -246,8 +246,8 @@ class RunDir:
         if not (self.privacy.exists() and self.output(config.output_format).exists()):
             return False
         try:
-            made = json.loads(self.privacy.read_text(encoding="utf-8")).get("public_inputs", {}).get("n_synthetic")
-        except (OSError, ValueError, AttributeError):
+            made = PrivacyReport.load(self.privacy).public_inputs.get("n_synthetic")
+        except (OSError, ValueError):
             return True  # unreadable: the resume path reports it
         return made is None or made == config.n_synthetic
 

@@ -15,10 +15,11 @@ import numpy as np
 from dpsynth.data import EmbeddedDataset, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
+from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
 
-_RUN_FILES = ("synthetic.jsonl", "synthetic.parquet", "synthetic.csv")
+_RUN_FORMATS = ("jsonl", "parquet", "csv")  # RunDir.output(format): synthetic.jsonl, ...
 # the max_seq_length a run embeds with (api.py builds SentenceTransformerEmbedder with its default)
 _RUN_MAX_SEQ_LENGTH = 256
 
@@ -49,7 +50,7 @@ def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
     this public file alone, never from the private data."""
     if run_dir is None:
         return {}
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.exists():
         return {}
     import yaml
@@ -82,14 +83,14 @@ def used_embedded_dataset(cfg: dict[str, Any]) -> EmbeddedDataset | None:
 
 def find_run_output(run_dir: Path) -> Path | None:
     """The synthetic output file of a run directory (the config's output_format first)."""
-    names = list(_RUN_FILES)
+    formats = list(_RUN_FORMATS)
     fmt = read_run_config(run_dir).get("output_format")
-    if isinstance(fmt, str) and f"synthetic.{fmt}" in names:
-        names.remove(f"synthetic.{fmt}")
-        names.insert(0, f"synthetic.{fmt}")
-    for n in names:
-        if (run_dir / n).exists():
-            return run_dir / n
+    if isinstance(fmt, str) and fmt in formats:
+        formats.remove(fmt)
+        formats.insert(0, fmt)
+    for f in formats:
+        if RunDir(run_dir).output(f).exists():
+            return RunDir(run_dir).output(f)
     return None
 
 
@@ -273,9 +274,10 @@ def embed_synthetic(
     source: Embedder = embedder
     run_cache = None
     seq = getattr(embedder, "max_seq_length", _RUN_MAX_SEQ_LENGTH)
-    if data.run_dir is not None and (data.run_dir / "embeddings.npz").exists() and seq == _RUN_MAX_SEQ_LENGTH:
+    run_embeddings = None if data.run_dir is None else RunDir(data.run_dir).embeddings
+    if run_embeddings is not None and run_embeddings.exists() and seq == _RUN_MAX_SEQ_LENGTH:
         try:
-            run_cache = EmbeddingCache(data.run_dir / "embeddings.npz", embedder.name)
+            run_cache = EmbeddingCache(run_embeddings, embedder.name)
         except Exception:  # noqa: BLE001 - a damaged cache only costs time
             run_cache = None
         if run_cache is not None:

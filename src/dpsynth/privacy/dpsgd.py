@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dpsynth.errors import ConfigError
-from dpsynth.privacy.accountant import calibrate_noise_multiplier, smallest_passing
+from dpsynth.privacy.accountant import calibrate_noise_multiplier, pld_epsilon, smallest_passing
 
 DpSgdAccountant = Literal["prv", "rdp"]
 # PRV is a numerical upper bound; this is its default epsilon error (Opacus' own default)
@@ -211,19 +211,7 @@ def _calibrate_dpsgd(
 
 def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     """Epsilon of the same history with dp-accounting's PLD accountant (cross-check and fast bracketing)."""
-    import dp_accounting
-    from dp_accounting.pld import pld_privacy_accountant
-
-    history = [h for h in history if h[2] > 0]
-    if not history:
-        return 0.0
-    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3)
-    for z, q, t in history:
-        ev: Any = dp_accounting.GaussianDpEvent(z)
-        if q < 1:
-            ev = dp_accounting.PoissonSampledDpEvent(q, ev)
-        acc.compose(ev, int(t))
-    return float(acc.get_epsilon(delta))
+    return pld_epsilon(history, delta, interval=1e-3)
 
 
 def make_plan(

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from dpsynth.privacy.accountant import gdp_epsilon, pld_epsilon
+
 Accountant = Literal["pld", "gdp", "prv", "rdp"]
 ACCOUNTANTS: tuple[str, ...] = ("pld", "gdp", "prv", "rdp")
-PLD_INTERVAL = 1e-4  # dp-accounting's value discretisation: pessimistic, tight to ~1e-3 in epsilon
 
 
 @dataclass(frozen=True)
@@ -91,40 +92,8 @@ def _epsilon(hist: tuple[tuple[float, float, int], ...], delta: float, accountan
     if accountant == "gdp":
         if any(q < 1 for _, q, _ in hist):
             raise ValueError("the gdp accountant is exact for unsampled Gaussian releases only")
-        from dpsynth.privacy.accountant import gdp_epsilon
-
         return gdp_epsilon(math.sqrt(sum(t / z**2 for z, _, t in hist)), delta)
     return pld_epsilon(hist, delta)
-
-
-def pld_epsilon(hist: Sequence[tuple[float, float, int]], delta: float, interval: float | None = None) -> float:
-    """dp-accounting's PLD accountant over (z, q, steps) entries (Poisson-subsampled where q < 1).
-
-    The discretisation interval is ``PLD_INTERVAL`` unless the releases are so weakly noised that epsilon
-    is large: the loss distribution then spans a range that grows like 1/z^2, and a fixed interval made a
-    calibration at epsilon 50 take half a minute and at 1,000 many minutes.  For unsampled releases the
-    exact Gaussian-DP epsilon gives the scale, and the interval grows with it above epsilon 10 (1e-3 at
-    100).  The PLD stays pessimistic, so epsilon is still an upper bound; only its last digits move.
-    """
-    import dp_accounting
-    from dp_accounting.pld import pld_privacy_accountant
-
-    if interval is None:
-        interval = PLD_INTERVAL
-        if hist and all(q >= 1 for _, q, _ in hist) and all(z > 0 for z, _, _ in hist):
-            from dpsynth.privacy.accountant import gdp_epsilon
-
-            scale = gdp_epsilon(math.sqrt(sum(t / z**2 for z, _, t in hist)), delta)
-            interval = PLD_INTERVAL * max(1.0, scale / 10) if math.isfinite(scale) else PLD_INTERVAL * 1e4
-    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=interval)
-    for z, q, t in hist:
-        if t <= 0:
-            continue
-        ev: Any = dp_accounting.GaussianDpEvent(z)
-        if q < 1:
-            ev = dp_accounting.PoissonSampledDpEvent(q, ev)
-        acc.compose(ev, int(t))
-    return float(acc.get_epsilon(delta))
 
 
 def gdp_mu_of(events: Sequence[Event]) -> float | None:
