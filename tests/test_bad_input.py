@@ -588,3 +588,28 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
     assert read_table(pd.DataFrame({"text": ["NA", "x"]}))["text"].tolist() == ["", "x"]
     with pytest.raises(DataError, match="column 'text' appears more than once"):
         read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))
+
+
+def test_a_label_declared_like_a_placeholder_is_a_label(tmp_path: Path) -> None:
+    """"None" / "NA" as a class ("no issue", "not applicable") is common in support and triage data; they
+    used to be read as missing, so every record of that class was refused as undeclared.  A declared label
+    is now data in the label column, and only there; other placeholders stay missing."""
+    from dpsynth.data import read_table
+    from dpsynth.evaluate.inputs import load_test
+    from dpsynth.privacy.private_data import load_private
+
+    p = tmp_path / "tickets.csv"
+    rows = ["refund please,billing", "card charged twice,billing", "thanks all good,None", "just saying hi, None "]
+    p.write_text("text,label\n" + "\n".join(rows) + "\nNone,billing\n", encoding="utf-8")
+    labels = {"billing": "billing", "None": "no issue"}
+    with pytest.raises(DataError, match="1 record"):  # the text "None" is still a missing text
+        load_private(p, "text", "label", labels)
+    p.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    data = load_private(p, "text", "label", labels)
+    assert data.encode(lambda texts, labs: sorted(labs)) == ["None", "None", "billing", "billing"]
+    assert read_table(p)["label"].tolist() == ["billing", "billing", "", ""]  # undeclared: placeholders
+    t = tmp_path / "test.jsonl"
+    t.write_text('{"text": "a", "label": "None"}\n{"text": "b", "label": "billing"}\n', encoding="utf-8")
+    assert load_test(t, labels={"None", "billing"}).labels == ["None", "billing"]
+    with pytest.raises(DataError, match="empty 'label'"):  # without the synthetic set's labels: missing
+        load_test(t)

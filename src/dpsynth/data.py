@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,7 +64,9 @@ def is_in_memory_source(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------- reading files
-def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(
+    source: str | Path | Any, encoding: str = "utf-8", keep: Mapping[str, Collection[str]] | None = None
+) -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
     Every value is read as a string so that labels like ``1`` and ``1.0`` are not confused.
@@ -74,7 +77,9 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
     ``None`` (what spreadsheets and pandas write for a missing cell; see ``MISSING_MARKERS``).  A text
     that merely contains such a word (``Nancy``, ``none of it``) is kept.  So ``load_private`` reports a
     record whose text is ``NaN`` as empty, with its row, like a blank one; a label written as ``NA`` is
-    missing too, hence not one of the declared labels.
+    missing too, hence not one of the declared labels, unless ``keep`` says otherwise: ``keep`` maps a
+    column to values that are data there even though they look like placeholders (a label declared as
+    ``None`` or ``NA``: "no category" is a real class in support and triage data).
 
     A column name that appears twice (CSV/TSV header, DataFrame) or a key that appears twice in one
     JSON object is refused: which of the two is meant cannot be known.
@@ -82,6 +87,20 @@ def read_table(source: str | Path | Any, encoding: str = "utf-8") -> pd.DataFram
     Every failure is a one-line ``DataError`` naming the file (and line or byte) and the fix, never a
     record's content.
     """
+    df = _read_strings(source, encoding)
+    kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
+
+    def blank_placeholders(col: pd.Series) -> pd.Series:
+        data = ~col.str.strip().str.lower().isin(MISSING_MARKERS)
+        if col.name in kept:
+            data |= col.map(norm_label).isin(kept[col.name])
+        return col.where(data, "")
+
+    return df.apply(blank_placeholders)
+
+
+def _read_strings(source: str | Path | Any, encoding: str) -> pd.DataFrame:
+    """The table with every cell a string and real missing values (NaN, None, JSON null) as ''."""
     if isinstance(source, pd.DataFrame):
         return _as_str(_unique_columns(source, "dataset"))
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
@@ -252,10 +271,9 @@ def _read_json(text: str, path: Path) -> pd.DataFrame:
 
 
 def _as_str(df: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as a string; missing values (NaN, None, null, MISSING_MARKERS text) as ''."""
+    """Every cell as a string; real missing values (NaN, None, null) as '' (placeholders: ``read_table``)."""
     df = df.astype(object)
-    df = df.where(df.notna(), "").astype(str)
-    return df.apply(lambda col: col.where(~col.str.strip().str.lower().isin(MISSING_MARKERS), ""))
+    return df.where(df.notna(), "").astype(str)
 
 
 def _short(exc: BaseException, path: Path) -> str:

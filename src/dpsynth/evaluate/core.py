@@ -132,7 +132,7 @@ def evaluate(
     notes = [test_note] if test_note else []
     for n in notes:
         say(n)
-    tst = load_test(test, test_text_column or text_column, test_label_column or label_column)
+    tst = load_test(test, test_text_column or text_column, test_label_column or label_column, set(syn.labels))
     warnings = check_labels(syn, tst)
     for w in warnings:
         log.warning(w)

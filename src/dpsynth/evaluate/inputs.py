@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,9 @@ def load_synthetic(source: Any, text_column: str = "text", label_column: str = "
         where = str(frame_source)
     else:
         frame_source, where = source, "synthetic data"
-    df = read_table(frame_source)
+    declared = (read_run_config(run_dir).get("data") or {}).get("labels") if run_dir is not None else None
+    keep = {label_column: [str(k) for k in declared]} if isinstance(declared, dict) else None
+    df = read_table(frame_source, keep=keep)  # a label declared as "None" is a label, not a missing value
     data = _labelled(df, text_column, label_column, where, "synthetic", ("--text-column", "--label-column"))
     data.run_dir = run_dir
     if "round" in df.columns:
@@ -167,9 +169,12 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     )
 
 
-def load_test(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+def load_test(
+    source: Any, text_column: str = "text", label_column: str = "label", labels: Collection[str] = ()
+) -> LabelledTexts:
     """An embedded dataset's fixed test split (``embedded:imdb``: 2,000 IMDb reviews,
-    ``embedded:newsgroups``: 1,531 posts) or any table source."""
+    ``embedded:newsgroups``: 1,531 posts) or any table source.  ``labels`` (the synthetic set's) are read
+    as labels even where they look like missing-value placeholders (``None``, ``NA``)."""
     embedded = embedded_dataset(source, "--test")
     if embedded is not None:
         df, where = embedded.test(), embedded.source
@@ -177,7 +182,7 @@ def load_test(source: Any, text_column: str = "text", label_column: str = "label
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
             raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
-        df = read_table(source)
+        df = read_table(source, keep={label_column: labels})
         where = str(source) if isinstance(source, (str, Path)) else "test data"
     return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
 

@@ -104,7 +104,7 @@ def load_private(
         df = embedded.private(m_private, seed)
         text_column, label_column, where = "text", "label", embedded.source
     else:
-        df = read_table(source, encoding)
+        df = read_table(source, encoding, keep={label_column: labels})  # a label declared as "None" is data
         where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if len(df) == 0:
         raise DataError(f"{where}: has a header but no records; add at least two records per label")
