@@ -265,6 +265,10 @@ class RunDir:
         atomic_write_json(self.rounds, rounds)
 
 
+# the run directory's paths relative to it (``IN_RUN_DIR.adapter`` is ``adapter``): for the reports that name them
+IN_RUN_DIR = RunDir(".")
+
+
 def dump_config_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 

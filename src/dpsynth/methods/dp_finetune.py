@@ -58,7 +58,7 @@ from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.report import privacy_report
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
 from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
 
@@ -435,7 +435,11 @@ class DpFinetuneMethod:
             },
             extra={
                 "class_shares": shares,
-                "released_artifacts": ["adapter/ (DP)", "finetune/checkpoint.pt (DP iterate)", "synthetic output"],
+                "released_artifacts": [
+                    f"{IN_RUN_DIR.adapter.as_posix()}/ (DP)",
+                    f"{IN_RUN_DIR.checkpoint.as_posix()} (DP iterate)",
+                    "synthetic output",
+                ],
             },
         )
 

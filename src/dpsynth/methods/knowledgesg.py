@@ -28,10 +28,10 @@ from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.extras import require
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
-from dpsynth.knowledgesg.protocol import ADAPTER_FILE, JobSpec, LoraSpec, PromptSpec, format_record
+from dpsynth.knowledgesg.protocol import JobSpec, LoraSpec, PromptSpec, format_record
 from dpsynth.privacy.private_data import load_qa_pairs
 from dpsynth.privacy.report import DOMAIN_NOTE
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
 
 log = logging.getLogger("dpsynth.knowledgesg")
 
@@ -249,14 +249,16 @@ class KnowledgeSGClientMethod:
                 "note": DOMAIN_NOTE,
             },
             "post_processing": [
-                "the DP LoRA adapter (adapter/) is uploaded to the server; nothing else derived from private data is",
+                f"the DP LoRA adapter ({IN_RUN_DIR.adapter.as_posix()}/) is uploaded to the server; nothing else "
+                "derived from private data is",
                 "the server samples instructions from the DP adapter with the public control code, its professional "
                 f"model ({self.professional}) filters and answers them",
-                "local_adapter/ (if present): non-DP LoRA fine-tune on the returned synthetic pairs only",
+                f"{IN_RUN_DIR.local_adapter.as_posix()}/ (if present): non-DP LoRA fine-tune on the returned "
+                "synthetic pairs only",
             ],
             "sent_to_server": {
                 "adapter": {
-                    "file": f"adapter/{ADAPTER_FILE}",
+                    "file": IN_RUN_DIR.adapter_weights.as_posix(),
                     "sha256": state.get("adapter_sha256"),
                     "bytes": state.get("adapter_bytes"),
                 },
@@ -265,7 +267,7 @@ class KnowledgeSGClientMethod:
             },
             "server_job": {
                 "job_id": state.get("job_id"),
-                "report": "knowledgesg/server_report.json",
+                "report": IN_RUN_DIR.server_report.as_posix(),
                 "returned": server_report.get("n_returned"),
             },
         }
