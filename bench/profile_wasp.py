@@ -213,16 +213,42 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder(cfg.embedding_model, cfg.embedding_batch_size)
     embedder.encode(["warm up"])
     load_s = time.perf_counter() - t0
+    command = "python bench/profile_wasp.py " + " ".join(sys.argv[1:])
+    methods = args.methods.split(",")
     try:
         ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens, dataset) for g, gen in gens.items()}
-        runs = [
-            profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt, dataset)
-            for m in args.methods.split(",")
-        ]
+        runs: list[dict[str, Any]] = []
+        for m in methods:
+            runs.append(profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt, dataset))
+            # written after every method, so a long comparison that is stopped keeps what it measured
+            write_result(out, summarize(command, dataset, load_s, ceilings, runs, methods))
     finally:
         for g in gens.values():
             g.close()
-    summary: dict[str, Any] = {"model_load_s": round(load_s, 1), "ceiling": ceilings, "runs": runs}
+
+
+def summarize(
+    command: str,
+    dataset: EmbeddedDataset,
+    load_s: float,
+    ceilings: dict[str, Any],
+    runs: list[dict[str, Any]],
+    methods: list[str],
+) -> dict[str, Any]:
+    """The result file: ceilings, the runs so far, and the ratios the targets are about."""
+    summary: dict[str, Any] = {
+        "command": command,
+        "dataset": dataset.source,
+        "targets": {
+            "wasp_wall_s_at_n_1000": 1200,
+            "ratio_to_ceiling": 0.5,
+            "wasp_over_zero_shot_wall": 1.5,
+        },
+        "complete": len(runs) == len(methods),
+        "model_load_s": round(load_s, 1),
+        "ceiling": ceilings,
+        "runs": runs,
+    }
     for r in runs:
         # the time the accepted tokens would take at each generator's raw ceiling, over the real wall time
         ideal = sum(
@@ -234,20 +260,7 @@ def main() -> None:
     by = {r["method"]: r for r in runs}
     if "wasp" in by and "zero-shot" in by:
         summary["wasp_over_zero_shot_wall"] = round(by["wasp"]["wall_s"] / by["zero-shot"]["wall_s"], 2)
-    write_result(
-        out,
-        {
-            "command": "python bench/profile_wasp.py " + " ".join(sys.argv[1:]),
-            "dataset": dataset.source,
-            "targets": {
-                "wasp_wall_s_at_n_1000": 1200,
-                "ratio_to_ceiling": 0.5,
-                "wasp_over_zero_shot_wall": 1.5,
-            },
-            **summary,
-        },
-    )
-
+    return summary
 
 if __name__ == "__main__":
     main()
