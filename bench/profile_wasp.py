@@ -18,6 +18,10 @@ the same token mix, WASP wall time over zero-shot wall time.
 four labels and task in the prompts, the ceiling's zero-shot prompts too); the result goes to
 profile_wasp_newsgroups.json unless --out is given.
 
+The file is rewritten after each method.  --continue keeps the runs already in the --out file and adds
+this process's methods (a comparison too long for one sitting); every run keeps the ceiling its own
+process measured, so two processes on machines in different states can be told apart.
+
     python bench/profile_wasp.py --n 300 [--dataset imdb|newsgroups] [--methods wasp,zero-shot] [--out profile_wasp]
 """
 
@@ -35,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 from dpsynth.config import Config  # noqa: E402
 from dpsynth.data import EMBEDDED_DATASETS, EmbeddedDataset  # noqa: E402
 from dpsynth.embeddings import SentenceTransformerEmbedder  # noqa: E402
@@ -204,6 +208,14 @@ def main() -> None:
     ap.add_argument("--ceiling-requests", type=int, default=16)
     ap.add_argument("--samples-per-prompt", type=int, default=1, help="wasp.samples_per_prompt of every run")
     ap.add_argument("--out", default=None, help="result name (default profile_wasp, profile_wasp_newsgroups)")
+    ap.add_argument(
+        "--continue",
+        dest="cont",
+        action="store_true",
+        help="keep the runs already in the --out file (same dataset, N, M, seed) and add this process's "
+        "methods: a comparison too long for one sitting, in consecutive processes; each run keeps the "
+        "ceiling its own process measured, so a change of machine state shows",
+    )
     args = ap.parse_args()
     dataset = EMBEDDED_DATASETS[f"embedded:{args.dataset}"]
     out = args.out or ("profile_wasp" if args.dataset == "imdb" else f"profile_wasp_{args.dataset}")
@@ -215,29 +227,52 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     command = "python bench/profile_wasp.py " + " ".join(sys.argv[1:])
     methods = args.methods.split(",")
+    earlier = previous_runs(out, dataset, args) if args.cont else []
     try:
         ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens, dataset) for g, gen in gens.items()}
         runs: list[dict[str, Any]] = []
         for m in methods:
-            runs.append(profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt, dataset))
+            run = profile_run(m, args.n, args.m, args.seed, gens, embedder, args.samples_per_prompt, dataset)
+            runs.append({**run, "command": command, "ceiling": ceilings, "model_load_s": round(load_s, 1)})
             # written after every method, so a long comparison that is stopped keeps what it measured
-            write_result(out, summarize(command, dataset, load_s, ceilings, runs, methods))
+            write_result(out, summarize(command, dataset, earlier + runs, [r["method"] for r in earlier] + methods))
     finally:
         for g in gens.values():
             g.close()
 
 
-def summarize(
-    command: str,
-    dataset: EmbeddedDataset,
-    load_s: float,
-    ceilings: dict[str, Any],
-    runs: list[dict[str, Any]],
-    methods: list[str],
-) -> dict[str, Any]:
-    """The result file: ceilings, the runs so far, and the ratios the targets are about."""
+def previous_runs(out: str, dataset: EmbeddedDataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of an earlier --out file to continue, refused unless they measured the same setting."""
+    path = RESULTS / f"{out}.json"
+    if not path.exists():
+        sys.exit(f"--continue: {path} does not exist")
+    prev = json.loads(path.read_text())
+    # files written before runs carried their own process's ceiling and command
+    runs = [
+        {"command": prev["command"], "ceiling": prev.get("ceiling"), "model_load_s": prev.get("model_load_s"), **r}
+        for r in prev["runs"]
+    ]
+    want = (dataset.source, args.n, args.m, args.seed, args.samples_per_prompt)
+    for r in runs:
+        got = (r["dataset"], r["n_synthetic"], r["m_private"], r["seed"], r["samples_per_prompt"])
+        if got != want:
+            sys.exit(f"--continue: {path} measured {got}, this command {want}")
+    return runs
+
+
+def summarize(command: str, dataset: EmbeddedDataset, runs: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+    """The result file: the runs so far, each with the ceiling its process measured, and the ratios the
+    targets are about."""
+    for r in runs:
+        # the time the accepted tokens would take at each generator's raw ceiling, over the real wall time
+        ceilings = r["ceiling"]
+        ideal = sum(v["accepted_completion_tokens_est"] / ceilings[g]["tok_s"] for g, v in r["generators"].items())
+        accepted_tokens = sum(v["accepted_completion_tokens_est"] for v in r["generators"].values())
+        r["accepted_tok_s"] = round(accepted_tokens / r["wall_s"], 1)
+        r["ratio_to_ceiling"] = round(ideal / r["wall_s"], 3)
     summary: dict[str, Any] = {
         "command": command,
+        "commands": list(dict.fromkeys(r["command"] for r in runs)),
         "dataset": dataset.source,
         "targets": {
             "wasp_wall_s_at_n_1000": 1200,
@@ -245,22 +280,13 @@ def summarize(
             "wasp_over_zero_shot_wall": 1.5,
         },
         "complete": len(runs) == len(methods),
-        "model_load_s": round(load_s, 1),
-        "ceiling": ceilings,
         "runs": runs,
     }
-    for r in runs:
-        # the time the accepted tokens would take at each generator's raw ceiling, over the real wall time
-        ideal = sum(
-            v["accepted_completion_tokens_est"] / ceilings[g]["tok_s"] for g, v in r["generators"].items()
-        )
-        accepted_tokens = sum(v["accepted_completion_tokens_est"] for v in r["generators"].values())
-        r["accepted_tok_s"] = round(accepted_tokens / r["wall_s"], 1)
-        r["ratio_to_ceiling"] = round(ideal / r["wall_s"], 3)
     by = {r["method"]: r for r in runs}
     if "wasp" in by and "zero-shot" in by:
         summary["wasp_over_zero_shot_wall"] = round(by["wasp"]["wall_s"] / by["zero-shot"]["wall_s"], 2)
     return summary
+
 
 if __name__ == "__main__":
     main()

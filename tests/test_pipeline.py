@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dpsynth
@@ -223,6 +224,7 @@ def test_several_samples_per_prompt(private_csv: Path, tmp_path: Path) -> None:
     assert len(res) == 60
     prompts = len(gens["a"].prompts) + len(gens["b"].prompts)
     assert prompts <= 30  # one request per (generator, class, round) and 4 samples each, vs 60+ with n = 1
+
     # a backend that ignores n (one text per request) still fills the quota
     class One(FakeGenerator):
         def generate(self, requests, on_completion=None):
@@ -242,3 +244,32 @@ def test_progress_shows_samples_per_second_and_the_run_eta(
     )
     err = capsys.readouterr().err  # not a terminal: one line per update
     assert "samples/s · ETA" in err and "| run " in err
+
+
+def test_class_shares_pool_every_released_vote(private_csv: Path, tmp_path: Path, monkeypatch) -> None:
+    """Regression: a round's class shares came from that round's vote alone, whose noise grows with the
+    population it covers; one unlucky vote decided a whole round's classes (90% / 10% at N = 1,000).
+    Here the first vote is even and every later one puts class 1's near mass below zero: the shares of
+    later rounds must still weigh the first vote, not swing to the floor of the uniform mix (0.1)."""
+    from dpsynth.methods import wasp
+    from dpsynth.privacy.voting import NoisyVotes
+
+    calls: list[int] = []
+
+    def fake_vote(priv, priv_y, syn, syn_y, *, q, use_far, sigma, rng=None):  # type: ignore[no-untyped-def]
+        calls.append(len(syn_y))
+        near = np.ones(len(syn_y))
+        if len(calls) > 1:
+            near[np.asarray(syn_y) == "1"] = -1.0
+        return NoisyVotes(near, np.ones(len(syn_y)) if use_far else None, sigma, top_q_sensitivity(q, use_far))
+
+    monkeypatch.setattr(wasp, "noisy_top_q_vote", fake_vote)
+    cfg = fake_run_config(private_csv, tmp_path / "run", n_synthetic=80)
+    dpsynth.synthesize(
+        cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=False
+    )
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    shares = {r["round"]: r["class_shares"] for r in rounds if r["round"] > 0}
+    assert len(calls) == 3 and shares[1] == pytest.approx({"0": 0.5, "1": 0.5})
+    for t in (2, 3):
+        assert 0.25 < shares[t]["1"] < 0.5, shares  # pooled with round 1: lower, never the 0.1 floor

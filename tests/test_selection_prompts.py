@@ -10,8 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dpsynth.privacy.voting import _vote_histograms
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example
-from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
+from dpsynth.selection import (
+    allocate,
+    class_count_estimates,
+    generator_weights,
+    pooled_class_shares,
+    top_indices,
+)
 
 
 @given(total=st.integers(0, 500), shares=st.lists(st.floats(0, 10), min_size=1, max_size=6), floor=st.integers(0, 5))
@@ -39,10 +46,49 @@ def test_generator_weights_favour_voted_generator_and_survive_negative_noise() -
     assert w2["a"] > w2["b"]
 
 
-def test_class_shares_from_noisy_mass_with_uniform_mix() -> None:
+def test_class_shares_from_one_vote_clip_and_mix_with_uniform() -> None:
     near = np.array([10.0, 10.0, -50.0, 0.0])
-    s = class_shares(near, ["0", "0", "1", "1"], ["0", "1"], uniform_mix=0.2)
+    est = class_count_estimates(near, None, ["0", "0", "1", "1"], ["0", "1"], q=1, sigma=1.0)
+    assert est["0"] == (20.0, 2.0) and est["1"] == (-50.0, 2.0)  # W = 1 for Q = 1; variance n sigma^2
+    s = pooled_class_shares([est], ["0", "1"], uniform_mix=0.2)
     assert s["0"] == pytest.approx(0.9) and s["1"] == pytest.approx(0.1)
+    assert pooled_class_shares([], ["0", "1"], 0.2) == {"0": 0.5, "1": 0.5}  # nothing released yet
+
+
+@pytest.mark.parametrize("use_far", [True, False])
+def test_class_count_estimates_recover_the_private_counts_without_noise(use_far: bool) -> None:
+    """Each private record puts exactly W_c on its class's bins: near (and far) mass / W_c is M_c, also for
+    a class with fewer synthetic samples than Q (W_c then sums only n_c weights)."""
+    rng = np.random.default_rng(0)
+    priv_y = np.array(["a"] * 7 + ["b"] * 3 + ["c"] * 5)
+    syn_y = np.array(["a"] * 40 + ["b"] * 2 + ["c"] * 9)
+    near, far = _vote_histograms(rng.normal(size=(15, 6)), priv_y, rng.normal(size=(51, 6)), syn_y, 4, use_far)
+    est = class_count_estimates(near, far, list(syn_y), ["a", "b", "c", "d"], q=4, sigma=0.0)
+    assert {c: m for c, (m, _) in est.items()} == pytest.approx({"a": 7.0, "b": 3.0, "c": 5.0})
+    assert "d" not in est  # no synthetic sample of "d": no vote, no estimate
+    assert pooled_class_shares([est], ["a", "b", "c"], 0.0) == pytest.approx({"a": 7 / 15, "b": 0.2, "c": 1 / 3})
+
+
+def test_pooled_class_shares_stay_near_the_truth_when_the_last_vote_is_swamped_by_noise() -> None:
+    """Regression (the N = 1,000 run generated its last round 90% / 10% from one noisy vote over 800
+    samples): pooling every released vote by inverse variance keeps the shares near the private ones,
+    where the last vote alone does not.  Simulated at the default run's noise (epsilon 4, M = 100 of
+    two equal classes, Q = 8, near + far, sigma 3.53), populations 200, 400, 600, 800."""
+    rng = np.random.default_rng(1)
+    sigma, w, labels = 3.53, sum(2.0**-r for r in range(8)), ["0", "1"]
+    last_alone, pooled = [], []
+    for _ in range(300):
+        rounds = []
+        for n in (200, 400, 600, 800):
+            y = ["0"] * (n // 2) + ["1"] * (n // 2)
+            true = np.full(n, 50 * w / (n // 2))  # each class's mass M_c W spread over its samples
+            near, far = true + rng.normal(0, sigma, n), true + rng.normal(0, sigma, n)
+            rounds.append(class_count_estimates(near, far, y, labels, q=8, sigma=sigma))
+            alone = pooled_class_shares([class_count_estimates(near, None, y, labels, q=8, sigma=sigma)], labels, 0.2)
+        last_alone.append(abs(alone["0"] - 0.5))
+        pooled.append(abs(pooled_class_shares(rounds, labels, 0.2)["0"] - 0.5))
+    assert np.mean(pooled) < 0.05 and max(pooled) < 0.2
+    assert np.mean(last_alone) > 3 * np.mean(pooled)
 
 
 def test_top_indices() -> None:

@@ -49,7 +49,14 @@ from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, judge_verdict
 from dpsynth.run import ProgressReporter, RunDir
-from dpsynth.selection import allocate, class_shares, generator_weights, top_indices
+from dpsynth.selection import (
+    ClassCounts,
+    allocate,
+    class_count_estimates,
+    generator_weights,
+    pooled_class_shares,
+    top_indices,
+)
 
 log = logging.getLogger("dpsynth")
 
@@ -119,6 +126,7 @@ class WaspRun:
         repair_jsonl_tail(run_dir.journal)  # a run killed mid-append: drop the fragment before appending again
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self._seen = {_norm(s.text) for s in self.samples}
+        self._class_counts: list[ClassCounts] = []  # per released vote, for the class shares
         self.tokens = {g: TokenCounter() for g in generators}
         self.judge_tokens = TokenCounter()  # wasp.label_judge calls, kept apart from generated samples
         self.round_log: list[dict[str, Any]] = (
@@ -250,7 +258,11 @@ class WaspRun:
             weights = {g: 1.0 / len(gens) for g in gens}
         floor = math.ceil(self.w.min_share * size) if len(gens) > 1 else 0
         per_gen = allocate(size, weights, floor=floor)
-        shares = class_shares(votes.near, sample_labels, self.labels, self.w.class_uniform_mix)
+        # the class shares pool every vote released so far: run() plans rounds 1..t in order, resumed or not
+        self._class_counts.append(
+            class_count_estimates(votes.near, votes.far, sample_labels, self.labels, q=self.w.q, sigma=votes.sigma)
+        )
+        shares = pooled_class_shares(self._class_counts, self.labels, self.w.class_uniform_mix)
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
         for c in self.labels:
