@@ -13,8 +13,9 @@ post-processing of a set a run already released, so it costs no privacy):
    * at random (``--draws`` draws, mean and sample std),
    * for spread: greedily dropping, inside each class, the sample whose nearest neighbour is closest,
    * by round: the last rounds only,
-   * by the released vote (WASP): the samples of rounds 0..T-1 ranked by near - far votes of the
-     round that judged them (round T's samples were never voted on).
+   * by the released vote (WASP): the samples of rounds 0..T-1 ranked by near - far, summed over
+     every vote that covered them (each vote covers all samples made before it; round T's samples
+     were never voted on).
 
 Every variant is scored like ``dpsynth evaluate``: logistic regression on MiniLM embeddings, the fixed
 2,000-review IMDb test split (or the embedded newsgroups test split for a newsgroups run).
@@ -145,14 +146,15 @@ def subsets(run: Path, share: float, draws: int, embedder: Any, test: tuple[np.n
         "spread": round(score(np.concatenate([spread_subset(x, everything[y == c], n) for c, n in quota.items()])), 4),
         "last_rounds": round(score(by_score(y, rounds.astype(float), everything, quota)), 4),
     }
-    votes = sorted((run / "votes").glob("round_*.npz")) if (run / "votes").is_dir() else []
+    votes = list((run / "votes").glob("round_*.npz")) if (run / "votes").is_dir() else []
     if votes:
         vote = np.full(len(rows), np.nan)
         pos = {int(i): p for p, i in enumerate(ids)}
         for f in votes:
             v = np.load(f)
             for i, near, far in zip(v["ids"], v["near"], v["far"], strict=True):
-                vote[pos[int(i)]] = float(near) - float(far)
+                p = pos[int(i)]
+                vote[p] = np.nan_to_num(vote[p]) + float(near) - float(far)
         voted = np.flatnonzero(~np.isnan(vote))
         vq = per_class_counts(y[voted], min(k, len(voted)))
         result["voted_pool"] = len(voted)

@@ -219,6 +219,8 @@ def main() -> None:
     args = ap.parse_args()
     dataset = EMBEDDED_DATASETS[f"embedded:{args.dataset}"]
     out = args.out or ("profile_wasp" if args.dataset == "imdb" else f"profile_wasp_{args.dataset}")
+    methods = args.methods.split(",")
+    earlier = previous_runs(out, dataset, args, methods) if args.cont else []  # refused before any model loads
     cfg = Config()
     t0 = time.perf_counter()
     gens = {gc.name: build_generator(gc) for gc in cfg.generators}
@@ -226,8 +228,6 @@ def main() -> None:
     embedder.encode(["warm up"])
     load_s = time.perf_counter() - t0
     command = "python bench/profile_wasp.py " + " ".join(sys.argv[1:])
-    methods = args.methods.split(",")
-    earlier = previous_runs(out, dataset, args) if args.cont else []
     try:
         ceilings = {g: ceiling(gen, args.ceiling_requests, cfg.wasp.max_tokens, dataset) for g, gen in gens.items()}
         runs: list[dict[str, Any]] = []
@@ -241,7 +241,9 @@ def main() -> None:
             g.close()
 
 
-def previous_runs(out: str, dataset: EmbeddedDataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+def previous_runs(
+    out: str, dataset: EmbeddedDataset, args: argparse.Namespace, methods: list[str]
+) -> list[dict[str, Any]]:
     """The runs of an earlier --out file to continue, refused unless they measured the same setting."""
     path = RESULTS / f"{out}.json"
     if not path.exists():
@@ -254,9 +256,18 @@ def previous_runs(out: str, dataset: EmbeddedDataset, args: argparse.Namespace) 
     ]
     want = (dataset.source, args.n, args.m, args.seed, args.samples_per_prompt)
     for r in runs:
-        got = (r["dataset"], r["n_synthetic"], r["m_private"], r["seed"], r["samples_per_prompt"])
+        # files from before the dataset option and samples per prompt were recorded profiled IMDb, 1 per prompt
+        got = (
+            r.get("dataset", "embedded:imdb"),
+            r.get("n_synthetic"),
+            r.get("m_private"),
+            r.get("seed"),
+            r.get("samples_per_prompt", 1),
+        )
         if got != want:
             sys.exit(f"--continue: {path} measured {got}, this command {want}")
+        if r["method"] in methods:
+            sys.exit(f"--continue: {path} already has a {r['method']} run; continue with the other methods")
     return runs
 
 

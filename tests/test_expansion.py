@@ -93,6 +93,25 @@ def test_sample_adds_records_without_spending_or_reading_private_data(private_cs
     assert done.already_complete and len(done) == 90
 
 
+def test_sample_grows_a_lopsided_expansion_by_what_is_asked(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: a run whose expansion was made under other class shares (before they pooled every vote)
+    was topped up class by class, so asking for 5 more added every sample the now-short class lacked."""
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    extend(run, 24, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    journal = run / "samples.journal.jsonl"
+    rows = [json.loads(x) for x in journal.read_text().splitlines()]
+    for r in rows:
+        if r["round"] == 4:
+            r["label"] = "0"  # as if the expansion had been made 24 / 0
+    journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = {"a": FakeGenerator("a", 7), "b": FakeGenerator("b", 8)}
+    more = extend(run, 5, generators=fresh, embedder=FakeEmbedder(), progress=False)
+    expansion = [r for r in more.records if r["round"] == 4]
+    assert len(more) == 89 and len(expansion) == 29
+    assert sum(str(r["label"]) == "1" for r in expansion) == 5  # the 5 new ones go to the short class
+
+
 def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="holds no run"):
         extend(tmp_path / "nothing", 5)

@@ -133,6 +133,28 @@ def pooled_class_shares(rounds: Sequence[ClassCounts], labels: Sequence[str], un
     return {c: float(x) for c, x in zip(labels, p, strict=True)}
 
 
+def rebase_budgets(
+    budgets: Mapping[str, Mapping[str, int]], have: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Budgets (generator -> class -> count) for a round that already holds samples (``have``, same shape).
+
+    Topping each (generator, class) up to its budget can overshoot the round's total when the samples
+    already made follow another split: a round resumed or extended under other class shares (runs
+    made before the shares were pooled across votes).  Here the round still ends at its planned total:
+    the samples it lacks go where the budgets exceed what is there, in proportion to that excess, and
+    nothing already made is counted twice.  Budgets the samples already fit come back unchanged."""
+    keys = [(g, c) for g, per in budgets.items() for c in per]
+    held = {k: int(have.get(k[0], {}).get(k[1], 0)) for k in keys}
+    excess = {k: max(int(budgets[k[0]][k[1]]) - held[k], 0) for k in keys}
+    room = max(sum(int(budgets[g][c]) for g, c in keys) - sum(held.values()), 0)
+    if sum(excess.values()) > room:
+        excess = allocate(room, {k: float(v) for k, v in excess.items()}) if room else dict.fromkeys(keys, 0)
+    out: dict[str, dict[str, int]] = {g: {} for g in budgets}
+    for g, c in keys:
+        out[g][c] = held[(g, c)] + excess[(g, c)]
+    return out
+
+
 def top_indices(scores: np.ndarray, candidates: np.ndarray, s: int) -> list[int]:
     """The ``s`` candidates with the largest noisy scores, best first."""
     if candidates.size == 0:

@@ -25,7 +25,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ from dpsynth.selection import (
     class_count_estimates,
     generator_weights,
     pooled_class_shares,
+    rebase_budgets,
     top_indices,
 )
 
@@ -161,6 +162,7 @@ class WaspRun:
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[Sample]:
         self._run_started, self._samples0 = time.monotonic(), len(self.samples)
+        self._class_counts = []  # rebuilt from the released votes, round by round
         self.progress.run_bar(self.config.n_synthetic, len(self.samples))
         sizes = self.round_sizes()
         gens = list(self.generators)
@@ -462,6 +464,9 @@ class WaspRun:
             log.info("round %d: already complete; kept as recorded", t)
             return
         by_id = {s.id: s for s in population}
+        made = {g: Counter(s.label for s in self.samples if s.round == t and s.generator == g) for g in plan.budgets}
+        if any(made.values()):  # resumed or extended: end at the planned total whatever the split made so far
+            plan = replace(plan, budgets=rebase_budgets(plan.budgets, made))
         total = sum(sum(b.values()) for b in plan.budgets.values())
         self._round_label = "expansion (no privacy cost)" if expansion else f"round {t}/{self.rounds_total}"
         self._expansion = expansion
@@ -475,8 +480,7 @@ class WaspRun:
         self._seconds_before = float((prior or {}).get("seconds") or 0.0)
         self.progress.start(self._round_label, total)
         for g, per_class in plan.budgets.items():
-            have = Counter(s.label for s in self.samples if s.round == t and s.generator == g)
-            self._fill(g, plan, by_id, {c: max(n - have[c], 0) for c, n in per_class.items()})
+            self._fill(g, plan, by_id, {c: max(n - made[g][c], 0) for c, n in per_class.items()})
             if self.tokens[g].completions and self.tokens[g].failures == self.tokens[g].completions:
                 raise GeneratorError(
                     f"generators[{g}]: every request failed ({self.tokens[g].errors[:1]}); check the backend"
