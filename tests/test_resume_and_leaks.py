@@ -274,3 +274,31 @@ def test_resume_keeps_finished_rounds_and_merges_the_interrupted_one(private_csv
     for g in ("a", "b"):  # token counts run from the start of the run, across the interruption
         counts = [after[t]["completion_tokens"][g] for t in sorted(after)]
         assert counts == sorted(counts), counts
+
+
+def test_resumed_rounds_pool_the_class_shares_of_every_vote(private_csv: Path, tmp_path: Path) -> None:
+    """A run killed in a late round plans the rest, on resume, from all released votes, as an uninterrupted
+    run does: every round's class shares in rounds.json equal the pooled estimate recomputed from the
+    vote files (post-processing only) and the journal's labels."""
+    import numpy as np
+
+    from dpsynth.selection import class_count_estimates, pooled_class_shares
+
+    out = tmp_path / "pooled"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))  # b dies in round 2: round 1's plan was made before, the rest after
+    killed_in = max(r["round"] for r in _journal(out))
+    assert killed_in >= 2
+    _run(cfg, _gens(), resume=True)
+    labels = {r["id"]: r["label"] for r in _journal(out)}
+    rounds = {r["round"]: r for r in json.loads((out / "rounds.json").read_text(encoding="utf-8"))}
+    estimates = []
+    for t in range(1, 4):
+        v = np.load(out / "votes" / f"round_{t}.npz")
+        estimates.append(
+            class_count_estimates(
+                v["near"], v["far"], [labels[int(i)] for i in v["ids"]], ["0", "1"], q=4, sigma=float(v["sigma"])
+            )
+        )
+        assert rounds[t]["class_shares"] == pytest.approx(pooled_class_shares(estimates, ["0", "1"], 0.2))
