@@ -19,7 +19,7 @@ import pytest
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators import build_generator
-from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest
+from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, TokenCounter
 from dpsynth.generators.openai_http import OpenAIHttpGenerator, parse_response, retry_after_seconds
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -367,3 +367,12 @@ def test_parse_response_usage_and_fallbacks() -> None:
     assert c == Completion(text="hi", completion_tokens=2, prompt_tokens=0)
     c = parse_response({"choices": [{"message": {"content": "yo"}}], "usage": None}, is_chat=True)
     assert c.text == "yo" and c.completion_tokens == 0
+
+
+def test_token_counter_counts_every_text_of_a_request() -> None:
+    """A request with n > 1 returns several texts: the counter's mean tokens per completion divides by
+    texts, not requests (bench/profile_wasp.py reads it); a failed request still counts once."""
+    tc = TokenCounter()
+    tc.add(Completion(text="a", extra_texts=("b", "c"), completion_tokens=30))
+    tc.add(Completion(text="", error="timeout"))
+    assert (tc.completions, tc.failures, tc.completion_tokens) == (4, 1, 30)

@@ -110,6 +110,29 @@ def test_llamacpp_several_completions_per_prompt(smollm2: Generator) -> None:
 @pytest.mark.model
 @pytest.mark.slow
 @needs_smollm2
+def test_llamacpp_counts_the_tokens_of_every_completion(smollm2: Generator) -> None:
+    """llama.cpp's usage counts only the first of n completions; the generator counts all of them, as
+    llama.cpp's own per-token log (logprobs) of the same response does."""
+    from dpsynth.generators.llamacpp import LlamaCppGenerator
+    from dpsynth.generators.openai_http import request_body
+
+    assert isinstance(smollm2, LlamaCppGenerator)
+    req = GenerationRequest(messages=CHAT.messages, max_tokens=24, temperature=1.0, seed=7, n=2)
+    body = {**request_body(req), **smollm2._extra, "logprobs": True, "top_logprobs": 1}
+    data = smollm2._server.handle_chat_completions(body)
+    per_choice = [len(c["logprobs"]["content"]) for c in data["choices"]]
+    assert len(per_choice) == 2 and min(per_choice) > 2
+    assert data["usage"]["completion_tokens"] == per_choice[0]  # the backend's reason to count itself
+    counted = smollm2._tokens_of_choices(smollm2._server, data, req)
+    assert abs(counted - sum(per_choice)) <= 1, (counted, per_choice)  # re-tokenizing may merge one pair
+    (c,) = smollm2.generate([GenerationRequest(messages=CHAT.messages, max_tokens=8, temperature=1.0, n=2)])
+    assert c.error is None and len(c.texts) == 2
+    assert c.completion_tokens > 8  # the first completion alone can count at most 8
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
 def test_llamacpp_bad_request_is_an_error_completion(smollm2: Generator) -> None:
     too_long = GenerationRequest(prompt="word " * 1500, max_tokens=8)
     out = smollm2.generate([too_long, PROMPT])

@@ -98,10 +98,10 @@ class Generator(Protocol):
 class TokenCounter:
     """Accumulates tokens and wall time for progress display and benchmarks."""
 
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # over every text of a request (n > 1 included)
     prompt_tokens: int = 0
-    completions: int = 0
-    failures: int = 0
+    completions: int = 0  # texts returned (a request with n > 1 gives several), or 1 per failed request
+    failures: int = 0  # failed requests
     errors: list[str] = field(default_factory=list)
     cached_tokens: int = 0
     prompt_ms: float = 0.0
@@ -113,7 +113,7 @@ class TokenCounter:
         self.cached_tokens += c.cached_tokens
         self.prompt_ms += c.prompt_ms
         self.predicted_ms += c.predicted_ms
-        self.completions += 1
+        self.completions += len(c.texts)
         if c.error:
             self.failures += 1
             if len(self.errors) < 5:

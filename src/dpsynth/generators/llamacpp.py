@@ -22,8 +22,11 @@ import threading
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
@@ -152,12 +155,13 @@ class LlamaCppGenerator:
         self.name = cfg.name
         self.cfg = cfg
         self.model_path = resolve_model(cfg.model, cfg.name)
+        self._api_key = secrets.token_urlsafe(24)  # locks the loopback port that xllamacpp always opens
         self._server: Any = start_server(
             self.model_path,
             n_parallel=cfg.n_parallel,
             n_ctx=cfg.n_ctx,
             n_threads=cfg.n_threads,
-            api_key=secrets.token_urlsafe(24),  # lock the loopback port that xllamacpp always opens
+            api_key=self._api_key,
             label=f"{cfg.model} (generators[{cfg.name}].model)",
         )
         self._pool = ThreadPoolExecutor(max_workers=cfg.n_parallel, thread_name_prefix=f"llamacpp-{cfg.name}")
@@ -178,7 +182,39 @@ class LlamaCppGenerator:
             data = handle(body)
         except Exception as exc:
             return Completion(text="", error=f"llama.cpp: {type(exc).__name__}: {exc}"[:500])
-        return parse_response(data, req.is_chat)
+        done = parse_response(data, req.is_chat)
+        if body.get("n", 1) > 1 and done.error is None:
+            done = replace(done, completion_tokens=self._tokens_of_choices(server, data, req))
+        return done
+
+    def _tokens_of_choices(self, server: Any, data: dict[str, Any], req: GenerationRequest) -> int:
+        """Tokens generated over all n choices of one request.
+
+        llama.cpp's ``usage`` covers only the first choice of an n > 1 request (xllamacpp 2026.10), so
+        throughput and token budgets would count a quarter of the work at n = 4.  A choice stopped by
+        length generated ``max_tokens``; one stopped by the model generated its text's tokens plus the
+        end token (a stop string's own tokens are not counted).  Texts are tokenized by the same server
+        (its ``/tokenize``, on the locked loopback port); if that fails, ``usage``'s count stands.
+        """
+        total = 0
+        try:
+            with httpx.Client(base_url=server.listening_address, timeout=30.0) as http:
+                for choice in data["choices"]:
+                    if choice.get("finish_reason") == "length":
+                        total += req.max_tokens
+                        continue
+                    text = (choice.get("message") or {}).get("content") if req.is_chat else choice.get("text")
+                    r = http.post(
+                        "/tokenize",
+                        json={"content": text or ""},
+                        headers={"Authorization": f"Bearer {self._api_key}"},
+                    )
+                    r.raise_for_status()
+                    total += len(r.json()["tokens"]) + 1
+        except (httpx.HTTPError, KeyError, TypeError, ValueError, AttributeError):
+            usage = data.get("usage")
+            return int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+        return total
 
     def generate(
         self,
