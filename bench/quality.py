@@ -19,6 +19,8 @@ Rows (names for --rows):
   wasp-q1                      ablation: Top-Q with Q = 1 (Top-1 vote)
   wasp-pop<P>                  WASP whose votes see a population of P samples (wasp.population = P); the rest
                                of N is generated after the last vote, at no privacy cost, e.g. wasp-pop200
+  wasp-s<S>                    WASP with good and bad pools of S samples per class (wasp.top_s = S; default 8),
+                               e.g. wasp-s32: each prompt's L = 4 examples drawn from a wider pool
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
@@ -109,6 +111,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         # rows keep the generator names they were measured under (aug-pe:qwen2.5-0.5b is qwen2.5-coder-0.5b)
         g = [gc for gc in [generator_named(row.split(":", 1)[1], default_generators())] if gc is not None]
         return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
+    if row.startswith("wasp-s") and row.removeprefix("wasp-s").isdigit():
+        return Config.model_validate({**base, "method": "wasp", "wasp": {"top_s": int(row.removeprefix("wasp-s"))}})
     if row.startswith("wasp-pop"):
         population = int(row.removeprefix("wasp-pop"))
         return Config.model_validate({**base, "method": "wasp", "wasp": {"population": population}})

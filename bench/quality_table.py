@@ -8,6 +8,8 @@ third lists every run.
 
     python bench/quality_table.py                      # print
     python bench/quality_table.py --doc docs/quality.md  # rewrite the part between the table markers
+    python bench/quality_table.py --dataset newsgroups --doc docs/quality.md  # the topic task's tables
+                                                       # (quality_newsgroups.json, its own markers; no paper column)
 """
 
 from __future__ import annotations
@@ -74,29 +76,42 @@ def acc_cell(rs: list[dict[str, Any]]) -> str:
 
 
 START, END = "<!-- quality tables: start (bench/quality_table.py --doc) -->", "<!-- quality tables: end -->"
+MARKERS = {
+    "imdb": (START, END),
+    "newsgroups": (
+        "<!-- quality tables newsgroups: start (bench/quality_table.py --dataset newsgroups --doc) -->",
+        "<!-- quality tables newsgroups: end -->",
+    ),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--doc", help="Markdown file whose text between the table markers is replaced")
+    ap.add_argument(
+        "--dataset", choices=list(MARKERS), default="imdb", help="whose results (bench/quality.py --dataset)"
+    )
     args = ap.parse_args()
     if not args.doc:
-        print_tables()
+        print_tables(args.dataset)
         return
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        print_tables()
+        print_tables(args.dataset)
+    start, end = MARKERS[args.dataset]
     doc = Path(args.doc)
     text = doc.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{doc}: add the lines {START!r} and {END!r} where the tables go")
-    head, rest = text.split(START, 1)
-    doc.write_text(f"{head}{START}\n\n{buf.getvalue()}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8")
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc}: add the lines {start!r} and {end!r} where the tables go")
+    head, rest = text.split(start, 1)
+    doc.write_text(f"{head}{start}\n\n{buf.getvalue()}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
     print(f"wrote the tables into {doc}")
 
 
-def print_tables() -> None:
-    data = json.loads((Path(__file__).resolve().parent / "results" / "quality.json").read_text())
+def print_tables(dataset: str = "imdb") -> None:
+    name = "quality.json" if dataset == "imdb" else f"quality_{dataset}.json"
+    data = json.loads((Path(__file__).resolve().parent / "results" / name).read_text())
+    paper = dataset == "imdb"  # the paper's figures are IMDb's
     cells: dict[tuple[str, float, int, int], list[dict[str, Any]]] = defaultdict(list)
     for r in data["rows"]:
         cells[(r["row"], r["epsilon"], r["m"], r["n_synthetic"])].append(r)
@@ -105,8 +120,9 @@ def print_tables() -> None:
     eps_cols = [1.0, 2.0, 4.0, float("inf")]
     print("Accuracy at M = 100, N = 100 by epsilon: mean +- std over seeds (number of seeds).")
     print()
-    print("| row | " + " | ".join(f"epsilon {eps_str(e)}" for e in eps_cols) + " | paper (acc. %) |")
-    print("|---|" + "---|" * (len(eps_cols) + 1))
+    paper_head = " | paper (acc. %) |" if paper else " |"
+    print("| row | " + " | ".join(f"epsilon {eps_str(e)}" for e in eps_cols) + paper_head)
+    print("|---|" + "---|" * (len(eps_cols) + paper))
     for row in sorted({k[0] for k in keys if k[2] == 100 and k[3] == 100}, key=order_key):
         by_eps = {k[1]: cells[k] for k in keys if k[0] == row and k[2] == 100 and k[3] == 100}
         if row.startswith("zero-shot"):  # no private data: epsilon 0, valid in every column
@@ -115,15 +131,15 @@ def print_tables() -> None:
             line = [""] * (len(eps_cols) - 1) + [acc_cell(by_eps.get(float("inf"), []))]
         else:
             line = [acc_cell(by_eps.get(e, [])) for e in eps_cols]
-        print(f"| {row} | " + " | ".join(line) + f" | {paper_for(row, 4.0, 100)} |")
+        print(f"| {row} | " + " | ".join(line) + (f" | {paper_for(row, 4.0, 100)} |" if paper else " |"))
     print()
     print("Every cell (row, epsilon, M, N), averaged over seeds:")
     print()
     print(
         "| row | epsilon | M | N | seeds | accuracy mean +- std | FID | MAUVE | label consistency | wall s | tokens "
-        "| paper (acc. %) |"
+        + ("| paper (acc. %) |" if paper else "|")
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * paper)
     for row, eps, m, n in keys:
         rs = cells[(row, eps, m, n)]
         tokens = mean_of(rs, "tokens")
@@ -131,7 +147,7 @@ def print_tables() -> None:
             f"| {row} | {eps_str(eps)} | {m} | {n} | {','.join(str(r['seed']) for r in rs)} | "
             f"{acc_cell(rs).rsplit(' (', 1)[0]} | {fmt(mean_of(rs, 'fid'))} | {fmt(mean_of(rs, 'mauve'))} | "
             f"{fmt(mean_of(rs, 'label_consistency'))} | {fmt(mean_of(rs, 'wall_seconds'), 0)} | "
-            f"{'-' if tokens is None else round(tokens)} | {paper_for(row, eps, m)} |"
+            f"{'-' if tokens is None else round(tokens)} |" + (f" {paper_for(row, eps, m)} |" if paper else "")
         )
     print()
     print("Every run:")
