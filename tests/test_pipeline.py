@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,30 @@ def test_class_shares_pool_every_released_vote(private_csv: Path, tmp_path: Path
     assert len(calls) == 3 and shares[1] == pytest.approx({"0": 0.5, "1": 0.5})
     for t in (2, 3):
         assert 0.25 < shares[t]["1"] < 0.5, shares  # pooled with round 1: lower, never the 0.1 floor
+
+
+def _listed(block: str) -> set[str]:
+    """The examples a prompt block lists: numbered (chat) or quoted after "Movie review:" (completion)."""
+    out = set()
+    for line in block.splitlines():
+        m = re.match(r'^\d+\. (.*)$', line) or re.match(r'^Movie review: "(.*)"$', line)
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+def test_good_and_poor_examples_never_share_a_sample(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: when a class had fewer than 2S samples in a vote (N = 100, or a task with many classes),
+    the top S by near votes and the top S by far votes were largely the same samples, so a contrastive
+    prompt showed one text both as a good and as a poor example (at N = 100 on 4 newsgroups: every sample
+    of every class in the first vote).  Here each class has 5-8 samples per vote, S = 8."""
+    cfg = fake_run_config(private_csv, tmp_path / "run", n_synthetic=40)
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    contrastive = [p for g in gens.values() for p in g.prompts if "poor" in p.lower()]
+    assert len(contrastive) >= 10 and any("Movie review:" in p for p in contrastive)  # both prompt formats
+    for p in contrastive:
+        poor_block, good_block = p.split("\n\n")[:2]
+        poor, good = _listed(poor_block), _listed(good_block)
+        assert poor and good, p
+        assert not poor & good, p

@@ -15,6 +15,7 @@ from dpsynth.prompts import PromptBuilder, clean_output, copies_example
 from dpsynth.selection import (
     allocate,
     class_count_estimates,
+    example_pools,
     generator_weights,
     pooled_class_shares,
     rebase_budgets,
@@ -208,3 +209,36 @@ def test_label_judge_reads_label_probabilities() -> None:
     free = judge_request("review", "x y z", ["very negative", "very positive"], 300)
     assert free.top_logprobs == 0 and free.max_tokens > 1
     assert judge_verdict("Very positive.", (), ["very negative", "very positive"]) == "very positive"
+
+
+def test_example_pools_split_a_small_class_and_keep_a_large_one() -> None:
+    near = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 9.0])
+    far = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    cls = np.arange(5)  # a class of 5 samples, S = 8: good gets the top 3 by near, bad the other 2
+    assert example_pools(near, far, cls, 8) == ([0, 1, 2], [3, 4])
+    assert example_pools(near, None, cls, 8) == ([0, 1, 2, 3, 4], [])  # no far votes (Aug-PE): top S
+    assert example_pools(near, far, np.array([5]), 8) == ([5], [])  # one sample: good only
+    assert example_pools(near, far, np.array([], dtype=int), 8) == ([], [])
+    big = np.arange(40)
+    rng = np.random.default_rng(0)
+    n, f = rng.normal(size=40), rng.normal(size=40)
+    good, bad = example_pools(n, f, big, 8)  # 2S or more: the top S of each, the bad among the rest
+    assert good == [int(i) for i in np.argsort(-n)[:8]]
+    rest = [i for i in np.argsort(-f, kind="stable") if i not in good]
+    assert bad == [int(i) for i in rest[:8]]
+
+
+@given(
+    st.lists(st.floats(-50, 50), min_size=0, max_size=40),
+    st.integers(1, 16),
+    st.randoms(use_true_random=False),
+)
+def test_example_pools_never_overlap(near_list: list[float], s: int, r: random.Random) -> None:
+    near = np.asarray(near_list, dtype=float)
+    far = np.asarray([r.uniform(-50, 50) for _ in near_list])
+    cand = np.asarray(sorted(r.sample(range(len(near)), r.randint(0, len(near)))), dtype=int)
+    good, bad = example_pools(near, far, cand, s)
+    assert not set(good) & set(bad)
+    assert set(good) | set(bad) <= set(cand.tolist())
+    assert len(good) == min(s, math.ceil(len(cand) / 2)) and len(bad) == min(s, len(cand) - len(good))
+    assert all(near[g] >= near[i] for g in good for i in set(cand.tolist()) - set(good))  # good = the top by near

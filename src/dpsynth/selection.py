@@ -155,6 +155,26 @@ def rebase_budgets(
     return out
 
 
+def example_pools(
+    near: np.ndarray, far: np.ndarray | None, candidates: np.ndarray, s: int
+) -> tuple[list[int], list[int]]:
+    """One class's good and bad pools: indices into the voted population, best first, never overlapping.
+
+    Good: the most near votes; bad: the most far votes among the rest.  When the class has fewer than 2S
+    samples (a small N, or many classes: at N = 100 with 4 classes a class has about 5 samples in the
+    first vote), taking the top S of each would put the same samples in both pools, and a contrastive
+    prompt would show one text as a good and as a poor example.  So the good pool takes at most half of
+    the class (rounded up) and the bad pool comes from the other half.  Without far votes (Aug-PE), the
+    good pool is the top S as before.
+    """
+    if far is None:
+        return top_indices(near, candidates, s), []
+    good = top_indices(near, candidates, min(s, math.ceil(len(candidates) / 2)))
+    rest = np.setdiff1d(candidates, np.asarray(good, dtype=candidates.dtype), assume_unique=True)
+    # setdiff1d sorts: the stable ranking below breaks ties by population order, as for the good pool
+    return good, top_indices(far, rest, s)
+
+
 def top_indices(scores: np.ndarray, candidates: np.ndarray, s: int) -> list[int]:
     """The ``s`` candidates with the largest noisy scores, best first."""
     if candidates.size == 0:

@@ -53,10 +53,10 @@ from dpsynth.selection import (
     ClassCounts,
     allocate,
     class_count_estimates,
+    example_pools,
     generator_weights,
     pooled_class_shares,
     rebase_budgets,
-    top_indices,
 )
 
 log = logging.getLogger("dpsynth")
@@ -267,11 +267,12 @@ class WaspRun:
         shares = pooled_class_shares(self._class_counts, self.labels, self.w.class_uniform_mix)
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
+        far = votes.far if self.w.contrastive else None  # a bad pool only where prompts show one
         for c in self.labels:
-            cand = np.flatnonzero(labels_arr == c)
-            good[c] = [population[i].id for i in top_indices(votes.near, cand, self.w.top_s)]
-            if votes.far is not None:
-                bad[c] = [population[i].id for i in top_indices(votes.far, cand, self.w.top_s)]
+            good_idx, bad_idx = example_pools(votes.near, far, np.flatnonzero(labels_arr == c), self.w.top_s)
+            good[c] = [population[i].id for i in good_idx]
+            if far is not None:
+                bad[c] = [population[i].id for i in bad_idx]
         gens_arr = np.asarray(sample_gens)
         mass = {g: float(votes.near[gens_arr == g].sum()) for g in gens}
         return RoundPlan(
