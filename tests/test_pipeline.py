@@ -301,3 +301,20 @@ def test_good_and_poor_examples_never_share_a_sample(private_csv: Path, tmp_path
         poor, good = _listed(poor_block), _listed(good_block)
         assert poor and good, p
         assert not poor & good, p
+
+
+def test_every_round_gives_each_class_its_share(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: class budgets were rounded generator by generator, so the same class lost every
+    rounding (here 2 generators of 5 samples a round: 6 / 4 instead of 5 / 5, always the same way).
+    Each round's class totals must be within one sample of the round's size times its class share."""
+    cfg = fake_run_config(private_csv, tmp_path / "run", n_synthetic=40)
+    dpsynth.synthesize(
+        cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=False
+    )
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert len(rounds) == 4
+    for r in rounds:
+        totals = {c: sum(b.get(c, 0) for b in r["budgets"].values()) for c in ("0", "1")}
+        shares = r["class_shares"] or {"0": 0.5, "1": 0.5}  # the seed round splits evenly
+        size = sum(totals.values())
+        assert size == 10 and all(abs(totals[c] - size * shares[c]) < 1 for c in totals), r

@@ -14,6 +14,7 @@ from dpsynth.privacy.voting import _vote_histograms
 from dpsynth.prompts import PromptBuilder, clean_output, copies_example
 from dpsynth.selection import (
     allocate,
+    allocate_classes,
     class_count_estimates,
     example_pools,
     generator_weights,
@@ -242,3 +243,28 @@ def test_example_pools_never_overlap(near_list: list[float], s: int, r: random.R
     assert set(good) | set(bad) <= set(cand.tolist())
     assert len(good) == min(s, math.ceil(len(cand) / 2)) and len(bad) == min(s, len(cand) - len(good))
     assert all(near[g] >= near[i] for g in good for i in set(cand.tolist()) - set(good))  # good = the top by near
+
+
+def test_allocate_classes_spreads_the_rounding_over_generators() -> None:
+    """Regression: each generator's budget was split over the classes on its own, so every remainder went
+    to the same classes: budgets 7, 7, 6 over 4 even classes gave 6, 6, 5 and 3 samples per class."""
+    even = {c: 0.25 for c in "wxyz"}
+    old = [allocate(n, even) for n in (7, 7, 6)]
+    assert [sum(r[c] for r in old) for c in "wxyz"] == [6, 6, 5, 3]  # what the old rule did
+    grid = allocate_classes({"a": 7, "b": 7, "c": 6}, even)
+    assert [sum(grid[g].values()) for g in "abc"] == [7, 7, 6]
+    assert [sum(grid[g][c] for g in "abc") for c in "wxyz"] == [5, 5, 5, 5]
+
+
+@given(
+    budgets=st.lists(st.integers(0, 40), min_size=1, max_size=6),
+    shares=st.lists(st.floats(0, 10), min_size=1, max_size=8),
+)
+def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares: list[float]) -> None:
+    per_gen = {f"g{i}": n for i, n in enumerate(budgets)}
+    sh = {f"c{j}": v for j, v in enumerate(shares)}
+    grid = allocate_classes(per_gen, sh)
+    assert all(sum(grid[g].values()) == n and min(grid[g].values()) >= 0 for g, n in per_gen.items())
+    p = np.asarray(shares) / sum(shares) if sum(shares) > 0 else np.full(len(shares), 1 / len(shares))
+    totals = np.asarray([sum(grid[g][c] for g in per_gen) for c in sh])
+    assert np.all(np.abs(totals - sum(budgets) * p) < 1 + 1e-9), (totals, sum(budgets) * p)

@@ -67,6 +67,30 @@ def allocate(total: int, shares: Mapping[K, float], floor: int = 0) -> dict[K, i
     return {k: int(b) + floor for k, b in zip(keys, base, strict=True)}
 
 
+def allocate_classes(per_generator: Mapping[str, int], shares: Mapping[str, float]) -> dict[str, dict[str, int]]:
+    """Split each generator's budget over the classes so that the *class totals* follow ``shares``.
+
+    Rounding each generator's budget on its own gives every remainder to the same classes (ties go to
+    the first): with 3 generators of 7, 7 and 6 samples and 4 even classes that is 6, 6, 5 and 3 samples
+    per class instead of 5 each, round after round.  Here the rounding error is carried from one
+    generator to the next (cumulative rounding), so each class total is within one sample of
+    ``sum(budgets) * share`` and each generator's row still sums to its budget.
+    """
+    classes = list(shares)
+    p = np.asarray([max(shares[c], 0.0) for c in classes], dtype=np.float64)
+    p = p / p.sum() if p.sum() > 0 else np.full(len(classes), 1.0 / max(len(classes), 1))
+    ideal = np.zeros(len(classes))
+    given = np.zeros(len(classes))
+    out: dict[str, dict[str, int]] = {}
+    for g, n in per_generator.items():
+        ideal += n * p
+        due = np.clip(ideal - given, 0.0, None)  # what each class is owed so far (sums to about n)
+        row = allocate(n, {c: float(d) for c, d in zip(classes, due, strict=True)} if due.sum() > 0 else dict(shares))
+        given += np.asarray([row[c] for c in classes])
+        out[g] = row
+    return out
+
+
 ClassCounts = dict[str, tuple[float, float]]  # label -> (estimated private records, variance of the estimate)
 
 

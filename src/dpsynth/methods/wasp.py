@@ -52,6 +52,7 @@ from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import (
     ClassCounts,
     allocate,
+    allocate_classes,
     class_count_estimates,
     example_pools,
     generator_weights,
@@ -167,7 +168,7 @@ class WaspRun:
         sizes = self.round_sizes()
         gens = list(self.generators)
         uniform_classes = {c: 1.0 / len(self.labels) for c in self.labels}
-        seed_budgets = {g: allocate(n, uniform_classes) for g, n in allocate(sizes[0], {g: 1.0 for g in gens}).items()}
+        seed_budgets = allocate_classes(allocate(sizes[0], {g: 1.0 for g in gens}), uniform_classes)
         plan = RoundPlan(0, seed_budgets)
         population: list[Sample] = []
         self._generate_round(plan)
@@ -192,7 +193,7 @@ class WaspRun:
         per_gen = allocate(size, weights, floor=floor)
         return RoundPlan(
             self.rounds_total + 1,
-            {g: allocate(n, shares) for g, n in per_gen.items()},
+            allocate_classes(per_gen, shares),
             weights=last.weights,
             class_shares=last.class_shares,
             good=last.good,
@@ -277,7 +278,7 @@ class WaspRun:
         mass = {g: float(votes.near[gens_arr == g].sum()) for g in gens}
         return RoundPlan(
             t,
-            {g: allocate(n, shares) for g, n in per_gen.items()},
+            allocate_classes(per_gen, shares),
             weights=weights,
             class_shares=shares,
             good=good,
