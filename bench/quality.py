@@ -21,6 +21,8 @@ Rows (names for --rows):
                                of N is generated after the last vote, at no privacy cost, e.g. wasp-pop200
   wasp-s<S>                    WASP with good and bad pools of S samples per class (wasp.top_s = S; default 8),
                                e.g. wasp-s32: each prompt's L = 4 examples drawn from a wider pool
+  wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
+                               top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
@@ -113,6 +115,10 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
     if row.startswith("wasp-s") and row.removeprefix("wasp-s").isdigit():
         return Config.model_validate({**base, "method": "wasp", "wasp": {"top_s": int(row.removeprefix("wasp-s"))}})
+    if row.startswith("wasp-spread") and row.removeprefix("wasp-spread").isdigit():
+        return Config.model_validate(
+            {**base, "method": "wasp", "wasp": {"pool_spread": int(row.removeprefix("wasp-spread"))}}
+        )
     if row.startswith("wasp-pop"):
         population = int(row.removeprefix("wasp-pop"))
         return Config.model_validate({**base, "method": "wasp", "wasp": {"population": population}})

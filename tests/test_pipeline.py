@@ -318,3 +318,31 @@ def test_every_round_gives_each_class_its_share(private_csv: Path, tmp_path: Pat
         shares = r["class_shares"] or {"0": 0.5, "1": 0.5}  # the seed round splits evenly
         size = sum(totals.values())
         assert size == 10 and all(abs(totals[c] - size * shares[c]) < 1 for c in totals), r
+
+
+def test_spread_pools_use_the_population_embeddings(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wasp.pool_spread > 1 hands the voted population's own embeddings, row for row, to the pool choice,
+    and the good examples the prompts show come from the spread-out pools."""
+    import dpsynth.methods.wasp as wasp_mod
+
+    calls: list[tuple[np.ndarray, int, list[int]]] = []
+    real = wasp_mod.example_pools
+
+    def spy(near, far, candidates, s, *, emb=None, spread=1):  # type: ignore[no-untyped-def]
+        good, bad = real(near, far, candidates, s, emb=emb, spread=spread)
+        calls.append((emb, spread, good))
+        return good, bad
+
+    monkeypatch.setattr(wasp_mod, "example_pools", spy)
+    cfg = fake_run_config(private_csv, tmp_path / "run", n_synthetic=80)
+    cfg = cfg.model_copy(update={"wasp": cfg.wasp.model_copy(update={"pool_spread": 3, "top_s": 2})})
+    emb = FakeEmbedder()
+    dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=emb, progress=False)
+    assert calls and all(spread == 3 and e is not None for e, spread, _ in calls)
+    journal = [json.loads(x) for x in (tmp_path / "run" / "samples.journal.jsonl").read_text().splitlines()]
+    for e, _, good in calls:
+        population = [r["text"] for r in journal[: len(e)]]  # votes cover the samples of earlier rounds, in order
+        np.testing.assert_allclose(e, emb.encode(population), atol=1e-6)
+        assert len(good) <= 2

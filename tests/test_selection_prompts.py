@@ -20,6 +20,7 @@ from dpsynth.selection import (
     generator_weights,
     pooled_class_shares,
     rebase_budgets,
+    spread_out,
     top_indices,
 )
 
@@ -243,6 +244,42 @@ def test_example_pools_never_overlap(near_list: list[float], s: int, r: random.R
     assert set(good) | set(bad) <= set(cand.tolist())
     assert len(good) == min(s, math.ceil(len(cand) / 2)) and len(bad) == min(s, len(cand) - len(good))
     assert all(near[g] >= near[i] for g in good for i in set(cand.tolist()) - set(good))  # good = the top by near
+
+
+def test_spread_pool_skips_near_duplicates_of_the_top_sample() -> None:
+    """The top of the vote is three copies of one text and two distinct ones: the top S = 3 by votes are
+    the copies; spread out over the top 2 x 3, the pool keeps the best copy and the two distinct texts."""
+    emb = np.array([[1.0, 0.0], [1.0, 0.01], [1.0, -0.01], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
+    near = np.array([9.0, 8.0, 7.0, 6.0, 5.0, -1.0])
+    cand = np.arange(6)
+    assert example_pools(near, None, cand, 3) == ([0, 1, 2], [])
+    assert example_pools(near, None, cand, 3, emb=emb, spread=2) == ([0, 4, 3], [])
+    assert example_pools(near, None, cand, 3, emb=emb, spread=1) == ([0, 1, 2], [])  # 1: as before
+    assert example_pools(near, None, cand, 3, spread=2) == ([0, 1, 2], [])  # no embeddings: as before
+    assert spread_out([5, 0], emb, 3) == [5, 0]  # fewer candidates than S: all of them, in rank order
+
+
+@given(
+    st.lists(st.floats(-50, 50), min_size=0, max_size=40),
+    st.integers(1, 8),
+    st.integers(1, 4),
+    st.randoms(use_true_random=False),
+)
+def test_spread_pools_never_overlap_and_come_from_the_shortlist(
+    near_list: list[float], s: int, k: int, r: random.Random
+) -> None:
+    near = np.asarray(near_list, dtype=float)
+    far = np.asarray([r.uniform(-50, 50) for _ in near_list])
+    emb = np.asarray([[r.uniform(-1, 1) for _ in range(4)] for _ in near_list]).reshape(len(near_list), 4)
+    cand = np.asarray(sorted(r.sample(range(len(near)), r.randint(0, len(near)))), dtype=int)
+    good, bad = example_pools(near, far, cand, s, emb=emb, spread=k)
+    assert not set(good) & set(bad) and set(good) | set(bad) <= set(cand.tolist())
+    half = math.ceil(len(cand) / 2)
+    assert len(good) == min(s, half) and len(bad) == min(s, len(cand) - len(good))
+    shortlist = set(top_indices(near, cand, min(s * k, half)))
+    assert set(good) <= shortlist
+    if good:
+        assert good[0] == top_indices(near, cand, 1)[0]  # the best-voted sample always leads
 
 
 def test_allocate_classes_spreads_the_rounding_over_generators() -> None:

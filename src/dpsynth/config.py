@@ -265,6 +265,15 @@ class WaspConfig(StrictModel):
     )
     top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
+    pool_spread: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "1: the good pool is the top S by votes.  K > 1: S samples spread out in embedding space among "
+            "the top K x S (more varied examples across a round's prompts; no privacy cost)."
+        ),
+    )
     tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
     min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
     class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")

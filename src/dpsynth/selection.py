@@ -180,9 +180,15 @@ def rebase_budgets(
 
 
 def example_pools(
-    near: np.ndarray, far: np.ndarray | None, candidates: np.ndarray, s: int
+    near: np.ndarray,
+    far: np.ndarray | None,
+    candidates: np.ndarray,
+    s: int,
+    *,
+    emb: np.ndarray | None = None,
+    spread: int = 1,
 ) -> tuple[list[int], list[int]]:
-    """One class's good and bad pools: indices into the voted population, best first, never overlapping.
+    """One class's good and bad pools: indices into the voted population, never overlapping.
 
     Good: the most near votes; bad: the most far votes among the rest.  When the class has fewer than 2S
     samples (a small N, or many classes: at N = 100 with 4 classes a class has about 5 samples in the
@@ -190,13 +196,46 @@ def example_pools(
     prompt would show one text as a good and as a poor example.  So the good pool takes at most half of
     the class (rounded up) and the bad pool comes from the other half.  Without far votes (Aug-PE), the
     good pool is the top S as before.
+
+    ``spread`` > 1 (``wasp.pool_spread``) with the population's embeddings ``emb``: the good pool is S
+    samples spread out in embedding space (:func:`spread_out`) among the top ``spread`` x S by near
+    votes, instead of the top S.  Every sample of a round is written from L of the same S examples, and
+    the top of the vote tends to be a few near-identical texts (docs/quality.md: the contrastive rounds
+    are less diverse than the zero-shot round on both embedded datasets); spreading the pool keeps the
+    vote's choice of region and lets the prompts cover more of it.  Post-processing of the released
+    vote and of synthetic text: no privacy cost.
     """
+    half = len(candidates) if far is None else math.ceil(len(candidates) / 2)
+    if emb is not None and spread > 1:
+        good = spread_out(top_indices(near, candidates, min(s * spread, half)), emb, s)
+    else:
+        good = top_indices(near, candidates, min(s, half))
     if far is None:
-        return top_indices(near, candidates, s), []
-    good = top_indices(near, candidates, min(s, math.ceil(len(candidates) / 2)))
+        return good, []
     rest = np.setdiff1d(candidates, np.asarray(good, dtype=candidates.dtype), assume_unique=True)
     # setdiff1d sorts: the stable ranking below breaks ties by population order, as for the good pool
     return good, top_indices(far, rest, s)
+
+
+def spread_out(ranked: Sequence[int], emb: np.ndarray, s: int) -> list[int]:
+    """``s`` of ``ranked`` (indices into ``emb``, best first), chosen greedily to be far apart.
+
+    Farthest-point selection under cosine similarity: the best-ranked sample first, then each time the
+    candidate whose closest chosen sample is least similar (ties go to the better-ranked).  A greedy
+    2-approximation of the most spread-out subset (Gonzalez, 1985)."""
+    if len(ranked) <= s:
+        return list(ranked)
+    x = np.asarray(emb, dtype=np.float64)[np.asarray(ranked)]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    chosen = [0]
+    closest = x @ x[0]  # each candidate's highest cosine to the chosen ones
+    closest[0] = np.inf
+    while len(chosen) < s:
+        nxt = int(np.argmin(closest))  # argmin returns the first minimum: the better-ranked on ties
+        chosen.append(nxt)
+        closest = np.maximum(closest, x @ x[nxt])
+        closest[chosen] = np.inf
+    return [int(ranked[i]) for i in chosen]
 
 
 def top_indices(scores: np.ndarray, candidates: np.ndarray, s: int) -> list[int]:

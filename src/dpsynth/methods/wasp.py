@@ -269,8 +269,13 @@ class WaspRun:
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
         far = votes.far if self.w.contrastive else None  # a bad pool only where prompts show one
+        # the population's embeddings are in the run's cache (the vote embedded them): spreading reads no
+        # private data, and a resumed run rebuilds the same pools
+        emb = self.cache.embed(self.embedder, [s.text for s in population]) if self.w.pool_spread > 1 else None
         for c in self.labels:
-            good_idx, bad_idx = example_pools(votes.near, far, np.flatnonzero(labels_arr == c), self.w.top_s)
+            good_idx, bad_idx = example_pools(
+                votes.near, far, np.flatnonzero(labels_arr == c), self.w.top_s, emb=emb, spread=self.w.pool_spread
+            )
             good[c] = [population[i].id for i in good_idx]
             if far is not None:
                 bad[c] = [population[i].id for i in bad_idx]
