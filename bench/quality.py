@@ -131,6 +131,11 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
     return Config.model_validate({**base, "method": "wasp", "wasp": wasp})
 
 
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """A result row's identity in the results file."""
+    return (r["row"], r["epsilon"], r["seed"], r["n"], r["m"])
+
+
 def tokens_of(run: Path) -> int | None:
     if not (run / "rounds.json").exists():  # dp-finetune samples with transformers and keeps no round log
         return None
@@ -224,7 +229,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     if results_file.exists():
         results = json.loads(results_file.read_text()).get("rows", [])
-    done = {(r["row"], r["epsilon"], r["seed"], r["n"], r["m"]) for r in results}
+    done = {_key(r) for r in results}
     embedder = default_embedder()
     test = dataset.source
     for row in args.rows.split(","):
@@ -261,6 +266,11 @@ def main() -> None:
                 )
                 rec = {"row": row, "epsilon": e_row, "seed": seed, "n": args.n, "m": args.m,
                        "wall_seconds": round(wall, 1), "tokens": tokens, **summarize(ev)}
+                # another invocation may have written rows since this one started: merge, never overwrite them
+                if results_file.exists():
+                    theirs = json.loads(results_file.read_text()).get("rows", [])
+                    ours = {_key(r) for r in results}
+                    results += [r for r in theirs if _key(r) not in ours]
                 results.append(rec)
                 print(rec, flush=True)
                 write_result(results_file.stem, {
