@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpsynth.privacy.voting import _vote_histograms
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example, strip_frame
 from dpsynth.selection import (
     allocate,
     allocate_classes,
@@ -141,6 +141,37 @@ def test_top_indices() -> None:
 )
 def test_clean_output(raw, expected) -> None:
     assert clean_output(raw, 10, 2000) == expected
+
+
+NEWS = ["computer graphics", "hockey", "medicine", "gun politics"]
+
+
+@pytest.mark.parametrize(
+    "raw,task,labels,expected",
+    [
+        # frames that echo the prompts' wording are removed
+        ("Movie review: A fine film with a strong cast.", "movie review", ["negative", "positive"], "A fine film"),
+        ("Review: A fine film with a strong cast.", "movie review", ["negative", "positive"], "A fine film"),
+        ("Positive: A fine film with a strong cast.", "movie review", ["negative", "positive"], "A fine film"),
+        ("**Positive Movie Review:** A fine film here.", "movie review", ["negative", "positive"], "A fine film"),
+        ("Good hockey newsgroup post: The season opened late.", "newsgroup post", NEWS, "The season opened"),
+        ("Good gun politics newsgroup posts: Gun laws again.", "newsgroup post", NEWS, "Gun laws again"),
+        ("Newsgroup Post: New medicines and their benefits.", "newsgroup post", NEWS, "New medicines"),
+        ("Gun Politics: The future of gun control is near.", "newsgroup post", NEWS, "The future of gun"),
+        # frames a real record could carry are kept
+        ("Subject: Hockey week recap, with the scores.", "newsgroup post", NEWS, "Subject: Hockey week"),
+        ("The Matrix: a dystopian epic about choice.", "movie review", ["negative", "positive"], "The Matrix:"),
+        ("Rating: 5 stars. I watched this movie twice.", "movie review", ["negative", "positive"], "Rating: 5"),
+        ("I loved it: the cast, the plot, the music.", "movie review", ["negative", "positive"], "I loved it:"),
+    ],
+)
+def test_clean_output_strips_prompt_frames(raw, task, labels, expected) -> None:
+    out = clean_output(raw, 10, 2000, task, labels)
+    assert out is not None and out.startswith(expected), out
+
+
+def test_strip_frame_keeps_a_text_that_is_only_a_frame() -> None:
+    assert strip_frame("Movie review:", "movie review") == "Movie review:"
 
 
 def test_copies_example() -> None:

@@ -234,20 +234,58 @@ _LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
 
 
-def clean_output(text: str, min_chars: int, max_chars: int) -> str | None:
-    """Strip chat pre-ambles, quotes and list markers; return None for unusable output.
+# A leading "<a few words>:" frame, e.g. "Movie review:" or "Good hockey newsgroup post:".
+_FRAME = re.compile(r"^[\s*_\[(]*([^:\n.!?\"]{1,80}?)[\s*_\])]*:[\s*_\])]*")
+_FRAME_WORDS = 8
+# Words the prompts put around a task name in their frames ('Good {label} {task}s', 'A {label} {task}:').
+_FRAME_FILLER = frozenset({"a", "an", "the", "new", "good", "poor", "excellent", "one", "my", "another"})
+
+
+def strip_frame(text: str, task: str, label_names: Sequence[str] = ()) -> str:
+    """Remove a leading frame that echoes the prompt's wording, e.g. "Good hockey newsgroup post: ...".
+
+    The completion prompts end with '{Task}: "' and list examples as 'Good {label} {task}s', so small
+    models often open with such a frame ("Movie review: ...", "Positive: ...").  It is prompt text, not
+    a sample of the task: real records do not start with it, and it pulls the embedding of every sample
+    that carries it towards the same point.  A frame is removed when it has at most eight words and,
+    once the prompts' filler words and the label names are set aside, what remains is empty or the
+    task's name (or its last word: "post" for "newsgroup post").  Frames that a real record could carry
+    ("Subject: ...", "Title: ...", "The Matrix: ...") are kept.
+    """
+    m = _FRAME.match(text)
+    if not m:
+        return text
+    head = m.group(1).lower().split()
+    if not head or len(head) > _FRAME_WORDS:
+        return text
+    words = " ".join(w for w in head if w not in _FRAME_FILLER)
+    for name in sorted((n.lower() for n in label_names), key=len, reverse=True):
+        words = re.sub(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", " ", words)
+    rest = " ".join(words.split())
+    task_words = task.lower().split()
+    if rest.endswith("s") and rest[:-1].endswith(task.lower()):
+        rest = rest[:-1]  # 'newsgroup posts'
+    if rest in ("", task.lower(), task_words[-1] if task_words else "", *(w + "s" for w in task_words[-1:])):
+        stripped = text[m.end() :].lstrip()
+        return stripped or text
+    return text
+
+
+def clean_output(
+    text: str, min_chars: int, max_chars: int, task: str = "review", label_names: Sequence[str] = ()
+) -> str | None:
+    """Strip chat pre-ambles, prompt frames, quotes and list markers; return None for unusable output.
 
     Drops: too short/long, echoed instructions, degenerate repetition.  A list the
-    model started ("1. ... 2. ...") is cut after its first item.
+    model started ("1. ... 2. ...") is cut after its first item.  ``task`` and ``label_names`` (public)
+    let a frame that echoes the prompt ("Movie review: ...") be recognised and removed (``strip_frame``).
     """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
     while len(lines) > 1 and (lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)):
         lines = lines[1:]
     t = " ".join(ln.strip() for ln in lines)
-    for prefix in ("Review:", "review:"):
-        if t.startswith(prefix):
-            t = t[len(prefix) :].strip()
+    t = strip_frame(t, task, label_names)
     t = _LEADING_ENUM.sub("", t)
     m = _INLINE_ENUM.search(t)
     if m:

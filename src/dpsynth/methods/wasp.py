@@ -344,6 +344,7 @@ class WaspRun:
         limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
         attempts = {c: 0 for c in need}
         per_prompt = self.w.samples_per_prompt
+        task, names = self.config.data.task, list(self.label_names.values())
         while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
             batch: list[tuple[str, GenerationRequest, list[str]]] = []
             for c in need:
@@ -367,7 +368,7 @@ class WaspRun:
                     if wanted[c] <= 0:
                         outcome["surplus"] += 1
                         continue
-                    text = clean_output(raw, self.w.min_chars, self.w.max_chars)
+                    text = clean_output(raw, self.w.min_chars, self.w.max_chars, task, names)
                     reason = (
                         "unusable"
                         if text is None
