@@ -47,11 +47,23 @@ class CountingEmbedder:
 
 
 def raw_run(gen: LlamaCppGenerator, n: int, max_tokens: int, seed: int) -> tuple[int, float]:
-    builder = PromptBuilder("movie review", "chat", max_tokens=max_tokens, temperature=1.0, top_p=0.9,
-                            example_chars=300, rng=random.Random(seed))
+    builder = PromptBuilder(
+        "movie review",
+        "chat",
+        max_tokens=max_tokens,
+        temperature=1.0,
+        top_p=0.9,
+        example_chars=300,
+        rng=random.Random(seed),
+    )
     # the same sampler fields the generator adds (DRY for llama.cpp), so both sides do the same work
-    bodies = [{**request_body(builder.zero_shot(random.Random(seed + i).choice(["positive", "negative"]))),
-               **gen.cfg.sampler_fields()} for i in range(n)]
+    bodies = [
+        {
+            **request_body(builder.zero_shot(random.Random(seed + i).choice(["positive", "negative"]))),
+            **gen.cfg.sampler_fields(),
+        }
+        for i in range(n)
+    ]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(gen.cfg.n_parallel) as ex:
         out = list(ex.map(gen._server.handle_chat_completions, bodies))
@@ -60,8 +72,13 @@ def raw_run(gen: LlamaCppGenerator, n: int, max_tokens: int, seed: int) -> tuple
 
 
 def pipeline_run(gen: LlamaCppGenerator, n: int, max_tokens: int, out: Path) -> tuple[int, float]:
-    cfg = Config(method="zero-shot", n_synthetic=n, out=str(out), wasp={"max_tokens": max_tokens},
-                 generators=[GeneratorConfig(name="smol", model="smollm2-135m-instruct")])
+    cfg = Config(
+        method="zero-shot",
+        n_synthetic=n,
+        out=str(out),
+        wasp={"max_tokens": max_tokens},
+        generators=[GeneratorConfig(name="smol", model="smollm2-135m-instruct")],
+    )
     t0 = time.perf_counter()
     dpsynth.synthesize(cfg, generators={"smol": gen}, embedder=CountingEmbedder(), progress=False)
     dt = time.perf_counter() - t0
@@ -81,18 +98,25 @@ def main() -> None:
     try:
         raw_run(gen, 4, 8, 999)  # warm-up
         for rep in range(args.reps):
-            for kind in (["raw", "pipeline"] if rep % 2 == 0 else ["pipeline", "raw"]):
+            for kind in ["raw", "pipeline"] if rep % 2 == 0 else ["pipeline", "raw"]:
                 if kind == "raw":
                     toks, dt = raw_run(gen, args.n, args.max_tokens, rep)
                 else:
                     toks, dt = pipeline_run(gen, args.n, args.max_tokens, tmp / f"zs{rep}")
-                runs.append({"rep": rep, "kind": kind, "tokens": toks, "seconds": round(dt, 2),
-                             "tok_s": round(toks / dt, 1)})
+                runs.append(
+                    {"rep": rep, "kind": kind, "tokens": toks, "seconds": round(dt, 2), "tok_s": round(toks / dt, 1)}
+                )
                 print(runs[-1], flush=True)
         # embedding cache
         emb = CountingEmbedder()
-        cfg = Config(method="wasp", n_synthetic=30, out=str(tmp / "wasp"), wasp={"rounds": 2, "max_tokens": 48},
-                     generators=[GeneratorConfig(name="smol", model="smollm2-135m-instruct")], data={"m_private": 20})
+        cfg = Config(
+            method="wasp",
+            n_synthetic=30,
+            out=str(tmp / "wasp"),
+            wasp={"rounds": 2, "max_tokens": 48},
+            generators=[GeneratorConfig(name="smol", model="smollm2-135m-instruct")],
+            data={"m_private": 20},
+        )
         t0 = time.perf_counter()
         dpsynth.synthesize(cfg, generators={"smol": gen}, embedder=emb, progress=False)
         wasp_s = time.perf_counter() - t0
@@ -107,26 +131,29 @@ def main() -> None:
         rs = [r for r in runs if r["kind"] == kind]
         return sum(r["tokens"] for r in rs) / sum(r["seconds"] for r in rs)
 
-    write_result("pipeline", {
-        "command": f"python bench/bench_pipeline.py --n {args.n} --reps {args.reps}",
-        "model": "SmolLM2-135M-Instruct Q4_1, llama.cpp (xllamacpp), 4 slots, 2 threads",
-        "requests_per_run": args.n,
-        "raw_tok_s": round(total("raw"), 1),
-        "pipeline_tok_s": round(total("pipeline"), 1),
-        "ratio": round(total("pipeline") / total("raw"), 3),
-        "target_ratio": 0.9,
-        "note": "pipeline seconds include prompt building, clean-up, dedup, journal writes and the run directory",
-        "runs": runs,
-        "embedding_cache": {
-            "wasp_run_seconds": round(wasp_s, 1),
-            "private_records": 20,
-            "synthetic_texts_voted_on": voted,
-            "texts_sent_to_embedder": emb.texts,
-            "expected_if_each_embedded_once": voted + 20,
-            "texts_embedded_on_resume_of_complete_run": emb_resume.texts,
-            "expected_on_resume": 20,
+    write_result(
+        "pipeline",
+        {
+            "command": f"python bench/bench_pipeline.py --n {args.n} --reps {args.reps}",
+            "model": "SmolLM2-135M-Instruct Q4_1, llama.cpp (xllamacpp), 4 slots, 2 threads",
+            "requests_per_run": args.n,
+            "raw_tok_s": round(total("raw"), 1),
+            "pipeline_tok_s": round(total("pipeline"), 1),
+            "ratio": round(total("pipeline") / total("raw"), 3),
+            "target_ratio": 0.9,
+            "note": "pipeline seconds include prompt building, clean-up, dedup, journal writes and the run directory",
+            "runs": runs,
+            "embedding_cache": {
+                "wasp_run_seconds": round(wasp_s, 1),
+                "private_records": 20,
+                "synthetic_texts_voted_on": voted,
+                "texts_sent_to_embedder": emb.texts,
+                "expected_if_each_embedded_once": voted + 20,
+                "texts_embedded_on_resume_of_complete_run": emb_resume.texts,
+                "expected_on_resume": 20,
+            },
         },
-    })
+    )
 
 
 if __name__ == "__main__":

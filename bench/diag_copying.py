@@ -70,12 +70,15 @@ def main() -> None:
     out = {}
     for gc in Config().generators:
         gen = LlamaCppGenerator(gc.model_copy(update={"extra_body": {}}))
-        out[gc.name] = {"dry_off": trial(gen, gc.prompt_format, r0, {}),
-                        "dry_on": trial(gen, gc.prompt_format, r0, DRY_SAMPLER)}
+        out[gc.name] = {
+            "dry_off": trial(gen, gc.prompt_format, r0, {}),
+            "dry_on": trial(gen, gc.prompt_format, r0, DRY_SAMPLER),
+        }
         gen.close()
         print(gc.name, out[gc.name], flush=True)
-    write_result("copying", {"examples_from": "round-0 samples of a default run", "dry_sampler": DRY_SAMPLER,
-                             "generators": out})
+    write_result(
+        "copying", {"examples_from": "round-0 samples of a default run", "dry_sampler": DRY_SAMPLER, "generators": out}
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def main() -> None:
                 out = gen.generate(reqs, on_completion=stats[kind]["tokens"].add)
                 stats[kind]["seconds"] += time.perf_counter() - t0
                 for c, (_, truth) in zip(out, chunk, strict=True):
-                    said = parse_judgement(c.text, names) if kind == "free_text" else judge_verdict(
-                        c.text, c.top_logprobs, names
+                    said = (
+                        parse_judgement(c.text, names)
+                        if kind == "free_text"
+                        else judge_verdict(c.text, c.top_logprobs, names)
                     )
                     stats[kind]["said"].append((said, truth))
                     if kind == "top_logprobs":

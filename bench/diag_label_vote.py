@@ -74,16 +74,25 @@ def top_share(score: np.ndarray, labels: np.ndarray, correct: np.ndarray) -> flo
     return float(correct[chosen].mean())
 
 
-def analyse(rows: list[dict[str, Any]], priv: np.ndarray, priv_y: np.ndarray, judge: Any, embedder: Any,
-            sigmas: dict[str, float], draws: int, rng: np.random.Generator) -> dict[str, Any]:
+def analyse(
+    rows: list[dict[str, Any]],
+    priv: np.ndarray,
+    priv_y: np.ndarray,
+    judge: Any,
+    embedder: Any,
+    sigmas: dict[str, float],
+    draws: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
     x = embed_test([r["text"] for r in rows], embedder, CACHE)
     y = np.asarray([str(r["label"]) for r in rows])
     correct = judge.predict(x) == y
     near, cross = histograms(priv, priv_y, x, y)
     out: dict[str, Any] = {"n": len(rows), "mislabelled": round(float(1 - correct.mean()), 4)}
     for name, sigma in sigmas.items():
-        res: dict[str, list[float]] = {k: [] for k in ("auc_near", "auc_near_minus_cross", "auc_minus_cross",
-                                                        "top_near", "top_near_minus_cross")}
+        res: dict[str, list[float]] = {
+            k: [] for k in ("auc_near", "auc_near_minus_cross", "auc_minus_cross", "top_near", "top_near_minus_cross")
+        }
         for _ in range(draws):
             n = near + rng.normal(0, sigma, near.shape)
             c = cross + rng.normal(0, sigma, cross.shape)

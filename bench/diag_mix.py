@@ -39,10 +39,7 @@ from dpsynth.evaluate.inputs import default_embedder, embed_test, load_test  # n
 RESULTS = Path(__file__).resolve().parent / "results"
 # (dataset, N, seed, zero-shot set, WASP set): the pairs measured with the same code, generators and judge
 PAIRS: list[tuple[str, int, int, str, str]] = [
-    *[
-        ("imdb", 100, s, f"zero-shot+judge-eps0-n100-m100-s{s}", f"wasp+judge-eps4-n100-m100-s{s}")
-        for s in (0, 1, 2)
-    ],
+    *[("imdb", 100, s, f"zero-shot+judge-eps0-n100-m100-s{s}", f"wasp+judge-eps4-n100-m100-s{s}") for s in (0, 1, 2)],
     ("imdb", 1000, 0, "zero-shot+judge-n1000-m100-s0", "wasp+judge-pooled-n1000-m100-s0"),
     *[
         ("newsgroups", 100, s, f"zero-shot+judge-eps0-n100-m100-s{s}", f"wasp+judge-eps4-n100-m100-s{s}")

@@ -91,21 +91,27 @@ def main() -> None:
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         r = results[path.stem] = analyse(rows, x_test, y_test, embedder)
         by_gen = {g: round(v["score"], 3) for g, v in r["by_generator"].items()}
-        print(f"{path.stem:45s} consistency={r['label_consistency']:.3f} words={r['words_mean']:5.1f} "
-              f"nn_cos={r['nn_cosine_mean']:.3f} by_gen={by_gen}", flush=True)
+        print(
+            f"{path.stem:45s} consistency={r['label_consistency']:.3f} words={r['words_mean']:5.1f} "
+            f"nn_cos={r['nn_cosine_mean']:.3f} by_gen={by_gen}",
+            flush=True,
+        )
     corr = correlations(results)
     print("correlation with downstream accuracy over the kept sets:", corr)
     real = test.sample(n=100, random_state=1)  # diversity of real reviews, for reference
     real_div = round(diversity(embed_test(list(real["text"]), embedder)), 4)
     ref = next(iter(results.values()))["real_reference"] if results else None
-    write_result(args.name, {
-        "command": "python bench/diag_quality.py " + " ".join(sys.argv[1:]),
-        "judge": "LogisticRegression on MiniLM embeddings of the 2,000-review test split",
-        "real_reference_label_consistency": ref,
-        "real_100_nn_cosine_mean": real_div,
-        "correlation_with_accuracy": corr,
-        "sets": results,
-    })
+    write_result(
+        args.name,
+        {
+            "command": "python bench/diag_quality.py " + " ".join(sys.argv[1:]),
+            "judge": "LogisticRegression on MiniLM embeddings of the 2,000-review test split",
+            "real_reference_label_consistency": ref,
+            "real_100_nn_cosine_mean": real_div,
+            "correlation_with_accuracy": corr,
+            "sets": results,
+        },
+    )
 
 
 if __name__ == "__main__":

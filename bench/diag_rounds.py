@@ -60,9 +60,7 @@ def realism(x: np.ndarray, y: np.ndarray, real: np.ndarray, real_y: np.ndarray) 
     return out
 
 
-def one_run(
-    run: Path, real: np.ndarray, real_y: np.ndarray, embedder: Any, top_s: int, chunk: int
-) -> dict[str, Any]:
+def one_run(run: Path, real: np.ndarray, real_y: np.ndarray, embedder: Any, top_s: int, chunk: int) -> dict[str, Any]:
     journal = run if run.is_file() else run / "samples.journal.jsonl"
     rows = [json.loads(r) for r in journal.read_text(encoding="utf-8").splitlines() if r.strip()]
     x = embed_test([str(r["text"]) for r in rows], embedder, CACHE)

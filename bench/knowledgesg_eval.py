@@ -61,8 +61,10 @@ def mcq_accuracy(model: Any, tok: Any, test: Any, ft: FinetuneConfig) -> float:
     for _, row in test.iterrows():
         stem = format_record(row["instruction"], "").rstrip()  # "Question: ...\nAnswer:"
         ctx = prefix + fmt.body([stem])[0]
-        opts = [list(tok(f" {letters[i]}. {o}", add_special_tokens=False)["input_ids"]) for i, o in
-                enumerate(row["options"])]
+        opts = [
+            list(tok(f" {letters[i]}. {o}", add_special_tokens=False)["input_ids"])
+            for i, o in enumerate(row["options"])
+        ]
         seqs = [ctx + o for o in opts]
         width = max(len(s) for s in seqs)
         ids = torch.full((4, width), tok.pad_token_id or 0, dtype=torch.long)
@@ -105,8 +107,12 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DPSYNTH_TOKEN": TOKEN}
     t0 = time.time()
     with (out / "server.out").open("wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "dpsynth", "server", "start", "--config",
-                                   str(out / "server.yaml")], stdout=log, stderr=subprocess.STDOUT, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "dpsynth", "server", "start", "--config", str(out / "server.yaml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         while True:
             try:
@@ -118,10 +124,36 @@ def main() -> None:
                 raise SystemExit("server exited; see " + str(out / "server.out"))
             time.sleep(1)
         client_cmd = [
-            sys.executable, "-m", "dpsynth", "client", "run", "--server", url, "--private", str(out / "private.jsonl"),
-            "--out", str(out / "client"), "--n-synthetic", str(args.n_synthetic), "--epsilon", str(args.epsilon),
-            "--epochs", "1", "--batch-size", "8", "--max-length", "192", "--max-new-tokens", "128",
-            "--local-finetune", "true", "--local-epochs", "2", "--seed", "0", "--quiet",
+            sys.executable,
+            "-m",
+            "dpsynth",
+            "client",
+            "run",
+            "--server",
+            url,
+            "--private",
+            str(out / "private.jsonl"),
+            "--out",
+            str(out / "client"),
+            "--n-synthetic",
+            str(args.n_synthetic),
+            "--epsilon",
+            str(args.epsilon),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "192",
+            "--max-new-tokens",
+            "128",
+            "--local-finetune",
+            "true",
+            "--local-epochs",
+            "2",
+            "--seed",
+            "0",
+            "--quiet",
         ]
         if (out / "client").exists():
             client_cmd.append("--resume")
@@ -138,8 +170,11 @@ def main() -> None:
     test = medmcqa_split()[1].iloc[: args.n_test]
     ft = FinetuneConfig()
     results: dict[str, Any] = {}
-    for name, adapter in (("base", None), ("dp_finetune_direct", out / "client" / "adapter"),
-                          ("knowledgesg", out / "client" / "local_adapter")):
+    for name, adapter in (
+        ("base", None),
+        ("dp_finetune_direct", out / "client" / "adapter"),
+        ("knowledgesg", out / "client" / "local_adapter"),
+    ):
         tok, model = load_causal_lm(ft.model)
         if adapter is not None:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()

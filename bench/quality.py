@@ -261,11 +261,25 @@ def main() -> None:
                 if row not in ("only-private", "real-ceiling"):  # real data is never copied into results
                     keep_set(run.name, syn, sets)
                 ev = evaluate(
-                    syn, test, embedder=embedder, seeds=(0, 1, 2), per_round=False, write=False, reference_real=False,
+                    syn,
+                    test,
+                    embedder=embedder,
+                    seeds=(0, 1, 2),
+                    per_round=False,
+                    write=False,
+                    reference_real=False,
                     mauve=row != "real-ceiling",  # MAUVE on 20k vs 2k texts costs more than the table is worth
                 )
-                rec = {"row": row, "epsilon": e_row, "seed": seed, "n": args.n, "m": args.m,
-                       "wall_seconds": round(wall, 1), "tokens": tokens, **summarize(ev)}
+                rec = {
+                    "row": row,
+                    "epsilon": e_row,
+                    "seed": seed,
+                    "n": args.n,
+                    "m": args.m,
+                    "wall_seconds": round(wall, 1),
+                    "tokens": tokens,
+                    **summarize(ev),
+                }
                 # another invocation may have written rows since this one started: merge, never overwrite them
                 if results_file.exists():
                     theirs = json.loads(results_file.read_text()).get("rows", [])
@@ -273,15 +287,18 @@ def main() -> None:
                     results += [r for r in theirs if _key(r) not in ours]
                 results.append(rec)
                 print(rec, flush=True)
-                write_result(results_file.stem, {
-                    "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
-                    "dataset": dataset.source,
-                    "test": f"fixed {dataset.title} test split, {dataset.test_size:,} {dataset.unit} "
-                            f"({dataset.source})",
-                    "classifier": "logistic regression on all-MiniLM-L6-v2 embeddings (deterministic, fitted once)",
-                    "generators": [g.model for g in default_generators()],
-                    "rows": results,
-                })
+                write_result(
+                    results_file.stem,
+                    {
+                        "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
+                        "dataset": dataset.source,
+                        "test": f"fixed {dataset.title} test split, {dataset.test_size:,} {dataset.unit} "
+                        f"({dataset.source})",
+                        "classifier": "logistic regression on all-MiniLM-L6-v2 embeddings (deterministic, fitted once)",
+                        "generators": [g.model for g in default_generators()],
+                        "rows": results,
+                    },
+                )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,21 @@ def paper_for(row: str, eps: float, m: int) -> str:
 
 # Table order: baselines, Aug-PE per generator, WASP and its ablations, the judged rows, other methods.
 ORDER = [
-    "real-ceiling", "only-private", "zero-shot", "aug-pe:gemma3-270m", "aug-pe:smollm2-135m",
-    "aug-pe:qwen2.5-0.5b", "wasp", "wasp-no-weighting", "wasp-no-contrastive", "wasp-q1", "zero-shot+judge",
-    "aug-pe:qwen2.5-0.5b+judge", "wasp+judge", "pearl-select", "dp-finetune",
+    "real-ceiling",
+    "only-private",
+    "zero-shot",
+    "aug-pe:gemma3-270m",
+    "aug-pe:smollm2-135m",
+    "aug-pe:qwen2.5-0.5b",
+    "wasp",
+    "wasp-no-weighting",
+    "wasp-no-contrastive",
+    "wasp-q1",
+    "zero-shot+judge",
+    "aug-pe:qwen2.5-0.5b+judge",
+    "wasp+judge",
+    "pearl-select",
+    "dp-finetune",
 ]
 
 

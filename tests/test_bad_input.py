@@ -591,7 +591,7 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
 
 
 def test_a_label_declared_like_a_placeholder_is_a_label(tmp_path: Path) -> None:
-    """"None" / "NA" as a class ("no issue", "not applicable") is common in support and triage data; they
+    """ "None" / "NA" as a class ("no issue", "not applicable") is common in support and triage data; they
     used to be read as missing, so every record of that class was refused as undeclared.  A declared label
     is now data in the label column, and only there; other placeholders stay missing."""
     from dpsynth.data import read_table

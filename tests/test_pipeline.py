@@ -280,7 +280,7 @@ def _listed(block: str) -> set[str]:
     """The examples a prompt block lists: numbered (chat) or quoted after "Movie review:" (completion)."""
     out = set()
     for line in block.splitlines():
-        m = re.match(r'^\d+\. (.*)$', line) or re.match(r'^Movie review: "(.*)"$', line)
+        m = re.match(r"^\d+\. (.*)$", line) or re.match(r'^Movie review: "(.*)"$', line)
         if m:
             out.add(m.group(1))
     return out

@@ -23,8 +23,7 @@ from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
 # What small instruction models write around a review: a prompt echo, markdown, a code fence.
 JUNK = (
-    "Sure! Here is a positive movie review:\n\n## A **great** film\n\n```\nI *loved* it, the `music` was great.\n"
-    "```\n"
+    "Sure! Here is a positive movie review:\n\n## A **great** film\n\n```\nI *loved* it, the `music` was great.\n```\n"
 )
 LONG_GENERATOR = "qwen2.5-0.5b-instruct-q4_k_m"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -233,8 +232,14 @@ def test_report_reads_privacy_json_through_the_typed_report(run_dir: Path, tmp_p
     assert rep.mechanisms and all(m.count is not None for m in rep.mechanisms) and rep.domain is not None
     # an older file is upgraded to the typed report: names kept, nothing invented
     old = PrivacyReport.read(
-        {"epsilon": 2.0, "delta": 1e-5, "mechanisms": ["gaussian", {"name": "DP-SGD", "steps": 3}], "accountant": "rdp",
-         "domain": {"checks": "one check"}, "post_processing": "sampling"}
+        {
+            "epsilon": 2.0,
+            "delta": 1e-5,
+            "mechanisms": ["gaussian", {"name": "DP-SGD", "steps": 3}],
+            "accountant": "rdp",
+            "domain": {"checks": "one check"},
+            "post_processing": "sampling",
+        }
     )
     assert old.accountant is not None and old.accountant.name == "rdp" and old.accountant.epsilon_at_delta is None
     assert [m.fields() for m in old.mechanisms] == [{"name": "gaussian"}, {"name": "DP-SGD", "steps": 3}]
@@ -279,8 +284,10 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
         ("Positive movie review: Loved it, __truly__.", "Loved it, truly."),
         ("Review:\nGreat film", "Great film"),
         ('"A whole review in quotes."', "A whole review in quotes."),
-        ("# Verdict\n* acting: fine\n- plot: thin\n> quoted line\n---\nSee [the trailer](#t).", (
-            "Verdict\n• acting: fine\n- plot: thin\nquoted line\n\nSee the trailer.")),
+        (
+            "# Verdict\n* acting: fine\n- plot: thin\n> quoted line\n---\nSee [the trailer](#t).",
+            ("Verdict\n• acting: fine\n- plot: thin\nquoted line\n\nSee the trailer."),
+        ),
         # left alone: inner snake_case, arithmetic, a mid-text colon, a lone '#1', plain text
         ("my_var_name is 2 * 3 * 4; the review: fine. #1 film", "my_var_name is 2 * 3 * 4; the review: fine. #1 film"),
         ("Just a plain review.", "Just a plain review."),
@@ -327,8 +334,14 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
     other = tmp_path / "refs"
     shutil.copytree(run_dir, other)
     ev["headline"]["references"] = [
-        {"name": "real", "label": "100 real records from the embedded IMDb pool", "value": 0.689,
-         "std": 0.03, "values": [0.66, 0.69, 0.72], "draws": 3},
+        {
+            "name": "real",
+            "label": "100 real records from the embedded IMDb pool",
+            "value": 0.689,
+            "std": 0.03,
+            "values": [0.66, 0.69, 0.72],
+            "draws": 3,
+        },
         {"name": "zero-shot", "label": "zero-shot synthetic set (100 records, runs/zs)", "value": 0.634},
         *ev["headline"]["references"],
     ]
@@ -388,7 +401,9 @@ def test_report_never_shows_float_noise_as_a_spread(run_dir: Path, tmp_path: Pat
         seeds=[0, 1, 2], accuracy={"mean": 0.4855, "std": 1.36e-16, "values": [0.4855] * 3}, runs=None
     )
     ev["utility"]["finetune"] = {
-        "classifier": "fine-tuned", "seeds": [0, 1, 2], "deterministic": False,
+        "classifier": "fine-tuned",
+        "seeds": [0, 1, 2],
+        "deterministic": False,
         "accuracy": {"mean": 0.7, "std": 1.2e-16, "values": [0.7] * 3},
         "macro_f1": {"mean": 0.6, "std": 0.05, "values": [0.55, 0.6, 0.65]},
     }
@@ -434,9 +449,16 @@ document.body.appendChild(p);
 </script>"""
 
 CHROMIUM_FLAGS = [  # headless, offline: no background networking that the closed network would refuse
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-logging=stderr", "--v=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
 ]
 
 

@@ -252,7 +252,7 @@ def test_methods_ask_run_dir_for_their_paths() -> None:
 
 def test_run_path_checker_flags_a_planted_join() -> None:
     members = _run_dir_path_members()
-    planted = '''
+    planted = """
 from dpsynth.run import RunDir
 
 def write(run_dir: RunDir, key: str) -> None:
@@ -271,14 +271,14 @@ class M:
         base = self.rundir.path
         base / f"round_{1}.npz"
         RunDir("out").path / "x"
-'''
+"""
     hits = hand_built_run_paths(planted, members)
     assert [h.split(":")[0] for h in hits] == ["10", "11", "12", "18", "19", "5", "7", "9"], hits
-    clean = '''
+    clean = """
 def ok(run_dir, n: int, path) -> float:
     run_dir.checkpoint.write_text("x")
     p = run_dir.release("counts")
     other = path / "fine.json"   # not a run directory
     return run_dir.resuming / n if n else len(str(p)) / 2
-'''
+"""
     assert hand_built_run_paths(clean, members) == []

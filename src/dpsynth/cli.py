@@ -50,6 +50,8 @@ def _root(
     ),
 ) -> None:
     """Differentially private synthetic data."""
+
+
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
 app.add_typer(privacy_app, name="privacy")
 from dpsynth.audit.cli import audit_app  # noqa: E402
@@ -59,6 +61,7 @@ from dpsynth.knowledgesg.cli import client_app, server_app  # noqa: E402
 
 app.add_typer(server_app, name="server")
 app.add_typer(client_app, name="client")
+
 
 def _run_help() -> str:
     return (

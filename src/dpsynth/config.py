@@ -457,7 +457,7 @@ def field_aliases(section: str = "") -> dict[str, str]:
     """Former names of the fields of a config section ('' = the top level) -> their current names."""
     model = _section_model(section)
     out: dict[str, str] = {}
-    for name, f in (model.model_fields.items() if model is not None else ()):
+    for name, f in model.model_fields.items() if model is not None else ():
         if isinstance(f.validation_alias, AliasChoices):
             for alias in f.validation_alias.choices:
                 if isinstance(alias, str) and alias != name:

@@ -361,8 +361,7 @@ def output_label_type(
     if declared == "int":
         if not integers:
             raise ConfigError(
-                f"data.label_type: int needs integer labels, but data.labels declares {sorted(labels)}; "
-                "use str or auto"
+                f"data.label_type: int needs integer labels, but data.labels declares {sorted(labels)}; use str or auto"
             )
         return "int"
     if declared == "str" or not integers:

@@ -158,9 +158,7 @@ def judge_request(task: str, text: str, label_names: Sequence[str], example_char
     token decoded, 10 alternatives returned): a calibrated verdict, and "unsure" where the judge is
     torn.  Other label sets get a few-token free-text answer."""
     choices = ", ".join(label_names[:-1]) + f" or {label_names[-1]}" if len(label_names) > 1 else label_names[0]
-    prompt = JUDGE_CHAT.format(
-        task=task, Task=task.capitalize(), text=_quoted(text, example_chars), choices=choices
-    )
+    prompt = JUDGE_CHAT.format(task=task, Task=task.capitalize(), text=_quoted(text, example_chars), choices=choices)
     common = dict(messages=(ChatMessage("user", prompt),), temperature=0.0, top_p=1.0, seed=0)
     if _first_words_distinct(label_names):
         return GenerationRequest(max_tokens=1, top_logprobs=JUDGE_TOP_LOGPROBS, **common)  # type: ignore[arg-type]

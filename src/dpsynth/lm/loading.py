@@ -101,7 +101,6 @@ def add_lora(model: Any, ft: FinetuneConfig) -> Any:
         return get_peft_model(model, cfg)
 
 
-
 def lora_state(model: Any) -> dict[str, Any]:
     from peft import get_peft_model_state_dict
 
@@ -118,7 +117,6 @@ def load_lora_state(model: Any, state: dict[str, Any]) -> None:
     unexpected = getattr(res, "unexpected_keys", [])
     if unexpected:
         raise ResumeError(f"checkpoint: LoRA weights do not fit this model ({len(unexpected)} unexpected keys)")
-
 
 
 def save_adapter(model: Any, target: Path) -> None:

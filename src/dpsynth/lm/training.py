@@ -30,8 +30,6 @@ def _lora_params(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-
-
 def train(
     peft_model: Any,
     dataset: RecordDataset,
@@ -162,7 +160,6 @@ def grad_samples_to_fp32(params: Sequence[Any]) -> None:
             p.grad_sample = [g.to(torch.float32) for g in gs]
         elif gs is not None and gs.dtype != torch.float32:
             p.grad_sample = gs.to(torch.float32)
-
 
 
 def finetune_public(

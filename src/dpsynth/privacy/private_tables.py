@@ -98,9 +98,7 @@ def load_private_table(source: Any, config: Config, spec: dict[str, Any], declar
     return _load_table(source, config, spec, declared, where)
 
 
-def _label_set(
-    col: str, declared: list[str] | None, label_present: bool, where: str
-) -> tuple[str | None, list[str]]:
+def _label_set(col: str, declared: list[str] | None, label_present: bool, where: str) -> tuple[str | None, list[str]]:
     """The label column and the public classes; [""] when unlabelled."""
     if label_present:
         if not declared:
@@ -197,9 +195,7 @@ def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[s
     except DpsynthError:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy's load errors are long
-        raise DataError(
-            f"{where}: not a readable .npy/.npz array ({type(exc).__name__}); save it with numpy"
-        ) from None
+        raise DataError(f"{where}: not a readable .npy/.npz array ({type(exc).__name__}); save it with numpy") from None
     x = np.asarray(x)
     if x.ndim < 2 or x.shape[0] == 0:
         raise DataError(f"{where}: needs an array of shape (records, ...) with at least one record")

@@ -41,6 +41,7 @@ REPORT_FILE = "report.html"
 SAMPLES_PER_CLASS = 5
 SAMPLE_CHARS = 700
 
+
 # ---------------------------------------------------------------- inputs
 def _read_json(path: Path) -> Any:
     if not path.exists():

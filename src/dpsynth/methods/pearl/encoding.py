@@ -191,4 +191,3 @@ def decode(enc: np.ndarray, y: np.ndarray, schema: Schema) -> tuple[list[dict[st
         out_cols[schema.label_column] = [labels[int(j)] for j in y]
     rows = [{name: out_cols[name][i] for name in schema.order} for i in range(len(enc))]
     return rows, None
-

@@ -212,4 +212,3 @@ def _train(
                 if progress is not None:
                     progress(step + 1, settings.steps, time.monotonic() - t0)
     return TrainedGenerator(gen, layout, settings, sketch.class_shares(), history)
-

@@ -162,13 +162,9 @@ class PearlMethod:
         released = self._schema_releases(ledger, run_dir, reporter)
         atomic_write_json(run_dir.schema, self.schema.to_json(released))
         layout = Layout.from_schema(self.schema)
-        saved_counts = ledger.release(
-            "counts", run_dir.release("counts"), lambda: self._draw_counts(ledger)
-        )
+        saved_counts = ledger.release("counts", run_dir.release("counts"), lambda: self._draw_counts(ledger))
         counts = np.asarray(saved_counts["counts"], dtype=np.float64)
-        saved = ledger.release(
-            "sketch", run_dir.release("sketch"), lambda: self._draw_sketch(ledger, layout, counts)
-        )
+        saved = ledger.release("sketch", run_dir.release("sketch"), lambda: self._draw_sketch(ledger, layout, counts))
         sketch = sk.NoisySketch.from_npz(saved)
         log.info("pearl: releases done, epsilon spent %.4f", ledger.epsilon_spent())
         self._private = None  # from here on only the release exists: training is post-processing
@@ -263,9 +259,7 @@ class PearlMethod:
                 continue
             if not ledger.released(key):
                 reporter.message(f"pearl: deriving the undeclared schema with DP ({key}, accounted)")
-            payload = ledger.release(
-                key, run_dir.release(key), functools.partial(self._draw_schema, key, ledger)
-            )
+            payload = ledger.release(key, run_dir.release(key), functools.partial(self._draw_schema, key, ledger))
             out[key] = apply_schema_release(self.schema, payload)
         return out
 

@@ -42,8 +42,7 @@ def pearl_report(
         d.update(
             (k, v)
             for k, v in info.items()
-            if k in ("columns", "threshold", "delta_selection", "note", "placeholder_columns")
-            and v not in ("", None)
+            if k in ("columns", "threshold", "delta_selection", "note", "placeholder_columns") and v not in ("", None)
         )
         details[mechanism_name(r.name)] = d
     derived = [c.name for c in schema.columns if c.derived]

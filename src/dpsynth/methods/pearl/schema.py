@@ -190,7 +190,6 @@ def _column_spec(name: str, c: Any, where: str, array: bool = False) -> ColumnSp
     return spec
 
 
-
 def parse_numeric(col: np.ndarray) -> np.ndarray:
     """Floats of a column of strings; NaN where a value is empty, non-numeric or not finite (missing)."""
     out = np.full(len(col), np.nan, dtype=np.float64)
