@@ -259,13 +259,10 @@ def strip_frame(text: str, task: str, label_names: Sequence[str] = ()) -> str:
     words = " ".join(w for w in head if w not in _FRAME_FILLER)
     for name in sorted((n.lower() for n in label_names), key=len, reverse=True):
         words = re.sub(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", " ", words)
-    rest = " ".join(words.split())
-    task_words = task.lower().split()
-    if rest.endswith("s") and rest[:-1].endswith(task.lower()):
-        rest = rest[:-1]  # 'newsgroup posts'
-    if rest in ("", task.lower(), task_words[-1] if task_words else "", *(w + "s" for w in task_words[-1:])):
-        stripped = text[m.end() :].lstrip()
-        return stripped or text
+    task_l = task.lower().strip()
+    last = task_l.split()[-1] if task_l else ""
+    if " ".join(words.split()) in {"", task_l, task_l + "s", last, last + "s"}:  # 'newsgroup posts', 'review'
+        return text[m.end() :].lstrip() or text
     return text
 
 
