@@ -21,6 +21,8 @@ Rows (names for --rows):
                                of N is generated after the last vote, at no privacy cost, e.g. wasp-pop200
   wasp-s<S>                    WASP with good and bad pools of S samples per class (wasp.top_s = S; default 8),
                                e.g. wasp-s32: each prompt's L = 4 examples drawn from a wider pool
+  wasp-even                    WASP with even class shares (wasp.class_uniform_mix = 1), as zero-shot has,
+                               instead of shares that follow the vote's estimate of the private class counts
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
                                top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
@@ -119,6 +121,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         return Config.model_validate(
             {**base, "method": "wasp", "wasp": {"pool_spread": int(row.removeprefix("wasp-spread"))}}
         )
+    if row == "wasp-even":  # even class shares, as zero-shot has, instead of the vote's estimate of the private ones
+        return Config.model_validate({**base, "method": "wasp", "wasp": {"class_uniform_mix": 1.0}})
     if row.startswith("wasp-pop"):
         population = int(row.removeprefix("wasp-pop"))
         return Config.model_validate({**base, "method": "wasp", "wasp": {"population": population}})
