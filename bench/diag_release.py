@@ -6,7 +6,9 @@ post-processing of a set a run already released, so it costs no privacy):
 1. **Cut at the last full sentence.**  Samples stop at ``max_new_tokens``; about half end mid-sentence.
    For every set in bench/results/quality_sets/ this scores the set as kept and with each sample cut
    after its last sentence end (``.``, ``!``, ``?``, optionally followed by a closing quote or bracket),
-   when that leaves at least ``--min-chars`` characters (shorter samples are kept whole).
+   when that leaves at least ``--min-chars`` characters (shorter samples are kept whole).  The rule is
+   the pipeline's own (``dpsynth.prompts.cut_to_sentence``, on by default as ``wasp.whole_sentences``);
+   since the results in diag_release.json were written it also skips abbreviations and initials.
 2. **Which subset of a large set?**  For every run directory given with ``--run`` (a finished WASP or
    zero-shot run with samples.journal.jsonl, and for WASP the released votes in votes/): subsets of the
    same size k (default 60% of the set, each class keeping its share) chosen
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,21 +43,10 @@ from common import write_result  # noqa: E402
 from dpsynth.data import EMBEDDED_DATASETS  # noqa: E402
 from dpsynth.evaluate.downstream import logreg_utility  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, embed_test, load_test  # noqa: E402
+from dpsynth.prompts import cut_to_sentence  # noqa: E402
 
 SETS = Path(__file__).resolve().parent / "results" / "quality_sets"
 CACHE = Path("runs/diag_cache")  # synthetic embeddings, kept apart from the evaluator's test-text cache
-# a sentence end: . ! ? (or an ellipsis), then optionally closing quotes or brackets
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
-
-
-def cut_at_sentence(text: str, min_chars: int) -> str:
-    """``text`` up to its last sentence end; unchanged if it already ends a sentence or the cut is too short."""
-    t = text.rstrip()
-    ends = list(_SENTENCE_END.finditer(t))
-    if not ends or ends[-1].end() == len(t):
-        return t
-    cut = t[: ends[-1].end()]
-    return cut if len(cut) >= min_chars else t
 
 
 def accuracy(x: np.ndarray, y: list[str], test: tuple[np.ndarray, list[str]]) -> float:
@@ -102,7 +92,7 @@ def cut_sets(pattern: str, min_chars: int, embedder: Any, test: tuple[np.ndarray
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         texts = [str(r["text"]) for r in rows]
         y = [str(r["label"]) for r in rows]
-        cut = [cut_at_sentence(t, min_chars) for t in texts]
+        cut = [cut_to_sentence(t, min_chars) for t in texts]
         before = accuracy(embed_test(texts, embedder, CACHE), y, test)
         after = accuracy(embed_test(cut, embedder, CACHE), y, test)
         out[path.stem] = {

@@ -25,6 +25,8 @@ Rows (names for --rows):
                                instead of shares that follow the vote's estimate of the private class counts
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
                                top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
+  <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens; default 64),
+                               e.g. wasp-t128+judge, zero-shot-t128+judge
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -88,8 +91,15 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
     (no judge, whatever the config default), the "+judge" rows add Qwen2.5-Coder-0.5B as the judge."""
     plain = row.removesuffix("+judge")
-    d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump()
-    d["wasp"]["label_judge"] = JUDGE if row.endswith("+judge") else None
+    tokens = re.fullmatch(r"(.+)-t(\d+)", plain)  # "-t<T>": the same row with max_new_tokens = T
+    if tokens:
+        plain = tokens.group(1)
+    # only the fields the row sets: a killed run then resumes (its stored config holds values the run
+    # resolved, e.g. the embedded dataset's labels, which a full dump would contradict with defaults)
+    d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump(exclude_unset=True)
+    d.setdefault("wasp", {})["label_judge"] = JUDGE if row.endswith("+judge") else None
+    if tokens:
+        d["wasp"]["max_new_tokens"] = int(tokens.group(2))
     return Config.model_validate(d)
 
 

@@ -19,6 +19,7 @@ from dpsynth.errors import GeneratorError
 from dpsynth.generators import build_generator
 from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, Generator
 from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+from dpsynth.prompts import clean_output
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -92,6 +93,28 @@ def test_llamacpp_chat_and_completion(smollm2: Generator) -> None:
     for c in out:
         _check(c)
     assert '"' not in out[1].text  # stop string honoured and removed
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_llamacpp_samples_cut_at_the_token_limit_end_with_a_full_sentence(smollm2: Generator) -> None:
+    """The clean-up's ``whole_sentences`` on real truncated output: what it keeps ends a sentence."""
+    ask = "Write a long, detailed positive movie review of at least five sentences."
+    req = GenerationRequest(messages=(ChatMessage("user", ask),), max_tokens=40, temperature=1.0, seed=11, n=4)
+    (c,) = smollm2.generate([req])
+    raw = [clean_output(t, 20, 2000) for t in c.texts]
+    cut = [clean_output(t, 20, 2000, whole_sentences=True) for t in c.texts]
+    changed = 0
+    for before, after in zip(raw, cut, strict=True):
+        assert (before is None) == (after is None)
+        if before is None or after is None:
+            continue
+        assert before.startswith(after)
+        if after != before:
+            changed += 1
+            assert after[-1] in '.!?"\u201d)\u2026', after
+    assert changed >= 1, raw  # 40 tokens of a five-sentence review: some stop mid-sentence
 
 
 @pytest.mark.model

@@ -346,3 +346,29 @@ def test_spread_pools_use_the_population_embeddings(
         population = [r["text"] for r in journal[: len(e)]]  # votes cover the samples of earlier rounds, in order
         np.testing.assert_allclose(e, emb.encode(population), atol=1e-6)
         assert len(good) <= 2
+
+
+class _TruncatedGenerator(FakeGenerator):
+    """A FakeGenerator whose every sample stops mid-sentence, as one cut by the token limit does."""
+
+    def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        out = super().generate(requests)
+        cut = [type(c)(c.text + ". The second half was", c.completion_tokens, c.prompt_tokens) for c in out]
+        for c in cut:
+            if on_completion:
+                on_completion(c)
+        return cut
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_samples_cut_mid_sentence_end_with_their_last_full_sentence(
+    private_csv: Path, tmp_path: Path, whole: bool
+) -> None:
+    wasp = dict(rounds=3, q=4, whole_sentences=whole)
+    cfg = fake_run_config(private_csv, tmp_path / "run", wasp=wasp)
+    gens = {"a": _TruncatedGenerator("a", 1), "b": _TruncatedGenerator("b", 2)}
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(res) == 60
+    ends = {r["text"].endswith(".") for r in res.records}
+    assert ends == ({True} if whole else {False})
+    assert all(r["text"].endswith("The second half was") != whole for r in res.records)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpsynth.privacy.voting import _vote_histograms
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example, strip_frame
+from dpsynth.prompts import PromptBuilder, clean_output, copies_example, cut_to_sentence, strip_frame
 from dpsynth.selection import (
     allocate,
     allocate_classes,
@@ -336,3 +336,37 @@ def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares
     p = np.asarray(shares) / sum(shares) if sum(shares) > 0 else np.full(len(shares), 1 / len(shares))
     totals = np.asarray([sum(grid[g][c] for g in per_gen) for c in sh])
     assert np.all(np.abs(totals - sum(budgets) * p) < 1 + 1e-9), (totals, sum(budgets) * p)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # stopped mid-sentence: cut after the last full sentence
+        ("The film was great. The acting was superb and the", "The film was great."),
+        ('He said "wow." Then the', 'He said "wow."'),
+        ("Was it good? Yes... maybe the plot", "Was it good? Yes..."),
+        ("Rated 3.5 out of 5. But the ending", "Rated 3.5 out of 5."),
+        ("Written by J. Doe. It was a", "Written by J. Doe."),
+        # already complete: unchanged
+        ("I loved it! Really.", "I loved it! Really."),
+        ("A fine film (really!)", "A fine film (really!)"),
+        # an abbreviation or a decimal point does not end a sentence; no full sentence: kept whole
+        ("Mr. Smith and Dr. Who went to see the", "Mr. Smith and Dr. Who went to see the"),
+        ("It cost 3.5 million and the", "It cost 3.5 million and the"),
+        ("One long sentence without an end", "One long sentence without an end"),
+    ],
+)
+def test_cut_to_sentence(text, expected) -> None:
+    assert cut_to_sentence(text) == expected
+
+
+def test_cut_to_sentence_keeps_a_sample_whose_sentences_are_too_short() -> None:
+    # "Great." alone would fall under min_chars and lose the sample: it is kept whole instead
+    text = "Great. The acting was superb and the music"
+    assert cut_to_sentence(text, 20) == text
+
+
+def test_clean_output_cuts_to_whole_sentences_only_when_asked() -> None:
+    raw = "A fine film with a strong cast. The second half drags and the"
+    assert clean_output(raw, 10, 2000) == raw
+    assert clean_output(raw, 10, 2000, whole_sentences=True) == "A fine film with a strong cast."

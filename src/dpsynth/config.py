@@ -288,6 +288,13 @@ class WaspConfig(StrictModel):
     top_p: float = Field(0.9, gt=0, le=1)
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
+    whole_sentences: bool = Field(
+        True,
+        description=(
+            "Cut a sample that stops mid-sentence (at the token limit) after its last full sentence; a sample "
+            "whose full sentences are shorter than min_chars is kept whole."
+        ),
+    )
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
     samples_per_prompt: int = Field(
         1,

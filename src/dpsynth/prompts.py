@@ -266,14 +266,52 @@ def strip_frame(text: str, task: str, label_names: Sequence[str] = ()) -> str:
     return text
 
 
+# A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets, then a space.
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)")
+# Words whose full stop does not end a sentence ("Mr. Smith", "e.g. this"); a single letter ("J. Doe") too.
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "e.g", "i.e", "jr", "sr", "vol", "approx"})
+
+
+def cut_to_sentence(text: str, min_chars: int = 1) -> str:
+    """Cut ``text`` after its last complete sentence, when it stops mid-sentence.
+
+    Generation stops at the token limit wherever it is, so many samples end in half a sentence ("The
+    acting was superb and the"); a reader sees a broken record and the embedding of the fragment is noise.
+    Text that already ends a sentence is returned as is.  So is text whose complete sentences would
+    leave fewer than ``min_chars`` characters (one long sentence cut by the limit): it is kept whole
+    rather than lost, since a fragment still carries its label.
+    """
+    t = text.rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(t) if not _is_abbreviation(t, m.start())]
+    if not ends or ends[-1] == len(t):
+        return t
+    cut = t[: ends[-1]].rstrip()
+    return cut if len(cut) >= min_chars else t
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """True if the full stop at ``dot`` closes an abbreviation or an initial, not a sentence."""
+    if text[dot] != ".":
+        return False
+    word = text[:dot].rsplit(None, 1)[-1].lower() if text[:dot].strip() else ""
+    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
+
+
 def clean_output(
-    text: str, min_chars: int, max_chars: int, task: str = "review", label_names: Sequence[str] = ()
+    text: str,
+    min_chars: int,
+    max_chars: int,
+    task: str = "review",
+    label_names: Sequence[str] = (),
+    whole_sentences: bool = False,
 ) -> str | None:
     """Strip chat pre-ambles, prompt frames, quotes and list markers; return None for unusable output.
 
     Drops: too short/long, echoed instructions, degenerate repetition.  A list the
     model started ("1. ... 2. ...") is cut after its first item.  ``task`` and ``label_names`` (public)
     let a frame that echoes the prompt ("Movie review: ...") be recognised and removed (``strip_frame``).
+    ``whole_sentences`` cuts a sample that stops mid-sentence after its last full sentence
+    (``cut_to_sentence``).
     """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
@@ -286,6 +324,8 @@ def clean_output(
     if m:
         t = t[: m.start()]
     t = t.strip().strip('"').strip("“”").strip()
+    if whole_sentences:
+        t = cut_to_sentence(t, min_chars)
     if len(t) < min_chars or len(t) > max_chars:
         return None
     low = t.lower()

@@ -368,7 +368,7 @@ class WaspRun:
                     if wanted[c] <= 0:
                         outcome["surplus"] += 1
                         continue
-                    text = clean_output(raw, self.w.min_chars, self.w.max_chars, task, names)
+                    text = clean_output(raw, self.w.min_chars, self.w.max_chars, task, names, self.w.whole_sentences)
                     reason = (
                         "unusable"
                         if text is None
