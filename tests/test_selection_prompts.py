@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpsynth.privacy.voting import _vote_histograms
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example, cut_to_sentence, strip_frame
+from dpsynth.prompts import (
+    PromptBuilder,
+    clean_output,
+    copies_example,
+    cut_to_sentence,
+    drop_meta_talk,
+    strip_frame,
+)
 from dpsynth.selection import (
     allocate,
     allocate_classes,
@@ -370,3 +377,24 @@ def test_clean_output_cuts_to_whole_sentences_only_when_asked() -> None:
     raw = "A fine film with a strong cast. The second half drags and the"
     assert clean_output(raw, 10, 2000) == raw
     assert clean_output(raw, 10, 2000, whole_sentences=True) == "A fine film with a strong cast."
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("A tense, moving drama. Here's the rephrased version, keeping the tone.", "A tense, moving drama."),
+        ("A fine film. I hope this helps! If you have any questions, feel free to ask.", "A fine film."),
+        ("The movie was good. The original message was rewritten to focus on the", "The movie was good."),
+        ("I'd be happy to help with that!", ""),  # nothing but meta talk: the clean-up drops it
+        # what a real record could say is kept
+        ("The driver crashes on start. Please let me know if you have a fix.", None),
+        ("A fine film with a strong cast.", None),
+    ],
+)
+def test_drop_meta_talk(text, expected) -> None:
+    assert drop_meta_talk(text) == (text if expected is None else expected)
+
+
+def test_clean_output_drops_outputs_that_are_only_meta_talk() -> None:
+    assert clean_output("I would be happy to help you write a review of this film!", 10, 2000) is None
+    assert clean_output("Dull and slow. Here is the revised version of it.", 10, 2000) == "Dull and slow."

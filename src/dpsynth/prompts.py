@@ -272,6 +272,46 @@ _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)")
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "e.g", "i.e", "jr", "sr", "vol", "approx"})
 
 
+# Assistant talk a chat model appends after the sample ("Here's the rephrased version.", "I hope this
+# helps!").  Only phrases no real record of a task would carry: "let me know" is kept (forum posts say it).
+_META = (
+    "rephrased version",
+    "rewritten version",
+    "revised version",
+    "was rewritten",
+    "i hope this helps",
+    "hope this helps!",
+    "feel free to ask",
+    "if you have any questions",
+    "i'd be happy to help",
+    "i would be happy to help",
+    "i'm here to help",
+    "happy to help you",
+)
+
+
+def _sentence_ends(text: str) -> list[int]:
+    """Offsets just after each sentence end of ``text`` (abbreviations and initials are not ends)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text) if not _is_abbreviation(text, m.start())]
+
+
+def drop_meta_talk(text: str) -> str:
+    """Remove the trailing sentences in which a chat model talks about its answer instead of writing it.
+
+    "A tense, moving drama. Here's the rephrased version, keeping the tone." keeps its first sentence.
+    Meta talk inside or before the sample is left alone (rare, and cutting there would break the text);
+    a text that is nothing but meta talk comes back empty, so the clean-up drops it as too short.
+    """
+    t = text.rstrip()
+    while t:
+        ends = [e for e in _sentence_ends(t) if e < len(t.rstrip())]
+        start = ends[-1] if ends else 0
+        if not any(m in t[start:].lower() for m in _META):
+            return t
+        t = t[:start].rstrip()
+    return t
+
+
 def cut_to_sentence(text: str, min_chars: int = 1) -> str:
     """Cut ``text`` after its last complete sentence, when it stops mid-sentence.
 
@@ -282,7 +322,7 @@ def cut_to_sentence(text: str, min_chars: int = 1) -> str:
     rather than lost, since a fragment still carries its label.
     """
     t = text.rstrip()
-    ends = [m.end() for m in _SENTENCE_END.finditer(t) if not _is_abbreviation(t, m.start())]
+    ends = _sentence_ends(t)
     if not ends or ends[-1] == len(t):
         return t
     cut = t[: ends[-1]].rstrip()
@@ -307,7 +347,8 @@ def clean_output(
 ) -> str | None:
     """Strip chat pre-ambles, prompt frames, quotes and list markers; return None for unusable output.
 
-    Drops: too short/long, echoed instructions, degenerate repetition.  A list the
+    Drops: too short/long, echoed instructions, degenerate repetition, and trailing meta talk
+    ("Here's the rephrased version.", ``drop_meta_talk``).  A list the
     model started ("1. ... 2. ...") is cut after its first item.  ``task`` and ``label_names`` (public)
     let a frame that echoes the prompt ("Movie review: ...") be recognised and removed (``strip_frame``).
     ``whole_sentences`` cuts a sample that stops mid-sentence after its last full sentence
@@ -324,6 +365,7 @@ def clean_output(
     if m:
         t = t[: m.start()]
     t = t.strip().strip('"').strip("“”").strip()
+    t = drop_meta_talk(t)
     if whole_sentences:
         t = cut_to_sentence(t, min_chars)
     if len(t) < min_chars or len(t) > max_chars:
