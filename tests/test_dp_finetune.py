@@ -617,3 +617,20 @@ def test_smollm2_tiny_real_run(tmp_path: Path) -> None:
     sgd = rep["mechanisms"][-1]
     assert rep["epsilon"] <= 4.0 and sgd["steps"] == sgd["planned_steps"] >= 1
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_samples_cut_at_the_token_limit_end_with_a_full_sentence(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    """finetune.whole_sentences: a sample stopped mid-sentence by max_new_tokens keeps its full sentences."""
+    truncated = "The acting is strong and the story holds up well. The second half was"
+
+    def fake_generate(model, tok, prompt, n, **kw):  # type: ignore[no-untyped-def]
+        return [truncated] * n
+
+    monkeypatch.setattr(dpf, "generate", fake_generate)
+    res = dpsynth.synthesize(_config(private_csv, tmp_path / "run", tiny_lm, whole_sentences=whole), progress=False)
+    assert res.records
+    want = "The acting is strong and the story holds up well." if whole else truncated
+    assert {r["text"] for r in res.records} == {want}

@@ -97,6 +97,13 @@ class FinetuneConfig(StrictModel):
         validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
         description="Generation: tokens per synthetic record, at most (alias max_tokens).",
     )
+    whole_sentences: bool = Field(
+        default=True,
+        description=(
+            "Cut a sample that stops mid-sentence (at max_new_tokens) after its last full sentence, unless that "
+            "leaves fewer than 40 characters (then it is kept whole)."
+        ),
+    )
     temperature: float = Field(default=1.0, ge=0, description="Generation temperature (0: greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Generation nucleus sampling.")
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call.")
