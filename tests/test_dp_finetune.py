@@ -620,17 +620,45 @@ def test_smollm2_tiny_real_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("whole", [True, False])
-def test_samples_cut_at_the_token_limit_end_with_a_full_sentence(
+def test_finetune_whole_sentences_reaches_the_sampler(
     private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
 ) -> None:
-    """finetune.whole_sentences: a sample stopped mid-sentence by max_new_tokens keeps its full sentences."""
-    truncated = "The acting is strong and the story holds up well. The second half was"
+    seen: list[bool] = []
 
     def fake_generate(model, tok, prompt, n, **kw):  # type: ignore[no-untyped-def]
-        return [truncated] * n
+        seen.append(kw["whole_sentences"])
+        return ["The acting is strong and the story holds up well."] * n
 
     monkeypatch.setattr(dpf, "generate", fake_generate)
     res = dpsynth.synthesize(_config(private_csv, tmp_path / "run", tiny_lm, whole_sentences=whole), progress=False)
-    assert res.records
-    want = "The acting is strong and the story holds up well." if whole else truncated
-    assert {r["text"] for r in res.records} == {want}
+    assert res.records and set(seen) == {whole}
+
+
+class _Tok:
+    """Decodes a row of ids to a fixed text; id 0 is the end token."""
+
+    eos_token_id = pad_token_id = 0
+
+    def decode(self, row: list[int], skip_special_tokens: bool = True) -> str:
+        return "The acting is strong and the story holds up well. The second half was"
+
+
+class _Model:
+    """Continues every prompt with the given ids (an end token in the first row only)."""
+
+    def eval(self) -> None:
+        pass
+
+    def generate(self, input_ids, attention_mask, **kw):  # type: ignore[no-untyped-def]
+        new = torch.tensor([[5, 6, 0], [5, 6, 7]])[: input_ids.shape[0]]
+        return torch.cat([input_ids, new], dim=1)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_sampler_cuts_only_samples_the_token_limit_stopped(whole: bool) -> None:
+    """A sample that reached max_new_tokens without its end token ends with its last full sentence; one the
+    model ended is kept as written."""
+    ft = Config.model_validate(dict(method="dp-finetune", finetune=dict(generation_batch_size=2))).finetune
+    ended, stopped = lm.generate(_Model(), _Tok(), [1, 2], 2, ft=ft, device="cpu", bf16=False, whole_sentences=whole)
+    assert ended == "The acting is strong and the story holds up well. The second half was"
+    assert stopped == ("The acting is strong and the story holds up well." if whole else ended)

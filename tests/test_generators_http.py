@@ -376,3 +376,19 @@ def test_token_counter_counts_every_text_of_a_request() -> None:
     tc.add(Completion(text="a", extra_texts=("b", "c"), completion_tokens=30))
     tc.add(Completion(text="", error="timeout"))
     assert (tc.completions, tc.failures, tc.completion_tokens) == (4, 1, 30)
+
+
+def test_parse_response_tells_which_texts_the_token_limit_stopped() -> None:
+    """finish_reason per choice -> Completion.truncated, aligned with texts (empty choices dropped)."""
+    choices = [
+        {"text": "A full review.", "finish_reason": "stop"},
+        {"text": "   ", "finish_reason": "length"},  # empty: dropped with its flag
+        {"text": "A review cut by the", "finish_reason": "length"},
+    ]
+    c = parse_response({"choices": choices}, is_chat=False)
+    assert c.texts == ("A full review.", "A review cut by the")
+    assert c.truncated == (False, True)
+    assert [c.was_truncated(i) for i in range(3)] == [False, True, None]
+    # a server that does not send finish_reason: unknown, for every text
+    c = parse_response({"choices": [{"text": "a", "finish_reason": "stop"}, {"text": "b"}]}, is_chat=False)
+    assert c.truncated == () and c.was_truncated(0) is None

@@ -99,22 +99,27 @@ def test_llamacpp_chat_and_completion(smollm2: Generator) -> None:
 @pytest.mark.slow
 @needs_smollm2
 def test_llamacpp_samples_cut_at_the_token_limit_end_with_a_full_sentence(smollm2: Generator) -> None:
-    """The clean-up's ``whole_sentences`` on real truncated output: what it keeps ends a sentence."""
+    """llama.cpp says which completions the token limit stopped; the clean-up's ``whole_sentences`` cuts
+    those after their last full sentence and keeps the ones the model ended as written."""
     ask = "Write a long, detailed positive movie review of at least five sentences."
     req = GenerationRequest(messages=(ChatMessage("user", ask),), max_tokens=40, temperature=1.0, seed=11, n=4)
     (c,) = smollm2.generate([req])
-    raw = [clean_output(t, 20, 2000) for t in c.texts]
-    cut = [clean_output(t, 20, 2000, whole_sentences=True) for t in c.texts]
+    assert len(c.truncated) == len(c.texts)  # finish_reason of every choice
+    assert any(c.truncated), c.texts  # 40 tokens of a five-sentence review: the limit stops some
     changed = 0
-    for before, after in zip(raw, cut, strict=True):
+    for i, text in enumerate(c.texts):
+        before = clean_output(text, 20, 2000)
+        after = clean_output(text, 20, 2000, whole_sentences=True, truncated=c.was_truncated(i))
         assert (before is None) == (after is None)
         if before is None or after is None:
             continue
         assert before.startswith(after)
-        if after != before:
+        if not c.truncated[i]:
+            assert after == before
+        elif after != before:
             changed += 1
             assert after[-1] in '.!?"\u201d)\u2026', after
-    assert changed >= 1, raw  # 40 tokens of a five-sentence review: some stop mid-sentence
+    assert changed >= 1, c.texts
 
 
 @pytest.mark.model
@@ -340,6 +345,7 @@ def test_transformers_backend_tiny_model(tmp_path: Path) -> None:
     for c, r in zip(out, reqs, strict=True):
         assert c.error is None and c.text.strip()
         assert 0 < c.completion_tokens <= r.max_tokens and c.prompt_tokens > 0
+        assert c.truncated == (c.completion_tokens >= r.max_tokens,)  # no end token within the limit
 
 
 @pytest.mark.model

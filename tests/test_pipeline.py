@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import dpsynth
+from dpsynth.generators.base import Completion
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
@@ -348,27 +349,36 @@ def test_spread_pools_use_the_population_embeddings(
         assert len(good) <= 2
 
 
-class _TruncatedGenerator(FakeGenerator):
-    """A FakeGenerator whose every sample stops mid-sentence, as one cut by the token limit does."""
+class _UnfinishedGenerator(FakeGenerator):
+    """A FakeGenerator whose every sample ends without a full stop; ``truncated`` is what it tells the
+    pipeline about each (True: stopped by the token limit, False: the model ended it, None: says nothing)."""
+
+    def __init__(self, name: str, seed: int, truncated: bool | None) -> None:
+        super().__init__(name, seed)
+        self.says = () if truncated is None else (truncated,)
 
     def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
         out = super().generate(requests)
-        cut = [type(c)(c.text + ". The second half was", c.completion_tokens, c.prompt_tokens) for c in out]
+        cut = [Completion(c.text + ". The second half was", 16, 40, truncated=self.says) for c in out]
         for c in cut:
             if on_completion:
                 on_completion(c)
         return cut
 
 
-@pytest.mark.parametrize("whole", [True, False])
-def test_samples_cut_mid_sentence_end_with_their_last_full_sentence(
-    private_csv: Path, tmp_path: Path, whole: bool
+@pytest.mark.parametrize(
+    "whole,truncated,cut",
+    [(True, True, True), (True, None, True), (True, False, False), (False, True, False)],
+)
+def test_samples_cut_by_the_token_limit_end_with_their_last_full_sentence(
+    private_csv: Path, tmp_path: Path, whole: bool, truncated: bool | None, cut: bool
 ) -> None:
+    """wasp.whole_sentences cuts what the token limit stopped (or what no backend vouches for), never a
+    sample the model ended itself, and nothing when it is off."""
     wasp = dict(rounds=3, q=4, whole_sentences=whole)
     cfg = fake_run_config(private_csv, tmp_path / "run", wasp=wasp)
-    gens = {"a": _TruncatedGenerator("a", 1), "b": _TruncatedGenerator("b", 2)}
+    gens = {"a": _UnfinishedGenerator("a", 1, truncated), "b": _UnfinishedGenerator("b", 2, truncated)}
     res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
     assert len(res) == 60
-    ends = {r["text"].endswith(".") for r in res.records}
-    assert ends == ({True} if whole else {False})
-    assert all(r["text"].endswith("The second half was") != whole for r in res.records)
+    assert {r["text"].endswith(".") for r in res.records} == {cut}
+    assert {r["text"].endswith("The second half was") for r in res.records} == {not cut}

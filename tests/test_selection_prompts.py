@@ -383,11 +383,12 @@ def test_clean_output_cuts_to_whole_sentences_only_when_asked() -> None:
     "text,expected",
     [
         ("A tense, moving drama. Here's the rephrased version, keeping the tone.", "A tense, moving drama."),
-        ("A fine film. I hope this helps! If you have any questions, feel free to ask.", "A fine film."),
-        ("The movie was good. The original message was rewritten to focus on the", "The movie was good."),
-        ("I'd be happy to help with that!", ""),  # nothing but meta talk: the clean-up drops it
-        # what a real record could say is kept
-        ("The driver crashes on start. Please let me know if you have a fix.", None),
+        ("Dull and slow. Here is a rewritten version of your review. I'm here to help you.", "Dull and slow."),
+        ("Here's the rephrased version, keeping the tone", ""),  # nothing but meta talk: the clean-up drops it
+        # what a real record could say is kept, wherever it stands
+        ("The driver crashes on start. Hope this helps! Feel free to ask if you have any questions.", None),
+        ("If you have any questions, email me at bob@x.com.", None),
+        ("The director's rewritten version of the script was better.", None),
         ("A fine film with a strong cast.", None),
     ],
 )
@@ -395,6 +396,13 @@ def test_drop_meta_talk(text, expected) -> None:
     assert drop_meta_talk(text) == (text if expected is None else expected)
 
 
-def test_clean_output_drops_outputs_that_are_only_meta_talk() -> None:
-    assert clean_output("I would be happy to help you write a review of this film!", 10, 2000) is None
-    assert clean_output("Dull and slow. Here is the revised version of it.", 10, 2000) == "Dull and slow."
+def test_clean_output_removes_meta_talk_the_sentence_cut_uncovers() -> None:
+    raw = "A tense, moving drama. Here's the rephrased version! It keeps the"
+    assert clean_output(raw, 10, 2000, whole_sentences=True) == "A tense, moving drama."
+    assert clean_output("Here is the rephrased version of the review you gave.", 10, 2000) is None
+
+
+def test_clean_output_keeps_a_sample_the_model_ended_as_written() -> None:
+    raw = "Great movie, the cast shines. 10/10 would watch again"
+    assert clean_output(raw, 10, 2000, whole_sentences=True, truncated=False) == raw
+    assert clean_output(raw, 10, 2000, whole_sentences=True, truncated=True) == "Great movie, the cast shines."

@@ -291,8 +291,8 @@ class WaspConfig(StrictModel):
     whole_sentences: bool = Field(
         True,
         description=(
-            "Cut a sample that stops mid-sentence (at the token limit) after its last full sentence; a sample "
-            "whose full sentences are shorter than min_chars is kept whole."
+            "Cut a sample that stops mid-sentence at the token limit after its last full sentence (a sample the "
+            "model ended is kept as written; one whose full sentences are shorter than min_chars is kept whole)."
         ),
     )
     example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")

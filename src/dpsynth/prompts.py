@@ -272,21 +272,15 @@ _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)")
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "e.g", "i.e", "jr", "sr", "vol", "approx"})
 
 
-# Assistant talk a chat model appends after the sample ("Here's the rephrased version.", "I hope this
-# helps!").  Only phrases no real record of a task would carry: "let me know" is kept (forum posts say it).
+# Assistant talk a chat model appends after the sample, answering the rephrase prompt instead of doing it
+# ("Here's the rephrased version."). Only phrases a real record would not carry: "hope this helps",
+# "feel free to ask" and "if you have any questions" are common in forum posts and are kept.
 _META = (
     "rephrased version",
-    "rewritten version",
-    "revised version",
-    "was rewritten",
-    "i hope this helps",
-    "hope this helps!",
-    "feel free to ask",
-    "if you have any questions",
-    "i'd be happy to help",
-    "i would be happy to help",
-    "i'm here to help",
-    "happy to help you",
+    "rewritten version of your",
+    "here is a rewritten",
+    "here's a rewritten",
+    "i'm here to help you",
 )
 
 
@@ -344,6 +338,7 @@ def clean_output(
     task: str = "review",
     label_names: Sequence[str] = (),
     whole_sentences: bool = False,
+    truncated: bool | None = None,
 ) -> str | None:
     """Strip chat pre-ambles, prompt frames, quotes and list markers; return None for unusable output.
 
@@ -352,7 +347,8 @@ def clean_output(
     model started ("1. ... 2. ...") is cut after its first item.  ``task`` and ``label_names`` (public)
     let a frame that echoes the prompt ("Movie review: ...") be recognised and removed (``strip_frame``).
     ``whole_sentences`` cuts a sample that stops mid-sentence after its last full sentence
-    (``cut_to_sentence``).
+    (``cut_to_sentence``), unless the backend said the model ended it (``truncated`` False): a finished
+    sample may end without a full stop ("Great film. 10/10 would watch again") and is kept as written.
     """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
@@ -365,9 +361,9 @@ def clean_output(
     if m:
         t = t[: m.start()]
     t = t.strip().strip('"').strip("“”").strip()
-    t = drop_meta_talk(t)
-    if whole_sentences:
+    if whole_sentences and truncated is not False:
         t = cut_to_sentence(t, min_chars)
+    t = drop_meta_talk(t)  # after the cut, which can leave meta talk as the last sentence
     if len(t) < min_chars or len(t) > max_chars:
         return None
     low = t.lower()

@@ -63,11 +63,18 @@ class Completion:
     top_logprobs: tuple[tuple[str, float], ...] = ()
     # the other completions of a request with n > 1 (``text`` is the first)
     extra_texts: tuple[str, ...] = ()
+    # per text of ``texts``: True if generation stopped at max_tokens (mid-text), False if the model ended
+    # it; empty where a backend does not say.  The clean-up cuts only truncated texts to whole sentences.
+    truncated: tuple[bool, ...] = ()
 
     @property
     def texts(self) -> tuple[str, ...]:
         """Every completion of the request: ``text`` first, then ``extra_texts``."""
         return (self.text, *self.extra_texts)
+
+    def was_truncated(self, i: int) -> bool | None:
+        """Whether ``texts[i]`` stopped at the token limit; None when the backend did not say."""
+        return self.truncated[i] if i < len(self.truncated) else None
 
     prompt_ms: float = 0.0  # prefill
     predicted_ms: float = 0.0  # decode

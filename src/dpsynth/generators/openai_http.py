@@ -76,7 +76,11 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
         return Completion(text="", error="response has no choices")
     choice = choices[0]
     text = _choice_text(choice, is_chat)
-    extra = tuple(t for t in (_choice_text(c, is_chat) for c in choices[1:] if isinstance(c, dict)) if t.strip())
+    others = [(_choice_text(c, is_chat), _stopped_by_length(c)) for c in choices[1:] if isinstance(c, dict)]
+    others = [(t, cut) for t, cut in others if t.strip()]
+    extra = tuple(t for t, _ in others)
+    known = [_stopped_by_length(choice), *(cut for _, cut in others)]
+    truncated = tuple(bool(k) for k in known) if all(k is not None for k in known) else ()
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     ct, pt = _int(usage.get("completion_tokens")), _int(usage.get("prompt_tokens"))
@@ -86,6 +90,7 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     return Completion(
         text=text if ok else "",
         extra_texts=extra,
+        truncated=truncated,
         completion_tokens=ct,
         prompt_tokens=pt,
         error=None if ok else "empty completion",
@@ -94,6 +99,12 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
         predicted_ms=_float(timings.get("predicted_ms")),
         top_logprobs=_first_top_logprobs(choice),
     )
+
+
+def _stopped_by_length(choice: dict[str, Any]) -> bool | None:
+    """OpenAI's ``finish_reason``: "length" is the token limit; None when a server does not send it."""
+    reason = choice.get("finish_reason")
+    return reason == "length" if isinstance(reason, str) else None
 
 
 def _choice_text(choice: dict[str, Any], is_chat: bool) -> str:

@@ -114,13 +114,17 @@ class TransformersGenerator:
                     n = j
                     break
             text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            truncated = n >= first.max_tokens  # no end token within the limit
             for s in r.stop:  # generate() keeps the stop string itself; OpenAI servers drop it
                 k = text.find(s)
                 if k >= 0:
                     text = text[:k]
+                    truncated = False
             prompt_tokens = int(enc["attention_mask"][i].sum())
             if text.strip():
-                results.append(Completion(text=text, completion_tokens=n, prompt_tokens=prompt_tokens))
+                results.append(
+                    Completion(text=text, completion_tokens=n, prompt_tokens=prompt_tokens, truncated=(truncated,))
+                )
             else:
                 results.append(
                     Completion(text="", completion_tokens=n, prompt_tokens=prompt_tokens, error="empty completion")

@@ -71,6 +71,7 @@ class JobSpec(_Wire):
     oversample: float = Field(2.0, ge=1.0, le=20.0)
     filter: bool = True
     max_new_tokens: int = Field(128, ge=8, le=2048)
+    whole_sentences: bool = True  # an instruction cut by max_new_tokens ends with its last full sentence
     answer_max_tokens: int = Field(256, ge=8, le=4096)
     temperature: float = Field(1.0, ge=0, le=5)
     top_p: float = Field(0.95, gt=0, le=1)

@@ -145,6 +145,7 @@ def _sample(
         control_code=spec.prompt.control_code,
         instruction=spec.prompt.instruction,
         max_new_tokens=spec.max_new_tokens,
+        whole_sentences=spec.whole_sentences,
         temperature=spec.temperature,
         top_p=spec.top_p,
         generation_batch_size=8,
@@ -158,7 +159,17 @@ def _sample(
             raise JobInterrupted
         k = min(8, want - len(have))
         seed = None if spec.seed is None else spec.seed * 1_000_003 + attempts
-        texts = generate(model, base.tok, prompt, k, ft=ft, device=base.device, bf16=False, seed=seed)
+        texts = generate(
+            model,
+            base.tok,
+            prompt,
+            k,
+            ft=ft,
+            device=base.device,
+            bf16=False,
+            seed=seed,
+            whole_sentences=ft.whole_sentences,
+        )
         attempts += k
         new = []
         for t in texts:

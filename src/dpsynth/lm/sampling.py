@@ -6,6 +6,9 @@ from typing import Any
 
 from dpsynth.config import FinetuneConfig
 from dpsynth.lm.device import autocast
+from dpsynth.prompts import cut_to_sentence
+
+WHOLE_SENTENCE_MIN_CHARS = 40  # a cut that would leave less keeps the sample whole
 
 
 def generate(
@@ -19,8 +22,14 @@ def generate(
     bf16: bool,
     seed: int | None = None,
     max_new_tokens: int | None = None,
+    whole_sentences: bool = False,
 ) -> list[str]:
-    """``n`` samples continuing ``prompt`` (token ids); empty strings for empty completions."""
+    """``n`` samples continuing ``prompt`` (token ids); empty strings for empty completions.
+
+    ``whole_sentences``: a sample that reached the token limit without its end token is cut after its
+    last full sentence when that leaves at least ``WHOLE_SENTENCE_MIN_CHARS`` characters
+    (``dpsynth.prompts.cut_to_sentence``); a sample the model ended is kept as written.
+    """
     import torch
 
     model.eval()
@@ -42,7 +51,9 @@ def generate(
         with torch.inference_mode(), autocast(device, bf16):
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
         for row in gen[:, len(prompt) :].tolist():
-            if tok.eos_token_id in row:
+            truncated = tok.eos_token_id not in row
+            if not truncated:
                 row = row[: row.index(tok.eos_token_id)]
-            out.append(tok.decode(row, skip_special_tokens=True).strip())
+            text = tok.decode(row, skip_special_tokens=True).strip()
+            out.append(cut_to_sentence(text, WHOLE_SENTENCE_MIN_CHARS) if whole_sentences and truncated else text)
     return out

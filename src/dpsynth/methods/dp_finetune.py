@@ -58,7 +58,6 @@ from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.report import privacy_report
-from dpsynth.prompts import cut_to_sentence
 from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
 from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
@@ -67,7 +66,6 @@ log = logging.getLogger("dpsynth")
 
 GENERATOR_NAME = "dp-finetune"
 MAX_ATTEMPT_FACTOR = 3  # a class gives up after 3x its quota in generation attempts
-WHOLE_SENTENCE_MIN_CHARS = 40  # finetune.whole_sentences keeps a sample whole rather than cut it shorter
 
 
 # ---------------------------------------------------------------- the method
@@ -370,9 +368,17 @@ class DpFinetuneMethod:
             while have[k] < quota[k] and attempts < MAX_ATTEMPT_FACTOR * quota[k]:
                 want = min(ft.generation_batch_size, quota[k] - have[k])
                 seed = None if config.seed is None else config.seed * 1_000_003 + c * 10_007 + attempts
-                texts = generate(model, self.tok, prompt, want, ft=ft, device=self.device, bf16=self.bf16, seed=seed)
-                if ft.whole_sentences:
-                    texts = [cut_to_sentence(t, WHOLE_SENTENCE_MIN_CHARS) for t in texts]
+                texts = generate(
+                    model,
+                    self.tok,
+                    prompt,
+                    want,
+                    ft=ft,
+                    device=self.device,
+                    bf16=self.bf16,
+                    seed=seed,
+                    whole_sentences=ft.whole_sentences,
+                )
                 attempts += want
                 new = [
                     {"text": t, "label": k, "label_name": labels[k], "generator": GENERATOR_NAME, "round": 0}

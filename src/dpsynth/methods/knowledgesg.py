@@ -189,6 +189,7 @@ class KnowledgeSGClientMethod:
             oversample=ks.oversample,
             filter=ks.filter,
             max_new_tokens=ft.max_new_tokens,
+            whole_sentences=ft.whole_sentences,
             temperature=ft.temperature,
             top_p=ft.top_p,
             seed=self.config.seed,

@@ -364,11 +364,19 @@ class WaspRun:
             candidates: list[tuple[str, str]] = []  # (class, cleaned text), at most need[c] per class
             for (c, _, examples), comp in zip(batch, completions, strict=True):
                 attempts[c] += max(len(comp.texts), 1)  # a backend that ignores n returns one text
-                for raw in comp.texts:
+                for i, raw in enumerate(comp.texts):
                     if wanted[c] <= 0:
                         outcome["surplus"] += 1
                         continue
-                    text = clean_output(raw, self.w.min_chars, self.w.max_chars, task, names, self.w.whole_sentences)
+                    text = clean_output(
+                        raw,
+                        self.w.min_chars,
+                        self.w.max_chars,
+                        task,
+                        names,
+                        self.w.whole_sentences,
+                        comp.was_truncated(i),
+                    )
                     reason = (
                         "unusable"
                         if text is None
