@@ -25,7 +25,8 @@ Rows (names for --rows):
                                instead of shares that follow the vote's estimate of the private class counts
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
                                top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
-  <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens; default 64),
+  <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens, default 64;
+                               finetune.max_new_tokens for dp-finetune rows),
                                e.g. wasp-t128+judge, zero-shot-t128+judge
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
@@ -98,8 +99,9 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     # resolved, e.g. the embedded dataset's labels, which a full dump would contradict with defaults)
     d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump(exclude_unset=True)
     d.setdefault("wasp", {})["label_judge"] = JUDGE if row.endswith("+judge") else None
-    if tokens:
-        d["wasp"]["max_new_tokens"] = int(tokens.group(2))
+    if tokens:  # the section the row's method generates with
+        section = "finetune" if d.get("method") == "dp-finetune" else "wasp"
+        d.setdefault(section, {})["max_new_tokens"] = int(tokens.group(2))
     return Config.model_validate(d)
 
 
