@@ -406,3 +406,17 @@ def test_clean_output_keeps_a_sample_the_model_ended_as_written() -> None:
     raw = "Great movie, the cast shines. 10/10 would watch again"
     assert clean_output(raw, 10, 2000, whole_sentences=True, truncated=False) == raw
     assert clean_output(raw, 10, 2000, whole_sentences=True, truncated=True) == "Great movie, the cast shines."
+
+
+@pytest.mark.parametrize(
+    "raw,kept",
+    [
+        ("[Your Title] The film is exceptional, a wonderful story line and cast.", False),
+        ("Subject: [Insert name here] needs help with his graphics card drivers.", False),
+        ("**[your title] #5** This new medicine newsgroup offers the latest research.", False),
+        ("The [remastered] edition of the film looks better than the original cut.", True),
+        ("Call me at [555-0199] if your card has the same problem with the driver.", True),
+    ],
+)
+def test_clean_output_drops_template_slots(raw, kept) -> None:
+    assert (clean_output(raw, 10, 2000) is not None) == kept
