@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -344,7 +345,8 @@ class WaspRun:
         limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
         attempts = {c: 0 for c in need}
         per_prompt = self.w.samples_per_prompt
-        task, names = self.config.data.task, list(self.label_names.values())
+        w, names = self.w, list(self.label_names.values())
+        clean = partial(clean_output, min_chars=w.min_chars, max_chars=w.max_chars, task=self.config.data.task)
         while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
             batch: list[tuple[str, GenerationRequest, list[str]]] = []
             for c in need:
@@ -368,14 +370,8 @@ class WaspRun:
                     if wanted[c] <= 0:
                         outcome["surplus"] += 1
                         continue
-                    text = clean_output(
-                        raw,
-                        self.w.min_chars,
-                        self.w.max_chars,
-                        task,
-                        names,
-                        self.w.whole_sentences,
-                        comp.was_truncated(i),
+                    text = clean(
+                        raw, label_names=names, whole_sentences=w.whole_sentences, truncated=comp.was_truncated(i)
                     )
                     reason = (
                         "unusable"
