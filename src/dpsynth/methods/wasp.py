@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,9 +45,10 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
     rounds_released,
     votes_released,
 )
+from dpsynth.methods.wasp_screen import OutputScreen, rejections
 from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
-from dpsynth.prompts import PromptBuilder, clean_output, copies_example, judge_request, judge_verdict
+from dpsynth.prompts import PromptBuilder
 from dpsynth.run import ProgressReporter, RunDir
 from dpsynth.selection import (
     ClassCounts,
@@ -128,10 +128,9 @@ class WaspRun:
         self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
         repair_jsonl_tail(run_dir.journal)  # a run killed mid-append: drop the fragment before appending again
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
-        self._seen = {_norm(s.text) for s in self.samples}
+        self.screen = OutputScreen(config, generators, (s.text for s in self.samples))
         self._class_counts: list[ClassCounts] = []  # per released vote, for the class shares
         self.tokens = {g: TokenCounter() for g in generators}
-        self.judge_tokens = TokenCounter()  # wasp.label_judge calls, kept apart from generated samples
         self.round_log: list[dict[str, Any]] = (
             json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
         )
@@ -345,8 +344,6 @@ class WaspRun:
         limit = {c: MAX_ATTEMPT_FACTOR * n for c, n in quota.items()}
         attempts = {c: 0 for c in need}
         per_prompt = self.w.samples_per_prompt
-        w, names = self.w, list(self.label_names.values())
-        clean = partial(clean_output, min_chars=w.min_chars, max_chars=w.max_chars, task=self.config.data.task)
         while any(need[c] > 0 and attempts[c] < limit[c] for c in need):
             batch: list[tuple[str, GenerationRequest, list[str]]] = []
             for c in need:
@@ -361,36 +358,15 @@ class WaspRun:
             completions = gen.generate([r for _, r, _ in batch], on_completion=tick)
             if len(completions) != len(batch):
                 raise GeneratorError(f"generators[{g}]: returned {len(completions)} results for {len(batch)}")
-            outcome = self._outcomes.setdefault(g, Counter())
-            wanted = dict(need)
-            candidates: list[tuple[str, str]] = []  # (class, cleaned text), at most need[c] per class
-            for (c, _, examples), comp in zip(batch, completions, strict=True):
+            for (c, _, _), comp in zip(batch, completions, strict=True):
                 attempts[c] += max(len(comp.texts), 1)  # a backend that ignores n returns one text
-                for i, raw in enumerate(comp.texts):
-                    if wanted[c] <= 0:
-                        outcome["surplus"] += 1
-                        continue
-                    text = clean(
-                        raw, label_names=names, whole_sentences=w.whole_sentences, truncated=comp.was_truncated(i)
-                    )
-                    reason = (
-                        "unusable"
-                        if text is None
-                        else "duplicate"
-                        if _norm(text) in self._seen or any(_norm(text) == _norm(t) for _, t in candidates)
-                        else "copies_example"
-                        if copies_example(text, examples)
-                        else None
-                    )
-                    if reason is not None or text is None:
-                        outcome[reason or "unusable"] += 1
-                        continue
-                    candidates.append((c, text))
-                    wanted[c] -= 1
+            outcome = self._outcomes.setdefault(g, Counter())
+            outputs = [(c, examples, comp) for (c, _, examples), comp in zip(batch, completions, strict=True)]
+            candidates = self.screen.candidates(outputs, need, outcome)
             accepted = []
-            for c, text in self._judged(candidates, outcome):
+            for c, text in self.screen.judged(candidates, outcome):
                 outcome["accepted"] += 1
-                self._seen.add(_norm(text))
+                self.screen.accept(text)
                 s = Sample(len(self.samples), text, c, g, plan.round)
                 self.samples.append(s)
                 accepted.append(s)
@@ -398,29 +374,6 @@ class WaspRun:
             append_jsonl(self.rundir.journal, [s.__dict__ for s in accepted])
             self._save_round(plan, complete=False)
             self._show_progress(g, plan.round)
-
-    def _judged(self, candidates: list[tuple[str, str]], outcome: Counter[str]) -> list[tuple[str, str]]:
-        """The candidates the label judge (``wasp.label_judge``) does not assign to another label.
-
-        The judge sees one synthetic text and the public label names per request.  An answer that names
-        no label keeps the sample (``judge_unsure``): a confused judge must not starve a class."""
-        judge = self.w.label_judge
-        if judge is None or not candidates:
-            return candidates
-        names = [self.label_names[c] for c in self.labels]
-        reqs = [judge_request(self.config.data.task, text, names, self.w.example_chars) for _, text in candidates]
-        answers = self.generators[judge].generate(reqs, on_completion=self.judge_tokens.add)
-        kept = []
-        for (c, text), ans in zip(candidates, answers, strict=True):
-            said = judge_verdict(ans.text, ans.top_logprobs, names) if ans.error is None else None
-            if said is None:
-                outcome["judge_unsure"] += 1
-                kept.append((c, text))
-            elif said != self.label_names[c]:
-                outcome["wrong_label"] += 1
-            else:
-                kept.append((c, text))
-        return kept
 
     def _show_progress(self, g: str, t: int) -> None:
         """The round's bar (tokens/s, epsilon, the label judge's and the clean-up's rejections so far) and the
@@ -434,24 +387,14 @@ class WaspRun:
             f"{self._round_label} · {g}",
             done,
             self._round_total,
-            " · ".join([f"{toks / elapsed:.0f} tok/s", eps, *self._rejections()]),
+            " · ".join(
+                [
+                    f"{toks / elapsed:.0f} tok/s",
+                    eps,
+                    *rejections(self._outcomes.values(), judged=self.w.label_judge is not None),
+                ]
+            ),
         )
-
-    def _rejections(self) -> list[str]:
-        """This round's rejected outputs so far, each re-asked: by the label judge (another label; 'unsure'
-        answers keep the sample) and by the clean-up (unusable, duplicate, a copy of a prompt example)."""
-        n: Counter[str] = Counter()
-        for outcome in self._outcomes.values():
-            n.update(outcome)
-        parts = []
-        if self.w.label_judge is not None:
-            judged = n["accepted"] + n["wrong_label"]  # every candidate that passed the clean-up was judged
-            unsure = f" ({n['judge_unsure']} unsure)" if n["judge_unsure"] else ""
-            parts.append(f"judge re-asked {n['wrong_label']}/{judged}{unsure}")
-        dropped = n["unusable"] + n["duplicate"] + n["copies_example"]
-        if dropped:
-            parts.append(f"{dropped} dropped")
-        return parts
 
     def _run_rate(self) -> str:
         """Samples per second since this process started the run, and the ETA of the whole run from it."""
@@ -532,7 +475,7 @@ class WaspRun:
                 g: self._tokens_base.get(g, 0) + tc.completion_tokens for g, tc in self.tokens.items()
             },
             **(
-                {"judge_prompt_tokens": self._judge_tokens_base + self.judge_tokens.prompt_tokens}
+                {"judge_prompt_tokens": self._judge_tokens_base + self.screen.judge_tokens.prompt_tokens}
                 if self.w.label_judge
                 else {}
             ),
@@ -544,7 +487,3 @@ class WaspRun:
         }
         self.round_log = [r for r in self.round_log if r["round"] != t] + [entry]
         self.rundir.save_rounds(self.round_log)
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
