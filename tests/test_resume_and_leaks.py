@@ -148,6 +148,31 @@ def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: P
     assert len(res) == 60 and res.privacy["epsilon"] <= 4.0 + 1e-9
 
 
+def test_resuming_a_run_from_an_older_version_names_the_settings_it_lacks(
+    private_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        _run(fake_run_config(private_csv, out), _gens(crash_a=2))
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        assert len(_run(Config(out=str(out)), _gens(), resume=True)) == 60  # this version's own config.yaml
+    assert "predates" not in caplog.text
+
+    old = tmp_path / "old"
+    with pytest.raises(Crash):
+        _run(fake_run_config(private_csv, old), _gens(crash_a=2))
+    stored = yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))
+    del stored["wasp"]["whole_sentences"], stored["wasp"]["top_p"]  # as a version before those settings wrote it
+    (old / "config.yaml").write_text(yaml.safe_dump(stored), encoding="utf-8")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        res = _run(Config(out=str(old), wasp=dict(top_p=0.9)), _gens(), resume=True)
+    assert len(res) == 60
+    warned = [r.getMessage() for r in caplog.records if "predates" in r.getMessage()]
+    assert len(warned) == 1 and "wasp.whole_sentences = True" in warned[0]
+    assert "top_p" not in warned[0]  # set explicitly on resume: the user chose it
+
+
 def test_config_yaml_records_what_the_run_used(private_csv: Path, tmp_path: Path) -> None:
     # the embedded dataset's public labels and task, resolved (zero-shot reads no private record)
     zs = Config(method="zero-shot", out=str(tmp_path / "zs"), n_synthetic=10, generators=[dict(name="a", model="x")])

@@ -221,6 +221,15 @@ class RunDir:
                     "config.yaml); resume without those flags/fields or with the stored values, or choose a "
                     "new --out for a new run"
                 )
+            newer = sorted(_absent(stored_raw, merged.model_dump(mode="json")) - set(given))
+            if newer:
+                logging.getLogger(LOGGER_NAME).warning(
+                    "%s: config.yaml predates the setting(s) %s; the resumed part of the run uses %s, which "
+                    "may differ from what its first part did (start a new --out for a run made one way)",
+                    self.path,
+                    ", ".join(newer),
+                    ", ".join(f"{k} = {_dotted(merged.model_dump(mode='json'), k)!r}" for k in newer),
+                )
             return merged.model_copy(update={"out": str(self.path)})
         if exists:
             raise ResumeError(
@@ -303,6 +312,24 @@ def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
             out |= _diff(a.get(k), b.get(k), f"{prefix}{k}." if prefix or k else k)
         return {d.rstrip(".") for d in out}
     return set() if a == b else {prefix.rstrip(".") or "config"}
+
+
+def _absent(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of the fields in ``current`` that ``stored`` lacks: settings added to dpsynth after a
+    stored config.yaml was written (it records every field, so an absent key means an older version)."""
+    out: set[str] = set()
+    for k, v in current.items():
+        if k not in stored:
+            out.add(prefix + k)
+        elif isinstance(v, dict) and isinstance(stored[k], dict) and k in _SECTIONS and not prefix:
+            out |= _absent(stored[k], v, f"{k}.")
+    return out
+
+
+def _dotted(raw: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        raw = raw[part]
+    return raw
 
 
 def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler]:
