@@ -23,6 +23,8 @@ Rows (names for --rows):
                                e.g. wasp-s32: each prompt's L = 4 examples drawn from a wider pool
   wasp-even                    WASP with even class shares (wasp.class_uniform_mix = 1), as zero-shot has,
                                instead of shares that follow the vote's estimate of the private class counts
+  wasp-kw                      WASP whose rounds prompt zero-shot with words typical of the voted good pools
+                               (wasp.variation = keywords) instead of showing examples
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
                                top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
   <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens, default 64;
@@ -133,6 +135,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         return Config.model_validate(
             {**base, "method": "wasp", "wasp": {"pool_spread": int(row.removeprefix("wasp-spread"))}}
         )
+    if row == "wasp-kw":  # the vote steers topics; no example is shown to imitate
+        return Config.model_validate({**base, "method": "wasp", "wasp": {"variation": "keywords"}})
     if row == "wasp-even":  # even class shares, as zero-shot has, instead of the vote's estimate of the private ones
         return Config.model_validate({**base, "method": "wasp", "wasp": {"class_uniform_mix": 1.0}})
     if row.startswith("wasp-pop"):

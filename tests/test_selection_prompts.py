@@ -25,6 +25,7 @@ from dpsynth.selection import (
     class_count_estimates,
     example_pools,
     generator_weights,
+    pool_keywords,
     pooled_class_shares,
     rebase_budgets,
     spread_out,
@@ -420,3 +421,36 @@ def test_clean_output_keeps_a_sample_the_model_ended_as_written() -> None:
 )
 def test_clean_output_drops_template_slots(raw, kept) -> None:
     assert (clean_output(raw, 10, 2000) is not None) == kept
+
+
+SPACE = [
+    "The shuttle launch was delayed again; NASA engineers found a leak before the launch window.",
+    "NASA says the orbit of the probe is stable after the second launch burn.",
+]
+HOCKEY = ["The goalie saved the game in overtime.", "Playoff hockey: the goalie was brilliant again."]
+
+
+def test_pool_keywords_rank_the_pool_words_rare_elsewhere_and_keep_their_written_form() -> None:
+    words = pool_keywords({"sci": SPACE, "sport": HOCKEY[:1]}, SPACE + HOCKEY, 5, exclude=["space", "newsgroup post"])
+    assert words["sci"][0] == "launch"  # three times in the pool, never in the other class
+    assert "NASA" in words["sci"] and "nasa" not in words["sci"]  # as the pool writes it
+    assert len(words["sci"]) == 5 and not {"the", "was", "a"} & set(words["sci"])  # stop words, short words
+    assert words["sport"] and set(words["sport"]) <= {"goalie", "saved", "game", "overtime"}
+    excluded = pool_keywords({"h": HOCKEY}, HOCKEY, 10, exclude=["hockey", "goalie post"])
+    assert "goalie" not in excluded["h"] and "hockey" not in [w.lower() for w in excluded["h"]]
+
+
+def test_pool_keywords_of_an_empty_pool_or_a_population_without_words() -> None:
+    assert pool_keywords({"a": [], "b": HOCKEY}, HOCKEY, 3)["a"] == []
+    assert pool_keywords({"a": ["12 34"]}, ["12 34", "!!"], 3) == {"a": []}
+
+
+def test_keyword_prompts_name_the_words_and_show_no_example() -> None:
+    rng = random.Random(0)
+    common = dict(max_tokens=64, temperature=1.0, top_p=0.9, example_chars=300, rng=rng)
+    chat = PromptBuilder("newsgroup post", "chat", **common).keywords("space", ["NASA", "orbit", "launch"])
+    assert chat.messages is not None
+    text = chat.messages[0].content
+    assert "NASA, orbit and launch" in text and "space newsgroup post" in text
+    completion = PromptBuilder("newsgroup post", "completion", **common).keywords("space", ["orbit"])
+    assert completion.prompt is not None and "orbit" in completion.prompt and completion.prompt.endswith('"')

@@ -260,8 +260,12 @@ class WaspConfig(StrictModel):
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
     weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
-    variation: Literal["contrastive", "rephrase"] = Field(
-        "contrastive", description="rephrase = Aug-PE's variation of one top-voted sample."
+    variation: Literal["contrastive", "rephrase", "keywords"] = Field(
+        "contrastive",
+        description=(
+            "How rounds after the first prompt: contrastive (good and poor examples), rephrase (Aug-PE: a variation "
+            "of one top-voted sample), keywords (zero-shot prompts naming words typical of the top-voted samples)."
+        ),
     )
     top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")

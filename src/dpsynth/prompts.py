@@ -44,6 +44,17 @@ GOOD_ONLY_CHAT = (
 )
 CONTRASTIVE_COMPLETION = ('Poor {label} {task}s:\n{bad}\n\nExcellent {label} {task}s:\n{good}\n{Task}: "',)
 GOOD_ONLY_COMPLETION = ('Excellent {label} {task}s:\n{good}\n{Task}: "',)
+# wasp.variation = keywords: zero-shot prompts that name a few words of the voted samples (the vote steers
+# topics while nothing is shown to imitate; docs/wasp.md step 7)
+KEYWORDS_CHAT = (
+    "Write a {label} {task} that mentions {words}. Reply with the {task} only.",
+    "Write a short {label} {task} about {words}. Reply with the {task} only.",
+    "Write one {label} {task} with concrete details, touching on {words}. Reply with the {task} only.",
+)
+KEYWORDS_COMPLETION = (
+    'The following is a {label} {task} about {words}.\n{Task}: "',
+    'Here is a {label} {task} written by a user. It mentions {words}.\n{Task}: "',
+)
 REPHRASE_CHAT = (
     "Rephrase this {label} {task} in a different style, keeping its sentiment and topic:\n\n{example}\n\n"
     "Reply with the rephrased {task} only.",
@@ -124,6 +135,13 @@ class PromptBuilder:
             label=label,
             good=_completion_list(good, self.task, lim),
             bad=_completion_list(bad, self.task, lim),
+        )
+
+    def keywords(self, label: str, words: Sequence[str]) -> GenerationRequest:
+        """A zero-shot prompt that names ``words`` ("X", "X and Y", "X, Y and Z")."""
+        listed = " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
+        return self._request(
+            self.rng.choice(KEYWORDS_CHAT if self.chat else KEYWORDS_COMPLETION), label=label, words=listed
         )
 
     def rephrase(self, label: str, example: str) -> GenerationRequest:

@@ -9,6 +9,8 @@ near zero or negative.
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeVar
 
@@ -244,3 +246,43 @@ def top_indices(scores: np.ndarray, candidates: np.ndarray, s: int) -> list[int]
         return []
     order = np.argsort(-scores[candidates], kind="stable")[:s]
     return [int(i) for i in candidates[order]]
+
+
+def pool_keywords(
+    pools: Mapping[str, Sequence[str]], background: Sequence[str], k: int, exclude: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """The ``k`` words most characteristic of each class's good pool, best first (``wasp.variation:
+    keywords``).
+
+    A word's score in a class is its summed TF-IDF weight over the pool's texts, with document frequencies
+    from ``background`` (the whole voted population, every class): words frequent in the voted samples of
+    one class and rare elsewhere come first.  English stop words, words of under three letters and
+    ``exclude`` (the label names and the task, which every prompt states anyway) are left out.  The
+    vote's signal then reaches the prompts as topics, not as texts to imitate (docs/wasp.md step 7).
+    Reads synthetic text chosen by a released vote: post-processing, no privacy cost.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred: only this variation needs it
+
+    skip = {w.lower() for phrase in exclude for w in phrase.split()}
+    vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_'-]{2,}\b")
+    try:
+        vec.fit(background)
+    except ValueError:  # no usable word in the whole population
+        return {c: [] for c in pools}
+    vocab = vec.get_feature_names_out()
+    word = re.compile(vec.token_pattern)
+    out: dict[str, list[str]] = {}
+    for c, texts in pools.items():
+        if not texts:
+            out[c] = []
+            continue
+        score = np.asarray(vec.transform(texts).sum(axis=0)).ravel()
+        order = np.argsort(-score, kind="stable")
+        best = [str(vocab[i]) for i in order if score[i] > 0 and vocab[i] not in skip][:k]
+        # each word as the pool writes it most often ("NASA", not the vectorizer's "nasa")
+        forms = Counter(w for t in texts for w in word.findall(t) if w.lower() in best)
+        written: dict[str, str] = {}
+        for form, _ in sorted(forms.items(), key=lambda fc: (-fc[1], fc[0] != fc[0].lower())):  # ties: lower
+            written.setdefault(form.lower(), form)
+        out[c] = [written.get(w, w) for w in best]
+    return out

@@ -57,6 +57,7 @@ from dpsynth.selection import (
     class_count_estimates,
     example_pools,
     generator_weights,
+    pool_keywords,
     pooled_class_shares,
     rebase_budgets,
 )
@@ -65,6 +66,8 @@ log = logging.getLogger("dpsynth")
 
 CHUNK = 32  # requests per generate() call: enough to fill llama.cpp slots, small enough to journal often
 MAX_ATTEMPT_FACTOR = 3  # a (generator, class) quota gives up after 3x its size in requests
+KEYWORDS_PER_CLASS = 30  # wasp.variation = keywords: words kept per class from its good pool ...
+KEYWORDS_PER_PROMPT = 2  # ... and named in each prompt, drawn at random
 
 
 @dataclass
@@ -96,6 +99,7 @@ class RoundPlan:
     good: dict[str, list[int]] = field(default_factory=dict)  # label -> sample ids
     bad: dict[str, list[int]] = field(default_factory=dict)
     vote_mass: dict[str, float] = field(default_factory=dict)  # generator -> noisy near mass
+    keywords: dict[str, list[str]] = field(default_factory=dict)  # label -> words (variation = keywords)
 
 
 class WaspRun:
@@ -199,6 +203,7 @@ class WaspRun:
             good=last.good,
             bad=last.bad,
             vote_mass=last.vote_mass,
+            keywords=last.keywords,
         )
 
     def _vote(self, t: int) -> tuple[NoisyVotes, list[Sample]]:
@@ -281,6 +286,15 @@ class WaspRun:
                 bad[c] = [population[i].id for i in bad_idx]
         gens_arr = np.asarray(sample_gens)
         mass = {g: float(votes.near[gens_arr == g].sum()) for g in gens}
+        keywords = {}
+        if self.w.variation == "keywords":  # from synthetic text the released vote chose: post-processing
+            texts = {s.id: s.text for s in population}
+            keywords = pool_keywords(
+                {c: [texts[i] for i in ids] for c, ids in good.items()},
+                list(texts.values()),
+                KEYWORDS_PER_CLASS,
+                exclude=[*self.label_names.values(), self.config.data.task],
+            )
         return RoundPlan(
             t,
             allocate_classes(per_gen, shares),
@@ -289,6 +303,7 @@ class WaspRun:
             good=good,
             bad=bad,
             vote_mass=mass,
+            keywords=keywords,
         )
 
     # ------------------------------------------------------------------ generation
@@ -299,6 +314,9 @@ class WaspRun:
         builder = self._builders[g]
         name = self.label_names[label]
         good = [by_id[i].text for i in plan.good.get(label, [])]
+        words = plan.keywords.get(label, [])
+        if self.w.variation == "keywords" and words:
+            return builder.keywords(name, self.rng.sample(words, min(KEYWORDS_PER_PROMPT, len(words)))), []
         if plan.round == 0 or not good:
             return builder.zero_shot(name), []
         if self.w.variation == "rephrase":
@@ -467,6 +485,7 @@ class WaspRun:
             "weights": plan.weights,
             "class_shares": plan.class_shares,
             "vote_mass": plan.vote_mass,
+            **({"keywords": plan.keywords} if plan.keywords else {}),
             "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
             "epsilon_spent": self.ledger.epsilon_spent(),
             "seconds": round(self._seconds_before + time.monotonic() - self._round_started, 2),
