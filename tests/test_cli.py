@@ -490,7 +490,7 @@ def test_init_for_one_method(method: str, tmp_path: Path, capsys: pytest.Capture
     if method in ("wasp", "dp-finetune"):
         assert raw["data"]["labels"] == {"0": "negative", "1": "positive"} and raw["data"]["task"] == "movie review"
     if "wasp" in raw:
-        assert "Choices: contrastive, rephrase." in path.read_text()
+        assert "Choices: contrastive, rephrase, keywords." in path.read_text()
 
 
 # ---------------------------------------------------------------- (e) names: current names and former ones
