@@ -171,6 +171,19 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     assert "b&lt;i&gt;" in page and "i" not in {t for t, _ in p.tags}
 
 
+def test_report_lists_the_keywords_of_a_keyword_run(run_dir: Path, tmp_path: Path) -> None:
+    assert "keywords variation" not in write_report(run_dir).read_text(encoding="utf-8")  # contrastive run
+    kw = tmp_path / "kw"
+    shutil.copytree(run_dir, kw)
+    rounds = json.loads((kw / "rounds.json").read_text(encoding="utf-8"))
+    rounds[1]["keywords"] = {"0": ["boring", "<b>plot"], "1": ["loved", "music"]}  # as wasp.variation keywords
+    (kw / "rounds.json").write_text(json.dumps(rounds), encoding="utf-8")
+    page = write_report(kw).read_text(encoding="utf-8")
+    text = " ".join(parse(page).text)
+    assert "Words the prompts named (keywords variation)" in text
+    assert "loved, music" in text and "boring, &lt;b&gt;plot" in page  # words are text, never markup
+
+
 def test_report_for_run_without_rounds_or_evaluation(run_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)

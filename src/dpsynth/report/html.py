@@ -177,6 +177,7 @@ def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], la
         if svg:
             parts.append(svg)
     parts.append(_round_tables(rounds, gens, labels))
+    parts.append(_keywords_table(rounds, labels))
     parts.append(_outcomes_table(rounds))
     parts.append(
         '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
@@ -236,6 +237,21 @@ OUTCOMES = {
     "judge_unsure": "judge unsure (kept)",
     "surplus": "surplus (quota already met)",
 }
+
+
+def _keywords_table(rounds: list[dict[str, Any]], labels: Mapping[str, str]) -> str:
+    """wasp.variation = keywords: the words each round's prompts drew from, per class (from synthetic
+    samples the released vote chose, so public)."""
+    rows = [
+        [_round_name(r, i), labels.get(c, c), ", ".join(map(str, words))]
+        for i, r in enumerate(rounds)
+        if isinstance(r.get("keywords"), dict)
+        for c, words in r["keywords"].items()
+        if isinstance(words, list)
+    ]
+    if not rows:
+        return ""
+    return "<h3>Words the prompts named (keywords variation)</h3>" + table(["round", "class", "words"], rows)
 
 
 def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
