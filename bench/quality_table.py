@@ -70,6 +70,7 @@ ORDER = [
     "zero-shot+judge",
     "aug-pe:qwen2.5-0.5b+judge",
     "wasp+judge",
+    "wasp-kw+judge",
     "pearl-select",
     "dp-finetune",
 ]
