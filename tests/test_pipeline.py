@@ -59,6 +59,9 @@ def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
     assert not any("poor" in p.lower() for p in gens["a"].prompts)
 
 
+NAMES = {"0": "negative", "1": "positive"}
+
+
 def test_keyword_variation_prompts_with_words_of_the_voted_samples(private_csv: Path, tmp_path: Path) -> None:
     cfg = fake_run_config(private_csv, tmp_path / "kw", wasp=dict(rounds=3, q=4, variation="keywords"))
     gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
@@ -69,9 +72,16 @@ def test_keyword_variation_prompts_with_words_of_the_voted_samples(private_csv: 
     assert set(words) == {"0", "1"} and all(words.values())
     vocabulary = {w.lower() for w in WORDS} | {"take"}  # what the fake generator writes ("A positive take: ...")
     assert all(w.lower() in vocabulary for ws in words.values() for w in ws)
-    later = [p for p in gens["a"].prompts + gens["b"].prompts if "mentions" in p or " about " in p]
-    assert later and not any("good examples" in p.lower() or "poor" in p.lower() for p in later)
-    assert all(any(w in p for ws in words.values() for w in ws) for p in later)
+    later = [p for p in gens["a"].prompts + gens["b"].prompts if re.search(r"mentions|about|touching on", p)]
+    assert len(later) >= 45 and not any("good examples" in p.lower() or "poor" in p.lower() for p in later)
+    # each prompt names 1-2 words of its own class, from one round's words
+    of_class = {name: [set(r["keywords"][c]) for r in rounds if "keywords" in r] for c, name in NAMES.items()}
+    for p in later:
+        named = re.search(r"(?:mentions|about|touching on) (.+?)\.(?:\s|$)", p)
+        assert named, p
+        said = set(re.split(r", | and ", named.group(1)))
+        label = "positive" if "positive" in p else "negative"
+        assert 1 <= len(said) <= 2 and any(said <= ws for ws in of_class[label]), p
 
 
 def test_output_formats_and_dataset(private_csv: Path, tmp_path: Path) -> None:

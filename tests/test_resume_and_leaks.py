@@ -80,22 +80,31 @@ def test_killed_run_resumes_on_the_same_ledger(private_csv: Path, tmp_path: Path
     assert len(json.loads(ledger.read_text())["releases"]) == 4
 
 
-def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplog, capsys) -> None:
+@pytest.mark.parametrize("variation", ["contrastive", "keywords"])
+def test_sentinels_never_leave_the_vote(private_csv: Path, tmp_path: Path, caplog, capsys, variation: str) -> None:
     caplog.set_level(logging.DEBUG)
+    # a sentinel word of letters only as well, which the keyword variation's word pattern would pick up
+    rows = pd.read_csv(private_csv, dtype=str)
+    rows["review"] = rows["review"].str.replace("XYZ ", "XYZ Qprivmarkq qprivmarkq ", regex=False)
+    private_csv = tmp_path / "private_words.csv"
+    rows.to_csv(private_csv, index=False)
     out = tmp_path / "leak"
-    cfg = fake_run_config(private_csv, out, n_synthetic=80)
+    cfg = fake_run_config(private_csv, out, n_synthetic=80, wasp=dict(rounds=3, q=4, variation=variation))
     gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     emb = FakeEmbedder()
     dpsynth.synthesize(cfg, generators=gens, embedder=emb, progress=True)
-    assert "SENTINEL" in " ".join(emb.calls[0])  # the private set really was read (by the embedder)
+    assert "Qprivmarkq" in " ".join(emb.calls[0])  # the private set really was read (by the embedder)
+    if variation == "keywords":  # the variation really ran: its words are in rounds.json
+        assert json.loads((out / "rounds.json").read_text())[1]["keywords"]
     prompts = gens["a"].prompts + gens["b"].prompts
-    assert prompts and not any("SENTINEL" in p for p in prompts)
+    assert prompts and not any("SENTINEL" in p or "privmark" in p.lower() for p in prompts)
     for f in out.rglob("*"):
         if f.is_file():
-            assert b"SENTINEL" not in f.read_bytes(), f"sentinel in {f.name}"
-    assert "SENTINEL" not in caplog.text
+            data = f.read_bytes()
+            assert b"SENTINEL" not in data and b"privmark" not in data.lower(), f"sentinel in {f.name}"
+    assert "SENTINEL" not in caplog.text and "privmark" not in caplog.text.lower()
     captured = capsys.readouterr()
-    assert "SENTINEL" not in captured.out + captured.err
+    assert "SENTINEL" not in captured.out + captured.err and "privmark" not in (captured.out + captured.err).lower()
     # private embeddings are not cached with the synthetic ones
     cached = sum(len(c) for c in emb.calls[1:])
     assert cached == len(
@@ -163,6 +172,8 @@ def test_resuming_a_run_from_an_older_version_names_the_settings_it_lacks(
         _run(fake_run_config(private_csv, old), _gens(crash_a=2))
     stored = yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))
     del stored["wasp"]["whole_sentences"], stored["wasp"]["top_p"]  # as a version before those settings wrote it
+    del stored["finetune"]["whole_sentences"]  # a section this method does not read: not worth a warning
+    stored["wasp"]["max_tokens"] = stored["wasp"].pop("max_new_tokens")  # a former name is the same setting
     (old / "config.yaml").write_text(yaml.safe_dump(stored), encoding="utf-8")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
@@ -171,6 +182,20 @@ def test_resuming_a_run_from_an_older_version_names_the_settings_it_lacks(
     warned = [r.getMessage() for r in caplog.records if "predates" in r.getMessage()]
     assert len(warned) == 1 and "wasp.whole_sentences = True" in warned[0]
     assert "top_p" not in warned[0]  # set explicitly on resume: the user chose it
+    assert "max_new_tokens" not in warned[0] and "finetune" not in warned[0]
+
+
+def test_a_resumed_keyword_round_rebuilds_the_same_words(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kw"
+    cfg = fake_run_config(private_csv, out, wasp=dict(rounds=3, q=4, variation="keywords"))
+    with pytest.raises(Crash):  # b's third call: round 2, after a's chunk of it was journalled
+        _run(cfg, _gens(crash_b=3))
+    before = {r["round"]: r for r in json.loads((out / "rounds.json").read_text())}
+    assert before[2]["complete"] is False and before[2]["keywords"]
+    assert len(_run(Config(out=str(out)), _gens(), resume=True)) == 60
+    after = {r["round"]: r for r in json.loads((out / "rounds.json").read_text())}
+    assert after[2]["complete"] is True and after[2]["keywords"] == before[2]["keywords"]  # re-planned, the same
+    assert after[3]["keywords"]
 
 
 def test_config_yaml_records_what_the_run_used(private_csv: Path, tmp_path: Path) -> None:

@@ -92,3 +92,21 @@ def test_rejections_line_counts_only() -> None:
     b = Counter(accepted=2, duplicate=1, copies_example=1)
     assert rejections([a, b], judged=True) == ["judge re-asked 2/12 (1 unsure)", "5 dropped"]
     assert rejections([Counter(accepted=4)], judged=False) == []
+
+
+def test_a_duplicate_that_also_copies_its_example_counts_as_a_duplicate(tmp_path: Path) -> None:
+    screen = _screen(tmp_path, accepted=[LONG])
+    outcome: Counter[str] = Counter()
+    assert screen.candidates([("1", [LONG], Completion(LONG))], {"1": 1}, outcome) == []
+    assert outcome == Counter(duplicate=1)
+
+
+def test_only_outputs_the_token_limit_stopped_are_cut_to_whole_sentences(tmp_path: Path) -> None:
+    screen = _screen(tmp_path)
+    raw = LONG + " Then the second act began and the"
+    outputs = [
+        ("1", [], Completion(raw, truncated=(True,))),
+        ("0", [], Completion(raw.replace("superb", "poor"), truncated=(False,))),  # the model ended it: kept
+    ]
+    kept = screen.candidates(outputs, {"1": 1, "0": 1}, Counter())
+    assert kept == [("1", LONG), ("0", raw.replace("superb", "poor"))]

@@ -139,6 +139,8 @@ class PromptBuilder:
 
     def keywords(self, label: str, words: Sequence[str]) -> GenerationRequest:
         """A zero-shot prompt that names ``words`` ("X", "X and Y", "X, Y and Z")."""
+        if not words:
+            raise ValueError("keywords: name at least one word (without words, ask zero_shot)")
         listed = " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
         return self._request(
             self.rng.choice(KEYWORDS_CHAT if self.chat else KEYWORDS_COMPLETION), label=label, words=listed

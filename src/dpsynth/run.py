@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import SECTION_USERS, Config, load_yaml, set_dotted
+from dpsynth.config import SECTION_USERS, Config, field_names, load_yaml, set_dotted
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
@@ -221,7 +221,7 @@ class RunDir:
                     "config.yaml); resume without those flags/fields or with the stored values, or choose a "
                     "new --out for a new run"
                 )
-            newer = sorted(_absent(stored_raw, merged.model_dump(mode="json")) - set(given))
+            newer = sorted(_absent(stored_raw, merged.model_dump(mode="json"), merged.method) - set(given))
             if newer:
                 logging.getLogger(LOGGER_NAME).warning(
                     "%s: config.yaml predates the setting(s) %s; the resumed part of the run uses %s, which "
@@ -314,15 +314,21 @@ def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix.rstrip(".") or "config"}
 
 
-def _absent(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> set[str]:
+def _absent(stored: dict[str, Any], current: dict[str, Any], method: str, section: str = "") -> set[str]:
     """Dotted paths of the fields in ``current`` that ``stored`` lacks: settings added to dpsynth after a
-    stored config.yaml was written (it records every field, so an absent key means an older version)."""
+    stored config.yaml was written (it records every field, so an absent key means an older version).
+    A field stored under a former name (``wasp.max_tokens``) is present; sections the run's method does
+    not read are not looked into."""
+    names = field_names(section)
     out: set[str] = set()
     for k, v in current.items():
-        if k not in stored:
-            out.add(prefix + k)
-        elif isinstance(v, dict) and isinstance(stored[k], dict) and k in _SECTIONS and not prefix:
-            out |= _absent(stored[k], v, f"{k}.")
+        if not section and k in _SECTIONS and method not in SECTION_USERS[k]:
+            continue
+        here = [n for n in names.get(k, (k,)) if n in stored]
+        if not here:
+            out.add(f"{section}.{k}" if section else k)
+        elif not section and k in _SECTIONS and isinstance(v, dict) and isinstance(stored[here[0]], dict):
+            out |= _absent(stored[here[0]], v, method, k)
     return out
 
 

@@ -256,21 +256,23 @@ def pool_keywords(
 
     A word's score in a class is its summed TF-IDF weight over the pool's texts, with document frequencies
     from ``background`` (the whole voted population, every class): words frequent in the voted samples of
-    one class and rare elsewhere come first.  English stop words, words of under three letters and
-    ``exclude`` (the label names and the task, which every prompt states anyway) are left out.  The
+    one class and rare elsewhere come first.  English stop words (other languages keep theirs), words of
+    under three letters and the words of ``exclude`` (the label names and the task, which every prompt
+    states anyway) are left out.  The
     vote's signal then reaches the prompts as topics, not as texts to imitate (docs/wasp.md step 7).
     Reads synthetic text chosen by a released vote: post-processing, no privacy cost.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer  # deferred: only this variation needs it
 
-    skip = {w.lower() for phrase in exclude for w in phrase.split()}
-    vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_'-]{2,}\b")
+    # words of 3 to 24 letters: longer "words" are runs of text in scripts written without spaces
+    vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_'-]{2,23}\b")
+    word = re.compile(vec.token_pattern)
+    skip = {w.lower() for phrase in exclude for w in re.findall(r"[^\W\d_]+", phrase)}  # "rec.autos", "sci-fi"
     try:
         vec.fit(background)
     except ValueError:  # no usable word in the whole population
         return {c: [] for c in pools}
     vocab = vec.get_feature_names_out()
-    word = re.compile(vec.token_pattern)
     out: dict[str, list[str]] = {}
     for c, texts in pools.items():
         if not texts:

@@ -314,8 +314,10 @@ class WaspRun:
         builder = self._builders[g]
         name = self.label_names[label]
         good = [by_id[i].text for i in plan.good.get(label, [])]
-        words = plan.keywords.get(label, [])
-        if self.w.variation == "keywords" and words:
+        if self.w.variation == "keywords" and plan.round > 0:  # never examples, even where no word was found
+            words = plan.keywords.get(label, [])
+            if not words:
+                return builder.zero_shot(name), []
             return builder.keywords(name, self.rng.sample(words, min(KEYWORDS_PER_PROMPT, len(words)))), []
         if plan.round == 0 or not good:
             return builder.zero_shot(name), []
