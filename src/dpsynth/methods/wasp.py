@@ -286,7 +286,7 @@ class WaspRun:
                 bad[c] = [population[i].id for i in bad_idx]
         gens_arr = np.asarray(sample_gens)
         mass = {g: float(votes.near[gens_arr == g].sum()) for g in gens}
-        keywords = {}
+        keywords: dict[str, list[str]] = {}
         if self.w.variation == "keywords":  # from synthetic text the released vote chose: post-processing
             texts = {s.id: s.text for s in population}
             keywords = pool_keywords(
@@ -402,18 +402,13 @@ class WaspRun:
         elapsed = max(time.monotonic() - self._round_started, 1e-6)
         toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
         eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
+        rejected = rejections(self._outcomes.values(), judged=self.w.label_judge is not None)
         self.progress.update_run(len(self.samples), self.config.n_synthetic, self._run_rate())  # first: the
         self.progress.update(  # phase's update writes the plain line, with the run's counters beside it
             f"{self._round_label} · {g}",
             done,
             self._round_total,
-            " · ".join(
-                [
-                    f"{toks / elapsed:.0f} tok/s",
-                    eps,
-                    *rejections(self._outcomes.values(), judged=self.w.label_judge is not None),
-                ]
-            ),
+            " · ".join([f"{toks / elapsed:.0f} tok/s", eps, *rejected]),
         )
 
     def _run_rate(self) -> str:
