@@ -302,6 +302,41 @@ def test_class_shares_pool_every_released_vote(private_csv: Path, tmp_path: Path
         assert 0.25 < shares[t]["1"] < 0.5, shares  # pooled with round 1: lower, never the 0.1 floor
 
 
+@pytest.mark.parametrize("weak", [False, True])
+def test_rounds_record_how_strongly_each_vote_ranks(
+    private_csv: Path, tmp_path: Path, monkeypatch, caplog, weak: bool
+) -> None:
+    """rounds.json gives every voted round its votes per sample over the noise sd, recomputable from the
+    released votes alone; a run whose votes fall below wasp.WEAK_VOTE is warned once, not every round."""
+    from dpsynth.methods import wasp
+    from dpsynth.selection import class_count_estimates, pooled_class_counts, vote_signal
+
+    monkeypatch.setattr(wasp, "WEAK_VOTE", 1e9 if weak else 0.0)
+    out = tmp_path / "run"
+    with caplog.at_level("INFO", logger="dpsynth"):
+        dpsynth.synthesize(
+            fake_run_config(private_csv, out),
+            generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")},
+            embedder=FakeEmbedder(),
+            progress=False,
+        )
+    rounds = {r["round"]: r for r in json.loads((out / "rounds.json").read_text())}
+    assert "vote_signal" not in rounds[0]  # the zero-shot seed round has no vote
+    labels = {json.loads(x)["id"]: str(json.loads(x)["label"]) for x in (out / "samples.journal.jsonl").open()}
+    counts = []
+    for t in (1, 2, 3):
+        v = np.load(out / "votes" / f"round_{t}.npz")
+        y = [labels[int(i)] for i in v["ids"]]
+        counts.append(class_count_estimates(v["near"], v["far"], y, ["0", "1"], q=4, sigma=float(v["sigma"])))
+        expected = vote_signal(pooled_class_counts(counts, ["0", "1"]), y, q=4, sigma=float(v["sigma"]))
+        assert expected is not None and rounds[t]["vote_signal"] == pytest.approx(expected, abs=1e-4)
+    warned = [r for r in caplog.records if "chosen mostly by the noise" in r.getMessage()]
+    assert len(warned) == (1 if weak else 0)
+    if weak:
+        assert "round 1: the vote over" in warned[0].getMessage() and "wasp.population" in warned[0].getMessage()
+    assert "SENTINEL" not in caplog.text
+
+
 def _listed(block: str) -> set[str]:
     """The examples a prompt block lists: numbered (chat) or quoted after "Movie review:" (completion)."""
     out = set()
@@ -418,6 +453,9 @@ def test_real_model_keyword_rounds(tmp_path: Path) -> None:
     cfg = smollm2_run_config(run, variation="keywords")
     res = dpsynth.synthesize(cfg, progress=False)
     assert len(res) >= 10  # a small model may leave a sample or two short
-    words = json.loads((run / "rounds.json").read_text())[1]["keywords"]
+    rounds = json.loads((run / "rounds.json").read_text())
+    words = rounds[1]["keywords"]
     assert set(words) == {"0", "1"} and all(len(ws) >= 3 for ws in words.values())
+    # 20 records over 6 samples: a strong vote (about 20 x 1.5 / 6 votes a sample, noise sd about 2)
+    assert 0.5 < rounds[1]["vote_signal"] < 10
     assert sum(r["round"] == 1 for r in res.records) >= 4

@@ -17,6 +17,7 @@ import dpsynth
 from dpsynth.errors import DataError
 from dpsynth.evaluate import evaluate
 from dpsynth.report import build_report, write_report
+from dpsynth.report.markup import fmt
 
 from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
@@ -156,7 +157,10 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     # the rounds as compact tables, one per measure (not 1 + 3 x generators + 3 columns in one table), and
     # every table inside a box that scrolls it horizontally, so no table widens the page
     assert "weight a" not in text and "Generator weights (share of the next round's budget)" in text
-    assert "Noisy vote mass" in text and "Class shares, privacy spent and time" in text
+    assert "Noisy vote mass" in text and "Class shares, vote strength, privacy spent and time" in text
+    signals = [r["vote_signal"] for r in json.loads((run_dir / "rounds.json").read_text()) if r["round"] > 0]
+    assert "votes per sample / noise sd" in text and len(signals) == 3
+    assert all(fmt(s) in text for s in signals), signals  # each voted round's value in the table
     assert page.count('<div class="tablewrap"><table') == page.count("<table") > 5
     heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
     assert max(h.count("<th>") for h in heads) <= 9

@@ -26,10 +26,12 @@ from dpsynth.selection import (
     example_pools,
     generator_weights,
     pool_keywords,
+    pooled_class_counts,
     pooled_class_shares,
     rebase_budgets,
     spread_out,
     top_indices,
+    vote_signal,
 )
 
 
@@ -101,6 +103,43 @@ def test_pooled_class_shares_stay_near_the_truth_when_the_last_vote_is_swamped_b
         pooled.append(abs(pooled_class_shares(rounds, labels, 0.2)["0"] - 0.5))
     assert np.mean(pooled) < 0.05 and max(pooled) < 0.25
     assert np.mean(last_alone) > 3 * np.mean(pooled)
+
+
+def test_vote_signal_is_the_mean_vote_per_sample_over_the_noise() -> None:
+    """With the true class counts, the signal is exactly the exact vote's mean bin over sigma: every
+    private record hands out W_c = sum 2^-r over min(Q, n_c) bins of its class."""
+    rng = np.random.default_rng(2)
+    priv_y = np.array(["a"] * 30 + ["b"] * 10)
+    syn_y = np.array(["a"] * 50 + ["b"] * 5)  # class b has fewer samples than Q
+    near, _ = _vote_histograms(rng.normal(size=(40, 6)), priv_y, rng.normal(size=(55, 6)), syn_y, 8, False)
+    sig = vote_signal({"a": 30.0, "b": 10.0}, list(syn_y), q=8, sigma=2.0)
+    assert sig == pytest.approx(near.mean() / 2.0)
+    assert vote_signal({"a": 30.0, "b": 10.0}, list(syn_y), q=8, sigma=0.0) is None  # epsilon = inf
+    # a negative or missing class estimate adds nothing (it cannot hand out negative votes)
+    assert vote_signal({"a": 30.0, "b": -4.0}, list(syn_y), q=8, sigma=2.0) == vote_signal(
+        {"a": 30.0}, list(syn_y), q=8, sigma=2.0
+    )
+
+
+def test_vote_signal_from_released_votes_falls_as_the_population_grows() -> None:
+    """The default run's noise (M = 100, sigma 3.53, near + far), votes over 200, 400, 600 and 800
+    samples: estimated from the noisy votes alone (pooled class counts), the signal is right on average
+    over 50 simulated runs, and a vote over 4x the samples has a quarter of the signal per sample, since
+    the private records hand out the same votes."""
+    rng = np.random.default_rng(3)
+    sigma, w, labels, sizes = 3.53, sum(2.0**-r for r in range(8)), ["0", "1"], (200, 400, 600, 800)
+    signals = np.zeros((50, len(sizes)))
+    for run in range(50):
+        rounds = []
+        for j, n in enumerate(sizes):
+            y = ["0"] * (n // 2) + ["1"] * (n // 2)
+            true = np.full(n, 50 * w / (n // 2))
+            near, far = true + rng.normal(0, sigma, n), true + rng.normal(0, sigma, n)
+            rounds.append(class_count_estimates(near, far, y, labels, q=8, sigma=sigma))
+            signals[run, j] = vote_signal(pooled_class_counts(rounds, labels), y, q=8, sigma=sigma)
+    truth = np.asarray([100 * w / n / sigma for n in sizes])  # 0.28 ... 0.07
+    assert signals.mean(axis=0) == pytest.approx(truth, rel=0.06)
+    assert np.median(signals[:, 0] / signals[:, -1]) == pytest.approx(4.0, rel=0.1)
 
 
 def test_rebase_budgets_end_a_round_at_its_planned_total() -> None:

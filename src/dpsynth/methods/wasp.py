@@ -58,8 +58,10 @@ from dpsynth.selection import (
     example_pools,
     generator_weights,
     pool_keywords,
+    pooled_class_counts,
     pooled_class_shares,
     rebase_budgets,
+    vote_signal,
 )
 
 log = logging.getLogger("dpsynth")
@@ -68,6 +70,7 @@ CHUNK = 32  # requests per generate() call: enough to fill llama.cpp slots, smal
 MAX_ATTEMPT_FACTOR = 3  # a (generator, class) quota gives up after 3x its size in requests
 KEYWORDS_PER_CLASS = 30  # wasp.variation = keywords: words kept per class from its good pool ...
 KEYWORDS_PER_PROMPT = 2  # ... and named in each prompt, drawn at random
+WEAK_VOTE = 0.25  # votes per sample / noise sd below which a vote hardly ranks (selection.vote_signal)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class RoundPlan:
     bad: dict[str, list[int]] = field(default_factory=dict)
     vote_mass: dict[str, float] = field(default_factory=dict)  # generator -> noisy near mass
     keywords: dict[str, list[str]] = field(default_factory=dict)  # label -> words (variation = keywords)
+    vote_signal: float | None = None  # votes an average sample got over the noise sd (selection.vote_signal)
 
 
 class WaspRun:
@@ -134,6 +138,7 @@ class WaspRun:
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
         self.screen = OutputScreen(config, generators, (s.text for s in self.samples))
         self._class_counts: list[ClassCounts] = []  # per released vote, for the class shares
+        self._warned_weak_vote = False
         self.tokens = {g: TokenCounter() for g in generators}
         self.round_log: list[dict[str, Any]] = (
             json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
@@ -168,6 +173,7 @@ class WaspRun:
     def run(self) -> list[Sample]:
         self._run_started, self._samples0 = time.monotonic(), len(self.samples)
         self._class_counts = []  # rebuilt from the released votes, round by round
+        self._warned_weak_vote = False
         self.progress.run_bar(self.config.n_synthetic, len(self.samples))
         sizes = self.round_sizes()
         gens = list(self.generators)
@@ -271,6 +277,10 @@ class WaspRun:
             class_count_estimates(votes.near, votes.far, sample_labels, self.labels, q=self.w.q, sigma=votes.sigma)
         )
         shares = pooled_class_shares(self._class_counts, self.labels, self.w.class_uniform_mix)
+        signal = vote_signal(
+            pooled_class_counts(self._class_counts, self.labels), sample_labels, q=self.w.q, sigma=votes.sigma
+        )
+        self._report_signal(t, signal, len(population))
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
         far = votes.far if self.w.contrastive else None  # a bad pool only where prompts show one
@@ -304,7 +314,26 @@ class WaspRun:
             bad=bad,
             vote_mass=mass,
             keywords=keywords,
+            vote_signal=signal,
         )
+
+    def _report_signal(self, t: int, signal: float | None, n: int) -> None:
+        """Log how far round t's vote can rank its population, and warn once per run when the noise
+        swamps it: the good and bad examples are then picked mostly by the noise."""
+        if signal is None:
+            return
+        log.info("round %d: an average sample got %.2f noise standard deviations of votes", t, signal)
+        if signal < WEAK_VOTE and not self._warned_weak_vote:
+            self._warned_weak_vote = True
+            log.warning(
+                "round %d: the vote over %d samples gives an average sample %.2f of the noise's standard deviation "
+                "in votes, so its good and bad examples are chosen mostly by the noise; a smaller wasp.population "
+                "(fewer samples per vote, the rest generated after the last vote at no privacy cost), fewer "
+                "wasp.rounds or a larger epsilon strengthen it",
+                t,
+                n,
+                signal,
+            )
 
     # ------------------------------------------------------------------ generation
     def _request(
@@ -482,6 +511,7 @@ class WaspRun:
             "weights": plan.weights,
             "class_shares": plan.class_shares,
             "vote_mass": plan.vote_mass,
+            **({"vote_signal": round(plan.vote_signal, 4)} if plan.vote_signal is not None else {}),
             **({"keywords": plan.keywords} if plan.keywords else {}),
             "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
             "epsilon_spent": self.ledger.epsilon_spent(),

@@ -181,7 +181,11 @@ def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], la
     parts.append(_outcomes_table(rounds))
     parts.append(
         '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
-        "(post-processing). Round 0 is the zero-shot seed round and uses no private data.</p></section>"
+        "(post-processing). Round 0 is the zero-shot seed round and uses no private data. "
+        "<em>Votes per sample / noise sd</em>: the near votes an average sample of the round's vote received "
+        "(estimated from the released votes) over the noise's standard deviation; the vote covers every sample "
+        "made so far, so it falls from round to round, and below about 0.25 the good and bad examples are "
+        "chosen mostly by the noise.</p></section>"
     )
     return "".join(parts)
 
@@ -218,10 +222,12 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
             if isinstance(shares, dict) and shares
             else None
         )
-        rows.append([_round_name(r, len(rows)), share_txt, r.get("epsilon_spent"), r.get("seconds")])
+        rows.append(
+            [_round_name(r, len(rows)), share_txt, r.get("vote_signal"), r.get("epsilon_spent"), r.get("seconds")]
+        )
     subs.append(
-        "<div><h4>Class shares, privacy spent and time</h4>"
-        + table(["round", "class shares", "epsilon spent", "seconds"], rows)
+        "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
+        + table(["round", "class shares", "votes per sample / noise sd", "epsilon spent", "seconds"], rows)
         + "</div>"
     )
     return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
