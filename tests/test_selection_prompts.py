@@ -400,6 +400,11 @@ def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares
         # an abbreviation or a decimal point does not end a sentence; no full sentence: kept whole
         ("Mr. Smith and Dr. Who went to see the", "Mr. Smith and Dr. Who went to see the"),
         ("It cost 3.5 million and the", "It cost 3.5 million and the"),
+        ("Prof. Lee filmed it in the U.S. in Sept. and the", "Prof. Lee filmed it in the U.S. in Sept. and the"),
+        ("Shown at 9 p.m. on Channel 4 and the", "Shown at 9 p.m. on Channel 4 and the"),
+        ('A "Gen. Patton" biopic. It was a', 'A "Gen. Patton" biopic.'),
+        # a word that only looks like one ends the sentence: "Mars." is not "Mar."
+        ("We went to Mars. Then the", "We went to Mars."),
         ("One long sentence without an end", "One long sentence without an end"),
     ],
 )

@@ -291,8 +291,16 @@ def strip_frame(text: str, task: str, label_names: Sequence[str] = ()) -> str:
 
 # A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets, then a space.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)")
-# Words whose full stop does not end a sentence ("Mr. Smith", "e.g. this"); a single letter ("J. Doe") too.
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "e.g", "i.e", "jr", "sr", "vol", "approx"})
+# Words whose full stop does not end a sentence ("Mr. Smith", "Sept. 12", "approx. 3"); a single letter
+# ("J. Doe") and letters joined by dots ("U.S.", "a.m.", "e.g.") too.  Only words that rarely end a
+# sentence: "etc.", "Inc." and "No." often do, and calling a real end an abbreviation would cut a sample
+# earlier than needed, while the opposite mistake cuts it mid-sentence.
+_ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "vs", "jr", "sr", "vol", "approx", "ca", "cf", "fig"}
+    | {"gen", "col", "lt", "sgt", "capt", "gov", "sen", "rev", "fr", "dept", "univ", "ave", "blvd"}
+    | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+)
+_DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")  # "u.s", "a.m", "e.g": the word before the final dot
 
 
 # Assistant talk a chat model appends after the sample, answering the rephrase prompt instead of doing it
@@ -350,8 +358,8 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     """True if the full stop at ``dot`` closes an abbreviation or an initial, not a sentence."""
     if text[dot] != ".":
         return False
-    word = text[:dot].rsplit(None, 1)[-1].lower() if text[:dot].strip() else ""
-    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
+    word = text[:dot].rsplit(None, 1)[-1].lower().lstrip("\"'(\u201c\u2018[") if text[:dot].strip() else ""
+    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS or bool(_DOTTED.fullmatch(word))
 
 
 def clean_output(
