@@ -12,8 +12,9 @@ directory given (a benchmark run, whose private records are the benchmark's publ
 * ``corr``: correlation of the released near votes with the exact ones;
 * ``top_overlap``: the share of the released vote's top ``S`` per class (the good pool) that is also in
   the exact vote's top ``S``; ``top_overlap_sim``: its mean over ``--draws`` fresh noise draws;
-* ``latest_only_sim``: the same overlap had the vote covered only the previous round's samples (a vote
-  scope this package does not offer; the number says what it would buy).
+* ``latest_only_sim``: the same overlap had the vote covered only the previous round's samples
+  (``wasp.vote_on: latest``); its top 8 is chosen among fewer samples per class, so chance alone would
+  share more of it (8 / n_c).
 
 Analysis only: the private records here are the benchmark's public draw; only aggregates are written.
 
@@ -56,6 +57,10 @@ def top_overlap(score: np.ndarray, exact: np.ndarray, labels: np.ndarray) -> flo
 def analyse(run: Path, embedder: Any, draws: int, rng: np.random.Generator) -> dict[str, Any]:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     data, w = cfg["data"], cfg.get("wasp") or {}
+    if data.get("private") not in EMBEDDED_DATASETS:
+        raise SystemExit(f"{run}: not a run on an embedded (public) dataset; this check rebuilds exact votes")
+    if cfg.get("embedding_model", "all-MiniLM-L6-v2") != "all-MiniLM-L6-v2":
+        raise SystemExit(f"{run}: voted with {cfg['embedding_model']}; this check embeds with MiniLM")
     q, labels = int(w.get("q", 8)), [str(k) for k in data["labels"]]
     priv = EMBEDDED_DATASETS[data["private"]].private(int(data["n_private"]), int(data["seed"]))
     p_emb = embedder.encode([str(t) for t in priv["text"]])
@@ -66,6 +71,8 @@ def analyse(run: Path, embedder: Any, draws: int, rng: np.random.Generator) -> d
     while (run / "votes" / f"round_{t}.npz").exists():
         v = np.load(run / "votes" / f"round_{t}.npz")
         ids, sigma = [int(i) for i in v["ids"]], float(v["sigma"])
+        if sigma <= 0:
+            raise SystemExit(f"{run}: an exact vote (epsilon = inf) has no noise to compare with")
         lab = np.asarray([str(samples[i]["label"]) for i in ids])
         rnd = np.asarray([int(samples[i]["round"]) for i in ids])
         emb = embedder.encode([samples[i]["text"] for i in ids])
@@ -83,7 +90,9 @@ def analyse(run: Path, embedder: Any, draws: int, rng: np.random.Generator) -> d
                 "round": t,
                 "population": len(ids),
                 "sigma": round(sigma, 3),
-                "signal": round(vote_signal(pooled_class_counts(counts, labels), list(lab), q=q, sigma=sigma) or 0, 3),
+                "signal": round(
+                    float(vote_signal(pooled_class_counts(counts, labels), list(lab), q=q, sigma=sigma)), 3
+                ),
                 "exact_signal": round(float(exact.mean()) / sigma, 3),
                 "corr": round(float(np.corrcoef(v["near"], exact)[0, 1]), 3),
                 "top_overlap": round(top_overlap(v["near"], exact, lab), 3),
@@ -93,7 +102,12 @@ def analyse(run: Path, embedder: Any, draws: int, rng: np.random.Generator) -> d
             }
         )
         t += 1
-    return {"run": run.name, "dataset": data["private"], "seed": int(data["seed"]), "rounds": rounds}
+    return {
+        "run": f"{run.parent.name}/{run.name}",
+        "dataset": data["private"],
+        "seed": int(data["seed"]),
+        "rounds": rounds,
+    }
 
 
 def main() -> None:

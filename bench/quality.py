@@ -25,6 +25,8 @@ Rows (names for --rows):
                                instead of shares that follow the vote's estimate of the private class counts
   wasp-kw                      WASP whose rounds prompt zero-shot with words typical of the voted good pools
                                (wasp.variation = keywords) instead of showing examples
+  wasp-latest                  WASP whose votes rank the previous round's samples only (wasp.vote_on = latest),
+                               so late votes rank as strongly as the first, at the same privacy cost
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
                                top K x S by votes (wasp.pool_spread = K), e.g. wasp-spread4
   <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens, default 64;
@@ -137,6 +139,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         )
     if row == "wasp-kw":  # the vote steers topics; no example is shown to imitate
         return Config.model_validate({**base, "method": "wasp", "wasp": {"variation": "keywords"}})
+    if row == "wasp-latest":  # every vote ranks one round's samples: as many votes per sample as the first
+        return Config.model_validate({**base, "method": "wasp", "wasp": {"vote_on": "latest"}})
     if row == "wasp-even":  # even class shares, as zero-shot has, instead of the vote's estimate of the private ones
         return Config.model_validate({**base, "method": "wasp", "wasp": {"class_uniform_mix": 1.0}})
     if row.startswith("wasp-pop"):

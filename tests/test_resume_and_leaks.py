@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -196,6 +197,20 @@ def test_a_resumed_keyword_round_rebuilds_the_same_words(private_csv: Path, tmp_
     after = {r["round"]: r for r in json.loads((out / "rounds.json").read_text())}
     assert after[2]["complete"] is True and after[2]["keywords"] == before[2]["keywords"]  # re-planned, the same
     assert after[3]["keywords"]
+
+
+def test_a_resumed_latest_vote_ranks_the_whole_previous_round(private_csv: Path, tmp_path: Path) -> None:
+    """wasp.vote_on: latest, killed in round 2: after the resume, vote 3 covers every round-2 sample, those
+    made before the kill and after it."""
+    out = tmp_path / "latest"
+    cfg = fake_run_config(private_csv, out, wasp=dict(rounds=3, q=4, vote_on="latest"))
+    with pytest.raises(Crash):  # b's third call: round 2, after a's chunk of it was journalled
+        _run(cfg, _gens(crash_b=3))
+    early = {json.loads(x)["id"] for x in (out / "samples.journal.jsonl").open() if json.loads(x)["round"] == 2}
+    assert early and not (out / "votes" / "round_3.npz").exists()
+    assert len(_run(Config(out=str(out)), _gens(), resume=True)) == 60
+    round2 = {json.loads(x)["id"] for x in (out / "samples.journal.jsonl").open() if json.loads(x)["round"] == 2}
+    assert early < round2 and set(np.load(out / "votes" / "round_3.npz")["ids"].tolist()) == round2
 
 
 def test_config_yaml_records_what_the_run_used(private_csv: Path, tmp_path: Path) -> None:

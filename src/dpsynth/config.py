@@ -256,6 +256,14 @@ class WaspConfig(StrictModel):
             "that phase needs no private data). None: all of n_synthetic within the rounds."
         ),
     )
+    vote_on: Literal["all", "latest"] = Field(
+        "all",
+        description=(
+            "Which samples each vote ranks: all (every sample made so far, the papers' setting) or latest (the "
+            "previous round's only). The same privacy cost either way; latest gives each sample more votes, so "
+            "late votes rank as well as the first (docs/wasp.md, step 6)."
+        ),
+    )
     q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")

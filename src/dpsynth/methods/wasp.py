@@ -220,11 +220,13 @@ class WaspRun:
         key = f"round_{t}"
         event = self.ledger.event(key)
         assert event is not None
-        population = [s for s in self.samples if s.round < t]
+        # wasp.vote_on: every sample so far, or the previous round's (more votes per sample, same cost)
+        population = [s for s in self.samples if (s.round == t - 1 if self.w.vote_on == "latest" else s.round < t)]
 
         def draw() -> dict[str, Any]:
             if not population:
-                raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
+                where = f"round {t - 1}" if self.w.vote_on == "latest" else "earlier rounds"
+                raise GeneratorError(f"every generator returned unusable text in {where}; nothing to vote on")
             emb = self.cache.embed(self.embedder, [s.text for s in population])
             self.cache.save()
             assert self._private_emb is not None and self._private_labels is not None
@@ -318,8 +320,9 @@ class WaspRun:
         )
 
     def _report_signal(self, t: int, signal: float | None, n: int) -> None:
-        """Log how far round t's vote can rank its population, and warn once per run when the noise
-        swamps it: the good and bad examples are then picked mostly by the noise."""
+        """Log how far round t's vote can rank its population, and warn once per invocation (a resume
+        re-plans the rounds, so it may warn again) when the noise swamps it: the good and bad examples are
+        then picked mostly by the noise (far votes have the same arithmetic as near votes)."""
         if signal is None:
             return
         log.info("round %d: an average sample got %.2f noise standard deviations of votes", t, signal)
@@ -327,9 +330,10 @@ class WaspRun:
             self._warned_weak_vote = True
             log.warning(
                 "round %d: the vote over %d samples gives an average sample %.2f of the noise's standard deviation "
-                "in votes, so its good and bad examples are chosen mostly by the noise; a smaller wasp.population "
-                "(fewer samples per vote, the rest generated after the last vote at no privacy cost), fewer "
-                "wasp.rounds or a larger epsilon strengthen it",
+                "in votes, so its good and bad examples are chosen mostly by the noise; wasp.vote_on: latest (each "
+                "vote ranks the previous round only, at the same privacy cost), a smaller wasp.population (the rest "
+                "generated after the last vote, at no privacy cost), fewer wasp.rounds or a larger epsilon "
+                "strengthen it",
                 t,
                 n,
                 signal,

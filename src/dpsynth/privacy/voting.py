@@ -57,7 +57,8 @@ def _vote_histograms(
     use_far: bool,
     chunk_rows: int = 512,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pre-noise histograms.  Module-private: call only from ``noisy_top_q_vote`` (and tests).
+    """Pre-noise histograms.  Module-private: call only from ``noisy_top_q_vote`` (and tests, and bench
+    diagnostics that rebuild the exact vote of a benchmark run, whose "private" records are public data).
 
     Ranking uses the score 2<p,s> - ||s||^2 = ||p||^2 - ||p - s||^2 (largest = nearest
     in L2), computed by chunked matrix products so memory stays
