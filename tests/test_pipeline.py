@@ -359,6 +359,34 @@ def test_each_vote_ranks_the_samples_vote_on_names(private_csv: Path, tmp_path: 
     assert res.privacy["mechanisms"][0]["sigma"] == pytest.approx(plan.sigma, rel=1e-6)
 
 
+def test_a_latest_vote_skips_a_round_the_clean_up_left_empty(caplog) -> None:
+    """wasp.vote_on = latest: a round with no kept sample would leave vote t nothing to rank and stop every
+    resume of the run; the vote ranks the last round that kept samples instead, and says so.  A class the
+    round lacks is named (its next prompts show no example)."""
+    from dataclasses import dataclass
+
+    from dpsynth.config import WaspConfig
+    from dpsynth.methods.wasp_plan import vote_population
+
+    @dataclass
+    class Made:
+        round: int
+        label: str
+
+    made = [Made(0, "0"), Made(0, "1"), Made(1, "0"), Made(1, "1"), Made(1, "0")]
+    latest, every = WaspConfig(vote_on="latest"), WaspConfig()
+    with caplog.at_level("WARNING", logger="dpsynth"):
+        assert vote_population(made, 2, latest, ["0", "1"]) == made[2:]
+        assert not caplog.records
+        assert vote_population(made, 3, latest, ["0", "1"]) == made[2:]  # round 2 kept nothing
+        assert "round 3: round 2 kept no sample; this vote ranks round 1's" in caplog.text
+        caplog.clear()
+        assert vote_population(made[:3], 2, latest, ["0", "1"]) == made[2:3]
+        assert "kept no sample of class ['1']" in caplog.text
+    assert vote_population(made, 3, every, ["0", "1"]) == made
+    assert vote_population([], 1, latest, ["0", "1"]) == []  # nothing at all: the run's own error
+
+
 def _listed(block: str) -> set[str]:
     """The examples a prompt block lists: numbered (chat) or quoted after "Movie review:" (completion)."""
     out = set()

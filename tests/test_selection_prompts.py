@@ -402,9 +402,11 @@ def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares
         ("It cost 3.5 million and the", "It cost 3.5 million and the"),
         ("Prof. Lee filmed it in the U.S. in Sept. and the", "Prof. Lee filmed it in the U.S. in Sept. and the"),
         ("Shown at 9 p.m. on Channel 4 and the", "Shown at 9 p.m. on Channel 4 and the"),
-        ('A "Gen. Patton" biopic. It was a', 'A "Gen. Patton" biopic.'),
-        # a word that only looks like one ends the sentence: "Mars." is not "Mar."
-        ("We went to Mars. Then the", "We went to Mars."),
+        ('A great "Gen. Patton and the', 'A great "Gen. Patton and the'),
+        # ... but a dotted acronym or a month before a capitalised word ends its sentence
+        ("It was shot in the U.S. Then the", "It was shot in the U.S."),
+        ("It opened in Sept. The film was a", "It opened in Sept."),
+        ("We went to Mars. Then the", "We went to Mars."),  # "Mars." is not "Mar."
         ("One long sentence without an end", "One long sentence without an end"),
     ],
 )
@@ -430,6 +432,8 @@ def test_clean_output_cuts_to_whole_sentences_only_when_asked() -> None:
         ("A tense, moving drama. Here's the rephrased version, keeping the tone.", "A tense, moving drama."),
         ("Dull and slow. Here is a rewritten version of your review. I'm here to help you.", "Dull and slow."),
         ("Here's the rephrased version, keeping the tone", ""),  # nothing but meta talk: the clean-up drops it
+        # a sample ending in an acronym is not merged with the talk after it
+        ("Great film, shot in the U.S. Here is the rephrased version.", "Great film, shot in the U.S."),
         # what a real record could say is kept, wherever it stands
         ("The driver crashes on start. Hope this helps! Feel free to ask if you have any questions.", None),
         ("If you have any questions, email me at bob@x.com.", None),

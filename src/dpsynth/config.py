@@ -259,9 +259,10 @@ class WaspConfig(StrictModel):
     vote_on: Literal["all", "latest"] = Field(
         "all",
         description=(
-            "Which samples each vote ranks: all (every sample made so far, the papers' setting) or latest (the "
-            "previous round's only). The same privacy cost either way; latest gives each sample more votes, so "
-            "late votes rank as well as the first (docs/wasp.md, step 6)."
+            "Which samples each vote ranks: all (every sample made so far, WASP's setting; the aug-pe preset keeps "
+            "it too) or latest (the previous round's only, as the reference Aug-PE code does). The same privacy "
+            "cost either way; latest gives each sample more votes, so late votes rank as well as the first "
+            "(docs/wasp.md, step 6)."
         ),
     )
     q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")

@@ -291,13 +291,14 @@ def strip_frame(text: str, task: str, label_names: Sequence[str] = ()) -> str:
 
 # A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets, then a space.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)")
-# Words whose full stop does not end a sentence ("Mr. Smith", "Sept. 12", "approx. 3"); a single letter
-# ("J. Doe") and letters joined by dots ("U.S.", "a.m.", "e.g.") too.  Only words that rarely end a
-# sentence: "etc.", "Inc." and "No." often do, and calling a real end an abbreviation would cut a sample
-# earlier than needed, while the opposite mistake cuts it mid-sentence.
+# Words whose full stop does not end a sentence.  Titles before a name ("Mr. Smith", "Gen. Patton") never
+# end one; the others ("Sept. 12", "approx. 3", "U.S.", "p.m.", "e.g.") do when a capitalised word follows
+# ("shot in the U.S. Then the"), since they often close a sentence.  A single letter ("J. Doe") is an
+# initial.  Words that end sentences more often than not ("etc.", "Inc.", "No.") are left out: calling a
+# real end an abbreviation can merge a sample with talk after it, while the opposite mistake cuts it early.
+_TITLES = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "gen", "col", "lt", "sgt", "capt", "gov"})
 _ABBREVIATIONS = frozenset(
-    {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "vs", "jr", "sr", "vol", "approx", "ca", "cf", "fig"}
-    | {"gen", "col", "lt", "sgt", "capt", "gov", "sen", "rev", "fr", "dept", "univ", "ave", "blvd"}
+    {"sen", "rev", "fr", "jr", "sr", "vs", "vol", "approx", "ca", "cf", "fig", "dept", "univ", "ave", "blvd"}
     | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 )
 _DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")  # "u.s", "a.m", "e.g": the word before the final dot
@@ -359,7 +360,12 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     if text[dot] != ".":
         return False
     word = text[:dot].rsplit(None, 1)[-1].lower().lstrip("\"'(\u201c\u2018[") if text[:dot].strip() else ""
-    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS or bool(_DOTTED.fullmatch(word))
+    if (len(word) == 1 and word.isalpha()) or word in _TITLES:
+        return True
+    if word in _ABBREVIATIONS or _DOTTED.fullmatch(word):
+        after = text[dot + 1 :].lstrip("\"')]\u201d\u2019 \t\r\n")
+        return not after[:1].isupper()  # "U.S. Then the": a capitalised word starts a new sentence
+    return False
 
 
 def clean_output(

@@ -43,6 +43,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
     privacy_events,
     privacy_plan,
     rounds_released,
+    vote_population,
     votes_released,
 )
 from dpsynth.methods.wasp_screen import OutputScreen, rejections
@@ -220,13 +221,11 @@ class WaspRun:
         key = f"round_{t}"
         event = self.ledger.event(key)
         assert event is not None
-        # wasp.vote_on: every sample so far, or the previous round's (more votes per sample, same cost)
-        population = [s for s in self.samples if (s.round == t - 1 if self.w.vote_on == "latest" else s.round < t)]
+        population = vote_population(self.samples, t, self.w, self.labels)
 
         def draw() -> dict[str, Any]:
             if not population:
-                where = f"round {t - 1}" if self.w.vote_on == "latest" else "earlier rounds"
-                raise GeneratorError(f"every generator returned unusable text in {where}; nothing to vote on")
+                raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
             emb = self.cache.embed(self.embedder, [s.text for s in population])
             self.cache.save()
             assert self._private_emb is not None and self._private_labels is not None

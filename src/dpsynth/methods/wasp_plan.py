@@ -7,7 +7,9 @@ The vote itself is ``privacy.voting.noisy_top_q_vote``; the loop draws it throug
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Sequence
+from typing import Protocol, TypeVar
 
 from dpsynth.config import Config, WaspConfig
 from dpsynth.errors import ConfigError
@@ -16,6 +18,39 @@ from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import top_q_sensitivity
 from dpsynth.run import RunDir
+
+log = logging.getLogger("dpsynth")
+
+
+class _Voted(Protocol):
+    @property
+    def round(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+
+
+S = TypeVar("S", bound=_Voted)
+
+
+def vote_population(samples: Sequence[S], t: int, w: WaspConfig, labels: Sequence[str]) -> list[S]:
+    """The synthetic samples vote t ranks (``wasp.vote_on``): every sample made before round t, or only the
+    latest round's, which gives each of them as many votes as the first vote gave (docs/wasp.md, step 6).
+
+    With ``latest``, a round the clean-up left empty is skipped for the last round that kept samples (the
+    run would otherwise stop, and every resume with it), and a class missing from the round is named: its
+    next prompts have no examples and are zero-shot.  Public samples only: which ones are ranked does not
+    change the vote's sensitivity or noise."""
+    earlier = [s for s in samples if s.round < t]
+    if w.vote_on == "all" or not earlier:
+        return earlier
+    last = max(s.round for s in earlier)
+    if last < t - 1:
+        log.warning("round %d: round %d kept no sample; this vote ranks round %d's", t, t - 1, last)
+    population = [s for s in earlier if s.round == last]
+    missing = sorted(set(labels) - {s.label for s in population})
+    if missing:
+        log.warning("round %d: round %d kept no sample of class %s; its next prompts show no example", t, last, missing)
+    return population
 
 
 def mechanism_name(w: WaspConfig) -> str:
