@@ -183,9 +183,9 @@ def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], la
         '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
         "(post-processing). Round 0 is the zero-shot seed round and uses no private data. "
         "<em>Votes per sample / noise sd</em>: the near votes an average sample of the round's vote received "
-        "(estimated from the released votes) over the noise's standard deviation; the vote covers every sample "
-        "made so far, so it falls from round to round, and below about 0.25 the good and bad examples are "
-        "chosen mostly by the noise.</p></section>"
+        "(estimated from the released votes) over the noise's standard deviation. A vote over every sample made "
+        "so far (<code>wasp.vote_on: all</code>, the default) weakens from round to round; below about 0.25 the "
+        "good and bad examples are chosen mostly by the noise.</p></section>"
     )
     return "".join(parts)
 
