@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dpsynth
@@ -309,7 +313,7 @@ def test_rounds_record_how_strongly_each_vote_ranks(
     """rounds.json gives every voted round its votes per sample over the noise sd, recomputable from the
     released votes alone; a run whose votes fall below wasp.WEAK_VOTE is warned once, not every round."""
     from dpsynth.methods import wasp
-    from dpsynth.selection import class_count_estimates, pooled_class_counts, vote_signal
+    from dpsynth.selection import class_count_estimates, class_vote_signals, pooled_class_counts, vote_signal
 
     monkeypatch.setattr(wasp, "WEAK_VOTE", 1e9 if weak else 0.0)
     out = tmp_path / "run"
@@ -330,12 +334,52 @@ def test_rounds_record_how_strongly_each_vote_ranks(
         counts.append(class_count_estimates(v["near"], v["far"], y, ["0", "1"], q=4, sigma=float(v["sigma"])))
         expected = vote_signal(pooled_class_counts(counts, ["0", "1"]), y, q=4, sigma=float(v["sigma"]))
         assert expected is not None and rounds[t]["vote_signal"] == pytest.approx(expected, abs=1e-4)
+        per = class_vote_signals(pooled_class_counts(counts, ["0", "1"]), y, q=4, sigma=float(v["sigma"]))
+        assert rounds[t]["class_vote_signal"] == pytest.approx(per, abs=1e-4)
     warned = [r for r in caplog.records if "chosen mostly by the noise" in r.getMessage()]
     assert len(warned) == (1 if weak else 0)
     if weak:
         msg = warned[0].getMessage()
         assert "round 1: the vote over" in msg and "wasp.vote_on: latest" in msg and "wasp.population" in msg
     assert "SENTINEL" not in caplog.text
+
+
+def test_a_class_the_vote_barely_ranks_is_warned_about_by_name(tmp_path: Path, monkeypatch, caplog) -> None:
+    """36 negative and 4 positive private records, and a zero-shot round split evenly: the positive
+    samples get about a ninth of the negative ones' votes each.  With the threshold between the two
+    classes, and below the mean over all samples, the run still warns, naming the positive class only:
+    its good and bad examples are the ones chosen by the noise."""
+    from dpsynth import selection
+    from dpsynth.methods import wasp
+
+    rng = random.Random(3)
+    private = tmp_path / "private.csv"
+    rows = [
+        {"review": " ".join(rng.choice(WORDS) for _ in range(15)), "sentiment": str(int(i >= 36))} for i in range(40)
+    ]
+    pd.DataFrame(rows).to_csv(private, index=False)
+    seen: list[dict[str, float]] = []
+
+    def first_vote_sets_the_threshold(*args, **kwargs):
+        out = selection.class_vote_signals(*args, **kwargs)
+        if not seen:  # the geometric mean of the two classes: below their (even-split) mean
+            seen.append(out)
+            monkeypatch.setattr(wasp, "WEAK_VOTE", math.sqrt(out["0"] * out["1"]))
+        return out
+
+    monkeypatch.setattr(wasp, "class_vote_signals", first_vote_sets_the_threshold)
+    out = tmp_path / "run"
+    cfg = fake_run_config(private, out, privacy=dict(epsilon=50.0, delta=1e-5))
+    with caplog.at_level("INFO", logger="dpsynth"):
+        dpsynth.synthesize(
+            cfg, generators={"a": FakeGenerator("a"), "b": FakeGenerator("b")}, embedder=FakeEmbedder(), progress=False
+        )
+    first = json.loads((out / "rounds.json").read_text())[1]
+    assert first["class_vote_signal"]["1"] < first["class_vote_signal"]["0"] / 3
+    assert first["vote_signal"] > wasp.WEAK_VOTE  # the mean alone would not have warned
+    warned = [r.getMessage() for r in caplog.records if "chosen mostly by the noise" in r.getMessage()]
+    assert len(warned) == 1 and "round 1:" in warned[0]
+    assert "the good and bad examples of 'positive' are" in warned[0] and "'negative'" not in warned[0]
 
 
 @pytest.mark.parametrize("vote_on", ["all", "latest"])
@@ -508,6 +552,13 @@ def test_real_model_keyword_rounds(tmp_path: Path) -> None:
     assert set(words) == {"0", "1"} and all(len(ws) >= 3 for ws in words.values())
     # 20 records over 6 samples: a strong vote (about 20 x 1.5 / 6 votes a sample, noise sd about 2)
     assert 0.5 < rounds[1]["vote_signal"] < 10
+    per = rounds[1]["class_vote_signal"]  # per class, and the mean weighted by the voted samples per class
+    label = {json.loads(x)["id"]: str(json.loads(x)["label"]) for x in (run / "samples.journal.jsonl").open()}
+    n_c = Counter(label[int(i)] for i in np.load(run / "votes" / "round_1.npz")["ids"])
+    assert set(per) == {"0", "1"} and min(per.values()) <= rounds[1]["vote_signal"] <= max(per.values())
+    assert sum(per[c] * n for c, n in n_c.items()) / sum(n_c.values()) == pytest.approx(
+        rounds[1]["vote_signal"], abs=1e-3
+    )
     assert sum(r["round"] == 1 for r in res.records) >= 4
 
 

@@ -161,6 +161,10 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     signals = [r["vote_signal"] for r in json.loads((run_dir / "rounds.json").read_text()) if r["round"] > 0]
     assert "votes per sample / noise sd" in text and len(signals) == 3
     assert all(fmt(s) in text for s in signals), signals  # each voted round's value in the table
+    for r in json.loads((run_dir / "rounds.json").read_text())[1:]:  # ... with its weakest class
+        low = min(r["class_vote_signal"], key=lambda c: r["class_vote_signal"][c])
+        name = {"0": "negative", "1": "positive"}[low]
+        assert f"{fmt(r['vote_signal'])} ({name}: {fmt(r['class_vote_signal'][low])})" in text
     assert page.count('<div class="tablewrap"><table') == page.count("<table") > 5
     heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
     assert max(h.count("<th>") for h in heads) <= 9

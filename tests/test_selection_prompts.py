@@ -23,6 +23,7 @@ from dpsynth.selection import (
     allocate,
     allocate_classes,
     class_count_estimates,
+    class_vote_signals,
     example_pools,
     generator_weights,
     pool_keywords,
@@ -119,6 +120,25 @@ def test_vote_signal_is_the_mean_vote_per_sample_over_the_noise() -> None:
     assert vote_signal({"a": 30.0, "b": -4.0}, list(syn_y), q=8, sigma=2.0) == vote_signal(
         {"a": 30.0}, list(syn_y), q=8, sigma=2.0
     )
+
+
+def test_class_vote_signals_are_each_class_mean_vote_over_the_noise() -> None:
+    """Class by class, the signal is the exact vote's mean bin of that class over sigma; their mean
+    weighted by class size is vote_signal.  A class rare among the private records but not among the
+    samples (the zero-shot round's even split) is the weak one, which the overall mean hides."""
+    rng = np.random.default_rng(4)
+    priv_y = np.array(["a"] * 36 + ["b"] * 4)
+    syn_y = np.array(["a"] * 30 + ["b"] * 30)
+    near, _ = _vote_histograms(rng.normal(size=(40, 6)), priv_y, rng.normal(size=(60, 6)), syn_y, 8, False)
+    per = class_vote_signals({"a": 36.0, "b": 4.0}, list(syn_y), q=8, sigma=2.0)
+    for c in ("a", "b"):
+        assert per[c] == pytest.approx(near[syn_y == c].mean() / 2.0)
+    assert per["b"] == pytest.approx(per["a"] / 9)
+    overall = vote_signal({"a": 36.0, "b": 4.0}, list(syn_y), q=8, sigma=2.0)
+    assert overall == pytest.approx((per["a"] + per["b"]) / 2) and overall > 4 * per["b"]
+    assert class_vote_signals({"a": 36.0, "b": -3.0}, list(syn_y), q=8, sigma=2.0)["b"] == 0.0
+    assert class_vote_signals({"a": 36.0}, list(syn_y), q=8, sigma=2.0)["b"] == 0.0  # no estimate
+    assert class_vote_signals({"a": 36.0, "b": 4.0}, list(syn_y), q=8, sigma=0.0) == {}  # epsilon = inf
 
 
 def test_vote_signal_from_released_votes_falls_as_the_population_grows() -> None:

@@ -166,6 +166,25 @@ def pooled_class_shares(rounds: Sequence[ClassCounts], labels: Sequence[str], un
     return {c: float(x) for c, x in zip(labels, p, strict=True)}
 
 
+def class_vote_signals(
+    counts: Mapping[str, float], sample_labels: Sequence[str], *, q: int, sigma: float
+) -> dict[str, float]:
+    """:func:`vote_signal` class by class (an empty dict without noise): the near votes an average sample
+    of class c receives, M_c W_c / n_c, over sigma.  The good and bad pools are chosen per class, so a
+    class can be ranked by noise while the mean looks healthy: a class rare among the private records
+    (M_c small) whose samples are many (the zero-shot round splits its samples evenly, and a vote over
+    every sample keeps counting them) gets proportionally fewer votes per sample.  A missing or
+    negative class estimate reads as 0 (it cannot hand out negative votes)."""
+    if sigma <= 0:
+        return {}
+    out = {}
+    for c, n in Counter(sample_labels).items():
+        m = counts.get(c, math.nan)
+        m = max(m, 0.0) if math.isfinite(m) else 0.0
+        out[c] = m * sum(2.0**-r for r in range(min(q, n))) / n / sigma
+    return out
+
+
 def vote_signal(counts: Mapping[str, float], sample_labels: Sequence[str], *, q: int, sigma: float) -> float | None:
     """How far one vote can rank its population: the near-vote mass an average sample receives, over the
     noise's standard deviation (None without noise).
@@ -177,16 +196,13 @@ def vote_signal(counts: Mapping[str, float], sample_labels: Sequence[str], *, q:
     (M = 100, epsilon 4, sigma 3.5) it was about 0.9 over 60 samples and 0.24 over 240, and the released
     top 8 per class shared 0.7 and 0.3 of its samples with the exact vote's top 8 (docs/quality.md).
     M_c comes from ``counts`` (:func:`pooled_class_counts`, negative estimates read as 0), so this reads
-    the released votes and public counts only: post-processing, no privacy cost."""
+    the released votes and public counts only: post-processing, no privacy cost.  Per class:
+    :func:`class_vote_signals`, whose mean weighted by n_c this is."""
     if sigma <= 0 or not sample_labels:
         return None
     n_c = Counter(sample_labels)
-    mass = 0.0
-    for c, n in n_c.items():
-        m = counts.get(c, math.nan)
-        if math.isfinite(m):
-            mass += max(m, 0.0) * sum(2.0**-r for r in range(min(q, n)))
-    return mass / len(sample_labels) / sigma
+    per = class_vote_signals(counts, sample_labels, q=q, sigma=sigma)
+    return sum(per[c] * n for c, n in n_c.items()) / len(sample_labels)
 
 
 def rebase_budgets(

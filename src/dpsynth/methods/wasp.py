@@ -56,6 +56,7 @@ from dpsynth.selection import (
     allocate,
     allocate_classes,
     class_count_estimates,
+    class_vote_signals,
     example_pools,
     generator_weights,
     pool_keywords,
@@ -105,6 +106,7 @@ class RoundPlan:
     vote_mass: dict[str, float] = field(default_factory=dict)  # generator -> noisy near mass
     keywords: dict[str, list[str]] = field(default_factory=dict)  # label -> words (variation = keywords)
     vote_signal: float | None = None  # votes an average sample got over the noise sd (selection.vote_signal)
+    class_vote_signal: dict[str, float] = field(default_factory=dict)  # the same, class by class
 
 
 class WaspRun:
@@ -278,10 +280,10 @@ class WaspRun:
             class_count_estimates(votes.near, votes.far, sample_labels, self.labels, q=self.w.q, sigma=votes.sigma)
         )
         shares = pooled_class_shares(self._class_counts, self.labels, self.w.class_uniform_mix)
-        signal = vote_signal(
-            pooled_class_counts(self._class_counts, self.labels), sample_labels, q=self.w.q, sigma=votes.sigma
-        )
-        self._report_signal(t, signal, len(population))
+        counts = pooled_class_counts(self._class_counts, self.labels)
+        signal = vote_signal(counts, sample_labels, q=self.w.q, sigma=votes.sigma)
+        by_class = class_vote_signals(counts, sample_labels, q=self.w.q, sigma=votes.sigma)
+        self._report_signal(t, signal, by_class, len(population))
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
         far = votes.far if self.w.contrastive else None  # a bad pool only where prompts show one
@@ -316,26 +318,32 @@ class WaspRun:
             vote_mass=mass,
             keywords=keywords,
             vote_signal=signal,
+            class_vote_signal={c: round(v, 4) for c, v in by_class.items()},
         )
 
-    def _report_signal(self, t: int, signal: float | None, n: int) -> None:
+    def _report_signal(self, t: int, signal: float | None, by_class: Mapping[str, float], n: int) -> None:
         """Log how far round t's vote can rank its population, and warn once per invocation (a resume
-        re-plans the rounds, so it may warn again) when the noise swamps it: the good and bad examples are
-        then picked mostly by the noise (far votes have the same arithmetic as near votes)."""
+        re-plans the rounds, so it may warn again) when the noise swamps it for any class: that class's
+        good and bad examples are then picked mostly by the noise (far votes have the same arithmetic as
+        near votes).  Per class, since the pools are: a class rare among the private records can be
+        swamped while the mean looks healthy (selection.class_vote_signals)."""
         if signal is None:
             return
         log.info("round %d: an average sample got %.2f noise standard deviations of votes", t, signal)
-        if signal < WEAK_VOTE and not self._warned_weak_vote:
+        weak = sorted((v, self.label_names.get(c, c)) for c, v in by_class.items() if v < WEAK_VOTE)
+        if weak and not self._warned_weak_vote:
             self._warned_weak_vote = True
             log.warning(
                 "round %d: the vote over %d samples gives an average sample %.2f of the noise's standard deviation "
-                "in votes, so its good and bad examples are chosen mostly by the noise; wasp.vote_on: latest (each "
-                "vote ranks the previous round only, at the same privacy cost), a smaller wasp.population (the rest "
-                "generated after the last vote, at no privacy cost), fewer wasp.rounds or a larger epsilon "
-                "strengthen it",
+                "in votes (%s), so the good and bad examples of %s are chosen mostly by the noise; wasp.vote_on: "
+                "latest (each vote ranks the previous round only, at the same privacy cost), a smaller "
+                "wasp.population (the rest generated after the last vote, at no privacy cost), fewer wasp.rounds "
+                "or a larger epsilon strengthen it",
                 t,
                 n,
                 signal,
+                ", ".join(f"{name!r}: {v:.2f}" for v, name in weak),
+                "every class" if len(weak) == len(by_class) else ", ".join(repr(name) for _, name in weak),
             )
 
     # ------------------------------------------------------------------ generation
@@ -515,6 +523,7 @@ class WaspRun:
             "class_shares": plan.class_shares,
             "vote_mass": plan.vote_mass,
             **({"vote_signal": round(plan.vote_signal, 4)} if plan.vote_signal is not None else {}),
+            **({"class_vote_signal": plan.class_vote_signal} if plan.class_vote_signal else {}),
             **({"keywords": plan.keywords} if plan.keywords else {}),
             "accepted": dict(Counter(s.generator for s in self.samples if s.round == t)),
             "epsilon_spent": self.ledger.epsilon_spent(),

@@ -203,6 +203,16 @@ def _round_name(r: dict[str, Any], i: int) -> str:
     return f"{r.get('round', i)}" + (" (expansion)" if r.get("expansion") else "")
 
 
+def _signal(r: Mapping[str, Any], labels: Mapping[str, str]) -> Any:
+    """A voted round's votes per sample over the noise sd, and its weakest class: the good and bad
+    examples are chosen class by class, so a class the noise swamps hides behind a healthy mean."""
+    mean, per = r.get("vote_signal"), r.get("class_vote_signal")
+    if not isinstance(mean, (int, float)) or not isinstance(per, dict) or len(per) < 2:
+        return mean
+    c = min(per, key=lambda k: float(per[k]))
+    return f"{fmt(mean)} ({labels.get(c, c)}: {fmt(float(per[c]))})"
+
+
 def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str]) -> str:
     """The rounds as compact tables: one per measure (a row per generator, a column per round), then
     one row per round for class shares, epsilon and time.  One table with a column per generator and
@@ -223,11 +233,13 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
             else None
         )
         rows.append(
-            [_round_name(r, len(rows)), share_txt, r.get("vote_signal"), r.get("epsilon_spent"), r.get("seconds")]
+            [_round_name(r, len(rows)), share_txt, _signal(r, labels), r.get("epsilon_spent"), r.get("seconds")]
         )
     subs.append(
         "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
-        + table(["round", "class shares", "votes per sample / noise sd", "epsilon spent", "seconds"], rows)
+        + table(
+            ["round", "class shares", "votes per sample / noise sd (lowest class)", "epsilon spent", "seconds"], rows
+        )
         + "</div>"
     )
     return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
