@@ -423,8 +423,10 @@ def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares
         ("Prof. Lee filmed it in the U.S. in Sept. and the", "Prof. Lee filmed it in the U.S. in Sept. and the"),
         ("Shown at 9 p.m. on Channel 4 and the", "Shown at 9 p.m. on Channel 4 and the"),
         ('A great "Gen. Patton and the', 'A great "Gen. Patton and the'),
+        ("A Ph.D. student and an anti-U.S. rebel meet the", "A Ph.D. student and an anti-U.S. rebel meet the"),
         # ... but a dotted acronym or a month before a capitalised word ends its sentence
         ("It was shot in the U.S. Then the", "It was shot in the U.S."),
+        ("She has a Ph.D. The film was a", "She has a Ph.D."),
         ("It opened in Sept. The film was a", "It opened in Sept."),
         ("We went to Mars. Then the", "We went to Mars."),  # "Mars." is not "Mar."
         ("One long sentence without an end", "One long sentence without an end"),

@@ -301,7 +301,8 @@ _ABBREVIATIONS = frozenset(
     {"sen", "rev", "fr", "jr", "sr", "vs", "vol", "approx", "ca", "cf", "fig", "dept", "univ", "ave", "blvd"}
     | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 )
-_DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")  # "u.s", "a.m", "e.g": the word before the final dot
+# "u.s", "a.m", "e.g", "ph.d", "anti-u.s": the word before the final dot
+_DOTTED = re.compile(r"(?:[a-z]+-)?(?:[a-z]{1,2}\.)+[a-z]{1,2}")
 
 
 # Assistant talk a chat model appends after the sample, answering the rephrase prompt instead of doing it
