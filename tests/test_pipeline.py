@@ -341,6 +341,7 @@ def test_rounds_record_how_strongly_each_vote_ranks(
     if weak:
         msg = warned[0].getMessage()
         assert "round 1: the vote over" in msg and "wasp.vote_on: latest" in msg and "wasp.population" in msg
+        assert "in votes, so the good and bad examples of its classes are chosen" in msg  # both weak: no "but"
     assert "SENTINEL" not in caplog.text
 
 
@@ -379,7 +380,8 @@ def test_a_class_the_vote_barely_ranks_is_warned_about_by_name(tmp_path: Path, m
     assert first["vote_signal"] > wasp.WEAK_VOTE  # the mean alone would not have warned
     warned = [r.getMessage() for r in caplog.records if "chosen mostly by the noise" in r.getMessage()]
     assert len(warned) == 1 and "round 1:" in warned[0]
-    assert "the good and bad examples of 'positive' are" in warned[0] and "'negative'" not in warned[0]
+    assert "in votes, but 'positive' " in warned[0] and "'negative'" not in warned[0]
+    assert "per sample of that class, so the good and bad examples of that class are chosen" in warned[0]
 
 
 @pytest.mark.parametrize("vote_on", ["all", "latest"])

@@ -427,6 +427,11 @@ def test_allocate_classes_keeps_rows_and_class_totals(budgets: list[int], shares
         # ... but a dotted acronym or a month before a capitalised word ends its sentence
         ("It was shot in the U.S. Then the", "It was shot in the U.S."),
         ("She has a Ph.D. The film was a", "She has a Ph.D."),
+        ("She has a Ph.D. \u201cThe film\u201d was a", "She has a Ph.D."),
+        ("Shot in the U.S. (The sequel was", "Shot in the U.S."),
+        # a dotted word that ends the text ends its sentence: a complete sample stays whole
+        ("The film was great. She has a Ph.D.", "The film was great. She has a Ph.D."),
+        ("It was shot in the U.S.", "It was shot in the U.S."),
         ("It opened in Sept. The film was a", "It opened in Sept."),
         ("We went to Mars. Then the", "We went to Mars."),  # "Mars." is not "Mar."
         ("One long sentence without an end", "One long sentence without an end"),

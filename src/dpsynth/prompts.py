@@ -364,8 +364,9 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     if (len(word) == 1 and word.isalpha()) or word in _TITLES:
         return True
     if word in _ABBREVIATIONS or _DOTTED.fullmatch(word):
-        after = text[dot + 1 :].lstrip("\"')]\u201d\u2019 \t\r\n")
-        return not after[:1].isupper()  # "U.S. Then the": a capitalised word starts a new sentence
+        # "U.S. Then the", "U.S. (The": a capitalised word starts a new sentence; so does the end of the text
+        after = text[dot + 1 :].lstrip("\"')]\u201d\u2019\u201c\u2018([* \t\r\n")
+        return bool(after) and not after[:1].isupper()
     return False
 
 

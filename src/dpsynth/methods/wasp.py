@@ -329,21 +329,23 @@ class WaspRun:
         swamped while the mean looks healthy (selection.class_vote_signals)."""
         if signal is None:
             return
-        log.info("round %d: an average sample got %.2f noise standard deviations of votes", t, signal)
+        per = ", ".join(f"{self.label_names.get(c, c)!r} {v:.2f}" for c, v in sorted(by_class.items()))
+        log.info("round %d: an average sample got %.2f noise standard deviations of votes (%s)", t, signal, per)
         weak = sorted((v, self.label_names.get(c, c)) for c, v in by_class.items() if v < WEAK_VOTE)
         if weak and not self._warned_weak_vote:
             self._warned_weak_vote = True
+            which = "" if len(weak) == len(by_class) else ", but " + " and ".join(f"{k!r} {v:.2f}" for v, k in weak)
             log.warning(
                 "round %d: the vote over %d samples gives an average sample %.2f of the noise's standard deviation "
-                "in votes (%s), so the good and bad examples of %s are chosen mostly by the noise; wasp.vote_on: "
+                "in votes%s, so the good and bad examples of %s are chosen mostly by the noise; wasp.vote_on: "
                 "latest (each vote ranks the previous round only, at the same privacy cost), a smaller "
                 "wasp.population (the rest generated after the last vote, at no privacy cost), fewer wasp.rounds "
                 "or a larger epsilon strengthen it",
                 t,
                 n,
                 signal,
-                ", ".join(f"{name!r}: {v:.2f}" for v, name in weak),
-                "every class" if len(weak) == len(by_class) else ", ".join(repr(name) for _, name in weak),
+                which and which + (" per sample of that class" if len(weak) == 1 else " per sample of those classes"),
+                "its classes" if not which else ("that class" if len(weak) == 1 else "those classes"),
             )
 
     # ------------------------------------------------------------------ generation
