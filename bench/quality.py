@@ -96,6 +96,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
     (no judge, whatever the config default), the "+judge" rows add Qwen2.5-Coder-0.5B as the judge."""
     plain = row.removesuffix("+judge")
+    writers = plain.endswith("-w")  # "-w": the same row with wasp.writers (a writer named in every prompt)
+    plain = plain.removesuffix("-w")
     tokens = re.fullmatch(r"(.+)-t(\d+)", plain)  # "-t<T>": the same row with max_new_tokens = T
     if tokens:
         plain = tokens.group(1)
@@ -106,6 +108,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     if tokens:  # the section the row's method generates with
         section = "finetune" if d.get("method") == "dp-finetune" else "wasp"
         d.setdefault(section, {})["max_new_tokens"] = int(tokens.group(2))
+    if writers:
+        d.setdefault("wasp", {})["writers"] = True
     return Config.model_validate(d)
 
 

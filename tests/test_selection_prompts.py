@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -529,3 +530,39 @@ def test_keyword_prompts_name_the_words_and_show_no_example() -> None:
     assert "NASA, orbit and launch" in text and "space newsgroup post" in text
     completion = PromptBuilder("newsgroup post", "completion", **common).keywords("space", ["orbit"])
     assert completion.prompt is not None and "orbit" in completion.prompt and completion.prompt.endswith('"')
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_writers_open_every_prompt_with_a_public_writer(chat: bool) -> None:
+    """wasp.writers: every kind of prompt names one writer of the fixed list, drawn with the run's RNG
+    (so a seeded run repeats its prompts); off, the prompts are unchanged."""
+    from dpsynth.prompts import WRITERS
+
+    def builder(writers: bool) -> PromptBuilder:
+        fmt = "chat" if chat else "completion"
+        return PromptBuilder(
+            "movie review",
+            fmt,
+            max_tokens=8,
+            temperature=1.0,
+            top_p=1.0,
+            example_chars=50,
+            rng=random.Random(0),
+            writers=writers,
+        )
+
+    def text(r) -> str:
+        return r.messages[0].content if chat else r.prompt
+
+    on = builder(True)
+    reqs = [on.zero_shot("positive") for _ in range(300)]
+    reqs += [on.contrastive("positive", ["good one"], ["bad one"]), on.keywords("positive", ["plot"])]
+    reqs.append(on.rephrase("positive", "A fine film."))
+    opening = re.compile(r"You are (.+?)\. " if chat else r"Written by (.+?)\.\n")
+    named = [opening.match(text(r)) for r in reqs]
+    assert all(m is not None and m.group(1) in WRITERS for m in named)
+    assert {m.group(1) for m in named if m} == set(WRITERS)  # all 24 drawn over 300 prompts
+    again = builder(True)
+    assert [text(again.zero_shot("positive")) for _ in range(5)] == [text(r) for r in reqs[:5]]
+    off = builder(False)
+    assert not any(w in text(off.zero_shot("positive")) for w in WRITERS)

@@ -265,6 +265,14 @@ class WaspConfig(StrictModel):
             "(docs/wasp.md, step 6)."
         ),
     )
+    writers: bool = Field(
+        False,
+        description=(
+            "Open every generation prompt with a writer drawn at random from a fixed public list of everyday "
+            "people ('You are a retired nurse.'), so that samples vary in voice and subject. Public text only: "
+            "no privacy cost (docs/wasp.md, step 7)."
+        ),
+    )
     q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
     use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
     contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")

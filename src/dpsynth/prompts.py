@@ -64,6 +64,39 @@ REPHRASE_COMPLETION = (
 )
 
 
+# wasp.writers: who writes each sample.  Zero-shot samples of small generators resemble each other more
+# than real records do (docs/quality.md, "Where does WASP's set lose?"); naming a different writer in
+# each prompt is a task-independent way to spread them (persona prompting, as in Ge et al., "Scaling
+# Synthetic Data Creation with 1,000,000,000 Personas", 2024).  Everyday people, no profession tied to
+# a task, so the list fits any domain.
+WRITERS = (
+    "a retired nurse",
+    "a college student",
+    "a busy parent of three",
+    "a software engineer",
+    "a high-school teacher",
+    "a teenager",
+    "a small-business owner",
+    "a grandmother",
+    "a lawyer",
+    "a farmer",
+    "a journalist",
+    "a car mechanic",
+    "a graduate student",
+    "a restaurant cook",
+    "a musician",
+    "an accountant",
+    "a truck driver",
+    "a librarian",
+    "a retired soldier",
+    "a painter",
+    "a shop assistant",
+    "a night-shift security guard",
+    "a pharmacist",
+    "a plumber",
+)
+
+
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
     if len(text) > limit:
@@ -97,8 +130,10 @@ class PromptBuilder:
         example_chars: int,
         rng: random.Random,
         n: int = 1,
+        writers: bool = False,
     ) -> None:
         self.n = n  # completions per prompt
+        self.writers = writers  # open each prompt with a writer from WRITERS
         self.task = task
         self.chat = prompt_format == "chat"
         self.max_tokens = max_tokens
@@ -109,6 +144,9 @@ class PromptBuilder:
 
     def _request(self, template: str, **fields: str) -> GenerationRequest:
         text = template.format(task=self.task, Task=self.task.capitalize(), **fields)
+        if self.writers:
+            who = self.rng.choice(WRITERS)
+            text = f"You are {who}. {text}" if self.chat else f"Written by {who}.\n{text}"
         common = dict(
             max_tokens=self.max_tokens,
             temperature=self.temperature,

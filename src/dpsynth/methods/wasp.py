@@ -387,6 +387,7 @@ class WaspRun:
                     example_chars=self.w.example_chars,
                     rng=self.rng,
                     n=self.w.samples_per_prompt,
+                    writers=self.w.writers,
                 )
                 for g in self.generators
             }
