@@ -577,3 +577,26 @@ def test_real_model_votes_on_the_latest_round(tmp_path: Path) -> None:
     assert ids and ids == {i for i, r in made.items() if r == 1}
     rounds = {r["round"]: r for r in json.loads((run / "rounds.json").read_text())}
     assert rounds[1]["vote_signal"] > 0.5 and rounds[2]["vote_signal"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_real_model_writes_as_the_named_writers(tmp_path: Path, monkeypatch) -> None:
+    """SmolLM2 (llama.cpp) with wasp.writers: every prompt the generator receives, zero-shot and
+    contrastive, opens with a writer of the public list, and the samples are usable reviews."""
+    from dpsynth import prompts
+
+    sent: list[str] = []
+    request = prompts.PromptBuilder._request
+
+    def recording(self, template, **fields):
+        r = request(self, template, **fields)
+        sent.append(r.messages[0].content if r.messages else r.prompt or "")
+        return r
+
+    monkeypatch.setattr(prompts.PromptBuilder, "_request", recording)
+    res = dpsynth.synthesize(smollm2_run_config(tmp_path / "run", writers=True), progress=False)
+    assert len(res) >= 10  # a small model may leave a sample or two short
+    assert len(sent) >= 12 and any("good examples" in t for t in sent)  # both kinds of prompt were sent
+    assert all(re.match(r"You are (.+?)\. ", t) and t[8:].split(".")[0] in prompts.WRITERS for t in sent)
+    assert len({r["text"] for r in res.records}) == len(res)
