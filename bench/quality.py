@@ -32,6 +32,8 @@ Rows (names for --rows):
   <row>-t<T>                   the same with at most T tokens per sample (wasp.max_new_tokens, default 64;
                                finetune.max_new_tokens for dp-finetune rows),
                                e.g. wasp-t128+judge, zero-shot-t128+judge
+  <row>-w                      the same with a writer named in every prompt (wasp.writers; rows of the
+                               WASP pipeline only), after any -t<T>: zero-shot-w+judge, wasp-t128-w+judge
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
