@@ -408,6 +408,38 @@ def test_interrupted_training_resumes_on_the_same_ledger(
     assert _sgd_steps(json.loads((out / "ledger.json").read_text())) == plan1["steps"]
 
 
+def test_sampling_resumed_mid_class_draws_new_seeds(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after a class's first batch used to restart that class's sampling seeds from the same
+    start, so its resumed sampling wrote the journal's texts a second time into the released set."""
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm).model_copy(update={"n_synthetic": 16})
+    real_append, real_generate, wrote = dpf.append_jsonl, dpf.generate, [False]
+    seeds: list[int] = []
+
+    def stop_after_the_first_batch(path: Path, rows: Any) -> None:
+        if wrote[0]:
+            raise KeyboardInterrupt
+        real_append(path, rows)
+        wrote[0] = bool(rows)
+
+    def generate(*args: Any, seed: int, **kwargs: Any) -> list[str]:
+        seeds.append(seed)
+        return real_generate(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(dpf, "generate", generate)
+    monkeypatch.setattr(dpf, "append_jsonl", stop_after_the_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        dpsynth.synthesize(cfg, progress=False)
+    monkeypatch.setattr(dpf, "append_jsonl", real_append)
+    first = [json.loads(x)["text"] for x in (out / "samples.journal.jsonl").read_text().splitlines()]
+    assert first and len(seeds) >= 2
+    res = dpsynth.synthesize(cfg, resume=True, progress=False)
+    assert [r["text"] for r in res.records][: len(first)] == first
+    assert len(set(seeds)) == len(seeds), seeds  # no batch drawn twice, so no text released twice
+
+
 def _sgd_steps(ledger: dict[str, Any]) -> int:
     return sum(r["steps"] for r in ledger["releases"] if r["key"] == "dpsgd")
 

@@ -7,6 +7,7 @@ sample for a vote and never read the private data.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ import dpsynth
 from dpsynth.api import extend
 from dpsynth.cli import main
 from dpsynth.errors import ConfigError, ResumeError
+from dpsynth.generators.base import Completion
 from dpsynth.report import build_report
 
-from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config, smollm2_run_config
+from .conftest import WORDS, Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config, smollm2_run_config
 
 
 def _ledger(run: Path) -> dict:
@@ -201,3 +203,37 @@ def test_real_models_wasp_with_expansion_then_sample(tmp_path: Path) -> None:
     assert len(more) >= len(res) + 2
     assert _ledger(run)["releases"] == releases
     assert more.privacy["epsilon"] == pytest.approx(res.privacy["epsilon"])
+
+
+class _SeededGenerator(FakeGenerator):
+    """Like llama.cpp with a request seed: the same prompt and seed give the same text."""
+
+    def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        out = []
+        for r in requests:
+            text = r.prompt if r.prompt is not None else "\n".join(m.content for m in r.messages or ())
+            mood = "positive" if "positive" in text else "negative"
+            self.prompts.append(text)
+            rng = random.Random(f"{text}|{r.seed}")
+            c = Completion(f"A {mood} take: " + " ".join(rng.choice(WORDS) for _ in range(12)), 16, 40)
+            if on_completion:
+                on_completion(c)
+            out.append(c)
+        return out
+
+
+def test_a_second_sample_call_draws_new_requests(tmp_path: Path) -> None:
+    """Each call used to restart the run's random draws from the seed, so a second `sample` asked a seeded
+    backend the same prompts with the same request seeds, got back the texts it already had, and rejected
+    them as duplicates until its attempts ran out."""
+    run = tmp_path / "zs"
+    gens = {"a": _SeededGenerator("a"), "b": _SeededGenerator("b")}
+    cfg = fake_run_config(Path("/does/not/matter.csv"), run, method="zero-shot", n_synthetic=10)
+    dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    first = extend(run, 10, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(first) == 20
+    gens = {"a": _SeededGenerator("a"), "b": _SeededGenerator("b")}  # the same backends, counting afresh
+    second = extend(run, 10, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert len(second) == 30
+    assert len({r["text"] for r in second.records}) == 30
+    assert [len(g.prompts) for g in gens.values()] == [5, 5]  # no request repeated, none wasted

@@ -26,6 +26,8 @@ import copy
 import logging
 import math
 import os
+import random
+import secrets
 import shutil
 import sys
 import tempfile
@@ -276,6 +278,19 @@ class RunDir:
 
 # the run directory's paths relative to it (``IN_RUN_DIR.adapter`` is ``adapter``): for the reports that name them
 IN_RUN_DIR = RunDir(".")
+
+
+def run_rng(seed: int | None, made: int) -> random.Random:
+    """The randomness of a run's generation requests: templates, the examples shown, sampling seeds.
+
+    A fresh run starts from ``seed``.  A resumed or extended run, which holds ``made`` samples already,
+    starts from (seed, made): restarting from ``seed`` would replay the previous call's draws, so a
+    seeded backend would write the same texts again (WASP's duplicate check then discards them at the
+    cost of the tokens; DP fine-tuning's sampling would release them twice).  An unseeded run draws its
+    start from the OS's secure source."""
+    if seed is None:
+        return random.Random(secrets.randbits(64))
+    return random.Random(seed if made == 0 else f"{seed}:{made}")
 
 
 def dump_config_yaml(config: Config) -> str:

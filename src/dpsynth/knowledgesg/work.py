@@ -27,6 +27,7 @@ from dpsynth.generators.base import ChatMessage, GenerationRequest, Generator
 from dpsynth.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_tolerant
 from dpsynth.knowledgesg.adapter import merged_copy, read_adapter
 from dpsynth.knowledgesg.protocol import JobSpec, parse_instruction
+from dpsynth.run import run_rng
 
 log = logging.getLogger("dpsynth.server")
 
@@ -154,11 +155,12 @@ def _sample(
     prompt = fmt.prefix(spec.prompt.label)
     seen = {" ".join(h.lower().split()) for h in have}
     attempts = len(have)
+    rng = run_rng(spec.seed, len(have))  # a resumed job must not replay the batches it sampled before
     while len(have) < want and attempts < SAMPLE_ATTEMPT_FACTOR * want:
         if should_stop():
             raise JobInterrupted
         k = min(8, want - len(have))
-        seed = None if spec.seed is None else spec.seed * 1_000_003 + attempts
+        seed = rng.getrandbits(63)
         texts = generate(
             model,
             base.tok,

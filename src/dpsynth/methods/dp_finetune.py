@@ -58,7 +58,7 @@ from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.report import privacy_report
-from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
+from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir, run_rng
 from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
 
@@ -352,6 +352,7 @@ class DpFinetuneMethod:
         quota = allocate(config.n_synthetic, shares, floor=1)
         rows = read_jsonl_tolerant(run_dir.journal)
         have = {k: sum(1 for r in rows if r["label"] == k) for k in labels}
+        rng = run_rng(config.seed, len(rows))  # a resumed call must not replay the batches it has
         total = sum(quota.values())
         reporter.start("generating", total=total)
         if self.run_phases is not None:
@@ -361,13 +362,13 @@ class DpFinetuneMethod:
         if hasattr(model, "merge_and_unload"):  # plain weights: faster sampling (the adapter is saved)
             model = model.merge_and_unload()
             self.model = model
-        for c, k in enumerate(labels):
+        for k in labels:
             assert self.fmt is not None
             prompt = self.fmt.prefix(labels[k])
             attempts = 0
             while have[k] < quota[k] and attempts < MAX_ATTEMPT_FACTOR * quota[k]:
                 want = min(ft.generation_batch_size, quota[k] - have[k])
-                seed = None if config.seed is None else config.seed * 1_000_003 + c * 10_007 + attempts
+                seed = rng.getrandbits(63)
                 texts = generate(
                     model,
                     self.tok,

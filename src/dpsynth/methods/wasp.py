@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -50,7 +48,7 @@ from dpsynth.methods.wasp_screen import OutputScreen, rejections
 from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.prompts import PromptBuilder
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.run import ProgressReporter, RunDir, run_rng
 from dpsynth.selection import (
     ClassCounts,
     allocate,
@@ -127,7 +125,6 @@ class WaspRun:
         self.progress = progress
         self.labels = list((config.data.labels or {}).keys())
         self.label_names = dict(config.data.labels or {})
-        self.rng = random.Random(config.seed if config.seed is not None else secrets.randbits(64))
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
         # samples made in the rounds (seed round included); the rest of n_synthetic is the expansion phase
         self.population = min(self.w.population or config.n_synthetic, config.n_synthetic)
@@ -139,6 +136,7 @@ class WaspRun:
         self.cache = EmbeddingCache(run_dir.embeddings, embedder.name)
         repair_jsonl_tail(run_dir.journal)  # a run killed mid-append: drop the fragment before appending again
         self.samples: list[Sample] = [Sample(**r) for r in read_jsonl_tolerant(run_dir.journal)]
+        self.rng = run_rng(config.seed, len(self.samples))
         self.screen = OutputScreen(config, generators, (s.text for s in self.samples))
         self._class_counts: list[ClassCounts] = []  # per released vote, for the class shares
         self._warned_weak_vote = False
