@@ -411,7 +411,7 @@ def test_interrupted_training_resumes_on_the_same_ledger(
 def test_sampling_resumed_mid_class_draws_new_seeds(
     private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run killed after a class's first batch used to restart that class's sampling seeds from the same
+    """A run killed after its first batch of samples used to restart the sampling seeds from the same
     start, so its resumed sampling wrote the journal's texts a second time into the released set."""
     out = tmp_path / "run"
     cfg = _config(private_csv, out, tiny_lm).model_copy(update={"n_synthetic": 16})

@@ -389,7 +389,13 @@ class Config(StrictModel):
         description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded).",
     )
     embedding_batch_size: int = Field(64, ge=1)
-    seed: int | None = Field(None, description="Seed for prompt sampling (never for DP noise, which is secure).")
+    seed: int | None = Field(
+        None,
+        description=(
+            "Seed for prompt and sampling draws (never for DP noise, which is secure); a resumed or extended "
+            "run continues from it and the number of samples it holds, so it does not repeat earlier draws."
+        ),
+    )
 
     @model_validator(mode="after")
     def _embedded_judge(self) -> Config:

@@ -287,7 +287,8 @@ def run_rng(seed: int | None, made: int) -> random.Random:
     starts from (seed, made): restarting from ``seed`` would replay the previous call's draws, so a
     seeded backend would write the same texts again (WASP's duplicate check then discards them at the
     cost of the tokens; DP fine-tuning's sampling would release them twice).  An unseeded run draws its
-    start from the OS's secure source."""
+    start from the OS's secure source.  A call that kept nothing (``made`` unchanged) replays its draws,
+    which is harmless: none of their texts is in the journal to be written twice."""
     if seed is None:
         return random.Random(secrets.randbits(64))
     return random.Random(seed if made == 0 else f"{seed}:{made}")

@@ -352,7 +352,7 @@ class DpFinetuneMethod:
         quota = allocate(config.n_synthetic, shares, floor=1)
         rows = read_jsonl_tolerant(run_dir.journal)
         have = {k: sum(1 for r in rows if r["label"] == k) for k in labels}
-        rng = run_rng(config.seed, len(rows))  # a resumed call must not replay the batches it has
+        rng = run_rng(config.seed, len(rows))  # a resumed call must not replay journaled batches
         total = sum(quota.values())
         reporter.start("generating", total=total)
         if self.run_phases is not None:
