@@ -289,6 +289,19 @@ def yaml_unknown_field(tmp: Path, csv: Path) -> Action:
     return _yaml(tmp, "method: wasp\nprivacy:\n  epsilom: 2\n")
 
 
+def yaml_key_twice(tmp: Path, csv: Path) -> Action:
+    # plain YAML keeps the last value: this config would have run at epsilon 50
+    return _yaml(tmp, "method: wasp\nprivacy:\n  epsilon: 1\n  delta: 1.0e-5\n  epsilon: 50\n")
+
+
+def label_declared_twice(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(labels="0=negative,1=positive,0=bad"))
+
+
+def labels_with_one_name(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(labels={"0": "negative", "1": "Negative"}))
+
+
 def missing_config_file(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(tmp / "nothere.yaml", progress=False)
 
@@ -394,6 +407,9 @@ CASES = [
     Case(yaml_not_mapping, ConfigError, ("cfg.yaml", "mapping")),
     Case(yaml_invalid, ConfigError, ("cfg.yaml", "YAML", "line 3")),
     Case(yaml_unknown_field, ConfigError, ("privacy.epsilom", "unknown field", "'epsilon'")),
+    Case(yaml_key_twice, ConfigError, ("cfg.yaml", "'epsilon' is given twice", "line 5", "line 3")),
+    Case(label_declared_twice, ConfigError, ("data.labels", "'0' is declared twice")),
+    Case(labels_with_one_name, ConfigError, ("data.labels", "same name 'negative'")),
     Case(missing_config_file, ConfigError, ("nothere.yaml", "dpsynth init")),
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),

@@ -153,17 +153,32 @@ class DataConfig(StrictModel):
             return None
         if isinstance(v, str):
             v = [p.strip() for p in v.split(",") if p.strip()]
+        pairs: list[tuple[str, str]] | None = None
         if isinstance(v, (list, tuple)):
-            out: dict[str, str] = {}
+            pairs = []
             for item in v:
                 key, _, name = str(item).partition("=")
-                out[key.strip()] = (name or key).strip()
-            v = out
-        if isinstance(v, dict):
-            v = {str(k): str(n) for k, n in v.items()}
-            if len(v) < 2:
-                raise ValueError("declare at least two labels")
-        return v
+                pairs.append((key.strip(), (name or key).strip()))
+        elif isinstance(v, dict):
+            pairs = [(str(k), str(n)) for k, n in v.items()]
+        if pairs is None:
+            return v
+        # a label declared twice would keep one of its names silently; two labels with one name would get
+        # the same prompts, so their samples could not differ
+        keys, names = [k for k, _ in pairs], [n.strip().lower() for _, n in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"label {twice[0]!r} is declared twice; declare each label once")
+        same = sorted({n for n in names if names.count(n) > 1})
+        if same:
+            which = [k for k, n in zip(keys, names, strict=True) if n == same[0]]
+            raise ValueError(
+                f"labels {', '.join(map(repr, which))} have the same name {same[0]!r}; the prompts name each "
+                "label, so give each its own name"
+            )
+        if len(pairs) < 2:
+            raise ValueError("declare at least two labels")
+        return dict(pairs)
 
     task: str = Field("text", description="Public task description used in prompts, e.g. 'movie review'.")
     n_private: int = Field(

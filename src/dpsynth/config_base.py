@@ -107,11 +107,38 @@ class NumberOverflowError(yaml.constructor.ConstructorError):
     """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
 
 
-class ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose floats refuse to overflow: only ``.inf`` (or the text ``inf``) means infinity.
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names one key twice (``privacy: {epsilon: 1, epsilon: 50}``)."""
 
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose floats refuse to overflow (only ``.inf``, or the text ``inf``, means
+    infinity) and whose mappings refuse a key given twice.
+
+    Plain YAML keeps the last of two equal keys, so a config that names ``epsilon`` twice would run at
+    whichever came last, silently.  Keys brought in by a merge (``<<: *base``) may still be overridden.
     Used for config files, CLI flag values and a run's config.yaml alike.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader names it
+                continue
+            if first is not key_node:
+                raise DuplicateKeyError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice in one mapping (first on line {first.start_mark.line + 1}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
