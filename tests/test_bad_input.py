@@ -302,6 +302,29 @@ def labels_with_one_name(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(labels={"0": "negative", "1": "Negative"}))
 
 
+def _records_in_memory(csv: Path, kind: str) -> Any:
+    rows = _rows(csv)
+    if kind == "list":
+        return rows.to_dict("records")
+    if kind == "dict":
+        return rows.to_dict("list")
+    datasets = pytest.importorskip("datasets")
+    return datasets.DatasetDict({"train": datasets.Dataset.from_pandas(rows)})
+
+
+def _in_memory(kind: str) -> Callable[[Path, Path], Action]:
+    def setup(tmp: Path, csv: Path) -> Action:
+        cfg = Config.model_validate(_raw(csv, tmp / "run"))
+        records = _records_in_memory(csv, kind)  # the error used to print them: the private text
+        gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+        return lambda: dpsynth.synthesize(
+            cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False
+        )
+
+    setup.__name__ = f"private_as_a_{kind}"
+    return setup
+
+
 def missing_config_file(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(tmp / "nothere.yaml", progress=False)
 
@@ -410,6 +433,9 @@ CASES = [
     Case(yaml_key_twice, ConfigError, ("cfg.yaml", "'epsilon' is given twice", "line 5", "line 3")),
     Case(label_declared_twice, ConfigError, ("data.labels", "'0' is declared twice")),
     Case(labels_with_one_name, ConfigError, ("data.labels", "same name 'negative'")),
+    Case(_in_memory("list"), DataError, ("private: a list", "DataFrame")),
+    Case(_in_memory("dict"), DataError, ("private: a dict", "DataFrame")),
+    Case(_in_memory("datasetdict"), DataError, ("private: a DatasetDict", "dataset_dict['train']")),
     Case(missing_config_file, ConfigError, ("nothere.yaml", "dpsynth init")),
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),

@@ -15,6 +15,7 @@ from typing import Any, cast
 from dpsynth.config import Config, load_config
 from dpsynth.data import (
     LabelType,
+    check_source,
     in_memory_source,
     is_in_memory_source,
     is_integer_label,
@@ -140,6 +141,7 @@ def synthesize(
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
+    check_source(private)  # before anything is created, and without printing it
     if config.out is None:
         if resume:
             raise ConfigError("out: resuming needs out, the run directory to continue (--out DIR)")

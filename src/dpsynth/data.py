@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import json
+import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,28 @@ def is_in_memory_source(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(IN_MEMORY_PREFIX)
 
 
+def check_source(source: Any, what: str = "private") -> None:
+    """Refuse a source of records (``what``: private data, a test split) that is neither a path nor a
+    table dpsynth reads.
+
+    Anything else used to be read as a file name, and the error then printed the object itself: for a
+    list of records, the private text.  The message names only the object's type.
+    """
+    if source is None or isinstance(source, (str, os.PathLike, pd.DataFrame)) or _is_hf_dataset(source):
+        return
+    name = type(source).__name__
+    if name == "DatasetDict":
+        raise DataError(f"{what}: a DatasetDict holds several splits; pass one, e.g. dataset_dict['train']")
+    raise DataError(
+        f"{what}: a {name} is not a source dpsynth reads; pass a file path, a pandas DataFrame or a "
+        "datasets.Dataset (pandas.DataFrame(records) makes a DataFrame of a list of records or a dict of columns)"
+    )
+
+
+def _is_hf_dataset(source: Any) -> bool:
+    return hasattr(source, "to_pandas") and hasattr(source, "column_names")
+
+
 # ---------------------------------------------------------------- reading files
 def read_table(
     source: str | Path | Any, encoding: str = "utf-8", keep: Mapping[str, Collection[str]] | None = None
@@ -105,7 +128,8 @@ def _read_strings(source: str | Path | Any, encoding: str) -> pd.DataFrame:
         return _as_str(_unique_columns(source, "dataset"))
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
         return _as_str(_unique_columns(source.to_pandas(), "dataset"))
-    path = Path(str(source)).expanduser()
+    check_source(source, "records")
+    path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"{path}: file does not exist; check --private / data.private")
     if path.is_dir():
