@@ -295,14 +295,19 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 class _Mute(CrashingGenerator):
-    """Writes nothing usable for the positive class: every round ends short of positive samples."""
+    """Writes one usable positive sample in five requests: every round ends short of positive samples (a class
+    left with none at all would stop the run)."""
+
+    positive_asks = 0
 
     def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
         out = super().generate(requests, on_completion)
         for i, r in enumerate(requests):
             text = r.prompt if r.prompt is not None else "\n".join(m.content for m in r.messages or ())
             if "positive" in text:
-                out[i] = dataclasses.replace(out[i], text="meh")
+                self.positive_asks += 1
+                if self.positive_asks % 5:
+                    out[i] = dataclasses.replace(out[i], text="meh")
         return out
 
 

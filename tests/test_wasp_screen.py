@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+import dpsynth
+from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest
 from dpsynth.methods.wasp_screen import OutputScreen, normalize, rejections
 
-from .conftest import fake_run_config
+from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
 LONG = "This film kept me watching until the very end, and the acting was superb throughout."
 
@@ -110,3 +116,66 @@ def test_only_outputs_the_token_limit_stopped_are_cut_to_whole_sentences(tmp_pat
     ]
     kept = screen.candidates(outputs, {"1": 1, "0": 1}, Counter())
     assert kept == [("1", LONG), ("0", raw.replace("superb", "poor"))]
+
+
+class _JunkFor(FakeGenerator):
+    """A FakeGenerator whose outputs for prompts naming ``label`` are unusable ("ok"), like a backend that
+    fails on one class; label None: a plain FakeGenerator."""
+
+    def __init__(self, name: str, label: str | None) -> None:
+        super().__init__(name)
+        self.label = label
+
+    def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+        out = super().generate(requests, on_completion)
+        texts = [r.prompt if r.prompt is not None else " ".join(m.content for m in r.messages or ()) for r in requests]
+        if self.label is None:
+            return out
+        return [Completion("ok", 1, 5) if self.label in t else c for c, t in zip(out, texts, strict=True)]
+
+
+def test_a_class_with_no_usable_sample_stops_the_run_and_resume_retries_it(private_csv: Path, tmp_path: Path) -> None:
+    """It used to finish with that class missing from the released set (and epsilon spent), or, in the
+    seed round, mark the round done so that every resume stopped at the vote."""
+    run = tmp_path / "run"
+    cfg = fake_run_config(private_csv, run, n_synthetic=20, wasp=dict(rounds=1, q=2))
+    with pytest.raises(GeneratorError, match=r"round 0: no usable sample of 'negative'.*unusable \d+.*--resume"):
+        dpsynth.synthesize(cfg, generators={g: _JunkFor(g, "negative") for g in "ab"}, embedder=FakeEmbedder())
+    rounds = json.loads((run / "rounds.json").read_text())
+    assert [(r["round"], r["complete"]) for r in rounds] == [(0, False)]
+    assert not (run / "ledger.json").exists() or json.loads((run / "ledger.json").read_text())["releases"] == []
+    res = dpsynth.synthesize(
+        cfg, resume=True, generators={g: _JunkFor(g, None) for g in "ab"}, embedder=FakeEmbedder(), progress=False
+    )
+    assert len(res) == 20 and {r["label"] for r in res.records} == {0, 1}
+
+
+def test_zero_shot_with_only_junk_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
+    cfg = fake_run_config(Path("/unused.csv"), tmp_path / "zs", method="zero-shot", n_synthetic=4)
+    gens = {g: _JunkFor(g, "e") for g in "ab"}  # every prompt names a label with an "e"
+    with pytest.raises(GeneratorError, match="no usable sample of 'negative', 'positive'"):
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+
+
+def test_a_class_left_short_is_named_in_the_warning(
+    private_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Stingy(FakeGenerator):
+        """Writes one usable positive sample in all, then only junk for that class."""
+
+        given = 0
+
+        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+            out = super().generate(requests, on_completion)
+            for i, r in enumerate(requests):
+                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
+                    Stingy.given += 1
+                    if Stingy.given > 1:
+                        out[i] = Completion("ok", 1, 5)
+            return out
+
+    cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        res = dpsynth.synthesize(cfg, generators={g: Stingy(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
+    assert len(res) == 6
+    assert any("4 samples short after retries (positive 4; outputs rejected: unusable" in m for m in caplog.messages)

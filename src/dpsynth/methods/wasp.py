@@ -44,7 +44,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
     vote_population,
     votes_released,
 )
-from dpsynth.methods.wasp_screen import OutputScreen, rejections
+from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
 from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.prompts import PromptBuilder
@@ -504,12 +504,9 @@ class WaspRun:
                 break
             self._fill(g, plan, by_id, deficit)
         deficit = self._deficit(plan)
-        if any(deficit.values()):
-            log.warning(
-                "round %d: %d samples short after retries (unusable or duplicate outputs)",
-                t,
-                sum(deficit.values()),
-            )
+        if any(deficit.values()):  # a class left with no sample stops the run: the round stays unfinished
+            got = Counter(s.label for s in self.samples if s.round == t)
+            check_shortfall(t, deficit, got, self.label_names, self._outcomes.values())
         self._save_round(plan, complete=True)
         log.info("round %d done: %d samples accepted", t, sum(1 for s in self.samples if s.round == t))
 

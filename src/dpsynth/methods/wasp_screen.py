@@ -17,12 +17,16 @@ synthetic text and public label names, so screening is post-processing and costs
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from dpsynth.config import Config
+from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, Generator, TokenCounter
 from dpsynth.prompts import clean_output, copies_example, judge_request, judge_verdict
+
+log = logging.getLogger("dpsynth")
 
 
 def normalize(text: str) -> str:
@@ -123,3 +127,41 @@ def rejections(outcomes: Iterable[Counter[str]], *, judged: bool) -> list[str]:
     if dropped:
         parts.append(f"{dropped} dropped")
     return parts
+
+
+def check_shortfall(
+    t: int,
+    deficit: Mapping[str, int],
+    got: Mapping[str, int],
+    names: Mapping[str, str],
+    outcomes: Iterable[Counter[str]],
+) -> None:
+    """After a round's retries: warn of the samples it lacks, class by class, and stop the run when a
+    class it was asked for got none at all.
+
+    A set that lacks a class cannot train a classifier of it, and a vote cannot rank a class it has no
+    sample of, so such a round must not count as done; the caller keeps it unfinished, and
+    ``dpsynth run --resume`` retries it once the generators are fixed.  Counts only: never a text."""
+    short = {c: n for c, n in deficit.items() if n > 0}
+    if not short:
+        return
+    n: Counter[str] = Counter()
+    for outcome in outcomes:
+        n.update(outcome)
+    reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in n.most_common() if k != "accepted") or "none"
+    empty = [names.get(c, c) for c in short if got.get(c, 0) == 0]
+    if empty:
+        raise GeneratorError(
+            f"round {t}: no usable sample of {', '.join(map(repr, empty))} after retries (the outputs rejected "
+            f"this round: {reasons}); the generators write nothing the clean-up keeps for "
+            f"{'that class' if len(empty) == 1 else 'those classes'}. Check them (run.log, --verbose); "
+            "`dpsynth run --resume --out DIR` retries the round"
+        )
+    per_class = ", ".join(f"{names.get(c, c)} {k}" for c, k in short.items())
+    log.warning(
+        "round %d: %d samples short after retries (%s; outputs rejected: %s)",
+        t,
+        sum(short.values()),
+        per_class,
+        reasons,
+    )
