@@ -141,6 +141,26 @@ def _journal(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "samples.journal.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def test_a_run_started_with_a_relative_path_resumes_from_another_folder(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.yaml used to keep data.private as typed ("good.csv"): from another folder the resume could not
+    find it, and naming it from there ("in/good.csv") was refused as another value."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.csv").write_bytes(private_csv.read_bytes())
+    monkeypatch.chdir(tmp_path / "in")
+    cfg = fake_run_config(Path("good.csv"), Path("kt"))
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    stored = yaml.safe_load((tmp_path / "in" / "kt" / "config.yaml").read_text())
+    assert stored["data"]["private"] == str(tmp_path / "in" / "good.csv")
+    monkeypatch.chdir(tmp_path)
+    again = Config.model_validate({"out": "in/kt", "data": {"private": "in/good.csv"}})
+    res = _run(again, _gens(), resume=True)
+    assert len(res) == 60
+    assert not res.already_complete and _run(Config(out="in/kt"), _gens(), resume=True).already_complete
+
+
 def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = fake_run_config(private_csv, out)  # many non-default fields

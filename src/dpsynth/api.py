@@ -19,6 +19,7 @@ from dpsynth.data import (
     in_memory_source,
     is_in_memory_source,
     is_integer_label,
+    local_source,
     output_label_type,
     to_hf_dataset,
     typed_labels,
@@ -114,7 +115,7 @@ def recorded_config(config: Config, private: Any) -> Config:
     """
     if private is None:
         return config
-    source = str(private) if isinstance(private, (str, Path)) else in_memory_source(private)
+    source = local_source(str(private)) if isinstance(private, (str, Path)) else in_memory_source(private)
     return config.model_copy(update={"data": config.data.model_copy(update={"private": source})})
 
 

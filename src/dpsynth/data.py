@@ -64,6 +64,16 @@ def is_in_memory_source(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(IN_MEMORY_PREFIX)
 
 
+def local_source(source: Any) -> Any:
+    """``source`` as config.yaml records it: a file or folder that exists here as an absolute path, so that
+    ``--resume`` finds it from any working directory; anything else (an embedded set, a hub id, in-memory
+    records) unchanged."""
+    if not isinstance(source, str) or not source.strip() or is_in_memory_source(source):
+        return source
+    path = Path(source).expanduser()
+    return os.path.abspath(path) if path.exists() else source
+
+
 def check_source(source: Any, what: str = "private") -> None:
     """Refuse a source of records (``what``: private data, a test split) that is neither a path nor a
     table dpsynth reads.

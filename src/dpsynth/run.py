@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel
 
 from dpsynth.config import SECTION_USERS, Config, field_names, load_yaml, set_dotted
-from dpsynth.data import is_in_memory_source
+from dpsynth.data import is_in_memory_source, local_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
@@ -206,10 +206,15 @@ class RunDir:
             if not exists:
                 raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
             stored_raw = self.stored_raw()
+            if isinstance(stored_raw.get("data"), dict) and "private" in stored_raw["data"]:
+                # a relative path recorded by an older version: the same file when it exists from here
+                stored_raw["data"]["private"] = local_source(stored_raw["data"]["private"])
             stored = Config.model_validate(stored_raw)
             given = explicit_fields(config)
             if private_given:
                 given.pop("data.private", None)  # synthesize(private=...) overrides it anyway
+            elif "data.private" in given:
+                given["data.private"] = local_source(given["data.private"])
             merged_raw = copy.deepcopy(stored_raw)
             for key, value in given.items():
                 set_dotted(merged_raw, key, value)
@@ -237,7 +242,8 @@ class RunDir:
             raise ResumeError(
                 f"out: {self.path} already holds a run; pass --resume to continue it or choose another --out"
             )
-        return config
+        private = local_source(config.data.private)  # so that --resume finds it from anywhere
+        return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
 
     def stored_raw(self) -> dict[str, Any]:
         """The run's config.yaml as a mapping (a damaged file is a one-line ResumeError)."""
