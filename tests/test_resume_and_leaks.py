@@ -23,6 +23,7 @@ from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.voting import top_q_sensitivity
+from dpsynth.report import build_report
 
 from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
 
@@ -159,6 +160,37 @@ def test_a_run_started_with_a_relative_path_resumes_from_another_folder(
     res = _run(again, _gens(), resume=True)
     assert len(res) == 60
     assert not res.already_complete and _run(Config(out="in/kt"), _gens(), resume=True).already_complete
+
+
+@pytest.mark.parametrize("damage", ["{", '{"a": 1}', "[1, 2]"])
+def test_a_damaged_rounds_json_is_named_and_the_run_resumes_without_it(
+    private_csv: Path, tmp_path: Path, damage: str
+) -> None:
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))  # killed in round 2
+    (out / "rounds.json").write_text(damage)
+    with pytest.raises(ResumeError, match=r"rounds.json: damaged .*move it aside"):
+        _run(cfg, _gens(), resume=True)
+    with pytest.raises(DpsynthError, match=r"rounds.json: damaged"):
+        build_report(out)
+    (out / "rounds.json").rename(tmp_path / "rounds.json.bad")  # what the message says to do
+    ledger = json.loads((out / "ledger.json").read_text())["releases"]
+    res = _run(cfg, _gens(), resume=True)
+    assert len(res) == 60
+    assert json.loads((out / "ledger.json").read_text())["releases"][: len(ledger)] == ledger  # nothing re-spent
+    assert res.privacy["epsilon"] <= 4.0
+
+
+def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    cache = out / "embeddings.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # torn
+    assert len(_run(cfg, _gens(), resume=True)) == 60
 
 
 def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: Path, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ embeddings stay in memory (an embedding of a private record is private data).
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +18,8 @@ import numpy as np
 
 from dpsynth.errors import ConfigError
 from dpsynth.io import atomic_write_bytes
+
+log = logging.getLogger("dpsynth")
 
 EMBEDDED_MINILM = "all-MiniLM-L6-v2"
 
@@ -98,11 +102,18 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         if self.path and self.path.exists():
-            data = np.load(self.path, allow_pickle=False)
-            if str(data["model"]) == model:
-                for i, k in enumerate(data["keys"].tolist()):
-                    self._index[k] = i
-                self._rows = list(data["vectors"])
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    if str(data["model"]) == model:
+                        keys, rows = data["keys"].tolist(), list(data["vectors"])
+                        if len(keys) != len(rows):
+                            raise ValueError("keys and vectors differ in number")
+                        self._index = {k: i for i, k in enumerate(keys)}
+                        self._rows = rows
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                # a cache: embedding again gives the same vectors, so a damaged file costs time, not the run
+                log.warning("%s: damaged (%s); embedding its texts again", self.path, type(exc).__name__)
+                self._index, self._rows = {}, []
 
     def key(self, text: str) -> str:
         return hashlib.sha256(f"{self.model}\x00{text}".encode()).hexdigest()

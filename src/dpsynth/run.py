@@ -23,6 +23,7 @@ tests/test_structure.py checks)::
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -280,6 +281,25 @@ class RunDir:
 
     def save_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_json(self.rounds, rounds)
+
+    def load_rounds(self) -> list[dict[str, Any]]:
+        """rounds.json's entries, [] before the first round is saved.  A damaged file is an error that says
+        how to recover: it only summarises the rounds, and a resume without it redoes nothing that the
+        journal, the votes and the ledger hold (only the recorded outcomes, tokens and times are lost)."""
+        if not self.rounds.exists():
+            return []
+        try:
+            data = json.loads(self.rounds.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("round"), int) and not isinstance(r["round"], bool) for r in data
+        ):
+            raise ResumeError(
+                f"{self.rounds}: damaged (not a list of rounds); it only summarises the rounds: move it aside and "
+                "`dpsynth run --resume` continues without it"
+            )
+        return data
 
 
 # the run directory's paths relative to it (``IN_RUN_DIR.adapter`` is ``adapter``): for the reports that name them

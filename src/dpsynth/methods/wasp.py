@@ -17,7 +17,6 @@ resume, so a killed run never re-spends budget and keeps what it generated.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -141,9 +140,7 @@ class WaspRun:
         self._class_counts: list[ClassCounts] = []  # per released vote, for the class shares
         self._warned_weak_vote = False
         self.tokens = {g: TokenCounter() for g in generators}
-        self.round_log: list[dict[str, Any]] = (
-            json.loads(run_dir.rounds.read_text(encoding="utf-8")) if run_dir.rounds.exists() else []
-        )
+        self.round_log: list[dict[str, Any]] = run_dir.load_rounds()
         # rounds.json counts tokens from the start of the run: a resumed run continues the last count
         last: dict[str, Any] = max(self.round_log, key=lambda r: r["round"], default={})
         self._tokens_base: dict[str, int] = dict(last.get("completion_tokens") or {})

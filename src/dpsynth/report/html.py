@@ -435,7 +435,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
     raw_priv = _read_json(RunDir(rd).privacy)
-    rounds = _read_json(RunDir(rd).rounds)
+    rounds = RunDir(rd).load_rounds() or None
     evaluation = _read_json(rd / EVALUATION_FILE)
     cfg, cfg_text = _read_config(rd)
     records = _read_synthetic(rd)
