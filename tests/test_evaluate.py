@@ -478,6 +478,21 @@ def test_test_set_is_required_unless_the_run_used_embedded_imdb(
     assert err.startswith("error: --test: ") and "\n" not in err
 
 
+def test_a_run_on_other_labels_does_not_default_to_the_embedded_split(
+    fake_default_embedder: None, embedded_run: Path, tmp_path: Path
+) -> None:
+    """A zero-shot run asked for ham / spam keeps data.private = embedded:imdb and the label values 0 / 1: it
+    used to be scored against IMDb reviews with only a note."""
+    import yaml
+
+    cfg = yaml.safe_load((embedded_run / "config.yaml").read_text())
+    cfg["data"]["labels"] = {"0": "ham", "1": "spam"}
+    (embedded_run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"^--test: the run's labels .*'spam'.* are not those of embedded:imdb"):
+        evaluate(embedded_run, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert not (embedded_run / "evaluation.json").exists()
+
+
 def test_embedded_run_defaults_to_its_test_split_with_references(
     fake_default_embedder: None, embedded_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

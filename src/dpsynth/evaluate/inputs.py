@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,14 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     if test is not None:
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    declared = run_data_config(run_cfg).get("labels")
+    if embedded is not None and isinstance(declared, dict) and _names(declared) != _names(embedded.labels):
+        # e.g. a zero-shot run asked for spam / ham: the same label values, other classes
+        raise ConfigError(
+            f"--test: the run's labels {_names(declared)} are not those of {embedded.source} "
+            f"{_names(embedded.labels)}, whose test split would be the default; give the real held-out data "
+            "of this task (--test FILE: CSV/JSONL/Parquet)"
+        )
     if embedded is not None:
         return embedded.source, (
             f"no --test given: the run used data.private = {embedded.source}, so its fixed "
@@ -167,6 +175,10 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
         f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
         "there is no default test set"
     )
+
+
+def _names(labels: Mapping[Any, Any]) -> dict[str, str]:
+    return {str(k): str(v).strip().lower() for k, v in labels.items()}
 
 
 def load_test(
