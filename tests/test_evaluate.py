@@ -647,3 +647,23 @@ def test_real_minilm_on_imdb_reviews(tmp_path: Path) -> None:
     lc = f["label_consistency"]
     assert lc["real_reference"] > 0.6 and abs(lc["score"] - lc["real_reference"]) < 0.15
     assert list(tmp_path.glob("all-MiniLM-L6-v2-seq256.npz"))
+
+
+def test_a_latin1_test_file_is_read_with_test_encoding(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error used to suggest --encoding, which `evaluate` did not have: latin-1 held-out data could not
+    be scored at all."""
+    from dpsynth.cli import main
+
+    test = _reviews(60, 3)
+    test.loc[3, "text"] += " café"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(test.to_csv(index=False).encode("latin-1"))
+    args = ["evaluate", "--synthetic", str(run_dir), "--test", str(latin), "--no-fidelity", "--no-write"]
+    with pytest.raises(SystemExit):
+        main([*args, "--quiet"])
+    err = capsys.readouterr().err
+    assert "latin.csv: not valid utf-8" in err and "--test-encoding" in err
+    main([*args, "--quiet", "--test-encoding", "latin-1"])
+    assert "test:      60 records from" in capsys.readouterr().out

@@ -53,6 +53,7 @@ from dpsynth.io import atomic_write_bytes
 # data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
 # Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
 IN_MEMORY_PREFIX = "in-memory:"
+ENCODING_OPTION = "data.encoding (--encoding)"  # where a run's files name their encoding
 
 
 def in_memory_source(records: Any) -> str:
@@ -98,7 +99,10 @@ def _is_hf_dataset(source: Any) -> bool:
 
 # ---------------------------------------------------------------- reading files
 def read_table(
-    source: str | Path | Any, encoding: str = "utf-8", keep: Mapping[str, Collection[str]] | None = None
+    source: str | Path | Any,
+    encoding: str = "utf-8",
+    keep: Mapping[str, Collection[str]] | None = None,
+    encoding_option: str = ENCODING_OPTION,
 ) -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
@@ -120,7 +124,7 @@ def read_table(
     Every failure is a one-line ``DataError`` naming the file (and line or byte) and the fix, never a
     record's content.
     """
-    df = _read_strings(source, encoding)
+    df = _read_strings(source, encoding, encoding_option)
     kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
 
     def blank_placeholders(col: pd.Series) -> pd.Series:
@@ -132,7 +136,7 @@ def read_table(
     return df.apply(blank_placeholders)
 
 
-def _read_strings(source: str | Path | Any, encoding: str) -> pd.DataFrame:
+def _read_strings(source: str | Path | Any, encoding: str, encoding_option: str = ENCODING_OPTION) -> pd.DataFrame:
     """The table with every cell a string and real missing values (NaN, None, JSON null) as ''."""
     if isinstance(source, pd.DataFrame):
         return _as_str(_unique_columns(source, "dataset"))
@@ -175,7 +179,7 @@ def _read_strings(source: str | Path | Any, encoding: str) -> pd.DataFrame:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions") from None
-    text = _decode(raw, encoding, path)
+    text = _decode(raw, encoding, path, encoding_option)
     if not text.strip():
         raise DataError(f"{path}: file is empty (only whitespace); it needs at least one record")
     if suffix in (".jsonl", ".ndjson"):
@@ -244,20 +248,21 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 
 
-def _decode(raw: bytes, encoding: str, path: Path) -> str:
+def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION) -> str:
+    """``option``: the setting that names the encoding where the file is read (a run's or evaluate's)."""
     codec = encoding
     try:
         if codecs.lookup(encoding).name == "utf-8":
             codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
     except LookupError:
-        raise DataError(f"data.encoding: unknown encoding {encoding!r}; use e.g. --encoding latin-1") from None
+        raise DataError(f"{option}: unknown encoding {encoding!r}; use e.g. latin-1") from None
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
             f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
-            f"UTF-8 or set data.encoding (e.g. --encoding latin-1)"
+            f"UTF-8 or set {option} (e.g. latin-1)"
         ) from None
 
 

@@ -24,6 +24,9 @@ def evaluate_cmd(
     label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),
     test_text_column: str | None = typer.Option(None, "--test-text-column", help="Text column of the test set."),
     test_label_column: str | None = typer.Option(None, "--test-label-column", help="Label column of the test set."),
+    test_encoding: str = typer.Option(
+        "utf-8", "--test-encoding", help="Encoding of a CSV/JSONL test file, e.g. latin-1 (default UTF-8)."
+    ),
     classifier: str = typer.Option(
         "logreg",
         "--classifier",
@@ -82,6 +85,7 @@ def evaluate_cmd(
         label_column=label_column,
         test_text_column=test_text_column,
         test_label_column=test_label_column,
+        test_encoding=test_encoding,
         classifiers=classifiers,
         seeds=range(seeds),
         fidelity_metrics=not no_fidelity,

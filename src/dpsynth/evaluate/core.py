@@ -70,6 +70,7 @@ def evaluate(
     label_column: str = "label",
     test_text_column: str | None = None,
     test_label_column: str | None = None,
+    test_encoding: str = "utf-8",
     classifiers: Sequence[str] = (downstream.LOGREG,),
     seeds: Sequence[int] = (0, 1, 2),
     fidelity_metrics: bool = True,
@@ -95,6 +96,8 @@ def evaluate(
     ``"embedded:imdb"``, 2,000 IMDb reviews; ``"embedded:newsgroups"``, 1,531 posts).  Required, except
     for a run directory whose config.yaml shows the run used one of them as ``data.private``: that
     run's test split is then the default (``notes`` says so).
+    test_encoding: the encoding of a CSV/JSON/JSONL test file (real held-out data often comes from tools
+    that write latin-1).
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
     ``"finetune"`` (MiniLM fine-tuned, once per seed).  ``logreg`` always runs: it gives the headline.
     seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
@@ -131,7 +134,9 @@ def evaluate(
     notes = [test_note] if test_note else []
     for n in notes:
         say(n)
-    tst = load_test(test, test_text_column or text_column, test_label_column or label_column, set(syn.labels))
+    tst = load_test(
+        test, test_text_column or text_column, test_label_column or label_column, set(syn.labels), test_encoding
+    )
     warnings = check_labels(syn, tst)
     for w in warnings:
         log.warning(w)

@@ -182,7 +182,11 @@ def _names(labels: Mapping[Any, Any]) -> dict[str, str]:
 
 
 def load_test(
-    source: Any, text_column: str = "text", label_column: str = "label", labels: Collection[str] = ()
+    source: Any,
+    text_column: str = "text",
+    label_column: str = "label",
+    labels: Collection[str] = (),
+    encoding: str = "utf-8",
 ) -> LabelledTexts:
     """An embedded dataset's fixed test split (``embedded:imdb``: 2,000 IMDb reviews,
     ``embedded:newsgroups``: 1,531 posts) or any table source.  ``labels`` (the synthetic set's) are read
@@ -194,7 +198,7 @@ def load_test(
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
             raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
-        df = read_table(source, keep={label_column: labels})
+        df = read_table(source, encoding, keep={label_column: labels}, encoding_option="--test-encoding")
         where = str(source) if isinstance(source, (str, Path)) else "test data"
     return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
 
