@@ -325,6 +325,10 @@ def _in_memory(kind: str) -> Callable[[Path, Path], Action]:
     return setup
 
 
+def data_file_as_config(tmp: Path, csv: Path) -> Action:
+    return lambda: dpsynth.synthesize(csv, progress=False)  # `dpsynth run private.csv`
+
+
 def missing_config_file(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(tmp / "nothere.yaml", progress=False)
 
@@ -436,6 +440,7 @@ CASES = [
     Case(_in_memory("list"), DataError, ("private: a list", "DataFrame")),
     Case(_in_memory("dict"), DataError, ("private: a dict", "DataFrame")),
     Case(_in_memory("datasetdict"), DataError, ("private: a DatasetDict", "dataset_dict['train']")),
+    Case(data_file_as_config, ConfigError, ("private.csv", "looks like a data file", "--private")),
     Case(missing_config_file, ConfigError, ("nothere.yaml", "dpsynth init")),
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from dpsynth.cli import app, main, parse_overrides
 from dpsynth.config import Config, load_config
 from dpsynth.errors import ConfigError, ResumeError
 
-from .conftest import CrashingGenerator, FakeEmbedder
+from .conftest import CrashingGenerator, FakeEmbedder, FakeGenerator
 
 runner = CliRunner()
 SQRT_8_3 = math.sqrt(8 / 3)  # Top-Q sensitivity with the far vote, Q = 1 ... golden table of docs/privacy.md
@@ -406,6 +407,31 @@ def test_ctrl_c_names_the_run_and_resume_needs_only_out(
     built = _fake_cli_backends(monkeypatch, crash_at=1)
     main([*_cli_run_args(private_csv, out), "--resume"])
     assert "already complete" in capsys.readouterr().out and built == []
+
+
+def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    """A scheduler's stop (SIGTERM) used to end the run without a word."""
+    out = tmp_path / "run"
+    built = _fake_cli_backends(monkeypatch, crash_at=None)
+
+    def terminate_on_second_call(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return FakeGenerator.generate(self, requests, on_completion)
+
+    monkeypatch.setattr(CrashingGenerator, "generate", terminate_on_second_call)
+    before = signal.getsignal(signal.SIGTERM)
+    code, err = _main_error(_cli_run_args(private_csv, out), capsys)
+    assert built and code == 143
+    assert err.strip() == f"interrupted; continue with `dpsynth run --resume --out {shlex.quote(str(out))}`"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
+    monkeypatch.undo()
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["run", "--resume", "--out", str(out), "--quiet"])
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
 
 
 def _entry_points() -> list[list[str]]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
+import threading
 import typing
 from typing import NoReturn
 
@@ -330,18 +332,34 @@ def _interrupted(exc: BaseException | None = None) -> str:
     return f"interrupted; continue with `{command} --resume --out {shlex.quote(str(run_dir))}`"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop), handled like Ctrl-C: the same clean stop, and the run says
+    how to resume instead of vanishing without a word."""
+
+
+_TERMINATED = False  # typer turns the interrupt into exit code 130: the code for SIGTERM is set from this
+
+
+def _terminate(signum: int, frame: object) -> None:
+    global _TERMINATED
+    _TERMINATED = True
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes print one ``error:`` line and exit 2, never a traceback."""
-    global _RUN
-    _RUN = None
+    global _RUN, _TERMINATED
+    _RUN, _TERMINATED = None, False
     click_exc, usage_error, abort, no_args_help = _click_exceptions()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)
     except DpsynthError as exc:
         _fail(str(exc) or type(exc).__name__)
     except KeyboardInterrupt as exc:
         print(_interrupted(exc), file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except no_args_help as exc:  # bare `dpsynth` / `dpsynth privacy`: show the help
@@ -356,10 +374,14 @@ def main(argv: list[str] | None = None) -> None:
     except abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     # without standalone mode, typer returns (not raises) the exit code of ctx.exit() and of Ctrl-C
     if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
         if rv == 130:
             print(_interrupted(), file=sys.stderr)
+            rv = 128 + signal.SIGTERM if _TERMINATED else rv
         sys.exit(rv)
 
 

@@ -468,18 +468,26 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             what = "is a folder, not a file" if p.is_dir() else "does not exist"
             raise ConfigError(f"config file {p} {what}; create one with `dpsynth init {p}`")
+        # `dpsynth run data.csv`: the positional argument is the config file, not the private data
+        data_hint = (
+            f"; {p.name} looks like a data file: pass it with --private {p}"
+            if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".gz")
+            else ""
+        )
         try:
             loaded = load_yaml(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML{data_hint}"
+            ) from None
         except NumberOverflowError as exc:
             raise ConfigError(f"config file {p}: {mark_text(exc)}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}{data_hint}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}")
+            raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}{data_hint}")
         raw = loaded
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
