@@ -125,6 +125,14 @@ def empty_file(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "zero.csv", b""))
 
 
+def empty_jsonl(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "zero.jsonl", b""))
+
+
+def empty_json_list(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, _bytes(tmp, "none.json", b"[]"))
+
+
 def header_only(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "header.csv", b"review,sentiment\n"))
 
@@ -391,7 +399,9 @@ class Case:
 
 CASES = [
     # files
-    Case(empty_file, DataError, ("zero.csv", "empty")),
+    Case(empty_file, DataError, ("zero.csv", "empty", "a header row")),
+    Case(empty_jsonl, DataError, ("zero.jsonl", "empty", "it needs at least one record")),  # no header in JSONL
+    Case(empty_json_list, DataError, ("none.json", "holds no records")),
     Case(header_only, DataError, ("header.csv", "no records")),
     Case(folder_not_dataset, DataError, ("somefolder", "Hugging Face dataset")),
     Case(garbage_parquet, DataError, ("garbage.parquet", "Parquet")),

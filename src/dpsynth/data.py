@@ -167,7 +167,8 @@ def _read_strings(source: str | Path | Any, encoding: str, encoding_option: str 
     try:
         size = path.stat().st_size
         if size == 0:
-            raise DataError(f"{path}: file is empty (0 bytes); it needs a header row and at least one record")
+            what = "a header row and at least one record" if suffix in (".csv", ".tsv") else "at least one record"
+            raise DataError(f"{path}: file is empty (0 bytes); it needs {what}")
         if suffix in (".parquet", ".pq"):
             try:
                 table = pd.read_parquet(path)

@@ -107,7 +107,7 @@ def load_private(
         df = read_table(source, encoding, keep={label_column: labels})  # a label declared as "None" is data
         where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if len(df) == 0:
-        raise DataError(f"{where}: has a header but no records; add at least two records per label")
+        raise DataError(f"{where}: holds no records; add at least two records per label")
     require_columns(df, where, {"data.text_column": text_column, "data.label_column": label_column})
     texts = [str(t) for t in df[text_column].tolist()]
     values = [norm_label(v) for v in df[label_column].tolist()]
@@ -165,7 +165,7 @@ def load_qa_pairs(
 
     df = read_table(medmcqa_private(m_private, seed) if source is None else source, encoding)
     if len(df) == 0:
-        raise DataError(f"{where}: has a header but no records")
+        raise DataError(f"{where}: holds no records")
     require_columns(df, where, {"knowledgesg.instruction_column": qcol, "knowledgesg.response_column": acol})
     q = [str(x) for x in df[qcol].tolist()]
     a = [str(x) for x in df[acol].tolist()]
