@@ -229,6 +229,12 @@ def undeclared_label(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _csv(tmp, df))
 
 
+def empty_label(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv)
+    df.loc[[2, 6], "sentiment"] = ["", "NaN"]  # blank, and what a spreadsheet writes for a missing cell
+    return _later(tmp, _csv(tmp, df))
+
+
 def labels_not_declared(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(labels=None))
 
@@ -428,6 +434,7 @@ CASES = [
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
+    Case(empty_label, DataError, ("edited.csv", "2 record(s) have an empty 'sentiment'", "rows 4, 8")),
     Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
     # config
     Case(epsilon_zero, ConfigError, ("privacy.epsilon", "> 0")),

@@ -117,6 +117,12 @@ def load_private(
             f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
             "remove or fill them"
         )
+    blank = [i for i, v in enumerate(values) if v == "" and "" not in labels]
+    if blank:
+        raise DataError(
+            f"{where}: {len(blank)} record(s) have an empty {label_column!r} ({_rows(source, blank)}); "
+            "fill or remove them"
+        )
     unknown = [i for i, v in enumerate(values) if v not in labels]
     if unknown:
         raise DataError(
