@@ -434,6 +434,23 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
 
 
+def test_a_backend_failing_mid_run_names_the_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    out = tmp_path / "run"
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: FakeGenerator(gc.name, fail=True))
+    code, err = _main_error(_cli_run_args(private_csv, out), capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert (
+        "every request failed" in err
+        and f"the run is kept: once that is fixed, `dpsynth run --resume --out {out}`" in err
+    )
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["run", "--resume", "--out", str(out), "--quiet"])
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
+
+
 def _entry_points() -> list[list[str]]:
     script = Path(sys.executable).with_name("dpsynth")
     return [[sys.executable, "-m", "dpsynth"], [str(script)]]

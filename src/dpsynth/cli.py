@@ -32,7 +32,7 @@ from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of th
     flags_help,
     parse_overrides,
 )
-from dpsynth.errors import ConfigError, DpsynthError
+from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
 
@@ -332,6 +332,15 @@ def _interrupted(exc: BaseException | None = None) -> str:
     return f"interrupted; continue with `{command} --resume --out {shlex.quote(str(run_dir))}`"
 
 
+def _with_resume(exc: DpsynthError) -> str:
+    """The error, and for a generator that failed mid-run the command that continues the run kept on disk."""
+    message = str(exc) or type(exc).__name__
+    run_dir = getattr(exc, "dpsynth_run_dir", None)
+    if _RUN is None or run_dir is None or not isinstance(exc, GeneratorError) or "--resume" in message:
+        return message
+    return f"{message}; the run is kept: once that is fixed, `{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}`"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a job scheduler's stop), handled like Ctrl-C: the same clean stop, and the run says
     how to resume instead of vanishing without a word."""
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)
     except DpsynthError as exc:
-        _fail(str(exc) or type(exc).__name__)
+        _fail(_with_resume(exc))
     except KeyboardInterrupt as exc:
         print(_interrupted(exc), file=sys.stderr)
         sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)
