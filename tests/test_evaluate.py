@@ -486,9 +486,13 @@ def test_a_run_on_other_labels_does_not_default_to_the_embedded_split(
     import yaml
 
     cfg = yaml.safe_load((embedded_run / "config.yaml").read_text())
-    cfg["data"]["labels"] = {"0": "ham", "1": "spam"}
+    cfg["data"]["labels"] = {"0": "bad review", "1": "good review"}  # a run on IMDb, its labels renamed
     (embedded_run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(ConfigError, match=r"^--test: the run's labels .*'spam'.* are not those of embedded:imdb"):
+    res = evaluate(embedded_run, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False, fidelity_metrics=False)
+    assert res["test"]["source"] == "embedded:imdb"  # it read IMDb: its split is still the right one
+    cfg["method"], cfg["data"]["labels"] = "zero-shot", {"0": "ham", "1": "spam"}
+    (embedded_run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"^--test: this zero-shot run's labels .*'spam'.* are not those of embedded"):
         evaluate(embedded_run, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     assert not (embedded_run / "evaluation.json").exists()
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def test_a_run_started_with_a_relative_path_resumes_from_another_folder(
     with pytest.raises(Crash):
         _run(cfg, _gens(crash_b=3))
     stored = yaml.safe_load((tmp_path / "in" / "kt" / "config.yaml").read_text())
-    assert stored["data"]["private"] == str(tmp_path / "in" / "good.csv")
+    assert stored["data"]["private"] == os.path.realpath(tmp_path / "in" / "good.csv")
     monkeypatch.chdir(tmp_path)
     again = Config.model_validate({"out": "in/kt", "data": {"private": "in/good.csv"}})
     res = _run(again, _gens(), resume=True)
@@ -191,6 +192,47 @@ def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path
     cache = out / "embeddings.npz"
     cache.write_bytes(cache.read_bytes()[:100])  # torn
     assert len(_run(cfg, _gens(), resume=True)) == 60
+
+
+def test_a_moved_private_file_is_named_again_on_resume_and_the_report_hides_its_folders(
+    private_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "good.csv").write_bytes(private_csv.read_bytes())
+    cfg = fake_run_config(project / "good.csv", project / "run")
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    moved = tmp_path / "moved"
+    project.rename(moved)  # the project, its data and its run, moved together
+    other = tmp_path / "other.csv"
+    other.write_bytes(private_csv.read_bytes())
+    with pytest.raises(DpsynthError, match="file does not exist"):
+        _run(Config(out=str(moved / "run")), _gens(), resume=True)
+    again = Config.model_validate({"out": str(moved / "run"), "data": {"private": str(moved / "good.csv")}})
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        res = _run(again, _gens(), resume=True)
+    assert len(res) == 60 and any("no longer exists; the run continues on" in m for m in caplog.messages)
+    # a path that still exists is another source: refused, as before
+    (moved / "good.csv").rename(moved / "kept.csv")
+    (project).mkdir()
+    (project / "good.csv").write_bytes(private_csv.read_bytes())
+    run2 = tmp_path / "run2"
+    with pytest.raises(Crash):
+        _run(fake_run_config(project / "good.csv", run2), _gens(crash_b=3))
+    with pytest.raises(ResumeError, match="other values of data.private"):
+        _run(Config.model_validate({"out": str(run2), "data": {"private": str(other)}}), _gens(), resume=True)
+    html = build_report(moved / "run")
+    assert ".../good.csv" in html and str(moved / "good.csv") not in html  # the run folder is shown, as before
+
+
+def test_a_new_run_leaves_an_unset_private_source_unset(tmp_path: Path) -> None:
+    """A method whose default data is not IMDb (KnowledgeSG: MedMCQA) tells by data.private being unset."""
+    from dpsynth.run import RunDir
+
+    cfg = Config.model_validate({"method": "knowledgesg", "out": str(tmp_path / "ks")})
+    checked = RunDir(tmp_path / "ks").check(cfg, False)
+    assert "private" not in checked.data.model_fields_set
 
 
 def test_resume_uses_the_stored_config_and_checks_explicit_fields(private_csv: Path, tmp_path: Path) -> None:
@@ -347,7 +389,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 class _Mute(CrashingGenerator):
-    """Writes one usable positive sample in five requests: every round ends short of positive samples (a class
+    """Writes one usable positive sample in ten requests: every round ends short of positive samples (a class
     left with none at all would stop the run)."""
 
     positive_asks = 0
@@ -358,7 +400,7 @@ class _Mute(CrashingGenerator):
             text = r.prompt if r.prompt is not None else "\n".join(m.content for m in r.messages or ())
             if "positive" in text:
                 self.positive_asks += 1
-                if self.positive_asks % 5:
+                if self.positive_asks % 10:
                     out[i] = dataclasses.replace(out[i], text="meh")
         return out
 

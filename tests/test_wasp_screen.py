@@ -119,19 +119,18 @@ def test_only_outputs_the_token_limit_stopped_are_cut_to_whole_sentences(tmp_pat
 
 
 class _JunkFor(FakeGenerator):
-    """A FakeGenerator whose outputs for prompts naming ``label`` are unusable ("ok"), like a backend that
-    fails on one class; label None: a plain FakeGenerator."""
+    """A FakeGenerator whose outputs for prompts naming one of ``labels`` are unusable ("ok"), like a backend
+    that fails on those classes; no labels: a plain FakeGenerator."""
 
-    def __init__(self, name: str, label: str | None) -> None:
+    def __init__(self, name: str, *labels: str) -> None:
         super().__init__(name)
-        self.label = label
+        self.labels = labels
 
     def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
         out = super().generate(requests, on_completion)
         texts = [r.prompt if r.prompt is not None else " ".join(m.content for m in r.messages or ()) for r in requests]
-        if self.label is None:
-            return out
-        return [Completion("ok", 1, 5) if self.label in t else c for c, t in zip(out, texts, strict=True)]
+        junk = [any(lab in t for lab in self.labels) for t in texts]
+        return [Completion("ok", 1, 5) if j else c for c, j in zip(out, junk, strict=True)]
 
 
 def test_a_class_with_no_usable_sample_stops_the_run_and_resume_retries_it(private_csv: Path, tmp_path: Path) -> None:
@@ -139,20 +138,22 @@ def test_a_class_with_no_usable_sample_stops_the_run_and_resume_retries_it(priva
     seed round, mark the round done so that every resume stopped at the vote."""
     run = tmp_path / "run"
     cfg = fake_run_config(private_csv, run, n_synthetic=20, wasp=dict(rounds=1, q=2))
-    with pytest.raises(GeneratorError, match=r"round 0: no usable sample of 'negative'.*unusable \d+.*--resume"):
+    with pytest.raises(
+        GeneratorError, match=r"round 0: no usable sample of 'negative' after retries \(.*unusable \d+.*resuming the"
+    ):
         dpsynth.synthesize(cfg, generators={g: _JunkFor(g, "negative") for g in "ab"}, embedder=FakeEmbedder())
     rounds = json.loads((run / "rounds.json").read_text())
     assert [(r["round"], r["complete"]) for r in rounds] == [(0, False)]
     assert not (run / "ledger.json").exists() or json.loads((run / "ledger.json").read_text())["releases"] == []
     res = dpsynth.synthesize(
-        cfg, resume=True, generators={g: _JunkFor(g, None) for g in "ab"}, embedder=FakeEmbedder(), progress=False
+        cfg, resume=True, generators={g: _JunkFor(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False
     )
     assert len(res) == 20 and {r["label"] for r in res.records} == {0, 1}
 
 
 def test_zero_shot_with_only_junk_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
     cfg = fake_run_config(Path("/unused.csv"), tmp_path / "zs", method="zero-shot", n_synthetic=4)
-    gens = {g: _JunkFor(g, "e") for g in "ab"}  # every prompt names a label with an "e"
+    gens = {g: _JunkFor(g, "negative", "positive") for g in "ab"}
     with pytest.raises(GeneratorError, match="no usable sample of 'negative', 'positive'"):
         dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
 

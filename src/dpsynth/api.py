@@ -110,7 +110,8 @@ def default_out(method: str) -> str:
 def recorded_config(config: Config, private: Any) -> Config:
     """The config as config.yaml records it: the method's resolved config and the private source used.
 
-    A path passed as ``private`` is recorded as data.private; in-memory records (a DataFrame or a Dataset)
+    A path passed as ``private`` is recorded as data.private (absolute, ``data.local_source``, so that a resume
+    finds it from any folder); in-memory records (a DataFrame or a Dataset)
     as a marker such as ``in-memory:DataFrame``, which a resume refuses to re-read and asks for again.
     """
     if private is None:

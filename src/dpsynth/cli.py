@@ -360,7 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     global _RUN, _TERMINATED
     _RUN, _TERMINATED = None, False
     click_exc, usage_error, abort, no_args_help = _click_exceptions()
+    # a SIGTERM the caller chose to ignore stays ignored
     on_main_thread = threading.current_thread() is threading.main_thread()
+    on_main_thread = on_main_thread and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)

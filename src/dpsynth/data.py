@@ -66,13 +66,13 @@ def is_in_memory_source(value: Any) -> bool:
 
 
 def local_source(source: Any) -> Any:
-    """``source`` as config.yaml records it: a file or folder that exists here as an absolute path, so that
-    ``--resume`` finds it from any working directory; anything else (an embedded set, a hub id, in-memory
-    records) unchanged."""
+    """``source`` as config.yaml records it: a file or folder that exists here as its absolute path (links
+    resolved), so that ``--resume`` finds it from any working directory and any path to it names the same
+    source; anything else (an embedded set, a hub id, in-memory records) unchanged."""
     if not isinstance(source, str) or not source.strip() or is_in_memory_source(source):
         return source
     path = Path(source).expanduser()
-    return os.path.abspath(path) if path.exists() else source
+    return os.path.realpath(path) if path.exists() else source
 
 
 def check_source(source: Any, what: str = "private") -> None:

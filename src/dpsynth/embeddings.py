@@ -110,7 +110,7 @@ class EmbeddingCache:
                             raise ValueError("keys and vectors differ in number")
                         self._index = {k: i for i, k in enumerate(keys)}
                         self._rows = rows
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
                 # a cache: embedding again gives the same vectors, so a damaged file costs time, not the run
                 log.warning("%s: damaged (%s); embedding its texts again", self.path, type(exc).__name__)
                 self._index, self._rows = {}, []

@@ -223,6 +223,14 @@ class RunDir:
             diffs = _diff(stored.model_dump(), merged.model_dump()) - _RESUMABLE_DIFFS
             if is_in_memory_source(stored.data.private):
                 diffs.discard("data.private")  # the records are passed again, as a file this time
+            elif "data.private" in diffs and _moved(stored.data.private, merged.data.private):
+                diffs.discard("data.private")
+                logging.getLogger(LOGGER_NAME).warning(
+                    "data.private: %s no longer exists; the run continues on %s, which must hold the same "
+                    "records (the privacy spent so far was on them)",
+                    stored.data.private,
+                    merged.data.private,
+                )
             if diffs:
                 raise ResumeError(
                     f"out: {self.path} was started with other values of {', '.join(sorted(diffs))} (see its "
@@ -244,6 +252,8 @@ class RunDir:
                 f"out: {self.path} already holds a run; pass --resume to continue it or choose another --out"
             )
         private = local_source(config.data.private)  # so that --resume finds it from anywhere
+        if private == config.data.private:  # left as set: a method may tell whether the user set it
+            return config
         return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
 
     def stored_raw(self) -> dict[str, Any]:
@@ -345,6 +355,16 @@ def explicit_fields(config: Config) -> dict[str, Any]:
 
 
 _SECTIONS = set(SECTION_USERS)  # the config sections (methods/registry.py)
+
+
+def _moved(stored: Any, given: Any) -> bool:
+    """A private file or folder moved with its project: the recorded path is gone, the given one exists.
+
+    Like ``out`` for a moved run directory, the new place is then accepted; any other difference is refused,
+    since a path that still exists and another that is given name two sources."""
+    if not (isinstance(stored, str) and isinstance(given, str)):
+        return False
+    return os.path.isabs(stored) and not Path(stored).exists() and Path(given).exists()
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:

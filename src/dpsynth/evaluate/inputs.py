@@ -155,12 +155,18 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
     declared = run_data_config(run_cfg).get("labels")
-    if embedded is not None and isinstance(declared, dict) and _names(declared) != _names(embedded.labels):
+    read_nothing = run_cfg.get("method") == "zero-shot"  # its data.private is the default, never read
+    if (
+        embedded is not None
+        and read_nothing
+        and isinstance(declared, dict)
+        and _names(declared) != _names(embedded.labels)
+    ):
         # e.g. a zero-shot run asked for spam / ham: the same label values, other classes
         raise ConfigError(
-            f"--test: the run's labels {_names(declared)} are not those of {embedded.source} "
-            f"{_names(embedded.labels)}, whose test split would be the default; give the real held-out data "
-            "of this task (--test FILE: CSV/JSONL/Parquet)"
+            f"--test: this zero-shot run's labels {_names(declared)} are not those of {embedded.source} "
+            f"{_names(embedded.labels)}, the default test split; give the real held-out data of its task "
+            f"(--test FILE: CSV/JSONL/Parquet), or --test {embedded.source} if it is that task"
         )
     if embedded is not None:
         return embedded.source, (

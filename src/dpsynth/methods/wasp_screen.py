@@ -153,9 +153,9 @@ def check_shortfall(
     if empty:
         raise GeneratorError(
             f"round {t}: no usable sample of {', '.join(map(repr, empty))} after retries (the outputs rejected "
-            f"this round: {reasons}); the generators write nothing the clean-up keeps for "
-            f"{'that class' if len(empty) == 1 else 'those classes'}. Check them (run.log, --verbose); "
-            "`dpsynth run --resume --out DIR` retries the round"
+            f"this round: {reasons}); every output for {'that class' if len(empty) == 1 else 'those classes'} "
+            "was rejected. Check the generators (run.log, --verbose); the round stays unfinished, and resuming "
+            "the run retries it"
         )
     per_class = ", ".join(f"{names.get(c, c)} {k}" for c, k in short.items())
     log.warning(

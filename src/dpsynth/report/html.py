@@ -19,7 +19,9 @@ cleaning of sample text in ``text.py`` and the charts in ``plots.py``.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -73,7 +75,16 @@ def _read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
         cfg = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}, None
-    return (cfg if isinstance(cfg, dict) else {}), text
+    if not isinstance(cfg, dict):
+        return {}, text
+    private = (cfg.get("data") or {}).get("private") if isinstance(cfg.get("data"), dict) else None
+    if isinstance(private, str) and os.path.isabs(private):
+        # config.yaml keeps the private file's absolute path (for --resume); a report is shared, and the
+        # folders above the file (a home directory, a user name) are none of its readers' business
+        shown = copy.deepcopy(cfg)
+        shown["data"]["private"] = f".../{Path(private).name}"
+        text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
+    return cfg, text
 
 
 def _read_synthetic(run_dir: Path) -> list[dict[str, Any]]:
