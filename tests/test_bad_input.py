@@ -215,6 +215,12 @@ def empty_texts(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _csv(tmp, df))
 
 
+def numeric_text_column(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv)
+    df.insert(0, "id", [str(1000 + i) for i in range(len(df))])
+    return _later(tmp, _csv(tmp, df), data=dict(text_column="id"))  # the id column named as the text
+
+
 def null_texts_jsonl(tmp: Path, csv: Path) -> Action:
     df = _rows(csv).astype(object)
     df.loc[5, "review"] = None  # JSON null is an empty text, not the text "None"
@@ -306,6 +312,11 @@ def yaml_unknown_field(tmp: Path, csv: Path) -> Action:
 def yaml_key_twice(tmp: Path, csv: Path) -> Action:
     # plain YAML keeps the last value: this config would have run at epsilon 50
     return _yaml(tmp, "method: wasp\nprivacy:\n  epsilon: 1\n  delta: 1.0e-5\n  epsilon: 50\n")
+
+
+def yaml_keys_equal_once_read(tmp: Path, csv: Path) -> Action:
+    # YAML reads 0 and false as one key: the message shows both as written, not "'0' given twice"
+    return _yaml(tmp, "method: wasp\ndata:\n  labels:\n    0: negative\n    false: positive\n")
 
 
 def label_declared_twice(tmp: Path, csv: Path) -> Action:
@@ -430,6 +441,7 @@ CASES = [
         DataError,
         ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
     ),
+    Case(numeric_text_column, DataError, ("edited.csv", "every 'id' is a number", "'review'")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
@@ -452,6 +464,7 @@ CASES = [
     Case(yaml_invalid, ConfigError, ("cfg.yaml", "YAML", "line 3")),
     Case(yaml_unknown_field, ConfigError, ("privacy.epsilom", "unknown field", "'epsilon'")),
     Case(yaml_key_twice, ConfigError, ("cfg.yaml", "'epsilon' is given twice", "line 5", "line 3")),
+    Case(yaml_keys_equal_once_read, ConfigError, ("cfg.yaml", "'0' (line 4) and 'false' are the same key", "line 5")),
     Case(label_declared_twice, ConfigError, ("data.labels", "'0' is declared twice")),
     Case(labels_with_one_name, ConfigError, ("data.labels", "same name 'negative'")),
     Case(_in_memory("list"), DataError, ("private: a list", "DataFrame")),

@@ -135,6 +135,28 @@ def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path)
         extend(pearl, 5)
 
 
+def test_a_sample_after_an_interrupted_sample_says_how_to_finish_it(private_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    with pytest.raises(Crash):  # the backend fails during the 20 new samples
+        extend(
+            run,
+            20,
+            generators={"a": CrashingGenerator("a", 1, crash_at=1), "b": FakeGenerator("b", 2)},
+            embedder=FakeEmbedder(),
+            progress=False,
+        )
+    with pytest.raises(ResumeError, match=r"an earlier `dpsynth sample` stopped before its 20 new samples") as exc:
+        extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert f"dpsynth run --resume --out {run}" in str(exc.value)
+    private_csv.unlink()  # what the message promises: finishing it needs no private data
+    done = dpsynth.synthesize(
+        dpsynth.Config(out=str(run)), resume=True, generators=_gens(), embedder=FakeEmbedder(), progress=False
+    )
+    assert len(done) == 80
+    assert len(extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)) == 85
+
+
 def test_a_run_killed_in_the_expansion_resumes_without_the_private_data(private_csv: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = fake_run_config(private_csv, run, n_synthetic=80, wasp=dict(rounds=3, q=4, population=40))

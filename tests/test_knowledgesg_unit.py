@@ -150,6 +150,38 @@ def _spec(adapter_id: str, key: str | None = None, **kw: Any) -> JobSpec:
     )
 
 
+def test_a_resumed_sampling_job_does_not_replay_its_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded job stopped after its first batch and continued: the continuation draws new sampling seeds
+    (restarting from the job's seed would sample the same batch again and throw it away as duplicates)."""
+    import random
+    from types import SimpleNamespace
+
+    import dpsynth.lm
+    from dpsynth.knowledgesg import work
+
+    seeds: list[int] = []
+
+    def fake_generate(model: Any, tok: Any, prompt: str, k: int, *, seed: int, **kw: Any) -> list[str]:
+        seeds.append(seed)
+        rng = random.Random(seed)
+        return [f"Question: What causes condition number {rng.getrandbits(40)} in adults?" for _ in range(k)]
+
+    monkeypatch.setattr(dpsynth.lm, "generate", fake_generate)
+    monkeypatch.setattr(dpsynth.lm, "RecordFormat", lambda tok, ft, task: SimpleNamespace(prefix=lambda label: "Q:"))
+    monkeypatch.setattr(work, "read_adapter", lambda *a: None)
+    monkeypatch.setattr(work, "merged_copy", lambda *a: object())
+    base: Any = SimpleNamespace(model=None, tok=None, device="cpu", name="tiny")
+    spec = _spec("0" * 32, n_samples=8, oversample=2.0, seed=7)  # 16 instructions, in batches of 8
+    stops = iter([False, True])  # the server stops after the first batch
+    with pytest.raises(work.JobInterrupted):
+        work._sample(tmp_path, spec, b"", base, lambda *a: None, should_stop=lambda: next(stops))
+    first = list(seeds)
+    assert len(first) == 1
+    out = work._sample(tmp_path, spec, b"", base, lambda *a: None)
+    assert len(out) == len(set(out)) == 16
+    assert seeds[1:] == seeds[1:2] and seeds[1] not in first  # one new batch, with a seed not used before
+
+
 def test_job_store_isolation_and_idempotency(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     aid = store.save_adapter("alice", b"x")

@@ -163,7 +163,19 @@ def test_a_run_started_with_a_relative_path_resumes_from_another_folder(
     assert not res.already_complete and _run(Config(out="in/kt"), _gens(), resume=True).already_complete
 
 
-@pytest.mark.parametrize("damage", ["{", '{"a": 1}', "[1, 2]"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "{",
+        '{"a": 1}',
+        "[1, 2]",
+        # well-formed rounds whose other fields have the wrong type (a resume reads them)
+        '[{"round": 0, "completion_tokens": "many"}]',
+        '[{"round": 0, "complete": "yes"}]',
+        '[{"round": 0, "outcomes": {"g": 3}}]',
+        '[{"round": 0, "seconds": "1 min"}]',
+    ],
+)
 def test_a_damaged_rounds_json_is_named_and_the_run_resumes_without_it(
     private_csv: Path, tmp_path: Path, damage: str
 ) -> None:

@@ -229,6 +229,13 @@ def extend(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n: {n!r} is not a positive number of samples")
     if not run_dir.is_complete(stored):
+        made = run_dir.finished_n_synthetic()
+        if made is not None and made < stored.n_synthetic:  # the run finished; a later `sample` did not
+            raise ResumeError(
+                f"run: {run_dir.path}: an earlier `dpsynth sample` stopped before its {stored.n_synthetic - made} "
+                f"new samples were all made; `dpsynth run --resume --out {run_dir.path}` makes the rest (no privacy "
+                "cost, no private data needed), then `dpsynth sample` adds more"
+            )
         raise ResumeError(
             f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
         )

@@ -131,13 +131,15 @@ class ConfigLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader names it
                 continue
             if first is not key_node:
-                raise DuplicateKeyError(
-                    None,
-                    None,
-                    f"the key {key!r} is given twice in one mapping (first on line {first.start_mark.line + 1}); "
-                    "keep one",
-                    key_node.start_mark,
+                line = first.start_mark.line + 1
+                a, b = str(first.value), str(key_node.value)
+                # YAML reads 0 and false (or 1 and 1.0) as equal keys, which one mapping cannot hold apart
+                what = (
+                    f"the key {key!r} is given twice in one mapping (first on line {line})"
+                    if a == b
+                    else f"the keys {a!r} (line {line}) and {b!r} are the same key once read ({key!r})"
                 )
+                raise DuplicateKeyError(None, None, f"{what}; keep one", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -6,7 +6,7 @@ Layout (everything here is public or DP: no private text, no pre-noise statistic
     samples.journal.jsonl append-only journal of accepted synthetic samples
     votes/round_T.npz     released (noised) votes of round T
     ledger.json           privacy spend (privacy/ledger.py)
-    rounds.json           per-round summary: weights, budgets, class shares, tokens
+    rounds.json           per-round summary: weights, budgets, class shares, tokens (round_log.py)
     embeddings.npz        embedding cache of synthetic texts
     synthetic.jsonl       final output (or .csv / .parquet), written atomically
     privacy.json          the privacy report
@@ -23,7 +23,6 @@ tests/test_structure.py checks)::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
 from dpsynth.privacy.report import PrivacyReport
+from dpsynth.round_log import load_round_log
 
 LOGGER_NAME = "dpsynth"
 # fields that may differ between the original run and its resume
@@ -279,6 +279,14 @@ class RunDir:
             return True  # unreadable: the resume path reports it
         return made is None or made == config.n_synthetic
 
+    def finished_n_synthetic(self) -> int | None:
+        """The n_synthetic of the last finished call (privacy.json's record), None when none is readable."""
+        try:
+            made = PrivacyReport.load(self.privacy).public_inputs.get("n_synthetic")
+        except (OSError, ValueError):
+            return None
+        return made if isinstance(made, int) and not isinstance(made, bool) else None
+
     def create(self, config: Config) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -293,23 +301,8 @@ class RunDir:
         atomic_write_json(self.rounds, rounds)
 
     def load_rounds(self) -> list[dict[str, Any]]:
-        """rounds.json's entries, [] before the first round is saved.  A damaged file is an error that says
-        how to recover: it only summarises the rounds, and a resume without it redoes nothing that the
-        journal, the votes and the ledger hold (only the recorded outcomes, tokens and times are lost)."""
-        if not self.rounds.exists():
-            return []
-        try:
-            data = json.loads(self.rounds.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if not isinstance(data, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("round"), int) and not isinstance(r["round"], bool) for r in data
-        ):
-            raise ResumeError(
-                f"{self.rounds}: damaged (not a list of rounds); it only summarises the rounds: move it aside and "
-                "`dpsynth run --resume` continues without it"
-            )
-        return data
+        """rounds.json's entries, [] before the first round is saved (``round_log.load_round_log``)."""
+        return load_round_log(self.rounds)
 
 
 # the run directory's paths relative to it (``IN_RUN_DIR.adapter`` is ``adapter``): for the reports that name them

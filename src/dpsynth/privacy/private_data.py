@@ -42,6 +42,7 @@ T = TypeVar("T")
 PRIVATE_TEXT_DOMAIN = (
     "every record has a non-empty text (data.text_column); missing values count as empty",
     "every record's label (data.label_column) is one of the declared data.labels",
+    "not every text is a number (a column of ids or scores named as data.text_column is refused)",
 )
 
 
@@ -117,6 +118,12 @@ def load_private(
             f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
             "remove or fill them"
         )
+    if all(_is_number(t) for t in texts):
+        # an id or score column named as the text: every sample would be prompted and voted on numbers
+        raise DataError(
+            f"{where}: every {text_column!r} is a number, not text; name the column that holds the text with "
+            f"data.text_column (--text-column); the columns are {[str(c) for c in df.columns]}"
+        )
     blank = [i for i, v in enumerate(values) if v == "" and "" not in labels]
     if blank:
         raise DataError(
@@ -139,6 +146,14 @@ def load_private(
             "of the output rests on noise"
         )
     return PrivateData(texts, values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip().replace(",", ""))
+    except ValueError:
+        return False
+    return True
 
 
 def load_run_private(config: Config, source: Any = None) -> PrivateData:

@@ -1,0 +1,66 @@
+"""rounds.json: the per-round summary a prompting run writes, and the check that reads it back.
+
+The file holds public figures only (budgets, weights and vote masses computed from the noised votes,
+outcome counts, tokens, times).  A resume reads the last entry's token counts and each round's
+``complete`` flag; the HTML report draws its charts and tables from the rest.  Reading it back checks
+every field a reader uses, so that a damaged file is one clear error instead of a traceback deep in a
+resume or the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, TypeAdapter, ValidationError
+
+from dpsynth.errors import ResumeError
+
+
+class RoundEntry(BaseModel):
+    """The fields of one rounds.json entry that a resume or the report reads, with their types (strict: a
+    string where a count belongs is damage, not a value to coerce).  Unknown fields are kept: the file is a
+    summary that later versions may extend."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    round: StrictInt
+    complete: StrictBool = True
+    expansion: StrictBool = False
+    budgets: dict[str, dict[str, StrictInt]] | None = None
+    weights: dict[str, float] | None = None
+    class_shares: dict[str, float] | None = None
+    vote_mass: dict[str, float] | None = None
+    vote_signal: float | None = None
+    class_vote_signal: dict[str, float] | None = None
+    keywords: dict[str, list[str]] | None = None
+    accepted: dict[str, StrictInt] | None = None
+    epsilon_spent: float | None = None
+    seconds: float | None = None
+    completion_tokens: dict[str, StrictInt] | None = None
+    judge_prompt_tokens: StrictInt | None = None
+    outcomes: dict[str, dict[str, StrictInt]] | None = None
+
+
+_ROUNDS = TypeAdapter(list[RoundEntry])
+
+
+def load_round_log(path: Path) -> list[dict[str, Any]]:
+    """The entries of rounds.json at ``path`` as written, [] before the first round is saved.
+
+    A damaged file is an error that says how to recover: it only summarises the rounds, and a resume
+    without it redoes nothing that the journal, the votes and the ledger hold (only the recorded
+    outcomes, tokens and times are lost)."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        _ROUNDS.validate_python(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError):
+        raise ResumeError(
+            f"{path}: damaged (not a list of rounds); it only summarises the rounds: move it aside and "
+            "`dpsynth run --resume` continues without it"
+        ) from None
+    assert isinstance(data, list)
+    return data
