@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dpsynth.errors import DataError
+from dpsynth.errors import DataError, ResumeError
 from dpsynth.io import atomic_write_text
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.report import plots
@@ -142,8 +142,13 @@ def _generators_table(cfg: dict[str, Any]) -> str:
     return "<h3>Generators</h3>" + table(["name", "backend", "model", "prompt format"], rows)
 
 
-def _rounds_section(rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], labels: Mapping[str, str]) -> str:
+def _rounds_section(
+    rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], labels: Mapping[str, str], note: str = ""
+) -> str:
     parts = ['<section id="rounds"><h2>Generation rounds</h2>', _generators_table(cfg)]
+    if note:
+        parts.append(f'<p class="note">{esc(note)}</p></section>')
+        return "".join(parts)
     if not rounds:
         parts.append(
             '<p class="note">This method writes no per-round summary (<code>rounds.json</code>): there are no '
@@ -446,7 +451,11 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
     raw_priv = _read_json(RunDir(rd).privacy)
-    rounds = RunDir(rd).load_rounds() or None
+    try:
+        rounds = RunDir(rd).load_rounds() or None
+        rounds_note = ""
+    except ResumeError:  # a damaged summary leaves out its section, not the whole report
+        rounds, rounds_note = None, "rounds.json is damaged, so the per-round summary cannot be shown."
     evaluation = _read_json(rd / EVALUATION_FILE)
     cfg, cfg_text = _read_config(rd)
     records = _read_synthetic(rd)
@@ -455,8 +464,6 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             f"{rd}: holds neither privacy.json nor synthetic.jsonl/.csv/.parquet; give a run directory written by "
             "`dpsynth run`"
         )
-    if rounds is not None and not isinstance(rounds, list):
-        rounds = None
     priv, priv_problem = _read_privacy(raw_priv)
     if evaluation is not None and not isinstance(evaluation, dict):
         evaluation = None
@@ -491,7 +498,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
         headline,
         privacy_section(priv, priv_problem),
-        _rounds_section(rounds, cfg, labels),
+        _rounds_section(rounds, cfg, labels, rounds_note),
         _class_section(records, labels, rounds, evaluation),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
         _samples_section(records, labels, samples_per_class, task),
