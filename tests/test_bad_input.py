@@ -215,12 +215,6 @@ def empty_texts(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _csv(tmp, df))
 
 
-def numeric_text_column(tmp: Path, csv: Path) -> Action:
-    df = _rows(csv)
-    df.insert(0, "id", [str(1000 + i) for i in range(len(df))])
-    return _later(tmp, _csv(tmp, df), data=dict(text_column="id"))  # the id column named as the text
-
-
 def null_texts_jsonl(tmp: Path, csv: Path) -> Action:
     df = _rows(csv).astype(object)
     df.loc[5, "review"] = None  # JSON null is an empty text, not the text "None"
@@ -441,7 +435,6 @@ CASES = [
         DataError,
         ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
     ),
-    Case(numeric_text_column, DataError, ("edited.csv", "every 'id' is a number", "'review'")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
@@ -545,6 +538,12 @@ def _one_record_class(tmp: Path, csv: Path) -> Path:
     return _csv(tmp, df)
 
 
+def _numeric_texts(tmp: Path, csv: Path) -> Path:
+    df = _rows(csv)
+    df.insert(0, "id", [str(1000 + i) for i in range(len(df))])  # to be named as the text column
+    return _csv(tmp, df)
+
+
 def _empty_class(tmp: Path, csv: Path) -> Path:
     df = _rows(csv)
     df["sentiment"] = "0"
@@ -557,8 +556,9 @@ def _empty_class(tmp: Path, csv: Path) -> Path:
         (_one_record_class, {}, "fewer than 2 private records"),
         (_empty_class, {}, "fewer than 2 private records"),
         (lambda tmp, csv: csv, {"privacy": dict(delta=0.05)}, "not below 1/M"),  # 40 records: 1/M = 0.025
+        (_numeric_texts, {"data": dict(text_column="id")}, "every 'id' is a number, not text"),
     ],
-    ids=["one-record-class", "empty-class", "delta-above-1/M"],
+    ids=["one-record-class", "empty-class", "delta-above-1/M", "numeric-text-column"],
 )
 def test_checks_on_private_data_are_console_notes_not_stops(
     setup: Callable[[Path, Path], Path],
@@ -578,7 +578,7 @@ def test_checks_on_private_data_are_console_notes_not_stops(
     assert note not in (res.run_dir / "run.log").read_text()
     checks = res.privacy["domain"]["checks"]
     assert any("non-empty text" in c for c in checks) and any("data.labels" in c for c in checks)
-    assert not any("fewer than 2" in c or "1/M" in c for c in checks)
+    assert not any("fewer than 2" in c or "1/M" in c or "number" in c for c in checks)
     assert res.privacy["complete"] and res.privacy["epsilon"] <= 4.0
 
 

@@ -137,7 +137,7 @@ class ConfigLoader(yaml.SafeLoader):
                 what = (
                     f"the key {key!r} is given twice in one mapping (first on line {line})"
                     if a == b
-                    else f"the keys {a!r} (line {line}) and {b!r} are the same key once read ({key!r})"
+                    else f"the keys {a!r} (line {line}) and {b!r} are the same key once read"
                 )
                 raise DuplicateKeyError(None, None, f"{what}; keep one", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)

@@ -42,7 +42,6 @@ T = TypeVar("T")
 PRIVATE_TEXT_DOMAIN = (
     "every record has a non-empty text (data.text_column); missing values count as empty",
     "every record's label (data.label_column) is one of the declared data.labels",
-    "not every text is a number (a column of ids or scores named as data.text_column is refused)",
 )
 
 
@@ -119,10 +118,12 @@ def load_private(
             "remove or fill them"
         )
     if all(_is_number(t) for t in texts):
-        # an id or score column named as the text: every sample would be prompted and voted on numbers
-        raise DataError(
-            f"{where}: every {text_column!r} is a number, not text; name the column that holds the text with "
-            f"data.text_column (--text-column); the columns are {[str(c) for c in df.columns]}"
+        # An id or score column named as the text.  A note, not a stop: whether every text is a number can
+        # hinge on one record, and the run's existence must not (a domain check is per record).
+        notify_owner(
+            f"{where}: every {text_column!r} is a number, not text; if that is not the text column, stop the "
+            f"run now (Ctrl-C) and name the right one with data.text_column (--text-column); the columns are "
+            f"{[str(c) for c in df.columns]}"
         )
     blank = [i for i, v in enumerate(values) if v == "" and "" not in labels]
     if blank:
