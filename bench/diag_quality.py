@@ -10,7 +10,9 @@ For every set in bench/results/quality_sets/ (written by bench/quality.py), this
 
 Analysis only: it reads synthetic sets and the public test split, never a private set.
 
-    python bench/diag_quality.py [--sets 'wasp-eps4-*'] [--name diag_quality]
+    python bench/diag_quality.py [--dataset imdb|newsgroups] [--sets 'wasp-eps4-*'] [--name diag_quality]
+
+--dataset newsgroups reads bench/results/quality_sets_newsgroups/ and judges with the topic task's test split.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
-from dpsynth.data import imdb_split  # noqa: E402
+from dpsynth.data import EMBEDDED_DATASETS  # noqa: E402
 from dpsynth.evaluate.fidelity import label_consistency  # noqa: E402
-from dpsynth.evaluate.inputs import default_embedder, embed_test  # noqa: E402
+from dpsynth.evaluate.inputs import default_embedder, embed_test, load_test  # noqa: E402
 
 SETS = Path(__file__).resolve().parent / "results" / "quality_sets"
 CACHE = Path("runs/diag_cache")  # synthetic embeddings: kept apart from the evaluator's test-text cache
@@ -59,9 +61,10 @@ def analyse(rows: list[dict[str, Any]], x_test: np.ndarray, y_test: list[str], e
     }
 
 
-def correlations(results: dict[str, Any]) -> dict[str, Any]:
-    """Pearson r between each set's logreg accuracy (bench/results/quality.json) and its diagnostics."""
-    runs = json.loads((SETS.parent / "quality.json").read_text())["rows"]
+def correlations(results: dict[str, Any], dataset: str = "imdb") -> dict[str, Any]:
+    """Pearson r between each set's logreg accuracy (bench/results/quality[_DATASET].json) and its diagnostics."""
+    name = "quality.json" if dataset == "imdb" else f"quality_{dataset}.json"
+    runs = json.loads((SETS.parent / name).read_text())["rows"]
     acc = {f"{r['row'].replace(':', '-')}-eps{r['epsilon']:g}-n{r['n']}-m{r['m']}-s{r['seed']}": r for r in runs}
     names = [k for k in results if k in acc]
     out: dict[str, Any] = {"n_sets": len(names)}
@@ -80,14 +83,16 @@ def correlations(results: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", default="*", help="glob over bench/results/quality_sets/*.jsonl names")
+    ap.add_argument("--dataset", default="imdb", choices=["imdb", "newsgroups"])
+    ap.add_argument("--sets", default="*", help="glob over bench/results/quality_sets[_DATASET]/*.jsonl names")
     ap.add_argument("--name", default="diag_quality", help="result name in bench/results/")
     args = ap.parse_args()
     embedder = default_embedder()
-    _, test = imdb_split()
-    x_test, y_test = embed_test(list(test["text"]), embedder), test["label"].astype(str).tolist()
+    test = load_test(EMBEDDED_DATASETS[f"embedded:{args.dataset}"].source)
+    x_test, y_test = embed_test(list(test.texts), embedder), [str(v) for v in test.labels]
+    sets = SETS if args.dataset == "imdb" else SETS.parent / f"quality_sets_{args.dataset}"
     results: dict[str, Any] = {}
-    for path in sorted(SETS.glob(f"{args.sets}.jsonl")):
+    for path in sorted(sets.glob(f"{args.sets}.jsonl")):
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         r = results[path.stem] = analyse(rows, x_test, y_test, embedder)
         by_gen = {g: round(v["score"], 3) for g, v in r["by_generator"].items()}
@@ -96,16 +101,17 @@ def main() -> None:
             f"nn_cos={r['nn_cosine_mean']:.3f} by_gen={by_gen}",
             flush=True,
         )
-    corr = correlations(results)
+    corr = correlations(results, args.dataset)
     print("correlation with downstream accuracy over the kept sets:", corr)
-    real = test.sample(n=100, random_state=1)  # diversity of real reviews, for reference
-    real_div = round(diversity(embed_test(list(real["text"]), embedder)), 4)
+    pick = np.random.default_rng(1).choice(len(test.texts), size=min(100, len(test.texts)), replace=False)
+    real_div = round(diversity(embed_test([test.texts[i] for i in pick], embedder)), 4)  # real texts, for reference
     ref = next(iter(results.values()))["real_reference"] if results else None
     write_result(
         args.name,
         {
             "command": "python bench/diag_quality.py " + " ".join(sys.argv[1:]),
-            "judge": "LogisticRegression on MiniLM embeddings of the 2,000-review test split",
+            "dataset": f"embedded:{args.dataset}",
+            "judge": "LogisticRegression on MiniLM embeddings of the dataset's fixed test split",
             "real_reference_label_consistency": ref,
             "real_100_nn_cosine_mean": real_div,
             "correlation_with_accuracy": corr,

@@ -34,6 +34,9 @@ Rows (names for --rows):
                                e.g. wasp-t128+judge, zero-shot-t128+judge
   <row>-w                      the same with a writer named in every prompt (wasp.writers; rows of the
                                WASP pipeline only), after any -t<T>: zero-shot-w+judge, wasp-t128-w+judge
+  <row>-big                    the same with a fourth, larger generator: Qwen2.5-Coder-1.5B-Instruct
+                               (qwen2.5-coder-1.5b-instruct, pip install 'dpsynth[embedded-large]'), after
+                               any -w: zero-shot-big+judge, wasp-big+judge (the judge stays the 0.5B)
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
@@ -64,10 +67,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
 from common import write_result  # noqa: E402
-from dpsynth.config import QWEN_CODER_GENERATOR, Config, default_generators, generator_named  # noqa: E402
+from dpsynth.config import (  # noqa: E402
+    QWEN_CODER_GENERATOR,
+    Config,
+    GeneratorConfig,
+    default_generators,
+    generator_named,
+)
 from dpsynth.data import EMBEDDED_DATASETS, EMBEDDED_IMDB, EmbeddedDataset  # noqa: E402
 from dpsynth.evaluate.core import evaluate  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
+from dpsynth.generators.models import QWEN25_CODER_15  # noqa: E402
 
 ALL_ROWS = [
     "zero-shot",
@@ -91,6 +101,8 @@ DATASETS = {name.removeprefix("embedded:"): ds for name, ds in EMBEDDED_DATASETS
 IMDB = EMBEDDED_DATASETS[EMBEDDED_IMDB]
 
 
+# the "-big" rows' fourth generator: does a larger model let the vote pay? (docs/quality.md, "A larger generator")
+BIG = GeneratorConfig(name="qwen2.5-coder-1.5b", model=QWEN25_CODER_15, prompt_format="chat")
 JUDGE = QWEN_CODER_GENERATOR  # the "+judge" rows: this generator checks every new sample's label (wasp.label_judge)
 
 
@@ -98,6 +110,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     """The row's config.  Every row states its label judge: the plain rows run the papers' algorithms
     (no judge, whatever the config default), the "+judge" rows add Qwen2.5-Coder-0.5B as the judge."""
     plain = row.removesuffix("+judge")
+    big = plain.endswith("-big")  # "-big": the same row with a fourth, larger generator (BIG)
+    plain = plain.removesuffix("-big")
     writers = plain.endswith("-w")  # "-w": the same row with wasp.writers (a writer named in every prompt)
     plain = plain.removesuffix("-w")
     tokens = re.fullmatch(r"(.+)-t(\d+)", plain)  # "-t<T>": the same row with max_new_tokens = T
@@ -112,6 +126,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
         d.setdefault(section, {})["max_new_tokens"] = int(tokens.group(2))
     if writers:
         d.setdefault("wasp", {})["writers"] = True
+    if big:
+        d["generators"] = [g.model_dump() for g in default_generators()] + [BIG.model_dump()]
     return Config.model_validate(d)
 
 

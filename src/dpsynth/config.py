@@ -51,7 +51,8 @@ class GeneratorConfig(StrictModel):
     model: str = Field(
         description=(
             "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
-            "qwen2.5-coder-0.5b-instruct; its former name qwen2.5-0.5b-instruct is accepted); openai: model id "
+            "qwen2.5-coder-0.5b-instruct, whose former name qwen2.5-0.5b-instruct is accepted, and the larger "
+            "qwen2.5-coder-1.5b-instruct of dpsynth[embedded-large]); openai: model id "
             "on the server; transformers: folder or hub id."
         )
     )

