@@ -21,8 +21,9 @@ Rows (names for --rows):
                                of N is generated after the last vote, at no privacy cost, e.g. wasp-pop200
   wasp-s<S>                    WASP with good and bad pools of S samples per class (wasp.top_s = S; default 8),
                                e.g. wasp-s32: each prompt's L = 4 examples drawn from a wider pool
-  wasp-even                    WASP with even class shares (wasp.class_uniform_mix = 1), as zero-shot has,
-                               instead of shares that follow the vote's estimate of the private class counts
+  <row>-even                   the same WASP row with even class shares (wasp.class_uniform_mix = 1), as zero-shot
+                               has, instead of shares that follow the vote's estimate of the private class
+                               counts, before any -t<T>: wasp-even+judge, wasp-kw-even+judge
   wasp-kw                      WASP whose rounds prompt zero-shot with words typical of the voted good pools
                                (wasp.variation = keywords) instead of showing examples
   wasp-latest                  WASP whose votes rank the previous round's samples only (wasp.vote_on = latest),
@@ -117,6 +118,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     tokens = re.fullmatch(r"(.+)-t(\d+)", plain)  # "-t<T>": the same row with max_new_tokens = T
     if tokens:
         plain = tokens.group(1)
+    even = plain.startswith("wasp") and plain.endswith("-even")  # "-even": class_uniform_mix = 1
+    plain = plain.removesuffix("-even") if even else plain
     # only the fields the row sets: a killed run then resumes (its stored config holds values the run
     # resolved, e.g. the embedded dataset's labels, which a full dump would contradict with defaults)
     d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump(exclude_unset=True)
@@ -126,6 +129,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
         d.setdefault(section, {})["max_new_tokens"] = int(tokens.group(2))
     if writers:
         d.setdefault("wasp", {})["writers"] = True
+    if even:  # even class shares, as zero-shot has, instead of the vote's estimate of the private ones
+        d.setdefault("wasp", {})["class_uniform_mix"] = 1.0
     if big:
         d["generators"] = [g.model_dump() for g in default_generators()] + [BIG.model_dump()]
     return Config.model_validate(d)
@@ -163,8 +168,6 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         return Config.model_validate({**base, "method": "wasp", "wasp": {"variation": "keywords"}})
     if row == "wasp-latest":  # every vote ranks one round's samples: as many votes per sample as the first
         return Config.model_validate({**base, "method": "wasp", "wasp": {"vote_on": "latest"}})
-    if row == "wasp-even":  # even class shares, as zero-shot has, instead of the vote's estimate of the private ones
-        return Config.model_validate({**base, "method": "wasp", "wasp": {"class_uniform_mix": 1.0}})
     if row.startswith("wasp-pop"):
         population = int(row.removeprefix("wasp-pop"))
         return Config.model_validate({**base, "method": "wasp", "wasp": {"population": population}})
