@@ -76,6 +76,7 @@ from dpsynth.config import (  # noqa: E402
     generator_named,
 )
 from dpsynth.data import EMBEDDED_DATASETS, EMBEDDED_IMDB, EmbeddedDataset  # noqa: E402
+from dpsynth.errors import ConfigError  # noqa: E402
 from dpsynth.evaluate.core import evaluate  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
 from dpsynth.generators.models import QWEN25_CODER_15  # noqa: E402
@@ -133,6 +134,9 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
         d.setdefault("wasp", {})["class_uniform_mix"] = 1.0
     if big:
         d["generators"] = [g.model_dump() for g in default_generators()] + [BIG.model_dump()]
+    if d.get("method") == "dp-finetune" and (big or writers or row.endswith("+judge")):
+        # fine-tuning samples from its own model: a generator list, writers or a judge would be ignored
+        raise ValueError(f"{row}: -big, -w and +judge apply to rows of the WASP pipeline, not to dp-finetune")
     return Config.model_validate(d)
 
 
@@ -279,6 +283,13 @@ def main() -> None:
     if results_file.exists():
         results = json.loads(results_file.read_text()).get("rows", [])
     done = {_key(r) for r in results}
+    special = ("only-private", "real-ceiling", "pearl-select")
+    for row in args.rows.split(","):  # a misspelt row fails now, not after hours of the rows before it
+        if row not in special:
+            try:
+                row_config(row, 4.0, 0, args.n, args.m, out_root / "check", dataset)
+            except (KeyError, ValueError, ConfigError) as exc:
+                ap.error(f"row {row!r}: {exc} (the rows: see this script's docstring)")
     embedder = default_embedder()
     test = dataset.source
     for row in args.rows.split(","):

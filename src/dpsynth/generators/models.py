@@ -155,7 +155,7 @@ def _joined(
 ) -> Path:
     """The GGUF that ``parts`` (distribution, file inside it) carry in slices, joined in order into
     ``cache_dir() / file`` once, atomically: a killed join never leaves a file that a later run would take.
-    ``sha256``, where given, is checked once, when the parts are joined (a joined file is then reused on its
+    ``sha256``, where given, is checked once, while the parts are joined (a joined file is then reused on its
     size and GGUF header, without reading 1 GB again on every run)."""
     install = install or "pip install " + " ".join(d for d, _ in parts)
     located = [_locate(dist, rel, field, model, install) for dist, rel in parts]
@@ -167,16 +167,18 @@ def _joined(
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gguf")
         try:
+            digest = hashlib.sha256()  # hashed as it is written: the joined file is not read a second time
             with os.fdopen(fd, "wb") as out:
                 for part in located:
                     with part.open("rb") as f:
                         while block := f.read(1 << 22):
                             out.write(block)
+                            digest.update(block)
             if os.path.getsize(tmp) != total or not is_gguf(Path(tmp)):
                 raise GeneratorError(
                     f"{field}: joining the parts of {model} did not give a GGUF file; reinstall them with `{install}`"
                 )
-            if sha256 is not None and _sha256(Path(tmp)) != sha256:
+            if sha256 is not None and digest.hexdigest() != sha256:
                 raise GeneratorError(
                     f"{field}: the parts of {model} do not join into the expected file (parts of different "
                     f"releases?); reinstall them with `{install}`"
@@ -197,14 +199,6 @@ def _qwen25(field: str) -> Path:
 def _qwen25_15(field: str) -> Path:
     install = "pip install 'dpsynth[embedded-large]'"
     return _joined(QWEN25_CODER_15, _QWEN15_PARTS, _QWEN15_FILE, field, install, _QWEN15_SHA256)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 _RESOLVERS: dict[str, Callable[[str], Path]] = {
