@@ -36,8 +36,9 @@ Rows (names for --rows):
   <row>-w                      the same with a writer named in every prompt (wasp.writers; rows of the
                                WASP pipeline only), after any -t<T>: zero-shot-w+judge, wasp-t128-w+judge
   <row>-big                    the same with a fourth, larger generator: Qwen2.5-Coder-1.5B-Instruct
-                               (qwen2.5-coder-1.5b-instruct, pip install 'dpsynth[embedded-large]'), after
-                               any -w: zero-shot-big+judge, wasp-big+judge (the judge stays the 0.5B)
+                               (qwen2.5-coder-1.5b-instruct, pip install 'dpsynth[embedded-large]'; rows of
+                               the WASP pipeline only), after any -w: zero-shot-big+judge, wasp-big+judge
+                               (the judge stays the 0.5B)
   <row>+judge                  the same with Qwen2.5-Coder-0.5B checking each new sample's label
                                (wasp.label_judge), for rows whose generators include it: wasp+judge,
                                zero-shot+judge, aug-pe:qwen2.5-0.5b+judge (the rows keep the generator's
