@@ -161,8 +161,12 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         )
     if row.startswith("aug-pe:"):
         # rows keep the generator names they were measured under (aug-pe:qwen2.5-0.5b is qwen2.5-coder-0.5b)
-        g = [gc for gc in [generator_named(row.split(":", 1)[1], default_generators())] if gc is not None]
-        return Config.model_validate({**base, "method": "aug-pe", "generators": [x.model_dump() for x in g]})
+        name = row.split(":", 1)[1]
+        g = generator_named(name, default_generators())
+        if g is None:
+            known = ", ".join(x.name for x in default_generators())
+            raise ValueError(f"aug-pe:{name}: no default generator is called {name!r} (the generators: {known})")
+        return Config.model_validate({**base, "method": "aug-pe", "generators": [g.model_dump()]})
     if row.startswith("wasp-s") and row.removeprefix("wasp-s").isdigit():
         return Config.model_validate({**base, "method": "wasp", "wasp": {"top_s": int(row.removeprefix("wasp-s"))}})
     if row.startswith("wasp-spread") and row.removeprefix("wasp-spread").isdigit():
