@@ -26,6 +26,8 @@ Rows (names for --rows):
                                counts, before any -t<T>: wasp-even+judge, wasp-kw-even+judge
   wasp-kw                      WASP whose rounds prompt zero-shot with words typical of the voted good pools
                                (wasp.variation = keywords) instead of showing examples
+  wasp-kwc                     the same with words the class's good pool uses more than the other classes'
+                               samples (wasp.keywords_against = other_classes)
   wasp-latest                  WASP whose votes rank the previous round's samples only (wasp.vote_on = latest),
                                so late votes rank as strongly as the first, at the same privacy cost
   wasp-spread<K>               WASP whose good pools are S samples spread out in embedding space among the
@@ -175,6 +177,9 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         )
     if row == "wasp-kw":  # the vote steers topics; no example is shown to imitate
         return Config.model_validate({**base, "method": "wasp", "wasp": {"variation": "keywords"}})
+    if row == "wasp-kwc":  # the same, with words that separate the classes rather than words of the class
+        wasp_kwc = {"variation": "keywords", "keywords_against": "other_classes"}
+        return Config.model_validate({**base, "method": "wasp", "wasp": wasp_kwc})
     if row == "wasp-latest":  # every vote ranks one round's samples: as many votes per sample as the first
         return Config.model_validate({**base, "method": "wasp", "wasp": {"vote_on": "latest"}})
     if row.startswith("wasp-pop"):

@@ -66,8 +66,12 @@ def test_aug_pe_is_a_preset(private_csv: Path, tmp_path: Path) -> None:
 NAMES = {"0": "negative", "1": "positive"}
 
 
-def test_keyword_variation_prompts_with_words_of_the_voted_samples(private_csv: Path, tmp_path: Path) -> None:
-    cfg = fake_run_config(private_csv, tmp_path / "kw", wasp=dict(rounds=3, q=4, variation="keywords"))
+@pytest.mark.parametrize("against", ["population", "other_classes"])
+def test_keyword_variation_prompts_with_words_of_the_voted_samples(
+    private_csv: Path, tmp_path: Path, against: str
+) -> None:
+    wasp = dict(rounds=3, q=4, variation="keywords", keywords_against=against)
+    cfg = fake_run_config(private_csv, tmp_path / "kw", wasp=wasp)
     gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
     res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
     assert len(res) == 60 and res.privacy["mechanisms"][0]["count"] == 3

@@ -516,6 +516,25 @@ def test_pool_keywords_rank_the_pool_words_rare_elsewhere_and_keep_their_written
     assert "goalie" not in excluded["h"] and "hockey" not in [w.lower() for w in excluded["h"]]
 
 
+def test_pool_keywords_against_the_other_classes_drop_the_words_every_class_writes() -> None:
+    # every sample, whatever its class, speaks of "latest" "news"; only some words tell the classes apart
+    sci = [f"The latest news: {t}" for t in SPACE] + ["The latest news from the NASA launch pad is good."]
+    sport = [f"The latest news: {t}" for t in HOCKEY] + ["The latest news: the goalie signed again."]
+    background, labels = sci + sport, ["sci"] * 3 + ["sport"] * 3
+    pools = {"sci": sci[:2], "sport": sport[:2]}
+    tfidf = pool_keywords(pools, background, 30)
+    assert {"latest", "news"} <= {w.lower() for w in tfidf["sci"]}  # TF-IDF keeps them: frequent in the pool
+    against = pool_keywords(pools, background, 30, background_labels=labels)
+    for c, mine in (("sci", {"launch", "NASA", "shuttle"}), ("sport", {"goalie", "hockey", "overtime"})):
+        assert not {"latest", "news"} & {w.lower() for w in against[c]}  # as common in the other class
+        assert against[c][0] in mine and mine & set(against[c][:3])
+    assert against["sci"][0] == "launch"  # the pool's most frequent word the other class never writes
+    assert not set(against["sci"]) & set(against["sport"])
+    with pytest.raises(ValueError, match="2 labels for 6"):
+        pool_keywords(pools, background, 5, background_labels=labels[:2])
+    assert pool_keywords(pools, ["12 34"], 3, background_labels=["sci"]) == {"sci": [], "sport": []}
+
+
 def test_pool_keywords_of_an_empty_pool_or_a_population_without_words() -> None:
     assert pool_keywords({"a": [], "b": HOCKEY}, HOCKEY, 3)["a"] == []
     assert pool_keywords({"a": ["12 34"]}, ["12 34", "!!"], 3) == {"a": []}

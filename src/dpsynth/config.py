@@ -300,6 +300,15 @@ class WaspConfig(StrictModel):
             "of one top-voted sample), keywords (zero-shot prompts naming words typical of the top-voted samples)."
         ),
     )
+    keywords_against: Literal["population", "other_classes"] = Field(
+        "population",
+        description=(
+            "variation = keywords: how a class's words are chosen from its good pool. population: words frequent "
+            "in the pool and rare in the whole voted population (TF-IDF); other_classes: words the pool uses more "
+            "often than the other classes' samples (log-odds), so that the words name what separates the classes. "
+            "Synthetic text only: no privacy cost (docs/wasp.md, step 7)."
+        ),
+    )
     top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
     l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
     pool_spread: int = Field(

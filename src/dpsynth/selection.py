@@ -294,28 +294,53 @@ def top_indices(scores: np.ndarray, candidates: np.ndarray, s: int) -> list[int]
     return [int(i) for i in candidates[order]]
 
 
+KEYWORD_PRIOR = 0.1  # keywords against other classes: the prior's weight, as a share of the background's texts
+
+
 def pool_keywords(
-    pools: Mapping[str, Sequence[str]], background: Sequence[str], k: int, exclude: Sequence[str] = ()
+    pools: Mapping[str, Sequence[str]],
+    background: Sequence[str],
+    k: int,
+    exclude: Sequence[str] = (),
+    background_labels: Sequence[str] | None = None,
 ) -> dict[str, list[str]]:
     """The ``k`` words most characteristic of each class's good pool, best first (``wasp.variation:
     keywords``).
 
-    A word's score in a class is its summed TF-IDF weight over the pool's texts, with document frequencies
-    from ``background`` (the whole voted population, every class): words frequent in the voted samples of
-    one class and rare elsewhere come first.  English stop words (other languages keep theirs), words of
-    under three letters and the words of ``exclude`` (the label names and the task, which every prompt
-    states anyway) are left out.  The
-    vote's signal then reaches the prompts as topics, not as texts to imitate (docs/wasp.md step 7).
-    Reads synthetic text chosen by a released vote: post-processing, no privacy cost.
+    Without ``background_labels`` (``wasp.keywords_against: population``), a word's score in a class is its
+    summed TF-IDF weight over the pool's texts, with document frequencies from ``background`` (the whole
+    voted population, every class): words frequent in the voted samples of one class and rare elsewhere
+    come first.  Words every generator writes whatever the class ("latest", "world") can still rank high.
+
+    With ``background_labels`` (the class of each ``background`` text; ``keywords_against:
+    other_classes``), a word's score is how much more often the class's pool uses it than the background
+    texts of the other classes: the z-score of the log-odds ratio with an informative Dirichlet prior
+    (Monroe, Colaresi and Quinn, "Fightin' Words", Political Analysis 16(4), 2008, eq. 22), counting the
+    share of texts that use the word, each share smoothed by a prior worth a tenth of the background's texts
+    at the word's share of the whole background.  Words all classes use score near zero; only words the
+    pool uses more than the other classes are kept.
+
+    English stop words (other languages keep theirs), words of under three letters and the words of
+    ``exclude`` (the label names and the task, which every prompt states anyway) are left out.  The vote's
+    signal then reaches the prompts as topics, not as texts to imitate (docs/wasp.md step 7).  Reads
+    synthetic text chosen by a released vote and the labels its prompts asked for: post-processing, no
+    privacy cost.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred: only this variation needs it
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer  # only this variation needs them
 
     # words of 3 to 24 letters: longer "words" are runs of text in scripts written without spaces
-    vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_'-]{2,23}\b")
-    word = re.compile(vec.token_pattern)
+    pattern = r"(?u)\b[^\W\d_][^\W\d_'-]{2,23}\b"
+    word = re.compile(pattern)
     skip = {w.lower() for phrase in exclude for w in re.findall(r"[^\W\d_]+", phrase)}  # "rec.autos", "sci-fi"
+    if background_labels is not None and len(background_labels) != len(background):
+        raise ValueError(f"pool_keywords: {len(background_labels)} labels for {len(background)} background texts")
+    vec: CountVectorizer = (
+        TfidfVectorizer(stop_words="english", token_pattern=pattern)
+        if background_labels is None
+        else CountVectorizer(stop_words="english", token_pattern=pattern, binary=True)
+    )
     try:
-        vec.fit(background)
+        seen = vec.fit_transform(background)
     except ValueError:  # no usable word in the whole population
         return {c: [] for c in pools}
     vocab = vec.get_feature_names_out()
@@ -324,13 +349,45 @@ def pool_keywords(
         if not texts:
             out[c] = []
             continue
-        score = np.asarray(vec.transform(texts).sum(axis=0)).ravel()
+        in_pool = np.asarray(vec.transform(texts).sum(axis=0), dtype=np.float64).ravel()
+        if background_labels is None:
+            score, used = in_pool, in_pool
+        else:
+            others = np.flatnonzero(np.asarray(background_labels, dtype=object) != c)
+            in_others = np.asarray(seen[others].sum(axis=0), dtype=np.float64).ravel()
+            # each word's share of background texts that use it, smoothed away from 0 and 1
+            rate = (np.asarray(seen.sum(axis=0), dtype=np.float64).ravel() + 1.0) / (len(background) + 2.0)
+            strength = max(1.0, KEYWORD_PRIOR * len(background))
+            score, used = _log_odds_z(in_pool, len(texts), in_others, len(others), rate, strength), in_pool
         order = np.argsort(-score, kind="stable")
-        best = [str(vocab[i]) for i in order if score[i] > 0 and vocab[i] not in skip][:k]
-        # each word as the pool writes it most often ("NASA", not the vectorizer's "nasa")
-        forms = Counter(w for t in texts for w in word.findall(t) if w.lower() in best)
-        written: dict[str, str] = {}
-        for form, _ in sorted(forms.items(), key=lambda fc: (-fc[1], fc[0] != fc[0].lower())):  # ties: lower
-            written.setdefault(form.lower(), form)
-        out[c] = [written.get(w, w) for w in best]
+        best = [str(vocab[i]) for i in order if score[i] > 0 and used[i] > 0 and vocab[i] not in skip][:k]
+        out[c] = _as_written(best, texts, word)
     return out
+
+
+def _log_odds_z(
+    y: np.ndarray, n: int, y_rest: np.ndarray, n_rest: int, rate: np.ndarray, strength: float
+) -> np.ndarray:
+    """Per word, the z-score of the log-odds that a text uses it: ``y`` of ``n`` texts against ``y_rest`` of
+    ``n_rest``, each smoothed by a Beta prior worth ``strength`` texts at the background ``rate`` (the
+    binomial form of Monroe, Colaresi and Quinn 2008, eqs. 16, 18 and 22).  Positive where the ``n`` texts
+    use the word more often; shrunk towards zero where either count is small.  Without enough prior, a word
+    the other texts never use would get a huge variance and a small z, the opposite of what is wanted."""
+    a, b = strength * rate, strength * (1.0 - rate)
+
+    def log_odds(used: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+        odds = np.log(used + a) - np.log(total - used + b)
+        return odds, 1.0 / (used + a) + 1.0 / (total - used + b)
+
+    (lo, var), (lo_rest, var_rest) = log_odds(y, n), log_odds(y_rest, n_rest)
+    return (lo - lo_rest) / np.sqrt(var + var_rest)
+
+
+def _as_written(best: list[str], texts: Sequence[str], word: re.Pattern[str]) -> list[str]:
+    """Each of ``best`` (lower case) as ``texts`` write it most often ("NASA", not the vectorizer's "nasa");
+    ties go to the lower-case form."""
+    forms = Counter(w for t in texts for w in word.findall(t) if w.lower() in best)
+    written: dict[str, str] = {}
+    for form, _ in sorted(forms.items(), key=lambda fc: (-fc[1], fc[0] != fc[0].lower())):
+        written.setdefault(form.lower(), form)
+    return [written.get(w, w) for w in best]

@@ -299,9 +299,11 @@ class WaspRun:
             texts = {s.id: s.text for s in population}
             keywords = pool_keywords(
                 {c: [texts[i] for i in ids] for c, ids in good.items()},
-                list(texts.values()),
+                [s.text for s in population],
                 KEYWORDS_PER_CLASS,
                 exclude=[*self.label_names.values(), self.config.data.task],
+                # the class each prompt asked for: public, chosen by the pipeline, never a private label
+                background_labels=sample_labels if self.w.keywords_against == "other_classes" else None,
             )
         return RoundPlan(
             t,
