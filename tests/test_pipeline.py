@@ -546,11 +546,12 @@ def test_samples_cut_by_the_token_limit_end_with_their_last_full_sentence(
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_real_model_keyword_rounds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("against", ["population", "other_classes"])
+def test_real_model_keyword_rounds(tmp_path: Path, against: str) -> None:
     """SmolLM2 (llama.cpp) and MiniLM on the embedded IMDb draw: a round prompted with words of the voted
-    samples writes usable reviews, and rounds.json records the words."""
+    samples (either way of choosing them) writes usable reviews, and rounds.json records the words."""
     run = tmp_path / "run"
-    cfg = smollm2_run_config(run, variation="keywords")
+    cfg = smollm2_run_config(run, variation="keywords", keywords_against=against)
     res = dpsynth.synthesize(cfg, progress=False)
     assert len(res) >= 10  # a small model may leave a sample or two short
     rounds = json.loads((run / "rounds.json").read_text())

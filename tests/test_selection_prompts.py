@@ -533,6 +533,17 @@ def test_pool_keywords_against_the_other_classes_drop_the_words_every_class_writ
     with pytest.raises(ValueError, match="2 labels for 6"):
         pool_keywords(pools, background, 5, background_labels=labels[:2])
     assert pool_keywords(pools, ["12 34"], 3, background_labels=["sci"]) == {"sci": [], "sport": []}
+    # another language's function words are no English stop words, but every class writes them
+    de = {
+        "sport": ["Der Torwart und die Mannschaft spielten gut.", "Die Mannschaft und der Trainer jubeln."],
+        "med": ["Der Arzt und die Patientin sprechen.", "Die Therapie und der Arzt helfen."],
+    }
+    de_labels = ["sport", "sport", "med", "med"]
+    by_class = pool_keywords(de, de["sport"] + de["med"], 5, background_labels=de_labels)
+    assert by_class["sport"][0] == "Mannschaft" and by_class["med"][0] == "Arzt"
+    assert not {"der", "die", "und"} & {w.lower() for ws in by_class.values() for w in ws}
+    tfidf_de = pool_keywords(de, de["sport"] + de["med"], 5)["sport"]
+    assert {"der", "die"} <= {w.lower() for w in tfidf_de}  # TF-IDF keeps them (in every text, but frequent)
 
 
 def test_pool_keywords_of_an_empty_pool_or_a_population_without_words() -> None:
