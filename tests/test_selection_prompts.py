@@ -533,6 +533,11 @@ def test_pool_keywords_against_the_other_classes_drop_the_words_every_class_writ
     with pytest.raises(ValueError, match="2 labels for 6"):
         pool_keywords(pools, background, 5, background_labels=labels[:2])
     assert pool_keywords(pools, ["12 34"], 3, background_labels=["sci"]) == {"sci": [], "sport": []}
+    # only the other classes are the reference: "bright" (the whole class writes it) before "film" (this
+    # pool only), which would come first if the class's own texts counted as "other"; int labels, str keys
+    one, zero = ["A bright film.", "Bright day.", "Bright sun.", "Bright and bold.", "Bright smile."], ["Dull plot."]
+    ints = pool_keywords({"0": zero, "1": one[:1]}, zero + one, 3, background_labels=[0] + [1] * 5)
+    assert ints["1"] == ["bright", "film"] and ints["0"] == ["Dull", "plot"]
     # another language's function words are no English stop words, but every class writes them
     de = {
         "sport": ["Der Torwart und die Mannschaft spielten gut.", "Die Mannschaft und der Trainer jubeln."],

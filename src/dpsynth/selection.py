@@ -314,11 +314,11 @@ def pool_keywords(
 
     With ``background_labels`` (the class of each ``background`` text; ``keywords_against:
     other_classes``), a word's score is how much more often the class's pool uses it than the background
-    texts of the other classes: the z-score of the log-odds ratio with an informative Dirichlet prior
-    (Monroe, Colaresi and Quinn, "Fightin' Words", Political Analysis 16(4), 2008, eq. 22), counting the
-    share of texts that use the word, each share smoothed by a prior worth a tenth of the background's texts
-    at the word's share of the whole background.  Words all classes use score near zero; only words the
-    pool uses more than the other classes are kept.
+    texts of the other classes: the z-score of the log-odds ratio with an informative prior (the binomial
+    form of Monroe, Colaresi and Quinn, "Fightin' Words", Political Analysis 16(4), 2008, eq. 22), counting
+    the share of texts that use the word, each share smoothed by a Beta prior worth a tenth of the
+    background's texts (at least one) at the word's share of the whole background (add-one smoothed).
+    Words all classes use score near zero; only words the pool uses more than the other classes are kept.
 
     English stop words (other languages keep theirs), words of under three letters and the words of
     ``exclude`` (the label names and the task, which every prompt states anyway) are left out.  The vote's
@@ -344,6 +344,12 @@ def pool_keywords(
     except ValueError:  # no usable word in the whole population
         return {c: [] for c in pools}
     vocab = vec.get_feature_names_out()
+    if background_labels is not None:
+        # labels compared as text: int labels against the pools' str keys must not make every text "other"
+        classes = np.asarray([str(b) for b in background_labels], dtype=object)
+        # each word's share of background texts that use it, smoothed away from 0 and 1
+        rate = (np.asarray(seen.sum(axis=0), dtype=np.float64).ravel() + 1.0) / (len(background) + 2.0)
+        strength = max(1.0, KEYWORD_PRIOR * len(background))
     out: dict[str, list[str]] = {}
     for c, texts in pools.items():
         if not texts:
@@ -353,11 +359,8 @@ def pool_keywords(
         if background_labels is None:
             score, used = in_pool, in_pool
         else:
-            others = np.flatnonzero(np.asarray(background_labels, dtype=object) != c)
+            others = np.flatnonzero(classes != str(c))
             in_others = np.asarray(seen[others].sum(axis=0), dtype=np.float64).ravel()
-            # each word's share of background texts that use it, smoothed away from 0 and 1
-            rate = (np.asarray(seen.sum(axis=0), dtype=np.float64).ravel() + 1.0) / (len(background) + 2.0)
-            strength = max(1.0, KEYWORD_PRIOR * len(background))
             score, used = _log_odds_z(in_pool, len(texts), in_others, len(others), rate, strength), in_pool
         order = np.argsort(-score, kind="stable")
         best = [str(vocab[i]) for i in order if score[i] > 0 and used[i] > 0 and vocab[i] not in skip][:k]
