@@ -302,7 +302,7 @@ def pool_keywords(
     background: Sequence[str],
     k: int,
     exclude: Sequence[str] = (),
-    background_labels: Sequence[str] | None = None,
+    background_labels: Sequence[Hashable] | None = None,
 ) -> dict[str, list[str]]:
     """The ``k`` words most characteristic of each class's good pool, best first (``wasp.variation:
     keywords``).
