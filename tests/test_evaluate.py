@@ -478,6 +478,43 @@ def test_test_set_is_required_unless_the_run_used_embedded_imdb(
     assert err.startswith("error: --test: ") and "\n" not in err
 
 
+def test_the_runs_private_data_is_refused_as_test_set(
+    fake_default_embedder: None,
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Scores on the private records are exact statistics of them: --test must not be data.private (the same
+    file, a relative path to it, or a byte-identical copy), and nothing may be written."""
+    import shutil
+
+    from dpsynth.cli import main
+
+    priv = run_dir.parent / "private.csv"  # the fixture run's data.private, an absolute path
+    copy = tmp_path / "copy.csv"
+    shutil.copy(priv, copy)
+    cols = {"test_text_column": "review", "test_label_column": "sentiment"}
+    (run_dir / "evaluation.json").unlink(missing_ok=True)  # the run is shared with tests that write one
+    monkeypatch.chdir(priv.parent)
+    for test in (priv, str(priv), copy, "private.csv"):
+        with pytest.raises(ConfigError, match=r"^--test \S+: this is the run's private data") as exc:
+            evaluate(run_dir, test, embedder=FakeEmbedder(), cache_dir=tmp_path, **cols)
+        assert "\n" not in str(exc.value) and "SENTINEL" not in str(exc.value)
+    assert not (run_dir / "evaluation.json").exists()
+    with pytest.raises(SystemExit) as sysexit:
+        main(["evaluate", "--synthetic", str(run_dir), "--test", str(priv), "--test-text-column", "review",
+              "--test-label-column", "sentiment", "--quiet"])  # fmt: skip
+    assert sysexit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --test ") and "private data" in err and "\n" not in err
+    # other records (a copy with one more row) are another test set: scored as usual
+    other = tmp_path / "other.csv"
+    other.write_text(priv.read_text() + "another held-out review,1\n")
+    res = evaluate(run_dir, other, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False, **cols)
+    assert res["test"]["n"] == 41
+
+
 def test_a_run_on_other_labels_does_not_default_to_the_embedded_split(
     fake_default_embedder: None, embedded_run: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from dpsynth.data import EmbeddedDataset, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
+from dpsynth.privacy.private_data import is_private_source
 from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
@@ -150,8 +151,17 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
     directory whose config.yaml shows it ran on an embedded dataset (``embedded:imdb``,
     ``embedded:newsgroups``): its fixed test split is then the
-    only right test set, and the note says it was chosen."""
+    only right test set, and the note says it was chosen.  A ``test`` that is the run's private data
+    file (or a byte-identical copy) is refused (``privacy.private_data.is_private_source``)."""
     if test is not None:
+        private = run_data_config(run_cfg).get("private")
+        if syn.run_dir is not None and is_private_source(test, private):
+            raise ConfigError(
+                f"--test {test}: this is the run's private data (data.private in {RunDir(syn.run_dir).config}); "
+                "scores on it are exact statistics of the private records, which the privacy guarantee does not "
+                "cover, and they would be written to evaluation.json and the report. Score against real records "
+                "held out before the run, or public labelled data of the task"
+            )
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
     declared = run_data_config(run_cfg).get("labels")

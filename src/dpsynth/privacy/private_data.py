@@ -17,6 +17,8 @@ error messages end up in logs and bug reports.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -220,6 +222,42 @@ def warn_if_delta_large(delta: float, m: int) -> None:
             f"privacy.delta = {delta:g} is not below 1/M for this private set: a guarantee that weak allows "
             "publishing a record; use a smaller delta (e.g. 1e-5)"
         )
+
+
+def is_private_source(candidate: Any, private: Any) -> bool:
+    """Is ``candidate`` (a path given as real test data) a run's private data ``private`` (its
+    ``data.private``): the same file or folder, or a file with the same bytes (a copy)?
+
+    ``dpsynth evaluate --test`` must not score against the private records: accuracy, FID and label
+    consistency on them are exact, un-noised statistics of the records, and they would go into
+    ``evaluation.json`` and the report, which the privacy guarantee does not cover.  Only the files'
+    identity and bytes are compared (a hash, nothing parsed, nothing shown); a relative ``private`` is
+    read from the working directory, as the run read it.  A test file that holds some private records
+    among others is not recognised."""
+    if not isinstance(candidate, (str, Path)) or not isinstance(private, (str, Path)):
+        return False
+    test, source = Path(candidate).expanduser(), Path(private).expanduser()
+    try:
+        if not test.exists() or not source.exists():
+            return False
+        if os.path.samefile(test, source):
+            return True
+        return (
+            test.is_file()
+            and source.is_file()
+            and test.stat().st_size == source.stat().st_size
+            and _digest(test) == _digest(source)
+        )
+    except OSError:  # unreadable: the loaders say why, with the file's name
+        return False
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _rows(source: Any, idx: list[int]) -> str:
