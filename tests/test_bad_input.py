@@ -578,6 +578,7 @@ def test_checks_on_private_data_are_console_notes_not_stops(
     assert note not in (res.run_dir / "run.log").read_text()
     checks = res.privacy["domain"]["checks"]
     assert any("non-empty text" in c for c in checks) and any("data.labels" in c for c in checks)
+    assert any("at least one record" in c for c in checks)
     assert not any("fewer than 2" in c or "1/M" in c or "number" in c for c in checks)
     assert res.privacy["complete"] and res.privacy["epsilon"] <= 4.0
 

@@ -485,8 +485,9 @@ def test_the_runs_private_data_is_refused_as_test_set(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Scores on the private records are exact statistics of them: --test must not be data.private (the same
-    file, a relative path to it, or a byte-identical copy), and nothing may be written."""
+    """Scores on the private records are exact statistics of them: --test (and --reference-zero-shot) must
+    not be data.private (the same file, a relative path to it, or a byte-identical copy), and nothing may be
+    written."""
     import shutil
 
     from dpsynth.cli import main
@@ -508,6 +509,11 @@ def test_the_runs_private_data_is_refused_as_test_set(
     assert sysexit.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --test ") and "private data" in err and "\n" not in err
+    # nor as the zero-shot reference: a classifier trained on the private records, its accuracy in the report
+    held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
+    with pytest.raises(ConfigError, match=r"^--reference-zero-shot \S+: this is the run's private data"):
+        evaluate(run_dir, held_out, reference_zero_shot=copy, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert not (run_dir / "evaluation.json").exists()
     # other records (a copy with one more row) are another test set: scored as usual
     other = tmp_path / "other.csv"
     other.write_text(priv.read_text() + "another held-out review,1\n")

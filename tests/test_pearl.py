@@ -784,3 +784,34 @@ def test_non_private_benchmark_mode(tmp_path: Path) -> None:
     assert all(m["sigma"] == 0 and m["noise_multiplier"] == 0 for m in report["mechanisms"])
     assert all("WITHOUT noise" in m["name"] for m in report["mechanisms"])
     assert _ledger(rd.path)["epsilon_spent"] == math.inf
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_key_in_one_json_record_is_not_published_as_a_column(tmp_path: Path, fmt: str) -> None:
+    """Regression: a JSON/JSONL table's columns were the union of its records' keys, so a key that one
+    record alone carried became a column of the output, of schema.json and of privacy.json (and changed the
+    sketch's sensitivity): removing that record removed the column, epsilon = inf.  Records with other keys
+    than the first are now refused, by line, without naming the key (a domain check in privacy.json)."""
+    records = _mixed_frame(40).to_dict("records")
+    p = tmp_path / f"private.{fmt}"
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        if fmt == "jsonl":
+            p.write_text("".join(json.dumps(r, default=int) + "\n" for r in rows))
+        else:
+            p.write_text(json.dumps(rows, default=int))
+
+    write([*records[:6], {**records[6], "SENTINEL_KEY": "yes"}, *records[7:]])
+    with pytest.raises(DataError, match=r"(line|record) 7 does not have the same keys as (line|record) 1") as e:
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    assert "SENTINEL" not in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # refused before the run directory exists
+    # a record without one of the keys is refused alike (it would decide whether a column exists too)
+    write([*records[:6], {k: v for k, v in records[6].items() if k != "colour"}, *records[7:]])
+    with pytest.raises(DataError, match="7 does not have the same keys"):
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    # every record with the same keys (null for a missing value) runs, and privacy.json states the check
+    write([*records[:6], {**records[6], "colour": None}, *records[7:]])
+    res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=20), progress=False)
+    assert list(pd.read_csv(res.output).columns) == ["a", "k", "colour", "target"]
+    assert pearl_mod.DOMAIN_SAME_KEYS in res.privacy["domain"]["checks"]

@@ -42,7 +42,7 @@ HANDLE_API = {
     ),
     "dpsynth.privacy.private_tables": frozenset(
         {"PrivateRecords", "load_private_table", "is_array_source", "DOMAIN_NOT_EMPTY", "DOMAIN_LABEL"}
-        | {"DOMAIN_FINITE_ARRAY"}
+        | {"DOMAIN_FINITE_ARRAY", "DOMAIN_SAME_KEYS"}
     ),
 }
 # functions (or methods, by name) that return private records as plain values

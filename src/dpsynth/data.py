@@ -103,6 +103,7 @@ def read_table(
     encoding: str = "utf-8",
     keep: Mapping[str, Collection[str]] | None = None,
     encoding_option: str = ENCODING_OPTION,
+    same_keys: bool = False,
 ) -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
@@ -121,10 +122,15 @@ def read_table(
     A column name that appears twice (CSV/TSV header, DataFrame) or a key that appears twice in one
     JSON object is refused: which of the two is meant cannot be known.
 
+    A JSONL file, or a JSON list of records, has no header: its columns are the keys its records use.
+    With ``same_keys`` a record whose keys differ from the first record's is refused (line or record
+    number only, no key named): for PEARL, which makes a column of every key, a key in one record would
+    otherwise be published as a column of the output.
+
     Every failure is a one-line ``DataError`` naming the file (and line or byte) and the fix, never a
     record's content.
     """
-    df = _read_strings(source, encoding, encoding_option)
+    df = _read_strings(source, encoding, encoding_option, same_keys)
     kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
 
     def blank_placeholders(col: pd.Series) -> pd.Series:
@@ -136,7 +142,9 @@ def read_table(
     return df.apply(blank_placeholders)
 
 
-def _read_strings(source: str | Path | Any, encoding: str, encoding_option: str = ENCODING_OPTION) -> pd.DataFrame:
+def _read_strings(
+    source: str | Path | Any, encoding: str, encoding_option: str = ENCODING_OPTION, same_keys: bool = False
+) -> pd.DataFrame:
     """The table with every cell a string and real missing values (NaN, None, JSON null) as ''."""
     if isinstance(source, pd.DataFrame):
         return _as_str(_unique_columns(source, "dataset"))
@@ -184,9 +192,9 @@ def _read_strings(source: str | Path | Any, encoding: str, encoding_option: str 
     if not text.strip():
         raise DataError(f"{path}: file is empty (only whitespace); it needs at least one record")
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(text, path)
+        return _read_jsonl(text, path, same_keys)
     if suffix == ".json":
-        return _read_json(text, path)
+        return _read_json(text, path, same_keys)
     sep = "\t" if suffix == ".tsv" else ","
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
@@ -267,8 +275,9 @@ def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION
         ) from None
 
 
-def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
+def _read_jsonl(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
     records = []
+    first: tuple[int, set[str]] | None = None  # the first record's line and keys
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -285,11 +294,23 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
                 f"{path}: line {n} is a JSON {type(obj).__name__}, not an object; each line must be "
                 'one record like {"text": ..., "label": ...}'
             )
+        if same_keys:
+            first = first or (n, set(obj))
+            if set(obj) != first[1]:
+                raise DataError(f"{path}: line {n} {_OTHER_KEYS.format(first=f'line {first[0]}')}")
         records.append(obj)
     return _as_str(pd.DataFrame.from_records(records))
 
 
-def _read_json(text: str, path: Path) -> pd.DataFrame:
+# same_keys: why a record with other keys is refused, and the fix
+_OTHER_KEYS = (
+    "does not have the same keys as {first}; every key of a JSON record becomes a column, and which columns "
+    "exist must not depend on one private record. Write every key in every record (null where a value is "
+    "missing), or use CSV/Parquet, whose header names the columns"
+)
+
+
+def _read_json(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -299,6 +320,10 @@ def _read_json(text: str, path: Path) -> pd.DataFrame:
     except _DuplicateKey as exc:
         raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        if same_keys and obj:
+            other = next((i for i, r in enumerate(obj) if set(r) != set(obj[0])), None)
+            if other is not None:
+                raise DataError(f"{path}: record {other + 1} {_OTHER_KEYS.format(first='record 1')}")
         return _as_str(pd.DataFrame.from_records(obj))
     if isinstance(obj, dict) and obj and all(isinstance(c, list) for c in obj.values()):
         if len({len(c) for c in obj.values()}) == 1:

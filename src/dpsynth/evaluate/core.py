@@ -38,6 +38,7 @@ from dpsynth.evaluate.inputs import (
     load_synthetic,
     load_test,
     read_run_config,
+    refuse_private_data,
     resolve_test,
     run_data_config,
     used_embedded_dataset,
@@ -142,6 +143,9 @@ def evaluate(
         log.warning(w)
     zs: LabelledTexts | None = None
     if reference_zero_shot is not None:
+        refuse_private_data(
+            reference_zero_shot, "--reference-zero-shot", syn, run_cfg, "give a zero-shot run's directory or output"
+        )
         try:  # the same checks as the synthetic set, in messages that name the flag the user gave
             zs = load_synthetic(reference_zero_shot, text_column, label_column)
             check_labels(zs, tst)

@@ -144,6 +144,19 @@ def data_rows(df: Any, text_column: str) -> Any:
     return df[text_column].astype(str).str.strip().ne("")
 
 
+def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dict[str, Any], fix: str) -> None:
+    """Refuse ``source`` (``--test``, ``--reference-zero-shot``) when it is the run's private data (the same
+    file or folder, or a byte-identical copy: ``privacy.private_data.is_private_source``): scores with it
+    are exact statistics of the private records, outside the privacy guarantee, and they would be
+    written to evaluation.json and the report.  ``fix``: what to give instead."""
+    if syn.run_dir is not None and is_private_source(source, run_data_config(run_cfg).get("private")):
+        raise ConfigError(
+            f"{flag} {source}: this is the run's private data (data.private in {RunDir(syn.run_dir).config}); "
+            "scores with it are exact statistics of the private records, which the privacy guarantee does not "
+            f"cover, and they would be written to evaluation.json and the report; {fix}"
+        )
+
+
 def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:
     """The test set to score against, and a note for the reader when it was not given.
 
@@ -151,17 +164,10 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     against IMDb reviews, with no warning), so a test set is required.  The one exception is a run
     directory whose config.yaml shows it ran on an embedded dataset (``embedded:imdb``,
     ``embedded:newsgroups``): its fixed test split is then the
-    only right test set, and the note says it was chosen.  A ``test`` that is the run's private data
-    file (or a byte-identical copy) is refused (``privacy.private_data.is_private_source``)."""
+    only right test set, and the note says it was chosen.  A ``test`` that is the run's private data is
+    refused (``refuse_private_data``)."""
     if test is not None:
-        private = run_data_config(run_cfg).get("private")
-        if syn.run_dir is not None and is_private_source(test, private):
-            raise ConfigError(
-                f"--test {test}: this is the run's private data (data.private in {RunDir(syn.run_dir).config}); "
-                "scores on it are exact statistics of the private records, which the privacy guarantee does not "
-                "cover, and they would be written to evaluation.json and the report. Score against real records "
-                "held out before the run, or public labelled data of the task"
-            )
+        refuse_private_data(test, "--test", syn, run_cfg, "score against real records held out before the run")
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
     declared = run_data_config(run_cfg).get("labels")

@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# The input domain of the text methods: per-record checks that refuse the whole input (privacy.json
+# The input domain of the text methods: checks that refuse the whole input (privacy.json
 # lists them; the guarantee is stated over datasets whose records pass them).
 PRIVATE_TEXT_DOMAIN = (
+    "the private set holds at least one record",
     "every record has a non-empty text (data.text_column); missing values count as empty",
     "every record's label (data.label_column) is one of the declared data.labels",
 )

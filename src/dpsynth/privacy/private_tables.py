@@ -39,6 +39,7 @@ T = TypeVar("T")
 # value is handled record by record (clipped, imputed, or encoded as no category: encode_table).
 DOMAIN_NOT_EMPTY = "the private set holds at least one record"
 DOMAIN_LABEL = "every record's label (data.label_column) is one of the declared data.labels"
+DOMAIN_SAME_KEYS = "every record of the JSON/JSONL file has the same keys (its columns)"
 DOMAIN_FINITE_ARRAY = "array input: every value of every record is finite (no NaN or infinity)"
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -135,7 +136,7 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
     from dpsynth.methods.pearl.encoding import value_notes
     from dpsynth.methods.pearl.schema import ColumnSpec, Schema
 
-    df = read_table(source, config.data.encoding)
+    df = read_table(source, config.data.encoding, same_keys=True)
     if len(df.columns) == 0 or len(df) == 0:
         raise DataError(f"{where}: has no records; it needs a header row and at least one record")
     cols = [str(c) for c in df.columns]
@@ -162,7 +163,17 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         notify_owner(note)
     private = PrivateRecords(yi, where, table=df[features].copy())
     domain = [DOMAIN_NOT_EMPTY] + ([DOMAIN_LABEL] if label_col is not None else [])
+    if _is_json_records(source):
+        domain.append(DOMAIN_SAME_KEYS)
     return private, Schema(specs, cols, label_col, classes), domain
+
+
+def _is_json_records(source: Any) -> bool:
+    """A JSON or JSONL file, whose columns are its records' keys (``read_table(same_keys=True)``)."""
+    if not isinstance(source, (str, Path)):
+        return False
+    suffixes = [x.lower() for x in Path(str(source)).suffixes]
+    return bool(set(suffixes) & {".json", ".jsonl", ".ndjson"})
 
 
 def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:

@@ -41,13 +41,20 @@ from dpsynth.methods.pearl.generator import TrainedGenerator, TrainSettings, tra
 from dpsynth.methods.pearl.method import PearlMethod, default_bandwidth
 from dpsynth.methods.pearl.report import ADJACENCY, RELEASE_FILES, mechanism_name
 from dpsynth.methods.pearl.schema import ColumnSpec, Schema, load_schema_spec
-from dpsynth.privacy.private_tables import DOMAIN_FINITE_ARRAY, DOMAIN_LABEL, DOMAIN_NOT_EMPTY, PrivateRecords
+from dpsynth.privacy.private_tables import (
+    DOMAIN_FINITE_ARRAY,
+    DOMAIN_LABEL,
+    DOMAIN_NOT_EMPTY,
+    DOMAIN_SAME_KEYS,
+    PrivateRecords,
+)
 
 __all__ = [
     "ADJACENCY",
     "DOMAIN_FINITE_ARRAY",
     "DOMAIN_LABEL",
     "DOMAIN_NOT_EMPTY",
+    "DOMAIN_SAME_KEYS",
     "MISSING_NUMERIC",
     "ONEHOT_SCALE",
     "RELEASE_FILES",
