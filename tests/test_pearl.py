@@ -815,3 +815,19 @@ def test_a_key_in_one_json_record_is_not_published_as_a_column(tmp_path: Path, f
     res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=20), progress=False)
     assert list(pd.read_csv(res.output).columns) == ["a", "k", "colour", "target"]
     assert pearl_mod.DOMAIN_SAME_KEYS in res.privacy["domain"]["checks"]
+
+
+def test_an_in_memory_list_does_not_let_one_record_choose_the_dtype() -> None:
+    """Regression: arrays handed to the loader as plain lists took the dtype numpy infers from the values,
+    so one record with a 2.5 among integers turned the schema's type (and the output's dtype and rounding)
+    from integer into float: a published fact that depends on one record.  A list is now read as float64
+    whatever its values; an ndarray keeps its declared dtype."""
+    from dpsynth.privacy.private_tables import load_private_table
+
+    cfg = Config(method="pearl", privacy={"epsilon": 1.0, "delta": 1e-5}, data={"private": "x.npz"})
+    x = np.random.default_rng(0).integers(0, 5, size=(30, 2, 2)).tolist()
+    for rows in (x, [*x[:-1], [[2.5, 1], [0, 1]]]):
+        _, schema, _ = load_private_table({"x": rows}, cfg, {}, None)
+        assert schema.array_dtype == "float64" and schema.columns[0].kind == "float"
+    _, schema, _ = load_private_table({"x": np.asarray(x, dtype=np.int64)}, cfg, {}, None)
+    assert schema.array_dtype == "int64" and schema.columns[0].kind == "integer"

@@ -187,7 +187,10 @@ def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[s
         elif isinstance(src, Mapping):
             if key not in src:
                 raise DataError(f"dataset: no array {key!r} (pearl.array_key); it has {sorted(src)}")
-            x = np.asarray(src[key])
+            x = src[key]
+            # a plain list declares no dtype: one inferred from the values would let one record (a 2.5 among
+            # integers) decide the output's type and rounding, so it is read as float64, a public choice
+            x = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
             y_raw = src.get(label_key)
         else:
             p = Path(str(src)).expanduser()
