@@ -668,6 +668,23 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
         read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))
 
 
+def test_values_are_read_as_written_whatever_one_record_holds(tmp_path: Path) -> None:
+    """Regression: a null in a JSON or Parquet column of integers made pandas read the whole column as
+    floats ("1.0"), so one record decided how every value of a column reads (PEARL derives a column's type
+    from them); and a JSON string holding U+2028 was split as if it ended the line."""
+    from dpsynth.data import read_table
+
+    j = tmp_path / "t.jsonl"
+    j.write_text('{"k": 1, "t": "a\u2028b"}\n{"k": null, "t": "c"}\n{"k": 3, "t": "d\u2029e"}\n', encoding="utf-8")
+    assert read_table(j).to_dict("list") == {"k": ["1", "", "3"], "t": ["a\u2028b", "c", "d\u2029e"]}
+    for name, text in [("rows.json", '[{"k": 1}, {"k": null}]'), ("cols.json", '{"k": [1, null]}')]:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert read_table(tmp_path / name)["k"].tolist() == ["1", ""], name
+    pq = tmp_path / "t.parquet"
+    pd.DataFrame({"k": pd.array([1, None, 3], dtype="Int64"), "f": [1.5, None, 2.0]}).to_parquet(pq)
+    assert read_table(pq).to_dict("list") == {"k": ["1", "", "3"], "f": ["1.5", "", "2.0"]}
+
+
 def test_a_label_declared_like_a_placeholder_is_a_label(tmp_path: Path) -> None:
     """ "None" / "NA" as a class ("no issue", "not applicable") is common in support and triage data; they
     used to be read as missing, so every record of that class was refused as undeclared.  A declared label

@@ -509,6 +509,10 @@ def test_the_runs_private_data_is_refused_as_test_set(
     assert sysexit.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --test ") and "private data" in err and "\n" not in err
+    # the run's output file given as --synthetic is checked against the run's config.yaml beside it
+    output = next(run_dir.glob("synthetic.*"))
+    with pytest.raises(ConfigError, match=r"^--test \S+: this is the run's private data"):
+        evaluate(output, copy, embedder=FakeEmbedder(), cache_dir=tmp_path, **cols)
     # nor as the zero-shot reference: a classifier trained on the private records, its accuracy in the report
     held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
     with pytest.raises(ConfigError, match=r"^--reference-zero-shot \S+: this is the run's private data"):

@@ -802,7 +802,8 @@ def test_a_key_in_one_json_record_is_not_published_as_a_column(tmp_path: Path, f
             p.write_text(json.dumps(rows, default=int))
 
     write([*records[:6], {**records[6], "SENTINEL_KEY": "yes"}, *records[7:]])
-    with pytest.raises(DataError, match=r"(line|record) 7 does not have the same keys as (line|record) 1") as e:
+    other_keys = r"(line|record) 7 does not have the same keys, in the same order, as (line|record) 1"
+    with pytest.raises(DataError, match=other_keys) as e:
         dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
     assert "SENTINEL" not in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()  # refused before the run directory exists
@@ -810,10 +811,16 @@ def test_a_key_in_one_json_record_is_not_published_as_a_column(tmp_path: Path, f
     write([*records[:6], {k: v for k, v in records[6].items() if k != "colour"}, *records[7:]])
     with pytest.raises(DataError, match="7 does not have the same keys"):
         dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
-    # every record with the same keys (null for a missing value) runs, and privacy.json states the check
-    write([*records[:6], {**records[6], "colour": None}, *records[7:]])
+    # the same keys in another order: the first record would decide the columns' order
+    write([*records[:6], dict(reversed(records[6].items())), *records[7:]])
+    with pytest.raises(DataError, match="7 does not have the same keys, in the same order"):
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    # every record with the same keys (null for a missing value) runs, and privacy.json states the check;
+    # a null in the integer column leaves it integer (pandas would read the column as floats)
+    write([*records[:6], {**records[6], "colour": None, "k": None}, *records[7:]])
     res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=20), progress=False)
-    assert list(pd.read_csv(res.output).columns) == ["a", "k", "colour", "target"]
+    out = pd.read_csv(res.output)
+    assert list(out.columns) == ["a", "k", "colour", "target"] and out["k"].dtype == np.int64
     assert pearl_mod.DOMAIN_SAME_KEYS in res.privacy["domain"]["checks"]
 
 

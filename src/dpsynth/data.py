@@ -179,7 +179,8 @@ def _read_strings(
             raise DataError(f"{path}: file is empty (0 bytes); it needs {what}")
         if suffix in (".parquet", ".pq"):
             try:
-                table = pd.read_parquet(path)
+                # nullable types: an integer column with a null stays integers (not "1.0"), as in JSON
+                table = pd.read_parquet(path, dtype_backend="numpy_nullable")
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
                 raise DataError(
                     f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
@@ -277,8 +278,9 @@ def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION
 
 def _read_jsonl(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
     records = []
-    first: tuple[int, set[str]] | None = None  # the first record's line and keys
-    for n, line in enumerate(text.splitlines(), 1):
+    first: tuple[int, list[str]] | None = None  # the first record's line and keys, in order
+    # split at line feeds only: str.splitlines would also split inside a string at U+2028 and the like
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -295,18 +297,18 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
                 'one record like {"text": ..., "label": ...}'
             )
         if same_keys:
-            first = first or (n, set(obj))
-            if set(obj) != first[1]:
+            first = first or (n, list(obj))
+            if list(obj) != first[1]:
                 raise DataError(f"{path}: line {n} {_OTHER_KEYS.format(first=f'line {first[0]}')}")
         records.append(obj)
-    return _as_str(pd.DataFrame.from_records(records))
+    return _as_str(_records_frame(records))
 
 
 # same_keys: why a record with other keys is refused, and the fix
 _OTHER_KEYS = (
-    "does not have the same keys as {first}; every key of a JSON record becomes a column, and which columns "
-    "exist must not depend on one private record. Write every key in every record (null where a value is "
-    "missing), or use CSV/Parquet, whose header names the columns"
+    "does not have the same keys, in the same order, as {first}; every key of a JSON record becomes a "
+    "column, and which columns exist must not depend on one private record. Write every key in every record "
+    "(null where a value is missing), in one order, or use CSV/Parquet, whose header names the columns"
 )
 
 
@@ -321,18 +323,25 @@ def _read_json(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
         raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
         if same_keys and obj:
-            other = next((i for i, r in enumerate(obj) if set(r) != set(obj[0])), None)
+            other = next((i for i, r in enumerate(obj) if list(r) != list(obj[0])), None)
             if other is not None:
                 raise DataError(f"{path}: record {other + 1} {_OTHER_KEYS.format(first='record 1')}")
-        return _as_str(pd.DataFrame.from_records(obj))
+        return _as_str(_records_frame(obj))
     if isinstance(obj, dict) and obj and all(isinstance(c, list) for c in obj.values()):
         if len({len(c) for c in obj.values()}) == 1:
-            return _as_str(pd.DataFrame(obj))
+            return _as_str(pd.DataFrame(obj, dtype=object))
         raise DataError(f"{path}: the JSON columns have different lengths; give one value per record in each")
     raise DataError(
         f"{path}: JSON must be a list of records [{{...}}, ...] or a mapping of columns {{name: [...]}}; "
         "or use JSONL, one record per line"
     )
+
+
+def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """JSON records as a table of the values as written: with ``dtype=object`` a null in a column of integers
+    does not turn every value of the column into a float ("1.0"), which would let one record decide how a
+    column reads (PEARL derives a column's type from its values)."""
+    return pd.DataFrame(records, dtype=object)
 
 
 def _as_str(df: pd.DataFrame) -> pd.DataFrame:

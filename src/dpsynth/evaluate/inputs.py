@@ -148,10 +148,18 @@ def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dic
     """Refuse ``source`` (``--test``, ``--reference-zero-shot``) when it is the run's private data (the same
     file or folder, or a byte-identical copy: ``privacy.private_data.is_private_source``): scores with it
     are exact statistics of the private records, outside the privacy guarantee, and they would be
-    written to evaluation.json and the report.  ``fix``: what to give instead."""
-    if syn.run_dir is not None and is_private_source(source, run_data_config(run_cfg).get("private")):
+    written to evaluation.json and the report.  A synthetic set given as a file of a run directory is
+    checked against that run's config.yaml.  ``fix``: what to give instead."""
+    if syn.run_dir is not None:
+        config = RunDir(syn.run_dir).config
+    elif Path(syn.source).expanduser().is_file():  # a run's output file given as --synthetic: its run's config
+        config = Path(syn.source).expanduser().parent / "config.yaml"
+        run_cfg = read_run_config(config.parent)
+    else:
+        return
+    if config.is_file() and is_private_source(source, run_data_config(run_cfg).get("private")):
         raise ConfigError(
-            f"{flag} {source}: this is the run's private data (data.private in {RunDir(syn.run_dir).config}); "
+            f"{flag} {source}: this is the run's private data (data.private in {config}); "
             "scores with it are exact statistics of the private records, which the privacy guarantee does not "
             f"cover, and they would be written to evaluation.json and the report; {fix}"
         )

@@ -235,10 +235,10 @@ def is_private_source(candidate: Any, private: Any) -> bool:
     identity and bytes are compared (a hash, nothing parsed, nothing shown); a relative ``private`` is
     read from the working directory, as the run read it.  A test file that holds some private records
     among others is not recognised."""
-    if not isinstance(candidate, (str, Path)) or not isinstance(private, (str, Path)):
+    if not isinstance(candidate, (str, os.PathLike)) or not isinstance(private, (str, os.PathLike)):
         return False
-    test, source = Path(candidate).expanduser(), Path(private).expanduser()
     try:
+        test, source = Path(candidate).expanduser(), Path(private).expanduser()
         if not test.exists() or not source.exists():
             return False
         if os.path.samefile(test, source):
@@ -249,7 +249,7 @@ def is_private_source(candidate: Any, private: Any) -> bool:
             and test.stat().st_size == source.stat().st_size
             and _digest(test) == _digest(source)
         )
-    except OSError:  # unreadable: the loaders say why, with the file's name
+    except (OSError, RuntimeError):  # unreadable, or ~user unknown: the loaders say why, with the name
         return False
 
 

@@ -189,8 +189,9 @@ def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[s
                 raise DataError(f"dataset: no array {key!r} (pearl.array_key); it has {sorted(src)}")
             x = src[key]
             # a plain list declares no dtype: one inferred from the values would let one record (a 2.5 among
-            # integers) decide the output's type and rounding, so it is read as float64, a public choice
-            x = x if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
+            # integers) decide the output's type and rounding, so it is read as float64, a public choice;
+            # arrays and tensors keep the dtype they declare
+            x = x if hasattr(x, "dtype") else np.asarray(x, dtype=np.float64)
             y_raw = src.get(label_key)
         else:
             p = Path(str(src)).expanduser()
