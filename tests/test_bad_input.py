@@ -669,7 +669,7 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
 
 
 def test_values_are_read_as_written_whatever_one_record_holds(tmp_path: Path) -> None:
-    """Regression: a null in a JSON or Parquet column of integers made pandas read the whole column as
+    """Regression: a null in a JSON, Parquet or HF dataset column of integers made pandas read the whole column as
     floats ("1.0"), so one record decided how every value of a column reads (PEARL derives a column's type
     from them); and a JSON string holding U+2028 was split as if it ended the line."""
     from dpsynth.data import read_table
@@ -683,6 +683,13 @@ def test_values_are_read_as_written_whatever_one_record_holds(tmp_path: Path) ->
     pq = tmp_path / "t.parquet"
     pd.DataFrame({"k": pd.array([1, None, 3], dtype="Int64"), "f": [1.5, None, 2.0]}).to_parquet(pq)
     assert read_table(pq).to_dict("list") == {"k": ["1", "", "3"], "f": ["1.5", "", "2.0"]}
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"k": [1, None, 3], "t": ["a", "b", None]})
+    assert read_table(ds).to_dict("list") == {"k": ["1", "", "3"], "t": ["a", "b", ""]}
+    assert read_table(ds.select([2, 1]))["k"].tolist() == ["3", ""]  # the selection, not the whole table
+    ds.save_to_disk(str(tmp_path / "hf"))
+    assert read_table(tmp_path / "hf")["k"].tolist() == ["1", "", "3"]
 
 
 def test_a_label_declared_like_a_placeholder_is_a_label(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def _read_strings(
     if isinstance(source, pd.DataFrame):
         return _as_str(_unique_columns(source, "dataset"))
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
-        return _as_str(_unique_columns(source.to_pandas(), "dataset"))
+        return _as_str(_unique_columns(_hf_frame(source), "dataset"))
     check_source(source, "records")
     path = Path(source).expanduser()
     if not path.exists():
@@ -168,7 +168,7 @@ def _read_strings(
             if "train" not in ds:
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
-        return _as_str(_unique_columns(ds.to_pandas(), str(path)))
+        return _as_str(_unique_columns(_hf_frame(ds), str(path)))
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
@@ -335,6 +335,12 @@ def _read_json(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
         f"{path}: JSON must be a list of records [{{...}}, ...] or a mapping of columns {{name: [...]}}; "
         "or use JSONL, one record per line"
     )
+
+
+def _hf_frame(ds: Any) -> pd.DataFrame:
+    """A Hugging Face ``Dataset`` as a table of its values: an integer column with a null stays integers (as
+    in ``_records_frame``), where ``Dataset.to_pandas`` would make every value of it a float."""
+    return ds.with_format("arrow")[:].to_pandas(integer_object_nulls=True)
 
 
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
