@@ -660,3 +660,128 @@ def test_a_batch_longer_than_shutdown_timeout_ends_the_process_and_the_job_stays
     assert status == 130 and time.monotonic() - t0 < 20, (status, err[-3000:])
     assert "terminate called" not in err and "Traceback" not in err and "did not reach a safe point" in err
     assert server.job_status(jid)["state"] == "running"  # as after a crash: the next start resumes it
+
+
+# ------------------------------------------------------------------ the client's job on resume
+@pytest.mark.parametrize(
+    "setting, value, name",
+    [
+        ("finetune", {"lora_r": 512}, "finetune.lora_r"),
+        ("finetune", {"temperature": 6.0}, "finetune.temperature"),
+        ("knowledgesg", {"domain": "d" * 101}, "knowledgesg.domain"),
+        ("finetune", {"target_modules": ["q_proj", "lm_head"]}, "finetune.target_modules"),
+    ],
+)
+def test_settings_the_server_refuses_stop_the_client_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: dict[str, Any], name: str
+) -> None:
+    """Regression: settings the config accepts but the server's job format refuses (LoRA rank over 256,
+    temperature over 5, a long domain, LoRA on the output layer) failed at job creation, after DP-SGD had
+    spent the budget; fixing them took a new run and a second spend on the same records."""
+    import dpsynth
+    from dpsynth.config import Config
+    from dpsynth.errors import ConfigError
+    from dpsynth.knowledgesg.protocol import ServerInfo
+    from dpsynth.methods import knowledgesg
+
+    cfg = Config.model_validate(
+        {
+            "method": "knowledgesg",
+            "out": str(tmp_path / "run"),
+            "knowledgesg": {
+                "server": "http://127.0.0.1:9",
+                "max_retries": 0,
+                **(value if setting == "knowledgesg" else {}),
+            },
+            "finetune": value if setting == "finetune" else {},
+        }
+    )
+    info = ServerInfo(
+        base_model=cfg.finetune.model, professional="p", max_adapter_bytes=1 << 20, max_samples=1000, ready=True
+    )
+    monkeypatch.setattr(knowledgesg.KnowledgeSGClientMethod, "_server_ready", lambda self: info)
+    monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run directory, the count and DP-SGD
+
+
+class _Jobs:
+    """A stand-in server client: job "old" is failed or unknown; adapters can be forgotten once."""
+
+    def __init__(self, old: str, adapter_known: bool = True) -> None:
+        from dpsynth.knowledgesg.client import ServerError
+
+        self.error, self.old, self.adapter_known, self.calls = ServerError, old, adapter_known, []
+
+    def _job(self, job_id: str, state: str) -> Any:
+        from dpsynth.knowledgesg.protocol import JobStatus
+
+        return JobStatus(job_id=job_id, state=state, created=0.0, updated=0.0)  # type: ignore[arg-type]
+
+    def status(self, job_id: str) -> Any:
+        self.calls.append(("status", job_id))
+        if job_id == "old" and self.old == "unknown":
+            raise self.error("HTTP 404: no such job", status=404)
+        return self._job(job_id, "failed" if job_id == "old" else "done")
+
+    def upload_adapter(self, data: bytes) -> Any:
+        from dpsynth.knowledgesg.protocol import AdapterReceipt
+
+        self.calls.append(("upload", len(data)))
+        self.adapter_known = True
+        return AdapterReceipt(adapter_id="b" * 32, sha256="0" * 64, bytes=len(data), tensors=4, lora_r=8)
+
+    def create_job(self, spec: Any) -> Any:
+        self.calls.append(("create", spec.adapter_id, spec.idempotency_key))
+        if not self.adapter_known:
+            raise self.error("HTTP 404: no such adapter", status=404)
+        return self._job("new", "queued")
+
+    def dataset(self, job_id: str) -> str:
+        return '{"instruction": "q?", "response": "a."}\n'
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        return {"n_returned": 1}
+
+
+@pytest.mark.parametrize("old, adapter_known", [("failed", True), ("unknown", True), ("failed", False)])
+def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
+    tmp_path: Path, old: str, adapter_known: bool
+) -> None:
+    """Regression: once client.json held a job id, every --resume polled that job only; a failed job, or one
+    the server had lost (404), stopped every resume, and the only way on was a new run, i.e. training and
+    spending the budget again.  Now a resume makes a new job from the saved DP adapter (uploaded again if the
+    server lost it too), and the DP training is not repeated."""
+    import json
+    from types import SimpleNamespace
+
+    from dpsynth.config import Config
+    from dpsynth.methods.knowledgesg import KnowledgeSGClientMethod
+    from dpsynth.run import ProgressReporter, RunDir
+
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.knowledgesg_state.parent.mkdir(parents=True)
+    run_dir.adapter_weights.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.adapter_weights.write_bytes(b"dp-adapter")
+    state = {"adapter_id": "a" * 32, "job_id": "old", "idempotency_key": "first-key-123"}
+    run_dir.knowledgesg_state.write_text(json.dumps(state))
+    trained: list[int] = []
+    method = KnowledgeSGClientMethod.__new__(KnowledgeSGClientMethod)
+    method.config = Config.model_validate({"method": "knowledgesg", "n_synthetic": 1, "knowledgesg": {"server": "x"}})
+    method.client = jobs = _Jobs(old, adapter_known)  # type: ignore[assignment]
+    method.professional = "p"
+    method.inner = SimpleNamespace(  # type: ignore[assignment]
+        train_adapter=lambda *a, **k: (trained.append(1), ("ledger", {}))[1],
+        _report=lambda ledger, shares: {},
+        domain=lambda: [],
+        run_phases=None,
+    )
+    rows, _ = method.run(run_dir, ProgressReporter(enabled=False))
+    assert [r["instruction"] for r in rows] == ["q?"] and trained == [1]  # resumed training: no new steps here
+    creates = [c for c in jobs.calls if c[0] == "create"]
+    assert creates and all(c[2] != "first-key-123" for c in creates)  # a new job, not the old one again
+    uploads = [c for c in jobs.calls if c[0] == "upload"]
+    assert len(uploads) == (0 if adapter_known else 1)  # the saved adapter, uploaded again only if lost
+    saved = json.loads(run_dir.knowledgesg_state.read_text())
+    assert saved["job_id"] == "new" and saved["idempotency_key"] != "first-key-123"

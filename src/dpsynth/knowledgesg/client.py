@@ -22,7 +22,14 @@ log = logging.getLogger("dpsynth.knowledgesg")
 
 
 class ServerError(DpsynthError):
-    """The server refused a request or could not be reached after the retries."""
+    """The server refused a request or could not be reached after the retries.
+
+    ``status``: the HTTP status of a refusal (e.g. 404: the job or adapter is not on the server), None
+    when the server could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServerClient:
@@ -67,7 +74,8 @@ class ServerClient:
                 continue
             if resp.status_code >= 400:
                 raise ServerError(
-                    f"server {self.url}: {method} {path} refused (HTTP {resp.status_code}): {_reason(resp)}"
+                    f"server {self.url}: {method} {path} refused (HTTP {resp.status_code}): {_reason(resp)}",
+                    status=resp.status_code,
                 )
             return resp
         raise ServerError(

@@ -22,13 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dpsynth.config import Config
 from dpsynth.data import EMBEDDED_MEDMCQA
 from dpsynth.errors import ConfigError, DpsynthError
 from dpsynth.extras import require
 from dpsynth.io import atomic_write_json
 from dpsynth.knowledgesg.client import ServerClient, ServerError
-from dpsynth.knowledgesg.protocol import JobSpec, LoraSpec, PromptSpec, format_record
+from dpsynth.knowledgesg.protocol import JobSpec, format_record
 from dpsynth.privacy.private_data import load_qa_pairs
 from dpsynth.privacy.report import DOMAIN_NOTE
 from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
@@ -37,6 +39,24 @@ log = logging.getLogger("dpsynth.knowledgesg")
 
 TASK = "question and answer"
 READY_WAIT_S = 600.0  # how long to wait for a server that is still loading its models
+# the server accepts LoRA weights of linear layers only; peft's adapter for these layers carries base weights
+NOT_LINEAR = frozenset({"embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out", "word_embeddings"})
+# the job format's fields (protocol.JobSpec), by the config setting that fills them (``_spec``)
+SPEC_SETTINGS = {
+    "base_model": "finetune.model",
+    "lora.r": "finetune.lora_r",
+    "lora.alpha": "finetune.lora_alpha",
+    "lora.target_modules": "finetune.target_modules",
+    "prompt.control_code": "finetune.control_code",
+    "prompt.instruction": "finetune.instruction",
+    "prompt.label": "knowledgesg.domain",
+    "domain": "knowledgesg.domain",
+    "n_samples": "n_synthetic",
+    "oversample": "knowledgesg.oversample",
+    "max_new_tokens": "finetune.max_new_tokens",
+    "temperature": "finetune.temperature",
+    "top_p": "finetune.top_p",
+}
 
 
 class KnowledgeSGClientMethod:
@@ -113,8 +133,30 @@ class KnowledgeSGClientMethod:
         if self.config.n_synthetic > info.max_samples:
             raise ConfigError(f"n_synthetic: the server allows at most {info.max_samples} records per job")
         self.professional = info.professional
+        self._check_job_settings()
         self.inner.prepare()
         self._records = None
+
+    def _check_job_settings(self) -> None:
+        """The server's job format (``protocol.JobSpec``) is stricter than the config (e.g. LoRA rank at most
+        256, temperature at most 5, a domain of at most 100 characters), and the job is created only after
+        DP-SGD: a setting it refuses must stop the run here, before any budget is spent, or fixing it would
+        take a new run and a second spend on the same records."""
+        bad = sorted(set(self.config.finetune.target_modules) & NOT_LINEAR)
+        if bad:
+            raise ConfigError(
+                f"finetune.target_modules: {bad} are embedding or output layers; the server accepts LoRA on "
+                "linear layers only (an adapter of these layers carries base-model weights), e.g. q_proj, v_proj"
+            )
+        try:
+            self._spec({"adapter_id": "0" * 32, "idempotency_key": "settings-check"})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(
+                f"{SPEC_SETTINGS.get(loc, loc)}: {err['msg']} for the KnowledgeSG server's jobs; change it before "
+                "the run (the job is created after the DP training)"
+            ) from None
 
     def _server_ready(self) -> Any:
         t0 = time.monotonic()
@@ -141,22 +183,33 @@ class KnowledgeSGClientMethod:
             run_dir, reporter, later=lambda _: [server_job], units="steps + samples"
         )
 
-        if "adapter_id" not in state:
-            data = run_dir.adapter_weights.read_bytes()
-            receipt = self.client.upload_adapter(data)
-            state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
+        if "job_id" in state and self._job_lost(state["job_id"]):
+            # a new job from the saved DP adapter: post-processing, no new training and no privacy cost
+            for key in ("job_id", "idempotency_key"):
+                state.pop(key, None)
             atomic_write_json(state_path, state)
-            log.info("uploaded the DP adapter (%d bytes) as %s", receipt.bytes, receipt.adapter_id)
+        if "adapter_id" not in state:
+            self._upload(run_dir, state)
         if "job_id" not in state:
             state.setdefault("idempotency_key", secrets.token_hex(12))
             atomic_write_json(state_path, state)  # the key is saved first: a retried create returns the same job
-            job = self.client.create_job(self._spec(state))
+            try:
+                job = self.client.create_job(self._spec(state))
+            except ServerError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("the server no longer holds adapter %s; uploading the saved one again", state["adapter_id"])
+                self._upload(run_dir, state)
+                job = self.client.create_job(self._spec(state))
             state["job_id"] = job.job_id
             atomic_write_json(state_path, state)
             log.info("server job %s created", job.job_id)
         status = self._wait(state["job_id"], reporter)
         if status.state == "failed":
-            raise ServerError(f"server job {status.job_id} failed: {status.error}")
+            raise ServerError(
+                f"server job {status.job_id} failed: {status.error}; run again with --resume to create a new job "
+                "from the saved DP adapter (no new training, no privacy cost)"
+            )
         text = self.client.dataset(state["job_id"])
         server_report = self.client.report(state["job_id"])
         atomic_write_json(run_dir.server_report, server_report)
@@ -171,29 +224,52 @@ class KnowledgeSGClientMethod:
         report.update(self._report_extra(state, server_report))
         return rows, report
 
+    def _upload(self, run_dir: RunDir, state: dict[str, Any]) -> None:
+        receipt = self.client.upload_adapter(run_dir.adapter_weights.read_bytes())
+        state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
+        atomic_write_json(run_dir.knowledgesg_state, state)
+        log.info("uploaded the DP adapter (%d bytes) as %s", receipt.bytes, receipt.adapter_id)
+
+    def _job_lost(self, job_id: str) -> bool:
+        """On resume: did an earlier attempt's job fail, or is it gone from the server (its state wiped)?
+        Then the run creates a new one from the saved adapter instead of stopping on it at every resume."""
+        try:
+            state = self.client.status(job_id).state
+        except ServerError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("server job %s is not on the server any more; creating a new one", job_id)
+            return True
+        if state == "failed":
+            log.warning("server job %s failed in an earlier attempt; creating a new one", job_id)
+        return state == "failed"
+
     def _spec(self, state: dict[str, Any]) -> JobSpec:
         ft, ks = self.config.finetune, self.config.knowledgesg
-        return JobSpec(
-            adapter_id=state["adapter_id"],
-            base_model=ft.model,
-            lora=LoraSpec(r=ft.lora_r, alpha=ft.lora_alpha, target_modules=list(ft.target_modules)),
-            prompt=PromptSpec(
-                prompt_format=ft.prompt_format,
-                control_code=ft.control_code,
-                instruction=ft.instruction,
-                label=ks.domain,
-                task=TASK,
-            ),
-            domain=ks.domain,
-            n_samples=self.config.n_synthetic,
-            oversample=ks.oversample,
-            filter=ks.filter,
-            max_new_tokens=ft.max_new_tokens,
-            whole_sentences=ft.whole_sentences,
-            temperature=ft.temperature,
-            top_p=ft.top_p,
-            seed=self.config.seed,
-            idempotency_key=state["idempotency_key"],
+        # validated from one mapping, so a refusal names the whole path (lora.r, prompt.label): SPEC_SETTINGS
+        return JobSpec.model_validate(
+            {
+                "adapter_id": state["adapter_id"],
+                "base_model": ft.model,
+                "lora": {"r": ft.lora_r, "alpha": ft.lora_alpha, "target_modules": list(ft.target_modules)},
+                "prompt": {
+                    "prompt_format": ft.prompt_format,
+                    "control_code": ft.control_code,
+                    "instruction": ft.instruction,
+                    "label": ks.domain,
+                    "task": TASK,
+                },
+                "domain": ks.domain,
+                "n_samples": self.config.n_synthetic,
+                "oversample": ks.oversample,
+                "filter": ks.filter,
+                "max_new_tokens": ft.max_new_tokens,
+                "whole_sentences": ft.whole_sentences,
+                "temperature": ft.temperature,
+                "top_p": ft.top_p,
+                "seed": self.config.seed,
+                "idempotency_key": state["idempotency_key"],
+            }
         )
 
     def _wait(self, job_id: str, reporter: ProgressReporter) -> Any:
