@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save
 
 from dpsynth.knowledgesg.adapter import AdapterError, merged_copy, read_adapter
-from dpsynth.knowledgesg.jobs import JobStore
+from dpsynth.knowledgesg.jobs import JobConflict, JobStore, TooManyJobs
 from dpsynth.knowledgesg.protocol import (
     CHECKSUM_HEADER,
     JobSpec,
@@ -190,6 +190,26 @@ def test_job_store_isolation_and_idempotency(tmp_path: Path) -> None:
     again, created2 = store.create("alice", _spec(aid, key="retry-key-1"))
     assert created and not created2 and again["status"]["job_id"] == job["status"]["job_id"]
     jid = job["status"]["job_id"]
+    # the same key with other settings is a client bug: refused, not answered with the first job's data
+    with pytest.raises(JobConflict, match=jid):
+        store.create("alice", _spec(aid, key="retry-key-1", n_samples=5))
+    # the quota is checked under the store's lock: 8 threads racing for one free slot make one job
+    store2 = JobStore(tmp_path / "race")
+    aid2 = store2.save_adapter("alice", b"x")
+    made: list[bool] = []
+
+    def create() -> None:
+        try:
+            made.append(store2.create("alice", _spec(aid2), max_active=1)[1])
+        except TooManyJobs:
+            made.append(False)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == [False] * 7 + [True] and store2.active_count("alice") == 1
     assert store.get("bob", jid) is None  # another client's job id is simply not found
     assert store.get("alice", "../bob") is None and store.get("alice", "x" * 32) is None
     assert [j["status"]["job_id"] for j in store.pending()] == [jid]
@@ -382,6 +402,8 @@ def test_jobs_are_isolated_and_validated(api: Any) -> None:
     jid = r.json()["job_id"]
     again = httpx.post(f"{url}/v1/jobs", json=spec, headers=_h("alice-token"), timeout=10)
     assert again.json()["job_id"] == jid  # the retried create is the same job
+    other = httpx.post(f"{url}/v1/jobs", json=spec | {"n_samples": 2}, headers=_h("alice-token"), timeout=10)
+    assert other.status_code == 409 and "idempotency_key" in other.json()["error"]  # same key, other settings
     assert httpx.get(f"{url}/v1/jobs/{jid}", headers=_h("alice-token"), timeout=10).json()["state"] == "queued"
     for path in (f"/v1/jobs/{jid}", f"/v1/jobs/{jid}/dataset", f"/v1/jobs/{jid}/report"):
         r = httpx.get(url + path, headers=_h("bob-tok"), timeout=10)
@@ -785,3 +807,24 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     assert len(uploads) == (0 if adapter_known else 1)  # the saved adapter, uploaded again only if lost
     saved = json.loads(run_dir.knowledgesg_state.read_text())
     assert saved["job_id"] == "new" and saved["idempotency_key"] != "first-key-123"
+
+
+def test_health_answers_without_a_token_and_without_the_load_error_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/v1/health needs no token, so a failed model load shows only its type there; the message, which may
+    hold file paths, goes to server.log."""
+    from fastapi.testclient import TestClient
+
+    cfg = ServerConfig(state_dir=str(tmp_path), base_model="tiny", clients={})
+    app = create_app(cfg, start_worker=False)
+    service = app.state.service
+
+    def fail() -> None:
+        raise FileNotFoundError("/srv/SECRET-PATH/model.gguf")
+
+    monkeypatch.setattr(service, "_load_models", fail)
+    service._worker()  # the load fails: the worker records it and returns, the server stays up
+    body = TestClient(app).get("/v1/health").json()
+    assert body["status"] == "error" and "FileNotFoundError" in body["error"] and "SECRET" not in body["error"]
+    assert "SECRET-PATH" in caplog.text  # the owner still learns what failed

@@ -57,6 +57,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+class JobConflict(Exception):
+    """An idempotency key already names a job with other settings."""
+
+
+class TooManyJobs(Exception):
+    """The client already has its maximum of queued and running jobs."""
+
+
 class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -82,14 +90,22 @@ class JobStore:
     def job_dir(self, client: str, job_id: str) -> Path:
         return self.root / "jobs" / client / job_id
 
-    def create(self, client: str, spec: JobSpec) -> tuple[dict[str, Any], bool]:
-        """A new queued job, or (on a retried create with the same idempotency key) the existing one."""
+    def create(self, client: str, spec: JobSpec, max_active: int | None = None) -> tuple[dict[str, Any], bool]:
+        """A new queued job, or (on a retried create with the same idempotency key) the existing one.
+
+        A key already used for a job with other settings is a ``JobConflict`` (a client bug would otherwise
+        get the old job's data silently); a new job beyond ``max_active`` queued or running jobs of the
+        client is ``TooManyJobs``, checked under the store's lock so simultaneous creates cannot pass it."""
         with self._lock:
             keyfile = self.root / "jobs" / client / "keys" / (spec.idempotency_key or "")
             existing = self.job_for_key(client, spec.idempotency_key) if spec.idempotency_key else None
             job = self.get(client, existing) if existing else None
             if job is not None:
+                if JobSpec.model_validate(job["spec"]) != spec:
+                    raise JobConflict(job["status"]["job_id"])
                 return job, False
+            if max_active is not None and self.active_count(client) >= max_active:
+                raise TooManyJobs(max_active)
             job_id = new_id()
             now = time.time()
             status = JobStatus(job_id=job_id, state="queued", stage="queued", created=now, updated=now)

@@ -41,7 +41,15 @@ from dpsynth.config_base import StrictModel, config_error_from_validation
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
-from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, JobStore, token_hash, valid_client_id, valid_id
+from dpsynth.knowledgesg.jobs import (
+    CLIENT_ID_RULE,
+    JobConflict,
+    JobStore,
+    TooManyJobs,
+    token_hash,
+    valid_client_id,
+    valid_id,
+)
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
 
 log = logging.getLogger("dpsynth.server")
@@ -305,8 +313,9 @@ class Service:
         try:
             self._load_models()
         except Exception as exc:  # noqa: BLE001 - shown by /v1/health and the log, the server stays up
-            self.load_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.error("could not load the models: %s", self.load_error)
+            # /v1/health answers without a token: the type only there, the message (paths) in server.log
+            self.load_error = f"could not load the models ({type(exc).__name__}); see server.log"
+            log.error("could not load the models: %s", f"{type(exc).__name__}: {exc}"[:500])
             return
         while not self._stop.is_set():
             pending = self.store.pending()
@@ -493,15 +502,18 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             )
         if spec.n_samples > cfg.max_samples:
             raise HTTPException(422, f"n_samples: at most {cfg.max_samples} per job on this server")
-        if service.store.active_count(cid) >= cfg.max_active_jobs_per_client and not (
-            spec.idempotency_key and service.store.job_for_key(cid, spec.idempotency_key)
-        ):
+        try:
+            job, created = service.store.create(cid, spec, max_active=cfg.max_active_jobs_per_client)
+        except JobConflict as exc:
+            raise HTTPException(
+                409, f"idempotency_key: already used for job {exc} with other settings; use a new key"
+            ) from None
+        except TooManyJobs:
             raise HTTPException(
                 429,
                 "too many queued or running jobs for this client; wait for one to finish",
                 headers={"Retry-After": "30"},
-            )
-        job, created = service.store.create(cid, spec)
+            ) from None
         if created:
             log.info("client %s created job %s (%d samples)", cid, job["status"]["job_id"], spec.n_samples)
         service._wake.set()
