@@ -767,14 +767,17 @@ class _Jobs:
         return {"n_returned": 1}
 
 
-@pytest.mark.parametrize("old, adapter_known", [("failed", True), ("unknown", True), ("failed", False)])
+@pytest.mark.parametrize(
+    "old, adapter_known, moved",
+    [("failed", True, False), ("unknown", True, False), ("failed", False, False), ("failed", True, True)],
+)
 def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
-    tmp_path: Path, old: str, adapter_known: bool
+    tmp_path: Path, old: str, adapter_known: bool, moved: bool
 ) -> None:
     """Regression: once client.json held a job id, every --resume polled that job only; a failed job, or one
     the server had lost (404), stopped every resume, and the only way on was a new run, i.e. training and
     spending the budget again.  Now a resume makes a new job from the saved DP adapter (uploaded again if the
-    server lost it too), and the DP training is not repeated."""
+    server lost it too, or if the resume names another server), and the DP training is not repeated."""
     import json
     from types import SimpleNamespace
 
@@ -786,11 +789,13 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     run_dir.knowledgesg_state.parent.mkdir(parents=True)
     run_dir.adapter_weights.parent.mkdir(parents=True, exist_ok=True)
     run_dir.adapter_weights.write_bytes(b"dp-adapter")
-    state = {"adapter_id": "a" * 32, "job_id": "old", "idempotency_key": "first-key-123"}
+    state = {"adapter_id": "a" * 32, "job_id": "old", "idempotency_key": "first-key-123", "server": "http://a"}
     run_dir.knowledgesg_state.write_text(json.dumps(state))
     trained: list[int] = []
     method = KnowledgeSGClientMethod.__new__(KnowledgeSGClientMethod)
-    method.config = Config.model_validate({"method": "knowledgesg", "n_synthetic": 1, "knowledgesg": {"server": "x"}})
+    server = "http://b" if moved else "http://a"
+    cfg = {"method": "knowledgesg", "n_synthetic": 1, "knowledgesg": {"server": server}}
+    method.config = Config.model_validate(cfg)
     method.client = jobs = _Jobs(old, adapter_known)  # type: ignore[assignment]
     method.professional = "p"
     method.inner = SimpleNamespace(  # type: ignore[assignment]
@@ -804,9 +809,31 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     creates = [c for c in jobs.calls if c[0] == "create"]
     assert creates and all(c[2] != "first-key-123" for c in creates)  # a new job, not the old one again
     uploads = [c for c in jobs.calls if c[0] == "upload"]
-    assert len(uploads) == (0 if adapter_known else 1)  # the saved adapter, uploaded again only if lost
+    assert len(uploads) == (0 if adapter_known and not moved else 1)  # uploaded again only if lost or moved
+    assert (("status", "old") in jobs.calls) != moved  # another server never knew the old job
     saved = json.loads(run_dir.knowledgesg_state.read_text())
     assert saved["job_id"] == "new" and saved["idempotency_key"] != "first-key-123"
+    assert saved["server"] == server and (saved["adapter_id"] == "a" * 32) == (adapter_known and not moved)
+
+
+def test_a_resume_may_name_another_server_but_not_other_job_settings(tmp_path: Path) -> None:
+    """How the client reaches its server is post-processing of the saved DP adapter: a server that moved
+    must not force a new run (and a second spend); what the job makes stays fixed."""
+    from dpsynth.config import Config
+    from dpsynth.errors import ResumeError
+    from dpsynth.run import RunDir, dump_config_yaml
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    first = Config.model_validate(
+        {"method": "knowledgesg", "out": str(run.path), "knowledgesg": {"server": "http://a"}}
+    )
+    run.config.write_text(dump_config_yaml(first))
+    moved = {"method": "knowledgesg", "out": str(run.path), "knowledgesg": {"server": "http://b", "max_retries": 2}}
+    assert run.check(Config.model_validate(moved), resume=True).knowledgesg.server == "http://b"
+    other = {"method": "knowledgesg", "out": str(run.path), "knowledgesg": {"server": "http://b", "domain": "law"}}
+    with pytest.raises(ResumeError, match="knowledgesg.domain"):
+        run.check(Config.model_validate(other), resume=True)
 
 
 def test_health_answers_without_a_token_and_without_the_load_error_text(

@@ -47,8 +47,12 @@ from dpsynth.privacy.report import PrivacyReport
 from dpsynth.round_log import load_round_log
 
 LOGGER_NAME = "dpsynth"
-# fields that may differ between the original run and its resume
-_RESUMABLE_DIFFS = {"out"}
+# settings a resume may change: where the run lives, and how the KnowledgeSG client reaches its server
+# (post-processing of the saved DP adapter: a moved server must not force a new run and a second spend)
+_RESUMABLE_DIFFS = {"out"} | {
+    f"knowledgesg.{k}"
+    for k in ("server", "token_env", "request_timeout_s", "max_retries", "poll_interval_s", "job_timeout_s")
+}
 # PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
 RELEASE_FILES = {
     "schema.kinds": "schema_kinds.json",

@@ -183,6 +183,12 @@ class KnowledgeSGClientMethod:
             run_dir, reporter, later=lambda _: [server_job], units="steps + samples"
         )
 
+        if state.get("server", ks.server) != ks.server:  # resumed against another server: upload there
+            log.warning(
+                "knowledgesg.server changed since the last attempt; uploading the saved DP adapter to %s", ks.server
+            )
+            for key in ("adapter_id", "job_id", "idempotency_key"):
+                state.pop(key, None)
         if "job_id" in state and self._job_lost(state["job_id"]):
             # a new job from the saved DP adapter: post-processing, no new training and no privacy cost
             for key in ("job_id", "idempotency_key"):
@@ -226,7 +232,12 @@ class KnowledgeSGClientMethod:
 
     def _upload(self, run_dir: RunDir, state: dict[str, Any]) -> None:
         receipt = self.client.upload_adapter(run_dir.adapter_weights.read_bytes())
-        state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
+        state.update(
+            adapter_id=receipt.adapter_id,
+            adapter_sha256=receipt.sha256,
+            adapter_bytes=receipt.bytes,
+            server=self.config.knowledgesg.server,
+        )
         atomic_write_json(run_dir.knowledgesg_state, state)
         log.info("uploaded the DP adapter (%d bytes) as %s", receipt.bytes, receipt.adapter_id)
 
