@@ -193,6 +193,15 @@ def test_job_store_isolation_and_idempotency(tmp_path: Path) -> None:
     # the same key with other settings is a client bug: refused, not answered with the first job's data
     with pytest.raises(JobConflict, match=jid):
         store.create("alice", _spec(aid, key="retry-key-1", n_samples=5))
+    # a job written by another version of the job format (a field this one does not know): a conflict, not a 500
+    import json
+
+    old_job = tmp_path / "jobs" / "alice" / jid / "job.json"
+    stored = json.loads(old_job.read_text())
+    old_job.write_text(json.dumps(stored | {"spec": stored["spec"] | {"retired_field": 1}}))
+    with pytest.raises(JobConflict):
+        store.create("alice", _spec(aid, key="retry-key-1"))
+    old_job.write_text(json.dumps(stored))
     # the quota is checked under the store's lock: 8 threads racing for one free slot make one job
     store2 = JobStore(tmp_path / "race")
     aid2 = store2.save_adapter("alice", b"x")
@@ -728,8 +737,29 @@ def test_settings_the_server_refuses_stop_the_client_before_training(
     assert not (tmp_path / "run").exists()  # refused before the run directory, the count and DP-SGD
 
 
+def test_an_adapter_larger_than_the_server_accepts_stops_the_client_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses an adapter over its max_adapter_mb (HTTP 413), which the client met only at the
+    upload, after DP-SGD; the size is known once the LoRA model is built, before any release."""
+    import dpsynth
+    from dpsynth.errors import ConfigError
+    from dpsynth.knowledgesg.protocol import ServerInfo
+    from dpsynth.methods import knowledgesg
+
+    cfg = _client_cfg(tmp_path, "http://127.0.0.1:9")
+    info = ServerInfo(
+        base_model=cfg.finetune.model, professional="p", max_adapter_bytes=1000, max_samples=1000, ready=True
+    )
+    monkeypatch.setattr(knowledgesg.KnowledgeSGClientMethod, "_server_ready", lambda self: info)
+    monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
+    with pytest.raises(ConfigError, match="the server accepts at most 0 MB"):
+        dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 class _Jobs:
-    """A stand-in server client: job "old" is failed or unknown; adapters can be forgotten once."""
+    """A stand-in server client: job "old" is failed, done or unknown; the adapter may be unknown until uploaded."""
 
     def __init__(self, old: str, adapter_known: bool = True) -> None:
         from dpsynth.knowledgesg.client import ServerError
@@ -745,7 +775,7 @@ class _Jobs:
         self.calls.append(("status", job_id))
         if job_id == "old" and self.old == "unknown":
             raise self.error("HTTP 404: no such job", status=404)
-        return self._job(job_id, "failed" if job_id == "old" else "done")
+        return self._job(job_id, self.old if job_id == "old" else "done")
 
     def upload_adapter(self, data: bytes) -> Any:
         from dpsynth.knowledgesg.protocol import AdapterReceipt
@@ -768,16 +798,18 @@ class _Jobs:
 
 
 @pytest.mark.parametrize(
-    "old, adapter_known, moved",
-    [("failed", True, False), ("unknown", True, False), ("failed", False, False), ("failed", True, True)],
+    "old, adapter_known",
+    [("failed", True), ("unknown", True), ("failed", False), ("unknown", False), ("done", True)],
+    ids=["failed", "job-lost", "adapter-lost", "another-server", "done"],
 )
 def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
-    tmp_path: Path, old: str, adapter_known: bool, moved: bool
+    tmp_path: Path, old: str, adapter_known: bool
 ) -> None:
     """Regression: once client.json held a job id, every --resume polled that job only; a failed job, or one
     the server had lost (404), stopped every resume, and the only way on was a new run, i.e. training and
     spending the budget again.  Now a resume makes a new job from the saved DP adapter (uploaded again if the
-    server lost it too, or if the resume names another server), and the DP training is not repeated."""
+    server lost it too, or if the resume names another server, which knows neither), and the DP training is
+    not repeated.  A finished job is fetched, not made again."""
     import json
     from types import SimpleNamespace
 
@@ -789,12 +821,11 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     run_dir.knowledgesg_state.parent.mkdir(parents=True)
     run_dir.adapter_weights.parent.mkdir(parents=True, exist_ok=True)
     run_dir.adapter_weights.write_bytes(b"dp-adapter")
-    state = {"adapter_id": "a" * 32, "job_id": "old", "idempotency_key": "first-key-123", "server": "http://a"}
+    state = {"adapter_id": "a" * 32, "job_id": "old", "idempotency_key": "first-key-123"}
     run_dir.knowledgesg_state.write_text(json.dumps(state))
     trained: list[int] = []
     method = KnowledgeSGClientMethod.__new__(KnowledgeSGClientMethod)
-    server = "http://b" if moved else "http://a"
-    cfg = {"method": "knowledgesg", "n_synthetic": 1, "knowledgesg": {"server": server}}
+    cfg = {"method": "knowledgesg", "n_synthetic": 1, "knowledgesg": {"server": "http://a"}}
     method.config = Config.model_validate(cfg)
     method.client = jobs = _Jobs(old, adapter_known)  # type: ignore[assignment]
     method.professional = "p"
@@ -807,13 +838,17 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     rows, _ = method.run(run_dir, ProgressReporter(enabled=False))
     assert [r["instruction"] for r in rows] == ["q?"] and trained == [1]  # resumed training: no new steps here
     creates = [c for c in jobs.calls if c[0] == "create"]
-    assert creates and all(c[2] != "first-key-123" for c in creates)  # a new job, not the old one again
     uploads = [c for c in jobs.calls if c[0] == "upload"]
-    assert len(uploads) == (0 if adapter_known and not moved else 1)  # uploaded again only if lost or moved
-    assert (("status", "old") in jobs.calls) != moved  # another server never knew the old job
     saved = json.loads(run_dir.knowledgesg_state.read_text())
-    assert saved["job_id"] == "new" and saved["idempotency_key"] != "first-key-123"
-    assert saved["server"] == server and (saved["adapter_id"] == "a" * 32) == (adapter_known and not moved)
+    if old == "done":  # fetched, nothing made again
+        assert not creates and not uploads and saved == state
+        return
+    assert creates and all(c[2] != "first-key-123" for c in creates)  # a new job, not the old one again
+    assert len(uploads) == (0 if adapter_known else 1)  # the saved adapter, uploaded again only if unknown
+    assert saved["job_id"] == "new" and saved["idempotency_key"] == creates[-1][2] != "first-key-123"
+    assert creates[-1][1] == ("a" * 32 if adapter_known else "b" * 32)
+    if not adapter_known:  # the retried create after the upload uses a key of its own
+        assert creates[0][2] != creates[-1][2]
 
 
 def test_a_resume_may_name_another_server_but_not_other_job_settings(tmp_path: Path) -> None:
@@ -830,7 +865,11 @@ def test_a_resume_may_name_another_server_but_not_other_job_settings(tmp_path: P
     )
     run.config.write_text(dump_config_yaml(first))
     moved = {"method": "knowledgesg", "out": str(run.path), "knowledgesg": {"server": "http://b", "max_retries": 2}}
-    assert run.check(Config.model_validate(moved), resume=True).knowledgesg.server == "http://b"
+    merged = run.check(Config.model_validate(moved), resume=True)
+    assert merged.knowledgesg.server == "http://b"
+    run.record_resumable(merged)  # what a resume does: the next plain --resume keeps the new server
+    plain = run.check(Config.model_validate({"method": "knowledgesg", "out": str(run.path)}), resume=True)
+    assert plain.knowledgesg.server == "http://b" and plain.knowledgesg.max_retries == 2
     other = {"method": "knowledgesg", "out": str(run.path), "knowledgesg": {"server": "http://b", "domain": "law"}}
     with pytest.raises(ResumeError, match="knowledgesg.domain"):
         run.check(Config.model_validate(other), resume=True)

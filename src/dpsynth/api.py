@@ -171,6 +171,8 @@ def synthesize(
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if not resume:
             run_dir.create(method.config)
+        else:
+            run_dir.record_resumable(method.config)  # e.g. another --server: kept for the next resume
         handlers = setup_logging(run_dir.log)
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:

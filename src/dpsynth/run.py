@@ -260,6 +260,25 @@ class RunDir:
             return config
         return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
 
+    def record_resumable(self, config: Config) -> None:
+        """Write the settings this resume changed (``_RESUMABLE_DIFFS``, a moved run directory aside) into
+        config.yaml, so that a later plain ``--resume`` keeps them: a client that moved to another server
+        must not go back to the old one on its next resume."""
+        raw = self.stored_raw()
+        new, default = config.model_dump(mode="json"), Config().model_dump(mode="json")
+        changed = False
+        for key in sorted(_RESUMABLE_DIFFS - {"out"}):
+            value = _dotted(new, key)
+            try:
+                old = _dotted(raw, key)
+            except (KeyError, TypeError):  # a config.yaml from before the setting: the default applied
+                old = _dotted(default, key)
+            if old != value:
+                set_dotted(raw, key, value)
+                changed = True
+        if changed:
+            atomic_write_text(self.config, dump_config_yaml(Config.model_validate(raw)))
+
     def stored_raw(self) -> dict[str, Any]:
         """The run's config.yaml as a mapping (a damaged file is a one-line ResumeError)."""
         try:

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.knowledgesg.protocol import JobSpec, JobStatus
 
@@ -101,7 +103,11 @@ class JobStore:
             existing = self.job_for_key(client, spec.idempotency_key) if spec.idempotency_key else None
             job = self.get(client, existing) if existing else None
             if job is not None:
-                if JobSpec.model_validate(job["spec"]) != spec:
+                try:
+                    same = JobSpec.model_validate(job["spec"]) == spec
+                except ValidationError:  # written by another version of the job format
+                    same = False
+                if not same:
                     raise JobConflict(job["status"]["job_id"])
                 return job, False
             if max_active is not None and self.active_count(client) >= max_active:

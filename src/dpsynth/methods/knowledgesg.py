@@ -136,6 +136,20 @@ class KnowledgeSGClientMethod:
         self._check_job_settings()
         self.inner.prepare()
         self._records = None
+        self._check_adapter_size(info.max_adapter_bytes)
+
+    def _check_adapter_size(self, limit: int) -> None:
+        """The adapter the server would refuse as too large (HTTP 413) must stop the run before DP-SGD too:
+        its size is known once the LoRA model is built (its trainable weights), before any release."""
+        model = getattr(self.inner, "model", None)
+        if model is None:
+            return
+        size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        if size > limit:
+            raise ConfigError(
+                f"finetune.lora_r / finetune.target_modules: the adapter would be about {size / 2**20:.0f} MB and "
+                f"the server accepts at most {limit / 2**20:.0f} MB; use a smaller rank or fewer target modules"
+            )
 
     def _check_job_settings(self) -> None:
         """The server's job format (``protocol.JobSpec``) is stricter than the config (e.g. LoRA rank at most
@@ -183,12 +197,6 @@ class KnowledgeSGClientMethod:
             run_dir, reporter, later=lambda _: [server_job], units="steps + samples"
         )
 
-        if state.get("server", ks.server) != ks.server:  # resumed against another server: upload there
-            log.warning(
-                "knowledgesg.server changed since the last attempt; uploading the saved DP adapter to %s", ks.server
-            )
-            for key in ("adapter_id", "job_id", "idempotency_key"):
-                state.pop(key, None)
         if "job_id" in state and self._job_lost(state["job_id"]):
             # a new job from the saved DP adapter: post-processing, no new training and no privacy cost
             for key in ("job_id", "idempotency_key"):
@@ -204,8 +212,12 @@ class KnowledgeSGClientMethod:
             except ServerError as exc:
                 if exc.status != 404:
                     raise
-                log.warning("the server no longer holds adapter %s; uploading the saved one again", state["adapter_id"])
+                # a server that lost the adapter, or another server (--server changed on resume): the saved DP
+                # adapter goes up again, with a new key (the old key's job, if any, has no adapter to run)
+                log.warning("the server does not hold adapter %s; uploading the saved one", state["adapter_id"])
                 self._upload(run_dir, state)
+                state["idempotency_key"] = secrets.token_hex(12)
+                atomic_write_json(state_path, state)
                 job = self.client.create_job(self._spec(state))
             state["job_id"] = job.job_id
             atomic_write_json(state_path, state)
@@ -232,12 +244,7 @@ class KnowledgeSGClientMethod:
 
     def _upload(self, run_dir: RunDir, state: dict[str, Any]) -> None:
         receipt = self.client.upload_adapter(run_dir.adapter_weights.read_bytes())
-        state.update(
-            adapter_id=receipt.adapter_id,
-            adapter_sha256=receipt.sha256,
-            adapter_bytes=receipt.bytes,
-            server=self.config.knowledgesg.server,
-        )
+        state.update(adapter_id=receipt.adapter_id, adapter_sha256=receipt.sha256, adapter_bytes=receipt.bytes)
         atomic_write_json(run_dir.knowledgesg_state, state)
         log.info("uploaded the DP adapter (%d bytes) as %s", receipt.bytes, receipt.adapter_id)
 
