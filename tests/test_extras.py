@@ -193,8 +193,11 @@ def test_wasp_evaluate_report_without_extras(tmp_path: Path, private_csv: Path) 
         gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
         cfg = fake_run_config(private, run)
         res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+        # real held-out records (never the private file itself: evaluate refuses it)
+        held_out = private.with_name("held_out.csv")
+        held_out.write_text(private.read_text(encoding="utf-8").replace("\\n", "\\nheld-out ", 1), encoding="utf-8")
         ev = evaluate(
-            run, private, test_text_column="review", test_label_column="sentiment", embedder=FakeEmbedder(),
+            run, held_out, test_text_column="review", test_label_column="sentiment", embedder=FakeEmbedder(),
             cache_dir=run.parent / "cache", seeds=[0],
         )
         page = write_report(run).read_text(encoding="utf-8")
