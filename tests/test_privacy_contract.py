@@ -115,7 +115,9 @@ class FakeServer:
         pass
 
     def info(self) -> Any:
-        return SimpleNamespace(ready=True, base_model=self.base_model, max_samples=100, professional="fake-pro")
+        return SimpleNamespace(
+            ready=True, base_model=self.base_model, max_samples=100, max_adapter_bytes=64 << 20, professional="fake-pro"
+        )
 
     def upload_adapter(self, data: bytes) -> Any:
         FakeServer.received.append(data)

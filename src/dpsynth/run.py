@@ -47,12 +47,10 @@ from dpsynth.privacy.report import PrivacyReport
 from dpsynth.round_log import load_round_log
 
 LOGGER_NAME = "dpsynth"
-# settings a resume may change: where the run lives, and how the KnowledgeSG client reaches its server
-# (post-processing of the saved DP adapter: a moved server must not force a new run and a second spend)
-_RESUMABLE_DIFFS = {"out"} | {
-    f"knowledgesg.{k}"
-    for k in ("server", "token_env", "request_timeout_s", "max_retries", "poll_interval_s", "job_timeout_s")
-}
+# settings a resume may change: where the run lives, how the KnowledgeSG client reaches its server (a moved
+# server must not force a new run and a second spend: uploading the saved DP adapter is post-processing)
+_KSG_TRANSPORT = ("server", "token_env", "request_timeout_s", "max_retries", "poll_interval_s", "job_timeout_s")
+_RESUMABLE_DIFFS = {"out"} | {f"knowledgesg.{k}" for k in _KSG_TRANSPORT}
 # PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
 RELEASE_FILES = {
     "schema.kinds": "schema_kinds.json",
@@ -261,21 +259,13 @@ class RunDir:
         return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
 
     def record_resumable(self, config: Config) -> None:
-        """Write the settings this resume changed (``_RESUMABLE_DIFFS``, a moved run directory aside) into
-        config.yaml, so that a later plain ``--resume`` keeps them: a client that moved to another server
-        must not go back to the old one on its next resume."""
-        raw = self.stored_raw()
-        new, default = config.model_dump(mode="json"), Config().model_dump(mode="json")
-        changed = False
-        for key in sorted(_RESUMABLE_DIFFS - {"out"}):
-            value = _dotted(new, key)
-            try:
-                old = _dotted(raw, key)
-            except (KeyError, TypeError):  # a config.yaml from before the setting: the default applied
-                old = _dotted(default, key)
-            if old != value:
-                set_dotted(raw, key, value)
-                changed = True
+        """Write the settings this resume changed (``_RESUMABLE_DIFFS``) into config.yaml, so that a later plain
+        ``--resume`` keeps them: a client that moved to another server must not go back to the old one."""
+        raw, new = self.stored_raw(), config.model_dump(mode="json")
+        old = Config.model_validate(raw).model_dump(mode="json")  # a setting config.yaml predates: its default
+        changed = [k for k in sorted(_RESUMABLE_DIFFS - {"out"}) if _dotted(old, k) != _dotted(new, k)]
+        for key in changed:
+            set_dotted(raw, key, _dotted(new, key))
         if changed:
             atomic_write_text(self.config, dump_config_yaml(Config.model_validate(raw)))
 
@@ -296,10 +286,7 @@ class RunDir:
         n_synthetic (``dpsynth sample`` raises it in config.yaml, making a finished run unfinished)."""
         if not (self.privacy.exists() and self.output(config.output_format).exists()):
             return False
-        try:
-            made = PrivacyReport.load(self.privacy).public_inputs.get("n_synthetic")
-        except (OSError, ValueError):
-            return True  # unreadable: the resume path reports it
+        made = self.finished_n_synthetic()  # None: not recorded, or unreadable (the resume path reports it)
         return made is None or made == config.n_synthetic
 
     def finished_n_synthetic(self) -> int | None:
