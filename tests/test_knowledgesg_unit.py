@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save
 
 from dpsynth.knowledgesg.adapter import AdapterError, merged_copy, read_adapter
-from dpsynth.knowledgesg.jobs import JobConflict, JobStore, TooManyJobs
+from dpsynth.knowledgesg.jobs import JobConflict, JobStore, TooManyJobs, UnknownAdapter
 from dpsynth.knowledgesg.protocol import (
     CHECKSUM_HEADER,
     JobSpec,
@@ -226,6 +226,31 @@ def test_job_store_isolation_and_idempotency(tmp_path: Path) -> None:
     assert store.pending() == []
 
 
+def test_old_adapters_are_dropped_but_never_one_a_pending_job_needs(tmp_path: Path) -> None:
+    """A client uploading in a loop must not fill the server's disk: beyond ``keep`` adapters, the oldest
+    that no queued or running job names is removed; a job for a removed adapter is refused (404 upstream)."""
+    store = JobStore(tmp_path)
+    ids = []
+    for i in range(3):
+        ids.append(store.save_adapter("alice", b"a%d" % i, keep=3))
+        time.sleep(0.02)  # distinct modification times: the order the adapters came in
+    job, _ = store.create("alice", _spec(ids[0]))  # the oldest is needed by a queued job
+    ids.append(store.save_adapter("alice", b"a3", keep=3))
+    time.sleep(0.02)
+    assert store.adapters_of("alice") == sorted([ids[0], ids[2], ids[3]])  # ids[1]: oldest not in use
+    ids.append(store.save_adapter("alice", b"a4", keep=3))
+    assert store.adapters_of("alice") == sorted([ids[0], ids[3], ids[4]])
+    with pytest.raises(UnknownAdapter):
+        store.create("alice", _spec(ids[1]))
+    store.save_adapter("bob", b"b", keep=1)  # another client's uploads never remove alice's adapters
+    assert len(store.adapters_of("alice")) == 3 and len(store.adapters_of("bob")) == 1
+    store.update("alice", job["status"]["job_id"], state="done")  # a finished job no longer needs it
+    ids.append(store.save_adapter("alice", b"a5", keep=3))
+    assert store.adapters_of("alice") == sorted([ids[3], ids[4], ids[5]])
+    store.save_adapter("alice", b"a6")  # without keep (a store used on its own), nothing is removed
+    assert len(store.adapters_of("alice")) == 4
+
+
 # ------------------------------------------------------------------ HTTP API (in-process uvicorn, tiny model)
 def _free_port() -> int:
     with socket.socket() as s:
@@ -386,7 +411,7 @@ def test_unauthenticated_bodies_are_never_read(tmp_path: Path) -> None:
 
 
 def test_upload_checks(api: Any) -> None:
-    url, _ = api
+    url, state = api
     good = save(lora_tensors())
     ok = _upload(url, good)
     assert ok.status_code == 201 and ok.json()["lora_r"] == 2
@@ -400,6 +425,77 @@ def test_upload_checks(api: Any) -> None:
     assert big.status_code == 413
     no_sum = httpx.post(f"{url}/v1/adapters", content=good, headers=_h("alice-token"), timeout=10)
     assert no_sum.status_code == 400 and CHECKSUM_HEADER in no_sum.json()["error"]
+    # a client uploading in a loop keeps at most max_adapters_per_client (8) files on the server's disk
+    for _ in range(10):
+        assert _upload(url, good, token="bob-tok").status_code == 201
+    assert len(list((state / "adapters" / "bob").glob("*.safetensors"))) == 8
+
+
+def test_uploads_received_at_once_are_bounded(tmp_path: Path) -> None:
+    """Each upload is held in memory until its checksum and tensors are checked, so the server receives
+    one per client and ``max_concurrent_uploads`` in all at once; the others are told to retry (the client
+    retries 429 and 503), and a finished or refused upload frees its place."""
+    import asyncio
+
+    cfg = ServerConfig(
+        state_dir=str(tmp_path),
+        base_model="tiny",
+        clients={c: {"token_sha256": token_hash(f"{c}-token")} for c in ("alice", "bob")},
+        max_adapter_mb=0.01,
+        max_concurrent_uploads=1,
+    )
+    app = create_app(cfg, start_worker=False)
+    app.state.service.base = _Base()
+    good = save(lora_tensors())
+
+    async def post(client: str, body: bytes, gate: asyncio.Event | None = None) -> tuple[int, dict[str, str]]:
+        parts = [body[: len(body) // 2], body[len(body) // 2 :]]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if not parts:
+                await asyncio.sleep(3600)  # the app never asks again for a finished body
+            if len(parts) == 1 and gate is not None:
+                await gate.wait()  # hold the second half back: the upload is "in progress"
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        headers = _h(f"{client}-token", **{CHECKSUM_HEADER: hashlib.sha256(body).hexdigest()})
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/adapters",
+            "raw_path": b"/v1/adapters",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8088),
+        }
+        await app(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+    async def scenario() -> list[int]:
+        gate = asyncio.Event()
+        slow = asyncio.create_task(post("alice", good, gate))
+        await asyncio.sleep(0.2)  # alice's first upload is now waiting for its second half
+        same_client, same_headers = await post("alice", good)
+        other_client, other_headers = await post("bob", good)
+        assert same_headers.get("retry-after") and other_headers.get("retry-after")
+        gate.set()
+        first, _ = await slow
+        after, _ = await post("bob", good)  # the place is free again
+        refused, _ = await post("alice", b"\0" * 20_000)  # over max_adapter_mb: 413, and its place freed
+        again, _ = await post("alice", good)
+        return [same_client, other_client, first, after, refused, again]
+
+    assert asyncio.run(scenario()) == [429, 503, 201, 201, 413, 201]
 
 
 def test_jobs_are_isolated_and_validated(api: Any) -> None:

@@ -31,6 +31,7 @@ from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.knowledgesg.protocol import JobSpec, JobStatus
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+ACTIVE = ("queued", "running")  # job states that still need their adapter and count against the quota
 
 
 def new_id() -> str:
@@ -67,6 +68,10 @@ class TooManyJobs(Exception):
     """The client already has its maximum of queued and running jobs."""
 
 
+class UnknownAdapter(Exception):
+    """A job names an adapter this client has not uploaded (or one the store has since dropped)."""
+
+
 class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -78,12 +83,38 @@ class JobStore:
     def adapter_path(self, client: str, adapter_id: str) -> Path:
         return self.root / "adapters" / client / f"{adapter_id}.safetensors"
 
-    def save_adapter(self, client: str, data: bytes) -> str:
-        adapter_id = new_id()
-        path = self.adapter_path(client, adapter_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        return adapter_id
+    def save_adapter(self, client: str, data: bytes, keep: int | None = None) -> str:
+        """Store an uploaded adapter; with ``keep``, the client's oldest adapters beyond ``keep`` are removed.
+
+        Why: every upload is a file on the server's disk, and a client that uploads in a loop (or a resume
+        that re-uploads) would otherwise fill it.  Only adapters no queued or running job names are removed,
+        under the lock that job creation takes, so a job never loses its adapter between its creation and
+        its run; a client whose saved adapter was removed re-uploads it on resume (the server answers 404).
+        """
+        with self._lock:
+            adapter_id = new_id()
+            path = self.adapter_path(client, adapter_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+            if keep is not None:
+                self._drop_old_adapters(client, keep, spare=adapter_id)
+            return adapter_id
+
+    def _drop_old_adapters(self, client: str, keep: int, spare: str) -> None:
+        in_use = {j["spec"]["adapter_id"] for j in self.jobs_of(client) if j["status"]["state"] in ACTIVE}
+        files = [f for f in self.adapter_path(client, spare).parent.glob("*.safetensors") if valid_id(f.stem)]
+        files.sort(key=lambda f: (f.stat().st_mtime_ns, f.name))  # oldest first
+        excess = len(files) - keep
+        for f in files:
+            if excess <= 0:
+                break
+            if f.stem != spare and f.stem not in in_use:
+                f.unlink(missing_ok=True)
+                excess -= 1
+
+    def adapters_of(self, client: str) -> list[str]:
+        folder = self.root / "adapters" / client
+        return sorted(f.stem for f in folder.glob("*.safetensors") if valid_id(f.stem)) if folder.is_dir() else []
 
     def has_adapter(self, client: str, adapter_id: str) -> bool:
         return valid_id(adapter_id) and self.adapter_path(client, adapter_id).is_file()
@@ -97,7 +128,9 @@ class JobStore:
 
         A key already used for a job with other settings is a ``JobConflict`` (a client bug would otherwise
         get the old job's data silently); a new job beyond ``max_active`` queued or running jobs of the
-        client is ``TooManyJobs``, checked under the store's lock so simultaneous creates cannot pass it."""
+        client is ``TooManyJobs``, checked under the store's lock so simultaneous creates cannot pass it; an
+        adapter the client has not uploaded is ``UnknownAdapter``, checked under the same lock as the removal
+        of old adapters (``save_adapter``), so a job never names a removed one."""
         with self._lock:
             keyfile = self.root / "jobs" / client / "keys" / (spec.idempotency_key or "")
             existing = self.job_for_key(client, spec.idempotency_key) if spec.idempotency_key else None
@@ -110,6 +143,8 @@ class JobStore:
                 if not same:
                     raise JobConflict(job["status"]["job_id"])
                 return job, False
+            if not self.has_adapter(client, spec.adapter_id):
+                raise UnknownAdapter(spec.adapter_id)
             if max_active is not None and self.active_count(client) >= max_active:
                 raise TooManyJobs(max_active)
             job_id = new_id()
@@ -156,8 +191,8 @@ class JobStore:
 
     def pending(self) -> list[dict[str, Any]]:
         """Queued jobs and jobs a restart interrupted ("running"), oldest first."""
-        jobs = [j for c in self.clients() for j in self.jobs_of(c) if j["status"]["state"] in ("queued", "running")]
+        jobs = [j for c in self.clients() for j in self.jobs_of(c) if j["status"]["state"] in ACTIVE]
         return sorted(jobs, key=lambda j: j["status"]["created"])
 
     def active_count(self, client: str) -> int:
-        return sum(1 for j in self.jobs_of(client) if j["status"]["state"] in ("queued", "running"))
+        return sum(1 for j in self.jobs_of(client) if j["status"]["state"] in ACTIVE)

@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from dpsynth.knowledgesg.jobs import (
     JobConflict,
     JobStore,
     TooManyJobs,
+    UnknownAdapter,
     token_hash,
     valid_client_id,
     valid_id,
@@ -76,6 +78,18 @@ class ServerConfig(StrictModel):
     )
     clients: dict[str, ClientEntry] = Field(default_factory=dict, description="client id -> token hash.")
     max_adapter_mb: float = Field(64.0, gt=0, le=4096, description="Largest adapter upload accepted.")
+    max_adapters_per_client: int = Field(
+        8,
+        ge=1,
+        description="Adapters kept per client; an upload beyond it removes the client's oldest adapter that no "
+        "queued or running job names (a resumed client uploads its adapter again).",
+    )
+    max_concurrent_uploads: int = Field(
+        4,
+        ge=1,
+        description="Uploads received at once (each is held in memory up to max_adapter_mb until checked); one "
+        "per client. Beyond it the server answers 'retry shortly' (the client retries).",
+    )
     max_samples: int = Field(5000, ge=1, description="Largest n_samples a job may ask for.")
     max_active_jobs_per_client: int = Field(4, ge=1, description="Queued + running jobs per client.")
     ssl_certfile: str | None = Field(None, description="TLS certificate (PEM); use TLS beyond loopback.")
@@ -212,6 +226,16 @@ class _BearerAuth:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
+
+
+async def _read_body(request: Request, limit: int, limit_mb: float) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes, whatever Content-Length said."""
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise HTTPException(413, f"adapter larger than the server's limit of {limit_mb:g} MB")
+    return bytes(buf)
 
 
 async def _error(send: Any, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -400,6 +424,7 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         lifespan=lifespan,
     )
     app.state.service = service
+    uploading: Counter[str] = Counter()  # uploads being received, per client
 
     # ------------------------------------------------------------ errors: one line, never a traceback
     @app.exception_handler(StarletteHTTPException)
@@ -465,12 +490,19 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             raise HTTPException(
                 503, "the server is still loading its models; retry shortly", headers={"Retry-After": "5"}
             )
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                raise HTTPException(413, f"adapter larger than the server's limit of {cfg.max_adapter_mb:g} MB")
-        data = bytes(buf)
+        if uploading[cid]:
+            raise HTTPException(
+                429, "another upload from this client is in progress; retry shortly", headers={"Retry-After": "5"}
+            )
+        if sum(uploading.values()) >= cfg.max_concurrent_uploads:
+            raise HTTPException(
+                503, "the server is receiving other uploads; retry shortly", headers={"Retry-After": "5"}
+            )
+        uploading[cid] += 1  # the event loop runs one handler step at a time: no lock needed
+        try:
+            data = await _read_body(request, limit, cfg.max_adapter_mb)
+        finally:
+            uploading[cid] -= 1
         digest = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(digest, expected):
             raise HTTPException(
@@ -480,7 +512,7 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             weights = await asyncio.to_thread(read_adapter, data, service.base.model)
         except AdapterError as exc:
             raise HTTPException(422, str(exc)) from None
-        adapter_id = service.store.save_adapter(cid, data)
+        adapter_id = await asyncio.to_thread(service.store.save_adapter, cid, data, cfg.max_adapters_per_client)
         log.info("client %s uploaded adapter %s (%d bytes)", cid, adapter_id, len(data))
         return AdapterReceipt(
             adapter_id=adapter_id,
@@ -492,8 +524,6 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
 
     @app.post(f"{API}/jobs", status_code=202, response_model=JobStatus)
     def create_job(spec: JobSpec, cid: str = Depends(client_id)) -> JobStatus:
-        if not service.store.has_adapter(cid, spec.adapter_id):
-            raise HTTPException(404, f"no adapter {spec.adapter_id!r} for this client; upload it first")
         if spec.base_model != cfg.base_model:
             raise HTTPException(
                 422,
@@ -508,6 +538,8 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             raise HTTPException(
                 409, f"idempotency_key: already used for job {exc} with other settings; use a new key"
             ) from None
+        except UnknownAdapter:
+            raise HTTPException(404, f"no adapter {spec.adapter_id!r} for this client; upload it first") from None
         except TooManyJobs:
             raise HTTPException(
                 429,
