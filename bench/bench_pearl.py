@@ -24,7 +24,8 @@ from common import write_result  # noqa: E402
 from dpsynth.config import Config  # noqa: E402
 from dpsynth.methods.pearl import Layout, PearlMethod, TrainSettings, train_generator  # noqa: E402
 from dpsynth.privacy import sketch as sk  # noqa: E402
-from dpsynth.run import ProgressReporter, RunDir  # noqa: E402
+from dpsynth.progress import ProgressReporter  # noqa: E402
+from dpsynth.run import RunDir  # noqa: E402
 
 
 def time_sketch(n: int, m: int, dim: int = 64, classes: int = 10, repeats: int = 3) -> float:

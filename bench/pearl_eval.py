@@ -40,7 +40,8 @@ from dpsynth.errors import DpsynthError  # noqa: E402
 from dpsynth.methods.pearl import PearlMethod  # noqa: E402
 from dpsynth.privacy.accountant import GaussianPlan  # noqa: E402
 from dpsynth.privacy.mechanisms import add_gaussian_noise  # noqa: E402
-from dpsynth.run import ProgressReporter, RunDir  # noqa: E402
+from dpsynth.progress import ProgressReporter  # noqa: E402
+from dpsynth.run import RunDir  # noqa: E402
 from pearl_tools import NonPrivatePearl  # noqa: E402
 
 DELTA = 1e-5

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dpsynth.generators  # noqa: E402
 import dpsynth.methods.prompting  # noqa: E402
 from dpsynth.cli import main  # noqa: E402
-from dpsynth.run import ProgressReporter  # noqa: E402
+from dpsynth.progress import ProgressReporter  # noqa: E402
 from tests.conftest import FakeEmbedder  # noqa: E402
 from tests.test_pipeline import _FakeJudge, _Mislabeller  # noqa: E402
 

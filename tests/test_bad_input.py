@@ -167,6 +167,22 @@ def latin1_jsonl(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "latin.jsonl", text.encode("latin-1")))
 
 
+def utf16_csv(tmp: Path, csv: Path) -> Action:
+    """Excel's "Unicode text": UTF-16 with a byte-order mark; the advice names utf-16, not latin-1."""
+    return _later(tmp, _bytes(tmp, "utf16.csv", csv.read_text(encoding="utf-8").encode("utf-16")))
+
+
+def utf16_csv_read_as_latin1(tmp: Path, csv: Path) -> Action:
+    """Following latin-1 advice on a UTF-16 file decoded it, with a NUL byte in every other character."""
+    return _later(
+        tmp, _bytes(tmp, "utf16.csv", csv.read_text(encoding="utf-8").encode("utf-16")), data=dict(encoding="latin-1")
+    )
+
+
+def empty_private_path(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, "")  # was read as the current folder: "is a folder but not a saved Hugging Face dataset"
+
+
 def broken_jsonl(tmp: Path, csv: Path) -> Action:
     lines = '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}\n{"review": "SENTINEL0002XYZ, "sentiment": 1}\n'
     return _later(tmp, _bytes(tmp, "broken.jsonl", lines.encode()))
@@ -182,6 +198,17 @@ def duplicate_csv_column(tmp: Path, csv: Path) -> Action:
     df.insert(1, "review_2", df["review"])
     text = df.to_csv(index=False).replace("review_2", "review", 1)
     return _later(tmp, _bytes(tmp, "dups.csv", text.encode()))
+
+
+def headerless_csv(tmp: Path, csv: Path) -> Action:
+    """A CSV saved without its header row: its first record is read as the column names."""
+    return _later(tmp, _bytes(tmp, "noheader.csv", _rows(csv).to_csv(index=False, header=False).encode()))
+
+
+def headerless_csv_repeated_cell(tmp: Path, csv: Path) -> Action:
+    """The same, with a first record whose two cells are equal: the repeated "column name" is a record's text."""
+    body = _rows(csv).to_csv(index=False, header=False)
+    return _later(tmp, _bytes(tmp, "dupcell.csv", f"SENTINEL0000XYZ said so,SENTINEL0000XYZ said so\n{body}".encode()))
 
 
 def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
@@ -221,6 +248,23 @@ def null_texts_jsonl(tmp: Path, csv: Path) -> Action:
     p = tmp / "nulls.jsonl"
     df.to_json(p, orient="records", lines=True)
     return _later(tmp, p)
+
+
+def empty_text_after_blank_lines(tmp: Path, csv: Path) -> Action:
+    """Regression: rows were counted as if every record took one line, so after a blank line or a quoted
+    text spanning two lines the message named the wrong row (record 3 here starts on line 7, not 5)."""
+    df = _rows(csv)
+    df.loc[1, "review"] = "SENTINEL0001XYZ first line\nsecond line"  # quoted, over two lines
+    df.loc[3, "review"] = ""
+    text = df.to_csv(index=False).replace("\n", "\n\n", 1)  # a blank line after the header
+    return _later(tmp, _bytes(tmp, "gaps.csv", text.encode()))
+
+
+def empty_text_after_blank_jsonl_lines(tmp: Path, csv: Path) -> Action:
+    df = _rows(csv).astype(object)
+    df.loc[2, "review"] = None
+    text = df.to_json(orient="records", lines=True)
+    return _later(tmp, _bytes(tmp, "gaps.jsonl", ("\n" + text.replace("\n", "\n\n", 1)).encode()))
 
 
 def undeclared_label(tmp: Path, csv: Path) -> Action:
@@ -365,6 +409,28 @@ def run_dir_taken(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv)
 
 
+def another_runs_files(tmp: Path, csv: Path) -> Action:
+    """Regression: a folder holding an earlier run's files but not its config.yaml (deleted, or lost) was
+    taken as new: the run adopted the earlier run's journal, votes, PEARL sketch and ledger as its own and
+    published them under the new config's data.private."""
+    run = tmp / "run"
+    (run / "votes").mkdir(parents=True)
+    (run / "votes" / "round_0.npz").write_bytes(b"earlier votes")
+    (run / "ledger.json").write_text("{}", encoding="utf-8")
+    (run / "sketch.npz").write_bytes(b"earlier sketch")
+    (run / "run.log").write_text("an earlier log\n", encoding="utf-8")  # a log alone would not matter
+    return _later(tmp, csv)
+
+
+def lengths_no_sample_meets(tmp: Path, csv: Path) -> Action:
+    """min_chars at or above max_chars: every sample would be dropped after the first vote spent budget."""
+    return _later(tmp, csv, wasp=dict(rounds=1, q=2, min_chars=500, max_chars=400))
+
+
+def min_chars_beyond_the_token_limit(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, wasp=dict(rounds=1, q=2, min_chars=1500, max_new_tokens=64))
+
+
 def out_is_a_file(tmp: Path, csv: Path) -> Action:
     _bytes(tmp, "afile", b"not a folder")
     return _later(tmp, csv, out=tmp / "afile")
@@ -421,8 +487,13 @@ CASES = [
     Case(latin1_csv, DataError, ("latin.csv", "byte", "line 5", "--encoding")),
     Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
     Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
+    Case(utf16_csv, DataError, ("utf16.csv", "byte 0", "utf-16", "--encoding")),
+    Case(utf16_csv_read_as_latin1, DataError, ("utf16.csv", "NUL", "utf-16", "--encoding")),
+    Case(empty_private_path, ConfigError, ("data.private", "must not be empty")),
     Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
-    Case(duplicate_csv_column, DataError, ("dups.csv", "'review'", "more than once", "line 1")),
+    Case(duplicate_csv_column, DataError, ("dups.csv", "column 1", "more than once", "line 1", "column 2")),
+    Case(headerless_csv, DataError, ("noheader.csv", "'review'", "looks like a record", "a header row")),
+    Case(headerless_csv_repeated_cell, DataError, ("dupcell.csv", "column 2", "more than once", "line 1")),
     Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
     # records
     Case(
@@ -436,6 +507,8 @@ CASES = [
         ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
     ),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
+    Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
+    Case(empty_text_after_blank_jsonl_lines, DataError, ("gaps.jsonl", "'review'", "1 record(s)", "lines 5")),
     Case(null_texts_jsonl, DataError, ("nulls.jsonl", "'review'", "lines 6")),
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
@@ -458,6 +531,8 @@ CASES = [
     Case(yaml_unknown_field, ConfigError, ("privacy.epsilom", "unknown field", "'epsilon'")),
     Case(yaml_key_twice, ConfigError, ("cfg.yaml", "'epsilon' is given twice", "line 5", "line 3")),
     Case(yaml_keys_equal_once_read, ConfigError, ("cfg.yaml", "'0' (line 4) and 'false' are the same key", "line 5")),
+    Case(lengths_no_sample_meets, ConfigError, ("wasp", "min_chars (500)", "max_chars (400)")),
+    Case(min_chars_beyond_the_token_limit, ConfigError, ("min_chars (1500)", "max_new_tokens (64)")),
     Case(label_declared_twice, ConfigError, ("data.labels", "'0' is declared twice")),
     Case(labels_with_one_name, ConfigError, ("data.labels", "same name 'negative'")),
     Case(_in_memory("list"), DataError, ("private: a list", "DataFrame")),
@@ -468,6 +543,7 @@ CASES = [
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    Case(another_runs_files, ResumeError, ("run", "ledger.json, votes, sketch.npz", "config.yaml", "another --out")),
     Case(out_is_a_file, ConfigError, ("out:", "afile", "is a file", "--out")),
     Case(out_below_a_file, ConfigError, ("out:", "afile", "which is a file", "--out")),
     Case(out_in_proc, ConfigError, ("out:", "/proc", "--out")),
@@ -715,3 +791,57 @@ def test_a_label_declared_like_a_placeholder_is_a_label(tmp_path: Path) -> None:
     assert load_test(t, labels={"None", "billing"}).labels == ["None", "billing"]
     with pytest.raises(DataError, match="empty 'label'"):  # without the synthetic set's labels: missing
         load_test(t)
+
+
+def test_values_that_are_not_text_are_refused_in_the_columns_read(tmp_path: Path) -> None:
+    """Regression: a list or mapping in a JSON/Parquet/HF text column was read as its Python repr
+    ("{'a': 'x'}") and embedded and voted on as a text, and bytes that are not UTF-8 (a Parquet binary
+    column) ended the run in a traceback.  Now a one-line error naming the column and record, never the
+    value; a column the run does not read may hold them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dpsynth.data import read_table
+
+    j = tmp_path / "t.jsonl"
+    j.write_text(
+        '{"text": "fine", "label": 0, "tags": [1, 2]}\n\n{"text": {"a": "SENTINEL"}, "label": 1, "tags": []}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"column 'text' holds a list or a mapping, not text \(record 2\)") as e:
+        read_table(j, columns={"text", "label"})
+    assert SENTINEL not in str(e.value)
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "a", "label": 0, "tags": [1]}\n{"text": "b", "label": 1, "tags": []}\n', encoding="utf-8")
+    assert read_table(ok, columns={"text", "label"})["text"].tolist() == ["a", "b"]  # the unread list column is kept
+    with pytest.raises(DataError, match="column 'tags'"):
+        read_table(ok)  # PEARL reads every column
+    p = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"fine", b"SENTINEL \xff", b"ok"]), "label": ["0", "1", "0"]}), p)
+    with pytest.raises(DataError, match=r"column 'text' holds bytes that are not UTF-8 text \(record 2\)") as e:
+        read_table(p, columns={"text", "label"})
+    assert SENTINEL not in str(e.value)
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"caf\xc3\xa9", b"b"]), "label": ["0", "1"]}), good)
+    assert read_table(good)["text"].tolist() == ["caf\u00e9", "b"]  # UTF-8 bytes are text, not "b'...'"
+    frame = pd.DataFrame({"review": [["SENTINEL"], "b"], "sentiment": ["0", "1"], "tags": [[1], []]})
+    cfg = Config.model_validate(_raw("in memory", tmp_path / "run"))
+    with pytest.raises(DataError, match=r"dataset: column 'review' holds a list or a mapping") as e:
+        dpsynth.synthesize(cfg, private=frame, embedder=FakeEmbedder(), progress=False)
+    assert SENTINEL not in str(e.value) and not (tmp_path / "run").exists()
+
+
+def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
+    """Rows and lines in messages count what the file holds: blank and whitespace-only lines, quoted
+    texts over several lines, CRLF endings, a BOM; another encoding is read as the run reads the file."""
+    from dpsynth.data import read_table, where_records
+
+    p = tmp_path / "gaps.csv"
+    p.write_bytes('\ufefftext,label\r\nok,0\r\n   \r\n"two\r\nlines",1\r\nBAD,1\r\n'.encode())
+    assert len(read_table(p)) == 3  # the whitespace-only line is no record, for pandas either
+    assert where_records(p, [0, 1, 2]) == "rows 2, 4, 6"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\n\ncaf\u00e9,0\n".encode("latin-1"))
+    assert where_records(latin, [0], "latin-1") == "rows 3"
+    assert where_records(tmp_path / "gone.csv", [0, 1]) == "record indices 0, 1"  # no file: positions
+    assert where_records("embedded:imdb", [4]) == "record indices 4"

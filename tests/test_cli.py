@@ -148,6 +148,16 @@ def test_parse_overrides_maps_flags_to_dotted_paths(tmp_path: Path) -> None:
     cfg = load_config(None, overrides)
     assert cfg.privacy.epsilon == 2 and cfg.wasp.q == 4 and cfg.n_synthetic == 10
     assert cfg.data.labels == {"0": "neg", "1": "pos"}
+    # the YAML forms --help shows: a mapping or a list in braces/brackets (they were split at the commas,
+    # giving labels "{0: negative" and "1: positive}"); a plain list keeps None and 1.0 as written
+    for flag, labels in [
+        ("{0: negative, 1: positive}", {"0": "negative", "1": "positive"}),
+        ("[neg, pos]", {"neg": "neg", "pos": "pos"}),
+        ("None,1.5", {"None": "None", "1.5": "1.5"}),
+    ]:
+        assert load_config(None, parse_overrides(["--labels", flag])).data.labels == labels, flag
+    with pytest.raises(ConfigError, match="data.labels: not valid YAML"):
+        parse_overrides(["--labels", "[a, b"])
 
     # the same through a config file: flags win over the file
     path = tmp_path / "c.yaml"
@@ -298,6 +308,22 @@ def test_main_prints_one_error_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0]
     assert list(tmp_path.iterdir()) == []  # no run directory
+
+
+def test_a_config_file_setting_the_method_ignores_is_noted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A config file may keep other methods' sections (unlike a flag, not refused); a changed value there is
+    noted, since the run ignores it (a run with method: pearl and wasp: {q: 4} said nothing)."""
+    (tmp_path / "afile").write_text("not a folder")  # stops the run after the config is read, before any model
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"method: pearl\nout: {tmp_path / 'afile'}\nwasp: {{q: 4, min_chars: 40}}\nfinetune: {{epochs: 7}}\n"
+        "pearl: {train_steps: 5}\n"
+    )
+    code, err = _main_error(["run", str(cfg)], capsys)
+    assert code == 2 and "is a file" in err
+    note = next(line for line in err.splitlines() if line.startswith("note:"))
+    assert "wasp.q" in note and "finetune.epochs" in note and "--method pearl" in note
+    assert "min_chars" not in note and "pearl.train_steps" not in note  # a default value; the method's own
 
 
 def test_main_success_returns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -634,7 +660,7 @@ def test_plain_progress_lines_are_rate_limited() -> None:
     """stderr not a terminal: at most one line per LINE_INTERVAL, a line when a phase completes, no redraws."""
     import io
 
-    from dpsynth.run import ProgressReporter
+    from dpsynth.progress import ProgressReporter
 
     now = [0.0]
     buf = io.StringIO()
@@ -660,7 +686,7 @@ def test_plain_progress_lines_are_rate_limited() -> None:
 def test_progress_bars_on_a_terminal() -> None:
     import io
 
-    from dpsynth.run import ProgressReporter
+    from dpsynth.progress import ProgressReporter
 
     buf = io.StringIO()
     with ProgressReporter(stream=buf, interactive=True) as rep:

@@ -353,11 +353,12 @@ def test_the_private_record_count_sets_nothing_in_the_plan(private_csv: Path, tm
         real = mechanisms.add_gaussian_noise
         try:  # fix the released value: only the mechanism's output may shape the plan
             mechanisms.add_gaussian_noise = lambda v, s, rng=None: np.full(np.shape(v), 30.0)  # type: ignore[assignment]
+            from dpsynth.progress import ProgressReporter
             from dpsynth.run import RunDir
 
             rd = RunDir(tmp_path / f"r{n}")
             rd.path.mkdir()
-            m.train_adapter(rd, dpsynth.run.ProgressReporter(enabled=False))
+            m.train_adapter(rd, ProgressReporter(enabled=False))
         finally:
             mechanisms.add_gaussian_noise = real  # type: ignore[assignment]
         assert m.plan is not None

@@ -425,6 +425,27 @@ def test_evaluate_errors(case: str, match: str, tmp_path: Path, test_csv: Path) 
     assert "\n" not in str(exc.value)
 
 
+def test_errors_never_print_a_records_text(tmp_path: Path, test_csv: Path) -> None:
+    """Regression: a test file without a header row printed its first record as the "columns", and a label
+    column that was in fact the text column printed up to 8 texts.  A test file can hold private records (a
+    standalone --synthetic file is not tied to a run, so the check against data.private cannot run)."""
+    secret = [f"Patient SECRET{i} has a rare condition" for i in range(6)]
+    syn = _reviews(20, 3)
+    plain = tmp_path / "plain.csv"
+    plain.write_text("".join(f"{t},{i % 2}\n" for i, t in enumerate(secret)))  # no header row
+    with pytest.raises(DataError, match="looks like a record, not a header") as exc:
+        evaluate(syn, plain, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert "SECRET" not in str(exc.value)
+    texts_as_labels = _write(tmp_path, "t.csv", pd.DataFrame({"text": secret, "label": secret}))
+    with pytest.raises(DataError, match="labels do not match") as exc:
+        evaluate(syn, texts_as_labels, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert "SECRET" not in str(exc.value) and "6 value(s) not shown" in str(exc.value)
+    short = _write(tmp_path, "short.csv", pd.DataFrame({"text": secret, "label": ["SECRETa", "SECRETb"] * 3}))
+    with pytest.raises(DataError, match="labels do not match") as exc:  # short values, but labels repeat: shown
+        evaluate(syn, short, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert "'SECRETa'" in str(exc.value) and "'0'" in str(exc.value)
+
+
 def test_evaluate_rejects_bad_options(test_csv: Path) -> None:
     with pytest.raises(ConfigError, match="unknown 'svm'"):
         evaluate(_reviews(10, 1), test_csv, classifiers=["svm"], embedder=FakeEmbedder())

@@ -123,8 +123,14 @@ def test_sample_grows_a_lopsided_expansion_by_what_is_asked(private_csv: Path, t
 
 
 def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path) -> None:
-    with pytest.raises(ResumeError, match="holds no run"):
+    with pytest.raises(ResumeError, match="nothing does not exist"):
         extend(tmp_path / "nothing", 5)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ResumeError, match="afile is a file"):
+        extend(tmp_path / "afile", 5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResumeError, match="holds no run"):
+        extend(tmp_path / "empty", 5)
     run = tmp_path / "run"
     cfg = fake_run_config(private_csv, run)
     gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save
 
 from dpsynth.knowledgesg.adapter import AdapterError, merged_copy, read_adapter
-from dpsynth.knowledgesg.jobs import JobConflict, JobStore, TooManyJobs, UnknownAdapter
+from dpsynth.knowledgesg.jobs import JobConflict, JobStore, TooManyJobs, UnknownAdapter, token_hash
 from dpsynth.knowledgesg.protocol import (
     CHECKSUM_HEADER,
     JobSpec,
@@ -27,7 +27,8 @@ from dpsynth.knowledgesg.protocol import (
     format_record,
     parse_instruction,
 )
-from dpsynth.knowledgesg.server import ServerConfig, create_app, token_hash
+from dpsynth.knowledgesg.server import create_app
+from dpsynth.knowledgesg.server_config import ServerConfig
 from dpsynth.knowledgesg.work import judge
 
 
@@ -431,11 +432,22 @@ def test_upload_checks(api: Any) -> None:
     assert len(list((state / "adapters" / "bob").glob("*.safetensors"))) == 8
 
 
-def test_uploads_received_at_once_are_bounded(tmp_path: Path) -> None:
+def test_uploads_received_at_once_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each upload is held in memory until its checksum and tensors are checked, so the server receives
     one per client and ``max_concurrent_uploads`` in all at once; the others are told to retry (the client
-    retries 429 and 503), and a finished or refused upload frees its place."""
+    retries 429 and 503), and a finished, refused or stalled upload frees its place."""
     import asyncio
+
+    from dpsynth.knowledgesg import server as server_mod
+
+    real_read = server_mod.read_adapter
+
+    def slow_read(*args: Any) -> Any:  # the tensor check of a large adapter takes a while
+        time.sleep(0.3)
+        return real_read(*args)
+
+    monkeypatch.setattr(server_mod, "read_adapter", slow_read)
+    monkeypatch.setattr(server_mod, "UPLOAD_IDLE_S", 0.5)
 
     cfg = ServerConfig(
         state_dir=str(tmp_path),
@@ -493,9 +505,17 @@ def test_uploads_received_at_once_are_bounded(tmp_path: Path) -> None:
         after, _ = await post("bob", good)  # the place is free again
         refused, _ = await post("alice", b"\0" * 20_000)  # over max_adapter_mb: 413, and its place freed
         again, _ = await post("alice", good)
-        return [same_client, other_client, first, after, refused, again]
+        # received but still being checked: the body is in memory, the place still taken
+        checking = asyncio.create_task(post("alice", good))
+        await asyncio.sleep(0.1)
+        while_checked, _ = await post("alice", good)
+        await checking
+        # a connection that stops sending is dropped after UPLOAD_IDLE_S and frees the place
+        stalled, _ = await post("alice", good, asyncio.Event())
+        last, _ = await post("alice", good)
+        return [same_client, other_client, first, after, refused, again, while_checked, stalled, last]
 
-    assert asyncio.run(scenario()) == [429, 503, 201, 201, 413, 201]
+    assert asyncio.run(scenario()) == [429, 503, 201, 201, 413, 201, 429, 408, 201]
 
 
 def test_jobs_are_isolated_and_validated(api: Any) -> None:
@@ -911,7 +931,8 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
 
     from dpsynth.config import Config
     from dpsynth.methods.knowledgesg import KnowledgeSGClientMethod
-    from dpsynth.run import ProgressReporter, RunDir
+    from dpsynth.progress import ProgressReporter
+    from dpsynth.run import RunDir
 
     run_dir = RunDir(tmp_path / "run")
     run_dir.knowledgesg_state.parent.mkdir(parents=True)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import dpsynth
-from dpsynth.data import declared_column_type, output_label_type
 from dpsynth.errors import ConfigError
+from dpsynth.output import declared_column_type, output_label_type
 
 from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
 

@@ -250,6 +250,36 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, make, expect, words) -> N
     assert not (tmp_path / "run").exists()  # nothing is left behind
 
 
+def test_a_file_without_a_header_row_is_not_published(tmp_path: Path) -> None:
+    """Regression: PEARL took a headerless CSV's first record as its column names and published them in
+    the synthetic records, schema.json and privacy.json, under the DP claim."""
+    from dpsynth.data import header_problem
+
+    p = tmp_path / "noheader.csv"
+    p.write_text("SECRETNAME,47,0\n" + "".join(f"name{i},{20 + i},{i % 3}\n" for i in range(40)))
+    with pytest.raises(DataError, match="looks like a record, not a header") as e:
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    assert "SECRET" not in str(e.value) and "47" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+    # the rules, one by one; positions as names (pandas' header for unnamed columns) are a header
+    frame = pd.DataFrame({"flu": ["cold", "flu"], "M": ["F", "M"]})
+    own = "column names are also values of their own columns"
+    assert header_problem(list(frame.columns), frame, strict=False) == own
+    smoker = pd.DataFrame({"smoker": ["smoker", "non-smoker"], "age": ["30", "40"]})  # one such name: a header
+    assert header_problem(list(smoker.columns), smoker, strict=False) is None
+    assert header_problem(list(smoker.columns), smoker) == own  # an error message hides the names rather
+    sentence = ["a sentence of well over seven words, as records are", "x"]
+    assert header_problem(sentence, strict=False) == "a column name reads like text"
+    assert header_problem(["How often do you exercise each week?", "x"], strict=False) is None  # a question
+    assert header_problem(["age", "2.5"]) == "a column name is a number"
+    assert header_problem(["region", "2019", "2020"]) == "a column name is a number"  # documented: rename y2019
+    assert header_problem(["0", "1", "2"]) is None and header_problem(["1", "2"]) is None
+    assert header_problem(["0", "1", "2", "label"]) is None  # pd.DataFrame(X) with a label column added
+    assert header_problem(["hello", "0"]) == "a column name is a number"  # one "position": a record's label
+    wine = pd.read_csv(_wine_csv(tmp_path), dtype=str)
+    assert header_problem(list(wine.columns), wine) is None
+
+
 def test_schema_errors(tmp_path: Path) -> None:
     p = _wine_csv(tmp_path, 30)
     with pytest.raises(DataError, match="no column 'missing'"):
@@ -770,7 +800,8 @@ def test_no_frequent_category_keeps_the_column_with_a_placeholder(
 def test_non_private_benchmark_mode(tmp_path: Path) -> None:
     """bench/pearl_tools.py's NonPrivatePearl (pearl_eval.py's epsilon = inf rows): no noise, and the report
     and the ledger say so."""
-    from dpsynth.run import ProgressReporter, RunDir
+    from dpsynth.progress import ProgressReporter
+    from dpsynth.run import RunDir
 
     p = _wine_csv(tmp_path, 40)
     cfg = _cfg(tmp_path, p, privacy={"epsilon": 1.0, "delta": 0.5})

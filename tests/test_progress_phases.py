@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dpsynth.run import ProgressReporter
+from dpsynth.progress import ProgressReporter
 from dpsynth.run_phases import RunPhases, format_eta
 
 LINE = re.compile(

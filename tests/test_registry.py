@@ -20,7 +20,8 @@ from dpsynth.errors import ConfigError
 from dpsynth.methods import registry
 from dpsynth.methods.base import resolve_defaults, resolve_labels
 from dpsynth.methods.registry import METHODS, MethodSpec, section_users
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import RunDir
 
 EXPECTED_SECTION_USERS = {
     "data": ("wasp", "aug-pe", "zero-shot", "dp-finetune", "pearl", "knowledgesg"),

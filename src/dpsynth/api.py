@@ -13,18 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from dpsynth.config import Config, load_config
-from dpsynth.data import (
-    LabelType,
-    check_source,
-    in_memory_source,
-    is_in_memory_source,
-    is_integer_label,
-    local_source,
-    output_label_type,
-    to_hf_dataset,
-    typed_labels,
-    write_table,
-)
+from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
@@ -32,8 +21,10 @@ from dpsynth.io import atomic_write_json
 from dpsynth.methods.base import MethodRunner, resolve_defaults
 from dpsynth.methods.registry import METHODS, names_where
 from dpsynth.methods.wasp import rounds_released
+from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
 from dpsynth.privacy.report import validate_report
-from dpsynth.run import ProgressReporter, RunDir, remove_logging, setup_logging
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import RunDir, remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
 
@@ -42,7 +33,7 @@ log = logging.getLogger("dpsynth")
 class SynthesisResult:
     """What a run produced.  ``records`` are dicts with text, label, label_name, generator, round.
 
-    ``label`` has the input's type (an int for integer labels, see ``data.output_label_type``)."""
+    ``label`` has the input's type (an int for integer labels, see ``output.output_label_type``)."""
 
     records: list[dict[str, Any]]
     run_dir: Path
@@ -73,7 +64,7 @@ LABELLED_METHODS = names_where("labelled")
 
 def label_type_of(config: Config, private: Any = None) -> LabelType | None:
     """The output's label type (None: the method labels its rows itself), from public facts only: the
-    declared labels, data.label_type and the schema the input declares (``data.output_label_type``)."""
+    declared labels, data.label_type and the schema the input declares (``output.output_label_type``)."""
     if not METHODS[config.method].labelled or not config.data.labels:
         return None
     d = config.data
@@ -222,7 +213,14 @@ def extend(
 
     run_dir = RunDir(run, resuming=True)
     if not run_dir.config.exists():
-        raise ResumeError(f"run: {run_dir.path} holds no run (no config.yaml); pass the folder of a finished run")
+        what = (
+            "does not exist"
+            if not run_dir.path.exists()
+            else "is a file"
+            if not run_dir.path.is_dir()
+            else "holds no run (no config.yaml)"
+        )
+        raise ResumeError(f"run: {run_dir.path} {what}; pass the folder of a finished run")
     stored = Config.model_validate(run_dir.stored_raw())
     if stored.method not in PROMPTING_METHODS:
         raise ConfigError(

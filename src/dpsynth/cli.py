@@ -109,6 +109,8 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
             f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path}) is a setting of {' and '.join(users)}, not "
             f"of --method {cfg.method}; drop it or choose --method {users[0]}"
         )
+    if config is not None and not resume:
+        _note_ignored_settings(config, cfg, overrides)
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
     if cfg.out is None:  # chosen here, so that a Ctrl-C message can name it
@@ -123,6 +125,28 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
     )
+
+
+def _note_ignored_settings(path: str, cfg: Config, flags: dict[str, typing.Any]) -> None:
+    """A config file may keep sections of other methods (one file for several runs), so, unlike a flag, such
+    a setting is not refused; but a changed value there is ignored, which the user should know."""
+    from dpsynth.run import explicit_fields
+
+    defaults = Config().model_dump()
+    changed = []
+    for key, value in explicit_fields(cfg).items():
+        default: typing.Any = defaults
+        for part in key.split("."):
+            default = default.get(part) if isinstance(default, dict) else None
+        if key not in flags and value != default:
+            changed.append(key)
+    ignored = [key for key, _ in section_misfits(changed, cfg.method)]
+    if ignored:
+        typer.echo(
+            f"note: {path} sets {', '.join(ignored[:6])}{' ...' if len(ignored) > 6 else ''}, which --method "
+            f"{cfg.method} does not read; they are ignored",
+            err=True,
+        )
 
 
 def _method_hint(args: list[str], config: str | None, resume: bool) -> str | None:

@@ -4,7 +4,7 @@
 --some-field X`` overrides any field by its dotted path; ``dpsynth.synthesize``
 takes the same object.  Validation happens here, at the door, with messages
 that name the field and the fix (scikit-learn style): ``config_base.py`` holds that machinery
-and the YAML reader, ``config_sections.py`` the sections of dp-finetune, PEARL and KnowledgeSG.
+and the YAML reader, ``config_sections.py`` the methods' sections (wasp, finetune, pearl, knowledgesg).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
     mark_text,
     yaml_problem,
 )
-from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig
+from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig, WaspConfig
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.methods.registry import METHODS, Method, names_where, section_users  # noqa: F401 - Method re-exported
@@ -146,6 +146,13 @@ class DataConfig(StrictModel):
         ),
     )
 
+    @field_validator("private", "text_column", "label_column")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():  # an empty path would be read as the current folder, an empty name as no column
+            raise ValueError("must not be empty")
+        return v
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, v: Any) -> Any:
@@ -219,7 +226,7 @@ class DataConfig(StrictModel):
 
 
 def _is_integer(label: str) -> bool:
-    """'0', '-3' are integer labels; '01', '1.5', 'pos' are not (see data.is_integer_label)."""
+    """'0', '-3' are integer labels; '01', '1.5', 'pos' are not (see output.is_integer_label)."""
     try:
         return str(int(label)) == label
     except ValueError:
@@ -257,118 +264,6 @@ class PrivacyConfig(StrictModel):
         if not 0 < v < 1:
             raise ValueError("must be in (0, 1) and below 1/M, e.g. --delta 1e-5")
         return v
-
-
-class WaspConfig(StrictModel):
-    """Algorithm knobs (docs/wasp.md).  Aug-PE and zero-shot are presets of these."""
-
-    rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
-    population: int | None = Field(
-        None,
-        ge=2,
-        description=(
-            "Samples generated in the seed round and the T voting rounds; the rest of n_synthetic is generated "
-            "after the last vote from its released results (post-processing: no privacy cost, and a resume of "
-            "that phase needs no private data). None: all of n_synthetic within the rounds."
-        ),
-    )
-    vote_on: Literal["all", "latest"] = Field(
-        "all",
-        description=(
-            "Which samples each vote ranks: all (every sample made so far, WASP's setting; the aug-pe preset keeps "
-            "it too) or latest (the previous round's only, as the reference Aug-PE code does). The same privacy "
-            "cost either way; latest gives each sample more votes, so late votes rank as well as the first "
-            "(docs/wasp.md, step 6)."
-        ),
-    )
-    writers: bool = Field(
-        False,
-        description=(
-            "Open every generation prompt with a writer drawn at random from a fixed public list of everyday "
-            "people ('You are a retired nurse.'), so that samples vary in voice and subject. Public text only: "
-            "no privacy cost (docs/wasp.md, step 7)."
-        ),
-    )
-    q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
-    use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
-    contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
-    weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
-    variation: Literal["contrastive", "rephrase", "keywords"] = Field(
-        "contrastive",
-        description=(
-            "How rounds after the first prompt: contrastive (good and poor examples), rephrase (Aug-PE: a variation "
-            "of one top-voted sample), keywords (zero-shot prompts naming words typical of the top-voted samples)."
-        ),
-    )
-    keywords_against: Literal["population", "other_classes"] = Field(
-        "population",
-        description=(
-            "variation = keywords: how a class's words are chosen from its good pool. population: words frequent "
-            "in the pool and rare in the whole voted population (TF-IDF); other_classes: words the pool uses more "
-            "often than the other classes' samples (log-odds), so that the words name what separates the classes. "
-            "Synthetic text only: no privacy cost (docs/wasp.md, step 7)."
-        ),
-    )
-    top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
-    l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
-    pool_spread: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description=(
-            "1: the good pool is the top S by votes.  K > 1: S samples spread out in embedding space among "
-            "the top K x S (more varied examples across a round's prompts; no privacy cost)."
-        ),
-    )
-    tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
-    min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
-    class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
-    max_new_tokens: int = Field(
-        64,
-        ge=8,
-        le=2048,
-        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
-        description="Tokens generated per sample, at most (alias max_tokens).",
-    )
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(0.9, gt=0, le=1)
-    min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
-    max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
-    whole_sentences: bool = Field(
-        True,
-        description=(
-            "Cut a sample that stops mid-sentence at the token limit after its last full sentence (a sample the "
-            "model ended is kept as written; one whose full sentences are shorter than min_chars is kept whole)."
-        ),
-    )
-    example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
-    samples_per_prompt: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description=(
-            "Completions drawn from each prompt (OpenAI's n; llama.cpp, vLLM and OpenAI support it): a "
-            "contrastive prompt with its examples is prefilled once for all of them."
-        ),
-    )
-    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
-    label_judge: str | None = Field(
-        None,
-        description=(
-            "Name of a chat generator (one of `generators`) that reads each new sample and the public label "
-            "names and says which label fits; a sample judged to be another label is dropped and re-asked. "
-            "Post-processing with a public model: no privacy cost."
-        ),
-    )
-
-    @property
-    def max_tokens(self) -> int:
-        """Former name of ``max_new_tokens``."""
-        return self.max_new_tokens
-
-    @max_tokens.setter
-    def max_tokens(self, value: int) -> None:
-        self.max_new_tokens = value
 
 
 # Which methods read each config section (a flag of another method's section is refused, see section_misfits),

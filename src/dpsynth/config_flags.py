@@ -128,12 +128,21 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
         else:  # the section the method reads; none: the first, which section_misfits then refuses by name
             ps = by_method[key_norm]
             path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
-        out[path] = val if path in ("data.private", "out", "data.labels") else _parse_value(val, path)
+        out[path] = val if _as_text(path, val) else _parse_value(val, path, strict=path == "data.labels")
         i += 1
     return out
 
 
-def _parse_value(val: str, path: str = "value") -> Any:
+def _as_text(path: str, val: str) -> bool:
+    """Flags taken as written, not as YAML: paths (``yes`` is a file name) and a label list such as ``0,None``
+    (YAML would read ``None`` or ``1.0`` as something else); a label mapping or list in YAML braces or
+    brackets (``{0: negative, 1: positive}``, as ``--help`` shows) is YAML."""
+    if path == "data.labels":
+        return not val.strip().startswith(("{", "["))
+    return path in ("data.private", "out")
+
+
+def _parse_value(val: str, path: str = "value", strict: bool = False) -> Any:
     """A flag value as YAML (``2`` -> int, ``[..]`` -> list); text that is not YAML stays text.
 
     A number that overflows a float (``1.0e+400``) is an error, never infinity (config_base.ConfigLoader);
@@ -146,7 +155,9 @@ def _parse_value(val: str, path: str = "value") -> Any:
             f"{path}: the number is too large for a float (it would overflow to infinity); give a smaller "
             "number, or write inf if you mean no limit"
         ) from None
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if strict:  # a label mapping with a typo must not become labels such as "[a" and "b"
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:120]})") from None
         return val
 
 

@@ -1,5 +1,6 @@
-"""The config sections of the methods beyond WASP: ``finetune`` (dp-finetune and KnowledgeSG's client),
-``pearl`` and ``knowledgesg``.  ``dpsynth.config.Config`` holds one of each; import them from there.
+"""The config sections of the methods: ``wasp`` (WASP, Aug-PE, zero-shot), ``finetune`` (dp-finetune and
+KnowledgeSG's client), ``pearl`` and ``knowledgesg``.  ``dpsynth.config.Config`` holds one of each; import
+them from there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,136 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from dpsynth.config_base import StrictModel
 from dpsynth.generators.models import canonical_model
+
+MAX_CHARS_PER_TOKEN = 16  # far above any tokenizer's average (about 4 characters per token in English)
+
+
+class WaspConfig(StrictModel):
+    """Algorithm knobs (docs/wasp.md).  Aug-PE and zero-shot are presets of these."""
+
+    rounds: int = Field(4, ge=1, le=100, description="T: number of DP voting rounds.")
+    population: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "Samples generated in the seed round and the T voting rounds; the rest of n_synthetic is generated "
+            "after the last vote from its released results (post-processing: no privacy cost, and a resume of "
+            "that phase needs no private data). None: all of n_synthetic within the rounds."
+        ),
+    )
+    vote_on: Literal["all", "latest"] = Field(
+        "all",
+        description=(
+            "Which samples each vote ranks: all (every sample made so far, WASP's setting; the aug-pe preset keeps "
+            "it too) or latest (the previous round's only, as the reference Aug-PE code does). The same privacy "
+            "cost either way; latest gives each sample more votes, so late votes rank as well as the first "
+            "(docs/wasp.md, step 6)."
+        ),
+    )
+    writers: bool = Field(
+        False,
+        description=(
+            "Open every generation prompt with a writer drawn at random from a fixed public list of everyday "
+            "people ('You are a retired nurse.'), so that samples vary in voice and subject. Public text only: "
+            "no privacy cost (docs/wasp.md, step 7)."
+        ),
+    )
+    q: int = Field(8, ge=1, le=64, description="Q: nearest (and farthest) neighbours voted per private sample.")
+    use_far: bool = Field(True, description="Vote for the Q farthest too (contrastive bad examples).")
+    contrastive: bool = Field(True, description="Prompt with good and bad examples (False: good only).")
+    weighting: bool = Field(True, description="Reweight generators by votes (False: equal budgets).")
+    variation: Literal["contrastive", "rephrase", "keywords"] = Field(
+        "contrastive",
+        description=(
+            "How rounds after the first prompt: contrastive (good and poor examples), rephrase (Aug-PE: a variation "
+            "of one top-voted sample), keywords (zero-shot prompts naming words typical of the top-voted samples)."
+        ),
+    )
+    keywords_against: Literal["population", "other_classes"] = Field(
+        "population",
+        description=(
+            "variation = keywords: how a class's words are chosen from its good pool. population: words frequent "
+            "in the pool and rare in the whole voted population (TF-IDF); other_classes: words the pool uses more "
+            "often than the other classes' samples (log-odds), so that the words name what separates the classes. "
+            "Synthetic text only: no privacy cost (docs/wasp.md, step 7)."
+        ),
+    )
+    top_s: int = Field(8, ge=1, description="S: size of the good and bad pools per class.")
+    l_examples: int = Field(4, ge=1, description="L: examples per side in each prompt.")
+    pool_spread: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "1: the good pool is the top S by votes.  K > 1: S samples spread out in embedding space among "
+            "the top K x S (more varied examples across a round's prompts; no privacy cost)."
+        ),
+    )
+    tau: float = Field(1.0, gt=0, description="Softmax temperature of the generator weights.")
+    min_share: float = Field(0.01, ge=0, lt=1, description="Floor on each generator's share of a round.")
+    class_uniform_mix: float = Field(0.2, ge=0, le=1, description="Mix of the uniform prior into noisy class shares.")
+    max_new_tokens: int = Field(
+        64,
+        ge=8,
+        le=2048,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Tokens generated per sample, at most (alias max_tokens).",
+    )
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
+    max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
+    whole_sentences: bool = Field(
+        True,
+        description=(
+            "Cut a sample that stops mid-sentence at the token limit after its last full sentence (a sample the "
+            "model ended is kept as written; one whose full sentences are shorter than min_chars is kept whole)."
+        ),
+    )
+    example_chars: int = Field(300, ge=20, description="Truncate examples shown in prompts to this length.")
+    samples_per_prompt: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Completions drawn from each prompt (OpenAI's n; llama.cpp, vLLM and OpenAI support it): a "
+            "contrastive prompt with its examples is prefilled once for all of them."
+        ),
+    )
+    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
+    label_judge: str | None = Field(
+        None,
+        description=(
+            "Name of a chat generator (one of `generators`) that reads each new sample and the public label "
+            "names and says which label fits; a sample judged to be another label is dropped and re-asked. "
+            "Post-processing with a public model: no privacy cost."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _lengths_can_be_met(self) -> WaspConfig:
+        """Refuse length limits no sample can meet: every sample would be dropped after the models loaded and
+        (for the DP methods) after the first vote spent budget."""
+        if self.min_chars >= self.max_chars:
+            raise ValueError(
+                f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars}): no sample could be kept"
+            )
+        if self.min_chars > MAX_CHARS_PER_TOKEN * self.max_new_tokens:
+            raise ValueError(
+                f"min_chars ({self.min_chars}) is more than {MAX_CHARS_PER_TOKEN} characters per token of "
+                f"max_new_tokens ({self.max_new_tokens}): no sample could be that long; raise max_new_tokens or "
+                "lower min_chars"
+            )
+        return self
+
+    @property
+    def max_tokens(self) -> int:
+        """Former name of ``max_new_tokens``."""
+        return self.max_new_tokens
+
+    @max_tokens.setter
+    def max_tokens(self, value: int) -> None:
+        self.max_new_tokens = value
 
 
 class FinetuneConfig(StrictModel):

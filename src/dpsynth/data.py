@@ -1,5 +1,5 @@
-"""Records in and out: CSV, JSONL, Parquet, Hugging Face ``datasets``; the embedded datasets are re-exported
-from ``dpsynth.datasets``.
+"""Records in: CSV, JSONL, Parquet, Hugging Face ``datasets``; the embedded datasets are re-exported from
+``dpsynth.datasets``.  Records out (the synthetic output file) are ``dpsynth.output``.
 
 The private records of the text methods are loaded and validated by ``dpsynth.privacy.private_data``
 (on ``read_table``); this module reads tables and knows no record's role.  Error messages name the
@@ -18,10 +18,11 @@ import csv
 import io
 import json
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
@@ -47,8 +48,7 @@ from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where caller
     medmcqa_split,
     newsgroups_split,
 )
-from dpsynth.errors import ConfigError, DataError
-from dpsynth.io import atomic_write_bytes
+from dpsynth.errors import DataError
 
 # data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
 # Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
@@ -104,6 +104,7 @@ def read_table(
     keep: Mapping[str, Collection[str]] | None = None,
     encoding_option: str = ENCODING_OPTION,
     same_keys: bool = False,
+    columns: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Read CSV / JSONL / JSON / Parquet / a saved HF dataset folder, or take a DataFrame/HF Dataset.
 
@@ -127,10 +128,15 @@ def read_table(
     number only, no key named): for PEARL, which makes a column of every key, a key in one record would
     otherwise be published as a column of the output.
 
+    A value that is not text or a number (a list, a mapping, bytes that are not UTF-8: JSON, Parquet and
+    HF datasets can hold them) is refused in the ``columns`` the caller reads (all when None), by column and
+    record number: its Python repr ("{'a': 1}", "b'...'") would otherwise be embedded and voted on as if it
+    were a text.  Other columns keep that repr, so an unused list column does not stop a run.
+
     Every failure is a one-line ``DataError`` naming the file (and line or byte) and the fix, never a
     record's content.
     """
-    df = _read_strings(source, encoding, encoding_option, same_keys)
+    df = _read_strings(source, encoding, encoding_option, same_keys, columns)
     kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
 
     def blank_placeholders(col: pd.Series) -> pd.Series:
@@ -143,13 +149,17 @@ def read_table(
 
 
 def _read_strings(
-    source: str | Path | Any, encoding: str, encoding_option: str = ENCODING_OPTION, same_keys: bool = False
+    source: str | Path | Any,
+    encoding: str,
+    encoding_option: str = ENCODING_OPTION,
+    same_keys: bool = False,
+    columns: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """The table with every cell a string and real missing values (NaN, None, JSON null) as ''."""
     if isinstance(source, pd.DataFrame):
-        return _as_str(_unique_columns(source, "dataset"))
+        return _as_str(_unique_columns(source, "dataset"), "dataset", columns)
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
-        return _as_str(_unique_columns(_hf_frame(source), "dataset"))
+        return _as_str(_unique_columns(_hf_frame(source), "dataset"), "dataset", columns)
     check_source(source, "records")
     path = Path(source).expanduser()
     if not path.exists():
@@ -168,7 +178,7 @@ def _read_strings(
             if "train" not in ds:
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
-        return _as_str(_unique_columns(_hf_frame(ds), str(path)))
+        return _as_str(_unique_columns(_hf_frame(ds), str(path)), str(path), columns)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
@@ -185,7 +195,7 @@ def _read_strings(
                 raise DataError(
                     f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
                 ) from None
-            return _as_str(_unique_columns(table, str(path)))
+            return _as_str(_unique_columns(table, str(path)), str(path), columns)
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check permissions") from None
@@ -193,9 +203,9 @@ def _read_strings(
     if not text.strip():
         raise DataError(f"{path}: file is empty (only whitespace); it needs at least one record")
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(text, path, same_keys)
+        return _read_jsonl(text, path, same_keys, columns)
     if suffix == ".json":
-        return _read_json(text, path, same_keys)
+        return _read_json(text, path, same_keys, columns)
     sep = "\t" if suffix == ".tsv" else ","
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
@@ -205,7 +215,7 @@ def _read_strings(
             "fields on that line"
         ) from None
     _check_header(text, sep, path)  # pandas renames a repeated column to 'name.1' and reads the first
-    return _as_str(df)
+    return _as_str(df, str(path), columns)  # CSV cells are text already: nothing to refuse
 
 
 # Whole-cell placeholders read as a missing value (compared after strip() and lower()): pandas' default NA
@@ -222,14 +232,16 @@ def _check_header(text: str, sep: str, path: Path) -> None:
         header = next(csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep))
     except (csv.Error, StopIteration):
         return  # pandas parsed it; nothing more to say
-    seen: set[str] = set()
-    for name in header:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
         if name and name in seen:
+            # by position, not by name: in a file without a header row the "header" is a private record, and
+            # two equal cells of it must not reach an error message
             raise DataError(
-                f"{path}: column {name!r} appears more than once in the header (line {first + 1}); rename or "
-                "remove the repeated column"
+                f"{path}: the name of column {seen[name] + 1} appears more than once in the header (line "
+                f"{first + 1}, again as column {i + 1}); rename or remove the repeated column"
             )
-        seen.add(name)
+        seen[name] = i
 
 
 def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -266,17 +278,27 @@ def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION
             codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
     except LookupError:
         raise DataError(f"{option}: unknown encoding {encoding!r}; use e.g. latin-1") from None
+    # a UTF-16 file (Excel's "Unicode text") starts with a byte-order mark; read as latin-1 it would decode,
+    # with a NUL byte in every other character
+    wide = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or raw[:200].count(b"\0") > 10
     try:
-        return raw.decode(codec)
+        text = raw.decode(codec)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
             f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
-            f"UTF-8 or set {option} (e.g. latin-1)"
+            f"UTF-8 or set {option} ({'utf-16: the file starts like UTF-16' if wide else 'e.g. latin-1'})"
         ) from None
+    if "\0" in text:
+        raise DataError(
+            f"{path}: holds NUL characters when read as {encoding}"
+            f"{' (it looks like UTF-16 text)' if wide else ''}; set {option} to the file's encoding "
+            f"({'utf-16' if wide else 'e.g. utf-16'}) or re-encode the file as UTF-8"
+        )
+    return text
 
 
-def _read_jsonl(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
+def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collection[str] | None = None) -> pd.DataFrame:
     records = []
     first: tuple[int, list[str]] | None = None  # the first record's line and keys, in order
     # split at line feeds only: str.splitlines would also split inside a string at U+2028 and the like
@@ -301,7 +323,7 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
             if list(obj) != first[1]:
                 raise DataError(f"{path}: line {n} {_OTHER_KEYS.format(first=f'line {first[0]}')}")
         records.append(obj)
-    return _as_str(_records_frame(records))
+    return _as_str(_records_frame(records), str(path), columns)
 
 
 # same_keys: why a record with other keys is refused, and the fix
@@ -312,7 +334,7 @@ _OTHER_KEYS = (
 )
 
 
-def _read_json(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
+def _read_json(text: str, path: Path, same_keys: bool = False, columns: Collection[str] | None = None) -> pd.DataFrame:
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -326,10 +348,10 @@ def _read_json(text: str, path: Path, same_keys: bool = False) -> pd.DataFrame:
             other = next((i for i, r in enumerate(obj) if list(r) != list(obj[0])), None)
             if other is not None:
                 raise DataError(f"{path}: record {other + 1} {_OTHER_KEYS.format(first='record 1')}")
-        return _as_str(_records_frame(obj))
+        return _as_str(_records_frame(obj), str(path), columns)
     if isinstance(obj, dict) and obj and all(isinstance(c, list) for c in obj.values()):
         if len({len(c) for c in obj.values()}) == 1:
-            return _as_str(pd.DataFrame(obj, dtype=object))
+            return _as_str(pd.DataFrame(obj, dtype=object), str(path), columns)
         raise DataError(f"{path}: the JSON columns have different lengths; give one value per record in each")
     raise DataError(
         f"{path}: JSON must be a list of records [{{...}}, ...] or a mapping of columns {{name: [...]}}; "
@@ -350,10 +372,38 @@ def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(records, dtype=object)
 
 
-def _as_str(df: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as a string; real missing values (NaN, None, null) as '' (placeholders: ``read_table``)."""
+def _as_str(df: pd.DataFrame, where: str = "dataset", columns: Collection[str] | None = None) -> pd.DataFrame:
+    """Every cell as a string; real missing values (NaN, None, null) as '' (placeholders: ``read_table``).
+
+    Bytes are decoded as UTF-8; a list, a mapping or undecodable bytes in one of ``columns`` (all when
+    None) is a ``DataError`` naming the column and the record's number (1-based, blank lines of a JSONL
+    file not counted), never the value."""
+    mixed = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_object_dtype(dtype)]  # typed: no such value
     df = df.astype(object)
+    for i in mixed:
+        col = df.columns[i]
+        if any(isinstance(v, (bytes, bytearray, list, tuple, dict, set, np.ndarray)) for v in df.iloc[:, i]):
+            df[col] = _text_values(df[col], col, where, columns is None or col in columns)
     return df.where(df.notna(), "").astype(str)
+
+
+def _text_values(values: pd.Series, col: Any, where: str, strict: bool) -> list[Any]:
+    out: list[Any] = []
+    for i, v in enumerate(values):
+        problem = None
+        if isinstance(v, (bytes, bytearray)):
+            try:
+                v = bytes(v).decode("utf-8")
+            except UnicodeDecodeError:
+                problem, v = "bytes that are not UTF-8 text", bytes(v).decode("utf-8", errors="replace")
+        elif isinstance(v, (list, tuple, dict, set, np.ndarray)):
+            problem = "a list or a mapping, not text"
+        if problem and strict:
+            raise DataError(
+                f"{where}: column {str(col)!r} holds {problem} (record {i + 1}); give text or numbers in that column"
+            )
+        out.append(v)
+    return out
 
 
 def _short(exc: BaseException, path: Path) -> str:
@@ -363,13 +413,103 @@ def _short(exc: BaseException, path: Path) -> str:
     return text if len(text) <= 120 else text[:117].rstrip() + "..."
 
 
+HEADER_NAME_CHARS = 64  # a column name longer than this, or with more spaces than the limit below, reads
+HEADER_NAME_SPACES = {True: 3, False: 7}  # like a sentence (strict: for messages; else: for refusing a file)
+
+
+def header_problem(names: Sequence[Any], df: pd.DataFrame | None = None, strict: bool = True) -> str | None:
+    """Why ``names`` (a CSV's column names) look like a record rather than a header, or None.
+
+    Why this exists: a CSV without a header row is read with its first record as the column names, and
+    those names then appear in error messages (and, for PEARL, in the published output and schema), so
+    the record would leak.  The tests never repeat a name: a name that is a number (two or more numbered
+    names that are the positions 0..k-1 or 1..k, what pandas writes for unnamed columns, are a header,
+    beside named ones such as a label), a name that reads like a sentence, or names that are values of
+    their own columns in other records (``df``).  ``strict`` (an error message, where a false alarm only
+    hides the names) counts one such name and a sentence from 4 spaces; otherwise (refusing a file) two
+    names, and 8 spaces: a column "smoker" of smoker/non-smoker or a survey question is a header.  A
+    first record made only of short, distinct words cannot be told from a header (docs/privacy.md).
+    """
+    texts = [str(n).strip() for n in names]
+    numbers = sorted(int(t) for t in texts if t.isdigit())
+    positions = len(numbers) > 1 and numbers in ([*range(len(numbers))], [*range(1, len(numbers) + 1)])
+    if not positions and any(is_number(t) for t in texts):
+        return "a column name is a number"
+    if any(len(t) > HEADER_NAME_CHARS or t.count(" ") > HEADER_NAME_SPACES[strict] for t in texts):
+        return "a column name reads like text"
+    if df is not None and not positions:
+        own = sum(
+            1
+            for name, col in zip(texts, df.columns, strict=False)
+            if name and (df[col].astype(str).str.strip() == name).any()
+        )
+        if own >= (1 if strict else min(2, len(texts))):
+            return "column names are also values of their own columns"
+    return None
+
+
+def is_number(text: str) -> bool:
+    """``12``, ``-3.5``, ``1,000``, ``2e3`` (not ``nan`` or ``inf``, which are words here)."""
+    t = text.strip().replace(",", "")
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return t.lower().lstrip("+-") not in ("nan", "inf", "infinity")
+
+
+def columns_text(df: pd.DataFrame) -> str:
+    """The file's columns for an error message, or why they are not shown (``header_problem``)."""
+    why = header_problem(list(df.columns), df)
+    if why is not None:
+        return (
+            f"its first line looks like a record, not a header ({why}), so its column names are not shown; "
+            "the file needs a header row naming its columns"
+        )
+    return "the file has columns: " + ", ".join(map(str, df.columns[:20]))
+
+
 def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> None:
     """Each ``{config field: column}`` must be in ``df``; else one line naming the field, the columns and the flag."""
     for field, col in columns.items():
         if col not in df.columns:
-            cols = ", ".join(map(str, df.columns[:20]))
             flag = field.rsplit(".", 1)[-1].replace("_", "-")
-            raise DataError(f"{where}: no column {col!r} ({field}); the file has columns: {cols}; pass --{flag} NAME")
+            raise DataError(f"{where}: no column {col!r} ({field}); {columns_text(df)}; pass --{flag} NAME")
+
+
+def where_records(source: Any, idx: Sequence[int] | Any, encoding: str = "utf-8") -> str:
+    """Where records (0-based positions in the table) are, as the owner finds them in the file, five at most:
+    CSV/TSV rows and JSONL lines are the line numbers where the records start (blank lines, and a quoted
+    text that spans lines, counted as the file has them), else record indices."""
+    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
+    source = Path(str(source)).expanduser() if suffix else source
+    word = {".csv": "rows", ".tsv": "rows", ".txt": "rows", ".jsonl": "lines", ".ndjson": "lines"}.get(suffix)
+    starts = _record_starts(Path(str(source)), suffix, encoding) if word else None
+    if starts is None:  # not a text file (or no longer readable): positions
+        word, starts = "record indices", None
+    shown = [starts[int(i)] if starts is not None and int(i) < len(starts) else int(i) for i in idx[:5]]
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"{word} " + ", ".join(map(str, shown)) + more
+
+
+def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
+    """The 1-based line where each record of a CSV/TSV (after its header) or JSONL file starts."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+    except (OSError, LookupError, UnicodeDecodeError):
+        return None
+    if suffix in (".jsonl", ".ndjson"):
+        return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]
+    starts, end = [], 0
+    reader = csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
+    try:
+        for row in reader:
+            if row and (len(row) > 1 or row[0].strip()):  # a blank line is no record (pandas skips it too)
+                starts.append(end + 1)
+            end = reader.line_num
+    except csv.Error:
+        return None
+    return starts[1:]  # the first is the header
 
 
 def norm_label(v: Any) -> str:
@@ -378,156 +518,3 @@ def norm_label(v: Any) -> str:
     if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
         s = s[:-2]
     return s
-
-
-# ---------------------------------------------------------------- writing
-def write_table(rows: list[dict[str, Any]], path: str | Path, fmt: str) -> Path:
-    """Write records atomically as jsonl, csv or parquet."""
-    path = Path(path)
-    df = pd.DataFrame(rows)
-    if fmt == "jsonl":
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    elif fmt == "csv":
-        data = df.to_csv(index=False).encode("utf-8")
-    elif fmt == "parquet":
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        data = buf.getvalue()
-    else:
-        raise DataError(f"output_format: unknown format {fmt!r}; use jsonl, csv or parquet")
-    atomic_write_bytes(path, data)
-    return path
-
-
-def to_hf_dataset(rows: list[dict[str, Any]], labels: dict[str, str] | None = None) -> Any:
-    """The records as a ``datasets.Dataset``; with the declared ``labels``, integer labels 0..K-1 become a
-    ``ClassLabel`` feature whose names are the label names (``ds.features["label"].int2str(1)``)."""
-    import datasets
-
-    ds = datasets.Dataset.from_list(rows)
-    feature = class_label(labels, rows)
-    if feature is not None and "label" in ds.column_names:
-        features = ds.features.copy()
-        features["label"] = feature
-        ds = datasets.Dataset.from_list(rows, features=features)  # not cast_column: it draws a progress bar
-    return ds
-
-
-# ---------------------------------------------------------------- the type of the output's labels
-# data.labels keys are strings (a YAML key 0 and a flag "0=negative" read the same); the output gives the
-# label back in the input's type.  That type is learned only from public facts, never from the records: the
-# declared label set, data.label_type, and a schema the input declares for the whole column (a Parquet
-# schema, a Hugging Face feature, a DataFrame dtype).  CSV and JSON declare no schema: there, integer labels
-# (every declared label is an integer, as in 0=negative,1=positive) come back as integers.
-LabelType = Literal["int", "str"]
-
-
-def is_integer_label(value: str) -> bool:
-    """'0', '1', '-3' are integer labels; '01', '1.5', 'pos' are not (int() would not give them back)."""
-    try:
-        return str(int(value)) == value
-    except ValueError:
-        return False
-
-
-def output_label_type(
-    labels: dict[str, str], declared: str = "auto", source: Any = None, label_column: str = "label"
-) -> LabelType:
-    """The type of the output's label column: ``declared`` (data.label_type) unless 'auto'.
-
-    auto: int when every declared label is an integer and the input does not declare the column as text
-    (``declared_column_type``); else str."""
-    integers = bool(labels) and all(is_integer_label(k) for k in labels)
-    if declared == "int":
-        if not integers:
-            raise ConfigError(
-                f"data.label_type: int needs integer labels, but data.labels declares {sorted(labels)}; use str or auto"
-            )
-        return "int"
-    if declared == "str" or not integers:
-        return "str"
-    return "str" if declared_column_type(source, label_column) == "str" else "int"
-
-
-def declared_column_type(source: Any, column: str) -> LabelType | None:
-    """'int' or 'str' when ``source`` declares a type for ``column`` (Parquet schema, HF feature, DataFrame
-    dtype: numbers count as int), None when it declares none (CSV, JSON, the embedded sets) or cannot tell.
-
-    Reads the schema only, never a record: a Parquet file's footer, a saved dataset's features."""
-    try:
-        if isinstance(source, pd.DataFrame):
-            return _dtype_kind(source[column].dtype) if column in source.columns else None
-        if hasattr(source, "features") and hasattr(source, "column_names"):  # datasets.Dataset
-            return _feature_kind(source.features.get(column))
-        if not isinstance(source, (str, Path)) or str(source).startswith("embedded:"):
-            return None
-        path = Path(str(source)).expanduser()
-        if path.is_dir():
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if hasattr(ds, "keys"):
-                ds = ds["train"]
-            return _feature_kind(ds.features.get(column))
-        if path.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(path)
-            return _arrow_kind(schema.field(column).type) if column in schema.names else None
-    except Exception:  # noqa: BLE001 - unreadable here: load_private reports it, one line
-        return None
-    return None
-
-
-def _dtype_kind(dtype: Any) -> LabelType | None:
-    if pd.api.types.is_bool_dtype(dtype):
-        return None
-    if pd.api.types.is_numeric_dtype(dtype):
-        return "int"
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return "str"
-    return None  # object: no declared type
-
-
-def _arrow_kind(t: Any) -> LabelType | None:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "int"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "str"
-    return None
-
-
-def _feature_kind(feature: Any) -> LabelType | None:
-    import datasets
-
-    if isinstance(feature, datasets.ClassLabel):
-        return "int"
-    if isinstance(feature, datasets.Value):
-        dtype = str(feature.dtype)
-        if dtype.startswith(("int", "uint", "float")):
-            return "int"
-        if dtype in ("string", "large_string"):
-            return "str"
-    return None
-
-
-def typed_labels(rows: list[dict[str, Any]], label_type: LabelType | None) -> list[dict[str, Any]]:
-    """``rows`` with their ``label`` as an int when ``label_type`` is 'int' (new dicts; others as they are)."""
-    if label_type != "int":
-        return rows
-    return [{**r, "label": int(r["label"])} if isinstance(r.get("label"), str) else r for r in rows]
-
-
-def class_label(labels: dict[str, str] | None, rows: list[dict[str, Any]]) -> Any:
-    """A ``datasets.ClassLabel`` for integer labels 0..K-1 (names from ``labels``), else None."""
-    if not labels or not rows or not all(isinstance(r.get("label"), int) for r in rows):
-        return None
-    if set(labels) != {str(i) for i in range(len(labels))}:
-        return None
-    import datasets
-
-    return datasets.ClassLabel(names=[labels[str(i)] for i in range(len(labels))])

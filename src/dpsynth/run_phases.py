@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dpsynth.run import ProgressReporter
+from dpsynth.progress import ProgressReporter
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data import EmbeddedDataset, embedded_dataset, embedded_names, norm_label, read_table
+from dpsynth.data import EmbeddedDataset, columns_text, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.privacy.private_data import is_private_source
@@ -127,7 +128,8 @@ def load_synthetic(source: Any, text_column: str = "text", label_column: str = "
         frame_source, where = source, "synthetic data"
     declared = (read_run_config(run_dir).get("data") or {}).get("labels") if run_dir is not None else None
     keep = {label_column: [str(k) for k in declared]} if isinstance(declared, dict) else None
-    df = read_table(frame_source, keep=keep)  # a label declared as "None" is a label, not a missing value
+    # a label declared as "None" is a label, not a missing value
+    df = read_table(frame_source, keep=keep, columns={text_column, label_column})
     data = _labelled(df, text_column, label_column, where, "synthetic", ("--text-column", "--label-column"))
     data.run_dir = run_dir
     if "round" in df.columns:
@@ -228,7 +230,13 @@ def load_test(
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
             raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
-        df = read_table(source, encoding, keep={label_column: labels}, encoding_option="--test-encoding")
+        df = read_table(
+            source,
+            encoding,
+            keep={label_column: labels},
+            encoding_option="--test-encoding",
+            columns={text_column, label_column},
+        )
         where = str(source) if isinstance(source, (str, Path)) else "test data"
     return _labelled(df, text_column, label_column, where, "test", ("--test-text-column", "--test-label-column"))
 
@@ -240,8 +248,7 @@ def _labelled(
         raise DataError(f"{where}: the {role} set has no records; nothing to evaluate")
     for col, flag in ((text_column, flags[0]), (label_column, flags[1])):
         if col not in df.columns:
-            cols = ", ".join(map(str, list(df.columns)[:20]))
-            raise DataError(f"{where}: no column {col!r} in the {role} set (columns: {cols}); pass {flag} NAME")
+            raise DataError(f"{where}: no column {col!r} in the {role} set ({columns_text(df)}); pass {flag} NAME")
     keep = data_rows(df, text_column)
     dropped = int((~keep).sum())
     if dropped:
@@ -256,31 +263,49 @@ def _labelled(
     return LabelledTexts(texts, labels, where)
 
 
+LABEL_CHARS = 40  # a label value longer than this, or with more spaces than LABEL_SPACES, is not printed
+LABEL_SPACES = 3
+
+
 def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
     """Raise if the label sets cannot be compared; return warnings for softer mismatches."""
     s, t = set(syn.labels), set(test.labels)
 
-    def show(xs: set[str]) -> str:
-        items = sorted(xs)
-        return "[" + ", ".join(repr(x) for x in items[:8]) + (", ..." if len(items) > 8 else "") + "]"
+    def show(xs: set[str], labels: list[str]) -> str:
+        """Label values for a message, but never one that may be a record's text: a wrong label column (the
+        text column, say) of a test file that holds private records must not print them.  Shown: values that
+        read like a label (short, few spaces) and either occur at least twice or belong to a column whose
+        values mostly repeat (as labels do, and texts do not)."""
+        counts = Counter(labels)
+        repeats = 2 * len(counts) <= len(labels)
+        items = sorted(
+            x for x in xs if (repeats or counts[x] >= 2) and len(x) <= LABEL_CHARS and x.count(" ") <= LABEL_SPACES
+        )
+        hidden = len(xs) - len(items)
+        text = "[" + ", ".join(repr(x) for x in items[:8]) + (", ..." if len(items) > 8 else "") + "]"
+        if hidden:
+            text += f" and {hidden} value(s) not shown (they occur once or read like text: is that the text column?)"
+        return text
 
     if not s & t:
         raise DataError(
-            f"labels do not match: the synthetic set has labels {show(s)}, the test set {show(t)}; check "
-            "--label-column / --test-label-column (both must hold the same label values)"
+            f"labels do not match: the synthetic set has labels {show(s, syn.labels)}, the test set "
+            f"{show(t, test.labels)}; check --label-column / --test-label-column (both must hold the same label values)"
         )
     if s - t:
         raise DataError(
-            f"labels do not match: synthetic labels {show(s - t)} never occur in the test set {show(t)}; check "
-            "--label-column / --test-label-column"
+            f"labels do not match: synthetic labels {show(s - t, syn.labels)} never occur in the test set "
+            f"{show(t, test.labels)}; check --label-column / --test-label-column"
         )
     if len(s) < 2:
         raise DataError(
-            f"{syn.source}: the synthetic set has a single label {show(s)}; a classifier needs at least two"
+            f"{syn.source}: the synthetic set has a single label {show(s, syn.labels)}; a classifier needs at least two"
         )
     warnings = []
     if t - s:
-        warnings.append(f"test labels {show(t - s)} have no synthetic samples; the classifier can never predict them")
+        warnings.append(
+            f"test labels {show(t - s, test.labels)} have no synthetic samples; the classifier can never predict them"
+        )
     return warnings
 
 

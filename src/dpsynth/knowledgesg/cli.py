@@ -23,7 +23,7 @@ def server_start(
     from dpsynth.extras import require
 
     require("dpsynth server start", "server")  # fastapi, uvicorn, gguf: server.py and serving.py import them
-    from dpsynth.knowledgesg.server import load_server_config
+    from dpsynth.knowledgesg.server_config import load_server_config
     from dpsynth.knowledgesg.serving import serve
 
     serve(load_server_config(config, {"host": host, "port": port}))

@@ -12,8 +12,8 @@ size-limited while they stream, checksum-verified, parsed as safetensors only an
 (knowledgesg/adapter.py); malformed requests get a 4xx with one clear line, and an unexpected failure a
 bare 500 without a traceback.
 
-This module is the service (config, authentication, the job worker, the routes); ``serving.py`` runs it
-in the foreground with uvicorn and handles the signals that stop it.
+This module is the service (authentication, the job worker, the routes); ``server_config.py`` is its YAML
+file, and ``serving.py`` runs it in the foreground with uvicorn and handles the signals that stop it.
 """
 
 from __future__ import annotations
@@ -30,112 +30,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dpsynth.config import QWEN_CODER_GENERATOR, GeneratorConfig
-from dpsynth.config_base import StrictModel, config_error_from_validation
 from dpsynth.errors import ConfigError
-from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.knowledgesg.adapter import AdapterError, adapter_rank, read_adapter
 from dpsynth.knowledgesg.jobs import (
-    CLIENT_ID_RULE,
     JobConflict,
     JobStore,
     TooManyJobs,
     UnknownAdapter,
     token_hash,
-    valid_client_id,
     valid_id,
 )
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
+from dpsynth.knowledgesg.server_config import ServerConfig
 
 log = logging.getLogger("dpsynth.server")
-
-
-class ClientEntry(StrictModel):
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the client's token.")
-
-
-def default_professional() -> GeneratorConfig:
-    return GeneratorConfig(name=QWEN_CODER_GENERATOR, model=QWEN25_CODER, prompt_format="chat", n_parallel=4)
-
-
-class ServerConfig(StrictModel):
-    """The server's YAML file (``dpsynth server start --config server.yaml``)."""
-
-    host: str = Field("127.0.0.1", description="Interface to listen on (loopback by default).")
-    port: int = Field(8088, ge=0, le=65535, description="TCP port (0: any free port).")
-    state_dir: str = Field("dpsynth-server", description="Adapters, jobs and results live here.")
-    base_model: str = Field("smollm2-135m-instruct", description="The public base model clients fine-tune.")
-    professional: GeneratorConfig = Field(
-        default_factory=default_professional,
-        description="The stronger model that filters and answers (llama.cpp GGUF or an OpenAI-compatible endpoint).",
-    )
-    clients: dict[str, ClientEntry] = Field(default_factory=dict, description="client id -> token hash.")
-    max_adapter_mb: float = Field(64.0, gt=0, le=4096, description="Largest adapter upload accepted.")
-    max_adapters_per_client: int = Field(
-        8,
-        ge=1,
-        description="Adapters kept per client; an upload beyond it removes the client's oldest adapter that no "
-        "queued or running job names (a resumed client uploads its adapter again).",
-    )
-    max_concurrent_uploads: int = Field(
-        4,
-        ge=1,
-        description="Uploads received at once (each is held in memory up to max_adapter_mb until checked); one "
-        "per client. Beyond it the server answers 'retry shortly' (the client retries).",
-    )
-    max_samples: int = Field(5000, ge=1, description="Largest n_samples a job may ask for.")
-    max_active_jobs_per_client: int = Field(4, ge=1, description="Queued + running jobs per client.")
-    ssl_certfile: str | None = Field(None, description="TLS certificate (PEM); use TLS beyond loopback.")
-    ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
-    record_requests: bool = Field(
-        False, description="Audit: append every request body received to state_dir/requests.log."
-    )
-    shutdown_timeout_s: float = Field(
-        300.0,
-        gt=0,
-        le=86400,
-        description="On Ctrl-C/SIGTERM, how long to wait for the running job's current batch; after that the "
-        "server exits without it (the job continues from its journal on the next start).",
-    )
-
-    @field_validator("base_model")
-    @classmethod
-    def _current_model_name(cls, v: str) -> str:
-        return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
-
-    @field_validator("clients")
-    @classmethod
-    def _ids(cls, v: dict[str, ClientEntry]) -> dict[str, ClientEntry]:
-        for cid in v:
-            if not valid_client_id(cid):
-                raise ValueError(f"client id {cid[:64]!r}: use {CLIENT_ID_RULE} only")
-        return v
-
-
-def load_server_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ServerConfig:
-    from pydantic import ValidationError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such server config file (see README, KnowledgeSG)")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid YAML ({type(exc).__name__})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of fields")
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return ServerConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, ServerConfig) from None
 
 
 class RequestRecorder:
@@ -228,14 +141,25 @@ class _BearerAuth:
         await self.app(scope, replayed, send)
 
 
+UPLOAD_IDLE_S = 60.0  # an upload that sends nothing for this long is dropped (408), freeing its place
+
+
 async def _read_body(request: Request, limit: int, limit_mb: float) -> bytes:
-    """The request body, refused (413) as soon as it passes ``limit`` bytes, whatever Content-Length said."""
+    """The request body, refused (413) as soon as it passes ``limit`` bytes, whatever Content-Length said, and
+    dropped (408) when no byte arrives for ``UPLOAD_IDLE_S``: a connection that died without a word would
+    otherwise hold its client's only upload place for good."""
     buf = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), UPLOAD_IDLE_S)
+        except StopAsyncIteration:
+            return bytes(buf)
+        except TimeoutError:
+            raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s; send it again") from None
         buf += chunk
         if len(buf) > limit:
             raise HTTPException(413, f"adapter larger than the server's limit of {limit_mb:g} MB")
-    return bytes(buf)
 
 
 async def _error(send: Any, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -498,11 +422,15 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             raise HTTPException(
                 503, "the server is receiving other uploads; retry shortly", headers={"Retry-After": "5"}
             )
+        # the place is held until the body is checked and stored or refused: the bytes are in memory till then
         uploading[cid] += 1  # the event loop runs one handler step at a time: no lock needed
         try:
-            data = await _read_body(request, limit, cfg.max_adapter_mb)
+            return await receive_adapter(request, cid, expected, limit)
         finally:
             uploading[cid] -= 1
+
+    async def receive_adapter(request: Request, cid: str, expected: str, limit: int) -> AdapterReceipt:
+        data = await _read_body(request, limit, cfg.max_adapter_mb)
         digest = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(digest, expected):
             raise HTTPException(

@@ -16,7 +16,8 @@ from types import FrameType
 import uvicorn
 
 from dpsynth.errors import ConfigError
-from dpsynth.knowledgesg.server import RequestRecorder, ServerConfig, Service, create_app
+from dpsynth.knowledgesg.server import RequestRecorder, Service, create_app
+from dpsynth.knowledgesg.server_config import ServerConfig
 
 log = logging.getLogger("dpsynth.server")
 

@@ -16,7 +16,7 @@ from dpsynth.lm.device import autocast, pick_bf16, pick_device
 from dpsynth.lm.loading import add_lora, load_causal_lm, save_adapter
 from dpsynth.lm.records import RecordDataset, RecordFormat, collate, per_sample_loss
 from dpsynth.privacy.dpsgd import DpSgdPlan, make_private
-from dpsynth.run import ProgressReporter
+from dpsynth.progress import ProgressReporter
 
 
 @dataclass

@@ -13,7 +13,8 @@ from dpsynth.config import Config
 from dpsynth.data import embedded_dataset
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.private_data import load_run_private  # noqa: F401 - re-exported: the methods load here
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import RunDir
 
 
 def resolve_labels(config: Config) -> Config:

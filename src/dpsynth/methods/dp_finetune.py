@@ -58,7 +58,8 @@ from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.report import privacy_report
-from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir, run_rng
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import IN_RUN_DIR, RunDir, run_rng
 from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
 

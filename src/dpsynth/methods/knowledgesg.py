@@ -33,7 +33,8 @@ from dpsynth.knowledgesg.client import ServerClient, ServerError
 from dpsynth.knowledgesg.protocol import JobSpec, format_record
 from dpsynth.privacy.private_data import load_qa_pairs
 from dpsynth.privacy.report import DOMAIN_NOTE
-from dpsynth.run import IN_RUN_DIR, ProgressReporter, RunDir
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import IN_RUN_DIR, RunDir
 
 log = logging.getLogger("dpsynth.knowledgesg")
 

@@ -18,7 +18,8 @@ from dpsynth.methods.base import load_run_private
 from dpsynth.methods.wasp import WaspRun, check_run
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData
 from dpsynth.privacy.report import privacy_report
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
 

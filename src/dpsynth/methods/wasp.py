@@ -46,8 +46,9 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
 from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
 from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
+from dpsynth.progress import ProgressReporter
 from dpsynth.prompts import PromptBuilder
-from dpsynth.run import ProgressReporter, RunDir, run_rng
+from dpsynth.run import RunDir, run_rng
 from dpsynth.selection import (
     ClassCounts,
     allocate,

@@ -86,7 +86,10 @@ class Ledger:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            raise ResumeError(f"{path}: cannot be read; the privacy spend of this run is unknown") from None
+            raise ResumeError(
+                f"{path}: cannot be read; the privacy spend of this run is unknown, so it cannot be resumed: restore "
+                "ledger.json from a backup, or start a new --out (and count this run's spend as the whole budget)"
+            ) from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format", 1) if isinstance(raw, dict) else "?"
             raise ResumeError(

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from dpsynth.data import embedded_dataset, norm_label, read_table, require_columns
+from dpsynth.data import (
+    columns_text,
+    embedded_dataset,
+    is_number,
+    norm_label,
+    read_table,
+    require_columns,
+    where_records,
+)
 from dpsynth.datasets import medmcqa_private
 from dpsynth.errors import DataError
 from dpsynth.knowledgesg.protocol import format_record
@@ -107,7 +115,8 @@ def load_private(
         df = embedded.private(m_private, seed)
         text_column, label_column, where = "text", "label", embedded.source
     else:
-        df = read_table(source, encoding, keep={label_column: labels})  # a label declared as "None" is data
+        # a label declared as "None" is data; only the two columns read must hold text
+        df = read_table(source, encoding, keep={label_column: labels}, columns={text_column, label_column})
         where = str(source) if isinstance(source, (str, Path)) else "dataset"
     if len(df) == 0:
         raise DataError(f"{where}: holds no records; add at least two records per label")
@@ -117,28 +126,27 @@ def load_private(
     empty = [i for i, t in enumerate(texts) if not t.strip() or t == "nan"]
     if empty:
         raise DataError(
-            f"{where}: {len(empty)} record(s) have an empty {text_column!r} ({_rows(source, empty)}); "
-            "remove or fill them"
+            f"{where}: {len(empty)} record(s) have an empty {text_column!r} "
+            f"({where_records(source, empty, encoding)}); remove or fill them"
         )
-    if all(_is_number(t) for t in texts):
+    if all(is_number(t) for t in texts):
         # An id or score column named as the text.  A note, not a stop: whether every text is a number can
         # hinge on one record, and the run's existence must not (a domain check is per record).
         notify_owner(
             f"{where}: every {text_column!r} is a number, not text; if that is not the text column, stop the "
-            f"run now (Ctrl-C) and name the right one with data.text_column (--text-column); the columns are "
-            f"{[str(c) for c in df.columns]}"
+            f"run now (Ctrl-C) and name the right one with data.text_column (--text-column); {columns_text(df)}"
         )
     blank = [i for i, v in enumerate(values) if v == "" and "" not in labels]
     if blank:
         raise DataError(
-            f"{where}: {len(blank)} record(s) have an empty {label_column!r} ({_rows(source, blank)}); "
-            "fill or remove them"
+            f"{where}: {len(blank)} record(s) have an empty {label_column!r} "
+            f"({where_records(source, blank, encoding)}); fill or remove them"
         )
     unknown = [i for i, v in enumerate(values) if v not in labels]
     if unknown:
         raise DataError(
             f"{where}: {len(unknown)} record(s) have a {label_column!r} not in data.labels "
-            f"{sorted(labels)} ({_rows(source, unknown)}); fix the rows or declare the label"
+            f"{sorted(labels)} ({where_records(source, unknown, encoding)}); fix the rows or declare the label"
         )
     counts = Counter(values)
     small = [lab for lab in labels if counts.get(lab, 0) < 2]
@@ -150,14 +158,6 @@ def load_private(
             "of the output rests on noise"
         )
     return PrivateData(texts, values)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.strip().replace(",", ""))
-    except ValueError:
-        return False
-    return True
 
 
 def load_run_private(config: Config, source: Any = None) -> PrivateData:
@@ -188,7 +188,7 @@ def load_qa_pairs(
     pairs drawn with ``seed`` from the embedded MedMCQA pool."""
     import pandas as pd
 
-    df = read_table(medmcqa_private(m_private, seed) if source is None else source, encoding)
+    df = read_table(medmcqa_private(m_private, seed) if source is None else source, encoding, columns={qcol, acol})
     if len(df) == 0:
         raise DataError(f"{where}: holds no records")
     require_columns(df, where, {"knowledgesg.instruction_column": qcol, "knowledgesg.response_column": acol})
@@ -197,8 +197,8 @@ def load_qa_pairs(
     empty = [i for i in range(len(q)) if not q[i].strip() or not a[i].strip()]
     if empty:
         raise DataError(
-            f"{where}: {len(empty)} record(s) have an empty {qcol!r} or {acol!r} (record indices "
-            f"{', '.join(map(str, empty[:5]))}); remove or fill them"
+            f"{where}: {len(empty)} record(s) have an empty {qcol!r} or {acol!r} "
+            f"({where_records(source, empty, encoding)}); remove or fill them"
         )
     return pd.DataFrame({"text": [format_record(x, y) for x, y in zip(q, a, strict=True)], "label": label})
 
@@ -259,16 +259,3 @@ def _digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _rows(source: Any, idx: list[int]) -> str:
-    """Where the records are, as the user finds them: CSV rows (header is row 1), JSONL lines, or indices."""
-    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
-    if suffix in (".csv", ".tsv", ".txt"):
-        word, offset = "rows", 2
-    elif suffix in (".jsonl", ".ndjson"):
-        word, offset = "lines", 1
-    else:
-        word, offset = "record indices", 0
-    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-    return f"{word} " + ", ".join(str(i + offset) for i in idx[:5]) + more

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from dpsynth.data import norm_label, read_table
+from dpsynth.data import columns_text, header_problem, norm_label, read_table, where_records
 from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.private_data import notify_owner
@@ -39,6 +39,10 @@ T = TypeVar("T")
 # value is handled record by record (clipped, imputed, or encoded as no category: encode_table).
 DOMAIN_NOT_EMPTY = "the private set holds at least one record"
 DOMAIN_LABEL = "every record's label (data.label_column) is one of the declared data.labels"
+DOMAIN_HEADER = (
+    "the CSV's first line is a header, not a record: no column name is a number (unless the numbered names are "
+    "the positions 0..k-1 or 1..k), reads like a sentence, and no two are values of their own columns"
+)
 DOMAIN_SAME_KEYS = "every record of the JSON/JSONL file has the same keys (its columns)"
 DOMAIN_FINITE_ARRAY = "array input: every value of every record is finite (no NaN or infinity)"
 _ARRAY_SUFFIXES = (".npy", ".npz")
@@ -117,17 +121,17 @@ def _label_set(col: str, declared: list[str] | None, label_present: bool, where:
     return None, [""]
 
 
-def _class_index(values: list[Any], classes: list[str], where: str, what: str, fix: str) -> np.ndarray:
+def _class_index(
+    values: list[Any], classes: list[str], where: str, what: str, fix: str, encoding: str = "utf-8"
+) -> np.ndarray:
     """Each record's class index; a label outside the declared classes refuses the input (a domain check)."""
-    from dpsynth.methods.pearl.encoding import rows_text
-
     index = {v: i for i, v in enumerate(classes)}
     yi = np.array([index.get(norm_label(v), -1) for v in values], dtype=np.int64)
     bad = np.flatnonzero(yi < 0)
     if bad.size:
         raise DataError(
             f"{where}: {bad.size} record(s) have {what} not in data.labels {sorted(classes)} "
-            f"({rows_text(where, bad)}); {fix} or declare the label"
+            f"({where_records(where, bad, encoding)}); {fix} or declare the label"
         )
     return yi
 
@@ -141,31 +145,52 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         raise DataError(f"{where}: has no records; it needs a header row and at least one record")
     cols = [str(c) for c in df.columns]
     df.columns = cols
+    why = header_problem(cols, df, strict=False) if _has_header_row(source) else None
+    if why is not None:  # the column names are published (output, schema.json): never a record's values
+        raise DataError(
+            f"{where}: its first line looks like a record, not a header ({why}); PEARL publishes the column names "
+            "in its output and schema, so the file needs a header row of column names (rename a column whose name "
+            "is a number or a sentence)"
+        )
     label_col, classes = _label_set(config.data.label_column, declared, config.data.label_column in cols, where)
     declared_cols: dict[str, ColumnSpec] = spec.get("columns", {})
     missing = [c for c in declared_cols if c not in cols]
     if missing:
         raise DataError(
-            f"{where}: no column {missing[0]!r} (pearl.data_schema.columns); the file has columns: "
-            f"{', '.join(cols[:20])}; fix the schema or the file"
+            f"{where}: no column {missing[0]!r} (pearl.data_schema.columns); {columns_text(df)}; fix the schema or "
+            "the file"
         )
     features = [c for c in cols if c != label_col]
     if not features:
         raise DataError(f"{where}: has no feature column besides the label {label_col!r}")
     specs = [replace(declared_cols[c]) if c in declared_cols else ColumnSpec(c) for c in features]
     if label_col is not None:
-        yi = _class_index(df[label_col].tolist(), classes, where, f"a {label_col!r}", "fix the rows")
+        yi = _class_index(
+            df[label_col].tolist(), classes, where, f"a {label_col!r}", "fix the rows", config.data.encoding
+        )
     else:
         yi = np.zeros(len(df), dtype=np.int64)
     # values the declared schema does not cover are handled per record (encode_table); the owner
     # learns where on the console, before the run directory (and its log) exists
-    for note in value_notes(df, [c for c in specs if c.complete()], where):
+    for note in value_notes(df, [c for c in specs if c.complete()], where, config.data.encoding):
         notify_owner(note)
     private = PrivateRecords(yi, where, table=df[features].copy())
-    domain = [DOMAIN_NOT_EMPTY] + ([DOMAIN_LABEL] if label_col is not None else [])
+    domain = (
+        [DOMAIN_NOT_EMPTY]
+        + ([DOMAIN_HEADER] if _has_header_row(source) else [])
+        + ([DOMAIN_LABEL] if label_col is not None else [])
+    )
     if _is_json_records(source):
         domain.append(DOMAIN_SAME_KEYS)
     return private, Schema(specs, cols, label_col, classes), domain
+
+
+def _has_header_row(source: Any) -> bool:
+    """A CSV/TSV file, whose first line dpsynth takes as the column names (JSON keys, Parquet and HF schemas
+    and a DataFrame's columns are names by construction)."""
+    if not isinstance(source, (str, Path)):
+        return False
+    return any(x.lower() in (".csv", ".tsv", ".txt") for x in Path(str(source)).suffixes)
 
 
 def _is_json_records(source: Any) -> bool:

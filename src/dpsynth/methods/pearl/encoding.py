@@ -10,21 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dpsynth.data import where_records
 from dpsynth.methods.pearl.schema import ColumnSpec, Schema, parse_numeric
 from dpsynth.privacy import sketch as sk
-
-
-def rows_text(where: str, idx: Sequence[int] | np.ndarray) -> str:
-    """Where records are, for the owner: CSV rows (the header is row 1) or record indices, five at most."""
-    suffix = Path(where).suffix.lower()
-    word, offset = ("rows", 2) if suffix in (".csv", ".tsv", ".txt") else ("record indices", 0)
-    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-    return f"{word} " + ", ".join(str(int(i) + offset) for i in idx[:5]) + more
 
 
 @dataclass(frozen=True)
@@ -116,7 +108,7 @@ def _category_index(col: np.ndarray, cats: Sequence[str]) -> np.ndarray:
     return np.array([index.get(str(s).strip(), -1) for s in col], dtype=np.int64)
 
 
-def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str) -> list[str]:
+def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str, encoding: str = "utf-8") -> list[str]:
     """Console notes for the data owner: which rows of which column were imputed or left without a category.
 
     One line per column, naming the rows (they are the owner's own data), never a value.  For the
@@ -130,15 +122,15 @@ def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str) -> list[str]
             if bad.size:
                 notes.append(
                     f"{where}: {bad.size} record(s) have an empty or non-numeric {c.name!r} in a numeric column "
-                    f"({rows_text(where, bad)}); they are treated as missing and encoded at the middle of "
-                    "[min, max]. Fill them, or declare the column categorical in pearl.data_schema"
+                    f"({where_records(where, bad, encoding)}); they are treated as missing and encoded at the "
+                    "middle of [min, max]. Fill them, or declare the column categorical in pearl.data_schema"
                 )
         elif c.categories and "categories" not in c.derived:
             bad = np.flatnonzero(_category_index(col, c.categories) < 0)
             if bad.size:
                 notes.append(
                     f"{where}: {bad.size} record(s) have a {c.name!r} value not in the declared categories "
-                    f"({rows_text(where, bad)}); they are encoded as no category of that column. Add the "
+                    f"({where_records(where, bad, encoding)}); they are encoded as no category of that column. Add the "
                     "category to pearl.data_schema or fix the rows"
                 )
     return notes

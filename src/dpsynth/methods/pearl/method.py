@@ -28,7 +28,8 @@ from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import notify_owner, warn_if_delta_large
 from dpsynth.privacy.private_tables import PrivateRecords, load_private_table
-from dpsynth.run import ProgressReporter, RunDir
+from dpsynth.progress import ProgressReporter
+from dpsynth.run import RunDir
 from dpsynth.run_phases import RunPhases
 
 log = logging.getLogger("dpsynth")
@@ -238,7 +239,9 @@ class PearlMethod:
                 assert c.lo is not None and c.hi is not None
                 return scale01(array, c.lo, c.hi)
             # columns completed with DP were not checked in prepare: tell the owner (console only) now
-            for note in value_notes(table, [c for c in schema.columns if c.derived], p.where):
+            for note in value_notes(
+                table, [c for c in schema.columns if c.derived], p.where, self.config.data.encoding
+            ):
                 notify_owner(note)
             return encode_table(table, schema, p.where)
 
