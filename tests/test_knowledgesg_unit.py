@@ -332,6 +332,24 @@ def test_auth_comes_before_the_body(api: Any) -> None:
         assert head.startswith(b"HTTP/1.1 401"), (path, head[:200])
 
 
+def _post_scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The ASGI scope of a POST to ``path`` from a loopback client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8088),
+    }
+
+
 def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: Any) -> tuple[int, int]:
     """POST straight into the ASGI app; returns (status, bytes of the body the app pulled with receive())."""
     import asyncio
@@ -357,20 +375,7 @@ def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: Any) -> tup
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8088),
-    }
+    scope = _post_scope(path, headers)
     asyncio.run(app(scope, receive, send))
     return status[0], pulled
 
@@ -475,20 +480,7 @@ def test_uploads_received_at_once_are_bounded(tmp_path: Path, monkeypatch: pytes
             sent.append(message)
 
         headers = _h(f"{client}-token", **{CHECKSUM_HEADER: hashlib.sha256(body).hexdigest()})
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/adapters",
-            "raw_path": b"/v1/adapters",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 8088),
-        }
+        scope = _post_scope("/v1/adapters", headers)
         await app(scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
