@@ -188,7 +188,7 @@ def test_categorical_round_trip_and_types() -> None:
     assert [r["k"] for r in rows] == [2, 1, 2]  # integer-literal categories come back as ints
 
 
-def test_values_outside_the_schema_are_handled_per_record() -> None:
+def test_values_outside_the_schema_are_handled_per_record(tmp_path: Path) -> None:
     """A value outside the declared categories or a non-numeric entry no longer stops the run (issue item 4):
     the record is encoded without that category / at the middle of the range, and the owner gets a
     one-line console note naming the column and rows, never the value."""
@@ -199,10 +199,14 @@ def test_values_outside_the_schema_are_handled_per_record() -> None:
     x = encode_table(df, schema, "private.csv")
     assert x[:, :2].tolist() == [[ONE, 0.0], [0.0, 0.0], [0.0, ONE]]
     assert x[:, 2].tolist() == [0.2, pearl_mod.MISSING_NUMERIC, pearl_mod.MISSING_NUMERIC]
-    notes = pearl_mod.value_notes(df, schema.columns, "private.csv")
+    private = tmp_path / "private.csv"  # rows are the file's lines (here, with a blank line after the header)
+    private.write_text("c,v\n\n" + df.to_csv(index=False, header=False))
+    notes = pearl_mod.value_notes(df, schema.columns, str(private))
     assert len(notes) == 2 and all("\n" not in n and "SECRET" not in n for n in notes)
-    assert "'c'" in notes[0] and "rows 3" in notes[0]
-    assert "'v'" in notes[1] and "rows 3, 4" in notes[1]
+    assert "'c'" in notes[0] and "rows 4" in notes[0]
+    assert "'v'" in notes[1] and "rows 4, 5" in notes[1]
+    gone = pearl_mod.value_notes(df, schema.columns, str(tmp_path / "moved.csv"))  # no file to count lines in
+    assert "record indices 1" in gone[0]
 
 
 def _wine_csv(tmp_path: Path, n: int | None = None) -> Path:
