@@ -438,13 +438,11 @@ def header_problem(names: Sequence[Any], df: pd.DataFrame | None = None, strict:
     if any(len(t) > HEADER_NAME_CHARS or t.count(" ") > HEADER_NAME_SPACES[strict] for t in texts):
         return "a column name reads like text"
     if df is not None and not positions:
-        own = sum(
-            1
-            for name, col in zip(texts, df.columns, strict=False)
-            if name and (df[col].astype(str).str.strip() == name).any()
-        )
-        if own >= (1 if strict else min(2, len(texts))):
-            return "column names are also values of their own columns"
+        needed, own = (1 if strict else min(2, len(texts))), 0
+        for name, col in zip(texts, df.columns, strict=False):  # stops at the first ``needed`` (wide tables)
+            own += bool(name) and bool((df[col].astype(str).str.strip() == name).any())
+            if own >= needed:
+                return "column names are also values of their own columns"
     return None
 
 
