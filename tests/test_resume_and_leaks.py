@@ -197,6 +197,29 @@ def test_a_damaged_rounds_json_is_named_and_the_run_resumes_without_it(
     assert "rounds.json is damaged, so the per-round summary cannot be shown" in page and "60 synthetic records" in page
 
 
+def test_a_run_without_its_ledger_is_refused_before_any_model_loads(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ledger.json what the run spent is unknown: a resume must stop, and say so before it loads the
+    generators (which took about 17 s with the embedded models before the ledger was looked for)."""
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))  # killed in round 2, after votes were released
+    (out / "ledger.json").rename(tmp_path / "ledger.json.moved")
+
+    def no_models(*args: object, **kw: object) -> None:
+        raise AssertionError("models were loaded before the missing ledger was noticed")
+
+    with monkeypatch.context() as m:
+        m.setattr(dpsynth.api, "make_method", no_models)
+        with pytest.raises(ResumeError, match=r"ledger.json: the run's privacy ledger is missing"):
+            _run(cfg, _gens(), resume=True)
+    assert not (out / "ledger.json").exists() and not (out / "synthetic.jsonl").exists()
+    (tmp_path / "ledger.json.moved").rename(out / "ledger.json")  # restored, as the message says: it resumes
+    assert len(_run(cfg, _gens(), resume=True)) == 60
+
+
 def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = fake_run_config(private_csv, out)

@@ -22,6 +22,7 @@ from dpsynth.methods.base import MethodRunner, resolve_defaults
 from dpsynth.methods.registry import METHODS, names_where
 from dpsynth.methods.wasp import rounds_released
 from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
+from dpsynth.privacy.ledger import missing_ledger
 from dpsynth.privacy.report import validate_report
 from dpsynth.progress import ProgressReporter
 from dpsynth.run import RunDir, remove_logging, setup_logging
@@ -144,6 +145,8 @@ def synthesize(
     config = run_dir.check(config, resume, private_given=private is not None)
     if resume and run_dir.is_complete(config):
         return _finished(run_dir, config, progress, as_dataset)
+    if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
+        raise missing_ledger(run_dir.ledger)
     post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
     if private is None and is_in_memory_source(config.data.private) and not post_processing_only:
         error = ResumeError if resume else DataError

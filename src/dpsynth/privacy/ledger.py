@@ -75,10 +75,7 @@ class Ledger:
         path = Path(path)
         if not path.exists():
             if resume:
-                raise ResumeError(
-                    f"{path}: the run's privacy ledger is missing, so what it already spent is unknown; "
-                    "it cannot be resumed (restore ledger.json or start a new --out)"
-                )
+                raise missing_ledger(path)
             led = cls(path, epsilon, delta, accountant, [])
             led.plan(planned)
             led.save()
@@ -269,3 +266,12 @@ def load_payload(path: Path) -> Payload:
             f"{path}: a saved release cannot be read ({type(exc).__name__}); it cannot be drawn again without "
             "spending twice: restore the file or start a new --out"
         ) from None
+
+
+def missing_ledger(path: Path) -> ResumeError:
+    """The error for a resumed run without its ledger: what it spent is unknown, so nothing may continue it.
+    (``synthesize`` checks this before any model is loaded; ``Ledger.open`` checks it again.)"""
+    return ResumeError(
+        f"{path}: the run's privacy ledger is missing, so what it already spent is unknown; "
+        "it cannot be resumed (restore ledger.json or start a new --out)"
+    )
