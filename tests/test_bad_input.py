@@ -840,6 +840,10 @@ def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
     p.write_bytes('\ufefftext,label\r\nok,0\r\n   \r\n"two\r\nlines",1\r\nBAD,1\r\n'.encode())
     assert len(read_table(p)) == 3  # the whitespace-only line is no record, for pandas either
     assert where_records(p, [0, 1, 2]) == "rows 2, 4, 6"
+    old_mac = tmp_path / "cr.csv"  # CR alone ends lines (old Mac files): pandas reads it, rows count alike
+    old_mac.write_bytes(b'text,label\rok,0\r\r"two\rlines",1\rBAD,1\r')
+    assert len(read_table(old_mac)) == 3
+    assert where_records(old_mac, [0, 1, 2]) == "rows 2, 4, 6"
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\n\ncaf\u00e9,0\n".encode("latin-1"))
     assert where_records(latin, [0], "latin-1") == "rows 3"

@@ -499,7 +499,8 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     if suffix in (".jsonl", ".ndjson"):
         return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]
     starts, end = [], 0
-    reader = csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
+    # newline=None: CR, CRLF and LF all end a line, as for pandas (an old Mac file has CR alone)
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter="\t" if suffix == ".tsv" else ",")
     try:
         for row in reader:
             if row and (len(row) > 1 or row[0].strip()):  # a blank line is no record (pandas skips it too)
