@@ -389,14 +389,17 @@ def test_training_gets_only_the_release(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_end_to_end_wine_csv_with_dp_schema(tmp_path: Path) -> None:
     p = _wine_csv(tmp_path)
-    res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90), progress=False)
+    # the dtypes below are a DP release (schema.kinds, 13 columns, 178 records): at epsilon 2 its noise (sigma 28)
+    # typed one of the columns wrong in about 1 run in 600; at epsilon 8 (sigma 8.4) that is > 12 sigma away
+    eps8 = {"epsilon": 8.0, "delta": 1e-5}
+    res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90, privacy=eps8), progress=False)
     out = res.run_dir / "synthetic.csv"
     syn, real = pd.read_csv(out), pd.read_csv(p)
     assert list(syn.columns) == list(real.columns) and len(syn) == 90
     assert syn.dtypes.to_dict() == real.dtypes.to_dict()  # magnesium/proline int64, the rest float64
     assert set(syn["target"]) <= {0, 1, 2}
     priv = json.loads((res.run_dir / "privacy.json").read_text())
-    assert priv["epsilon"] <= 2.0 + 1e-6 and priv["delta"] == pytest.approx(1e-5)
+    assert priv["epsilon"] <= 8.0 + 1e-6 and priv["delta"] == pytest.approx(1e-5)
     names = [m["name"] for m in priv["mechanisms"]]
     # kinds unknown: bounds and categories are both reserved; wine has no categorical column, so the
     # categories' share is counted as spent without a release (conservative)
@@ -427,7 +430,7 @@ def test_end_to_end_wine_csv_with_dp_schema(tmp_path: Path) -> None:
     assert pearl_mod.load_schema_spec(saved)["columns"]["proline"].complete()  # reusable as pearl.data_schema
     # resume re-trains from the saved release and never re-spends
     sketch_before = (res.run_dir / "sketch.npz").read_bytes()
-    again = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90), resume=True, progress=False)
+    again = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=90, privacy=eps8), resume=True, progress=False)
     assert (res.run_dir / "sketch.npz").read_bytes() == sketch_before
     assert again.privacy["epsilon"] == pytest.approx(priv["epsilon"])
     assert len(json.loads((res.run_dir / "ledger.json").read_text())["releases"]) == 5
@@ -732,11 +735,18 @@ def test_a_bad_value_in_a_dp_typed_numeric_column_is_imputed(
     assert "run.log" in files and "SENTINEL" not in str(res.privacy)
     for name, data in files.items():
         assert b"SENTINEL" not in data, name
-        if not name.startswith("synthetic"):
+        if name.startswith("synthetic"):
+            continue
+        if name.endswith(".npz"):
+            # binary: the noisy float64 bytes of sketch.npz, decoded as text, held a stray "222" or "224" in
+            # about 1 run in 2,000 (simulated); scan what the file holds as text: its array names and strings
+            with np.load(run / name) as z:
+                text = " ".join([*z.files, *(str(v) for k in z.files if z[k].dtype.kind == "U" for v in z[k].ravel())])
+        else:
             text = data.decode("utf-8", errors="ignore")
             text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", "", text)  # log times end in ,NNN ms
-            assert not re.search(r"(?<![\d.])22[24](?![\d.])", text), name
-            assert not re.search(r"\brows? \d|record indices \d", text), name
+        assert not re.search(r"(?<![\d.])22[24](?![\d.])", text), name
+        assert not re.search(r"\brows? \d|record indices \d", text), name
 
 
 def test_declared_schema_values_are_handled_per_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -789,7 +799,10 @@ def test_no_frequent_category_keeps_the_column_with_a_placeholder(
     ).to_csv(p, index=False)
     schema = {"columns": {"id": {"type": "categorical"}, "v": {"type": "float", "min": 0, "max": 10}}}
     drawn = _spy_releases(monkeypatch)
-    res = dpsynth.synthesize(_cfg(tmp_path, p, pearl={"data_schema": schema}), progress=False)
+    # each of the 120 single-record values clears the threshold w.p. delta_sel = category_delta_share * delta
+    # (the guarantee's own slack): 1.2e-4 per run at delta 1e-5, 1.2e-7 at 1e-8
+    tiny_delta = {"epsilon": 2.0, "delta": 1e-8}
+    res = dpsynth.synthesize(_cfg(tmp_path, p, pearl={"data_schema": schema}, privacy=tiny_delta), progress=False)
     assert [k for k, _ in drawn] == ["schema.categories", "counts", "sketch"]
     assert [r["key"] for r in _ledger(res.run_dir)["releases"]] == [k for k, _ in drawn]
     syn = pd.read_csv(res.output, keep_default_na=False)
@@ -853,7 +866,7 @@ def test_a_key_in_one_json_record_is_not_published_as_a_column(tmp_path: Path, f
     # every record with the same keys (null for a missing value) runs, and privacy.json states the check;
     # a null in the integer column leaves it integer (pandas would read the column as floats). The column's
     # kind is a DP release: at epsilon 2 over 40 records its noise made 'k' categorical in about 1 run in 20
-    # (then nothing cleared the threshold and the column came out empty); at epsilon 8 that is > 6 sigma away
+    # (then nothing cleared the threshold and the column came out empty); at epsilon 8 it is 5.6 sigma (1e-8)
     write([*records[:6], {**records[6], "colour": None, "k": None}, *records[7:]])
     eps8 = {"epsilon": 8.0, "delta": 1e-5}
     res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=20, privacy=eps8), progress=False)
