@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import dpsynth
 from dpsynth.generators.base import Completion
@@ -628,3 +629,22 @@ def test_real_model_writes_as_the_named_writers(tmp_path: Path, monkeypatch) -> 
     named = [re.match(r"You are (.+?)\. ", t) for t in sent]
     assert all(m is not None and m.group(1) in prompts.WRITERS for m in named)
     assert len({r["text"] for r in res.records}) == len(res)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_aug_pe_runs_on_the_embedded_defaults(tmp_path: Path) -> None:
+    """Regression: ``dpsynth run --method aug-pe`` without a generator list failed at once ("aug-pe uses
+    exactly one generator"), although the docs show it so and ``dpsynth init --method aug-pe`` wrote one.
+    The embedded default is now Qwen2.5-Coder alone, which also judges labels, as in the init file."""
+    from dpsynth.cli import main
+
+    out = tmp_path / "ape"
+    flags = ["--n-synthetic", "4", "--rounds", "1", "--n-private", "20", "--max-new-tokens", "32", "--quiet"]
+    main(["run", "--method", "aug-pe", "--out", str(out), *flags])
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert [g["name"] for g in stored["generators"]] == ["qwen2.5-coder-0.5b"]
+    assert stored["wasp"]["label_judge"] == "qwen2.5-coder-0.5b"
+    rows = [json.loads(x) for x in (out / "synthetic.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["generator"] for r in rows} == {"qwen2.5-coder-0.5b"}
+    assert json.loads((out / "privacy.json").read_text())["epsilon"] <= 4.0

@@ -93,6 +93,10 @@ def test_generator_checks_apply_to_the_prompting_methods_only() -> None:
             Config(method=m, generators=[dict(name="a", model="x")], wasp=dict(label_judge="zz"))
     with pytest.raises(ConfigError, match="aug-pe uses exactly one generator"):
         Config(method="aug-pe", generators=[dict(name="a", model="x"), dict(name="b", model="y")])
+    # no generators given: aug-pe takes the embedded Qwen alone (it judges too), as a default, not a set field
+    ape = Config(method="aug-pe")
+    assert [g.name for g in ape.generators] == ["qwen2.5-coder-0.5b"] and ape.wasp.label_judge == "qwen2.5-coder-0.5b"
+    assert "generators" not in ape.model_fields_set
     for m in ("dp-finetune", "pearl", "knowledgesg"):  # they use no prompted generator
         assert Config(method=m, generators=[]).generators == []
         Config(method=m, generators=[dict(name="a", model="x", prompt_format="completion")], wasp=dict(label_judge="a"))

@@ -319,7 +319,8 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _embedded_judge(self) -> Config:
-        """With the embedded generators (no ``generators`` given) Qwen2.5-Coder-0.5B also judges labels.
+        """With the embedded generators (no ``generators`` given) Qwen2.5-Coder-0.5B also judges labels
+        (and is aug-pe's one generator).
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
         cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
@@ -327,6 +328,10 @@ class Config(StrictModel):
 
         The judge is filled in as a default, not as a field the user set: ``model_fields_set`` (what a
         resume compares with the stored run, see run.RunDir.check) does not list it."""
+        if "generators" not in self.model_fields_set and self.method == "aug-pe":
+            # Aug-PE varies one generator's samples: of the embedded set, Qwen2.5-Coder (the best Aug-PE
+            # generator measured, docs/quality.md), which is also the judge
+            self.__dict__["generators"] = [g for g in self.generators if g.name == EMBEDDED_JUDGE]
         if "generators" in self.model_fields_set or "label_judge" in self.wasp.model_fields_set:
             return self
         if self.wasp.label_judge != EMBEDDED_JUDGE:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import SECTION_USERS, Config, NumberOverflowError, default_generators, load_yaml
+from dpsynth.config import SECTION_USERS, Config, NumberOverflowError, load_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.methods.registry import METHODS
 
@@ -232,12 +232,7 @@ def commented_default_config(method: str | None = None) -> str:
     from dpsynth.data import IMDB_LABELS, IMDB_TASK
 
     lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
-    if method == "aug-pe":  # one generator (the embedded Qwen), no judge
-        cfg = Config.model_validate(
-            {"method": method, "generators": [default_generators()[-1].model_dump()], "wasp": {"label_judge": None}}
-        )
-    else:
-        cfg = Config() if method is None else Config(method=method)
+    cfg = Config() if method is None else Config(method=method)  # aug-pe: the embedded Qwen alone, as judge too
     if method in METHODS and METHODS[method].labelled:
         cfg = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
