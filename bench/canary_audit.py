@@ -4,7 +4,7 @@ Canaries ``<name>'s secret code is <4 digits>`` repeated 1, 10 and 100 times are
 reviews; SmolLM2-135M + LoRA is fine-tuned once per epsilon (inf = no clipping, no noise) with the
 same schedule; each true secret is ranked among all 10,000 secrets of its length.
 
-    OMP_NUM_THREADS=1 python bench/canary_audit.py [--epsilons inf,8,4] [--m-private 100] [--digits 4]
+    OMP_NUM_THREADS=1 python bench/canary_audit.py [--epsilons inf,8,4] [--n-private 100] [--digits 4]
 
 Writes bench/results/canary_audit.json (and prints the Markdown table used in docs/dp-finetune.md).
 """
@@ -26,7 +26,7 @@ from dpsynth.config import FinetuneConfig  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epsilons", default="inf,8,4")
-    ap.add_argument("--m-private", type=int, default=100)
+    ap.add_argument("--n-private", "--m-private", dest="m_private", type=int, default=100)
     ap.add_argument("--digits", type=int, default=4)
     ap.add_argument("--repeats", default="1,10,100")
     ap.add_argument("--candidates", type=int, default=10_000)

@@ -50,7 +50,10 @@ def test_require_names_the_extra_and_what_is_missing(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "opacus", None)
     with pytest.raises(MissingExtraError) as err:
         require("dp-finetune", "finetune", ["opacus"])
-    assert str(err.value) == "dp-finetune needs the finetune extra: pip install 'dpsynth[finetune]' (missing: opacus)"
+    assert str(err.value) == (
+        "dp-finetune needs the finetune extra: pip install 'dpsynth[finetune]' "
+        "(from a checkout: pip install -e '.[finetune]'; missing: opacus)"
+    )
     assert err.value.extra == "finetune" and err.value.missing == ["opacus"]
     monkeypatch.setitem(sys.modules, "mauve", None)
     assert extras.missing("eval", ["mauve"]) == ["mauve-text"]  # the distribution's name, not the module's
@@ -139,7 +142,9 @@ def test_dp_finetune_without_the_extra_is_one_line(tmp_path: Path, private_csv: 
     data = ["--private", str(private_csv), "--text-column", "review", "--label-column", "sentiment"]
     proc = _run(tmp_path, CLI, "run", "--method", "dp-finetune", *data, "--labels", "0=neg,1=pos", "--out", str(out))
     _one_line_error(
-        proc, "dp-finetune needs the finetune extra: pip install 'dpsynth[finetune]' (missing: peft, opacus, gguf)"
+        proc,
+        "dp-finetune needs the finetune extra: pip install 'dpsynth[finetune]' "
+        "(from a checkout: pip install -e '.[finetune]'; missing: peft, opacus, gguf)",
     )
     assert not out.exists()  # refused before the run directory
 
@@ -150,7 +155,7 @@ def test_knowledgesg_client_without_the_extra_is_one_line(tmp_path: Path) -> Non
     _one_line_error(
         proc,
         "the KnowledgeSG client (--method knowledgesg) needs the finetune extra: pip install 'dpsynth[finetune]' "
-        "(missing: peft, opacus, gguf)",
+        "(from a checkout: pip install -e '.[finetune]'; missing: peft, opacus, gguf)",
     )
     assert not out.exists()
 
@@ -159,7 +164,8 @@ def test_server_start_without_the_extra_is_one_line_and_token_still_works(tmp_pa
     proc = _run(tmp_path, CLI, "server", "start", "--config", str(tmp_path / "server.yaml"))
     _one_line_error(
         proc,
-        "dpsynth server start needs the server extra: pip install 'dpsynth[server]' (missing: fastapi, uvicorn, gguf)",
+        "dpsynth server start needs the server extra: pip install 'dpsynth[server]' "
+        "(from a checkout: pip install -e '.[server]'; missing: fastapi, uvicorn, gguf)",
     )
     token = _run(tmp_path, CLI, "server", "token", "alice")  # a hash and a line of YAML: no server needed
     assert token.returncode == 0, token.stderr
@@ -171,7 +177,7 @@ def test_audit_canaries_without_the_extra_is_one_line(tmp_path: Path) -> None:
     _one_line_error(
         proc,
         "dpsynth audit canaries needs the finetune extra: pip install 'dpsynth[finetune]' "
-        "(missing: peft, opacus, gguf)",
+        "(from a checkout: pip install -e '.[finetune]'; missing: peft, opacus, gguf)",
     )
 
 

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import typer
 import yaml
+from rich.markup import escape
 
 from dpsynth.config import (
     Config,
@@ -76,7 +77,7 @@ def _run_help() -> str:
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help=_run_help(),
-    epilog="\b\n" + flags_help().replace("\n\n", "\n\n\b\n"),
+    epilog="\b\n" + escape(flags_help()).replace("\n\n", "\n\n\b\n"),  # escape: [a, b] is no rich markup
 )
 def run(
     ctx: typer.Context,

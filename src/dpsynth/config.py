@@ -131,7 +131,7 @@ class DataConfig(StrictModel):
     private: str = Field(
         "embedded:imdb",
         description=(
-            "CSV/JSONL/Parquet path, a saved HF dataset folder, or an embedded dataset: embedded:imdb "
+            "CSV/TSV/JSONL/JSON/Parquet path, a saved HF dataset folder, or an embedded dataset: embedded:imdb "
             "(IMDb reviews, sentiment) or embedded:newsgroups (20 Newsgroups posts, 4 topics)."
         ),
     )

@@ -216,6 +216,8 @@ def flags_help(method: str | None = None) -> str:
             flag = "--" + short.get(path, path).replace("_", "-")
             default = getattr(values, fname)
             shown = "see docs" if isinstance(default, (list, dict, BaseModel)) and default else repr(default)
+            if isinstance(default, list) and default and all(hasattr(x, "name") for x in default):
+                shown = ", ".join(x.name for x in default) + "; `dpsynth init` writes them out"
             choices = _choices(f.annotation)
             extra = f" one of: {', '.join(choices)}." if choices else ""
             text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()

@@ -35,7 +35,8 @@ class MissingExtraError(ConfigError):
     def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
         self.feature, self.extra, self.missing = feature, extra, missing
         super().__init__(
-            f"{feature} needs the {extra} extra: pip install 'dpsynth[{extra}]' (missing: {', '.join(missing)})"
+            f"{feature} needs the {extra} extra: pip install 'dpsynth[{extra}]' (from a checkout: pip install -e "
+            f"'.[{extra}]'; missing: {', '.join(missing)})"
         )
 
 

@@ -44,7 +44,12 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 @audit_app.command("canaries", help="Insert canaries, fine-tune per epsilon, report exposure and verbatim leakage.")
 def canaries_cmd(
     epsilons: str = typer.Option("inf,8,4", "--epsilons", help="Comma-separated; inf = no noise, no clipping."),
-    m_private: int = typer.Option(100, "--m-private", help="IMDb reviews in the private set (embedded:imdb)."),
+    m_private: int = typer.Option(
+        100,
+        "--n-private",
+        "--m-private",
+        help="IMDb reviews in the private set (embedded:imdb; --m-private: former name).",
+    ),
     repeats: str = typer.Option("1,10,100", "--repeats", help="Copies of each canary (one canary per value)."),
     digits: int = typer.Option(4, "--digits", help="Secret length; 4 digits = all 10,000 secrets are candidates."),
     candidates: int = typer.Option(10_000, "--candidates", help="Candidate secrets ranked against the true one."),
@@ -72,7 +77,7 @@ def canaries_cmd(
     if not 1 <= digits <= 18:
         raise ConfigError("--digits: must be between 1 and 18")
     if candidates < 1 or samples < 1 or m_private < 2:
-        raise ConfigError("--candidates and --samples must be >= 1 and --m-private >= 2")
+        raise ConfigError("--candidates and --samples must be >= 1 and --n-private >= 2")
     ft = FinetuneConfig(
         prompt_format=prompt_format,
         model=model,
