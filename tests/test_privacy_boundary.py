@@ -46,7 +46,7 @@ HANDLE_API = {
     ),
 }
 # functions (or methods, by name) that return private records as plain values
-RECORD_READERS = frozenset({"load_private", "imdb_private", "medmcqa_private", "private"})
+RECORD_READERS = frozenset({"load_private", "imdb_private", "medmcqa_private", "private", "private_index"})
 # readers of files and tables: a method module that calls one reads its input itself
 FILE_READERS = frozenset(
     {"read_table", "np.load", "numpy.load", "pd.read_csv", "pd.read_json", "pd.read_parquet", "load_from_disk"}
@@ -60,6 +60,10 @@ EXCEPTIONS: dict[str, str] = {
     "dpsynth.evaluate.references": (
         "draws the run's private set again only to leave it out of the real-data reference: evaluation on "
         "the data owner's side, never part of a release"
+    ),
+    "dpsynth.audit.membership": (
+        "the membership audit rebuilds a run's draw from an embedded dataset (public records standing in for "
+        "private ones; it refuses any other source) to attack the release; it writes only rates and counts"
     ),
     "dpsynth.audit.canaries": (
         "the canary audit is its own data owner: it draws a private set, plants canaries and trains on it "

@@ -180,9 +180,14 @@ class EmbeddedDataset:
     def private(self, m: int, seed: int = 0) -> pd.DataFrame:
         """Draw M private records from the pool (never the test split), with a fixed seed."""
         pool, _ = self.split()
+        return pool.loc[self.private_index(m, seed)].reset_index(drop=True)
+
+    def private_index(self, m: int, seed: int = 0) -> pd.Index:
+        """The pool rows ``private(m, seed)`` draws, in its order (the membership audit rebuilds them)."""
+        pool, _ = self.split()
         if m > len(pool):
             raise DataError(f"data.n_private: at most {len(pool)} {self.unit} are available, got {m}")
-        return pool.sample(n=m, random_state=seed).reset_index(drop=True)
+        return pool.sample(n=m, random_state=seed).index
 
     def test(self) -> pd.DataFrame:
         return self.split()[1]

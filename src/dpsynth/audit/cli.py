@@ -1,4 +1,5 @@
-"""``dpsynth audit canaries``: the canary audit of DP fine-tuning, from the command line."""
+"""``dpsynth audit canaries`` (the canary audit of DP fine-tuning) and ``dpsynth audit membership`` (membership
+inference against a finished run's synthetic set), from the command line."""
 
 from __future__ import annotations
 
@@ -108,3 +109,35 @@ def canaries_cmd(
     typer.echo(markdown_table(result))
     if out is None:
         typer.echo(json.dumps(result["results"], indent=2))
+
+
+@audit_app.command(
+    "membership",
+    help=(
+        "Membership inference against a finished run on an embedded dataset: can the synthetic set tell its "
+        "private records from other records of the pool? AUC and TPR at low FPR beside what the run's epsilon "
+        "allows; writes RUN/membership.json (the report shows it)."
+    ),
+)
+def membership_cmd(
+    run: Path = typer.Argument(..., help="A finished run directory (its data.private an embedded dataset)."),
+    non_members: int | None = typer.Option(
+        None, "--non-members", min=2, help="Pool records the run never read (default: as many as the members)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the non-members' draw and of the bootstrap interval."),
+    embedding_model: str | None = typer.Option(
+        None, "--embedding-model", help="The attacker's embedder (default: all-MiniLM-L6-v2, embedded)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON here instead of RUN/membership.json."),
+) -> None:
+    from dpsynth.audit.membership import MEMBERSHIP_FILE, membership_audit, summary_lines
+    from dpsynth.evaluate.inputs import default_embedder
+    from dpsynth.io import atomic_write_json
+
+    embedder = default_embedder(embedding_model) if embedding_model else None
+    result = membership_audit(run, embedder=embedder, non_members=non_members, seed=seed)
+    target = out if out is not None else Path(run) / MEMBERSHIP_FILE
+    atomic_write_json(target, result)
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"wrote {target}", err=True)

@@ -95,3 +95,45 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
         parts.append(f'<p class="note">Never written to disk or logs: {esc(priv.never_written)}.</p>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def membership_section(result: Any) -> str:
+    """The membership audit (``dpsynth audit membership``, membership.json) when it was run: evidence about
+    the guarantee above, so it follows it.  Empty when there is no audit or it is not one."""
+    if not isinstance(result, dict) or not isinstance(result.get("attacks"), dict):
+        return ""
+    try:
+        rows = [
+            [
+                name,
+                fmt(a["auc"], 3),
+                f"{fmt(a['auc_95'][0], 3)} – {fmt(a['auc_95'][1], 3)}",
+                *(
+                    "n/a" if a["tpr_at_fpr"].get(f) is None else f"{fmt(a['tpr_at_fpr'][f], 2)} (≤ {fmt(b, 2)})"
+                    for f, b in a["tpr_bound_at_fpr"].items()
+                ),
+            ]
+            for name, a in result["attacks"].items()
+        ]
+        fprs = [f"TPR at FPR {f} (DP bound)" for f in next(iter(result["attacks"].values()))["tpr_bound_at_fpr"]]
+        intro = (
+            f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against "
+            f"{esc(result['non_members'])} pool records the run never read, scored by their nearness to the "
+            f"{esc(result['synthetic'])} synthetic samples ({esc(result['embedding_model'])}). At this ε no attack "
+            f"can exceed AUC {esc(fmt(result['auc_bound'], 3))}."
+        )
+        nc = result["near_copies"]
+        copies = (
+            f"Near copies (cosine ≥ {esc(nc['threshold'])}): {esc(nc['members'])} members, "
+            f"{esc(nc['non_members'])} non-members."
+        )
+    except (KeyError, TypeError, IndexError, StopIteration):
+        unreadable = '<p class="warn">membership.json cannot be read.</p>'
+        return f'<section id="membership"><h2>Membership audit</h2>{unreadable}</section>'
+    return (
+        '<section id="membership"><h2>Membership audit</h2>'
+        f"<p>{intro}</p>{table(['attack', 'AUC', '95% interval', *fprs], rows)}"
+        f"<p>{copies}</p><p><strong>{esc(result.get('verdict', ''))}</strong></p>"
+        '<p class="note">Evidence, not proof: a stronger attack might find more (dpsynth audit membership).</p>'
+        "</section>"
+    )

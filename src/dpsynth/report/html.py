@@ -34,7 +34,7 @@ from dpsynth.io import atomic_write_text
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.report import plots
 from dpsynth.report.evaluation import evaluation_section, headline_section
-from dpsynth.report.guarantee import privacy_section
+from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, table
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
@@ -444,6 +444,7 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
+    from dpsynth.audit.membership import MEMBERSHIP_FILE
     from dpsynth.evaluate.core import EVALUATION_FILE
     from dpsynth.evaluate.inputs import used_embedded_dataset
 
@@ -498,6 +499,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
         headline,
         privacy_section(priv, priv_problem),
+        membership_section(_read_json(rd / MEMBERSHIP_FILE)),
         _rounds_section(rounds, cfg, labels, rounds_note),
         _class_section(records, labels, rounds, evaluation),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),

@@ -1,0 +1,161 @@
+"""``dpsynth audit membership``: the DP bound on any membership test, the attack, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from dpsynth.audit.membership import (
+    dp_auc_bound,
+    dp_tpr_bound,
+    membership_audit,
+    nearest_similarity,
+    roc_auc,
+    tpr_at_fpr,
+)
+from dpsynth.datasets import EMBEDDED_DATASETS, EMBEDDED_IMDB
+from dpsynth.errors import ConfigError, DataError
+
+from .conftest import FakeEmbedder
+
+IMDB = EMBEDDED_DATASETS[EMBEDDED_IMDB]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPSYNTH_CACHE_DIR", str(tmp_path / "cache"))  # the embedding cache of public texts
+
+
+def _run(tmp: Path, texts: list[str], labels: list[str], **cfg: Any) -> Path:
+    """A finished run's public files as the audit reads them: config.yaml, synthetic.jsonl, privacy.json."""
+    run = tmp / "run"
+    run.mkdir(parents=True)
+    data = {"private": EMBEDDED_IMDB, "n_private": 30, "seed": 3, "labels": {"0": "negative", "1": "positive"}}
+    config = {"method": "wasp", "output_format": "jsonl", **cfg, "data": {**data, **cfg.get("data", {})}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "synthetic.jsonl").write_text(
+        "".join(json.dumps({"text": t, "label": int(lab)}) + "\n" for t, lab in zip(texts, labels, strict=True))
+    )
+    (run / "privacy.json").write_text(json.dumps({"epsilon": 4.0, "delta": 1e-5}))
+    return run
+
+
+def test_the_dp_bound_on_any_membership_test() -> None:
+    """Kairouz et al.'s region: eps = 0 allows nothing beyond chance, eps = inf everything, and the bound
+    grows with epsilon; at FPR 10% and eps = 1 a test finds at most e * 0.1 + delta of the members."""
+    assert dp_auc_bound(0.0, 0.0) == pytest.approx(0.5, abs=1e-6)
+    assert dp_auc_bound(math.inf, 1e-5) == 1.0
+    bounds = [dp_auc_bound(e, 1e-5) for e in (0.5, 1, 2, 4, 8)]
+    assert bounds == sorted(bounds) and 0.5 < bounds[0] < bounds[-1] < 1.0
+    assert dp_auc_bound(1.0, 0.0) == pytest.approx(0.5 + (math.e - 1) / (2 * (math.e + 1)), abs=1e-4)  # closed form
+    assert dp_tpr_bound(1.0, 1e-5, 0.1) == pytest.approx(math.e * 0.1 + 1e-5)
+    assert dp_tpr_bound(1.0, 0.0, 0.9) == pytest.approx(1 - math.exp(-1) * 0.1)  # the other side binds
+    assert dp_tpr_bound(0.0, 0.0, 0.3) == pytest.approx(0.3)
+
+
+def test_auc_and_tpr_at_a_low_fpr() -> None:
+    members, outsiders = np.array([0.9, 0.8, 0.7, 0.2]), np.array([0.6, 0.5, 0.1, 0.05])
+    assert roc_auc(members, outsiders) == pytest.approx(14 / 16)
+    assert roc_auc(outsiders, outsiders) == 0.5  # ties count half
+    assert tpr_at_fpr(members, outsiders, 0.25) == 0.75  # threshold 0.5: one non-member above, 3 members
+    assert tpr_at_fpr(members, outsiders, 0.0) == 0.75  # threshold 0.6: no non-member above
+    sims = nearest_similarity(np.eye(3), np.array([[1.0, 0, 0], [0, 1, 0]]), ["a", "b", "a"], ["b", "b"])
+    assert sims.tolist() == [-1.0, 1.0, -1.0]  # no sample of label a: -1
+
+
+def test_a_release_that_copies_its_members_is_caught_and_one_that_does_not_is_not(tmp_path: Path) -> None:
+    members = IMDB.private(30, 3)
+    test = IMDB.test()
+    # leaky: the 30 private reviews themselves among 30 reviews the pool never held (the test split)
+    texts = [*members["text"], *test["text"][:30]]
+    labels = [*members["label"], *test["label"][:30]]
+    leaky = membership_audit(_run(tmp_path / "a", texts, labels), embedder=FakeEmbedder())
+    best = leaky["attacks"]["nearest"]
+    assert best["auc"] == 1.0 and best["auc_95"][0] > leaky["auc_bound"]
+    assert best["tpr_at_fpr"]["0.01"] is None  # 30 non-members cannot measure FPR 1%
+    assert best["tpr_at_fpr"]["0.1"] == 1.0 and best["tpr_bound_at_fpr"]["0.01"] == pytest.approx(
+        min(1, math.exp(4) * 0.01 + 1e-5)
+    )
+    assert leaky["near_copies"] == {"threshold": 0.95, "members": 30, "non_members": 0}
+    assert "contradicted" in leaky["verdict"]
+    assert (leaky["members"], leaky["non_members"], leaky["synthetic"], leaky["dataset"]) == (
+        30,
+        30,
+        60,
+        "embedded:imdb",
+    )
+    # unrelated to the members: 60 test reviews only
+    clean = membership_audit(
+        _run(tmp_path / "b", list(test["text"][100:160]), list(test["label"][100:160])), embedder=FakeEmbedder()
+    )
+    for attack in clean["attacks"].values():
+        lo, hi = attack["auc_95"]
+        assert lo < 0.5 < hi and abs(attack["auc"] - 0.5) < 0.15
+    assert clean["near_copies"]["members"] == 0 and "no membership signal" in clean["verdict"]
+    # nothing per record leaves the audit: no text, no per-candidate score
+    dumped = json.dumps(clean)
+    assert not any(t[:40] in dumped for t in members["text"])
+    # the report shows the audit after the guarantee, verdict included
+    from dpsynth.report import build_report
+
+    run = tmp_path / "a" / "run"
+    (run / "membership.json").write_text(json.dumps(leaky))
+    page = build_report(run)
+    assert "Membership audit" in page and "privacy claim is contradicted" in page
+    assert page.index('id="privacy"') < page.index('id="membership"')
+    (run / "membership.json").write_text("{}")
+    assert "Membership audit" not in build_report(run)
+
+
+def test_members_are_the_runs_own_draw(tmp_path: Path) -> None:
+    """The audit rebuilds exactly the records the run read: the pool rows data.n_private and data.seed draw."""
+    idx = IMDB.private_index(30, 3)
+    assert IMDB.private(30, 3)["text"].tolist() == IMDB.split()[0].loc[idx, "text"].tolist()
+    # a release holding only the draw of another seed is no leak of this run's members
+    other = IMDB.private(30, 4)
+    res = membership_audit(_run(tmp_path, list(other["text"]), list(other["label"])), embedder=FakeEmbedder())
+    assert res["near_copies"]["members"] == len(set(idx) & set(IMDB.private_index(30, 4)))
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        ({"data": {"private": "my_records.csv"}}, ConfigError, ["not an embedded dataset", "publishes statistics"]),
+        ({"method": "zero-shot"}, ConfigError, ["zero-shot run reads no private record"]),
+        ("no privacy.json", DataError, ["no readable privacy.json", "--resume"]),
+        ("no config", DataError, ["holds no run"]),
+    ],
+)
+def test_what_the_audit_refuses(tmp_path: Path, change: Any, error: type[Exception], words: list[str]) -> None:
+    run = _run(tmp_path, ["a fine film"] * 4, ["1", "0", "1", "0"], **(change if isinstance(change, dict) else {}))
+    if change == "no privacy.json":
+        (run / "privacy.json").unlink()
+    if change == "no config":
+        (run / "config.yaml").unlink()
+    with pytest.raises(error) as e:
+        membership_audit(run, embedder=FakeEmbedder())
+    assert all(w in str(e.value) for w in words), str(e.value)
+    assert not (run / "membership.json").exists()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_cli_with_the_real_embedder_writes_membership_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command a user types, with the embedded MiniLM as the attacker's embedder."""
+    from dpsynth.cli import main
+
+    members, test = IMDB.private(30, 3), IMDB.test()
+    run = _run(tmp_path, [*members["text"][:15], *test["text"][:45]], [*members["label"][:15], *test["label"][:45]])
+    main(["audit", "membership", str(run)])
+    out = capsys.readouterr().out
+    res = json.loads((run / "membership.json").read_text())
+    # half the members were released verbatim: found, and MiniLM ranks them first
+    assert res["near_copies"]["members"] == 15 and res["near_copies"]["non_members"] == 0
+    assert res["attacks"]["nearest"]["auc"] > 0.7 and res["embedding_model"] == "all-MiniLM-L6-v2"
+    assert "nearest: AUC" in out and "no attack can exceed AUC 0.9" in out
