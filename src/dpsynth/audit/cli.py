@@ -122,7 +122,10 @@ def canaries_cmd(
 def membership_cmd(
     run: Path = typer.Argument(..., help="A finished run directory (its data.private an embedded dataset)."),
     non_members: int | None = typer.Option(
-        None, "--non-members", min=2, help="Pool records the run never read (default: as many as the members)."
+        None,
+        "--non-members",
+        min=20,
+        help="Pool records the run never read (default: 1,000, or as many as the members if more).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the non-members' draw and of the bootstrap interval."),
     embedding_model: str | None = typer.Option(
@@ -137,7 +140,12 @@ def membership_cmd(
     embedder = default_embedder(embedding_model) if embedding_model else None
     result = membership_audit(run, embedder=embedder, non_members=non_members, seed=seed)
     target = out if out is not None else Path(run) / MEMBERSHIP_FILE
-    atomic_write_json(target, result)
+    try:
+        atomic_write_json(target, result)
+    except OSError as exc:
+        raise ConfigError(
+            f"audit membership: cannot write {target} ({exc.strerror or type(exc).__name__}); give --out FILE"
+        ) from None
     for line in summary_lines(result):
         typer.echo(line)
     typer.echo(f"wrote {target}", err=True)

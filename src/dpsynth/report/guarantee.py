@@ -97,12 +97,16 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     return "".join(parts)
 
 
-def membership_section(result: Any) -> str:
+def membership_section(result: Any, current_sha256: str | None = None) -> str:
     """The membership audit (``dpsynth audit membership``, membership.json) when it was run: evidence about
-    the guarantee above, so it follows it.  Empty when there is no audit or it is not one."""
-    if not isinstance(result, dict) or not isinstance(result.get("attacks"), dict):
+    the guarantee above, so it follows it.  Empty when there is none; a warning when it cannot be read or
+    measured another synthetic set than the run's current one (``current_sha256``)."""
+    head = '<section id="membership"><h2>Membership audit</h2>'
+    if result is None:
         return ""
     try:
+        attacks = result["attacks"]
+        fprs = list(next(iter(attacks.values()))["tpr_bound_at_fpr"])
         rows = [
             [
                 name,
@@ -113,26 +117,34 @@ def membership_section(result: Any) -> str:
                     for f, b in a["tpr_bound_at_fpr"].items()
                 ),
             ]
-            for name, a in result["attacks"].items()
+            for name, a in attacks.items()
         ]
-        fprs = [f"TPR at FPR {f} (DP bound)" for f in next(iter(result["attacks"].values()))["tpr_bound_at_fpr"]]
         intro = (
             f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against "
             f"{esc(result['non_members'])} pool records the run never read, scored by their nearness to the "
-            f"{esc(result['synthetic'])} synthetic samples ({esc(result['embedding_model'])}). At this ε no attack "
-            f"can exceed AUC {esc(fmt(result['auc_bound'], 3))}."
+            f"{esc(result['synthetic'])} synthetic samples ({esc(result['embedding_model'])}). At ε = "
+            f"{esc(fmt(result['epsilon'], 3))}, δ = {esc(fmt(result['delta'], 3))} no attack of this design "
+            f"(a member against a non-member) can exceed AUC {esc(fmt(result['auc_bound'], 3))} "
+            f"({esc(fmt(result['auc_bound_add_remove'], 3))} for one record added or removed)."
         )
         nc = result["near_copies"]
         copies = (
             f"Near copies (cosine ≥ {esc(nc['threshold'])}): {esc(nc['members'])} members, "
             f"{esc(nc['non_members'])} non-members."
         )
-    except (KeyError, TypeError, IndexError, StopIteration):
-        unreadable = '<p class="warn">membership.json cannot be read.</p>'
-        return f'<section id="membership"><h2>Membership audit</h2>{unreadable}</section>'
+        stale = current_sha256 is not None and result.get("synthetic_sha256") not in (None, current_sha256)
+        headers = ["attack", "AUC", "95% interval", *[f"TPR at FPR {f} (add/remove bound)" for f in fprs]]
+    except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError):
+        unreadable = "membership.json cannot be read; run dpsynth audit membership again."
+        return f'{head}<p class="warn">{unreadable}</p></section>'
+    warn = (
+        '<p class="warn">This audit measured an earlier synthetic set of this run (the file changed since, e.g. '
+        "by dpsynth sample): run dpsynth audit membership again.</p>"
+        if stale
+        else ""
+    )
     return (
-        '<section id="membership"><h2>Membership audit</h2>'
-        f"<p>{intro}</p>{table(['attack', 'AUC', '95% interval', *fprs], rows)}"
+        f"{head}{warn}<p>{intro}</p>{table(headers, rows)}"
         f"<p>{copies}</p><p><strong>{esc(result.get('verdict', ''))}</strong></p>"
         '<p class="note">Evidence, not proof: a stronger attack might find more (dpsynth audit membership).</p>'
         "</section>"

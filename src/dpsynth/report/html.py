@@ -441,10 +441,22 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
     )
 
 
+def _membership(rd: Path) -> str:
+    """The membership audit's section: an optional file, so a damaged one is a warning, never a failure."""
+    from dpsynth.audit.membership import MEMBERSHIP_FILE, output_fingerprint
+    from dpsynth.evaluate.inputs import find_run_output
+
+    try:
+        result = _read_json(rd / MEMBERSHIP_FILE)
+    except DataError:
+        result = "damaged"
+    output = find_run_output(rd)
+    return membership_section(result, output_fingerprint(output) if output is not None else None)
+
+
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
     """The report of a run directory as one HTML string."""
     from dpsynth import __version__
-    from dpsynth.audit.membership import MEMBERSHIP_FILE
     from dpsynth.evaluate.core import EVALUATION_FILE
     from dpsynth.evaluate.inputs import used_embedded_dataset
 
@@ -487,6 +499,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         for a, t in (
             *((("headline", "Headline"),) if headline else ()),
             ("privacy", "Privacy"),
+            *((("membership", "Membership"),) if (rd / "membership.json").exists() else ()),
             ("rounds", "Rounds"),
             ("classes", "Classes"),
             ("evaluation", "Evaluation"),
@@ -499,7 +512,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
         headline,
         privacy_section(priv, priv_problem),
-        membership_section(_read_json(rd / MEMBERSHIP_FILE)),
+        _membership(rd),
         _rounds_section(rounds, cfg, labels, rounds_note),
         _class_section(records, labels, rounds, evaluation),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),

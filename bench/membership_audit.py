@@ -1,0 +1,114 @@
+"""Membership inference against the benchmark's kept synthetic sets: does any of them give its private
+records away, with and without the privacy noise?
+
+Every set in bench/results/quality_sets[_newsgroups]/ was released by a run on an embedded dataset whose
+private draw is known from the set's name (``<row>-eps<E>-n<N>-m<M>-s<S>.jsonl``: M records, data seed S;
+bench/quality.py).  For each set this script rebuilds a minimal run directory (config.yaml, the set,
+privacy.json with the row's epsilon and delta 1e-5) and runs ``dpsynth audit membership`` on it
+(dpsynth.audit.membership): M members against M pool records the run never read, nearest-synthetic-
+sample attacks in MiniLM space, AUC with a bootstrap interval beside the largest AUC the row's epsilon
+allows.  Rows at epsilon inf (votes released without noise) show what the attack finds without DP.
+
+Analysis only: the "private" records here are public pool records of the embedded datasets.
+
+    python bench/membership_audit.py [--dataset imdb|newsgroups] [--sets 'wasp*-n100-m100-s*'] [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dpsynth.audit.membership import membership_audit  # noqa: E402
+from dpsynth.datasets import EMBEDDED_DATASETS  # noqa: E402
+from dpsynth.evaluate.inputs import default_embedder  # noqa: E402
+from dpsynth.io import atomic_write_json  # noqa: E402
+
+NAME = re.compile(r"^(?P<row>.+)-eps(?P<eps>[^-]+)-n(?P<n>\d+)-m(?P<m>\d+)-s(?P<s>\d+)\.jsonl$")
+DEFAULT_SETS = "wasp*-n100-m100-s*,aug-pe-qwen2.5-0.5b+judge-*-m100-s*,*-n300-m1000-s*,*-n100-m1000-s*"
+
+
+def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: float) -> Path:
+    run = tmp / set_path.stem
+    run.mkdir(parents=True)
+    labels = dict(EMBEDDED_DATASETS[source].labels)
+    method = "aug-pe" if set_path.name.startswith("aug-pe") else "wasp"
+    config = {"method": method, "output_format": "jsonl", "data": {"private": source, "n_private": m, "seed": seed}}
+    config["data"]["labels"] = labels
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copyfile(set_path, run / "synthetic.jsonl")
+    (run / "privacy.json").write_text(json.dumps({"epsilon": "inf" if eps == float("inf") else eps, "delta": 1e-5}))
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="imdb", choices=["imdb", "newsgroups"])
+    ap.add_argument("--sets", default=DEFAULT_SETS, help="Comma-separated globs over the kept sets' file names.")
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    folder = ROOT / "bench" / "results" / ("quality_sets" if args.dataset == "imdb" else "quality_sets_newsgroups")
+    source = f"embedded:{args.dataset}"
+    paths = sorted({p for g in args.sets.split(",") for p in folder.glob(g.strip())})
+    embedder = default_embedder()
+    out_path = (
+        ROOT
+        / "bench"
+        / "results"
+        / f"{args.name or 'membership_audit' + ('' if args.dataset == 'imdb' else '_newsgroups')}.json"
+    )
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in paths:
+            hit = NAME.match(p.name)
+            if hit is None or hit["eps"] == "0":  # zero-shot sets read no private record
+                continue
+            eps = float(hit["eps"])
+            m, seed = int(hit["m"]), int(hit["s"])
+            res = membership_audit(_run_dir(Path(tmp), p, source, m, seed, eps), embedder=embedder)
+            row = {
+                "set": p.name,
+                "row": hit["row"],
+                "epsilon": hit["eps"],
+                "n": int(hit["n"]),
+                "m": m,
+                "seed": seed,
+                "auc_bound": res["auc_bound"],
+                "near_copies": res["near_copies"],
+                "attacks": {
+                    k: {kk: a[kk] for kk in ("auc", "auc_95", "tpr_at_fpr")} for k, a in res["attacks"].items()
+                },
+                "verdict": res["verdict"],
+            }
+            results.append(row)
+            a, nc = res["attacks"]["nearest"], res["near_copies"]
+            print(
+                f"{p.name}: AUC {a['auc']:.3f} ({a['auc_95'][0]:.3f}-{a['auc_95'][1]:.3f}), "
+                f"bound {res['auc_bound']:.3f}, near copies {nc['members']}/{nc['non_members']}",
+                flush=True,
+            )
+            atomic_write_json(
+                out_path,
+                {
+                    "command": " ".join(["python", "bench/membership_audit.py", *sys.argv[1:]]),
+                    "dataset": source,
+                    "embedding_model": embedder.name,
+                    "results": results,
+                },
+            )
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
