@@ -90,6 +90,8 @@ def test_a_release_that_copies_its_members_is_caught_and_one_that_does_not_is_no
         min(1, math.exp(4) * 0.01 + 1e-5)
     )
     assert leaky["near_copies"] == {"threshold": 0.95, "members": 30, "non_members": 0}
+    assert set(leaky["attacks"]) == {"nearest", "nearest_same_label", "nearest_calibrated"}
+    assert leaky["attacks"]["nearest_calibrated"]["auc"] > 0.95  # typicality taken out, the copies stay found
     assert "contradicted" in leaky["verdict"]
     assert (leaky["members"], leaky["non_members"], leaky["synthetic"], leaky["dataset"]) == (
         30,

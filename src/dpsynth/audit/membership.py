@@ -55,6 +55,7 @@ from dpsynth.run import RunDir
 
 MEMBERSHIP_FILE = "membership.json"
 FPRS = (0.001, 0.01, 0.1)  # the low false-positive rates an attacker cares about (Carlini et al., S&P 2022)
+REFERENCE = 500  # public test records the calibrated attack measures typicality against (fixed sample)
 MIN_CANDIDATES = 20  # fewer members or non-members than this: the interval says nothing (2 vs 2 can "separate")
 NEAR_COPY = 0.95  # cosine at or above which a synthetic sample is counted as a near copy of a candidate
 BOOTSTRAP = 1000  # resamples for the AUC's 95% interval
@@ -65,6 +66,11 @@ NON_MEMBERS = 1000
 ATTACKS = {
     "nearest": "cosine of the nearest synthetic sample",
     "nearest_same_label": "cosine of the nearest synthetic sample of the candidate's label",
+    # A typical record is near everything, a synthetic set included, whether it was a member or not: the
+    # reference set (the dataset's public test split, never private) measures how near everything is, and
+    # the difference keeps what the synthetic set adds (the calibration of Watson et al., ICLR 2022, and of
+    # Carlini et al.'s LiRA, S&P 2022, with a public reference in place of shadow models)
+    "nearest_calibrated": "cosine of the nearest synthetic sample minus that of the nearest public test record",
 }
 
 
@@ -260,6 +266,11 @@ def membership_audit(
     scores = {"nearest": nearest_similarity(cand_emb, syn_emb)}
     if set(cand_labels) & set(syn_labels):  # else every per-label score is -1: no attack at all
         scores["nearest_same_label"] = nearest_similarity(cand_emb, syn_emb, cand_labels, syn_labels)
+    candidates = set(cand)
+    test = dataset.test()
+    test = test[~test["text"].astype(str).isin(candidates)]  # no candidate's twin
+    reference = list(test["text"].astype(str).sample(n=min(REFERENCE, len(test)), random_state=0))
+    scores["nearest_calibrated"] = scores["nearest"] - nearest_similarity(cand_emb, embed_test(reference, embedder))
     attacks = {
         name: {"score": ATTACKS[name], **attack_result(s[:m], s[m:], epsilon, delta, seed, tests=len(scores))}
         for name, s in scores.items()
