@@ -7,7 +7,9 @@ bench/quality.py).  For each set this script rebuilds a minimal run directory (c
 privacy.json with the row's epsilon and delta 1e-5) and runs ``dpsynth audit membership`` on it
 (dpsynth.audit.membership): M members against M pool records the run never read, nearest-synthetic-
 sample attacks in MiniLM space, AUC with a bootstrap interval beside the largest AUC the row's epsilon
-allows.  Rows at epsilon inf (votes released without noise) show what the attack finds without DP.
+allows.  Rows at epsilon inf (votes released without noise) show what the attack finds without DP; zero-shot sets,
+which read no private record, are audited as if they had read the seed's draw: a placebo that shows how
+far the AUC moves with the draw alone.
 
 Analysis only: the "private" records here are public pool records of the embedded datasets.
 
@@ -36,7 +38,9 @@ from dpsynth.evaluate.inputs import default_embedder  # noqa: E402
 from dpsynth.io import atomic_write_json  # noqa: E402
 
 NAME = re.compile(r"^(?P<row>.+)-eps(?P<eps>[^-]+)-n(?P<n>\d+)-m(?P<m>\d+)-s(?P<s>\d+)\.jsonl$")
-DEFAULT_SETS = "wasp*-n100-m100-s*,aug-pe-qwen2.5-0.5b+judge-*-m100-s*,*-n300-m1000-s*,*-n100-m1000-s*"
+DEFAULT_SETS = (
+    "wasp*-n100-m100-s*,aug-pe-qwen2.5-0.5b+judge-*-m100-s*,*-n300-m1000-s*,*-n100-m1000-s*,zero-shot*-m100-s*"
+)
 
 
 def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: float) -> Path:
@@ -72,14 +76,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for p in paths:
             hit = NAME.match(p.name)
-            if hit is None or hit["eps"] == "0":  # zero-shot sets read no private record
+            if hit is None:
                 continue
-            eps = float(hit["eps"])
+            # a zero-shot set read no private record: audited as if it had read the seed's draw (at epsilon
+            # 4), it is the placebo that shows how far the AUC moves with the draw alone
+            placebo = hit["eps"] == "0"
+            eps = 4.0 if placebo else float(hit["eps"])
             m, seed = int(hit["m"]), int(hit["s"])
             res = membership_audit(_run_dir(Path(tmp), p, source, m, seed, eps), embedder=embedder)
             row = {
                 "set": p.name,
                 "row": hit["row"],
+                "placebo": placebo,
                 "epsilon": hit["eps"],
                 "n": int(hit["n"]),
                 "m": m,

@@ -153,6 +153,20 @@ def test_a_leak_on_the_topic_task_and_the_former_name_of_n_private(tmp_path: Pat
     assert res["near_copies"]["members"] == 25
 
 
+def test_a_zero_shot_run_is_a_placebo_and_only_that(tmp_path: Path) -> None:
+    """A run that read no private record has no members; audited with placebo=True it shows the AUC the
+    draw alone gives (here a set of test reviews: around 0.5), which a run that read the draw must exceed."""
+    test = IMDB.test()
+    run = _run(tmp_path / "zs", list(test["text"][:60]), list(test["label"][:60]), method="zero-shot")
+    with pytest.raises(ConfigError, match="reads no private record.*--placebo"):
+        membership_audit(run, embedder=FakeEmbedder())
+    res = membership_audit(run, embedder=FakeEmbedder(), placebo=True, non_members=200)
+    assert res["placebo"] and res["verdict"].startswith("placebo (this run read no private record)")
+    wasp = _run(tmp_path / "w", list(test["text"][:60]), list(test["label"][:60]))
+    with pytest.raises(ConfigError, match="--placebo audits a run that read no private record"):
+        membership_audit(wasp, embedder=FakeEmbedder(), placebo=True)
+
+
 def test_the_verdict_on_each_side_of_chance() -> None:
     def one(lo: float, hi: float, auc: float) -> dict:
         return {"x": {"auc": auc, "auc_95": [lo, hi], "auc_verdict_interval": [lo, hi]}}

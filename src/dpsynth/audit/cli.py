@@ -132,13 +132,18 @@ def membership_cmd(
         None, "--embedding-model", help="The attacker's embedder (default: all-MiniLM-L6-v2, embedded)."
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the JSON here instead of RUN/membership.json."),
+    placebo: bool = typer.Option(
+        False,
+        "--placebo",
+        help="RUN read no private record (a zero-shot run of the same config): the AUC the draw alone gives.",
+    ),
 ) -> None:
     from dpsynth.audit.membership import MEMBERSHIP_FILE, membership_audit, summary_lines
     from dpsynth.evaluate.inputs import default_embedder
     from dpsynth.io import atomic_write_json
 
     embedder = default_embedder(embedding_model) if embedding_model else None
-    result = membership_audit(run, embedder=embedder, non_members=non_members, seed=seed)
+    result = membership_audit(run, embedder=embedder, non_members=non_members, seed=seed, placebo=placebo)
     target = out if out is not None else Path(run) / MEMBERSHIP_FILE
     try:
         atomic_write_json(target, result)

@@ -211,7 +211,12 @@ def output_fingerprint(path: Path) -> str:
 
 
 def membership_audit(
-    run: str | Path, *, embedder: Embedder | None = None, non_members: int | None = None, seed: int = 0
+    run: str | Path,
+    *,
+    embedder: Embedder | None = None,
+    non_members: int | None = None,
+    seed: int = 0,
+    placebo: bool = False,
 ) -> dict[str, Any]:
     """Attack a finished run on an embedded dataset; returns what ``membership.json`` holds.
 
@@ -233,9 +238,17 @@ def membership_audit(
             "embedded:imdb (or embedded:newsgroups) and audit that run"
         )
     method = cfg.get("method")
-    if method in METHODS and not METHODS[method].reads_private:
-        raise ConfigError(f"audit membership: a {method} run reads no private record; there is no member to find")
+    reads_private = method not in METHODS or METHODS[method].reads_private
+    if placebo != (not reads_private):
+        raise ConfigError(
+            f"audit membership: a {method} run reads no private record, so it has no members; audit it with "
+            "--placebo to see how far the AUC moves with the draw alone (the zero-shot run of the same config)"
+            if reads_private is False
+            else f"audit membership: --placebo audits a run that read no private record (zero-shot); {method} read them"
+        )
     epsilon, delta = _guarantee(run_dir)
+    if placebo:  # judged as if it were the audited run's release at its epsilon: only the AUC matters here
+        epsilon, delta = math.inf, 0.0
     n_private, data_seed = _draw(data, run_dir.path)
     if n_private < MIN_CANDIDATES or (non_members is not None and non_members < MIN_CANDIDATES):
         raise DataError(
@@ -297,7 +310,8 @@ def membership_audit(
             "members": int((near[:m] >= NEAR_COPY).sum()),
             "non_members": int((near[m:] >= NEAR_COPY).sum()),
         },
-        "verdict": verdict(attacks, bound, epsilon),
+        "placebo": placebo,
+        "verdict": placebo_verdict(attacks) if placebo else verdict(attacks, bound, epsilon),
     }
 
 
@@ -330,6 +344,16 @@ def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) ->
     return (
         f"no membership signal found: {shown(best)} is level with chance (0.5); epsilon = {eps} would allow up "
         f"to {bound:.3f} in this design. Evidence, not proof: a stronger attack or more records might find more"
+    )
+
+
+def placebo_verdict(attacks: dict[str, dict[str, Any]]) -> str:
+    """A run that read no private record cannot know its "members": whatever its AUCs are, the draw alone
+    gave them, and an audited run's AUC means something only beyond them."""
+    shown = ", ".join(f"{n} {a['auc']:.3f} (95% {a['auc_95'][0]:.3f}-{a['auc_95'][1]:.3f})" for n, a in attacks.items())
+    return (
+        f"placebo (this run read no private record): AUC {shown} is what the draw alone gives; a run of the "
+        "same configuration that read the draw leaks membership only as far as its AUCs exceed these"
     )
 
 
