@@ -333,7 +333,10 @@ def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) ->
         )
     above = [n for n, a in attacks.items() if a["auc_verdict_interval"][0] > 0.5]
     if above:
-        return f"members are found more often than chance: {shown(above[0])}, within what epsilon = {eps} allows"
+        return (
+            f"members are found more often than chance: {shown(above[0])}, within what epsilon = {eps} allows. "
+            "A draw can do this alone: compare with the zero-shot run of the same config (--placebo)"
+        )
     below = [n for n, a in attacks.items() if a["auc_verdict_interval"][1] < 0.5]
     if below:
         return (
