@@ -247,7 +247,7 @@ def membership_audit(
             else f"audit membership: --placebo audits a run that read no private record (zero-shot); {method} read them"
         )
     epsilon, delta = _guarantee(run_dir)
-    if placebo:  # judged as if it were the audited run's release at its epsilon: only the AUC matters here
+    if placebo:  # no guarantee to test (it read nothing): its AUCs are the reference a private run is read against
         epsilon, delta = math.inf, 0.0
     n_private, data_seed = _draw(data, run_dir.path)
     if n_private < MIN_CANDIDATES or (non_members is not None and non_members < MIN_CANDIDATES):
