@@ -9,11 +9,14 @@ privacy.json with the row's epsilon and delta 1e-5) and runs ``dpsynth audit mem
 sample attacks in MiniLM space, AUC with a bootstrap interval beside the largest AUC the row's epsilon
 allows.  Rows at epsilon inf (votes released without noise) show what the attack finds without DP; zero-shot sets,
 which read no private record, are audited as if they had read the seed's draw: a placebo that shows how
-far the AUC moves with the draw alone.
+far the AUC moves with the draw alone.  With ``--against-zero-shot`` every set of a run that read the
+draw is also attacked next to the zero-shot set of the same seed, N and generators (``--against``): the
+same candidates on both sets and a paired interval of the AUC difference, in which the draw cancels.
 
 Analysis only: the "private" records here are public pool records of the embedded datasets.
 
     python bench/membership_audit.py [--dataset imdb|newsgroups] [--sets 'wasp*-n100-m100-s*'] [--name NAME]
+                                     [--against-zero-shot]
 """
 
 from __future__ import annotations
@@ -43,12 +46,18 @@ DEFAULT_SETS = (
 )
 
 
-def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: float) -> Path:
-    run = tmp / set_path.stem
+def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: float, method: str = "") -> Path:
+    run = tmp / (set_path.stem + ("-placebo" if method == "zero-shot" else ""))
+    if run.exists():
+        return run
     run.mkdir(parents=True)
     labels = dict(EMBEDDED_DATASETS[source].labels)
-    method = "aug-pe" if set_path.name.startswith("aug-pe") else "wasp"
-    config = {"method": method, "output_format": "jsonl", "data": {"private": source, "n_private": m, "seed": seed}}
+    method = method or ("aug-pe" if set_path.name.startswith("aug-pe") else "wasp")
+    config: dict[str, Any] = {
+        "method": method,
+        "output_format": "jsonl",
+        "data": {"private": source, "n_private": m, "seed": seed},
+    }
     config["data"]["labels"] = labels
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     shutil.copyfile(set_path, run / "synthetic.jsonl")
@@ -56,11 +65,19 @@ def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: flo
     return run
 
 
+def placebo_for(folder: Path, row: str, n: int, seed: int) -> Path | None:
+    """The zero-shot set of the same seed, N, generators (the 1.5B rows' own) and judge, if it was kept."""
+    zs = "zero-shot" + ("-big" if "-big" in row else "") + ("+judge" if row.endswith("+judge") else "")
+    found = sorted(folder.glob(f"{zs}-eps0-n{n}-m*-s{seed}.jsonl"))
+    return found[0] if found else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="imdb", choices=["imdb", "newsgroups"])
     ap.add_argument("--sets", default=DEFAULT_SETS, help="Comma-separated globs over the kept sets' file names.")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--against-zero-shot", action="store_true", help="Also compare each private set with its placebo.")
     args = ap.parse_args()
     folder = ROOT / "bench" / "results" / ("quality_sets" if args.dataset == "imdb" else "quality_sets_newsgroups")
     source = f"embedded:{args.dataset}"
@@ -83,7 +100,11 @@ def main() -> None:
             placebo = hit["eps"] == "0"
             eps = 4.0 if placebo else float(hit["eps"])
             m, seed = int(hit["m"]), int(hit["s"])
-            res = membership_audit(_run_dir(Path(tmp), p, source, m, seed, eps), embedder=embedder)
+            zs = (
+                placebo_for(folder, hit["row"], int(hit["n"]), seed) if args.against_zero_shot and not placebo else None
+            )
+            against = _run_dir(Path(tmp), zs, source, m, seed, 0.0, "zero-shot") if zs is not None else None
+            res = membership_audit(_run_dir(Path(tmp), p, source, m, seed, eps), embedder=embedder, against=against)
             row = {
                 "set": p.name,
                 "row": hit["row"],
@@ -99,11 +120,21 @@ def main() -> None:
                 },
                 "verdict": res["verdict"],
             }
+            if "against" in res:
+                row["against"] = {
+                    "set": zs.name if zs is not None else None,
+                    "attacks": {
+                        k: {kk: a[kk] for kk in ("auc_placebo", "auc_difference", "difference_95")}
+                        for k, a in res["against"]["attacks"].items()
+                    },
+                    "verdict": res["against"]["verdict"],
+                }
             results.append(row)
             a, nc = res["attacks"]["nearest"], res["near_copies"]
             print(
                 f"{p.name}: AUC {a['auc']:.3f} ({a['auc_95'][0]:.3f}-{a['auc_95'][1]:.3f}), "
-                f"bound {res['auc_bound']:.3f}, near copies {nc['members']}/{nc['non_members']}",
+                f"bound {res['auc_bound']:.3f}, near copies {nc['members']}/{nc['non_members']}"
+                + (f"; {res['against']['verdict']}" if "against" in res else ""),
                 flush=True,
             )
             atomic_write_json(

@@ -167,6 +167,48 @@ def test_a_zero_shot_run_is_a_placebo_and_only_that(tmp_path: Path) -> None:
         membership_audit(wasp, embedder=FakeEmbedder(), placebo=True)
 
 
+def test_against_a_zero_shot_run_the_draw_cancels(tmp_path: Path) -> None:
+    """--against: the same candidates attacked on a run that read nothing.  A set no nearer its members than
+    the placebo is level with it, whatever its own AUC; a set holding some members verbatim is beyond it."""
+    from dpsynth.report import build_report
+
+    members, test = IMDB.private(30, 3), IMDB.test()
+    base_t, base_l = list(test["text"][:60]), list(test["label"][:60])
+    zs = _run(tmp_path / "zs", base_t, base_l, method="zero-shot")
+    same = _run(tmp_path / "same", base_t, base_l)  # what a run that learnt nothing from its draw releases
+    res = membership_audit(same, embedder=FakeEmbedder(), non_members=200, against=zs)
+    for a in res["against"]["attacks"].values():
+        assert a["auc_difference"] == 0.0 and a["difference_95"] == [0.0, 0.0]
+    assert res["against"]["attacks"]["nearest"]["auc_placebo"] == res["attacks"]["nearest"]["auc"]
+    assert res["against"]["verdict"].startswith("level with the placebo")
+    assert res["against"]["method"] == "zero-shot" and res["against"]["synthetic"] == 60
+    leaky = _run(tmp_path / "leaky", [*members["text"][:10], *base_t[10:]], [*members["label"][:10], *base_l[10:]])
+    res = membership_audit(leaky, embedder=FakeEmbedder(), non_members=200, against=zs)
+    near = res["against"]["attacks"]["nearest"]
+    assert near["auc_difference"] > 0.1 and near["difference_verdict_interval"][0] > 0
+    assert res["against"]["verdict"].startswith("beyond the placebo")
+    from dpsynth.audit.membership import summary_lines
+
+    assert any(line.startswith("beyond the placebo") for line in summary_lines(res))
+    (leaky / "membership.json").write_text(json.dumps(res))
+    page = build_report(leaky)
+    assert "AUC there" in page and "beyond the placebo" in page
+    # what --against refuses: a run that read private records, another dataset, together with --placebo
+    news = EMBEDDED_DATASETS["embedded:newsgroups"]
+    other = _run(tmp_path / "news", base_t, base_l, method="zero-shot", data={"private": "embedded:newsgroups"})
+    other_cfg = yaml.safe_load((other / "config.yaml").read_text())
+    assert other_cfg["data"]["private"] == news.source
+    for wrong, words in (
+        (same, "which read private records"),
+        (other, "not on embedded:imdb"),
+        (tmp_path / "nothing", "holds no run"),
+    ):
+        with pytest.raises((ConfigError, DataError), match=words):
+            membership_audit(leaky, embedder=FakeEmbedder(), non_members=200, against=wrong)
+    with pytest.raises(ConfigError, match="without --placebo"):
+        membership_audit(zs, embedder=FakeEmbedder(), placebo=True, against=zs)
+
+
 def test_the_verdict_on_each_side_of_chance() -> None:
     def one(lo: float, hi: float, auc: float) -> dict:
         return {"x": {"auc": auc, "auc_95": [lo, hi], "auc_verdict_interval": [lo, hi]}}
@@ -222,10 +264,14 @@ def test_cli_with_the_real_embedder_writes_membership_json(tmp_path: Path, capsy
 
     members, test = IMDB.private(30, 3), IMDB.test()
     run = _run(tmp_path, [*members["text"][:15], *test["text"][:45]], [*members["label"][:15], *test["label"][:45]])
-    main(["audit", "membership", str(run), "--non-members", "60"])  # the default 1,000 take minutes to embed
+    zs = _run(tmp_path / "zs", list(test["text"][:60]), list(test["label"][:60]), method="zero-shot")
+    # the default 1,000 non-members take minutes to embed
+    main(["audit", "membership", str(run), "--non-members", "60", "--against", str(zs)])
     out = capsys.readouterr().out
     res = json.loads((run / "membership.json").read_text())
     # half the members were released verbatim: found, and MiniLM ranks them first
     assert res["near_copies"]["members"] == 15 and res["near_copies"]["non_members"] == 0
     assert res["attacks"]["nearest"]["auc"] > 0.7 and res["embedding_model"] == "all-MiniLM-L6-v2"
     assert "nearest: AUC" in out and "no attack can exceed AUC" in out
+    # against a zero-shot set of test reviews (45 of them in the run's set too), the 15 copies stand out
+    assert res["against"]["attacks"]["nearest"]["auc_difference"] > 0.1 and "beyond the placebo" in out

@@ -137,13 +137,23 @@ def membership_cmd(
         "--placebo",
         help="RUN read no private record (a zero-shot run of the same config): the AUC the draw alone gives.",
     ),
+    against: Path | None = typer.Option(
+        None,
+        "--against",
+        help=(
+            "A zero-shot run of the same config: both sets are attacked with the same candidates and the AUC "
+            "differences get a paired interval, so what the draw alone gives cancels."
+        ),
+    ),
 ) -> None:
     from dpsynth.audit.membership import MEMBERSHIP_FILE, membership_audit, summary_lines
     from dpsynth.evaluate.inputs import default_embedder
     from dpsynth.io import atomic_write_json
 
     embedder = default_embedder(embedding_model) if embedding_model else None
-    result = membership_audit(run, embedder=embedder, non_members=non_members, seed=seed, placebo=placebo)
+    result = membership_audit(
+        run, embedder=embedder, non_members=non_members, seed=seed, placebo=placebo, against=against
+    )
     target = out if out is not None else Path(run) / MEMBERSHIP_FILE
     try:
         atomic_write_json(target, result)

@@ -21,6 +21,11 @@ add/remove bound is reported beside it.  The audit reports each attack's AUC wit
 and its TPR at low FPRs; an interval beyond the bound (on either side of 0.5) contradicts the epsilon
 claim, one around 0.5 is what DP predicts but does not prove it (a stronger attack might do better).
 
+A draw of M records can sit a little nearer to every synthetic set than the non-members do, by chance,
+and that draw repeats across every run of one seed.  ``against`` reads the run next to a run of the same
+configuration that read nothing (zero-shot): the same members, non-members and attacks on both sets, and a
+paired bootstrap of the AUC difference, so what the draw gives both cancels and what is left is the run's.
+
 Why only embedded data: the audit reads the private records without any privacy and publishes statistics
 of them (an AUC is one).  On a user's own records that result would be an unaccounted release, so the
 audit refuses such runs; run the same configuration on an embedded dataset, whose records are public
@@ -171,6 +176,25 @@ def attack_result(
     }
 
 
+def paired_difference(scores: np.ndarray, placebo: np.ndarray, m: int, seed: int = 0, tests: int = 1) -> dict[str, Any]:
+    """AUC of ``scores`` minus AUC of ``placebo`` on the same candidates (the first ``m`` members), with a
+    paired bootstrap: each resample draws members and non-members once and scores both sets on them, so the
+    draw's own nearness, shared by both, drops out of the interval."""
+    rng = np.random.default_rng(seed)  # resampling, not privacy noise
+    n = len(scores) - m
+    diffs = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        mi, ni = rng.integers(0, m, m), m + rng.integers(0, n, n)
+        diffs[b] = roc_auc(scores[mi], scores[ni]) - roc_auc(placebo[mi], placebo[ni])
+    tail = 0.025 / tests
+    return {
+        "auc_placebo": roc_auc(placebo[:m], placebo[m:]),
+        "auc_difference": roc_auc(scores[:m], scores[m:]) - roc_auc(placebo[:m], placebo[m:]),
+        "difference_95": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))],
+        "difference_verdict_interval": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))],
+    }
+
+
 def design_bound(epsilon: float, delta: float) -> tuple[float, float]:
     """(eps, delta) for this audit's design: a member against a non-member is a substitution, which
     add/remove (eps, delta)-DP covers as a group of two, (2 eps, (1 + e^eps) delta)."""
@@ -217,11 +241,14 @@ def membership_audit(
     non_members: int | None = None,
     seed: int = 0,
     placebo: bool = False,
+    against: str | Path | None = None,
 ) -> dict[str, Any]:
     """Attack a finished run on an embedded dataset; returns what ``membership.json`` holds.
 
     ``non_members``: pool records the run never read (default: ``NON_MEMBERS``, or as many as the members
-    if more); ``seed`` draws them.  Nothing per record is returned: only rates, AUCs and counts."""
+    if more); ``seed`` draws them.  ``against``: a run of the same configuration that read no private
+    record, attacked with the same candidates, so the verdict can tell the run's signal from the draw's.
+    Nothing per record is returned: only rates, AUCs and counts."""
     from dpsynth.methods.registry import METHODS
 
     run_dir = RunDir(run)
@@ -246,6 +273,11 @@ def membership_audit(
             if reads_private is False
             else f"audit membership: --placebo audits a run that read no private record (zero-shot); {method} read them"
         )
+    if against is not None and placebo:
+        raise ConfigError(
+            "audit membership: --against compares a run that read the private draw with a placebo; give the "
+            "private run as RUN and the zero-shot run after --against, without --placebo"
+        )
     epsilon, delta = _guarantee(run_dir)
     if placebo:  # no guarantee to test (it read nothing): its AUCs are the reference a private run is read against
         epsilon, delta = math.inf, 0.0
@@ -255,9 +287,8 @@ def membership_audit(
             f"audit membership: needs at least {MIN_CANDIDATES} members and {MIN_CANDIDATES} non-members (the run "
             f"drew {n_private} private records): fewer cannot support a verdict either way"
         )
-    output = find_run_output(run_dir.path)
-    if output is None:
-        raise DataError(f"audit membership: {run_dir.path} has no synthetic.jsonl/.csv/.parquet; audit a finished run")
+    syn, output = _released(run_dir)
+    placebo_run = _placebo_run(against, dataset.source) if against is not None else None
     pool, _ = dataset.split()
     member_idx = dataset.private_index(n_private, data_seed)
     members_df = pool.loc[member_idx]
@@ -266,30 +297,39 @@ def membership_audit(
     n_out = min(non_members if non_members is not None else max(n_private, NON_MEMBERS), len(rest))
     outsiders_df = rest.sample(n=n_out, random_state=seed)
 
-    syn = load_synthetic(run_dir.path)
-    if len(syn) == 0:
-        raise DataError(f"audit membership: {run_dir.path} released no synthetic record")
     embedder = embedder or default_embedder()
-    syn_emb, _ = embed_synthetic(syn, embedder)
     cand = list(members_df["text"].astype(str)) + list(outsiders_df["text"].astype(str))
     cand_emb = embed_test(cand, embedder)
     cand_labels = [norm_label(v) for v in [*members_df["label"], *outsiders_df["label"]]]
-    syn_labels = [norm_label(v) for v in syn.labels]
-    m = len(members_df)
-    scores = {"nearest": nearest_similarity(cand_emb, syn_emb)}
-    if set(cand_labels) & set(syn_labels):  # else every per-label score is -1: no attack at all
-        scores["nearest_same_label"] = nearest_similarity(cand_emb, syn_emb, cand_labels, syn_labels)
-    candidates = set(cand)
     test = dataset.test()
-    test = test[~test["text"].astype(str).isin(candidates)]  # no candidate's twin
+    test = test[~test["text"].astype(str).isin(set(cand))]  # no candidate's twin
     reference = list(test["text"].astype(str).sample(n=min(REFERENCE, len(test)), random_state=0))
-    scores["nearest_calibrated"] = scores["nearest"] - nearest_similarity(cand_emb, embed_test(reference, embedder))
+    typical = nearest_similarity(cand_emb, embed_test(reference, embedder))
+    m = len(members_df)
+    scores = _scores(syn, embedder, cand_emb, cand_labels, typical)
     attacks = {
         name: {"score": ATTACKS[name], **attack_result(s[:m], s[m:], epsilon, delta, seed, tests=len(scores))}
         for name, s in scores.items()
     }
     near = scores["nearest"]
     bound = dp_auc_bound(*design_bound(epsilon, delta))
+    comparison = None
+    if placebo_run is not None:
+        syn_p, output_p = _released(placebo_run)
+        scores_p = _scores(syn_p, embedder, cand_emb, cand_labels, typical)
+        paired = {
+            name: paired_difference(s, scores_p[name], m, seed, tests=len(scores))
+            for name, s in scores.items()
+            if name in scores_p
+        }
+        comparison = {
+            "run": str(placebo_run.path),
+            "method": read_run_config(placebo_run.path).get("method"),
+            "synthetic": len(syn_p),
+            "synthetic_sha256": output_fingerprint(output_p),
+            "attacks": paired,
+            "verdict": against_verdict(paired),
+        }
     return {
         "run": str(run_dir.path),
         "method": method,
@@ -312,7 +352,81 @@ def membership_audit(
         },
         "placebo": placebo,
         "verdict": placebo_verdict(attacks) if placebo else verdict(attacks, bound, epsilon),
+        **({"against": comparison} if comparison is not None else {}),
     }
+
+
+def _released(run_dir: RunDir) -> tuple[Any, Path]:
+    """A finished run's synthetic set and its file."""
+    output = find_run_output(run_dir.path)
+    if output is None:
+        raise DataError(f"audit membership: {run_dir.path} has no synthetic.jsonl/.csv/.parquet; audit a finished run")
+    syn = load_synthetic(run_dir.path)
+    if len(syn) == 0:
+        raise DataError(f"audit membership: {run_dir.path} released no synthetic record")
+    return syn, output
+
+
+def _scores(
+    syn: Any, embedder: Embedder, cand_emb: np.ndarray, cand_labels: list[str], typical: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each attack's score of every candidate against one synthetic set (``typical``: each candidate's
+    nearness to the public reference records, which the calibrated attack subtracts)."""
+    syn_emb, _ = embed_synthetic(syn, embedder)
+    syn_labels = [norm_label(v) for v in syn.labels]
+    scores = {"nearest": nearest_similarity(cand_emb, syn_emb)}
+    if set(cand_labels) & set(syn_labels):  # else every per-label score is -1: no attack at all
+        scores["nearest_same_label"] = nearest_similarity(cand_emb, syn_emb, cand_labels, syn_labels)
+    scores["nearest_calibrated"] = scores["nearest"] - typical
+    return scores
+
+
+def _placebo_run(against: str | Path, source: str) -> RunDir:
+    """The run to compare with: same embedded dataset, and it read no private record (else its own members
+    would be found, and the comparison would hide a leak as "level")."""
+    from dpsynth.methods.registry import METHODS
+
+    placebo = RunDir(against)
+    cfg = read_run_config(placebo.path)
+    if not cfg:
+        raise DataError(f"audit membership: --against {placebo.path} holds no run (no readable config.yaml)")
+    used = used_embedded_dataset(cfg)
+    if used is None or used.source != source:
+        raise ConfigError(
+            f"audit membership: --against {placebo.path} is a run on "
+            f"{run_data_config(cfg).get('private', 'other records')!r}, not on {source}; compare runs of one dataset"
+        )
+    method = cfg.get("method")
+    if method not in METHODS or METHODS[method].reads_private:
+        raise ConfigError(
+            f"audit membership: --against {placebo.path} is a {method} run, which read private records; give a "
+            "run that read none (--method zero-shot with the same generators), so only the draw is shared"
+        )
+    return placebo
+
+
+def against_verdict(paired: dict[str, dict[str, Any]]) -> str:
+    """One sentence on the run against its placebo, judged on the Bonferroni intervals of the differences."""
+
+    def shown(name: str) -> str:
+        a = paired[name]
+        lo, hi = a["difference_95"]
+        return (
+            f"the {name} attack's AUC is {a['auc_difference']:+.3f} against the placebo's {a['auc_placebo']:.3f} "
+            f"(95% {lo:+.3f} to {hi:+.3f})"
+        )
+
+    above = [n for n, a in paired.items() if a["difference_verdict_interval"][0] > 0]
+    if above:
+        return (
+            f"beyond the placebo: {shown(above[0])}. The run's synthetic set sits nearer its own private records "
+            "than a set that never read them: membership shows, within or beyond the bound above"
+        )
+    below = [n for n, a in paired.items() if a["difference_verdict_interval"][1] < 0]
+    if below:
+        return f"below the placebo: {shown(below[0])}; no membership signal beyond the draw's"
+    best = max(paired, key=lambda n: paired[n]["auc_difference"])
+    return f"level with the placebo: {shown(best)}; whatever the AUCs above show, the draw gives them too"
 
 
 def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) -> str:
@@ -335,7 +449,7 @@ def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) ->
     if above:
         return (
             f"members are found more often than chance: {shown(above[0])}, within what epsilon = {eps} allows. "
-            "A draw can do this alone: compare with the zero-shot run of the same config (--placebo)"
+            "A draw can do this alone: compare with a zero-shot run of the same config (--against ZERO_SHOT_RUN)"
         )
     below = [n for n, a in attacks.items() if a["auc_verdict_interval"][1] < 0.5]
     if below:
@@ -383,4 +497,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"  near copies (cosine >= {nc['threshold']}): {nc['members']} members, {nc['non_members']} non-members"
     )
     lines.append(result["verdict"])
+    against = result.get("against")
+    if against:
+        lines.append(f"against {against['run']} ({against['method']}, read no private record; same candidates):")
+        for name, a in against["attacks"].items():
+            lo, hi = a["difference_95"]
+            lines.append(
+                f"  {name}: AUC {a['auc_placebo']:.3f} there, difference {a['auc_difference']:+.3f} "
+                f"(95% {lo:+.3f} to {hi:+.3f})"
+            )
+        lines.append(against["verdict"])
     return lines

@@ -132,6 +132,7 @@ def membership_section(result: Any, current_sha256: str | None = None) -> str:
             f"Near copies (cosine ≥ {esc(nc['threshold'])}): {esc(nc['members'])} members, "
             f"{esc(nc['non_members'])} non-members."
         )
+        comparison = _against(result.get("against"))
         stale = current_sha256 is not None and result.get("synthetic_sha256") not in (None, current_sha256)
         headers = ["attack", "AUC", "95% interval", *[f"TPR at FPR {f} (add/remove bound)" for f in fprs]]
     except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError):
@@ -145,7 +146,28 @@ def membership_section(result: Any, current_sha256: str | None = None) -> str:
     )
     return (
         f"{head}{warn}<p>{intro}</p>{table(headers, rows)}"
-        f"<p>{copies}</p><p><strong>{esc(result.get('verdict', ''))}</strong></p>"
+        f"<p>{copies}</p><p><strong>{esc(result.get('verdict', ''))}</strong></p>{comparison}"
         '<p class="note">Evidence, not proof: a stronger attack might find more (dpsynth audit membership).</p>'
         "</section>"
     )
+
+
+def _against(against: Any) -> str:
+    """The run against a zero-shot run of the same config (``--against``): the AUC differences, paired."""
+    if not against:
+        return ""
+    rows = [
+        [
+            name,
+            fmt(a["auc_placebo"], 3),
+            f"{a['auc_difference']:+.3f}",
+            f"{a['difference_95'][0]:+.3f} – {a['difference_95'][1]:+.3f}",
+        ]
+        for name, a in against["attacks"].items()
+    ]
+    intro = (
+        f"Against {esc(against['run'])} ({esc(against['method'])}, which read no private record): the same "
+        "members and non-members, attacked on its set. What the draw gives both cancels in the difference."
+    )
+    headers = ["attack", "AUC there", "difference", "95% interval (paired)"]
+    return f"<p>{intro}</p>{table(headers, rows)}<p><strong>{esc(against['verdict'])}</strong></p>"
