@@ -10,8 +10,9 @@ sample attacks in MiniLM space, AUC with a bootstrap interval beside the largest
 allows.  Rows at epsilon inf (votes released without noise) show what the attack finds without DP; zero-shot sets,
 which read no private record, are audited as if they had read the seed's draw: a placebo that shows how
 far the AUC moves with the draw alone.  With ``--against-zero-shot`` every set of a run that read the
-draw is also attacked next to the zero-shot set of the same seed, N and generators (``--against``): the
-same candidates on both sets and a paired interval of the AUC difference, in which the draw cancels.
+draw is also attacked next to the zero-shot set of the same seed, N, generators and judge (``--against``;
+``placebo_for``): the same candidates on both sets and a paired interval of the AUC difference, in which
+the draw largely cancels.
 
 Analysis only: the "private" records here are public pool records of the embedded datasets.
 
@@ -66,8 +67,13 @@ def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: flo
 
 
 def placebo_for(folder: Path, row: str, n: int, seed: int) -> Path | None:
-    """The zero-shot set of the same seed, N, generators (the 1.5B rows' own) and judge, if it was kept."""
-    zs = "zero-shot" + ("-big" if "-big" in row else "") + ("+judge" if row.endswith("+judge") else "")
+    """The zero-shot set of the same seed and N with the row's generators, token limit, writers and judge
+    (``wasp-t128+judge`` -> ``zero-shot-t128+judge``; the keyword and pool variants change only the prompts
+    of later rounds, so their placebo is the plain one).  Aug-PE rows (one generator) have none: None."""
+    if not row.startswith("wasp"):
+        return None
+    mods = [m for m in ("-big", "-t128", "-w") if m in row]
+    zs = "zero-shot" + "".join(mods) + ("+judge" if row.endswith("+judge") else "")
     found = sorted(folder.glob(f"{zs}-eps0-n{n}-m*-s{seed}.jsonl"))
     return found[0] if found else None
 

@@ -192,21 +192,56 @@ def test_against_a_zero_shot_run_the_draw_cancels(tmp_path: Path) -> None:
     assert any(line.startswith("beyond the placebo") for line in summary_lines(res))
     (leaky / "membership.json").write_text(json.dumps(res))
     page = build_report(leaky)
-    assert "AUC there" in page and "beyond the placebo" in page
+    assert "AUC there" in page and "beyond the placebo" in page and "changed since this audit" not in page
+    for damaged in ({**res["against"], "attacks": {"nearest": {"auc_placebo": 0.5}}}, "x", {"verdict": 1}):
+        (leaky / "membership.json").write_text(json.dumps({**res, "against": damaged}))
+        page = build_report(leaky)  # the comparison's own warning; the audit above it stays
+        assert "comparison with the --against run cannot be read" in page and "95% interval" in page
+    huge = {**res["against"], "attacks": {"nearest": {**near, "auc_difference": 10**400}}}
+    (leaky / "membership.json").write_text(json.dumps({**res, "against": huge}))
+    assert "cannot be read" in build_report(leaky)  # too large for a float: a warning, not a crash
+    (leaky / "membership.json").write_text(json.dumps(res))
+    with (zs / "synthetic.jsonl").open("a") as f:
+        f.write(json.dumps({"text": "one more review", "label": 1}) + "\n")
+    assert "The --against run's synthetic set changed since this audit" in build_report(leaky)
     # what --against refuses: a run that read private records, another dataset, together with --placebo
     news = EMBEDDED_DATASETS["embedded:newsgroups"]
     other = _run(tmp_path / "news", base_t, base_l, method="zero-shot", data={"private": "embedded:newsgroups"})
     other_cfg = yaml.safe_load((other / "config.yaml").read_text())
     assert other_cfg["data"]["private"] == news.source
+    empty = _run(tmp_path / "empty", [], [], method="zero-shot")
+    labelled = _run(tmp_path / "labels", ["a review"] * 2, ["spam", "ham"], method="zero-shot")
     for wrong, words in (
         (same, "which read private records"),
         (other, "not on embedded:imdb"),
         (tmp_path / "nothing", "holds no run"),
+        (leaky, "names the audited run itself"),
+        (empty, "--against .*empty"),
+        (labelled, "none of its samples carries a label"),
     ):
         with pytest.raises((ConfigError, DataError), match=words):
             membership_audit(leaky, embedder=FakeEmbedder(), non_members=200, against=wrong)
     with pytest.raises(ConfigError, match="without --placebo"):
         membership_audit(zs, embedder=FakeEmbedder(), placebo=True, against=zs)
+
+
+def test_the_verdict_against_the_placebo_on_each_side() -> None:
+    """Judged on the Bonferroni interval, which the sentence shows: a 95% interval above 0 whose wider
+    interval covers 0 is level, not beyond."""
+    from dpsynth.audit.membership import against_verdict
+
+    def one(lo: float, hi: float, diff: float = 0.03) -> dict[str, Any]:
+        return {
+            "auc_placebo": 0.5,
+            "auc_difference": diff,
+            "difference_95": [lo + 0.01, hi - 0.01],
+            "difference_verdict_interval": [lo, hi],
+        }
+
+    assert against_verdict({"nearest": one(0.01, 0.06)}).startswith("beyond the placebo")
+    level = against_verdict({"nearest": one(-0.006, 0.07), "calibrated": one(-0.02, 0.05, 0.01)})
+    assert level.startswith("level with the placebo") and "-0.006 to +0.070" in level and "over 2 attacks" in level
+    assert against_verdict({"nearest": one(-0.09, -0.01, -0.05)}).startswith("below the placebo")
 
 
 def test_the_verdict_on_each_side_of_chance() -> None:

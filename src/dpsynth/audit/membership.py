@@ -24,7 +24,8 @@ claim, one around 0.5 is what DP predicts but does not prove it (a stronger atta
 A draw of M records can sit a little nearer to every synthetic set than the non-members do, by chance,
 and that draw repeats across every run of one seed.  ``against`` reads the run next to a run of the same
 configuration that read nothing (zero-shot): the same members, non-members and attacks on both sets, and a
-paired bootstrap of the AUC difference, so what the draw gives both cancels and what is left is the run's.
+paired bootstrap of the AUC difference, so what the draw gives both largely cancels (fully only where the
+two sets depend on it alike: same generators, judge and N) and what is left is the run's.
 
 Why only embedded data: the audit reads the private records without any privacy and publishes statistics
 of them (an AUC is one).  On a user's own records that result would be an unaccounted release, so the
@@ -234,6 +235,15 @@ def output_fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def placebo_fingerprint(result: Any) -> str | None:
+    """sha256 of the ``--against`` run's synthetic file as it is now (None: no comparison, or not found)."""
+    try:
+        output = find_run_output(Path(result["against"]["run"]))
+        return output_fingerprint(output) if output is not None else None
+    except (KeyError, TypeError, OSError):
+        return None
+
+
 def membership_audit(
     run: str | Path,
     *,
@@ -288,7 +298,8 @@ def membership_audit(
             f"drew {n_private} private records): fewer cannot support a verdict either way"
         )
     syn, output = _released(run_dir)
-    placebo_run = _placebo_run(against, dataset.source) if against is not None else None
+    placebo_run = _placebo_run(against, run_dir, dataset.source) if against is not None else None
+    released_p = _released(placebo_run, "--against ") if placebo_run is not None else None  # before any embedding
     pool, _ = dataset.split()
     member_idx = dataset.private_index(n_private, data_seed)
     members_df = pool.loc[member_idx]
@@ -301,6 +312,11 @@ def membership_audit(
     cand = list(members_df["text"].astype(str)) + list(outsiders_df["text"].astype(str))
     cand_emb = embed_test(cand, embedder)
     cand_labels = [norm_label(v) for v in [*members_df["label"], *outsiders_df["label"]]]
+    if released_p is not None and not {norm_label(v) for v in released_p[0].labels} & set(cand_labels):
+        raise ConfigError(
+            f"audit membership: --against {against}: none of its samples carries a label of {dataset.source} "
+            f"({', '.join(sorted(set(cand_labels)))}); compare with a zero-shot run of the same config"
+        )
     test = dataset.test()
     test = test[~test["text"].astype(str).isin(set(cand))]  # no candidate's twin
     reference = list(test["text"].astype(str).sample(n=min(REFERENCE, len(test)), random_state=0))
@@ -314,8 +330,8 @@ def membership_audit(
     near = scores["nearest"]
     bound = dp_auc_bound(*design_bound(epsilon, delta))
     comparison = None
-    if placebo_run is not None:
-        syn_p, output_p = _released(placebo_run)
+    if placebo_run is not None and released_p is not None:
+        syn_p, output_p = released_p
         scores_p = _scores(syn_p, embedder, cand_emb, cand_labels, typical)
         paired = {
             name: paired_difference(s, scores_p[name], m, seed, tests=len(scores))
@@ -356,14 +372,19 @@ def membership_audit(
     }
 
 
-def _released(run_dir: RunDir) -> tuple[Any, Path]:
-    """A finished run's synthetic set and its file."""
+def _released(run_dir: RunDir, role: str = "") -> tuple[Any, Path]:
+    """A finished run's synthetic set and its file (``role``: how the user named the run, for messages)."""
     output = find_run_output(run_dir.path)
     if output is None:
-        raise DataError(f"audit membership: {run_dir.path} has no synthetic.jsonl/.csv/.parquet; audit a finished run")
-    syn = load_synthetic(run_dir.path)
+        raise DataError(
+            f"audit membership: {role}{run_dir.path} has no synthetic.jsonl/.csv/.parquet; give a finished run"
+        )
+    try:
+        syn = load_synthetic(run_dir.path)
+    except DataError as exc:
+        raise DataError(f"audit membership: {role}{run_dir.path}: {exc}") from None
     if len(syn) == 0:
-        raise DataError(f"audit membership: {run_dir.path} released no synthetic record")
+        raise DataError(f"audit membership: {role}{run_dir.path} released no synthetic record")
     return syn, output
 
 
@@ -381,12 +402,16 @@ def _scores(
     return scores
 
 
-def _placebo_run(against: str | Path, source: str) -> RunDir:
+def _placebo_run(against: str | Path, run_dir: RunDir, source: str) -> RunDir:
     """The run to compare with: same embedded dataset, and it read no private record (else its own members
     would be found, and the comparison would hide a leak as "level")."""
     from dpsynth.methods.registry import METHODS
 
     placebo = RunDir(against)
+    if placebo.path.resolve() == run_dir.path.resolve():
+        raise ConfigError(
+            "audit membership: --against names the audited run itself; give a zero-shot run of the same config"
+        )
     cfg = read_run_config(placebo.path)
     if not cfg:
         raise DataError(f"audit membership: --against {placebo.path} holds no run (no readable config.yaml)")
@@ -397,6 +422,8 @@ def _placebo_run(against: str | Path, source: str) -> RunDir:
             f"{run_data_config(cfg).get('private', 'other records')!r}, not on {source}; compare runs of one dataset"
         )
     method = cfg.get("method")
+    if method is None:
+        raise DataError(f"audit membership: --against {placebo.path}/config.yaml names no method; give a run dir")
     if method not in METHODS or METHODS[method].reads_private:
         raise ConfigError(
             f"audit membership: --against {placebo.path} is a {method} run, which read private records; give a "
@@ -406,27 +433,35 @@ def _placebo_run(against: str | Path, source: str) -> RunDir:
 
 
 def against_verdict(paired: dict[str, dict[str, Any]]) -> str:
-    """One sentence on the run against its placebo, judged on the Bonferroni intervals of the differences."""
+    """One sentence on the run against its placebo, judged on the Bonferroni intervals of the differences
+    (the interval shown is the one judged on)."""
+    k = len(paired)
 
     def shown(name: str) -> str:
         a = paired[name]
-        lo, hi = a["difference_95"]
+        lo, hi = a["difference_verdict_interval"]
         return (
-            f"the {name} attack's AUC is {a['auc_difference']:+.3f} against the placebo's {a['auc_placebo']:.3f} "
-            f"(95% {lo:+.3f} to {hi:+.3f})"
+            f"the {name} attack's AUC differs from the placebo's {a['auc_placebo']:.3f} by {a['auc_difference']:+.3f} "
+            f"({100 - 5 / k:.1f}% interval {lo:+.3f} to {hi:+.3f}, Bonferroni over {k} attacks)"
         )
 
     above = [n for n, a in paired.items() if a["difference_verdict_interval"][0] > 0]
     if above:
         return (
             f"beyond the placebo: {shown(above[0])}. The run's synthetic set sits nearer its own private records "
-            "than a set that never read them: membership shows, within or beyond the bound above"
+            "than a set that never read them: membership shows (the bound above says whether beyond epsilon)"
         )
     below = [n for n, a in paired.items() if a["difference_verdict_interval"][1] < 0]
     if below:
-        return f"below the placebo: {shown(below[0])}; no membership signal beyond the draw's"
+        return (
+            f"below the placebo: {shown(below[0])}: the members sit farther from this set than from one that "
+            "never read them; no sign of membership beyond what the draw gives"
+        )
     best = max(paired, key=lambda n: paired[n]["auc_difference"])
-    return f"level with the placebo: {shown(best)}; whatever the AUCs above show, the draw gives them too"
+    return (
+        f"level with the placebo: {shown(best)}, an interval that covers 0: the AUCs above are not shown to "
+        "exceed what the draw alone gives (evidence, not proof)"
+    )
 
 
 def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) -> str:

@@ -97,10 +97,11 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     return "".join(parts)
 
 
-def membership_section(result: Any, current_sha256: str | None = None) -> str:
+def membership_section(result: Any, current_sha256: str | None = None, placebo_sha256: str | None = None) -> str:
     """The membership audit (``dpsynth audit membership``, membership.json) when it was run: evidence about
     the guarantee above, so it follows it.  Empty when there is none; a warning when it cannot be read or
-    measured another synthetic set than the run's current one (``current_sha256``)."""
+    measured another synthetic set than the run's current one (``current_sha256``; ``placebo_sha256``: the
+    ``--against`` run's)."""
     head = '<section id="membership"><h2>Membership audit</h2>'
     if result is None:
         return ""
@@ -132,7 +133,7 @@ def membership_section(result: Any, current_sha256: str | None = None) -> str:
             f"Near copies (cosine ≥ {esc(nc['threshold'])}): {esc(nc['members'])} members, "
             f"{esc(nc['non_members'])} non-members."
         )
-        comparison = _against(result.get("against"))
+        comparison = _against(result.get("against"), placebo_sha256)
         stale = current_sha256 is not None and result.get("synthetic_sha256") not in (None, current_sha256)
         headers = ["attack", "AUC", "95% interval", *[f"TPR at FPR {f} (add/remove bound)" for f in fprs]]
     except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError):
@@ -152,22 +153,34 @@ def membership_section(result: Any, current_sha256: str | None = None) -> str:
     )
 
 
-def _against(against: Any) -> str:
-    """The run against a zero-shot run of the same config (``--against``): the AUC differences, paired."""
+def _against(against: Any, current_sha256: str | None) -> str:
+    """The run against a zero-shot run of the same config (``--against``): the AUC differences, paired.  A
+    damaged block is a warning of its own; the audit above stays."""
     if not against:
         return ""
-    rows = [
-        [
-            name,
-            fmt(a["auc_placebo"], 3),
-            f"{a['auc_difference']:+.3f}",
-            f"{a['difference_95'][0]:+.3f} – {a['difference_95'][1]:+.3f}",
+    try:
+        rows = [
+            [
+                name,
+                fmt(a["auc_placebo"], 3),
+                f"{float(a['auc_difference']):+.3f}",
+                f"{float(a['difference_95'][0]):+.3f} – {float(a['difference_95'][1]):+.3f}",
+            ]
+            for name, a in against["attacks"].items()
         ]
-        for name, a in against["attacks"].items()
-    ]
-    intro = (
-        f"Against {esc(against['run'])} ({esc(against['method'])}, which read no private record): the same "
-        "members and non-members, attacked on its set. What the draw gives both cancels in the difference."
+        intro = (
+            f"Against {esc(against['run'])} ({esc(against['method'])}, which read no private record): the same "
+            "members and non-members, attacked on its set; what the draw gives both largely cancels in the "
+            "difference."
+        )
+        verdict = esc(against["verdict"])
+        stale = current_sha256 is not None and against.get("synthetic_sha256") not in (None, current_sha256)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError, ArithmeticError):
+        return '<p class="warn">The comparison with the --against run cannot be read; run the audit again.</p>'
+    warn = (
+        '<p class="warn">The --against run\'s synthetic set changed since this audit: run it again.</p>'
+        if stale
+        else ""
     )
     headers = ["attack", "AUC there", "difference", "95% interval (paired)"]
-    return f"<p>{intro}</p>{table(headers, rows)}<p><strong>{esc(against['verdict'])}</strong></p>"
+    return f"{warn}<p>{intro}</p>{table(headers, rows)}<p><strong>{verdict}</strong></p>"

@@ -443,7 +443,7 @@ def _images_section(run_dir: Path, per_class: int = 10) -> str:
 
 def _membership(rd: Path) -> str:
     """The membership audit's section: an optional file, so a damaged one is a warning, never a failure."""
-    from dpsynth.audit.membership import MEMBERSHIP_FILE, output_fingerprint
+    from dpsynth.audit.membership import MEMBERSHIP_FILE, output_fingerprint, placebo_fingerprint
     from dpsynth.evaluate.inputs import find_run_output
 
     try:
@@ -451,7 +451,8 @@ def _membership(rd: Path) -> str:
     except DataError:
         result = "damaged"
     output = find_run_output(rd)
-    return membership_section(result, output_fingerprint(output) if output is not None else None)
+    current = output_fingerprint(output) if output is not None else None
+    return membership_section(result, current, placebo_fingerprint(result))
 
 
 def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS) -> str:
