@@ -539,11 +539,34 @@ def test_the_runs_private_data_is_refused_as_test_set(
     with pytest.raises(ConfigError, match=r"^--reference-zero-shot \S+: this is the run's private data"):
         evaluate(run_dir, held_out, reference_zero_shot=copy, embedder=FakeEmbedder(), cache_dir=tmp_path)
     assert not (run_dir / "evaluation.json").exists()
-    # other records (a copy with one more row) are another test set: scored as usual
+    # other bytes, the same records: a copy with one more row, the private file saved as JSONL in another
+    # order and with other column names; and a held-out file with two private records among its own
+    import pandas as pd
+
     other = tmp_path / "other.csv"
     other.write_text(priv.read_text() + "another held-out review,1\n")
-    res = evaluate(run_dir, other, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False, **cols)
-    assert res["test"]["n"] == 41
+    frame = pd.read_csv(priv).iloc[::-1].rename(columns={"review": "text", "sentiment": "label"})
+    as_jsonl = tmp_path / "reformatted.jsonl"
+    frame.to_json(as_jsonl, orient="records", lines=True)
+    mixed = _write(tmp_path, "mixed.csv", _reviews(30, 5))
+    held = pd.read_csv(mixed)
+    pd.concat([held, pd.read_csv(priv).rename(columns={"review": "text", "sentiment": "label"})[:2]]).to_csv(
+        mixed, index=False
+    )
+    for test, kw, words in (
+        (other, cols, "40 of its 41 texts are texts of the run's private data"),
+        (as_jsonl, {}, "40 of its 40 texts .*a copy of the private records in another form"),
+        (mixed, {}, "2 of its 32 texts .*some of them"),
+    ):
+        with pytest.raises(ConfigError, match=r"^--test: " + words) as exc:
+            evaluate(run_dir, test, embedder=FakeEmbedder(), cache_dir=tmp_path, **kw)
+        assert "\n" not in str(exc.value) and "SENTINEL" not in str(exc.value) and "drop the rows" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"^--reference-zero-shot: 40 of its 40 texts"):
+        evaluate(run_dir, held_out, reference_zero_shot=as_jsonl, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    assert not (run_dir / "evaluation.json").exists()
+    # records held out before the run share no text with it: scored as usual
+    res = evaluate(run_dir, held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert res["test"]["n"] == len(pd.read_csv(held_out))
 
 
 def test_a_run_on_other_labels_does_not_default_to_the_embedded_split(

@@ -39,6 +39,7 @@ from dpsynth.evaluate.inputs import (
     load_test,
     read_run_config,
     refuse_private_data,
+    refuse_private_texts,
     resolve_test,
     run_data_config,
     used_embedded_dataset,
@@ -138,6 +139,7 @@ def evaluate(
     tst = load_test(
         test, test_text_column or text_column, test_label_column or label_column, set(syn.labels), test_encoding
     )
+    refuse_private_texts(tst.texts, "--test", syn, run_cfg)
     warnings = check_labels(syn, tst)
     for w in warnings:
         log.warning(w)
@@ -149,6 +151,7 @@ def evaluate(
         try:  # the same checks as the synthetic set, in messages that name the flag the user gave
             zs = load_synthetic(reference_zero_shot, text_column, label_column)
             check_labels(zs, tst)
+            refuse_private_texts(zs.texts, "--reference-zero-shot", syn, run_cfg)
         except DataError as exc:
             raise DataError(f"--reference-zero-shot: {str(exc).removeprefix('--synthetic: ')}") from None
     timings["load"] = time.perf_counter() - t_start

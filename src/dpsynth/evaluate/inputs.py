@@ -16,7 +16,7 @@ import numpy as np
 from dpsynth.data import EmbeddedDataset, columns_text, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
-from dpsynth.privacy.private_data import is_private_source
+from dpsynth.privacy.private_data import is_private_source, shared_records
 from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
@@ -152,19 +152,53 @@ def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dic
     are exact statistics of the private records, outside the privacy guarantee, and they would be
     written to evaluation.json and the report.  A synthetic set given as a file of a run directory is
     checked against that run's config.yaml.  ``fix``: what to give instead."""
+    found = _run_config(syn, run_cfg)
+    if found is None:
+        return
+    config, run_cfg = found
+    if is_private_source(source, run_data_config(run_cfg).get("private")):
+        raise ConfigError(
+            f"{flag} {source}: this is the run's private data (data.private in {config}); "
+            "scores with it are exact statistics of the private records, which the privacy guarantee does not "
+            f"cover, and they would be written to evaluation.json and the report; {fix}"
+        )
+
+
+def refuse_private_texts(texts: Sequence[str], flag: str, syn: LabelledTexts, run_cfg: dict[str, Any]) -> None:
+    """Refuse real data whose texts include the run's private records (``shared_records``): the private file
+    saved again in another format, order or columns, or a test file with some private records in it, which
+    ``refuse_private_data`` (bytes) cannot see.  Scores on them are exact statistics of those records,
+    outside the guarantee.  The data owner running evaluate sees how many; nothing else is said."""
+    found = _run_config(syn, run_cfg)
+    if found is None:
+        return
+    config, run_cfg = found
+    data = run_data_config(run_cfg)
+    counts = shared_records(
+        texts, data.get("private"), str(data.get("text_column") or "text"), str(data.get("encoding") or "utf-8")
+    )
+    if counts is None or counts[0] == 0:
+        return
+    shared, own = counts
+    what = "a copy of the private records in another form" if 2 * shared >= min(len(texts), own) else "some of them"
+    raise ConfigError(
+        f"{flag}: {shared} of its {len(texts)} texts are texts of the run's private data (data.private in "
+        f"{config}; {what}); scores on them are exact statistics of the private records, which the privacy "
+        "guarantee does not cover, and they would be written to evaluation.json and the report. Use real "
+        f"records held out before the run, or drop the rows whose text is also in data.private from {flag}"
+    )
+
+
+def _run_config(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The config.yaml of the run that released ``syn`` and its contents (None: not a run's output)."""
     if syn.run_dir is not None:
         config = RunDir(syn.run_dir).config
     elif Path(syn.source).expanduser().is_file():  # a run's output file given as --synthetic: its run's config
         config = Path(syn.source).expanduser().parent / "config.yaml"
         run_cfg = read_run_config(config.parent)
     else:
-        return
-    if config.is_file() and is_private_source(source, run_data_config(run_cfg).get("private")):
-        raise ConfigError(
-            f"{flag} {source}: this is the run's private data (data.private in {config}); "
-            "scores with it are exact statistics of the private records, which the privacy guarantee does not "
-            f"cover, and they would be written to evaluation.json and the report; {fix}"
-        )
+        return None
+    return (config, run_cfg) if config.is_file() else None
 
 
 def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:

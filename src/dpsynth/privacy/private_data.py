@@ -233,8 +233,8 @@ def is_private_source(candidate: Any, private: Any) -> bool:
     consistency on them are exact, un-noised statistics of the records, and they would go into
     ``evaluation.json`` and the report, which the privacy guarantee does not cover.  Only the files'
     identity and bytes are compared (a hash, nothing parsed, nothing shown); a relative ``private`` is
-    read from the working directory, as the run read it.  A test file that holds some private records
-    among others is not recognised."""
+    read from the working directory, as the run read it.  A test file that holds the private records in
+    another form, or some of them among others, is caught once read, by ``shared_records``."""
     if not isinstance(candidate, (str, os.PathLike)) or not isinstance(private, (str, os.PathLike)):
         return False
     try:
@@ -251,6 +251,33 @@ def is_private_source(candidate: Any, private: Any) -> bool:
         )
     except (OSError, RuntimeError):  # unreadable, or ~user unknown: the loaders say why, with the name
         return False
+
+
+def shared_records(
+    texts: Sequence[str], private: Any, text_column: str, encoding: str = "utf-8"
+) -> tuple[int, int] | None:
+    """How many of ``texts`` are also texts of the run's private file ``private`` (``data.private``, read
+    with its ``data.text_column`` and ``data.encoding``), after collapsing white space, and how many
+    distinct texts that file holds: ``(shared, private_texts)``.  None when the file cannot be read here (an
+    embedded dataset, a dataset object, a path on another machine, another format): a best effort.
+
+    Why: ``is_private_source`` compares bytes, so the private file saved again in another format, order or
+    column layout passes it, and scores against it would be exact statistics of the private records.  Only
+    the two counts leave this function, for ``dpsynth evaluate`` to refuse or warn the data owner on the
+    console; no text, no row, nothing written."""
+    if not isinstance(private, (str, os.PathLike)) or embedded_dataset(private) is not None:
+        return None
+    try:
+        path = Path(private).expanduser()
+        if not path.exists():
+            return None
+        df = read_table(path, encoding, columns={text_column})
+        column = df[text_column]
+    except (DataError, OSError, KeyError, ValueError, RuntimeError):
+        return None
+    own = {" ".join(str(t).split()) for t in column.tolist()} - {""}
+    shared = sum(1 for t in texts if " ".join(str(t).split()) in own)
+    return shared, len(own)
 
 
 def _digest(path: Path) -> str:
