@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from dpsynth.audit.membership import (
-    design_bound,
-    dp_auc_bound,
-    dp_tpr_bound,
-    membership_audit,
-    nearest_similarity,
-    roc_auc,
-    tpr_at_fpr,
-    verdict,
-)
+from dpsynth.audit.attack_stats import design_bound, dp_auc_bound, dp_tpr_bound, nearest_similarity, roc_auc, tpr_at_fpr
+from dpsynth.audit.membership import membership_audit, verdict
 from dpsynth.datasets import EMBEDDED_DATASETS, EMBEDDED_IMDB
 from dpsynth.errors import ConfigError, DataError
 
