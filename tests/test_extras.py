@@ -199,9 +199,10 @@ def test_wasp_evaluate_report_without_extras(tmp_path: Path, private_csv: Path) 
         gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
         cfg = fake_run_config(private, run)
         res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
-        # real held-out records (never the private file itself: evaluate refuses it)
+        # real held-out records (never the private records, in any form: evaluate refuses them)
         held_out = private.with_name("held_out.csv")
-        held_out.write_text(private.read_text(encoding="utf-8").replace("\\n", "\\nheld-out ", 1), encoding="utf-8")
+        rows = private.read_text(encoding="utf-8").rstrip("\\n")
+        held_out.write_text(rows.replace("\\n", "\\nheld-out review ") + "\\n", encoding="utf-8")
         ev = evaluate(
             run, held_out, test_text_column="review", test_label_column="sentiment", embedder=FakeEmbedder(),
             cache_dir=run.parent / "cache", seeds=[0],

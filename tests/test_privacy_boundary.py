@@ -38,7 +38,7 @@ HANDLES = {"dpsynth.privacy.private_data": "PrivateData", "dpsynth.privacy.priva
 HANDLE_API = {
     "dpsynth.privacy.private_data": frozenset(
         {"PrivateData", "PRIVATE_TEXT_DOMAIN", "load_run_private", "load_qa_pairs"}
-        | {"notify_owner", "warn_if_delta_large", "is_private_source", "shared_records"}
+        | {"notify_owner", "warn_if_delta_large", "is_private_source", "private_text_keys", "text_key"}
     ),
     "dpsynth.privacy.private_tables": frozenset(
         {"PrivateRecords", "load_private_table", "is_array_source", "DOMAIN_NOT_EMPTY", "DOMAIN_LABEL"}

@@ -37,6 +37,7 @@ from dpsynth.evaluate.inputs import (
     embed_test,
     load_synthetic,
     load_test,
+    private_keys,
     read_run_config,
     refuse_private_data,
     refuse_private_texts,
@@ -139,7 +140,8 @@ def evaluate(
     tst = load_test(
         test, test_text_column or text_column, test_label_column or label_column, set(syn.labels), test_encoding
     )
-    refuse_private_texts(tst.texts, "--test", syn, run_cfg)
+    private = private_keys(syn, run_cfg)  # read once: the test set and the zero-shot reference are checked
+    refuse_private_texts(tst.texts, "--test", private)
     warnings = check_labels(syn, tst)
     for w in warnings:
         log.warning(w)
@@ -151,7 +153,7 @@ def evaluate(
         try:  # the same checks as the synthetic set, in messages that name the flag the user gave
             zs = load_synthetic(reference_zero_shot, text_column, label_column)
             check_labels(zs, tst)
-            refuse_private_texts(zs.texts, "--reference-zero-shot", syn, run_cfg)
+            refuse_private_texts(zs.texts, "--reference-zero-shot", private)
         except DataError as exc:
             raise DataError(f"--reference-zero-shot: {str(exc).removeprefix('--synthetic: ')}") from None
     timings["load"] = time.perf_counter() - t_start

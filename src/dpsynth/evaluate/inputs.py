@@ -16,7 +16,7 @@ import numpy as np
 from dpsynth.data import EmbeddedDataset, columns_text, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
-from dpsynth.privacy.private_data import is_private_source, shared_records
+from dpsynth.privacy.private_data import is_private_source, notify_owner, private_text_keys, text_key
 from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
@@ -164,28 +164,43 @@ def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dic
         )
 
 
-def refuse_private_texts(texts: Sequence[str], flag: str, syn: LabelledTexts, run_cfg: dict[str, Any]) -> None:
-    """Refuse real data whose texts include the run's private records (``shared_records``): the private file
-    saved again in another format, order or columns, or a test file with some private records in it, which
-    ``refuse_private_data`` (bytes) cannot see.  Scores on them are exact statistics of those records,
-    outside the guarantee.  The data owner running evaluate sees how many; nothing else is said."""
+def private_keys(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, frozenset[str] | None] | None:
+    """The run's config.yaml and the keys of its private texts (``privacy.private_data.private_text_keys``:
+    None when they cannot be read here), read once for every real data set evaluate is given; None when
+    ``syn`` is not a run's output (nothing to compare with)."""
     found = _run_config(syn, run_cfg)
     if found is None:
+        return None
+    config, cfg = found
+    return config, private_text_keys(run_data_config(cfg))
+
+
+def refuse_private_texts(texts: Sequence[str], flag: str, private: tuple[Path, frozenset[str] | None] | None) -> None:
+    """Refuse real data that is the run's private records in another form (the private file saved as
+    JSONL, reordered, other columns, other case: ``refuse_private_data`` compares bytes and cannot see it):
+    half of its texts or more are private texts, or it holds half of the private texts or more.  Scores on
+    it would be exact statistics of the private records, outside the guarantee.  A few shared texts (a held-
+    out set and the private records can share a short or duplicated text) are a console note (never logged),
+    counts only: removing them would make the test set depend on the private records."""
+    if private is None:
         return
-    config, run_cfg = found
-    data = run_data_config(run_cfg)
-    counts = shared_records(
-        texts, data.get("private"), str(data.get("text_column") or "text"), str(data.get("encoding") or "utf-8")
-    )
-    if counts is None or counts[0] == 0:
+    config, keys = private
+    if keys is None:
+        log.warning(f"{flag}: not compared with the run's data.private (not readable here); be sure it is held out")
         return
-    shared, own = counts
-    what = "a copy of the private records in another form" if 2 * shared >= min(len(texts), own) else "some of them"
-    raise ConfigError(
-        f"{flag}: {shared} of its {len(texts)} texts are texts of the run's private data (data.private in "
-        f"{config}; {what}); scores on them are exact statistics of the private records, which the privacy "
-        "guarantee does not cover, and they would be written to evaluation.json and the report. Use real "
-        f"records held out before the run, or drop the rows whose text is also in data.private from {flag}"
+    shared = sum(1 for t in texts if text_key(t) in keys)
+    if shared == 0:
+        return
+    if 2 * shared >= min(len(texts), len(keys)):
+        raise ConfigError(
+            f"{flag}: {shared} of its {len(texts)} texts are texts of the run's private records (data.private in "
+            f"{config}; compared ignoring case, white space and Unicode form): a copy of them. Scores on it are "
+            "exact statistics of the private records, which the privacy guarantee does not cover, and they would "
+            "be written to evaluation.json and the report; use real records held out before the run"
+        )
+    notify_owner(
+        f"{flag}: {shared} of its {len(texts)} texts also occur among the run's private records (a duplicated or "
+        "short text, or a private record in the held-out set): if it was not held out before the run, stop"
     )
 
 

@@ -18,10 +18,12 @@ error messages end up in logs and bug reports.
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import sys
+import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -234,7 +236,7 @@ def is_private_source(candidate: Any, private: Any) -> bool:
     ``evaluation.json`` and the report, which the privacy guarantee does not cover.  Only the files'
     identity and bytes are compared (a hash, nothing parsed, nothing shown); a relative ``private`` is
     read from the working directory, as the run read it.  A test file that holds the private records in
-    another form, or some of them among others, is caught once read, by ``shared_records``."""
+    another form is caught once read, by their ``private_text_keys``."""
     if not isinstance(candidate, (str, os.PathLike)) or not isinstance(private, (str, os.PathLike)):
         return False
     try:
@@ -253,31 +255,43 @@ def is_private_source(candidate: Any, private: Any) -> bool:
         return False
 
 
-def shared_records(
-    texts: Sequence[str], private: Any, text_column: str, encoding: str = "utf-8"
-) -> tuple[int, int] | None:
-    """How many of ``texts`` are also texts of the run's private file ``private`` (``data.private``, read
-    with its ``data.text_column`` and ``data.encoding``), after collapsing white space, and how many
-    distinct texts that file holds: ``(shared, private_texts)``.  None when the file cannot be read here (an
-    embedded dataset, a dataset object, a path on another machine, another format): a best effort.
+def text_key(text: Any) -> str:
+    """A text as the private-copy check compares it: Unicode NFKC, HTML entities decoded, invisible format
+    characters (zero-width spaces, BOM) dropped, case folded, white space collapsed, hashed (the set of keys
+    kept in memory is no copy of the texts)."""
+    t = unicodedata.normalize("NFKC", html.unescape(str(text)))
+    t = "".join(c for c in t if unicodedata.category(c) != "Cf")
+    return hashlib.sha256(" ".join(t.casefold().split()).encode("utf-8")).hexdigest()
 
-    Why: ``is_private_source`` compares bytes, so the private file saved again in another format, order or
-    column layout passes it, and scores against it would be exact statistics of the private records.  Only
-    the two counts leave this function, for ``dpsynth evaluate`` to refuse or warn the data owner on the
-    console; no text, no row, nothing written."""
-    if not isinstance(private, (str, os.PathLike)) or embedded_dataset(private) is not None:
+
+def private_text_keys(data: Mapping[str, Any]) -> frozenset[str] | None:
+    """The ``text_key`` of every text of a run's private records, from its config's ``data`` section
+    (``private``, ``text_column``, ``encoding``; for an embedded dataset its draw, ``n_private`` and
+    ``seed``).  None when they cannot be read here (a path on another machine or moved, an in-memory source,
+    an embedded set this version does not have): a best effort, and the caller says it was skipped.
+
+    Why: ``is_private_source`` compares bytes, so the private file saved again in another format, order,
+    column layout or case passes it, and scores against it would be exact statistics of the private records.
+    Only keys leave this function, for ``dpsynth evaluate`` to count; no text, no row, nothing written."""
+    private = data.get("private")
+    if not isinstance(private, (str, os.PathLike)):
         return None
     try:
-        path = Path(private).expanduser()
-        if not path.exists():
-            return None
-        df = read_table(path, encoding, columns={text_column})
-        column = df[text_column]
+        embedded = embedded_dataset(private)
+        if embedded is not None:
+            n, seed = data.get("n_private", data.get("m_private")), data.get("seed", 0)
+            if isinstance(n, bool) or not isinstance(n, int) or not isinstance(seed, int):
+                return None
+            column = embedded.private(n, seed)["text"]
+        else:
+            path = Path(private).expanduser()
+            if not path.exists():
+                return None
+            text_column = str(data.get("text_column") or "text")
+            column = read_table(path, str(data.get("encoding") or "utf-8"), columns={text_column})[text_column]
     except (DataError, OSError, KeyError, ValueError, RuntimeError):
         return None
-    own = {" ".join(str(t).split()) for t in column.tolist()} - {""}
-    shared = sum(1 for t in texts if " ".join(str(t).split()) in own)
-    return shared, len(own)
+    return frozenset(text_key(t) for t in column.tolist() if str(t).strip())
 
 
 def _digest(path: Path) -> str:
