@@ -69,7 +69,10 @@ def _run_dir(tmp: Path, set_path: Path, source: str, m: int, seed: int, eps: flo
 def placebo_for(folder: Path, row: str, n: int, seed: int) -> Path | None:
     """The zero-shot set of the same seed and N with the row's generators, token limit, writers and judge
     (``wasp-t128+judge`` -> ``zero-shot-t128+judge``; the keyword and pool variants change only the prompts
-    of later rounds, so their placebo is the plain one).  Aug-PE rows (one generator) have none: None."""
+    of later rounds, so their placebo is the plain one).  Aug-PE rows (one 0.5B generator, no zero-shot set
+    of its own) get the WASP generators' zero-shot + judge set: the draw cancels less exactly there."""
+    if row.startswith("aug-pe") and row.endswith("+judge"):
+        row = "wasp+judge"
     if not row.startswith("wasp"):
         return None
     mods = [m for m in ("-big", "-t128", "-w") if m in row]
