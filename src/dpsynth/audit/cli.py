@@ -142,7 +142,7 @@ def membership_cmd(
         "--against",
         help=(
             "A zero-shot run of the same config: both sets are attacked with the same candidates and the AUC "
-            "differences get a paired interval, so what the draw alone gives cancels."
+            "differences get a paired interval, in which the draw largely cancels."
         ),
     ),
 ) -> None:
