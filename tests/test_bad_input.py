@@ -236,6 +236,20 @@ def bad_label_column(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(label_column="label"))
 
 
+def semicolon_csv(tmp: Path, csv: Path) -> Action:
+    """A spreadsheet's export with ';' reads as one column named after the whole header: say why."""
+    rows = _rows(csv)
+    path = tmp / "semi.csv"
+    rows.to_csv(path, sep=";", index=False)
+    return _later(tmp, path)
+
+
+def comma_tsv(tmp: Path, csv: Path) -> Action:
+    path = tmp / "records.tsv"
+    path.write_bytes(csv.read_bytes())
+    return _later(tmp, path)
+
+
 def empty_texts(tmp: Path, csv: Path) -> Action:
     df = _rows(csv)
     df.loc[[3, 7], "review"] = ["", "   "]
@@ -506,6 +520,8 @@ CASES = [
         DataError,
         ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
     ),
+    Case(semicolon_csv, DataError, ("semi.csv", "'review'", "review;sentiment", "';'-separated", "commas")),
+    Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
     Case(empty_text_after_blank_jsonl_lines, DataError, ("gaps.jsonl", "'review'", "1 record(s)", "lines 5")),
@@ -696,6 +712,24 @@ def test_bad_out_is_refused_before_any_model_is_loaded(
         with pytest.raises(ConfigError, match="^out: .*afile"):
             dpsynth.synthesize(cfg, embedder=FakeEmbedder(), progress=False)
     assert built == []  # the check comes before the (slow) models are loaded
+
+
+def test_a_missing_model_file_is_refused_before_the_embedding_model_loads(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped GGUF path was found only when the generators were built, after the embedding model had
+    loaded (about 9 s here, minutes on a cold disk); it is checked with the other settings now."""
+    from dpsynth.embeddings import SentenceTransformerEmbedder
+
+    def no_load(self: object) -> None:
+        raise AssertionError("the embedding model was loaded before the model path was checked")
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "load", no_load)
+    gens = [dict(name="a", model=str(tmp_path / "nope.gguf")), dict(name="b", model=str(tmp_path / "nope.gguf"))]
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "run", generators=gens))
+    with pytest.raises(GeneratorError, match=r"^generators\[a\]\.model: .*nope.gguf does not exist"):
+        dpsynth.synthesize(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_failure_path_closes_the_generators(

@@ -158,6 +158,11 @@ def test_parse_overrides_maps_flags_to_dotted_paths(tmp_path: Path) -> None:
         assert load_config(None, parse_overrides(["--labels", flag])).data.labels == labels, flag
     with pytest.raises(ConfigError, match="data.labels: not valid YAML"):
         parse_overrides(["--labels", "[a, b"])
+    # a list-valued field with a YAML typo is named as one (it was 'Input should be a valid list'); a text
+    # field keeps text that only looks like YAML
+    with pytest.raises(ConfigError, match="generators: not valid YAML"):
+        parse_overrides(["--generators", "[{name: a, model: nothere.gguf}"])
+    assert parse_overrides(["--task", "[urgent] ticket"]) == {"data.task": "[urgent] ticket"}
 
     # the same through a config file: flags win over the file
     path = tmp_path / "c.yaml"
@@ -497,6 +502,8 @@ def test_console_entry_bad_input_prints_one_line(entry: list[str], tmp_path: Pat
         "sentiment",
         "--labels",
         "0=negative,1=positive",
+        "--task",
+        "movie review",  # without it a warning line comes first (the prompts would say 'a negative text')
         "--out",
         str(out),
         "--quiet",

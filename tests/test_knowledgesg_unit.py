@@ -1003,3 +1003,49 @@ def test_health_answers_without_a_token_and_without_the_load_error_text(
     body = TestClient(app).get("/v1/health").json()
     assert body["status"] == "error" and "FileNotFoundError" in body["error"] and "SECRET" not in body["error"]
     assert "SECRET-PATH" in caplog.text  # the owner still learns what failed
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bind, read the port, close: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_server_is_said_at_the_first_retry_and_the_preflight_gives_up_in_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: with the server down, `dpsynth client run` waited one to two minutes in silence (eight
+    retries with backoff, logged at INFO before the run directory and its log existed).  The first retry is
+    now a warning naming the server, and the pre-flight check gives up after PREFLIGHT_RETRIES."""
+    import logging
+    import time
+
+    import dpsynth
+    from dpsynth.knowledgesg.client import ServerClient, ServerError
+    from dpsynth.methods import knowledgesg
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    client = ServerClient(url, "t", timeout_s=2, max_retries=8, backoff_s=0.01)
+    calls: list[str] = []
+    real = client._http.request
+    monkeypatch.setattr(client._http, "request", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    with (
+        caplog.at_level(logging.INFO, logger="dpsynth.knowledgesg"),
+        pytest.raises(ServerError, match="after 2 retries"),
+    ):
+        client.info(retries=2)
+    assert len(calls) == 3
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and url in warnings[0].getMessage() and "retrying (1/2)" in warnings[0].getMessage()
+
+    # the run's pre-flight: refused quickly, before the run directory, with the server named
+    cfg = _client_cfg(tmp_path, url, max_retries=8)
+    monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
+    monkeypatch.setattr(knowledgesg, "PREFLIGHT_RETRIES", 1)
+    t0 = time.monotonic()
+    with pytest.raises(ServerError, match=f"^knowledgesg.server: server {url}: GET .* failed after 1 retries"):
+        dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False)
+    assert time.monotonic() - t0 < 20  # eight retries with backoff take a minute or more
+    assert not (tmp_path / "run").exists()

@@ -179,3 +179,46 @@ def test_an_unregistered_method_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     cfg = Config().model_copy(update={"method": "nope"})
     with pytest.raises(ConfigError, match="'nope' is not available in this version"):
         api.make_method(cfg)
+
+
+def test_a_users_own_records_without_a_task_get_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Left at its default, data.task makes the prompts ask for 'a billing text': generic samples with no
+    sign why.  A file or in-memory source without --task is warned about; an embedded dataset (which
+    brings its task) and an explicit --task, even 'text', are not."""
+    import logging
+
+    def warned(**data: object) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dpsynth"):
+            resolve_labels(Config(method="wasp", n_synthetic=40, data=data))
+        return [r.getMessage() for r in caplog.records if "data.task" in r.getMessage()]
+
+    (msg,) = warned(private="tickets.csv", labels="billing,technical")
+    assert "'billing text'" in msg and "--task" in msg
+    assert warned(private="in-memory:DataFrame", labels="billing,technical") != []  # records handed in memory
+    # a zero-shot run left at the default source with labels of its own: not "movie review" prompts
+    (msg,) = warned(labels="billing,technical")
+    assert "'billing text'" in msg
+    assert warned(private="tickets.csv", labels="billing,technical", task="text") == []
+    assert warned(private="tickets.csv", labels="billing,technical", task="support ticket") == []
+    assert warned(private="embedded:imdb") == []
+    assert warned(private="embedded:imdb", labels="negative,positive") == []
+
+
+def test_the_draw_settings_on_a_file_are_said_to_be_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """--n-private 50 on a CSV was silently ignored: every record of a file is read (the draw is the embedded
+    datasets' only).  A warning names the flag; an embedded source, or the defaults, say nothing."""
+    import logging
+
+    def warned(**data: object) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dpsynth"):
+            resolve_labels(Config(method="wasp", n_synthetic=40, data={"labels": "a,b", "task": "t", **data}))
+        return [r.getMessage() for r in caplog.records if "embedded datasets only" in r.getMessage()]
+
+    (msg,) = warned(private="tickets.csv", n_private=50)
+    assert msg.startswith("--n-private applies") and "tickets.csv" in msg
+    (msg,) = warned(private="tickets.csv", n_private=50, seed=3)
+    assert msg.startswith("--n-private and --data.seed apply to")
+    assert warned(private="tickets.csv") == []
+    assert warned(private="embedded:imdb", labels="negative,positive", n_private=50, seed=3) == []

@@ -441,6 +441,10 @@ def test_report_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither privacy.json nor synthetic"):
         build_report(tmp_path / "empty")
+    # a run stopped before its outputs: not "give a run directory written by dpsynth run", which it is
+    (tmp_path / "empty" / "config.yaml").write_text("method: wasp\n")
+    with pytest.raises(DataError, match=r"the run is not finished; finish it first with `dpsynth run --resume --out "):
+        build_report(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "privacy.json").write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):

@@ -262,7 +262,7 @@ class PrivacyConfig(StrictModel):
     @classmethod
     def _delta(cls, v: float) -> float:
         if not 0 < v < 1:
-            raise ValueError("must be in (0, 1) and below 1/M, e.g. --delta 1e-5")
+            raise ValueError("must be in (0, 1), and well below 1/M (the number of private records), e.g. --delta 1e-5")
         return v
 
 

@@ -128,7 +128,7 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
         else:  # the section the method reads; none: the first, which section_misfits then refuses by name
             ps = by_method[key_norm]
             path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
-        out[path] = val if _as_text(path, val) else _parse_value(val, path, strict=path == "data.labels")
+        out[path] = val if _as_text(path, val) else _parse_value(val, path, strict=_structured(path))
         i += 1
     return out
 
@@ -140,6 +140,18 @@ def _as_text(path: str, val: str) -> bool:
     if path == "data.labels":
         return not val.strip().startswith(("{", "["))
     return path in ("data.private", "out")
+
+
+def _structured(path: str) -> bool:
+    """A field whose value is a list or mapping and never text (generators, data.labels): a YAML typo there
+    must be named as one, not passed on as text for the field to call 'not a valid list'."""
+    model: Any = Config
+    *sections, name = path.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    ann = model.model_fields[name].annotation if name in model.model_fields else str
+    kinds = {typing.get_origin(a) or a for a in (ann, *typing.get_args(ann))}
+    return path == "data.labels" or (bool(kinds & {list, dict}) and str not in kinds)
 
 
 def _parse_value(val: str, path: str = "value", strict: bool = False) -> Any:

@@ -472,7 +472,21 @@ def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> No
     for field, col in columns.items():
         if col not in df.columns:
             flag = field.rsplit(".", 1)[-1].replace("_", "-")
-            raise DataError(f"{where}: no column {col!r} ({field}); {columns_text(df)}; pass --{flag} NAME")
+            hint = f"pass --{flag} NAME"
+            if len(df.columns) == 1 and (sep := _other_separator(str(df.columns[0]), col)):
+                # e.g. a spreadsheet's export with ';': read as one column whose name holds the whole header
+                fix = {",": "name the file .csv", "\t": "name the file .tsv"}.get(sep, "save it with commas as .csv")
+                hint = f"the header looks {sep!r}-separated: {fix}"
+            raise DataError(f"{where}: no column {col!r} ({field}); {columns_text(df)}; {hint}")
+
+
+def _other_separator(header: str, wanted: str) -> str | None:
+    """The separator that splits a one-column header into names that include ``wanted``: ';' or '|' (the
+    file is a CSV of another separator), a tab or a comma (a .csv/.tsv file named as the other)."""
+    for sep in (";", "|", "\t", ","):
+        if wanted in (name.strip().strip('"') for name in header.split(sep)):
+            return sep
+    return None
 
 
 def where_records(source: Any, idx: Sequence[int] | Any, encoding: str = "utf-8") -> str:

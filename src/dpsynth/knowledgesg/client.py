@@ -53,9 +53,12 @@ class ServerClient:
         self.close()
 
     # ------------------------------------------------------------ transport
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, retries: int | None = None, **kwargs: Any) -> httpx.Response:
+        """``retries``: this request's own bound (None: ``max_retries``).  The first retry is a warning, so a
+        user whose server is down sees why the client waits; the later ones go to the run log only."""
+        retries = self.max_retries if retries is None else min(retries, self.max_retries)
         last = ""
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 delay = min(30.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 time.sleep(delay)
@@ -63,14 +66,14 @@ class ServerClient:
                 resp = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}"
-                log.info("%s %s: %s; retrying (%d/%d)", method, path, last, attempt + 1, self.max_retries)
+                self._log_retry(method, path, last, attempt, retries)
                 continue
             if resp.status_code == 429 or resp.status_code >= 500:
                 last = f"HTTP {resp.status_code}: {_reason(resp)}"
                 retry_after = resp.headers.get("retry-after", "")
                 if retry_after.isdigit():
                     time.sleep(min(float(retry_after), 60.0))
-                log.info("%s %s: %s; retrying (%d/%d)", method, path, last, attempt + 1, self.max_retries)
+                self._log_retry(method, path, last, attempt, retries)
                 continue
             if resp.status_code >= 400:
                 raise ServerError(
@@ -79,13 +82,21 @@ class ServerClient:
                 )
             return resp
         raise ServerError(
-            f"server {self.url}: {method} {path} failed after {self.max_retries} retries ({last}); "
+            f"server {self.url}: {method} {path} failed after {retries} retries ({last}); "
             "check that the server is running (dpsynth server start) and reachable"
         )
 
+    def _log_retry(self, method: str, path: str, why: str, attempt: int, retries: int) -> None:
+        if attempt == retries:
+            return  # no retry follows: the error says it
+        level = logging.WARNING if attempt == 0 else logging.INFO
+        log.log(level, "server %s: %s %s: %s; retrying (%d/%d)", self.url, method, path, why, attempt + 1, retries)
+
     # ------------------------------------------------------------ API
-    def info(self) -> ServerInfo:
-        return ServerInfo.model_validate(self._request("GET", f"{API}/info").json())
+    def info(self, *, retries: int | None = None) -> ServerInfo:
+        """``retries``: fewer than ``max_retries`` for a pre-flight check, where a server that does not
+        answer is most often a wrong URL or one not started, and the user should hear so in seconds."""
+        return ServerInfo.model_validate(self._request("GET", f"{API}/info", retries=retries).json())
 
     def upload_adapter(self, data: bytes) -> AdapterReceipt:
         digest = hashlib.sha256(data).hexdigest()

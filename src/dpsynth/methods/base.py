@@ -7,6 +7,7 @@ so the API can import every method.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from dpsynth.config import Config
@@ -16,12 +17,25 @@ from dpsynth.privacy.private_data import load_run_private  # noqa: F401 - re-exp
 from dpsynth.progress import ProgressReporter
 from dpsynth.run import RunDir
 
+log = logging.getLogger("dpsynth")
+
+
+_DRAW_FLAGS = {"n_private": "--n-private", "seed": "--data.seed"}  # the draw from an embedded dataset
+
+
+def _changed(section: Any, name: str) -> bool:
+    return bool(getattr(section, name) != type(section).model_fields[name].default)
+
 
 def resolve_labels(config: Config) -> Config:
     """Fill the embedded dataset's public label set and task, and check labels are declared (every labelled
-    method: the prompting methods and dp-finetune)."""
+    method: the prompting methods and dp-finetune).  Settings that would silently do nothing for the user's
+    own records (no task; the embedded draw's size and seed) are warned about: config facts only, never
+    anything read from the records."""
     data = config.data
     embedded = embedded_dataset(data.private)
+    if embedded is not None and data.labels is not None and set(data.labels.values()) != set(embedded.labels.values()):
+        embedded = None  # labels of the user's own (e.g. a zero-shot run left at the default source): not its task
     if embedded is not None:
         updates: dict[str, Any] = {}
         if data.labels is None:
@@ -35,6 +49,23 @@ def resolve_labels(config: Config) -> Config:
             "data.labels: declare the public label set, e.g. --labels 'negative,positive' or "
             "--labels '0=negative,1=positive'; dpsynth never reads it from private data (the set of labels "
             "observed is itself private)"
+        )
+    embedding_only = [flag for f, flag in _DRAW_FLAGS.items() if _changed(data, f)]
+    if embedding_only and embedded_dataset(data.private) is None:  # a file is read whole: say so, not silently
+        log.warning(
+            "%s to embedded datasets only (the draw of private records); all records of %s are "
+            "read; to use fewer, give a file that holds only those",
+            " and ".join(embedding_only) + (" apply" if len(embedding_only) > 1 else " applies"),
+            data.private,
+        )
+    if embedded is None and "task" not in data.model_fields_set:
+        # The prompts name the task ("Write a billing text."): left at its default, a user's own records get
+        # generic samples, with no error to say why.  A warning, not a refusal: "text" may be what they want.
+        log.warning(
+            "data.task is not set, so the prompts ask for a '%s %s'; say what the records are with --task "
+            "(e.g. --task 'support ticket', task: in the YAML file)",
+            next(iter(config.data.labels.values())),
+            data.task,
         )
     n_classes = len(config.data.labels)
     if config.n_synthetic < n_classes:

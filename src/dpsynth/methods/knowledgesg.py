@@ -40,6 +40,7 @@ log = logging.getLogger("dpsynth.knowledgesg")
 
 TASK = "question and answer"
 READY_WAIT_S = 600.0  # how long to wait for a server that is still loading its models
+PREFLIGHT_RETRIES = 2  # a server that does not answer before the run starts: say so in seconds, not minutes
 # the server accepts LoRA weights of linear layers only; peft's adapter for these layers carries base weights
 NOT_LINEAR = frozenset({"embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out", "word_embeddings"})
 # the job format's fields (protocol.JobSpec), by the config setting that fills them (``_spec``)
@@ -177,7 +178,7 @@ class KnowledgeSGClientMethod:
         t0 = time.monotonic()
         while True:
             try:
-                info = self.client.info()
+                info = self.client.info(retries=PREFLIGHT_RETRIES)
             except ServerError as exc:
                 raise ServerError(f"knowledgesg.server: {exc}") from None
             if info.ready:

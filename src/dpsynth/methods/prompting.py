@@ -63,6 +63,12 @@ class PromptingMethod:
         # what WaspRun would refuse inside the run directory, refused before it exists
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
         check_run(config, names)
+        if self._injected is None:  # a wrong model path fails in a second, not after the embedding model loads
+            from dpsynth.generators.models import is_embedded, resolve_model
+
+            for gc in config.generators:
+                if gc.backend == "llamacpp" and not is_embedded(gc.model) and _looks_like_path(gc.model):
+                    resolve_model(gc.model, gc.name)
         if self.embedder is None:
             embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
             if self.reads_private:
@@ -121,3 +127,8 @@ class PromptingMethod:
                 g.close()
             except Exception as exc:  # noqa: BLE001 - the others must still be closed
                 log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
+
+
+def _looks_like_path(model: str) -> bool:
+    """A model given as a file (``/models/x.gguf``, ``x.gguf``); other names are left to the backend."""
+    return model.lower().endswith(".gguf") or "/" in model or "\\" in model

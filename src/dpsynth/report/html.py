@@ -474,6 +474,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     cfg, cfg_text = _read_config(rd)
     records = _read_synthetic(rd)
     if raw_priv is None and not records:
+        if (rd / "config.yaml").is_file():  # a run that was stopped (or is still going) before its outputs
+            raise DataError(f"{rd}: the run is not finished; finish it first with `dpsynth run --resume --out {rd}`")
         raise DataError(
             f"{rd}: holds neither privacy.json nor synthetic.jsonl/.csv/.parquet; give a run directory written by "
             "`dpsynth run`"
