@@ -244,6 +244,16 @@ def semicolon_csv(tmp: Path, csv: Path) -> Action:
     return _later(tmp, path)
 
 
+def semicolon_dataframe(tmp: Path, csv: Path) -> Action:
+    """The same read into a DataFrame by the user: no file to rename; the fix is the reader's separator."""
+    path = tmp / "semi.csv"
+    _rows(csv).to_csv(path, sep=";", index=False)
+    cfg = Config.model_validate(_raw(csv, tmp / "run"))
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    records = pd.read_csv(path)
+    return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
+
+
 def comma_tsv(tmp: Path, csv: Path) -> Action:
     path = tmp / "records.tsv"
     path.write_bytes(csv.read_bytes())
@@ -521,6 +531,7 @@ CASES = [
         ("private.csv", "'label'", "data.label_column", "--label-column", "review, sentiment"),
     ),
     Case(semicolon_csv, DataError, ("semi.csv", "'review'", "review;sentiment", "';'-separated", "commas")),
+    Case(semicolon_dataframe, DataError, ("'review'", "';'-separated: read the file with sep=';'")),
     Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
@@ -730,6 +741,11 @@ def test_a_missing_model_file_is_refused_before_the_embedding_model_loads(
     with pytest.raises(GeneratorError, match=r"^generators\[a\]\.model: .*nope.gguf does not exist"):
         dpsynth.synthesize(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+    # a typo of an embedded model's name: the same, with the name it is near
+    gens[0]["model"] = "qwen2.5-coder-0.5b-instrct"
+    cfg = Config.model_validate(_raw(private_csv, tmp_path / "run", generators=gens))
+    with pytest.raises(GeneratorError, match=r"did you mean qwen2.5-coder-0.5b-instruct\?"):
+        dpsynth.synthesize(cfg, progress=False)
 
 
 def test_every_failure_path_closes_the_generators(

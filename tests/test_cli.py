@@ -162,6 +162,9 @@ def test_parse_overrides_maps_flags_to_dotted_paths(tmp_path: Path) -> None:
     # field keeps text that only looks like YAML
     with pytest.raises(ConfigError, match="generators: not valid YAML"):
         parse_overrides(["--generators", "[{name: a, model: nothere.gguf}"])
+    with pytest.raises(ConfigError, match="finetune.target_modules: not valid YAML"):  # list[str] too
+        parse_overrides(["--target-modules", "[q_proj, v_proj"])
+    assert parse_overrides(["--target-modules", "q_proj,v_proj"]) == {"finetune.target_modules": "q_proj,v_proj"}
     assert parse_overrides(["--task", "[urgent] ticket"]) == {"data.task": "[urgent] ticket"}
 
     # the same through a config file: flags win over the file

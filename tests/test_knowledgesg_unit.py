@@ -1049,3 +1049,30 @@ def test_an_unreachable_server_is_said_at_the_first_retry_and_the_preflight_give
         dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False)
     assert time.monotonic() - t0 < 20  # eight retries with backoff take a minute or more
     assert not (tmp_path / "run").exists()
+
+
+def test_retry_after_is_not_waited_when_no_retry_follows_and_one_warning_per_client(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503 with Retry-After: 60 made the last attempt wait its minute too, before the error; and every
+    blip of a long job's polling printed a warning.  Now: no wait after the last attempt, one warning."""
+    import logging
+
+    import httpx
+
+    from dpsynth.knowledgesg import client as client_mod
+    from dpsynth.knowledgesg.client import ServerClient, ServerError
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(client_mod.time, "sleep", sleeps.append)
+    client = ServerClient("http://127.0.0.1:1", "t", max_retries=8, backoff_s=0.01)
+    client._http = httpx.Client(
+        base_url="http://127.0.0.1:1",
+        transport=httpx.MockTransport(lambda req: httpx.Response(503, headers={"retry-after": "60"}, text="busy")),
+    )
+    with caplog.at_level(logging.INFO, logger="dpsynth.knowledgesg"):
+        for _ in range(2):
+            with pytest.raises(ServerError, match="after 2 retries"):
+                client.info(retries=2)
+    assert [s for s in sleeps if s == 60.0] == [60.0, 60.0] * 2  # after attempts 0 and 1, not after 2
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1

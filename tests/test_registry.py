@@ -202,23 +202,44 @@ def test_a_users_own_records_without_a_task_get_a_warning(caplog: pytest.LogCapt
     assert warned(private="tickets.csv", labels="billing,technical", task="text") == []
     assert warned(private="tickets.csv", labels="billing,technical", task="support ticket") == []
     assert warned(private="embedded:imdb") == []
-    assert warned(private="embedded:imdb", labels="negative,positive") == []
+    assert warned(private="embedded:imdb", labels="0=negative,1=positive") == []
 
 
 def test_the_draw_settings_on_a_file_are_said_to_be_ignored(caplog: pytest.LogCaptureFixture) -> None:
     """--n-private 50 on a CSV was silently ignored: every record of a file is read (the draw is the embedded
-    datasets' only).  A warning names the flag; an embedded source, or the defaults, say nothing."""
+    datasets' only).  A warning names the flag; an embedded source, the defaults, or a method that reads no
+    private records say nothing."""
     import logging
 
-    def warned(**data: object) -> list[str]:
+    from dpsynth.methods.base import warn_draw_settings_unused
+
+    def warned(method: str = "wasp", **data: object) -> list[str]:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="dpsynth"):
-            resolve_labels(Config(method="wasp", n_synthetic=40, data={"labels": "a,b", "task": "t", **data}))
-        return [r.getMessage() for r in caplog.records if "embedded datasets only" in r.getMessage()]
+            warn_draw_settings_unused(Config(method=method, data={"labels": "a,b", "task": "t", **data}))
+        return [r.getMessage() for r in caplog.records]
 
     (msg,) = warned(private="tickets.csv", n_private=50)
-    assert msg.startswith("--n-private applies") and "tickets.csv" in msg
+    assert msg.startswith("--n-private applies to embedded datasets only") and "tickets.csv" in msg
     (msg,) = warned(private="tickets.csv", n_private=50, seed=3)
     assert msg.startswith("--n-private and --data.seed apply to")
     assert warned(private="tickets.csv") == []
-    assert warned(private="embedded:imdb", labels="negative,positive", n_private=50, seed=3) == []
+    assert warned(private="embedded:imdb", n_private=50, seed=3) == []
+    assert warned(method="zero-shot", private="tickets.csv", n_private=50) == []  # reads no record
+
+
+def test_labels_of_the_users_own_decide_whether_the_embedded_task_applies(caplog: pytest.LogCaptureFixture) -> None:
+    """The embedded set's task fills in when the declared labels are its label keys (renamed or not); labels
+    of another set (a zero-shot run left at the default source) keep the user's task; KnowledgeSG's inner
+    dp-finetune, whose data.private names the MedMCQA pool, is no labelled text set and is not refused."""
+    import logging
+
+    def task(**data: object) -> str:
+        return resolve_labels(Config(method="wasp", n_synthetic=40, data=data)).data.task
+
+    assert task(private="embedded:imdb", labels="0=bad,1=good") == "movie review"
+    assert task(private="embedded:imdb", labels="0=negative,1=positive") == "movie review"
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        assert task(private="embedded:imdb", labels="billing,technical") == "text"
+    inner = Config(method="dp-finetune", data=dict(private="embedded:medmcqa", labels="medicine,x", task="qa"))
+    assert resolve_labels(inner).data.task == "qa"  # it raised: no embedded text set 'embedded:medmcqa'

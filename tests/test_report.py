@@ -443,7 +443,10 @@ def test_report_errors(tmp_path: Path) -> None:
         build_report(tmp_path / "empty")
     # a run stopped before its outputs: not "give a run directory written by dpsynth run", which it is
     (tmp_path / "empty" / "config.yaml").write_text("method: wasp\n")
-    with pytest.raises(DataError, match=r"the run is not finished; finish it first with `dpsynth run --resume --out "):
+    with pytest.raises(DataError, match=r"not finished; if it is no longer running, .*--resume --out [^ ]*empty`"):
+        build_report(tmp_path / "empty")
+    (tmp_path / "empty" / "config.yaml").write_text("data:\n  private: in-memory:DataFrame\n")
+    with pytest.raises(DataError, match=r"--resume --out [^ ]*empty --private FILE`"):  # the records again
         build_report(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "privacy.json").write_text("{not json")

@@ -18,7 +18,7 @@ from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json
-from dpsynth.methods.base import MethodRunner, resolve_defaults
+from dpsynth.methods.base import MethodRunner, resolve_defaults, warn_draw_settings_unused
 from dpsynth.methods.registry import METHODS, names_where
 from dpsynth.methods.wasp import rounds_released
 from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
@@ -156,6 +156,8 @@ def synthesize(
         )
     # data.private names what is read, so that the embedded set's defaults (labels, task) apply only to it
     config = recorded_config(config, private)
+    if not resume:
+        warn_draw_settings_unused(config)
     method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
     try:

@@ -9,6 +9,7 @@ accepts.
 from __future__ import annotations
 
 import textwrap
+import types
 import typing
 from typing import Any
 
@@ -150,8 +151,9 @@ def _structured(path: str) -> bool:
     for section in sections:
         model = model.model_fields[section].annotation
     ann = model.model_fields[name].annotation if name in model.model_fields else str
-    kinds = {typing.get_origin(a) or a for a in (ann, *typing.get_args(ann))}
-    return path == "data.labels" or (bool(kinds & {list, dict}) and str not in kinds)
+    union = typing.get_origin(ann) in (typing.Union, types.UnionType)
+    kinds = {typing.get_origin(a) or a for a in (typing.get_args(ann) if union else (ann,))} - {type(None)}
+    return path == "data.labels" or (bool(kinds) and kinds <= {list, dict, tuple})
 
 
 def _parse_value(val: str, path: str = "value", strict: bool = False) -> Any:

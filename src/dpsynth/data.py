@@ -476,6 +476,8 @@ def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> No
             if len(df.columns) == 1 and (sep := _other_separator(str(df.columns[0]), col)):
                 # e.g. a spreadsheet's export with ';': read as one column whose name holds the whole header
                 fix = {",": "name the file .csv", "\t": "name the file .tsv"}.get(sep, "save it with commas as .csv")
+                if Path(where).suffix.lower() not in (".csv", ".tsv", ".txt"):  # records passed in memory
+                    fix = f"read the file with sep={sep!r}"
                 hint = f"the header looks {sep!r}-separated: {fix}"
             raise DataError(f"{where}: no column {col!r} ({field}); {columns_text(df)}; {hint}")
 

@@ -59,6 +59,14 @@ _QWEN15_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb0
 _GGUF_MAGIC = b"GGUF"
 
 
+def near_embedded_name(model: str) -> str | None:
+    """The embedded model name ``model`` is most likely a typo of, if any (``qwen2.5-coder-0.5b-instrct``)."""
+    import difflib
+
+    close = difflib.get_close_matches(model.strip().lower(), list(EMBEDDED_MODELS), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def cache_dir() -> Path:
     """Where dpsynth keeps assembled models (``$DPSYNTH_CACHE_DIR`` or ``~/.cache/dpsynth``)."""
     base = os.environ.get("DPSYNTH_CACHE_DIR") or "~/.cache/dpsynth"
@@ -77,8 +85,10 @@ def resolve_model(model: str, generator_name: str = "?") -> Path:
         return resolver(field)
     path = Path(model).expanduser()
     if not path.exists():
+        close = near_embedded_name(model)
+        hint = f"did you mean {close}? " if close else ""
         raise GeneratorError(
-            f"{field}: {path} does not exist; give a GGUF path or one of: {', '.join(EMBEDDED_MODELS)}"
+            f"{field}: {path} does not exist; {hint}give a GGUF path or one of: {', '.join(EMBEDDED_MODELS)}"
         )
     if not path.is_file():
         raise GeneratorError(f"{field}: {path} is a folder; give the path of a .gguf file")

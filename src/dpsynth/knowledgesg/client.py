@@ -39,6 +39,7 @@ class ServerClient:
         self.url = url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self._warned = False  # a retry has been shown as a warning
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}, trust_env=False
         )
@@ -54,8 +55,7 @@ class ServerClient:
 
     # ------------------------------------------------------------ transport
     def _request(self, method: str, path: str, *, retries: int | None = None, **kwargs: Any) -> httpx.Response:
-        """``retries``: this request's own bound (None: ``max_retries``).  The first retry is a warning, so a
-        user whose server is down sees why the client waits; the later ones go to the run log only."""
+        """``retries``: this request's own bound (None: ``max_retries``)."""
         retries = self.max_retries if retries is None else min(retries, self.max_retries)
         last = ""
         for attempt in range(retries + 1):
@@ -71,7 +71,7 @@ class ServerClient:
             if resp.status_code == 429 or resp.status_code >= 500:
                 last = f"HTTP {resp.status_code}: {_reason(resp)}"
                 retry_after = resp.headers.get("retry-after", "")
-                if retry_after.isdigit():
+                if retry_after.isdigit() and attempt < retries:  # no wait when no retry follows
                     time.sleep(min(float(retry_after), 60.0))
                 self._log_retry(method, path, last, attempt, retries)
                 continue
@@ -87,9 +87,12 @@ class ServerClient:
         )
 
     def _log_retry(self, method: str, path: str, why: str, attempt: int, retries: int) -> None:
+        """The client's first retry is a warning (why it waits); later ones, and the blips of a long job's
+        polling, go to the run log only."""
         if attempt == retries:
             return  # no retry follows: the error says it
-        level = logging.WARNING if attempt == 0 else logging.INFO
+        level = logging.INFO if self._warned else logging.WARNING
+        self._warned = True
         log.log(level, "server %s: %s %s: %s; retrying (%d/%d)", self.url, method, path, why, attempt + 1, retries)
 
     # ------------------------------------------------------------ API

@@ -11,7 +11,7 @@ import logging
 from typing import Any, Protocol
 
 from dpsynth.config import Config
-from dpsynth.data import embedded_dataset
+from dpsynth.data import EMBEDDED_MEDMCQA, EMBEDDED_PREFIX, embedded_dataset
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.private_data import load_run_private  # noqa: F401 - re-exported: the methods load here
 from dpsynth.progress import ProgressReporter
@@ -23,19 +23,30 @@ log = logging.getLogger("dpsynth")
 _DRAW_FLAGS = {"n_private": "--n-private", "seed": "--data.seed"}  # the draw from an embedded dataset
 
 
-def _changed(section: Any, name: str) -> bool:
-    return bool(getattr(section, name) != type(section).model_fields[name].default)
+def warn_draw_settings_unused(config: Config) -> None:
+    """--n-private and --data.seed choose the draw from an embedded dataset; on a file they would do nothing,
+    silently (a file is read whole).  Said once, when a new run starts: config facts only."""
+    data = config.data
+    changed = [flag for f, flag in _DRAW_FLAGS.items() if getattr(data, f) != type(data).model_fields[f].default]
+    source = str(data.private)
+    if changed and config.uses_private_data and not source.startswith(EMBEDDED_PREFIX):
+        log.warning(
+            "%s to embedded datasets only (the draw of private records); all records of %s are read; to use "
+            "fewer, give a file that holds only those",
+            " and ".join(changed) + (" apply" if len(changed) > 1 else " applies"),
+            source,
+        )
 
 
 def resolve_labels(config: Config) -> Config:
     """Fill the embedded dataset's public label set and task, and check labels are declared (every labelled
-    method: the prompting methods and dp-finetune).  Settings that would silently do nothing for the user's
-    own records (no task; the embedded draw's size and seed) are warned about: config facts only, never
-    anything read from the records."""
+    method: the prompting methods and dp-finetune).  A user's own records left without a task are warned
+    about (the prompts would ask for "a billing text"): a config fact, nothing read from the records."""
     data = config.data
-    embedded = embedded_dataset(data.private)
-    if embedded is not None and data.labels is not None and set(data.labels.values()) != set(embedded.labels.values()):
-        embedded = None  # labels of the user's own (e.g. a zero-shot run left at the default source): not its task
+    # KnowledgeSG's inner dp-finetune names its QA pool, which is no labelled text set and brings no task
+    embedded = None if data.private == EMBEDDED_MEDMCQA else embedded_dataset(data.private)
+    if embedded is not None and data.labels is not None and set(data.labels) != set(embedded.labels):
+        embedded = None  # label keys of the user's own (a zero-shot run left at the default source): not its task
     if embedded is not None:
         updates: dict[str, Any] = {}
         if data.labels is None:
@@ -49,14 +60,6 @@ def resolve_labels(config: Config) -> Config:
             "data.labels: declare the public label set, e.g. --labels 'negative,positive' or "
             "--labels '0=negative,1=positive'; dpsynth never reads it from private data (the set of labels "
             "observed is itself private)"
-        )
-    embedding_only = [flag for f, flag in _DRAW_FLAGS.items() if _changed(data, f)]
-    if embedding_only and embedded_dataset(data.private) is None:  # a file is read whole: say so, not silently
-        log.warning(
-            "%s to embedded datasets only (the draw of private records); all records of %s are "
-            "read; to use fewer, give a file that holds only those",
-            " and ".join(embedding_only) + (" apply" if len(embedding_only) > 1 else " applies"),
-            data.private,
         )
     if embedded is None and "task" not in data.model_fields_set:
         # The prompts name the task ("Write a billing text."): left at its default, a user's own records get

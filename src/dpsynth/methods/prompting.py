@@ -64,10 +64,11 @@ class PromptingMethod:
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
         check_run(config, names)
         if self._injected is None:  # a wrong model path fails in a second, not after the embedding model loads
-            from dpsynth.generators.models import is_embedded, resolve_model
+            from dpsynth.generators.models import is_embedded, near_embedded_name, resolve_model
 
             for gc in config.generators:
-                if gc.backend == "llamacpp" and not is_embedded(gc.model) and _looks_like_path(gc.model):
+                named_a_file = _looks_like_path(gc.model) or near_embedded_name(gc.model)
+                if gc.backend == "llamacpp" and not is_embedded(gc.model) and named_a_file:
                     resolve_model(gc.model, gc.name)
         if self.embedder is None:
             embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
@@ -130,5 +131,6 @@ class PromptingMethod:
 
 
 def _looks_like_path(model: str) -> bool:
-    """A model given as a file (``/models/x.gguf``, ``x.gguf``); other names are left to the backend."""
+    """A model given as a file (``/models/x.gguf``, ``x.gguf``).  Other names not near an embedded one are
+    left to the backend (tests and plug-ins build generators of their own under any name)."""
     return model.lower().endswith(".gguf") or "/" in model or "\\" in model

@@ -19,16 +19,15 @@ cleaning of sample text in ``text.py`` and the charts in ``plots.py``.
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import random
+import shlex
 import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dpsynth.data import is_in_memory_source
 from dpsynth.errors import DataError, ResumeError
 from dpsynth.io import atomic_write_text
 from dpsynth.privacy.report import PrivacyReport
@@ -36,84 +35,13 @@ from dpsynth.report import plots
 from dpsynth.report.evaluation import evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, table
+from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
 
 REPORT_FILE = "report.html"
 SAMPLES_PER_CLASS = 5
 SAMPLE_CHARS = 700
-
-
-# ---------------------------------------------------------------- inputs
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(f"{path}: not valid JSON; the run directory is damaged or still being written") from None
-
-
-def _read_privacy(raw: Any) -> tuple[PrivacyReport | None, str]:
-    """privacy.json as the typed report (an earlier version's too), or None and why it cannot be read."""
-    if raw is None:
-        return None, ""
-    try:
-        return PrivacyReport.read(raw), ""
-    except ValueError as exc:
-        return None, str(exc)
-
-
-def _read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    p = RunDir(run_dir).config
-    if not p.exists():
-        return {}, None
-    import yaml
-
-    try:
-        text = p.read_text(encoding="utf-8")
-        cfg = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}, None
-    if not isinstance(cfg, dict):
-        return {}, text
-    private = (cfg.get("data") or {}).get("private") if isinstance(cfg.get("data"), dict) else None
-    if isinstance(private, str) and os.path.isabs(private):
-        # config.yaml keeps the private file's absolute path (for --resume); a report is shared, and the
-        # folders above the file (a home directory, a user name) are none of its readers' business
-        shown = copy.deepcopy(cfg)
-        shown["data"]["private"] = f".../{Path(private).name}"
-        text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
-    return cfg, text
-
-
-def _read_synthetic(run_dir: Path) -> list[dict[str, Any]]:
-    from dpsynth.data import read_table
-    from dpsynth.evaluate.inputs import find_run_output
-
-    out = find_run_output(run_dir)
-    if out is None:
-        return []
-    df = read_table(out)
-    return [{str(k): v for k, v in r.items()} for r in df.to_dict(orient="records")]
-
-
-def _normalise_records(records: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Give every record a ``label`` (from the config's label column if the output has no ``label``)
-    and a ``text`` (for non-text outputs, e.g. tabular rows: ``column: value`` lines)."""
-    if not records:
-        return records
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    key = "label" if "label" in records[0] else str((data or {}).get("label_column") or "")
-    out = []
-    for r in records:
-        r = dict(r)
-        r["label"] = str(r.get(key, "")) if key else ""
-        if "text" not in r:
-            skip = {"label", key, "label_name", "generator", "round"}
-            r["text"] = "\n".join(f"{k}: {v}" for k, v in r.items() if k not in skip)
-        out.append(r)
-    return out
 
 
 def run_task(cfg: dict[str, Any]) -> str | None:
@@ -447,7 +375,7 @@ def _membership(rd: Path) -> str:
     from dpsynth.evaluate.inputs import find_run_output
 
     try:
-        result = _read_json(rd / MEMBERSHIP_FILE)
+        result = read_json(rd / MEMBERSHIP_FILE)
     except DataError:
         result = "damaged"
     output = find_run_output(rd)
@@ -464,26 +392,31 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
-    raw_priv = _read_json(RunDir(rd).privacy)
+    raw_priv = read_json(RunDir(rd).privacy)
     try:
         rounds = RunDir(rd).load_rounds() or None
         rounds_note = ""
     except ResumeError:  # a damaged summary leaves out its section, not the whole report
         rounds, rounds_note = None, "rounds.json is damaged, so the per-round summary cannot be shown."
-    evaluation = _read_json(rd / EVALUATION_FILE)
-    cfg, cfg_text = _read_config(rd)
-    records = _read_synthetic(rd)
+    evaluation = read_json(rd / EVALUATION_FILE)
+    cfg, cfg_text = read_config(rd)
+    records = read_synthetic(rd)
     if raw_priv is None and not records:
         if (rd / "config.yaml").is_file():  # a run that was stopped (or is still going) before its outputs
-            raise DataError(f"{rd}: the run is not finished; finish it first with `dpsynth run --resume --out {rd}`")
+            data = cfg.get("data")
+            again = " --private FILE" if isinstance(data, dict) and is_in_memory_source(data.get("private")) else ""
+            raise DataError(
+                f"{rd}: the run is not finished; if it is no longer running, finish it with "
+                f"`dpsynth run --resume --out {shlex.quote(str(rd))}{again}`, then make the report"
+            )
         raise DataError(
             f"{rd}: holds neither privacy.json nor synthetic.jsonl/.csv/.parquet; give a run directory written by "
             "`dpsynth run`"
         )
-    priv, priv_problem = _read_privacy(raw_priv)
+    priv, priv_problem = read_privacy(raw_priv)
     if evaluation is not None and not isinstance(evaluation, dict):
         evaluation = None
-    records = _normalise_records(records, cfg)
+    records = normalise_records(records, cfg)
     labels = _label_names(cfg, priv, records)
     method = (priv.method if priv else "") or cfg.get("method") or "unknown method"
     task = run_task(cfg)

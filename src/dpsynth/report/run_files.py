@@ -1,0 +1,85 @@
+"""Reading a run directory for the report: privacy.json, config.yaml (the private file's folders hidden),
+the synthetic output, each tolerant of what an interrupted or older run left behind."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dpsynth.errors import DataError
+from dpsynth.privacy.report import PrivacyReport
+from dpsynth.run import RunDir
+
+
+def read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path}: not valid JSON; the run directory is damaged or still being written") from None
+
+
+def read_privacy(raw: Any) -> tuple[PrivacyReport | None, str]:
+    """privacy.json as the typed report (an earlier version's too), or None and why it cannot be read."""
+    if raw is None:
+        return None, ""
+    try:
+        return PrivacyReport.read(raw), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    p = RunDir(run_dir).config
+    if not p.exists():
+        return {}, None
+    import yaml
+
+    try:
+        text = p.read_text(encoding="utf-8")
+        cfg = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}, None
+    if not isinstance(cfg, dict):
+        return {}, text
+    private = (cfg.get("data") or {}).get("private") if isinstance(cfg.get("data"), dict) else None
+    if isinstance(private, str) and os.path.isabs(private):
+        # config.yaml keeps the private file's absolute path (for --resume); a report is shared, and the
+        # folders above the file (a home directory, a user name) are none of its readers' business
+        shown = copy.deepcopy(cfg)
+        shown["data"]["private"] = f".../{Path(private).name}"
+        text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
+    return cfg, text
+
+
+def read_synthetic(run_dir: Path) -> list[dict[str, Any]]:
+    from dpsynth.data import read_table
+    from dpsynth.evaluate.inputs import find_run_output
+
+    out = find_run_output(run_dir)
+    if out is None:
+        return []
+    df = read_table(out)
+    return [{str(k): v for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def normalise_records(records: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Give every record a ``label`` (from the config's label column if the output has no ``label``)
+    and a ``text`` (for non-text outputs, e.g. tabular rows: ``column: value`` lines)."""
+    if not records:
+        return records
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    key = "label" if "label" in records[0] else str((data or {}).get("label_column") or "")
+    out = []
+    for r in records:
+        r = dict(r)
+        r["label"] = str(r.get(key, "")) if key else ""
+        if "text" not in r:
+            skip = {"label", key, "label_name", "generator", "round"}
+            r["text"] = "\n".join(f"{k}: {v}" for k, v in r.items() if k not in skip)
+        out.append(r)
+    return out
