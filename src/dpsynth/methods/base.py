@@ -43,8 +43,10 @@ def resolve_labels(config: Config) -> Config:
     method: the prompting methods and dp-finetune).  A user's own records left without a task are warned
     about (the prompts would ask for "a billing text"): a config fact, nothing read from the records."""
     data = config.data
-    # KnowledgeSG's inner dp-finetune names its QA pool, which is no labelled text set and brings no task
-    embedded = None if data.private == EMBEDDED_MEDMCQA else embedded_dataset(data.private)
+    # KnowledgeSG's inner dp-finetune names its QA pool (labels: the domain), which brings no labels or task;
+    # a text method given that pool without labels is told what it is (embedded_dataset's error)
+    qa_pool = data.private == EMBEDDED_MEDMCQA and data.labels is not None
+    embedded = None if qa_pool else embedded_dataset(data.private)
     if embedded is not None and data.labels is not None and set(data.labels) != set(embedded.labels):
         embedded = None  # label keys of the user's own (a zero-shot run left at the default source): not its task
     if embedded is not None:
