@@ -485,6 +485,21 @@ def test_a_backend_failing_mid_run_names_the_resume(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
 
 
+def test_a_warning_before_the_run_directory_reads_warning_colon(tmp_path: Path, private_csv: Path) -> None:
+    """Warnings given before the run's log exists (a missing --task) went to stderr as bare sentences; the
+    console says "warning: ..." as it says "error: ..."."""
+    args = ["run", "--private", str(private_csv), "--text-column", "no_such_column", "--label-column", "sentiment"]
+    args += ["--labels", "0=negative,1=positive", "--out", str(tmp_path / "run"), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpsynth", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("warning: data.task is not set, so the prompts ask for a 'negative text'")
+    assert lines[1].startswith("error: ") and "SENTINEL" not in proc.stderr
+
+
 def _entry_points() -> list[list[str]]:
     script = Path(sys.executable).with_name("dpsynth")
     return [[sys.executable, "-m", "dpsynth"], [str(script)]]

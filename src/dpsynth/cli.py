@@ -9,6 +9,7 @@ User mistakes print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import signal
 import sys
@@ -380,10 +381,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+class _LevelPrefix(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes print one ``error:`` line and exit 2, never a traceback."""
     global _RUN, _TERMINATED
     _RUN, _TERMINATED = None, False
+    if logging.lastResort is not None:  # a warning before the run's log exists: "warning: ...", like "error: ..."
+        logging.lastResort.setFormatter(_LevelPrefix())
     click_exc, usage_error, abort, no_args_help = _click_exceptions()
     # a SIGTERM the caller chose to ignore stays ignored
     on_main_thread = threading.current_thread() is threading.main_thread()
