@@ -899,3 +899,35 @@ def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
     assert where_records(latin, [0], "latin-1") == "rows 3"
     assert where_records(tmp_path / "gone.csv", [0, 1]) == "record indices 0, 1"  # no file: positions
     assert where_records("embedded:imdb", [4]) == "record indices 4"
+
+
+def test_check_only_makes_the_checks_and_loads_writes_nothing(
+    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dpsynth run --check`: the checks a run makes before its models load, for each kind of method, then
+    stop with the resolved config: no run directory, no generator built, no embedding or language model."""
+    from dpsynth.embeddings import SentenceTransformerEmbedder
+    from dpsynth.methods import dp_finetune
+
+    def loaded(*a: object, **k: object) -> None:
+        raise AssertionError("a model was loaded by a check")
+
+    monkeypatch.setattr("dpsynth.generators.build_generator", loaded)
+    monkeypatch.setattr(SentenceTransformerEmbedder, "load", loaded)
+    monkeypatch.setattr(dp_finetune, "load_causal_lm", loaded)
+    gens = [dict(name="a", model="smollm2-135m-instruct"), dict(name="b", model="gemma3-270m")]
+    raw = _raw(private_csv, tmp_path / "run", generators=gens)
+    checked = dpsynth.synthesize(Config.model_validate(raw), check_only=True)
+    assert isinstance(checked, Config) and checked.data.labels == LABELS and checked.method == "wasp"
+    finetune = dict(raw, method="dp-finetune", generators=[], wasp={})
+    assert dpsynth.synthesize(Config.model_validate(finetune), check_only=True).method == "dp-finetune"
+    assert not (tmp_path / "run").exists()
+    # what a run refuses, a check refuses: a wrong column, a model path that does not exist
+    with pytest.raises(DataError, match="no column 'reveiw'"):
+        dpsynth.synthesize(
+            Config.model_validate(_raw(private_csv, tmp_path / "run", data=dict(text_column="reveiw"))), check_only=True
+        )
+    missing = _raw(private_csv, tmp_path / "run", generators=[dict(name="a", model="x"), dict(name="b", model="y")])
+    with pytest.raises(GeneratorError, match=r"generators\[a\]\.model: x does not exist"):
+        dpsynth.synthesize(Config.model_validate(missing), check_only=True)
+    assert not (tmp_path / "run").exists()

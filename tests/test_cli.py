@@ -500,6 +500,27 @@ def test_a_warning_before_the_run_directory_reads_warning_colon(tmp_path: Path, 
     assert lines[1].startswith("error: ") and "SENTINEL" not in proc.stderr
 
 
+def test_run_check_with_the_embedded_models(tmp_path: Path, private_csv: Path) -> None:
+    """`dpsynth run --check` on the README's kind of command, with the real embedded generators resolved:
+    one line of public settings, nothing written to --out, exit 0; a wrong column is the run's own error."""
+    out = tmp_path / "run"
+    args = ["run", "--check", "--private", str(private_csv), "--text-column", "review", "--label-column", "sentiment"]
+    args += ["--labels", "0=negative,1=positive", "--task", "movie review", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpsynth", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("checked: method wasp; labels 0=negative, 1=positive; task 'movie review'; ")
+    assert "generators smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b; epsilon 4." in proc.stdout
+    assert "starts the run" in proc.stdout and "SENTINEL" not in proc.stdout + proc.stderr
+    assert not out.exists()
+    bad = [a if a != "review" else "reveiw" for a in args]
+    proc = subprocess.run([sys.executable, "-m", "dpsynth", *bad], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "no column 'reveiw'" in proc.stderr
+    assert not out.exists()
+
+
 def _entry_points() -> list[list[str]]:
     script = Path(sys.executable).with_name("dpsynth")
     return [[sys.executable, "-m", "dpsynth"], [str(script)]]

@@ -121,6 +121,7 @@ def synthesize(
     resume: bool = False,
     progress: bool = True,
     as_dataset: bool = False,
+    check_only: bool = False,
 ) -> Any:
     """Run the configured method and return a ``SynthesisResult`` (or a HF Dataset with ``as_dataset``).
 
@@ -132,6 +133,11 @@ def synthesize(
     ``config`` must agree with it (``out`` may differ); records passed as a DataFrame/Dataset must be
     passed again.  Resuming a finished run does nothing and returns its outputs (``already_complete``).
     An exception raised once the run directory exists carries it as ``exc.dpsynth_run_dir``.
+
+    ``check_only=True`` (``dpsynth run --check``) makes every check a run makes before its models load (the
+    config, the private data's file, columns and labels, model paths, the run directory, a KnowledgeSG
+    server) and returns the resolved ``Config``: nothing is written to ``out``, no model is loaded, no budget is
+    spent (an embedded model is assembled into its cache if it never was, as a run would).
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
@@ -144,7 +150,7 @@ def synthesize(
     run_dir.check_writable()  # before any model is loaded
     config = run_dir.check(config, resume, private_given=private is not None)
     if resume and run_dir.is_complete(config):
-        return _finished(run_dir, config, progress, as_dataset)
+        return config if check_only else _finished(run_dir, config, progress, as_dataset)
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
         raise missing_ledger(run_dir.ledger)
     post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
@@ -163,8 +169,10 @@ def synthesize(
     try:
         method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
-        method.prepare()
+        method.prepare(load_models=not check_only)
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
+        if check_only:
+            return method.config
         if not resume:
             run_dir.create(method.config)
         else:

@@ -84,11 +84,36 @@ def run(
     ctx: typer.Context,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out without re-spending budget."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Check the config, the private data, model paths and --out, then stop: nothing "
+        "written, no model loaded, no budget spent.",
+    ),
 ) -> None:
-    run_from_args(list(ctx.args), resume=resume, quiet=quiet)
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet, check=check)
 
 
-def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | None = None) -> None:
+def _checked_line(cfg: Config, resume: bool) -> str:
+    """What --check found in order: public settings only, never a count or a value of the records."""
+    from dpsynth.methods.registry import METHODS
+
+    labels = ", ".join(k if k == v else f"{k}={v}" for k, v in (cfg.data.labels or {}).items())
+    parts = [f"method {cfg.method}"]
+    parts += [f"labels {labels}", f"task {cfg.data.task!r}"] if labels else []
+    parts += [f"generators {', '.join(g.name for g in cfg.generators)}"] if METHODS[cfg.method].prompting else []
+    parts += [f"epsilon {cfg.privacy.epsilon:g}"] if cfg.uses_private_data else []
+    data = "the private data (file, columns, labels)" if cfg.uses_private_data else "data.private (not read)"
+    return (
+        f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {shlex.quote(str(cfg.out))} "
+        f"pass the checks; nothing was written to --out and no model was loaded. The same command without --check "
+        f"{'continues the run' if resume else 'starts the run'}."
+    )
+
+
+def run_from_args(
+    args: list[str], *, resume: bool, quiet: bool, method: str | None = None, check: bool = False
+) -> None:
     """``[CONFIG] [--FIELD VALUE ...]`` -> a finished run (shared by ``run`` and ``client run``).
 
     With ``--resume`` the run directory's config.yaml is the base; CONFIG and flags may only repeat its
@@ -118,6 +143,10 @@ def run_from_args(args: list[str], *, resume: bool, quiet: bool, method: str | N
     if cfg.out is None:  # chosen here, so that a Ctrl-C message can name it
         cfg = cfg.model_copy(update={"out": default_out(cfg.method)})
     _RUN = (f"dpsynth {'client run' if method == 'knowledgesg' else 'run'}", str(cfg.out))
+    if check:
+        checked = synthesize(cfg, resume=resume, progress=False, check_only=True)
+        typer.echo(_checked_line(checked, resume))
+        return
     result = synthesize(cfg, resume=resume, progress=not quiet)
     if result.already_complete:
         typer.echo(f"{result.run_dir} is already complete: {len(result)} synthetic records in {result.output}")
@@ -214,8 +243,14 @@ def client_run(
     ctx: typer.Context,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (no retraining, no re-upload)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Check the config, the private data, model paths and --out, then stop: nothing "
+        "written, no model loaded, no budget spent.",
+    ),
 ) -> None:
-    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg")
+    run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg", check=check)
 
 
 @app.command(help="Write a commented config file: every field, or only those of one --method.")

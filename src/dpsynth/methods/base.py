@@ -108,11 +108,13 @@ class MethodRunner(Protocol):
     ``config`` is the config with the method's defaults resolved (labels and task
     of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
     ``close`` releases every backend the method built, whatever failed before.
+    ``prepare(load_models=False)`` is ``dpsynth run --check``: every check that needs no model (config,
+    private data, model paths, server), then stop.
     """
 
     config: Config
 
-    def prepare(self) -> None: ...
+    def prepare(self, load_models: bool = True) -> None: ...
 
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]: ...
 

@@ -102,7 +102,7 @@ class DpFinetuneMethod:
         self.run_phases: RunPhases | None = None  # the whole run's bar, set once DP-SGD's steps are known
 
     # -------------------------------------------------------------- prepare
-    def prepare(self) -> None:
+    def prepare(self, load_models: bool = True) -> None:
         # the embedded dataset's labels and task, and a declared label set (WASP's round checks are not ours)
         self.config = resolve_labels(self.config)
         config = self.config
@@ -112,6 +112,8 @@ class DpFinetuneMethod:
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
         self.data = load_run_private(config, self._private_source)
+        if not load_models:
+            return
         self.device = pick_device(ft.device)
         self.tok, self.model = load_causal_lm(ft.model)
         max_pos = getattr(self.model.config, "max_position_embeddings", None)

@@ -124,7 +124,7 @@ class KnowledgeSGClientMethod:
         self.professional = "?"
 
     # -------------------------------------------------------------- prepare
-    def prepare(self) -> None:
+    def prepare(self, load_models: bool = True) -> None:
         info = self._server_ready()  # before any private-data work: a dead server must not cost budget
         model = self.config.finetune.model
         if info.base_model != model:
@@ -136,9 +136,10 @@ class KnowledgeSGClientMethod:
             raise ConfigError(f"n_synthetic: the server allows at most {info.max_samples} records per job")
         self.professional = info.professional
         self._check_job_settings()
-        self.inner.prepare()
+        self.inner.prepare(load_models)
         self._records = None
-        self._check_adapter_size(info.max_adapter_bytes)
+        if load_models:  # the adapter's size is known once the LoRA model is built
+            self._check_adapter_size(info.max_adapter_bytes)
 
     def _check_adapter_size(self, limit: int) -> None:
         """The adapter the server would refuse as too large (HTTP 413) must stop the run before DP-SGD too:

@@ -44,19 +44,19 @@ class PromptingMethod:
         # False for a resume after the last vote (expansion, ``extend``): post-processing reads no private data
         self.reads_private = config.uses_private_data
 
-    def prepare(self) -> None:
+    def prepare(self, load_models: bool = True) -> None:
         """Load and check the private data, check the run (label judge, noise plan), load the models.
 
         Any failure closes the generators built so far: an in-process llama.cpp server left running
         would keep the process from exiting.
         """
         try:
-            self._prepare()
+            self._prepare(load_models)
         except BaseException:
             self.close()
             raise
 
-    def _prepare(self) -> None:
+    def _prepare(self, load_models: bool) -> None:
         config = self.config
         if self.reads_private:
             self.data = load_run_private(config, self._private_source)
@@ -67,9 +67,14 @@ class PromptingMethod:
             from dpsynth.generators.models import is_embedded, near_embedded_name, resolve_model
 
             for gc in config.generators:
-                named_a_file = _looks_like_path(gc.model) or near_embedded_name(gc.model)
-                if gc.backend == "llamacpp" and not is_embedded(gc.model) and named_a_file:
+                named_a_file = not is_embedded(gc.model) and (
+                    _looks_like_path(gc.model) or near_embedded_name(gc.model)
+                )
+                # a check (--check) resolves every model: an embedded one's package installed (joined once)
+                if gc.backend == "llamacpp" and (named_a_file or not load_models):
                     resolve_model(gc.model, gc.name)
+        if not load_models:
+            return
         if self.embedder is None:
             embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
             if self.reads_private:

@@ -55,7 +55,7 @@ class PearlMethod:
         self.domain: list[str] = []  # the per-record checks that still refuse input (privacy.json)
 
     # ----------------------------------------------------------------- prepare
-    def prepare(self) -> None:
+    def prepare(self, load_models: bool = True) -> None:  # no model to load: the check is the whole prepare
         cfg = self.config
         if isinstance(self._source, str) and self._source.startswith("embedded:"):
             raise DataError(
