@@ -1076,3 +1076,33 @@ def test_retry_after_is_not_waited_when_no_retry_follows_and_one_warning_per_cli
                 client.info(retries=2)
     assert [s for s in sleeps if s == 60.0] == [60.0, 60.0] * 2  # after attempts 0 and 1, not after 2
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dpsynth client run --check`: the server's answer and the settings it refuses, the private pairs'
+    columns, then stop: no model loaded, no run directory, no budget."""
+    import dpsynth
+    from dpsynth.config import Config
+    from dpsynth.errors import ConfigError
+    from dpsynth.knowledgesg.protocol import ServerInfo
+    from dpsynth.methods import dp_finetune, knowledgesg
+
+    def loaded(*a: object, **k: object) -> None:
+        raise AssertionError("a model was loaded by a check")
+
+    monkeypatch.setattr(dp_finetune, "load_causal_lm", loaded)
+    cfg = _client_cfg(tmp_path, "http://127.0.0.1:9")
+    limit = cfg.n_synthetic
+    info = ServerInfo(
+        base_model=cfg.finetune.model, professional="p", max_adapter_bytes=1, max_samples=limit, ready=True
+    )
+    monkeypatch.setattr(knowledgesg.KnowledgeSGClientMethod, "_server_ready", lambda self: info)
+    monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
+    checked = dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
+    assert isinstance(checked, Config) and checked.method == "knowledgesg"
+    with pytest.raises(ConfigError, match=f"n_synthetic: the server allows at most {limit} "):
+        too_many = cfg.model_copy(update={"n_synthetic": limit + 1})
+        dpsynth.synthesize(too_many, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
+    assert not (tmp_path / "run").exists()
