@@ -918,15 +918,27 @@ def test_check_only_makes_the_checks_and_loads_writes_nothing(
     gens = [dict(name="a", model="smollm2-135m-instruct"), dict(name="b", model="gemma3-270m")]
     raw = _raw(private_csv, tmp_path / "run", generators=gens)
     checked = dpsynth.synthesize(Config.model_validate(raw), check_only=True)
-    assert isinstance(checked, Config) and checked.data.labels == LABELS and checked.method == "wasp"
+    assert isinstance(checked, dpsynth.Checked) and checked.reads_private and not checked.already_complete
+    assert checked.config.data.labels == LABELS and checked.config.method == "wasp"
     finetune = dict(raw, method="dp-finetune", generators=[], wasp={})
-    assert dpsynth.synthesize(Config.model_validate(finetune), check_only=True).method == "dp-finetune"
+    assert dpsynth.synthesize(Config.model_validate(finetune), check_only=True).config.method == "dp-finetune"
+    zero_shot = dpsynth.synthesize(Config.model_validate(dict(raw, method="zero-shot")), check_only=True)
+    assert not zero_shot.reads_private
     assert not (tmp_path / "run").exists()
-    # what a run refuses, a check refuses: a wrong column, a model path that does not exist
-    with pytest.raises(DataError, match="no column 'reveiw'"):
-        dpsynth.synthesize(
-            Config.model_validate(_raw(private_csv, tmp_path / "run", data=dict(text_column="reveiw"))), check_only=True
-        )
+    # what a run refuses, a check refuses: a wrong column (for each method that reads it), a model that is
+    # not there (a generator's, the fine-tuned model's, the embedding model's), an openai entry without a URL
+    for method in ("wasp", "dp-finetune"):
+        bad = dict(finetune if method == "dp-finetune" else raw, data=dict(raw["data"], text_column="reveiw"))
+        with pytest.raises(DataError, match="no column 'reveiw'"):
+            dpsynth.synthesize(Config.model_validate(bad), check_only=True)
+    typo = dict(finetune, finetune=dict(model="smollm2-135m-instruckt"))
+    with pytest.raises(GeneratorError, match=r"^finetune.model: .*did you mean smollm2-135m-instruct\?"):
+        dpsynth.synthesize(Config.model_validate(typo), check_only=True)
+    with pytest.raises(ConfigError, match="^embedding_model: .*no-such-folder does not exist"):
+        dpsynth.synthesize(Config.model_validate(dict(raw, embedding_model="./no-such-folder")), check_only=True)
+    openai = dict(raw, generators=[dict(name="a", backend="openai", model="m"), gens[1]])
+    with pytest.raises(GeneratorError, match=r"^generators\[a\]\.base_url: the openai backend needs"):
+        dpsynth.synthesize(Config.model_validate(openai), check_only=True)
     missing = _raw(private_csv, tmp_path / "run", generators=[dict(name="a", model="x"), dict(name="b", model="y")])
     with pytest.raises(GeneratorError, match=r"generators\[a\]\.model: x does not exist"):
         dpsynth.synthesize(Config.model_validate(missing), check_only=True)

@@ -436,6 +436,11 @@ def test_ctrl_c_names_the_run_and_resume_needs_only_out(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
     rows = (out / "synthetic.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 40 and json.loads((out / "privacy.json").read_text())["epsilon"] <= 3.0
+    main(["run", "--resume", "--out", str(out), "--check"])  # not "continues the run"
+    assert (
+        capsys.readouterr().out
+        == f"checked: the run in {shlex.quote(str(out))} is already complete; --resume has nothing to do\n"
+    )
 
     # the whole original command again, with --resume: the run is complete, nothing is built or asked
     built = _fake_cli_backends(monkeypatch, crash_at=1)

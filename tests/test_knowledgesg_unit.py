@@ -1085,7 +1085,7 @@ def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
     columns, then stop: no model loaded, no run directory, no budget."""
     import dpsynth
     from dpsynth.config import Config
-    from dpsynth.errors import ConfigError
+    from dpsynth.errors import ConfigError, DataError
     from dpsynth.knowledgesg.protocol import ServerInfo
     from dpsynth.methods import dp_finetune, knowledgesg
 
@@ -1101,7 +1101,11 @@ def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
     monkeypatch.setattr(knowledgesg.KnowledgeSGClientMethod, "_server_ready", lambda self: info)
     monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
     checked = dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
-    assert isinstance(checked, Config) and checked.method == "knowledgesg"
+    assert isinstance(checked.config, Config) and checked.config.method == "knowledgesg"
+    bad = tmp_path / "bad.jsonl"  # the pairs are read: a missing column is the run's own error
+    bad.write_text('{"question": "q", "answer": "a"}\n')
+    with pytest.raises(DataError, match="no column 'instruction'"):
+        dpsynth.synthesize(cfg, private=str(bad), progress=False, check_only=True)
     with pytest.raises(ConfigError, match=f"n_synthetic: the server allows at most {limit} "):
         too_many = cfg.model_copy(update={"n_synthetic": limit + 1})
         dpsynth.synthesize(too_many, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)

@@ -176,6 +176,29 @@ def test_ledger_is_a_hard_cap_and_resumes(tmp_path: Path) -> None:
         Ledger.open(tmp_path / "gone.json", **open_, resume=True)
 
 
+def test_a_ledger_opened_to_read_is_never_written_and_releases_nothing(tmp_path: Path) -> None:
+    """Regression: asking whether a run had released its votes (a resume's first question, `--check`)
+    rewrote ledger.json from its copy; a run still going could lose a release recorded meanwhile, and its
+    next resume would spend it again.  A read-only ledger leaves the file as it is and refuses to release."""
+    import os
+
+    z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
+    open_ = dict(epsilon=2.0, delta=1e-5, accountant="pld")
+    path = tmp_path / "ledger.json"
+    led = Ledger.open(path, **open_, planned=_events(z, 2))
+    led.release("r0", tmp_path / "r0.npz", _save(0))
+    before, stat = path.read_bytes(), os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))  # a rewrite would move it forward again
+    mtime = os.stat(path).st_mtime_ns
+    seen = Ledger.open(path, **open_, planned=_events(z, 3), read_only=True)  # a third event added to the plan
+    assert seen.released("r0") and not seen.complete
+    assert path.read_bytes() == before and os.stat(path).st_mtime_ns == mtime and os.stat(path).st_ino == stat.st_ino
+    with pytest.raises(PrivacyBudgetError, match="opened to read"):
+        seen.release("r1", tmp_path / "r1.npz", lambda: pytest.fail("drawn from a read-only ledger"))
+    with pytest.raises(ResumeError):  # nothing to read
+        Ledger.open(tmp_path / "none.json", **open_, read_only=True)
+
+
 def test_a_plan_above_the_target_is_refused(tmp_path: Path) -> None:
     z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
     with pytest.raises(PrivacyBudgetError) as err:

@@ -30,6 +30,17 @@ from dpsynth.run import RunDir, remove_logging, setup_logging
 log = logging.getLogger("dpsynth")
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What ``synthesize(check_only=True)`` found in order: the resolved config, whether the run would read
+    the private records (not for zero-shot, nor when only post-processing is left), and whether a resumed
+    run is already complete."""
+
+    config: Config
+    reads_private: bool
+    already_complete: bool = False
+
+
 @dataclass
 class SynthesisResult:
     """What a run produced.  ``records`` are dicts with text, label, label_name, generator, round.
@@ -136,8 +147,8 @@ def synthesize(
 
     ``check_only=True`` (``dpsynth run --check``) makes every check a run makes before its models load (the
     config, the private data's file, columns and labels, model paths, the run directory, a KnowledgeSG
-    server) and returns the resolved ``Config``: nothing is written to ``out``, no model is loaded, no budget is
-    spent (an embedded model is assembled into its cache if it never was, as a run would).
+    server) and returns a ``Checked`` (the resolved config): nothing is written to ``out``, no model is
+    loaded, no budget is spent (an embedded model is assembled into its cache if it never was, as a run would).
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
@@ -150,7 +161,7 @@ def synthesize(
     run_dir.check_writable()  # before any model is loaded
     config = run_dir.check(config, resume, private_given=private is not None)
     if resume and run_dir.is_complete(config):
-        return config if check_only else _finished(run_dir, config, progress, as_dataset)
+        return Checked(config, False, True) if check_only else _finished(run_dir, config, progress, as_dataset)
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
         raise missing_ledger(run_dir.ledger)
     post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
@@ -172,7 +183,7 @@ def synthesize(
         method.prepare(load_models=not check_only)
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if check_only:
-            return method.config
+            return Checked(method.config, bool(getattr(method, "reads_private", method.config.uses_private_data)))
         if not resume:
             run_dir.create(method.config)
         else:

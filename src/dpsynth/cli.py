@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import typing
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 import yaml
@@ -35,6 +35,9 @@ from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of th
     parse_overrides,
 )
 from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
+
+if TYPE_CHECKING:
+    from dpsynth.api import Checked
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
 
@@ -94,19 +97,23 @@ def run(
     run_from_args(list(ctx.args), resume=resume, quiet=quiet, check=check)
 
 
-def _checked_line(cfg: Config, resume: bool) -> str:
+def _checked_line(checked: Checked, resume: bool) -> str:
     """What --check found in order: public settings only, never a count or a value of the records."""
     from dpsynth.methods.registry import METHODS
 
+    cfg = checked.config
+    out = shlex.quote(str(cfg.out))
+    if checked.already_complete:
+        return f"checked: the run in {out} is already complete; --resume has nothing to do"
     labels = ", ".join(k if k == v else f"{k}={v}" for k, v in (cfg.data.labels or {}).items())
     parts = [f"method {cfg.method}"]
     parts += [f"labels {labels}", f"task {cfg.data.task!r}"] if labels else []
     parts += [f"generators {', '.join(g.name for g in cfg.generators)}"] if METHODS[cfg.method].prompting else []
     parts += [f"epsilon {cfg.privacy.epsilon:g}"] if cfg.uses_private_data else []
-    data = "the private data (file, columns, labels)" if cfg.uses_private_data else "data.private (not read)"
+    data = "the private data (file, columns, labels)" if checked.reads_private else "data.private (not needed)"
     return (
-        f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {shlex.quote(str(cfg.out))} "
-        f"pass the checks; nothing was written to --out and no model was loaded. The same command without --check "
+        f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {out} pass the checks; "
+        f"nothing was written to --out and no model was loaded. The same command without --check "
         f"{'continues the run' if resume else 'starts the run'}."
     )
 
@@ -417,7 +424,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 class _LevelPrefix(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name; keeps exc_info
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 

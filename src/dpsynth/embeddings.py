@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zipfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +90,26 @@ def resolve_embedding_model(name: str) -> str:
         except ImportError:
             return f"sentence-transformers/{EMBEDDED_MINILM}"  # hub id, for machines with a hub
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+def check_embedding_model(name: str) -> None:
+    """What loading would refuse, found without loading (``--check``): a local folder that is not there, or,
+    with HF_HUB_OFFLINE set, a hub id that is not in the local cache.  Online, a hub id is left to the load."""
+    path = resolve_embedding_model(name)
+    if Path(path).exists():
+        return
+    if name.startswith(("/", "./", "../", "~", "\\")):
+        raise ConfigError(f"embedding_model: {name} does not exist; give a sentence-transformers folder or hub id")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    repos = [path] if "/" in path else [path, f"sentence-transformers/{path}"]
+    if not any(isinstance(try_to_load_from_cache(r, "config.json"), str) for r in repos):
+        raise ConfigError(
+            f"embedding_model: {name!r} is neither a folder here nor in the local Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set; give a sentence-transformers folder, or the embedded all-MiniLM-L6-v2"
+        )
 
 
 class EmbeddingCache:

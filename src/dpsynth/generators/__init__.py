@@ -8,7 +8,20 @@ if TYPE_CHECKING:
     from dpsynth.config import GeneratorConfig
     from dpsynth.generators.base import Generator
 
-__all__ = ["build_generator"]
+__all__ = ["build_generator", "check_generator"]
+
+
+def check_generator(cfg: GeneratorConfig) -> None:
+    """What ``build_generator`` would refuse that needs no model and no server: a model file that is not there
+    (an embedded model's package, assembled once), an openai entry without its URL or key.  ``--check``."""
+    if cfg.backend == "llamacpp":
+        from dpsynth.generators.models import resolve_model
+
+        resolve_model(cfg.model, cfg.name)
+    elif cfg.backend == "openai":
+        from dpsynth.generators.openai_http import check_settings
+
+        check_settings(cfg)
 
 
 def build_generator(cfg: GeneratorConfig) -> Generator:

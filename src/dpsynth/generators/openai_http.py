@@ -213,6 +213,26 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def check_settings(cfg: GeneratorConfig) -> str | None:
+    """What the backend needs before any request (a URL, the API key's variable set), checked without
+    contacting the server, so that a run (and ``--check``) refuses it before any model loads.  Returns the key."""
+    if not cfg.base_url:
+        raise GeneratorError(
+            f"generators[{cfg.name}].base_url: the openai backend needs the server's URL, e.g. http://127.0.0.1:8000/v1"
+        )
+    if not cfg.base_url.startswith(("http://", "https://")):
+        raise GeneratorError(f"generators[{cfg.name}].base_url: {cfg.base_url!r} must start with http:// or https://")
+    if not cfg.api_key_env:
+        return None
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if not key:
+        raise GeneratorError(
+            f"generators[{cfg.name}].api_key_env: the environment variable {cfg.api_key_env} "
+            "is not set or empty; export it or remove api_key_env"
+        )
+    return key
+
+
 class OpenAIHttpGenerator:
     """Prompts an OpenAI-compatible endpoint; ``base_url`` ends with ``/v1`` for most servers."""
 
@@ -227,25 +247,8 @@ class OpenAIHttpGenerator:
     ) -> None:
         self.name = cfg.name
         self.cfg = cfg
-        if not cfg.base_url:
-            raise GeneratorError(
-                f"generators[{cfg.name}].base_url: the openai backend needs the server's URL, "
-                "e.g. http://127.0.0.1:8000/v1"
-            )
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise GeneratorError(
-                f"generators[{cfg.name}].base_url: {cfg.base_url!r} must start with http:// or https://"
-            )
-        self.base_url = cfg.base_url.rstrip("/")
-        self._key: str | None = None
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env, "").strip()
-            if not key:
-                raise GeneratorError(
-                    f"generators[{cfg.name}].api_key_env: the environment variable {cfg.api_key_env} "
-                    "is not set or empty; export it or remove api_key_env"
-                )
-            self._key = key
+        self._key = check_settings(cfg)
+        self.base_url = str(cfg.base_url).rstrip("/")
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         # Bound on the wall time of one request, retries and waits included.

@@ -18,10 +18,11 @@ _NO_CONFIG_WARNING = "Could not find a config file"
 
 def model_source(model: str) -> tuple[str, dict[str, Any]]:
     """(folder or hub id, from_pretrained kwargs): a GGUF file or embedded name goes through ``gguf_file``."""
-    from dpsynth.generators.models import EMBEDDED_MODELS, resolve_model
+    from dpsynth.generators.models import EMBEDDED_MODELS, near_embedded_name, resolve_model
 
     name = model.strip()
-    if name.lower() in EMBEDDED_MODELS or name.lower().endswith(".gguf"):
+    typo = near_embedded_name(name) and not Path(name).expanduser().exists()  # resolve_model says "did you mean"
+    if name.lower() in EMBEDDED_MODELS or name.lower().endswith(".gguf") or typo:
         try:
             path = resolve_model(name, "finetune")
         except GeneratorError as exc:

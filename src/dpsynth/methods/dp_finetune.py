@@ -47,6 +47,7 @@ from dpsynth.lm import (
     load_causal_lm,
     load_lora_state,
     lora_state,
+    model_source,
     pick_bf16,
     pick_device,
     save_adapter,
@@ -112,7 +113,8 @@ class DpFinetuneMethod:
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
         self.data = load_run_private(config, self._private_source)
-        if not load_models:
+        if not load_models:  # --check: the model's file or embedded name, without loading it
+            model_source(ft.model)
             return
         self.device = pick_device(ft.device)
         self.tok, self.model = load_causal_lm(ft.model)

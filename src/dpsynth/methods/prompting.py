@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder
+from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder, check_embedding_model
 from dpsynth.generators.base import Generator
 from dpsynth.methods.base import load_run_private
 from dpsynth.methods.wasp import WaspRun, check_run
@@ -63,17 +63,11 @@ class PromptingMethod:
         # what WaspRun would refuse inside the run directory, refused before it exists
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
         check_run(config, names)
-        if self._injected is None:  # a wrong model path fails in a second, not after the embedding model loads
-            from dpsynth.generators.models import is_embedded, near_embedded_name, resolve_model
-
-            for gc in config.generators:
-                named_a_file = not is_embedded(gc.model) and (
-                    _looks_like_path(gc.model) or near_embedded_name(gc.model)
-                )
-                # a check (--check) resolves every model: an embedded one's package installed (joined once)
-                if gc.backend == "llamacpp" and (named_a_file or not load_models):
-                    resolve_model(gc.model, gc.name)
+        if self._injected is None:  # a wrong model path or URL fails in a second, not after a model loads
+            _check_generators(config, everything=not load_models)
         if not load_models:
+            if self.reads_private:
+                check_embedding_model(config.embedding_model)
             return
         if self.embedder is None:
             embedder = SentenceTransformerEmbedder(config.embedding_model, config.embedding_batch_size)
@@ -133,6 +127,18 @@ class PromptingMethod:
                 g.close()
             except Exception as exc:  # noqa: BLE001 - the others must still be closed
                 log.warning("closing generator %s failed: %s: %s", getattr(g, "name", "?"), type(exc).__name__, exc)
+
+
+def _check_generators(config: Config, everything: bool) -> None:
+    """Before the embedding model loads: an openai entry's URL and key, a llama.cpp model given as a file or
+    near an embedded name.  ``everything`` (``--check``): every entry as ``build_generator`` will resolve it."""
+    from dpsynth.generators import check_generator
+    from dpsynth.generators.models import is_embedded, near_embedded_name
+
+    for gc in config.generators:
+        named_a_file = not is_embedded(gc.model) and (_looks_like_path(gc.model) or near_embedded_name(gc.model))
+        if everything or gc.backend == "openai" or (gc.backend == "llamacpp" and named_a_file):
+            check_generator(gc)
 
 
 def _looks_like_path(model: str) -> bool:

@@ -127,4 +127,13 @@ def rounds_released(config: Config, run_dir: RunDir) -> bool:
     """For a resume: has the run in ``run_dir`` released (and saved) every vote it plans?"""
     if not config.uses_private_data or not run_dir.ledger.exists():
         return False
-    return votes_released(open_ledger(config, run_dir, privacy_events(config)), run_dir)
+    p = config.privacy
+    ledger = Ledger.open(
+        run_dir.ledger,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        accountant=p.accountant,
+        planned=privacy_events(config),
+        read_only=True,
+    )  # a question, asked before the run (or --check): never a write to a ledger another process may hold
+    return votes_released(ledger, run_dir)

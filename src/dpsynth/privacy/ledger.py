@@ -54,6 +54,7 @@ class Ledger:
         self.accountant = accountant  # what composes the events (see use_accountant)
         self.planned = planned
         self.releases: list[dict[str, Any]] = []  # {"key", "steps", "time"}, in release order
+        self.read_only = False  # a query of a run (its state), not the run: never written
 
     # -------------------------------------------------------------- persistence
     @classmethod
@@ -66,15 +67,18 @@ class Ledger:
         accountant: Accountant,
         planned: Sequence[Event] = (),
         resume: bool = False,
+        read_only: bool = False,
     ) -> Ledger:
         """Start the ledger of a new run, or load a resumed run's and check it has the same target.
 
         On resume the stored events are kept as they are (never recalibrated); ``planned`` must agree
-        with them where both name a key.
+        with them where both name a key.  ``read_only``: load an existing ledger to ask about the run
+        (``--check``, has it released its votes?) without writing it: the run may still be going, and a
+        rewrite from this copy could drop a release that process has just recorded.
         """
         path = Path(path)
         if not path.exists():
-            if resume:
+            if resume or read_only:
                 raise missing_ledger(path)
             led = cls(path, epsilon, delta, accountant, [])
             led.plan(planned)
@@ -107,11 +111,14 @@ class Ledger:
         led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]])
         led.accountant = raw.get("accountant_used", accountant)
         led.releases = list(raw["releases"])
+        led.read_only = read_only
         led.plan(planned)
         led.save()
         return led
 
     def save(self) -> None:
+        if self.read_only:
+            return
         atomic_write_json(
             self.path,
             {
@@ -189,6 +196,8 @@ class Ledger:
 
     def check_can_release(self, key: str, steps: int = 1) -> None:
         """Raise unless ``steps`` more of planned release ``key`` stay within the plan and the cap."""
+        if self.read_only:  # a release that is not recorded would be spent twice on a resume
+            raise PrivacyBudgetError(f"privacy: {self.path} was opened to read it; no release can be made")
         e = self.event(key)
         if e is None:
             raise PrivacyBudgetError(
