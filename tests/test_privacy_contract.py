@@ -114,7 +114,7 @@ class FakeServer:
     def __init__(self, url: str, token: str, **_: Any) -> None:
         pass
 
-    def info(self) -> Any:
+    def info(self, *, retries: int | None = None) -> Any:
         return SimpleNamespace(
             ready=True, base_model=self.base_model, max_samples=100, max_adapter_bytes=64 << 20, professional="fake-pro"
         )
