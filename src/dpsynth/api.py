@@ -180,7 +180,10 @@ def synthesize(
     try:
         method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
-        method.prepare(load_models=not check_only)
+        if check_only:
+            method.prepare(load_models=False)
+        else:  # as a method registered by a plug-in may define it: without load_models
+            method.prepare()
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if check_only:
             return Checked(method.config, bool(getattr(method, "reads_private", method.config.uses_private_data)))
