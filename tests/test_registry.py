@@ -173,6 +173,9 @@ def test_a_registered_toy_method_runs_through_synthesize(tmp_path: Path, monkeyp
     assert len(result) == 6
     assert sorted({r["label"] for r in result.records}) == [0, 1]  # labelled: integer labels stay integers
     assert json.loads((result.run_dir / "privacy.json").read_text())["method"] == "toy"
+    # its prepare() takes no load_models: a run works (above), --check says it cannot check, no traceback
+    with pytest.raises(ConfigError, match="^--check: method 'toy' cannot check without loading its models"):
+        dpsynth.synthesize(cfg.model_copy(update={"out": str(tmp_path / "toy2")}), check_only=True)
 
 
 def test_an_unregistered_method_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import time
@@ -181,6 +182,8 @@ def synthesize(
         method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
         if check_only:
+            if "load_models" not in inspect.signature(method.prepare).parameters:
+                raise ConfigError(f"--check: method {config.method!r} cannot check without loading its models")
             method.prepare(load_models=False)
         else:  # as a method registered by a plug-in may define it: without load_models
             method.prepare()
