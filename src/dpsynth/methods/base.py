@@ -109,7 +109,8 @@ class MethodRunner(Protocol):
     of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
     ``close`` releases every backend the method built, whatever failed before.
     ``prepare(load_models=False)`` is ``dpsynth run --check``: every check that needs no model (config,
-    private data, model paths, server), then stop.
+    private data, model paths, server), then stop.  A run calls ``prepare()``: a plug-in method may leave
+    the parameter out, and ``--check`` then says it cannot check that method.
     """
 
     config: Config
