@@ -837,3 +837,49 @@ def test_model_loading_draws_no_weight_bars(capfd: pytest.CaptureFixture[str]) -
     SentenceTransformerEmbedder().load()
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "\r" not in err, err
+
+
+def test_a_full_disk_mid_run_is_one_line_that_names_the_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    """An OSError from the file system (a full disk) used to end a run with a traceback; the run directory is
+    kept and the resume command continues it once space is freed."""
+    import errno
+
+    import dpsynth.methods.wasp as wasp_module
+
+    out = tmp_path / "run"
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    real_append = wasp_module.append_jsonl
+    calls = {"n": 0}
+
+    def full_on_second(path, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_append(path, rows)
+
+    monkeypatch.setattr(wasp_module, "append_jsonl", full_on_second)
+    code, err = _main_error(_cli_run_args(private_csv, out), capsys)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "No space left on device" in err
+    assert f"--resume --out {shlex.quote(str(out))}" in err
+
+    monkeypatch.setattr(wasp_module, "append_jsonl", real_append)
+    main(["run", "--resume", "--out", str(out), "--quiet"])
+    assert "wrote 40 synthetic records" in capsys.readouterr().out
+
+
+def test_a_file_name_too_long_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ENAMETOOLONG (for --private, or for --out) used to print a traceback naming the whole name."""
+    monkeypatch.chdir(tmp_path)
+    long_name = "a" * 300
+    for argv in (
+        ["run", "--private", f"{long_name}.csv", "--labels", "a,b", "--out", str(tmp_path / "r"), "--check"],
+        ["run", "--labels", "a,b", "--out", str(tmp_path / long_name), "--check"],
+    ):
+        code, err = _main_error(argv, capsys)
+        assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("error: "), err
+        assert "too long" in err and "..." in err and len(err) < 250, err  # the name elided, not printed whole

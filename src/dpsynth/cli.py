@@ -409,6 +409,29 @@ def _with_resume(exc: DpsynthError) -> str:
     return f"{message}; the run is kept: once that is fixed, `{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}`"
 
 
+def _os_error(exc: OSError) -> str:
+    """A file-system error (a full disk, a name too long, no permission) as one line, and, when a run
+    directory was already written, the command that continues it once the cause is fixed."""
+    from dpsynth.data import shown_path
+
+    where = f"{shown_path(exc.filename)}: " if exc.filename is not None else ""
+    message = f"{where}{exc.strerror or exc}"
+    if _RUN is None:
+        return message
+    from pathlib import Path
+
+    from dpsynth.run import RunDir
+
+    run_dir = getattr(exc, "dpsynth_run_dir", None) or Path(_RUN[1]).expanduser()
+    try:
+        kept = RunDir(run_dir).config.exists()
+    except (OSError, ValueError):
+        kept = False
+    if not kept:
+        return message
+    return f"{message}; the run is kept: once that is fixed, `{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}`"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a job scheduler's stop), handled like Ctrl-C: the same clean stop, and the run says
     how to resume instead of vanishing without a word."""
@@ -443,6 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         rv = app(args=argv, prog_name="dpsynth", standalone_mode=False)
     except DpsynthError as exc:
         _fail(_with_resume(exc))
+    except OSError as exc:
+        if exc.errno is None:  # not from the operating system: a bug, keep its traceback
+            raise
+        _fail(_os_error(exc), 1)
     except KeyboardInterrupt as exc:
         print(_interrupted(exc), file=sys.stderr)
         sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)

@@ -72,7 +72,23 @@ def local_source(source: Any) -> Any:
     if not isinstance(source, str) or not source.strip() or is_in_memory_source(source):
         return source
     path = Path(source).expanduser()
-    return os.path.realpath(path) if path.exists() else source
+    return os.path.realpath(path) if path_exists(path) else source
+
+
+def path_exists(path: Path) -> bool:
+    """``path.exists()``, except that a name the file system refuses (too long, a NUL byte) is a DataError
+    naming it, not a traceback: ``Path.exists`` raises for those instead of answering False."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DataError(f"{shown_path(path)}: not a usable file name ({reason})") from None
+
+
+def shown_path(path: Any, width: int = 120) -> str:
+    """A path short enough for a one-line error: its start and end, the middle elided."""
+    text = str(path)
+    return text if len(text) <= width else f"{text[: width // 2]}...{text[-(width // 2 - 3) :]}"
 
 
 def check_source(source: Any, what: str = "private") -> None:
@@ -162,7 +178,7 @@ def _read_strings(
         return _as_str(_unique_columns(_hf_frame(source), "dataset"), "dataset", columns)
     check_source(source, "records")
     path = Path(source).expanduser()
-    if not path.exists():
+    if not path_exists(path):
         raise DataError(f"{path}: file does not exist; check --private / data.private")
     if path.is_dir():
         try:
