@@ -902,7 +902,7 @@ def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
 
 
 def test_check_only_makes_the_checks_and_loads_writes_nothing(
-    tmp_path: Path, private_csv: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, private_csv: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`dpsynth run --check`: the checks a run makes before its models load, for each kind of method, then
     stop with the resolved config: no run directory, no generator built, no embedding or language model."""
@@ -920,8 +920,18 @@ def test_check_only_makes_the_checks_and_loads_writes_nothing(
     checked = dpsynth.synthesize(Config.model_validate(raw), check_only=True)
     assert isinstance(checked, dpsynth.Checked) and checked.reads_private and not checked.already_complete
     assert checked.config.data.labels == LABELS and checked.config.method == "wasp"
-    finetune = dict(raw, method="dp-finetune", generators=[], wasp={})
+    finetune = dict(raw, method="dp-finetune", generators=[], wasp={}, finetune=dict(model=str(tiny_lm)))
     assert dpsynth.synthesize(Config.model_validate(finetune), check_only=True).config.method == "dp-finetune"
+    # the fine-tuned model's context and the records' lengths, from its tokenizer and config alone
+    too_long = dict(finetune, finetune=dict(model=str(tiny_lm), max_length=240, max_new_tokens=32))
+    with pytest.raises(ConfigError, match="exceeds the model's context of 256 tokens"):
+        dpsynth.synthesize(Config.model_validate(too_long), check_only=True)
+    no_room = dict(finetune, finetune=dict(model=str(tiny_lm), max_length=12))
+    with pytest.raises(ConfigError, match="leave no room for text after the prompt"):
+        dpsynth.synthesize(Config.model_validate(no_room), check_only=True)
+    cut = dict(finetune, finetune=dict(model=str(tiny_lm), max_length=34, truncate=False))
+    with pytest.raises(DataError, match=r"longer than finetune.max_length=34"):
+        dpsynth.synthesize(Config.model_validate(cut), check_only=True)
     zero_shot = dpsynth.synthesize(Config.model_validate(dict(raw, method="zero-shot")), check_only=True)
     assert not zero_shot.reads_private
     assert not (tmp_path / "run").exists()

@@ -201,6 +201,10 @@ def test_parse_overrides_forms() -> None:
     cfg = load_config(None, got)
     assert cfg.privacy.delta == 1e-6 and cfg.data.private == "data/1.csv" and cfg.out == "007"
     assert cfg.wasp.use_far is False
+    # a list of names as --labels and --generators are written, or as YAML
+    for written in ("q_proj,v_proj", "q_proj, v_proj", "[q_proj, v_proj]"):
+        ft = load_config(None, {"method": "dp-finetune", **parse_overrides(["--target-modules", written])})
+        assert ft.finetune.target_modules == ["q_proj", "v_proj"], written
 
 
 @pytest.mark.parametrize(

@@ -695,3 +695,19 @@ def test_sampler_cuts_only_samples_the_token_limit_stopped(whole: bool) -> None:
     ended, stopped = lm.generate(_Model(), _Tok(), [1, 2], 2, ft=ft, device="cpu", bf16=False, whole_sentences=whole)
     assert ended == "The acting is strong and the story holds up well. The second half was"
     assert stopped == ("The acting is strong and the story holds up well." if whole else ended)
+
+
+def test_the_weightless_lora_copy_has_the_loaded_models_adapter(tiny_lm: Path) -> None:
+    """`--check` sizes the adapter and checks target_modules on the model's layers on the meta device; that
+    copy must have exactly the trainable weights a run builds, and hold no memory."""
+    from dpsynth.config import FinetuneConfig
+
+    for targets in (["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"]):
+        ft = FinetuneConfig(model=str(tiny_lm), lora_r=4, target_modules=targets)
+        tok, hf_config = lm.load_tokenizer(str(tiny_lm))
+        skeleton = lm.lora_skeleton(hf_config, ft)
+        assert {p.device.type for p in skeleton.parameters()} == {"meta"}
+        _, model = lm.load_causal_lm(str(tiny_lm))
+        real = lm.add_lora(model, ft)
+        assert lm.trainable_bytes(skeleton) == lm.trainable_bytes(real) > 0
+        assert tok.pad_token is not None and hf_config.max_position_embeddings == 256

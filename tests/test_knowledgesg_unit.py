@@ -1079,10 +1079,10 @@ def test_retry_after_is_not_waited_when_no_retry_follows_and_one_warning_per_cli
 
 
 def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`dpsynth client run --check`: the server's answer and the settings it refuses, the private pairs'
-    columns, then stop: no model loaded, no run directory, no budget."""
+    columns, then stop: no model weights loaded, no run directory, no budget."""
     import dpsynth
     from dpsynth.config import Config
     from dpsynth.errors import ConfigError, DataError
@@ -1094,14 +1094,23 @@ def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
 
     monkeypatch.setattr(dp_finetune, "load_causal_lm", loaded)
     cfg = _client_cfg(tmp_path, "http://127.0.0.1:9")
+    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"model": str(tiny_lm)})})
     limit = cfg.n_synthetic
     info = ServerInfo(
-        base_model=cfg.finetune.model, professional="p", max_adapter_bytes=1, max_samples=limit, ready=True
+        base_model=cfg.finetune.model, professional="p", max_adapter_bytes=1 << 20, max_samples=limit, ready=True
     )
     monkeypatch.setattr(knowledgesg.KnowledgeSGClientMethod, "_server_ready", lambda self: info)
     monkeypatch.setenv("DPSYNTH_TOKEN", "alice-token")
     checked = dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
     assert isinstance(checked.config, Config) and checked.config.method == "knowledgesg"
+    # the adapter's size and the LoRA layers, from the model's config alone (its layers on the meta device)
+    info = info.model_copy(update={"max_adapter_bytes": 1000})
+    with pytest.raises(ConfigError, match="the adapter would be about 0 MB and the server accepts at most 0 MB"):
+        dpsynth.synthesize(cfg, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
+    info = info.model_copy(update={"max_adapter_bytes": 1 << 20})
+    typo = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"target_modules": ["q_prj"]})})
+    with pytest.raises(ConfigError, match=r"finetune.target_modules: \['q_prj'\] not found"):
+        dpsynth.synthesize(typo, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
     bad = tmp_path / "bad.jsonl"  # the pairs are read: a missing column is the run's own error
     bad.write_text('{"question": "q", "answer": "a"}\n')
     with pytest.raises(DataError, match="no column 'instruction'"):

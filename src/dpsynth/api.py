@@ -148,8 +148,10 @@ def synthesize(
 
     ``check_only=True`` (``dpsynth run --check``) makes every check a run makes before its models load (the
     config, the private data's file, columns and labels, model paths, the run directory, a KnowledgeSG
-    server) and returns a ``Checked`` (the resolved config): nothing is written to ``out``, no model is
-    loaded, no budget is spent (an embedded model is assembled into its cache if it never was, as a run would).
+    server; for dp-finetune and KnowledgeSG also the records' lengths in tokens, the model's context, the LoRA
+    target modules and the adapter's size, from the model's tokenizer and layer shapes) and returns a
+    ``Checked`` (the resolved config): nothing is written to ``out``, no model weights are loaded, no budget
+    is spent (an embedded model is assembled into its cache if it never was, as a run would).
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)

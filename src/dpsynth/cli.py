@@ -91,7 +91,8 @@ def run(
         False,
         "--check",
         help="Check the config, the private data, model paths and --out, then stop: nothing "
-        "written, no model loaded, no budget spent.",
+        "written, no model weights loaded, no budget spent (dp-finetune reads the model's tokenizer and "
+        "layer shapes to check record lengths, context and LoRA layers).",
     ),
 ) -> None:
     run_from_args(list(ctx.args), resume=resume, quiet=quiet, check=check)
@@ -113,7 +114,7 @@ def _checked_line(checked: Checked, resume: bool) -> str:
     data = "the private data (file, columns, labels)" if checked.reads_private else "data.private (not needed)"
     return (
         f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {out} pass the checks; "
-        f"nothing was written to --out and no model was loaded. The same command without --check "
+        f"nothing was written to --out and no model weights were loaded. The same command without --check "
         f"{'continues the run' if resume else 'starts the run'}."
     )
 
@@ -254,7 +255,8 @@ def client_run(
         False,
         "--check",
         help="Check the config, the private data, model paths and --out, then stop: nothing "
-        "written, no model loaded, no budget spent.",
+        "written, no model weights loaded, no budget spent (dp-finetune reads the model's tokenizer and "
+        "layer shapes to check record lengths, context and LoRA layers).",
     ),
 ) -> None:
     run_from_args(list(ctx.args), resume=resume, quiet=quiet, method="knowledgesg", check=check)

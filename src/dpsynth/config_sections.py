@@ -259,6 +259,12 @@ class FinetuneConfig(StrictModel):
     def _current_model_name(cls, v: str) -> str:
         return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
 
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        """``--target-modules q_proj,v_proj`` (as --labels and --generators are written) is the list."""
+        return [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else v
+
     @field_validator("target_modules")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:

@@ -12,7 +12,17 @@ Nothing here imports torch, transformers, peft or Opacus until a function needs 
 """
 
 from dpsynth.lm.device import autocast, pick_bf16, pick_device
-from dpsynth.lm.loading import add_lora, load_causal_lm, load_lora_state, lora_state, model_source, save_adapter
+from dpsynth.lm.loading import (
+    add_lora,
+    load_causal_lm,
+    load_lora_state,
+    load_tokenizer,
+    lora_skeleton,
+    lora_state,
+    model_source,
+    save_adapter,
+    trainable_bytes,
+)
 from dpsynth.lm.records import Encoded, RecordDataset, RecordFormat, collate, per_sample_loss
 from dpsynth.lm.sampling import generate
 from dpsynth.lm.training import TrainResult, finetune_public, grad_samples_to_fp32, train
@@ -30,6 +40,8 @@ __all__ = [
     "grad_samples_to_fp32",
     "load_causal_lm",
     "load_lora_state",
+    "load_tokenizer",
+    "lora_skeleton",
     "lora_state",
     "model_source",
     "pick_bf16",
@@ -37,4 +49,5 @@ __all__ = [
     "per_sample_loss",
     "save_adapter",
     "train",
+    "trainable_bytes",
 ]

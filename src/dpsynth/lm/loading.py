@@ -32,6 +32,50 @@ def model_source(model: str) -> tuple[str, dict[str, Any]]:
     return (str(p) if p.exists() else name), {}
 
 
+def load_tokenizer(model: str) -> tuple[Any, Any]:
+    """(tokenizer, transformers config) without the weights: what ``--check`` needs to test the context
+    length, the private records' lengths and the LoRA layers (``lora_skeleton``) without loading the model."""
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError:
+        raise GeneratorError("finetune.model: dp-finetune needs `pip install transformers`") from None
+    source, kwargs = model_source(model)
+    if "gguf_file" in kwargs:
+        require(f"reading the GGUF model {model} with transformers", "finetune", ["gguf"])
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **kwargs)
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeneratorError(f"finetune.model: transformers could not load {model}: {first[:300]}") from None
+    return _with_pad(tok, model), config
+
+
+def lora_skeleton(config: Any, ft: FinetuneConfig) -> Any:
+    """The model's layers on PyTorch's meta device (shapes, no memory, no weights), wrapped with LoRA as a
+    run wraps them: ``add_lora`` checks finetune.target_modules against it, and ``trainable_bytes`` gives
+    the adapter's size, both in seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return add_lora(AutoModelForCausalLM.from_config(config), ft)
+
+
+def trainable_bytes(model: Any) -> int:
+    """The size of the trainable weights (the LoRA adapter that is saved and sent) in bytes."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def _with_pad(tok: Any, model: str) -> Any:
+    """The tokenizer with a padding token (batches need one), refusing a model that cannot end a sample."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    if tok.eos_token_id is None:
+        raise GeneratorError(f"finetune.model: {model} has no end-of-sequence token; use a causal LM with one")
+    return tok
+
+
 def load_causal_lm(model: str) -> tuple[Any, Any]:
     """(tokenizer, fp32 model on CPU) from an embedded name, GGUF path, HF folder or hub id."""
     try:
@@ -71,11 +115,7 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
             hf_logging.enable_progress_bar()
         if gguf_utils is not None:
             gguf_utils.tqdm = gguf_tqdm
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    if tok.eos_token_id is None:
-        raise GeneratorError(f"finetune.model: {model} has no end-of-sequence token; use a causal LM with one")
-    return tok, lm
+    return _with_pad(tok, model), lm
 
 
 def add_lora(model: Any, ft: FinetuneConfig) -> Any:

@@ -108,9 +108,10 @@ class MethodRunner(Protocol):
     ``config`` is the config with the method's defaults resolved (labels and task
     of an embedded dataset): what config.yaml records once ``prepare`` succeeded.
     ``close`` releases every backend the method built, whatever failed before.
-    ``prepare(load_models=False)`` is ``dpsynth run --check``: every check that needs no model (config,
-    private data, model paths, server), then stop.  A run calls ``prepare()``: a plug-in method may leave
-    the parameter out, and ``--check`` then says it cannot check that method.
+    ``prepare(load_models=False)`` is ``dpsynth run --check``: every check that needs no model weights
+    (config, private data, model paths, server; a tokenizer or layer shapes where a check needs them), then
+    stop.  A run calls ``prepare()``: a plug-in method may leave the parameter out, and ``--check`` then says
+    it cannot check that method.
     """
 
     config: Config

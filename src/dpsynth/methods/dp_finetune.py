@@ -46,12 +46,14 @@ from dpsynth.lm import (
     generate,
     load_causal_lm,
     load_lora_state,
+    load_tokenizer,
+    lora_skeleton,
     lora_state,
-    model_source,
     pick_bf16,
     pick_device,
     save_adapter,
     train,
+    trainable_bytes,
 )
 from dpsynth.methods.base import load_run_private, resolve_labels
 from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
@@ -100,6 +102,7 @@ class DpFinetuneMethod:
         self.fmt: RecordFormat | None = None
         self.device = "cpu"
         self.bf16 = False
+        self.adapter_bytes = 0  # the LoRA adapter's size, known once prepare built its layers
         self.run_phases: RunPhases | None = None  # the whole run's bar, set once DP-SGD's steps are known
 
     # -------------------------------------------------------------- prepare
@@ -113,12 +116,13 @@ class DpFinetuneMethod:
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
         self.data = load_run_private(config, self._private_source)
-        if not load_models:  # --check: the model's file or embedded name, without loading it
-            model_source(ft.model)
-            return
-        self.device = pick_device(ft.device)
-        self.tok, self.model = load_causal_lm(ft.model)
-        max_pos = getattr(self.model.config, "max_position_embeddings", None)
+        if load_models:
+            self.device = pick_device(ft.device)
+            self.tok, self.model = load_causal_lm(ft.model)
+            max_pos = getattr(self.model.config, "max_position_embeddings", None)
+        else:  # --check: the tokenizer and the model's config, not its weights, so the checks below run too
+            self.tok, hf_config = load_tokenizer(ft.model)
+            max_pos = getattr(hf_config, "max_position_embeddings", None)
         if max_pos and ft.max_length + ft.max_new_tokens > max_pos:
             raise ConfigError(
                 f"finetune.max_length: {ft.max_length} + max_new_tokens {ft.max_new_tokens} exceeds the model's "
@@ -141,7 +145,11 @@ class DpFinetuneMethod:
                 f"tokens with the control code (record indices {', '.join(map(str, idx[:5]))}{more}); raise "
                 "finetune.max_length or set finetune.truncate: true to cut them"
             )
+        if not load_models:  # the LoRA layers on a weightless copy: target_modules and the adapter's size
+            self.adapter_bytes = trainable_bytes(lora_skeleton(hf_config, ft))
+            return
         self.model = add_lora(self.model, ft)
+        self.adapter_bytes = trainable_bytes(self.model)
         self.bf16 = pick_bf16(ft.precision, self.device)
 
     def domain(self) -> list[str]:

@@ -138,16 +138,13 @@ class KnowledgeSGClientMethod:
         self._check_job_settings()
         self.inner.prepare(load_models)
         self._records = None
-        if load_models:  # the adapter's size is known once the LoRA model is built
-            self._check_adapter_size(info.max_adapter_bytes)
+        self._check_adapter_size(self.inner.adapter_bytes, info.max_adapter_bytes)
 
-    def _check_adapter_size(self, limit: int) -> None:
+    @staticmethod
+    def _check_adapter_size(size: int, limit: int) -> None:
         """The adapter the server would refuse as too large (HTTP 413) must stop the run before DP-SGD too:
-        its size is known once the LoRA model is built (its trainable weights), before any release."""
-        model = getattr(self.inner, "model", None)
-        if model is None:
-            return
-        size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        its size is known once the LoRA layers are built (its trainable weights; a weightless copy for
+        ``--check``), before any release."""
         if size > limit:
             raise ConfigError(
                 f"finetune.lora_r / finetune.target_modules: the adapter would be about {size / 2**20:.0f} MB and "
