@@ -786,3 +786,118 @@ def test_a_latin1_test_file_is_read_with_test_encoding(
     assert "latin.csv: not valid utf-8" in err and "--test-encoding" in err
     main([*args, "--quiet", "--test-encoding", "latin-1"])
     assert "test:      60 records from" in capsys.readouterr().out
+
+
+def test_a_run_whose_config_is_damaged_or_missing_is_refused(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path
+) -> None:
+    """Privacy regression: a damaged or deleted config.yaml turned the private-data checks off without a word,
+    and scores on the private records were written to evaluation.json."""
+    import shutil
+
+    priv = run_dir.parent / "private.csv"
+    cols = {"test_text_column": "review", "test_label_column": "sentiment"}
+    for damage in ("broken", "deleted", "no data section"):
+        run = tmp_path / damage.replace(" ", "_")
+        shutil.copytree(run_dir, run)
+        (run / "evaluation.json").unlink(missing_ok=True)
+        if damage == "broken":
+            (run / "config.yaml").write_text(": : [\n")
+        elif damage == "deleted":
+            (run / "config.yaml").unlink()
+        else:
+            (run / "config.yaml").write_text("method: wasp\n")
+        for synthetic in (run, next(run.glob("synthetic.*"))):
+            with pytest.raises(ConfigError, match=r"^--synthetic: .*cannot check that the real data") as exc:
+                evaluate(synthetic, priv, embedder=FakeEmbedder(), cache_dir=tmp_path, **cols)
+            assert "\n" not in str(exc.value) and "SENTINEL" not in str(exc.value)
+        assert not (run / "evaluation.json").exists()
+    # a folder holding only a synthetic file is not a run: nothing to compare with, and it is scored
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(next(run_dir.glob("synthetic.*")), bare)
+    held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
+    res = evaluate(bare, held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert res["test"]["n"] == 30
+
+
+def test_synthetic_data_is_refused_where_real_data_belongs(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path
+) -> None:
+    """--test as the evaluated set itself scored 0.97 "tested on real held-out records"; another run's output
+    as --test, or a WASP run (or the evaluated set) as --reference-zero-shot, was accepted as such."""
+    import shutil
+
+    import yaml
+
+    output = next(run_dir.glob("synthetic.*"))
+    held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
+    copied = tmp_path / "copied.jsonl"
+    shutil.copy(output, copied)  # the same texts outside the run directory
+    for test in (output, copied):
+        with pytest.raises(ConfigError, match=r"^--test: \d+ of its \d+ texts are texts of the synthetic set"):
+            evaluate(run_dir, test, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    (other / "synthetic.jsonl").write_text(_reviews(40, 9).to_json(orient="records", lines=True), encoding="utf-8")
+    other_held_out = _write(tmp_path, "other_held_out.csv", _reviews(30, 7))
+    with pytest.raises(ConfigError, match=r"is the synthetic output of a dpsynth run, not real records"):
+        evaluate(other_held_out, next(other.glob("synthetic.*")), embedder=FakeEmbedder(), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^--reference-zero-shot: \S+other_run is a wasp run, not zero-shot"):
+        evaluate(run_dir, held_out, reference_zero_shot=other, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^--reference-zero-shot: names the synthetic set being evaluated"):
+        evaluate(run_dir, held_out, reference_zero_shot=copied, embedder=FakeEmbedder(), cache_dir=tmp_path)
+    # a zero-shot run is the reference it should be; it read no private record, so no private-text check
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    (other / "config.yaml").write_text(yaml.safe_dump({**cfg, "method": "zero-shot"}, sort_keys=False))
+    res = evaluate(run_dir, held_out, reference_zero_shot=other, embedder=FakeEmbedder(), cache_dir=tmp_path,
+                   write=False)  # fmt: skip
+    assert {r["name"] for r in res["headline"]["references"]} >= {"zero-shot"}
+
+
+def test_a_zero_shot_run_is_not_checked_against_private_records_it_never_read(
+    fake_default_embedder: None, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zero-shot run's data.private is the default, never read: the note "N of its texts also occur among
+    the run's private records ... stop" was printed for it too."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "zs"
+    shutil.copytree(run_dir, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "method": "zero-shot"}, sort_keys=False))
+    priv = pd.read_csv(run_dir.parent / "private.csv").rename(columns={"review": "text", "sentiment": "label"})
+    mixed = _write(tmp_path, "mixed.csv", pd.concat([_reviews(30, 5), priv[:2]]))
+    capsys.readouterr()
+    res = evaluate(run, mixed, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert res["test"]["n"] == 32 and "private" not in capsys.readouterr().err
+
+
+def test_a_latin1_synthetic_file_is_read_with_synthetic_encoding(
+    fake_default_embedder: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error for a non-UTF-8 synthetic file advised --encoding, which evaluate does not have."""
+    from dpsynth.cli import main
+
+    syn = tmp_path / "syn_latin1.csv"
+    syn.write_bytes(_reviews(40, 3, prefix="caf\u00e9 ").to_csv(index=False).encode("latin-1"))
+    held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--synthetic", str(syn), "--test", str(held_out), "--quiet"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--synthetic-encoding" in err and "(--encoding)" not in err, err
+    res = evaluate(
+        syn, held_out, synthetic_encoding="latin-1", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False
+    )
+    assert res["synthetic"]["n"] == 40
+
+
+def test_the_fine_tuned_classifiers_epochs_are_said_as_trained() -> None:
+    """--epochs 1 on 100 samples trains 25 epochs (the 100-step floor); the progress line said 1."""
+    from dpsynth.evaluate.downstream import ClassifierFinetuneConfig
+
+    cfg = ClassifierFinetuneConfig(epochs=1)
+    assert cfg.epochs_for(100) == 25 and cfg.epochs_for(6000) == 1 and cfg.epochs_for(0) == 100
+    assert ClassifierFinetuneConfig(epochs=3).epochs_for(3200) == 3

@@ -465,6 +465,20 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    # --out naming a file of the run (the synthetic set, its config) would replace it with the page
+    output = next(run_dir.glob("synthetic.*"))
+    before = output.read_bytes()
+    for name in (output.name, "config.yaml", "privacy.json"):
+        with pytest.raises(SystemExit) as exc:
+            main(["report", str(run_dir), "--out", str(run_dir / name)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "is a file of the run directory" in err and err.count("\n") == 1, err
+    assert output.read_bytes() == before
+    # a folder gets report.html inside it
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    main(["report", str(run_dir), "--out", str(folder)])
+    assert (folder / "report.html").exists() and f"wrote {folder / 'report.html'}" in capsys.readouterr().out
 
 
 # Appended to a copy of the report only (the report has no script): layout numbers into a <pre>.
@@ -544,3 +558,17 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
         h = got.get("headline")
         assert h and h["height"] > 0 and 0 <= h["top"] < 900 - 60, got
         assert "accuracy" in h["text"] and "most common test label" in h["text"]
+
+
+def test_report_says_when_the_evaluation_scored_fewer_records_than_the_run_holds(run_dir: Path, tmp_path: Path) -> None:
+    """After `dpsynth sample` the headline still said "trained on the 100 synthetic records" of a larger set."""
+    from dpsynth.report.run_files import read_synthetic
+
+    run = tmp_path / "sampled"
+    shutil.copytree(run_dir, run)
+    n = len(read_synthetic(run))
+    (run / "evaluation.json").write_text(json.dumps({"synthetic": {"n": n - 6}}))
+    page = write_report(run).read_text(encoding="utf-8")
+    assert f"The evaluation below scored {n - 6} synthetic records; the run now holds {n}" in page
+    (run / "evaluation.json").write_text(json.dumps({"synthetic": {"n": n}}))
+    assert "The evaluation below scored" not in write_report(run).read_text(encoding="utf-8")

@@ -27,6 +27,11 @@ def evaluate_cmd(
     test_encoding: str = typer.Option(
         "utf-8", "--test-encoding", help="Encoding of a CSV/JSONL test file, e.g. latin-1 (default UTF-8)."
     ),
+    synthetic_encoding: str = typer.Option(
+        "utf-8",
+        "--synthetic-encoding",
+        help="Encoding of a CSV/JSONL synthetic (and --reference-zero-shot) file made elsewhere (default UTF-8).",
+    ),
     classifier: str = typer.Option(
         "logreg",
         "--classifier",
@@ -86,6 +91,7 @@ def evaluate_cmd(
         test_text_column=test_text_column,
         test_label_column=test_label_column,
         test_encoding=test_encoding,
+        synthetic_encoding=synthetic_encoding,
         classifiers=classifiers,
         seeds=range(seeds),
         fidelity_metrics=not no_fidelity,
@@ -174,7 +180,9 @@ def format_headline(result: dict[str, Any]) -> list[str]:
 
 def report_cmd(
     run_dir: str = typer.Argument(..., help="Run directory (with privacy.json)."),
-    out: str | None = typer.Option(None, "--out", help="Output HTML path (default RUN_DIR/report.html)."),
+    out: str | None = typer.Option(
+        None, "--out", help="Output HTML file, or a folder for report.html (default RUN_DIR/report.html)."
+    ),
 ) -> None:
     """Write a single self-contained HTML report of a run (privacy, rounds, classes, samples, evaluation)."""
     from dpsynth.report import write_report

@@ -39,8 +39,11 @@ from dpsynth.evaluate.inputs import (
     load_test,
     private_keys,
     read_run_config,
+    refuse_non_zero_shot_reference,
     refuse_private_data,
     refuse_private_texts,
+    refuse_synthetic_as_real,
+    refuse_unreadable_run_config,
     resolve_test,
     run_data_config,
     used_embedded_dataset,
@@ -74,6 +77,7 @@ def evaluate(
     test_text_column: str | None = None,
     test_label_column: str | None = None,
     test_encoding: str = "utf-8",
+    synthetic_encoding: str = "utf-8",
     classifiers: Sequence[str] = (downstream.LOGREG,),
     seeds: Sequence[int] = (0, 1, 2),
     fidelity_metrics: bool = True,
@@ -101,6 +105,7 @@ def evaluate(
     run's test split is then the default (``notes`` says so).
     test_encoding: the encoding of a CSV/JSON/JSONL test file (real held-out data often comes from tools
     that write latin-1).
+    synthetic_encoding: the same for a synthetic (or ``reference_zero_shot``) CSV/JSONL file made elsewhere.
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
     ``"finetune"`` (MiniLM fine-tuned, once per seed).  ``logreg`` always runs: it gives the headline.
     seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
@@ -131,7 +136,8 @@ def evaluate(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
-    syn = load_synthetic(synthetic, text_column, label_column)
+    syn = load_synthetic(synthetic, text_column, label_column, synthetic_encoding)
+    refuse_unreadable_run_config(syn)  # the private-data checks below need the run's data.private
     run_cfg = read_run_config(syn.run_dir)
     test, test_note = resolve_test(test, syn, run_cfg)
     notes = [test_note] if test_note else []
@@ -141,7 +147,10 @@ def evaluate(
         test, test_text_column or text_column, test_label_column or label_column, set(syn.labels), test_encoding
     )
     private = private_keys(syn, run_cfg)  # read once: the test set and the zero-shot reference are checked
-    refuse_private_texts(tst.texts, "--test", private)
+    # an embedded set's fixed test split is held out by construction (its few texts that also occur in the
+    # training pool are documented): a note asking whether it was held out would only alarm
+    refuse_private_texts(tst.texts, "--test", private if test_note is None else None)
+    refuse_synthetic_as_real("--test", test, tst.texts, syn)
     warnings = check_labels(syn, tst)
     for w in warnings:
         log.warning(w)
@@ -151,7 +160,8 @@ def evaluate(
             reference_zero_shot, "--reference-zero-shot", syn, run_cfg, "give a zero-shot run's directory or output"
         )
         try:  # the same checks as the synthetic set, in messages that name the flag the user gave
-            zs = load_synthetic(reference_zero_shot, text_column, label_column)
+            zs = load_synthetic(reference_zero_shot, text_column, label_column, synthetic_encoding)
+            refuse_non_zero_shot_reference(zs, syn)
             check_labels(zs, tst)
             refuse_private_texts(zs.texts, "--reference-zero-shot", private)
         except DataError as exc:
@@ -203,7 +213,9 @@ def evaluate(
     if downstream.FINETUNE in classifiers:
         t0 = time.perf_counter()
         cfg = finetune or downstream.ClassifierFinetuneConfig(model=embedding_model)
-        say(f"fine-tuning {cfg.model} for {cfg.epochs} epochs x {len(seeds)} seeds")
+        epochs = cfg.epochs_for(len(syn))
+        raised = f" (raised from {cfg.epochs} to reach {cfg.min_steps} optimizer steps)" if epochs > cfg.epochs else ""
+        say(f"fine-tuning {cfg.model} for {epochs} epochs{raised} x {len(seeds)} seeds")
         result["utility"][downstream.FINETUNE] = downstream.finetune_utility(
             syn.texts, syn.labels, tst.texts, tst.labels, seeds, cfg, progress=say
         )

@@ -136,6 +136,11 @@ class ClassifierFinetuneConfig:
     eval_batch_size: int = 64
     threads: int | None = None  # torch CPU threads while fine-tuning (None: torch's default)
 
+    def epochs_for(self, n_train: int) -> int:
+        """The epochs trained on ``n_train`` texts: ``epochs``, raised until ``min_steps`` steps are reached."""
+        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+
 
 def finetune_utility(
     train_texts: Sequence[str],
@@ -194,7 +199,7 @@ def _finetune(
         head = torch.nn.Linear(encoder.config.hidden_size, len(classes))
         drop = torch.nn.Dropout(cfg.dropout)
         steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-        epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+        epochs = cfg.epochs_for(len(train_enc))
         total = steps_per_epoch * epochs
         warm = max(1, int(cfg.warmup_ratio * total))
         no_decay = [p for n, p in encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]

@@ -96,9 +96,11 @@ def find_run_output(run_dir: Path) -> Path | None:
     return None
 
 
-def load_synthetic(source: Any, text_column: str = "text", label_column: str = "label") -> LabelledTexts:
+def load_synthetic(
+    source: Any, text_column: str = "text", label_column: str = "label", encoding: str = "utf-8"
+) -> LabelledTexts:
     """A run directory, a file (CSV/JSONL/JSON/Parquet/HF dataset folder), a DataFrame, a list of
-    record dicts, or a ``SynthesisResult``."""
+    record dicts, or a ``SynthesisResult``.  ``encoding``: a CSV/JSONL file's (a run writes UTF-8)."""
     run_dir: Path | None = None
     if hasattr(source, "records") and hasattr(source, "run_dir"):  # SynthesisResult
         run_dir = Path(source.run_dir)
@@ -129,7 +131,9 @@ def load_synthetic(source: Any, text_column: str = "text", label_column: str = "
     declared = (read_run_config(run_dir).get("data") or {}).get("labels") if run_dir is not None else None
     keep = {label_column: [str(k) for k in declared]} if isinstance(declared, dict) else None
     # a label declared as "None" is a label, not a missing value
-    df = read_table(frame_source, keep=keep, columns={text_column, label_column})
+    df = read_table(
+        frame_source, encoding, keep=keep, encoding_option="--synthetic-encoding", columns={text_column, label_column}
+    )
     data = _labelled(df, text_column, label_column, where, "synthetic", ("--text-column", "--label-column"))
     data.run_dir = run_dir
     if "round" in df.columns:
@@ -205,15 +209,103 @@ def refuse_private_texts(texts: Sequence[str], flag: str, private: tuple[Path, f
 
 
 def _run_config(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
-    """The config.yaml of the run that released ``syn`` and its contents (None: not a run's output)."""
-    if syn.run_dir is not None:
-        config = RunDir(syn.run_dir).config
-    elif Path(syn.source).expanduser().is_file():  # a run's output file given as --synthetic: its run's config
-        config = Path(syn.source).expanduser().parent / "config.yaml"
-        run_cfg = read_run_config(config.parent)
-    else:
+    """The config.yaml of the run that released ``syn`` and its contents (None: not a run's output, or a
+    run that read no private data, such as zero-shot: nothing to compare with)."""
+    config = _config_path(syn)
+    if config is None or not config.is_file():
         return None
-    return (config, run_cfg) if config.is_file() else None
+    if syn.run_dir is None:  # a run's output file given as --synthetic: its run's config
+        run_cfg = read_run_config(config.parent)
+    if run_cfg.get("method") == "zero-shot":  # its data.private is the default, never read
+        return None
+    return config, run_cfg
+
+
+def refuse_synthetic_as_real(flag: str, source: Any, texts: Sequence[str], syn: LabelledTexts) -> None:
+    """Refuse real data (``--test``) that is a synthetic set: the evaluated set itself (a classifier trained
+    and tested on the same texts scored 0.97, reported as "tested on real held-out records"), or the
+    output file of a dpsynth run (a folder with config.yaml and privacy.json or ledger.json)."""
+    keys = {text_key(t) for t in syn.texts}
+    shared = sum(1 for t in texts if text_key(t) in keys)
+    if texts and 2 * shared >= len(texts):
+        raise ConfigError(
+            f"{flag}: {shared} of its {len(texts)} texts are texts of the synthetic set being evaluated; scores "
+            "on it say nothing about real data: give real records held out before the run"
+        )
+    if isinstance(source, (str, Path)) and _is_run_output(Path(str(source)).expanduser()):
+        raise ConfigError(
+            f"{flag}: {source} is the synthetic output of a dpsynth run, not real records; give real records "
+            "held out before the run"
+        )
+
+
+def _is_run_output(path: Path) -> bool:
+    folder = path if path.is_dir() else path.parent
+    run_like = (folder / "config.yaml").is_file() and any(
+        (folder / name).exists() for name in ("privacy.json", "ledger.json")
+    )
+    return run_like and (path.is_dir() or path.stem == "synthetic")
+
+
+def refuse_non_zero_shot_reference(reference: LabelledTexts, syn: LabelledTexts) -> None:
+    """``--reference-zero-shot`` is the set made without private data that the synthetic set is compared
+    with: another method's run there (a WASP run was accepted and printed as "zero-shot synthetic set"), or
+    the evaluated set itself, would make that comparison say nothing.  A file outside a run directory is
+    taken at the user's word."""
+    if reference.texts == syn.texts:
+        raise ConfigError(
+            "--reference-zero-shot: names the synthetic set being evaluated; give a zero-shot run's directory "
+            "or output (dpsynth run --method zero-shot with the same generators)"
+        )
+    config = _config_path(reference)
+    if config is None or not config.is_file():
+        return
+    method = read_run_config(config.parent).get("method")
+    if method != "zero-shot":
+        raise ConfigError(
+            f"--reference-zero-shot: {config.parent} is a {method} run, not zero-shot; give a zero-shot run's "
+            "directory or output (dpsynth run --method zero-shot with the same generators)"
+        )
+
+
+def _config_path(syn: LabelledTexts) -> Path | None:
+    if syn.run_dir is not None:
+        return RunDir(syn.run_dir).config
+    source = Path(syn.source).expanduser()
+    return source.parent / "config.yaml" if source.is_file() else None
+
+
+def refuse_unreadable_run_config(syn: LabelledTexts) -> None:
+    """Refuse a synthetic set from a run directory whose config.yaml is missing or damaged.
+
+    The checks that keep the run's private records out of ``--test`` and ``--reference-zero-shot`` read
+    data.private from that file; without it they used to pass silently, and scores on the private records
+    (exact statistics, outside the guarantee) were written to evaluation.json.  A folder that holds only
+    a synthetic file (no privacy.json or ledger.json) is not a run directory and is not refused."""
+    config = _config_path(syn)
+    if config is None:
+        return
+    folder = config.parent
+    if not config.exists():
+        if not any((folder / name).exists() for name in ("privacy.json", "ledger.json")):
+            return
+        problem = f"{folder} is a run directory without its config.yaml"
+    else:
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problem = f"{config} cannot be read ({type(exc).__name__})"
+        else:
+            if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict):
+                return
+            problem = f"{config} has no data section"
+    raise ConfigError(
+        f"--synthetic: {problem}, so evaluate cannot check that the real data it is given are not the run's "
+        "private records (data.private); restore config.yaml (e.g. from a copy of the run directory), or, "
+        "if the real data were held out before the run, evaluate a copy of the synthetic file outside it"
+    )
 
 
 def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.data import is_in_memory_source
-from dpsynth.errors import DataError, ResumeError
+from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.report import plots
@@ -446,6 +446,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     body = [
         f'<header><h1>{esc(title)}</h1><p class="meta">{" · ".join(meta)}</p>',
         f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
+        _stale_evaluation(evaluation, len(records), rd),
         headline,
         privacy_section(priv, priv_problem),
         _membership(rd),
@@ -470,11 +471,36 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     )
 
 
+def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Path) -> str:
+    """A note when evaluation.json scored another number of synthetic records than the run now holds
+    (``dpsynth sample`` added some since): its figures are then of the earlier set."""
+    scored = ((evaluation or {}).get("synthetic") or {}).get("n")
+    if not isinstance(scored, int) or isinstance(scored, bool) or scored == n_records:
+        return ""
+    return (
+        f'<p class="note">The evaluation below scored {esc(fmt(scored))} synthetic records; the run now holds '
+        f"{esc(fmt(n_records))} (records were added since, e.g. by <code>dpsynth sample</code>). Run "
+        f"<code>dpsynth evaluate --synthetic {esc(shlex.quote(str(rd)))}</code> again for figures of the whole set.</p>"
+    )
+
+
 def write_report(
     run_dir: str | Path, out: str | Path | None = None, samples_per_class: int = SAMPLES_PER_CLASS
 ) -> Path:
-    """Write ``RUN_DIR/report.html`` (or ``out``) atomically; returns the path."""
-    page = build_report(run_dir, samples_per_class)
+    """Write ``RUN_DIR/report.html`` (or ``out``) atomically; returns the path.
+
+    ``out`` must not be a file of the run directory other than the report (``--out run/synthetic.jsonl``
+    replaced the synthetic set with the page, and evaluate, report and resume then failed on that run),
+    and a folder gets ``report.html`` inside it."""
     path = Path(out).expanduser() if out else Path(run_dir).expanduser() / REPORT_FILE
+    if path.is_dir():
+        path = path / REPORT_FILE
+    run_file = path.parent.resolve() == Path(run_dir).expanduser().resolve() and path.name != REPORT_FILE
+    if run_file and path.exists():
+        raise ConfigError(
+            f"--out {out}: is a file of the run directory; the report would replace it. Give a new file name, "
+            f"e.g. {Path(run_dir) / REPORT_FILE}"
+        )
+    page = build_report(run_dir, samples_per_class)
     atomic_write_text(path, page)
     return path
