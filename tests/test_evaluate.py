@@ -901,3 +901,18 @@ def test_the_fine_tuned_classifiers_epochs_are_said_as_trained() -> None:
     cfg = ClassifierFinetuneConfig(epochs=1)
     assert cfg.epochs_for(100) == 25 and cfg.epochs_for(6000) == 1 and cfg.epochs_for(0) == 100
     assert ClassifierFinetuneConfig(epochs=3).epochs_for(3200) == 3
+
+
+def test_the_python_api_takes_one_classifier_name_and_a_number_of_seeds(
+    fake_default_embedder: None, tmp_path: Path
+) -> None:
+    """evaluate(..., classifiers="logreg") failed with "unknown 'l'" and seeds=3 with a bare TypeError."""
+    syn = _write(tmp_path, "syn.csv", _reviews(40, 3))
+    held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
+    res = evaluate(syn, held_out, classifiers="logreg", seeds=3, embedder=FakeEmbedder(), cache_dir=tmp_path,
+                   write=False, fidelity_metrics=False)  # fmt: skip
+    assert set(res["utility"]) == {"logreg"}
+    with pytest.raises(ConfigError, match="^--classifier: unknown 'svm'"):
+        evaluate(syn, held_out, classifiers="svm", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    with pytest.raises(ConfigError, match="^seeds: a number of seeds or a list of seeds; got float"):
+        evaluate(syn, held_out, seeds=2.5, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,8 @@ def evaluate(
     test_label_column: str | None = None,
     test_encoding: str = "utf-8",
     synthetic_encoding: str = "utf-8",
-    classifiers: Sequence[str] = (downstream.LOGREG,),
-    seeds: Sequence[int] = (0, 1, 2),
+    classifiers: str | Sequence[str] = (downstream.LOGREG,),
+    seeds: int | Iterable[int] = (0, 1, 2),
     fidelity_metrics: bool = True,
     mauve: bool = True,
     per_round: bool = True,
@@ -107,8 +107,10 @@ def evaluate(
     that write latin-1).
     synthetic_encoding: the same for a synthetic (or ``reference_zero_shot``) CSV/JSONL file made elsewhere.
     classifiers: any of ``"logreg"`` (frozen embeddings, fast, deterministic: fitted once) and
-    ``"finetune"`` (MiniLM fine-tuned, once per seed).  ``logreg`` always runs: it gives the headline.
-    seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself).
+    ``"finetune"`` (MiniLM fine-tuned, once per seed), or ``"all"``; one name or several.  ``logreg``
+    always runs: it gives the headline.
+    seeds: the fine-tuned classifier's seeds (the deterministic logreg would only repeat itself); a number
+    N is seeds 0..N-1, as ``--seeds N``.
     reference_zero_shot: a zero-shot synthetic set (run directory or file, same columns as
     ``synthetic``) on which the headline classifier is also trained, as a reference point.
     reference_real: for runs on an embedded dataset, also train it on real samples of the private set's
@@ -126,11 +128,17 @@ def evaluate(
     ``readings`` (plain-words readings of FID, MAUVE and precision/recall).
     """
     say = progress or (lambda msg: log.info(msg))
+    if isinstance(classifiers, str):  # one name, not its letters ("unknown 'l'")
+        classifiers = downstream.CLASSIFIERS if classifiers == "all" else (classifiers,)
+    if isinstance(seeds, (bool, str)) or not isinstance(seeds, (int, Iterable)):
+        raise ConfigError(f"seeds: a number of seeds or a list of seeds; got {type(seeds).__name__}")
+    if isinstance(seeds, int):
+        seeds = range(seeds)  # a count, as --seeds N
     bad = [c for c in classifiers if c not in downstream.CLASSIFIERS]
     if bad:
         raise ConfigError(f"--classifier: unknown {bad[0]!r}; use one of {', '.join(downstream.CLASSIFIERS)}, all")
     classifiers = tuple(dict.fromkeys((downstream.LOGREG, *classifiers)))
-    seeds = list(seeds)
+    seeds = [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("--seeds: at least one seed is needed")
     t_start = time.perf_counter()
