@@ -502,3 +502,18 @@ def test_resumed_rounds_pool_the_class_shares_of_every_vote(private_csv: Path, t
             )
         )
         assert rounds[t]["class_shares"] == pytest.approx(pooled_class_shares(estimates, ["0", "1"], 0.2))
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """mkstemp's 0600 made report.html, synthetic.jsonl and evaluation.json readable by their writer alone,
+    while run.log (a plain open) followed the umask."""
+    import stat
+
+    from dpsynth.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write_text(tmp_path / "report.html", "<p>x</p>")
+    (tmp_path / "plain.txt").write_text("x")
+    mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~mask
