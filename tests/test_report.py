@@ -572,3 +572,18 @@ def test_report_says_when_the_evaluation_scored_fewer_records_than_the_run_holds
     assert f"The evaluation below scored {n - 6} synthetic records; the run now holds {n}" in page
     (run / "evaluation.json").write_text(json.dumps({"synthetic": {"n": n}}))
     assert "The evaluation below scored" not in write_report(run).read_text(encoding="utf-8")
+
+
+def test_report_config_shows_the_runs_own_sections_and_names_a_damaged_file(run_dir: Path, tmp_path: Path) -> None:
+    """A WASP run's report listed the finetune, pearl and knowledgesg defaults; a damaged config.yaml was
+    reported as missing."""
+    page = build_report(run_dir)
+    shown = re.search(r"<summary>config.yaml \(resolved\)</summary><pre>(.*?)</pre>", page, re.S)
+    assert shown is not None
+    text = html.unescape(shown.group(1))
+    assert "\nwasp:" in text and "\nprivacy:" in text and "\ndata:" in text
+    assert "\nfinetune:" not in text and "\npearl:" not in text and "\nknowledgesg:" not in text
+    run = tmp_path / "damaged"
+    shutil.copytree(run_dir, run)
+    (run / "config.yaml").write_text(": : [\n")
+    assert "config.yaml cannot be read (damaged)." in build_report(run)

@@ -460,7 +460,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if cfg_text:
         body.append(f"<details><summary>config.yaml (resolved)</summary><pre>{esc(cfg_text)}</pre></details>")
     else:
-        body.append('<p class="note">No config.yaml in this run directory.</p>')
+        why = "config.yaml cannot be read (damaged)" if (rd / "config.yaml").exists() else "No config.yaml here"
+        body.append(f'<p class="note">{why}.</p>')
     body.append("</section>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
