@@ -916,3 +916,14 @@ def test_the_python_api_takes_one_classifier_name_and_a_number_of_seeds(
         evaluate(syn, held_out, classifiers="svm", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     with pytest.raises(ConfigError, match="^seeds: a number of seeds or a list of seeds; got float"):
         evaluate(syn, held_out, seeds=2.5, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)  # type: ignore[arg-type]
+
+
+def test_an_unfinished_run_is_named_as_such(run_dir: Path, tmp_path: Path) -> None:
+    """evaluate said "a folder without synthetic.jsonl" where report and sample name the resume command."""
+    import shutil
+
+    run = tmp_path / "half done"
+    shutil.copytree(run_dir, run)
+    next(run.glob("synthetic.*")).unlink()
+    with pytest.raises(DataError, match=r"the run is not finished; .*`dpsynth run --resume --out '.*half done'`"):
+        evaluate(run, _write(tmp_path, "t.csv", _reviews(30, 5)), embedder=FakeEmbedder(), cache_dir=tmp_path)

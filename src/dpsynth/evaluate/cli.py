@@ -59,7 +59,12 @@ def evaluate_cmd(
     ),
     no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip FID, precision/recall and MAUVE."),
     no_mauve: bool = typer.Option(False, "--no-mauve", help="Skip MAUVE only."),
-    embedding_model: str = typer.Option("all-MiniLM-L6-v2", "--embedding-model"),
+    embedding_model: str = typer.Option(
+        "all-MiniLM-L6-v2",
+        "--embedding-model",
+        help="Sentence-transformers model for the classifier features, FID and MAUVE: the embedded MiniLM "
+        "(default), a local folder or a hub id. Compare scores made with the same model only.",
+    ),
     no_write: bool = typer.Option(False, "--no-write", help="Do not write RUN_DIR/evaluation.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,11 @@ def load_synthetic(
             raise DataError(f"--synthetic: {path} does not exist; give a run directory or a CSV/JSONL/Parquet file")
         if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
             out = find_run_output(path)
+            if out is None and RunDir(path).config.is_file():  # a run stopped before its output, as report says
+                raise DataError(
+                    f"--synthetic: {path}: the run is not finished; if it is no longer running, finish it with "
+                    f"`dpsynth run --resume --out {shlex.quote(str(path))}`, then evaluate it"
+                )
             if out is None:
                 raise DataError(
                     f"--synthetic: {path} is a folder without synthetic.jsonl/.csv/.parquet; give a finished "
