@@ -711,3 +711,20 @@ def test_the_weightless_lora_copy_has_the_loaded_models_adapter(tiny_lm: Path) -
         real = lm.add_lora(model, ft)
         assert lm.trainable_bytes(skeleton) == lm.trainable_bytes(real) > 0
         assert tok.pad_token is not None and hf_config.max_position_embeddings == 256
+
+
+def test_the_weightless_copy_of_an_encoder_is_refused_in_one_line(tmp_path: Path) -> None:
+    """--check on an encoder (no causal-LM class) printed transformers' traceback; a run says one line."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from dpsynth.config import FinetuneConfig
+    from dpsynth.errors import GeneratorError
+
+    DistilBertModel(DistilBertConfig(vocab_size=50, n_layers=1, n_heads=2, hidden_dim=32, dim=32)).save_pretrained(
+        tmp_path
+    )
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tmp_path)
+    with pytest.raises(GeneratorError, match=r"^finetune.model: not a causal language model \(Unrecognized"):
+        lm.lora_skeleton(config, FinetuneConfig(model=str(tmp_path), target_modules=["q_lin", "v_lin"]))

@@ -819,6 +819,14 @@ def test_a_run_whose_config_is_damaged_or_missing_is_refused(
     held_out = _write(tmp_path, "held_out.csv", _reviews(30, 5))
     res = evaluate(bare, held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     assert res["test"]["n"] == 30
+    # nor is a folder whose config.yaml is someone else's (a project's settings, no dpsynth method)
+    (bare / "config.yaml").write_text("model: {lr: 0.1}\n")
+    res = evaluate(next(bare.glob("synthetic.*")), held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert res["test"]["n"] == 30
+    zs = next(bare.glob("synthetic.*"))
+    test2 = _write(tmp_path, "t2.csv", _reviews(30, 8))
+    res = evaluate(held_out, test2, reference_zero_shot=zs, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert "zero-shot" in {r["name"] for r in res["headline"]["references"]}
 
 
 def test_synthetic_data_is_refused_where_real_data_belongs(
@@ -835,7 +843,7 @@ def test_synthetic_data_is_refused_where_real_data_belongs(
     copied = tmp_path / "copied.jsonl"
     shutil.copy(output, copied)  # the same texts outside the run directory
     for test in (output, copied):
-        with pytest.raises(ConfigError, match=r"^--test: \d+ of its \d+ texts are texts of the synthetic set"):
+        with pytest.raises(ConfigError, match=r"^--test: \d+ of its \d+ distinct texts are texts of the synthetic"):
             evaluate(run_dir, test, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     other = tmp_path / "other_run"
     shutil.copytree(run_dir, other)
@@ -914,6 +922,11 @@ def test_the_python_api_takes_one_classifier_name_and_a_number_of_seeds(
     assert set(res["utility"]) == {"logreg"}
     with pytest.raises(ConfigError, match="^--classifier: unknown 'svm'"):
         evaluate(syn, held_out, classifiers="svm", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    res = evaluate(syn, held_out, seeds=np.int64(2), embedder=FakeEmbedder(), cache_dir=tmp_path, write=False,
+                   fidelity_metrics=False)  # fmt: skip
+    assert set(res["utility"]) == {"logreg"}
+    with pytest.raises(ConfigError, match=r"^seeds: whole numbers only; got 0.7"):
+        evaluate(syn, held_out, seeds=[0.7], embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="^seeds: a number of seeds or a list of seeds; got float"):
         evaluate(syn, held_out, seeds=2.5, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)  # type: ignore[arg-type]
 

@@ -468,12 +468,17 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     # --out naming a file of the run (the synthetic set, its config) would replace it with the page
     output = next(run_dir.glob("synthetic.*"))
     before = output.read_bytes()
-    for name in (output.name, "config.yaml", "privacy.json"):
+    nested = run_dir / "extra" / "kept.npz"  # a file in a folder of the run, as a method's checkpoints are
+    nested.parent.mkdir(exist_ok=True)
+    nested.write_bytes(b"kept")
+    for name in (output.name, "config.yaml", "privacy.json", "extra/kept.npz"):
         with pytest.raises(SystemExit) as exc:
             main(["report", str(run_dir), "--out", str(run_dir / name)])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and "is a file of the run directory" in err and err.count("\n") == 1, err
-    assert output.read_bytes() == before
+    assert output.read_bytes() == before and nested.read_bytes() == b"kept"
+    nested.unlink()
+    nested.parent.rmdir()
     # a folder gets report.html inside it
     folder = tmp_path / "reports"
     folder.mkdir()
@@ -577,6 +582,8 @@ def test_report_says_when_the_evaluation_scored_fewer_records_than_the_run_holds
 def test_report_config_shows_the_runs_own_sections_and_names_a_damaged_file(run_dir: Path, tmp_path: Path) -> None:
     """A WASP run's report listed the finetune, pearl and knowledgesg defaults; a damaged config.yaml was
     reported as missing."""
+    import yaml
+
     page = build_report(run_dir)
     shown = re.search(r"<summary>config.yaml \(resolved\)</summary><pre>(.*?)</pre>", page, re.S)
     assert shown is not None
@@ -587,3 +594,9 @@ def test_report_config_shows_the_runs_own_sections_and_names_a_damaged_file(run_
     shutil.copytree(run_dir, run)
     (run / "config.yaml").write_text(": : [\n")
     assert "config.yaml cannot be read (damaged)." in build_report(run)
+    # a method this version does not know (a newer version's run): every section kept, the path still cut
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["method"], cfg["data"]["private"] = "future-method", "/home/alice/secret/private.csv"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    page = build_report(run)
+    assert "/home/alice" not in page and ".../private.csv" in page and "finetune:" in page

@@ -517,3 +517,15 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path) -> No
     (tmp_path / "plain.txt").write_text("x")
     mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~mask
+    # the umask in force when the file is written, not when dpsynth was imported
+    os.umask(0o077)
+    try:
+        atomic_write_text(tmp_path / "strict.json", "{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "strict.json").stat().st_mode) == 0o600
+    # a file the user made private stays private when it is replaced
+    os.chmod(tmp_path / "report.html", 0o600)
+    atomic_write_text(tmp_path / "report.html", "<p>y</p>")
+    assert stat.S_IMODE((tmp_path / "report.html").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "report.html", "strict.json"]  # no temp left

@@ -10,30 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# read once, at import (on the main thread): os.umask can only be read by setting it
-_FILE_MODE = 0o666 & ~_umask()
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all, with the permissions a plain ``open`` would give (the user's
-    umask, e.g. 0644): mkstemp's 0600 made a report meant to be shared readable by its writer alone."""
+    """Write ``path`` whole or not at all.  A new file gets the permissions a plain ``open`` gives (mode
+    0666 less the process's umask, applied by the kernel at creation: mkstemp's 0600 made a report meant to
+    be shared readable by its writer alone); a file that is replaced keeps its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        os.chmod(tmp, _FILE_MODE)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -43,6 +36,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, exclusive temporary file beside ``path`` (same file system, so ``os.replace`` is atomic)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -129,16 +130,14 @@ def evaluate(
     """
     say = progress or (lambda msg: log.info(msg))
     if isinstance(classifiers, str):  # one name, not its letters ("unknown 'l'")
-        classifiers = downstream.CLASSIFIERS if classifiers == "all" else (classifiers,)
-    if isinstance(seeds, (bool, str)) or not isinstance(seeds, (int, Iterable)):
-        raise ConfigError(f"seeds: a number of seeds or a list of seeds; got {type(seeds).__name__}")
-    if isinstance(seeds, int):
-        seeds = range(seeds)  # a count, as --seeds N
+        classifiers = (classifiers,)
+    if "all" in classifiers:
+        classifiers = downstream.CLASSIFIERS
+    seeds = _seed_list(seeds)
     bad = [c for c in classifiers if c not in downstream.CLASSIFIERS]
     if bad:
         raise ConfigError(f"--classifier: unknown {bad[0]!r}; use one of {', '.join(downstream.CLASSIFIERS)}, all")
     classifiers = tuple(dict.fromkeys((downstream.LOGREG, *classifiers)))
-    seeds = [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("--seeds: at least one seed is needed")
     t_start = time.perf_counter()
@@ -367,3 +366,17 @@ def load_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _seed_list(seeds: Any) -> list[int]:
+    """``seeds`` as a list: a number N is seeds 0..N-1 (as ``--seeds N``); anything but whole numbers is
+    refused rather than cut (``[0.7]`` is not seed 0)."""
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        return list(range(int(seeds)))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"seeds: a number of seeds or a list of seeds; got {type(seeds).__name__}")
+    out = list(seeds)
+    bad = [s for s in out if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
+    if bad:
+        raise ConfigError(f"seeds: whole numbers only; got {bad[0]!r}")
+    return [int(s) for s in out]

@@ -217,26 +217,81 @@ def refuse_private_texts(texts: Sequence[str], flag: str, private: tuple[Path, f
 def _run_config(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """The config.yaml of the run that released ``syn`` and its contents (None: not a run's output, or a
     run that read no private data, such as zero-shot: nothing to compare with)."""
-    config = _config_path(syn)
-    if config is None or not config.is_file():
+    found = _find_run(syn)
+    if found is None:
         return None
-    if syn.run_dir is None:  # a run's output file given as --synthetic: its run's config
-        run_cfg = read_run_config(config.parent)
-    if run_cfg.get("method") == "zero-shot":  # its data.private is the default, never read
+    config, cfg, _ = found
+    if cfg is None or cfg.get("method") == "zero-shot":  # its data.private is the default, never read
         return None
-    return config, run_cfg
+    return config, cfg
+
+
+_RUN_FILES = ("privacy.json", "ledger.json", "samples.journal.jsonl")  # written by every run, next to config.yaml
+
+
+def _find_run(syn: LabelledTexts) -> tuple[Path, dict[str, Any] | None, str | None] | None:
+    """(config.yaml, its contents, why they cannot be used) for a set that came out of a dpsynth run: a run
+    directory, or a file in one.  None when it did not: no config.yaml beside the file, or someone else's
+    (a folder without a run's files, whose config.yaml names no dpsynth method)."""
+    if syn.run_dir is not None:
+        folder = Path(syn.run_dir)
+    elif Path(syn.source).expanduser().is_file():
+        folder = Path(syn.source).expanduser().parent
+    else:
+        return None
+    config = folder / "config.yaml"
+    run_like = any((folder / name).exists() for name in _RUN_FILES)
+    if not config.exists():
+        return (config, None, f"{folder} is a run directory without its config.yaml") if run_like else None
+    import yaml
+
+    from dpsynth.methods.registry import METHODS
+
+    try:
+        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return (config, None, f"{config} cannot be read ({type(exc).__name__})") if run_like else None
+    known = isinstance(cfg, dict) and cfg.get("method") in METHODS
+    if not (known or run_like):
+        return None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
+        return config, None, f"{config} has no data section"
+    return config, cfg, None
+
+
+def refuse_unreadable_run_config(syn: LabelledTexts) -> None:
+    """Refuse a synthetic set from a run directory whose config.yaml is missing or damaged.
+
+    The checks that keep the run's private records out of ``--test`` and ``--reference-zero-shot`` read
+    data.private from that file; without it they used to pass silently, and scores on the private records
+    (exact statistics, outside the guarantee) were written to evaluation.json.  A folder without a run's
+    files (privacy.json, ledger.json, the journal) is not a run directory and is not refused."""
+    found = _find_run(syn)
+    if found is None or found[2] is None:
+        return
+    raise ConfigError(
+        f"--synthetic: {found[2]}, so evaluate cannot check that the real data it is given are not the run's "
+        "private records (data.private); restore config.yaml (e.g. from a copy of the run directory), or, "
+        "if the real data were held out before the run, evaluate a copy of the synthetic file outside it"
+    )
+
+
+# below this many distinct texts, a test set that shares texts with the synthetic set is not called synthetic
+_MIN_TEXTS_TO_CALL_SYNTHETIC = 10
 
 
 def refuse_synthetic_as_real(flag: str, source: Any, texts: Sequence[str], syn: LabelledTexts) -> None:
     """Refuse real data (``--test``) that is a synthetic set: the evaluated set itself (a classifier trained
     and tested on the same texts scored 0.97, reported as "tested on real held-out records"), or the
-    output file of a dpsynth run (a folder with config.yaml and privacy.json or ledger.json)."""
+    output file of a dpsynth run.  Compared as distinct texts, so that a test set with a few repeated
+    short texts that a synthetic set also holds is not refused."""
     keys = {text_key(t) for t in syn.texts}
-    shared = sum(1 for t in texts if text_key(t) in keys)
-    if texts and 2 * shared >= len(texts):
+    distinct = {text_key(t) for t in texts}
+    shared = len(distinct & keys)
+    if len(distinct) >= _MIN_TEXTS_TO_CALL_SYNTHETIC and 2 * shared >= len(distinct):
         raise ConfigError(
-            f"{flag}: {shared} of its {len(texts)} texts are texts of the synthetic set being evaluated; scores "
-            "on it say nothing about real data: give real records held out before the run"
+            f"{flag}: {shared} of its {len(distinct)} distinct texts are texts of the synthetic set being "
+            "evaluated; scores on it say nothing about real data: give real records held out before the run"
         )
     if isinstance(source, (str, Path)) and _is_run_output(Path(str(source)).expanduser()):
         raise ConfigError(
@@ -247,71 +302,26 @@ def refuse_synthetic_as_real(flag: str, source: Any, texts: Sequence[str], syn: 
 
 def _is_run_output(path: Path) -> bool:
     folder = path if path.is_dir() else path.parent
-    run_like = (folder / "config.yaml").is_file() and any(
-        (folder / name).exists() for name in ("privacy.json", "ledger.json")
-    )
+    run_like = (folder / "config.yaml").is_file() and any((folder / name).exists() for name in _RUN_FILES)
     return run_like and (path.is_dir() or path.stem == "synthetic")
 
 
 def refuse_non_zero_shot_reference(reference: LabelledTexts, syn: LabelledTexts) -> None:
     """``--reference-zero-shot`` is the set made without private data that the synthetic set is compared
     with: another method's run there (a WASP run was accepted and printed as "zero-shot synthetic set"), or
-    the evaluated set itself, would make that comparison say nothing.  A file outside a run directory is
-    taken at the user's word."""
-    if reference.texts == syn.texts:
-        raise ConfigError(
-            "--reference-zero-shot: names the synthetic set being evaluated; give a zero-shot run's directory "
-            "or output (dpsynth run --method zero-shot with the same generators)"
-        )
-    config = _config_path(reference)
-    if config is None or not config.is_file():
+    the evaluated set itself (in any order), would make that comparison say nothing.  A file outside a run
+    directory is taken at the user's word."""
+    fix = "give a zero-shot run's directory or output (dpsynth run --method zero-shot with the same generators)"
+    if {text_key(t) for t in reference.texts} == {text_key(t) for t in syn.texts}:
+        raise ConfigError(f"--reference-zero-shot: names the synthetic set being evaluated; {fix}")
+    found = _find_run(reference)
+    if found is None:
         return
-    method = read_run_config(config.parent).get("method")
-    if method != "zero-shot":
-        raise ConfigError(
-            f"--reference-zero-shot: {config.parent} is a {method} run, not zero-shot; give a zero-shot run's "
-            "directory or output (dpsynth run --method zero-shot with the same generators)"
-        )
-
-
-def _config_path(syn: LabelledTexts) -> Path | None:
-    if syn.run_dir is not None:
-        return RunDir(syn.run_dir).config
-    source = Path(syn.source).expanduser()
-    return source.parent / "config.yaml" if source.is_file() else None
-
-
-def refuse_unreadable_run_config(syn: LabelledTexts) -> None:
-    """Refuse a synthetic set from a run directory whose config.yaml is missing or damaged.
-
-    The checks that keep the run's private records out of ``--test`` and ``--reference-zero-shot`` read
-    data.private from that file; without it they used to pass silently, and scores on the private records
-    (exact statistics, outside the guarantee) were written to evaluation.json.  A folder that holds only
-    a synthetic file (no privacy.json or ledger.json) is not a run directory and is not refused."""
-    config = _config_path(syn)
-    if config is None:
-        return
-    folder = config.parent
-    if not config.exists():
-        if not any((folder / name).exists() for name in ("privacy.json", "ledger.json")):
-            return
-        problem = f"{folder} is a run directory without its config.yaml"
-    else:
-        import yaml
-
-        try:
-            cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problem = f"{config} cannot be read ({type(exc).__name__})"
-        else:
-            if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict):
-                return
-            problem = f"{config} has no data section"
-    raise ConfigError(
-        f"--synthetic: {problem}, so evaluate cannot check that the real data it is given are not the run's "
-        "private records (data.private); restore config.yaml (e.g. from a copy of the run directory), or, "
-        "if the real data were held out before the run, evaluate a copy of the synthetic file outside it"
-    )
+    config, cfg, problem = found
+    if cfg is None:
+        raise ConfigError(f"--reference-zero-shot: {problem}, so its method cannot be told; {fix}")
+    if cfg.get("method") != "zero-shot":
+        raise ConfigError(f"--reference-zero-shot: {config.parent} is a {cfg.get('method')} run, not zero-shot; {fix}")
 
 
 def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Any, str | None]:

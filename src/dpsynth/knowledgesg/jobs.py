@@ -75,8 +75,11 @@ class UnknownAdapter(Exception):
 class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "adapters").mkdir(parents=True, exist_ok=True)
-        (root / "jobs").mkdir(parents=True, exist_ok=True)
+        for folder in (root / "adapters", root / "jobs"):
+            # clients' adapters and the datasets made for them: the server's user alone reads them, whatever
+            # the umask gives the files inside
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.chmod(0o700)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ adapters

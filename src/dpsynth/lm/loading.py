@@ -59,7 +59,12 @@ def lora_skeleton(config: Any, ft: FinetuneConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return add_lora(AutoModelForCausalLM.from_config(config), ft)
+        try:
+            skeleton = AutoModelForCausalLM.from_config(config)
+        except (ValueError, KeyError, ImportError) as exc:  # e.g. an encoder (BERT): no causal-LM class
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GeneratorError(f"finetune.model: not a causal language model ({first[:200]})") from None
+        return add_lora(skeleton, ft)
 
 
 def trainable_bytes(model: Any) -> int:

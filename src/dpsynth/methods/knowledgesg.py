@@ -147,8 +147,8 @@ class KnowledgeSGClientMethod:
         ``--check``), before any release."""
         if size > limit:
             raise ConfigError(
-                f"finetune.lora_r / finetune.target_modules: the adapter would be about {size / 2**20:.0f} MB and "
-                f"the server accepts at most {limit / 2**20:.0f} MB; use a smaller rank or fewer target modules"
+                f"finetune.lora_r / finetune.target_modules: the adapter would be about {_size(size)} and "
+                f"the server accepts at most {_size(limit)}; use a smaller rank or fewer target modules"
             )
 
     def _check_job_settings(self) -> None:
@@ -385,3 +385,8 @@ def _parse_dataset(text: str, domain: str, generator: str) -> list[dict[str, Any
         if q and a:
             rows.append({"instruction": q, "response": a, "label": domain, "generator": generator, "round": 0})
     return rows
+
+
+def _size(n_bytes: int) -> str:
+    """A size for a message: MB with one decimal, KB below a tenth of a MB (not "0 MB")."""
+    return f"{n_bytes / 2**20:.1f} MB" if n_bytes >= 2**20 / 10 else f"{max(1, round(n_bytes / 2**10))} KB"

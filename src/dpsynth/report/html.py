@@ -490,14 +490,16 @@ def write_report(
 ) -> Path:
     """Write ``RUN_DIR/report.html`` (or ``out``) atomically; returns the path.
 
-    ``out`` must not be a file of the run directory other than the report (``--out run/synthetic.jsonl``
+    ``out`` must not be a file of the run directory (or of a folder in it) other than the report
+    (``--out run/synthetic.jsonl``
     replaced the synthetic set with the page, and evaluate, report and resume then failed on that run),
     and a folder gets ``report.html`` inside it."""
+    run = Path(run_dir).expanduser().resolve()
     path = Path(out).expanduser() if out else Path(run_dir).expanduser() / REPORT_FILE
     if path.is_dir():
         path = path / REPORT_FILE
-    run_file = path.parent.resolve() == Path(run_dir).expanduser().resolve() and path.name != REPORT_FILE
-    if run_file and path.exists():
+    inside = path.resolve().is_relative_to(run)
+    if inside and path.exists() and path.resolve() != run / REPORT_FILE:
         raise ConfigError(
             f"--out {out}: is a file of the run directory; the report would replace it. Give a new file name, "
             f"e.g. {Path(run_dir) / REPORT_FILE}"

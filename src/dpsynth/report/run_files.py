@@ -47,18 +47,21 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     if not isinstance(cfg, dict):
         return {}, text
     from dpsynth.config import SECTION_USERS
+    from dpsynth.methods.registry import METHODS
 
     shown = copy.deepcopy(cfg)
-    # the sections of other methods (a WASP run's finetune, pearl, knowledgesg defaults) say nothing of this run
+    # the sections of other methods (a WASP run's finetune, pearl, knowledgesg defaults) say nothing of this
+    # run; a method this version does not know keeps every section
     method = cfg.get("method")
     for section, users in SECTION_USERS.items():
-        if isinstance(method, str) and method not in users:
+        if method in METHODS and method not in users and section != "data":
             shown.pop(section, None)
-    private = (cfg.get("data") or {}).get("private") if isinstance(cfg.get("data"), dict) else None
-    if isinstance(private, str) and os.path.isabs(private):
+    data = shown.get("data")
+    private = data.get("private") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(private, str) and os.path.isabs(private):
         # config.yaml keeps the private file's absolute path (for --resume); a report is shared, and the
         # folders above the file (a home directory, a user name) are none of its readers' business
-        shown["data"]["private"] = f".../{Path(private).name}"
+        data["private"] = f".../{Path(private).name}"
     if shown != cfg:
         text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
     return cfg, text
