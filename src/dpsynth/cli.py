@@ -414,7 +414,7 @@ def _with_resume(exc: DpsynthError) -> str:
 def _os_error(exc: OSError) -> str:
     """A file-system error (a full disk, a name too long, no permission) as one line, and, when a run
     directory was already written, the command that continues it once the cause is fixed."""
-    from dpsynth.data import shown_path
+    from dpsynth.errors import shown_path
 
     where = f"{shown_path(exc.filename)}: " if exc.filename is not None else ""
     message = f"{where}{exc.strerror or exc}"

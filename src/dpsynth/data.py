@@ -48,7 +48,7 @@ from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where caller
     medmcqa_split,
     newsgroups_split,
 )
-from dpsynth.errors import DataError
+from dpsynth.errors import DataError, shown_path
 
 # data.private as recorded in config.yaml for records passed to synthesize(private=...) as a DataFrame or a
 # Dataset: a marker, never a path, so that nothing is silently re-read; a resume must pass the records again.
@@ -83,12 +83,6 @@ def path_exists(path: Path) -> bool:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise DataError(f"{shown_path(path)}: not a usable file name ({reason})") from None
-
-
-def shown_path(path: Any, width: int = 120) -> str:
-    """A path short enough for a one-line error: its start and end, the middle elided."""
-    text = str(path)
-    return text if len(text) <= width else f"{text[: width // 2]}...{text[-(width // 2 - 3) :]}"
 
 
 def check_source(source: Any, what: str = "private") -> None:

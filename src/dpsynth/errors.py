@@ -8,6 +8,14 @@ Messages never contain private text: they name rows and columns, not values.
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def shown_path(path: Any, width: int = 120) -> str:
+    """A path short enough for a one-line error: its start and end, the middle elided."""
+    text = str(path)
+    return text if len(text) <= width else f"{text[: width // 2]}...{text[-(width // 2 - 3) :]}"
+
 
 class DpsynthError(Exception):
     """Base class for every error a user can cause and fix."""
