@@ -53,7 +53,12 @@ Rows (names for --rows):
                                pool of 2,308 posts)
 
     python bench/quality.py [--dataset imdb|newsgroups] [--rows wasp,zero-shot,...] [--epsilons 4] [--seeds 0]
-                            [--n 100] [--m 100]
+                            [--n 100] [--m 100] [--repeat R]
+
+--repeat R (R >= 1) runs the same rows and seeds again as draw R: how far apart two runs of one seed land
+(llama.cpp batches the requests of its parallel slots as they arrive, so a seed does not fix the texts).
+Draws go to run directories and kept sets ending in -r<R> and to quality[_DATASET]_repeats.json, so the
+tables, which read one draw per seed, are not changed by them.
 """
 
 from __future__ import annotations
@@ -195,8 +200,8 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    """A result row's identity in the results file."""
-    return (r["row"], r["epsilon"], r["seed"], r["n"], r["m"])
+    """A result row's identity in the results file (draw 0, the first run, has no "repeat" field)."""
+    return (r["row"], r["epsilon"], r["seed"], r["n"], r["m"], r.get("repeat", 0))
 
 
 def tokens_of(run: Path) -> int | None:
@@ -283,11 +288,15 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--ceiling-n", type=int, default=20_000)
     ap.add_argument("--out", default=None, help="run directories (default runs/quality, runs/quality-newsgroups)")
+    ap.add_argument("--repeat", type=int, default=0, help="draw R >= 1 of the same seeds (see the docstring)")
     args = ap.parse_args()
+    if args.repeat < 0:
+        ap.error("--repeat: a draw number >= 1 (0 is the first run)")
     dataset = DATASETS[args.dataset]
     suffix = "" if dataset is IMDB else f"_{args.dataset}"  # IMDb keeps the files it always had
     out_root = Path(args.out or ("runs/quality" + suffix.replace("_", "-")))
-    results_file = RESULTS.with_name(f"quality{suffix}.json")
+    results_file = RESULTS.with_name(f"quality{suffix}{'_repeats' if args.repeat else ''}.json")
+    draw = f"-r{args.repeat}" if args.repeat else ""
     sets = SETS.with_name(f"quality_sets{suffix}")
     results: list[dict[str, Any]] = []
     if results_file.exists():
@@ -307,10 +316,10 @@ def main() -> None:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 non_dp = row in ("only-private", "real-ceiling")
                 e_row = 0.0 if row.startswith("zero-shot") else (float("inf") if non_dp else eps)
-                key = (row, e_row, seed, args.n, args.m)
+                key = (row, e_row, seed, args.n, args.m, args.repeat)
                 if key in done:
                     continue
-                run = out_root / f"{row.replace(':', '-')}-eps{e_row:g}-n{args.n}-m{args.m}-s{seed}"
+                run = out_root / f"{row.replace(':', '-')}-eps{e_row:g}-n{args.n}-m{args.m}-s{seed}{draw}"
                 t0 = time.time()
                 tokens = None
                 if row == "only-private":
@@ -349,6 +358,7 @@ def main() -> None:
                     "wall_seconds": round(wall, 1),
                     "tokens": tokens,
                     **summarize(ev),
+                    **({"repeat": args.repeat} if args.repeat else {}),
                 }
                 # another invocation may have written rows since this one started: merge, never overwrite them
                 if results_file.exists():
