@@ -372,6 +372,18 @@ def test_evaluate_with_precomputed_embeddings_and_mauve(tmp_path: Path) -> None:
         evaluate(syn, test, embedder=NoEmbedder(), synthetic_embeddings=xs[:10], test_embeddings=xt)
 
 
+def test_a_tiny_test_set_is_refused_or_warned_about(tmp_path: Path) -> None:
+    """One test record: accuracy is 0 or 1, and the label-mismatch message hid its only label as maybe-text."""
+    syn = _reviews(30, 8)
+    with pytest.raises(DataError, match="1 labelled record") as exc:
+        evaluate(syn, _reviews(1, 7), embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False)
+    assert "labels do not match" not in str(exc.value)
+    res = evaluate(syn, _reviews(20, 7), embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False)
+    assert any("20 records" in w and "0.050" in w for w in res["warnings"])
+    res = evaluate(syn, _reviews(100, 7), embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False)
+    assert not any("steps of" in w for w in res["warnings"])
+
+
 def test_evaluate_accepts_records_and_warns_on_missing_test_class(tmp_path: Path) -> None:
     test = pd.concat([_reviews(40, 7), pd.DataFrame([{"text": "neutral words here", "label": "2"}])])
     recs = _reviews(30, 8).to_dict(orient="records")

@@ -422,11 +422,17 @@ def _labelled(
 
 LABEL_CHARS = 40  # a label value longer than this, or with more spaces than LABEL_SPACES, is not printed
 LABEL_SPACES = 3
+SMALL_TEST = 100  # below this many test records, one record moves accuracy by more than a point: say so
 
 
 def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
     """Raise if the label sets cannot be compared; return warnings for softer mismatches."""
     s, t = set(syn.labels), set(test.labels)
+    if len(test.labels) < 2:  # its one label occurs once, so the messages below would hide it as maybe-text
+        raise DataError(
+            f"{test.source}: the test set has 1 labelled record; accuracy on it can only be 0 or 1. "
+            "Give a labelled test set of at least a few dozen records per class"
+        )
 
     def show(xs: set[str], labels: list[str]) -> str:
         """Label values for a message, but never one that may be a record's text: a wrong label column (the
@@ -459,6 +465,12 @@ def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
             f"{syn.source}: the synthetic set has a single label {show(s, syn.labels)}; a classifier needs at least two"
         )
     warnings = []
+    if len(test.labels) < SMALL_TEST:
+        warnings.append(
+            f"the test set has {len(test.labels)} records: accuracy moves in steps of "
+            f"{1 / len(test.labels):.3f}, so differences that small between sets mean nothing; "
+            f"compare on {SMALL_TEST} records or more"
+        )
     if t - s:
         warnings.append(
             f"test labels {show(t - s, test.labels)} have no synthetic samples; the classifier can never predict them"
