@@ -953,3 +953,19 @@ def test_check_only_makes_the_checks_and_loads_writes_nothing(
     with pytest.raises(GeneratorError, match=r"generators\[a\]\.model: x does not exist"):
         dpsynth.synthesize(Config.model_validate(missing), check_only=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_file_type_message_names_every_accepted_suffix(tmp_path: Path) -> None:
+    """A .txt file is read as CSV, so the refusal of another type must list it (it listed .csv, .tsv,
+    .jsonl, .json and .parquet only); a gzipped table is told to decompress."""
+    from dpsynth.data import read_table
+
+    txt = tmp_path / "records.txt"
+    txt.write_text("text,label\nhello,a\n")
+    assert read_table(txt).to_dict("records") == [{"text": "hello", "label": "a"}]
+    (tmp_path / "r.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"\.txt \(comma-separated\).*\.ndjson.*\.pq$"):
+        read_table(tmp_path / "r.xlsx")
+    (tmp_path / "r.csv.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match=r"'\.csv\.gz'.*decompress it first"):
+        read_table(tmp_path / "r.csv.gz")

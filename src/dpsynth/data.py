@@ -191,7 +191,11 @@ def _read_strings(
         return _as_str(_unique_columns(_hf_frame(ds), str(path)), str(path), columns)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
+        hint = "; decompress it first" if suffix.endswith(".gz") else ""
+        raise DataError(
+            f"{path}: unsupported file type {suffix!r}; use .csv or .txt (comma-separated), .tsv, .jsonl or "
+            f".ndjson, .json, or .parquet or .pq{hint}"
+        )
     try:
         size = path.stat().st_size
         if size == 0:
