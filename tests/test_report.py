@@ -600,3 +600,24 @@ def test_report_config_shows_the_runs_own_sections_and_names_a_damaged_file(run_
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     page = build_report(run)
     assert "/home/alice" not in page and ".../private.csv" in page and "finetune:" in page
+
+
+def test_report_shows_a_declared_class_without_records_and_labels_nobody_declared(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A declared class with no synthetic record vanished from the class table, and a label the run never
+    declared became an extra row without a word."""
+    from dpsynth.report.run_files import read_synthetic
+
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "can never predict" not in page and "does not declare" not in page
+    run = tmp_path / "edited"
+    shutil.copytree(run_dir, run)
+    out = run / "synthetic.jsonl"
+    kept = [r for r in read_synthetic(run) if str(r["label"]) != "0"]
+    kept += [{**kept[0], "label": "maybe", "label_name": "maybe"}] * 2
+    out.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    classes = write_report(run).read_text(encoding="utf-8").split('id="classes"')[1].split("</section>")[0]
+    assert "No synthetic record has the declared label(s) 0" in classes
+    assert "2 record(s) carry label(s) the run does not declare (maybe)" in classes
+    assert "<td>0</td>" in classes  # the missing class is a row of zeros

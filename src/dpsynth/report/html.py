@@ -229,18 +229,21 @@ def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
     return "<h3>Generator outputs and why some were dropped</h3>" + table(headers, rows)
 
 
-def _label_names(cfg: dict[str, Any], priv: PrivacyReport | None, records: list[dict[str, Any]]) -> dict[str, str]:
+def _declared_labels(cfg: dict[str, Any], priv: PrivacyReport | None) -> dict[str, str]:
+    """The labels the run was configured with (value -> name); empty when neither file says."""
     from dpsynth.data import EMBEDDED_IMDB, IMDB_LABELS
     from dpsynth.evaluate.inputs import run_data_config
 
-    names: dict[str, str] = {}
     labels = (cfg.get("data") or {}).get("labels") if isinstance(cfg.get("data"), dict) else None
     if not labels and priv is not None:
         labels = priv.public_inputs.get("labels")
     if not labels and run_data_config(cfg).get("private") == EMBEDDED_IMDB:
         labels = IMDB_LABELS  # a hand-written or older config: the embedded data's public label names
-    if isinstance(labels, dict):
-        names.update({str(k): str(v) for k, v in labels.items()})
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _label_names(declared: Mapping[str, str], records: list[dict[str, Any]]) -> dict[str, str]:
+    names = dict(declared)
     for r in records:
         if r.get("label_name") and str(r.get("label")) not in names:
             names[str(r.get("label"))] = str(r["label_name"])
@@ -252,13 +255,15 @@ def _class_section(
     labels: Mapping[str, str],
     rounds: list[dict[str, Any]] | None,
     evaluation: dict[str, Any] | None,
+    declared: Mapping[str, str],
 ) -> str:
     parts = ['<section id="classes"><h2>Class balance</h2>']
     if not records:
         parts.append('<p class="note">No synthetic records found.</p></section>')
         return "".join(parts)
     counts = Counter(str(r.get("label", "")) for r in records)
-    keys = sorted(counts)
+    keys = sorted(set(counts) | set(declared))  # a declared class without records is a row of zeros, not absent
+    parts.append(_label_mismatch_note(counts, declared))
     total = sum(counts.values())
     test_shares = ((evaluation or {}).get("test") or {}).get("shares") or {}
     series: dict[str, list[float]] = {"synthetic": [counts[k] / total for k in keys]}
@@ -299,6 +304,29 @@ def _class_section(
             parts.append(svg)
     parts.append("</section>")
     return "".join(parts)
+
+
+def _label_mismatch_note(counts: Counter[str], declared: Mapping[str, str]) -> str:
+    """Say when the records and the run's declared labels disagree: a class with no record is one a classifier
+    trained on the set can never predict, and a label nobody declared means the output was edited or mixed."""
+    if not declared:
+        return ""
+    notes = []
+    missing = sorted(k for k in declared if not counts[k])
+    extra = sorted(k for k in counts if k not in declared)
+    if missing:
+        names = ", ".join(f"{k} ({declared[k]})" if declared[k] != k else k for k in missing)
+        notes.append(
+            f"No synthetic record has the declared label(s) {names}: a classifier trained on this set can never "
+            "predict them."
+        )
+    if extra:
+        n = sum(counts[k] for k in extra)
+        notes.append(
+            f"{fmt(n)} record(s) carry label(s) the run does not declare ({', '.join(extra)}): the output file was "
+            "edited, or mixes another run's records."
+        )
+    return "".join(f'<p class="warn">{esc(t)}</p>' for t in notes)
 
 
 def _samples_section(
@@ -417,7 +445,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if evaluation is not None and not isinstance(evaluation, dict):
         evaluation = None
     records = normalise_records(records, cfg)
-    labels = _label_names(cfg, priv, records)
+    declared = _declared_labels(cfg, priv)
+    labels = _label_names(declared, records)
     method = (priv.method if priv else "") or cfg.get("method") or "unknown method"
     task = run_task(cfg)
     if task is None and priv is not None and priv.public_inputs.get("task"):
@@ -451,7 +480,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         privacy_section(priv, priv_problem),
         _membership(rd),
         _rounds_section(rounds, cfg, labels, rounds_note),
-        _class_section(records, labels, rounds, evaluation),
+        _class_section(records, labels, rounds, evaluation, declared),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
