@@ -153,7 +153,7 @@ def evaluate(
     tst = load_test(
         test, test_text_column or text_column, test_label_column or label_column, set(syn.labels), test_encoding
     )
-    private = private_keys(syn, run_cfg)  # read once: the test set and the zero-shot reference are checked
+    private = private_keys(syn)  # read once: the test set and the zero-shot reference are checked
     # an embedded set's fixed test split is held out by construction (its few texts that also occur in the
     # training pool are documented): a note asking whether it was held out would only alarm
     refuse_private_texts(tst.texts, "--test", private if test_note is None else None)
@@ -164,7 +164,7 @@ def evaluate(
     zs: LabelledTexts | None = None
     if reference_zero_shot is not None:
         refuse_private_data(
-            reference_zero_shot, "--reference-zero-shot", syn, run_cfg, "give a zero-shot run's directory or output"
+            reference_zero_shot, "--reference-zero-shot", syn, "give a zero-shot run's directory or output"
         )
         try:  # the same checks as the synthetic set, in messages that name the flag the user gave
             zs = load_synthetic(reference_zero_shot, text_column, label_column, synthetic_encoding)

@@ -156,13 +156,13 @@ def data_rows(df: Any, text_column: str) -> Any:
     return df[text_column].astype(str).str.strip().ne("")
 
 
-def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dict[str, Any], fix: str) -> None:
+def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, fix: str) -> None:
     """Refuse ``source`` (``--test``, ``--reference-zero-shot``) when it is the run's private data (the same
     file or folder, or a byte-identical copy: ``privacy.private_data.is_private_source``): scores with it
     are exact statistics of the private records, outside the privacy guarantee, and they would be
     written to evaluation.json and the report.  A synthetic set given as a file of a run directory is
     checked against that run's config.yaml.  ``fix``: what to give instead."""
-    found = _run_config(syn, run_cfg)
+    found = _run_config(syn)
     if found is None:
         return
     config, run_cfg = found
@@ -174,11 +174,11 @@ def refuse_private_data(source: Any, flag: str, syn: LabelledTexts, run_cfg: dic
         )
 
 
-def private_keys(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, frozenset[str] | None] | None:
+def private_keys(syn: LabelledTexts) -> tuple[Path, frozenset[str] | None] | None:
     """The run's config.yaml and the keys of its private texts (``privacy.private_data.private_text_keys``:
     None when they cannot be read here), read once for every real data set evaluate is given; None when
     ``syn`` is not a run's output (nothing to compare with)."""
-    found = _run_config(syn, run_cfg)
+    found = _run_config(syn)
     if found is None:
         return None
     config, cfg = found
@@ -214,7 +214,7 @@ def refuse_private_texts(texts: Sequence[str], flag: str, private: tuple[Path, f
     )
 
 
-def _run_config(syn: LabelledTexts, run_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+def _run_config(syn: LabelledTexts) -> tuple[Path, dict[str, Any]] | None:
     """The config.yaml of the run that released ``syn`` and its contents (None: not a run's output, or a
     run that read no private data, such as zero-shot: nothing to compare with)."""
     found = _find_run(syn)
@@ -334,7 +334,7 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     only right test set, and the note says it was chosen.  A ``test`` that is the run's private data is
     refused (``refuse_private_data``)."""
     if test is not None:
-        refuse_private_data(test, "--test", syn, run_cfg, "score against real records held out before the run")
+        refuse_private_data(test, "--test", syn, "score against real records held out before the run")
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
     declared = run_data_config(run_cfg).get("labels")
