@@ -152,11 +152,11 @@ def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path)
 def test_a_sample_after_an_interrupted_sample_says_how_to_finish_it(private_csv: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
-    with pytest.raises(Crash):  # the backend fails during the 20 new samples
+    with pytest.raises(Crash):  # the backend fails during the 20 new samples, after a's were journalled
         extend(
             run,
             20,
-            generators={"a": CrashingGenerator("a", 1, crash_at=1), "b": FakeGenerator("b", 2)},
+            generators={"a": FakeGenerator("a", 1), "b": CrashingGenerator("b", 2, crash_at=1)},
             embedder=FakeEmbedder(),
             progress=False,
         )
@@ -169,6 +169,108 @@ def test_a_sample_after_an_interrupted_sample_says_how_to_finish_it(private_csv:
     )
     assert len(done) == 80
     assert len(extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)) == 85
+
+
+def test_a_sample_that_fails_before_making_anything_leaves_the_run_finished(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: config.yaml was enlarged before anything could fail, so a generator that could not start
+    left a finished run unfinished, and every later `sample` was refused until a resume with working
+    generators (or a hand edit)."""
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(Crash):
+        extend(
+            run,
+            20,
+            generators={"a": CrashingGenerator("a", 1, crash_at=1), "b": FakeGenerator("b", 2)},
+            embedder=FakeEmbedder(),
+            progress=False,
+        )
+    assert (run / "config.yaml").read_bytes() == config
+    more = extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert len(more) == 65 and more.added == 5
+
+
+class _SameText(FakeGenerator):
+    """Writes one text per class, again and again: every output after the first is a duplicate."""
+
+    def generate(self, requests, on_completion=None):  # type: ignore[no-untyped-def]
+        out = []
+        for c in super().generate(requests):
+            mood = "positive" if c.text.startswith("A positive") else "negative"
+            same = Completion(f"A {mood} take: the very same words every time", 16, 40)
+            if on_completion:
+                on_completion(same)
+            out.append(same)
+        return out
+
+
+def test_sample_reports_what_it_made_not_what_it_asked_for(
+    capsys: pytest.CaptureFixture[str], private_csv: Path, tmp_path: Path
+) -> None:
+    """Regression: when outputs were rejected (duplicates here), `sample` printed "25 added" and privacy.json
+    said "25 of the 64 samples were generated after the last vote"; 4 were."""
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    gens = {"a": _SameText("a", 3), "b": _SameText("b", 4)}
+    more = extend(run, 25, generators=gens, embedder=FakeEmbedder(), progress=False)
+    assert more.added == len(more) - 60 == 2  # one new text per class; the rest were duplicates
+    assert any(p.startswith("2 of the 62 samples") for p in more.privacy["post_processing"])
+    assert json.loads((run / "privacy.json").read_text())["post_processing"] == more.privacy["post_processing"]
+
+
+def test_cli_sample_says_when_it_made_fewer_than_asked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, private_csv: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: _SameText(gc.name))
+    monkeypatch.setattr("dpsynth.methods.prompting.SentenceTransformerEmbedder", lambda *a: FakeEmbedder())
+    main(["sample", "--run", str(run), "--n", "25", "--quiet"])
+    out = capsys.readouterr().out
+    assert "wrote 62 synthetic records" in out and "(2 added; 23 fewer than asked" in out
+
+
+@pytest.mark.parametrize("cut", ["deleted", "tail"])
+def test_a_journal_with_fewer_samples_than_rounds_json_counted_is_refused(
+    cut: str, private_csv: Path, tmp_path: Path
+) -> None:
+    """Regression: `sample` (and a resume) rebuilt the output from the journal alone: with the journal
+    deleted or its last round cut, synthetic.jsonl was replaced by the new samples only, or lost a round,
+    while privacy.json counted them all."""
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    journal, output = run / "samples.journal.jsonl", run / "synthetic.jsonl"
+    if cut == "deleted":
+        journal.unlink()
+    else:
+        rows = [json.loads(x) for x in journal.read_text().splitlines()]
+        journal.write_text("".join(json.dumps(r) + "\n" for r in rows if r["round"] != 3))
+    kept, config = output.read_bytes(), (run / "config.yaml").read_bytes()
+    with pytest.raises(ResumeError, match="rounds.json counted .*: the journal was cut, replaced or deleted"):
+        extend(run, 10, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert output.read_bytes() == kept and (run / "config.yaml").read_bytes() == config
+
+
+def test_sample_keeps_the_label_type_when_the_input_is_gone(tmp_path: Path) -> None:
+    """Regression: a Parquet input whose label column is text made labels "0"/"1"; `sample` without the
+    file (it need not be there) decided the type again, from nothing, and rewrote every label as an int."""
+    import pandas as pd
+
+    src = tmp_path / "private.parquet"
+    rows = [{"review": f"a {'good' if i % 2 else 'bad'} film {i}", "sentiment": str(i % 2)} for i in range(40)]
+    pd.DataFrame(rows).to_parquet(src)
+    run = tmp_path / "run"
+    first = dpsynth.synthesize(fake_run_config(src, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert {type(r["label"]) for r in first.records} == {str}
+    src.unlink()
+    more = extend(run, 10, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert {type(r["label"]) for r in more.records} == {str}
+    written = [json.loads(x) for x in (run / "synthetic.jsonl").read_text().splitlines()]
+    assert {type(r["label"]) for r in written} == {str}
+    # the recorded decision does not stand in the way of a resume that says auto
+    done = dpsynth.synthesize(dpsynth.Config(out=str(run), data={"label_type": "auto"}), resume=True, progress=False)
+    assert done.already_complete
 
 
 def test_a_run_killed_in_the_expansion_resumes_without_the_private_data(private_csv: Path, tmp_path: Path) -> None:
@@ -273,3 +375,23 @@ def test_a_second_sample_call_draws_new_requests(tmp_path: Path) -> None:
     assert len(second) == 30
     assert len({r["text"] for r in second.records}) == 30
     assert [len(g.prompts) for g in gens.values()] == [5, 5]  # no request repeated, none wasted
+
+
+def test_sample_on_an_older_config_warns_of_settings_it_predates(
+    caplog: pytest.LogCaptureFixture, private_csv: Path, tmp_path: Path
+) -> None:
+    """Regression: `sample` rewrote config.yaml in full before resuming, so a setting the file predates took
+    today's default without the warning a resume gives, and the file no longer showed it was older."""
+    import yaml
+
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    del raw["wasp"]["whole_sentences"]
+    (run / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with caplog.at_level("WARNING", logger="dpsynth"):
+        extend(run, 6, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert "predates the setting(s) wasp.whole_sentences" in caplog.text
+    grown = yaml.safe_load((run / "config.yaml").read_text())
+    assert grown["n_synthetic"] == 66 and grown["wasp"]["population"] == 60
+    assert "whole_sentences" not in grown["wasp"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import inspect
 import json
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import yaml
+
 from dpsynth.config import Config, load_config
 from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
-from dpsynth.io import atomic_write_json
+from dpsynth.io import atomic_write_json, atomic_write_text, read_jsonl_tolerant
 from dpsynth.methods.base import MethodRunner, resolve_defaults, warn_draw_settings_unused
 from dpsynth.methods.registry import METHODS, names_where
 from dpsynth.methods.wasp import rounds_released
@@ -26,7 +29,7 @@ from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf
 from dpsynth.privacy.ledger import missing_ledger
 from dpsynth.privacy.report import validate_report
 from dpsynth.progress import ProgressReporter
-from dpsynth.run import RunDir, remove_logging, setup_logging
+from dpsynth.run import RunDir, dump_config_yaml, remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
 
@@ -54,6 +57,7 @@ class SynthesisResult:
     privacy: dict[str, Any]
     already_complete: bool = False  # a resume of a finished run: nothing was done, the outputs were read back
     labels: dict[str, str] | None = None  # the declared label set (data.labels), for to_dataset's ClassLabel
+    added: int | None = None  # ``extend``: the records this call made (fewer than asked when outputs were rejected)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -83,6 +87,15 @@ def label_type_of(config: Config, private: Any = None) -> LabelType | None:
     d = config.data
     source = private if private is not None else d.private if config.uses_private_data else None
     return output_label_type(d.labels or {}, d.label_type, source, d.label_column)
+
+
+def pinned_label_type(config: Config, label_type: LabelType | None) -> Config:
+    """The config as config.yaml records it, with data.label_type auto replaced by what auto decided: the
+    decision may rest on the input's schema (a Parquet column of text), and a resume or `dpsynth sample`
+    after the last vote runs without the input, so it must find the decision, not decide again."""
+    if label_type is None or config.data.label_type != "auto":
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"label_type": label_type})})
 
 
 def make_method(
@@ -193,7 +206,7 @@ def synthesize(
         if check_only:
             return Checked(method.config, bool(getattr(method, "reads_private", method.config.uses_private_data)))
         if not resume:
-            run_dir.create(method.config)
+            run_dir.create(pinned_label_type(method.config, label_type))
         else:
             run_dir.record_resumable(method.config)  # e.g. another --server: kept for the next resume
         handlers = setup_logging(run_dir.log)
@@ -240,9 +253,6 @@ def extend(
     the rounds' size) before any sample is made, so an interrupted call finishes with
     ``dpsynth run --resume --out RUN``.  Returns what ``synthesize`` returns.
     """
-    from dpsynth.io import atomic_write_text
-    from dpsynth.run import dump_config_yaml
-
     run_dir = RunDir(run, resuming=True)
     if not run_dir.config.exists():
         what = (
@@ -271,20 +281,51 @@ def extend(
         raise ResumeError(
             f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
         )
+    before = len(read_jsonl_tolerant(run_dir.journal))
+    old_text = run_dir.config.read_text(encoding="utf-8")
+    atomic_write_text(run_dir.config, _grown_config_text(run_dir.stored_raw(), stored, n))
+    log.info("sample: n_synthetic %d -> %d (post-processing)", stored.n_synthetic, stored.n_synthetic + n)
+    try:
+        result = synthesize(
+            Config(out=str(run_dir.path)),
+            resume=True,
+            generators=generators,
+            embedder=embedder,
+            progress=progress,
+            as_dataset=as_dataset,
+        )
+    except BaseException:
+        # Nothing made yet (a generator that cannot start, a damaged journal): the run is still the finished
+        # run it was, so config.yaml goes back, and a later `sample` is not told to finish this one first.
+        with contextlib.suppress(DpsynthError, OSError):  # the error raised says what went wrong
+            if len(read_jsonl_tolerant(run_dir.journal)) == before:
+                atomic_write_text(run_dir.config, old_text)
+        raise
+    if isinstance(result, SynthesisResult):
+        result.added = len(result) - before
+    return result
+
+
+def _grown_config_text(raw: dict[str, Any], stored: Config, n: int) -> str:
+    """config.yaml with n more samples and wasp.population pinned to the rounds' size, every other key as it
+    was: a setting the file predates stays absent, so the resume warns that it takes today's default."""
+    grown_raw = copy.deepcopy(raw)
+    grown_raw["n_synthetic"] = stored.n_synthetic + n
+    section = grown_raw.get("wasp")
+    grown_raw["wasp"] = {
+        **(section if isinstance(section, dict) else {}),
+        "population": stored.wasp.population or stored.n_synthetic,
+    }
     wasp = stored.wasp.model_copy(update={"population": stored.wasp.population or stored.n_synthetic})
     grown = Config.model_validate(
         {**stored.model_dump(), "n_synthetic": stored.n_synthetic + n, "wasp": wasp.model_dump()}
     )
-    atomic_write_text(run_dir.config, dump_config_yaml(grown))
-    log.info("sample: n_synthetic %d -> %d (post-processing)", stored.n_synthetic, grown.n_synthetic)
-    return synthesize(
-        Config(out=str(run_dir.path)),
-        resume=True,
-        generators=generators,
-        embedder=embedder,
-        progress=progress,
-        as_dataset=as_dataset,
-    )
+    try:
+        if Config.model_validate(grown_raw).model_dump() == grown.model_dump():
+            return yaml.safe_dump(grown_raw, sort_keys=False, allow_unicode=True)
+    except ValueError:  # a section stored under a former name: write the whole config instead
+        pass
+    return dump_config_yaml(grown)
 
 
 def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool) -> Any:

@@ -232,7 +232,9 @@ def sample(
     global _RUN
     _RUN = ("dpsynth run", run_dir)  # an interrupted sample finishes as a resume
     result = extend(run_dir, n, progress=not quiet)
-    typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({n} added)")
+    added = result.added if result.added is not None else n
+    short = f"; {n - added} fewer than asked, outputs were rejected (see above)" if added < n else ""
+    typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({added} added{short})")
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {result.privacy['epsilon']:.4g}, unchanged); "
         f"report: {result.run_dir}/privacy.json"

@@ -220,6 +220,8 @@ class RunDir:
                 stored_raw["data"]["private"] = local_source(stored_raw["data"]["private"])
             stored = Config.model_validate(stored_raw)
             given = explicit_fields(config)
+            if given.get("data.label_type") == "auto":
+                given.pop("data.label_type")  # auto asks for the decision the run made and recorded at its start
             if private_given:
                 given.pop("data.private", None)  # synthesize(private=...) overrides it anyway
             elif "data.private" in given:

@@ -91,7 +91,8 @@ class PromptingMethod:
         samples = runner.run()
         assert config.data.labels is not None
         rows = [s.as_row(config.data.labels) for s in samples]
-        expansion = runner.expansion_size
+        # what the expansion made, not what it was asked for: a generator that keeps repeating itself leaves it short
+        expansion = sum(1 for s in samples if s.round == runner.rounds_total + 1)
         report = privacy_report(
             runner.ledger,
             method=config.method,

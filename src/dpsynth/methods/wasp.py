@@ -142,6 +142,7 @@ class WaspRun:
         self._warned_weak_vote = False
         self.tokens = {g: TokenCounter() for g in generators}
         self.round_log: list[dict[str, Any]] = run_dir.load_rounds()
+        self._check_journal()
         # rounds.json counts tokens from the start of the run: a resumed run continues the last count
         last: dict[str, Any] = max(self.round_log, key=lambda r: r["round"], default={})
         self._tokens_base: dict[str, int] = dict(last.get("completion_tokens") or {})
@@ -153,6 +154,22 @@ class WaspRun:
             self._private_emb, self._private_labels = private.embed(embedder)
         elif config.uses_private_data and not votes_released(self.ledger, run_dir):
             raise ConfigError("data.private: this method needs private data")
+
+    def _check_journal(self) -> None:
+        """Refuse a journal with fewer samples than rounds.json counted.  A chunk is appended to the journal
+        before its round entry is saved, so an intact journal never holds fewer; fewer means it was cut,
+        replaced or deleted, and going on would rebuild the output (and a `dpsynth sample`) without them."""
+        have = Counter((s.round, s.generator) for s in self.samples)
+        for entry in self.round_log:
+            t = int(entry.get("round", 0))
+            for g, n in (entry.get("accepted") or {}).items():
+                if have[(t, g)] < int(n):
+                    raise ResumeError(
+                        f"{self.rundir.journal}: holds {have[(t, g)]} sample(s) of round {t} from generator {g!r}, "
+                        f"but rounds.json counted {int(n)}: the journal was cut, replaced or deleted, and going on "
+                        "would rebuild the output without them (the output file is left as it is); restore the "
+                        "journal, or start a new --out"
+                    )
 
     # ------------------------------------------------------------------ budget
     def round_sizes(self) -> list[int]:
