@@ -78,9 +78,13 @@ def test_a_release_that_copies_its_members_is_caught_and_one_that_does_not_is_no
     assert leaky["auc_bound"] == pytest.approx(dp_auc_bound(8.0, (1 + math.exp(4)) * 1e-5))  # a substitution
     assert leaky["auc_bound_add_remove"] == pytest.approx(dp_auc_bound(4.0, 1e-5))
     assert best["tpr_at_fpr"]["0.01"] is None  # 30 non-members cannot measure FPR 1%
-    assert best["tpr_at_fpr"]["0.1"] == 1.0 and best["tpr_bound_at_fpr"]["0.01"] == pytest.approx(
+    assert best["tpr_at_fpr"]["0.1"] == 1.0 and best["tpr_bound_at_fpr_add_remove"]["0.01"] == pytest.approx(
         min(1, math.exp(4) * 0.01 + 1e-5)
     )
+    # the bound the table shows is this design's (a substitution), as for the AUC
+    d = (1 + math.exp(4)) * 1e-5
+    assert best["tpr_bound_at_fpr"]["0.1"] == pytest.approx(min(1, math.exp(8) * 0.1 + d, 1 - math.exp(-8) * (0.9 - d)))
+    assert best["tpr_95"]["0.1"][0] > 0.88 and best["tpr_95"]["0.1"][1] == 1.0  # 30 of 30: Clopper-Pearson
     assert leaky["near_copies"] == {"threshold": 0.95, "members": 30, "non_members": 0}
     assert set(leaky["attacks"]) == {"nearest", "nearest_same_label", "nearest_calibrated"}
     assert leaky["attacks"]["nearest_calibrated"]["auc"] > 0.95  # typicality taken out, the copies stay found
@@ -249,6 +253,49 @@ def test_the_verdict_on_each_side_of_chance() -> None:
     assert "level with chance" in verdict(one(0.45, 0.56, 0.5), bound, 1.0)
 
 
+def test_the_bounds_hold_for_any_epsilon_and_small_ones_are_not_rounded_to_zero() -> None:
+    """Regression: epsilon above about 355 crashed the audit (math.exp overflow in the design's 2 epsilon), and
+    the terminal showed a TPR bound of 0.0027 as 0.00."""
+    from dpsynth.audit.membership import rate_text
+
+    for eps in (400.0, 800.0, 1e6):
+        assert dp_auc_bound(*design_bound(eps, 1e-5)) == pytest.approx(1.0, abs=1e-4)
+        assert dp_tpr_bound(*design_bound(eps, 1e-5), 0.001) == 1.0
+    assert rate_text(0.0027) == "0.0027" and rate_text(0.25) == "0.25" and rate_text(0.0) == "0.00"
+
+
+def test_the_verdict_quotes_the_interval_it_judges_on(tmp_path: Path) -> None:
+    """Regression: the verdict decided on the Bonferroni interval but quoted the narrower 95% one, so "level
+    with chance" could sit beside an interval that excluded 0.5."""
+    attacks = {
+        name: {"auc": 0.567, "auc_95": [0.507, 0.628], "auc_verdict_interval": [0.496, 0.645]}
+        for name in ("nearest", "nearest_same_label", "nearest_calibrated")
+    }
+    text = verdict(attacks, dp_auc_bound(*design_bound(4.0, 1e-5)), 4.0)
+    assert "level with chance" in text and "0.496-0.645" in text and "Bonferroni over 3 attacks" in text
+    assert "0.507" not in text
+
+
+def test_a_placebo_audit_reads_as_a_placebo_in_the_report_and_terminal(tmp_path: Path) -> None:
+    """Regression: the report and the terminal presented a --placebo audit as a private run's, at epsilon =
+    inf with "members"; and the --against path was stored relative, so the report's stale check depended on
+    the folder it was built from."""
+    from dpsynth.audit.membership import summary_lines
+    from dpsynth.report import build_report
+
+    test = IMDB.test()
+    zs = _run(tmp_path / "zs", list(test["text"][:60]), list(test["label"][:60]), method="zero-shot")
+    res = membership_audit(zs, embedder=FakeEmbedder(), placebo=True, non_members=200)
+    assert Path(res["run"]).is_absolute()
+    text = "\n".join(summary_lines(res))
+    assert "placebo" in text and "epsilon = inf" not in text and "DP allows" not in text
+    (zs / "membership.json").write_text(json.dumps(res))
+    section = build_report(zs).split('id="membership"')[1].split("</section>")[0]
+    assert "A placebo" in section and "can exceed AUC" not in section and "(members)" not in section
+    (zs / "membership.json").write_text("null")
+    assert "membership.json cannot be read" in build_report(zs)
+
+
 def test_the_rank_auc_is_the_pairwise_one() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 70).astype(float)  # many ties
@@ -269,6 +316,13 @@ def test_the_rank_auc_is_the_pairwise_one() -> None:
         ({"method": "zero-shot"}, ConfigError, ["zero-shot run reads no private record"]),
         ("no privacy.json", DataError, ["no readable privacy.json", "--resume"]),
         ("no config", DataError, ["holds no run"]),
+        # a damaged privacy.json: no guarantee to test ("contradicted" against epsilon -1; NaN in the JSON)
+        ("epsilon -1", DataError, ["epsilon -1", "damaged"]),
+        ("delta NaN", DataError, ["delta nan", "damaged"]),
+        # PEARL takes no embedded text set: the advice to rerun on embedded:imdb would fail
+        ({"method": "pearl", "data": {"private": "table.csv"}}, ConfigError, ["pearl run cannot be audited"]),
+        # nearly the whole newsgroups pool drawn: too few records left as non-members
+        ({"data": {"private": "embedded:newsgroups", "n_private": 2300}}, DataError, ["at least 20 non-members"]),
     ],
 )
 def test_what_the_audit_refuses(tmp_path: Path, change: Any, error: type[Exception], words: list[str]) -> None:
@@ -277,6 +331,9 @@ def test_what_the_audit_refuses(tmp_path: Path, change: Any, error: type[Excepti
         (run / "privacy.json").unlink()
     if change == "no config":
         (run / "config.yaml").unlink()
+    if change in ("epsilon -1", "delta NaN"):
+        bad = {"epsilon": -1.0, "delta": 1e-5} if change == "epsilon -1" else {"epsilon": 4.0, "delta": math.nan}
+        (run / "privacy.json").write_text(json.dumps(bad))
     with pytest.raises(error) as e:
         membership_audit(run, embedder=FakeEmbedder())
     assert all(w in str(e.value) for w in words), str(e.value)
@@ -302,3 +359,36 @@ def test_cli_with_the_real_embedder_writes_membership_json(tmp_path: Path, capsy
     assert "nearest: AUC" in out and "no attack can exceed AUC" in out
     # against a zero-shot set of test reviews (45 of them in the run's set too), the 15 copies stand out
     assert res["against"]["attacks"]["nearest"]["auc_difference"] > 0.1 and "beyond the placebo" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["audit", "canaries", "--out", "{tmp}"], ["--out", "is a folder"]),
+        (["audit", "canaries", "--out", "{tmp}/no/such/a.json"], ["does not exist"]),
+        (["audit", "canaries", "--delta", "2"], ["--delta: 2 is not a probability"]),
+        (["audit", "membership", "{tmp}", "--out", "{tmp}"], ["--out", "is a folder"]),
+    ],
+)
+def test_audit_flags_are_checked_before_the_work(
+    argv: list[str],
+    words: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Regression: `audit canaries --out EXISTING_FOLDER` failed after hours of fine-tuning and lost every
+    result, and --delta 2 was refused only after the model had loaded, naming privacy.delta."""
+    from dpsynth.cli import main
+
+    def never(*a: Any, **k: Any) -> None:
+        raise AssertionError("the audit ran before its flags were checked")
+
+    monkeypatch.setattr("dpsynth.extras.require", lambda *a: None)
+    monkeypatch.setattr("dpsynth.audit.canaries.run_canary_audit", never)
+    monkeypatch.setattr("dpsynth.audit.membership.membership_audit", never)
+    with pytest.raises(SystemExit) as exc:
+        main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err

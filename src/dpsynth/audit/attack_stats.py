@@ -17,6 +17,7 @@ import numpy as np
 
 FPRS = (0.001, 0.01, 0.1)  # the low false-positive rates an attacker cares about (Carlini et al., S&P 2022)
 BOOTSTRAP = 1000  # resamples for the AUC's 95% interval
+EXP_MAX = 700.0  # math.exp overflows past about 709.8: an epsilon this large allows everything
 
 
 # ---------------------------------------------------------------- what (epsilon, delta)-DP allows
@@ -27,9 +28,8 @@ def dp_tpr_bound(epsilon: float, delta: float, fpr: float | np.ndarray) -> float
     if math.isinf(epsilon):
         out = np.ones_like(x)
     else:
-        out = np.minimum.reduce(
-            [np.ones_like(x), math.exp(epsilon) * x + delta, 1.0 - math.exp(-epsilon) * (1.0 - delta - x)]
-        )
+        e = math.exp(min(epsilon, EXP_MAX))  # beyond it the bound is 1 at every FPR above 0 anyway
+        out = np.minimum.reduce([np.ones_like(x), e * x + delta, 1.0 - (1.0 - delta - x) / e])
         out = np.clip(out, 0.0, 1.0)
     return float(out) if np.ndim(fpr) == 0 else out
 
@@ -87,6 +87,19 @@ def tpr_at_fpr(members: np.ndarray, non_members: np.ndarray, fpr: float) -> floa
     return float(np.mean(members > threshold))
 
 
+def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact binomial interval of a rate seen as ``hits`` of ``n`` (Clopper and Pearson, Biometrika
+    1934).  For a TPR at a low FPR it says how much the members alone leave open; the threshold, set by a
+    handful of non-members, moves it further, so an estimate above the DP bound means something only when
+    this interval's lower end is above it."""
+    from scipy.stats import beta
+
+    a = (1 - level) / 2
+    lo = 0.0 if hits == 0 else float(beta.ppf(a, hits, n - hits + 1))
+    hi = 1.0 if hits == n else float(beta.ppf(1 - a, hits + 1, n - hits))
+    return lo, hi
+
+
 def _bootstrap(members: np.ndarray, non_members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """AUCs of ``BOOTSTRAP`` resamples (members and non-members resampled separately)."""
     return np.array(
@@ -101,18 +114,25 @@ def attack_result(
     members: np.ndarray, non_members: np.ndarray, epsilon: float, delta: float, seed: int = 0, tests: int = 1
 ) -> dict[str, Any]:
     """One attack's AUC with its 95% interval (and the wider one the verdict uses when ``tests`` attacks are
-    judged together: Bonferroni), and its TPR at the low FPRs beside what DP allows at each."""
+    judged together: Bonferroni), and its TPR at the low FPRs with a Clopper-Pearson interval, beside what
+    DP allows at each: in this audit's design (``design_bound``: a member against a non-member) and for one
+    record added or removed.  ``epsilon``, ``delta``: the run's add/remove guarantee."""
     boot = _bootstrap(members, non_members, np.random.default_rng(seed))  # resampling, not privacy noise
     tail = 0.025 / tests
+    # a rate below 1 / (non-members) cannot be measured: with 30 of them, "FPR 1%" would be FPR 0
+    tprs = {str(f): tpr_at_fpr(members, non_members, f) if f * len(non_members) >= 1 else None for f in FPRS}
+    design = design_bound(epsilon, delta)
     return {
         "auc": roc_auc(members, non_members),
         "auc_95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
         "auc_verdict_interval": [float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))],
-        # a rate below 1 / (non-members) cannot be measured: with 30 of them, "FPR 1%" would be FPR 0
-        "tpr_at_fpr": {
-            str(f): tpr_at_fpr(members, non_members, f) if f * len(non_members) >= 1 else None for f in FPRS
+        "tpr_at_fpr": tprs,
+        "tpr_95": {
+            f: None if t is None else list(clopper_pearson(round(t * len(members)), len(members)))
+            for f, t in tprs.items()
         },
-        "tpr_bound_at_fpr": {str(f): float(dp_tpr_bound(epsilon, delta, f)) for f in FPRS},
+        "tpr_bound_at_fpr": {str(f): float(dp_tpr_bound(*design, f)) for f in FPRS},
+        "tpr_bound_at_fpr_add_remove": {str(f): float(dp_tpr_bound(epsilon, delta, f)) for f in FPRS},
     }
 
 
@@ -140,4 +160,4 @@ def design_bound(epsilon: float, delta: float) -> tuple[float, float]:
     add/remove (eps, delta)-DP covers as a group of two, (2 eps, (1 + e^eps) delta)."""
     if math.isinf(epsilon):
         return epsilon, delta
-    return 2 * epsilon, min(1.0, (1 + math.exp(min(epsilon, 700.0))) * delta)
+    return 2 * epsilon, min(1.0, (1 + math.exp(min(epsilon, EXP_MAX))) * delta)

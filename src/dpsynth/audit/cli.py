@@ -32,6 +32,16 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _check_out(out: Path | None, command: str) -> None:
+    """Refuse an --out that cannot be written before the audit's minutes (or hours) of work, not after."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise ConfigError(f"{command}: --out {out} is a folder; give a file name, e.g. --out {out / 'audit.json'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{command}: --out {out}: the folder {out.parent} does not exist; create it first")
+
+
 def _ints(text: str, flag: str) -> tuple[int, ...]:
     try:
         out = tuple(int(p) for p in text.split(",") if p.strip())
@@ -79,6 +89,9 @@ def canaries_cmd(
         raise ConfigError("--digits: must be between 1 and 18")
     if candidates < 1 or samples < 1 or m_private < 2:
         raise ConfigError("--candidates and --samples must be >= 1 and --n-private >= 2")
+    if delta is not None and not 0 < delta < 1:
+        raise ConfigError(f"--delta: {delta:g} is not a probability between 0 and 1 (default: 1/(N ln N))")
+    _check_out(out, "audit canaries")
     ft = FinetuneConfig(
         prompt_format=prompt_format,
         model=model,
@@ -101,13 +114,20 @@ def canaries_cmd(
         delta=delta,
     )
     result = run_canary_audit(settings, ft, log=lambda m: typer.echo(m, err=True))
+    typer.echo(markdown_table(result))  # first: hours of work must reach the user whatever happens to --out
     if out is not None:
         from dpsynth.io import atomic_write_json
 
-        atomic_write_json(out, result)
+        try:
+            atomic_write_json(out, result)
+        except OSError as exc:
+            typer.echo(json.dumps(result, indent=2))
+            raise ConfigError(
+                f"audit canaries: cannot write {out} ({exc.strerror or type(exc).__name__}); the results are "
+                "printed above"
+            ) from None
         typer.echo(f"wrote {out}", err=True)
-    typer.echo(markdown_table(result))
-    if out is None:
+    else:
         typer.echo(json.dumps(result["results"], indent=2))
 
 
@@ -150,6 +170,7 @@ def membership_cmd(
     from dpsynth.evaluate.inputs import default_embedder
     from dpsynth.io import atomic_write_json
 
+    _check_out(out, "audit membership")
     embedder = default_embedder(embedding_model) if embedding_model else None
     result = membership_audit(
         run, embedder=embedder, non_members=non_members, seed=seed, placebo=placebo, against=against

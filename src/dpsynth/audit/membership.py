@@ -68,6 +68,7 @@ from dpsynth.evaluate.inputs import (
 from dpsynth.run import RunDir
 
 MEMBERSHIP_FILE = "membership.json"
+TEXT_METHODS = ("wasp", "aug-pe", "zero-shot", "dp-finetune")  # the methods that run on an embedded text set
 REFERENCE = 500  # public test records the calibrated attack measures typicality against (fixed sample)
 MIN_CANDIDATES = 20  # fewer members or non-members than this: the interval says nothing (2 vs 2 can "separate")
 NEAR_COPY = 0.95  # cosine at or above which a synthetic sample is counted as a near copy of a candidate
@@ -90,12 +91,18 @@ ATTACKS = {
 def _guarantee(run_dir: RunDir) -> tuple[float, float]:
     try:
         report = json.loads(run_dir.privacy.read_text(encoding="utf-8"))
-        return float(report["epsilon"]), float(report["delta"])
+        epsilon, delta = float(report["epsilon"]), float(report["delta"])
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(
             f"audit membership: {run_dir.path} has no readable privacy.json; audit a finished run "
             f"(`dpsynth run --resume --out {run_dir.path}` finishes it)"
         ) from None
+    if not (epsilon >= 0 and 0 <= delta < 1):  # NaN fails both: a damaged file, not a guarantee to test
+        raise DataError(
+            f"audit membership: {run_dir.privacy} holds epsilon {epsilon:g}, delta {delta:g}, which no run "
+            "writes (epsilon >= 0, 0 <= delta < 1): the file is damaged; audit a run whose privacy.json is intact"
+        )
+    return epsilon, delta
 
 
 def _draw(data: dict[str, Any], where: Path) -> tuple[int, int]:
@@ -149,14 +156,22 @@ def membership_audit(
         raise DataError(f"audit membership: {run_dir.path} holds no run (no readable config.yaml)")
     data = run_data_config(cfg)
     dataset = used_embedded_dataset(cfg)
+    method = cfg.get("method")
     if dataset is None:
+        why = (
+            "The audit reads the private records without privacy and publishes statistics of them, so it runs "
+            f"only on runs over public stand-ins ({embedded_names()})"
+        )
+        if method in METHODS and method not in TEXT_METHODS:  # PEARL, KnowledgeSG: no embedded text set to run on
+            raise ConfigError(
+                f"audit membership: a {method} run cannot be audited: {why}, and only {', '.join(TEXT_METHODS)} "
+                "runs read them"
+            )
         raise ConfigError(
             f"audit membership: the run read {data.get('private', 'records')!r}, not an embedded text dataset. "
-            "The audit reads the private records without privacy and publishes statistics of them, so it runs "
-            f"only on runs over public stand-ins ({embedded_names()}): run the same configuration with --private "
-            "embedded:imdb (or embedded:newsgroups) and audit that run"
+            f"{why}: run the same configuration with --private embedded:imdb (or embedded:newsgroups) and audit "
+            "that run"
         )
-    method = cfg.get("method")
     reads_private = method not in METHODS or METHODS[method].reads_private
     if placebo != (not reads_private):
         raise ConfigError(
@@ -188,6 +203,12 @@ def membership_audit(
     rest = pool.drop(index=member_idx)
     rest = rest[~rest["text"].isin(set(members_df["text"]))]  # a duplicate of a member's text is no outsider
     n_out = min(non_members if non_members is not None else max(n_private, NON_MEMBERS), len(rest))
+    if n_out < MIN_CANDIDATES:  # a draw of nearly the whole pool leaves too few records it never read
+        raise DataError(
+            f"audit membership: the run drew {n_private} of the {len(pool)} pool records, which leaves {n_out} it "
+            f"never read; the audit needs at least {MIN_CANDIDATES} non-members: audit a run with a smaller "
+            "data.n_private"
+        )
     outsiders_df = rest.sample(n=n_out, random_state=seed)
 
     embedder = embedder or default_embedder()
@@ -221,7 +242,7 @@ def membership_audit(
             if name in scores_p
         }
         comparison = {
-            "run": str(placebo_run.path),
+            "run": str(placebo_run.path.resolve()),  # the report finds it from any folder
             "method": read_run_config(placebo_run.path).get("method"),
             "synthetic": len(syn_p),
             "synthetic_sha256": output_fingerprint(output_p),
@@ -229,7 +250,7 @@ def membership_audit(
             "verdict": against_verdict(paired),
         }
     return {
-        "run": str(run_dir.path),
+        "run": str(run_dir.path.resolve()),
         "method": method,
         "dataset": dataset.source,
         "members": m,
@@ -350,10 +371,13 @@ def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) ->
     """One sentence on what the attacks show, judged on their Bonferroni intervals (``auc_verdict_interval``)
     against ``bound`` on both sides of 0.5 (DP bounds the flipped test too)."""
     eps = "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+    k = len(attacks)
 
     def shown(name: str) -> str:
         a = attacks[name]
-        return f"the {name} attack's AUC {a['auc']:.3f} (95% {a['auc_95'][0]:.3f}-{a['auc_95'][1]:.3f})"
+        lo, hi = a["auc_verdict_interval"]
+        judged = "95%" if k == 1 else f"{100 - 5 / k:.1f}%, Bonferroni over {k} attacks"
+        return f"the {name} attack's AUC {a['auc']:.3f} ({judged}: {lo:.3f}-{hi:.3f})"
 
     beyond = [n for n, a in attacks.items() if a["auc_verdict_interval"][0] > bound]
     beyond += [n for n, a in attacks.items() if a["auc_verdict_interval"][1] < 1 - bound]
@@ -391,20 +415,36 @@ def placebo_verdict(attacks: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def rate_text(x: float) -> str:
+    """A bound or rate without rounding a small one to 0 (0.0027 is not 0.00)."""
+    return f"{x:.2f}" if x >= 0.1 or x == 0 else f"{x:.2g}"
+
+
+def _tpr_interval(attack: dict[str, Any], fpr: str) -> str:
+    ci = (attack.get("tpr_95") or {}).get(fpr)
+    return f" (95% {rate_text(ci[0])}-{rate_text(ci[1])})" if ci else ""
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The audit as a few lines for the terminal."""
     eps = float(result["epsilon"])
+    placebo = bool(result.get("placebo"))
     lines = [
         f"membership audit of {result['run']} ({result['method']}, {result['dataset']}): {result['members']} "
-        f"members, {result['non_members']} non-members, {result['synthetic']} synthetic samples",
-        f"epsilon = {'inf' if math.isinf(eps) else f'{eps:g}'}, delta = {result['delta']:g}: no attack can exceed "
-        f"AUC {result['auc_bound']:.3f} in this design (member against non-member; "
+        f"{'records of the draw (it read none of them)' if placebo else 'members'}, {result['non_members']} "
+        f"non-members, {result['synthetic']} synthetic samples",
+        "placebo: this run read no private record, so there is no guarantee to test; its AUCs are what the draw "
+        "alone gives"
+        if placebo
+        else f"epsilon = {'inf' if math.isinf(eps) else f'{eps:g}'}, delta = {result['delta']:g}: no attack can "
+        f"exceed AUC {result['auc_bound']:.3f} in this design (member against non-member; "
         f"{result['auc_bound_add_remove']:.3f} for one record added or removed)",
     ]
     for name, a in result["attacks"].items():
         lo, hi = a["auc_95"]
         tprs = ", ".join(
-            f"TPR {a['tpr_at_fpr'][f]:.2f} at FPR {float(f):g} (add/remove bound {a['tpr_bound_at_fpr'][f]:.2f})"
+            f"TPR {a['tpr_at_fpr'][f]:.2f}{_tpr_interval(a, f)} at FPR {float(f):g}"
+            + ("" if placebo else f" (DP allows {rate_text(a['tpr_bound_at_fpr'][f])} in this design)")
             for f in a["tpr_at_fpr"]
             if a["tpr_at_fpr"][f] is not None
         )

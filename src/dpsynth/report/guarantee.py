@@ -107,24 +107,25 @@ def membership_section(result: Any, current_sha256: str | None = None, placebo_s
         return ""
     try:
         attacks = result["attacks"]
+        placebo = bool(result.get("placebo"))
         fprs = list(next(iter(attacks.values()))["tpr_bound_at_fpr"])
         rows = [
-            [
-                name,
-                fmt(a["auc"], 3),
-                f"{fmt(a['auc_95'][0], 3)} – {fmt(a['auc_95'][1], 3)}",
-                *(
-                    "n/a" if a["tpr_at_fpr"].get(f) is None else f"{fmt(a['tpr_at_fpr'][f], 2)} (≤ {fmt(b, 2)})"
-                    for f, b in a["tpr_bound_at_fpr"].items()
-                ),
-            ]
+            [name, fmt(a["auc"], 3), f"{fmt(a['auc_95'][0], 3)} – {fmt(a['auc_95'][1], 3)}"]
+            + [_tpr_cell(a, f, placebo) for f in fprs]
             for name, a in attacks.items()
         ]
-        intro = (
-            f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against "
+        scored = (
             f"{esc(result['non_members'])} pool records the run never read, scored by their nearness to the "
-            f"{esc(result['synthetic'])} synthetic samples ({esc(result['embedding_model'])}). At ε = "
-            f"{esc(fmt(result['epsilon'], 3))}, δ = {esc(fmt(result['delta'], 3))} no attack of this design "
+            f"{esc(result['synthetic'])} synthetic samples ({esc(result['embedding_model'])})."
+        )
+        intro = (
+            f"A placebo: this run read no private record, so there is no guarantee to test. "
+            f"{esc(result['members'])} records of the private draw of {esc(result['dataset'])} against {scored} "
+            "Its AUCs are what the draw alone gives; a run of the same configuration that read the draw leaks "
+            "membership only as far as its AUCs exceed these."
+            if placebo
+            else f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against {scored} "
+            f"At ε = {esc(fmt(result['epsilon'], 3))}, δ = {esc(fmt(result['delta'], 3))} no attack of this design "
             f"(a member against a non-member) can exceed AUC {esc(fmt(result['auc_bound'], 3))} "
             f"({esc(fmt(result['auc_bound_add_remove'], 3))} for one record added or removed)."
         )
@@ -135,7 +136,8 @@ def membership_section(result: Any, current_sha256: str | None = None, placebo_s
         )
         comparison = _against(result.get("against"), placebo_sha256)
         stale = current_sha256 is not None and result.get("synthetic_sha256") not in (None, current_sha256)
-        headers = ["attack", "AUC", "95% interval", *[f"TPR at FPR {f} (add/remove bound)" for f in fprs]]
+        bound = "" if placebo else " (95% interval; DP allows, this design)"
+        headers = ["attack", "AUC", "95% interval", *[f"TPR at FPR {f}{bound}" for f in fprs]]
     except (KeyError, TypeError, IndexError, StopIteration, AttributeError, ValueError):
         unreadable = "membership.json cannot be read; run dpsynth audit membership again."
         return f'{head}<p class="warn">{unreadable}</p></section>'
@@ -151,6 +153,19 @@ def membership_section(result: Any, current_sha256: str | None = None, placebo_s
         '<p class="note">Evidence, not proof: a stronger attack might find more (dpsynth audit membership).</p>'
         "</section>"
     )
+
+
+def _tpr_cell(attack: dict[str, Any], fpr: str, placebo: bool) -> str:
+    """A TPR at a low FPR with its Clopper-Pearson interval (when the audit wrote one) and the design's DP bound,
+    small values kept (a bound of 0.0027 is not 0)."""
+    from dpsynth.audit.membership import rate_text
+
+    tpr = attack["tpr_at_fpr"].get(fpr)
+    if tpr is None:
+        return "n/a"
+    ci = (attack.get("tpr_95") or {}).get(fpr)
+    shown = rate_text(float(tpr)) + (f" ({rate_text(float(ci[0]))} – {rate_text(float(ci[1]))})" if ci else "")
+    return shown if placebo else f"{shown}; ≤ {rate_text(float(attack['tpr_bound_at_fpr'][fpr]))}"
 
 
 def _against(against: Any, current_sha256: str | None) -> str:

@@ -406,6 +406,8 @@ def _membership(rd: Path) -> str:
         result = read_json(rd / MEMBERSHIP_FILE)
     except DataError:
         result = "damaged"
+    if result is None and (rd / MEMBERSHIP_FILE).exists():  # a file holding `null`: damaged, not absent
+        result = "damaged"
     output = find_run_output(rd)
     current = output_fingerprint(output) if output is not None else None
     return membership_section(result, current, placebo_fingerprint(result))
