@@ -275,7 +275,12 @@ class WaspRun:
         votes = NoisyVotes(
             np.asarray(data["near"]), far if far.size else None, float(data["sigma"]), float(data["sensitivity"])
         )
-        log.info("round %d: vote over %d samples, epsilon spent %.4f", t, len(ids), self.ledger.epsilon_spent())
+        log.info(  # on a resume the run's total so far, which may include later rounds' votes
+            "round %d: vote over %d samples; epsilon spent by the run so far %.4f",
+            t,
+            len(ids),
+            self.ledger.epsilon_spent(),
+        )
         return votes, [by_id[i] for i in ids]
 
     def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:
