@@ -242,6 +242,12 @@ def _cfg(tmp_path: Path, private: Path | str, **kw: Any) -> Config:
         (lambda p: p.write_text(""), DataError, ["empty"]),
         (lambda p: p.write_text("a,target\n"), DataError, ["no records"]),
         (lambda p: p.write_text("a,target\n1,0\n2,7\n"), DataError, ["not in data.labels", "rows 3"]),
+        # one extra field on the first record made pandas take the first column as a row index, so one record
+        # shifted every other record one column left (the sketch's sensitivity 1 assumes it cannot)
+        (lambda p: p.write_text("a,b,target\n1,1,1,1\n" + "2,3,0\n" * 30), DataError, ["line 2 has 4 fields"]),
+        (lambda p: p.write_text("a,b,target\n" + "2,3,0\n" * 30 + "1,1,1,1\n"), DataError, ["line 32 has 4"]),
+        # a spreadsheet's ';' export: one column named by the whole header, and the budget spent on it
+        (lambda p: p.write_text("a;b;target\n" + "2;3;0\n" * 30), DataError, ["';' separators"]),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path: Path, make, expect, words) -> None:
@@ -252,6 +258,35 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, make, expect, words) -> N
     msg = str(e.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
     assert not (tmp_path / "run").exists()  # nothing is left behind
+
+
+def test_trailing_empty_fields_are_dropped_and_every_record_keeps_its_columns(tmp_path: Path) -> None:
+    """A spreadsheet export ends every line with a comma: the empty last field is dropped, not taken as a shift
+    of every record's columns (the first column had become the row index: `age` held the incomes)."""
+    from dpsynth.data import read_table
+
+    p = tmp_path / "trailing.csv"
+    p.write_text("age,income\n25,50000,\n30,60000,\n")
+    assert read_table(p).to_dict("records") == [{"age": "25", "income": "50000"}, {"age": "30", "income": "60000"}]
+
+
+def test_the_header_check_that_refuses_a_file_is_per_record(tmp_path: Path) -> None:
+    """Regression: two column names each found as a value of their own column in two different records refused
+    the file, so one added record could decide whether a run happened; now one record must hold both."""
+    from dpsynth.data import header_problem
+
+    base = {"smoker": ["smoker", "non-smoker"] * 20, "diabetic": ["yes", "no"] * 20, "target": ["0", "1"] * 20}
+    frame = pd.DataFrame(base)
+    assert header_problem(list(frame.columns), frame, strict=False) is None
+    plus = pd.concat([frame, pd.DataFrame([{"smoker": "non-smoker", "diabetic": "diabetic", "target": "0"}])])
+    assert header_problem(list(plus.columns), plus, strict=False) is None  # two names, two records: a header
+    both = pd.concat([frame, pd.DataFrame([{"smoker": "smoker", "diabetic": "diabetic", "target": "0"}])])
+    assert header_problem(list(both.columns), both, strict=False) == "column names are also values of their own columns"
+    assert header_problem(list(plus.columns), plus) is not None  # an error message still hides names on any hint
+    from dpsynth.methods.pearl.encoding import typed_values
+
+    # a category that is an integer too long for int() (over 4,300 digits) crashed decode after the budget
+    assert typed_values(["1", "9" * 5000]) == ["1", "9" * 5000] and typed_values(["1", "22"]) == [1, 22]
 
 
 def test_a_file_without_a_header_row_is_not_published(tmp_path: Path) -> None:
@@ -775,6 +810,10 @@ def test_declared_schema_values_are_handled_per_record(tmp_path: Path, capsys: p
     assert res.privacy["delta"] == pytest.approx(0.05)
     checks = res.privacy["domain"]["checks"]
     assert pearl_mod.DOMAIN_LABEL in checks and not any("categor" in c for c in checks)
+    # the file formats' own per-record checks refuse a whole file too, so the domain names them
+    from dpsynth.privacy.private_data import FILE_DOMAIN
+
+    assert set(FILE_DOMAIN) <= set(checks)
     for name, data in _run_files(res.run_dir).items():
         assert b"SENTINEL" not in data, name
     log_text = (res.run_dir / "run.log").read_text()

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dpsynth.csv_text import check_csv_lines, header_problem, is_number  # noqa: F401 - re-exported
 from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
     EMBEDDED_DATASETS,
     EMBEDDED_IMDB,
@@ -221,41 +223,23 @@ def _read_strings(
     if suffix == ".json":
         return _read_json(text, path, same_keys, columns)
     sep = "\t" if suffix == ".tsv" else ","
+    check_csv_lines(text, sep, path)  # a record with extra fields would shift the others; a repeated name
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        # index_col=False: never take the first column as a row index because one record has an extra field
+        with warnings.catch_warnings():  # the extra fields it warns of were checked to be empty
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
     except Exception as exc:  # noqa: BLE001 - the C parser's messages name lines, not values
         raise DataError(
             f"{path}: could not parse as {suffix} ({_short(exc, path)}); check quoting and the number of "
             "fields on that line"
         ) from None
-    _check_header(text, sep, path)  # pandas renames a repeated column to 'name.1' and reads the first
     return _as_str(df, str(path), columns)  # CSV cells are text already: nothing to refuse
 
 
 # Whole-cell placeholders read as a missing value (compared after strip() and lower()): pandas' default NA
 # strings, spelled in any case.  Read as text (keep_default_na=False) they would become records.
 MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", "null", "none"})
-
-
-def _check_header(text: str, sep: str, path: Path) -> None:
-    """Refuse a CSV/TSV header that names a column twice (one line: file, column, line)."""
-
-    lines = text.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.strip()), 0)
-    try:
-        header = next(csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep))
-    except (csv.Error, StopIteration):
-        return  # pandas parsed it; nothing more to say
-    seen: dict[str, int] = {}
-    for i, name in enumerate(header):
-        if name and name in seen:
-            # by position, not by name: in a file without a header row the "header" is a private record, and
-            # two equal cells of it must not reach an error message
-            raise DataError(
-                f"{path}: the name of column {seen[name] + 1} appears more than once in the header (line "
-                f"{first + 1}, again as column {i + 1}); rename or remove the repeated column"
-            )
-        seen[name] = i
 
 
 def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -425,49 +409,6 @@ def _short(exc: BaseException, path: Path) -> str:
     text = " ".join(str(exc).replace(str(path), "the file").split()) or type(exc).__name__
     text = text.removeprefix("Could not open Parquet input source 'the file': ")
     return text if len(text) <= 120 else text[:117].rstrip() + "..."
-
-
-HEADER_NAME_CHARS = 64  # a column name longer than this, or with more spaces than the limit below, reads
-HEADER_NAME_SPACES = {True: 3, False: 7}  # like a sentence (strict: for messages; else: for refusing a file)
-
-
-def header_problem(names: Sequence[Any], df: pd.DataFrame | None = None, strict: bool = True) -> str | None:
-    """Why ``names`` (a CSV's column names) look like a record rather than a header, or None.
-
-    Why this exists: a CSV without a header row is read with its first record as the column names, and
-    those names then appear in error messages (and, for PEARL, in the published output and schema), so
-    the record would leak.  The tests never repeat a name: a name that is a number (two or more numbered
-    names that are the positions 0..k-1 or 1..k, what pandas writes for unnamed columns, are a header,
-    beside named ones such as a label), a name that reads like a sentence, or names that are values of
-    their own columns in other records (``df``).  ``strict`` (an error message, where a false alarm only
-    hides the names) counts one such name and a sentence from 4 spaces; otherwise (refusing a file) two
-    names, and 8 spaces: a column "smoker" of smoker/non-smoker or a survey question is a header.  A
-    first record made only of short, distinct words cannot be told from a header (docs/privacy.md).
-    """
-    texts = [str(n).strip() for n in names]
-    numbers = sorted(int(t) for t in texts if t.isdigit())
-    positions = len(numbers) > 1 and numbers in ([*range(len(numbers))], [*range(1, len(numbers) + 1)])
-    if not positions and any(is_number(t) for t in texts):
-        return "a column name is a number"
-    if any(len(t) > HEADER_NAME_CHARS or t.count(" ") > HEADER_NAME_SPACES[strict] for t in texts):
-        return "a column name reads like text"
-    if df is not None and not positions:
-        needed, own = (1 if strict else min(2, len(texts))), 0
-        for name, col in zip(texts, df.columns, strict=False):  # stops at the first ``needed`` (wide tables)
-            own += bool(name) and bool((df[col].astype(str).str.strip() == name).any())
-            if own >= needed:
-                return "column names are also values of their own columns"
-    return None
-
-
-def is_number(text: str) -> bool:
-    """``12``, ``-3.5``, ``1,000``, ``2e3`` (not ``nan`` or ``inf``, which are words here)."""
-    t = text.strip().replace(",", "")
-    try:
-        float(t)
-    except ValueError:
-        return False
-    return t.lower().lstrip("+-") not in ("nan", "inf", "infinity")
 
 
 def columns_text(df: pd.DataFrame) -> str:

@@ -10,6 +10,7 @@ resume or the report.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,20 @@ def load_round_log(path: Path) -> list[dict[str, Any]]:
         ) from None
     assert isinstance(data, list)
     return data
+
+
+def check_journal(journal: Path, have: Mapping[tuple[int, str], int], round_log: list[dict[str, Any]]) -> None:
+    """Refuse a journal with fewer samples than rounds.json counted (``have``: samples per (round, generator)
+    in the journal).  A chunk is appended to the journal before its round entry is saved, so an intact
+    journal never holds fewer; fewer means it was cut, replaced or deleted, and going on would rebuild the
+    output (and a `dpsynth sample`) without them."""
+    for entry in round_log:
+        t = int(entry.get("round", 0))
+        for g, n in (entry.get("accepted") or {}).items():
+            if have.get((t, g), 0) < int(n):
+                raise ResumeError(
+                    f"{journal}: holds {have.get((t, g), 0)} sample(s) of round {t} from generator {g!r}, but "
+                    f"rounds.json counted {int(n)}: the journal was cut, replaced or deleted, and going on would "
+                    "rebuild the output without them (the output file is left as it is); restore the journal, "
+                    "or start a new --out"
+                )

@@ -48,6 +48,7 @@ from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.progress import ProgressReporter
 from dpsynth.prompts import PromptBuilder
+from dpsynth.round_log import check_journal
 from dpsynth.run import RunDir, run_rng
 from dpsynth.selection import (
     ClassCounts,
@@ -142,7 +143,7 @@ class WaspRun:
         self._warned_weak_vote = False
         self.tokens = {g: TokenCounter() for g in generators}
         self.round_log: list[dict[str, Any]] = run_dir.load_rounds()
-        self._check_journal()
+        check_journal(run_dir.journal, Counter((s.round, s.generator) for s in self.samples), self.round_log)
         # rounds.json counts tokens from the start of the run: a resumed run continues the last count
         last: dict[str, Any] = max(self.round_log, key=lambda r: r["round"], default={})
         self._tokens_base: dict[str, int] = dict(last.get("completion_tokens") or {})
@@ -154,22 +155,6 @@ class WaspRun:
             self._private_emb, self._private_labels = private.embed(embedder)
         elif config.uses_private_data and not votes_released(self.ledger, run_dir):
             raise ConfigError("data.private: this method needs private data")
-
-    def _check_journal(self) -> None:
-        """Refuse a journal with fewer samples than rounds.json counted.  A chunk is appended to the journal
-        before its round entry is saved, so an intact journal never holds fewer; fewer means it was cut,
-        replaced or deleted, and going on would rebuild the output (and a `dpsynth sample`) without them."""
-        have = Counter((s.round, s.generator) for s in self.samples)
-        for entry in self.round_log:
-            t = int(entry.get("round", 0))
-            for g, n in (entry.get("accepted") or {}).items():
-                if have[(t, g)] < int(n):
-                    raise ResumeError(
-                        f"{self.rundir.journal}: holds {have[(t, g)]} sample(s) of round {t} from generator {g!r}, "
-                        f"but rounds.json counted {int(n)}: the journal was cut, replaced or deleted, and going on "
-                        "would rebuild the output without them (the output file is left as it is); restore the "
-                        "journal, or start a new --out"
-                    )
 
     # ------------------------------------------------------------------ budget
     def round_sizes(self) -> list[int]:
@@ -275,12 +260,8 @@ class WaspRun:
         votes = NoisyVotes(
             np.asarray(data["near"]), far if far.size else None, float(data["sigma"]), float(data["sensitivity"])
         )
-        log.info(  # on a resume the run's total so far, which may include later rounds' votes
-            "round %d: vote over %d samples; epsilon spent by the run so far %.4f",
-            t,
-            len(ids),
-            self.ledger.epsilon_spent(),
-        )
+        spent = self.ledger.epsilon_spent()  # on a resume: the run's total so far, later rounds' votes included
+        log.info("round %d: vote over %d samples; epsilon spent by the run so far %.4f", t, len(ids), spent)
         return votes, [by_id[i] for i in ids]
 
     def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:

@@ -49,12 +49,20 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The file formats' own per-record checks (dpsynth.data, dpsynth.csv_text): one record that fails them
+# refuses a whole file, so the domain names them too.
+FILE_DOMAIN = (
+    "every record of a file decodes in data.encoding (UTF-8 by default)",
+    "no CSV/TSV record has more non-empty fields than the header names columns",
+    "in a JSON/JSONL record, each column read holds a single value or none (not a list or an object)",
+)
 # The input domain of the text methods: checks that refuse the whole input (privacy.json
 # lists them; the guarantee is stated over datasets whose records pass them).
 PRIVATE_TEXT_DOMAIN = (
     "the private set holds at least one record",
     "every record has a non-empty text (data.text_column); missing values count as empty",
     "every record's label (data.label_column) is one of the declared data.labels",
+    *FILE_DOMAIN,
 )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from dpsynth.data import columns_text, header_problem, norm_label, read_table, where_records
 from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.privacy import sketch as sk
-from dpsynth.privacy.private_data import notify_owner
+from dpsynth.privacy.private_data import FILE_DOMAIN, notify_owner
 
 if TYPE_CHECKING:
     from dpsynth.config import Config
@@ -145,6 +145,12 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         raise DataError(f"{where}: has no records; it needs a header row and at least one record")
     cols = [str(c) for c in df.columns]
     df.columns = cols
+    split = [sep for sep in (";", "|", "\t") if len(cols) == 1 and len(cols[0].split(sep)) > 1]
+    if split and _has_header_row(source):  # a spreadsheet export with ';': one column named by the whole header
+        raise DataError(
+            f"{where}: was read as one column whose name holds {split[0]!r} separators; save it with commas as "
+            ".csv (or tabs as .tsv)"
+        )
     why = header_problem(cols, df, strict=False) if _has_header_row(source) else None
     if why is not None:  # the column names are published (output, schema.json): never a record's values
         raise DataError(
@@ -179,6 +185,7 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         [DOMAIN_NOT_EMPTY]
         + ([DOMAIN_HEADER] if _has_header_row(source) else [])
         + ([DOMAIN_LABEL] if label_col is not None else [])
+        + (list(FILE_DOMAIN) if isinstance(source, (str, Path)) and not str(source).startswith("embedded:") else [])
     )
     if _is_json_records(source):
         domain.append(DOMAIN_SAME_KEYS)

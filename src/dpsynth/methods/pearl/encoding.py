@@ -136,11 +136,14 @@ def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str, encoding: st
     return notes
 
 
+INT_DIGITS = 4000  # below Python's int() limit on digits (sys.get_int_max_str_digits, 4,300 by default)
+
+
 def typed_values(values: Sequence[str]) -> list[Any]:
     """Category strings as output values: ints when every category is an integer literal (dtype kept)."""
-    if all(sk.value_kind(v) == 0 and str(int(v)) == v for v in values):
+    if all(sk.value_kind(v) == 0 and len(v) <= INT_DIGITS and str(int(v)) == v for v in values):
         return [int(v) for v in values]
-    return list(values)
+    return list(values)  # text, or an integer too long for int() (Python refuses over 4,300 digits): as written
 
 
 def decode(enc: np.ndarray, y: np.ndarray, schema: Schema) -> tuple[list[dict[str, Any]], np.ndarray | None]:
