@@ -1123,3 +1123,86 @@ def test_client_check_asks_the_server_and_reads_the_pairs_but_trains_nothing(
         too_many = cfg.model_copy(update={"n_synthetic": limit + 1})
         dpsynth.synthesize(too_many, private=str(_qa_file(tmp_path, QA)), progress=False, check_only=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_rank_0_adapter_is_refused_at_upload() -> None:
+    """Regression: accepted (201), then every job naming it failed dividing alpha by rank 0."""
+    with pytest.raises(AdapterError, match="rank 0"):
+        read_adapter(save(lora_tensors(r=0)), TinyLM())
+
+
+def test_seeds_outside_what_every_backend_takes_are_refused_by_the_protocol() -> None:
+    """A seed of 2**80 was accepted and failed the job in torch.manual_seed, after the client's DP training;
+    the client maps any seed into range (methods/knowledgesg.py) and the settings check runs before training."""
+    from pydantic import ValidationError
+
+    assert _spec("0" * 32, seed=2**32 - 1).seed == 2**32 - 1
+    for bad in (2**32, 2**80, -1):
+        with pytest.raises(ValidationError):
+            _spec("0" * 32, seed=bad)
+
+
+def test_one_bad_job_never_stops_the_worker_and_a_crash_loop_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a job.json this version could not read (an older server's spec field) killed the worker
+    thread, and every other client's job stayed queued; a job that took the process down was resumed first
+    at every start, for ever."""
+    import json
+
+    from dpsynth.knowledgesg import work
+    from dpsynth.knowledgesg.server import MAX_CRASHES, Service
+
+    service = Service(ServerConfig(state_dir=str(tmp_path), clients={"a": {"token_sha256": token_hash("t")}}))
+    monkeypatch.setattr(service, "_load_models", lambda: None)
+    ran: list[int] = []
+
+    def fake_run_job(job_dir: Path, spec: JobSpec, *a: Any, **k: Any) -> dict[str, int]:
+        ran.append(spec.n_samples)
+        return {"n_returned": spec.n_samples}
+
+    monkeypatch.setattr(work, "run_job", fake_run_job)
+    store = service.store
+    aid = store.save_adapter("a", b"adapter bytes")
+    ids = [store.create("a", _spec(aid, n_samples=n))[0]["status"]["job_id"] for n in (1, 2, 3)]
+    old = store.job_dir("a", ids[0]) / "job.json"
+    raw = json.loads(old.read_text())
+    raw["spec"]["top_k"] = 5  # a field this version's JobSpec forbids
+    old.write_text(json.dumps(raw))
+    crashed = store.job_dir("a", ids[1]) / "job.json"
+    raw = json.loads(crashed.read_text())
+    raw["status"]["state"], raw["crashes"] = "running", MAX_CRASHES - 1  # found running: it died once more
+    crashed.write_text(json.dumps(raw))
+    service.start()
+    deadline = time.monotonic() + 20
+    while store.get("a", ids[2])["status"]["state"] != "done":
+        assert time.monotonic() < deadline, [store.get("a", i)["status"] for i in ids]
+        time.sleep(0.05)
+    assert service.stop(timeout=10)
+    states = [store.get("a", i)["status"] for i in ids]
+    assert [s["state"] for s in states] == ["failed", "failed", "done"] and ran == [3]
+    assert "ValidationError" in states[0]["error"] and "repeatedly" in states[1]["error"]
+
+
+def test_junk_redirects_and_escape_codes_from_a_server_are_one_clean_line() -> None:
+    """Regression: an HTML page with 200 or a 302 made `dpsynth client run` print a JSONDecodeError traceback,
+    and a server's error text reached the terminal with its escape sequences."""
+    import httpx
+
+    from dpsynth.knowledgesg.client import ServerClient, ServerError
+
+    def serve(resp: httpx.Response) -> ServerClient:
+        client = ServerClient("http://127.0.0.1:1", "t", max_retries=0)
+        client._http = httpx.Client(base_url="http://127.0.0.1:1", transport=httpx.MockTransport(lambda req: resp))
+        return client
+
+    html = httpx.Response(200, text="<html>login</html>", headers={"content-type": "text/html"})
+    with pytest.raises(ServerError, match="not a dpsynth server's reply \\(text/html, HTTP 200\\)"):
+        serve(html).info()
+    with pytest.raises(ServerError, match="not a dpsynth server's reply"):
+        serve(httpx.Response(200, json={"unexpected": 1})).status("0" * 32)
+    with pytest.raises(ServerError, match="redirect \\(HTTP 302\\)"):
+        serve(httpx.Response(302, headers={"location": "http://elsewhere.example/"})).info()
+    with pytest.raises(ServerError) as exc:
+        serve(httpx.Response(403, json={"error": "\x1b[2J\x1b[31mFAKE"})).info()
+    assert "\x1b" not in str(exc.value) and "FAKE" in str(exc.value)

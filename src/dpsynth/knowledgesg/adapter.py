@@ -82,6 +82,8 @@ def read_adapter(data: bytes, base: Any, lora: LoraSpec | None = None) -> dict[s
         a, b = ab["A"].float(), ab["B"].float()
         lin = linear[module]
         r = a.shape[0]
+        if r < 1:  # a rank-0 adapter changes nothing and divides alpha by 0: every job naming it would fail
+            raise AdapterError(f"adapter: module {module!r} has rank 0; upload a trained LoRA adapter (rank >= 1)")
         if a.shape != (r, lin.in_features) or b.shape != (lin.out_features, r):
             raise AdapterError(
                 f"adapter: module {module!r} has shapes A{tuple(a.shape)} B{tuple(b.shape)} but this server's "

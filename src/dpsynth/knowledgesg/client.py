@@ -11,14 +11,16 @@ import hashlib
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from dpsynth.errors import DpsynthError
 from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, JobSpec, JobStatus, ServerInfo
 
 log = logging.getLogger("dpsynth.knowledgesg")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ServerError(DpsynthError):
@@ -80,6 +82,12 @@ class ServerClient:
                     f"server {self.url}: {method} {path} refused (HTTP {resp.status_code}): {_reason(resp)}",
                     status=resp.status_code,
                 )
+            if resp.status_code >= 300:  # not followed: the token would go to wherever it points
+                raise ServerError(
+                    f"server {self.url}: {method} {path} answered with a redirect (HTTP {resp.status_code}); give "
+                    "the server's own URL (--server), e.g. https:// instead of http://",
+                    status=resp.status_code,
+                )
             return resp
         raise ServerError(
             f"server {self.url}: {method} {path} failed after {retries} retries ({last}); "
@@ -95,11 +103,23 @@ class ServerClient:
         self._warned = True
         log.log(level, "server %s: %s %s: %s; retrying (%d/%d)", self.url, method, path, why, attempt + 1, retries)
 
+    def _answer(self, model: type[M], resp: httpx.Response, what: str) -> M:
+        """The JSON body as ``model``; anything else (an HTML page, a proxy's login form, another API) is one
+        ServerError saying what answered, never a traceback."""
+        try:
+            return model.model_validate(resp.json())
+        except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+            kind = resp.headers.get("content-type", "no content type").split(";")[0]
+            raise ServerError(
+                f"server {self.url}: {what} answered with something that is not a dpsynth server's reply ({kind}, "
+                f"HTTP {resp.status_code}); check --server: it must be the URL of `dpsynth server start`"
+            ) from None
+
     # ------------------------------------------------------------ API
     def info(self, *, retries: int | None = None) -> ServerInfo:
         """``retries``: fewer than ``max_retries`` for a pre-flight check, where a server that does not
         answer is most often a wrong URL or one not started, and the user should hear so in seconds."""
-        return ServerInfo.model_validate(self._request("GET", f"{API}/info", retries=retries).json())
+        return self._answer(ServerInfo, self._request("GET", f"{API}/info", retries=retries), "GET /info")
 
     def upload_adapter(self, data: bytes) -> AdapterReceipt:
         digest = hashlib.sha256(data).hexdigest()
@@ -109,22 +129,29 @@ class ServerClient:
             content=data,
             headers={CHECKSUM_HEADER: digest, "Content-Type": "application/octet-stream"},
         )
-        receipt = AdapterReceipt.model_validate(resp.json())
+        receipt = self._answer(AdapterReceipt, resp, "the adapter upload")
         if receipt.sha256 != digest:
             raise ServerError(f"server {self.url}: the adapter checksum it stored differs from ours; upload again")
         return receipt
 
     def create_job(self, spec: JobSpec) -> JobStatus:
-        return JobStatus.model_validate(self._request("POST", f"{API}/jobs", json=spec.model_dump()).json())
+        return self._answer(JobStatus, self._request("POST", f"{API}/jobs", json=spec.model_dump()), "creating the job")
 
     def status(self, job_id: str) -> JobStatus:
-        return JobStatus.model_validate(self._request("GET", f"{API}/jobs/{job_id}").json())
+        return self._answer(JobStatus, self._request("GET", f"{API}/jobs/{job_id}"), "the job status")
 
     def dataset(self, job_id: str) -> str:
         return self._request("GET", f"{API}/jobs/{job_id}/dataset").text
 
     def report(self, job_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"{API}/jobs/{job_id}/report").json())
+        resp = self._request("GET", f"{API}/jobs/{job_id}/report")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ServerError(f"server {self.url}: the job report is not a JSON object; check --server")
+        return body
 
 
 def _reason(resp: httpx.Response) -> str:
@@ -133,4 +160,6 @@ def _reason(resp: httpx.Response) -> str:
         msg = body.get("error") if isinstance(body, dict) else None
     except ValueError:
         msg = None
-    return " ".join(str(msg or resp.text or resp.reason_phrase).split())[:300]
+    text = " ".join(str(msg or resp.text or resp.reason_phrase).split())[:300]
+    # the server's words reach the terminal: no escape sequence or other control character of theirs does
+    return "".join(c if c.isprintable() else "?" for c in text)

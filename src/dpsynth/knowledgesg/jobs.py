@@ -174,6 +174,16 @@ class JobStore:
             return None
         return dict(json.loads(path.read_text(encoding="utf-8")))
 
+    def count_crash(self, client: str, job_id: str) -> int:
+        """One more start that found the job "running" (the process died during it); returns the count.  Kept
+        beside the status, not in it: the status is what clients read, in a fixed schema."""
+        with self._lock:
+            job = self.get(client, job_id)
+            assert job is not None
+            job["crashes"] = int(job.get("crashes", 0)) + 1
+            atomic_write_json(self.job_dir(client, job_id) / "job.json", job)
+            return int(job["crashes"])
+
     def update(self, client: str, job_id: str, **status: Any) -> dict[str, Any]:
         with self._lock:
             job = self.get(client, job_id)

@@ -75,7 +75,7 @@ class JobSpec(_Wire):
     answer_max_tokens: int = Field(256, ge=8, le=4096)
     temperature: float = Field(1.0, ge=0, le=5)
     top_p: float = Field(0.95, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)  # what every backend accepts (torch: below 2**64)
     idempotency_key: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{8,64}$", description="A retried create returns the first job."
     )

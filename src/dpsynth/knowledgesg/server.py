@@ -81,6 +81,7 @@ UNAUTHORIZED = "missing or invalid bearer token (Authorization: Bearer TOKEN)"
 JSON_BODY_LIMIT = 64 * 1024  # a JobSpec is well under 2 KB; the limit leaves room, not memory, to spare
 TOO_LARGE = f"request body larger than {JSON_BODY_LIMIT // 1024} KB (only the adapter upload may be larger)"
 INTERRUPTED = "interrupted (the server stopped); continues when it starts again"
+MAX_CRASHES = 3  # starts that found a job "running" (the process died in it) before it is marked failed
 
 
 class _BearerAuth:
@@ -265,13 +266,28 @@ class Service:
             self.load_error = f"could not load the models ({type(exc).__name__}); see server.log"
             log.error("could not load the models: %s", f"{type(exc).__name__}: {exc}"[:500])
             return
+        stuck: set[tuple[str, str]] = set()  # jobs that could not even be marked failed (a full disk)
         while not self._stop.is_set():
-            pending = self.store.pending()
+            pending = [j for j in self.store.pending() if (j["client"], j["status"]["job_id"]) not in stuck]
             if not pending:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
-            self._run(pending[0])
+            job = pending[0]
+            try:
+                self._run(job)
+            except Exception as exc:  # noqa: BLE001 - one job must never stop the worker for every client
+                # outside the job's own handling: a job.json this version cannot read, a disk full while
+                # recording the job's state
+                key = (job["client"], job["status"]["job_id"])
+                log.exception("job %s/%s could not be run", *key)
+                try:
+                    self.store.update(
+                        *key, state="failed", stage="failed", error=f"{type(exc).__name__} (see server log)"
+                    )
+                except Exception:  # noqa: BLE001 - skipped until a restart; the others go on
+                    stuck.add(key)
+                    self._wake.wait(timeout=1.0)
 
     def _run(self, job: dict[str, Any]) -> None:
         from dpsynth.knowledgesg.work import JobInterrupted, run_job
@@ -279,7 +295,15 @@ class Service:
         client, job_id = job["client"], job["status"]["job_id"]
         spec = JobSpec.model_validate(job["spec"])
         # "running" on disk: the server was killed during the job; INTERRUPTED: it was stopped cleanly
-        resumed = job["status"]["state"] == "running" or job["status"]["stage"] == INTERRUPTED
+        killed = job["status"]["state"] == "running"
+        resumed = killed or job["status"]["stage"] == INTERRUPTED
+        if killed and self.store.count_crash(client, job_id) >= MAX_CRASHES:
+            # a job that takes the whole process down would otherwise do so at every start, first in line
+            log.error("job %s/%s: the server stopped during it %d times; marked failed", client, job_id, MAX_CRASHES)
+            self.store.update(
+                client, job_id, state="failed", stage="failed", error="the server stopped during this job repeatedly"
+            )
+            return
         log.info("job %s/%s %s", client, job_id, "resumed after a restart" if resumed else "started")
         self.store.update(client, job_id, state="running", stage="starting")
 

@@ -285,7 +285,8 @@ class KnowledgeSGClientMethod:
                 "whole_sentences": ft.whole_sentences,
                 "temperature": ft.temperature,
                 "top_p": ft.top_p,
-                "seed": self.config.seed,
+                # the server takes seeds in 0..2**32-1: any seed maps there, and is checked here, before training
+                "seed": None if self.config.seed is None else self.config.seed % 2**32,
                 "idempotency_key": state["idempotency_key"],
             }
         )
