@@ -1206,3 +1206,62 @@ def test_junk_redirects_and_escape_codes_from_a_server_are_one_clean_line() -> N
     with pytest.raises(ServerError) as exc:
         serve(httpx.Response(403, json={"error": "\x1b[2J\x1b[31mFAKE"})).info()
     assert "\x1b" not in str(exc.value) and "FAKE" in str(exc.value)
+
+
+def test_a_private_ca_from_ssl_cert_file_is_trusted_and_plain_http_elsewhere_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the client ignored SSL_CERT_FILE (trust_env=False), so a server with a private CA could not
+    be used over https at all, which pushed users to plain http; and plain http to another machine was silent."""
+    import http.server
+    import logging
+    import shutil
+    import ssl
+    import subprocess
+
+    from dpsynth.knowledgesg.client import ServerClient, ServerError
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"error": "no such route"}'
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(ServerError, match="ConnectError"):  # not trusted: the certificate check fails
+            ServerClient(url, "t", max_retries=0, timeout_s=5).info()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        with pytest.raises(ServerError, match="HTTP 404"):  # trusted: the request reached the server
+            ServerClient(url, "t", max_retries=0, timeout_s=5).info()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    with caplog.at_level(logging.WARNING, logger="dpsynth.knowledgesg"):
+        ServerClient("http://127.0.0.1:8000", "t").close()
+        assert "unencrypted" not in caplog.text
+        ServerClient("http://10.1.2.3:8000", "t").close()
+        assert "unencrypted" in caplog.text

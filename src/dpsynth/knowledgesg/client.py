@@ -8,10 +8,14 @@ The token is sent only in the Authorization header and never logged or put in an
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
+import os
 import random
+import ssl
 import time
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -42,8 +46,18 @@ class ServerClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._warned = False  # a retry has been shown as a warning
+        host = urlsplit(self.url).hostname or ""
+        if urlsplit(self.url).scheme == "http" and not _loopback(host):
+            log.warning("server %s: plain http to another machine sends the token and the adapter unencrypted", url)
+        # trust_env=False keeps proxies from the environment out, so a private CA comes from SSL_CERT_FILE here
+        cafile = os.environ.get("SSL_CERT_FILE")
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else True
         self._http = httpx.Client(
-            base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+            base_url=self.url,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {token}"},
+            trust_env=False,
+            verify=verify,
         )
 
     def close(self) -> None:
@@ -152,6 +166,15 @@ class ServerClient:
         if not isinstance(body, dict):
             raise ServerError(f"server {self.url}: the job report is not a JSON object; check --server")
         return body
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _reason(resp: httpx.Response) -> str:
