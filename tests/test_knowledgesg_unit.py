@@ -1265,3 +1265,25 @@ def test_a_private_ca_from_ssl_cert_file_is_trusted_and_plain_http_elsewhere_is_
         assert "unencrypted" not in caplog.text
         ServerClient("http://10.1.2.3:8000", "t").close()
         assert "unencrypted" in caplog.text
+
+
+def test_a_client_keeps_at_most_max_jobs_and_never_loses_an_active_one(tmp_path: Path) -> None:
+    """Regression: every job stayed on the server's disk for ever (folder, data, report, key), so one client
+    could fill it; now the oldest finished jobs beyond max_jobs_per_client go, queued and running ones stay."""
+    store = JobStore(tmp_path)
+    aid = store.save_adapter("a", b"adapter bytes")
+    ids = []
+    for n in range(4):
+        job, _ = store.create("a", _spec(aid, key=f"key-{n:04d}", n_samples=n + 1), keep=3)
+        ids.append(job["status"]["job_id"])
+        time.sleep(0.01)  # distinct creation times
+        if n < 2:
+            store.update("a", ids[-1], state="done" if n == 0 else "failed")
+    # 4 jobs, keep 3: the oldest finished one (done) went, with its idempotency key
+    assert [store.get("a", i) is None for i in ids] == [True, False, False, False]
+    assert store.job_for_key("a", "key-0000") is None and store.job_for_key("a", "key-0001") == ids[1]
+    for n in range(4, 7):  # only active jobs beyond the failed one: the failed one goes, the active stay
+        ids.append(store.create("a", _spec(aid, key=f"key-{n:04d}", n_samples=n + 1), keep=3)[0]["status"]["job_id"])
+    assert store.get("a", ids[1]) is None
+    assert all(store.get("a", i) is not None for i in ids[2:])  # queued ones are never removed
+    assert ServerConfig(state_dir=str(tmp_path)).max_jobs_per_client == 50

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -126,14 +127,17 @@ class JobStore:
     def job_dir(self, client: str, job_id: str) -> Path:
         return self.root / "jobs" / client / job_id
 
-    def create(self, client: str, spec: JobSpec, max_active: int | None = None) -> tuple[dict[str, Any], bool]:
+    def create(
+        self, client: str, spec: JobSpec, max_active: int | None = None, keep: int | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """A new queued job, or (on a retried create with the same idempotency key) the existing one.
 
         A key already used for a job with other settings is a ``JobConflict`` (a client bug would otherwise
         get the old job's data silently); a new job beyond ``max_active`` queued or running jobs of the
         client is ``TooManyJobs``, checked under the store's lock so simultaneous creates cannot pass it; an
         adapter the client has not uploaded is ``UnknownAdapter``, checked under the same lock as the removal
-        of old adapters (``save_adapter``), so a job never names a removed one."""
+        of old adapters (``save_adapter``), so a job never names a removed one.  With ``keep``, the client's
+        oldest finished jobs beyond ``keep`` are removed: every job is a folder on the server's disk."""
         with self._lock:
             keyfile = self.root / "jobs" / client / "keys" / (spec.idempotency_key or "")
             existing = self.job_for_key(client, spec.idempotency_key) if spec.idempotency_key else None
@@ -160,7 +164,22 @@ class JobStore:
             if spec.idempotency_key:
                 keyfile.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(keyfile, job_id.encode("ascii"))
+            if keep is not None:
+                self._drop_old_jobs(client, keep)
             return job, True
+
+    def _drop_old_jobs(self, client: str, keep: int) -> None:
+        """Remove the client's oldest done or failed jobs (and the idempotency keys naming them) beyond
+        ``keep``; queued and running jobs are never removed."""
+        jobs = sorted(self.jobs_of(client), key=lambda j: j["status"]["created"])
+        finished = [j["status"]["job_id"] for j in jobs if j["status"]["state"] not in ACTIVE]
+        gone = set(finished[: max(0, len(jobs) - keep)])
+        keys = self.root / "jobs" / client / "keys"
+        for key in keys.iterdir() if gone and keys.is_dir() else ():
+            if key.is_file() and key.read_text(encoding="ascii").strip() in gone:
+                key.unlink(missing_ok=True)
+        for job_id in gone:
+            shutil.rmtree(self.job_dir(client, job_id), ignore_errors=True)
 
     def job_for_key(self, client: str, key: str) -> str | None:
         keyfile = self.root / "jobs" / client / "keys" / key

@@ -485,7 +485,9 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
         if spec.n_samples > cfg.max_samples:
             raise HTTPException(422, f"n_samples: at most {cfg.max_samples} per job on this server")
         try:
-            job, created = service.store.create(cid, spec, max_active=cfg.max_active_jobs_per_client)
+            job, created = service.store.create(
+                cid, spec, max_active=cfg.max_active_jobs_per_client, keep=cfg.max_jobs_per_client
+            )
         except JobConflict as exc:
             raise HTTPException(
                 409, f"idempotency_key: already used for job {exc} with other settings; use a new key"

@@ -54,6 +54,12 @@ class ServerConfig(StrictModel):
     )
     max_samples: int = Field(5000, ge=1, description="Largest n_samples a job may ask for.")
     max_active_jobs_per_client: int = Field(4, ge=1, description="Queued + running jobs per client.")
+    max_jobs_per_client: int = Field(
+        50,
+        ge=1,
+        description="Jobs kept per client (their data and reports); a new job beyond it removes the client's "
+        "oldest finished job (a client that comes back for it makes it again from its saved adapter).",
+    )
     ssl_certfile: str | None = Field(None, description="TLS certificate (PEM); use TLS beyond loopback.")
     ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
     record_requests: bool = Field(
