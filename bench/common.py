@@ -38,3 +38,13 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     print(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def rewrite_marked(doc: Path, start: str, end: str, text: str) -> None:
+    """Replace what lies between the lines ``start`` and ``end`` of a Markdown file with ``text``: the
+    tables in docs/ are generated, and the prose around them is kept."""
+    whole = doc.read_text(encoding="utf-8")
+    if start not in whole or end not in whole:
+        raise SystemExit(f"{doc}: add the lines {start!r} and {end!r} where the table goes")
+    head, rest = whole.split(start, 1)
+    doc.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")

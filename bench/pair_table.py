@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from common import rewrite_marked
+
 RESULTS = Path(__file__).parent / "results"
 DATASETS = {"IMDb": "quality.json", "newsgroups": "quality_newsgroups.json"}
 # (row that read private records, its zero-shot baseline, what to call it)
@@ -84,10 +86,7 @@ def main() -> None:
     if args.doc is None:
         print(text)
         return
-    doc = args.doc.read_text(encoding="utf-8")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    args.doc.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
+    rewrite_marked(args.doc, START, END, text)
     print(f"rewrote the pair table in {args.doc}")
 
 

@@ -23,6 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from common import rewrite_marked
+
 # Zou et al. (ICML 2025), IMDb, M = 100, epsilon = 4, N = 6,000, BERT accuracy % (the paper's headline table)
 PAPER = {
     "only-private": "50.00",
@@ -112,13 +114,8 @@ def main() -> None:
     with contextlib.redirect_stdout(buf):
         print_tables(args.dataset)
     start, end = MARKERS[args.dataset]
-    doc = Path(args.doc)
-    text = doc.read_text(encoding="utf-8")
-    if start not in text or end not in text:
-        raise SystemExit(f"{doc}: add the lines {start!r} and {end!r} where the tables go")
-    head, rest = text.split(start, 1)
-    doc.write_text(f"{head}{start}\n\n{buf.getvalue()}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
-    print(f"wrote the tables into {doc}")
+    rewrite_marked(Path(args.doc), start, end, f"\n{buf.getvalue()}")
+    print(f"wrote the tables into {args.doc}")
 
 
 def print_tables(dataset: str = "imdb") -> None:

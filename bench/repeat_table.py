@@ -7,20 +7,23 @@ quality[_DATASET].json, draws 1.. from quality[_DATASET]_repeats.json) beside th
 2 of the same row: if runs of one seed scatter as much as different seeds do, a three-seed mean
 difference of a few hundredths between two rows cannot be told from chance.
 
-    python bench/repeat_table.py    # prints a Markdown table, writes bench/results/repeat_spread.json
+    python bench/repeat_table.py                        # prints a Markdown table, writes repeat_spread.json
+    python bench/repeat_table.py --doc docs/quality.md  # and rewrites the table between its markers there
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from common import write_result
+from common import rewrite_marked, write_result
 
 RESULTS = Path(__file__).parent / "results"
+START, END = "<!-- repeat table: start (bench/repeat_table.py --doc) -->", "<!-- repeat table: end -->"
 DATASETS = {"IMDb": "quality", "newsgroups": "quality_newsgroups"}
 
 
@@ -37,6 +40,9 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--doc", type=Path, help="rewrite the table between its markers in this Markdown file")
+    args = ap.parse_args()
     groups = []
     for task, stem in DATASETS.items():
         first = _rows(RESULTS / f"{stem}.json")
@@ -62,17 +68,23 @@ def main() -> None:
                     "seeds_0_1_2_first_draw": spread(seeds) if len(seeds) > 1 else None,
                 }
             )
-    print("| task | row | N | M | seed | draws | accuracy of each draw | mean | sd | range | sd over seeds 0-2 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [
+        "| task | row | N | M | seed | draws | accuracy per draw (0 first) | mean | sd | range | sd over seeds 0-2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for g in groups:
         s, x = g["same_seed"], g["seeds_0_1_2_first_draw"]
         each = " / ".join(f"{v:.3f}" for v in g["draws"].values())
         across = f"{x['sd']:.3f}" if x else "-"
-        print(
+        lines.append(
             f"| {g['task']} | {g['row']} | {g['n']:,} | {g['m']:,} | {g['seed']} | {len(g['draws'])} | {each} "
             f"| {s['mean']:.3f} | {s['sd']:.3f} | {s['range']:.3f} | {across} |"
         )
     write_result("repeat_spread", {"command": "python bench/repeat_table.py", "groups": groups})
+    print("\n".join(lines))
+    if args.doc is not None:
+        rewrite_marked(args.doc, START, END, "\n".join(lines))
+        print(f"rewrote the repeat table in {args.doc}")
 
 
 if __name__ == "__main__":
