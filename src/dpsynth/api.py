@@ -251,7 +251,8 @@ def extend(
     like the expansion phase of ``wasp.population``: post-processing, so epsilon stays what it was and the
     private data is not needed.  config.yaml records the larger n_synthetic (and pins wasp.population to
     the rounds' size) before any sample is made, so an interrupted call finishes with
-    ``dpsynth run --resume --out RUN``.  Returns what ``synthesize`` returns.
+    ``dpsynth run --resume --out RUN``; a call that fails before making one puts config.yaml back.  Returns
+    what ``synthesize`` returns, with ``added``: the records this call made.
     """
     run_dir = RunDir(run, resuming=True)
     if not run_dir.config.exists():
