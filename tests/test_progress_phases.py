@@ -72,7 +72,10 @@ def _finetune_config(private: Path, out: Path, lm: Path) -> Any:
     pytest.importorskip("peft")
     from .test_dp_finetune import _config
 
-    return _config(private, out, lm)
+    # epochs 1 and a precise count (half the budget): about 10 steps and both labels sampled whatever the
+    # noise (at the default share a low noisy count can plan a single step, and a one-step run never shows
+    # a timed training ETA)
+    return _config(private, out, lm, epochs=1.0, label_count_epsilon_share=0.5)
 
 
 def test_dp_finetune_shows_the_whole_run_with_an_eta(
