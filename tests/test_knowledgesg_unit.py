@@ -900,7 +900,7 @@ class _Jobs:
             raise self.error("HTTP 404: no such adapter", status=404)
         return self._job("new", "queued")
 
-    def dataset(self, job_id: str) -> str:
+    def dataset(self, job_id: str, spec: Any = None) -> str:
         return '{"instruction": "q?", "response": "a."}\n'
 
     def report(self, job_id: str) -> dict[str, Any]:
@@ -1031,8 +1031,8 @@ def test_an_unreachable_server_is_said_at_the_first_retry_and_the_preflight_give
     url = f"http://127.0.0.1:{_closed_port()}"
     client = ServerClient(url, "t", timeout_s=2, max_retries=8, backoff_s=0.01)
     calls: list[str] = []
-    real = client._http.request
-    monkeypatch.setattr(client._http, "request", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = client._http.stream
+    monkeypatch.setattr(client._http, "stream", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     with (
         caplog.at_level(logging.INFO, logger="dpsynth.knowledgesg"),
         pytest.raises(ServerError, match="after 2 retries"),
@@ -1287,3 +1287,124 @@ def test_a_client_keeps_at_most_max_jobs_and_never_loses_an_active_one(tmp_path:
     assert store.get("a", ids[1]) is None
     assert all(store.get("a", i) is not None for i in ids[2:])  # queued ones are never removed
     assert ServerConfig(state_dir=str(tmp_path)).max_jobs_per_client == 50
+
+
+def test_an_answer_is_read_with_a_size_cap_and_a_deadline() -> None:
+    """Regression: the client read any answer whole into memory (a broken server's endless body, or a gzip
+    bomb, filled it), and a server sending one byte now and then held it for ever (each read had its own
+    timeout, the request none)."""
+    import gzip
+    import http.server
+
+    import httpx
+
+    from dpsynth.knowledgesg.client import MAX_ANSWER_BYTES, ServerClient, ServerError, dataset_limit
+    from dpsynth.knowledgesg.protocol import JobSpec
+
+    def serve(resp: httpx.Response) -> ServerClient:
+        client = ServerClient("http://127.0.0.1:1", "t", max_retries=0)
+        client._http = httpx.Client(base_url="http://127.0.0.1:1", transport=httpx.MockTransport(lambda req: resp))
+        return client
+
+    spec = JobSpec.model_validate(
+        {
+            "adapter_id": "0" * 32,
+            "base_model": "tiny",
+            "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj"]},
+            "prompt": {"label": "medicine", "task": "question"},
+            "domain": "medicine",
+            "n_samples": 10,
+            "max_new_tokens": 16,
+            "answer_max_tokens": 16,
+        }
+    )
+    limit = dataset_limit(spec)
+    assert 1024 * 1024 < limit < 2 * 1024 * 1024
+    # a compressed answer is still decoded (the headers no longer claim an encoding for the decoded bytes)
+    rows = '{"instruction": "q?", "response": "a."}\n' * 3
+    packed = httpx.Response(200, content=gzip.compress(rows.encode()), headers={"content-encoding": "gzip"})
+    assert serve(packed).dataset("0" * 32, spec) == rows
+    with pytest.raises(ServerError, match=f"more than {limit / 2**20:.1f} MiB"):
+        serve(httpx.Response(200, content=b"x" * (limit + 1))).dataset("0" * 32, spec)
+    bomb = gzip.compress(b"\0" * (MAX_ANSWER_BYTES + 1))  # 16 KiB on the wire
+    with pytest.raises(ServerError, match="more than 16.0 MiB"):
+        serve(httpx.Response(200, content=bomb, headers={"content-encoding": "gzip"})).info()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "1000")
+            self.end_headers()
+            for _ in range(100):  # bounded: at most 20 s, and the client hangs up long before
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        client = ServerClient(url, "t", max_retries=0, timeout_s=5, deadline_s=1)
+        t0 = time.monotonic()
+        with pytest.raises(ServerError, match="no complete answer within 1 s"):
+            client.info()
+        assert time.monotonic() - t0 < 5
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_an_upload_that_trickles_is_dropped_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: an upload sending a byte just inside UPLOAD_IDLE_S held its client's only upload place,
+    and one of the server's max_concurrent_uploads, for as long as it liked; now upload_timeout_s ends it."""
+    import asyncio
+
+    from dpsynth.knowledgesg import server as server_mod
+
+    monkeypatch.setattr(server_mod, "UPLOAD_IDLE_S", 0.5)
+    cfg = ServerConfig(
+        state_dir=str(tmp_path),
+        base_model="tiny",
+        clients={"alice": {"token_sha256": token_hash("alice-token")}},
+        max_adapter_mb=0.01,
+        upload_timeout_s=1.0,
+    )
+    app = create_app(cfg, start_worker=False)
+    app.state.service.base = _Base()
+    good = save(lora_tensors())
+
+    async def post(body: bytes, trickle: bool) -> tuple[int, str]:
+        parts = [body[i : i + 1] for i in range(40)] if trickle else [body]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if not parts:
+                await asyncio.sleep(3600)
+            if trickle:
+                await asyncio.sleep(0.2)  # well inside the idle limit, every time
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts) or trickle}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        headers = _h("alice-token", **{CHECKSUM_HEADER: hashlib.sha256(body).hexdigest()})
+        await app(_post_scope("/v1/adapters", headers), receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body_text = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body").decode()
+        return start["status"], body_text
+
+    async def scenario() -> list[tuple[int, str]]:
+        t0 = time.monotonic()
+        slow = await post(good, trickle=True)
+        assert time.monotonic() - t0 < 3
+        return [slow, await post(good, trickle=False)]  # its place is free again
+
+    (slow, why), (after, _) = asyncio.run(scenario())
+    assert (slow, after) == (408, 201) and "took over 1 s" in why

@@ -130,7 +130,7 @@ class FakeServer:
     def status(self, job_id: str) -> Any:
         return SimpleNamespace(job_id=job_id, state="done", stage="done", progress={"kept": 3}, error=None)
 
-    def dataset(self, job_id: str) -> str:
+    def dataset(self, job_id: str, spec: Any = None) -> str:
         return "".join(json.dumps({"instruction": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(3))
 
     def report(self, job_id: str) -> dict[str, Any]:

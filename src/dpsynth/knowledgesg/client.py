@@ -3,6 +3,9 @@
 Connection errors, 429 and 5xx are retried (a server restart looks like refused connections for a
 while); any other 4xx is the client's mistake and is raised at once with the server's one-line reason.
 The token is sent only in the Authorization header and never logged or put in an error message.
+Every answer is read with a size cap and a deadline for the whole request: a broken or hostile server
+can neither fill the client's memory nor hold it for ever by sending one byte now and then (the
+per-read timeout alone would wait for each of them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ from dpsynth.knowledgesg.protocol import API, CHECKSUM_HEADER, AdapterReceipt, J
 log = logging.getLogger("dpsynth.knowledgesg")
 M = TypeVar("M", bound=BaseModel)
 
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a JSON answer (status, receipt, report): far above any real one
+REQUEST_DEADLINE_S = 900.0  # one request, upload to last byte of the answer (a 64 MB adapter at 1 Mbit/s: 512 s)
+
+
+def dataset_limit(spec: JobSpec) -> int:
+    """The largest dataset answer a job can honestly produce: every sample and answer at its token limit,
+    48 bytes per token (a token of up to 4 characters, each JSON-escaped as \\uXXXX with a surrogate pair),
+    plus 2 KiB of fields per record and 1 MiB of slack."""
+    per_record = (spec.max_new_tokens + spec.answer_max_tokens) * 48 + 2048
+    return spec.n_samples * per_record + 1024 * 1024
+
 
 class ServerError(DpsynthError):
     """The server refused a request or could not be reached after the retries.
@@ -40,11 +54,20 @@ class ServerError(DpsynthError):
 
 class ServerClient:
     def __init__(
-        self, url: str, token: str, *, timeout_s: float = 120.0, max_retries: int = 8, backoff_s: float = 1.0
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 120.0,
+        max_retries: int = 8,
+        backoff_s: float = 1.0,
+        deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
+        """``timeout_s``: each connect, read or write; ``deadline_s``: one whole request with its answer."""
         self.url = url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.deadline_s = deadline_s
         self._warned = False  # a retry has been shown as a warning
         host = urlsplit(self.url).hostname or ""
         if urlsplit(self.url).scheme == "http" and not _loopback(host):
@@ -70,8 +93,10 @@ class ServerClient:
         self.close()
 
     # ------------------------------------------------------------ transport
-    def _request(self, method: str, path: str, *, retries: int | None = None, **kwargs: Any) -> httpx.Response:
-        """``retries``: this request's own bound (None: ``max_retries``)."""
+    def _request(
+        self, method: str, path: str, *, retries: int | None = None, limit: int = MAX_ANSWER_BYTES, **kwargs: Any
+    ) -> httpx.Response:
+        """``retries``: this request's own bound (None: ``max_retries``); ``limit``: the largest answer read."""
         retries = self.max_retries if retries is None else min(retries, self.max_retries)
         last = ""
         for attempt in range(retries + 1):
@@ -79,9 +104,13 @@ class ServerClient:
                 delay = min(30.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 time.sleep(delay)
             try:
-                resp = self._http.request(method, path, **kwargs)
+                resp = self._send(method, path, limit, **kwargs)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}"
+                self._log_retry(method, path, last, attempt, retries)
+                continue
+            except _TooSlow:
+                last = f"no complete answer within {self.deadline_s:g} s"
                 self._log_retry(method, path, last, attempt, retries)
                 continue
             if resp.status_code == 429 or resp.status_code >= 500:
@@ -107,6 +136,27 @@ class ServerClient:
             f"server {self.url}: {method} {path} failed after {retries} retries ({last}); "
             "check that the server is running (dpsynth server start) and reachable"
         )
+
+    def _send(self, method: str, path: str, limit: int, **kwargs: Any) -> httpx.Response:
+        """One request; its answer read in chunks, refused past ``limit`` bytes (after decompression, so a
+        gzip bomb is caught too) or past the deadline."""
+        deadline = time.monotonic() + self.deadline_s
+        with self._http.stream(method, path, **kwargs) as resp:
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise ServerError(
+                        f"server {self.url}: {method} {path} answered with more than {limit / 2**20:.1f} MiB, more "
+                        "than any answer to this request can hold; check --server",
+                        status=resp.status_code,
+                    )
+                if time.monotonic() > deadline:
+                    raise _TooSlow
+        # the body is decoded already: the encoding headers must not make httpx decode it again
+        dropped = ("content-encoding", "content-length")
+        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in dropped]
+        return httpx.Response(resp.status_code, headers=headers, content=bytes(body), request=resp.request)
 
     def _log_retry(self, method: str, path: str, why: str, attempt: int, retries: int) -> None:
         """The client's first retry is a warning (why it waits); later ones, and the blips of a long job's
@@ -154,8 +204,10 @@ class ServerClient:
     def status(self, job_id: str) -> JobStatus:
         return self._answer(JobStatus, self._request("GET", f"{API}/jobs/{job_id}"), "the job status")
 
-    def dataset(self, job_id: str) -> str:
-        return self._request("GET", f"{API}/jobs/{job_id}/dataset").text
+    def dataset(self, job_id: str, spec: JobSpec | None = None) -> str:
+        """The finished job's JSONL; ``spec`` (the job's) sets the size cap (``dataset_limit``)."""
+        limit = dataset_limit(spec) if spec is not None else MAX_ANSWER_BYTES
+        return self._request("GET", f"{API}/jobs/{job_id}/dataset", limit=limit).text
 
     def report(self, job_id: str) -> dict[str, Any]:
         resp = self._request("GET", f"{API}/jobs/{job_id}/report")
@@ -166,6 +218,10 @@ class ServerClient:
         if not isinstance(body, dict):
             raise ServerError(f"server {self.url}: the job report is not a JSON object; check --server")
         return body
+
+
+class _TooSlow(Exception):
+    """An answer still arriving at the request's deadline (retried like a lost connection)."""
 
 
 def _loopback(host: str) -> bool:

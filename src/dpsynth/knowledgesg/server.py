@@ -145,19 +145,25 @@ class _BearerAuth:
 UPLOAD_IDLE_S = 60.0  # an upload that sends nothing for this long is dropped (408), freeing its place
 
 
-async def _read_body(request: Request, limit: int, limit_mb: float) -> bytes:
+async def _read_body(request: Request, limit: int, limit_mb: float, deadline_s: float) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes, whatever Content-Length said, and
-    dropped (408) when no byte arrives for ``UPLOAD_IDLE_S``: a connection that died without a word would
-    otherwise hold its client's only upload place for good."""
+    dropped (408) when no byte arrives for ``UPLOAD_IDLE_S`` or the whole body has not arrived after
+    ``deadline_s``: a connection that died without a word, or one that sends a byte now and then, would
+    otherwise hold its client's only upload place (and one of the server's few) for good."""
     buf = bytearray()
     chunks = request.stream().__aiter__()
+    end = time.monotonic() + deadline_s
     while True:
+        wait = min(UPLOAD_IDLE_S, end - time.monotonic())
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), UPLOAD_IDLE_S)
+            if wait <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(chunks.__anext__(), wait)
         except StopAsyncIteration:
             return bytes(buf)
         except TimeoutError:
-            raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s; send it again") from None
+            why = f"sent nothing for {UPLOAD_IDLE_S:g} s" if wait == UPLOAD_IDLE_S else f"took over {deadline_s:g} s"
+            raise HTTPException(408, f"the upload {why}; send it again") from None
         buf += chunk
         if len(buf) > limit:
             raise HTTPException(413, f"adapter larger than the server's limit of {limit_mb:g} MB")
@@ -454,7 +460,7 @@ def create_app(cfg: ServerConfig, *, start_worker: bool = True) -> Any:
             uploading[cid] -= 1
 
     async def receive_adapter(request: Request, cid: str, expected: str, limit: int) -> AdapterReceipt:
-        data = await _read_body(request, limit, cfg.max_adapter_mb)
+        data = await _read_body(request, limit, cfg.max_adapter_mb, cfg.upload_timeout_s)
         digest = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(digest, expected):
             raise HTTPException(

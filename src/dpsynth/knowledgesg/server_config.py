@@ -52,6 +52,11 @@ class ServerConfig(StrictModel):
         description="Uploads received at once (each is held in memory up to max_adapter_mb until checked); one "
         "per client. Beyond it the server answers 'retry shortly' (the client retries).",
     )
+    upload_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="An adapter upload must arrive whole within this many seconds (a trickle frees its place).",
+    )
     max_samples: int = Field(5000, ge=1, description="Largest n_samples a job may ask for.")
     max_active_jobs_per_client: int = Field(4, ge=1, description="Queued + running jobs per client.")
     max_jobs_per_client: int = Field(

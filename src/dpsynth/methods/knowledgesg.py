@@ -228,7 +228,7 @@ class KnowledgeSGClientMethod:
                 f"server job {status.job_id} failed: {status.error}; run again with --resume to create a new job "
                 "from the saved DP adapter (no new training, no privacy cost)"
             )
-        text = self.client.dataset(state["job_id"])
+        text = self.client.dataset(state["job_id"], self._spec(state))
         server_report = self.client.report(state["job_id"])
         atomic_write_json(run_dir.server_report, server_report)
         rows = _parse_dataset(text, ks.domain, f"knowledgesg:{self.professional}")
