@@ -312,6 +312,11 @@ def test_auth_is_required(api: Any) -> None:
         r = httpx.get(f"{url}/v1/info", headers=headers, timeout=10)
         assert r.status_code == 401 and "bearer token" in r.json()["error"]
     assert httpx.get(f"{url}/v1/info", headers=_h("alice-token"), timeout=10).json()["base_model"] == "tiny"
+    # the scheme's case does not matter (RFC 7235: some HTTP libraries send "bearer"); the token's does
+    for auth in ("bearer alice-token", "BEARER  alice-token"):
+        assert httpx.get(f"{url}/v1/info", headers={"Authorization": auth}, timeout=10).status_code == 200, auth
+    for auth in ("Bearer ALICE-TOKEN", "Bearer", "alice-token", "Bearerx alice-token"):
+        assert httpx.get(f"{url}/v1/info", headers={"Authorization": auth}, timeout=10).status_code == 401, auth
     assert "/v1/jobs" in httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
 
 

@@ -341,9 +341,10 @@ class Service:
 
     # ------------------------------------------------------------ auth
     def client_for(self, authorization: str | None) -> str | None:
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 7235)
             return None
-        h = token_hash(authorization[len("Bearer ") :].strip())
+        h = token_hash(token.strip())
         found = None
         for cid, expected in self._hashes.items():  # compare with every entry: timing does not tell which
             if hmac.compare_digest(h, expected):
