@@ -96,7 +96,7 @@ def test_sample_adds_records_without_spending_or_reading_private_data(private_cs
     lines = (run / "synthetic.jsonl").read_text().splitlines()
     assert len(lines) == 85
     # a second call grows the same expansion round; resuming the grown run is a no-op
-    fresh = {"a": FakeGenerator("a", 7), "b": FakeGenerator("b", 8)}  # the same seeds would repeat themselves
+    fresh = _gens()  # seeds no call used: the same seeds would repeat themselves
     again = extend(run, 5, generators=fresh, embedder=FakeEmbedder(), progress=False)
     assert len(again) == 90 and sum(r["round"] == 4 for r in again.records) == 30
     done = dpsynth.synthesize(dpsynth.Config(out=str(run)), resume=True, progress=False)
@@ -115,7 +115,7 @@ def test_sample_grows_a_lopsided_expansion_by_what_is_asked(private_csv: Path, t
         if r["round"] == 4:
             r["label"] = "0"  # as if the expansion had been made 24 / 0
     journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    fresh = {"a": FakeGenerator("a", 7), "b": FakeGenerator("b", 8)}
+    fresh = _gens()
     more = extend(run, 5, generators=fresh, embedder=FakeEmbedder(), progress=False)
     expansion = [r for r in more.records if r["round"] == 4]
     assert len(more) == 89 and len(expansion) == 29

@@ -174,7 +174,9 @@ class PearlMethod:
         phases.begin("training")
 
         def progress(done: int, total: int, secs: float) -> None:
-            phases.update("training", done)  # first: the phase's update writes the line with the run's beside it
+            # first: the phase's update writes the line with the run's beside it; the loop's own time, so that
+            # importing torch and building the generator do not count once per step left
+            phases.update("training", done, seconds=secs)
             reporter.update("pearl: training", done, total, f"{done / max(secs, 1e-9):.0f} steps/s")
 
         self.generator = train_generator(sketch, layout, settings, progress)
