@@ -622,6 +622,13 @@ def test_a_run_on_other_labels_does_not_default_to_the_embedded_split(
     with pytest.raises(ConfigError, match=r"^--test: this zero-shot run's labels .*'spam'.* are not those of embedded"):
         evaluate(embedded_run, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     assert not (embedded_run / "evaluation.json").exists()
+    # with its own test set given, IMDb reviews are no reference point for it either (regression: the headline
+    # compared it with "40 real records from the embedded IMDb pool", and FID with an IMDb sample)
+    spam = _write(tmp_path, "spam.csv", _reviews(60, 5))
+    res = evaluate(embedded_run, spam, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False, mauve=False)
+    assert [r["name"] for r in res["headline"]["references"]] == ["majority"]
+    assert "fid_real_reference" not in res["fidelity"]
+    assert any("no real-sample reference: this zero-shot run's labels" in w for w in res["warnings"])
 
 
 def test_embedded_run_defaults_to_its_test_split_with_references(
@@ -952,3 +959,63 @@ def test_an_unfinished_run_is_named_as_such(run_dir: Path, tmp_path: Path) -> No
     next(run.glob("synthetic.*")).unlink()
     with pytest.raises(DataError, match=r"the run is not finished; .*`dpsynth run --resume --out '.*half done'`"):
         evaluate(run, _write(tmp_path, "t.csv", _reviews(30, 5)), embedder=FakeEmbedder(), cache_dir=tmp_path)
+
+
+def test_synthetic_records_copied_from_the_test_set_are_counted_and_a_set_of_them_refused(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """Regression: a synthetic set made of test records (a generator that memorised a public test split) was
+    scored without a word: only a test set that was half the synthetic set was refused."""
+    test = _reviews(120, seed=99)
+    syn = _reviews(40, seed=3)
+    copies = pd.concat([syn, test.iloc[:8]], ignore_index=True)  # 8 of 48 are test records
+    p = _write(tmp_path, "syn.csv", copies)
+    t = _write(tmp_path, "test.csv", test)
+    res = evaluate(p, t, embedder=FakeEmbedder(), cache_dir=tmp_path / "c", write=False, fidelity_metrics=False)
+    assert res["synthetic"]["n_in_test"] == 8
+    assert any(w.startswith("8 of the 48 synthetic records are texts of the test set") for w in res["warnings"])
+    clean = evaluate(
+        _write(tmp_path, "clean.csv", syn), t, embedder=FakeEmbedder(), cache_dir=tmp_path / "c", write=False
+    )
+    assert clean["synthetic"]["n_in_test"] == 0 and not any("texts of the test set" in w for w in clean["warnings"])
+    mostly = pd.concat([syn.iloc[:20], test.iloc[:20]], ignore_index=True)
+    with pytest.raises(DataError, match="^--synthetic: 20 of its 40 records are texts of the test set"):
+        evaluate(_write(tmp_path, "mostly.csv", mostly), t, embedder=FakeEmbedder(), cache_dir=tmp_path / "c")
+
+
+def test_precomputed_embeddings_with_nan_are_one_clear_error(tmp_path: Path) -> None:
+    """Regression: a NaN in synthetic_embeddings surfaced as scikit-learn's ValueError from inside the classifier."""
+    syn, test = _reviews(40, seed=3), _reviews(30, seed=99)
+    x_syn = np.ones((40, 4), dtype=np.float32)
+    x_syn[7, 2] = np.nan
+    with pytest.raises(DataError, match="^synthetic_embeddings: 1 of its 40 rows hold NaN or infinite values"):
+        evaluate(
+            _write(tmp_path, "s.csv", syn),
+            _write(tmp_path, "t.csv", test),
+            synthetic_embeddings=x_syn,
+            test_embeddings=np.ones((30, 4), dtype=np.float32),
+            write=False,
+        )
+
+
+def test_per_round_fid_compares_rounds_at_equal_sizes(run_dir: Path, test_csv: Path, tmp_path: Path) -> None:
+    """Regression: per-round FID was the FID of the growing set of rounds <= t, which falls with the sample size
+    alone; the report plotted it as progress.  Rounds drawn from one distribution now score alike."""
+    rng = np.random.default_rng(0)
+    n_round, rounds = 150, 5  # seeded: the figures are fixed (growing 0.094 -> 0.053, equal 0.083-0.099)
+    x_syn = rng.normal(size=(n_round * rounds, 4))
+    x_test = rng.normal(size=(400, 4))
+    labels = [str(i % 2) for i in range(n_round * rounds)]
+    syn = eval_core.LabelledTexts(
+        texts=[f"t{i}" for i in range(len(labels))],
+        labels=labels,
+        source="mem",
+        rounds=[i // n_round for i in range(len(labels))],
+    )
+    per = eval_references.scores_by_round(syn, x_syn, x_test, ["0", "1"] * 200, with_logreg=False)
+    growing = [r["fid"] for r in per]
+    equal = [r["fid_equal_n"] for r in per]
+    assert all(r["n_equal"] == n_round for r in per)
+    assert growing[0] > 1.5 * growing[-1]  # the size effect the old chart showed as progress
+    assert max(equal) < 1.2 * min(equal)  # at equal sizes: no trend from the size alone
+    assert equal[0] == pytest.approx(growing[0])  # the first round is its own subset

@@ -33,11 +33,13 @@ from dpsynth.evaluate import downstream, fidelity
 from dpsynth.evaluate.inputs import (
     LabelledTexts,
     check_labels,
+    count_test_copies,
     default_embedder,
     embed_synthetic,
     embed_test,
     load_synthetic,
     load_test,
+    other_task,
     private_keys,
     read_run_config,
     refuse_non_zero_shot_reference,
@@ -158,7 +160,13 @@ def evaluate(
     # training pool are documented): a note asking whether it was held out would only alarm
     refuse_private_texts(tst.texts, "--test", private if test_note is None else None)
     refuse_synthetic_as_real("--test", test, tst.texts, syn)
+    in_test = count_test_copies(syn, tst.texts)
     warnings = check_labels(syn, tst)
+    if in_test:
+        warnings.append(
+            f"{in_test} of the {len(syn)} synthetic records are texts of the test set word for word: the "
+            "classifier has seen those test records, so its scores are optimistic"
+        )
     for w in warnings:
         log.warning(w)
     zs: LabelledTexts | None = None
@@ -206,7 +214,12 @@ def evaluate(
     result: dict[str, Any] = {
         "headline": None,  # filled below; first in the file, as it is first for the reader
         "readings": {},
-        "synthetic": {"source": syn.source, "n": len(syn), **fidelity.label_distribution(syn.labels)},
+        "synthetic": {
+            "source": syn.source,
+            "n": len(syn),
+            "n_in_test": in_test,  # records that are test texts word for word
+            **fidelity.label_distribution(syn.labels),
+        },
         "test": {"source": tst.source, "n": len(tst), **fidelity.label_distribution(tst.labels)},
         "embedding_model": model_name,
         "utility": {},
@@ -232,6 +245,9 @@ def evaluate(
     t0 = time.perf_counter()
     pool = None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
+    if reference_real and embedded is not None and (why_not := other_task(run_cfg, embedded)):
+        warnings.append(f"no real-sample reference: {why_not}")
+        embedded = None
     if reference_real and embedded is not None:
         pool, why = reference_pool(embedded, run_cfg, tst)
         if why:
@@ -339,6 +355,9 @@ def _check_emb(x: Any, n: int, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim != 2 or len(arr) != n:
         raise DataError(f"{name}: expected an ({n}, d) array aligned with the texts, got shape {arr.shape}")
+    bad = int((~np.isfinite(arr).all(axis=1)).sum())
+    if bad:  # else scikit-learn's own error, deep in the classifier, names neither the array nor the rows
+        raise DataError(f"{name}: {bad} of its {n} rows hold NaN or infinite values; embed those texts again")
     return arr
 
 

@@ -243,8 +243,9 @@ def _finetune(
             progress(f"finetune seed {seed}: accuracy {acc:.4f} macro-F1 {f1:.4f}")
     return {
         "classifier": (
-            f"{cfg.model} encoder + linear head, fine-tuned {epochs} epochs ({cfg.epochs}, raised to reach "
-            f"{cfg.min_steps} steps; fixed in advance), tested after the last epoch"
+            f"{cfg.model} encoder + linear head, fine-tuned {epochs} epochs ("
+            + (f"{cfg.epochs}, raised to reach {cfg.min_steps} steps; " if epochs > cfg.epochs else "")
+            + "fixed in advance), tested after the last epoch"
         ),
         "epochs_run": epochs,
         "seeds": list(seeds),

@@ -84,6 +84,21 @@ def used_embedded_dataset(cfg: dict[str, Any]) -> EmbeddedDataset | None:
         return None
 
 
+def other_task(cfg: dict[str, Any], embedded: EmbeddedDataset) -> str | None:
+    """Why the records of a run that names ``embedded`` are about another task, or None.
+
+    A zero-shot run reads no private data, so its ``data.private`` is the default (``embedded:imdb``)
+    whatever it wrote about: the class names it declared tell (spam / ham is not IMDb, although both
+    label 0 and 1).  Real IMDb reviews are then no reference for it, nor IMDb's test split a test set."""
+    declared = run_data_config(cfg).get("labels")
+    if cfg.get("method") != "zero-shot" or not isinstance(declared, dict):
+        return None
+    if _names(declared) == _names(embedded.labels):
+        return None
+    theirs = _names(embedded.labels)
+    return f"this zero-shot run's labels {_names(declared)} are not those of {embedded.source} {theirs}"
+
+
 def find_run_output(run_dir: Path) -> Path | None:
     """The synthetic output file of a run directory (the config's output_format first)."""
     formats = list(_RUN_FORMATS)
@@ -300,6 +315,23 @@ def refuse_synthetic_as_real(flag: str, source: Any, texts: Sequence[str], syn: 
         )
 
 
+def count_test_copies(syn: LabelledTexts, test_texts: Sequence[str]) -> int:
+    """How many synthetic records are word for word texts of the test set, refused when they are half the
+    synthetic set or more (a classifier trained on them is tested on what it was trained on).
+
+    Fewer are a warning with the count, never silence: a generator that memorised public reviews of the
+    test split makes every score optimistic by up to that share."""
+    test_keys = {text_key(t) for t in test_texts}
+    shared = sum(1 for t in syn.texts if text_key(t) in test_keys)
+    if len(syn) >= _MIN_TEXTS_TO_CALL_SYNTHETIC and 2 * shared >= len(syn):
+        raise DataError(
+            f"--synthetic: {shared} of its {len(syn)} records are texts of the test set word for word; a "
+            "classifier trained on them is tested on its own training records: evaluate against real records "
+            "the generators cannot have seen (--test)"
+        )
+    return shared
+
+
 def _is_run_output(path: Path) -> bool:
     folder = path if path.is_dir() else path.parent
     run_like = (folder / "config.yaml").is_file() and any((folder / name).exists() for name in _RUN_FILES)
@@ -337,18 +369,10 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
         refuse_private_data(test, "--test", syn, "score against real records held out before the run")
         return test, None
     embedded = used_embedded_dataset(run_cfg) if syn.run_dir is not None else None
-    declared = run_data_config(run_cfg).get("labels")
-    read_nothing = run_cfg.get("method") == "zero-shot"  # its data.private is the default, never read
-    if (
-        embedded is not None
-        and read_nothing
-        and isinstance(declared, dict)
-        and _names(declared) != _names(embedded.labels)
-    ):
-        # e.g. a zero-shot run asked for spam / ham: the same label values, other classes
+    why_not = other_task(run_cfg, embedded) if embedded is not None else None
+    if embedded is not None and why_not:  # e.g. a zero-shot run asked for spam / ham: the same values, other classes
         raise ConfigError(
-            f"--test: this zero-shot run's labels {_names(declared)} are not those of {embedded.source} "
-            f"{_names(embedded.labels)}, the default test split; give the real held-out data of its task "
+            f"--test: {why_not}, the default test split; give the real held-out data of its task "
             f"(--test FILE: CSV/JSONL/Parquet), or --test {embedded.source} if it is that task"
         )
     if embedded is not None:

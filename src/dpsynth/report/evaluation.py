@@ -167,9 +167,16 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
     if per:
         parts.append("<h3>Per round (samples of rounds ≤ t)</h3>")
         xs = [int(r["round"]) for r in per]
-        svg = plots.line_chart(
-            "fid", "FID of rounds ≤ t vs real held-out data", xs, {"FID": [r.get("fid") for r in per]}, ylabel="FID"
-        )
+        # at equal sizes only: FID falls with the number of samples alone, so the cumulative sets' own FIDs
+        # would read as progress round after round (an evaluation.json of an older version has only those)
+        n_eq = next((r.get("n_equal") for r in per if r.get("fid_equal_n") is not None), None)
+        if n_eq is not None:
+            title = f"FID of rounds ≤ t vs real held-out data, each on {n_eq} random samples (equal sizes)"
+            series = {"FID": [r.get("fid_equal_n") for r in per]}
+        else:
+            title = "FID of rounds ≤ t vs real held-out data (growing sets: FID falls with size alone)"
+            series = {"FID": [r.get("fid") for r in per]}
+        svg = plots.line_chart("fid", title, xs, series, ylabel="FID")
         if svg:
             parts.append(svg)
         has_acc = any("logreg_accuracy" in r for r in per)
