@@ -433,6 +433,24 @@ def run_dir_taken(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv)
 
 
+def out_holds_the_private_file_as_output(tmp: Path, csv: Path) -> Action:
+    """Regression: `--private d/synthetic.csv --out d --output-format csv` wrote the synthetic records over
+    the private file (and any user's synthetic.jsonl in --out was replaced the same way)."""
+    run = tmp / "run"
+    run.mkdir()
+    mine = run / "synthetic.csv"
+    mine.write_bytes(csv.read_bytes())
+    return _later(tmp, mine, output_format="csv")
+
+
+def private_inside_out(tmp: Path, csv: Path) -> Action:
+    """Regression: the private file could live inside the run directory, which is meant to be shared."""
+    (tmp / "run" / "data").mkdir(parents=True)
+    inside = tmp / "run" / "data" / "records.csv"
+    inside.write_bytes(csv.read_bytes())
+    return _later(tmp, inside)
+
+
 def another_runs_files(tmp: Path, csv: Path) -> Action:
     """Regression: a folder holding an earlier run's files but not its config.yaml (deleted, or lost) was
     taken as new: the run adopted the earlier run's journal, votes, PEARL sketch and ledger as its own and
@@ -570,6 +588,8 @@ CASES = [
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    Case(out_holds_the_private_file_as_output, ResumeError, ("run", "holds synthetic.csv", "another --out")),
+    Case(private_inside_out, ConfigError, ("data.private", "records.csv", "inside the run directory", "--out")),
     Case(another_runs_files, ResumeError, ("run", "ledger.json, votes, sketch.npz", "config.yaml", "another --out")),
     Case(out_is_a_file, ConfigError, ("out:", "afile", "is a file", "--out")),
     Case(out_below_a_file, ConfigError, ("out:", "afile", "which is a file", "--out")),

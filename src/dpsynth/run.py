@@ -168,6 +168,16 @@ class RunDir:
         paths += [self.release(k) for k in RELEASE_FILES]
         return [str(p.relative_to(self.path)) for p in paths if p.exists()]
 
+    def written_by_a_run(self) -> list[str]:
+        """Files and folders in this folder that a run writes (outputs, logs, reports), relative to it: a new
+        run would replace them, whoever made them (a user's own synthetic.csv, say, or their private data
+        saved under that name)."""
+        paths = [self.log, self.rounds, self.embeddings, self.privacy, self.schema, self.training]
+        paths += [self.output(f) for f in ("jsonl", "csv", "parquet")] + [self.synthetic_array]
+        paths += [self.finetune, self.adapter, self.local_adapter, self.knowledgesg_state.parent]
+        paths += [self.path / "report.html", self.path / "evaluation.json"]
+        return [str(p.relative_to(self.path)) for p in paths if p.exists()]
+
     # lifecycle
     def check_writable(self) -> None:
         """Refuse (one line, before any model is loaded) an --out that cannot hold a run directory.
@@ -268,7 +278,18 @@ class RunDir:
                 "run would take them (samples, votes, releases, ledger) as its own, and without config.yaml it "
                 "cannot be resumed: choose another --out, or remove those files"
             )
+        taken = self.written_by_a_run()
+        if taken:
+            raise ResumeError(
+                f"out: {self.path} holds {', '.join(taken)}, which a run writes: a new run would replace "
+                "them; choose another --out (a new or empty folder)"
+            )
         private = local_source(config.data.private)  # so that --resume finds it from anywhere
+        if isinstance(private, str) and Path(private).is_absolute() and _inside(Path(private), self.path):
+            raise ConfigError(
+                f"data.private: {private} is inside the run directory {self.path}, which is meant to be shared "
+                "(it holds no private data); keep the private records outside it, or choose another --out"
+            )
         if private == config.data.private:  # left as set: a method may tell whether the user set it
             return config
         return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
@@ -346,6 +367,14 @@ def run_rng(seed: int | None, made: int) -> random.Random:
     if seed is None:
         return random.Random(secrets.randbits(64))
     return random.Random(seed if made == 0 else f"{seed}:{made}")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Is ``path`` (absolute, links resolved) ``folder`` or below it, once links are resolved?"""
+    try:
+        return Path(path).is_relative_to(Path(os.path.realpath(folder.expanduser())))
+    except (OSError, ValueError):
+        return False
 
 
 def dump_config_yaml(config: Config) -> str:
