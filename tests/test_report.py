@@ -460,6 +460,16 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     out = tmp_path / "r.html"
     main(["report", str(run_dir), "--out", str(out)])
     assert out.exists() and f"wrote {out}" in capsys.readouterr().out
+    main(["report", str(run_dir), "--out", str(out)])  # an earlier report is replaced
+    assert f"wrote {out}" in capsys.readouterr().out
+    # regression: any other existing file outside the run (the run's private data, say) was replaced
+    private = tmp_path / "private-copy.csv"
+    private.write_text("text,label\nsecret,0\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(run_dir), "--out", str(private)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "exists and is not a dpsynth report" in err and err.count("\n") == 1, err
+    assert private.read_text() == "text,label\nsecret,0\n"
     with pytest.raises(SystemExit) as exc:
         main(["report", str(tmp_path / "nope")])
     assert exc.value.code == 2

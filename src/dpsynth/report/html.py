@@ -496,7 +496,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     body.append("</section>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR_META}'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
@@ -514,6 +514,20 @@ def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Pat
         f"{esc(fmt(n_records))} (records were added since, e.g. by <code>dpsynth sample</code>). Run "
         f"<code>dpsynth evaluate --synthetic {esc(shlex.quote(str(rd)))}</code> again for figures of the whole set.</p>"
     )
+
+
+GENERATOR_META = '<meta name="generator" content="dpsynth report">'
+
+
+def _is_report(path: Path) -> bool:
+    """Is ``path`` a page ``write_report`` wrote (so it may be replaced)?  Its head names the generator (or,
+    written before that, the title does)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return head.startswith("<!DOCTYPE html>") and (GENERATOR_META in head or "<title>dpsynth report" in head)
 
 
 def write_report(
@@ -534,6 +548,11 @@ def write_report(
         raise ConfigError(
             f"--out {out}: is a file of the run directory; the report would replace it. Give a new file name, "
             f"e.g. {Path(run_dir) / REPORT_FILE}"
+        )
+    if path.exists() and not _is_report(path):  # e.g. the run's private data, named by mistake
+        raise ConfigError(
+            f"--out {out}: {path} exists and is not a dpsynth report; the report would replace it. Give a new "
+            "file name, or remove that file first"
         )
     page = build_report(run_dir, samples_per_class)
     atomic_write_text(path, page)
