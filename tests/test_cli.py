@@ -191,13 +191,13 @@ def test_parse_overrides_forms() -> None:
         ]
     )
     assert got == {
-        "privacy.delta": "1e-6",
+        "privacy.delta": 1e-6,
         "data.private": "data/1.csv",
         "out": "007",
         "wasp.q": 3,
         "wasp.use_far": False,
         "wasp.rounds": 2,
-    }  # YAML 1.1 reads 1e-6 as text; pydantic parses it
+    }  # a YAML 1.2 float (YAML 1.1 read 1e-6 as text)
     cfg = load_config(None, got)
     assert cfg.privacy.delta == 1e-6 and cfg.data.private == "data/1.csv" and cfg.out == "007"
     assert cfg.wasp.use_far is False
@@ -239,7 +239,8 @@ def test_flag_value_is_validated() -> None:
         (["--epsilon", "1.0e+400"], "privacy.epsilon", "too large"),  # a YAML float: the loader made it inf
         (["--epsilon=-1E+400"], "privacy.epsilon", "too large"),
         (["--epsilon", "true"], "privacy.epsilon", "true/false"),  # pydantic read True as 1.0
-        (["--n-synthetic", "yes"], "n_synthetic", "true/false"),  # YAML 1.1 yes = True = 1
+        (["--n-synthetic", "yes"], "n_synthetic", "valid integer"),  # text (YAML 1.1 read yes = True = 1)
+        (["--n-synthetic", "TRUE"], "n_synthetic", "true/false"),
         (["--wasp.min-share", "false"], "wasp.min_share", "true/false"),
         (["--seed", "true"], "seed", "true/false"),
         (["--generators", "[{name: a, model: x, timeout_s: 1.0e+999}]"], "generators", "too large"),
@@ -265,15 +266,15 @@ def test_infinity_only_when_written_as_inf(tmp_path: Path) -> None:
         path.write_text(text, encoding="utf-8")
         assert not load_config(path).privacy.is_private, text
     path.write_text("privacy:\n  epsilon: 1e400\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"^privacy\.epsilon: .*too large"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 2.*too large"):  # a YAML 1.2 float, as 1.0e+400
         load_config(path)
     path.write_text("method: wasp\nprivacy:\n  epsilon: 1.0e+400\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     msg = str(info.value)
     assert "c.yaml" in msg and "line 3" in msg and "too large" in msg and "\n" not in msg, msg
-    path.write_text("privacy:\n  epsilon: yes\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"privacy\.epsilon: must be a number"):
+    path.write_text("privacy:\n  epsilon: yes\n", encoding="utf-8")  # text: YAML 1.1 read it as True
+    with pytest.raises(ConfigError, match=r"privacy\.epsilon: .*valid number"):
         load_config(path)
 
 
@@ -887,3 +888,29 @@ def test_a_file_name_too_long_is_one_line(
         code, err = _main_error(argv, capsys)
         assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("error: "), err
         assert "too long" in err and "..." in err and len(err) < 250, err  # the name elided, not printed whole
+
+
+def test_yaml_reads_as_yaml_1_2_core_and_text_flags_as_written(tmp_path: Path) -> None:
+    """Regression: YAML 1.1 quirks read `labels: {0: no, 1: yes}` as False / True (prompts asked for a "True"
+    text), `--seed 010` as 8, and `--n-synthetic 1:30` as 90, all silently; and a text
+    flag was parsed as YAML, so `--task 'product review: electronics'` (a mapping) or `--task 2023` failed."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  labels: {0: no, 1: yes}\nseed: 010\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.data.labels == {"0": "no", "1": "yes"} and cfg.seed == 10
+    assert load_config(None, parse_overrides(["--seed", "010"])).seed == 10
+    with pytest.raises(ConfigError, match="valid integer"):
+        load_config(None, parse_overrides(["--n-synthetic", "1:30"]))
+    got = parse_overrides(["--task", "product review: electronics", "--text-column", "1", "--label-column", "yes"])
+    cfg = load_config(None, got)
+    assert cfg.data.task == "product review: electronics" and cfg.data.text_column == "1"
+    assert cfg.data.label_column == "yes"
+    assert load_config(None, parse_overrides(["--task", "2023"])).data.task == "2023"
+    # config.yaml quotes what either YAML version would misread, so any reader gets the text back
+    import yaml
+
+    from dpsynth.config_base import dump_yaml, load_yaml
+
+    data = {"a": "yes", "b": "1e-6", "c": "010", "d": "1:30", "e": 1e-6, "f": True}
+    text = dump_yaml(data)
+    assert load_yaml(text) == yaml.safe_load(text) == data

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 from dpsynth.config import Config, load_config
+from dpsynth.config_base import dump_yaml
 from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
@@ -323,7 +322,7 @@ def _grown_config_text(raw: dict[str, Any], stored: Config, n: int) -> str:
     )
     try:
         if Config.model_validate(grown_raw).model_dump() == grown.model_dump():
-            return yaml.safe_dump(grown_raw, sort_keys=False, allow_unicode=True)
+            return dump_yaml(grown_raw, sort_keys=False, allow_unicode=True)
     except ValueError:  # a section stored under a former name: write the whole config instead
         pass
     return dump_config_yaml(grown)

@@ -159,6 +159,61 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
+# Plain scalars resolve as in YAML 1.2's core schema, not PyYAML's YAML 1.1: only true/false are booleans
+# (1.1 also reads yes/no/on/off, so ``labels: {0: no, 1: yes}`` asked for "True" texts), integers are
+# decimal, 0o octal or 0x hex (1.1 reads 010 as 8, 1:30 as 90 and 1_0 as 10), and 1e-6 is a float.
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ConfigLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # 010 is ten
+
+
+def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    return str(loader.construct_scalar(node)).lower() == "true"
+
+
+ConfigLoader.add_constructor(_INT, _construct_int)
+ConfigLoader.add_constructor(_BOOL, _construct_bool)
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes a text any reader could take for something else: one that resolves
+    as YAML 1.1 (``yes``, ``010``: PyYAML's ``safe_load``, other tools) or as ``ConfigLoader`` reads it
+    (``1e-6``), so that config.yaml reads back as written whatever reads it."""
+
+
+ConfigDumper.yaml_implicit_resolvers = {
+    first: [*resolvers, *ConfigLoader.yaml_implicit_resolvers.get(first, [])]
+    for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+}
+for _first, _resolvers in ConfigLoader.yaml_implicit_resolvers.items():
+    ConfigDumper.yaml_implicit_resolvers.setdefault(_first, list(_resolvers))
+
+
+def dump_yaml(data: Any, **kwargs: Any) -> str:
+    """``yaml.safe_dump`` with ``ConfigDumper``."""
+    return yaml.dump(data, Dumper=ConfigDumper, **kwargs)
+
 
 def load_yaml(text: str) -> Any:
     """Parse YAML text with ``ConfigLoader`` (raises ``yaml.YAMLError``, ``NumberOverflowError`` included)."""

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from dpsynth.config import SECTION_USERS, Config, NumberOverflowError, load_yaml
+from dpsynth.config_base import dump_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.methods.registry import METHODS
 
@@ -135,24 +136,30 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
 
 
 def _as_text(path: str, val: str) -> bool:
-    """Flags taken as written, not as YAML: paths (``yes`` is a file name) and a label list such as ``0,None``
+    """Flags taken as written, not as YAML: paths (``yes`` is a file name), text fields (``--task 'product
+    review: electronics'`` is a YAML mapping, ``--task 2023`` a number) and a label list such as ``0,None``
     (YAML would read ``None`` or ``1.0`` as something else); a label mapping or list in YAML braces or
     brackets (``{0: negative, 1: positive}``, as ``--help`` shows) is YAML."""
     if path == "data.labels":
         return not val.strip().startswith(("{", "["))
-    return path in ("data.private", "out")
+    return path in ("data.private", "out") or _kinds(path) == {str}
 
 
-def _structured(path: str) -> bool:
-    """A field whose value is a list or mapping and never text (generators, data.labels): a YAML typo there
-    must be named as one, not passed on as text for the field to call 'not a valid list'."""
+def _kinds(path: str) -> set[Any]:
+    """The types a field takes (``str | None`` -> {str}; ``list[str]`` -> {list})."""
     model: Any = Config
     *sections, name = path.split(".")
     for section in sections:
         model = model.model_fields[section].annotation
     ann = model.model_fields[name].annotation if name in model.model_fields else str
     union = typing.get_origin(ann) in (typing.Union, types.UnionType)
-    kinds = {typing.get_origin(a) or a for a in (typing.get_args(ann) if union else (ann,))} - {type(None)}
+    return {typing.get_origin(a) or a for a in (typing.get_args(ann) if union else (ann,))} - {type(None)}
+
+
+def _structured(path: str) -> bool:
+    """A field whose value is a list or mapping and never text (generators, data.labels): a YAML typo there
+    must be named as one, not passed on as text for the field to call 'not a valid list'."""
+    kinds = _kinds(path)
     return path == "data.labels" or (bool(kinds) and kinds <= {list, dict, tuple})
 
 
@@ -271,10 +278,10 @@ def commented_default_config(method: str | None = None) -> str:
                 listed = f" Choices: {', '.join(choices)}." if choices else ""
                 if sf.description or choices:
                     lines.append(f"  # {sf.description or ''}{listed}")
-                lines.append("  " + yaml.safe_dump({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
+                lines.append("  " + dump_yaml({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
         elif name == "generators":
-            lines.append(yaml.safe_dump({name: value}, sort_keys=False).rstrip())
+            lines.append(dump_yaml({name: value}, sort_keys=False).rstrip())
         else:
-            lines.append(yaml.safe_dump({name: value}, default_flow_style=True).strip()[1:-1])
+            lines.append(dump_yaml({name: value}, default_flow_style=True).strip()[1:-1])
         lines.append("")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel
 
 from dpsynth.config import SECTION_USERS, Config, field_names, load_yaml, set_dotted
+from dpsynth.config_base import dump_yaml
 from dpsynth.data import is_in_memory_source, local_source
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
@@ -378,7 +379,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def dump_config_yaml(config: Config) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    return dump_yaml(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
 def explicit_fields(config: Config) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsynth.config_base import load_yaml
 from dpsynth.data import EmbeddedDataset, columns_text, embedded_dataset, embedded_names, norm_label, read_table
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from dpsynth.errors import ConfigError, DataError
@@ -59,7 +60,7 @@ def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
     import yaml
 
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return cfg if isinstance(cfg, dict) else {}
@@ -263,7 +264,7 @@ def _find_run(syn: LabelledTexts) -> tuple[Path, dict[str, Any] | None, str | No
     from dpsynth.methods.registry import METHODS
 
     try:
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+        cfg = load_yaml(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return (config, None, f"{config} cannot be read ({type(exc).__name__})") if run_like else None
     known = isinstance(cfg, dict) and cfg.get("method") in METHODS

@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, field_validator
 
 from dpsynth.config import QWEN_CODER_GENERATOR, GeneratorConfig
-from dpsynth.config_base import StrictModel, config_error_from_validation
+from dpsynth.config_base import StrictModel, config_error_from_validation, load_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.knowledgesg.jobs import CLIENT_ID_RULE, valid_client_id
@@ -99,7 +99,7 @@ def load_server_config(path: str | Path, overrides: dict[str, Any] | None = None
     if not p.is_file():
         raise ConfigError(f"{p}: no such server config file (see README, KnowledgeSG)")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(p.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid YAML ({type(exc).__name__})") from None
     if not isinstance(raw, dict):

@@ -39,9 +39,11 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
         return {}, None
     import yaml
 
+    from dpsynth.config_base import dump_yaml, load_yaml
+
     try:
         text = p.read_text(encoding="utf-8")
-        cfg = yaml.safe_load(text)
+        cfg = load_yaml(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}, None
     if not isinstance(cfg, dict):
@@ -63,7 +65,7 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
         # folders above the file (a home directory, a user name) are none of its readers' business
         data["private"] = f".../{Path(private).name}"
     if shown != cfg:
-        text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
+        text = dump_yaml(shown, sort_keys=False, allow_unicode=True)
     return cfg, text
 
 

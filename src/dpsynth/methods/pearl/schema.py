@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsynth.config_base import load_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.privacy import sketch as sk
 
@@ -110,9 +111,7 @@ def load_schema_spec(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
         if not p.is_file():
             raise ConfigError(f"pearl.data_schema: {p} is not a file; give a JSON/YAML schema file or a mapping")
         try:
-            import yaml
-
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = load_yaml(p.read_text(encoding="utf-8"))
         except Exception as exc:  # noqa: BLE001 - YAML and decoding errors alike
             raise ConfigError(
                 f"pearl.data_schema: {p} is not valid JSON/YAML ({type(exc).__name__}); fix the file"
