@@ -109,6 +109,10 @@ def test_privacy_plain_output_is_one_number() -> None:
             "--sensitivity",
         ),
         (["epsilon", "--sigma", "0", "--delta", "1e-5", "--steps", "4"], "--sigma"),
+        # regression: a MemoryError (224 GiB), ZeroDivisionError or OverflowError traceback
+        (["epsilon", "--sigma", "1e-5", "--delta", "1e-5", "--steps", "3"], "noise multiplier between"),
+        (["epsilon", "--sigma", "1e200", "--delta", "1e-5", "--steps", "3"], "noise multiplier between"),
+        (["epsilon", "--sigma", "1", "--sensitivity", "1e-300", "--delta", "1e-5", "--steps", "3"], "--sensitivity"),
         (
             ["epsilon", "--sigma", "1", "--delta", "1e-5", "--steps", "4", "--accountant", "rdp"],
             "--accountant",
@@ -914,3 +918,22 @@ def test_yaml_reads_as_yaml_1_2_core_and_text_flags_as_written(tmp_path: Path) -
     data = {"a": "yes", "b": "1e-6", "c": "010", "d": "1:30", "e": 1e-6, "f": True}
     text = dump_yaml(data)
     assert load_yaml(text) == yaml.safe_load(text) == data
+
+
+def test_a_failed_write_names_the_file_asked_for_not_its_temporary_file(tmp_path: Path) -> None:
+    """Regression: `dpsynth init somedir --force` said "error: .somedir.3b7f2fb86c49.tmp: Is a directory"."""
+    from dpsynth.io import atomic_write_text
+
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    result = runner.invoke(app, ["init", str(folder), "--force"])
+    assert result.exit_code != 0
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_text(folder, "x")
+    assert info.value.filename == str(folder)
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # root writes anywhere
+        with pytest.raises(PermissionError) as denied:
+            atomic_write_text(tmp_path / "ro" / "f.txt", "x")
+        assert denied.value.filename == str(tmp_path / "ro" / "f.txt")
+    assert not [p for p in tmp_path.rglob("*.tmp")]

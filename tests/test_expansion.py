@@ -142,6 +142,14 @@ def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path)
     for bad in (0, -3, True):
         with pytest.raises(ConfigError, match="positive number"):
             extend(run, bad, generators=_gens(), embedder=FakeEmbedder(), progress=False)  # type: ignore[arg-type]
+    # regression: 10**20 overflowed the class quotas ("0 added; ... fewer than asked, outputs were rejected")
+    # and left config.yaml asking for it, so no later `sample` added anything
+    config_before = (run / "config.yaml").read_bytes()
+    with pytest.raises(ConfigError, match="above the most a run holds"):
+        extend(run, 10**20, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert (run / "config.yaml").read_bytes() == config_before
+    with pytest.raises(ConfigError, match="n_synthetic"):
+        dpsynth.Config(n_synthetic=10**20)
     pearl = tmp_path / "pearl"
     pearl.mkdir()
     (pearl / "config.yaml").write_text("method: pearl\n")

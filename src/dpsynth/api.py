@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from dpsynth.config import Config, load_config
+from dpsynth.config import MAX_N_SYNTHETIC, Config, load_config
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
@@ -270,6 +270,11 @@ def extend(
         )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n: {n!r} is not a positive number of samples")
+    if stored.n_synthetic + n > MAX_N_SYNTHETIC:
+        raise ConfigError(
+            f"n: {n:,} more would make {stored.n_synthetic + n:,} samples, above the most a run holds "
+            f"({MAX_N_SYNTHETIC:,})"
+        )
     if not run_dir.is_complete(stored):
         made = run_dir.finished_n_synthetic()
         if made is not None and made < stored.n_synthetic:  # the run finished; a later `sample` did not

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import signal
 import sys
@@ -311,6 +312,9 @@ def privacy_sigma(
     typer.echo(json.dumps(out) if as_json else f"{plan.sigma:.6g}")
 
 
+MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER = 1e-3, 1e12
+
+
 @privacy_app.command("epsilon", help="Epsilon after T Gaussian releases with noise sigma.")
 def privacy_epsilon(
     sigma: float = typer.Option(..., "--sigma"),
@@ -324,7 +328,18 @@ def privacy_epsilon(
 
     _check_accountant(accountant)
     _check_numbers(sigma=sigma, delta=delta, steps=steps, sensitivity=sensitivity)
-    eps = epsilon_for(sigma / sensitivity, steps, delta, accountant)
+    z = sigma / sensitivity if sensitivity > 0 else math.inf
+    # below 1e-3 the loss distribution's grid needs hundreds of GB (epsilon is in the millions there);
+    # above 1e12 epsilon is 0 to every digit shown, and sigma**2 overflows before 1e155
+    if not MIN_NOISE_MULTIPLIER <= z <= MAX_NOISE_MULTIPLIER:
+        raise ConfigError(
+            f"--sigma / --sensitivity = {z:.3g}: give a noise multiplier between {MIN_NOISE_MULTIPLIER:g} "
+            f"(epsilon in the millions) and {MAX_NOISE_MULTIPLIER:g} (epsilon 0)"
+        )
+    try:
+        eps = epsilon_for(z, steps, delta, accountant)
+    except (ArithmeticError, MemoryError) as exc:  # a corner the bounds above missed: one line, not a traceback
+        raise ConfigError(f"the accountant cannot evaluate this setting ({type(exc).__name__})") from None
     out = {
         "epsilon": eps,
         "sigma": sigma,
@@ -344,8 +359,6 @@ app.command("report")(report_cmd)
 
 def _check_numbers(**values: float) -> None:
     """--epsilon, --sigma, --sensitivity > 0 and finite; 0 < --delta < 1; --steps >= 1."""
-    import math
-
     for name, v in values.items():
         flag = f"--{name}"
         if name == "delta":

@@ -288,12 +288,21 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
 NON_PRIVATE_OK: tuple[str, ...] = names_where("non_private_ok")
 
 
+# far beyond any run (a billion samples is years of generation on one machine), below where the class
+# quotas' floating-point arithmetic stops being exact: 1e20 overflowed into "0 added" and a config.yaml
+# that no later `sample` could grow
+MAX_N_SYNTHETIC = 10**9
+
+
 class Config(StrictModel):
     """A whole dpsynth run."""
 
     method: Method = "wasp"
     n_synthetic: int = Field(
-        100, ge=1, description="N: total synthetic samples (the default is sized for a ~10 minute demo on 2 CPU cores)."
+        100,
+        ge=1,
+        le=MAX_N_SYNTHETIC,
+        description="N: total synthetic samples (the default is sized for a ~10 minute demo on 2 CPU cores).",
     )
     out: str | None = Field(None, description="Run directory (default: runs/<method>-<time>).")
     output_format: Literal["jsonl", "csv", "parquet"] = "jsonl"

@@ -8,6 +8,7 @@ half-written: write to a temporary file in the same directory, fsync, then
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -22,8 +23,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     0666 less the process's umask, applied by the kernel at creation: mkstemp's 0600 made a report meant to
     be shared readable by its writer alone); a file that is replaced keeps its own."""
     path = Path(path)
+    if path.is_dir():  # os.replace would name the temporary file in its error
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    try:
+        fd, tmp = _create_temp(path)
+    except OSError as exc:  # the error names the file the user asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
@@ -32,9 +38,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
