@@ -218,6 +218,8 @@ def test_parse_overrides_forms() -> None:
         (["--epsilon"], "--epsilon needs a value"),
         (["--epsilon", "--q", "3"], "--epsilon needs a value"),
         (["epsilon", "2"], "'epsilon'"),
+        (["--epsilon", "2", "--epsilon", "3"], "privacy.epsilon is given twice"),  # the last won, silently
+        (["--epsilon", "2", "--privacy.epsilon=3"], "privacy.epsilon is given twice"),
     ],
 )
 def test_bad_flags(args: list[str], needle: str) -> None:
@@ -937,3 +939,19 @@ def test_a_failed_write_names_the_file_asked_for_not_its_temporary_file(tmp_path
             atomic_write_text(tmp_path / "ro" / "f.txt", "x")
         assert denied.value.filename == str(tmp_path / "ro" / "f.txt")
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_declared_label_keys_are_read_as_record_values_are() -> None:
+    """Regression: `--labels 0.0=negative,1.0=positive` on a column of 0.0 / 1.0 said every record had a label
+    not in data.labels (the values were read as 0 / 1, the keys were not); `[0, 1, 1.0]` made a third label
+    no record could have, and a key " pos" never met the records' "pos"."""
+    assert load_config(None, parse_overrides(["--labels", "0.0=negative,1.0=positive"])).data.labels == {
+        "0": "negative",
+        "1": "positive",
+    }
+    assert Config(data={"labels": {" pos": "positive", "neg": "negative"}}).data.labels == {
+        "pos": "positive",
+        "neg": "negative",
+    }
+    with pytest.raises(ConfigError, match="label '1' is declared twice"):
+        Config(data={"labels": [0, 1, 1.0]})

@@ -23,6 +23,7 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
     config_error_from_validation,
     load_yaml,
     mark_text,
+    norm_label,
     yaml_problem,
 )
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig, WaspConfig
@@ -171,6 +172,10 @@ class DataConfig(StrictModel):
             pairs = [(str(k), str(n)) for k, n in v.items()]
         if pairs is None:
             return v
+        # keys as the records' values are read (stripped, 1.0 -> 1): a key " pos" or "1.0" never met them
+        pairs = [(norm_label(k), n) for k, n in pairs]
+        if any(not k for k, _ in pairs):
+            raise ValueError("a label value is empty; declare each label as a value (e.g. 0,1 or neg=negative)")
         # a label declared twice would keep one of its names silently; two labels with one name would get
         # the same prompts, so their samples could not differ
         keys, names = [k for k, _ in pairs], [n.strip().lower() for _, n in pairs]

@@ -103,6 +103,15 @@ def _overflows(v: Any) -> bool:
     return False
 
 
+def norm_label(v: Any) -> str:
+    """A label value as the key it is declared under: stripped, and ``1.0`` (a float column's 1) read as ``1``.
+    Declared keys and the records' values both go through it, so that they meet."""
+    s = str(v).strip()
+    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
+        s = s[:-2]
+    return s
+
+
 class NumberOverflowError(yaml.constructor.ConstructorError):
     """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
 

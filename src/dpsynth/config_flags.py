@@ -130,6 +130,8 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
         else:  # the section the method reads; none: the first, which section_misfits then refuses by name
             ps = by_method[key_norm]
             path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
+        if path in out:  # as a YAML file may not name a key twice: the run would silently take the last one
+            raise ConfigError(f"--{key}: {path} is given twice among the flags; keep one")
         out[path] = val if _as_text(path, val) else _parse_value(val, path, strict=_structured(path))
         i += 1
     return out

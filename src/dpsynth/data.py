@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dpsynth.config_base import norm_label  # noqa: F401 - re-exported
 from dpsynth.csv_text import check_csv_lines, header_problem, is_number  # noqa: F401 - re-exported
 from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
     EMBEDDED_DATASETS,
@@ -482,9 +483,3 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     return starts[1:]  # the first is the header
 
 
-def norm_label(v: Any) -> str:
-    """A label value as the key it is declared under: stripped, and ``1.0`` (a float column's 1) read as ``1``."""
-    s = str(v).strip()
-    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
-        s = s[:-2]
-    return s
