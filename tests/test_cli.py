@@ -304,6 +304,9 @@ def _main_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
         (["run", "--batch-size", "4"], "finetune.batch_size) is a setting of dp-finetune and knowledgesg"),
         (["run", "--method", "pearl", "--wasp.q", "2"], "not of --method pearl"),
         (["run", "--method", "pearl", "--max-new-tokens", "50"], "not of --method pearl"),  # wasp's or finetune's
+        # regression: top-level fields only the prompting methods read were accepted for PEARL in silence
+        (["run", "--method", "pearl", "--embedding-model", "x"], "(embedding_model) is a setting of wasp"),
+        (["run", "--method", "dp-finetune", "--generators", "[{name: z, model: q}]"], "not of --method dp-finetune"),
         (["run", "--method", "augpe"], "did you mean 'aug-pe'"),
         (
             ["privacy", "sigma", "--epsilon", "abc", "--delta", "1e-5", "--steps", "4"],

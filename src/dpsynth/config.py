@@ -277,14 +277,22 @@ class PrivacyConfig(StrictModel):
 SECTION_USERS: dict[str, tuple[str, ...]] = section_users()
 
 
+# Top-level fields only the prompting methods (wasp, aug-pe, zero-shot) read.
+PROMPTING_ONLY_FIELDS = ("generators", "embedding_model", "embedding_batch_size")
+
+
 def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str, ...]]]:
-    """The dotted config paths in ``paths`` whose section ``method`` does not read, with the methods that do."""
+    """The config paths in ``paths`` that ``method`` does not read (a section of other methods, or a
+    prompting-only field such as --generators for PEARL), with the methods that do."""
     out = []
+    prompting = names_where("prompting")
     for p in paths:
         section = p.split(".", 1)[0]
         users = SECTION_USERS.get(section)
         if "." in p and users is not None and method not in users:
             out.append((p, users))
+        elif p in PROMPTING_ONLY_FIELDS and method in METHODS and method not in prompting:
+            out.append((p, prompting))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dpsynth.config import SECTION_USERS, Config, NumberOverflowError, load_yaml
+from dpsynth.config import PROMPTING_ONLY_FIELDS, SECTION_USERS, Config, NumberOverflowError, load_yaml
 from dpsynth.config_base import dump_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.methods.registry import METHODS
@@ -266,8 +266,7 @@ def commented_default_config(method: str | None = None) -> str:
     for name, f in Config.model_fields.items():
         if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
             continue
-        prompting_only = ("generators", "embedding_model", "embedding_batch_size")
-        if method in METHODS and not METHODS[method].prompting and name in prompting_only:
+        if method in METHODS and not METHODS[method].prompting and name in PROMPTING_ONLY_FIELDS:
             continue
         value = dump[name]
         if f.description:
