@@ -481,5 +481,3 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     except csv.Error:
         return None
     return starts[1:]  # the first is the header
-
-

@@ -1,0 +1,179 @@
+"""The report's generation-rounds section: what rounds.json says of each round (generator weights, noisy
+vote mass, accepted samples, keywords, outcomes, epsilon), one compact table per measure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dpsynth.report import plots
+from dpsynth.report.markup import esc, fmt, table
+
+
+def _generators_table(cfg: dict[str, Any]) -> str:
+    gens = cfg.get("generators")
+    if not isinstance(gens, list) or not gens:
+        return ""
+    rows = [
+        [g.get("name"), g.get("backend"), g.get("model"), g.get("prompt_format")] for g in gens if isinstance(g, dict)
+    ]
+    return "<h3>Generators</h3>" + table(["name", "backend", "model", "prompt format"], rows)
+
+
+def rounds_section(
+    rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], labels: Mapping[str, str], note: str = ""
+) -> str:
+    parts = ['<section id="rounds"><h2>Generation rounds</h2>', _generators_table(cfg)]
+    if note:
+        parts.append(f'<p class="note">{esc(note)}</p></section>')
+        return "".join(parts)
+    if not rounds:
+        parts.append(
+            '<p class="note">This method writes no per-round summary (<code>rounds.json</code>): there are no '
+            "generator weights or vote masses to show.</p></section>"
+        )
+        return "".join(parts)
+    gens = sorted({g for r in rounds for key in ("weights", "vote_mass", "accepted") for g in (r.get(key) or {})})
+    xs = [int(r.get("round", i)) for i, r in enumerate(rounds)]
+    voted = [r for r in rounds if r.get("weights")]
+    if voted:
+        vx = [int(r.get("round", 0)) for r in voted]
+        svg = plots.line_chart(
+            "weights",
+            "Generator weights per round (from the noisy vote)",
+            vx,
+            {g: [(r.get("weights") or {}).get(g) for r in voted] for g in gens},
+            ylabel="weight (share of next budget)",
+            ylim=(0.0, 1.0),
+        )
+        if svg:
+            parts.append(svg)
+        svg = plots.bar_chart(
+            "votemass",
+            "Noisy vote mass per round (sum of noised near-votes over each generator's samples)",
+            [str(x) for x in vx],
+            {g: [float((r.get("vote_mass") or {}).get(g) or 0.0) for r in voted] for g in gens},
+            xlabel="round",
+            ylabel="noisy vote mass",
+        )
+        if svg:
+            parts.append(svg)
+    if any(r.get("accepted") for r in rounds):
+        svg = plots.bar_chart(
+            "accepted",
+            "Accepted synthetic samples per round",
+            [str(x) for x in xs],
+            {g: [float((r.get("accepted") or {}).get(g) or 0) for r in rounds] for g in gens},
+            xlabel="round",
+            ylabel="samples",
+            stacked=True,
+        )
+        if svg:
+            parts.append(svg)
+    parts.append(_round_tables(rounds, gens, labels))
+    parts.append(_keywords_table(rounds, labels))
+    parts.append(_outcomes_table(rounds))
+    parts.append(
+        '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
+        "(post-processing). Round 0 is the zero-shot seed round and uses no private data. "
+        "<em>Votes per sample / noise sd</em>: the near votes an average sample of the round's vote received "
+        "(estimated from the released votes) over the noise's standard deviation. A vote over every sample made "
+        "so far (<code>wasp.vote_on: all</code>, the default) weakens from round to round; below about 0.25 the "
+        "good and bad examples are chosen mostly by the noise.</p></section>"
+    )
+    return "".join(parts)
+
+
+# The per-generator measures of rounds.json, each shown as its own small table.
+ROUND_MEASURES = (
+    ("weights", "Generator weights (share of the next round's budget)"),
+    ("vote_mass", "Noisy vote mass"),
+    ("accepted", "Accepted samples"),
+)
+
+
+def _round_name(r: dict[str, Any], i: int) -> str:
+    """'3', or '5 (expansion)' for the samples made after the last vote from its results."""
+    return f"{r.get('round', i)}" + (" (expansion)" if r.get("expansion") else "")
+
+
+def _signal(r: Mapping[str, Any], labels: Mapping[str, str]) -> Any:
+    """A voted round's votes per sample over the noise sd, and its weakest class: the good and bad
+    examples are chosen class by class, so a class the noise swamps hides behind a healthy mean."""
+    mean, per = r.get("vote_signal"), r.get("class_vote_signal")
+    if not isinstance(mean, (int, float)) or not isinstance(per, dict) or len(per) < 2:
+        return mean
+    c = min(per, key=lambda k: float(per[k]))
+    return f"{fmt(mean)} ({labels.get(c, c)}: {fmt(float(per[c]))})"
+
+
+def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str]) -> str:
+    """The rounds as compact tables: one per measure (a row per generator, a column per round), then
+    one row per round for class shares, epsilon and time.  One table with a column per generator and
+    measure (13 columns for 3 generators) was wider than the page."""
+    subs = []
+    for key, title in ROUND_MEASURES:
+        have = [(_round_name(r, i), r[key]) for i, r in enumerate(rounds) if isinstance(r.get(key), dict) and r[key]]
+        if have:  # only the rounds that have the measure (round 0, the zero-shot seed, has no vote)
+            rows = [[g] + [values.get(g) for _, values in have] for g in gens]
+            heads = ["generator", *(f"round {x}" for x, _ in have)]
+            subs.append(f"<div><h4>{esc(title)}</h4>{table(heads, rows)}</div>")
+    rows = []
+    for r in rounds:
+        shares = r.get("class_shares") or {}
+        share_txt = (
+            ", ".join(f"{labels.get(k, k)} {float(v):.2f}" for k, v in shares.items())
+            if isinstance(shares, dict) and shares
+            else None
+        )
+        rows.append(
+            [_round_name(r, len(rows)), share_txt, _signal(r, labels), r.get("epsilon_spent"), r.get("seconds")]
+        )
+    subs.append(
+        "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
+        + table(
+            ["round", "class shares", "votes per sample / noise sd (lowest class)", "epsilon spent", "seconds"], rows
+        )
+        + "</div>"
+    )
+    return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
+
+
+# What happened to each generator output (rounds.json "outcomes"), in the order a reader asks about it.
+OUTCOMES = {
+    "accepted": "accepted",
+    "unusable": "unusable (empty, too short or long, chatter)",
+    "duplicate": "duplicate",
+    "copies_example": "copies a prompt example",
+    "wrong_label": "wrong label (label judge)",
+    "judge_unsure": "judge unsure (kept)",
+    "surplus": "surplus (quota already met)",
+}
+
+
+def _keywords_table(rounds: list[dict[str, Any]], labels: Mapping[str, str]) -> str:
+    """wasp.variation = keywords: the words each round's prompts drew from, per class (from synthetic
+    samples the released vote chose, so public)."""
+    rows = [
+        [_round_name(r, i), labels.get(c, c), ", ".join(map(str, words))]
+        for i, r in enumerate(rounds)
+        if isinstance(r.get("keywords"), dict)
+        for c, words in r["keywords"].items()
+        if isinstance(words, list)
+    ]
+    if not rows:
+        return ""
+    return "<h3>Words the prompts named (keywords variation)</h3>" + table(["round", "class", "words"], rows)
+
+
+def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
+    """Per round and generator: how many outputs were accepted and why the others were not."""
+    rows = []
+    for r in rounds:
+        for g, counts in (r.get("outcomes") or {}).items():
+            if isinstance(counts, dict):
+                rows.append([r.get("round"), g] + [counts.get(k, 0) for k in OUTCOMES])
+    if not rows:
+        return ""
+    headers = ["round", "generator", *OUTCOMES.values()]
+    return "<h3>Generator outputs and why some were dropped</h3>" + table(headers, rows)
