@@ -392,3 +392,104 @@ def test_parse_response_tells_which_texts_the_token_limit_stopped() -> None:
     # a server that does not send finish_reason: unknown, for every text
     c = parse_response({"choices": [{"text": "a", "finish_reason": "stop"}, {"text": "b"}]}, is_chat=False)
     assert c.truncated == () and c.was_truncated(0) is None
+
+
+# ---------------------------------------------------------------- regressions of a backend audit
+@pytest.mark.parametrize("value", ["sk-AUDIT\n123", "sk-AUDIT é123", "sk AUDIT"])
+def test_an_api_key_no_header_can_carry_is_refused_without_showing_it(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a key with a line break reached stderr and run.log inside h11's "Illegal header value"
+    error (escaped, so the mask missed it); a non-ASCII one passed --check, then gave a 133-line traceback."""
+    monkeypatch.setenv(KEY_ENV, value)
+    with pytest.raises(GeneratorError, match=f"\\${KEY_ENV} holds a character an HTTP header cannot carry") as info:
+        make("http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
+    assert "AUDIT" not in str(info.value)
+
+
+def test_the_first_choice_with_text_leads_and_error_null_is_no_error() -> None:
+    """Regression: with n > 1 an empty first choice threw the good ones away ("empty completion"), and a good
+    reply carrying "error": null was rejected."""
+    data = {
+        "choices": [
+            {"message": {"content": None}, "finish_reason": "stop"},
+            {"message": {"content": "one"}, "finish_reason": "stop"},
+            {"message": {"content": "two"}, "finish_reason": "length"},
+        ],
+        "error": None,
+    }
+    c = parse_response(data, is_chat=True)
+    assert (c.error, c.text, c.extra_texts, c.truncated) == (None, "one", ("two",), (False, True))
+    filtered = parse_response({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}, True)
+    assert filtered.error == "stopped by the server's content filter"
+    cut = parse_response({"choices": [{"message": {"content": "Half a"}, "finish_reason": "content_filter"}]}, True)
+    assert cut.truncated == (True,)  # cut off mid-sentence: cleaned as a text that hit the token limit
+    assert "keys: object, id" in (parse_response({"object": "list", "id": "x"}, True).error or "")
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """Headers at once, then one byte every 0.2 s (at most 20 s: bounded)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+
+def test_a_trickling_reply_ends_at_the_time_limit_and_close_ends_requests_in_flight() -> None:
+    """Regression: httpx's timeout is per read, so a server sending a byte now and then held a request past
+    max_total_s for as long as it kept sending; and close() (Ctrl-C) waited for requests in flight."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    try:
+        g = make(url, timeout_s=1, max_retries=0, max_total_s=1.5)
+        t0 = time.monotonic()
+        c = g.complete_one(CHAT)
+        assert c.error is not None and "timed out" in c.error and time.monotonic() - t0 < 4
+        g.close()
+        g = make(url, timeout_s=6, max_retries=0, max_total_s=30)
+        done: list[Completion] = []
+        worker = threading.Thread(target=lambda: done.append(g.complete_one(CHAT)), daemon=True)
+        worker.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        g.close()
+        assert time.monotonic() - t0 < 3  # not the 6 s a read may take, nor the 30 s limit
+        worker.join(5)
+        assert done and done[0].error
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_reply_far_larger_than_asked_for_is_refused(server: FakeServer) -> None:
+    """Regression: a 40 MB reply to max_tokens=32 was read whole (eight at once with concurrency 8)."""
+    server.script = lambda s, n: ok_chat("x" * (2 << 20))
+    with make(server.url, max_retries=0) as g:
+        c = g.complete_one(CHAT)
+    assert c.error is not None and "a reply larger than 1,048,576 bytes" in c.error
+
+
+def test_a_redirect_names_where_it_points(server: FakeServer) -> None:
+    server.script = lambda s, n: Reply(status=307, body={}, headers={"Location": "https://elsewhere.example/v1"})
+    with make(server.url, max_retries=0) as g:
+        c = g.complete_one(CHAT)
+    assert c.error is not None and "HTTP 307" in c.error and "https://elsewhere.example/v1" in c.error
+    with pytest.raises(Exception, match="timeout_s"):
+        GeneratorConfig(name="r", backend="openai", model="m", base_url=server.url, timeout_s=float("inf"))

@@ -64,20 +64,23 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     """Turn an OpenAI-shaped response into a ``Completion``; junk gives ``error`` set, never raises."""
     if not isinstance(data, dict):
         return Completion(text="", error=f"unexpected response of type {type(data).__name__}")
-    if "error" in data or "choices" not in data:
-        err = data.get("error", data)
+    err = data.get("error")
+    if err:  # some servers send "error": null beside a good answer
         if isinstance(err, dict):
             msg = str(err.get("message") or err.get("type") or err)
             code = err.get("code")
             return Completion(text="", error=(f"{code}: {msg}" if code else msg)[:300])
-        return Completion(text="", error=str(err)[:300] or "response without choices")
+        return Completion(text="", error=str(err)[:300])
+    if "choices" not in data:
+        return Completion(text="", error=f'response has no "choices" (keys: {", ".join(map(str, data))[:200]})')
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return Completion(text="", error="response has no choices")
-    choice = choices[0]
+    # the first choice with text leads (an empty first choice of n must not throw the others away)
+    usable = [c for c in choices if isinstance(c, dict) and _choice_text(c, is_chat).strip()]
+    choice = usable[0] if usable else choices[0]
     text = _choice_text(choice, is_chat)
-    others = [(_choice_text(c, is_chat), _stopped_by_length(c)) for c in choices[1:] if isinstance(c, dict)]
-    others = [(t, cut) for t, cut in others if t.strip()]
+    others = [(_choice_text(c, is_chat), _stopped_by_length(c)) for c in usable[1:]]
     extra = tuple(t for t, _ in others)
     known = [_stopped_by_length(choice), *(cut for _, cut in others)]
     truncated = tuple(bool(k) for k in known) if all(k is not None for k in known) else ()
@@ -87,13 +90,14 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     timings = data.get("timings")  # llama.cpp (and its server) report where the time went
     timings = timings if isinstance(timings, dict) else {}
     ok = bool(text.strip())
+    filtered = choice.get("finish_reason") == "content_filter"
     return Completion(
         text=text if ok else "",
         extra_texts=extra,
         truncated=truncated,
         completion_tokens=ct,
         prompt_tokens=pt,
-        error=None if ok else "empty completion",
+        error=None if ok else ("stopped by the server's content filter" if filtered else "empty completion"),
         cached_tokens=_int(timings.get("cache_n")),
         prompt_ms=_float(timings.get("prompt_ms")),
         predicted_ms=_float(timings.get("predicted_ms")),
@@ -102,9 +106,10 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
 
 
 def _stopped_by_length(choice: dict[str, Any]) -> bool | None:
-    """OpenAI's ``finish_reason``: "length" is the token limit; None when a server does not send it."""
+    """OpenAI's ``finish_reason``: "length" is the token limit, "content_filter" a text the server cut off
+    (both end mid-sentence); None when a server does not send it."""
     reason = choice.get("finish_reason")
-    return reason == "length" if isinstance(reason, str) else None
+    return reason in ("length", "content_filter") if isinstance(reason, str) else None
 
 
 def _choice_text(choice: dict[str, Any], is_chat: bool) -> str:
@@ -230,6 +235,11 @@ def check_settings(cfg: GeneratorConfig) -> str | None:
             f"generators[{cfg.name}].api_key_env: the environment variable {cfg.api_key_env} "
             "is not set or empty; export it or remove api_key_env"
         )
+    if not all(33 <= ord(c) <= 126 for c in key):  # else the HTTP library's error quotes the key, escaped
+        raise GeneratorError(
+            f"generators[{cfg.name}].api_key_env: ${cfg.api_key_env} holds a character an HTTP header cannot "
+            "carry (a line break, a space, a letter outside ASCII); check the variable's value"
+        )
     return key
 
 
@@ -271,8 +281,9 @@ class OpenAIHttpGenerator:
         return f"OpenAIHttpGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.cfg.model!r}{auth})"
 
     def _mask(self, text: str) -> str:
-        if self._key and self._key in text:
-            text = text.replace(self._key, "***")
+        if self._key:
+            for form in {self._key, repr(self._key)[1:-1]}:  # as written, and as an error message escapes it
+                text = text.replace(form, "***")
         return text
 
     def _backoff(self, attempt: int) -> float:
@@ -295,9 +306,14 @@ class OpenAIHttpGenerator:
                 break
             wait_s: float | None = None
             try:
-                resp = self._client.post(url, json=body, timeout=min(self.cfg.timeout_s, remaining))
+                resp = self._post(url, body, deadline, _answer_limit(req))
             except httpx.TimeoutException:
                 error = f"timed out after {min(self.cfg.timeout_s, remaining):.3g} s"
+            except _TooLarge as exc:
+                return Completion(
+                    text="",
+                    error=f"a reply larger than {exc.limit:,} bytes from {url} (does the server ignore max_tokens?)",
+                )
             except httpx.TransportError as exc:
                 error = self._mask(f"connection error: {type(exc).__name__}: {exc}")[:300]
             else:
@@ -318,6 +334,9 @@ class OpenAIHttpGenerator:
                     return c
                 detail = self._mask(_error_detail(resp))
                 error = f"HTTP {status} from {url}" + (f": {detail}" if detail else "")
+                if 300 <= status < 400:  # not followed: the API key would go wherever it points
+                    where = resp.headers.get("location", "")
+                    error += f"; it points to {where[:200]}: set base_url to the server's own URL" if where else ""
                 if status not in RETRY_STATUS and not 500 <= status < 600:
                     return Completion(text="", error=error)
                 wait_s = retry_after_seconds(resp.headers.get("Retry-After"))
@@ -339,6 +358,22 @@ class OpenAIHttpGenerator:
         n = retries
         return Completion(text="", error=f"{error} (after {n} retr{'y' if n == 1 else 'ies'})")
 
+    def _post(self, url: str, body: dict[str, Any], deadline: float, limit: int) -> httpx.Response:
+        """One POST whose whole reply must arrive by ``deadline`` (each read has ``timeout_s``, which a server
+        trickling a byte at a time would renew for ever) and hold at most ``limit`` bytes once decoded."""
+        timeout = min(self.cfg.timeout_s, max(deadline - time.monotonic(), 1e-3))
+        with self._client.stream("POST", url, json=body, timeout=timeout) as resp:
+            data = bytearray()
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise _TooLarge(limit)
+                if time.monotonic() > deadline or self._closed:
+                    raise httpx.ReadTimeout("the reply was still arriving at the time limit")
+        dropped = ("content-encoding", "content-length")  # decoded already
+        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in dropped]
+        return httpx.Response(resp.status_code, headers=headers, content=bytes(data), request=resp.request)
+
     def generate(
         self,
         requests: Sequence[GenerationRequest],
@@ -353,14 +388,27 @@ class OpenAIHttpGenerator:
             if self._closed:
                 return
             self._closed = True
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # the client first: requests in flight end now (a Ctrl-C waited up to timeout_s for them)
             self._client.close()
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> OpenAIHttpGenerator:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def _answer_limit(req: GenerationRequest) -> int:
+    """The most bytes an honest reply to ``req`` holds: 64 per token asked for (JSON-escaped text, logprobs
+    beside each token), at least 1 MiB."""
+    return max(1 << 20, 64 * req.max_tokens * max(req.n, 1) * (1 + req.top_logprobs))
 
 
 def _error_detail(resp: httpx.Response) -> str:
