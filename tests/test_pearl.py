@@ -928,3 +928,27 @@ def test_an_in_memory_list_does_not_let_one_record_choose_the_dtype() -> None:
         assert schema.array_dtype == "float64" and schema.columns[0].kind == "float"
     _, schema, _ = load_private_table({"x": np.asarray(x, dtype=np.int64)}, cfg, {}, None)
     assert schema.array_dtype == "int64" and schema.columns[0].kind == "integer"
+
+
+def test_declared_labels_and_categories_spelled_like_missing_markers_are_values(tmp_path: Path) -> None:
+    """Regression: a declared label "None" (or a declared category "NA", Namibia) was read as a missing value:
+    the run said the records' 'None' was "not in data.labels ['Mild', 'None', 'Severe']", and a declared
+    category NA was encoded as no category at all."""
+    rng = np.random.default_rng(3)
+    p = tmp_path / "na.csv"
+    pd.DataFrame(
+        {
+            "country": rng.choice(["NA", "ZA", "BW"], 120),
+            "w": rng.normal(50, 5, 120).round(2),
+            "target": rng.choice(["None", "Mild", "Severe"], 120),
+        }
+    ).to_csv(p, index=False)
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(
+        "columns:\n  country: {type: categorical, categories: [NA, ZA, BW]}\n  w: {type: float, min: 0, max: 100}\n"
+    )
+    cfg = _cfg(tmp_path, p, data={"labels": "None,Mild,Severe"}, pearl={"data_schema": str(schema_file)})
+    res = dpsynth.synthesize(cfg, progress=False)
+    syn = pd.read_csv(res.output, keep_default_na=False, dtype=str)
+    assert set(syn["target"]) <= {"None", "Mild", "Severe"} and set(syn["country"]) <= {"NA", "ZA", "BW"}
+    assert (syn["country"] == "NA").any()  # learned from the records, not an empty category

@@ -140,7 +140,11 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
     from dpsynth.methods.pearl.encoding import value_notes
     from dpsynth.methods.pearl.schema import ColumnSpec, Schema
 
-    df = read_table(source, config.data.encoding, same_keys=True)
+    # a declared label or category spelled like a missing-value marker ("None", "NA" for Namibia) is a value
+    keep = {c: list(cs.categories) for c, cs in spec.get("columns", {}).items() if cs.categories}
+    if declared and config.data.label_column:
+        keep[config.data.label_column] = list(declared)
+    df = read_table(source, config.data.encoding, keep=keep, same_keys=True)
     if len(df.columns) == 0 or len(df) == 0:
         raise DataError(f"{where}: has no records; it needs a header row and at least one record")
     cols = [str(c) for c in df.columns]
