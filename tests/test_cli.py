@@ -958,3 +958,19 @@ def test_declared_label_keys_are_read_as_record_values_are() -> None:
     }
     with pytest.raises(ConfigError, match="label '1' is declared twice"):
         Config(data={"labels": [0, 1, 1.0]})
+
+
+def test_a_resumed_run_judges_flags_by_its_stored_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: `dpsynth run --resume --out PEARL_RUN --n-frequencies 32` said --n-frequencies "is a
+    setting of pearl, not of --method wasp": the flags were judged by the default method, not the run's."""
+    from dpsynth.cli import main
+    from dpsynth.run import dump_config_yaml
+
+    out = tmp_path / "pearl-run"
+    out.mkdir()
+    cfg = Config(method="pearl", out=str(out), pearl={"n_frequencies": 32}, data={"label_column": "target"})
+    (out / "config.yaml").write_text(dump_config_yaml(cfg), encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["run", "--resume", "--out", str(out), "--n-frequencies", "32", "--wasp.q", "2"])
+    err = capsys.readouterr().err
+    assert "(wasp.q) is a setting of wasp" in err and "not of --method pearl" in err, err

@@ -132,18 +132,21 @@ def run_from_args(
 
     global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
-    overrides = parse_overrides(args, method or _method_hint(args, config, resume))
+    hint = method or _method_hint(args, config, resume)
+    overrides = parse_overrides(args, hint)
     if method is not None:
         if overrides.get("method", method) != method:
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
         overrides["method"] = method
     cfg = load_config(config, overrides)
-    misfits = section_misfits(list(overrides), cfg.method)
+    # a resumed run's method is the stored one (the flags alone validate as the default, wasp)
+    run_method = hint if resume and hint else cfg.method
+    misfits = section_misfits(list(overrides), run_method)
     if misfits:  # refused before any model is loaded: the flag would be silently ignored
         path, users = misfits[0]
         raise ConfigError(
             f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path}) is a setting of {' and '.join(users)}, not "
-            f"of --method {cfg.method}; drop it or choose --method {users[0]}"
+            f"of --method {run_method}; drop it or choose --method {users[0]}"
         )
     if config is not None and not resume:
         _note_ignored_settings(config, cfg, overrides)
