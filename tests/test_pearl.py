@@ -952,3 +952,25 @@ def test_declared_labels_and_categories_spelled_like_missing_markers_are_values(
     syn = pd.read_csv(res.output, keep_default_na=False, dtype=str)
     assert set(syn["target"]) <= {"None", "Mild", "Severe"} and set(syn["country"]) <= {"NA", "ZA", "BW"}
     assert (syn["country"] == "NA").any()  # learned from the records, not an empty category
+
+
+def test_arrays_passed_in_memory_as_the_docs_say(tmp_path: Path) -> None:
+    """Regression: `synthesize(private={"x": images, "label": labels})` and a bare ndarray, documented in
+    docs/pearl.md, were refused ("a dict is not a source dpsynth reads") before PEARL's loader saw them."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 4, 4)).astype(np.float32), rng.integers(0, 2, 60)
+    fast = {"train_steps": 20, "n_frequencies": 16}
+    cfg = Config(
+        method="pearl",
+        out=str(tmp_path / "run"),
+        n_synthetic=8,
+        data={"label_column": "label", "labels": "0,1"},
+        privacy={"epsilon": 2.0, "delta": 1e-5},
+        pearl=fast,
+    )
+    res = dpsynth.synthesize(cfg, private={"x": x, "label": y}, progress=False)
+    assert len(res.records) == 8 and "in-memory:dict" in (tmp_path / "run" / "config.yaml").read_text()
+    bare = Config(method="pearl", out=str(tmp_path / "bare"), n_synthetic=8, privacy={"epsilon": 2.0}, pearl=fast)
+    assert len(dpsynth.synthesize(bare, private=x, progress=False).records) == 8
+    with pytest.raises(DataError, match="a dict is not a source"):  # the text methods still refuse one
+        dpsynth.synthesize(Config(out=str(tmp_path / "wasp")), private={"text": ["a"]}, progress=False)

@@ -136,6 +136,15 @@ def recorded_config(config: Config, private: Any) -> Config:
     return config.model_copy(update={"data": config.data.model_copy(update={"private": source})})
 
 
+def _is_array_source(source: Any) -> bool:
+    """An array, or a mapping of arrays ({"x": images, "label": labels}), as PEARL takes them in memory."""
+    import numpy as np
+
+    return isinstance(source, np.ndarray) or (
+        isinstance(source, Mapping) and all(isinstance(v, np.ndarray) for v in source.values())
+    )
+
+
 def synthesize(
     config: Config | str | Path | None = None,
     *,
@@ -167,7 +176,8 @@ def synthesize(
     """
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
-    check_source(private)  # before anything is created, and without printing it
+    if not (config.method == "pearl" and _is_array_source(private)):  # PEARL also reads arrays in memory
+        check_source(private)  # before anything is created, and without printing it
     if config.out is None:
         if resume:
             raise ConfigError("out: resuming needs out, the run directory to continue (--out DIR)")
