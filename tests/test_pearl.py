@@ -974,3 +974,32 @@ def test_arrays_passed_in_memory_as_the_docs_say(tmp_path: Path) -> None:
     assert len(dpsynth.synthesize(bare, private=x, progress=False).records) == 8
     with pytest.raises(DataError, match="a dict is not a source"):  # the text methods still refuse one
         dpsynth.synthesize(Config(out=str(tmp_path / "wasp")), private={"text": ["a"]}, progress=False)
+
+
+@pytest.mark.parametrize("change", ["rename", "add"])
+def test_a_resume_whose_file_changed_its_columns_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Regression: resuming after the schema releases with a column renamed gave KeyError: 'age', with a column
+    added numpy's "attempt to get argmax of an empty sequence"."""
+    from dpsynth.methods.pearl import method as pearl_method
+
+    rng = np.random.default_rng(5)
+    p = tmp_path / "t.csv"
+    df = pd.DataFrame({"age": rng.integers(20, 70, 200), "w": rng.normal(50, 5, 200).round(2)})
+    df["target"] = rng.integers(0, 3, 200)
+    df.to_csv(p, index=False)
+
+    def stop(*args: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pearl_method, "train_generator", stop)
+    with pytest.raises(KeyboardInterrupt):
+        dpsynth.synthesize(_cfg(tmp_path, p), progress=False)
+    monkeypatch.undo()
+    changed = df.rename(columns={"age": "years"}) if change == "rename" else df.assign(extra=rng.normal(size=200))
+    changed.to_csv(p, index=False)
+    with pytest.raises(ResumeError, match="the file changed since the run began"):
+        dpsynth.synthesize(_cfg(tmp_path, p), resume=True, progress=False)
+    df.to_csv(p, index=False)  # the records it started with: the saved releases go on
+    assert len(dpsynth.synthesize(_cfg(tmp_path, p), resume=True, progress=False).records) == 60

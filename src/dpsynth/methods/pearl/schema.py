@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config_base import load_yaml
-from dpsynth.errors import ConfigError
+from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.privacy import sketch as sk
 
 log = logging.getLogger("dpsynth")
@@ -292,6 +292,18 @@ def apply_schema_release(schema: Schema, payload: dict[str, Any]) -> dict[str, A
     """
     by_name = {c.name: c for c in schema.columns}
     info = {k: v for k, v in payload.items() if k not in ("kinds", "bounds", "categories")}
+    # the release names the columns the file had when it was drawn: a resumed run whose file lost, renamed
+    # or gained a column cannot use it (a KeyError or numpy's "argmax of an empty sequence" before)
+    named = {n for k in ("kinds", "bounds", "categories") for n in payload.get(k, {})}
+    unknown = sorted(named - set(by_name))
+    untyped = sorted(c.name for c in schema.columns if c.kind is None) if "kinds" in payload else []
+    added = [n for n in untyped if n not in payload["kinds"]] if untyped else []
+    if unknown or added:
+        what = f"names column {unknown[0]!r}, which" if unknown else f"does not cover column {added[0]!r}, which"
+        raise ResumeError(
+            f"a saved schema release {what} the private data now {'lacks' if unknown else 'has'}: the file changed "
+            "since the run began; resume with the records it started with, or start a new --out"
+        )
     for name, kind in payload.get("kinds", {}).items():
         by_name[name].kind = kind
         by_name[name].derived.append("type")
