@@ -1003,3 +1003,31 @@ def test_a_resume_whose_file_changed_its_columns_is_one_clear_error(
         dpsynth.synthesize(_cfg(tmp_path, p), resume=True, progress=False)
     df.to_csv(p, index=False)  # the records it started with: the saved releases go on
     assert len(dpsynth.synthesize(_cfg(tmp_path, p), resume=True, progress=False).records) == 60
+
+
+def test_bounds_no_bin_of_which_cleared_the_noise_are_flagged_and_never_cross(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: when no histogram bin cleared the threshold the argmax bin of pure noise became the bounds
+    without a word (60 images in [0, 1) came out at 1.37e11), and an array's crossed bounds became
+    [lo, lo + 1]."""
+    import logging
+
+    from dpsynth.methods.pearl import schema as schema_mod
+    from dpsynth.methods.pearl.schema import ColumnSpec, Schema, apply_schema_release, draw_schema_release
+
+    ((lo, hi, cleared),) = sk.release_bounds([np.full(60, 0.5)], noise_multiplier=100.0, rng=np.random.default_rng(0))
+    assert not cleared and lo < hi
+    ((_, _, cleared),) = sk.release_bounds([np.full(5000, 0.5)], noise_multiplier=1.0, rng=np.random.default_rng(0))
+    assert cleared
+    # an array whose guessed lower bound lies above its upper one: the span of both bins, flagged
+    crossed = [(1e6, 2e6, False), (0.25, 0.5, True)]
+    monkeypatch.setattr(schema_mod.sk, "release_bounds", lambda cols, noise_multiplier: crossed)
+    arr = Schema([ColumnSpec("array", kind="float")], ["array"], None, [""], array_shape=(4,), array_dtype="float32")
+    payload = draw_schema_release(
+        "schema.bounds", arr, None, np.zeros((3, 4)), noise_multiplier=1.0, delta_selection=1e-6, max_categories=5
+    )
+    assert payload["bounds"] == {"array": [0.25, 2e6]} and payload["guessed_bounds"] == ["array"]
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        info = apply_schema_release(arr, payload)
+    assert "'array'" in caplog.text and "bounds are a guess" in caplog.text and info["guessed_bounds"] == ["array"]

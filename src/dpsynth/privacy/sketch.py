@@ -333,8 +333,9 @@ def release_bounds(
     noise_multiplier: float,
     rng: np.random.Generator | None = None,
     false_bin_rate: float = 0.05,
-) -> list[tuple[float, float]]:
-    """DP bounds per numeric column from a noisy histogram on the public geometric grid.
+) -> list[tuple[float, float, bool]]:
+    """DP bounds per numeric column from a noisy histogram on the public geometric grid, each with whether
+    any bin cleared the threshold (False: the bounds are the argmax bin of noise, a guess to be warned of).
 
     Each record adds 1 to one bin of each of the d columns: sensitivity sqrt(d).  A bin counts
     as occupied when its noisy count clears sigma * Phi^-1(1 - false_bin_rate / (d * bins)), so
@@ -360,14 +361,15 @@ def release_bounds(
     out = []
     for j in range(d):
         occ = np.flatnonzero(noisy[j] > tau)
-        if occ.size == 0:
+        cleared = bool(occ.size)
+        if not cleared:
             occ = np.array([int(np.argmax(noisy[j]))])
         lo = geometric_bin_range(int(occ[0]))[0]
         hi = geometric_bin_range(int(occ[-1]))[1]
         # a column of non-negative values keeps 0 as its floor (the zero bin reaches down to -2^-20)
         if int(occ[0]) == (N_GEO_BINS - 1) // 2:
             lo = 0.0
-        out.append((float(lo), float(hi)))
+        out.append((float(lo), float(hi), cleared))
     return out
 
 

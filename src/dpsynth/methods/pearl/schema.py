@@ -266,12 +266,21 @@ def draw_schema_release(
     if key == "schema.bounds":
         if schema.is_array:
             assert array is not None
-            b = sk.release_bounds([array.min(axis=1), array.max(axis=1)], noise_multiplier=z)
-            return {"bounds": {"array": [b[0][0], b[1][1]]}, **release_info(2, z)}
+            (lo, lo_hi, lo_ok), (hi_lo, hi, hi_ok) = sk.release_bounds(
+                [array.min(axis=1), array.max(axis=1)], noise_multiplier=z
+            )
+            if not lo < hi:  # a guessed bound crossed the other: the span of both released bins
+                lo, hi = min(lo, hi_lo), max(hi, lo_hi)
+            guessed = [] if lo_ok and hi_ok else ["array"]
+            return {"bounds": {"array": [lo, hi]}, "guessed_bounds": guessed, **release_info(2, z)}
         todo = [c for c in schema.columns if c.numeric and (c.lo is None or c.hi is None)]
         vals = [parse_numeric(table[c.name].astype(str).to_numpy()) for c in todo]
         b = sk.release_bounds(vals, noise_multiplier=z)
-        return {"bounds": {c.name: list(lh) for c, lh in zip(todo, b, strict=True)}, **release_info(len(todo), z)}
+        return {
+            "bounds": {c.name: [lo, hi] for c, (lo, hi, _) in zip(todo, b, strict=True)},
+            "guessed_bounds": [c.name for c, (_, _, ok) in zip(todo, b, strict=True) if not ok],
+            **release_info(len(todo), z),
+        }
     todo = [c for c in schema.columns if c.kind == "categorical" and not c.categories]
     cats = sk.release_categories(
         [table[c.name].astype(str).str.strip().tolist() for c in todo],
@@ -321,6 +330,14 @@ def apply_schema_release(schema: Schema, payload: dict[str, Any]) -> dict[str, A
                 c.hi = c.lo + 1.0
             else:
                 c.lo = c.hi - 1.0
+    guessed = payload.get("guessed_bounds") or []
+    if guessed:  # a DP outcome, so it may be logged
+        log.warning(
+            "pearl: no value range of %s stood out from the noise at this budget; its bounds are a guess (the "
+            "most counted bin) and its output may be far off. Declare {min, max} in pearl.data_schema, or raise "
+            "privacy.epsilon",
+            ", ".join(map(repr, guessed)),
+        )
     empty = []
     for name, cats in payload.get("categories", {}).items():
         c = by_name[name]
