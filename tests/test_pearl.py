@@ -1031,3 +1031,18 @@ def test_bounds_no_bin_of_which_cleared_the_noise_are_flagged_and_never_cross(
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
         info = apply_schema_release(arr, payload)
     assert "'array'" in caplog.text and "bounds are a guess" in caplog.text and info["guessed_bounds"] == ["array"]
+
+
+@pytest.mark.parametrize(
+    ("column", "needle"),
+    [
+        ({"type": "float", "min": -1e308, "max": 1.7e308}, "max - min overflows"),  # every output value was inf
+        ({"type": "integer", "min": 0.2, "max": 0.8}, "no integer lies between"),  # decoded as 1, outside them
+        ({"type": "float", "min": 2, "max": 1}, "min must be below max"),
+    ],
+)
+def test_declared_bounds_that_cannot_encode_are_refused(column: dict[str, Any], needle: str) -> None:
+    from dpsynth.methods.pearl.schema import load_schema_spec
+
+    with pytest.raises(ConfigError, match=needle):
+        load_schema_spec({"columns": {"x": column}})

@@ -170,6 +170,11 @@ def _column_spec(name: str, c: Any, where: str, array: bool = False) -> ColumnSp
             spec.hi = v
     if spec.lo is not None and spec.hi is not None and not spec.lo < spec.hi:
         raise ConfigError(f"{where}: min must be below max")
+    if spec.lo is not None and spec.hi is not None and not math.isfinite(spec.hi - spec.lo):
+        # the encoding divides by max - min: an infinite span made every output value inf
+        raise ConfigError(f"{where}: max - min overflows a float; give narrower bounds")
+    if spec.kind == "integer" and spec.lo is not None and spec.hi is not None and math.ceil(spec.lo) > spec.hi:
+        raise ConfigError(f"{where}: no integer lies between min and max; widen them or make the column a float")
     if (spec.lo is not None or spec.hi is not None) and spec.kind == "categorical":
         raise ConfigError(f"{where}: a categorical column has categories, not min/max")
     if c.get("categories") is not None:
