@@ -1046,3 +1046,20 @@ def test_declared_bounds_that_cannot_encode_are_refused(column: dict[str, Any], 
 
     with pytest.raises(ConfigError, match=needle):
         load_schema_spec({"columns": {"x": column}})
+
+
+def test_a_dataframe_input_lists_its_cell_check_in_the_domain(tmp_path: Path) -> None:
+    """Regression: a DataFrame with one cell of non-UTF-8 bytes is refused (a one-record check), but privacy.json
+    listed only "at least one record" for DataFrame input."""
+    from dpsynth.privacy.private_data import CELL_DOMAIN
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"w": rng.normal(50, 5, 80).round(2), "target": rng.integers(0, 3, 80).astype(str)})
+    schema = {"columns": {"w": {"type": "float", "min": 0, "max": 99}}}
+    cfg = _cfg(tmp_path, "unused.csv", pearl={"data_schema": schema})
+    res = dpsynth.synthesize(cfg, private=df, progress=False)
+    assert CELL_DOMAIN in res.privacy["domain"]["checks"]
+    bad = df.astype(object)
+    bad.loc[3, "w"] = b"\xff\xfe"
+    with pytest.raises(DataError, match="not UTF-8"):
+        dpsynth.synthesize(_cfg(tmp_path / "b", "unused.csv"), private=bad, progress=False)

@@ -51,10 +51,15 @@ T = TypeVar("T")
 
 # The file formats' own per-record checks (dpsynth.data, dpsynth.csv_text): one record that fails them
 # refuses a whole file, so the domain names them too.
+# Checked for every source, file or in memory (a DataFrame, a Dataset): a cell a record alone holds decides it.
+CELL_DOMAIN = (
+    "in every record, each column read holds a single value or none (not a list, an object, or bytes that are "
+    "not text in data.encoding), whatever the format"
+)
 FILE_DOMAIN = (
     "every record of a file decodes in data.encoding (UTF-8 by default)",
     "no CSV/TSV record has more non-empty fields than the header names columns",
-    "in a JSON/JSONL record, each column read holds a single value or none (not a list or an object)",
+    CELL_DOMAIN,
 )
 # The input domain of the text methods: checks that refuse the whole input (privacy.json
 # lists them; the guarantee is stated over datasets whose records pass them).

@@ -26,7 +26,7 @@ import numpy as np
 from dpsynth.data import columns_text, header_problem, norm_label, read_table, where_records
 from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.privacy import sketch as sk
-from dpsynth.privacy.private_data import FILE_DOMAIN, notify_owner
+from dpsynth.privacy.private_data import CELL_DOMAIN, FILE_DOMAIN, notify_owner
 
 if TYPE_CHECKING:
     from dpsynth.config import Config
@@ -190,6 +190,7 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
         + ([DOMAIN_HEADER] if _has_header_row(source) else [])
         + ([DOMAIN_LABEL] if label_col is not None else [])
         + (list(FILE_DOMAIN) if isinstance(source, (str, Path)) and not str(source).startswith("embedded:") else [])
+        + ([CELL_DOMAIN] if not isinstance(source, (str, Path)) else [])  # a DataFrame's cells are checked too
     )
     if _is_json_records(source):
         domain.append(DOMAIN_SAME_KEYS)
