@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import os
 import random
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +204,41 @@ def private_csv(tmp_path: Path) -> Path:
     p = tmp_path / "private.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
     return p
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Headers at once, then one byte every 0.2 s: at most 100 (bounded), and the client hangs up long before."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _trickle(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    do_GET = do_POST = _trickle
+
+
+@contextlib.contextmanager
+def trickle_server() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that answers every GET and POST a byte at a time."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -22,6 +22,8 @@ from dpsynth.generators import build_generator
 from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, TokenCounter
 from dpsynth.generators.openai_http import OpenAIHttpGenerator, parse_response, retry_after_seconds
 
+from .conftest import trickle_server
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SECRET = "sk-test-SECRET-5f1d2c3b4a"
@@ -427,37 +429,11 @@ def test_the_first_choice_with_text_leads_and_error_null_is_no_error() -> None:
     assert "keys: object, id" in (parse_response({"object": "list", "id": "x"}, True).error or "")
 
 
-class _Trickle(BaseHTTPRequestHandler):
-    """Headers at once, then one byte every 0.2 s (at most 20 s: bounded)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        for _ in range(100):
-            try:
-                self.wfile.write(b" ")
-                self.wfile.flush()
-            except OSError:
-                return
-            time.sleep(0.2)
-
-
 def test_a_trickling_reply_ends_at_the_time_limit_and_close_ends_requests_in_flight() -> None:
     """Regression: httpx's timeout is per read, so a server sending a byte now and then held a request past
     max_total_s for as long as it kept sending; and close() (Ctrl-C) waited for requests in flight."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    try:
+    with trickle_server() as base:
+        url = f"{base}/v1"
         g = make(url, timeout_s=1, max_retries=0, max_total_s=1.5)
         t0 = time.monotonic()
         c = g.complete_one(CHAT)
@@ -473,9 +449,6 @@ def test_a_trickling_reply_ends_at_the_time_limit_and_close_ends_requests_in_fli
         assert time.monotonic() - t0 < 3  # not the 6 s a read may take, nor the 30 s limit
         worker.join(5)
         assert done and done[0].error
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_reply_far_larger_than_asked_for_is_refused(server: FakeServer) -> None:

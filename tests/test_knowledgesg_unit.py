@@ -31,6 +31,8 @@ from dpsynth.knowledgesg.server import create_app
 from dpsynth.knowledgesg.server_config import ServerConfig
 from dpsynth.knowledgesg.work import judge
 
+from .conftest import trickle_server
+
 
 class TinyLM(torch.nn.Module):
     """Linear layers named like a Llama decoder (model.layers.i.self_attn.{q,v}_proj)."""
@@ -1299,7 +1301,6 @@ def test_an_answer_is_read_with_a_size_cap_and_a_deadline() -> None:
     bomb, filled it), and a server sending one byte now and then held it for ever (each read had its own
     timeout, the request none)."""
     import gzip
-    import http.server
 
     import httpx
 
@@ -1335,35 +1336,12 @@ def test_an_answer_is_read_with_a_size_cap_and_a_deadline() -> None:
     with pytest.raises(ServerError, match="more than 16.0 MiB"):
         serve(httpx.Response(200, content=bomb, headers={"content-encoding": "gzip"})).info()
 
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", "1000")
-            self.end_headers()
-            for _ in range(100):  # bounded: at most 20 s, and the client hangs up long before
-                try:
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.2)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"
+    with trickle_server() as url:
         client = ServerClient(url, "t", max_retries=0, timeout_s=5, deadline_s=1)
         t0 = time.monotonic()
         with pytest.raises(ServerError, match="no complete answer within 1 s"):
             client.info()
         assert time.monotonic() - t0 < 5
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_an_upload_that_trickles_is_dropped_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
