@@ -640,7 +640,9 @@ def test_aug_pe_runs_on_the_embedded_defaults(tmp_path: Path) -> None:
     from dpsynth.cli import main
 
     out = tmp_path / "ape"
-    flags = ["--n-synthetic", "4", "--rounds", "1", "--n-private", "20", "--max-new-tokens", "32", "--quiet"]
+    # 64 tokens, not 32: cut back to whole sentences, 32-token samples fell under min_chars (40) often enough
+    # that all six tries of one class were unusable in a CI run (llama.cpp's batches vary with timing)
+    flags = ["--n-synthetic", "4", "--rounds", "1", "--n-private", "20", "--max-new-tokens", "64", "--quiet"]
     main(["run", "--method", "aug-pe", "--out", str(out), *flags])
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert [g["name"] for g in stored["generators"]] == ["qwen2.5-coder-0.5b"]
