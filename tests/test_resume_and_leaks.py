@@ -220,6 +220,29 @@ def test_a_run_without_its_ledger_is_refused_before_any_model_loads(
     assert len(_run(cfg, _gens(), resume=True)) == 60
 
 
+def test_a_run_killed_before_its_ledger_was_written_starts_again_on_resume(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed between config.yaml and the ledger's first write, a run has spent and written nothing: --resume
+    starts it again on the stored config instead of refusing it for a missing ledger forever."""
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+
+    def killed(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(dpsynth.privacy.ledger.Ledger, "open", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _run(cfg, _gens())
+    assert (out / "config.yaml").exists() and not (out / "ledger.json").exists()
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        res = _run(cfg, _gens(), resume=True)
+    assert len(res) == 60 and res.privacy["epsilon"] <= 4.0
+    assert "stopped before it spent anything" in caplog.text
+    assert json.loads((out / "ledger.json").read_text())["releases"]
+
+
 def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = fake_run_config(private_csv, out)

@@ -188,7 +188,12 @@ def synthesize(
     if resume and run_dir.is_complete(config):
         return Checked(config, False, True) if check_only else _finished(run_dir, config, progress, as_dataset)
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
-        raise missing_ledger(run_dir.ledger)
+        if run_dir.leftovers():
+            raise missing_ledger(run_dir.ledger)
+        # Stopped between config.yaml and the ledger's first write: nothing was released, generated or
+        # trained, so starting over on the stored config is the whole resume (and spends nothing twice).
+        log.warning("%s: the run stopped before it spent anything; it starts again from its config.yaml", run_dir.path)
+        resume = run_dir.resuming = False
     post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
     if private is None and is_in_memory_source(config.data.private) and not post_processing_only:
         error = ResumeError if resume else DataError
