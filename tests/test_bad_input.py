@@ -451,6 +451,18 @@ def private_inside_out(tmp: Path, csv: Path) -> Action:
     return _later(tmp, inside)
 
 
+def private_argument_inside_out(tmp: Path, csv: Path) -> Action:
+    """Regression: ``synthesize(private=PATH)`` skipped that refusal (only data.private was checked)."""
+    (tmp / "run" / "data").mkdir(parents=True)
+    inside = tmp / "run" / "data" / "records.csv"
+    inside.write_bytes(csv.read_bytes())
+    cfg = Config.model_validate(_raw(csv, tmp / "run"))
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    return functools.partial(
+        dpsynth.synthesize, cfg, private=inside, generators=gens, embedder=FakeEmbedder(), progress=False
+    )
+
+
 def another_runs_files(tmp: Path, csv: Path) -> Action:
     """Regression: a folder holding an earlier run's files but not its config.yaml (deleted, or lost) was
     taken as new: the run adopted the earlier run's journal, votes, PEARL sketch and ledger as its own and
@@ -590,6 +602,7 @@ CASES = [
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
     Case(out_holds_the_private_file_as_output, ResumeError, ("run", "holds synthetic.csv", "another --out")),
     Case(private_inside_out, ConfigError, ("data.private", "records.csv", "inside the run directory", "--out")),
+    Case(private_argument_inside_out, ConfigError, ("records.csv", "inside the run directory", "--out")),
     Case(another_runs_files, ResumeError, ("run", "ledger.json, votes, sketch.npz", "config.yaml", "another --out")),
     Case(out_is_a_file, ConfigError, ("out:", "afile", "is a file", "--out")),
     Case(out_below_a_file, ConfigError, ("out:", "afile", "which is a file", "--out")),

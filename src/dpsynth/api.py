@@ -185,6 +185,8 @@ def synthesize(
     run_dir = RunDir(config.out or "", resuming=resume)
     run_dir.check_writable()  # before any model is loaded
     config = run_dir.check(config, resume, private_given=private is not None)
+    if not resume:
+        run_dir.refuse_private_inside(private)  # as check() does for data.private
     if resume and run_dir.is_complete(config):
         return Checked(config, False, True) if check_only else _finished(run_dir, config, progress, as_dataset)
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load

@@ -286,14 +286,22 @@ class RunDir:
                 "them; choose another --out (a new or empty folder)"
             )
         private = local_source(config.data.private)  # so that --resume finds it from anywhere
-        if isinstance(private, str) and Path(private).is_absolute() and _inside(Path(private), self.path):
-            raise ConfigError(
-                f"data.private: {private} is inside the run directory {self.path}, which is meant to be shared "
-                "(it holds no private data); keep the private records outside it, or choose another --out"
-            )
+        self.refuse_private_inside(private)
         if private == config.data.private:  # left as set: a method may tell whether the user set it
             return config
         return config.model_copy(update={"data": config.data.model_copy(update={"private": private})})
+
+    def refuse_private_inside(self, private: Any) -> None:
+        """Refuse private records kept inside this run directory, which is meant to be shared (it holds no
+        private data): ``private`` is data.private as ``local_source`` resolves it, or a path passed to
+        ``synthesize(private=...)``."""
+        if isinstance(private, (str, Path)):
+            path = Path(local_source(str(private)))
+            if path.is_absolute() and _inside(path, self.path):
+                raise ConfigError(
+                    f"data.private: {path} is inside the run directory {self.path}, which is meant to be shared "
+                    "(it holds no private data); keep the private records outside it, or choose another --out"
+                )
 
     def record_resumable(self, config: Config) -> None:
         """Write the settings this resume changed (``_RESUMABLE_DIFFS``) into config.yaml, so that a later plain
