@@ -188,6 +188,21 @@ def broken_jsonl(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "broken.jsonl", lines.encode()))
 
 
+def extra_field_after_a_long_value(tmp: Path, csv: Path) -> Action:
+    """Regression: past the csv module's 131,072-character field limit the extra-field check gave up, and
+    pandas dropped the record's third field without a word."""
+    lines = csv.read_text(encoding="utf-8").split("\n")
+    lines[3] = lines[3].replace("SENTINEL0002XYZ", "SENTINEL0002XYZ " + "x" * 200_000) + ",SENTINEL extra"
+    return _later(tmp, _bytes(tmp, "long.csv", "\n".join(lines).encode()))
+
+
+def extra_field_after_a_form_feed(tmp: Path, csv: Path) -> Action:
+    """Regression: the check split lines where pandas does not (a form feed, U+2028), so it counted other
+    fields than pandas read: a record with four fields was read as two, shifted."""
+    text = 'review,sentiment\nSENTINEL0000XYZ\x0c"y,z,w",0\n' + csv.read_text(encoding="utf-8").split("\n", 1)[1]
+    return _later(tmp, _bytes(tmp, "ff.csv", text.encode()))
+
+
 def unknown_encoding(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(encoding="utf-9"))
 
@@ -541,6 +556,8 @@ CASES = [
     Case(latin1_csv, DataError, ("latin.csv", "byte", "line 5", "--encoding")),
     Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
     Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
+    Case(extra_field_after_a_long_value, DataError, ("long.csv", "line 4 has 3 fields", "names 2 columns")),
+    Case(extra_field_after_a_form_feed, DataError, ("ff.csv", "line 2 has 4 fields", "names 2 columns")),
     Case(utf16_csv, DataError, ("utf16.csv", "byte 0", "utf-16", "--encoding")),
     Case(utf16_csv_read_as_latin1, DataError, ("utf16.csv", "NUL", "utf-16", "--encoding")),
     Case(empty_private_path, ConfigError, ("data.private", "must not be empty")),

@@ -427,6 +427,10 @@ def test_repair_jsonl_tail_keeps_a_whole_last_record(tmp_path: Path) -> None:
     # a journal damaged by the old behaviour (fragment glued to the next record) is still readable
     p.write_text('{"id": 0}\n{"id": 1, "te{"id": 1, "text": "x"}\n{"id": 2}\n', encoding="utf-8")
     assert read_jsonl_tolerant(p) == [{"id": 0}, {"id": 1, "text": "x"}, {"id": 2}]
+    # json.dumps(ensure_ascii=False) leaves U+2028 and U+0085 in a record: not line ends (they were, and a
+    # journal holding one could not be resumed)
+    p.write_text('{"id": 0, "text": "a\u2028b"}\n{"id": 1, "text": "c\x85d"}\n{"id": 2}\n', encoding="utf-8")
+    assert [r["id"] for r in read_jsonl_tolerant(p)] == [0, 1, 2]
     p.write_text('{"id": 0}\nnot json\n{"id": 2}\n', encoding="utf-8")
     with pytest.raises(ResumeError, match="line 2"):
         read_jsonl_tolerant(p)

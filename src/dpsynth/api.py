@@ -359,7 +359,7 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
         report = json.loads(run_dir.privacy.read_text(encoding="utf-8"))
         if config.output_format == "jsonl":
             text = output.read_text(encoding="utf-8")
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            records = [json.loads(line) for line in text.split("\n") if line.strip()]  # not at U+2028
         elif config.output_format == "csv":  # CSV has no types: the label's comes from the declaration
             frame = pd.read_csv(output, keep_default_na=False, dtype={"label": str})
             rows = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]

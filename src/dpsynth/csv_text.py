@@ -9,9 +9,12 @@ checks refuse such input, record by record, in messages that name lines and colu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import pandas as pd
 
 from dpsynth.errors import DataError
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 HEADER_NAME_CHARS = 64  # a column name longer than this, or with more spaces than the limit below, reads
 HEADER_NAME_SPACES = {True: 3, False: 7}  # like a sentence (strict: for messages; else: for refusing a file)
 
@@ -28,13 +32,34 @@ def check_csv_lines(text: str, sep: str, path: Path) -> None:
     names (one line: file, line, counts).  Empty trailing fields (``a,b,`` from a spreadsheet export) are
     dropped as pandas drops them; a record with fewer fields has missing values, which every reader
     handles per record."""
-    lines = text.splitlines()
+    # pandas ends lines at LF, CR and CRLF only; str.splitlines() would also split at form feeds, U+2028 and
+    # the like inside a record, and the fields counted here would not be the ones pandas reads
+    lines = LINE_BREAK.split(text)
     first = next((i for i, line in enumerate(lines) if line.strip()), 0)
     reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep)
+    with unlimited_fields():
+        _check_fields(reader, sep, path, first)
+
+
+@contextlib.contextmanager
+def unlimited_fields() -> Iterator[None]:
+    """Lift the csv module's field size limit (131,072 characters, not pandas' limit) while reading: beyond
+    it the module raises, and a check that gave up there would let pandas read the file unchecked."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _check_fields(reader: Any, sep: str, path: Path, first: int) -> None:
     try:
         header = next(reader)
-    except (csv.Error, StopIteration):
-        return  # pandas reports what it cannot parse
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise _unparsable(path, first + reader.line_num, exc) from None
     seen: dict[str, int] = {}
     for i, name in enumerate(header):
         if name and name in seen:
@@ -54,8 +79,16 @@ def check_csv_lines(text: str, sep: str, path: Path) -> None:
                     f"names {width} columns; quote a value that holds {'a tab' if sep == chr(9) else 'a comma'}, "
                     "or fix that line (its values cannot be matched to the columns)"
                 )
-    except csv.Error:
-        return  # pandas reports what it cannot parse
+    except csv.Error as exc:  # never read past: pandas could read that line some other way, unchecked
+        raise _unparsable(path, first + reader.line_num, exc) from None
+
+
+def _unparsable(path: Path, line: int, exc: csv.Error) -> DataError:
+    """A line the field check cannot split (the csv module's reason names no value)."""
+    return DataError(
+        f"{path}: line {line} cannot be split into fields ({exc}); check its quoting (a value that holds a "
+        "quote must be quoted, with the quote doubled)"
+    )
 
 
 def header_problem(names: Sequence[Any], df: pd.DataFrame | None = None, strict: bool = True) -> str | None:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from dpsynth.config_base import norm_label  # noqa: F401 - re-exported
-from dpsynth.csv_text import check_csv_lines, header_problem, is_number  # noqa: F401 - re-exported
+from dpsynth.csv_text import check_csv_lines, header_problem, is_number, unlimited_fields  # noqa: F401 - re-exported
 from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
     EMBEDDED_DATASETS,
     EMBEDDED_IMDB,
@@ -474,10 +474,11 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     # newline=None: CR, CRLF and LF all end a line, as for pandas (an old Mac file has CR alone)
     reader = csv.reader(io.StringIO(text, newline=None), delimiter="\t" if suffix == ".tsv" else ",")
     try:
-        for row in reader:
-            if row and (len(row) > 1 or row[0].strip()):  # a blank line is no record (pandas skips it too)
-                starts.append(end + 1)
-            end = reader.line_num
+        with unlimited_fields():
+            for row in reader:
+                if row and (len(row) > 1 or row[0].strip()):  # a blank line is no record (pandas skips it too)
+                    starts.append(end + 1)
+                end = reader.line_num
     except csv.Error:
         return None
     return starts[1:]  # the first is the header

@@ -261,7 +261,7 @@ def medmcqa_split() -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     rows = []
     for f in sorted(_medmcqa_dir().glob("*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
+        for line in f.read_text(encoding="utf-8").split("\n"):
             if not line.strip():
                 continue
             r = json.loads(line)

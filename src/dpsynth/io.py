@@ -138,7 +138,9 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    # "\n" only: str.splitlines() also splits at U+2028, U+0085 and the like, which json.dumps(ensure_ascii=False)
+    # leaves inside a record's strings
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -375,7 +375,7 @@ class KnowledgeSGClientMethod:
 
 def _parse_dataset(text: str, domain: str, generator: str) -> list[dict[str, Any]]:
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not at U+2028 inside a record
         if not line.strip():
             continue
         try:
