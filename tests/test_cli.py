@@ -958,6 +958,22 @@ def test_declared_label_keys_are_read_as_record_values_are() -> None:
     }
     with pytest.raises(ConfigError, match="label '1' is declared twice"):
         Config(data={"labels": [0, 1, 1.0]})
+    # JSON, Parquet and YAML booleans print as True/False, CSV cells and flags as written: they must meet
+    assert list(Config(data={"labels": {True: "yes", False: "no"}}).data.labels) == ["true", "false"]
+    assert list(load_config(None, parse_overrides(["--labels", "true,false"])).data.labels) == ["true", "false"]
+    from dpsynth.data import norm_label
+
+    assert [norm_label(v) for v in (True, "False", " true ", "TRUE")] == ["true", "false", "true", "true"]
+
+
+def test_pearl_schema_labels_are_read_as_record_values_are() -> None:
+    """Regression: pearl.data_schema.labels [0.0, 1.0] refused a column of 0.0 / 1.0 (the records' values
+    were read as 0 / 1, the declaration was not), and [1, "1", 0] made two classes "1", one of them pure noise."""
+    from dpsynth.methods.pearl.schema import load_schema_spec
+
+    assert load_schema_spec({"labels": [0.0, 1.0]})["labels"] == ["0", "1"]
+    with pytest.raises(ConfigError, match="pearl.data_schema.labels: label '1' is declared twice"):
+        load_schema_spec({"labels": [1, "1", 0]})
 
 
 def test_a_resumed_run_judges_flags_by_its_stored_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,11 +104,14 @@ def _overflows(v: Any) -> bool:
 
 
 def norm_label(v: Any) -> str:
-    """A label value as the key it is declared under: stripped, and ``1.0`` (a float column's 1) read as ``1``.
-    Declared keys and the records' values both go through it, so that they meet."""
+    """A label value as the key it is declared under: stripped, ``1.0`` (a float column's 1) read as ``1``, and
+    a boolean as ``true``/``false`` (JSON, Parquet and YAML booleans print as ``True``, CSV cells and flags
+    are as written).  Declared keys and the records' values both go through it, so that they meet."""
     s = str(v).strip()
     if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
         s = s[:-2]
+    if s.lower() in ("true", "false"):
+        s = s.lower()
     return s
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.config_base import load_yaml
+from dpsynth.config_base import load_yaml, norm_label
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.privacy import sketch as sk
 
@@ -136,7 +136,14 @@ def load_schema_spec(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
             labels = list(labels)
         if not isinstance(labels, list) or len(labels) < 2:
             raise ConfigError("pearl.data_schema.labels: give a list of at least two label values")
-        out["labels"] = [str(v) for v in labels]
+        out["labels"] = [norm_label(v) for v in labels]  # as the records' values are read, and data.labels
+        twice = sorted({v for v in out["labels"] if out["labels"].count(v) > 1})
+        if twice or not all(out["labels"]):
+            raise ConfigError(
+                "pearl.data_schema.labels: "
+                + (f"label {twice[0]!r} is declared twice" if twice else "a label value is empty")
+                + "; declare each label once, as a value"
+            )
     return out
 
 
