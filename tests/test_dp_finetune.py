@@ -269,6 +269,36 @@ def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
     assert tok.decode(chat.body(["great film"])[0]) == "great film"
 
 
+def test_record_text_that_spells_a_special_token_stays_text(tiny_lm: Path) -> None:
+    """Regression: a record holding the text "</s>" was tokenised to the eos token: it ended the training
+    sequence in the middle (in a chat model, "<|im_end|>" would close the turn)."""
+    from transformers import AutoTokenizer
+
+    from dpsynth.config import FinetuneConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    fmt = lm.RecordFormat(tok, FinetuneConfig(prompt_format="plain"), "movie review")
+    enc = fmt.encode([f"great film {tok.eos_token} loved it"], ["positive"], 64)
+    assert enc.ids[0].count(tok.eos_token_id) == 1 and enc.ids[0][-1] == tok.eos_token_id
+
+
+def test_a_prompt_too_long_for_max_length_is_refused_whichever_labels_the_records_carry(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path
+) -> None:
+    """Regression: the room left after a label's prompt was checked only for labels some record carried, so
+    one record decided whether the run started at all (a run on the records of label 0 ran; with one record
+    of label 1 added, it was refused)."""
+    df = pd.read_csv(private_csv, dtype=str)
+    only_0 = tmp_path / "only0.csv"
+    df[df["sentiment"] == "0"].to_csv(only_0, index=False)
+    cfg = _config(only_0, tmp_path / "run", tiny_lm, max_length=40, prompt_format="plain")
+    long_name = "extraordinarily enthusiastic and overwhelmingly positive"
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": {"0": "negative", "1": long_name}})})
+    with pytest.raises(ConfigError, match="no room for text after the prompt of label"):
+        dpsynth.synthesize(cfg, check_only=True, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_per_sample_loss_is_independent_of_other_records() -> None:
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])

@@ -63,7 +63,22 @@ class RecordFormat:
 
     def body(self, texts: Sequence[str]) -> list[list[int]]:
         lead = self._sep if self.mode == "plain" else ""
-        return [list(x) for x in self.tok([lead + t.strip() for t in texts], add_special_tokens=False)["input_ids"]]
+        # split_special_tokens: a record that holds the text "<eos>" or "<|im_end|>" is text, not a control
+        # token (it would end the sequence or open a chat turn in the middle of training)
+        enc = self.tok([lead + t.strip() for t in texts], add_special_tokens=False, split_special_tokens=True)
+        return [list(x) for x in enc["input_ids"]]
+
+    def check_room(self, label_names: Sequence[str], max_length: int) -> None:
+        """Refuse a max_length that leaves no text after some declared label's prompt.  Asked of every
+        declared label before any record is read: asked only of the labels the records carry, the answer
+        (does the run start?) would depend on whether one record with that label is in the data."""
+        for name in label_names:
+            pre = self.prefix(name)
+            if max_length - len(pre) - 1 < 1:
+                raise ConfigError(
+                    f"finetune.max_length: {max_length} tokens leave no room for text after the prompt of label "
+                    f"{name!r} ({len(pre)} tokens); raise max_length or shorten finetune.control_code / instruction"
+                )
 
     def encode(self, texts: Sequence[str], label_names: Sequence[str], max_length: int) -> Encoded:
         """``prefix + text + eos`` per record; texts longer than the budget are cut (the eos is kept)."""
@@ -71,12 +86,9 @@ class RecordFormat:
         eos = self.tok.eos_token_id
         for i, (name, text_ids) in enumerate(zip(label_names, self.body(texts), strict=True)):
             pre = self.prefix(name)
-            room = max_length - len(pre) - 1
+            room = max_length - len(pre) - 1  # >= 1: check_room ran on every declared label first
             if room < 1:
-                raise ConfigError(
-                    f"finetune.max_length: {max_length} tokens leave no room for text after the prompt "
-                    f"({len(pre)} tokens); raise max_length or shorten finetune.control_code / instruction"
-                )
+                self.check_room([name], max_length)
             if len(text_ids) > room:
                 truncated.append(i)
                 text_ids = text_ids[:room]

@@ -130,6 +130,7 @@ class DpFinetuneMethod:
             )
         fmt = self.fmt = RecordFormat(self.tok, ft, d.task)
         names = d.labels
+        fmt.check_room(list(names.values()), ft.max_length)  # every declared label, whatever the records hold
 
         def encode(texts: tuple[str, ...], values: tuple[str, ...]) -> Encoded:
             return fmt.encode(texts, [names[v] for v in values], ft.max_length)
