@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -241,6 +242,35 @@ def test_a_run_killed_before_its_ledger_was_written_starts_again_on_resume(
     assert len(res) == 60 and res.privacy["epsilon"] <= 4.0
     assert "stopped before it spent anything" in caplog.text
     assert json.loads((out / "ledger.json").read_text())["releases"]
+
+
+@pytest.mark.parametrize("edit", [{"wasp": {"use_far": True}}, {"method": "aug-pe", "generators": "one"}])
+def test_a_resume_after_config_yaml_changed_the_votes_sensitivity_is_refused(
+    private_csv: Path, tmp_path: Path, edit: dict[str, Any]
+) -> None:
+    """Regression: the ledger compared only the noise multiplier, which depends on epsilon, delta and the
+    rounds alone.  Editing config.yaml (wasp.use_far, or aug-pe -> wasp) changed the votes' sensitivity at the
+    same z: the later votes drew sigma = z x the old sensitivity, too little noise (epsilon 4.7-5.2 spent,
+    4.0 reported)."""
+    out = tmp_path / "run"
+    start = {"wasp": {"rounds": 3, "q": 4, "use_far": False}}
+    if edit.get("method"):
+        start = {"method": "aug-pe", "generators": [{"name": "a", "model": "x"}]}
+    cfg = fake_run_config(private_csv, out, **start)
+    with pytest.raises(Crash):
+        _run(cfg, {"a": CrashingGenerator("a", 1, crash_at=3)} if edit.get("method") else _gens(crash_a=3))
+    released = json.loads((out / "ledger.json").read_text())["releases"]
+    assert released
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    if edit.get("method"):
+        raw["method"] = "wasp"
+        raw["generators"] = [{"name": "a", "model": "x"}, {"name": "b", "model": "y"}]
+    else:
+        raw["wasp"]["use_far"] = True
+    (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ResumeError, match="other noise or sensitivity"):
+        _run(Config(out=str(out)), _gens(), resume=True)
+    assert json.loads((out / "ledger.json").read_text())["releases"] == released
 
 
 def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:

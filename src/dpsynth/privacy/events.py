@@ -55,11 +55,16 @@ class Event:
         return cls(**d)
 
     def same_spend(self, other: Event) -> bool:
-        """Same accounting values (the descriptions may be reworded between versions)."""
+        """Same accounting values (the descriptions may be reworded between versions).
+
+        The sensitivity counts too: the mechanism draws noise sigma = z x sensitivity from the stored event,
+        so a resume whose config changed the sensitivity (WASP's far votes, q, the method) at the same z
+        would add too little noise for the epsilon the ledger records."""
         return (
             self.key == other.key
             and math.isclose(self.noise_multiplier, other.noise_multiplier, rel_tol=1e-12, abs_tol=1e-15)
             and math.isclose(self.sample_rate, other.sample_rate, rel_tol=1e-12)
+            and math.isclose(self.sensitivity, other.sensitivity, rel_tol=1e-9)
             and self.steps == other.steps
         )
 

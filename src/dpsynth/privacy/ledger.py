@@ -152,8 +152,10 @@ class Ledger:
                 added = True
             elif not old.same_spend(e):
                 raise ResumeError(
-                    f"{self.path}: release {e.key!r} was planned with other noise; resume with the original "
-                    "config or start a new --out"
+                    f"{self.path}: release {e.key!r} was planned with other noise or sensitivity (noise multiplier "
+                    f"{old.noise_multiplier:.6g}, sensitivity {old.sensitivity:.6g} then; {e.noise_multiplier:.6g}, "
+                    f"{e.sensitivity:.6g} now): the config, or the private file's columns, changed since the run "
+                    "began; resume with the original config and records or start a new --out"
                 )
         if added:
             total = self.planned_epsilon()
