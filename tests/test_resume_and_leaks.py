@@ -273,6 +273,35 @@ def test_a_resume_after_config_yaml_changed_the_votes_sensitivity_is_refused(
     assert json.loads((out / "ledger.json").read_text())["releases"] == released
 
 
+def test_a_run_directory_in_use_by_another_process_is_refused(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: two resumes of one run at a time each read the ledger once and drew every vote it did not
+    record yet: six noisy votes for the three the ledger counts (epsilon 6 spent, 4 reported), and one journal
+    with duplicate ids.  A second process is now refused while the first holds the folder."""
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    released = json.loads((out / "ledger.json").read_text())["releases"]
+    journal = (out / "samples.journal.jsonl").read_bytes()
+    other = FileLock(out / ".dpsynth.lock", timeout=0)  # another open of the lock file: what another process holds
+    with other, pytest.raises(ResumeError, match="in use by another dpsynth process"):
+        _run(cfg, _gens(), resume=True)
+    (tmp_path / "new").mkdir()
+    in_use = pytest.raises(ResumeError, match="in use by another dpsynth process")
+    with FileLock(tmp_path / "new" / ".dpsynth.lock", timeout=0), in_use:  # nor a new run in a folder in use
+        _run(fake_run_config(private_csv, tmp_path / "new"), _gens())
+    assert not (tmp_path / "new" / "config.yaml").exists()
+    assert json.loads((out / "ledger.json").read_text())["releases"] == released
+    assert (out / "samples.journal.jsonl").read_bytes() == journal
+    res = _run(cfg, _gens(), resume=True)  # released: it resumes
+    assert len(res) == 60
+    with other, pytest.raises(ResumeError, match="in use by another dpsynth process"):  # `sample` holds it too
+        dpsynth.api.extend(out, 4, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert dpsynth.api.extend(out, 4, generators=_gens(), embedder=FakeEmbedder(), progress=False).added > 0
+
+
 def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = fake_run_config(private_csv, out)

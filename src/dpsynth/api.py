@@ -189,6 +189,7 @@ def synthesize(
         run_dir.refuse_private_inside(private)  # as check() does for data.private
     if resume and run_dir.is_complete(config):
         return Checked(config, False, True) if check_only else _finished(run_dir, config, progress, as_dataset)
+    restart = False  # a resume of a run that stopped before it spent anything: it starts again
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
         if run_dir.leftovers():
             raise missing_ledger(run_dir.ledger)
@@ -196,6 +197,7 @@ def synthesize(
         # trained, so starting over on the stored config is the whole resume (and spends nothing twice).
         log.warning("%s: the run stopped before it spent anything; it starts again from its config.yaml", run_dir.path)
         resume = run_dir.resuming = False
+        restart = True
     post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
     if private is None and is_in_memory_source(config.data.private) and not post_processing_only:
         error = ResumeError if resume else DataError
@@ -209,6 +211,7 @@ def synthesize(
         warn_draw_settings_unused(config)
     method: MethodRunner | None = None
     handlers: list[logging.Handler] = []
+    held = contextlib.ExitStack()
     try:
         method = make_method(config, private, generators, embedder, run_dir if resume else None)
         # Validate and load everything before the run directory is created: a mistake leaves nothing behind.
@@ -221,7 +224,10 @@ def synthesize(
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if check_only:
             return Checked(method.config, bool(getattr(method, "reads_private", method.config.uses_private_data)))
+        held.enter_context(run_dir.in_use())  # one process at a time; checked again below, now that it is held
         if not resume:
+            if run_dir.config.exists() and not restart:
+                raise ResumeError(f"out: {run_dir.path} holds a run that another process has just started")
             run_dir.create(pinned_label_type(method.config, label_type))
         else:
             run_dir.record_resumable(method.config)  # e.g. another --server: kept for the next resume
@@ -248,6 +254,7 @@ def synthesize(
                 method.close()
         finally:
             remove_logging(handlers)
+            held.close()
     result = SynthesisResult(rows, run_dir.path, output, report, labels=method.config.data.labels)
     return result.to_dataset() if as_dataset else result
 
@@ -303,6 +310,19 @@ def extend(
         raise ResumeError(
             f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
         )
+    with run_dir.in_use():  # from config.yaml's rewrite to the end of the resume that makes the samples
+        return _extend_held(run_dir, stored, n, generators, embedder, progress, as_dataset)
+
+
+def _extend_held(
+    run_dir: RunDir,
+    stored: Config,
+    n: int,
+    generators: Mapping[str, Generator] | None,
+    embedder: Embedder | None,
+    progress: bool,
+    as_dataset: bool,
+) -> Any:
     before = len(read_jsonl_tolerant(run_dir.journal))
     old_text = run_dir.config.read_text(encoding="utf-8")
     atomic_write_text(run_dir.config, _grown_config_text(run_dir.stored_raw(), stored, n))

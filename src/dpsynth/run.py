@@ -22,6 +22,7 @@ tests/test_structure.py checks)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -30,6 +31,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,9 @@ RELEASE_FILES = {
     "counts": "counts.json",
     "sketch": "sketch.npz",
 }
+
+
+LOCK_FILE = ".dpsynth.lock"  # RunDir.in_use: holds no data
 
 
 class RunDir:
@@ -341,6 +346,33 @@ class RunDir:
         except (OSError, ValueError):
             return None
         return made if isinstance(made, int) and not isinstance(made, bool) else None
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Hold this run directory for this process while it writes the run (a run, a resume, ``dpsynth
+        sample``); a second process is refused at once.
+
+        Why: each process reads the ledger once and draws a release it finds unrecorded, so two resumes of one
+        run at a time both drew every remaining vote (twice the noisy releases the ledger records: epsilon 6
+        spent, 4 reported) and appended to one journal.  The lock is an OS lock on ``.dpsynth.lock``
+        (``filelock``): it ends with the process, so a killed run never leaves the folder locked.  Re-entrant
+        within a process (``sample`` holds it, then resumes the run).
+        """
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / LOCK_FILE, timeout=0, is_singleton=True)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ResumeError(
+                f"out: {self.path} is in use by another dpsynth process (a run, a resume or `dpsynth sample`); "
+                "wait for it to finish or stop it, then try again"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def create(self, config: Config) -> None:
         try:
