@@ -302,6 +302,20 @@ def test_a_run_directory_in_use_by_another_process_is_refused(private_csv: Path,
     assert dpsynth.api.extend(out, 4, generators=_gens(), embedder=FakeEmbedder(), progress=False).added > 0
 
 
+def test_a_resume_given_another_private_file_as_an_argument_is_refused(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: ``synthesize(resume=True, private=OTHER_FILE)`` finished a run's later rounds on other records
+    without a word (config.yaml still named the first file); --private and data.private were refused."""
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    other = tmp_path / "other.csv"
+    pd.read_csv(private_csv, dtype=str).iloc[:20].to_csv(other, index=False)
+    with pytest.raises(ResumeError, match="other values of data.private"):
+        _run(Config(out=str(out)), _gens(), resume=True, private=str(other))
+    assert len(_run(Config(out=str(out)), _gens(), resume=True, private=private_csv)) == 60  # the same file
+
+
 def test_a_damaged_embedding_cache_is_embedded_again(private_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = fake_run_config(private_csv, out)

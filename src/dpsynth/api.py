@@ -184,7 +184,16 @@ def synthesize(
         config = config.model_copy(update={"out": default_out(config.method)})
     run_dir = RunDir(config.out or "", resuming=resume)
     run_dir.check_writable()  # before any model is loaded
-    config = run_dir.check(config, resume, private_given=private is not None)
+    if resume and isinstance(private, (str, Path)):
+        # a file passed again is compared with the run's own, as --private is: the rest of the run must read
+        # the records the first part spent budget on (a moved file is accepted, another one refused)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"private": str(private)})})
+    elif resume and private is not None:
+        log.warning(
+            "data.private: the resumed run reads the records passed in memory; they must be the records it "
+            "started with (the privacy spent so far was on them)"
+        )
+    config = run_dir.check(config, resume, private_given=private is not None and not isinstance(private, (str, Path)))
     if not resume:
         run_dir.refuse_private_inside(private)  # as check() does for data.private
     if resume and run_dir.is_complete(config):
