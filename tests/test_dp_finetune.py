@@ -159,6 +159,26 @@ def test_label_count_composes_on_the_same_accountant_and_matches_pld() -> None:
     assert plan.epsilon_after(plan.steps, count_released=False) < total
 
 
+def test_a_small_budget_is_calibrated_where_rdp_cannot_bracket_it() -> None:
+    """Regression: at epsilon <= about 0.10 (delta 1e-5) RDP's bound on the label count alone exceeds epsilon
+    however large z is, so the RDP bracket failed: a run released the count, then always stopped ("cannot be
+    reached ... lower finetune.epochs") and a resume failed the same way, though PRV fits the budget."""
+    zc = dpsgd.calibrate_count_noise(0.1 * 0.08, 1e-5)
+    assert dpsgd.history_epsilon([(zc, 1.0, 1)], 1e-5, "rdp") > 0.08  # what RDP cannot bracket
+    plan = dpsgd.make_plan(
+        epsilon=0.08,
+        delta=1e-5,
+        delta_source="test",
+        n_records=1000,
+        batch_size=8,
+        epochs=2,
+        max_grad_norm=1.0,
+        accountant="prv",
+        count_noise_multiplier=zc,
+    )
+    assert 0.079 < plan.epsilon_after(plan.steps) <= 0.08
+
+
 def test_paper_delta() -> None:
     assert dpsgd.paper_delta(100) == pytest.approx(1 / (100 * math.log(100)))
     with pytest.raises(ConfigError):

@@ -178,10 +178,17 @@ def _calibrate_dpsgd(
             "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
             "or use finetune.label_proportions: uniform"
         )
+
     # 1. RDP (cheap at any noise level) brackets the answer from above: its epsilon is the looser one.
-    #    PRV is never evaluated at tiny noise multipliers, where it takes minutes.
+    #    PRV is never evaluated at tiny noise multipliers, where it takes minutes.  At a small budget RDP's
+    #    bound on the label count alone can exceed epsilon however large z is (about 0.10 at delta 1e-5),
+    #    where PRV still fits: there dp-accounting's PLD (the tighter bound) brackets instead.
+    def bracket_eps(z: float) -> float:
+        return eps(z, "rdp") if rdp_brackets else pld_history_epsilon([*prefix, (z, sample_rate, steps)], delta)
+
+    rdp_brackets = accountant == "rdp" or history_epsilon(prefix, delta, "rdp") < epsilon
     hi = 1.0
-    while eps(hi, "rdp") > epsilon:
+    while bracket_eps(hi) > epsilon:
         hi *= 2
         if hi > 1e4:
             raise ConfigError(
@@ -189,11 +196,11 @@ def _calibrate_dpsgd(
                 f"{sample_rate:.4g}; raise epsilon or lower finetune.epochs"
             )
     lo = hi / 2
-    while lo > 0.3 and eps(lo, "rdp") <= epsilon:
+    while lo > 0.3 and bracket_eps(lo) <= epsilon:
         hi, lo = lo, lo / 2
     if accountant == "rdp":
         return smallest_passing(lambda z: eps(z, "rdp") <= epsilon, lo, hi, rtol)
-    z_rdp = smallest_passing(lambda z: eps(z, "rdp") <= epsilon, lo, hi, 1e-2)
+    z_rdp = smallest_passing(lambda z: bracket_eps(z) <= epsilon, lo, hi, 1e-2)
     if z_rdp < PRV_MIN_NOISE:  # see make_plan: PRV is not evaluated at such low noise
         return z_rdp
     # 2. dp-accounting's PLD (fast; within ~0.5% of PRV) narrows it down, 3. PRV decides in a 1% bracket
