@@ -486,6 +486,9 @@ def test_sampling_resumed_mid_class_draws_new_seeds(
     monkeypatch.setattr(dpf, "append_jsonl", real_append)
     first = [json.loads(x)["text"] for x in (out / "samples.journal.jsonl").read_text().splitlines()]
     assert first and len(seeds) >= 2
+    # DP-SGD is done: the rest is sampling from the DP adapter, and needs no private records (regression: the
+    # resume read and encoded them again, so a run whose records were removed could not be finished)
+    private_csv.rename(tmp_path / "removed.csv")
     res = dpsynth.synthesize(cfg, resume=True, progress=False)
     assert [r["text"] for r in res.records][: len(first)] == first
     assert len(set(seeds)) == len(seeds), seeds  # no batch drawn twice, so no text released twice

@@ -115,7 +115,16 @@ def make_method(
         if resume_dir is not None and config.uses_private_data:
             method.reads_private = not rounds_released(method.config, resume_dir)
         return cast(MethodRunner, method)
-    return cast(MethodRunner, runner(config, private))
+    method = runner(config, private)
+    if resume_dir is not None and hasattr(method, "resume_dir"):  # dp-finetune: is DP-SGD done?
+        method.resume_dir = resume_dir
+    return cast(MethodRunner, method)
+
+
+def _dp_finetune_trained(config: Config, run_dir: RunDir) -> bool:
+    from dpsynth.methods.dp_finetune import training_done  # imported only for such a run
+
+    return training_done(config, run_dir)
 
 
 def default_out(method: str) -> str:
@@ -207,7 +216,11 @@ def synthesize(
         log.warning("%s: the run stopped before it spent anything; it starts again from its config.yaml", run_dir.path)
         resume = run_dir.resuming = False
         restart = True
-    post_processing_only = resume and config.method in PROMPTING_METHODS and rounds_released(config, run_dir)
+    post_processing_only = resume and (
+        rounds_released(config, run_dir)
+        if config.method in PROMPTING_METHODS
+        else config.method == "dp-finetune" and _dp_finetune_trained(config, run_dir)
+    )
     if private is None and is_in_memory_source(config.data.private) and not post_processing_only:
         error = ResumeError if resume else DataError
         raise error(

@@ -104,6 +104,9 @@ class DpFinetuneMethod:
         self.bf16 = False
         self.adapter_bytes = 0  # the LoRA adapter's size, known once prepare built its layers
         self.run_phases: RunPhases | None = None  # the whole run's bar, set once DP-SGD's steps are known
+        # a resumed run (set by ``make_method``): once DP-SGD is done, the rest needs no private records
+        self.resume_dir: RunDir | None = None
+        self.reads_private = True
 
     # -------------------------------------------------------------- prepare
     def prepare(self, load_models: bool = True) -> None:
@@ -115,7 +118,11 @@ class DpFinetuneMethod:
         assert d.labels is not None
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
-        self.data = load_run_private(config, self._private_source)
+        # finishing a trained run (sampling from the saved DP adapter) is post-processing: the records
+        # may be gone by then, as for a WASP run past its last vote
+        self.reads_private = self.resume_dir is None or not training_done(config, self.resume_dir)
+        if self.reads_private:
+            self.data = load_run_private(config, self._private_source)
         if load_models:
             self.device = pick_device(ft.device)
             self.tok, self.model = load_causal_lm(ft.model)
@@ -135,8 +142,9 @@ class DpFinetuneMethod:
         def encode(texts: tuple[str, ...], values: tuple[str, ...]) -> Encoded:
             return fmt.encode(texts, [names[v] for v in values], ft.max_length)
 
-        self.encoded = self.data.encode(encode)  # applied inside the handle: no record is held here
-        if self.encoded.n_truncated and not ft.truncate:
+        # applied inside the handle: no record is held here
+        self.encoded = self.data.encode(encode) if self.data is not None else None
+        if self.encoded is not None and self.encoded.n_truncated and not ft.truncate:
             # a per-record domain check (privacy.json lists it); raised before the run directory exists,
             # so the message reaches the console only
             idx = self.encoded.truncated_idx
@@ -182,7 +190,7 @@ class DpFinetuneMethod:
 
         ``later(shares)``: the phases after DP-SGD (name, units, units done) for the whole run's bar,
         whose units ``units`` names (``RunPhases``)."""
-        assert self.data is not None and self.encoded is not None and self.count_event is not None
+        assert self.count_event is not None and (self.encoded is not None or not self.reads_private)
         config, ft = self.config, self.config.finetune
         run_dir.finetune.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(
@@ -209,7 +217,9 @@ class DpFinetuneMethod:
             start, opt_state = self._load_checkpoint(ckpt_path)
             log.info("resuming DP-SGD from step %d of %d", start, plan.steps)
         ledger.record_steps(DPSGD_KEY, start)  # refuses a checkpoint older than the ledger (re-spend)
-        dataset = RecordDataset(self.encoded, self.tok.pad_token_id)
+        if start < plan.steps and self.encoded is None:  # training_done said it was: never train on nothing
+            raise ResumeError(f"{ckpt_path}: DP-SGD is not finished; resume with the private records")
+        dataset = RecordDataset(self.encoded, self.tok.pad_token_id) if self.encoded is not None else None
         self.data, self.encoded = None, None  # only the token tensors are kept, in memory
         phases = self.run_phases = RunPhases(
             reporter, [("DP-SGD", plan.steps, start), *(later(shares) if later else [])], description=f"run ({units})"
@@ -236,22 +246,23 @@ class DpFinetuneMethod:
             self._save_checkpoint(ckpt_path, step, optimizer)
             ledger.record_steps(DPSGD_KEY, step)  # after the checkpoint: the ledger never runs ahead of it
 
-        res = train(
-            self.model,
-            dataset,
-            ft=ft,
-            plan=plan,
-            steps=plan.steps,
-            device=self.device,
-            bf16=self.bf16,
-            start_step=start,
-            optimizer_state=opt_state,
-            on_step=on_step,
-            checkpoint=save,
-        )
-        del dataset
         if start < plan.steps:
+            assert dataset is not None
+            res = train(
+                self.model,
+                dataset,
+                ft=ft,
+                plan=plan,
+                steps=plan.steps,
+                device=self.device,
+                bf16=self.bf16,
+                start_step=start,
+                optimizer_state=opt_state,
+                on_step=on_step,
+                checkpoint=save,
+            )
             log.info("DP-SGD: %d steps in %.1f s", res.steps_done - start, res.seconds)
+        del dataset
         self._save_adapter(run_dir.adapter)
         return ledger, shares
 
@@ -260,11 +271,12 @@ class DpFinetuneMethod:
         """The noisy count per label (dp-count) or of all records (uniform), drawn once (Ledger.release)."""
         labels = list(self.config.data.labels or {})
         event = ledger.event(COUNT_KEY)
-        assert event is not None and self.data is not None
+        assert event is not None
         data = self.data
         per_label = self.config.finetune.label_proportions == "dp-count"
 
-        def draw() -> dict[str, Any]:
+        def draw() -> dict[str, Any]:  # not called once the count is released (a trained run's resume)
+            assert data is not None
             # the handle counts and adds the noise: the pre-noise counts never leave it
             if per_label:
                 noisy, keys = data.noisy_label_counts(labels, event.sigma), labels
@@ -477,6 +489,17 @@ class DpFinetuneMethod:
 
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
+
+
+def training_done(config: Config, run_dir: RunDir) -> bool:
+    """Has the run in ``run_dir`` recorded every planned DP-SGD step, with its checkpoint saved?  Then what
+    is left (saving the adapter, sampling) is post-processing.  Asked of a read-only copy of the ledger."""
+    if not run_dir.ledger.exists() or not run_dir.checkpoint.exists():
+        return False
+    p, ft = config.privacy, config.finetune
+    ledger = Ledger.open(run_dir.ledger, epsilon=p.epsilon, delta=p.delta, accountant=ft.accountant, read_only=True)
+    event = ledger.event(DPSGD_KEY)
+    return event is not None and ledger.steps_done(DPSGD_KEY) >= event.steps
 
 
 def count_event(config: Config) -> Event:

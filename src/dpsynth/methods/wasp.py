@@ -35,6 +35,7 @@ from dpsynth.io import append_jsonl, read_jsonl_tolerant, repair_jsonl_tail
 from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is part of the method's API
     VOTE_READS,
     check_run,
+    check_vote_sensitivity,
     mechanism_name,
     open_ledger,
     privacy_events,
@@ -45,7 +46,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
 )
 from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
 from dpsynth.privacy.private_data import PrivateData
-from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote, top_q_sensitivity
+from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.progress import ProgressReporter
 from dpsynth.prompts import PromptBuilder
 from dpsynth.round_log import check_journal
@@ -226,13 +227,7 @@ class WaspRun:
         def draw() -> dict[str, Any]:
             if not population:
                 raise GeneratorError("every generator returned unusable text in earlier rounds; nothing to vote on")
-            sensitivity = top_q_sensitivity(self.w.q, self.w.use_far)
-            if not math.isclose(sensitivity, event.sensitivity, rel_tol=1e-9):  # Ledger.plan checks it too
-                raise ResumeError(
-                    f"round {t}: the vote's sensitivity ({sensitivity:.6g}) is not the one the ledger planned "
-                    f"({event.sensitivity:.6g}), so its noise would not give the recorded epsilon; resume with the "
-                    "run's own config.yaml or start a new --out"
-                )
+            check_vote_sensitivity(self.w, event, t)  # Ledger.plan checks it too
             emb = self.cache.embed(self.embedder, [s.text for s in population])
             self.cache.save()
             assert self._private_emb is not None and self._private_labels is not None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Collection, Sequence
 from typing import Protocol, TypeVar
 
 from dpsynth.config import Config, WaspConfig
-from dpsynth.errors import ConfigError
+from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
@@ -137,3 +138,16 @@ def rounds_released(config: Config, run_dir: RunDir) -> bool:
         read_only=True,
     )  # a question, asked before the run (or --check): never a write to a ledger another process may hold
     return votes_released(ledger, run_dir)
+
+
+def check_vote_sensitivity(w: WaspConfig, event: Event, t: int) -> None:
+    """Refuse to draw round ``t``'s vote at a sensitivity other than the one its ledger event was planned
+    with: the noise is sigma = z x the event's sensitivity, so a config changed since (wasp.use_far, q, the
+    method) would release a vote with less noise than the epsilon the ledger records."""
+    sensitivity = top_q_sensitivity(w.q, w.use_far)
+    if not math.isclose(sensitivity, event.sensitivity, rel_tol=1e-9):
+        raise ResumeError(
+            f"round {t}: the vote's sensitivity ({sensitivity:.6g}) is not the one the ledger planned "
+            f"({event.sensitivity:.6g}), so its noise would not give the recorded epsilon; resume with the "
+            "run's own config.yaml or start a new --out"
+        )
