@@ -319,6 +319,30 @@ def test_a_file_without_a_header_row_is_not_published(tmp_path: Path) -> None:
     assert header_problem(list(wine.columns), wine) is None
 
 
+def test_the_file_type_is_the_last_suffix_as_read_table_reads_it(tmp_path: Path) -> None:
+    """Regression: PEARL took a file as CSV or JSON when any suffix said so, while read_table goes by the last
+    one: a Parquet file ``sales.csv.parquet`` with year columns was refused as a headerless CSV ("its first
+    line looks like a record"), and privacy.json listed the CSV header and JSON key checks for files that
+    had neither."""
+    from dpsynth.privacy.private_tables import DOMAIN_HEADER, DOMAIN_SAME_KEYS, load_private_table
+
+    cfg = Config(method="pearl", privacy={"epsilon": 1.0, "delta": 1e-5}, data={"private": "x"})
+    years = pd.DataFrame({"2019": ["1", "2", "3"], "2020": ["4", "5", "6"]})
+    pq = tmp_path / "sales.csv.parquet"
+    years.to_parquet(pq)
+    _, schema, domain = load_private_table(pq, cfg, {}, None)
+    assert schema.order == ["2019", "2020"]
+    assert DOMAIN_HEADER not in domain and DOMAIN_SAME_KEYS not in domain
+    csv = tmp_path / "export.json.csv"  # a CSV: its header is checked, it has no JSON keys
+    csv.write_text("a,b\n1,x\n2,y\n", encoding="utf-8")
+    _, _, domain = load_private_table(csv, cfg, {}, None)
+    assert DOMAIN_HEADER in domain and DOMAIN_SAME_KEYS not in domain
+    jl = tmp_path / "records.csv.jsonl"
+    jl.write_text('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n', encoding="utf-8")
+    _, _, domain = load_private_table(jl, cfg, {}, None)
+    assert DOMAIN_HEADER not in domain and DOMAIN_SAME_KEYS in domain
+
+
 def test_schema_errors(tmp_path: Path) -> None:
     p = _wine_csv(tmp_path, 30)
     with pytest.raises(DataError, match="no column 'missing'"):

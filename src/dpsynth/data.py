@@ -192,7 +192,7 @@ def _read_strings(
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
         return _as_str(_unique_columns(_hf_frame(ds), str(path)), str(path), columns)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    suffix = table_suffix(path)
     if suffix not in _SUFFIXES:
         hint = "; decompress it first" if suffix.endswith(".gz") else ""
         raise DataError(
@@ -267,6 +267,14 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+
+
+def table_suffix(source: str | Path) -> str:
+    """The file type ``read_table`` reads a file as: its last suffix, lower-cased (``.csv.gz`` for a
+    compressed file, which it refuses); every reader of a file name goes by it (``sales.csv.parquet`` is a
+    Parquet file, not a CSV)."""
+    path = Path(str(source))
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
 
 
 def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION) -> str:
@@ -451,7 +459,7 @@ def where_records(source: Any, idx: Sequence[int] | Any, encoding: str = "utf-8"
     """Where records (0-based positions in the table) are, as the owner finds them in the file, five at most:
     CSV/TSV rows and JSONL lines are the line numbers where the records start (blank lines, and a quoted
     text that spans lines, counted as the file has them), else record indices."""
-    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
+    suffix = table_suffix(source) if isinstance(source, (str, Path)) else ""
     source = Path(str(source)).expanduser() if suffix else source
     word = {".csv": "rows", ".tsv": "rows", ".txt": "rows", ".jsonl": "lines", ".ndjson": "lines"}.get(suffix)
     starts = _record_starts(Path(str(source)), suffix, encoding) if word else None
