@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -205,6 +206,38 @@ def extra_field_after_a_form_feed(tmp: Path, csv: Path) -> Action:
 
 def unknown_encoding(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(encoding="utf-9"))
+
+
+def encoding_not_for_text(tmp: Path, csv: Path) -> Action:
+    """Regression: rot13 / base64 are codecs, but not of text: ``bytes.decode`` raised a LookupError."""
+    return _later(tmp, csv, data=dict(encoding="rot13"))
+
+
+def encoding_that_names_no_byte(tmp: Path, csv: Path) -> Action:
+    """Regression: punycode's UnicodeError (no byte position; its message quotes a character) escaped."""
+    return _later(tmp, csv, data=dict(encoding="punycode"))
+
+
+def _jsonl_with(tmp: Path, name: str, value: str) -> Path:
+    """Four good records, then one whose sentiment is ``value`` (raw JSON) on line 5."""
+    good = "".join(f'{{"review": "SENTINEL{i:04d}XYZ fine", "sentiment": "{i % 2}"}}\n' for i in range(4))
+    return _bytes(tmp, name, (good + f'{{"review": "SENTINEL0004XYZ", "sentiment": {value}}}\n').encode())
+
+
+def jsonl_number_too_long(tmp: Path, csv: Path) -> Action:
+    """Regression: an integer of 5,000 digits ended the run in "ValueError: Exceeds the limit (4300 digits)"."""
+    return _later(tmp, _jsonl_with(tmp, "long.jsonl", "1" * 5000))
+
+
+def jsonl_nested_too_deep(tmp: Path, csv: Path) -> Action:
+    """Regression: lists nested 100,000 deep ended the run in a RecursionError."""
+    return _later(tmp, _jsonl_with(tmp, "deep.jsonl", "[" * 100_000 + "]" * 100_000))
+
+
+def json_number_too_long(tmp: Path, csv: Path) -> Action:
+    good = [{"review": f"SENTINEL{i:04d}XYZ", "sentiment": str(i % 2)} for i in range(4)]
+    text = json.dumps(good)[:-1] + ', {"review": "SENTINEL", "sentiment": ' + "7" * 5000 + "}]"
+    return _later(tmp, _bytes(tmp, "long.json", text.encode()))
 
 
 def duplicate_csv_column(tmp: Path, csv: Path) -> Action:
@@ -562,6 +595,11 @@ CASES = [
     Case(utf16_csv_read_as_latin1, DataError, ("utf16.csv", "NUL", "utf-16", "--encoding")),
     Case(empty_private_path, ConfigError, ("data.private", "must not be empty")),
     Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
+    Case(encoding_not_for_text, DataError, ("data.encoding", "'rot13' is not a text encoding", "utf-8")),
+    Case(encoding_that_names_no_byte, DataError, ("private.csv", "cannot be decoded as punycode", "--encoding")),
+    Case(jsonl_number_too_long, DataError, ("long.jsonl", "line 5", "number too long", "4,300 digits", "string")),
+    Case(jsonl_nested_too_deep, DataError, ("deep.jsonl", "line 5", "nested too deeply")),
+    Case(json_number_too_long, DataError, ("long.json", "number too long", "as a string")),
     Case(duplicate_csv_column, DataError, ("dups.csv", "column 1", "more than once", "line 1", "column 2")),
     Case(headerless_csv, DataError, ("noheader.csv", "'review'", "looks like a record", "a header row")),
     Case(headerless_csv_repeated_cell, DataError, ("dupcell.csv", "column 2", "more than once", "line 1")),

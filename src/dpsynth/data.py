@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import sys
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -279,12 +280,14 @@ def table_suffix(source: str | Path) -> str:
 
 def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION) -> str:
     """``option``: the setting that names the encoding where the file is read (a run's or evaluate's)."""
-    codec = encoding
     try:
-        if codecs.lookup(encoding).name == "utf-8":
-            codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
+        info = codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"{option}: unknown encoding {encoding!r}; use e.g. latin-1") from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, zlib: codecs, but not of text files
+        raise DataError(f"{option}: {encoding!r} is not a text encoding; use the file's, e.g. utf-8 or latin-1")
+    # a BOM written by spreadsheet tools is not part of the first column's name
+    codec = "utf-8-sig" if info.name == "utf-8" else encoding
     # a UTF-16 file (Excel's "Unicode text") starts with a byte-order mark; read as latin-1 it would decode,
     # with a NUL byte in every other character
     wide = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or raw[:200].count(b"\0") > 10
@@ -296,6 +299,8 @@ def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION
             f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
             f"UTF-8 or set {option} ({'utf-16: the file starts like UTF-16' if wide else 'e.g. latin-1'})"
         ) from None
+    except UnicodeError:  # a codec that does not say where (punycode, undefined); its message may quote text
+        raise DataError(f"{path}: cannot be decoded as {encoding}; re-encode it as UTF-8 or set {option}") from None
     if "\0" in text:
         raise DataError(
             f"{path}: holds NUL characters when read as {encoding}"
@@ -320,6 +325,8 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collect
             ) from None
         except _DuplicateKey as exc:
             raise DataError(f"{path}: line {n} has the key {exc.key!r} twice in one record; keep one of them") from None
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{path}: line {n} {_unreadable_json(exc)}") from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {n} is a JSON {type(obj).__name__}, not an object; each line must be "
@@ -331,6 +338,13 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collect
                 raise DataError(f"{path}: line {n} {_OTHER_KEYS.format(first=f'line {first[0]}')}")
         records.append(obj)
     return _as_str(_records_frame(records), str(path), columns)
+
+
+def _unreadable_json(exc: ValueError | RecursionError) -> str:
+    """Why valid JSON was not read (Python's limits; no value quoted), and the fix."""
+    if isinstance(exc, RecursionError):
+        return "holds values nested too deeply to read (lists or objects within each other); flatten the record"
+    return f"holds a number too long to read (over {sys.get_int_max_str_digits():,} digits); write it as a string"
 
 
 # same_keys: why a record with other keys is refused, and the fix
@@ -350,6 +364,8 @@ def _read_json(text: str, path: Path, same_keys: bool = False, columns: Collecti
         ) from None
     except _DuplicateKey as exc:
         raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: {_unreadable_json(exc)}") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
         if same_keys and obj:
             other = next((i for i, r in enumerate(obj) if list(r) != list(obj[0])), None)
@@ -474,7 +490,7 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     """The 1-based line where each record of a CSV/TSV (after its header) or JSONL file starts."""
     try:
         text = path.read_bytes().decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
-    except (OSError, LookupError, UnicodeDecodeError):
+    except (OSError, LookupError, UnicodeError):
         return None
     if suffix in (".jsonl", ".ndjson"):
         return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]
