@@ -302,6 +302,14 @@ def semicolon_dataframe(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
 
 
+def dataframe_columns_equal_as_text(tmp: Path, csv: Path) -> Action:
+    """Columns 0 and "0" of a DataFrame are one name once read as text (as the config names columns)."""
+    cfg = Config.model_validate(_raw(csv, tmp / "run", data=dict(text_column="0", label_column="sentiment")))
+    records = _rows(csv).rename(columns={"review": "0"}).assign(**{"extra": "x"}).rename(columns={"extra": 0})
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
+    return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
+
+
 def comma_tsv(tmp: Path, csv: Path) -> Action:
     path = tmp / "records.tsv"
     path.write_bytes(csv.read_bytes())
@@ -617,6 +625,7 @@ CASES = [
     ),
     Case(semicolon_csv, DataError, ("semi.csv", "'review'", "review;sentiment", "';'-separated", "commas")),
     Case(semicolon_dataframe, DataError, ("'review'", "';'-separated: read the file with sep=';'")),
+    Case(dataframe_columns_equal_as_text, DataError, ("dataset", "column '0' appears more than once")),
     Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
@@ -880,6 +889,21 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
     assert read_table(pd.DataFrame({"text": ["NA", "x"]}))["text"].tolist() == ["", "x"]
     with pytest.raises(DataError, match="column 'text' appears more than once"):
         read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))
+
+
+def test_records_in_memory_with_numbered_columns_are_read(tmp_path: Path) -> None:
+    """Regression: ``pd.DataFrame([(text, label), ...])`` names its columns 0 and 1; with ``--text-column 0``
+    the run said "no column '0' ... the file has columns: 0, 1" (PEARL read the names as text, the text
+    methods did not)."""
+    from dpsynth.data import read_table
+    from dpsynth.privacy.private_data import load_private
+
+    rows = [("good film", "pos"), ("bad film", "neg"), ("fine film", "pos"), ("dull film", "neg")]
+    frame = pd.DataFrame(rows)
+    data = load_private(frame, "0", "1", {"pos": "p", "neg": "n"})
+    assert data.encode(lambda texts, labels: list(zip(texts, labels, strict=True))) == rows
+    assert list(frame.columns) == [0, 1]  # the caller's frame is left as it was
+    assert list(read_table(frame).columns) == ["0", "1"]
 
 
 def test_values_are_read_as_written_whatever_one_record_holds(tmp_path: Path) -> None:

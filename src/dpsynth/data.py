@@ -245,10 +245,13 @@ MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", 
 
 
 def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    dup = df.columns[df.columns.duplicated()]
+    """``df`` with its column names as text, as the config names them (``pd.DataFrame(rows)`` names its
+    columns 0, 1: ``--text-column 0``); a name given twice, once the names are text (0 and "0"), is refused."""
+    names = pd.Index([str(c) for c in df.columns], dtype=object)
+    dup = names[names.duplicated()]
     if len(dup):
-        raise DataError(f"{where}: column {str(dup[0])!r} appears more than once; rename or remove the repeated column")
-    return df
+        raise DataError(f"{where}: column {dup[0]!r} appears more than once; rename or remove the repeated column")
+    return df.set_axis(names, axis=1)
 
 
 class _DuplicateKey(ValueError):
