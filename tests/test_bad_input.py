@@ -359,6 +359,14 @@ def empty_label(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _csv(tmp, df))
 
 
+def declared_placeholder_label_in_another_case(tmp: Path, csv: Path) -> Action:
+    """Regression: with "None" declared, a label written "none" was reported as an empty label (placeholders
+    matched in any case, declared labels exactly); it is a label that is not declared."""
+    df = _rows(csv)
+    df.loc[4, "sentiment"] = "none"
+    return _later(tmp, _csv(tmp, df), data=dict(labels={**LABELS, "None": "no opinion"}))
+
+
 def labels_not_declared(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(labels=None))
 
@@ -634,6 +642,11 @@ CASES = [
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
     Case(empty_label, DataError, ("edited.csv", "2 record(s) have an empty 'sentiment'", "rows 4, 8")),
+    Case(
+        declared_placeholder_label_in_another_case,
+        DataError,
+        ("edited.csv", "1 record(s) have a 'sentiment' not in data.labels ['0', '1', 'None']", "rows 6"),
+    ),
     Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
     # config
     Case(epsilon_zero, ConfigError, ("privacy.epsilon", "> 0")),

@@ -151,12 +151,14 @@ def read_table(
     record's content.
     """
     df = _read_strings(source, encoding, encoding_option, same_keys, columns)
-    kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
+    # a value declared like a placeholder is data in any case ("none" where "None" is declared): the check
+    # of declared values then names it as not declared, rather than as missing; placeholders match any case too
+    kept = {col: {norm_label(v).lower() for v in values} for col, values in (keep or {}).items()}
 
     def blank_placeholders(col: pd.Series) -> pd.Series:
         data = ~col.str.strip().str.lower().isin(MISSING_MARKERS)
         if col.name in kept:
-            data |= col.map(norm_label).isin(kept[col.name])
+            data |= col.map(norm_label).str.lower().isin(kept[col.name])
         return col.where(data, "")
 
     return df.apply(blank_placeholders)
