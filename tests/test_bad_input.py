@@ -259,6 +259,18 @@ def headerless_csv_repeated_cell(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "dupcell.csv", f"SENTINEL0000XYZ said so,SENTINEL0000XYZ said so\n{body}".encode()))
 
 
+def duplicate_parquet_column(tmp: Path, csv: Path) -> Action:
+    """Regression: pyarrow's "Multiple matches for FieldRef.Name(review) in review: string ..." was shown."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = _rows(csv)
+    cols = [pa.array(df["review"]), pa.array(df["sentiment"]), pa.array(df["review"])]
+    path = tmp / "dups.parquet"
+    pq.write_table(pa.table(cols, names=["review", "sentiment", "review"]), path)
+    return _later(tmp, path)
+
+
 def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
     lines = [
         '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}',
@@ -619,6 +631,7 @@ CASES = [
     Case(duplicate_csv_column, DataError, ("dups.csv", "column 1", "more than once", "line 1", "column 2")),
     Case(headerless_csv, DataError, ("noheader.csv", "'review'", "looks like a record", "a header row")),
     Case(headerless_csv_repeated_cell, DataError, ("dupcell.csv", "column 2", "more than once", "line 1")),
+    Case(duplicate_parquet_column, DataError, ("dups.parquet", "column 'review' appears more than once")),
     Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
     # records
     Case(

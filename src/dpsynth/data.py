@@ -209,12 +209,17 @@ def _read_strings(
             raise DataError(f"{path}: file is empty (0 bytes); it needs {what}")
         if suffix in (".parquet", ".pq"):
             try:
-                # nullable types: an integer column with a null stays integers (not "1.0"), as in JSON
-                table = pd.read_parquet(path, dtype_backend="numpy_nullable")
+                import pyarrow.parquet as pq
+
+                names = pq.read_schema(path).names  # a name given twice: pyarrow's "Multiple matches for FieldRef"
+                if len(set(names)) == len(names):
+                    # nullable types: an integer column with a null stays integers (not "1.0"), as in JSON
+                    table = pd.read_parquet(path, dtype_backend="numpy_nullable")
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
                 raise DataError(
                     f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
                 ) from None
+            _unique_names(names, str(path))
             return _as_str(_unique_columns(table, str(path)), str(path), columns)
         raw = path.read_bytes()
     except OSError as exc:
@@ -249,11 +254,15 @@ MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", 
 def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """``df`` with its column names as text, as the config names them (``pd.DataFrame(rows)`` names its
     columns 0, 1: ``--text-column 0``); a name given twice, once the names are text (0 and "0"), is refused."""
-    names = pd.Index([str(c) for c in df.columns], dtype=object)
+    return df.set_axis(_unique_names(df.columns, where), axis=1)
+
+
+def _unique_names(columns: Any, where: str) -> pd.Index:
+    names = pd.Index([str(c) for c in columns], dtype=object)
     dup = names[names.duplicated()]
     if len(dup):
         raise DataError(f"{where}: column {dup[0]!r} appears more than once; rename or remove the repeated column")
-    return df.set_axis(names, axis=1)
+    return names
 
 
 class _DuplicateKey(ValueError):
