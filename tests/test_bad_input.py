@@ -1035,8 +1035,11 @@ def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\n\ncaf\u00e9,0\n".encode("latin-1"))
     assert where_records(latin, [0], "latin-1") == "rows 3"
-    assert where_records(tmp_path / "gone.csv", [0, 1]) == "record indices 0, 1"  # no file: positions
-    assert where_records("embedded:imdb", [4]) == "record indices 4"
+    # no file to count lines in: the records' numbers, 1-based like "column 'text' holds ... (record 2)"
+    assert where_records(tmp_path / "gone.csv", [0, 1]) == "records 1, 2"
+    assert where_records("embedded:imdb", [4]) == "records 5"
+    assert where_records(pd.DataFrame({"text": ["a"]}), [0]) == "records 1"
+    assert where_records(p, [0, 7]) == "records 1, 8"  # the file changed since it was read: numbers, not rows
 
 
 def test_check_only_makes_the_checks_and_loads_writes_nothing(
@@ -1068,7 +1071,7 @@ def test_check_only_makes_the_checks_and_loads_writes_nothing(
     with pytest.raises(ConfigError, match="leave no room for text after the prompt"):
         dpsynth.synthesize(Config.model_validate(no_room), check_only=True)
     cut = dict(finetune, finetune=dict(model=str(tiny_lm), max_length=34, truncate=False))
-    with pytest.raises(DataError, match=r"longer than finetune.max_length=34"):
+    with pytest.raises(DataError, match=r"longer than finetune.max_length=34 .*\(records [1-9]"):
         dpsynth.synthesize(Config.model_validate(cut), check_only=True)
     zero_shot = dpsynth.synthesize(Config.model_validate(dict(raw, method="zero-shot")), check_only=True)
     assert not zero_shot.reads_private

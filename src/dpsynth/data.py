@@ -488,14 +488,16 @@ def _other_separator(header: str, wanted: str) -> str | None:
 def where_records(source: Any, idx: Sequence[int] | Any, encoding: str = "utf-8") -> str:
     """Where records (0-based positions in the table) are, as the owner finds them in the file, five at most:
     CSV/TSV rows and JSONL lines are the line numbers where the records start (blank lines, and a quoted
-    text that spans lines, counted as the file has them), else record indices."""
+    text that spans lines, counted as the file has them), else the records' numbers, 1-based (``records 1``),
+    as every message that numbers the records of a Parquet file, a JSON list or records in memory counts."""
     suffix = table_suffix(source) if isinstance(source, (str, Path)) else ""
     source = Path(str(source)).expanduser() if suffix else source
     word = {".csv": "rows", ".tsv": "rows", ".txt": "rows", ".jsonl": "lines", ".ndjson": "lines"}.get(suffix)
     starts = _record_starts(Path(str(source)), suffix, encoding) if word else None
-    if starts is None:  # not a text file (or no longer readable): positions
-        word, starts = "record indices", None
-    shown = [starts[int(i)] if starts is not None and int(i) < len(starts) else int(i) for i in idx[:5]]
+    if starts is None or any(int(i) >= len(starts) for i in idx[:5]):  # no text file (or it changed): numbers
+        word, shown = "records", [int(i) + 1 for i in idx[:5]]
+    else:
+        shown = [starts[int(i)] for i in idx[:5]]
     more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
     return f"{word} " + ", ".join(map(str, shown)) + more
 
