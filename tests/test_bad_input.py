@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -207,6 +208,38 @@ def unknown_encoding(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(encoding="utf-9"))
 
 
+def encoding_not_for_text(tmp: Path, csv: Path) -> Action:
+    """Regression: rot13 / base64 are codecs, but not of text: ``bytes.decode`` raised a LookupError."""
+    return _later(tmp, csv, data=dict(encoding="rot13"))
+
+
+def encoding_that_names_no_byte(tmp: Path, csv: Path) -> Action:
+    """Regression: punycode's UnicodeError (no byte position; its message quotes a character) escaped."""
+    return _later(tmp, csv, data=dict(encoding="punycode"))
+
+
+def _jsonl_with(tmp: Path, name: str, value: str) -> Path:
+    """Four good records, then one whose sentiment is ``value`` (raw JSON) on line 5."""
+    good = "".join(f'{{"review": "SENTINEL{i:04d}XYZ fine", "sentiment": "{i % 2}"}}\n' for i in range(4))
+    return _bytes(tmp, name, (good + f'{{"review": "SENTINEL0004XYZ", "sentiment": {value}}}\n').encode())
+
+
+def jsonl_number_too_long(tmp: Path, csv: Path) -> Action:
+    """Regression: an integer of 5,000 digits ended the run in "ValueError: Exceeds the limit (4300 digits)"."""
+    return _later(tmp, _jsonl_with(tmp, "long.jsonl", "1" * 5000))
+
+
+def jsonl_nested_too_deep(tmp: Path, csv: Path) -> Action:
+    """Regression: lists nested 100,000 deep ended the run in a RecursionError."""
+    return _later(tmp, _jsonl_with(tmp, "deep.jsonl", "[" * 100_000 + "]" * 100_000))
+
+
+def json_number_too_long(tmp: Path, csv: Path) -> Action:
+    good = [{"review": f"SENTINEL{i:04d}XYZ", "sentiment": str(i % 2)} for i in range(4)]
+    text = json.dumps(good)[:-1] + ', {"review": "SENTINEL", "sentiment": ' + "7" * 5000 + "}]"
+    return _later(tmp, _bytes(tmp, "long.json", text.encode()))
+
+
 def duplicate_csv_column(tmp: Path, csv: Path) -> Action:
     """`review,review,sentiment`: pandas would read the first and call the second review.1."""
     df = _rows(csv)
@@ -224,6 +257,18 @@ def headerless_csv_repeated_cell(tmp: Path, csv: Path) -> Action:
     """The same, with a first record whose two cells are equal: the repeated "column name" is a record's text."""
     body = _rows(csv).to_csv(index=False, header=False)
     return _later(tmp, _bytes(tmp, "dupcell.csv", f"SENTINEL0000XYZ said so,SENTINEL0000XYZ said so\n{body}".encode()))
+
+
+def duplicate_parquet_column(tmp: Path, csv: Path) -> Action:
+    """Regression: pyarrow's "Multiple matches for FieldRef.Name(review) in review: string ..." was shown."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = _rows(csv)
+    cols = [pa.array(df["review"]), pa.array(df["sentiment"]), pa.array(df["review"])]
+    path = tmp / "dups.parquet"
+    pq.write_table(pa.table(cols, names=["review", "sentiment", "review"]), path)
+    return _later(tmp, path)
 
 
 def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
@@ -266,6 +311,14 @@ def semicolon_dataframe(tmp: Path, csv: Path) -> Action:
     cfg = Config.model_validate(_raw(csv, tmp / "run"))
     gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     records = pd.read_csv(path)
+    return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
+
+
+def dataframe_columns_equal_as_text(tmp: Path, csv: Path) -> Action:
+    """Columns 0 and "0" of a DataFrame are one name once read as text (as the config names columns)."""
+    cfg = Config.model_validate(_raw(csv, tmp / "run", data=dict(text_column="0", label_column="sentiment")))
+    records = _rows(csv).rename(columns={"review": "0"}).assign(**{"extra": "x"}).rename(columns={"extra": 0})
+    gens = {"a": FakeGenerator("a"), "b": FakeGenerator("b")}
     return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
 
 
@@ -316,6 +369,14 @@ def empty_label(tmp: Path, csv: Path) -> Action:
     df = _rows(csv)
     df.loc[[2, 6], "sentiment"] = ["", "NaN"]  # blank, and what a spreadsheet writes for a missing cell
     return _later(tmp, _csv(tmp, df))
+
+
+def declared_placeholder_label_in_another_case(tmp: Path, csv: Path) -> Action:
+    """Regression: with "None" declared, a label written "none" was reported as an empty label (placeholders
+    matched in any case, declared labels exactly); it is a label that is not declared."""
+    df = _rows(csv)
+    df.loc[4, "sentiment"] = "none"
+    return _later(tmp, _csv(tmp, df), data=dict(labels={**LABELS, "None": "no opinion"}))
 
 
 def labels_not_declared(tmp: Path, csv: Path) -> Action:
@@ -562,9 +623,15 @@ CASES = [
     Case(utf16_csv_read_as_latin1, DataError, ("utf16.csv", "NUL", "utf-16", "--encoding")),
     Case(empty_private_path, ConfigError, ("data.private", "must not be empty")),
     Case(unknown_encoding, DataError, ("data.encoding", "utf-9", "--encoding")),
+    Case(encoding_not_for_text, DataError, ("data.encoding", "'rot13' is not a text encoding", "utf-8")),
+    Case(encoding_that_names_no_byte, DataError, ("private.csv", "cannot be decoded as punycode", "--encoding")),
+    Case(jsonl_number_too_long, DataError, ("long.jsonl", "line 5", "number too long", "4,300 digits", "string")),
+    Case(jsonl_nested_too_deep, DataError, ("deep.jsonl", "line 5", "nested too deeply")),
+    Case(json_number_too_long, DataError, ("long.json", "number too long", "as a string")),
     Case(duplicate_csv_column, DataError, ("dups.csv", "column 1", "more than once", "line 1", "column 2")),
     Case(headerless_csv, DataError, ("noheader.csv", "'review'", "looks like a record", "a header row")),
     Case(headerless_csv_repeated_cell, DataError, ("dupcell.csv", "column 2", "more than once", "line 1")),
+    Case(duplicate_parquet_column, DataError, ("dups.parquet", "column 'review' appears more than once")),
     Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
     # records
     Case(
@@ -579,6 +646,7 @@ CASES = [
     ),
     Case(semicolon_csv, DataError, ("semi.csv", "'review'", "review;sentiment", "';'-separated", "commas")),
     Case(semicolon_dataframe, DataError, ("'review'", "';'-separated: read the file with sep=';'")),
+    Case(dataframe_columns_equal_as_text, DataError, ("dataset", "column '0' appears more than once")),
     Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
@@ -587,6 +655,11 @@ CASES = [
     Case(nan_placeholder_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 4, 8")),
     Case(undeclared_label, DataError, ("edited.csv", "'sentiment'", "data.labels", "rows 6")),
     Case(empty_label, DataError, ("edited.csv", "2 record(s) have an empty 'sentiment'", "rows 4, 8")),
+    Case(
+        declared_placeholder_label_in_another_case,
+        DataError,
+        ("edited.csv", "1 record(s) have a 'sentiment' not in data.labels ['0', '1', 'None']", "rows 6"),
+    ),
     Case(labels_not_declared, ConfigError, ("data.labels", "--labels")),
     # config
     Case(epsilon_zero, ConfigError, ("privacy.epsilon", "> 0")),
@@ -844,6 +917,21 @@ def test_missing_value_placeholders_are_read_as_missing(tmp_path: Path) -> None:
         read_table(pd.DataFrame([["a", "b"]], columns=["text", "text"]))
 
 
+def test_records_in_memory_with_numbered_columns_are_read(tmp_path: Path) -> None:
+    """Regression: ``pd.DataFrame([(text, label), ...])`` names its columns 0 and 1; with ``--text-column 0``
+    the run said "no column '0' ... the file has columns: 0, 1" (PEARL read the names as text, the text
+    methods did not)."""
+    from dpsynth.data import read_table
+    from dpsynth.privacy.private_data import load_private
+
+    rows = [("good film", "pos"), ("bad film", "neg"), ("fine film", "pos"), ("dull film", "neg")]
+    frame = pd.DataFrame(rows)
+    data = load_private(frame, "0", "1", {"pos": "p", "neg": "n"})
+    assert data.encode(lambda texts, labels: list(zip(texts, labels, strict=True))) == rows
+    assert list(frame.columns) == [0, 1]  # the caller's frame is left as it was
+    assert list(read_table(frame).columns) == ["0", "1"]
+
+
 def test_values_are_read_as_written_whatever_one_record_holds(tmp_path: Path) -> None:
     """Regression: a null in a JSON, Parquet or HF dataset column of integers made pandas read the whole column as
     floats ("1.0"), so one record decided how every value of a column reads (PEARL derives a column's type
@@ -947,8 +1035,11 @@ def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\n\ncaf\u00e9,0\n".encode("latin-1"))
     assert where_records(latin, [0], "latin-1") == "rows 3"
-    assert where_records(tmp_path / "gone.csv", [0, 1]) == "record indices 0, 1"  # no file: positions
-    assert where_records("embedded:imdb", [4]) == "record indices 4"
+    # no file to count lines in: the records' numbers, 1-based like "column 'text' holds ... (record 2)"
+    assert where_records(tmp_path / "gone.csv", [0, 1]) == "records 1, 2"
+    assert where_records("embedded:imdb", [4]) == "records 5"
+    assert where_records(pd.DataFrame({"text": ["a"]}), [0]) == "records 1"
+    assert where_records(p, [0, 7]) == "records 1, 8"  # the file changed since it was read: numbers, not rows
 
 
 def test_check_only_makes_the_checks_and_loads_writes_nothing(
@@ -980,7 +1071,7 @@ def test_check_only_makes_the_checks_and_loads_writes_nothing(
     with pytest.raises(ConfigError, match="leave no room for text after the prompt"):
         dpsynth.synthesize(Config.model_validate(no_room), check_only=True)
     cut = dict(finetune, finetune=dict(model=str(tiny_lm), max_length=34, truncate=False))
-    with pytest.raises(DataError, match=r"longer than finetune.max_length=34"):
+    with pytest.raises(DataError, match=r"longer than finetune.max_length=34 .*\(records [1-9]"):
         dpsynth.synthesize(Config.model_validate(cut), check_only=True)
     zero_shot = dpsynth.synthesize(Config.model_validate(dict(raw, method="zero-shot")), check_only=True)
     assert not zero_shot.reads_private

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import sys
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -150,12 +151,14 @@ def read_table(
     record's content.
     """
     df = _read_strings(source, encoding, encoding_option, same_keys, columns)
-    kept = {col: {norm_label(v) for v in values} for col, values in (keep or {}).items()}
+    # a value declared like a placeholder is data in any case ("none" where "None" is declared): the check
+    # of declared values then names it as not declared, rather than as missing; placeholders match any case too
+    kept = {col: {norm_label(v).lower() for v in values} for col, values in (keep or {}).items()}
 
     def blank_placeholders(col: pd.Series) -> pd.Series:
         data = ~col.str.strip().str.lower().isin(MISSING_MARKERS)
         if col.name in kept:
-            data |= col.map(norm_label).isin(kept[col.name])
+            data |= col.map(norm_label).str.lower().isin(kept[col.name])
         return col.where(data, "")
 
     return df.apply(blank_placeholders)
@@ -192,7 +195,7 @@ def _read_strings(
                 raise DataError(f"{path}: DatasetDict has no 'train' split; save a single Dataset")
             ds = ds["train"]
         return _as_str(_unique_columns(_hf_frame(ds), str(path)), str(path), columns)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    suffix = table_suffix(path)
     if suffix not in _SUFFIXES:
         hint = "; decompress it first" if suffix.endswith(".gz") else ""
         raise DataError(
@@ -206,12 +209,17 @@ def _read_strings(
             raise DataError(f"{path}: file is empty (0 bytes); it needs {what}")
         if suffix in (".parquet", ".pq"):
             try:
-                # nullable types: an integer column with a null stays integers (not "1.0"), as in JSON
-                table = pd.read_parquet(path, dtype_backend="numpy_nullable")
+                import pyarrow.parquet as pq
+
+                names = pq.read_schema(path).names  # a name given twice: pyarrow's "Multiple matches for FieldRef"
+                if len(set(names)) == len(names):
+                    # nullable types: an integer column with a null stays integers (not "1.0"), as in JSON
+                    table = pd.read_parquet(path, dtype_backend="numpy_nullable")
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors are long and name internals
                 raise DataError(
                     f"{path}: not a readable Parquet file ({_short(exc, path)}); check the file, or give CSV/JSONL"
                 ) from None
+            _unique_names(names, str(path))
             return _as_str(_unique_columns(table, str(path)), str(path), columns)
         raw = path.read_bytes()
     except OSError as exc:
@@ -244,10 +252,17 @@ MISSING_MARKERS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", 
 
 
 def _unique_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    dup = df.columns[df.columns.duplicated()]
+    """``df`` with its column names as text, as the config names them (``pd.DataFrame(rows)`` names its
+    columns 0, 1: ``--text-column 0``); a name given twice, once the names are text (0 and "0"), is refused."""
+    return df.set_axis(_unique_names(df.columns, where), axis=1)
+
+
+def _unique_names(columns: Any, where: str) -> pd.Index:
+    names = pd.Index([str(c) for c in columns], dtype=object)
+    dup = names[names.duplicated()]
     if len(dup):
-        raise DataError(f"{where}: column {str(dup[0])!r} appears more than once; rename or remove the repeated column")
-    return df
+        raise DataError(f"{where}: column {dup[0]!r} appears more than once; rename or remove the repeated column")
+    return names
 
 
 class _DuplicateKey(ValueError):
@@ -269,14 +284,24 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 
 
+def table_suffix(source: str | Path) -> str:
+    """The file type ``read_table`` reads a file as: its last suffix, lower-cased (``.csv.gz`` for a
+    compressed file, which it refuses); every reader of a file name goes by it (``sales.csv.parquet`` is a
+    Parquet file, not a CSV)."""
+    path = Path(str(source))
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
 def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION) -> str:
     """``option``: the setting that names the encoding where the file is read (a run's or evaluate's)."""
-    codec = encoding
     try:
-        if codecs.lookup(encoding).name == "utf-8":
-            codec = "utf-8-sig"  # a BOM written by spreadsheet tools is not part of the first column's name
+        info = codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"{option}: unknown encoding {encoding!r}; use e.g. latin-1") from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, zlib: codecs, but not of text files
+        raise DataError(f"{option}: {encoding!r} is not a text encoding; use the file's, e.g. utf-8 or latin-1")
+    # a BOM written by spreadsheet tools is not part of the first column's name
+    codec = "utf-8-sig" if info.name == "utf-8" else encoding
     # a UTF-16 file (Excel's "Unicode text") starts with a byte-order mark; read as latin-1 it would decode,
     # with a NUL byte in every other character
     wide = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or raw[:200].count(b"\0") > 10
@@ -288,6 +313,8 @@ def _decode(raw: bytes, encoding: str, path: Path, option: str = ENCODING_OPTION
             f"{path}: not valid {encoding} at byte {exc.start} (line {line}); re-encode the file as "
             f"UTF-8 or set {option} ({'utf-16: the file starts like UTF-16' if wide else 'e.g. latin-1'})"
         ) from None
+    except UnicodeError:  # a codec that does not say where (punycode, undefined); its message may quote text
+        raise DataError(f"{path}: cannot be decoded as {encoding}; re-encode it as UTF-8 or set {option}") from None
     if "\0" in text:
         raise DataError(
             f"{path}: holds NUL characters when read as {encoding}"
@@ -312,6 +339,8 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collect
             ) from None
         except _DuplicateKey as exc:
             raise DataError(f"{path}: line {n} has the key {exc.key!r} twice in one record; keep one of them") from None
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{path}: line {n} {_unreadable_json(exc)}") from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {n} is a JSON {type(obj).__name__}, not an object; each line must be "
@@ -323,6 +352,13 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collect
                 raise DataError(f"{path}: line {n} {_OTHER_KEYS.format(first=f'line {first[0]}')}")
         records.append(obj)
     return _as_str(_records_frame(records), str(path), columns)
+
+
+def _unreadable_json(exc: ValueError | RecursionError) -> str:
+    """Why valid JSON was not read (Python's limits; no value quoted), and the fix."""
+    if isinstance(exc, RecursionError):
+        return "holds values nested too deeply to read (lists or objects within each other); flatten the record"
+    return f"holds a number too long to read (over {sys.get_int_max_str_digits():,} digits); write it as a string"
 
 
 # same_keys: why a record with other keys is refused, and the fix
@@ -342,6 +378,8 @@ def _read_json(text: str, path: Path, same_keys: bool = False, columns: Collecti
         ) from None
     except _DuplicateKey as exc:
         raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: {_unreadable_json(exc)}") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
         if same_keys and obj:
             other = next((i for i, r in enumerate(obj) if list(r) != list(obj[0])), None)
@@ -450,14 +488,16 @@ def _other_separator(header: str, wanted: str) -> str | None:
 def where_records(source: Any, idx: Sequence[int] | Any, encoding: str = "utf-8") -> str:
     """Where records (0-based positions in the table) are, as the owner finds them in the file, five at most:
     CSV/TSV rows and JSONL lines are the line numbers where the records start (blank lines, and a quoted
-    text that spans lines, counted as the file has them), else record indices."""
-    suffix = Path(str(source)).suffix.lower() if isinstance(source, (str, Path)) else ""
+    text that spans lines, counted as the file has them), else the records' numbers, 1-based (``records 1``),
+    as every message that numbers the records of a Parquet file, a JSON list or records in memory counts."""
+    suffix = table_suffix(source) if isinstance(source, (str, Path)) else ""
     source = Path(str(source)).expanduser() if suffix else source
     word = {".csv": "rows", ".tsv": "rows", ".txt": "rows", ".jsonl": "lines", ".ndjson": "lines"}.get(suffix)
     starts = _record_starts(Path(str(source)), suffix, encoding) if word else None
-    if starts is None:  # not a text file (or no longer readable): positions
-        word, starts = "record indices", None
-    shown = [starts[int(i)] if starts is not None and int(i) < len(starts) else int(i) for i in idx[:5]]
+    if starts is None or any(int(i) >= len(starts) for i in idx[:5]):  # no text file (or it changed): numbers
+        word, shown = "records", [int(i) + 1 for i in idx[:5]]
+    else:
+        shown = [starts[int(i)] for i in idx[:5]]
     more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
     return f"{word} " + ", ".join(map(str, shown)) + more
 
@@ -466,7 +506,7 @@ def _record_starts(path: Path, suffix: str, encoding: str) -> list[int] | None:
     """The 1-based line where each record of a CSV/TSV (after its header) or JSONL file starts."""
     try:
         text = path.read_bytes().decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
-    except (OSError, LookupError, UnicodeDecodeError):
+    except (OSError, LookupError, UnicodeError):
         return None
     if suffix in (".jsonl", ".ndjson"):
         return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]

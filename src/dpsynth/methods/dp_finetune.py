@@ -151,7 +151,7 @@ class DpFinetuneMethod:
             more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
             raise DataError(
                 f"{self.encoded.n_truncated} private record(s) are longer than finetune.max_length={ft.max_length} "
-                f"tokens with the control code (record indices {', '.join(map(str, idx[:5]))}{more}); raise "
+                f"tokens with the control code (records {', '.join(str(i + 1) for i in idx[:5])}{more}); raise "
                 "finetune.max_length or set finetune.truncate: true to cut them"
             )
         if not load_models:  # the LoRA layers on a weightless copy: target_modules and the adapter's size

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from dpsynth.data import columns_text, header_problem, norm_label, read_table, where_records
+from dpsynth.data import columns_text, header_problem, norm_label, read_table, table_suffix, where_records
 from dpsynth.errors import ConfigError, DataError, DpsynthError
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.private_data import CELL_DOMAIN, FILE_DOMAIN, notify_owner
@@ -200,17 +200,20 @@ def _load_table(source: Any, config: Config, spec: dict[str, Any], declared: lis
 def _has_header_row(source: Any) -> bool:
     """A CSV/TSV file, whose first line dpsynth takes as the column names (JSON keys, Parquet and HF schemas
     and a DataFrame's columns are names by construction)."""
-    if not isinstance(source, (str, Path)):
-        return False
-    return any(x.lower() in (".csv", ".tsv", ".txt") for x in Path(str(source)).suffixes)
+    return _read_as(source, (".csv", ".tsv", ".txt"))
 
 
 def _is_json_records(source: Any) -> bool:
     """A JSON or JSONL file, whose columns are its records' keys (``read_table(same_keys=True)``)."""
+    return _read_as(source, (".json", ".jsonl", ".ndjson"))
+
+
+def _read_as(source: Any, suffixes: tuple[str, ...]) -> bool:
+    """``source`` is a file that ``read_table`` reads as one of ``suffixes``: by its last suffix, as it
+    does (``sales.csv.parquet`` is Parquet), and not a folder (a saved HF dataset named ``data.csv``)."""
     if not isinstance(source, (str, Path)):
         return False
-    suffixes = [x.lower() for x in Path(str(source)).suffixes]
-    return bool(set(suffixes) & {".json", ".jsonl", ".ndjson"})
+    return table_suffix(source) in suffixes and not Path(str(source)).expanduser().is_dir()
 
 
 def _load_array(src: Any, config: Config, spec: dict[str, Any], declared: list[str] | None, where: str) -> Loaded:
