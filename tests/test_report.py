@@ -245,6 +245,43 @@ def test_report_privacy_section_reads_the_unified_and_older_privacy_json(run_dir
     assert "ε = 2, δ = 1e-05" in text and "rdp" in text
 
 
+def test_privacy_parameters_are_rounded_up_never_down(run_dir: Path, tmp_path: Path) -> None:
+    """Regression: a run that spent epsilon 2.69472 read "ε = 2.69" in the guarantee sentence and the header
+    (rounded to nearest: a stronger guarantee than the one spent), and privacy.json's guarantee used
+    :.4g.  Epsilon and delta shown to a person are rounded up."""
+    other = tmp_path / "up"
+    shutil.copytree(run_dir, other)
+    priv = json.loads((other / "privacy.json").read_text())
+    priv.update(epsilon=2.69472, delta=1.25e-5, epsilon_target=2.6947201)
+    priv["accountant"]["epsilon_at_delta"] = 2.69472
+    (other / "privacy.json").write_text(json.dumps(priv))
+    page = build_report(other)
+    assert "ε = 2.7" in _header(page)
+    text = " ".join(parse(page).text)
+    assert "(ε = 2.7, δ = 1.3e-05)" in text and "at most δ = 1.3e-05" in text
+    assert "2.69 " not in text and "2.69," not in text and "1.2e-05" not in text
+    assert "2.69472" in text and "2.69473" in text  # the table's 6 figures, the target rounded up too
+
+
+def test_round_up_never_rounds_down() -> None:
+    """The helper behind every epsilon and delta shown: up at ``digits`` significant figures, float noise
+    (1e-05 is 1.0000000000000000818e-05 in binary) not taken for a value above the decimal."""
+    import random
+
+    from dpsynth.privacy.report import guarantee_text, round_up
+
+    assert round_up(2.69472, 3) == "2.7" and round_up(2.69472, 4) == "2.695" and round_up(2.6949, 3) == "2.7"
+    assert round_up(4.0, 3) == "4" and round_up(1e-5, 2) == "1e-05" and round_up(1.25e-5, 2) == "1.3e-05"
+    assert round_up(9.9996, 4) == "10" and round_up(float("inf"), 3) == "inf" and round_up(0.0, 3) == "0"
+    rng = random.Random(0)
+    for _ in range(2000):
+        x, d = 10 ** rng.uniform(-8, 4), rng.randint(1, 6)
+        shown = float(round_up(x, d))
+        assert x <= shown <= x * (1 + 10 ** (1 - d)) and f"{shown:.{d}g}" == round_up(x, d), (x, d)
+    assert guarantee_text(2.69472, 1.25e-5).startswith("(2.695, 1.25e-05)-DP")
+    assert guarantee_text(2.694712, 1.000001e-5).startswith("(2.695, 1.001e-05)-DP")
+
+
 def test_report_reads_privacy_json_through_the_typed_report(run_dir: Path, tmp_path: Path) -> None:
     from dpsynth.privacy.report import PrivacyReport, validate_report
 

@@ -14,6 +14,7 @@ import importlib.metadata as md
 import json
 import math
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,22 @@ DOMAIN_NOTE = (
     "shown on the console only (never written to the run directory); an output therefore also tells that "
     "every record passed them."
 )
+
+
+def round_up(x: float, digits: int = 4) -> str:
+    """``x`` to ``digits`` significant figures, rounded up (towards +inf), as ``:g`` writes it.
+
+    For epsilon and delta shown to a person: a guarantee must never read stronger than the one spent, and
+    ``f"{2.69472:.3g}"`` gives 2.69 (rounded down); this gives 2.7.  Non-finite values as ``:g`` writes them.
+    """
+    if not math.isfinite(x) or x == 0:
+        return f"{x:g}"
+    # the shortest decimal that reads back as x: 1e-05 stays 1e-05 (the float's exact binary value,
+    # 1.0000000000000000818e-05, would round up to 1.001e-05: float noise shown as a weaker delta)
+    d = Decimal(repr(float(x)))
+    up = d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_CEILING)
+    # up has at most ``digits`` significant figures (9.9996 -> 10.00 is written 10), so :g writes it exactly
+    return f"{float(up):.{digits}g}"
 
 
 # the fields every mechanism entry has since privacy.json took its one shape (validate_report checks them)
@@ -252,7 +269,7 @@ def privacy_report(
     mechanisms = mechanism_entries(ledger, details)
     private = math.isfinite(ledger.epsilon)
     report: dict[str, Any] = {
-        "guarantee": f"({spent:.4g}, {delta:g})-DP with respect to {ADJACENCY}" if private else NOT_PRIVATE,
+        "guarantee": guarantee_text(spent, delta) if private else NOT_PRIVATE,
         "differentially_private": private,
         "epsilon": spent,
         "delta": delta,
@@ -278,6 +295,11 @@ def privacy_report(
     report["composition"] = COMPOSITION_NOTE
     report.update(extra or {})
     return report
+
+
+def guarantee_text(epsilon: float, delta: float, adjacency: str = ADJACENCY) -> str:
+    """privacy.json's one-line guarantee; epsilon and delta rounded up (``round_up``), never down."""
+    return f"({round_up(epsilon, 4)}, {round_up(delta, 4)})-DP with respect to {adjacency}"
 
 
 def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
-from dpsynth.privacy.report import PrivacyReport
+from dpsynth.privacy.report import PrivacyReport, round_up
 from dpsynth.report import plots
 from dpsynth.report.evaluation import evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
@@ -291,7 +291,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if task:
         meta.append(f"task: {esc(task)}")
     if priv is not None:
-        meta.append(f"ε = {esc(fmt(priv.epsilon, 3))}")
+        meta.append(f"ε = {esc(round_up(priv.epsilon, 3))}")  # rounded up: never a stronger claim
     meta.append(f"generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
     headline = headline_section(evaluation)
     nav = "".join(

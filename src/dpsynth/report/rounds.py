@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dpsynth.privacy.report import round_up
 from dpsynth.report import plots
 from dpsynth.report.markup import esc, fmt, table
 
@@ -127,7 +128,13 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
             else None
         )
         rows.append(
-            [_round_name(r, len(rows)), share_txt, _signal(r, labels), r.get("epsilon_spent"), r.get("seconds")]
+            [
+                _round_name(r, len(rows)),
+                share_txt,
+                _signal(r, labels),
+                _epsilon(r.get("epsilon_spent")),
+                r.get("seconds"),
+            ]
         )
     subs.append(
         "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
@@ -137,6 +144,11 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
         + "</div>"
     )
     return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
+
+
+def _epsilon(x: Any) -> Any:
+    """A round's epsilon spent as the privacy section shows epsilon: rounded up, never down."""
+    return round_up(float(x), 4) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
 
 
 # What happened to each generator output (rounds.json "outcomes"), in the order a reader asks about it.
