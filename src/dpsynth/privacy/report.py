@@ -122,6 +122,7 @@ class PrivacyReport(BaseModel):
     composition: str | None = None
     post_processing: list[str] = Field(default_factory=list)
     never_written: str | None = None
+    released_exactly: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyReport:
@@ -243,13 +244,16 @@ def privacy_report(
     public_inputs: dict[str, Any],
     post_processing: Sequence[str] = (),
     never_written: str = "",
+    released_exactly: str = "",
     domain: Sequence[str] = (),
     details: Mapping[str, Mapping[str, Any]] | None = None,
     delta_total: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """privacy.json of a run.  ``delta_total`` (default: the ledger's delta) adds delta spent outside the
-    Gaussian composition (PEARL's category threshold); ``details`` adds method facts to a mechanism."""
+    Gaussian composition (PEARL's category threshold); ``details`` adds method facts to a mechanism.
+    ``released_exactly``: what a run without noise (epsilon = inf) wrote of the private data exactly, and where;
+    stated only when the run is not private (``never_written`` must then not name it)."""
     base = {"adjacency": ADJACENCY, "method": method}
     if not ledger.planned:
         return {
@@ -285,6 +289,8 @@ def privacy_report(
             m["name"] = m["name"].replace("Gaussian mechanism", "released WITHOUT noise")
             m.pop("noise_rng", None)
         report["accountant"] = None
+        if released_exactly:  # the mechanisms' outputs are exact statistics of the private data, on disk
+            report["released_exactly"] = released_exactly
     if post_processing:
         report["post_processing"] = list(post_processing)
     report["public_inputs"] = public_inputs

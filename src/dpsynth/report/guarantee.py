@@ -91,6 +91,8 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             parts.append(f'<p class="note">{esc(domain.note)}</p>')
     if priv.composition:
         parts.append(f'<p class="note">Composition: {esc(priv.composition)}</p>')
+    if priv.released_exactly:
+        parts.append(f'<p class="warn">Written exactly, without noise: {esc(priv.released_exactly)}.</p>')
     if priv.never_written:
         parts.append(f'<p class="note">Never written to disk or logs: {esc(priv.never_written)}.</p>')
     parts.append("</section>")

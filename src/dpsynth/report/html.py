@@ -8,9 +8,10 @@ class balance, evaluation (evaluation.json, including per-round FID), example sy
 class (cleaned of markdown and prompt echoes for reading, the raw text kept alongside), and the
 resolved config.  Wide tables scroll inside their own box, so the page never scrolls sideways.
 
-Only public run outputs are read: synthetic records, the privacy report, per-round summaries of
-noised votes, the config.  Everything taken from a file is HTML-escaped; charts are inline SVG;
-the page loads nothing from anywhere (no scripts, no external styles, fonts or images).
+Only run outputs are read: synthetic records, the privacy report, per-round summaries of the votes
+(noised in a DP run; an epsilon = inf run's are exact, and the page says so), the config.  Everything
+taken from a file is HTML-escaped; charts are inline SVG; the page loads nothing from anywhere (no
+scripts, no external styles, fonts or images).
 
 This module reads the run directory and lays out the page; the privacy section is in ``guarantee.py``,
 the headline and evaluation sections in ``evaluation.py``, the generation rounds in ``rounds.py``, the
@@ -20,6 +21,7 @@ HTML building blocks in ``markup.py``, the cleaning of sample text in ``text.py`
 
 from __future__ import annotations
 
+import math
 import random
 import shlex
 import time
@@ -36,7 +38,7 @@ from dpsynth.report import plots
 from dpsynth.report.evaluation import evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, table
-from dpsynth.report.rounds import rounds_section
+from dpsynth.report.rounds import rounds_section, vote_adjective
 from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
@@ -89,6 +91,7 @@ def _class_section(
     rounds: list[dict[str, Any]] | None,
     evaluation: dict[str, Any] | None,
     declared: Mapping[str, str],
+    noised: bool | None = True,
 ) -> str:
     parts = ['<section id="classes"><h2>Class balance</h2>']
     if not records:
@@ -127,7 +130,7 @@ def _class_section(
     if shares:
         svg = plots.line_chart(
             "classshares",
-            "Class shares per round (from the noisy per-class vote mass)",
+            f"Class shares per round (from the {vote_adjective(noised)}per-class vote mass)",
             [int(r.get("round", 0)) for r in shares],
             {labels.get(k, k): [(r.get("class_shares") or {}).get(k) for r in shares] for k in keys},
             ylabel="share of next round's budget",
@@ -277,6 +280,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             "`dpsynth run`"
         )
     priv, priv_problem = read_privacy(raw_priv)
+    # the votes are called noisy only when privacy.json says the run is DP (epsilon = inf releases them exactly)
+    noised = None if priv is None else priv.differentially_private and math.isfinite(priv.epsilon)
     if evaluation is not None and not isinstance(evaluation, dict):
         evaluation = None
     records = normalise_records(records, cfg)
@@ -314,8 +319,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         headline,
         privacy_section(priv, priv_problem),
         _membership(rd),
-        rounds_section(rounds, cfg, labels, rounds_note),
-        _class_section(records, labels, rounds, evaluation, declared),
+        rounds_section(rounds, cfg, labels, rounds_note, noised),
+        _class_section(records, labels, rounds, evaluation, declared, noised),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
