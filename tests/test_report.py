@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -425,6 +426,81 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
     (other / "evaluation.json").unlink()
     page = build_report(other)
     assert 'id="headline"' not in page and "--test HELD_OUT_FILE" in page
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        {"fidelity": [1, 2]},
+        {"utility": [1], "synthetic": {"n": 3}},
+        {"per_round": [{"n": 3}]},
+        {"test": "x", "synthetic": {"n": 1}},
+        {"test": {"shares": {"0": "x"}}},
+        {"per_round": [{"round": "x"}]},
+        {"per_round": [{"round": 1, "fid": "x"}]},
+        {"fidelity": {"fid": 1.0, "n_synthetic": "many"}},
+        {"fidelity": {"label_consistency": {"by_generator": [1]}}},
+        {"utility": {"logreg": {"accuracy": {"mean": 0.5, "values": 3}}}},
+        {"headline": {"value": 0.5, "references": [5]}},
+        {"text_stats": {"synthetic": 5}},
+        {"notes": "x"},
+        [1, 2],
+        "{not json",
+    ],
+)
+def test_report_names_a_damaged_evaluation_json(run_dir: Path, tmp_path: Path, evaluation: Any) -> None:
+    """Regression: evaluation.json of valid JSON but another shape crashed the report in a traceback (and a file
+    that is not JSON ended it with an error).  Now its section says the file is damaged; the page renders."""
+    other = tmp_path / "ev"
+    shutil.copytree(run_dir, other)
+    raw = evaluation if isinstance(evaluation, str) else json.dumps(evaluation)
+    (other / "evaluation.json").write_text(raw, encoding="utf-8")
+    page = build_report(other)
+    text = " ".join(parse(page).text)
+    assert "evaluation.json is damaged" in text and "differential privacy" in text.lower()
+    assert 'id="headline"' not in page  # nor a headline read from it
+
+
+def test_evaluation_sections_never_fail_on_a_shape_the_check_passes(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever part of a real evaluation.json is replaced by whatever value, the check turns it away or every
+    section that reads it renders: the shape is checked in one place, and nowhere else can fail."""
+    import random
+
+    from dpsynth.report import plots
+    from dpsynth.report.evaluation import check_evaluation, evaluation_section, headline_section
+    from dpsynth.report.html import _class_section, _stale_evaluation
+
+    class Axes:  # the charts' own code runs (its float() of every value), matplotlib's drawing does not
+        def __getattr__(self, name: str) -> Any:
+            return lambda *a, **k: None
+
+    monkeypatch.setattr(plots, "_render", lambda salt, title, draw, *a: draw(Axes()) or "")
+
+    good = json.loads((run_dir / "evaluation.json").read_text())
+    assert check_evaluation(good) == (good, "")
+    junk: list[Any] = [None, "x", 5, 2.5, float("nan"), True, [], [1, "a"], {}, {"a": [1]}, [{"round": "r"}]]
+    rng = random.Random(0)
+    for _ in range(300):
+        ev = json.loads(json.dumps(good))
+        node, path = ev, []
+        while isinstance(node, (dict, list)) and node and (not path or rng.random() < 0.7):
+            key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+            path.append(key)
+            parent, node = node, node[key]
+        parent[path[-1]] = rng.choice(junk)
+        checked, why = check_evaluation(ev)
+        if checked is None:
+            assert why.startswith("evaluation.json is damaged"), why
+            continue
+        try:
+            headline_section(checked)
+            evaluation_section(checked, run_dir)
+            _class_section([{"label": "0", "text": "t"}], {"0": "neg"}, None, checked, {"0": "neg"})
+            _stale_evaluation(checked, 3, run_dir)
+        except Exception as exc:  # noqa: BLE001 - the failure names the path that got through
+            raise AssertionError(f"{path} = {parent[path[-1]]!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _header(page: str) -> str:

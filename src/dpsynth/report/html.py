@@ -35,7 +35,7 @@ from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
 from dpsynth.privacy.report import PrivacyReport, round_up
 from dpsynth.report import plots
-from dpsynth.report.evaluation import evaluation_section, headline_section
+from dpsynth.report.evaluation import DAMAGED, check_evaluation, evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, table
 from dpsynth.report.rounds import rounds_section, vote_adjective
@@ -264,7 +264,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         rounds_note = ""
     except ResumeError:  # a damaged summary leaves out its section, not the whole report
         rounds, rounds_note = None, "rounds.json is damaged, so the per-round summary cannot be shown."
-    evaluation = read_json(rd / EVALUATION_FILE)
+    try:
+        evaluation, evaluation_note = check_evaluation(read_json(rd / EVALUATION_FILE))
+    except DataError:  # not JSON: like rounds.json, a damaged file leaves out its section, not the report
+        evaluation, evaluation_note = None, f"{DAMAGED} (not valid JSON)"
     cfg, cfg_text = read_config(rd)
     records = read_synthetic(rd)
     if raw_priv is None and not records:
@@ -282,8 +285,6 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     priv, priv_problem = read_privacy(raw_priv)
     # the votes are called noisy only when privacy.json says the run is DP (epsilon = inf releases them exactly)
     noised = None if priv is None else priv.differentially_private and math.isfinite(priv.epsilon)
-    if evaluation is not None and not isinstance(evaluation, dict):
-        evaluation = None
     records = normalise_records(records, cfg)
     declared = _declared_labels(cfg, priv)
     labels = _label_names(declared, records)
@@ -321,7 +322,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         _membership(rd),
         rounds_section(rounds, cfg, labels, rounds_note, noised),
         _class_section(records, labels, rounds, evaluation, declared, noised),
-        evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
+        evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None, evaluation_note),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
