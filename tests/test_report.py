@@ -503,6 +503,28 @@ def test_evaluation_sections_never_fail_on_a_shape_the_check_passes(
             raise AssertionError(f"{path} = {parent[path[-1]]!r}: {type(exc).__name__}: {exc}") from exc
 
 
+def test_report_of_a_run_directory_whose_name_or_records_are_not_utf8(run_dir: Path, tmp_path: Path) -> None:
+    """Regression: `dpsynth report $'bad\\xffname'` (a name that is not UTF-8 reaches Python as a surrogate
+    escape) and a lone surrogate escape "\\ud800" in synthetic.jsonl ended in a UnicodeEncodeError.  Now they
+    show as U+FFFD and the page is written."""
+    import os
+
+    bad = tmp_path / os.fsdecode(b"bad\xffname")
+    shutil.copytree(run_dir, bad)
+    (bad / "report.html").unlink(missing_ok=True)
+    assert "bad\ufffdname" in _header(write_report(bad).read_bytes().decode("utf-8"))  # the name alone
+    with open(bad / "synthetic.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"text": "LONE \\ud800 SURROGATE", "label": "1", "generator": "_g\\udcff", "round": 3}\n')
+    path = write_report(bad, samples_per_class=1000)
+    page = path.read_bytes().decode("utf-8")  # strict: every byte written is UTF-8
+    assert "bad\ufffdname" in _header(page) and "LONE \ufffd SURROGATE" in " ".join(parse(page).text)
+    assert "_g\ufffd" in page
+    from dpsynth.report.markup import esc, safe_text
+
+    assert esc("bad\udcffname <b>") == "bad\ufffdname &lt;b&gt;" and safe_text("a\ud800b") == "a\ufffdb"
+    assert safe_text("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600"  # real text is left alone
+
+
 def _header(page: str) -> str:
     m = re.search(r"<header>(.*?)</header>", page, re.S)
     assert m, "no <header>"

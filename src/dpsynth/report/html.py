@@ -37,7 +37,7 @@ from dpsynth.privacy.report import PrivacyReport, round_up
 from dpsynth.report import plots
 from dpsynth.report.evaluation import DAMAGED, check_evaluation, evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
-from dpsynth.report.markup import CSS, esc, fmt, table
+from dpsynth.report.markup import CSS, esc, fmt, safe_text, table
 from dpsynth.report.rounds import rounds_section, vote_adjective
 from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
@@ -333,13 +333,14 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         why = "config.yaml cannot be read (damaged)" if (rd / "config.yaml").exists() else "No config.yaml here"
         body.append(f'<p class="note">{why}.</p>')
     body.append("</section>")
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR_META}'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
+    return safe_text(page)  # esc() already did; this also covers text a chart or a future section did not escape
 
 
 def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Path) -> str:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dpsynth.report.markup import esc, safe_text
+
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -27,22 +29,18 @@ def available() -> bool:
 
 def omitted(title: str) -> str:
     """What stands where a chart would be when matplotlib is not installed."""
-    import html
-
     return (
-        f'<p class="note">Chart omitted ({html.escape(title)}): matplotlib is not installed; '
+        f'<p class="note">Chart omitted ({esc(title)}): matplotlib is not installed; '
         "<code>pip install 'dpsynth[eval]'</code> adds the charts.</p>"
     )
 
 
 def _label(s: object) -> str:
-    """Plain text for matplotlib: '$' would start mathtext."""
-    return str(s).replace("$", r"\$")
+    """Plain text for matplotlib: '$' would start mathtext; a lone surrogate (``safe_text``) cannot be written."""
+    return safe_text(str(s)).replace("$", r"\$")
 
 
 def _svg(fig: Any, salt: str, title: str) -> str:
-    import html
-
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     s = buf.getvalue()
@@ -53,7 +51,7 @@ def _svg(fig: Any, salt: str, title: str) -> str:
 
     def root(m: re.Match[str]) -> str:
         tag = re.sub(r'\s(width|height)="[^"]*"', "", m.group(0))
-        return tag[:-1] + f' role="img" aria-label="{html.escape(title)}" class="chart" data-chart="{salt}">'
+        return tag[:-1] + f' role="img" aria-label="{esc(title)}" class="chart" data-chart="{esc(salt)}">'
 
     return re.sub(r"<svg\b[^>]*>", root, s, count=1)
 
