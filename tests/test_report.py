@@ -359,6 +359,43 @@ def test_clean_for_display(raw: str, shown: str) -> None:
     assert clean_for_display(raw, task="movie review", labels=["negative", "positive"]) == shown
 
 
+# Texts that made a pattern re-scan the rest of the text from every mark: quadratic time.
+ADVERSARIAL = ["__a ", "**a ", "**a \n", "__a\n", "[", "[a](", "![a]", "a \t", "`a ", "*a ", "_a ", "- ", "#"]
+
+
+def test_clean_for_display_takes_linear_time() -> None:
+    """Regression: clean_for_display("__a " * 32768) (128 KB) took 68 s, and the report cleaned each sample
+    before clipping it.  Every 200 KB text below must clean in under 5 s (it takes milliseconds); the check
+    runs in a child process with a deadline, so the quadratic version fails in seconds instead of hanging."""
+    import sys
+
+    import dpsynth.report.text as text_module
+
+    code = f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("text", {str(text_module.__file__)!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+for piece in {ADVERSARIAL!r}:
+    raw = ("x " + piece * (200_000 // len(piece)))[:200_000]
+    t = time.perf_counter()
+    mod.clean_for_display(raw, "movie review", ["negative", "positive"])
+    took = time.perf_counter() - t
+    assert took < 5, (piece, took)
+    print(repr(piece), round(took, 3))
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"cleaning 200 KB texts took over 30 s: {exc.stdout!r}") from None
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("\n") == len(ADVERSARIAL)
+    # what they clean to is still right
+    from dpsynth.report.text import clean_for_display
+
+    assert clean_for_display("a **b c** d __e__ [f](g) " * 3) == "a b c d e f " * 2 + "a b c d e f"
+
+
 def test_sample_cards_show_clean_text_and_keep_the_raw_text(run_dir: Path) -> None:
     page = build_report(run_dir, samples_per_class=1000)
     cards = re.findall(r'<div class="sample">(.*?)</div>\s*(?=<div class="sample">|<h3>|</section>)', page, re.S)

@@ -185,7 +185,9 @@ def _samples_section(
         title = f"{labels[k]} (label {k})" if k in labels else (f"label {k}" if k else "all records (no label column)")
         parts.append(f"<h3>{esc(title)}</h3>")
         for r in pick:
-            raw = str(r.get("text", ""))
+            # cleaning reads no more than the raw view shows: a card needs a few hundred characters of a text
+            # that may be megabytes long
+            raw = str(r.get("text", "")).strip()[: 4 * SAMPLE_CHARS + 1]
             text = clean_for_display(raw, task, labels.values())
             src = []
             if r.get("generator") not in (None, ""):
@@ -194,8 +196,8 @@ def _samples_section(
                 src.append(f"round {r['round']}")
             meta = f'<span class="src">{esc(", ".join(src))}</span>' if src else ""
             keep = ""
-            if text != raw.strip():  # what was removed stays one click away
-                shown_raw = esc(clip(raw.strip(), 4 * SAMPLE_CHARS))
+            if text != raw:  # what was removed stays one click away
+                shown_raw = esc(clip(raw, 4 * SAMPLE_CHARS))
                 keep = f"<details><summary>raw text</summary><pre>{shown_raw}</pre></details>"
             parts.append(f'<div class="sample"><p class="text">{esc(clip(text, SAMPLE_CHARS))}</p>{meta}{keep}</div>')
     parts.append("</section>")
