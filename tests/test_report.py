@@ -562,6 +562,24 @@ def test_report_of_a_run_directory_whose_name_or_records_are_not_utf8(run_dir: P
     assert safe_text("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600"  # real text is left alone
 
 
+@pytest.mark.parametrize("kind", ["line", "bar", "stacked"])
+def test_chart_legends_keep_names_that_start_with_an_underscore(kind: str) -> None:
+    """Regression: matplotlib leaves labels starting with "_" out of a legend, so a generator or class named
+    "_pos" was missing from the charts' legends (the tables had it)."""
+    from dpsynth.report import plots
+
+    series = {"_pos": [0.2, 0.4], "neg": [0.8, 0.6], "__dunder": [0.1, 0.1]}
+    if kind == "line":
+        svg = plots.line_chart("t", "title", [1, 2], series)
+    else:
+        svg = plots.bar_chart("t", "title", ["1", "2"], series, stacked=kind == "stacked")
+    assert svg is not None
+    legend = re.search(r'<g id="legend_1">(.*?)</svg>', svg, re.S)
+    assert legend, "no legend"
+    shown = [t.replace("\u200b", "") for t in re.findall(r"<text[^>]*>([^<]*)</text>", legend.group(1))]
+    assert {"_pos", "neg", "__dunder"} <= set(shown), shown
+
+
 def _header(page: str) -> str:
     m = re.search(r"<header>(.*?)</header>", page, re.S)
     assert m, "no <header>"

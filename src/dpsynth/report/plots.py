@@ -40,6 +40,14 @@ def _label(s: object) -> str:
     return safe_text(str(s)).replace("$", r"\$")
 
 
+def _legend(name: object) -> str:
+    """A series name for the legend: matplotlib leaves out every label that starts with "_" (its mark for
+    "no legend entry"), so a generator or class named "_pos" vanished from it; a zero-width space before
+    the name keeps it, and shows nothing."""
+    text = _label(name)
+    return "\u200b" + text if text.startswith("_") else text
+
+
 def _svg(fig: Any, salt: str, title: str) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -94,7 +102,7 @@ def line_chart(
     def draw(ax: Any) -> None:
         for i, (name, ys) in enumerate(series.items()):
             vals = [float("nan") if v is None else float(v) for v in ys]
-            ax.plot(x, vals, marker="o", color=_COLORS[i % len(_COLORS)], label=_label(name))
+            ax.plot(x, vals, marker="o", color=_COLORS[i % len(_COLORS)], label=_legend(name))
         ax.set_xlabel(_label(xlabel))
         ax.set_ylabel(_label(ylabel))
         if integer_x:
@@ -129,11 +137,11 @@ def bar_chart(
             vals = np.array([float(v) for v in ys])
             color = _COLORS[i % len(_COLORS)]
             if stacked:
-                ax.bar(pos, vals, width, bottom=bottom, color=color, label=_label(name))
+                ax.bar(pos, vals, width, bottom=bottom, color=color, label=_legend(name))
                 bottom = bottom + vals
             else:
                 off = (i - (n - 1) / 2) * width
-                ax.bar(pos + off, vals, width, color=color, label=_label(name))
+                ax.bar(pos + off, vals, width, color=color, label=_legend(name))
         ax.set_xticks(pos, [_label(c) for c in categories])
         ax.set_xlabel(_label(xlabel))
         ax.set_ylabel(_label(ylabel))
