@@ -392,3 +392,52 @@ def test_audit_flags_are_checked_before_the_work(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
+
+
+def test_audit_out_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `audit membership|canaries --out FILE` replaced whatever FILE was: `--out RUN/synthetic.jsonl`
+    the run's synthetic set, `--out private.csv` the private data.  Now an existing file is replaced only when
+    it is an earlier result of the same audit, and a run directory's own files are refused, before the work."""
+    from dpsynth.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method: wasp\n")
+    (run / "synthetic.jsonl").write_text('{"text": "a", "label": "0"}\n')
+    (tmp_path / "private.csv").write_text("text,label\nSENTINEL,0\n")
+    canary = {"settings": {}, "canary_template": "x", "results": []}
+    membership = {"attacks": {}, "members": 3, "non_members": 3, "verdict": "v"}
+    (tmp_path / "old_canaries.json").write_text(json.dumps(canary))
+    (tmp_path / "old_membership.json").write_text(json.dumps(membership))
+    monkeypatch.setattr("dpsynth.extras.require", lambda *a: None)
+    monkeypatch.setattr("dpsynth.audit.canaries.run_canary_audit", lambda *a, **k: {**canary, "new": 1})
+    monkeypatch.setattr("dpsynth.audit.membership.membership_audit", lambda *a, **k: {**membership, "new": 1})
+    monkeypatch.setattr("dpsynth.audit.membership.summary_lines", lambda r: ["done"])
+    keep = {p: p.read_bytes() for p in (run / "synthetic.jsonl", run / "config.yaml", tmp_path / "private.csv")}
+    refused = [
+        (["audit", "membership", str(run), "--out", str(run / "synthetic.jsonl")], "is not an earlier"),
+        (["audit", "membership", str(run), "--out", str(tmp_path / "private.csv")], "is not an earlier"),
+        (["audit", "canaries", "--out", str(tmp_path / "private.csv")], "is not an earlier"),
+        (["audit", "canaries", "--out", str(run / "config.yaml")], "is not an earlier"),
+        (["audit", "canaries", "--out", str(tmp_path / "old_membership.json")], "is not an earlier"),  # other kind
+        (["audit", "membership", str(run), "--out", str(tmp_path / "old_canaries.json")], "is not an earlier"),
+        (["audit", "canaries", "--out", str(run / "membership.json")], "file of the run directory"),  # new names
+        (["audit", "membership", str(run), "--out", str(run / "synthetic.csv")], "file of the run directory"),
+    ]
+    for argv, words in refused:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and words in err, (argv, err)
+    assert {p: p.read_bytes() for p in keep} == keep
+    assert not (run / "membership.json").exists() and not (run / "synthetic.csv").exists()
+    # an earlier result of the same audit is replaced; so is the run's own membership.json, and a new file is made
+    main(["audit", "canaries", "--out", str(tmp_path / "old_canaries.json")])
+    main(["audit", "membership", str(run), "--out", str(tmp_path / "old_membership.json")])
+    main(["audit", "membership", str(run), "--out", str(run / "membership.json")])
+    main(["audit", "membership", str(run), "--out", str(run / "membership.json")])
+    main(["audit", "canaries", "--out", str(tmp_path / "new.json")])
+    for name in ("old_canaries.json", "old_membership.json", "run/membership.json", "new.json"):
+        assert json.loads((tmp_path / name).read_text())["new"] == 1, name

@@ -1019,6 +1019,25 @@ def test_values_that_are_not_text_are_refused_in_the_columns_read(tmp_path: Path
     assert SENTINEL not in str(e.value) and not (tmp_path / "run").exists()
 
 
+def test_a_lone_surrogate_is_refused_in_a_column_read_and_replaced_elsewhere(tmp_path: Path) -> None:
+    """Regression: a JSON "\\ud800" escape (a lone surrogate, which no UTF-8 can hold) ended read_table in a
+    UnicodeEncodeError traceback from pandas' string storage (a run's private file, the report's synthetic
+    set).  Now a column read refuses it by column and record, never the value; another column gets U+FFFD."""
+    from dpsynth.data import read_table
+
+    j = tmp_path / "s.jsonl"
+    j.write_text(
+        '{"text": "fine", "label": 0, "note": "x"}\n{"text": "SENTINEL \\ud800", "label": 1, "note": "y \\udcff"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"column 'text' holds text that is not valid Unicode .*\(record 2\)") as e:
+        read_table(j, columns={"text", "label"})
+    assert SENTINEL not in str(e.value)
+    kept = read_table(j, columns={"label"})
+    assert kept["text"].tolist() == ["fine", "SENTINEL \ufffd"] and kept["note"].tolist() == ["x", "y \ufffd"]
+    assert read_table(j, columns=())["text"].tolist()[1] == "SENTINEL \ufffd"
+
+
 def test_rows_are_the_lines_where_records_start(tmp_path: Path) -> None:
     """Rows and lines in messages count what the file holds: blank and whitespace-only lines, quoted
     texts over several lines, CRLF endings, a BOM; another encoding is read as the run reads the file."""

@@ -90,6 +90,21 @@ def test_privacy_epsilon_golden(sigma: float, epsilon: float, accountant: str) -
     assert out["epsilon"] == pytest.approx(epsilon, rel=0.01)
 
 
+def test_privacy_plain_output_is_rounded_up() -> None:
+    """Regression: the plain numbers were :.6g (nearest): an epsilon shown below the one computed, a sigma
+    below the one calibrated.  Both are rounded up: never a stronger claim, never less noise."""
+    args = ["--delta", "1e-5", "--steps", "4", "--accountant", "gdp"]
+    for cmd, opt, values in (
+        ("epsilon", "--sigma", ("3.3", "3.31", "3.32", "3.33")),
+        ("sigma", "--epsilon", ("2.1", "2.2", "2.3", "2.4")),
+    ):
+        for v in values:
+            plain = runner.invoke(app, ["privacy", cmd, opt, v, *args])
+            assert plain.exit_code == 0, plain.output
+            exact = _json(["privacy", cmd, opt, v, *args, "--json"])[cmd]
+            assert exact <= float(plain.stdout) <= exact * (1 + 1e-5), (cmd, v, plain.stdout, exact)
+
+
 def test_privacy_plain_output_is_one_number() -> None:
     result = runner.invoke(
         app, ["privacy", "sigma", "--epsilon", "2", "--delta", "1e-5", "--steps", "4", "--accountant", "gdp"]

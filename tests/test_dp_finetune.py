@@ -644,6 +644,24 @@ def test_exposure_rank_and_candidates() -> None:
     assert verbatim_rate(["code 4831 ok", "x 148310", "none"], "4831") == pytest.approx(1 / 3)
 
 
+def test_exposure_counts_ties_half() -> None:
+    """Regression: ties went to the true secret (rank = 1 + #higher), so a model scoring all 10,000 secrets
+    alike read as fully memorised (rank 1, exposure 13.3).  Now ties take the mid-rank."""
+    from dpsynth.audit.canaries import exposure
+
+    rank, exp_ = exposure(-9.0, np.full(9999, -9.0))
+    assert rank == 5000.5 and exp_ == pytest.approx(math.log2(10_000 / 5000.5))
+    rank, exp_ = exposure(-2.0, np.array([-1.0, -2.0, -2.0, -3.0]))  # one higher, two equal
+    assert rank == 3 and isinstance(rank, int) and exp_ == pytest.approx(math.log2(5 / 3))
+    rank, _ = exposure(-2.0, np.array([-2.0, -3.0]))
+    assert rank == 1.5
+    rng = np.random.default_rng(1)  # without ties: the plain rank, unchanged
+    for _ in range(20):
+        scores = rng.normal(size=50)
+        rank, exp_ = exposure(float(scores[0]), scores[1:])
+        assert rank == 1 + int((scores[1:] > scores[0]).sum()) and exp_ == pytest.approx(math.log2(50 / rank))
+
+
 def test_tiny_canary_audit_runs(tiny_lm: Path) -> None:
     from dpsynth.audit.canaries import AuditSettings, markdown_table, run_canary_audit
     from dpsynth.config import FinetuneConfig

@@ -135,6 +135,16 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
     assert rep["differentially_private"] is False and rep["guarantee"].startswith("NONE")
     assert rep["epsilon"] == float("inf") and rep["accountant"] is None
     assert rep["mechanisms"][0]["sigma"] == 0.0 and rep["mechanisms"][0]["count"] == 3
+    # regression: privacy.json and the page said "never written: ... pre-noise vote histograms" and "from the
+    # noisy votes only" of this run, whose saved votes ARE the exact histograms
+    assert "pre-noise" not in rep["never_written"] and "noisy" not in " ".join(rep["post_processing"])
+    assert "votes/" in rep["released_exactly"] and "rounds.json" in rep["released_exactly"]
+    from dpsynth.report import build_report
+
+    page = build_report(tmp_path / "inf").lower()
+    assert "written exactly, without noise: the vote histograms" in page and "pre-noise" not in page
+    assert "noisy" not in page and "noised" not in page, re.findall(r".{60}nois(?:y|ed).{60}", page)[:3]
+    assert "exact vote mass per round" in page and "without noise</em>" in page
     m = len(__import__("pandas").read_csv(private_csv))
     q = cfg.wasp.q
     for t in (1, 2, 3):

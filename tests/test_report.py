@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -245,6 +246,43 @@ def test_report_privacy_section_reads_the_unified_and_older_privacy_json(run_dir
     assert "ε = 2, δ = 1e-05" in text and "rdp" in text
 
 
+def test_privacy_parameters_are_rounded_up_never_down(run_dir: Path, tmp_path: Path) -> None:
+    """Regression: a run that spent epsilon 2.69472 read "ε = 2.69" in the guarantee sentence and the header
+    (rounded to nearest: a stronger guarantee than the one spent), and privacy.json's guarantee used
+    :.4g.  Epsilon and delta shown to a person are rounded up."""
+    other = tmp_path / "up"
+    shutil.copytree(run_dir, other)
+    priv = json.loads((other / "privacy.json").read_text())
+    priv.update(epsilon=2.69472, delta=1.25e-5, epsilon_target=2.6947201)
+    priv["accountant"]["epsilon_at_delta"] = 2.69472
+    (other / "privacy.json").write_text(json.dumps(priv))
+    page = build_report(other)
+    assert "ε = 2.7" in _header(page)
+    text = " ".join(parse(page).text)
+    assert "(ε = 2.7, δ = 1.3e-05)" in text and "at most δ = 1.3e-05" in text
+    assert "2.69 " not in text and "2.69," not in text and "1.2e-05" not in text
+    assert "2.69472" in text and "2.69473" in text  # the table's 6 figures, the target rounded up too
+
+
+def test_round_up_never_rounds_down() -> None:
+    """The helper behind every epsilon and delta shown: up at ``digits`` significant figures, float noise
+    (1e-05 is 1.0000000000000000818e-05 in binary) not taken for a value above the decimal."""
+    import random
+
+    from dpsynth.privacy.report import guarantee_text, round_up
+
+    assert round_up(2.69472, 3) == "2.7" and round_up(2.69472, 4) == "2.695" and round_up(2.6949, 3) == "2.7"
+    assert round_up(4.0, 3) == "4" and round_up(1e-5, 2) == "1e-05" and round_up(1.25e-5, 2) == "1.3e-05"
+    assert round_up(9.9996, 4) == "10" and round_up(float("inf"), 3) == "inf" and round_up(0.0, 3) == "0"
+    rng = random.Random(0)
+    for _ in range(2000):
+        x, d = 10 ** rng.uniform(-8, 4), rng.randint(1, 6)
+        shown = float(round_up(x, d))
+        assert x <= shown <= x * (1 + 10 ** (1 - d)) and f"{shown:.{d}g}" == round_up(x, d), (x, d)
+    assert guarantee_text(2.69472, 1.25e-5).startswith("(2.695, 1.25e-05)-DP")
+    assert guarantee_text(2.694712, 1.000001e-5).startswith("(2.695, 1.001e-05)-DP")
+
+
 def test_report_reads_privacy_json_through_the_typed_report(run_dir: Path, tmp_path: Path) -> None:
     from dpsynth.privacy.report import PrivacyReport, validate_report
 
@@ -321,6 +359,43 @@ def test_clean_for_display(raw: str, shown: str) -> None:
     assert clean_for_display(raw, task="movie review", labels=["negative", "positive"]) == shown
 
 
+# Texts that made a pattern re-scan the rest of the text from every mark: quadratic time.
+ADVERSARIAL = ["__a ", "**a ", "**a \n", "__a\n", "[", "[a](", "![a]", "a \t", "`a ", "*a ", "_a ", "- ", "#"]
+
+
+def test_clean_for_display_takes_linear_time() -> None:
+    """Regression: clean_for_display("__a " * 32768) (128 KB) took 68 s, and the report cleaned each sample
+    before clipping it.  Every 200 KB text below must clean in under 5 s (it takes milliseconds); the check
+    runs in a child process with a deadline, so the quadratic version fails in seconds instead of hanging."""
+    import sys
+
+    import dpsynth.report.text as text_module
+
+    code = f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("text", {str(text_module.__file__)!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+for piece in {ADVERSARIAL!r}:
+    raw = ("x " + piece * (200_000 // len(piece)))[:200_000]
+    t = time.perf_counter()
+    mod.clean_for_display(raw, "movie review", ["negative", "positive"])
+    took = time.perf_counter() - t
+    assert took < 5, (piece, took)
+    print(repr(piece), round(took, 3))
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"cleaning 200 KB texts took over 30 s: {exc.stdout!r}") from None
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("\n") == len(ADVERSARIAL)
+    # what they clean to is still right
+    from dpsynth.report.text import clean_for_display
+
+    assert clean_for_display("a **b c** d __e__ [f](g) " * 3) == "a b c d e f " * 2 + "a b c d e f"
+
+
 def test_sample_cards_show_clean_text_and_keep_the_raw_text(run_dir: Path) -> None:
     page = build_report(run_dir, samples_per_class=1000)
     cards = re.findall(r'<div class="sample">(.*?)</div>\s*(?=<div class="sample">|<h3>|</section>)', page, re.S)
@@ -388,6 +463,121 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
     (other / "evaluation.json").unlink()
     page = build_report(other)
     assert 'id="headline"' not in page and "--test HELD_OUT_FILE" in page
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        {"fidelity": [1, 2]},
+        {"utility": [1], "synthetic": {"n": 3}},
+        {"per_round": [{"n": 3}]},
+        {"test": "x", "synthetic": {"n": 1}},
+        {"test": {"shares": {"0": "x"}}},
+        {"per_round": [{"round": "x"}]},
+        {"per_round": [{"round": 1, "fid": "x"}]},
+        {"fidelity": {"fid": 1.0, "n_synthetic": "many"}},
+        {"fidelity": {"label_consistency": {"by_generator": [1]}}},
+        {"utility": {"logreg": {"accuracy": {"mean": 0.5, "values": 3}}}},
+        {"headline": {"value": 0.5, "references": [5]}},
+        {"text_stats": {"synthetic": 5}},
+        {"notes": "x"},
+        [1, 2],
+        "{not json",
+    ],
+)
+def test_report_names_a_damaged_evaluation_json(run_dir: Path, tmp_path: Path, evaluation: Any) -> None:
+    """Regression: evaluation.json of valid JSON but another shape crashed the report in a traceback (and a file
+    that is not JSON ended it with an error).  Now its section says the file is damaged; the page renders."""
+    other = tmp_path / "ev"
+    shutil.copytree(run_dir, other)
+    raw = evaluation if isinstance(evaluation, str) else json.dumps(evaluation)
+    (other / "evaluation.json").write_text(raw, encoding="utf-8")
+    page = build_report(other)
+    text = " ".join(parse(page).text)
+    assert "evaluation.json is damaged" in text and "differential privacy" in text.lower()
+    assert 'id="headline"' not in page  # nor a headline read from it
+
+
+def test_evaluation_sections_never_fail_on_a_shape_the_check_passes(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever part of a real evaluation.json is replaced by whatever value, the check turns it away or every
+    section that reads it renders: the shape is checked in one place, and nowhere else can fail."""
+    import random
+
+    from dpsynth.report import plots
+    from dpsynth.report.evaluation import check_evaluation, evaluation_section, headline_section
+    from dpsynth.report.html import _class_section, _stale_evaluation
+
+    class Axes:  # the charts' own code runs (its float() of every value), matplotlib's drawing does not
+        def __getattr__(self, name: str) -> Any:
+            return lambda *a, **k: None
+
+    monkeypatch.setattr(plots, "_render", lambda salt, title, draw, *a: draw(Axes()) or "")
+
+    good = json.loads((run_dir / "evaluation.json").read_text())
+    assert check_evaluation(good) == (good, "")
+    junk: list[Any] = [None, "x", 5, 2.5, float("nan"), True, [], [1, "a"], {}, {"a": [1]}, [{"round": "r"}]]
+    rng = random.Random(0)
+    for _ in range(300):
+        ev = json.loads(json.dumps(good))
+        node, path = ev, []
+        while isinstance(node, (dict, list)) and node and (not path or rng.random() < 0.7):
+            key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+            path.append(key)
+            parent, node = node, node[key]
+        parent[path[-1]] = rng.choice(junk)
+        checked, why = check_evaluation(ev)
+        if checked is None:
+            assert why.startswith("evaluation.json is damaged"), why
+            continue
+        try:
+            headline_section(checked)
+            evaluation_section(checked, run_dir)
+            _class_section([{"label": "0", "text": "t"}], {"0": "neg"}, None, checked, {"0": "neg"})
+            _stale_evaluation(checked, 3, run_dir)
+        except Exception as exc:  # noqa: BLE001 - the failure names the path that got through
+            raise AssertionError(f"{path} = {parent[path[-1]]!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def test_report_of_a_run_directory_whose_name_or_records_are_not_utf8(run_dir: Path, tmp_path: Path) -> None:
+    """Regression: `dpsynth report $'bad\\xffname'` (a name that is not UTF-8 reaches Python as a surrogate
+    escape) and a lone surrogate escape "\\ud800" in synthetic.jsonl ended in a UnicodeEncodeError.  Now they
+    show as U+FFFD and the page is written."""
+    import os
+
+    bad = tmp_path / os.fsdecode(b"bad\xffname")
+    shutil.copytree(run_dir, bad)
+    (bad / "report.html").unlink(missing_ok=True)
+    assert "bad\ufffdname" in _header(write_report(bad).read_bytes().decode("utf-8"))  # the name alone
+    with open(bad / "synthetic.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"text": "LONE \\ud800 SURROGATE", "label": "1", "generator": "_g\\udcff", "round": 3}\n')
+    path = write_report(bad, samples_per_class=1000)
+    page = path.read_bytes().decode("utf-8")  # strict: every byte written is UTF-8
+    assert "bad\ufffdname" in _header(page) and "LONE \ufffd SURROGATE" in " ".join(parse(page).text)
+    assert "_g\ufffd" in page
+    from dpsynth.report.markup import esc, safe_text
+
+    assert esc("bad\udcffname <b>") == "bad\ufffdname &lt;b&gt;" and safe_text("a\ud800b") == "a\ufffdb"
+    assert safe_text("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600"  # real text is left alone
+
+
+@pytest.mark.parametrize("kind", ["line", "bar", "stacked"])
+def test_chart_legends_keep_names_that_start_with_an_underscore(kind: str) -> None:
+    """Regression: matplotlib leaves labels starting with "_" out of a legend, so a generator or class named
+    "_pos" was missing from the charts' legends (the tables had it)."""
+    from dpsynth.report import plots
+
+    series = {"_pos": [0.2, 0.4], "neg": [0.8, 0.6], "__dunder": [0.1, 0.1]}
+    if kind == "line":
+        svg = plots.line_chart("t", "title", [1, 2], series)
+    else:
+        svg = plots.bar_chart("t", "title", ["1", "2"], series, stacked=kind == "stacked")
+    assert svg is not None
+    legend = re.search(r'<g id="legend_1">(.*?)</svg>', svg, re.S)
+    assert legend, "no legend"
+    shown = [t.replace("\u200b", "") for t in re.findall(r"<text[^>]*>([^<]*)</text>", legend.group(1))]
+    assert {"_pos", "neg", "__dunder"} <= set(shown), shown
 
 
 def _header(page: str) -> str:

@@ -36,6 +36,7 @@ from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of th
     parse_overrides,
 )
 from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
+from dpsynth.privacy.report import round_up
 
 if TYPE_CHECKING:
     from dpsynth.api import Checked
@@ -111,7 +112,7 @@ def _checked_line(checked: Checked, resume: bool) -> str:
     parts = [f"method {cfg.method}"]
     parts += [f"labels {labels}", f"task {cfg.data.task!r}"] if labels else []
     parts += [f"generators {', '.join(g.name for g in cfg.generators)}"] if METHODS[cfg.method].prompting else []
-    parts += [f"epsilon {cfg.privacy.epsilon:g}"] if cfg.uses_private_data else []
+    parts += [f"epsilon {round_up(cfg.privacy.epsilon, 6)}"] if cfg.uses_private_data else []
     data = "the private data (file, columns, labels)" if checked.reads_private else "data.private (not needed)"
     return (
         f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {out} pass the checks; "
@@ -166,7 +167,8 @@ def run_from_args(
     eps = result.privacy["epsilon"]
     typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
     typer.echo(
-        f"privacy: {result.privacy['guarantee']} (epsilon spent {eps:.4g}); report: {result.run_dir}/privacy.json"
+        f"privacy: {result.privacy['guarantee']} (epsilon spent {round_up(eps, 4)}); "
+        f"report: {result.run_dir}/privacy.json"
     )
 
 
@@ -240,7 +242,7 @@ def sample(
     short = f"; {n - added} fewer than asked, outputs were rejected (see above)" if added < n else ""
     typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({added} added{short})")
     typer.echo(
-        f"privacy: {result.privacy['guarantee']} (epsilon spent {result.privacy['epsilon']:.4g}, unchanged); "
+        f"privacy: {result.privacy['guarantee']} (epsilon spent {round_up(result.privacy['epsilon'], 4)}, unchanged); "
         f"report: {result.run_dir}/privacy.json"
     )
 
@@ -312,7 +314,7 @@ def privacy_sigma(
         "sensitivity": sensitivity,
         "accountant": accountant,
     }
-    typer.echo(json.dumps(out) if as_json else f"{plan.sigma:.6g}")
+    typer.echo(json.dumps(out) if as_json else round_up(plan.sigma, 6))  # up: more noise, never less
 
 
 MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER = 1e-3, 1e12
@@ -351,7 +353,7 @@ def privacy_epsilon(
         "sensitivity": sensitivity,
         "accountant": accountant,
     }
-    typer.echo(json.dumps(out) if as_json else f"{eps:.6g}")
+    typer.echo(json.dumps(out) if as_json else round_up(eps, 6))
 
 
 from dpsynth.evaluate.cli import evaluate_cmd, report_cmd  # noqa: E402

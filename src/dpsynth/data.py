@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Collection, Mapping, Sequence
@@ -412,22 +413,35 @@ def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def _as_str(df: pd.DataFrame, where: str = "dataset", columns: Collection[str] | None = None) -> pd.DataFrame:
     """Every cell as a string; real missing values (NaN, None, null) as '' (placeholders: ``read_table``).
 
-    Bytes are decoded as UTF-8; a list, a mapping or undecodable bytes in one of ``columns`` (all when
-    None) is a ``DataError`` naming the column and the record's number (1-based, blank lines of a JSONL
-    file not counted), never the value."""
+    Bytes are decoded as UTF-8; a list, a mapping, undecodable bytes or text with a lone surrogate (a JSON
+    "\\ud800" escape: no UTF-8 can hold it, and pandas' string storage failed on it in a traceback) in one of
+    ``columns`` (all when None) is a ``DataError`` naming the column and the record's number (1-based, blank
+    lines of a JSONL file not counted), never the value; elsewhere the surrogate becomes U+FFFD."""
     mixed = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_object_dtype(dtype)]  # typed: no such value
     df = df.astype(object)
     for i in mixed:
         col = df.columns[i]
-        if any(isinstance(v, (bytes, bytearray, list, tuple, dict, set, np.ndarray)) for v in df.iloc[:, i]):
+        if any(_not_plain_text(v) for v in df.iloc[:, i]):
             df[col] = _text_values(df[col], col, where, columns is None or col in columns)
     return df.where(df.notna(), "").astype(str)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_plain_text(v: Any) -> bool:
+    """A cell ``_text_values`` must look at: not text or a number, or text with a lone surrogate."""
+    if isinstance(v, str):
+        return not v.isascii() and _SURROGATE.search(v) is not None  # isascii: O(1), most texts stop there
+    return isinstance(v, (bytes, bytearray, list, tuple, dict, set, np.ndarray))
 
 
 def _text_values(values: pd.Series, col: Any, where: str, strict: bool) -> list[Any]:
     out: list[Any] = []
     for i, v in enumerate(values):
         problem = None
+        if isinstance(v, str) and _not_plain_text(v):
+            problem, v = "text that is not valid Unicode (a lone surrogate)", _SURROGATE.sub("\ufffd", v)
         if isinstance(v, (bytes, bytearray)):
             try:
                 v = bytes(v).decode("utf-8")

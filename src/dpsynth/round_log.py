@@ -1,7 +1,8 @@
 """rounds.json: the per-round summary a prompting run writes, and the check that reads it back.
 
-The file holds public figures only (budgets, weights and vote masses computed from the noised votes,
-outcome counts, tokens, times).  A resume reads the last entry's token counts and each round's
+The file holds figures of the released votes only (budgets, weights and vote masses, outcome counts, tokens,
+times): public in a DP run, whose votes are noised; in an epsilon = inf run (not DP) the votes, and so these
+figures, are exact statistics of the private data.  A resume reads the last entry's token counts and each round's
 ``complete`` flag; the HTML report draws its charts and tables from the rest.  Reading it back checks
 every field a reader uses, so that a damaged file is one clear error instead of a traceback deep in a
 resume or the report.

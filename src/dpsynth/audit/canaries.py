@@ -4,7 +4,8 @@ Insert canaries, records ``<name>'s secret code is <digits>`` repeated 1, 10 and
 private set, fine-tune exactly as ``--method dp-finetune`` does, then measure
 
 * **exposure**: the rank of the true secret among candidate secrets under the model's likelihood
-  of ``control code + canary prefix + secret``; exposure = log2(#candidates) - log2(rank).  A model
+  of ``control code + canary prefix + secret`` (ties count half: mid-rank); exposure =
+  log2(#candidates) - log2(rank).  A model
   that memorised the canary ranks it first (exposure = log2(#candidates), 13.3 for 10,000); a model
   that did not ranks it at random (expected exposure ~ 1.4);
 * **verbatim leakage**: how often the secret appears as a digit run in (a) ordinary synthetic samples
@@ -144,9 +145,17 @@ def score_continuations(
     return out
 
 
-def exposure(true_score: float, candidate_scores: np.ndarray) -> tuple[int, float]:
-    """(rank, exposure) of the true secret among itself + candidates (rank 1 = most likely)."""
-    rank = 1 + int(np.sum(candidate_scores > true_score))
+def exposure(true_score: float, candidate_scores: np.ndarray) -> tuple[float, float]:
+    """(rank, exposure) of the true secret among itself + candidates (rank 1 = most likely: scores are
+    log-likelihoods, higher is likelier).
+
+    Ties take the mid-rank, 1 + #(candidates scored higher) + #(scored equal) / 2: counting only those
+    scored higher ranked a secret that a model cannot tell from the others first, "fully memorised" (a
+    model that scores all 10,000 secrets alike, or bf16 scores that round several to one value).  Without
+    ties it is the plain rank, a whole number (an int)."""
+    higher = int(np.sum(candidate_scores > true_score))
+    equal = int(np.sum(candidate_scores == true_score))
+    rank: float = 1 + higher + equal // 2 if equal % 2 == 0 else 1 + higher + equal / 2
     total = len(candidate_scores) + 1
     return rank, math.log2(total) - math.log2(rank)
 

@@ -32,14 +32,68 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+# The keys every result of each audit has (audit/canaries.py, audit/membership.py): how --out recognises a file
+# an earlier audit of the same kind wrote, which it may replace.
+AUDIT_KEYS = {
+    "canaries": frozenset({"settings", "canary_template", "results"}),
+    "membership": frozenset({"attacks", "members", "non_members", "verdict"}),
+}
+MAX_AUDIT_BYTES = 64 * 2**20  # far above any audit's JSON: a larger file is something else
+
+
+def _is_audit_result(path: Path, kind: str) -> bool:
+    """Does ``path`` hold the JSON of an earlier ``dpsynth audit KIND`` (so --out may replace it)?"""
+    try:
+        if path.stat().st_size > MAX_AUDIT_BYTES:
+            return False
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8 (UnicodeDecodeError is a ValueError), not JSON
+        return False
+    return isinstance(raw, dict) and AUDIT_KEYS[kind] <= raw.keys()
+
+
+def _run_file(path: Path) -> bool:
+    """Is ``path`` a file a run directory has or may get (its outputs, ledger, journal, log, reports)?  A run
+    directory is a folder with a config.yaml or privacy.json, or the files only a run leaves."""
+    from dpsynth.audit.membership import MEMBERSHIP_FILE
+    from dpsynth.run import RunDir
+
+    run = RunDir(path.parent)
+    if not (run.config.is_file() or run.privacy.is_file() or run.leftovers()):
+        return False
+    names = {p.name for p in (run.config, run.journal, run.ledger, run.rounds, run.embeddings, run.privacy)}
+    names |= {p.name for p in (run.log, run.finetune_plan, run.schema, run.training, run.synthetic_array)}
+    names |= {run.output(f).name for f in ("jsonl", "csv", "parquet")}
+    names |= {"report.html", "evaluation.json", MEMBERSHIP_FILE} | set(run.written_by_a_run())
+    return path.name in names
+
+
 def _check_out(out: Path | None, command: str) -> None:
-    """Refuse an --out that cannot be written before the audit's minutes (or hours) of work, not after."""
+    """Refuse an --out that cannot be written before the audit's minutes (or hours) of work, not after, and one
+    the result would wrongly replace: any existing file but an earlier result of the same audit (``--out
+    RUN/synthetic.jsonl`` replaced the run's synthetic set, ``--out private.csv`` the private data), and a run
+    directory's own files (a new synthetic.csv beside synthetic.jsonl, a canary result as membership.json).
+    The membership audit's own RUN/membership.json stays allowed."""
     if out is None:
         return
     if out.is_dir():
         raise ConfigError(f"{command}: --out {out} is a folder; give a file name, e.g. --out {out / 'audit.json'}")
     if not out.parent.is_dir():
         raise ConfigError(f"{command}: --out {out}: the folder {out.parent} does not exist; create it first")
+    from dpsynth.audit.membership import MEMBERSHIP_FILE
+
+    kind = command.removeprefix("audit ")
+    own = kind == "membership" and out.name == MEMBERSHIP_FILE
+    if out.exists() and not _is_audit_result(out, kind):
+        raise ConfigError(
+            f"{command}: --out {out} exists and is not an earlier `dpsynth {command}` result; the result would "
+            "replace it. Give a new file name, or remove that file first"
+        )
+    if _run_file(out) and not own:
+        raise ConfigError(
+            f"{command}: --out {out} is a file of the run directory {out.parent}; the result would replace it "
+            "or be read as it. Give a file name outside the run, e.g. --out audit-{kind}.json"
+        )
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -72,7 +126,9 @@ def canaries_cmd(
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="As finetune.model."),
     prompt_format: str = typer.Option("plain", "--prompt-format", help="plain (control code), chat or auto."),
     delta: float | None = typer.Option(None, "--delta", help="Default: 1/(N ln N)."),
-    out: Path | None = typer.Option(None, "--out", help="Write the results as JSON here."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the results as JSON here: a new file, or an earlier result of this audit."
+    ),
     show_loss: bool = typer.Option(
         False, "--show-loss", help="Print the training loss (computed on the private set without noise: not DP)."
     ),
@@ -151,7 +207,11 @@ def membership_cmd(
     embedding_model: str | None = typer.Option(
         None, "--embedding-model", help="The attacker's embedder (default: all-MiniLM-L6-v2, embedded)."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write the JSON here instead of RUN/membership.json."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write the JSON here instead of RUN/membership.json: a new file, or an earlier result of this audit.",
+    ),
     placebo: bool = typer.Option(
         False,
         "--placebo",

@@ -65,6 +65,7 @@ from dpsynth.evaluate.inputs import (
     run_data_config,
     used_embedded_dataset,
 )
+from dpsynth.privacy.report import round_up
 from dpsynth.run import RunDir
 
 MEMBERSHIP_FILE = "membership.json"
@@ -370,7 +371,7 @@ def against_verdict(paired: dict[str, dict[str, Any]]) -> str:
 def verdict(attacks: dict[str, dict[str, Any]], bound: float, epsilon: float) -> str:
     """One sentence on what the attacks show, judged on their Bonferroni intervals (``auc_verdict_interval``)
     against ``bound`` on both sides of 0.5 (DP bounds the flipped test too)."""
-    eps = "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+    eps = round_up(epsilon, 6)  # rounded up: never a stronger claim than the run's
     k = len(attacks)
 
     def shown(name: str) -> str:
@@ -436,7 +437,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         "placebo: this run read no private record, so there is no guarantee to test; its AUCs are what the draw "
         "alone gives"
         if placebo
-        else f"epsilon = {'inf' if math.isinf(eps) else f'{eps:g}'}, delta = {result['delta']:g}: no attack can "
+        else f"epsilon = {round_up(eps, 6)}, delta = {round_up(float(result['delta']), 6)}: no attack can "
         f"exceed AUC {result['auc_bound']:.3f} in this design (member against non-member; "
         f"{result['auc_bound_add_remove']:.3f} for one record added or removed)",
     ]

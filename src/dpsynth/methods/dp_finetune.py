@@ -60,7 +60,7 @@ from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
-from dpsynth.privacy.report import privacy_report
+from dpsynth.privacy.report import privacy_report, round_up
 from dpsynth.progress import ProgressReporter
 from dpsynth.run import IN_RUN_DIR, RunDir, run_rng
 from dpsynth.run_phases import RunPhases
@@ -240,7 +240,7 @@ class DpFinetuneMethod:
                 last_eps[:] = [epsilon_of(spent, ledger.delta, ledger.accountant), time.monotonic()]
             shown = f"loss {loss:.3f} " if ft.show_loss and loss is not None else ""
             phases.update("DP-SGD", step)  # first: the phase's update writes the line with the run's beside it
-            reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {last_eps[0]:.3f}/{ledger.epsilon:g}")
+            reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {round_up(last_eps[0], 4)}/{ledger.epsilon:g}")
 
         def save(step: int, optimizer: Any) -> None:
             self._save_checkpoint(ckpt_path, step, optimizer)

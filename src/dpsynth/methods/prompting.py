@@ -8,6 +8,7 @@ already released (then it reads no private data).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,10 @@ class PromptingMethod:
         rows = [s.as_row(config.data.labels) for s in samples]
         # what the expansion made, not what it was asked for: a generator that keeps repeating itself leaves it short
         expansion = sum(1 for s in samples if s.round == runner.rounds_total + 1)
+        # epsilon = inf draws no noise: the vote histograms in votes/ and rounds.json are the exact ones, so the
+        # report must not call them noisy nor list them among what is never written
+        private = math.isfinite(runner.ledger.epsilon)
+        votes = "the noisy votes only" if private else "the exact votes (released without noise)"
         report = privacy_report(
             runner.ledger,
             method=config.method,
@@ -104,7 +109,7 @@ class PromptingMethod:
                 "n_synthetic": config.n_synthetic,
             },
             post_processing=[
-                "generator weights, class shares and good/bad example pools from the noisy votes only",
+                f"generator weights, class shares and good/bad example pools from {votes}",
                 "all prompts contain only public text (task, label names) and synthetic samples",
                 *(
                     [
@@ -115,7 +120,13 @@ class PromptingMethod:
                     else []
                 ),
             ],
-            never_written="private texts, private embeddings, pre-noise vote histograms",
+            never_written="private texts, private embeddings" + (", pre-noise vote histograms" if private else ""),
+            released_exactly=(
+                ""
+                if private
+                else "the vote histograms of every round, computed from the private embeddings and labels "
+                "without noise (votes/round_*.npz, and the vote masses, weights and class shares in rounds.json)"
+            ),
             domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
         )
         return rows, report

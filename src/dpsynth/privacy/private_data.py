@@ -53,8 +53,8 @@ T = TypeVar("T")
 # refuses a whole file, so the domain names them too.
 # Checked for every source, file or in memory (a DataFrame, a Dataset): a cell a record alone holds decides it.
 CELL_DOMAIN = (
-    "in every record, each column read holds a single value or none (not a list, an object, or bytes that are "
-    "not text in data.encoding), whatever the format"
+    "in every record, each column read holds a single value or none (not a list, an object, bytes that are "
+    "not text in data.encoding, or text with a lone surrogate such as a JSON \\ud800 escape), whatever the format"
 )
 FILE_DOMAIN = (
     "every record of a file decodes in data.encoding (UTF-8 by default)",

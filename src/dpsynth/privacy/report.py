@@ -14,6 +14,7 @@ import importlib.metadata as md
 import json
 import math
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,22 @@ DOMAIN_NOTE = (
     "shown on the console only (never written to the run directory); an output therefore also tells that "
     "every record passed them."
 )
+
+
+def round_up(x: float, digits: int = 4) -> str:
+    """``x`` to ``digits`` significant figures, rounded up (towards +inf), as ``:g`` writes it.
+
+    For epsilon and delta shown to a person: a guarantee must never read stronger than the one spent, and
+    ``f"{2.69472:.3g}"`` gives 2.69 (rounded down); this gives 2.7.  Non-finite values as ``:g`` writes them.
+    """
+    if not math.isfinite(x) or x == 0:
+        return f"{x:g}"
+    # the shortest decimal that reads back as x: 1e-05 stays 1e-05 (the float's exact binary value,
+    # 1.0000000000000000818e-05, would round up to 1.001e-05: float noise shown as a weaker delta)
+    d = Decimal(repr(float(x)))
+    up = d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_CEILING)
+    # up has at most ``digits`` significant figures (9.9996 -> 10.00 is written 10), so :g writes it exactly
+    return f"{float(up):.{digits}g}"
 
 
 # the fields every mechanism entry has since privacy.json took its one shape (validate_report checks them)
@@ -105,6 +122,7 @@ class PrivacyReport(BaseModel):
     composition: str | None = None
     post_processing: list[str] = Field(default_factory=list)
     never_written: str | None = None
+    released_exactly: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyReport:
@@ -226,13 +244,16 @@ def privacy_report(
     public_inputs: dict[str, Any],
     post_processing: Sequence[str] = (),
     never_written: str = "",
+    released_exactly: str = "",
     domain: Sequence[str] = (),
     details: Mapping[str, Mapping[str, Any]] | None = None,
     delta_total: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """privacy.json of a run.  ``delta_total`` (default: the ledger's delta) adds delta spent outside the
-    Gaussian composition (PEARL's category threshold); ``details`` adds method facts to a mechanism."""
+    Gaussian composition (PEARL's category threshold); ``details`` adds method facts to a mechanism.
+    ``released_exactly``: what a run without noise (epsilon = inf) wrote of the private data exactly, and where;
+    stated only when the run is not private (``never_written`` must then not name it)."""
     base = {"adjacency": ADJACENCY, "method": method}
     if not ledger.planned:
         return {
@@ -252,7 +273,7 @@ def privacy_report(
     mechanisms = mechanism_entries(ledger, details)
     private = math.isfinite(ledger.epsilon)
     report: dict[str, Any] = {
-        "guarantee": f"({spent:.4g}, {delta:g})-DP with respect to {ADJACENCY}" if private else NOT_PRIVATE,
+        "guarantee": guarantee_text(spent, delta) if private else NOT_PRIVATE,
         "differentially_private": private,
         "epsilon": spent,
         "delta": delta,
@@ -268,6 +289,8 @@ def privacy_report(
             m["name"] = m["name"].replace("Gaussian mechanism", "released WITHOUT noise")
             m.pop("noise_rng", None)
         report["accountant"] = None
+        if released_exactly:  # the mechanisms' outputs are exact statistics of the private data, on disk
+            report["released_exactly"] = released_exactly
     if post_processing:
         report["post_processing"] = list(post_processing)
     report["public_inputs"] = public_inputs
@@ -278,6 +301,11 @@ def privacy_report(
     report["composition"] = COMPOSITION_NOTE
     report.update(extra or {})
     return report
+
+
+def guarantee_text(epsilon: float, delta: float, adjacency: str = ADJACENCY) -> str:
+    """privacy.json's one-line guarantee; epsilon and delta rounded up (``round_up``), never down."""
+    return f"({round_up(epsilon, 4)}, {round_up(delta, 4)})-DP with respect to {adjacency}"
 
 
 def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:

@@ -4,10 +4,98 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dpsynth.report import plots
 from dpsynth.report.markup import esc, fmt, table
+
+# ---------------------------------------------------------------- the shape the report reads
+# evaluation.json is checked once, here, against every container and number the sections below read, so that a
+# file of valid JSON but another shape ({"fidelity": [1, 2]}, {"per_round": [{"n": 3}]}) is one "damaged" note
+# instead of a traceback deep in a section.  Values the sections only format as text stay Any.
+Number = Annotated[float, Field(strict=True)]  # int or float, never a string or a boolean
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # read with int(): NaN and inf fail there
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Summary(_Shape):  # a mean over seeds or draws (evaluate.downstream.summarize)
+    values: list[Any] | None = None
+
+
+class _Headline(_Shape):
+    references: list[_Summary] | None = None  # each a reference point: value, label, draws
+
+
+class _Classifier(_Shape):
+    accuracy: _Summary | None = None
+    macro_f1: _Summary | None = None
+    seeds: list[Any] | None = None
+
+
+class _LabelConsistency(_Shape):
+    by_generator: dict[str, Any] | None = None
+
+
+class _Fidelity(_Shape):
+    n_synthetic: Finite | None = None
+    n_test: Finite | None = None
+    fid_real_reference: dict[str, Any] | None = None
+    label_consistency: _LabelConsistency | None = None
+
+
+class _Split(_Shape):
+    shares: dict[str, Number] | None = None
+
+
+class _TextStats(_Shape):
+    synthetic: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+
+
+class _Round(_Shape):
+    round: Finite
+    fid: Number | None = None
+    fid_equal_n: Number | None = None
+    logreg_accuracy: Number | None = None
+
+
+class _Evaluation(_Shape):
+    headline: _Headline | None = None
+    readings: dict[str, Any] | None = None
+    notes: list[Any] | None = None
+    warnings: list[Any] | None = None
+    synthetic: _Split | None = None
+    test: _Split | None = None
+    utility: dict[str, _Classifier] | None = None
+    fidelity: _Fidelity | None = None
+    text_stats: _TextStats | None = None
+    per_round: list[_Round] | None = None
+
+
+DAMAGED = "evaluation.json is damaged, so the evaluation cannot be shown"
+
+
+def check_evaluation(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """evaluation.json as the sections read it, or None and why not (a note the page shows in its place).
+
+    ``raw`` None: there is no file.  The file's own dict is returned, unchanged: the check only proves that
+    every ``.get``, ``int()`` and ``float()`` below meets the type it expects."""
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, dict):
+        return None, f"{DAMAGED} (a JSON {type(raw).__name__}, not an object)"
+    try:
+        _Evaluation.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        return None, f"{DAMAGED} ({where}: {err['msg']})"
+    return raw, ""
 
 
 def _num(x: Any) -> float | None:
@@ -90,8 +178,15 @@ def _with_spread(summary: dict[str, Any], deterministic: bool) -> str:
     return f"{fmt(mean)} {sp}".strip() if isinstance(mean, (int, float)) else fmt(mean)
 
 
-def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: bool = False) -> str:
+def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: bool = False, problem: str = "") -> str:
+    """The section; ``problem``: why evaluation.json cannot be read (``check_evaluation``)."""
     parts = ['<section id="evaluation"><h2>Evaluation</h2>']
+    if problem:
+        parts.append(
+            f'<p class="warn">{esc(problem)}. Run <code>dpsynth evaluate --synthetic {esc(run_dir)}</code> again, '
+            "then <code>dpsynth report</code>.</p></section>"
+        )
+        return "".join(parts)
     if not ev:
         test = "" if embedded_imdb else " --test HELD_OUT_FILE"
         why = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dpsynth.privacy.report import PrivacyReport
+from dpsynth.privacy.report import PrivacyReport, round_up
 from dpsynth.report.markup import esc, fmt, table
 
 MECHANISM_COLUMNS = ["name", "reads", "sensitivity_l2", "sigma", "noise_multiplier", "count", "planned_count"]
@@ -26,7 +26,7 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     eps, delta, mechs, adjacency = priv.epsilon, priv.delta, priv.mechanisms, priv.adjacency
     not_dp = not priv.differentially_private or not math.isfinite(eps)
     if not_dp:
-        shown = fmt(eps, 3) if math.isfinite(eps) else "∞"
+        shown = round_up(eps, 3) if math.isfinite(eps) else "∞"
         words = (
             f"<strong>This run is NOT differentially private</strong> (ε = {esc(shown)}): it is a reference run "
             f"without the privacy guarantee. {esc(priv.guarantee)}"
@@ -39,11 +39,11 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     else:
         factor = math.exp(eps) if eps < 700 else math.inf
         words = (
-            f"This run satisfies <strong>(ε = {esc(fmt(eps, 3))}, δ = {esc(fmt(delta, 2))})"
+            f"This run satisfies <strong>(ε = {esc(round_up(eps, 3))}, δ = {esc(round_up(delta, 2))})"
             f"-differential privacy</strong> with respect to {esc(adjacency)}. In plain words: adding or "
             f"removing any one private record changes the probability of any outcome of this run — the "
             f"synthetic records and everything else written to the run directory — by at most a factor of "
-            f"e<sup>ε</sup> ≈ {esc(fmt(factor, 3))}, plus a probability of at most δ = {esc(fmt(delta, 2))} "
+            f"e<sup>ε</sup> ≈ {esc(round_up(factor, 3))}, plus a probability of at most δ = {esc(round_up(delta, 2))} "
             "that this bound does not hold. Whatever anyone later does with the synthetic data (train a model, "
             "publish it, combine it with other data) keeps this guarantee."
         )
@@ -57,18 +57,18 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
         )
     rows: list[list[Any]] = [
         ["method", priv.method or None],
-        ["epsilon spent", fmt(eps, 6)],
-        ["epsilon target", priv.epsilon_target],
-        ["delta", delta],
+        ["epsilon spent", round_up(eps, 6)],
+        ["epsilon target", None if priv.epsilon_target is None else round_up(priv.epsilon_target, 6)],
+        ["delta", round_up(delta, 6)],
         ["adjacency", adjacency],
     ]
     acct = priv.accountant
     if acct is not None:
         rows.append(["accountant", acct.name])
         if acct.epsilon_at_delta is not None:
-            rows.append(["accountant's epsilon at delta", fmt(acct.epsilon_at_delta, 6)])
+            rows.append(["accountant's epsilon at delta", round_up(acct.epsilon_at_delta, 6)])
         if acct.gdp_crosscheck is not None:
-            rows.append(["GDP cross-check epsilon", fmt(acct.gdp_crosscheck.epsilon_at_delta, 6)])
+            rows.append(["GDP cross-check epsilon", round_up(acct.gdp_crosscheck.epsilon_at_delta, 6)])
     parts.append(table(["", "value"], [r for r in rows if r[1] is not None]))
     if mechs:
         parts.append("<h3>Mechanisms (the only steps that read private data)</h3>")
@@ -91,6 +91,8 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             parts.append(f'<p class="note">{esc(domain.note)}</p>')
     if priv.composition:
         parts.append(f'<p class="note">Composition: {esc(priv.composition)}</p>')
+    if priv.released_exactly:
+        parts.append(f'<p class="warn">Written exactly, without noise: {esc(priv.released_exactly)}.</p>')
     if priv.never_written:
         parts.append(f'<p class="note">Never written to disk or logs: {esc(priv.never_written)}.</p>')
     parts.append("</section>")
@@ -125,7 +127,8 @@ def membership_section(result: Any, current_sha256: str | None = None, placebo_s
             "membership only as far as its AUCs exceed these."
             if placebo
             else f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against {scored} "
-            f"At ε = {esc(fmt(result['epsilon'], 3))}, δ = {esc(fmt(result['delta'], 3))} no attack of this design "
+            f"At ε = {esc(round_up(float(result['epsilon']), 3))}, δ = {esc(round_up(float(result['delta']), 3))} "
+            "no attack of this design "
             f"(a member against a non-member) can exceed AUC {esc(fmt(result['auc_bound'], 3))} "
             f"({esc(fmt(result['auc_bound_add_remove'], 3))} for one record added or removed)."
         )

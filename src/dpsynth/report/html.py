@@ -8,9 +8,10 @@ class balance, evaluation (evaluation.json, including per-round FID), example sy
 class (cleaned of markdown and prompt echoes for reading, the raw text kept alongside), and the
 resolved config.  Wide tables scroll inside their own box, so the page never scrolls sideways.
 
-Only public run outputs are read: synthetic records, the privacy report, per-round summaries of
-noised votes, the config.  Everything taken from a file is HTML-escaped; charts are inline SVG;
-the page loads nothing from anywhere (no scripts, no external styles, fonts or images).
+Only run outputs are read: synthetic records, the privacy report, per-round summaries of the votes
+(noised in a DP run; an epsilon = inf run's are exact, and the page says so), the config.  Everything
+taken from a file is HTML-escaped; charts are inline SVG; the page loads nothing from anywhere (no
+scripts, no external styles, fonts or images).
 
 This module reads the run directory and lays out the page; the privacy section is in ``guarantee.py``,
 the headline and evaluation sections in ``evaluation.py``, the generation rounds in ``rounds.py``, the
@@ -20,6 +21,7 @@ HTML building blocks in ``markup.py``, the cleaning of sample text in ``text.py`
 
 from __future__ import annotations
 
+import math
 import random
 import shlex
 import time
@@ -31,12 +33,12 @@ from typing import Any
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
-from dpsynth.privacy.report import PrivacyReport
+from dpsynth.privacy.report import PrivacyReport, round_up
 from dpsynth.report import plots
-from dpsynth.report.evaluation import evaluation_section, headline_section
+from dpsynth.report.evaluation import DAMAGED, check_evaluation, evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
-from dpsynth.report.markup import CSS, esc, fmt, table
-from dpsynth.report.rounds import rounds_section
+from dpsynth.report.markup import CSS, esc, fmt, safe_text, table
+from dpsynth.report.rounds import rounds_section, vote_adjective
 from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
@@ -89,6 +91,7 @@ def _class_section(
     rounds: list[dict[str, Any]] | None,
     evaluation: dict[str, Any] | None,
     declared: Mapping[str, str],
+    noised: bool | None = True,
 ) -> str:
     parts = ['<section id="classes"><h2>Class balance</h2>']
     if not records:
@@ -127,7 +130,7 @@ def _class_section(
     if shares:
         svg = plots.line_chart(
             "classshares",
-            "Class shares per round (from the noisy per-class vote mass)",
+            f"Class shares per round (from the {vote_adjective(noised)}per-class vote mass)",
             [int(r.get("round", 0)) for r in shares],
             {labels.get(k, k): [(r.get("class_shares") or {}).get(k) for r in shares] for k in keys},
             ylabel="share of next round's budget",
@@ -182,7 +185,9 @@ def _samples_section(
         title = f"{labels[k]} (label {k})" if k in labels else (f"label {k}" if k else "all records (no label column)")
         parts.append(f"<h3>{esc(title)}</h3>")
         for r in pick:
-            raw = str(r.get("text", ""))
+            # cleaning reads no more than the raw view shows: a card needs a few hundred characters of a text
+            # that may be megabytes long
+            raw = str(r.get("text", "")).strip()[: 4 * SAMPLE_CHARS + 1]
             text = clean_for_display(raw, task, labels.values())
             src = []
             if r.get("generator") not in (None, ""):
@@ -191,8 +196,8 @@ def _samples_section(
                 src.append(f"round {r['round']}")
             meta = f'<span class="src">{esc(", ".join(src))}</span>' if src else ""
             keep = ""
-            if text != raw.strip():  # what was removed stays one click away
-                shown_raw = esc(clip(raw.strip(), 4 * SAMPLE_CHARS))
+            if text != raw:  # what was removed stays one click away
+                shown_raw = esc(clip(raw, 4 * SAMPLE_CHARS))
                 keep = f"<details><summary>raw text</summary><pre>{shown_raw}</pre></details>"
             parts.append(f'<div class="sample"><p class="text">{esc(clip(text, SAMPLE_CHARS))}</p>{meta}{keep}</div>')
     parts.append("</section>")
@@ -261,7 +266,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         rounds_note = ""
     except ResumeError:  # a damaged summary leaves out its section, not the whole report
         rounds, rounds_note = None, "rounds.json is damaged, so the per-round summary cannot be shown."
-    evaluation = read_json(rd / EVALUATION_FILE)
+    try:
+        evaluation, evaluation_note = check_evaluation(read_json(rd / EVALUATION_FILE))
+    except DataError:  # not JSON: like rounds.json, a damaged file leaves out its section, not the report
+        evaluation, evaluation_note = None, f"{DAMAGED} (not valid JSON)"
     cfg, cfg_text = read_config(rd)
     records = read_synthetic(rd)
     if raw_priv is None and not records:
@@ -277,8 +285,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             "`dpsynth run`"
         )
     priv, priv_problem = read_privacy(raw_priv)
-    if evaluation is not None and not isinstance(evaluation, dict):
-        evaluation = None
+    # the votes are called noisy only when privacy.json says the run is DP (epsilon = inf releases them exactly)
+    noised = None if priv is None else priv.differentially_private and math.isfinite(priv.epsilon)
     records = normalise_records(records, cfg)
     declared = _declared_labels(cfg, priv)
     labels = _label_names(declared, records)
@@ -291,7 +299,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if task:
         meta.append(f"task: {esc(task)}")
     if priv is not None:
-        meta.append(f"ε = {esc(fmt(priv.epsilon, 3))}")
+        meta.append(f"ε = {esc(round_up(priv.epsilon, 3))}")  # rounded up: never a stronger claim
     meta.append(f"generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
     headline = headline_section(evaluation)
     nav = "".join(
@@ -314,9 +322,9 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         headline,
         privacy_section(priv, priv_problem),
         _membership(rd),
-        rounds_section(rounds, cfg, labels, rounds_note),
-        _class_section(records, labels, rounds, evaluation, declared),
-        evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None),
+        rounds_section(rounds, cfg, labels, rounds_note, noised),
+        _class_section(records, labels, rounds, evaluation, declared, noised),
+        evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None, evaluation_note),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
         '<section id="config"><h2>Configuration</h2>',
@@ -327,13 +335,14 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         why = "config.yaml cannot be read (damaged)" if (rd / "config.yaml").exists() else "No config.yaml here"
         body.append(f'<p class="note">{why}.</p>')
     body.append("</section>")
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR_META}'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
+    return safe_text(page)  # esc() already did; this also covers text a chart or a future section did not escape
 
 
 def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Path) -> str:

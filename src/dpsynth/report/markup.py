@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,8 +43,25 @@ code{font-size:.9em;overflow-wrap:anywhere}
 """
 
 
+# A lone surrogate cannot be written as UTF-8: a run directory's name that is not UTF-8 reaches Python as
+# U+DC80..U+DCFF (os.fsdecode's surrogateescape), a JSON "\ud800" escape as itself; either ended the report in a
+# UnicodeEncodeError when the page was written.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_ESCAPED_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` without lone surrogates: a file name's undecodable bytes (surrogateescape) decoded with
+    U+FFFD in their place, as UTF-8 decoding with errors="replace" shows them; any other surrogate U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    text = _NOT_ESCAPED_BYTE.sub("\ufffd", text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def esc(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
+    """``x`` as HTML text: escaped, and writable as UTF-8 (``safe_text``)."""
+    return html.escape(safe_text("" if x is None else str(x)), quote=True)
 
 
 def fmt(x: Any, digits: int = 4) -> str:

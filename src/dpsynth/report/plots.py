@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dpsynth.report.markup import esc, safe_text
+
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -27,22 +29,26 @@ def available() -> bool:
 
 def omitted(title: str) -> str:
     """What stands where a chart would be when matplotlib is not installed."""
-    import html
-
     return (
-        f'<p class="note">Chart omitted ({html.escape(title)}): matplotlib is not installed; '
+        f'<p class="note">Chart omitted ({esc(title)}): matplotlib is not installed; '
         "<code>pip install 'dpsynth[eval]'</code> adds the charts.</p>"
     )
 
 
 def _label(s: object) -> str:
-    """Plain text for matplotlib: '$' would start mathtext."""
-    return str(s).replace("$", r"\$")
+    """Plain text for matplotlib: '$' would start mathtext; a lone surrogate (``safe_text``) cannot be written."""
+    return safe_text(str(s)).replace("$", r"\$")
+
+
+def _legend(name: object) -> str:
+    """A series name for the legend: matplotlib leaves out every label that starts with "_" (its mark for
+    "no legend entry"), so a generator or class named "_pos" vanished from it; a zero-width space before
+    the name keeps it, and shows nothing."""
+    text = _label(name)
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _svg(fig: Any, salt: str, title: str) -> str:
-    import html
-
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     s = buf.getvalue()
@@ -53,7 +59,7 @@ def _svg(fig: Any, salt: str, title: str) -> str:
 
     def root(m: re.Match[str]) -> str:
         tag = re.sub(r'\s(width|height)="[^"]*"', "", m.group(0))
-        return tag[:-1] + f' role="img" aria-label="{html.escape(title)}" class="chart" data-chart="{salt}">'
+        return tag[:-1] + f' role="img" aria-label="{esc(title)}" class="chart" data-chart="{esc(salt)}">'
 
     return re.sub(r"<svg\b[^>]*>", root, s, count=1)
 
@@ -96,7 +102,7 @@ def line_chart(
     def draw(ax: Any) -> None:
         for i, (name, ys) in enumerate(series.items()):
             vals = [float("nan") if v is None else float(v) for v in ys]
-            ax.plot(x, vals, marker="o", color=_COLORS[i % len(_COLORS)], label=_label(name))
+            ax.plot(x, vals, marker="o", color=_COLORS[i % len(_COLORS)], label=_legend(name))
         ax.set_xlabel(_label(xlabel))
         ax.set_ylabel(_label(ylabel))
         if integer_x:
@@ -131,11 +137,11 @@ def bar_chart(
             vals = np.array([float(v) for v in ys])
             color = _COLORS[i % len(_COLORS)]
             if stacked:
-                ax.bar(pos, vals, width, bottom=bottom, color=color, label=_label(name))
+                ax.bar(pos, vals, width, bottom=bottom, color=color, label=_legend(name))
                 bottom = bottom + vals
             else:
                 off = (i - (n - 1) / 2) * width
-                ax.bar(pos + off, vals, width, color=color, label=_label(name))
+                ax.bar(pos + off, vals, width, color=color, label=_legend(name))
         ax.set_xticks(pos, [_label(c) for c in categories])
         ax.set_xlabel(_label(xlabel))
         ax.set_ylabel(_label(ylabel))

@@ -1,11 +1,16 @@
-"""The report's generation-rounds section: what rounds.json says of each round (generator weights, noisy
-vote mass, accepted samples, keywords, outcomes, epsilon), one compact table per measure."""
+"""The report's generation-rounds section: what rounds.json says of each round (generator weights, vote mass,
+accepted samples, keywords, outcomes, epsilon), one compact table per measure.
+
+The votes are called noisy only where privacy.json says the run is differentially private: an epsilon = inf
+run releases them exactly (``noised`` False), and a run whose privacy.json is missing or damaged cannot be
+said to have noised them (``noised`` None)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from dpsynth.privacy.report import round_up
 from dpsynth.report import plots
 from dpsynth.report.markup import esc, fmt, table
 
@@ -20,8 +25,37 @@ def _generators_table(cfg: dict[str, Any]) -> str:
     return "<h3>Generators</h3>" + table(["name", "backend", "model", "prompt format"], rows)
 
 
+def vote_adjective(noised: bool | None) -> str:
+    """'noisy ', 'exact ' or '' before "vote": the word a title may use for the run's votes (``noised``:
+    privacy.json says the run is DP, says it is not, or cannot be read)."""
+    return {True: "noisy ", False: "exact ", None: ""}[noised]
+
+
+_VOTE_MASS_TITLE = {
+    True: "Noisy vote mass per round (sum of noised near-votes over each generator's samples)",
+    False: "Exact vote mass per round (sum of near-votes without noise over each generator's samples)",
+    None: "Vote mass per round (sum of near-votes over each generator's samples)",
+}
+
+
+def _votes_note(noised: bool | None) -> str:
+    if noised:
+        return "Weights and vote masses are computed from the <em>noised</em> vote histograms only (post-processing). "
+    if noised is False:
+        return (
+            "This run is <strong>not</strong> differentially private: weights and vote masses are computed from "
+            "the vote histograms <em>without noise</em>, which <code>votes/</code> and <code>rounds.json</code> "
+            "hold exactly. "
+        )
+    return "Weights and vote masses are computed from the vote histograms (privacy.json cannot say whether noised). "
+
+
 def rounds_section(
-    rounds: list[dict[str, Any]] | None, cfg: dict[str, Any], labels: Mapping[str, str], note: str = ""
+    rounds: list[dict[str, Any]] | None,
+    cfg: dict[str, Any],
+    labels: Mapping[str, str],
+    note: str = "",
+    noised: bool | None = True,
 ) -> str:
     parts = ['<section id="rounds"><h2>Generation rounds</h2>', _generators_table(cfg)]
     if note:
@@ -40,7 +74,7 @@ def rounds_section(
         vx = [int(r.get("round", 0)) for r in voted]
         svg = plots.line_chart(
             "weights",
-            "Generator weights per round (from the noisy vote)",
+            f"Generator weights per round (from the {vote_adjective(noised)}vote)",
             vx,
             {g: [(r.get("weights") or {}).get(g) for r in voted] for g in gens},
             ylabel="weight (share of next budget)",
@@ -50,11 +84,11 @@ def rounds_section(
             parts.append(svg)
         svg = plots.bar_chart(
             "votemass",
-            "Noisy vote mass per round (sum of noised near-votes over each generator's samples)",
+            _VOTE_MASS_TITLE[noised],
             [str(x) for x in vx],
             {g: [float((r.get("vote_mass") or {}).get(g) or 0.0) for r in voted] for g in gens},
             xlabel="round",
-            ylabel="noisy vote mass",
+            ylabel=f"{vote_adjective(noised)}vote mass",
         )
         if svg:
             parts.append(svg)
@@ -70,12 +104,11 @@ def rounds_section(
         )
         if svg:
             parts.append(svg)
-    parts.append(_round_tables(rounds, gens, labels))
+    parts.append(_round_tables(rounds, gens, labels, noised))
     parts.append(_keywords_table(rounds, labels))
     parts.append(_outcomes_table(rounds))
     parts.append(
-        '<p class="note">Weights and vote masses are computed from the <em>noised</em> vote histograms only '
-        "(post-processing). Round 0 is the zero-shot seed round and uses no private data. "
+        f'<p class="note">{_votes_note(noised)}Round 0 is the zero-shot seed round and uses no private data. '
         "<em>Votes per sample / noise sd</em>: the near votes an average sample of the round's vote received "
         "(estimated from the released votes) over the noise's standard deviation. A vote over every sample made "
         "so far (<code>wasp.vote_on: all</code>, the default) weakens from round to round; below about 0.25 the "
@@ -84,10 +117,10 @@ def rounds_section(
     return "".join(parts)
 
 
-# The per-generator measures of rounds.json, each shown as its own small table.
+# The per-generator measures of rounds.json, each shown as its own small table ({votes}: vote_adjective).
 ROUND_MEASURES = (
     ("weights", "Generator weights (share of the next round's budget)"),
-    ("vote_mass", "Noisy vote mass"),
+    ("vote_mass", "{votes}vote mass"),
     ("accepted", "Accepted samples"),
 )
 
@@ -107,7 +140,9 @@ def _signal(r: Mapping[str, Any], labels: Mapping[str, str]) -> Any:
     return f"{fmt(mean)} ({labels.get(c, c)}: {fmt(float(per[c]))})"
 
 
-def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str]) -> str:
+def _round_tables(
+    rounds: list[dict[str, Any]], gens: list[str], labels: Mapping[str, str], noised: bool | None = True
+) -> str:
     """The rounds as compact tables: one per measure (a row per generator, a column per round), then
     one row per round for class shares, epsilon and time.  One table with a column per generator and
     measure (13 columns for 3 generators) was wider than the page."""
@@ -117,7 +152,8 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
         if have:  # only the rounds that have the measure (round 0, the zero-shot seed, has no vote)
             rows = [[g] + [values.get(g) for _, values in have] for g in gens]
             heads = ["generator", *(f"round {x}" for x, _ in have)]
-            subs.append(f"<div><h4>{esc(title)}</h4>{table(heads, rows)}</div>")
+            shown = title.format(votes=vote_adjective(noised))
+            subs.append(f"<div><h4>{esc(shown[:1].upper() + shown[1:])}</h4>{table(heads, rows)}</div>")
     rows = []
     for r in rounds:
         shares = r.get("class_shares") or {}
@@ -127,7 +163,13 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
             else None
         )
         rows.append(
-            [_round_name(r, len(rows)), share_txt, _signal(r, labels), r.get("epsilon_spent"), r.get("seconds")]
+            [
+                _round_name(r, len(rows)),
+                share_txt,
+                _signal(r, labels),
+                _epsilon(r.get("epsilon_spent")),
+                r.get("seconds"),
+            ]
         )
     subs.append(
         "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
@@ -137,6 +179,11 @@ def _round_tables(rounds: list[dict[str, Any]], gens: list[str], labels: Mapping
         + "</div>"
     )
     return '<h3>Per round</h3><div class="subtables">' + "".join(subs) + "</div>"
+
+
+def _epsilon(x: Any) -> Any:
+    """A round's epsilon spent as the privacy section shows epsilon: rounded up, never down."""
+    return round_up(float(x), 4) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
 
 
 # What happened to each generator output (rounds.json "outcomes"), in the order a reader asks about it.

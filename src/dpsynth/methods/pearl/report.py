@@ -8,7 +8,7 @@ from dpsynth.config import Config
 from dpsynth.methods.pearl.schema import Schema
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.privacy.report import privacy_report
+from dpsynth.privacy.report import guarantee_text, privacy_report
 from dpsynth.run import RELEASE_FILES  # every release is saved to its own file (RunDir.release)
 
 ADJACENCY = "add/remove one private record (one row or one array record, its label included)"
@@ -112,5 +112,5 @@ def pearl_report(
         delta_total=b.delta_total,
         extra=extra,
     )
-    report["guarantee"] = f"({report['epsilon']:.4g}, {b.delta_total:g})-DP with respect to {ADJACENCY}"
+    report["guarantee"] = guarantee_text(report["epsilon"], b.delta_total, ADJACENCY)
     return report
