@@ -142,6 +142,8 @@ def _spec(adapter_id: str, n: int = 3, **kw: Any) -> JobSpec:
 
 def test_attack_surface_on_the_real_server(server: Server) -> None:
     url = server.url
+    # the server's folder and log are its operator's only (regression: 0755 and 0644 under the usual umask)
+    assert server.state.stat().st_mode & 0o077 == 0 and (server.state / "server.log").stat().st_mode & 0o077 == 0
     assert httpx.get(f"{url}/v1/info", headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
     good = smollm2_adapter()
     digest = hashlib.sha256(good).hexdigest()

@@ -46,7 +46,10 @@ def serve(cfg: ServerConfig) -> None:
             cfg.host,
         )
     state = Path(cfg.state_dir).expanduser()
-    state.mkdir(parents=True, exist_ok=True)
+    # the server's own files (client jobs, uploaded adapters, server.log with client names and paths) are
+    # for its operator only, as the job folders inside are (0700): a folder it creates, and its log
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (state / "server.log").touch(mode=0o600, exist_ok=True)
     setup_logging(state / "server.log", verbose=True)
     app = create_app(cfg, start_worker=False)  # _Uvicorn starts it once the port is bound
     service: Service = (app.app if isinstance(app, RequestRecorder) else app).state.service
