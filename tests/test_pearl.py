@@ -150,7 +150,7 @@ def test_heterogeneous_split_composes_to_the_target() -> None:
     for eps, shares in [(1.0, [0.1, 0.1, 0.8]), (2.0, [0.2, 0.2, 0.2, 0.1, 0.3]), (10.0, [0.8 / 3] * 3 + [0.1, 0.1])]:
         p = sk.plan_budget(eps, 1e-5, [(str(i), "", 1.0, "", w) for i, w in enumerate(shares)])
         events = [Event(r.name, r.noise_multiplier) for r in p.releases]
-        assert eps * 0.999 <= epsilon_of(events, 1e-5) <= eps + sk.PLAN_TOLERANCE
+        assert eps * 0.999 <= epsilon_of(events, 1e-5) <= eps  # never above: the report rounds epsilon up
 
 
 # ------------------------------------------------------------------ schema and encoding
@@ -531,8 +531,10 @@ def test_declared_schema_spends_only_on_the_sketch(tmp_path: Path) -> None:
     assert [m["name"] for m in mech] == ["Gaussian: counts", "Gaussian: sketch"]
     # two releases on the shared accountant, split 10% / 90% of mu^2 (pearl.count_budget)
     z2 = GaussianPlan.calibrate(2.0, 1e-5, 2, 1.0).noise_multiplier
-    assert mech[0]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.1))
-    assert mech[1]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.9))
+    # (plan_budget raises the noise by 0.001% steps until the composition is not above the target)
+    assert mech[0]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.1), rel=1e-4)
+    assert mech[1]["sigma"] == pytest.approx(z2 / math.sqrt(2 * 0.9), rel=1e-4)
+    assert res.privacy["epsilon"] <= 2.0
     assert mech[1]["sensitivity_l2"] == 1.0 and mech[0]["sensitivity_l2"] == 1.0
     assert res.privacy["schema"]["derived_with_dp"] == []
 

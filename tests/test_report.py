@@ -283,6 +283,24 @@ def test_round_up_never_rounds_down() -> None:
     assert guarantee_text(2.694712, 1.000001e-5).startswith("(2.695, 1.001e-05)-DP")
 
 
+def test_budget_plans_never_exceed_their_target_and_bounds_read_rounded_up() -> None:
+    """Regression: PEARL's plans were accepted up to 1e-7 above the target (2.0000000149 for epsilon 2), which
+    the rounded-up report then showed as "ε = 2.01", an overspent budget; and the membership audit's upper
+    bounds (AUC, TPR) were rounded to nearest (0.73449 read 0.734, a tighter bound than DP gives)."""
+    from dpsynth.audit.membership import rate_text
+    from dpsynth.privacy import sketch as sk
+    from dpsynth.privacy.events import Event, epsilon_of
+    from dpsynth.privacy.report import round_up
+
+    for eps, acc in [(2.0, "pld"), (0.5, "gdp"), (3.0, "gdp"), (1.0, "pld")]:
+        shares = [("schema", "", 1.0, "", 0.1), ("counts", "", 1.0, "", 0.1), ("sketch", "", 4.0, "", 0.8)]
+        plan = sk.plan_budget(eps, 1e-5, shares, accountant=acc)
+        spent = epsilon_of([Event(r.name, r.noise_multiplier) for r in plan.releases], plan.plan.delta, acc)
+        assert spent <= eps and round_up(spent, 3) == f"{eps:g}", (eps, acc, spent)
+    assert rate_text(0.4449, bound=True) == "0.45" and rate_text(0.4449) == "0.44"
+    assert rate_text(0.0123, bound=True) == "0.013" and rate_text(0.5, bound=True) == "0.50"
+
+
 def test_report_reads_privacy_json_through_the_typed_report(run_dir: Path, tmp_path: Path) -> None:
     from dpsynth.privacy.report import PrivacyReport, validate_report
 

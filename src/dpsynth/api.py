@@ -248,7 +248,7 @@ def synthesize(
             return Checked(method.config, bool(getattr(method, "reads_private", method.config.uses_private_data)))
         held.enter_context(run_dir.in_use())  # one process at a time; checked again below, now that it is held
         if not resume:
-            if run_dir.config.exists() and not restart:
+            if (run_dir.config.exists() and not restart) or (restart and run_dir.leftovers()):
                 raise ResumeError(f"out: {run_dir.path} holds a run that another process has just started")
             run_dir.create(pinned_label_type(method.config, label_type))
         else:

@@ -416,8 +416,11 @@ def placebo_verdict(attacks: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def rate_text(x: float) -> str:
-    """A bound or rate without rounding a small one to 0 (0.0027 is not 0.00)."""
+def rate_text(x: float, bound: bool = False) -> str:
+    """A rate without rounding a small one to 0 (0.0027 is not 0.00).  A ``bound`` (what DP allows) is
+    rounded up: shown rounded to nearest, 0.4449 would read as a tighter bound, 0.44, than DP gives."""
+    if bound and 0 < x < 1:
+        return f"{math.ceil(x * 100) / 100:.2f}" if x >= 0.1 else round_up(x, 2)
     return f"{x:.2f}" if x >= 0.1 or x == 0 else f"{x:.2g}"
 
 
@@ -438,14 +441,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         "alone gives"
         if placebo
         else f"epsilon = {round_up(eps, 6)}, delta = {round_up(float(result['delta']), 6)}: no attack can "
-        f"exceed AUC {result['auc_bound']:.3f} in this design (member against non-member; "
-        f"{result['auc_bound_add_remove']:.3f} for one record added or removed)",
+        f"exceed AUC {round_up(result['auc_bound'], 3)} in this design (member against non-member; "
+        f"{round_up(result['auc_bound_add_remove'], 3)} for one record added or removed)",
     ]
     for name, a in result["attacks"].items():
         lo, hi = a["auc_95"]
         tprs = ", ".join(
             f"TPR {a['tpr_at_fpr'][f]:.2f}{_tpr_interval(a, f)} at FPR {float(f):g}"
-            + ("" if placebo else f" (DP allows {rate_text(a['tpr_bound_at_fpr'][f])} in this design)")
+            + ("" if placebo else f" (DP allows {rate_text(a['tpr_bound_at_fpr'][f], bound=True)} in this design)")
             for f in a["tpr_at_fpr"]
             if a["tpr_at_fpr"][f] is not None
         )

@@ -46,6 +46,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
 )
 from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
 from dpsynth.privacy.private_data import PrivateData
+from dpsynth.privacy.report import round_up
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.progress import ProgressReporter
 from dpsynth.prompts import PromptBuilder
@@ -288,8 +289,7 @@ class WaspRun:
         labels_arr = np.asarray(sample_labels)
         good, bad = {}, {}
         far = votes.far if self.w.contrastive else None  # a bad pool only where prompts show one
-        # the population's embeddings are in the run's cache (the vote embedded them): spreading reads no
-        # private data, and a resumed run rebuilds the same pools
+        # in the run's cache (the vote embedded them): spreading reads no private data; a resume rebuilds the pools
         emb = self.cache.embed(self.embedder, [s.text for s in population]) if self.w.pool_spread > 1 else None
         for c in self.labels:
             good_idx, bad_idx = example_pools(
@@ -442,12 +442,12 @@ class WaspRun:
             self._show_progress(g, plan.round)
 
     def _show_progress(self, g: str, t: int) -> None:
-        """The round's bar (tokens/s, epsilon, the label judge's and the clean-up's rejections so far) and the
-        whole run's (samples/s, ETA).  Counts and rates only: never a text or a pre-noise statistic."""
+        """The round's bar (tokens/s, epsilon, rejections) and the run's (samples/s, ETA): counts and rates only."""
         done = sum(1 for s in self.samples if s.round == t)
         elapsed = max(time.monotonic() - self._round_started, 1e-6)
         toks = sum(tc.completion_tokens for tc in self.tokens.values()) - self._round_tokens0
-        eps = f"ε spent {self.ledger.epsilon_spent():.3g}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
+        spent = round_up(self.ledger.epsilon_spent(), 3)  # rounded up: never less than spent
+        eps = f"ε spent {spent}" + (f"/{self.ledger.epsilon:g}" if self.events else "")
         rejected = rejections(self._outcomes.values(), judged=self.w.label_judge is not None)
         self.progress.update_run(len(self.samples), self.config.n_synthetic, self._run_rate())  # first: the
         self.progress.update(  # phase's update writes the plain line, with the run's counters beside it

@@ -129,8 +129,8 @@ def membership_section(result: Any, current_sha256: str | None = None, placebo_s
             else f"{esc(result['members'])} private records of {esc(result['dataset'])} (members) against {scored} "
             f"At ε = {esc(round_up(float(result['epsilon']), 3))}, δ = {esc(round_up(float(result['delta']), 3))} "
             "no attack of this design "
-            f"(a member against a non-member) can exceed AUC {esc(fmt(result['auc_bound'], 3))} "
-            f"({esc(fmt(result['auc_bound_add_remove'], 3))} for one record added or removed)."
+            f"(a member against a non-member) can exceed AUC {esc(round_up(result['auc_bound'], 3))} "
+            f"({esc(round_up(result['auc_bound_add_remove'], 3))} for one record added or removed)."
         )
         nc = result["near_copies"]
         copies = (
@@ -168,7 +168,7 @@ def _tpr_cell(attack: dict[str, Any], fpr: str, placebo: bool) -> str:
         return "n/a"
     ci = (attack.get("tpr_95") or {}).get(fpr)
     shown = rate_text(float(tpr)) + (f" ({rate_text(float(ci[0]))} – {rate_text(float(ci[1]))})" if ci else "")
-    return shown if placebo else f"{shown}; ≤ {rate_text(float(attack['tpr_bound_at_fpr'][fpr]))}"
+    return shown if placebo else f"{shown}; ≤ {rate_text(float(attack['tpr_bound_at_fpr'][fpr]), bound=True)}"
 
 
 def _against(against: Any, current_sha256: str | None) -> str:
