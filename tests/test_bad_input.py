@@ -322,6 +322,13 @@ def dataframe_columns_equal_as_text(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(cfg, private=records, generators=gens, embedder=FakeEmbedder(), progress=False)
 
 
+def spaced_header(tmp: Path, csv: Path) -> Action:
+    """A header written "review, sentiment": the second column's name is " sentiment", which looks alike."""
+    path = tmp / "spaced.csv"
+    path.write_text(csv.read_text(encoding="utf-8").replace("review,sentiment", "review, sentiment", 1), "utf-8")
+    return _later(tmp, path)
+
+
 def comma_tsv(tmp: Path, csv: Path) -> Action:
     path = tmp / "records.tsv"
     path.write_bytes(csv.read_bytes())
@@ -647,6 +654,7 @@ CASES = [
     Case(semicolon_csv, DataError, ("semi.csv", "'review'", "review;sentiment", "';'-separated", "commas")),
     Case(semicolon_dataframe, DataError, ("'review'", "';'-separated: read the file with sep=';'")),
     Case(dataframe_columns_equal_as_text, DataError, ("dataset", "column '0' appears more than once")),
+    Case(spaced_header, DataError, ("spaced.csv", "'sentiment'", "is ' sentiment', with spaces", "header")),
     Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),
