@@ -601,3 +601,16 @@ def test_writers_open_every_prompt_with_a_public_writer(chat: bool) -> None:
     assert [text(again.zero_shot("positive")) for _ in range(5)] == [text(r) for r in reqs[:5]]
     off = builder(False)
     assert not any(w in text(off.zero_shot("positive")) for w in WRITERS)
+
+
+def test_generator_weights_give_a_generator_without_samples_no_more_than_the_lowest_score() -> None:
+    # "c" wrote nothing in the voted population; "a" and "b" got negative noisy votes.  A score of 0 for
+    # "c" beat both and handed it half of the next round on no evidence (0.49 before the fix).
+    w = generator_weights(np.array([-5.0, -3.0, -4.0, -2.0]), ["a", "b", "c"], ["a", "a", "b", "b"], sigma=3.5, tau=1)
+    assert w["c"] <= min(w["a"], w["b"]) and w["b"] == max(w.values())
+    assert sum(w.values()) == pytest.approx(1.0)
+    # positive votes: still no better than the lowest scored generator
+    w = generator_weights(np.array([5.0, 3.0, 4.0, 2.0]), ["a", "b", "c"], ["a", "a", "b", "b"], sigma=1.0, tau=1)
+    assert w["c"] == pytest.approx(min(w["a"], w["b"]))
+    # nobody has samples: equal weights
+    assert generator_weights(np.array([]), ["a", "b"], [], sigma=1.0, tau=1.0) == {"a": 0.5, "b": 0.5}
