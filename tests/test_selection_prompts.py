@@ -601,3 +601,109 @@ def test_writers_open_every_prompt_with_a_public_writer(chat: bool) -> None:
     assert [text(again.zero_shot("positive")) for _ in range(5)] == [text(r) for r in reqs[:5]]
     off = builder(False)
     assert not any(w in text(off.zero_shot("positive")) for w in WRITERS)
+
+
+def test_generator_weights_give_a_generator_without_samples_no_more_than_the_lowest_score() -> None:
+    # "c" wrote nothing in the voted population; "a" and "b" got negative noisy votes.  A score of 0 for
+    # "c" beat both and handed it half of the next round on no evidence (0.49 before the fix).
+    w = generator_weights(np.array([-5.0, -3.0, -4.0, -2.0]), ["a", "b", "c"], ["a", "a", "b", "b"], sigma=3.5, tau=1)
+    assert w["c"] <= min(w["a"], w["b"]) and w["b"] == max(w.values())
+    assert sum(w.values()) == pytest.approx(1.0)
+    # positive votes: still no better than the lowest scored generator
+    w = generator_weights(np.array([5.0, 3.0, 4.0, 2.0]), ["a", "b", "c"], ["a", "a", "b", "b"], sigma=1.0, tau=1)
+    assert w["c"] == pytest.approx(min(w["a"], w["b"]))
+    # nobody has samples: equal weights
+    assert generator_weights(np.array([]), ["a", "b"], [], sigma=1.0, tau=1.0) == {"a": 0.5, "b": 0.5}
+
+
+def test_label_judge_does_not_read_labels_sharing_a_first_piece_from_one_token() -> None:
+    from dpsynth.prompts import judge_request, judge_verdict
+
+    names = ["sci.med", "sci.space", "rec.autos"]
+    # "sci" starts two labels: one answer token cannot name either, so the judge answers in free text
+    req = judge_request("newsgroup post", "The shuttle launch was delayed again.", names, 300)
+    assert req.top_logprobs == 0 and req.max_tokens > 1
+    assert judge_verdict("sci.space", (), names) == "sci.space"
+    for shared in (["comp.os", "comp.graphics"], ["non-toxic", "non-hate"], ["+1", "-1"], ["pos", "positive"]):
+        assert judge_request("post", "x", shared, 300).max_tokens > 1, shared
+    assert judge_request("post", "x", ["comp.graphics", "talk.politics", "sci.med"], 300).max_tokens == 1
+    # were they read by probability, the ambiguous "sci" counts towards the total: unsure, not the tail
+    top = [("sci", -0.01), (" sci", -5.0), ("rec", -6.0)]
+    assert judge_verdict("sci", top, names) is None  # was "rec.autos" (0.0025 of the probability)
+    assert judge_verdict("rec", [("rec", -0.1), ("sci", -3.0)], names) == "rec.autos"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "After waiting for years I finally saw this film on May 5. It was great and the cast was wonderful.",
+        "I would give this film a 9. The acting was superb and the story kept me hooked until the end.",
+        "Our team scored 3 goals in period 2. The goalie then stopped every shot in the third period.",
+        "Windows 3.1 crashes when I run the driver setup from disk 2. Has anyone seen this bug before?",
+    ],
+)
+def test_clean_output_keeps_a_sentence_that_ends_in_a_small_number(raw: str) -> None:
+    # "on May 5. It was great" was cut as if a list began at "5." ("... on May") or rejected as too short
+    assert clean_output(raw, 40, 2000, whole_sentences=True, truncated=False) == raw
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("1. A fine film with a strong cast. 2. Another one here", "A fine film with a strong cast."),
+        ("4. A fine film with a strong cast.\n5. Another one here", "A fine film with a strong cast."),
+        ("A fine film with a strong cast.\n3. Another one here", "A fine film with a strong cast."),
+        ("A fine film with a strong cast. 1. Another one 2. And one more", "A fine film with a strong cast."),
+        ("1. I saw it on May 5. It was great fun. 2. Another one", "I saw it on May 5. It was great fun."),
+    ],
+)
+def test_clean_output_still_cuts_a_list_after_its_first_item(raw: str, expected: str) -> None:
+    assert clean_output(raw, 10, 2000) == expected
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        # a record's own first line is kept, whatever word it opens with
+        (
+            "New Jersey beat the Rangers 4-1 last night in overtime.\nThe goalie made 40 saves.",
+            "New Jersey beat the Rangers 4-1 last night in overtime. The goalie made 40 saves.",
+        ),
+        (
+            "Sure enough, the Bruins lost again last night.\nTheir defence was a mess from the start.",
+            "Sure enough, the Bruins lost again last night. Their defence was a mess from the start.",
+        ),
+        (
+            "Okay so my car broke down again on the highway today\nThe mechanic says it is the alternator.",
+            "Okay so my car broke down again on the highway today The mechanic says it is the alternator.",
+        ),
+        (
+            "2001. A Space Odyssey is still the best science fiction film I have ever seen.",
+            "2001. A Space Odyssey is still the best science fiction film I have ever seen.",
+        ),
+        # chat pre-ambles are still dropped
+        ('Sure! Here is a review:\n"A fine film with a strong cast."', "A fine film with a strong cast."),
+        ("Okay, here's a new one.\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Certainly! I can do that.\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Here is the post\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Positive movie review:\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("12) A fine film with a strong cast.", "A fine film with a strong cast."),
+    ],
+)
+def test_clean_output_drops_only_real_preambles(raw: str, expected: str) -> None:
+    assert clean_output(raw, 10, 2000, task="newsgroup post", label_names=["hockey", "autos"]) == expected
+
+
+def test_prompts_keep_the_case_of_the_task() -> None:
+    from dpsynth.prompts import judge_request
+
+    rng = random.Random(0)
+    comp = PromptBuilder(
+        "IMDb movie review", "completion", max_tokens=32, temperature=1.0, top_p=0.9, example_chars=50, rng=rng
+    )
+    zs = [comp.zero_shot("positive").prompt or "" for _ in range(10)]
+    assert any(z.endswith('IMDb movie review: "') for z in zs) and not any("Imdb" in z for z in zs)  # was "Imdb"
+    c = comp.contrastive("positive", ["good one"], ["bad one"]).prompt
+    assert c is not None and 'IMDb movie review: "good one"' in c and "Imdb" not in c
+    j = judge_request("IMDb movie review", "A fine film.", ["negative", "positive"], 300)
+    assert j.messages is not None and 'IMDb movie review: "A fine film."' in j.messages[0].content

@@ -180,3 +180,20 @@ def test_a_class_left_short_is_named_in_the_warning(
         res = dpsynth.synthesize(cfg, generators={g: Stingy(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
     assert len(res) == 6
     assert any("4 samples short after retries (positive 4; outputs rejected: unusable" in m for m in caplog.messages)
+
+
+def test_near_dup_threshold_is_removed_but_old_configs_still_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # wasp.near_dup_threshold was documented ("Drop near-duplicates above this cosine") but nothing read it;
+    # the screen drops exact duplicates only.  The field is gone from the schema (so `dpsynth init` and the
+    # flags no longer offer it), while a config.yaml written before, which lists it, still loads.
+    from dpsynth.config import Config, WaspConfig
+
+    assert "near_dup_threshold" not in WaspConfig.model_fields
+    assert "near_dup_threshold" not in Config().model_dump()["wasp"]
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        assert Config.model_validate({"wasp": {"near_dup_threshold": None, "rounds": 2}}).wasp.rounds == 2
+        assert not caplog.messages  # every earlier run's config.yaml lists it as null: no noise on resume
+        assert WaspConfig.model_validate({"near_dup_threshold": 0.9}) == WaspConfig()
+    assert any("near_dup_threshold was removed" in m for m in caplog.messages)

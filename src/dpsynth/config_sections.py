@@ -5,12 +5,15 @@ them from there.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from dpsynth.config_base import StrictModel
 from dpsynth.generators.models import canonical_model
+
+log = logging.getLogger("dpsynth")
 
 MAX_CHARS_PER_TOKEN = 16  # far above any tokenizer's average (about 4 characters per token in English)
 
@@ -107,7 +110,6 @@ class WaspConfig(StrictModel):
             "contrastive prompt with its examples is prefilled once for all of them."
         ),
     )
-    near_dup_threshold: float | None = Field(None, ge=0, le=1, description="Drop near-duplicates above this cosine.")
     label_judge: str | None = Field(
         None,
         description=(
@@ -116,6 +118,18 @@ class WaspConfig(StrictModel):
             "Post-processing with a public model: no privacy cost."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        """Accept ``near_dup_threshold``, a field nothing ever read, so that the config.yaml of every earlier
+        run (which lists it, as null) still loads and resumes; a value set in it is named in a warning, since
+        it never dropped anything.  The screen drops exact duplicates (``wasp_screen.OutputScreen``)."""
+        if isinstance(data, dict) and "near_dup_threshold" in data:
+            data = dict(data)
+            if data.pop("near_dup_threshold") is not None:
+                log.warning("wasp.near_dup_threshold was removed (it never had an effect); it is ignored")
+        return data
 
     @model_validator(mode="after")
     def _lengths_can_be_met(self) -> WaspConfig:

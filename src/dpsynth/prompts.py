@@ -112,8 +112,13 @@ def _numbered(examples: Sequence[str], limit: int) -> str:
     return "\n".join(f"{i}. {_clip(e, limit)}" for i, e in enumerate(examples, 1))
 
 
+def _upper_first(task: str) -> str:
+    """``task`` with its first letter upper-case; ``str.capitalize`` would lower the rest ("IMDb" -> "Imdb")."""
+    return task[:1].upper() + task[1:]
+
+
 def _completion_list(examples: Sequence[str], task: str, limit: int) -> str:
-    return "\n".join(f'{task.capitalize()}: "{_quoted(e, limit)}"' for e in examples)
+    return "\n".join(f'{_upper_first(task)}: "{_quoted(e, limit)}"' for e in examples)
 
 
 class PromptBuilder:
@@ -143,7 +148,7 @@ class PromptBuilder:
         self.rng = rng
 
     def _request(self, template: str, **fields: str) -> GenerationRequest:
-        text = template.format(task=self.task, Task=self.task.capitalize(), **fields)
+        text = template.format(task=self.task, Task=_upper_first(self.task), **fields)
         if self.writers:
             who = self.rng.choice(WRITERS)
             text = f"You are {who}. {text}" if self.chat else f"Written by {who}.\n{text}"
@@ -203,31 +208,46 @@ JUDGE_TOP_LOGPROBS = 10
 JUDGE_MIN_SHARE = 0.6
 
 
-def _first_words_distinct(label_names: Sequence[str]) -> bool:
-    """True when no label's first word is a prefix of another's: the first token can tell them apart."""
-    firsts = [n.split()[0].lower() if n.split() else "" for n in label_names]
-    return all(a and not (a != b and b.startswith(a)) and firsts.count(a) == 1 for a in firsts for b in firsts)
+# The part of a label its first answer token is read as: its first run of letters or digits ("sci" of
+# "sci.med", "non" of "non-toxic", "very" of "very positive").  A judge behind an HTTP server gives no
+# tokenizer to ask, and BPE tokenizers split words at dots and hyphens, so this is the longest start the
+# first token can be counted on to tell apart.
+_FIRST_PIECE = re.compile(r"[^\W_]+")
+
+
+def _first_pieces_distinct(label_names: Sequence[str]) -> bool:
+    """True when no label's first piece (``_FIRST_PIECE``) is a prefix of another's, so that one answer
+    token can name one label only.  "sci.med" and "sci.space" share "sci", a whole first token: read by
+    probability, the judge's most likely answer would name neither, and they get a free-text answer."""
+    firsts = []
+    for name in label_names:
+        m = _FIRST_PIECE.match(name.strip().lower())
+        if m is None:  # "+1", "-1": no letters to tell the first token by
+            return False
+        firsts.append(m.group())
+    return all(a == b or not b.startswith(a) for a in firsts for b in firsts) and len(set(firsts)) == len(firsts)
 
 
 def judge_request(task: str, text: str, label_names: Sequence[str], example_chars: int) -> GenerationRequest:
     """A greedy request asking which declared label fits ``text``.
 
-    Labels whose first words differ are judged from the probabilities of the first answer token (one
-    token decoded, 10 alternatives returned): a calibrated verdict, and "unsure" where the judge is
-    torn.  Other label sets get a few-token free-text answer."""
+    Labels whose first pieces differ (``_first_pieces_distinct``) are judged from the probabilities of
+    the first answer token (one token decoded, 10 alternatives returned): a calibrated verdict, and
+    "unsure" where the judge is torn.  Other label sets get a few-token free-text answer."""
     choices = ", ".join(label_names[:-1]) + f" or {label_names[-1]}" if len(label_names) > 1 else label_names[0]
-    prompt = JUDGE_CHAT.format(task=task, Task=task.capitalize(), text=_quoted(text, example_chars), choices=choices)
+    prompt = JUDGE_CHAT.format(task=task, Task=_upper_first(task), text=_quoted(text, example_chars), choices=choices)
     common = dict(messages=(ChatMessage("user", prompt),), temperature=0.0, top_p=1.0, seed=0)
-    if _first_words_distinct(label_names):
+    if _first_pieces_distinct(label_names):
         return GenerationRequest(max_tokens=1, top_logprobs=JUDGE_TOP_LOGPROBS, **common)  # type: ignore[arg-type]
     longest = max(len(n.split()) for n in label_names)
     return GenerationRequest(max_tokens=4 + 2 * longest, **common)  # type: ignore[arg-type]
 
 
-def label_probabilities(top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> dict[str, float]:
-    """Probability of each label from the first answer token's alternatives ("Positive", " positive" and
-    "pos" all count for "positive"; a token that could start several labels counts for none)."""
+def _token_mass(top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> tuple[dict[str, float], float]:
+    """Probability of each label from the first answer token's alternatives, and the probability of the
+    tokens that could start several labels (which name none of them)."""
     probs = {n: 0.0 for n in label_names}
+    ambiguous = 0.0
     for token, logprob in top:
         t = token.strip().lower()
         if not t:
@@ -235,16 +255,28 @@ def label_probabilities(top: Sequence[tuple[str, float]], label_names: Sequence[
         hits = [n for n in label_names if n.lower().startswith(t)]
         if len(hits) == 1:
             probs[hits[0]] += math.exp(logprob)
-    return probs
+        elif hits:
+            ambiguous += math.exp(logprob)
+    return probs, ambiguous
+
+
+def label_probabilities(top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> dict[str, float]:
+    """Probability of each label from the first answer token's alternatives ("Positive", " positive" and
+    "pos" all count for "positive"; a token that could start several labels counts for none)."""
+    return _token_mass(top, label_names)[0]
 
 
 def judge_verdict(answer: str, top: Sequence[tuple[str, float]], label_names: Sequence[str]) -> str | None:
-    """The label the judge gives, or None when it names none or is torn (then the sample is kept)."""
+    """The label the judge gives, or None when it names none or is torn (then the sample is kept).
+
+    A token that could start several labels ("sci" for "sci.med" and "sci.space") names none, but it is
+    an answer the judge gave: its probability counts in the total the share is taken of, so that a judge
+    sure of "sci" is unsure of the label rather than sure of the unlikely other one ("rec.autos")."""
     if top:
-        probs = label_probabilities(top, label_names)
-        total = sum(probs.values())
+        probs, ambiguous = _token_mass(top, label_names)
+        total = sum(probs.values()) + ambiguous
         best = max(probs, key=lambda n: probs[n])
-        return best if total > 0 and probs[best] / total >= JUDGE_MIN_SHARE else None
+        return best if probs[best] > 0 and probs[best] / total >= JUDGE_MIN_SHARE else None
     return parse_judgement(answer, label_names)
 
 
@@ -260,7 +292,12 @@ def parse_judgement(answer: str, label_names: Sequence[str]) -> str | None:
     return best[2] if best else None
 
 
-_PREAMBLES = ("here is", "here's", "sure", "certainly", "okay", "ok,", "rephrased", "new ", "title:")
+# A chat model's opening line before the sample ("Sure! Here's a positive review:").  Whole phrases, not
+# first words: "Sure enough, the Bruins lost" and "New Jersey beat the Rangers" open real records.
+_PREAMBLE = re.compile(
+    r"(?:here is|here's|here are|(?:sure|certainly|of course|okay|ok|absolutely)[!,.:]|rephrased\b|title:)"
+)
+_PREAMBLE_WORDS = 20  # pre-ambles are short; a long first line is the record itself, even ending in ':'
 # Small instruct models sometimes echo the instruction back; such outputs are dropped.
 _ECHOES = (
     "write one new",
@@ -289,8 +326,29 @@ _ECHOES = (
 # A template slot ("[Your Title]", "[Insert name]"): the model wrote a form to fill in, not a record.
 # 1.8% of the benchmark's kept samples had one, 10% of one newsgroups WASP run at 128 tokens.
 _PLACEHOLDER = re.compile(r"\[\s*(?:your|insert)\b[^\]]{0,40}\]", re.IGNORECASE)
-_LEADING_ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
-_INLINE_ENUM = re.compile(r"\s(?:\d{1,2}[.)])\s+(?=\S)")
+# List markers: small numbers only ("2001. A Space Odyssey" is a title, not item 2001).  A sentence may
+# end in a small number too ("on May 5. It was great"), so an inline one is a marker only in a list
+# (``_first_item``); a line that opens with one is a marker wherever it stands.
+_LEADING_ENUM = re.compile(r"^\s*(?:(\d{1,2})[.)]|[-*•])\s+")
+_INLINE_ENUM = re.compile(r"\s(\d{1,2})[.)]\s+(?=\S)")
+_LINE_ENUM = re.compile(r"\s*\d{1,2}[.)]\s")
+
+
+def _is_preamble(line: str) -> bool:
+    """True for a chat model's opening line ("Sure! Here is a review:"), false for a record's first line."""
+    low = line.strip().lower()
+    return len(low.split()) <= _PREAMBLE_WORDS and (low.endswith(":") or _PREAMBLE.match(low) is not None)
+
+
+def _first_item(text: str, lead: int | None) -> str:
+    """``text`` up to the list it starts or continues: item ``lead`` + 1 when the text opened with the
+    marker ``lead`` ("1. A fine film. 2. Another" -> "A fine film."), else the list where an inline "1."
+    is followed by a "2.".  Other small numbers before a full stop end sentences and are kept."""
+    marks = [(m.start(), int(m.group(1))) for m in _INLINE_ENUM.finditer(text)]
+    for i, (at, n) in enumerate(marks):
+        if (lead is not None and n == lead + 1) or (lead is None and n == 1 and any(k == 2 for _, k in marks[i:])):
+            return text[:at]
+    return text
 
 
 # A leading "<a few words>:" frame, e.g. "Movie review:" or "Good hockey newsgroup post:".
@@ -430,14 +488,13 @@ def clean_output(
     """
     t = text.strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
-    while len(lines) > 1 and (lines[0].strip().endswith(":") or lines[0].strip().lower().startswith(_PREAMBLES)):
+    while len(lines) > 1 and _is_preamble(lines[0]):
         lines = lines[1:]
-    t = " ".join(ln.strip() for ln in lines)
+    later = next((i for i, ln in enumerate(lines[1:], 1) if _LINE_ENUM.match(ln)), len(lines))
+    t = " ".join(ln.strip() for ln in lines[:later])  # a line opening "2." starts the next item
     t = strip_frame(t, task, label_names)
-    t = _LEADING_ENUM.sub("", t)
-    m = _INLINE_ENUM.search(t)
-    if m:
-        t = t[: m.start()]
+    lead = _LEADING_ENUM.match(t)
+    t = _first_item(t[lead.end() :] if lead else t, int(lead.group(1)) if lead and lead.group(1) else None)
     t = t.strip().strip('"').strip("“”").strip()
     if whole_sentences and truncated is not False:
         t = cut_to_sentence(t, min_chars)

@@ -31,17 +31,20 @@ def generator_weights(
 
     The denominator is floored at 3 noise standard deviations of the overall mean
     (sigma / sqrt(n), public), so it is never ~0 or negative.
+
+    A generator with no sample in the vote has no score of its own; it gets the lowest score of the
+    others.  A fixed 0 would beat them all when their noisy votes are negative, handing the next round
+    to the one generator the vote says nothing about; the mean of the others would still rank it above
+    a generator the vote did measure.  The allocation's floor (``allocate``) keeps it in the next round,
+    where it earns a score of its own.  No generator with samples: every weight is equal.
     """
     gens = np.asarray(sample_generators)
     n = len(near)
     overall = float(near.sum()) / max(n, 1)
     denom = max(overall, 3.0 * sigma / math.sqrt(max(n, 1)), 1e-12)
-    scores = []
-    for g in generators:
-        mask = gens == g
-        per_sample = float(near[mask].sum()) / mask.sum() if mask.any() else 0.0
-        scores.append(per_sample / denom)
-    s = np.asarray(scores) / tau
+    scored = {g: float(near[gens == g].sum()) / int((gens == g).sum()) / denom for g in generators if (gens == g).any()}
+    lowest = min(scored.values(), default=0.0)
+    s = np.asarray([scored.get(g, lowest) for g in generators]) / tau
     p = np.exp(s - s.max())
     p /= p.sum()
     return {g: float(w) for g, w in zip(generators, p, strict=True)}
