@@ -210,3 +210,31 @@ def test_pair_table_marks_pairs_from_different_code(
     else:
         assert lines[2].endswith("| +0.005 (1 of 2 ahead: +0.020 / -0.010) | - |")
         assert len(lines) == 3
+
+
+# ------------------------------------------------------------------ quality_table.py
+
+
+def test_quality_table_keeps_a_short_run_in_its_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that released fewer samples than it asked for (99 of 100) stays in its cell's mean, and the cell
+    says so; rows of real records (their N is how many they train on) are not short."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    shutil.copy(BENCH / "quality_table.py", folder)
+    stats = {"fid": 0.5, "mauve": 0.2, "label_consistency": 0.9, "wall_seconds": 10.0, "tokens": 100}
+    rows = [
+        _row("wasp+judge", 4.0, 0, 0.70, n_synthetic=100, **stats),
+        _row("wasp+judge", 4.0, 1, 0.73, n_synthetic=99, **stats),
+        _row("wasp+judge", 4.0, 2, 0.76, n_synthetic=100, **stats),
+        _row("only-private", float("inf"), 0, 0.80, n_synthetic=100, **stats),
+        {**_row("only-private", float("inf"), 0, 0.82, n_synthetic=300, **stats), "m": 300},
+    ]
+    _write_rows(folder / "results" / "quality.json", rows)
+    _bench("quality_table", folder).print_tables("imdb")
+    out = capsys.readouterr().out
+    assert "| wasp+judge |  |  | 0.730 +- 0.030 (3) (one run released 99) |  |  |" in out
+    assert "| wasp+judge | 4 | 100 | 100 | 0,1,2 | 0.730 +- 0.030 (one run released 99) |" in out
+    assert "| wasp+judge | 1 | 4 | 100 | 99 of 100 | 0.730 |" in out
+    assert "| only-private |  |  |  | 0.800 (1) | 50.00 |" in out
+    assert "| only-private | inf (not DP) | 300 | 300 | 0 | 0.820 |" in out
+    assert "released 300" not in out and "of 100" not in out.replace("99 of 100", "")
