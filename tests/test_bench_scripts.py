@@ -238,3 +238,46 @@ def test_quality_table_keeps_a_short_run_in_its_cell(tmp_path: Path, capsys: pyt
     assert "| only-private |  |  |  | 0.800 (1) | 50.00 |" in out
     assert "| only-private | inf (not DP) | 300 | 300 | 0 | 0.820 |" in out
     assert "released 300" not in out and "of 100" not in out.replace("99 of 100", "")
+
+
+# ------------------------------------------------------------------ repeat_table.py
+
+
+def _repeat_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, draw0_code: str | None, *argv: str
+) -> dict[str, Any]:
+    """bench/repeat_table.py on one group: draw 0 (quality.json, its code as given) and draws 1, 2 (code "new")."""
+    rt = _bench("repeat_table")
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    written: list[dict[str, Any]] = []
+    monkeypatch.setattr(rt, "write_result", lambda name, payload: written.append(payload))
+    _write_rows(tmp_path / "quality.json", [_row("wasp+judge", 4.0, 0, 0.60, draw0_code)])
+    repeats = [_row("wasp+judge", 4.0, 0, acc, "new", repeat=d) for d, acc in ((1, 0.70), (2, 0.72))]
+    _write_rows(tmp_path / "quality_repeats.json", repeats)
+    monkeypatch.setattr(sys, "argv", ["repeat_table.py", *argv])
+    rt.main()
+    (group,) = written[-1]["groups"]
+    return group
+
+
+def test_repeat_table_leaves_out_a_draw_of_other_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Draw 0 recorded other code than draws 1 and 2: the same-seed spread is that of draws 1 and 2, and the
+    table names the draw left out (--keep-mixed keeps it)."""
+    group = _repeat_table(tmp_path, monkeypatch, "old")
+    assert group["same_seed"]["mean"] == pytest.approx(0.71) and group["same_seed"]["range"] == pytest.approx(0.02)
+    assert group["left_out"] == {"0": 0.60}
+    assert "| 1, 2 | 0.700 / 0.720 | code new; left out: draw 0 (old) | 0.710 |" in capsys.readouterr().out
+    group = _repeat_table(tmp_path, monkeypatch, "old", "--keep-mixed")
+    assert group["same_seed"]["mean"] == pytest.approx(0.6733, abs=1e-4) and group["left_out"] == {}
+
+
+def test_repeat_table_labels_draws_without_provenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Draw 0 written before rows recorded their code: kept, and the table says it records none."""
+    group = _repeat_table(tmp_path, monkeypatch, None)
+    assert group["same_seed"]["mean"] == pytest.approx(0.6733, abs=1e-4)
+    assert group["sources"] == {"0": "quality.json", "1": "quality_repeats.json", "2": "quality_repeats.json"}
+    assert "| 0, 1, 2 | 0.600 / 0.700 / 0.720 | code new; not recorded for draw 0 |" in capsys.readouterr().out
