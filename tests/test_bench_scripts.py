@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -281,3 +282,38 @@ def test_repeat_table_labels_draws_without_provenance(
     assert group["same_seed"]["mean"] == pytest.approx(0.6733, abs=1e-4)
     assert group["sources"] == {"0": "quality.json", "1": "quality_repeats.json", "2": "quality_repeats.json"}
     assert "| 0, 1, 2 | 0.600 / 0.700 / 0.720 | code new; not recorded for draw 0 |" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ profile_wasp.py
+
+
+def _profiled(method: str, wall: float, tok_s: float, process: str | None) -> dict[str, Any]:
+    gen = {"accepted_completion_tokens_est": 1000}
+    run = {
+        "method": method,
+        "command": "c",
+        "wall_s": wall,
+        "generators": {"a": gen},
+        "ceiling": {"a": {"tok_s": tok_s}},
+    }
+    return run if process is None else {**run, "process": process}
+
+
+@pytest.mark.parametrize(
+    ("zero_shot", "ratio", "basis"),
+    [
+        (_profiled("zero-shot", 100.0, 100.0, "p1"), 1.5, "one process"),
+        (_profiled("zero-shot", 100.0, 100.0, None), 1.5, "one process"),  # before process ids: same ceilings
+        # another process, whose machine decoded at half the speed: its 100 s are 50 s at the wasp process's
+        (_profiled("zero-shot", 100.0, 50.0, "p2"), 3.0, "two processes"),
+        (_profiled("zero-shot", 100.0, 50.0, None), 3.0, "two processes"),
+    ],
+)
+def test_profile_wasp_wall_ratio_is_taken_within_one_machine_state(
+    zero_shot: dict[str, Any], ratio: float, basis: str
+) -> None:
+    pw = _bench("profile_wasp")
+    wasp_run = _profiled("wasp", 150.0, 100.0, "p1" if "process" in zero_shot else None)
+    summary = pw.summarize("c", SimpleNamespace(source="embedded:imdb"), [zero_shot, wasp_run], ["zero-shot", "wasp"])
+    assert summary["wasp_over_zero_shot_wall"] == ratio
+    assert summary["wasp_over_zero_shot_wall_basis"].startswith(basis)
