@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from dpsynth.io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict[str, Any]:
@@ -31,13 +35,43 @@ def machine() -> dict[str, Any]:
     }
 
 
+def code_version(repo: Path = REPO) -> str | None:
+    """The code a benchmark runs: ``git describe --always`` of the working tree, with "-dirty" when src/ has
+    uncommitted changes (untracked files included); None when git or the repository is unavailable."""
+    try:
+        commit = _git(repo, "describe", "--always", "--abbrev=12").strip()
+        dirty = _git(repo, "status", "--porcelain", "--", "src").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    # whole or not at all: a benchmark killed while writing keeps the rows it had (a truncated file would
+    # make the next run of the script fail on it, or start over and lose them)
+    atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def read_json(path: Path) -> Any:
+    """A results file, or a one-line error naming it when it is not valid JSON (never an empty start that
+    would drop the rows it holds when the file is written again)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it holds results "
+            "that would be lost if it were written again: repair it (e.g. from git) or move it away"
+        ) from None
 
 
 def rewrite_marked(doc: Path, start: str, end: str, text: str) -> None:

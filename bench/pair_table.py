@@ -7,6 +7,11 @@ split) from bench/results/quality.json and quality_newsgroups.json.  A cell: the
 how many seeds were ahead of their baseline, and the differences themselves.  The goal asks for +0.02 at
 N = 1,000 and M = 100 on both tasks.
 
+Rows written since bench/quality.py records provenance carry ``code`` (the commit they ran, "-dirty" when
+src/ had uncommitted changes).  A cell with a pair whose two runs carry different ``code``, or where only
+one of the two carries it, is marked "*" (after its mean and after each such difference) and a legend line
+follows the table; rows of before the field ("unknown") paired with each other are not marked.
+
     python bench/pair_table.py                         # print
     python bench/pair_table.py --doc docs/quality.md   # rewrite the part between its markers
 """
@@ -14,10 +19,10 @@ N = 1,000 and M = 100 on both tasks.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+from typing import Any
 
-from common import rewrite_marked
+from common import read_json, rewrite_marked
 
 RESULTS = Path(__file__).parent / "results"
 DATASETS = {"IMDb": "quality.json", "newsgroups": "quality_newsgroups.json"}
@@ -34,47 +39,71 @@ PAIRS = [
     ),
     ("wasp-big+judge", "zero-shot-big+judge", "WASP + judge with the 1.5B as a fourth generator"),
 ]
+MIXED = "*"  # a cell with a pair of runs from different code versions
+LEGEND = f"{MIXED} paired runs from different code versions (or only one of the two records its code)"
 START, END = "<!-- pair table: start (bench/pair_table.py --doc) -->", "<!-- pair table: end -->"
 
 
-def accuracies(name: str) -> dict[tuple[str, float, int, int, int], float]:
-    rows = json.loads((RESULTS / name).read_text(encoding="utf-8"))["rows"]
-    return {(r["row"], r["epsilon"], r["n"], r["m"], r["seed"]): r["accuracy_mean"] for r in rows}
+Key = tuple[str, float, int, int, int]  # row, epsilon, N, M, seed
 
 
-def paired(acc: dict[tuple[str, float, int, int, int], float], row: str, base: str, n: int, m: int) -> list[float]:
+def accuracies(name: str) -> dict[Key, dict[str, Any]]:
+    """Each run's accuracy and the code that made it (None for rows written before it was recorded)."""
+    return {
+        (r["row"], r["epsilon"], r["n"], r["m"], r["seed"]): {"acc": r["accuracy_mean"], "code": r.get("code")}
+        for r in read_json(RESULTS / name)["rows"]
+    }
+
+
+def mixed(a: str | None, b: str | None) -> bool:
+    """Whether two runs' code versions differ: both recorded and unequal, or only one recorded."""
+    return a != b
+
+
+def paired(acc: dict[Key, dict[str, Any]], row: str, base: str, n: int, m: int) -> list[tuple[float, bool]]:
+    """The seed-paired differences, each with whether its two runs came from different code versions."""
     out = []
     for (r, eps, n_, m_, seed), a in sorted(acc.items(), key=lambda kv: kv[0][4]):
         if (r, eps, n_, m_) != (row, 4.0, n, m):
             continue
         b = next((acc[k] for k in ((base, 0.0, n, mm, seed) for mm in (m, 100, 1000)) if k in acc), None)
         if b is not None:
-            out.append(a - b)
+            out.append((a["acc"] - b["acc"], mixed(a["code"], b["code"])))
     return out
 
 
-def cell(diffs: list[float]) -> str:
-    if not diffs:
+def cell(pairs: list[tuple[float, bool]]) -> str:
+    if not pairs:
         return ""
+    diffs = [d for d, _ in pairs]
     mean = sum(diffs) / len(diffs)
     ahead = sum(d > 0 for d in diffs)
-    listed = " / ".join(f"{d:+.3f}" for d in diffs)
+    listed = " / ".join(f"{d:+.3f}{MIXED if m else ''}" for d, m in pairs)
     shown = f"**{mean:+.3f}**" if mean >= 0.02 else f"{mean:+.3f}"  # the goal's margin in bold
-    return f"{shown} ({ahead} of {len(diffs)} ahead: {listed})"
+    return f"{shown}{MIXED if any(m for _, m in pairs) else ''} ({ahead} of {len(diffs)} ahead: {listed})"
 
 
 def table() -> str:
     acc = {ds: accuracies(f) for ds, f in DATASETS.items()}
+    return render(acc)
+
+
+def render(acc: dict[str, dict[Key, dict[str, Any]]]) -> str:
     lines = [
         "| configuration (epsilon 4) minus zero-shot + judge, same generators | N | M | " + " | ".join(DATASETS) + " |",
         "|---|---|---|" + "---|" * len(DATASETS),
     ]
+    any_mixed = False
     for row, base, label in PAIRS:
         for n in (100, 300, 1000):
             for m in (100, 1000):
-                cells = [cell(paired(acc[ds], row, base, n, m)) for ds in DATASETS]
+                pairs = [paired(acc[ds], row, base, n, m) for ds in DATASETS]
+                any_mixed = any_mixed or any(mx for p in pairs for _, mx in p)
+                cells = [cell(p) for p in pairs]
                 if any(cells):
                     lines.append(f"| {label} | {n:,} | {m:,} | " + " | ".join(c or "-" for c in cells) + " |")
+    if any_mixed:
+        lines += ["", LEGEND]
     return "\n".join(lines)
 
 

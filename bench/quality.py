@@ -64,6 +64,7 @@ tables, which read one draw per seed, are not changed by them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -75,7 +76,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
-from common import write_result  # noqa: E402
+from common import code_version, read_json, write_result  # noqa: E402
 from dpsynth.config import (  # noqa: E402
     QWEN_CODER_GENERATOR,
     Config,
@@ -84,7 +85,7 @@ from dpsynth.config import (  # noqa: E402
     generator_named,
 )
 from dpsynth.data import EMBEDDED_DATASETS, EMBEDDED_IMDB, EmbeddedDataset  # noqa: E402
-from dpsynth.errors import ConfigError  # noqa: E402
+from dpsynth.errors import ConfigError, ResumeError  # noqa: E402
 from dpsynth.evaluate.core import evaluate  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, find_run_output  # noqa: E402
 from dpsynth.generators.models import QWEN25_CODER_15  # noqa: E402
@@ -199,6 +200,16 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
     return Config.model_validate({**base, "method": "wasp", "wasp": wasp})
 
 
+def config_hash(cfg: Config) -> str:
+    """A short hash of the row's resolved config (every field, defaults included) without what differs between
+    runs of one setting: the seeds and the run directory.  Two rows with the same hash ran the same settings."""
+    d = cfg.model_dump(mode="json")
+    d.pop("out", None)
+    d.pop("seed", None)
+    d.get("data", {}).pop("seed", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     """A result row's identity in the results file (draw 0, the first run, has no "repeat" field)."""
     return (r["row"], r["epsilon"], r["seed"], r["n"], r["m"], r.get("repeat", 0))
@@ -249,11 +260,11 @@ def pearl_select(
     from pearl_tools import embedding_sketch, select_by_sketch
 
     pool_dir = out.parent / f"pearl-pool-n{3 * n}-s{seed}"
-    if not (pool_dir / "privacy.json").exists():
-        zs: dict[str, Any] = {"method": "zero-shot", "n_synthetic": 3 * n, "out": str(pool_dir), "seed": seed}
-        if dataset is not IMDB:
-            zs["data"] = {"private": dataset.source}  # its labels and task (zero-shot reads no private record)
-        dpsynth.synthesize(Config.model_validate(zs), progress=False)
+    zs: dict[str, Any] = {"method": "zero-shot", "n_synthetic": 3 * n, "out": str(pool_dir), "seed": seed}
+    if dataset is not IMDB:
+        zs["data"] = {"private": dataset.source}  # its labels and task (zero-shot reads no private record)
+    # a finished pool is returned as it is, once its config.yaml is found to hold these settings (as for the rows)
+    dpsynth.synthesize(Config.model_validate(zs), resume=pool_dir.exists(), progress=False)
     cand = [json.loads(x) for x in (pool_dir / "synthetic.jsonl").read_text().splitlines() if x.strip()]
     priv = dataset.private(m, seed)
     classes = list(dataset.labels)
@@ -300,7 +311,7 @@ def main() -> None:
     sets = SETS.with_name(f"quality_sets{suffix}")
     results: list[dict[str, Any]] = []
     if results_file.exists():
-        results = json.loads(results_file.read_text()).get("rows", [])
+        results = read_json(results_file).get("rows", [])
     done = {_key(r) for r in results}
     special = ("only-private", "real-ceiling", "pearl-select")
     for row in args.rows.split(","):  # a misspelt row fails now, not after hours of the rows before it
@@ -309,6 +320,7 @@ def main() -> None:
                 row_config(row, 4.0, 0, args.n, args.m, out_root / "check", dataset)
             except (KeyError, ValueError, ConfigError) as exc:
                 ap.error(f"row {row!r}: {exc} (the rows: see this script's docstring)")
+    code = code_version()  # the code this process runs, recorded in every row it adds (see pair_table.py)
     embedder = default_embedder()
     test = dataset.source
     for row in args.rows.split(","):
@@ -322,6 +334,7 @@ def main() -> None:
                 run = out_root / f"{row.replace(':', '-')}-eps{e_row:g}-n{args.n}-m{args.m}-s{seed}{draw}"
                 t0 = time.time()
                 tokens = None
+                settings = None
                 if row == "only-private":
                     syn: Any = dataset.private(args.m, seed)
                 elif row == "real-ceiling":
@@ -331,9 +344,15 @@ def main() -> None:
                     syn, _ = pearl_select(eps, seed, args.n, args.m, run, embedder, dataset)
                     tokens = tokens_of(run.parent / f"pearl-pool-n{3 * args.n}-s{seed}")  # all 3N candidates
                 else:
-                    if not (run / "privacy.json").exists():
-                        cfg = row_config(row, eps, seed, args.n, args.m, run, dataset)
+                    cfg = row_config(row, eps, seed, args.n, args.m, run, dataset)
+                    settings = config_hash(cfg)
+                    # always through synthesize, finished or not: on a run directory that exists it compares the
+                    # row's settings with the run's config.yaml (a run made with other settings is refused, never
+                    # evaluated under this row's name) and returns a finished run without spending anything
+                    try:
                         dpsynth.synthesize(cfg, resume=run.exists(), progress=False)
+                    except ResumeError as exc:
+                        raise SystemExit(f"row {row} (epsilon {e_row:g}, seed {seed}): {exc}") from None
                     syn = run
                     tokens = tokens_of(run)
                 wall = time.time() - t0
@@ -359,10 +378,12 @@ def main() -> None:
                     "tokens": tokens,
                     **summarize(ev),
                     **({"repeat": args.repeat} if args.repeat else {}),
+                    "code": code,
+                    "config_hash": settings,
                 }
                 # another invocation may have written rows since this one started: merge, never overwrite them
                 if results_file.exists():
-                    theirs = json.loads(results_file.read_text()).get("rows", [])
+                    theirs = read_json(results_file).get("rows", [])
                     ours = {_key(r) for r in results}
                     results += [r for r in theirs if _key(r) not in ours]
                 results.append(rec)

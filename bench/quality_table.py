@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from common import rewrite_marked
+from common import read_json, rewrite_marked
 
 # Zou et al. (ICML 2025), IMDb, M = 100, epsilon = 4, N = 6,000, BERT accuracy % (the paper's headline table)
 PAPER = {
@@ -82,12 +81,33 @@ def order_key(row: str) -> tuple[int, str]:
     return (ORDER.index(row) if row in ORDER else len(ORDER), row)
 
 
+REAL = ("only-private", "real-ceiling")  # rows that train on real records: their N is how many, not --n
+
+
+def asked(r: dict[str, Any]) -> int:
+    """The N a run asked for (bench/quality.py --n); for the rows of real records, the records they train on."""
+    return int(r["n_synthetic"] if r["row"] in REAL else r["n"])
+
+
+def mean_sd(rs: list[dict[str, Any]]) -> str:
+    accs = [float(r["accuracy_mean"]) for r in rs]
+    return f"{statistics.fmean(accs):.3f}" + (f" +- {statistics.stdev(accs):.3f}" if len(accs) > 1 else "")
+
+
+def short_note(rs: list[dict[str, Any]]) -> str:
+    """A note such as " (one run released 99)" when runs of a cell released other than the N they asked for."""
+    short = [r["n_synthetic"] for r in rs if r["n_synthetic"] != asked(r)]
+    if not short:
+        return ""
+    released = ", ".join(str(x) for x in short)
+    return f" (one run released {released})" if len(short) == 1 else f" ({len(short)} runs released {released})"
+
+
 def acc_cell(rs: list[dict[str, Any]]) -> str:
     accs = [float(r["accuracy_mean"]) for r in rs]
     if not accs:
         return ""
-    spread = f" +- {statistics.stdev(accs):.3f}" if len(accs) > 1 else ""
-    return f"{statistics.fmean(accs):.3f}{spread} ({len(accs)})"
+    return f"{mean_sd(rs)} ({len(accs)}){short_note(rs)}"
 
 
 START, END = "<!-- quality tables: start (bench/quality_table.py --doc) -->", "<!-- quality tables: end -->"
@@ -118,13 +138,18 @@ def main() -> None:
     print(f"wrote the tables into {args.doc}")
 
 
+def released(r: dict[str, Any]) -> str:
+    """A run's N: what it released, and what it asked for when that was more."""
+    return str(r["n_synthetic"]) if r["n_synthetic"] == asked(r) else f"{r['n_synthetic']} of {asked(r)}"
+
+
 def print_tables(dataset: str = "imdb") -> None:
     name = "quality.json" if dataset == "imdb" else f"quality_{dataset}.json"
-    data = json.loads((Path(__file__).resolve().parent / "results" / name).read_text())
+    data = read_json(Path(__file__).resolve().parent / "results" / name)
     paper = dataset == "imdb"  # the paper's figures are IMDb's
     cells: dict[tuple[str, float, int, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in data["rows"]:
-        cells[(r["row"], r["epsilon"], r["m"], r["n_synthetic"])].append(r)
+    for r in data["rows"]:  # the N a run asked for: one that released fewer stays in its cell, with a note
+        cells[(r["row"], r["epsilon"], r["m"], asked(r))].append(r)
     keys = sorted(cells, key=lambda k: (k[2], order_key(k[0]), k[1], k[3]))
 
     eps_cols = [1.0, 2.0, 4.0, float("inf")]
@@ -155,7 +180,7 @@ def print_tables(dataset: str = "imdb") -> None:
         tokens = mean_of(rs, "tokens")
         print(
             f"| {row} | {eps_str(eps)} | {m} | {n} | {','.join(str(r['seed']) for r in rs)} | "
-            f"{acc_cell(rs).rsplit(' (', 1)[0]} | {fmt(mean_of(rs, 'fid'))} | {fmt(mean_of(rs, 'mauve'))} | "
+            f"{mean_sd(rs)}{short_note(rs)} | {fmt(mean_of(rs, 'fid'))} | {fmt(mean_of(rs, 'mauve'))} | "
             f"{fmt(mean_of(rs, 'label_consistency'))} | {fmt(mean_of(rs, 'wall_seconds'), 0)} | "
             f"{'-' if tokens is None else round(tokens)} |" + (f" {paper_for(row, eps, m)} |" if paper else "")
         )
@@ -166,7 +191,7 @@ def print_tables(dataset: str = "imdb") -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(data["rows"], key=lambda r: (r["m"], order_key(r["row"]), r["epsilon"], r["seed"])):
         print(
-            f"| {r['row']} | {r['seed']} | {eps_str(r['epsilon'])} | {r['m']} | {r['n_synthetic']} | "
+            f"| {r['row']} | {r['seed']} | {eps_str(r['epsilon'])} | {r['m']} | {released(r)} | "
             f"{fmt(r['accuracy_mean'])} | {fmt(r['fid'])} | {fmt(r['mauve'])} | {fmt(r.get('label_consistency'))} | "
             f"{fmt(r['wall_seconds'], 0)} | {fmt(r['tokens'])} |"
         )
