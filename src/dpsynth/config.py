@@ -21,6 +21,7 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
     NumberOverflowError,
     StrictModel,
     config_error_from_validation,
+    device_name,
     load_yaml,
     mark_text,
     norm_label,
@@ -77,8 +78,10 @@ class GeneratorConfig(StrictModel):
     timeout_s: float = Field(120.0, gt=0, le=86_400, allow_inf_nan=False, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, 429 and 5xx, with backoff.")
     # transformers
-    device: str = Field("auto", description="transformers backend: cpu, cuda, auto.")
+    device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:N or mps.")
     batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
+
+    _device = field_validator("device")(device_name)
 
     @model_validator(mode="after")
     def _current_model_name(self) -> GeneratorConfig:

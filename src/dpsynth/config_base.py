@@ -115,6 +115,31 @@ def norm_label(v: Any) -> str:
     return s
 
 
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def device_name(v: str) -> str:
+    """A ``device`` field, checked when the config loads: a name torch refuses (``gpu``) would pass ``--check``
+    and fail only when the model moves there, after a real run has spent privacy budget on its counts.
+
+    ``auto``, ``cpu``, ``mps``, ``cuda`` and ``cuda:N`` in any case (lower-cased) need no torch; any other
+    name is accepted as torch accepts it, or lower-cased where torch accepts only that (``XPU``)."""
+    text = v.strip()
+    if text.lower() == "auto" or _DEVICE.fullmatch(text.lower()):
+        return text.lower()
+    try:
+        import torch
+    except ImportError:  # no torch: no backend that takes other names is installed either
+        raise ValueError("is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    for candidate in dict.fromkeys((text, text.lower())):
+        try:
+            torch.device(candidate)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+        return candidate
+    raise ValueError("is not a device torch knows; use auto, cpu, cuda, cuda:N or mps")
+
+
 class NumberOverflowError(yaml.constructor.ConstructorError):
     """A YAML float literal such as ``1.0e+400`` that is finite as written but overflows to infinity."""
 

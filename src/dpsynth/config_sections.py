@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from dpsynth.config_base import StrictModel
+from dpsynth.config_base import StrictModel, device_name
 from dpsynth.generators.models import canonical_model
 
 log = logging.getLogger("dpsynth")
@@ -272,6 +272,8 @@ class FinetuneConfig(StrictModel):
     @classmethod
     def _current_model_name(cls, v: str) -> str:
         return canonical_model(v)  # an embedded model's former name (qwen2.5-0.5b-instruct) -> its current one
+
+    _device = field_validator("device")(device_name)
 
     @field_validator("target_modules", mode="before")
     @classmethod

@@ -104,8 +104,14 @@ def check_embedding_model(name: str) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
+    def cached(repo: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+        except ValueError:  # HFValidationError: no valid repo id (``models/sub/minilm``), so in no cache
+            return False
+
     repos = [path] if "/" in path else [path, f"sentence-transformers/{path}"]
-    if not any(isinstance(try_to_load_from_cache(r, "config.json"), str) for r in repos):
+    if not any(cached(r) for r in repos):
         raise ConfigError(
             f"embedding_model: {name!r} is neither a folder here nor in the local Hugging Face cache, and "
             "HF_HUB_OFFLINE is set; give a sentence-transformers folder, or the embedded all-MiniLM-L6-v2"

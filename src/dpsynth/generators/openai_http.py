@@ -307,6 +307,8 @@ class OpenAIHttpGenerator:
             wait_s: float | None = None
             try:
                 resp = self._post(url, body, deadline, _answer_limit(req))
+                if self._closed:  # closed while it was in flight: no result after close()
+                    return Completion(text="", error="generator closed")
             except httpx.TimeoutException:
                 error = f"timed out after {min(self.cfg.timeout_s, remaining):.3g} s"
             except _TooLarge as exc:
@@ -355,6 +357,8 @@ class OpenAIHttpGenerator:
                 error,
             )
             time.sleep(delay)
+        if self._closed:  # the error came from close() ending the connection, not from the server
+            return Completion(text="", error="generator closed")
         n = retries
         return Completion(text="", error=f"{error} (after {n} retr{'y' if n == 1 else 'ies'})")
 
@@ -388,9 +392,11 @@ class OpenAIHttpGenerator:
             if self._closed:
                 return
             self._closed = True
-            # the client first: requests in flight end now (a Ctrl-C waited up to timeout_s for them)
+            # Close is the Ctrl-C path: it must not wait for a request in flight, which a server that never
+            # answers holds for up to timeout_s.  Waiting requests are cancelled; one in flight ends on its own
+            # (its reply is then dropped in complete_one: nothing arrives after close).
             self._client.close()
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> OpenAIHttpGenerator:
         return self

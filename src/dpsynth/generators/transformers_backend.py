@@ -10,14 +10,13 @@ embedded names (transformers dequantises it; needs the ``gguf`` package).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
-from dpsynth.generators.models import is_embedded, resolve_model
 from dpsynth.lm.device import pick_device
+from dpsynth.lm.loading import model_source, one_line
 from dpsynth.quiet import quiet_model_loading
 
 
@@ -42,7 +41,7 @@ class TransformersGenerator:
         else:
             dtype = torch.float32
         try:
-            with quiet_model_loading():  # no "Loading weights" bar on the console
+            with quiet_model_loading(gguf="gguf_file" in kwargs):  # no "Loading weights" bar on the console
                 tok = AutoTokenizer.from_pretrained(source, **kwargs)
                 model: Any
                 try:
@@ -50,9 +49,8 @@ class TransformersGenerator:
                 except TypeError:  # transformers < 4.56 calls it torch_dtype
                     model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GeneratorError(
-                f"generators[{cfg.name}].model: transformers could not load {cfg.model}: {first}"
+                f"generators[{cfg.name}].model: transformers could not load {cfg.model}: {one_line(exc)}"
             ) from None
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -62,13 +60,8 @@ class TransformersGenerator:
 
     @staticmethod
     def _source(cfg: GeneratorConfig) -> tuple[str, dict[str, Any]]:
-        """Folder or hub id as is; a GGUF file (or embedded name) via ``gguf_file``."""
-        model = cfg.model
-        if is_embedded(model) or model.lower().endswith(".gguf"):
-            path = resolve_model(model, cfg.name)
-            return str(path.parent), {"gguf_file": path.name}
-        p = Path(model).expanduser()
-        return (str(p) if p.exists() else model), {}
+        """Folder or hub id as is; a GGUF file (or embedded name) via ``gguf_file``; a missing path refused."""
+        return model_source(cfg.model, f"generators[{cfg.name}].model")
 
     def _prompt_text(self, req: GenerationRequest) -> str:
         if req.messages is None:
@@ -150,8 +143,7 @@ class TransformersGenerator:
                 try:
                     outs = self._run([requests[i] for i in chunk])
                 except (RuntimeError, ValueError) as exc:  # OOM, bad input: fail this batch only
-                    msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                    outs = [Completion(text="", error=f"transformers: {msg}")] * len(chunk)
+                    outs = [Completion(text="", error=f"transformers: {one_line(exc)}")] * len(chunk)
                     if self.device.startswith("cuda"):
                         self._torch.cuda.empty_cache()
                 for i, c in zip(chunk, outs, strict=True):

@@ -11,25 +11,56 @@ from typing import Any
 from dpsynth.config import FinetuneConfig
 from dpsynth.errors import ConfigError, GeneratorError, ResumeError
 from dpsynth.extras import require
+from dpsynth.quiet import quiet_model_loading
 
 # peft looks for a config.json next to the weights to see whether the vocabulary changed; a GGUF has none
 _NO_CONFIG_WARNING = "Could not find a config file"
 
 
-def model_source(model: str) -> tuple[str, dict[str, Any]]:
-    """(folder or hub id, from_pretrained kwargs): a GGUF file or embedded name goes through ``gguf_file``."""
-    from dpsynth.generators.models import EMBEDDED_MODELS, near_embedded_name, resolve_model
+def model_source(model: str, field: str = "finetune.model") -> tuple[str, dict[str, Any]]:
+    """(folder or hub id, from_pretrained kwargs): a GGUF file or embedded name goes through ``gguf_file``.
+
+    A file or folder that exists is used as it is, even when named like an embedded model.  A missing path,
+    or a folder with no config.json, is refused here in one line naming ``field`` (transformers would call
+    the one a malformed repo id, the other a tokenizer it cannot build); an ``org/name`` hub id goes to the
+    hub loader as it is (its own offline or not-found error), never taken for a misspelt embedded name.
+    """
+    from dpsynth.generators.models import (
+        EMBEDDED_MODELS,
+        is_embedded,
+        is_hub_id,
+        looks_like_path,
+        names_a_path,
+        near_embedded_name,
+        resolve_model,
+    )
 
     name = model.strip()
-    typo = near_embedded_name(name) and not Path(name).expanduser().exists()  # resolve_model says "did you mean"
-    if name.lower() in EMBEDDED_MODELS or name.lower().endswith(".gguf") or typo:
-        try:
-            path = resolve_model(name, "finetune")
-        except GeneratorError as exc:
-            raise GeneratorError(str(exc).replace("generators[finetune].model", "finetune.model")) from None
-        return str(path.parent), {"gguf_file": path.name}
     p = Path(name).expanduser()
-    return (str(p) if p.exists() else name), {}
+    give = f"give a model folder, a .gguf file, a hub id (org/name) or one of: {', '.join(EMBEDDED_MODELS)}"
+    gguf_name = name.lower().endswith(".gguf")
+    if names_a_path(name) and p.is_dir():
+        if not (p / "config.json").is_file():
+            raise GeneratorError(f"{field}: {p} holds no config.json, so it is no Hugging Face model folder; {give}")
+        return str(p), {}
+    if not names_a_path(name) and not gguf_name:
+        if is_hub_id(name):
+            return name, {}
+        if looks_like_path(name):
+            raise GeneratorError(f"{field}: {p} does not exist; {give}")
+    if names_a_path(name) or is_embedded(name) or gguf_name or near_embedded_name(name):
+        try:
+            path = resolve_model(name, "?")  # a GGUF file; "does not exist" (with "did you mean") otherwise
+        except GeneratorError as exc:
+            raise GeneratorError(str(exc).replace("generators[?].model", field)) from None
+        return str(path.parent), {"gguf_file": path.name}
+    return name, {}
+
+
+def one_line(exc: BaseException, width: int = 300) -> str:
+    """A library's (often multi-line) message as one line: its lines joined, not cut at the first one,
+    which often ends in "one of:" before the list that explains it."""
+    return " ".join(str(exc).split())[:width] or type(exc).__name__
 
 
 def load_tokenizer(model: str) -> tuple[Any, Any]:
@@ -46,8 +77,7 @@ def load_tokenizer(model: str) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeneratorError(f"finetune.model: transformers could not load {model}: {first[:300]}") from None
+        raise GeneratorError(f"finetune.model: transformers could not load {model}: {one_line(exc)}") from None
     return _with_pad(tok, model), config
 
 
@@ -62,8 +92,7 @@ def lora_skeleton(config: Any, ft: FinetuneConfig) -> Any:
         try:
             skeleton = AutoModelForCausalLM.from_config(config)
         except (ValueError, KeyError, ImportError) as exc:  # e.g. an encoder (BERT): no causal-LM class
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GeneratorError(f"finetune.model: not a causal language model ({first[:200]})") from None
+            raise GeneratorError(f"finetune.model: not a causal language model ({one_line(exc, 200)})") from None
         return add_lora(skeleton, ft)
 
 
@@ -88,38 +117,18 @@ def load_causal_lm(model: str) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise GeneratorError("finetune.model: dp-finetune needs `pip install transformers`") from None
-    from transformers.utils import logging as hf_logging
-
     source, kwargs = model_source(model)
     if "gguf_file" in kwargs:  # transformers de-quantises GGUF weights with the gguf package
         require(f"loading the GGUF model {model} into PyTorch", "finetune", ["gguf"])
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # GGUF de-quantisation draws progress bars per load
-    gguf_utils: Any = None
-    if "gguf_file" in kwargs:  # the GGUF converter draws its own tqdm bar; silence it for this load only
-        try:
-            import functools
-
-            import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
-            gguf_tqdm = gguf_utils.tqdm
-            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
-        except (ImportError, AttributeError):
-            gguf_utils = None
     try:
-        tok = AutoTokenizer.from_pretrained(source, **kwargs)
-        try:
-            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-        except TypeError:  # transformers < 4.56 calls it torch_dtype
-            lm = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32, **kwargs)
+        with quiet_model_loading(gguf="gguf_file" in kwargs):  # GGUF de-quantisation draws bars per load
+            tok = AutoTokenizer.from_pretrained(source, **kwargs)
+            try:
+                lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+            except TypeError:  # transformers < 4.56 calls it torch_dtype
+                lm = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32, **kwargs)
     except (OSError, ValueError, ImportError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeneratorError(f"finetune.model: transformers could not load {model}: {first[:300]}") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-        if gguf_utils is not None:
-            gguf_utils.tqdm = gguf_tqdm
+        raise GeneratorError(f"finetune.model: transformers could not load {model}: {one_line(exc)}") from None
     return _with_pad(tok, model), lm
 
 
