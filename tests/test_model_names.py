@@ -280,10 +280,53 @@ def test_http_close_does_not_wait_for_a_request_in_flight_nor_deliver_it_after()
         start = time.monotonic()
         g.close()
         took = time.monotonic() - start
+        worker.join(5)  # the generate() waiting on the request ends with the close, not with the server
+        ended = time.monotonic() - start
     finally:
         _Held.release.set()  # the server answers now, after close
         worker.join(10)
         server.shutdown()
         server.server_close()
-    assert took < 2.0
+    assert took < 2.0 and ended < 2.0
     assert len(result) == 1 and isinstance(result[0], GeneratorError) and "generator closed" in str(result[0])
+
+
+_EXIT_SCRIPT = """
+import http.server, sys, threading, time
+from dpsynth.config import GeneratorConfig
+from dpsynth.generators.base import ChatMessage, GenerationRequest
+from dpsynth.generators.openai_http import OpenAIHttpGenerator
+
+class Never(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        arrived.set()
+        time.sleep(60)
+
+arrived = threading.Event()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Never)
+server.daemon_threads = True
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+cfg = GeneratorConfig(name="h", backend="openai", model="m", base_url=url, timeout_s=60.0, max_retries=0)
+g = OpenAIHttpGenerator(cfg)
+req = GenerationRequest(messages=(ChatMessage("user", "x"),), max_tokens=4)
+threading.Thread(target=g.generate, args=([req],), daemon=True).start()
+assert arrived.wait(10)
+g.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_process_exits_at_once_after_closing_a_generator_with_a_request_in_flight(tmp_path: Path) -> None:
+    """After Ctrl-C the run closes its generators and exits: a request held by a server that never answers
+    must not keep the process alive until its timeout (60 s here; ThreadPoolExecutor joins its threads at exit)."""
+    import subprocess
+    import sys
+
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT], capture_output=True, text=True, timeout=50)
+    took = time.monotonic() - start
+    assert done.returncode == 0 and "closed" in done.stdout, done.stderr[-2000:]
+    assert took < 20.0  # the interpreter's start and imports take a few seconds on a busy machine

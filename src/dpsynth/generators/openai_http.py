@@ -1,8 +1,8 @@
 """Any OpenAI-compatible server over HTTP: vLLM, SGLang, llama.cpp's server, hosted APIs.
 
 Chat requests go to ``{base_url}/chat/completions``, completion requests to
-``{base_url}/completions``.  Up to ``concurrency`` requests are in flight (a
-thread pool sharing one ``httpx.Client``).  Timeouts, connection errors, 429 and
+``{base_url}/completions``.  Up to ``concurrency`` requests are in flight (daemon
+threads sharing one ``httpx.Client``, generators/pool.py).  Timeouts, connection errors, 429 and
 5xx are retried with exponential backoff and jitter, honouring ``Retry-After``,
 up to ``max_retries`` times and within a bounded total time; other 4xx are not
 retried.  A request that still fails becomes a ``Completion`` with ``error`` set.
@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ import httpx
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
+from dpsynth.generators.pool import RequestPool, Submits
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _int(v: Any) -> int:
 
 def run_batch(
     name: str,
-    pool: ThreadPoolExecutor,
+    pool: Submits,
     one: Callable[[GenerationRequest], Completion],
     requests: Sequence[GenerationRequest],
     on_completion: ProgressCallback | None,
@@ -272,7 +273,7 @@ class OpenAIHttpGenerator:
         self._client = httpx.Client(
             headers=headers, timeout=httpx.Timeout(cfg.timeout_s), limits=limits, transport=transport
         )
-        self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"http-{cfg.name}")
+        self._pool = RequestPool(cfg.concurrency, f"http-{cfg.name}")
         self._closed = False
         self._lock = threading.Lock()
 
@@ -393,10 +394,10 @@ class OpenAIHttpGenerator:
                 return
             self._closed = True
             # Close is the Ctrl-C path: it must not wait for a request in flight, which a server that never
-            # answers holds for up to timeout_s.  Waiting requests are cancelled; one in flight ends on its own
-            # (its reply is then dropped in complete_one: nothing arrives after close).
+            # answers holds for up to timeout_s.  Every unfinished request fails now ("generator closed"), and
+            # the pool's daemon threads do not hold the process's exit (generators/pool.py).
             self._client.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
     def __enter__(self) -> OpenAIHttpGenerator:
         return self
