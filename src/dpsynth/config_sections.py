@@ -172,7 +172,7 @@ class FinetuneConfig(StrictModel):
             "(dequantised by transformers), a local Hugging Face folder or a hub id."
         ),
     )
-    device: str = Field(default="auto", description="cpu, cuda, cuda:N or auto (cuda when available).")
+    device: str = Field(default="auto", description="cpu, cuda, cuda:N, mps or auto (cuda when available).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32."
     )
