@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -36,14 +37,35 @@ def machine() -> dict[str, Any]:
 
 
 def code_version(repo: Path = REPO) -> str | None:
-    """The code a benchmark runs: ``git describe --always`` of the working tree, with "-dirty" when src/ has
-    uncommitted changes (untracked files included); None when git or the repository is unavailable."""
+    """The code a benchmark runs: ``git describe --always`` of the working tree, with "-dirty-<hash>" when
+    src/ has uncommitted changes (the hash of the diff and the untracked files' names and contents, so two
+    different uncommitted trees never read as the same code); None when git or the repository is unavailable."""
     try:
         commit = _git(repo, "describe", "--always", "--abbrev=12").strip()
         dirty = _git(repo, "status", "--porcelain", "--", "src").strip()
+        if not dirty:
+            return commit
+        digest = hashlib.sha256(_git(repo, "diff", "HEAD", "--", "src").encode())
+        for name in sorted(_git(repo, "ls-files", "--others", "--exclude-standard", "--", "src").split()):
+            digest.update(name.encode() + (repo / name).read_bytes())
     except (OSError, subprocess.CalledProcessError):
         return None
-    return commit + ("-dirty" if dirty else "")
+    return f"{commit}-dirty-{digest.hexdigest()[:8]}"
+
+
+def run_code(run: Path, code: str | None) -> str | None:
+    """The code that made the run in ``run``: each process that works on it notes its ``code_version`` in
+    ``<run>.code`` beside it first, so a row records the code that generated the set, not the code that
+    evaluated it (None: the run began before this was noted, or by code of no version; "A+B": processes of
+    different code made it)."""
+    note = run.parent / f"{run.name}.code"
+    begun_unnoted = ["unknown"] if run.exists() else []  # a run begun before notes were kept
+    codes = note.read_text(encoding="utf-8").split() if note.exists() else begun_unnoted
+    if (code or "unknown") not in codes:
+        codes.append(code or "unknown")
+        note.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(note, "\n".join(codes) + "\n")
+    return None if "unknown" in codes else "+".join(codes)
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -76,7 +76,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dpsynth  # noqa: E402
-from common import code_version, read_json, write_result  # noqa: E402
+from common import code_version, read_json, run_code, write_result  # noqa: E402
 from dpsynth.config import (  # noqa: E402
     QWEN_CODER_GENERATOR,
     Config,
@@ -335,6 +335,7 @@ def main() -> None:
                 t0 = time.time()
                 tokens = None
                 settings = None
+                made_by = code  # rows of real data or made in this process
                 if row == "only-private":
                     syn: Any = dataset.private(args.m, seed)
                 elif row == "real-ceiling":
@@ -349,6 +350,7 @@ def main() -> None:
                     # always through synthesize, finished or not: on a run directory that exists it compares the
                     # row's settings with the run's config.yaml (a run made with other settings is refused, never
                     # evaluated under this row's name) and returns a finished run without spending anything
+                    made_by = run_code(run, code)  # before synthesize: a run it begins is noted as this code's
                     try:
                         dpsynth.synthesize(cfg, resume=run.exists(), progress=False)
                     except ResumeError as exc:
@@ -378,7 +380,7 @@ def main() -> None:
                     "tokens": tokens,
                     **summarize(ev),
                     **({"repeat": args.repeat} if args.repeat else {}),
-                    "code": code,
+                    "code": made_by,
                     "config_hash": settings,
                 }
                 # another invocation may have written rows since this one started: merge, never overwrite them

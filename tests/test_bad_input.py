@@ -329,6 +329,11 @@ def spaced_header(tmp: Path, csv: Path) -> Action:
     return _later(tmp, path)
 
 
+def spaced_setting(tmp: Path, csv: Path) -> Action:
+    """The other way round: a clean header and " sentiment" in the config; the file is fine."""
+    return _later(tmp, csv, data=dict(label_column=" sentiment"))
+
+
 def comma_tsv(tmp: Path, csv: Path) -> Action:
     path = tmp / "records.tsv"
     path.write_bytes(csv.read_bytes())
@@ -655,6 +660,7 @@ CASES = [
     Case(semicolon_dataframe, DataError, ("'review'", "';'-separated: read the file with sep=';'")),
     Case(dataframe_columns_equal_as_text, DataError, ("dataset", "column '0' appears more than once")),
     Case(spaced_header, DataError, ("spaced.csv", "'sentiment'", "is ' sentiment', with spaces", "header")),
+    Case(spaced_setting, DataError, ("' sentiment'", "is 'sentiment': remove the spaces", "data.label_column")),
     Case(comma_tsv, DataError, ("records.tsv", "'review'", "','-separated", "name the file .csv")),
     Case(empty_texts, DataError, ("edited.csv", "'review'", "2 record(s)", "rows 5, 9")),
     Case(empty_text_after_blank_lines, DataError, ("gaps.csv", "'review'", "1 record(s)", "rows 7")),

@@ -134,18 +134,25 @@ def test_quality_row_of_a_finished_run_records_its_code_and_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A finished run made with the row's settings is evaluated without generating again, and its row says
-    which code and which settings made it."""
+    which code made the run (not the code evaluating it now) and which settings."""
     q, calls = _quality(tmp_path, monkeypatch)
-    monkeypatch.setattr(q, "code_version", lambda: "abc123-dirty")
+    monkeypatch.setattr(q, "code_version", lambda: "def456")  # the code of this process
     root = tmp_path / "runs"
     run = root / "wasp+judge-eps4-n100-m100-s0"
     _finished_run(q, run, "wasp+judge", 4.0, 100)
+    (root / f"{run.name}.code").write_text("abc123-dirty-0a1b2c3d\n")  # noted by the process that made it
     monkeypatch.setattr(sys, "argv", ["quality.py", "--rows", "wasp+judge", "--out", str(root)])
     q.main()
     assert calls["evaluate"] == [run]
     row = calls["write"][-1]["rows"][-1]
-    assert row["code"] == "abc123-dirty"
+    assert row["code"] == "abc123-dirty-0a1b2c3d+def456"  # made by one code, finished (resumed) by another
     assert row["config_hash"] == q.config_hash(q.row_config("wasp+judge", 4.0, 0, 100, 100, run))
+    # a run made before runs were noted: its code is unknown, not this process's
+    common = _bench("common")
+    old = root / "old-run"
+    old.mkdir()
+    assert common.run_code(old, "def456") is None and common.run_code(old, "def456") is None
+    assert common.run_code(root / "new-run", "def456") == "def456"  # a run this process begins
 
 
 def test_config_hash_ignores_seeds_and_paths_only() -> None:
@@ -173,7 +180,10 @@ def test_code_version_marks_uncommitted_changes_under_src(tmp_path: Path) -> Non
     (tmp_path / "notes.txt").write_text("outside src/\n")
     assert common.code_version(tmp_path) == clean
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
-    assert common.code_version(tmp_path) == f"{clean}-dirty"
+    first = common.code_version(tmp_path)
+    assert first is not None and first.startswith(f"{clean}-dirty-")
+    (tmp_path / "src" / "a.py").write_text("x = 3\n")  # another uncommitted tree: another code
+    assert common.code_version(tmp_path) not in (first, None)
     assert common.code_version(tmp_path / "none") is None
 
 

@@ -466,3 +466,26 @@ def test_a_redirect_names_where_it_points(server: FakeServer) -> None:
     assert c.error is not None and "HTTP 307" in c.error and "https://elsewhere.example/v1" in c.error
     with pytest.raises(Exception, match="timeout_s"):
         GeneratorConfig(name="r", backend="openai", model="m", base_url=server.url, timeout_s=float("inf"))
+
+
+def test_request_pool_runs_done_callbacks_outside_its_lock_and_fails_the_rest_on_shutdown() -> None:
+    """A done-callback may submit again (it ran under the pool's lock, which deadlocked the worker); after
+    shutdown every unfinished call has failed with "generator closed", none is left pending."""
+    import threading
+
+    from dpsynth.generators.pool import RequestPool
+
+    pool = RequestPool(2, "t")
+    chained = threading.Event()
+    first = pool.submit(lambda: 1)
+    first.add_done_callback(lambda _f: pool.submit(chained.set))
+    assert first.result(timeout=5) == 1 and chained.wait(5)
+    gate = threading.Event()
+    held = [pool.submit(gate.wait, 30) for _ in range(4)]  # 2 running, 2 waiting
+    pool.shutdown()
+    for fut in held:
+        with pytest.raises(GeneratorError, match="generator closed"):
+            fut.result(timeout=1)
+    gate.set()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(lambda: 2)

@@ -54,12 +54,36 @@ def test_a_local_folder_named_like_an_embedded_model_is_that_folder(
     assert model_source("smollm2-135m-instruct") == (".", {"gguf_file": "smollm2-135m-instruct"})
 
 
+def test_a_stray_empty_folder_or_file_named_like_an_embedded_model_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a path that holds a model wins over an embedded name: an empty folder or file of that name (a
+    stray ``mkdir``, a failed download) is no model, and the embedded one is used, with a warning."""
+    from dpsynth.lm.loading import model_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-135m-instruct").mkdir()
+    (tmp_path / "qwen2.5-0.5b-instruct").touch()
+    with caplog.at_level("WARNING", logger="dpsynth"):
+        assert is_embedded("smollm2-135m-instruct") and is_embedded("qwen2.5-0.5b-instruct")
+        assert canonical_model("qwen2.5-0.5b-instruct") == "qwen2.5-coder-0.5b-instruct"
+        assert resolve_model("smollm2-135m-instruct", "g").name.endswith(".gguf")
+        source, kwargs = model_source("smollm2-135m-instruct")
+    assert source != "smollm2-135m-instruct" and kwargs["gguf_file"].endswith(".gguf")
+    assert "holds no model; the embedded model of that name is used" in caplog.text
+
+
 @pytest.mark.parametrize(
     "hub_id", ["Qwen/Qwen2.5-Coder-0.5B-Instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "google/gemma-3-270m"]
 )
-def test_a_hub_id_goes_to_the_hub_loader_not_a_did_you_mean(hub_id: str) -> None:
+def test_a_hub_id_goes_to_the_hub_loader_not_a_did_you_mean(
+    hub_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dpsynth.lm.loading import model_source
 
+    assert model_source(hub_id) == (hub_id, {})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / hub_id.split("/")[0]).mkdir()  # a local folder named like the org: still the hub id
     assert model_source(hub_id) == (hub_id, {})
     with pytest.raises(GeneratorError, match="did you mean qwen2.5-coder-0.5b-instruct"):  # a real typo still is
         model_source("qwen2.5-coder-0.5b-instrct")

@@ -655,6 +655,10 @@ def test_clean_output_keeps_a_sentence_that_ends_in_a_small_number(raw: str) -> 
         ("A fine film with a strong cast.\n3. Another one here", "A fine film with a strong cast."),
         ("A fine film with a strong cast. 1. Another one 2. And one more", "A fine film with a strong cast."),
         ("1. I saw it on May 5. It was great fun. 2. Another one", "I saw it on May 5. It was great fun."),
+        # a marker that opens a sentence of its own is a list item, whatever its number
+        ("Great film, loved the acting. 2. Terrible plot and bad pacing.", "Great film, loved the acting."),
+        ("Great film, loved the acting! 6. Terrible plot and bad pacing.", "Great film, loved the acting!"),
+        ("1. Great film with superb acting. 3. Bad plot though.", "Great film with superb acting."),
     ],
 )
 def test_clean_output_still_cuts_a_list_after_its_first_item(raw: str, expected: str) -> None:
@@ -688,6 +692,9 @@ def test_clean_output_still_cuts_a_list_after_its_first_item(raw: str, expected:
         ("Here is the post\nA fine film with a strong cast.", "A fine film with a strong cast."),
         ("Positive movie review:\nA fine film with a strong cast.", "A fine film with a strong cast."),
         ("12) A fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Sure thing! Here you go\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Okay here's one\nA fine film with a strong cast.", "A fine film with a strong cast."),
+        ("Sure - here's a positive review\nA fine film with a strong cast.", "A fine film with a strong cast."),
     ],
 )
 def test_clean_output_drops_only_real_preambles(raw: str, expected: str) -> None:

@@ -481,9 +481,11 @@ def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> No
         if col not in df.columns:
             flag = field.rsplit(".", 1)[-1].replace("_", "-")
             hint = f"pass --{flag} NAME"
-            spaced = [str(c) for c in df.columns if str(c).strip() == col.strip()]
-            if spaced:  # "text, label": the header's names keep the space after each comma
-                hint = f"the file's column is {spaced[0]!r}, with spaces around the name: remove them from the header"
+            alike = [str(c) for c in df.columns if str(c).strip() == col.strip()]
+            if alike and col != col.strip():  # the setting has the spaces: " label"
+                hint = f"the file's column is {alike[0]!r}: remove the spaces around the name in {field}"
+            elif alike:  # "text, label": the header's names keep the space after each comma
+                hint = f"the file's column is {alike[0]!r}, with spaces around the name: remove them from the header"
             elif len(df.columns) == 1 and (sep := _other_separator(str(df.columns[0]), col)):
                 # e.g. a spreadsheet's export with ';': read as one column whose name holds the whole header
                 fix = {",": "name the file .csv", "\t": "name the file .tsv"}.get(sep, "save it with commas as .csv")

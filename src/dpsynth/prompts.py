@@ -295,7 +295,8 @@ def parse_judgement(answer: str, label_names: Sequence[str]) -> str | None:
 # A chat model's opening line before the sample ("Sure! Here's a positive review:").  Whole phrases, not
 # first words: "Sure enough, the Bruins lost" and "New Jersey beat the Rangers" open real records.
 _PREAMBLE = re.compile(
-    r"(?:here is|here's|here are|(?:sure|certainly|of course|okay|ok|absolutely)[!,.:]|rephrased\b|title:)"
+    r"(?:here is|here's|here are|rephrased\b|title:"
+    r"|(?:sure|certainly|of course|okay|ok|alright|absolutely)(?:[!,.:]|\s+(?:thing|here)\b|\s*[-\u2013\u2014]\s))"
 )
 _PREAMBLE_WORDS = 20  # pre-ambles are short; a long first line is the record itself, even ending in ':'
 # Small instruct models sometimes echo the instruction back; such outputs are dropped.
@@ -343,10 +344,13 @@ def _is_preamble(line: str) -> bool:
 def _first_item(text: str, lead: int | None) -> str:
     """``text`` up to the list it starts or continues: item ``lead`` + 1 when the text opened with the
     marker ``lead`` ("1. A fine film. 2. Another" -> "A fine film."), else the list where an inline "1."
-    is followed by a "2.".  Other small numbers before a full stop end sentences and are kept."""
-    marks = [(m.start(), int(m.group(1))) for m in _INLINE_ENUM.finditer(text)]
-    for i, (at, n) in enumerate(marks):
-        if (lead is not None and n == lead + 1) or (lead is None and n == 1 and any(k == 2 for _, k in marks[i:])):
+    is followed by a "2.", or a marker that opens a sentence of its own ("Loved it. 2. Terrible plot").
+    A small number that ends a sentence ("on May 5. It was", "a 9. The acting") follows a word, not a
+    sentence's end, and is kept."""
+    marks = [(m.start(), m.end(), int(m.group(1))) for m in _INLINE_ENUM.finditer(text)]
+    for i, (at, end, n) in enumerate(marks):
+        opens = text[:at].rstrip().endswith((".", "!", "?", ":", ";")) and text[end : end + 1].isupper()
+        if opens or (n == lead + 1 if lead is not None else n == 1 and any(k == 2 for _, _, k in marks[i:])):
             return text[:at]
     return text
 

