@@ -41,9 +41,9 @@ def main() -> None:
     n_pairs = n_mixed = 0
     for ds, file in pt.DATASETS.items():
         acc = pt.accuracies(file)
-        for row, base, label in pt.PAIRS:
+        for row, base, label, ms in [(*p, (100, 1000)) for p in pt.PAIRS] + pt.REMADE_PAIRS:
             for (r, eps, n, m, seed), a in sorted(acc.items(), key=lambda kv: (kv[0][2], kv[0][3], kv[0][4])):
-                if r != row or eps != 4.0:
+                if r != row or eps != 4.0 or m not in ms:
                     continue
                 bk = next((k for k in ((base, 0.0, n, mm, seed) for mm in (m, 100, 1000)) if k in acc), None)
                 if bk is None:

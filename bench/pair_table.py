@@ -39,6 +39,17 @@ PAIRS = [
     ),
     ("wasp-big+judge", "zero-shot-big+judge", "WASP + judge with the 1.5B as a fourth generator"),
 ]
+# The same rows against a zero-shot + judge set re-made on 2026-12-06 (row zero-shot-t64+judge: the same
+# settings under a new name), for rows whose sets were made after whole-sentence cutting while the first
+# baselines were made before it (docs/quality.md, the caveat under the pair table; bench/diag_mixed_pairs.py).
+# (row, baseline, label, the M values whose sets were made after it)
+REMADE = "zero-shot-t64+judge"
+REMADE_PAIRS = [
+    ("wasp+judge", REMADE, "WASP + judge (3 small generators), baseline re-made", (1000,)),
+    ("wasp-kw+judge", REMADE, "WASP + judge, keyword rounds, baseline re-made", (100, 1000)),
+    ("wasp-kw-even+judge", REMADE, "WASP + judge, keyword rounds, even class shares, baseline re-made", (100, 1000)),
+    ("wasp-kwc+judge", REMADE, "WASP + judge, class-separating keywords, baseline re-made", (100, 1000)),
+]
 MIXED = "*"  # a cell with a pair of runs from different code versions
 LEGEND = f"{MIXED} paired runs from different code versions (or only one of the two records its code)"
 START, END = "<!-- pair table: start (bench/pair_table.py --doc) -->", "<!-- pair table: end -->"
@@ -94,9 +105,9 @@ def render(acc: dict[str, dict[Key, dict[str, Any]]]) -> str:
         "|---|---|---|" + "---|" * len(DATASETS),
     ]
     any_mixed = False
-    for row, base, label in PAIRS:
+    for row, base, label, ms in [(*p, (100, 1000)) for p in PAIRS] + REMADE_PAIRS:
         for n in (100, 300, 1000):
-            for m in (100, 1000):
+            for m in ms:
                 pairs = [paired(acc[ds], row, base, n, m) for ds in DATASETS]
                 any_mixed = any_mixed or any(mx for p in pairs for _, mx in p)
                 cells = [cell(p) for p in pairs]
