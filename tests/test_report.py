@@ -839,3 +839,19 @@ def test_report_shows_a_declared_class_without_records_and_labels_nobody_declare
     assert "No synthetic record has the declared label(s) 0" in classes
     assert "2 record(s) carry label(s) the run does not declare (maybe)" in classes
     assert "<td>0</td>" in classes  # the missing class is a row of zeros
+
+
+def test_per_round_table_names_both_fids(run_dir: Path, tmp_path: Path) -> None:
+    """The chart plots the equal-size FID; the table under it showed the growing sets' own FID under a plain
+    "FID" header, which falls with size alone and read as progress the chart did not show.  Both, named."""
+    other = tmp_path / "ev"
+    shutil.copytree(run_dir, other)
+    per = [
+        {"round": t, "n": 20 * (t + 1), "fid": round(0.97 - 0.09 * t, 3), "fid_equal_n": 0.96 + 0.005 * t}
+        | {"n_equal": 20}
+        for t in range(3)
+    ]
+    (other / "evaluation.json").write_text(json.dumps({"per_round": per}), encoding="utf-8")
+    text = " ".join(" ".join(parse(build_report(other)).text).split())
+    assert "FID on 20 samples (equal sizes)" in text and "FID of all its samples (falls with size alone)" in text
+    assert "0.965" in text and "0.79" in text  # round 1's equal-size FID and round 2's own

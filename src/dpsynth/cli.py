@@ -168,7 +168,11 @@ def run_from_args(
     typer.echo(f"wrote {len(result)} synthetic records to {result.output}")
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {round_up(eps, 4)}); "
-        f"report: {result.run_dir}/privacy.json"
+        f"privacy report: {result.run_dir}/privacy.json"
+    )
+    typer.echo(
+        f"next: `dpsynth evaluate {result.run_dir}` (utility and fidelity; --test FILE for your held-out data), "
+        f"then `dpsynth report {result.run_dir}` (report.html)"
     )
 
 
@@ -243,7 +247,7 @@ def sample(
     typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({added} added{short})")
     typer.echo(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {round_up(result.privacy['epsilon'], 4)}, unchanged); "
-        f"report: {result.run_dir}/privacy.json"
+        f"privacy report: {result.run_dir}/privacy.json"
     )
 
 

@@ -285,11 +285,15 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
             )
             if svg:
                 parts.append(svg)
+        # both FIDs, named for what they are: the growing set's own FID falls with its size alone
+        eq = [f"FID on {n_eq} samples (equal sizes)"] if n_eq is not None else []
         parts.append(
             table(
-                ["round", "samples", "FID"] + (["logreg accuracy"] if has_acc else []),
+                ["round", "samples", *eq, "FID of all its samples (falls with size alone)"]
+                + (["logreg accuracy"] if has_acc else []),
                 [
-                    [r.get("round"), r.get("n"), r.get("fid")] + ([r.get("logreg_accuracy")] if has_acc else [])
+                    [r.get("round"), r.get("n"), *([r.get("fid_equal_n")] if eq else []), r.get("fid")]
+                    + ([r.get("logreg_accuracy")] if has_acc else [])
                     for r in per
                 ],
             )
