@@ -173,3 +173,15 @@ def test_the_readmes_python_example_runs_as_written(tmp_path: Path, monkeypatch:
     assert isinstance(names["ds"], datasets.Dataset) and len(names["ds"]) == names["cfg2"].n_synthetic
     assert set(names["ds"]["label"]) <= {"billing", "account"}
     assert len(names["result"]) == names["cfg"].n_synthetic
+
+
+@pytest.mark.parametrize("names", [{"0": "false", "1": "true"}, {"0": "1", "1": "5"}])
+def test_resuming_a_finished_csv_run_gives_back_the_records_it_wrote(names: dict[str, str], tmp_path: Path) -> None:
+    """Regression: only the label column was read back as text, so a label name "false" came back as the bool
+    False and "5" as the int 5 (and to_dataset typed the column so)."""
+    src = tmp_path / "private.csv"
+    _records([0, 1]).to_csv(src, index=False)
+    res = _run(src, tmp_path / "run", names, output_format="csv")
+    done = dpsynth.synthesize(dpsynth.Config(out=str(tmp_path / "run")), resume=True, progress=False)
+    assert done.already_complete and done.records == res.records
+    assert {type(r["label_name"]) for r in done.records} == {str}

@@ -714,3 +714,14 @@ def test_prompts_keep_the_case_of_the_task() -> None:
     assert c is not None and 'IMDb movie review: "good one"' in c and "Imdb" not in c
     j = judge_request("IMDb movie review", "A fine film.", ["negative", "positive"], 300)
     assert j.messages is not None and 'IMDb movie review: "A fine film."' in j.messages[0].content
+
+
+def test_clean_output_removes_control_characters_and_lone_surrogates() -> None:
+    """Regression: a NUL in a sample made the run's CSV output unreadable by `dpsynth evaluate`, and a lone
+    surrogate (an emoji split across tokens by a server) crashed the journal write with UnicodeEncodeError."""
+    got = clean_output("A fine film\x00 with a strong cast and a \ud800 twist at the very end.", 10, 2000)
+    assert got == "A fine film with a strong cast and a \ufffd twist at the very end."
+    assert got.encode("utf-8")
+    assert clean_output("A fine film\x1b[0m with a\x7fstrong cast, all told.", 10, 2000) == (
+        "A fine film [0m with a strong cast, all told."
+    )

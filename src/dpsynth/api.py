@@ -403,7 +403,9 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
             text = output.read_text(encoding="utf-8")
             records = [json.loads(line) for line in text.split("\n") if line.strip()]  # not at U+2028
         elif config.output_format == "csv":  # CSV has no types: the label's comes from the declaration
-            frame = pd.read_csv(output, keep_default_na=False, dtype={"label": str})
+            # the text columns as text: pandas would read label_name "false" as a bool, "5" as an int
+            text_columns = {c: str for c in ("text", "label", "label_name", "generator")}
+            frame = pd.read_csv(output, keep_default_na=False, dtype=text_columns)
             rows = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
             records = typed_labels(rows, _csv_label_type(config))
         else:

@@ -470,6 +470,10 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     return False
 
 
+_CONTROL = re.compile(r"[ \t]*[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+[ \t]*")  # C0 controls and DEL, not tab or line breaks
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def clean_output(
     text: str,
     min_chars: int,
@@ -490,7 +494,9 @@ def clean_output(
     (``cut_to_sentence``), unless the backend said the model ended it (``truncated`` False): a finished
     sample may end without a full stop ("Great film. 10/10 would watch again") and is kept as written.
     """
-    t = text.strip()
+    # control characters (a NUL makes the CSV output unreadable) become spaces; a lone surrogate (an emoji
+    # split across tokens by a server) cannot be written as UTF-8 and becomes U+FFFD
+    t = _CONTROL.sub(" ", _LONE_SURROGATE.sub("\ufffd", text)).strip()
     lines = [ln for ln in t.splitlines() if ln.strip()]
     while len(lines) > 1 and _is_preamble(lines[0]):
         lines = lines[1:]
