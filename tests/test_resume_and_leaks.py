@@ -629,3 +629,22 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path) -> No
     atomic_write_text(tmp_path / "report.html", "<p>y</p>")
     assert stat.S_IMODE((tmp_path / "report.html").stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "report.html", "strict.json"]  # no temp left
+
+
+def test_a_resume_removes_old_temporary_files_a_killed_write_left(private_csv: Path, tmp_path: Path) -> None:
+    """A process killed inside an atomic write leaves its ``.<name>.<hex>.tmp``, which nothing removed; the
+    next run of the folder removes old ones, and leaves a fresh one (another process may be writing it)."""
+    out = tmp_path / "run"
+    cfg = fake_run_config(private_csv, out)
+    with pytest.raises(Crash):
+        _run(cfg, _gens(crash_b=3))
+    stale, fresh = out / ".privacy.json.0a1b2c3d4e5f.tmp", out / ".evaluation.json.0a1b2c3d4e5f.tmp"
+    (out / "votes").mkdir(exist_ok=True)
+    stale_below = out / "votes" / ".round_1.json.0a1b2c3d4e5f.tmp"
+    for p in (stale, fresh, stale_below):
+        p.write_text("{")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(stale_below, (old, old))
+    assert len(_run(cfg, _gens(), resume=True)) == 60
+    assert not stale.exists() and not stale_below.exists() and fresh.exists()

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ RELEASE_FILES = {
 
 
 LOCK_FILE = ".dpsynth.lock"  # RunDir.in_use: holds no data
+STALE_TEMP_S = 60.0  # RunDir._remove_stale_temp_files: an atomic write lasts far less
 
 
 class RunDir:
@@ -370,9 +372,20 @@ class RunDir:
                 "wait for it to finish or stop it, then try again"
             ) from None
         try:
+            self._remove_stale_temp_files()
             yield
         finally:
             lock.release()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files of atomic writes a killed process left (``.privacy.json.<hex>.tmp``): they hold only
+        what the run released, but nothing else would ever remove them.  Only old ones: a process that does
+        not hold the run (``dpsynth evaluate``, ``report``) may be writing one now."""
+        now = time.time()
+        for tmp in [*self.path.glob(".*.tmp"), *self.path.glob("*/.*.tmp")]:
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                    tmp.unlink()
 
     def create(self, config: Config) -> None:
         try:
