@@ -345,7 +345,8 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
     noisy = json.loads((out / "finetune" / "label_counts.json").read_text())["noisy_counts"]
     n_hat = max(4, round(sum(max(0.0, v) for v in noisy.values())))
     sgd = [m for m in rep["mechanisms"] if m["name"].startswith("DP-SGD")][0]
-    assert sgd["sample_rate"] == pytest.approx(4 / n_hat) and sgd["max_grad_norm"] == 1.0
+    # privacy.json leaves sample_rate out when it is 1 (a noisy count of 4 or less plans full batches; CI drew one)
+    assert sgd.get("sample_rate", 1.0) == pytest.approx(4 / n_hat) and sgd["max_grad_norm"] == 1.0
     assert sgd["steps"] == sgd["planned_steps"] == dpsgd.steps_for(0.4, 4 / n_hat)
     assert sgd["noise_multiplier"] > 0 and "PRV" in rep["accountant"]["name"]
     assert [m["name"] for m in rep["mechanisms"]][0].startswith("record count")
