@@ -923,6 +923,9 @@ def test_yaml_reads_as_yaml_1_2_core_and_text_flags_as_written(tmp_path: Path) -
     cfg = load_config(path)
     assert cfg.data.labels == {"0": "no", "1": "yes"} and cfg.seed == 10
     assert load_config(None, parse_overrides(["--seed", "010"])).seed == 10
+    # a zero-padded integer is a code, kept as written (it was read as the number 1, then the text "1")
+    path.write_text("data:\n  labels: {01: neg, 02: pos}\nseed: 010\n", encoding="utf-8")
+    assert load_config(path).data.labels == {"01": "neg", "02": "pos"} and load_config(path).seed == 10
     with pytest.raises(ConfigError, match="valid integer"):
         load_config(None, parse_overrides(["--n-synthetic", "1:30"]))
     got = parse_overrides(["--task", "product review: electronics", "--text-column", "1", "--label-column", "yes"])

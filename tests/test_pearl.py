@@ -30,6 +30,7 @@ from dpsynth.methods.pearl import (
     train_generator,
 )
 from dpsynth.methods.pearl import method as pearl_method
+from dpsynth.methods.pearl.schema import load_schema_spec
 from dpsynth.privacy import sketch as sk
 from dpsynth.privacy.accountant import GaussianPlan, gdp_delta
 from dpsynth.privacy.events import Event, epsilon_of
@@ -80,7 +81,9 @@ def test_removing_one_record_moves_sketch_by_at_most_sensitivity(n, d, m, c, see
 @settings(max_examples=40, deadline=None)
 @given(
     cols=st.lists(
-        st.lists(st.sampled_from(["1", "-7", "2.5", "1e3", "abc", "", " 4 ", "nan"]), min_size=3, max_size=3),
+        st.lists(
+            st.sampled_from(["1", "-7", "2.5", "1e3", "abc", "", " 4 ", "nan", "02139", "0"]), min_size=3, max_size=3
+        ),
         min_size=1,
         max_size=5,
     )
@@ -207,6 +210,46 @@ def test_values_outside_the_schema_are_handled_per_record(tmp_path: Path) -> Non
     assert "'v'" in notes[1] and "rows 4, 5" in notes[1]
     gone = pearl_mod.value_notes(df, schema.columns, str(tmp_path / "moved.csv"))  # no file to count lines in
     assert "records 2" in gone[0]  # the second record, numbered from 1 as elsewhere
+
+
+def test_zero_padded_codes_are_text_and_a_numeric_column_of_them_gets_a_note(tmp_path: Path) -> None:
+    """Regression: a zip-code column ("02139") was typed integer by the kinds release, and its output
+    dropped the zeros (2139).  A zero-padded integer now counts as text, so such a column comes out
+    categorical; where a column is numeric anyway (declared, or mostly plain numbers), the owner's
+    console note says its zeros are dropped."""
+    assert [sk.value_kind(v) for v in ["02139", " 007 ", "-01", "0", "-0", "10001", "0.5", "00.5"]] == [
+        2,
+        2,
+        2,
+        0,
+        0,
+        0,
+        1,
+        1,
+    ]
+    zips = [["02139", "02140", "01002", "10001", "03301"]]
+    assert sk.release_column_kinds(zips, noise_multiplier=0.0).tolist() == [[1.0, 0.0, 4.0]]
+    schema = _schema([ColumnSpec("zip", "integer", 0.0, 99999.0)], label=None)
+    df = pd.DataFrame({"zip": ["10001", "02139", "94110", "007"]})
+    (note,) = pearl_mod.value_notes(df, schema.columns, "private.csv")
+    assert "'zip'" in note and "leading zeros" in note and "records 2, 4" in note and "02139" not in note
+    assert pearl_mod.value_notes(df.iloc[[0, 2]], schema.columns, "private.csv") == []
+    # declared in YAML, the codes stay as written (they were read as the numbers 2139 and 10001)
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text("columns:\n  zip: {categories: [02139, 10001]}\n")
+    assert load_schema_spec(str(schema_file))["columns"]["zip"].categories == ["02139", "10001"]
+
+
+def test_zip_codes_keep_their_zeros_end_to_end(tmp_path: Path) -> None:
+    """A zip-code column with the DP schema comes out as the codes as written, not 2139."""
+    rng = np.random.default_rng(0)
+    n = 200
+    p = tmp_path / "zips.csv"
+    zips = rng.choice(["02139", "02140", "01002"], n)
+    p.write_text("zip,target\n" + "".join(f"{z},{t}\n" for z, t in zip(zips, rng.integers(0, 3, n), strict=True)))
+    res = dpsynth.synthesize(_cfg(tmp_path, p, n_synthetic=30, privacy={"epsilon": 8.0, "delta": 1e-5}), progress=False)
+    out = pd.read_csv(res.output, dtype=str)
+    assert set(out["zip"]) <= {"02139", "02140", "01002"} and len(out) == 30
 
 
 def _wine_csv(tmp_path: Path, n: int | None = None) -> Path:

@@ -199,6 +199,9 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 # Plain scalars resolve as in YAML 1.2's core schema, not PyYAML's YAML 1.1: only true/false are booleans
 # (1.1 also reads yes/no/on/off, so ``labels: {0: no, 1: yes}`` asked for "True" texts), integers are
 # decimal, 0o octal or 0x hex (1.1 reads 010 as 8, 1:30 as 90 and 1_0 as 10), and 1e-6 is a float.
+# One departure from 1.2: a zero-padded integer (``02139``, ``007``) is text, as written, because in a
+# config it is a code (a zip code category, a label ``01``) whose zeros a number would drop; a number
+# field still reads the text ``010`` as ten.
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -207,6 +210,7 @@ ConfigLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 ConfigLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:str", re.compile(r"^[-+]?0[0-9]+$"), list("-+0"))
 ConfigLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
 ConfigLoader.add_implicit_resolver(
     _FLOAT,
@@ -222,7 +226,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = str(loader.construct_scalar(node))
     if text.startswith(("0o", "0x")):
         return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)  # 010 is ten
+    return int(text, 10)
 
 
 def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:

@@ -258,14 +258,26 @@ def release_sketch(
 # ---------------------------------------------------------------------- schema releases
 
 _INT = re.compile(r"[+-]?\d+")
+_ZERO_PADDED = re.compile(r"[+-]?0\d+")  # 02139, 007: a code written with its zeros, not a quantity
 KINDS = ("integer", "float", "text")
 
 
+def zero_padded(s: str) -> bool:
+    """An integer written with leading zeros (02139, -007): a code whose zeros a number would drop."""
+    return _ZERO_PADDED.fullmatch(s.strip()) is not None
+
+
 def value_kind(s: str) -> int:
-    """0 integer literal, 1 other finite number, 2 text, -1 missing (empty)."""
+    """0 integer literal, 1 other finite number, 2 text, -1 missing (empty).
+
+    A zero-padded integer (a zip code "02139", an ID "007") counts as text: read as a number it would
+    lose its leading zeros in the output, so a column mostly written that way comes out categorical.
+    """
     s = s.strip()
     if not s:
         return -1
+    if zero_padded(s):
+        return 2
     if _INT.fullmatch(s):
         return 0
     try:

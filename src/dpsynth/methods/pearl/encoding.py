@@ -125,6 +125,13 @@ def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str, encoding: st
                     f"({where_records(where, bad, encoding)}); they are treated as missing and encoded at the "
                     "middle of [min, max]. Fill them, or declare the column categorical in pearl.data_schema"
                 )
+            padded = np.flatnonzero([sk.zero_padded(str(s)) for s in col])
+            if padded.size:
+                notes.append(
+                    f"{where}: {padded.size} record(s) write {c.name!r} with leading zeros "
+                    f"({where_records(where, padded, encoding)}); a numeric column's output drops them. If it "
+                    "holds codes (zip codes, IDs), declare it categorical in pearl.data_schema"
+                )
         elif c.categories and "categories" not in c.derived:
             bad = np.flatnonzero(_category_index(col, c.categories) < 0)
             if bad.size:
