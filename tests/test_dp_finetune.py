@@ -319,6 +319,23 @@ def test_a_prompt_too_long_for_max_length_is_refused_whichever_labels_the_record
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("epsilon", "accountant", "words"), [(0.01, "prv", "numerical error"), (0.05, "rdp", "loose")])
+def test_an_epsilon_below_the_accountants_bound_is_refused_by_check_naming_the_accountant(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, epsilon: float, accountant: str, words: str
+) -> None:
+    """Regression: epsilon 0.01 passed --check, then the run stopped with "the planned releases need epsilon
+    0.0105 ... runs on the same private data add up", and at 0.012 it blamed label_count_epsilon_share: the
+    cause is the accountant's bound on the count (PRV's numerical error 0.01; RDP is loose for one release)."""
+    cfg = _config(private_csv, tmp_path / "run", tiny_lm, accountant=accountant)
+    cfg = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"epsilon": epsilon})})
+    with pytest.raises(ConfigError, match=f"below what the {accountant} accountant can certify.*{words}"):
+        dpsynth.synthesize(cfg, check_only=True, progress=False)
+    assert not (tmp_path / "run").exists()
+    # a share that leaves DP-SGD nothing is still named as the cause
+    with pytest.raises(ConfigError, match="label_count_epsilon_share"):
+        dpsgd.check_prefix_fits([(dpsgd.calibrate_count_noise(0.999, 1e-5), 1.0, 1)], 1.0, 1e-5, "prv")
+
+
 def test_per_sample_loss_is_independent_of_other_records() -> None:
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])

@@ -56,7 +56,7 @@ from dpsynth.lm import (
     trainable_bytes,
 )
 from dpsynth.methods.base import load_run_private, resolve_labels
-from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, make_plan
+from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, check_prefix_fits, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
@@ -118,6 +118,10 @@ class DpFinetuneMethod:
         assert d.labels is not None
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
+        # a budget the accountant cannot split (a tiny epsilon) is refused here, by --check too, not after a load
+        check_prefix_fits(
+            [(self.count_event.noise_multiplier, 1.0, 1)], config.privacy.epsilon, config.privacy.delta, ft.accountant
+        )
         # finishing a trained run (sampling from the saved DP adapter) is post-processing: the records
         # may be gone by then, as for a WASP run past its last vote
         self.reads_private = self.resume_dir is None or not training_done(config, self.resume_dir)

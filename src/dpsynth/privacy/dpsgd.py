@@ -173,11 +173,7 @@ def _calibrate_dpsgd(
     def eps(z: float, acc: DpSgdAccountant = accountant) -> float:
         return history_epsilon([*prefix, (z, sample_rate, steps)], delta, acc)
 
-    if history_epsilon(prefix, delta, accountant) >= epsilon:
-        raise ConfigError(
-            "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
-            "or use finetune.label_proportions: uniform"
-        )
+    check_prefix_fits(prefix, epsilon, delta, accountant)
 
     # 1. RDP (cheap at any noise level) brackets the answer from above: its epsilon is the looser one.
     #    PRV is never evaluated at tiny noise multipliers, where it takes minutes.  At a small budget RDP's
@@ -214,6 +210,35 @@ def _calibrate_dpsgd(
     while eps(lo) <= epsilon:
         hi, lo = lo, lo * 0.99
     return smallest_passing(lambda z: eps(z) <= epsilon, lo, hi, max(rtol, 6e-3))
+
+
+def check_prefix_fits(
+    prefix: list[tuple[float, float, int]], epsilon: float, delta: float, accountant: DpSgdAccountant
+) -> None:
+    """Refuse, before anything is spent, a budget whose releases before DP-SGD (the count) leave it nothing.
+
+    Two causes, told apart: the share given to the count, or the accountant's own bound.  PRV is an upper
+    bound with a numerical error of ``PRV_EPS_ERROR`` and RDP is loose for one Gaussian release (about 0.10
+    at delta 1e-5), so at a tiny epsilon the count alone is charged the whole budget whatever its noise.
+    """
+    used = history_epsilon(prefix, delta, accountant)
+    if used < epsilon:
+        return
+    if pld_history_epsilon(prefix, delta) > epsilon / 2:
+        raise ConfigError(
+            "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
+            "or use finetune.label_proportions: uniform"
+        )
+    why, fix = (
+        (f"its numerical error alone is {PRV_EPS_ERROR:g}", "")
+        if accountant == "prv"
+        else ("its bound is loose for one release", ", or set finetune.accountant: prv (the tighter bound)")
+    )
+    raise ConfigError(
+        f"privacy.epsilon: {epsilon:g} is below what the {accountant} accountant can certify for a DP fine-tune: "
+        f"it charges the record count alone epsilon {used:.4g} ({why}). Raise privacy.epsilon{fix}; below "
+        "about 0.1, DP-SGD adds so much noise that the model learns little"
+    )
 
 
 def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
