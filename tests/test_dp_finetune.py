@@ -137,6 +137,42 @@ def test_accountant_matches_opacus_own_after_real_steps() -> None:
     assert plan.epsilon_after(plan.steps) <= 3.0
 
 
+def test_dpsgd_noise_and_poisson_sampling_come_from_the_secure_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: DP-SGD's gradient noise and Poisson coins came from torch generators (Mersenne Twister
+    on the CPU) seeded from ``secrets``, not a CSPRNG.  Both now draw from ``mechanisms.secure_rng``
+    (ChaCha20): with that generator replaced by a known key, the batches and the noise are its draws."""
+    from randomgen import ChaCha
+
+    def keyed() -> np.random.Generator:
+        return np.random.Generator(ChaCha(key=7, rounds=20))
+
+    monkeypatch.setattr(dpsgd, "secure_rng", keyed)
+    plan = dpsgd.DpSgdPlan(
+        epsilon=4.0,
+        delta=1e-5,
+        delta_source="privacy.delta",
+        sample_rate=0.25,
+        steps=1,
+        noise_multiplier=1.5,
+        max_grad_norm=1.0,
+        accountant="prv",
+        expected_batch_size=2.0,
+    )
+    model = torch.nn.Linear(3, 1, bias=False)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randn(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    priv = dpsgd.make_private(model, opt, data, None, plan)
+    rng = keyed()
+    expect = np.flatnonzero(rng.random(8) < 0.25).tolist()
+    assert next(iter(priv.loader.batch_sampler)) == expect
+    for p in model.parameters():  # an empty batch: the update is the noise alone
+        p.grad_sample = torch.zeros((0, *p.shape))
+    before = model.weight.detach().clone()
+    priv.optimizer.step()
+    noise = keyed().standard_normal((1, 3)) * 1.5 * 1.0 / plan.expected_batch_size
+    assert torch.allclose(before - model.weight.detach(), torch.from_numpy(noise).float(), atol=1e-6)
+
+
 def test_label_count_composes_on_the_same_accountant_and_matches_pld() -> None:
     plan = dpsgd.make_plan(
         epsilon=4.0,

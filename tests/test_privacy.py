@@ -97,6 +97,19 @@ def test_noise_rng_is_seeded_from_os_entropy() -> None:
     assert not np.allclose(a, b)
 
 
+def test_noise_bits_come_from_chacha20_keyed_from_the_os() -> None:
+    """Regression: the noise came from PCG64 seeded from ``secrets``, which is not a CSPRNG (an adversary
+    reading raw noise on bins a record did not touch could in principle recover its state)."""
+    from randomgen import ChaCha
+
+    bits = mechanisms.secure_rng().bit_generator
+    assert isinstance(bits, ChaCha) and bits.state["state"]["rounds"] == 20
+    keys = {tuple(mechanisms.secure_rng().bit_generator.state["state"]["keysetup"]) for _ in range(3)}
+    assert len(keys) == 3  # a fresh 256-bit key each time
+    noise = mechanisms.add_gaussian_noise(np.zeros(20_000), 2.0)
+    assert abs(noise.mean()) < 0.1 and 1.9 < noise.std() < 2.1
+
+
 # ------------------------------------------------------------------ accountant golden values (docs/privacy.md)
 
 

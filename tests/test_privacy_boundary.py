@@ -230,12 +230,30 @@ def test_a_loaded_handle_never_prints_a_record(tmp_path: Path) -> None:
     assert str(data) == repr(data) == "PrivateData(<4 records>)" and "SENTINEL" not in f"{data}"
 
 
+@pytest.mark.slow
+def test_a_records_embedding_does_not_depend_on_the_other_records() -> None:
+    """Regression, with the real MiniLM: removing the longest record changed another record's embedding
+    (batched encoding pads and sorts texts together; 1e-7 moves, enough to flip a near-tie in a vote)."""
+    from dpsynth.datasets import imdb_private
+    from dpsynth.embeddings import SentenceTransformerEmbedder
+
+    texts = [t[:400] for t in imdb_private(70, 0)["text"]]  # short: fast, still one batch of padded texts
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    embedder = SentenceTransformerEmbedder()
+    full, _ = PrivateData(texts, ["x"] * len(texts)).embed(embedder)
+    rest = [t for i, t in enumerate(texts) if i != longest]
+    without, _ = PrivateData(rest, ["x"] * len(rest)).embed(embedder)
+    assert np.array_equal(np.delete(full, longest, axis=0), without)
+
+
 def test_the_handle_gives_only_what_a_mechanism_needs() -> None:
     data = PrivateData(["good film", "bad film", "great film"], ["pos", "neg", "pos"])
     embedder = FakeEmbedder()
     emb, labels = data.embed(embedder)
     assert emb.shape == (3, 64) and labels.tolist() == ["pos", "neg", "pos"]
-    assert embedder.calls == [["good film", "bad film", "great film"]]
+    # one record per call: a batched encode pads and sorts texts together, so one record moved the others'
+    # embeddings in their last bits (the vote's sensitivity argument needs each vote to be its record's own)
+    assert embedder.calls == [["good film"], ["bad film"], ["great film"]]
     assert data.encode(lambda texts, values: [f"{v}:{len(t)}" for t, v in zip(texts, values, strict=True)]) == [
         "pos:9",
         "neg:8",

@@ -93,7 +93,7 @@ def train(
 
     # Opacus' hooks on a frozen base warn that "no inputs require gradients": expected with LoRA
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-    priv = make_private(peft_model, opt, dataset, collate, plan, device)
+    priv = make_private(peft_model, opt, dataset, collate, plan)
     module, dp_opt = priv.module, priv.optimizer
     batches: Iterator[tuple[Any, Any]]
     if ft.physical_batch_size is not None:

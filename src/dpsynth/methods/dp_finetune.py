@@ -435,7 +435,10 @@ class DpFinetuneMethod:
     def _report(self, ledger: Ledger, shares: dict[str, float]) -> dict[str, Any]:
         assert self.plan is not None
         plan, config, ft = self.plan, self.config, self.config.finetune
-        torch_rng = "torch.Generator seeded from the OS CSPRNG (secrets), fresh per run and per resume"
+        torch_rng = (
+            "gradient noise and Poisson sampling: ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG "
+            "(secrets), fresh per run and per resume"
+        )
         return privacy_report(
             ledger,
             method=config.method,

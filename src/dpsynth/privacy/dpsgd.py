@@ -18,13 +18,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import secrets
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.accountant import calibrate_noise_multiplier, pld_epsilon, smallest_passing
+from dpsynth.privacy.mechanisms import secure_poisson_mask, secure_rng, secure_standard_normal_torch
 
 DpSgdAccountant = Literal["prv", "rdp"]
 # PRV is a numerical upper bound; this is its default epsilon error (Opacus' own default)
@@ -296,17 +296,47 @@ def make_plan(
 
 
 # ---------------------------------------------------------------- Opacus wiring
-def secure_torch_generator(device: Any = "cpu") -> Any:
-    """A torch generator seeded with 64 bits from the OS CSPRNG (``secrets``), never a fixed seed.
+class SecurePoissonSampler:
+    """Poisson sampling for DP-SGD (each record in a batch independently with probability q), its coins
+    drawn from ChaCha20 keyed from the OS CSPRNG (``mechanisms.secure_rng``) instead of torch's Mersenne
+    Twister, which Opacus' own sampler uses unless ``secure_mode`` (which needs the unmaintained
+    ``torchcsprng``).  Like Opacus' ``UniformWithReplacementSampler``: 1/q batches per pass."""
 
-    Opacus' ``secure_mode`` needs the unmaintained ``torchcsprng``; like numpy's PCG64 seeded
-    from ``secrets`` (privacy/mechanisms.py), this draws a fresh secret seed per run.
-    """
-    import torch
+    def __init__(self, num_samples: int, sample_rate: float) -> None:
+        self.num_samples, self.sample_rate = num_samples, sample_rate
+        self.steps = int(1 / sample_rate)
+        self.rng = secure_rng()
 
-    gen = torch.Generator(device=device)
-    gen.manual_seed(secrets.randbits(63))
-    return gen
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Any:
+        for _ in range(self.steps):
+            yield secure_poisson_mask(self.num_samples, self.sample_rate, self.rng).tolist()
+
+
+def secure_dp_optimizer(optimizer: Any, plan: DpSgdPlan) -> Any:
+    """Opacus' ``DPOptimizer`` (clipping, mean reduction) whose Gaussian noise comes from ChaCha20 keyed
+    from the OS CSPRNG (``mechanisms.secure_rng``) rather than a torch generator (not a CSPRNG)."""
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class SecureNoiseDPOptimizer(DPOptimizer):
+        def add_noise(self) -> None:  # Opacus' add_noise with the noise source swapped
+            std = self.noise_multiplier * self.max_grad_norm
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                p.grad = (p.summed_grad + std * secure_standard_normal_torch(p.summed_grad, rng)).view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+    rng = secure_rng()
+    return SecureNoiseDPOptimizer(
+        optimizer,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=int(round(plan.expected_batch_size)),
+        loss_reduction="mean",
+    )
 
 
 @dataclass
@@ -315,7 +345,7 @@ class PrivateTraining:
 
     module: Any  # opacus.GradSampleModule
     optimizer: Any  # opacus.optimizers.DPOptimizer
-    loader: Any  # opacus.data_loader.DPDataLoader
+    loader: Any  # a torch DataLoader over SecurePoissonSampler batches
     plan: DpSgdPlan
 
 
@@ -325,31 +355,28 @@ def make_private(
     dataset: Any,
     collate_fn: Any,
     plan: DpSgdPlan,
-    device: Any = "cpu",
 ) -> PrivateTraining:
     """Wrap ``model``/``optimizer`` with Opacus and build a Poisson-sampling loader with sample rate q.
 
     Built from Opacus' parts rather than ``PrivacyEngine.make_private`` because the engine derives
-    q from ``1/len(loader)`` (= 1/ceil(N/B)), while the plan's q is exactly B/N; the parts are the
-    same (``GradSampleModule`` hooks, ``DPOptimizer`` with ``loss_reduction='mean'``,
-    ``DPDataLoader``), and accounting is done from the persisted plan (``DpSgdPlan.history``).
+    q from ``1/len(loader)`` (= 1/ceil(N/B)), while the plan's q is exactly B/N, and because its noise
+    and sampling come from torch generators, not a CSPRNG; the parts are the same (``GradSampleModule``
+    hooks, ``DPOptimizer`` with ``loss_reduction='mean'``, ``DPDataLoader``'s collate function), and
+    accounting is done from the persisted plan (``DpSgdPlan.history``).
     """
     import_opacus()
     from opacus import GradSampleModule
     from opacus.data_loader import DPDataLoader
-    from opacus.optimizers import DPOptimizer
+    from torch.utils.data import DataLoader
 
-    gen = secure_torch_generator(device)
     module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-    dp_opt = DPOptimizer(
-        optimizer,
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm,
-        expected_batch_size=int(round(plan.expected_batch_size)),
-        loss_reduction="mean",
-        generator=gen,
-    )
-    loader = DPDataLoader(
-        dataset, sample_rate=plan.sample_rate, collate_fn=collate_fn, generator=secure_torch_generator("cpu")
+    dp_opt = secure_dp_optimizer(optimizer, plan)
+    # Opacus' loader for its collate function (it turns an empty Poisson batch into empty tensors), with
+    # the batches drawn by the secure sampler (as Opacus' BatchMemoryManager rebuilds a loader)
+    opacus_loader = DPDataLoader(dataset, sample_rate=plan.sample_rate, collate_fn=collate_fn)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=SecurePoissonSampler(len(dataset), plan.sample_rate),
+        collate_fn=opacus_loader.collate_fn,
     )
     return PrivateTraining(module, dp_opt, loader, plan)

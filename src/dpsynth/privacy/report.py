@@ -28,7 +28,7 @@ NOT_PRIVATE = (
     "NONE: epsilon = inf, the votes were released without noise. This output is NOT differentially private "
     "and must be handled like the private data; it is a research baseline (the non-private ceiling)."
 )
-SECURE_NUMPY = "numpy PCG64 seeded from the OS CSPRNG (secrets)"
+SECURE_NUMPY = "ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG (secrets), fresh per release"
 DOMAIN_NOTE = (
     "The guarantee is stated over datasets whose records all pass these per-record checks (the input domain, "
     "which is public). Input that fails one is refused before any mechanism reads the data, with an error "

@@ -59,7 +59,7 @@ sensitivities above hold whatever the data holds.
 
 Pre-noise statistics exist only inside the ``release_*`` functions (and the module-private
 ``_sketch_vector`` that tests use to check the sensitivity); they are never returned,
-written or logged.  Noise comes from ``mechanisms.secure_rng`` (OS CSPRNG seed).
+written or logged.  Noise comes from ``mechanisms.secure_rng`` (ChaCha20 keyed from the OS CSPRNG).
 """
 
 from __future__ import annotations
