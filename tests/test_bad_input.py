@@ -508,6 +508,20 @@ def missing_config_file(tmp: Path, csv: Path) -> Action:
     return lambda: dpsynth.synthesize(tmp / "nothere.yaml", progress=False)
 
 
+def config_as_a_mapping(tmp: Path, csv: Path) -> Action:
+    """Regression: a dict of fields (as Config takes them) failed with an AttributeError on ``.method``."""
+    (tmp / "afile").write_text("x", encoding="utf-8")
+    return lambda: dpsynth.synthesize(_raw(csv, tmp / "afile"), progress=False)
+
+
+def run_folder_as_config(tmp: Path, csv: Path) -> Action:
+    """Regression: a run's folder passed as the config file was told to `dpsynth init` a file there."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config_yaml(Config(out=str(run))), encoding="utf-8")
+    return lambda: dpsynth.synthesize(run, progress=False)
+
+
 # ---------------------------------------------------------------- cases: run directory
 def resume_without_run(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, resume=True)
@@ -518,6 +532,12 @@ def run_dir_taken(tmp: Path, csv: Path) -> Action:
     run.mkdir()
     (run / "config.yaml").write_text(dump_config_yaml(Config(out=str(run))), encoding="utf-8")
     (run / "samples.journal.jsonl").write_text('{"text": "earlier work"}\n', encoding="utf-8")
+    return _later(tmp, csv)
+
+
+def finished_run_taken(tmp: Path, csv: Path) -> Action:
+    """A new run in a finished run's folder: --resume would do nothing, `dpsynth sample` adds samples."""
+    _synth(tmp, csv)
     return _later(tmp, csv)
 
 
@@ -701,9 +721,12 @@ CASES = [
     Case(_in_memory("datasetdict"), DataError, ("private: a DatasetDict", "dataset_dict['train']")),
     Case(data_file_as_config, ConfigError, ("private.csv", "looks like a data file", "--private")),
     Case(missing_config_file, ConfigError, ("nothere.yaml", "dpsynth init")),
+    Case(config_as_a_mapping, ConfigError, ("out:", "afile", "is a file")),
+    Case(run_folder_as_config, ConfigError, ("run", "the folder of a run", "--resume --out", "Config(out=")),
     # run directory
     Case(resume_without_run, ResumeError, ("run", "no run to resume", "--resume")),
     Case(run_dir_taken, ResumeError, ("run", "already holds a run", "--resume", "--out")),
+    Case(finished_run_taken, ResumeError, ("run", "already holds a finished run", "dpsynth sample --run", "--out")),
     Case(out_holds_the_private_file_as_output, ResumeError, ("run", "holds synthetic.csv", "another --out")),
     Case(private_inside_out, ConfigError, ("data.private", "records.csv", "inside the run directory", "--out")),
     Case(private_argument_inside_out, ConfigError, ("records.csv", "inside the run directory", "--out")),

@@ -347,7 +347,7 @@ def test_main_prints_one_error_line(
     assert list(tmp_path.iterdir()) == []  # no run directory
 
 
-def test_a_config_file_setting_the_method_ignores_is_noted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_config_file_setting_the_method_ignores_is_noted(tmp_path: Path) -> None:
     """A config file may keep other methods' sections (unlike a flag, not refused); a changed value there is
     noted, since the run ignores it (a run with method: pearl and wasp: {q: 4} said nothing)."""
     (tmp_path / "afile").write_text("not a folder")  # stops the run after the config is read, before any model
@@ -356,11 +356,34 @@ def test_a_config_file_setting_the_method_ignores_is_noted(capsys: pytest.Captur
         f"method: pearl\nout: {tmp_path / 'afile'}\nwasp: {{q: 4, min_chars: 40}}\nfinetune: {{epochs: 7}}\n"
         "pearl: {train_steps: 5}\n"
     )
-    code, err = _main_error(["run", str(cfg)], capsys)
-    assert code == 2 and "is a file" in err
-    note = next(line for line in err.splitlines() if line.startswith("note:"))
-    assert "wasp.q" in note and "finetune.epochs" in note and "--method pearl" in note
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}  # a process: the console's own logging
+    proc = subprocess.run([sys.executable, "-m", "dpsynth", "run", str(cfg)], capture_output=True, text=True, env=env)
+    err = proc.stderr
+    assert proc.returncode == 2 and "is a file" in err
+    notes = [line for line in err.splitlines() if "does not read" in line]
+    assert len(notes) == 1 and notes[0].startswith("warning: "), err  # said once (by synthesize), not twice
+    note = notes[0]
+    assert "wasp.q" in note and "finetune.epochs" in note and "method pearl" in note
     assert "min_chars" not in note and "pearl.train_steps" not in note  # a default value; the method's own
+
+
+def test_the_python_api_warns_of_settings_the_method_ignores(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Regression: the CLI noted a setting the method does not read, `synthesize` said nothing; it warns
+    now (not refused: the API's user built the object), for a Config, a mapping or a file alike."""
+    import yaml
+
+    import dpsynth
+
+    (tmp_path / "afile").write_text("not a folder")  # stops the run after the config is read, before any model
+    raw = {"method": "pearl", "out": str(tmp_path / "afile"), "wasp": {"q": 4}, "pearl": {"train_steps": 5}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    for config in (Config.model_validate(raw), raw, tmp_path / "c.yaml"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dpsynth"), pytest.raises(ConfigError, match="is a file"):
+            dpsynth.synthesize(config, progress=False)
+        warned = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+        assert len(warned) == 1 and "wasp.q is set, but method pearl" in warned[0], caplog.text
+        assert "train_steps" not in warned[0]
 
 
 def test_main_success_returns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -818,9 +841,10 @@ def test_cli_progress_names_the_run_folder_and_counts_the_judge(
     wrong = sum(o.get("wrong_label", 0) for o in rounds[-1]["outcomes"].values())
     assert f"judge re-asked {wrong}/" in judged[-1]
     assert "SENTINEL" not in captured.err  # counts only, never a private text
-    # a resumed run says which folder it continues
+    # the resume of this finished run names its folder once, on stdout (not on stderr again)
     main(["run", "--resume", "--out", str(out)])
-    assert capsys.readouterr().err.startswith("[dpsynth] ")
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{out} is already complete") and captured.err == ""
 
 
 def test_piped_progress_of_a_real_process_is_line_based(tmp_path: Path, private_csv: Path) -> None:

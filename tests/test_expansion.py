@@ -333,6 +333,10 @@ def test_cli_sample(
     with pytest.raises(SystemExit) as exc:
         main(["sample", "--run", str(run), "--n", "0"])
     assert exc.value.code == 2
+    capsys.readouterr()
+    main(["run", "--resume", "--out", str(run)])  # finished: said once, on stdout (it was on stderr too)
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("already complete") == 1 and "already complete" in captured.out
 
 
 @pytest.mark.slow
@@ -405,3 +409,100 @@ def test_sample_on_an_older_config_warns_of_settings_it_predates(
     grown = yaml.safe_load((run / "config.yaml").read_text())
     assert grown["n_synthetic"] == 66 and grown["wasp"]["population"] == 60
     assert "whole_sentences" not in grown["wasp"]
+
+
+def test_a_sample_after_a_short_sample_adds_only_what_it_asks(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: config.yaml grew from its own n_synthetic, so after a call that came up short (25 asked,
+    2 made) the next `sample --n 5` made up the earlier 23 as well and added 28."""
+    import yaml
+
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    same = {"a": _SameText("a", 3), "b": _SameText("b", 4)}
+    assert extend(run, 25, generators=same, embedder=FakeEmbedder(), progress=False).added == 2
+    more = extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert more.added == 5 and len(more) == 67
+    assert yaml.safe_load((run / "config.yaml").read_text())["n_synthetic"] == 67
+    assert more.privacy["public_inputs"]["n_synthetic"] == 67
+    same = {"a": _SameText("a", 3), "b": _SameText("b", 4)}  # nothing new: config.yaml and privacy.json say 77
+    assert extend(run, 10, generators=same, embedder=FakeEmbedder(), progress=False).added == 0
+    # asking again for what came up short grows to the 77 privacy.json records: a call like any other
+    again = extend(run, 10, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert again.added == 10 and len(again) == 77 and not again.already_complete
+
+
+def test_sample_refuses_a_run_whose_privacy_json_has_no_n_synthetic(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: without it (an older run) every call added nothing, grew config.yaml again and was said
+    to have had its outputs rejected.  The refusal says how to write privacy.json again, which works."""
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    report = json.loads((run / "privacy.json").read_text())
+    del report["public_inputs"]["n_synthetic"]
+    (run / "privacy.json").write_text(json.dumps(report))
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(ResumeError, match="does not record n_synthetic") as exc:
+        extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert f"dpsynth run --resume --out {run}" in str(exc.value)
+    assert (run / "config.yaml").read_bytes() == config
+    (run / "privacy.json").unlink()  # what the message says
+    dpsynth.synthesize(dpsynth.Config(out=str(run)), resume=True, generators=_gens(), embedder=FakeEmbedder())
+    assert extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False).added == 5
+
+
+def test_sample_reads_the_run_only_once_it_holds_it(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: extend read config.yaml before it took the run's lock, so a `sample` that finished in
+    between (25 added) was undone: this call wrote n_synthetic 65 over 85, and added nothing."""
+    import yaml
+
+    from dpsynth.run import RunDir
+
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    real, other = RunDir.in_use, []
+
+    def another_sample_first(self: RunDir):  # type: ignore[no-untyped-def]
+        if not other:  # another process's `sample` finishes just before this one takes the lock
+            other.append(None)
+            other[0] = extend(run, 25, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+        return real(self)
+
+    monkeypatch.setattr(RunDir, "in_use", another_sample_first)
+    more = extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert other[0].added == 25 and more.added == 5 and len(more) == 90
+    assert yaml.safe_load((run / "config.yaml").read_text())["n_synthetic"] == 90
+    assert len((run / "synthetic.jsonl").read_text().splitlines()) == 90
+
+
+def test_sample_on_a_run_in_progress_says_it_is_in_use(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: a run another process was still making was called "not finished; finish it first"."""
+    from filelock import FileLock
+
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}
+        dpsynth.synthesize(fake_run_config(private_csv, run), generators=gens, embedder=FakeEmbedder(), progress=False)
+    other = FileLock(run / ".dpsynth.lock", timeout=0)  # another process holds it: the run goes on there
+    with other, pytest.raises(ResumeError, match="in use by another dpsynth process"):
+        extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+
+
+def test_sample_says_what_it_adds_and_takes_any_integer(
+    capsys: pytest.CaptureFixture[str], private_csv: Path, tmp_path: Path
+) -> None:
+    """`dpsynth sample` opened with "resuming the run in", refused numpy's integers, and is the Python API's
+    `dpsynth.extend`; with as_dataset it returns a Dataset of every record."""
+    import numpy as np
+
+    assert dpsynth.extend is extend and "extend" in dpsynth.__all__
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    capsys.readouterr()
+    more = dpsynth.extend(run, np.int64(5), generators=_gens(), embedder=FakeEmbedder())
+    assert more.added == 5 and len(more) == 65
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"[dpsynth] adding 5 samples to the run in {run} (no privacy cost)", err
+    pytest.importorskip("datasets")
+    ds = dpsynth.extend(run, 3, generators=_gens(), embedder=FakeEmbedder(), progress=False, as_dataset=True)
+    assert len(ds) == 68 and "text" in ds.column_names

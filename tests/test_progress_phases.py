@@ -127,6 +127,7 @@ def test_dp_finetune_resumed_mid_sampling_starts_the_bar_at_the_work_done(
     tiny_lm: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    every_update_is_a_line: None,
 ) -> None:
     import dpsynth
     from dpsynth.methods import dp_finetune as dpf
@@ -145,13 +146,67 @@ def test_dp_finetune_resumed_mid_sampling_starts_the_bar_at_the_work_done(
     with pytest.raises(KeyboardInterrupt):
         dpsynth.synthesize(cfg, progress=False)
     monkeypatch.undo()
+    monkeypatch.setattr(ProgressReporter, "LINE_INTERVAL", 0.0)  # undone with the rest: set again
     capsys.readouterr()
+    journalled = len((out / "samples.journal.jsonl").read_text().splitlines())
     dpsynth.synthesize(cfg, resume=True, progress=True)
     err = capsys.readouterr().err
     assert err.startswith(f"[dpsynth] resuming the run in {out}\n")
     first = _run_lines(err)[0]
     steps = int(first["total"])  # DP-SGD is done (its checkpoint) and one label's batch is in the journal
     assert (first["phase"], int(first["rd"]), int(first["rt"])) == ("DP-SGD", steps + 1, steps + 2), err
+    # the generating phase's own bar starts at the samples the journal holds (it started at 0)
+    generating = next(m for m in _run_lines(err) if m["phase"] == "generating")
+    assert journalled > 0 and int(generating["done"]) == journalled, err
+
+
+def test_a_resumed_wasp_round_starts_its_bar_at_the_samples_it_has(
+    private_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], every_update_is_a_line: None
+) -> None:
+    """Regression: the unfinished round's bar started at 0 ("round 2/3: 0/15" with 8 of them made)."""
+    import json
+
+    import dpsynth
+
+    from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
+
+    cfg = fake_run_config(private_csv, tmp_path / "run")
+    with pytest.raises(Crash):  # b's third call: round 2, after a's share of it was journalled
+        gens = {"a": FakeGenerator("a", 1), "b": CrashingGenerator("b", 2, crash_at=3)}
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "samples.journal.jsonl").read_text().splitlines()]
+    made = sum(r["round"] == 2 for r in rows)
+    assert made > 0
+    capsys.readouterr()
+    gens = {"a": FakeGenerator("a", 3), "b": FakeGenerator("b", 4)}
+    dpsynth.synthesize(cfg, resume=True, generators=gens, embedder=FakeEmbedder(), progress=True)
+    err = capsys.readouterr().err
+    first = next(line for line in err.splitlines() if line.startswith("[dpsynth] round 2/3"))
+    assert first.startswith(f"[dpsynth] round 2/3: {made}/15 | run {len(rows)}/60"), err
+
+
+def test_a_stream_without_isatty_is_not_a_terminal() -> None:
+    """Regression: a stream without ``isatty`` (a logging adapter, some notebooks' stderr) raised an
+    AttributeError before anything ran; a closed one a ValueError."""
+
+    class Writer:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    w = Writer()
+    with ProgressReporter(stream=w) as rep:
+        assert not rep.interactive
+        rep.message("hello")
+    assert w.text == "[dpsynth] hello\n"
+    closed = io.StringIO()
+    closed.close()
+    assert not ProgressReporter(stream=closed).interactive
 
 
 # ---------------------------------------------------------------- PEARL from the command line

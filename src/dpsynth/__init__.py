@@ -2,11 +2,14 @@
 
 >>> import dpsynth
 >>> result = dpsynth.synthesize(dpsynth.Config(out="runs/demo"))   # doctest: +SKIP
+>>> more = dpsynth.extend("runs/demo", 500)   # doctest: +SKIP
+
+``extend`` is ``dpsynth sample``: more samples for a finished run, epsilon unchanged.
 """
 
-from dpsynth.api import Checked, SynthesisResult, synthesize
+from dpsynth.api import Checked, SynthesisResult, extend, synthesize
 from dpsynth.config import Config, load_config
 from dpsynth.errors import DpsynthError
 
-__all__ = ["Checked", "Config", "DpsynthError", "SynthesisResult", "load_config", "synthesize"]
+__all__ = ["Checked", "Config", "DpsynthError", "SynthesisResult", "extend", "load_config", "synthesize"]
 __version__ = "0.1.0"

@@ -8,13 +8,14 @@ import importlib
 import inspect
 import json
 import logging
+import numbers
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from dpsynth.config import MAX_N_SYNTHETIC, Config, load_config
+from dpsynth.config import MAX_N_SYNTHETIC, Config, load_config, unread_settings
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
@@ -155,7 +156,7 @@ def _is_array_source(source: Any) -> bool:
 
 
 def synthesize(
-    config: Config | str | Path | None = None,
+    config: Config | Mapping[str, Any] | str | Path | None = None,
     *,
     private: Any = None,
     generators: Mapping[str, Generator] | None = None,
@@ -182,9 +183,44 @@ def synthesize(
     target modules and the adapter's size, from the model's tokenizer and layer shapes) and returns a
     ``Checked`` (the resolved config): nothing is written to ``out``, no model weights are loaded, no budget
     is spent (an embedded model is assembled into its cache if it never was, as a run would).
+
+    ``config`` may also be a mapping of the fields (``{"method": "aug-pe", "out": ...}``); a setting the
+    method does not read (another method's section) is logged as a warning, as the CLI notes it.
     """
+    return _synthesize(config, private, generators, embedder, resume, progress, as_dataset, check_only)
+
+
+def _synthesize(
+    config: Config | Mapping[str, Any] | str | Path | None,
+    private: Any,
+    generators: Mapping[str, Generator] | None,
+    embedder: Embedder | None,
+    resume: bool,
+    progress: bool,
+    as_dataset: bool,
+    check_only: bool,
+    adding: int | None = None,
+) -> Any:
+    """``synthesize``; ``adding`` (``extend``): the samples that call adds to the finished run in ``config.out``,
+    whose config.yaml it grew, so the run goes on even when privacy.json records the n_synthetic it has now."""
+    where = str(config) if isinstance(config, (str, Path)) else "config"
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
+    elif isinstance(config, Mapping):
+        config = Config.model_validate(dict(config))
+    elif not isinstance(config, Config):
+        raise ConfigError(f"config: a Config, a mapping of fields or a YAML file's path, not {type(config).__name__}")
+    unread = [] if resume else unread_settings(config)
+    if unread:  # a file may keep other methods' sections: not refused (the CLI refuses such a flag), but said
+        log.warning(
+            "%s: %s%s %s set, but method %s does not read %s; ignored",
+            where,
+            ", ".join(unread[:6]),
+            " ..." if len(unread) > 6 else "",
+            "is" if len(unread) == 1 else "are",
+            config.method,
+            "it" if len(unread) == 1 else "them",
+        )
     if not (config.method == "pearl" and _is_array_source(private)):  # PEARL also reads arrays in memory
         check_source(private)  # before anything is created, and without printing it
     if config.out is None:
@@ -205,8 +241,8 @@ def synthesize(
     config = run_dir.check(config, resume, private_given=private is not None and not isinstance(private, (str, Path)))
     if not resume:
         run_dir.refuse_private_inside(private)  # as check() does for data.private
-    if resume and run_dir.is_complete(config):
-        return Checked(config, False, True) if check_only else _finished(run_dir, config, progress, as_dataset)
+    if resume and adding is None and run_dir.is_complete(config):
+        return Checked(config, False, True) if check_only else _finished(run_dir, config, as_dataset)
     restart = False  # a resume of a run that stopped before it spent anything: it starts again
     if resume and not run_dir.ledger.exists():  # every method opens its ledger first: say so before models load
         if run_dir.leftovers():
@@ -257,7 +293,10 @@ def synthesize(
         log.info("run started: method=%s n_synthetic=%d resume=%s", config.method, config.n_synthetic, resume)
         with ProgressReporter(enabled=progress) as reporter:
             # where to look (and what --resume needs) before the first progress line
-            reporter.message(f"{'resuming the run in' if resume else 'run folder:'} {run_dir.path}")
+            line = f"{'resuming the run in' if resume else 'run folder:'} {run_dir.path}"
+            if adding is not None:  # `dpsynth sample`
+                line = f"adding {adding:,} sample{'s' * (adding != 1)} to the run in {run_dir.path} (no privacy cost)"
+            reporter.message(line)
             rows, report = method.run(run_dir, reporter)
         rows = typed_labels(rows, label_type)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
@@ -290,17 +329,21 @@ def extend(
     progress: bool = True,
     as_dataset: bool = False,
 ) -> Any:
-    """``n`` more samples for the finished WASP, Aug-PE or zero-shot run in ``run``, at no privacy cost.
+    """``n`` more samples for the finished WASP, Aug-PE or zero-shot run in ``run``, at no privacy cost
+    (the Python form of ``dpsynth sample --run RUN --n N``).
 
     The new samples come from the run's last released vote (its weights, class shares and example pools),
     like the expansion phase of ``wasp.population``: post-processing, so epsilon stays what it was and the
-    private data is not needed.  config.yaml records the larger n_synthetic (and pins wasp.population to
-    the rounds' size) before any sample is made, so an interrupted call finishes with
-    ``dpsynth run --resume --out RUN``; a call that fails before making one puts config.yaml back.  Returns
-    what ``synthesize`` returns, with ``added``: the records this call made.
+    private data is not needed.  config.yaml records the larger n_synthetic (the records the run holds plus
+    ``n``, so an earlier call's shortfall is not made up) and pins wasp.population to the rounds' size before
+    any sample is made, so an interrupted call finishes with ``dpsynth run --resume --out RUN``; a call that
+    fails before making one puts config.yaml back.  Returns what ``synthesize`` returns: a
+    ``SynthesisResult`` of every record, whose ``added`` counts the records this call made (fewer than ``n``
+    when outputs were rejected); with ``as_dataset=True`` a Dataset of every record, without that count
+    (``result.to_dataset()`` gives both).
     """
     run_dir = RunDir(run, resuming=True)
-    if not run_dir.config.exists():
+    if not run_dir.config.exists():  # before the lock, which would create the folder
         what = (
             "does not exist"
             if not run_dir.path.exists()
@@ -309,31 +352,39 @@ def extend(
             else "holds no run (no config.yaml)"
         )
         raise ResumeError(f"run: {run_dir.path} {what}; pass the folder of a finished run")
-    stored = Config.model_validate(run_dir.stored_raw())
-    if stored.method not in PROMPTING_METHODS:
-        raise ConfigError(
-            f"run: {run_dir.path} is a {stored.method} run; `sample` extends wasp, aug-pe and zero-shot runs"
-        )
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"n: {n!r} is not a positive number of samples")
-    if stored.n_synthetic + n > MAX_N_SYNTHETIC:
-        raise ConfigError(
-            f"n: {n:,} more would make {stored.n_synthetic + n:,} samples, above the most a run holds "
-            f"({MAX_N_SYNTHETIC:,})"
-        )
-    if not run_dir.is_complete(stored):
-        made = run_dir.finished_n_synthetic()
-        if made is not None and made < stored.n_synthetic:  # the run finished; a later `sample` did not
-            raise ResumeError(
-                f"run: {run_dir.path}: an earlier `dpsynth sample` stopped before its {stored.n_synthetic - made} "
-                f"new samples were all made; `dpsynth run --resume --out {run_dir.path}` makes the rest (no privacy "
-                "cost, no private data needed), then `dpsynth sample` adds more"
+    # held before anything is read: a `sample` or resume that held the run until now has changed it
+    with run_dir.in_use():  # from the checks to the end of the resume that makes the samples
+        stored = Config.model_validate(run_dir.stored_raw())
+        if stored.method not in PROMPTING_METHODS:
+            raise ConfigError(
+                f"run: {run_dir.path} is a {stored.method} run; `sample` extends wasp, aug-pe and zero-shot runs"
             )
+        _check_finished(run_dir, stored)
+        return _extend_held(run_dir, stored, int(n), generators, embedder, progress, as_dataset)
+
+
+def _check_finished(run_dir: RunDir, stored: Config) -> None:
+    """Refuse to extend a run that is not finished, or whose privacy.json cannot say when it is."""
+    made = run_dir.finished_n_synthetic()
+    if made is None and run_dir.privacy.exists():  # is_complete would take any n_synthetic as finished
         raise ResumeError(
-            f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
+            f"run: {run_dir.privacy} does not record n_synthetic (an older dpsynth wrote it) or cannot be read, so "
+            f"`sample` could not tell when its samples are made; delete it (ledger.json keeps what was spent) and "
+            f"`dpsynth run --resume --out {run_dir.path}` writes it again (no privacy cost), then `dpsynth sample`"
         )
-    with run_dir.in_use():  # from config.yaml's rewrite to the end of the resume that makes the samples
-        return _extend_held(run_dir, stored, n, generators, embedder, progress, as_dataset)
+    if run_dir.is_complete(stored):
+        return
+    if made is not None and made < stored.n_synthetic:  # the run finished; a later `sample` did not
+        raise ResumeError(
+            f"run: {run_dir.path}: an earlier `dpsynth sample` stopped before its {stored.n_synthetic - made} "
+            f"new samples were all made; `dpsynth run --resume --out {run_dir.path}` makes the rest (no privacy "
+            "cost, no private data needed), then `dpsynth sample` adds more"
+        )
+    raise ResumeError(
+        f"run: {run_dir.path} is not finished; finish it first with `dpsynth run --resume --out {run_dir.path}`"
+    )
 
 
 def _extend_held(
@@ -345,18 +396,23 @@ def _extend_held(
     progress: bool,
     as_dataset: bool,
 ) -> Any:
-    before = len(read_jsonl_tolerant(run_dir.journal))
+    rows = read_jsonl_tolerant(run_dir.journal)
+    before = len(rows)
+    population = stored.wasp.population or stored.n_synthetic  # the rounds' size, pinned in config.yaml
+    # the expansion round (after the last vote) is the one that grows: to what it holds plus n, so an
+    # earlier call that came up short (outputs rejected) is not made up by this one
+    expansion = (stored.effective_wasp().rounds if stored.uses_private_data else 0) + 1
+    grown = population + sum(1 for r in rows if r.get("round") == expansion) + n
+    if grown > MAX_N_SYNTHETIC:
+        raise ConfigError(
+            f"n: {n:,} more would make {grown:,} samples, above the most a run holds ({MAX_N_SYNTHETIC:,})"
+        )
     old_text = run_dir.config.read_text(encoding="utf-8")
-    atomic_write_text(run_dir.config, _grown_config_text(run_dir.stored_raw(), stored, n))
-    log.info("sample: n_synthetic %d -> %d (post-processing)", stored.n_synthetic, stored.n_synthetic + n)
+    atomic_write_text(run_dir.config, _grown_config_text(run_dir.stored_raw(), stored, grown))
+    log.info("sample: n_synthetic %d -> %d (post-processing)", stored.n_synthetic, grown)
     try:
-        result = synthesize(
-            Config(out=str(run_dir.path)),
-            resume=True,
-            generators=generators,
-            embedder=embedder,
-            progress=progress,
-            as_dataset=as_dataset,
+        result = _synthesize(
+            Config(out=str(run_dir.path)), None, generators, embedder, True, progress, False, False, adding=n
         )
     except BaseException:
         # Nothing made yet (a generator that cannot start, a damaged journal): the run is still the finished
@@ -365,25 +421,22 @@ def _extend_held(
             if len(read_jsonl_tolerant(run_dir.journal)) == before:
                 atomic_write_text(run_dir.config, old_text)
         raise
-    if isinstance(result, SynthesisResult):
-        result.added = len(result) - before
-    return result
+    result.added = len(result) - before
+    return result.to_dataset() if as_dataset else result
 
 
-def _grown_config_text(raw: dict[str, Any], stored: Config, n: int) -> str:
-    """config.yaml with n more samples and wasp.population pinned to the rounds' size, every other key as it
+def _grown_config_text(raw: dict[str, Any], stored: Config, n_synthetic: int) -> str:
+    """config.yaml with ``n_synthetic`` and wasp.population pinned to the rounds' size, every other key as it
     was: a setting the file predates stays absent, so the resume warns that it takes today's default."""
     grown_raw = copy.deepcopy(raw)
-    grown_raw["n_synthetic"] = stored.n_synthetic + n
+    grown_raw["n_synthetic"] = n_synthetic
     section = grown_raw.get("wasp")
     grown_raw["wasp"] = {
         **(section if isinstance(section, dict) else {}),
         "population": stored.wasp.population or stored.n_synthetic,
     }
     wasp = stored.wasp.model_copy(update={"population": stored.wasp.population or stored.n_synthetic})
-    grown = Config.model_validate(
-        {**stored.model_dump(), "n_synthetic": stored.n_synthetic + n, "wasp": wasp.model_dump()}
-    )
+    grown = Config.model_validate({**stored.model_dump(), "n_synthetic": n_synthetic, "wasp": wasp.model_dump()})
     try:
         if Config.model_validate(grown_raw).model_dump() == grown.model_dump():
             return dump_yaml(grown_raw, sort_keys=False, allow_unicode=True)
@@ -392,8 +445,9 @@ def _grown_config_text(raw: dict[str, Any], stored: Config, n: int) -> str:
     return dump_config_yaml(grown)
 
 
-def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool) -> Any:
-    """A resume of a finished run: say so, change nothing, and return what it wrote."""
+def _finished(run_dir: RunDir, config: Config, as_dataset: bool) -> Any:
+    """A resume of a finished run: change nothing, and return what it wrote (``already_complete``, and the
+    log's line; the CLI says so on stdout)."""
     import pandas as pd
 
     output = run_dir.output(config.output_format)
@@ -416,10 +470,6 @@ def _finished(run_dir: RunDir, config: Config, progress: bool, as_dataset: bool)
             f"({type(exc).__name__}); delete both to finish the run again with --resume"
         ) from None
     log.info("resume: %s is already complete (%d records); nothing to do", run_dir.path, len(records))
-    if progress:
-        ProgressReporter(enabled=True).message(
-            f"{run_dir.path} is already complete ({len(records)} records in {output.name}); nothing to do"
-        )
     result = SynthesisResult(records, run_dir.path, output, report, already_complete=True, labels=config.data.labels)
     return result.to_dataset() if as_dataset else result
 

@@ -149,8 +149,7 @@ def run_from_args(
             f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path}) is a setting of {' and '.join(users)}, not "
             f"of --method {run_method}; drop it or choose --method {users[0]}"
         )
-    if config is not None and not resume:
-        _note_ignored_settings(config, cfg, overrides)
+    # a config file's setting the method does not read is not refused: synthesize warns of it
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
     if cfg.out is None:  # chosen here, so that a Ctrl-C message can name it
@@ -174,28 +173,6 @@ def run_from_args(
         f"next: `dpsynth evaluate {result.run_dir}` (utility and fidelity; --test FILE for your held-out data), "
         f"then `dpsynth report {result.run_dir}` (report.html)"
     )
-
-
-def _note_ignored_settings(path: str, cfg: Config, flags: dict[str, typing.Any]) -> None:
-    """A config file may keep sections of other methods (one file for several runs), so, unlike a flag, such
-    a setting is not refused; but a changed value there is ignored, which the user should know."""
-    from dpsynth.run import explicit_fields
-
-    defaults = Config().model_dump()
-    changed = []
-    for key, value in explicit_fields(cfg).items():
-        default: typing.Any = defaults
-        for part in key.split("."):
-            default = default.get(part) if isinstance(default, dict) else None
-        if key not in flags and value != default:
-            changed.append(key)
-    ignored = [key for key, _ in section_misfits(changed, cfg.method)]
-    if ignored:
-        typer.echo(
-            f"note: {path} sets {', '.join(ignored[:6])}{' ...' if len(ignored) > 6 else ''}, which --method "
-            f"{cfg.method} does not read; they are ignored",
-            err=True,
-        )
 
 
 def _method_hint(args: list[str], config: str | None, resume: bool) -> str | None:

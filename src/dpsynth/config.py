@@ -9,6 +9,7 @@ and the YAML reader, ``config_sections.py`` the methods' sections (wasp, finetun
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -395,11 +396,50 @@ class Config(StrictModel):
         return METHODS[self.method].reads_private
 
 
+def explicit_fields(config: Config) -> dict[str, Any]:
+    """The fields set explicitly in ``config``, as dotted paths (``privacy.epsilon``) -> values.
+
+    Sections (data, privacy, ...) are walked into, so ``privacy: {epsilon: 2}`` sets privacy.epsilon only;
+    any other value (a list of generators, the labels mapping) counts as one field.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in model.model_fields_set:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel) and name in SECTION_USERS:
+                walk(value, f"{prefix}{name}.")
+            else:
+                out[prefix + name] = copy.deepcopy(value)
+
+    walk(config, "")
+    return out
+
+
+def unread_settings(config: Config) -> list[str]:
+    """The settings ``config`` sets, to other than their defaults, that its method does not read (another
+    method's section, a prompting-only field for PEARL): ignored, which the user should be told."""
+    defaults = Config().model_dump()
+    changed = []
+    for key, value in explicit_fields(config).items():
+        default: Any = defaults
+        for part in key.split("."):
+            default = default.get(part) if isinstance(default, dict) else None
+        if value != default:
+            changed.append(key)
+    return [key for key, _ in section_misfits(changed, config.method)]
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply dotted overrides like {'privacy.epsilon': 2}."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_dir() and (p / "config.yaml").is_file():  # a run's folder: its config.yaml is what resumes
+            raise ConfigError(
+                f"config file {p} is the folder of a run; continue it with `dpsynth run --resume --out {p}` "
+                f"(Python: synthesize(Config(out={str(p)!r}), resume=True))"
+            )
         if not p.is_file():
             what = "is a folder, not a file" if p.is_dir() else "does not exist"
             raise ConfigError(f"config file {p} {what}; create one with `dpsynth init {p}`")

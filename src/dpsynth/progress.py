@@ -36,7 +36,7 @@ class ProgressReporter:
     ) -> None:
         self.enabled = enabled
         self._stream = stream  # None: sys.stderr at the time of writing (pytest and CliRunner replace it)
-        self.interactive = enabled and (self.stream.isatty() if interactive is None else interactive)
+        self.interactive = enabled and (_is_terminal(self.stream) if interactive is None else interactive)
         self._clock = clock
         self._progress: Any = None
         self._task: Any = None
@@ -125,3 +125,13 @@ class ProgressReporter:
             parts.append(f"{self._run_label} {done}/{total}" + (f" {stats}" if stats else ""))
         print("[dpsynth] " + " | ".join(parts), file=self.stream, flush=True)
         return True
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal; False for a stream without ``isatty`` (a logger's, a notebook's
+    replacement of stderr) or a closed one."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed file
+        return False

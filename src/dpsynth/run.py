@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
-from dpsynth.config import SECTION_USERS, Config, field_names, load_yaml, set_dotted
+from dpsynth.config import SECTION_USERS, Config, explicit_fields, field_names, load_yaml, set_dotted
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import is_in_memory_source, local_source
-from dpsynth.errors import ConfigError, ResumeError
+from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
+from dpsynth.methods.registry import names_where
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.round_log import load_round_log
 
@@ -275,6 +275,17 @@ class RunDir:
                     ", ".join(f"{k} = {_dotted(merged.model_dump(mode='json'), k)!r}" for k in newer),
                 )
             return merged.model_copy(update={"out": str(self.path)})
+        finished: Config | None = None
+        with contextlib.suppress(DpsynthError):  # a damaged config.yaml: the message below without the method
+            finished = Config.model_validate(self.stored_raw()) if exists else None
+        if finished is not None and self.is_complete(finished):
+            more = ""
+            if finished.method in names_where("prompting"):
+                more = f"; `dpsynth sample --run {self.path} --n N` adds N samples to it (no privacy cost)"
+            raise ResumeError(
+                f"out: {self.path} already holds a finished run (--resume would do nothing){more}; "
+                "choose another --out for a new run"
+            )
         if exists:
             raise ResumeError(
                 f"out: {self.path} already holds a run; pass --resume to continue it or choose another --out"
@@ -433,26 +444,6 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def dump_config_yaml(config: Config) -> str:
     return dump_yaml(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-
-
-def explicit_fields(config: Config) -> dict[str, Any]:
-    """The fields set explicitly in ``config``, as dotted paths (``privacy.epsilon``) -> values.
-
-    Sections (data, privacy, ...) are walked into, so ``privacy: {epsilon: 2}`` sets privacy.epsilon only;
-    any other value (a list of generators, the labels mapping) counts as one field.
-    """
-    out: dict[str, Any] = {}
-
-    def walk(model: BaseModel, prefix: str) -> None:
-        for name in model.model_fields_set:
-            value = getattr(model, name)
-            if isinstance(value, BaseModel) and name in _SECTIONS:
-                walk(value, f"{prefix}{name}.")
-            else:
-                out[prefix + name] = copy.deepcopy(value)
-
-    walk(config, "")
-    return out
 
 
 _SECTIONS = set(SECTION_USERS)  # the config sections (methods/registry.py)

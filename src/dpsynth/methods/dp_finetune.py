@@ -384,10 +384,10 @@ class DpFinetuneMethod:
         have = {k: sum(1 for r in rows if r["label"] == k) for k in labels}
         rng = run_rng(config.seed, len(rows))  # a resumed call must not replay journaled batches
         total = sum(quota.values())
-        reporter.start("generating", total=total)
+        done = sum(min(have[k], quota[k]) for k in labels)  # a resumed call starts at the journal's samples
+        reporter.start("generating", total=total, done=done)
         if self.run_phases is not None:
             self.run_phases.begin("sampling")
-        done = sum(min(have[k], quota[k]) for k in labels)
         model = self.model
         if hasattr(model, "merge_and_unload"):  # plain weights: faster sampling (the adapter is saved)
             model = model.merge_and_unload()

@@ -494,7 +494,7 @@ class WaspRun:
             g: Counter(c) for g, c in ((prior or {}).get("outcomes") or {}).items()
         }
         self._seconds_before = float((prior or {}).get("seconds") or 0.0)
-        self.progress.start(self._round_label, total)
+        self.progress.start(self._round_label, total, sum(1 for s in self.samples if s.round == t))  # resumed
         for g, per_class in plan.budgets.items():
             self._fill(g, plan, by_id, {c: max(n - made[g][c], 0) for c, n in per_class.items()})
             if self.tokens[g].completions and self.tokens[g].failures == self.tokens[g].completions:
