@@ -737,7 +737,9 @@ def test_cli_evaluate_summary_and_errors(
 ) -> None:
     from dpsynth.cli import main
 
-    main(["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--no-mauve", "--quiet"])
+    # the run folder as the argument, as `dpsynth run` and `dpsynth report` write it (regression: the run's
+    # closing "next: dpsynth evaluate RUN_DIR" failed with "Missing option '--synthetic'")
+    main(["evaluate", str(run_dir), "--test", str(test_csv), "--no-mauve", "--quiet"])
     out = capsys.readouterr().out
     assert "logreg" in out and "accuracy" in out and "FID" in out and "evaluation.json" in out
     assert out.startswith("headline  accuracy ")
@@ -748,6 +750,8 @@ def test_cli_evaluate_summary_and_errors(
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--seeds", "0"], "--seeds"),
         (["evaluate", "--synthetic", str(run_dir / "nope"), "--test", str(test_csv)], "does not exist"),
         (["evaluate", "--synthetic", str(run_dir), "--test", str(test_csv), "--test-label-column", "zz"], "'zz'"),
+        (["evaluate", str(run_dir), "--synthetic", str(test_csv)], "once"),
+        (["evaluate", "--test", str(test_csv)], "dpsynth evaluate RUN_DIR"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(argv)

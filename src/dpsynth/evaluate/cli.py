@@ -12,7 +12,12 @@ from dpsynth.errors import ConfigError
 
 
 def evaluate_cmd(
-    synthetic: str = typer.Option(..., "--synthetic", help="Run directory or synthetic file (CSV/JSONL/Parquet)."),
+    run: str | None = typer.Argument(
+        None, help="Run directory or synthetic file (CSV/JSONL/Parquet): the same as --synthetic.", show_default=False
+    ),
+    synthetic: str | None = typer.Option(
+        None, "--synthetic", help="Run directory or synthetic file (CSV/JSONL/Parquet)."
+    ),
     test: str | None = typer.Option(
         None,
         "--test",
@@ -73,6 +78,12 @@ def evaluate_cmd(
     from dpsynth.evaluate.core import evaluate
     from dpsynth.evaluate.downstream import CLASSIFIERS, ClassifierFinetuneConfig
 
+    # `dpsynth evaluate runs/demo`, like `dpsynth report runs/demo`; --synthetic is the older spelling
+    if run is not None and synthetic is not None and run != synthetic:
+        raise ConfigError(f"give the set to evaluate once: {run!r} and --synthetic {synthetic!r} differ")
+    synthetic = run if run is not None else synthetic
+    if synthetic is None:
+        raise ConfigError("name the run directory or synthetic file to evaluate: dpsynth evaluate RUN_DIR")
     if classifier == "all":
         classifiers: tuple[str, ...] = CLASSIFIERS
     elif classifier in CLASSIFIERS:

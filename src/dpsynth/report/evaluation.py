@@ -183,7 +183,7 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
     parts = ['<section id="evaluation"><h2>Evaluation</h2>']
     if problem:
         parts.append(
-            f'<p class="warn">{esc(problem)}. Run <code>dpsynth evaluate --synthetic {esc(run_dir)}</code> again, '
+            f'<p class="warn">{esc(problem)}. Run <code>dpsynth evaluate {esc(run_dir)}</code> again, '
             "then <code>dpsynth report</code>.</p></section>"
         )
         return "".join(parts)
@@ -195,7 +195,7 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
             else " (your real held-out data: CSV, JSONL or Parquet)"
         )
         parts.append(
-            f'<p class="note">Not evaluated yet. Run <code>dpsynth evaluate --synthetic {esc(run_dir)}{test}</code>'
+            f'<p class="note">Not evaluated yet. Run <code>dpsynth evaluate {esc(run_dir)}{test}</code>'
             f"{why}, then <code>dpsynth report</code> again.</p></section>"
         )
         return "".join(parts)

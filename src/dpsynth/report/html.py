@@ -354,7 +354,7 @@ def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Pat
     return (
         f'<p class="note">The evaluation below scored {esc(fmt(scored))} synthetic records; the run now holds '
         f"{esc(fmt(n_records))} (records were added since, e.g. by <code>dpsynth sample</code>). Run "
-        f"<code>dpsynth evaluate --synthetic {esc(shlex.quote(str(rd)))}</code> again for figures of the whole set.</p>"
+        f"<code>dpsynth evaluate {esc(shlex.quote(str(rd)))}</code> again for figures of the whole set.</p>"
     )
 
 
