@@ -6,6 +6,7 @@ Fast tests use a tiny random Llama model and a tiny BPE tokenizer written to a t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -171,6 +172,17 @@ def test_dpsgd_noise_and_poisson_sampling_come_from_the_secure_generator(monkeyp
     priv.optimizer.step()
     noise = keyed().standard_normal((1, 3)) * 1.5 * 1.0 / plan.expected_batch_size
     assert torch.allclose(before - model.weight.detach(), torch.from_numpy(noise).float(), atol=1e-6)
+    # finetune.physical_batch_size: Opacus' BatchMemoryManager splits the secure sampler's batches
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+    monkeypatch.undo()
+    big = dataclasses.replace(plan, sample_rate=0.9)
+    model2 = torch.nn.Linear(3, 1, bias=False)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=1.0)
+    priv = dpsgd.make_private(model2, opt2, data, None, big)
+    with BatchMemoryManager(data_loader=priv.loader, max_physical_batch_size=2, optimizer=priv.optimizer) as mem:
+        sizes = [len(x) for x, _ in mem]
+    assert sum(sizes) > 2 and max(sizes) <= 2 and len(mem) > 1
 
 
 def test_label_count_composes_on_the_same_accountant_and_matches_pld() -> None:

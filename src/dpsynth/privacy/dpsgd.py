@@ -296,23 +296,20 @@ def make_plan(
 
 
 # ---------------------------------------------------------------- Opacus wiring
-class SecurePoissonSampler:
-    """Poisson sampling for DP-SGD (each record in a batch independently with probability q), its coins
-    drawn from ChaCha20 keyed from the OS CSPRNG (``mechanisms.secure_rng``) instead of torch's Mersenne
-    Twister, which Opacus' own sampler uses unless ``secure_mode`` (which needs the unmaintained
-    ``torchcsprng``).  Like Opacus' ``UniformWithReplacementSampler``: 1/q batches per pass."""
+def secure_poisson_sampler(num_samples: int, sample_rate: float) -> Any:
+    """Opacus' Poisson batch sampler (each record in a batch independently with probability q, 1/q batches
+    per pass) whose coins come from ChaCha20 keyed from the OS CSPRNG (``mechanisms.secure_rng``) instead of
+    torch's Mersenne Twister, which Opacus uses unless ``secure_mode`` (it needs the unmaintained
+    ``torchcsprng``).  A subclass, so Opacus' ``BatchMemoryManager`` treats it as its own."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-    def __init__(self, num_samples: int, sample_rate: float) -> None:
-        self.num_samples, self.sample_rate = num_samples, sample_rate
-        self.steps = int(1 / sample_rate)
-        self.rng = secure_rng()
+    class SecurePoissonSampler(UniformWithReplacementSampler):
+        def __iter__(self) -> Any:
+            for _ in range(self.steps):
+                yield secure_poisson_mask(self.num_samples, self.sample_rate, rng).tolist()
 
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Any:
-        for _ in range(self.steps):
-            yield secure_poisson_mask(self.num_samples, self.sample_rate, self.rng).tolist()
+    rng = secure_rng()
+    return SecurePoissonSampler(num_samples=num_samples, sample_rate=sample_rate)
 
 
 def secure_dp_optimizer(optimizer: Any, plan: DpSgdPlan) -> Any:
@@ -345,7 +342,7 @@ class PrivateTraining:
 
     module: Any  # opacus.GradSampleModule
     optimizer: Any  # opacus.optimizers.DPOptimizer
-    loader: Any  # a torch DataLoader over SecurePoissonSampler batches
+    loader: Any  # a torch DataLoader over secure_poisson_sampler batches
     plan: DpSgdPlan
 
 
@@ -376,7 +373,7 @@ def make_private(
     opacus_loader = DPDataLoader(dataset, sample_rate=plan.sample_rate, collate_fn=collate_fn)
     loader = DataLoader(
         dataset,
-        batch_sampler=SecurePoissonSampler(len(dataset), plan.sample_rate),
+        batch_sampler=secure_poisson_sampler(len(dataset), plan.sample_rate),
         collate_fn=opacus_loader.collate_fn,
     )
     return PrivateTraining(module, dp_opt, loader, plan)
