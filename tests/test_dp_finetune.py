@@ -424,6 +424,40 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
         assert SENTINEL.encode() not in f.read_bytes(), f
 
 
+def test_a_fixed_sample_rate_makes_the_plan_independent_of_the_noisy_count(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path
+) -> None:
+    """finetune.sample_rate fixes q in advance: q, the steps and the noise do not depend on the released count
+    (the adaptive choice of q = B / N_hat is outside the accountants' composition theorems), and the count only
+    scales the noisy gradient sum's average.  A resume keeps the plan."""
+    common = dict(
+        epsilon=4.0,
+        delta=1e-5,
+        delta_source="privacy.delta",
+        batch_size=8,
+        epochs=2.0,
+        max_grad_norm=1.0,
+        accountant="prv",
+        count_noise_multiplier=8.0,
+        sample_rate=0.05,
+    )
+    a, b = dpsgd.make_plan(n_records=30, **common), dpsgd.make_plan(n_records=3000, **common)  # type: ignore[arg-type]
+    assert (a.sample_rate, a.steps, a.noise_multiplier) == (b.sample_rate, b.steps, b.noise_multiplier)
+    assert a.sample_rate == 0.05 and a.steps == 40 and a.expected_batch_size == 1.5 and b.expected_batch_size == 150
+    out = tmp_path / "run"
+    res = dpsynth.synthesize(_config(private_csv, out, tiny_lm, sample_rate=0.25, epochs=0.5), progress=False)
+    rep = json.loads((out / "privacy.json").read_text())
+    sgd = [m for m in rep["mechanisms"] if m["name"].startswith("DP-SGD")][0]
+    assert sgd["sample_rate"] == 0.25 and sgd["steps"] == 2 and rep["epsilon"] <= 4.0 and len(res.records) >= 1
+    assert (
+        rep["public_inputs"]["training"]["sample_rate"] == 0.25 and "batch_size" not in rep["public_inputs"]["training"]
+    )
+    again = dpsynth.synthesize(
+        _config(private_csv, out, tiny_lm, sample_rate=0.25, epochs=0.5), resume=True, progress=False
+    )
+    assert again.already_complete and again.privacy["epsilon"] == rep["epsilon"]
+
+
 def test_training_loss_is_not_shown_unless_asked_for(
     private_csv: Path, tmp_path: Path, tiny_lm: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -180,6 +180,16 @@ class FinetuneConfig(StrictModel):
     batch_size: int = Field(
         default=8, ge=1, description="Expected (Poisson) batch size B; sample rate q = B / (noisy record count)."
     )
+    sample_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Fix DP-SGD's Poisson sample rate q in advance (batch_size is then unused; steps = epochs / q). "
+            "None: q = batch_size / the noisy record count, chosen after the count is released, which the "
+            "accountants' composition theorems do not cover (docs/dp-finetune.md)."
+        ),
+    )
     physical_batch_size: int | None = Field(
         default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
     )

@@ -56,7 +56,7 @@ from dpsynth.lm import (
     trainable_bytes,
 )
 from dpsynth.methods.base import load_run_private, resolve_labels
-from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, check_prefix_fits, make_plan
+from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, check_prefix_fits, expected_batch_size, make_plan
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
@@ -292,11 +292,11 @@ class DpFinetuneMethod:
         return out
 
     def _dpsgd_plan(self, ledger: Ledger, noisy: dict[str, float]) -> DpSgdPlan:
-        """DP-SGD at q = B / N_hat for the budget the count left; a resumed run reuses the stored event."""
+        """DP-SGD at q = B / N_hat (or a fixed sample_rate) for the budget left; a resume reuses the stored event."""
         config, ft = self.config, self.config.finetune
         assert self.count_event is not None
         n_hat = max(0.0, sum(max(0.0, v) for v in noisy.values()))
-        if n_hat < ft.batch_size:
+        if n_hat < ft.batch_size and ft.sample_rate is None:
             notify_owner(
                 f"finetune.batch_size: {ft.batch_size} is not below the noisy record count ({n_hat:.0f}); every "
                 "DP-SGD step uses all records (sample rate 1)"
@@ -307,8 +307,9 @@ class DpFinetuneMethod:
                 epsilon=config.privacy.epsilon,
                 delta=config.privacy.delta,
                 delta_source="privacy.delta",
-                n_records=max(ft.batch_size, round(n_hat)),
+                n_records=max(ft.batch_size if ft.sample_rate is None else 1, round(n_hat)),
                 batch_size=ft.batch_size,
+                sample_rate=ft.sample_rate,
                 epochs=ft.epochs,
                 max_grad_norm=ft.max_grad_norm,
                 accountant=ledger.accountant,  # type: ignore[arg-type]
@@ -327,7 +328,7 @@ class DpFinetuneMethod:
             noise_multiplier=stored.noise_multiplier,
             max_grad_norm=stored.sensitivity,
             accountant=ledger.accountant,  # type: ignore[arg-type]
-            expected_batch_size=float(ft.batch_size),
+            expected_batch_size=expected_batch_size(ft.sample_rate, ft.batch_size, max(1.0, round(n_hat))),
             label_count_noise_multiplier=self.count_event.noise_multiplier,
         )
 
@@ -452,7 +453,7 @@ class DpFinetuneMethod:
                 "lora": {"r": ft.lora_r, "alpha": ft.lora_alpha, "target_modules": list(ft.target_modules)},
                 "training": {
                     "epochs": ft.epochs,
-                    "batch_size": ft.batch_size,
+                    **({"batch_size": ft.batch_size} if ft.sample_rate is None else {"sample_rate": ft.sample_rate}),
                     "learning_rate": ft.learning_rate,
                     "max_length": ft.max_length,
                 },

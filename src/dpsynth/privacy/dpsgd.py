@@ -127,6 +127,11 @@ class DpSgdPlan:
         )
 
 
+def expected_batch_size(sample_rate: float | None, batch_size: int, n_hat: float) -> float:
+    """The batch size the noisy gradient sum is divided by: B, or q times the noisy count for a fixed q."""
+    return float(batch_size) if sample_rate is None else max(1.0, sample_rate * n_hat)
+
+
 def steps_for(epochs: float, sample_rate: float) -> int:
     """DP-SGD steps for ``epochs`` passes at sample rate q: round(epochs / q), at least 1."""
     return max(1, round(epochs / sample_rate))
@@ -258,15 +263,20 @@ def make_plan(
     accountant: DpSgdAccountant,
     label_count_share: float | None = None,
     count_noise_multiplier: float | None = None,
+    sample_rate: float | None = None,
 ) -> DpSgdPlan:
     """Calibrate the plan: a count's noise (given, or for ``label_count_share * epsilon`` alone; none
-    without either), then the DP-SGD noise so that the composition of both is (epsilon, delta)-DP."""
-    if batch_size > n_records:
+    without either), then the DP-SGD noise so that the composition of both is (epsilon, delta)-DP.
+
+    ``sample_rate`` fixes q in advance (``finetune.sample_rate``): q, the steps and the noise then depend
+    on public inputs only, and ``n_records`` (the noisy count) only scales the average of the noisy
+    gradient sum (``expected_batch_size``), which is post-processing.  Without it q = B / ``n_records``."""
+    if sample_rate is None and batch_size > n_records:
         raise ConfigError(
             f"finetune.batch_size: {batch_size} is larger than the {n_records} private records; use a "
             f"batch size below {n_records} (e.g. {max(1, n_records // 4)})"
         )
-    q = batch_size / n_records
+    q = sample_rate if sample_rate is not None else batch_size / n_records
     steps = steps_for(epochs, q)
     count_z = count_noise_multiplier
     if count_z is None and label_count_share:
@@ -289,7 +299,7 @@ def make_plan(
         noise_multiplier=z,
         max_grad_norm=max_grad_norm,
         accountant=accountant,
-        expected_batch_size=float(batch_size),
+        expected_batch_size=expected_batch_size(sample_rate, batch_size, n_records),
         label_count_noise_multiplier=count_z,
         extra=extra,
     )
