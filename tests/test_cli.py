@@ -384,6 +384,12 @@ def test_the_python_api_warns_of_settings_the_method_ignores(caplog: pytest.LogC
         warned = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
         assert len(warned) == 1 and "wasp.q is set, but method pearl" in warned[0], caplog.text
         assert "train_steps" not in warned[0]
+    # a q fixed in advance leaves finetune.batch_size unread
+    raw = {"method": "dp-finetune", "out": str(tmp_path / "afile"), "finetune": {"sample_rate": 0.1, "batch_size": 4}}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dpsynth"), pytest.raises(ConfigError, match="is a file"):
+        dpsynth.synthesize(raw, progress=False)
+    assert "finetune.batch_size is set, but method dp-finetune does not read it" in caplog.text
 
 
 def test_main_success_returns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

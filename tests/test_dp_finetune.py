@@ -170,12 +170,11 @@ def test_dpsgd_noise_and_poisson_sampling_come_from_the_secure_generator(monkeyp
         p.grad_sample = torch.zeros((0, *p.shape))
     before = model.weight.detach().clone()
     priv.optimizer.step()
-    noise = keyed().standard_normal((1, 3)) * 1.5 * 1.0 / plan.expected_batch_size
+    noise = keyed().standard_normal((1, 3), dtype=np.float32) * 1.5 * 1.0 / plan.expected_batch_size
     assert torch.allclose(before - model.weight.detach(), torch.from_numpy(noise).float(), atol=1e-6)
     # finetune.physical_batch_size: Opacus' BatchMemoryManager splits the secure sampler's batches
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
-    monkeypatch.undo()
     big = dataclasses.replace(plan, sample_rate=0.9)
     model2 = torch.nn.Linear(3, 1, bias=False)
     opt2 = torch.optim.SGD(model2.parameters(), lr=1.0)
@@ -452,6 +451,16 @@ def test_a_fixed_sample_rate_makes_the_plan_independent_of_the_noisy_count(
     assert (
         rep["public_inputs"]["training"]["sample_rate"] == 0.25 and "batch_size" not in rep["public_inputs"]["training"]
     )
+    # the resume branch rebuilds the plan from the ledger: the same q, steps, noise and averaging
+    sgd_before = dict(sgd)
+    (out / "privacy.json").unlink()
+    res.output.unlink()
+    redone = dpsynth.synthesize(
+        _config(private_csv, out, tiny_lm, sample_rate=0.25, epochs=0.5), resume=True, progress=False
+    )
+    sgd_after = [m for m in redone.privacy["mechanisms"] if m["name"].startswith("DP-SGD")][0]
+    for key in ("sample_rate", "steps", "noise_multiplier", "expected_batch_size"):
+        assert sgd_after[key] == sgd_before[key], key
     again = dpsynth.synthesize(
         _config(private_csv, out, tiny_lm, sample_rate=0.25, epochs=0.5), resume=True, progress=False
     )

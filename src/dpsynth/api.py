@@ -203,7 +203,7 @@ def _synthesize(
 ) -> Any:
     """``synthesize``; ``adding`` (``extend``): the samples that call adds to the finished run in ``config.out``,
     whose config.yaml it grew, so the run goes on even when privacy.json records the n_synthetic it has now."""
-    where = str(config) if isinstance(config, (str, Path)) else "config"
+    where = f"{config}: " if isinstance(config, (str, Path)) else ""
     if config is None or isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, Mapping):
@@ -213,7 +213,7 @@ def _synthesize(
     unread = [] if resume else unread_settings(config)
     if unread:  # a file may keep other methods' sections: not refused (the CLI refuses such a flag), but said
         log.warning(
-            "%s: %s%s %s set, but method %s does not read %s; ignored",
+            "%s%s%s %s set, but method %s does not read %s; ignored",
             where,
             ", ".join(unread[:6]),
             " ..." if len(unread) > 6 else "",

@@ -427,7 +427,10 @@ def unread_settings(config: Config) -> list[str]:
             default = default.get(part) if isinstance(default, dict) else None
         if value != default:
             changed.append(key)
-    return [key for key, _ in section_misfits(changed, config.method)]
+    unread = [key for key, _ in section_misfits(changed, config.method)]
+    if config.finetune.sample_rate is not None and "finetune.batch_size" in changed:
+        unread.append("finetune.batch_size")  # a q fixed in advance leaves no use for B
+    return unread
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -254,7 +254,8 @@ def run_canary_audit(
     fmt = RecordFormat(tok, ft, task)
     enc = fmt.encode(texts, names, ft.max_length)
     dataset = RecordDataset(enc, tok.pad_token_id)
-    steps = steps_for(ft.epochs, ft.batch_size / n)
+    q = ft.sample_rate if ft.sample_rate is not None else ft.batch_size / n  # finetune.sample_rate fixes q
+    steps = steps_for(ft.epochs, q)
     rng = np.random.default_rng(secrets.randbits(64))
 
     # candidate token sequences per canary (same for every model)
@@ -291,6 +292,7 @@ def run_canary_audit(
                 delta_source="audit",
                 n_records=n,
                 batch_size=ft.batch_size,
+                sample_rate=ft.sample_rate,
                 epochs=ft.epochs,
                 max_grad_norm=ft.max_grad_norm,
                 accountant=ft.accountant,
@@ -351,7 +353,7 @@ def run_canary_audit(
                 "delta": delta,
                 "noise_multiplier": plan.noise_multiplier if plan else 0.0,
                 "clipping": plan is not None,
-                "sample_rate": ft.batch_size / n,
+                "sample_rate": q,
                 "steps": tr.steps_done,
                 "train_seconds": tr.seconds,
                 "score_seconds": score_s,

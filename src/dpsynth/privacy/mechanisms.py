@@ -41,11 +41,12 @@ def secure_standard_normal_torch(reference: Any, rng: np.random.Generator) -> An
     """N(0, 1) noise shaped and placed like the torch tensor ``reference``, its bits from ``rng``.
 
     DP-SGD's gradient noise, drawn here rather than by torch's own generators (Mersenne Twister on
-    the CPU, Philox on a GPU: neither is a CSPRNG).  Drawn in float64 and cast, like torch.normal.
+    the CPU, Philox on a GPU: neither is a CSPRNG).  Drawn in float32 on the host (half the bits and the
+    copy of float64; Apple's GPU has no float64), then cast to the gradient's dtype on its device.
     """
     import torch
 
-    noise = rng.standard_normal(tuple(reference.shape))
+    noise = rng.standard_normal(tuple(reference.shape), dtype=np.float32)
     return torch.from_numpy(noise).to(device=reference.device, dtype=reference.dtype)
 
 
