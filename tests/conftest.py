@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# No per-example deadline: Hypothesis' default (200 ms) fails a property test whose example happens to run slowly
+# on a loaded CI machine, which says nothing about the property.  Tests that set their own settings keep them.
+settings.register_profile("dpsynth", deadline=None)
+settings.load_profile("dpsynth")
 
 from dpsynth.config import Config  # noqa: E402
 from dpsynth.generators.base import Completion, GenerationRequest  # noqa: E402

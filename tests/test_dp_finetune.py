@@ -237,6 +237,7 @@ def test_clipping_is_per_sample_one_huge_record_moves_the_update_at_most_c_over_
     """Noise off, q = 1: removing one record with a 10^4-times larger gradient changes the
     update by at most C / B (clipped to C, averaged over the expected batch B)."""
     c = 1.0
+    torch.manual_seed(0)  # an unlucky draw (|w . x0| below about 2e-6) would hide the huge record's gradient
     x = torch.randn(8, 4)
     y = torch.randn(8, 1)
     x_huge = x.clone()
