@@ -47,6 +47,9 @@ Rows (names for --rows):
                                former name qwen2.5-0.5b; aug-pe:qwen2.5-coder-0.5b is the same row setting)
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
+  dp-finetune-frozen           the same pipeline with learning rate 1e-12, so the LoRA weights stay at their
+                               initialisation: SmolLM2's samples under dp-finetune's prompts and label shares,
+                               what a dp-finetune row is read against
   pearl-select                 PEARL sketch of private embeddings picks N of 3N zero-shot candidates
   only-private                 the classifier trained on the M private records (not DP)
   real-ceiling                 the classifier trained on 20,000 real records (not DP; newsgroups: its whole
@@ -163,6 +166,11 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         return Config.model_validate({**base, "method": "zero-shot"})
     if row == "dp-finetune":
         return Config.model_validate({**base, "method": "dp-finetune"})
+    if row == "dp-finetune-frozen":
+        # the fine-tune's own contribution: the same pipeline (label shares, prompts, sampling) with a learning
+        # rate so small that the LoRA weights stay at their initialisation (B = 0, so the adapter adds nothing):
+        # the base model's samples under dp-finetune's prompts, the baseline a dp-finetune row is read against
+        return Config.model_validate({**base, "method": "dp-finetune", "finetune": {"learning_rate": 1e-12}})
     if row.startswith("dp-finetune-b"):  # another expected batch size (same epochs: same compute, fewer steps)
         return Config.model_validate(
             {**base, "method": "dp-finetune", "finetune": {"batch_size": int(row.removeprefix("dp-finetune-b"))}}
