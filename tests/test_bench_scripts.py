@@ -165,6 +165,19 @@ def test_config_hash_ignores_seeds_and_paths_only() -> None:
     assert base != h(q.row_config("wasp+judge", 4.0, 0, 300, 100, Path("/a")))
 
 
+def test_frozen_finetune_row_differs_from_dp_finetune_only_in_its_learning_rate() -> None:
+    """dp-finetune-frozen is dp-finetune's baseline: the same budget, data, prompts and schedule, a learning
+    rate too small to move the adapter.  Any other difference would make the pair compare two settings."""
+    q = _bench("quality")
+    ft = q.row_config("dp-finetune", 4.0, 1, 100, 100, Path("/a")).model_dump()
+    frozen = q.row_config("dp-finetune-frozen", 4.0, 1, 100, 100, Path("/a")).model_dump()
+    assert frozen["method"] == "dp-finetune" and frozen["finetune"].pop("learning_rate") == 1e-12
+    assert ft["finetune"].pop("learning_rate") > 1e-6
+    assert frozen == ft
+    with pytest.raises(ValueError, match="apply to rows of the WASP pipeline"):
+        q.row_config("dp-finetune-frozen+judge", 4.0, 1, 100, 100, Path("/a"))
+
+
 def test_code_version_marks_uncommitted_changes_under_src(tmp_path: Path) -> None:
     common = _bench("common")
     if shutil.which("git") is None:
