@@ -197,6 +197,16 @@ def extra_field_after_a_long_value(tmp: Path, csv: Path) -> Action:
     return _later(tmp, _bytes(tmp, "long.csv", "\n".join(lines).encode()))
 
 
+def quote_left_open(tmp: Path, csv: Path) -> Action:
+    """Regression: a quote left open on line 3 ran the record on into line 4, and the error named line 4 alone,
+    where nothing is wrong."""
+    lines = csv.read_text(encoding="utf-8").split("\n")
+    lines[2] = '"' + lines[2]  # the value's quote opened, never closed: the next line's opening quote closes it
+    text, label = lines[3].rsplit(",", 1)
+    lines[3] = f'"{text.replace(" ", ", ", 1)}",{label}'  # a quoted value with a comma, as it should be
+    return _later(tmp, _bytes(tmp, "open.csv", "\n".join(lines).encode()))
+
+
 def extra_field_after_a_form_feed(tmp: Path, csv: Path) -> Action:
     """Regression: the check split lines where pandas does not (a form feed, U+2028), so it counted other
     fields than pandas read: a record with four fields was read as two, shifted."""
@@ -477,6 +487,27 @@ def labels_with_one_name(tmp: Path, csv: Path) -> Action:
     return _later(tmp, csv, data=dict(labels={"0": "negative", "1": "Negative"}))
 
 
+def label_without_a_name(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(labels="0=negative,1="))
+
+
+def label_named_null(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(labels={"0": "negative", "1": None}))
+
+
+def text_column_is_the_label_column(tmp: Path, csv: Path) -> Action:
+    return _later(tmp, csv, data=dict(text_column="sentiment", label_column="sentiment"))
+
+
+def llamacpp_model_not_gguf(tmp: Path, csv: Path) -> Action:
+    def attempt() -> None:
+        from dpsynth.generators import check_generator
+
+        check_generator(GeneratorConfig(name="g", backend="llamacpp", model=str(csv)))  # --check's test
+
+    return attempt
+
+
 def _records_in_memory(csv: Path, kind: str) -> Any:
     rows = _rows(csv)
     if kind == "list":
@@ -650,6 +681,7 @@ CASES = [
     Case(latin1_jsonl, DataError, ("latin.jsonl", "byte", "line 3", "--encoding")),
     Case(broken_jsonl, DataError, ("broken.jsonl", "line 2", "JSON")),
     Case(extra_field_after_a_long_value, DataError, ("long.csv", "line 4 has 3 fields", "names 2 columns")),
+    Case(quote_left_open, DataError, ("open.csv", "record on lines 3-4 has 3 fields", "quote opened on line 3")),
     Case(extra_field_after_a_form_feed, DataError, ("ff.csv", "line 2 has 4 fields", "names 2 columns")),
     Case(utf16_csv, DataError, ("utf16.csv", "byte 0", "utf-16", "--encoding")),
     Case(utf16_csv_read_as_latin1, DataError, ("utf16.csv", "NUL", "utf-16", "--encoding")),
@@ -716,6 +748,9 @@ CASES = [
     Case(min_chars_beyond_the_token_limit, ConfigError, ("min_chars (1500)", "max_new_tokens (64)")),
     Case(label_declared_twice, ConfigError, ("data.labels", "'0' is declared twice")),
     Case(labels_with_one_name, ConfigError, ("data.labels", "same name 'negative'")),
+    Case(label_without_a_name, ConfigError, ("data.labels", "label '1' has no name", "1=<name>")),
+    Case(label_named_null, ConfigError, ("data.labels", "label '1' has no name")),
+    Case(text_column_is_the_label_column, ConfigError, ("text_column", "label_column", "both 'sentiment'")),
     Case(_in_memory("list"), DataError, ("private: a list", "DataFrame")),
     Case(_in_memory("dict"), DataError, ("private: a dict", "DataFrame")),
     Case(_in_memory("datasetdict"), DataError, ("private: a DatasetDict", "dataset_dict['train']")),
@@ -737,6 +772,7 @@ CASES = [
     # generators
     Case(all_requests_fail, GeneratorError, ("generators[", "failed"), validation=False),
     Case(llamacpp_missing_model, GeneratorError, ("nope.gguf",)),
+    Case(llamacpp_model_not_gguf, GeneratorError, ("generators[g].model", "private.csv", "not a GGUF model file")),
 ]
 
 

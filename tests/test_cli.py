@@ -531,6 +531,24 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
 
 
+def test_a_sample_that_fails_before_making_anything_names_the_sample_again(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    """Regression: the hint was `dpsynth run --resume --out DIR`, but the failed `sample` had put the finished
+    run back as it was, so that resume said "nothing to do" and the samples were never made."""
+    out = tmp_path / "run"
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(_cli_run_args(private_csv, out) + ["--quiet"])
+    capsys.readouterr()
+    monkeypatch.setattr("dpsynth.generators.build_generator", lambda gc: FakeGenerator(gc.name, fail=True))
+    code, err = _main_error(["sample", "--run", str(out), "--n", "3", "--quiet"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"the run is kept: once that is fixed, `dpsynth sample --run {out} --n 3`" in err and "--resume" not in err
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(["sample", "--run", str(out), "--n", "3", "--quiet"])  # the command named: it adds the 3
+    assert "wrote 43 synthetic records" in capsys.readouterr().out
+
+
 def test_a_backend_failing_mid_run_names_the_resume(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
 ) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -863,3 +865,30 @@ def test_per_round_table_names_both_fids(run_dir: Path, tmp_path: Path) -> None:
     text = " ".join(" ".join(parse(build_report(other)).text).split())
     assert "FID on 20 samples (equal sizes)" in text and "FID of all its samples (falls with size alone)" in text
     assert "0.965" in text and "0.79" in text  # round 1's equal-size FID and round 2's own
+
+
+def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir: Path, tmp_path: Path) -> None:
+    """Regression: a report of a run whose privacy.json or rounds.json was damaged exited 0 with only "wrote
+    report.html"; the page said that it states no privacy guarantee, the console did not.  (A subprocess: under
+    pytest the log goes to pytest's handler, not to the console as it does for a user.)"""
+
+    def report(run: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "dpsynth", "report", str(run), *more]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
+
+    whole = report(run_dir, "--out", str(tmp_path / "whole.html"))
+    assert whole.returncode == 0 and whole.stderr == "", whole.stderr  # a whole run: nothing to say
+    run = tmp_path / "damaged"
+    shutil.copytree(run_dir, run)
+    (run / "privacy.json").write_text('{"epsilon": "x"}', encoding="utf-8")
+    (run / "rounds.json").write_text("[1, 2]", encoding="utf-8")
+    done = report(run)
+    assert done.returncode == 0 and f"wrote {run / 'report.html'}" in done.stdout, done.stdout + done.stderr
+    err = done.stderr.splitlines()
+    assert any(
+        line.startswith(f"warning: report of {run}: privacy.json cannot be read") and "no privacy guarantee" in line
+        for line in err
+    ), err
+    assert f"warning: report of {run}: rounds.json is damaged, so the per-round summary cannot be shown" in err, err

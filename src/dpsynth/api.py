@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import numbers
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -414,12 +415,15 @@ def _extend_held(
         result = _synthesize(
             Config(out=str(run_dir.path)), None, generators, embedder, True, progress, False, False, adding=n
         )
-    except BaseException:
+    except BaseException as exc:
         # Nothing made yet (a generator that cannot start, a damaged journal): the run is still the finished
         # run it was, so config.yaml goes back, and a later `sample` is not told to finish this one first.
         with contextlib.suppress(DpsynthError, OSError):  # the error raised says what went wrong
             if len(read_jsonl_tolerant(run_dir.journal)) == before:
                 atomic_write_text(run_dir.config, old_text)
+                # `dpsynth run --resume` would have nothing to do: the CLI names this command instead
+                with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                    exc.dpsynth_retry = f"dpsynth sample --run {shlex.quote(str(run_dir.path))} --n {n}"  # type: ignore[attr-defined]
         raise
     result.added = len(result) - before
     return result.to_dataset() if as_dataset else result

@@ -400,7 +400,16 @@ def _interrupted(exc: BaseException | None = None) -> str:
 
     if not RunDir(run_dir).config.exists():
         return f"interrupted before the run directory {run_dir} was written; nothing to resume, run again"
-    return f"interrupted; continue with `{command} --resume --out {shlex.quote(str(run_dir))}`"
+    return f"interrupted; continue with `{_continuation(exc, run_dir)}`"
+
+
+def _continuation(exc: BaseException | None, run_dir: object) -> str:
+    """The command that carries on after ``exc``: the resume of the run kept on disk, or, where a `dpsynth
+    sample` stopped before making anything and put the run back as it was, that `sample` again (a resume
+    would find the run finished and do nothing)."""
+    assert _RUN is not None
+    retry = getattr(exc, "dpsynth_retry", None)
+    return retry if isinstance(retry, str) else f"{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}"
 
 
 def _with_resume(exc: DpsynthError) -> str:
@@ -409,7 +418,7 @@ def _with_resume(exc: DpsynthError) -> str:
     run_dir = getattr(exc, "dpsynth_run_dir", None)
     if _RUN is None or run_dir is None or not isinstance(exc, GeneratorError) or "--resume" in message:
         return message
-    return f"{message}; the run is kept: once that is fixed, `{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}`"
+    return f"{message}; the run is kept: once that is fixed, `{_continuation(exc, run_dir)}`"
 
 
 def _os_error(exc: OSError) -> str:
@@ -432,7 +441,7 @@ def _os_error(exc: OSError) -> str:
         kept = False
     if not kept:
         return message
-    return f"{message}; the run is kept: once that is fixed, `{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}`"
+    return f"{message}; the run is kept: once that is fixed, `{_continuation(exc, run_dir)}`"
 
 
 class Terminated(KeyboardInterrupt):

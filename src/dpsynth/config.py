@@ -170,9 +170,18 @@ class DataConfig(StrictModel):
         if isinstance(v, (list, tuple)):
             pairs = []
             for item in v:
-                key, _, name = str(item).partition("=")
+                key, eq, name = str(item).partition("=")
+                if eq and not name.strip():  # "1=": a name forgotten, not the value meant as its name
+                    raise ValueError(
+                        f"label {key.strip()!r} has no name after '='; write {key.strip()}=<name>, or "
+                        f"{key.strip()} alone to use the value as its name"
+                    )
                 pairs.append((key.strip(), (name or key).strip()))
         elif isinstance(v, dict):
+            # a YAML `1:` or `1: ""` would name the label "None" or "" in every prompt
+            blank = [str(k) for k, n in v.items() if n is None or not str(n).strip()]
+            if blank:
+                raise ValueError(f"label {blank[0]!r} has no name; give each label one, e.g. {{{blank[0]}: positive}}")
             pairs = [(str(k), str(n)) for k, n in v.items()]
         if pairs is None:
             return v
@@ -214,6 +223,16 @@ class DataConfig(StrictModel):
             "str: always text. Never read from the records themselves."
         ),
     )
+
+    @model_validator(mode="after")
+    def _two_columns(self) -> DataConfig:
+        # the labels read as text (or the text as labels) would pass every other check; a public setting, so
+        # refusing it says nothing about the records
+        if self.text_column == self.label_column:
+            raise ValueError(
+                f"data.text_column and data.label_column are both {self.text_column!r}; name two different columns"
+            )
+        return self
 
     @model_validator(mode="after")
     def _label_type(self) -> DataConfig:

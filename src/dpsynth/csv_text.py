@@ -72,12 +72,17 @@ def _check_fields(reader: Any, sep: str, path: Path, first: int) -> None:
         seen[name] = i
     width = len(header)
     try:
+        end = reader.line_num
         for fields in reader:
+            start, end = end + 1, reader.line_num  # a quoted value may hold line breaks: a record spans lines
             if len(fields) > width and any(f.strip() for f in fields[width:]):
+                where = f"line {first + end}" if start == end else f"lines {first + start}-{first + end}"
+                # a quote left open runs the record on into the next line, whose fields it then appears to have
+                spans = f" (is a quote opened on line {first + start} not closed?)" if start != end else ""
                 raise DataError(
-                    f"{path}: the record on line {first + reader.line_num} has {len(fields)} fields, the header "
-                    f"names {width} columns; quote a value that holds {'a tab' if sep == chr(9) else 'a comma'}, "
-                    "or fix that line (its values cannot be matched to the columns)"
+                    f"{path}: the record on {where} has {len(fields)} fields, the header names {width} columns"
+                    f"{spans}; quote a value that holds {'a tab' if sep == chr(9) else 'a comma'}, or fix that "
+                    "line (its values cannot be matched to the columns)"
                 )
     except csv.Error as exc:  # never read past: pandas could read that line some other way, unchecked
         raise _unparsable(path, first + reader.line_num, exc) from None

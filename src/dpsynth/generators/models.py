@@ -146,6 +146,10 @@ def resolve_model(model: str, generator_name: str = "?") -> Path:
         shadows = canonical_model(model.strip().lower()) in EMBEDDED_MODELS or model.strip().lower() in MODEL_ALIASES
         hint = " (this folder, not the embedded model of that name, is what the name means here)" if shadows else ""
         raise GeneratorError(f"{field}: {path} is a folder{hint}; give the path of a .gguf file")
+    if not is_gguf(path):  # else llama.cpp's own, less clear, failure comes only after the other models load
+        raise GeneratorError(
+            f"{field}: {path} is not a GGUF model file (it does not start with the bytes 'GGUF'); give a .gguf file"
+        )
     return path
 
 

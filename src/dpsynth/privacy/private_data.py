@@ -157,8 +157,9 @@ def load_private(
         # An id or score column named as the text.  A note, not a stop: whether every text is a number can
         # hinge on one record, and the run's existence must not (a domain check is per record).
         notify_owner(
-            f"{where}: every {text_column!r} is a number, not text; if that is not the text column, stop the "
-            f"run now (Ctrl-C) and name the right one with data.text_column (--text-column); {columns_text(df)}"
+            f"{where}: every {text_column!r} is a number, not text; if that is not the text column, name the "
+            f"right one with data.text_column (--text-column), after stopping the run (Ctrl-C) if one has "
+            f"started; {columns_text(df)}"
         )
     blank = [i for i, v in enumerate(values) if v == "" and "" not in labels]
     if blank:

@@ -21,6 +21,7 @@ HTML building blocks in ``markup.py``, the cleaning of sample text in ``text.py`
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import shlex
@@ -42,6 +43,8 @@ from dpsynth.report.rounds import rounds_section, vote_adjective
 from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
+
+log = logging.getLogger("dpsynth")
 
 REPORT_FILE = "report.html"
 SAMPLES_PER_CLASS = 5
@@ -285,6 +288,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             "`dpsynth run`"
         )
     priv, priv_problem = read_privacy(raw_priv)
+    _warn_of_gaps(rd, raw_priv is None, priv_problem, rounds_note, evaluation_note, cfg_text is None)
     # the votes are called noisy only when privacy.json says the run is DP (epsilon = inf releases them exactly)
     noised = None if priv is None else priv.differentially_private and math.isfinite(priv.epsilon)
     records = normalise_records(records, cfg)
@@ -343,6 +347,24 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         + "\n</main></body></html>\n"
     )
     return safe_text(page)  # esc() already did; this also covers text a chart or a future section did not escape
+
+
+def _warn_of_gaps(
+    rd: Path, no_privacy: bool, privacy_problem: str, rounds_note: str, evaluation_note: str, no_config: bool
+) -> None:
+    """Say on the console what the page leaves out: a report written without a word (exit 0) could be shared
+    before anyone opens it and sees that, say, it states no privacy guarantee."""
+    gaps = [
+        "privacy.json is missing, so the report states no privacy guarantee" if no_privacy else "",
+        f"privacy.json cannot be read ({privacy_problem}), so the report states no privacy guarantee"
+        if privacy_problem
+        else "",
+        rounds_note,
+        evaluation_note,
+        "config.yaml cannot be read (damaged)" if no_config and (rd / "config.yaml").exists() else "",
+    ]
+    for gap in filter(None, gaps):
+        log.warning("report of %s: %s", rd, gap.rstrip("."))
 
 
 def _stale_evaluation(evaluation: dict[str, Any] | None, n_records: int, rd: Path) -> str:
