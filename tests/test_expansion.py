@@ -506,3 +506,26 @@ def test_sample_says_what_it_adds_and_takes_any_integer(
     pytest.importorskip("datasets")
     ds = dpsynth.extend(run, 3, generators=_gens(), embedder=FakeEmbedder(), progress=False, as_dataset=True)
     assert len(ds) == 68 and "text" in ds.column_names
+
+
+def test_a_missing_vote_file_is_refused_before_the_private_data_is_read(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: with a vote the ledger records but whose votes/round_T.npz is gone, `sample` (and a resume)
+    loaded and embedded every private record, and only then did the ledger refuse to draw that vote again."""
+    import dpsynth.methods.prompting as prompting
+
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    ledger = (run / "ledger.json").read_bytes()
+    last = sorted((run / "votes").glob("round_*.npz"))[-1]
+    last.unlink()
+
+    def trap(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the private data was read")
+
+    monkeypatch.setattr(prompting, "load_run_private", trap)
+    with pytest.raises(ResumeError, match=r"ledger records release 'round_\d+' but its saved result is missing") as exc:
+        extend(run, 3, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert last.name in str(exc.value)
+    assert (run / "ledger.json").read_bytes() == ledger  # nothing spent, nothing recorded

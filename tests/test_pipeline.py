@@ -139,6 +139,17 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
     # noisy votes only" of this run, whose saved votes ARE the exact histograms
     assert "pre-noise" not in rep["never_written"] and "noisy" not in " ".join(rep["post_processing"])
     assert "votes/" in rep["released_exactly"] and "rounds.json" in rep["released_exactly"]
+    assert "keywords" not in rep["released_exactly"]  # none drawn: contrastive examples
+    kw = fake_run_config(
+        private_csv,
+        tmp_path / "kw",
+        privacy=dict(epsilon="inf", delta=1e-5),
+        wasp=dict(variation="keywords", writers=True),
+    )
+    rep_kw = dpsynth.synthesize(kw, generators=dict(gens), embedder=FakeEmbedder(), progress=False).privacy
+    assert "class shares and the keywords of those pools in rounds.json" in rep_kw["released_exactly"]
+    assert "example pools and the keywords of those pools from the exact votes" in " ".join(rep_kw["post_processing"])
+    assert any(p.startswith("writer names in prompts") for p in rep_kw["post_processing"])
     from dpsynth.report import build_report
 
     page = build_report(tmp_path / "inf").lower()
@@ -224,6 +235,8 @@ def test_label_judge_drops_samples_of_the_wrong_label(private_csv: Path, tmp_pat
     judge_prompts = [p for p in gens["j"].prompts if "Which label fits" in p]
     assert judge_prompts and not any("SENTINEL" in p for p in judge_prompts)  # synthetic text only
     assert "negative or positive" in judge_prompts[0]
+    # privacy.json names the judge among what acts on the synthetic samples alone
+    assert any(p.startswith("a label judge (j) reads each new sample") for p in res.privacy["post_processing"])
 
 
 def test_label_judge_config_errors() -> None:

@@ -98,6 +98,8 @@ class PromptingMethod:
         # report must not call them noisy nor list them among what is never written
         private = math.isfinite(runner.ledger.epsilon)
         votes = "the noisy votes only" if private else "the exact votes (released without noise)"
+        wasp = config.effective_wasp()
+        keywords = " and the keywords of those pools" if wasp.variation == "keywords" else ""
         report = privacy_report(
             runner.ledger,
             method=config.method,
@@ -109,8 +111,14 @@ class PromptingMethod:
                 "n_synthetic": config.n_synthetic,
             },
             post_processing=[
-                f"generator weights, class shares and good/bad example pools from {votes}",
+                f"generator weights, class shares and good/bad example pools{keywords} from {votes}",
                 "all prompts contain only public text (task, label names) and synthetic samples",
+                *(["writer names in prompts from dpsynth's fixed public list"] if wasp.writers else []),
+                *(
+                    [f"a label judge ({wasp.label_judge}) reads each new sample and the label names, nothing private"]
+                    if wasp.label_judge
+                    else []
+                ),
                 *(
                     [
                         f"{expansion} of the {len(rows)} samples (round {runner.rounds_total + 1}) were generated "
@@ -125,7 +133,8 @@ class PromptingMethod:
                 ""
                 if private
                 else "the vote histograms of every round, computed from the private embeddings and labels "
-                "without noise (votes/round_*.npz, and the vote masses, weights and class shares in rounds.json)"
+                f"without noise (votes/round_*.npz, and the vote masses, weights, class shares{keywords} in "
+                "rounds.json)"
             ),
             domain=PRIVATE_TEXT_DOMAIN if runner.ledger.planned else (),
         )

@@ -120,8 +120,13 @@ def open_ledger(config: Config, run_dir: RunDir, events: list[Event]) -> Ledger:
 
 def votes_released(ledger: Ledger, run_dir: RunDir) -> bool:
     """Every planned vote is released and saved: what is left of the run (the expansion phase, or
-    ``dpsynth sample``) is post-processing and needs no private data."""
-    return ledger.complete and all(run_dir.votes(int(e.key.split("_")[1])).exists() for e in ledger.planned)
+    ``dpsynth sample``) is post-processing and needs no private data.
+
+    A recorded vote whose file is gone is refused here, before anything reads the private records: the
+    ledger would refuse it only once they were loaded and embedded for a vote it cannot draw again."""
+    for e in ledger.planned:
+        ledger.check_saved(e.key, run_dir.votes(int(e.key.split("_")[1])))
+    return ledger.complete
 
 
 def rounds_released(config: Config, run_dir: RunDir) -> bool:

@@ -177,6 +177,14 @@ class Ledger:
     def released(self, key: str) -> bool:
         return any(r["key"] == key for r in self.releases)
 
+    def check_saved(self, key: str, path: Path) -> None:
+        """Raise if release ``key`` is recorded but its saved result ``path`` is gone: it cannot be drawn again."""
+        if self.released(key) and not path.exists():
+            raise ResumeError(
+                f"{path}: the ledger records release {key!r} but its saved result is missing; drawing it "
+                "again would spend the budget twice. Restore the file or start a new --out"
+            )
+
     def steps_done(self, key: str) -> int:
         return sum(int(r["steps"]) for r in self.releases if r["key"] == key)
 
@@ -228,11 +236,7 @@ class Ledger:
         JSON values otherwise.  It is called only when nothing was released under ``key`` before.
         """
         if self.released(key):
-            if not path.exists():
-                raise ResumeError(
-                    f"{path}: the ledger records release {key!r} but its saved result is missing; drawing it "
-                    "again would spend the budget twice. Restore the file or start a new --out"
-                )
+            self.check_saved(key, path)
             return load_payload(path)
         if path.exists():  # saved, then killed before the ledger caught up: it was released
             self._record(key)
