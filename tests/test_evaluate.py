@@ -222,7 +222,7 @@ def test_identical_values_have_no_spread_and_float_noise_is_never_one() -> None:
 def test_readings_follow_the_documented_thresholds() -> None:
     from dpsynth.evaluate import fidelity as fm
 
-    assert fm.read_mauve(0.74) == "MAUVE 0.74: the synthetic texts' distribution overlaps the real one moderately"
+    assert fm.read_mauve(0.74) == "MAUVE 0.74: the synthetic texts' distribution moderately overlaps the real one"
     assert "closely" in fm.read_mauve(fm.MAUVE_WORDS[0][0]) and "hardly" in fm.read_mauve(0.1)
     assert "only partly" in fm.read_mauve(0.45) and "unreliable" in fm.read_mauve(0.95, n_min=50)
     pr = fm.read_precision_recall(0.95, 0.4, 100, 2000)

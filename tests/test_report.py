@@ -461,7 +461,7 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
         {"name": "zero-shot", "label": "zero-shot synthetic set (100 records, runs/zs)", "value": 0.634},
         *ev["headline"]["references"],
     ]
-    ev["readings"]["mauve"] = "MAUVE 0.74: the synthetic texts' distribution overlaps the real one moderately"
+    ev["readings"]["mauve"] = "MAUVE 0.74: the synthetic texts' distribution moderately overlaps the real one"
     ev["notes"] = ["no --test given: the run used data.private = embedded:imdb, so its test split is the test set"]
     (other / "evaluation.json").write_text(json.dumps(ev))
     m = re.search(r'<section id="headline">(.*?)</section>', build_report(other), re.S)
@@ -469,7 +469,7 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
     head = " ".join(" ".join(parse(m.group(1)).text).split())
     assert "100 real records from the embedded IMDb pool" in head and "0.689 ± 0.030 (3 draws)" in head
     assert "zero-shot synthetic set" in head and "0.634" in head and "0.500" in head
-    assert "overlaps the real one moderately" in head and "no --test given" in head
+    assert "moderately overlaps the real one" in head and "no --test given" in head
 
     # an evaluation.json written before the headline existed: the logreg accuracy, readings recomputed
     for key in ("headline", "readings", "notes"):
@@ -594,7 +594,7 @@ def test_chart_legends_keep_names_that_start_with_an_underscore(kind: str) -> No
     else:
         svg = plots.bar_chart("t", "title", ["1", "2"], series, stacked=kind == "stacked")
     assert svg is not None
-    legend = re.search(r'<g id="legend_1">(.*?)</svg>', svg, re.S)
+    legend = re.search(r'<g id="chart-t-legend_1">(.*?)</svg>', svg, re.S)
     assert legend, "no legend"
     shown = [t.replace("\u200b", "") for t in re.findall(r"<text[^>]*>([^<]*)</text>", legend.group(1))]
     assert {"_pos", "neg", "__dunder"} <= set(shown), shown
@@ -892,3 +892,76 @@ def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir
         for line in err
     ), err
     assert f"warning: report of {run}: rounds.json is damaged, so the per-round summary cannot be shown" in err, err
+
+
+def test_a_report_page_has_unique_element_ids(run_dir: Path) -> None:
+    """Regression: every inlined chart held matplotlib's figure_1, axes_1, ... ids (svg.hashsalt salts only
+    the hashed ones), so a page of 7 charts repeated each 7 times: invalid HTML, and a clip path or
+    gradient reference could resolve to another chart's element."""
+    page = build_report(run_dir)
+    assert page.count("<svg") >= 2
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})[:5]
+    refs = set(re.findall(r'(?:url\(#|href="#)([^")]+)', page))
+    assert refs <= set(ids)  # every reference still finds its element
+
+
+def test_a_weak_vote_is_a_warning_on_the_page(run_dir: Path, tmp_path: Path) -> None:
+    """A vote too weak to rank a class's samples (run log: one warning in round 1) showed on the page only as a
+    number in a table; the reader who never opens run.log must see it."""
+    run = tmp_path / "weak"
+    shutil.copytree(run_dir, run)
+    rounds = json.loads((run / "rounds.json").read_text(encoding="utf-8"))
+    voted = [r for r in rounds if r.get("weights")]
+    assert len(voted) >= 2
+    for r in voted:
+        r["vote_signal"], r["class_vote_signal"] = 2.0, {"0": 1.5, "1": 2.5}
+    (run / "rounds.json").write_text(json.dumps(rounds), encoding="utf-8")
+    assert "The vote was weak" not in build_report(run)  # strong votes: no box
+    voted[1]["vote_signal"], voted[1]["class_vote_signal"] = 0.4, {"0": 0.12, "1": 0.7}
+    (run / "rounds.json").write_text(json.dumps(rounds), encoding="utf-8")
+    page = build_report(run)
+    box = re.search(r'<p class="warn">The vote was weak in (.*?)</p>', page, re.S)
+    assert box, "no warning"
+    assert box.group(1).startswith(f"round {voted[1]['round']} (negative: 0.12)") and "zero-shot" in box.group(1)
+
+
+def test_an_aug_pe_reports_config_shows_the_preset_values_it_ran_with(tmp_path: Path, private_csv: Path) -> None:
+    """Regression: the report's "config.yaml (resolved)" of an Aug-PE run showed the stored wasp.q 8, use_far
+    true, variation contrastive, while the run used Aug-PE's Q = 1, near votes only, rephrase (and the
+    privacy table beside it said Top-1)."""
+    import yaml
+
+    cfg = fake_run_config(
+        private_csv, tmp_path / "augpe", method="aug-pe", generators=[dict(name="a", model="x")], wasp=dict(rounds=2)
+    )
+    dpsynth.synthesize(cfg, generators={"a": FakeGenerator("a", 1)}, embedder=FakeEmbedder(), progress=False)
+    stored = yaml.safe_load((tmp_path / "augpe" / "config.yaml").read_text())
+    assert stored["wasp"]["q"] != 1 and stored["wasp"]["variation"] != "rephrase"  # what the file keeps
+    page = build_report(tmp_path / "augpe")
+    shown = re.search(r"<summary>config.yaml \(resolved\)</summary><pre>(.*?)</pre>", page, re.S)
+    assert shown is not None
+    wasp = yaml.safe_load(html.unescape(shown.group(1)))["wasp"]
+    assert (wasp["q"], wasp["use_far"], wasp["contrastive"], wasp["weighting"], wasp["variation"]) == (
+        1,
+        False,
+        False,
+        False,
+        "rephrase",
+    )
+    assert "aug-pe fixes wasp.q, wasp.use_far" in page
+
+
+def test_the_per_round_accuracy_chart_does_not_zoom_into_test_set_noise() -> None:
+    """Regression: the chart's y-axis zoomed onto the points, so accuracies 0.730-0.735 on 2,000 test reviews
+    (one standard error about 0.010) filled the chart like a trend."""
+    from dpsynth.report.evaluation import _accuracy_range, _noise_words
+
+    accs: list[float | None] = [0.7295, 0.7345, None, 0.7330]
+    lo, hi = _accuracy_range(accs, 2000) or (0.0, 0.0)
+    se = (0.732 * 0.268 / 2000) ** 0.5
+    assert hi - lo >= 4 * se * 0.99 and lo <= 0.7295 and hi >= 0.7345
+    assert _noise_words(accs, 2000) == " (± 0.020 is test-set noise, 2,000 records)"
+    far = _accuracy_range([0.55, 0.85], 2000) or (0.0, 0.0)  # a real trend keeps its points inside
+    assert far[0] < 0.55 and far[1] > 0.85 and far[1] <= 1.0
+    assert _accuracy_range([None], 2000) is None and _noise_words([0.7], None) == ""

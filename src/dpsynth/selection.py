@@ -188,6 +188,10 @@ def class_vote_signals(
     return out
 
 
+# votes per sample / noise sd below which a vote hardly ranks: the run warns of it, and so does the report
+WEAK_VOTE = 0.25
+
+
 def vote_signal(counts: Mapping[str, float], sample_labels: Sequence[str], *, q: int, sigma: float) -> float | None:
     """How far one vote can rank its population: the near-vote mass an average sample receives, over the
     noise's standard deviation (None without noise).

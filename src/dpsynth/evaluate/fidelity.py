@@ -343,7 +343,7 @@ FID_FAR = 1.5
 def read_mauve(mauve: float, n_min: int | None = None, min_samples: int = 100) -> str:
     """MAUVE in words; flagged unreliable below ``min_samples`` texts on the smaller side."""
     word = next((w for t, w in MAUVE_WORDS if mauve >= t), MAUVE_WORDS[-1][1])
-    out = f"MAUVE {mauve:.2f}: the synthetic texts' distribution overlaps the real one {word}"
+    out = f"MAUVE {mauve:.2f}: the synthetic texts' distribution {word} overlaps the real one"
     if n_min is not None and n_min < min_samples:
         out += f" (from fewer than {min_samples} texts per side: unreliable)"
     return out

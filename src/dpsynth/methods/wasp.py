@@ -53,6 +53,7 @@ from dpsynth.prompts import PromptBuilder
 from dpsynth.round_log import check_journal
 from dpsynth.run import RunDir, run_rng
 from dpsynth.selection import (
+    WEAK_VOTE,
     ClassCounts,
     allocate,
     allocate_classes,
@@ -73,7 +74,6 @@ CHUNK = 32  # requests per generate() call: enough to fill llama.cpp slots, smal
 MAX_ATTEMPT_FACTOR = 3  # a (generator, class) quota gives up after 3x its size in requests
 KEYWORDS_PER_CLASS = 30  # wasp.variation = keywords: words kept per class from its good pool ...
 KEYWORDS_PER_PROMPT = 2  # ... and named in each prompt, drawn at random
-WEAK_VOTE = 0.25  # votes per sample / noise sd below which a vote hardly ranks (selection.vote_signal)
 
 
 @dataclass

@@ -98,6 +98,33 @@ def check_evaluation(raw: Any) -> tuple[dict[str, Any] | None, str]:
     return raw, ""
 
 
+def _standard_error(accs: list[float | None], n_test: float | None) -> float | None:
+    """The binomial standard error of an accuracy near these on ``n_test`` test records."""
+    vals = [a for a in accs if a is not None]
+    if not vals or not n_test or n_test < 1:
+        return None
+    p = sum(vals) / len(vals)
+    return math.sqrt(max(p * (1 - p), 1e-6) / n_test)
+
+
+def _noise_words(accs: list[float | None], n_test: float | None) -> str:
+    se = _standard_error(accs, n_test)
+    return "" if se is None else f" (± {2 * se:.3f} is test-set noise, {int(n_test or 0):,} records)"
+
+
+def _accuracy_range(accs: list[float | None], n_test: float | None) -> tuple[float, float] | None:
+    """A y-range at least 4 standard errors wide (or 0.05 without a test size): matplotlib zooms onto the
+    points, and differences of 0.002 between rounds filled the whole chart like a trend."""
+    vals = [a for a in accs if a is not None]
+    if not vals:
+        return None
+    se = _standard_error(accs, n_test) or 0.0125
+    lo, hi = min(vals), max(vals)
+    half = max((hi - lo) / 2 + se, 2 * se)
+    mid = (lo + hi) / 2
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def _num(x: Any) -> float | None:
     """``x`` as a float if it is a finite number (evaluation.json may hold null or a string)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
@@ -276,12 +303,15 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
             parts.append(svg)
         has_acc = any("logreg_accuracy" in r for r in per)
         if has_acc:
+            accs = [_num(r.get("logreg_accuracy")) for r in per]
+            n_test = _num((ev.get("test") or {}).get("n"))
             svg = plots.line_chart(
                 "acc",
-                "Logistic-regression accuracy, trained on rounds ≤ t",
+                "Logistic-regression accuracy, trained on rounds ≤ t" + _noise_words(accs, n_test),
                 xs,
-                {"accuracy": [r.get("logreg_accuracy") for r in per]},
+                {"accuracy": accs},
                 ylabel="accuracy",
+                ylim=_accuracy_range(accs, n_test),
             )
             if svg:
                 parts.append(svg)

@@ -43,9 +43,10 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             f"-differential privacy</strong> with respect to {esc(adjacency)}. In plain words: adding or "
             f"removing any one private record changes the probability of any outcome of this run — the "
             f"synthetic records and everything else written to the run directory — by at most a factor of "
-            f"e<sup>ε</sup> ≈ {esc(round_up(factor, 3))}, plus a probability of at most δ = {esc(round_up(delta, 2))} "
-            "that this bound does not hold. Whatever anyone later does with the synthetic data (train a model, "
-            "publish it, combine it with other data) keeps this guarantee."
+            f"e<sup>ε</sup> ≈ {esc(round_up(factor, 3))}, plus at most δ = {esc(round_up(delta, 2))} added to "
+            "that probability (δ is added, not a chance that the factor fails: (ε, δ)-DP bounds Pr[outcome] by "
+            "e<sup>ε</sup> × Pr[outcome without the record] + δ). Whatever anyone later does with the synthetic "
+            "data (train a model, publish it, combine it with other data) keeps this guarantee."
         )
     parts.append(f'<p class="{"warn" if not_dp else "guarantee"}">{words}</p>')
     if priv.guarantee:

@@ -175,7 +175,8 @@ def _samples_section(
         '<section id="samples"><h2>Example synthetic samples</h2>',
         f'<p class="note">Up to {per_class} randomly chosen synthetic records per class (seed 0). These are '
         "generated texts; private records are never shown. For reading, markdown markup and a leading echo of "
-        "the prompt are removed from the text shown (the data is unchanged; “raw text” shows it as written).</p>",
+        "the prompt are removed from the text shown (the data is unchanged; a card whose text was cleaned has "
+        "“raw text” under it, as written).</p>",
     ]
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -304,7 +305,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         meta.append(f"task: {esc(task)}")
     if priv is not None:
         meta.append(f"ε = {esc(round_up(priv.epsilon, 3))}")  # rounded up: never a stronger claim
-    meta.append(f"generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
+    meta.append(f"report generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))} by dpsynth {esc(__version__)}")
     headline = headline_section(evaluation)
     nav = "".join(
         f'<a href="#{a}">{t}</a>'
@@ -335,6 +336,12 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     ]
     if cfg_text:
         body.append(f"<details><summary>config.yaml (resolved)</summary><pre>{esc(cfg_text)}</pre></details>")
+        preset = _preset_of(method)
+        if preset:
+            body.append(
+                f'<p class="note">{esc(method)} fixes {esc(", ".join(f"wasp.{k}" for k in preset))}: the values '
+                "shown are the ones the run used, whatever config.yaml stores.</p>"
+            )
     else:
         why = "config.yaml cannot be read (damaged)" if (rd / "config.yaml").exists() else "No config.yaml here"
         body.append(f'<p class="note">{why}.</p>')
@@ -347,6 +354,13 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         + "\n</main></body></html>\n"
     )
     return safe_text(page)  # esc() already did; this also covers text a chart or a future section did not escape
+
+
+def _preset_of(method: str) -> dict[str, Any]:
+    from dpsynth.methods.registry import METHODS
+
+    spec = METHODS.get(method)
+    return dict(spec.preset) if spec is not None and spec.preset else {}
 
 
 def _warn_of_gaps(

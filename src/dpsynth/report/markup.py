@@ -17,7 +17,7 @@ header{border-bottom:1px solid #dde2ea;margin-bottom:1rem}
 h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.25rem;margin:2rem 0 .6rem;border-bottom:1px solid #e4e8ef;
 padding-bottom:.2rem}h3{font-size:1.02rem;margin:1.2rem 0 .4rem}
 .meta{color:#5a6478;font-size:.9rem}
-nav a{margin-right:.9rem;font-size:.92rem;color:#2456a6;text-decoration:none}
+nav{display:flex;flex-wrap:wrap;gap:.2rem .9rem}nav a{font-size:.92rem;color:#2456a6;text-decoration:none}
 .tablewrap{max-width:100%;overflow-x:auto;margin:.5rem 0 1rem}
 table{border-collapse:collapse;margin:0;font-size:.88rem;background:#fff}
 .subtables{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}

@@ -2,7 +2,7 @@
 
 Each function returns an ``<svg ...>...</svg>`` string ready to embed in HTML: no XML prolog, no
 DOCTYPE, no metadata, no external reference, text kept as ``<text>`` (``svg.fonttype = none``),
-element ids salted per chart so several charts can share one page.  matplotlib is in the ``eval``
+element ids prefixed with the chart's name so several charts can share one page.  matplotlib is in the ``eval``
 extra: without it every function returns a one-line note in place of its chart (:func:`omitted`), and
 the report shows the tables and those notes.
 """
@@ -56,6 +56,14 @@ def _svg(fig: Any, salt: str, title: str) -> str:
     s = re.sub(r"<!DOCTYPE[^>]*>\s*", "", s)
     s = re.sub(r"<metadata>.*?</metadata>\s*", "", s, flags=re.S)
     s = s[s.index("<svg") :]
+    # matplotlib names the parts of every figure alike (figure_1, axes_1, ...; svg.hashsalt changes only its
+    # hashed ids): prefix them all with the chart's salt, so that several charts give one page unique ids
+    ids = set(re.findall(r'\sid="([^"]+)"', s))
+    prefix = "chart-" + re.sub(r"[^A-Za-z0-9_-]", "-", salt) + "-"
+    s = re.sub(r'(\sid=")([^"]+)"', lambda m: f'{m.group(1)}{prefix}{m.group(2)}"', s)
+    s = re.sub(
+        r'(url\(#|href="#)([^")]+)', lambda m: m.group(1) + (prefix if m.group(2) in ids else "") + m.group(2), s
+    )
 
     def root(m: re.Match[str]) -> str:
         tag = re.sub(r'\s(width|height)="[^"]*"', "", m.group(0))

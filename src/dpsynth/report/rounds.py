@@ -13,6 +13,7 @@ from typing import Any
 from dpsynth.privacy.report import round_up
 from dpsynth.report import plots
 from dpsynth.report.markup import esc, fmt, table
+from dpsynth.selection import WEAK_VOTE
 
 
 def _generators_table(cfg: dict[str, Any]) -> str:
@@ -70,8 +71,9 @@ def rounds_section(
     gens = sorted({g for r in rounds for key in ("weights", "vote_mass", "accepted") for g in (r.get(key) or {})})
     xs = [int(r.get("round", i)) for i, r in enumerate(rounds)]
     voted = [r for r in rounds if r.get("weights")]
-    if voted:
-        vx = [int(r.get("round", 0)) for r in voted]
+    parts.append(_weak_vote_warning(voted, labels) if noised else "")
+    vx = [int(r.get("round", 0)) for r in voted]
+    if voted and len(gens) > 1:  # one generator's weight is 1 in every round: a flat line says nothing
         svg = plots.line_chart(
             "weights",
             f"Generator weights per round (from the {vote_adjective(noised)}vote)",
@@ -82,6 +84,7 @@ def rounds_section(
         )
         if svg:
             parts.append(svg)
+    if voted:
         svg = plots.bar_chart(
             "votemass",
             _VOTE_MASS_TITLE[noised],
@@ -123,6 +126,29 @@ ROUND_MEASURES = (
     ("vote_mass", "{votes}vote mass"),
     ("accepted", "Accepted samples"),
 )
+
+
+def _weak_vote_warning(voted: list[dict[str, Any]], labels: Mapping[str, str]) -> str:
+    """A warning box when a vote was too weak to rank a class's samples: its good and bad examples were then
+    chosen mostly by the noise, and the rounds after it add little that the private records taught (the run
+    log says it once; a reader of the page must not have to find it there)."""
+    weak = []
+    for i, r in enumerate(voted):
+        per = r.get("class_vote_signal")
+        per = per if isinstance(per, dict) and per else {"": r.get("vote_signal")}
+        low = [(float(v), labels.get(c, c)) for c, v in per.items() if isinstance(v, (int, float)) and v < WEAK_VOTE]
+        if low:
+            v, c = min(low)
+            weak.append(f"{_round_name(r, i)} ({c + ': ' if c else ''}{v:.2f})")
+    if not weak:
+        return ""
+    return (
+        f'<p class="warn">The vote was weak in round{"s" * (len(weak) > 1)} {", ".join(weak)}: below about '
+        f"{WEAK_VOTE} votes per sample / noise sd, a class's good and bad examples are chosen mostly by the noise, "
+        "so those rounds add little that the private records taught; compare the set with a zero-shot set "
+        "(<code>dpsynth evaluate --reference-zero-shot</code>). <code>wasp.vote_on: latest</code>, a smaller "
+        "<code>wasp.population</code>, fewer <code>wasp.rounds</code> or a larger epsilon strengthen it.</p>"
+    )
 
 
 def _round_name(r: dict[str, Any], i: int) -> str:
@@ -174,7 +200,8 @@ def _round_tables(
     subs.append(
         "<div><h4>Class shares, vote strength, privacy spent and time</h4>"
         + table(
-            ["round", "class shares", "votes per sample / noise sd (lowest class)", "epsilon spent", "seconds"], rows
+            ["round", "class shares", "votes per sample / noise sd (lowest class)", "epsilon spent so far", "seconds"],
+            rows,
         )
         + "</div>"
     )

@@ -58,6 +58,10 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     for section, users in SECTION_USERS.items():
         if method in METHODS and method not in users and section != "data":
             shown.pop(section, None)
+    # a preset (aug-pe's Q = 1, near votes only, ...) overrides the stored wasp values: show what the run used
+    preset = METHODS[method].preset if method in METHODS else None
+    if preset and isinstance(shown.get("wasp"), dict):
+        shown["wasp"].update(preset)
     data = shown.get("data")
     private = data.get("private") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(private, str) and os.path.isabs(private):
