@@ -965,3 +965,22 @@ def test_the_per_round_accuracy_chart_does_not_zoom_into_test_set_noise() -> Non
     far = _accuracy_range([0.55, 0.85], 2000) or (0.0, 0.0)  # a real trend keeps its points inside
     assert far[0] < 0.55 and far[1] > 0.85 and far[1] <= 1.0
     assert _accuracy_range([None], 2000) is None and _noise_words([0.7], None) == ""
+
+
+def test_label_consistency_is_shown_per_class_and_per_generator_only_among_several(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """The overall score hid a 0.85 / 1.00 split between the classes (evaluation.json had it); a one-generator
+    run repeated its score as that generator's."""
+    run = tmp_path / "lc"
+    shutil.copytree(run_dir, run)
+    ev = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
+    lc = {"score": 0.935, "real_reference": 0.79, "by_label": {"0": 0.852, "1": 0.998, "2": "x"}}
+    ev["fidelity"]["label_consistency"] = {**lc, "by_generator": {"a": {"n": 10, "score": 0.935}}}
+    (run / "evaluation.json").write_text(json.dumps(ev), encoding="utf-8")
+    text = " ".join(parse(build_report(run)).text)
+    assert "label consistency of the samples labelled 0" in text and "labelled 1" in text
+    assert "labelled 2" not in text and "label consistency of a (" not in text
+    ev["fidelity"]["label_consistency"]["by_generator"]["b"] = {"n": 5, "score": 0.9}
+    (run / "evaluation.json").write_text(json.dumps(ev), encoding="utf-8")
+    assert "label consistency of a (10 samples)" in " ".join(parse(build_report(run)).text)

@@ -273,7 +273,14 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
                     lc.get("score"),
                 ]
             )
-            for g, v in (lc.get("by_generator") or {}).items():
+            # per class: a class whose samples often read as another is where the labels fail (the score
+            # alone hides a 0.85 / 1.00 split); per generator only where there are several
+            by_label = lc.get("by_label")
+            for c, v in by_label.items() if isinstance(by_label, dict) else ():
+                if _num(v) is not None:
+                    rows.append([f"label consistency of the samples labelled {c}", v])
+            by_gen = lc.get("by_generator") or {}
+            for g, v in by_gen.items() if len(by_gen) > 1 else ():
                 if isinstance(v, dict):
                     rows.append([f"label consistency of {g} ({v.get('n')} samples)", v.get("score")])
         parts.append(table(["metric", "value"], rows))
