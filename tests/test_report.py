@@ -984,3 +984,16 @@ def test_label_consistency_is_shown_per_class_and_per_generator_only_among_sever
     ev["fidelity"]["label_consistency"]["by_generator"]["b"] = {"n": 5, "score": 0.9}
     (run / "evaluation.json").write_text(json.dumps(ev), encoding="utf-8")
     assert "label consistency of a (10 samples)" in " ".join(parse(build_report(run)).text)
+
+
+def test_the_headline_names_the_test_sets_noise(run_dir: Path, tmp_path: Path) -> None:
+    """The headline accuracy stood alone, its comparison rows with a spread: 0.735 against 0.742 read as a
+    difference, on a test set whose own noise is +- 0.02."""
+    run = tmp_path / "head"
+    shutil.copytree(run_dir, run)
+    ev = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
+    ev["headline"]["value"], ev["test"]["n"] = 0.735, 2000
+    (run / "evaluation.json").write_text(json.dumps(ev), encoding="utf-8")
+    m = re.search(r'<section id="headline">(.*?)</section>', build_report(run), re.S)
+    assert m is not None
+    assert "± 0.020 is the test set's own noise (2,000 records" in " ".join(parse(m.group(1)).text)

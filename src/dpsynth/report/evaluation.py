@@ -173,6 +173,13 @@ def headline_section(ev: dict[str, Any] | None) -> str:
         f'<p class="figure">{esc(head.get("metric") or "accuracy")} <strong>{esc(_acc(value))}</strong></p>',
         f"<p>{esc(head.get('description') or head.get('text') or '')}</p>",
     ]
+    n_test = _num((ev.get("test") or {}).get("n"))
+    se = _standard_error([value], n_test) if head.get("metric") in (None, "accuracy") else None
+    if se is not None:  # a figure without its noise reads as exact: 0.735 against 0.742 is no difference here
+        parts.append(
+            f'<p class="note">± {2 * se:.3f} is the test set\'s own noise ({int(n_test or 0):,} records, two '
+            "standard errors): accuracies closer than that are not told apart by this test.</p>"
+        )
     rows = []
     for ref in head.get("references") or []:
         v = _num(ref.get("value")) if isinstance(ref, dict) else None
