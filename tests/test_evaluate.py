@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -645,6 +646,7 @@ def test_embedded_run_defaults_to_its_test_split_with_references(
     assert out[1].startswith("  compare ") and "40 real records from the embedded IMDb pool" in out[1]
     assert "(3 draws)" in out[1] or "(same in all 3 draws)" in out[1]
     assert "zero-shot synthetic set (30 records" in out[2] and "most common test label" in out[3]
+    assert re.search(r"most common test label \('[01]', (negative|positive)\)", out[3]), out[3]  # value and name
     assert out[4].startswith("reading   precision ") and "FID" in out[5]
     assert "note: no --test given: the run used data.private = embedded:imdb" in captured.out
     assert "no --test given" in captured.err  # said at once, too

@@ -362,6 +362,7 @@ def test_report_tabular_non_private_run(tmp_path: Path) -> None:
         ("Here's a negative review of the movie: The plot was dull.", "The plot was dull."),
         ("Positive movie review: Loved it, __truly__.", "Loved it, truly."),
         ("Review:\nGreat film", "Great film"),
+        ("## Review:\n\nGreat film", "Great film"),  # an echo written as a heading
         ('"A whole review in quotes."', "A whole review in quotes."),
         (
             "# Verdict\n* acting: fine\n- plot: thin\n> quoted line\n---\nSee [the trailer](#t).",
@@ -443,6 +444,7 @@ def test_report_leads_with_the_headline_and_its_references(run_dir: Path, tmp_pa
     acc = ev["utility"]["logreg"]["accuracy"]["mean"]
     assert f"accuracy {acc:.3f}" in head and "trained on the" in head and "synthetic records" in head
     assert "always answering the most common test label" in head  # the majority-class reference
+    assert re.search(r"most common test label \('[01]', (negative|positive)\)", head), head  # with its name
     assert "FID" in head and "precision" in head  # the readings in plain words
     assert '<a href="#headline">' in page
 
@@ -997,3 +999,65 @@ def test_the_headline_names_the_test_sets_noise(run_dir: Path, tmp_path: Path) -
     m = re.search(r'<section id="headline">(.*?)</section>', build_report(run), re.S)
     assert m is not None
     assert "± 0.020 is the test set's own noise (2,000 records" in " ".join(parse(m.group(1)).text)
+
+
+def test_the_repetition_section_names_a_repeated_opening_and_name(run_dir: Path, tmp_path: Path) -> None:
+    """Five random cards per class cannot show that one record in six of a class tells the same invented
+    film's story (an Aug-PE set of 1,000 did): the repetition section counts it and warns."""
+    run = tmp_path / "repetitive"
+    shutil.copytree(run_dir, run)
+    words = ["plot", "music", "acting", "story", "camera", "pace", "ending", "cast", "score", "light"]
+    varied = [f"Take {i}: the {words[i % 10]} and I liked the {words[i % 7]}." for i in range(60)]
+    records = [{"text": t, "label": str(i % 2)} for i, t in enumerate(varied)]
+    # class 1: 8 of 38 records open alike after a prompt echo, and name the same invented film
+    records += [
+        {"text": f"Sure! Here is a positive movie review:\n\n**Rise and Roll** is a gem, take {i}.", "label": "1"}
+        for i in range(8)
+    ]
+    records += [{"text": varied[0], "label": "0"}] * 2  # two exact duplicates of a class-0 record
+    (run / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    page = write_report(run).read_text(encoding="utf-8")
+    p = parse(page)
+    assert "repetition" in p.ids and 'href="#repetition"' in page
+    section = html.unescape(page.split('id="repetition"')[1].split("</section>")[0])
+    text = re.sub(r"<[^>]+>", " ", section)
+    assert "8 of the 38 records of class positive (21%) begin “rise and roll is a”." in text
+    assert "8 of the 38 records of class positive (21%) name Rise and Roll." in text
+    assert "negative" not in text.split("A set this repetitive")[0]  # class 0 repeats nothing that much
+    rows = {r.split("</td>")[0].split(">")[-1]: r for r in section.split("<tr>")[2:]}
+    assert "<td>30 (94%)</td>" in rows["negative"] and '<td class="num">2</td>' in rows["negative"]
+    assert "<td>31 (82%)</td>" in rows["positive"]  # 30 varied openings + one shared by 8
+    assert "And I" not in section  # the pronoun is no name
+
+
+def test_repetition_counts_are_quiet_on_a_varied_set_and_linear_on_long_text() -> None:
+    import time
+
+    from dpsynth.report.repetition import names, opening, repetition_section
+
+    assert names("When I'm with Emma Stone and I watch The Lord of the Rings") == {
+        "Emma Stone",
+        "The Lord of the Rings",
+    }
+    assert names("And I loved it. What I liked: everything") == set()
+    assert opening("## Review:\n\nThe **film**, sadly, was dull and long.", "review") == "the film sadly was dull"
+    varied = [{"text": f"Record {i} talks about topic {i * 7} in its own way.", "label": "x"} for i in range(50)]
+    assert 'class="warn"' not in repetition_section(varied, {"x": "only"})
+    assert "No synthetic text" in repetition_section([{"text": " ", "label": "x"}], {})
+    start = time.perf_counter()
+    for bad in ("A " * 200_000, "Aa of the " * 50_000, "I " * 200_000, "__a " * 50_000):
+        names(bad)
+        opening(bad)
+    assert time.perf_counter() - start < 5
+
+
+def test_the_header_shows_the_run_directory_as_given_not_where_it_lies(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared report showed the absolute path of the run on its author's disk (/home/NAME/...)."""
+    monkeypatch.chdir(run_dir.parent)
+    header = _header(build_report(run_dir.name))
+    assert re.search(rf"run directory:\s+{run_dir.name}\b", header) and str(run_dir.parent) not in header
+    monkeypatch.chdir(run_dir)
+    page = build_report(".")
+    assert f"<title>dpsynth report — {run_dir.name}</title>" in page and str(run_dir.parent) not in _header(page)

@@ -281,7 +281,9 @@ def evaluate(
                 "source": zs.source,
             }
         )
-    references.append(majority_reference(tst.labels))
+    declared = run_data_config(run_cfg).get("labels")
+    names = {str(k): v for k, v in declared.items()} if isinstance(declared, dict) else {}
+    references.append(majority_reference(tst.labels, names))
     timings["references"] = time.perf_counter() - t0
     result["headline"] = headline_figure(result["utility"][downstream.LOGREG], model_name, len(syn), tst, references)
 

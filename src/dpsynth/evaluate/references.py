@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,19 @@ def headline_figure(
     }
 
 
-def majority_reference(test_labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy of always answering the most common test label: what a classifier that learnt nothing gets."""
+def majority_reference(test_labels: Sequence[str], names: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy of always answering the most common test label: what a classifier that learnt nothing gets.
+
+    ``names`` (the run's label value -> name) puts the name beside the value: "'0'" alone told a reader
+    nothing about which class the test set holds most of."""
     from collections import Counter
 
     label, count = Counter(test_labels).most_common(1)[0]
+    name = (names or {}).get(label)
+    shown = f"{label!r}, {name}" if name not in (None, "", label) else repr(label)
     return {
         "name": "majority",
-        "label": f"always answering the most common test label ({label!r})",
+        "label": f"always answering the most common test label ({shown})",
         "value": count / len(test_labels),
     }
 

@@ -4,9 +4,10 @@ Sections: the headline figure of the evaluation with its reference points and re
 ``dpsynth evaluate`` ran; a reader looks there first), privacy guarantee (plain words + mechanism
 table, from privacy.json), generation rounds (generator weights, noisy vote mass, accepted samples,
 epsilon per round, from rounds.json when the method writes it; one compact table per measure),
-class balance, evaluation (evaluation.json, including per-round FID), example synthetic samples per
-class (cleaned of markdown and prompt echoes for reading, the raw text kept alongside), and the
-resolved config.  Wide tables scroll inside their own box, so the page never scrolls sideways.
+class balance, repetition (openings and names the synthetic records repeat), evaluation
+(evaluation.json, including per-round FID), example synthetic samples per class (cleaned of markdown
+and prompt echoes for reading, the raw text kept alongside), and the resolved config.  Wide tables scroll
+inside their own box, so the page never scrolls sideways.
 
 Only run outputs are read: synthetic records, the privacy report, per-round summaries of the votes
 (noised in a DP run; an epsilon = inf run's are exact, and the page says so), the config.  Everything
@@ -15,8 +16,8 @@ scripts, no external styles, fonts or images).
 
 This module reads the run directory and lays out the page; the privacy section is in ``guarantee.py``,
 the headline and evaluation sections in ``evaluation.py``, the generation rounds in ``rounds.py``, the
-HTML building blocks in ``markup.py``, the cleaning of sample text in ``text.py`` and the charts in
-``plots.py``.
+repetition counts in ``repetition.py``, the HTML building blocks in ``markup.py``, the cleaning of sample
+text in ``text.py`` and the charts in ``plots.py``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dpsynth.report import plots
 from dpsynth.report.evaluation import DAMAGED, check_evaluation, evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, safe_text, table
+from dpsynth.report.repetition import repetition_section
 from dpsynth.report.rounds import rounds_section, vote_adjective
 from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
 from dpsynth.report.text import clean_for_display, clip
@@ -299,7 +301,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     task = run_task(cfg)
     if task is None and priv is not None and priv.public_inputs.get("task"):
         task = str(priv.public_inputs["task"])  # no config.yaml: the task privacy.json lists among the public inputs
-    title = f"dpsynth report — {rd.name}"
+    title = f"dpsynth report — {rd.resolve().name}"  # "." has no name of its own
     meta = [f"method <strong>{esc(method)}</strong>", f"{esc(fmt(len(records)))} synthetic records"]
     if task:
         meta.append(f"task: {esc(task)}")
@@ -315,6 +317,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             *((("membership", "Membership"),) if (rd / "membership.json").exists() else ()),
             ("rounds", "Rounds"),
             ("classes", "Classes"),
+            ("repetition", "Repetition"),
             ("evaluation", "Evaluation"),
             ("samples", "Samples"),
             ("config", "Config"),
@@ -322,13 +325,15 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     )
     body = [
         f'<header><h1>{esc(title)}</h1><p class="meta">{" · ".join(meta)}</p>',
-        f'<p class="meta">run directory: <code>{esc(rd.resolve())}</code></p><nav>{nav}</nav></header>',
+        # the path as given, not resolved: a shared report need not show where the run lay on its author's disk
+        f'<p class="meta">run directory: <code>{esc(run_dir)}</code></p><nav>{nav}</nav></header>',
         _stale_evaluation(evaluation, len(records), rd),
         headline,
         privacy_section(priv, priv_problem),
         _membership(rd),
         rounds_section(rounds, cfg, labels, rounds_note, noised),
         _class_section(records, labels, rounds, evaluation, declared, noised),
+        repetition_section(records, labels, task),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None, evaluation_note),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),

@@ -35,6 +35,7 @@ def clean_for_display(text: str, task: str | None = None, labels: Iterable[str] 
     """
     raw = text
     t = text.replace("\r\n", "\n").strip()
+    t = _HEADING.sub("", t, count=1) if _HEADING.match(t) else t  # "## Review:" is an echo too
     t = _HERE_IS.sub("", t, count=1) if _HERE_IS.match(t) else t
     words = [w for w in (task or "", "review", "text") if w]
     names = "|".join(re.escape(str(x)) for x in labels if str(x))
