@@ -1002,50 +1002,64 @@ def test_the_headline_names_the_test_sets_noise(run_dir: Path, tmp_path: Path) -
 
 
 def test_the_repetition_section_names_a_repeated_opening_and_name(run_dir: Path, tmp_path: Path) -> None:
-    """Five random cards per class cannot show that one record in six of a class tells the same invented
-    film's story (an Aug-PE set of 1,000 did): the repetition section counts it and warns."""
+    """Five random cards per class cannot show that one record in eight of a class tells the same invented
+    film's story (an Aug-PE set of 1,000 did): the repetition section counts it and warns, for every opening
+    and name over the line, with a name's spellings counted together."""
     run = tmp_path / "repetitive"
     shutil.copytree(run_dir, run)
     words = ["plot", "music", "acting", "story", "camera", "pace", "ending", "cast", "score", "light"]
     varied = [f"Take {i}: the {words[i % 10]} and I liked the {words[i % 7]}." for i in range(60)]
     records = [{"text": t, "label": str(i % 2)} for i, t in enumerate(varied)]
-    # class 1: 8 of 38 records open alike after a prompt echo, and name the same invented film
+    # class 1: 8 of 40 records open alike after a prompt echo and name one invented film, two more name it
+    # with an article or a possessive; 6 name two actors joined by "and"
     records += [
         {"text": f"Sure! Here is a positive movie review:\n\n**Rise and Roll** is a gem, take {i}.", "label": "1"}
         for i in range(8)
     ]
+    records += [{"text": "I watched The Rise and Roll tonight.", "label": "1"}]
+    records += [{"text": "Rise and Roll's cast shines.", "label": "1"}]
+    for r in records[1:12:2]:
+        r["text"] += " With Emma Stone and Chris Hemsworth."
     records += [{"text": varied[0], "label": "0"}] * 2  # two exact duplicates of a class-0 record
     (run / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     page = write_report(run).read_text(encoding="utf-8")
     p = parse(page)
     assert "repetition" in p.ids and 'href="#repetition"' in page
     section = html.unescape(page.split('id="repetition"')[1].split("</section>")[0])
-    text = re.sub(r"<[^>]+>", " ", section)
-    assert "8 of the 38 records of class positive (21%) begin “rise and roll is a”." in text
-    assert "8 of the 38 records of class positive (21%) name Rise and Roll." in text
-    assert "negative" not in text.split("A set this repetitive")[0]  # class 0 repeats nothing that much
+    text = " ".join(re.sub(r"<[^>]+>", " ", section).split())
+    assert (
+        "Class positive (40 records): 8 (20%) begin “rise and roll is a”, 10 (25%) mention “Rise and Roll”, "
+        "6 (15%) mention “Chris Hemsworth”, 6 (15%) mention “Emma Stone”." in text
+    )
+    assert "Emma Stone and Chris" not in text and "Class negative" not in text  # class 0 repeats too little
+    assert "<code>dpsynth evaluate RUN_DIR --reference-zero-shot ZERO_SHOT_SET</code>" in section
     rows = {r.split("</td>")[0].split(">")[-1]: r for r in section.split("<tr>")[2:]}
     assert "<td>30 (94%)</td>" in rows["negative"] and '<td class="num">2</td>' in rows["negative"]
-    assert "<td>31 (82%)</td>" in rows["positive"]  # 30 varied openings + one shared by 8
+    assert "<td>Rise and Roll (10, 25.0%)</td>" in rows["positive"]
+    assert "<td>33 (82%)</td>" in rows["positive"]  # 30 varied openings, one shared by 8, two more
     assert "And I" not in section  # the pronoun is no name
 
 
 def test_repetition_counts_are_quiet_on_a_varied_set_and_linear_on_long_text() -> None:
     import time
 
-    from dpsynth.report.repetition import names, opening, repetition_section
+    from dpsynth.report.repetition import name_key, names, opening, repetition_section
 
-    assert names("When I'm with Emma Stone and I watch The Lord of the Rings") == {
+    assert names("When I'm with Emma Stone and I watch 'The Lord of the Rings' and Pride and Prejudice") == {
         "Emma Stone",
         "The Lord of the Rings",
+        "Pride and Prejudice",
     }
-    assert names("And I loved it. What I liked: everything") == set()
+    assert names("And I loved it. What I liked: everything. Plot Summary: The Movie") == set()
+    assert names("John Travolta's role in The Night Circus The Night Circus") == {"John Travolta", "The Night Circus"}
+    assert names("With Emma Stone. When The Matrix ends. This Is") == {"Emma Stone", "The Matrix"}
+    assert name_key("The Rise and Roll") == name_key("Rise and Roll")
     assert opening("## Review:\n\nThe **film**, sadly, was dull and long.", "review") == "the film sadly was dull"
     varied = [{"text": f"Record {i} talks about topic {i * 7} in its own way.", "label": "x"} for i in range(50)]
     assert 'class="warn"' not in repetition_section(varied, {"x": "only"})
     assert "No synthetic text" in repetition_section([{"text": " ", "label": "x"}], {})
     start = time.perf_counter()
-    for bad in ("A " * 200_000, "Aa of the " * 50_000, "I " * 200_000, "__a " * 50_000):
+    for bad in ("A " * 200_000, "Aa of the " * 50_000, "I " * 200_000, "__a " * 50_000, "Aa and " * 50_000):
         names(bad)
         opening(bad)
     assert time.perf_counter() - start < 5
