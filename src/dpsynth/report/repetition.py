@@ -55,8 +55,8 @@ _GENERIC = {"the", "a", "an", "this", "movie", "film", "review", "summary", "plo
 
 # a sentence's first word is capitalised whatever it is: "With Emma Stone" names Emma Stone
 _LEADING = set(
-    "after also although and as at because before but by during even for from he her here his how if in into "  # noqa: SIM905
-    "it its meanwhile my now of on or our overall she since so still that their then there these they this "
+    "after also although and as at because before but by dear during even for from he hello her here hi his how if "  # noqa: SIM905
+    "in into it its meanwhile my now of on or our overall she since so still that their then there these they this "
     "those though to unlike we what when where which while who why with without yet you your".split()
 )
 
