@@ -1052,7 +1052,7 @@ def test_repetition_counts_are_quiet_on_a_varied_set_and_linear_on_long_text() -
     }
     assert names("And I loved it. What I liked: everything. Plot Summary: The Movie") == set()
     assert names("John Travolta's role in The Night Circus The Night Circus") == {"John Travolta", "The Night Circus"}
-    assert names("With Emma Stone. When The Matrix ends. This Is") == {"Emma Stone", "The Matrix"}
+    assert names("With Emma Stone. When The Matrix ends. This Is. Dear All, Hi Team") == {"Emma Stone", "The Matrix"}
     assert name_key("The Rise and Roll") == name_key("Rise and Roll")
     assert opening("## Review:\n\nThe **film**, sadly, was dull and long.", "review") == "the film sadly was dull"
     varied = [{"text": f"Record {i} talks about topic {i * 7} in its own way.", "label": "x"} for i in range(50)]
