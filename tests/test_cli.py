@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -141,6 +142,25 @@ def test_privacy_bad_numbers(args: list[str], flag: str) -> None:
 
 
 # ---------------------------------------------------------------- (b) init
+def test_the_init_file_leaves_generators_to_the_method_and_flags_the_imdb_labels(tmp_path: Path) -> None:
+    """The file for every method pinned three generators and the judge, so `--method aug-pe` (one generator)
+    and `--generators ...` (the judge not among them) failed on it; the file for one text method wrote the
+    IMDb labels and task as if they were the user's, and a run on other data kept them without a word."""
+    generic = tmp_path / "all.yaml"
+    main(["init", str(generic)])
+    assert "\n# generators:" in generic.read_text() and "  # label_judge:" in generic.read_text()
+    cfg = load_config(generic, {"method": "aug-pe"})
+    assert [g.name for g in cfg.generators] == ["qwen2.5-coder-0.5b"]
+    one = [{"name": "a", "backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]
+    assert load_config(generic, {"generators": one}).wasp.label_judge is None
+    wasp = tmp_path / "wasp.yaml"
+    main(["init", str(wasp), "--method", "wasp"])
+    lines = wasp.read_text().splitlines()
+    for key in ("labels", "task"):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {key}:"))
+        assert "embedded IMDb" in lines[at - 1] and "set your own" in lines[at - 1]
+
+
 def test_init_round_trips_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "dpsynth.yaml"
     result = runner.invoke(app, ["init", str(path)])
@@ -160,6 +180,16 @@ def test_init_round_trips_and_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- (c) flag overrides
+def test_null_unsets_a_text_field_that_may_be_unset() -> None:
+    """`--label-judge null` asked for a generator named "null": the label judge (on in the embedded defaults)
+    could not be turned off from the command line."""
+    for word in ("null", "None", "~", ""):
+        assert parse_overrides(["--label-judge", word]) == {"wasp.label_judge": None}, word
+    assert load_config(None, parse_overrides(["--label-judge", "null"])).wasp.label_judge is None
+    assert parse_overrides(["--out", "none"]) == {"out": "none"}  # a path stays text: a folder may be named so
+    assert parse_overrides(["--task", "none"]) == {"data.task": "none"}  # a text field that cannot be unset
+
+
 def test_parse_overrides_maps_flags_to_dotted_paths(tmp_path: Path) -> None:
     args = ["--epsilon", "2", "--wasp.q", "4", "--labels", "0=neg,1=pos", "--n-synthetic", "10"]
     overrides = parse_overrides(args)
@@ -392,6 +422,37 @@ def test_the_python_api_warns_of_settings_the_method_ignores(caplog: pytest.LogC
     assert "finetune.batch_size is set, but method dp-finetune does not read it" in caplog.text
 
 
+def test_a_setting_the_method_fixes_or_never_reads_is_refused_as_a_flag_and_warned_of_in_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--method aug-pe --q 4` passed without a word (the preset fixes q = 1) and config.yaml then recorded a
+    q the run never used; zero-shot likewise took --rounds.  Generators equal to the defaults were warned of
+    as set (a model compared with a dict), and a Config changed by assignment skipped the whole-config checks."""
+    import math
+
+    import dpsynth
+    from dpsynth.config import unread_settings
+
+    for args, needle in (
+        (["--method", "aug-pe", "--q", "4"], "--q (wasp.q): --method aug-pe fixes it to 1; drop it"),
+        (["--method", "aug-pe", "--contrastive", "true"], "fixes it to false"),
+        (["--method", "zero-shot", "--rounds", "3"], "--rounds (wasp.rounds) is a setting of wasp and aug-pe"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["run", "--check", *args, "--out", str(tmp_path / "never")])
+        assert info.value.code == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    main(["run", "--check", "--method", "zero-shot", "--max-new-tokens", "80", "--out", str(tmp_path / "zs")])
+    assert unread_settings(Config(method="aug-pe", wasp={"q": 4, "rounds": 3})) == ["wasp.q"]
+    assert unread_settings(Config(method="zero-shot", wasp={"rounds": 3, "max_new_tokens": 80})) == ["wasp.rounds"]
+    assert unread_settings(Config(method="dp-finetune", generators=Config().generators)) == []  # the defaults
+    cfg = Config(method="pearl", out=str(tmp_path / "p"))
+    cfg.privacy.epsilon = math.inf  # accepted field by field; pearl needs noise
+    with pytest.raises(ConfigError, match="give pearl a finite epsilon"):
+        dpsynth.synthesize(cfg, progress=False, check_only=True)
+
+
 def test_main_success_returns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     main(["init", str(tmp_path / "x.yaml")])  # no SystemExit on success
     assert "wrote" in capsys.readouterr().out
@@ -593,7 +654,9 @@ def test_run_check_with_the_embedded_models(tmp_path: Path, private_csv: Path) -
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("checked: method wasp; labels 0=negative, 1=positive; task 'movie review'; ")
-    assert "generators smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b; epsilon 4." in proc.stdout
+    assert "generators smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b; label judge qwen2.5-coder-0.5b; epsilon 4." in (
+        proc.stdout
+    )
     assert "starts the run" in proc.stdout and "SENTINEL" not in proc.stdout + proc.stderr
     assert not out.exists()
     bad = [a if a != "review" else "reveiw" for a in args]
@@ -1056,3 +1119,30 @@ def test_a_resumed_run_judges_flags_by_its_stored_method(tmp_path: Path, capsys:
         main(["run", "--resume", "--out", str(out), "--n-frequencies", "32", "--wasp.q", "2"])
     err = capsys.readouterr().err
     assert "(wasp.q) is a setting of wasp" in err and "not of --method pearl" in err, err
+
+
+@pytest.mark.parametrize(
+    "yaml_text, hint",
+    [
+        ("wasp: {epsilon: 4}", "did you mean privacy.epsilon? it is not a field of wasp"),
+        ("wasp: {epsilonn: 4}", "did you mean privacy.epsilon?"),
+        ("finetune: {lr: 0.1}", "did you mean 'learning_rate'?"),
+    ],
+)
+def test_a_field_in_the_wrong_section_or_by_another_name_is_pointed_at(
+    yaml_text: str, hint: str, tmp_path: Path
+) -> None:
+    """`wasp: {epsilon: 4}` said only "unknown field"; the suggestion looked in the field's own section."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "flag, hint", [("--eps", "--epsilon"), ("--resum", "--resume"), ("--quite", "--quiet"), ("--lr", "--learning-rate")]
+)
+def test_a_misspelt_flag_is_pointed_at_the_right_one(flag: str, hint: str) -> None:
+    """`--eps` suggested --epochs, `--resum` and `--quite` nothing."""
+    with pytest.raises(ConfigError, match=re.escape(f"unknown flag {flag}; did you mean {hint}?")):
+        parse_overrides([flag, "1"])

@@ -211,6 +211,8 @@ def _synthesize(
         config = Config.model_validate(dict(config))
     elif not isinstance(config, Config):
         raise ConfigError(f"config: a Config, a mapping of fields or a YAML file's path, not {type(config).__name__}")
+    else:  # changed in Python: an assignment (cfg.privacy.epsilon = inf) checks its field, not the whole config
+        Config.model_validate(config.model_dump())
     unread = [] if resume else unread_settings(config)
     if unread:  # a file may keep other methods' sections: not refused (the CLI refuses such a flag), but said
         log.warning(

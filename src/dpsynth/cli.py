@@ -111,7 +111,9 @@ def _checked_line(checked: Checked, resume: bool) -> str:
     labels = ", ".join(k if k == v else f"{k}={v}" for k, v in (cfg.data.labels or {}).items())
     parts = [f"method {cfg.method}"]
     parts += [f"labels {labels}", f"task {cfg.data.task!r}"] if labels else []
-    parts += [f"generators {', '.join(g.name for g in cfg.generators)}"] if METHODS[cfg.method].prompting else []
+    if METHODS[cfg.method].prompting:
+        parts += [f"generators {', '.join(g.name for g in cfg.generators)}"]
+        parts += [f"label judge {cfg.wasp.label_judge or 'none (--label-judge NAME adds one)'}"]
     parts += [f"epsilon {round_up(cfg.privacy.epsilon, 6)}"] if cfg.uses_private_data else []
     data = "the private data (file, columns, labels)" if checked.reads_private else "data.private (not needed)"
     return (
@@ -145,9 +147,18 @@ def run_from_args(
     misfits = section_misfits(list(overrides), run_method)
     if misfits:  # refused before any model is loaded: the flag would be silently ignored
         path, users = misfits[0]
+        flag = f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path})"
+        from dpsynth.methods.registry import METHODS
+
+        preset = METHODS[run_method].preset if run_method in METHODS else {}
+        if path.startswith("wasp.") and path[5:] in preset:
+            raise ConfigError(
+                f"{flag}: --method {run_method} fixes it to {_yaml_word(preset[path[5:]])}; drop it, or choose "
+                f"--method {users[0]} to set it"
+            )
         raise ConfigError(
-            f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path}) is a setting of {' and '.join(users)}, not "
-            f"of --method {run_method}; drop it or choose --method {users[0]}"
+            f"{flag} is a setting of {' and '.join(users)}, not of --method {run_method}; drop it or choose "
+            f"--method {users[0]}"
         )
     # a config file's setting the method does not read is not refused: synthesize warns of it
     if resume and cfg.out is None:
@@ -512,3 +523,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _yaml_word(value: object) -> str:
+    """A value as the YAML file and the flags write it (``false``, not Python's ``False``)."""
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)

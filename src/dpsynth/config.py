@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic_core
 import yaml
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
@@ -310,12 +311,15 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
     out = []
     prompting = names_where("prompting")
     for p in paths:
-        section = p.split(".", 1)[0]
+        section, _, name = p.partition(".")
         users = SECTION_USERS.get(section)
         if "." in p and users is not None and method not in users:
             out.append((p, users))
         elif p in PROMPTING_ONLY_FIELDS and method in METHODS and method not in prompting:
             out.append((p, prompting))
+        elif section == "wasp" and method in METHODS and METHODS[method].ignores(name):
+            # aug-pe fixes q, zero-shot has no votes: the value would be stored in config.yaml and never used
+            out.append((p, tuple(m for m in users or () if not METHODS[m].ignores(name))))
     return out
 
 
@@ -444,7 +448,8 @@ def unread_settings(config: Config) -> list[str]:
         default: Any = defaults
         for part in key.split("."):
             default = default.get(part) if isinstance(default, dict) else None
-        if value != default:
+        # compared as dumped (the generators are models here, dicts in the defaults' dump: never equal)
+        if pydantic_core.to_jsonable_python(value) != pydantic_core.to_jsonable_python(default):
             changed.append(key)
     unread = [key for key, _ in section_misfits(changed, config.method)]
     if config.finetune.sample_rate is not None and "finetune.batch_size" in changed:

@@ -330,6 +330,7 @@ def _alias_clash(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> s
 
 def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
     """' (did you mean X?)' for a misspelt field at ``loc``, or ''."""
+    root = model
     model = _model_at(model, loc)
     if model is None or not loc:
         return ""
@@ -338,8 +339,29 @@ def _suggest(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
         sections = [name for name, fields in fields_of.items() if str(loc[-1]) in fields]
         if len(sections) == 1:
             return f" (did you mean {sections[0]}.{loc[-1]}? e.g. {sections[0]}={{'{loc[-1]}': ...}})"
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    name = SHORT_NAMES.get(str(loc[-1]), str(loc[-1]))
+    close = [name] if name in model.model_fields else difflib.get_close_matches(name, list(model.model_fields), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return _in_another_section(root, loc)
+
+
+# what other tools call these fields, too short for a close match to find
+SHORT_NAMES = {"lr": "learning_rate", "bs": "batch_size", "eps": "epsilon", "n": "n_synthetic", "m": "n_private"}
+
+
+def _in_another_section(root: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """' (did you mean privacy.epsilon?)' for ``wasp: {epsilon: 4}`` or ``wasp: {epsilonn: 4}``: a field of
+    another section of the whole config (or of the config itself), written in the wrong one, or ''."""
+    if root is None or root.__name__ != "Config" or len(loc) != 2 or not isinstance(loc[0], str):
+        return ""
+    paths: dict[str, str] = {name: name for name in root.model_fields}
+    for section, f in root.model_fields.items():
+        for name in getattr(f.annotation, "model_fields", {}):
+            if section != loc[0]:
+                paths.setdefault(name, f"{section}.{name}")
+    close = difflib.get_close_matches(str(loc[-1]), list(paths), n=1)
+    return f" (did you mean {paths[close[0]]}? it is not a field of {loc[0]})" if close else ""
 
 
 def mark_text(exc: yaml.MarkedYAMLError) -> str:

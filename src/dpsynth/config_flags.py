@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from dpsynth.config import PROMPTING_ONLY_FIELDS, SECTION_USERS, Config, NumberOverflowError, load_yaml
-from dpsynth.config_base import dump_yaml
+from dpsynth.config_base import SHORT_NAMES, dump_yaml
 from dpsynth.errors import ConfigError
 from dpsynth.methods.registry import METHODS
 
@@ -99,6 +99,10 @@ def _flag_value(args: list[str], name: str) -> str | None:
     return None
 
 
+# the run command's own switches (typer options, not config fields): candidates for a misspelt flag only
+_SWITCHES = ("resume", "quiet", "check")
+
+
 def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any]:
     """``--FIELD VALUE`` flags -> {dotted path: value}.  ``method`` resolves a flag shared by wasp and finetune
     (``--max-new-tokens``); without it, the ``--method`` among ``args``, else the default method, decides."""
@@ -117,7 +121,11 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
         if key_norm not in flags and key_norm not in by_method:
             import difflib
 
-            close = difflib.get_close_matches(key_norm, [*flags, *by_method], n=1)
+            known = [*flags, *by_method, *_SWITCHES]
+            starting = sorted(f for f in known if f.startswith(key_norm))  # --eps: epsilon, not epochs
+            close = starting[:1] if len(starting) == 1 else difflib.get_close_matches(key_norm, known, n=1)
+            if SHORT_NAMES.get(key_norm) in known:  # --lr
+                close = [SHORT_NAMES[key_norm]]
             hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
             raise ConfigError(f"unknown flag --{key}; {hint}`dpsynth init` writes a file listing every field")
         if not eq:
@@ -132,9 +140,34 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
             path = next((p for p in ps if method in SECTION_USERS.get(p.split(".", 1)[0], ())), ps[0])
         if path in out:  # as a YAML file may not name a key twice: the run would silently take the last one
             raise ConfigError(f"--{key}: {path} is given twice among the flags; keep one")
-        out[path] = val if _as_text(path, val) else _parse_value(val, path, strict=_structured(path))
+        if _as_text(path, val):
+            out[path] = None if _means_none(path, val) else val
+        else:
+            out[path] = _parse_value(val, path, strict=_structured(path))
         i += 1
     return out
+
+
+_NONE_WORDS = ("null", "none", "~", "")
+
+
+def _means_none(path: str, val: str) -> bool:
+    """``--label-judge null`` (or none, ~, ''): a text field that may be unset is unset, as ``null`` in YAML
+    unsets it; taken as text, it asked for a generator named "null".  Paths stay text (a file may be named
+    "none")."""
+    return path not in ("data.private", "out") and val.strip().lower() in _NONE_WORDS and _nullable(path)
+
+
+def _nullable(path: str) -> bool:
+    model: Any = Config
+    *sections, name = path.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    if name not in model.model_fields:
+        return False
+    ann = model.model_fields[name].annotation
+    union = typing.get_origin(ann) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(ann)
 
 
 def _as_text(path: str, val: str) -> bool:
@@ -258,10 +291,14 @@ def commented_default_config(method: str | None = None) -> str:
 
     lines = ["# dpsynth configuration. Every field can also be given as a CLI flag (e.g. --epsilon 2).", ""]
     cfg = Config() if method is None else Config(method=method)  # aug-pe: the embedded Qwen alone, as judge too
-    if method in METHODS and METHODS[method].labelled:
+    imdb_filled = method in METHODS and METHODS[method].labelled
+    if imdb_filled:
         cfg = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"labels": dict(IMDB_LABELS), "task": IMDB_TASK})}
         )
+    # the file for every method leaves the generators and the judge to the method's defaults, written as
+    # comments: pinned, they made `--method aug-pe` (one generator) and `--generators ...` (no judge) fail
+    as_comment = {"generators", "label_judge"} if method is None else set()
     dump = cfg.model_dump(mode="json")
     for name, f in Config.model_fields.items():
         if method is not None and name in SECTION_USERS and method not in SECTION_USERS[name]:
@@ -279,9 +316,16 @@ def commented_default_config(method: str | None = None) -> str:
                 listed = f" Choices: {', '.join(choices)}." if choices else ""
                 if sf.description or choices:
                     lines.append(f"  # {sf.description or ''}{listed}")
-                lines.append("  " + dump_yaml({sname: value[sname]}, default_flow_style=True).strip()[1:-1])
+                if imdb_filled and name == "data" and sname in ("labels", "task"):
+                    lines.append("  # (the embedded IMDb data's: with your own data.private, set your own)")
+                line = dump_yaml({sname: value[sname]}, default_flow_style=True).strip()[1:-1]
+                lines.append(("  # " if sname in as_comment else "  ") + line)
         elif name == "generators":
-            lines.append(dump_yaml({name: value}, sort_keys=False).rstrip())
+            block = dump_yaml({name: value}, sort_keys=False).rstrip()
+            if name in as_comment:
+                lines.append("# (each method's own default; uncomment to choose)")
+                block = "\n".join("# " + line for line in block.splitlines())
+            lines.append(block)
         else:
             lines.append(dump_yaml({name: value}, default_flow_style=True).strip()[1:-1])
         lines.append("")

@@ -73,6 +73,8 @@ class MethodSpec:
     and runs ``dpsynth sample`` extends.
     ``labelled``: the output's label is a key of ``data.labels`` (typed by ``data.label_type``).
     ``preset``: fields of the wasp section this method fixes (``Config.effective_wasp``).
+    ``unread``: fields of the wasp section this method never reads (zero-shot has no votes, so nothing of
+    them); like the preset's fields, a flag setting one is refused and a file setting one is warned of.
     ``checks``: this method's own validation, run by ``Config`` for this method only.
     """
 
@@ -84,7 +86,12 @@ class MethodSpec:
     prompting: bool = False
     labelled: bool = False
     preset: Mapping[str, Any] = field(default_factory=dict)
+    unread: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()
+
+    def ignores(self, wasp_field: str) -> bool:
+        """Whether a value the user sets for ``wasp.<wasp_field>`` is one this method never uses."""
+        return wasp_field in self.preset or wasp_field in self.unread
 
 
 _PROMPTING = "dpsynth.methods.prompting:PromptingMethod"
@@ -128,6 +135,24 @@ METHODS: dict[str, MethodSpec] = _registry(
         reads_private=False,
         prompting=True,
         labelled=True,
+        # what the votes and the prompts built from them would use: zero-shot has neither
+        unread=(
+            "rounds",
+            "vote_on",
+            "q",
+            "use_far",
+            "contrastive",
+            "weighting",
+            "variation",
+            "keywords_against",
+            "top_s",
+            "l_examples",
+            "pool_spread",
+            "tau",
+            "min_share",
+            "class_uniform_mix",
+            "example_chars",
+        ),
         checks=(check_generators, check_label_judge),
     ),
     MethodSpec(
