@@ -1146,3 +1146,14 @@ def test_a_misspelt_flag_is_pointed_at_the_right_one(flag: str, hint: str) -> No
     """`--eps` suggested --epochs, `--resum` and `--quite` nothing."""
     with pytest.raises(ConfigError, match=re.escape(f"unknown flag {flag}; did you mean {hint}?")):
         parse_overrides([flag, "1"])
+
+
+def test_generators_by_name_on_the_command_line() -> None:
+    """`--generators smollm2-135m` said "Input should be a valid list": the common choice needed a YAML list."""
+    overrides = parse_overrides(["--generators", "smollm2-135m, gemma3-270m,my-model.gguf"])
+    cfg = load_config(None, overrides)
+    default = {g.name: g for g in Config().generators}
+    assert cfg.generators[:2] == [default["smollm2-135m"], default["gemma3-270m"]]  # prompt formats kept
+    assert (cfg.generators[2].name, cfg.generators[2].model) == ("my-model.gguf", "my-model.gguf")
+    assert cfg.wasp.label_judge is None  # a chosen list opts in to the judge, as a YAML list does
+    assert parse_overrides(["--generators", "[{name: a, model: b}]"])["generators"] == [{"name": "a", "model": "b"}]

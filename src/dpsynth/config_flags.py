@@ -8,6 +8,7 @@ accepts.
 
 from __future__ import annotations
 
+import re
 import textwrap
 import types
 import typing
@@ -142,6 +143,8 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
             raise ConfigError(f"--{key}: {path} is given twice among the flags; keep one")
         if _as_text(path, val):
             out[path] = None if _means_none(path, val) else val
+        elif path == "generators" and _NAME_LIST.match(val.strip()):
+            out[path] = generators_by_name(val)
         else:
             out[path] = _parse_value(val, path, strict=_structured(path))
         i += 1
@@ -149,6 +152,17 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
 
 
 _NONE_WORDS = ("null", "none", "~", "")
+_NAME_LIST = re.compile(r"^[\w.\-]+(?:\s*,\s*[\w.\-]+)*$")
+
+
+def generators_by_name(names: str) -> list[dict[str, Any]]:
+    """``--generators smollm2-135m,qwen2.5-coder-0.5b``: the embedded defaults of those names, and any other
+    name as a model of that name (an embedded model, a GGUF path or a hub id), so that the common choice
+    needs no YAML list on the command line."""
+    from dpsynth.config import default_generators
+
+    defaults = {g.name: g.model_dump(exclude_defaults=True) for g in default_generators()}
+    return [defaults.get(n, {"name": n, "model": n}) for n in (x.strip() for x in names.split(","))]
 
 
 def _means_none(path: str, val: str) -> bool:
