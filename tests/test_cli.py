@@ -1157,3 +1157,10 @@ def test_generators_by_name_on_the_command_line() -> None:
     assert (cfg.generators[2].name, cfg.generators[2].model) == ("my-model.gguf", "my-model.gguf")
     assert cfg.wasp.label_judge is None  # a chosen list opts in to the judge, as a YAML list does
     assert parse_overrides(["--generators", "[{name: a, model: b}]"])["generators"] == [{"name": "a", "model": "b"}]
+
+
+def test_a_config_file_given_as_a_flag_or_after_the_flags_is_pointed_first() -> None:
+    with pytest.raises(ConfigError, match=re.escape("the config file is the first argument")):
+        parse_overrides(["--config", "base.yaml"])
+    with pytest.raises(ConfigError, match=re.escape("a config file comes first: `dpsynth run base.yaml --FLAG")):
+        parse_overrides(["--epsilon", "2", "base.yaml"])

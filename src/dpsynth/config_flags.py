@@ -116,9 +116,15 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
     while i < len(args):
         a = args[i]
         if not a.startswith("--"):
+            if a.lower().endswith((".yaml", ".yml")):
+                raise ConfigError(f"unexpected argument {a!r}; a config file comes first: `dpsynth run {a} --FLAG ...`")
             raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
         key, eq, val = a[2:].partition("=")
         key_norm = key.replace("-", "_")
+        if key_norm == "config":
+            raise ConfigError(
+                "--config: the config file is the first argument, not a flag: `dpsynth run FILE --FLAG ...`"
+            )
         if key_norm not in flags and key_norm not in by_method:
             import difflib
 
