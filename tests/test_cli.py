@@ -1164,3 +1164,21 @@ def test_a_config_file_given_as_a_flag_or_after_the_flags_is_pointed_first() -> 
         parse_overrides(["--config", "base.yaml"])
     with pytest.raises(ConfigError, match=re.escape("a config file comes first: `dpsynth run base.yaml --FLAG")):
         parse_overrides(["--epsilon", "2", "base.yaml"])
+
+
+def test_a_relative_private_path_beside_the_config_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dpsynth run configs/x.yaml` with `private: tickets.csv` beside it said only "file does not exist"."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tickets.csv").write_text('review,sentiment\n"great film",1\n"awful film",0\n')
+    (tmp_path / "configs" / "x.yaml").write_text(
+        "data: {private: tickets.csv, text_column: review, label_column: sentiment, labels: {0: negative, 1: positive}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "configs/x.yaml", "--check"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "read from where dpsynth runs, not from the file's folder); write configs/tickets.csv" in err
+    assert not list(tmp_path.glob("runs*"))

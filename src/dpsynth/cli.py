@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -142,6 +143,8 @@ def run_from_args(
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")
         overrides["method"] = method
     cfg = load_config(config, overrides)
+    if config is not None and "data.private" not in overrides:
+        _check_relative_to_config(cfg.data.private, Path(config))
     # a resumed run's method is the stored one (the flags alone validate as the default, wasp)
     run_method = hint if resume and hint else cfg.method
     misfits = section_misfits(list(overrides), run_method)
@@ -528,3 +531,16 @@ if __name__ == "__main__":
 def _yaml_word(value: object) -> str:
     """A value as the YAML file and the flags write it (``false``, not Python's ``False``)."""
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
+def _check_relative_to_config(private: object, config: Path) -> None:
+    """A relative data.private is read from the current folder, as every path of a run is; when it is not
+    there but is beside the config file, say so, rather than only "file does not exist"."""
+    if not isinstance(private, str) or ":" in private or Path(private).is_absolute() or Path(private).exists():
+        return
+    beside = config.expanduser().parent / private
+    if beside.exists():
+        raise ConfigError(
+            f"data.private: {private} does not exist in the current folder (relative paths in a config file are "
+            f"read from where dpsynth runs, not from the file's folder); write {beside}"
+        )
