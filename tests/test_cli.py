@@ -1173,7 +1173,8 @@ def test_a_relative_private_path_beside_the_config_file_is_named(
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tickets.csv").write_text('review,sentiment\n"great film",1\n"awful film",0\n')
     (tmp_path / "configs" / "x.yaml").write_text(
-        "data: {private: tickets.csv, text_column: review, label_column: sentiment, labels: {0: negative, 1: positive}}\n"
+        "data: {private: tickets.csv, text_column: review, label_column: sentiment,\n"
+        "  labels: {0: negative, 1: positive}}\n"
     )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
