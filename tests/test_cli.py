@@ -1183,3 +1183,12 @@ def test_a_relative_private_path_beside_the_config_file_is_named(
     err = capsys.readouterr().err
     assert "read from where dpsynth runs, not from the file's folder); write configs/tickets.csv" in err
     assert not list(tmp_path.glob("runs*"))
+
+
+def test_a_section_given_as_one_value_names_no_class(tmp_path: Path) -> None:
+    """`privacy: 4` said "Input should be a valid dictionary or instance of PrivacyConfig"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("privacy: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == "privacy: must be a mapping of fields ({FIELD: VALUE, ...}), not a single value"

@@ -289,6 +289,8 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
             unknown = True
         elif kind == "missing":
             msg = "required field is missing"
+        elif kind == "model_type":  # privacy: 4 -> "a valid dictionary or instance of PrivacyConfig"
+            msg = "must be a mapping of fields ({FIELD: VALUE, ...}), not a single value"
         elif kind == "literal_error" and isinstance(err.get("input"), str):
             expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
             close = difflib.get_close_matches(err["input"], expected, n=1, cutoff=0.5)
