@@ -47,6 +47,7 @@ Rows (names for --rows):
                                former name qwen2.5-0.5b; aug-pe:qwen2.5-coder-0.5b is the same row setting)
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
+  dp-finetune-lr<LR>           the same with learning rate LR (default 0.002), e.g. dp-finetune-lr0.0005
   dp-finetune-frozen           the same pipeline with learning rate 1e-12, so the LoRA weights stay at their
                                initialisation: SmolLM2's samples under dp-finetune's prompts and label shares,
                                what a dp-finetune row is read against
@@ -171,6 +172,9 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
         # rate so small that the LoRA weights stay at their initialisation (B = 0, so the adapter adds nothing):
         # the base model's samples under dp-finetune's prompts, the baseline a dp-finetune row is read against
         return Config.model_validate({**base, "method": "dp-finetune", "finetune": {"learning_rate": 1e-12}})
+    if row.startswith("dp-finetune-lr"):  # another learning rate: does the noise, or too little data, cost?
+        lr = float(row.removeprefix("dp-finetune-lr"))
+        return Config.model_validate({**base, "method": "dp-finetune", "finetune": {"learning_rate": lr}})
     if row.startswith("dp-finetune-b"):  # another expected batch size (same epochs: same compute, fewer steps)
         return Config.model_validate(
             {**base, "method": "dp-finetune", "finetune": {"batch_size": int(row.removeprefix("dp-finetune-b"))}}
