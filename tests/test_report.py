@@ -1075,3 +1075,24 @@ def test_the_header_shows_the_run_directory_as_given_not_where_it_lies(
     monkeypatch.chdir(run_dir)
     page = build_report(".")
     assert f"<title>dpsynth report — {run_dir.name}</title>" in page and str(run_dir.parent) not in _header(page)
+
+
+def test_the_privacy_table_shows_the_spend_once_when_the_accountant_agrees(run_dir: Path, tmp_path: Path) -> None:
+    """Three rows read 3.99974 (spent, the accountant's epsilon, the cross-check): the spend is one row when the
+    ledger's figure is the accountant's, two when they differ."""
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    priv = json.loads((run / "privacy.json").read_text())
+
+    def rows() -> list[str]:
+        section = build_report(run).split('id="privacy"')[1].split("</section>")[0]
+        return [" ".join(parse(r).text) for r in re.findall(r"<tr>.*?</tr>", section)]
+
+    priv["accountant"] = {"name": "dp-accounting PLD", "epsilon_at_delta": priv["epsilon"]}
+    (run / "privacy.json").write_text(json.dumps(priv))
+    spent = [r for r in rows() if "epsilon" in r and "target" not in r]
+    assert len(spent) == 1 and spent[0].startswith("epsilon spent (the accountant's epsilon at delta)"), spent
+    priv["accountant"]["epsilon_at_delta"] = priv["epsilon"] - 0.5
+    (run / "privacy.json").write_text(json.dumps(priv))
+    spent = [r for r in rows() if "epsilon" in r and "target" not in r]
+    assert [r.split()[0:2] for r in spent] == [["epsilon", "spent"], ["accountant's", "epsilon"]], spent

@@ -56,17 +56,23 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             '<p class="warn">The run did not complete: the guarantee covers the releases made so far '
             "(resume the run to finish it).</p>"
         )
+    acct = priv.accountant
+    # one row where the ledger's spend is the accountant's figure (the usual case), two where they differ
+    same = (
+        acct is not None
+        and acct.epsilon_at_delta is not None
+        and round_up(acct.epsilon_at_delta, 6) == round_up(eps, 6)
+    )
     rows: list[list[Any]] = [
         ["method", priv.method or None],
-        ["epsilon spent", round_up(eps, 6)],
+        ["epsilon spent (the accountant's epsilon at delta)" if same else "epsilon spent", round_up(eps, 6)],
         ["epsilon target", None if priv.epsilon_target is None else round_up(priv.epsilon_target, 6)],
         ["delta", round_up(delta, 6)],
         ["adjacency", adjacency],
     ]
-    acct = priv.accountant
     if acct is not None:
         rows.append(["accountant", acct.name])
-        if acct.epsilon_at_delta is not None:
+        if acct.epsilon_at_delta is not None and not same:
             rows.append(["accountant's epsilon at delta", round_up(acct.epsilon_at_delta, 6)])
         if acct.gdp_crosscheck is not None:
             rows.append(["GDP cross-check epsilon", round_up(acct.gdp_crosscheck.epsilon_at_delta, 6)])
