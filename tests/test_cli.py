@@ -1121,6 +1121,20 @@ def test_a_resumed_run_judges_flags_by_its_stored_method(tmp_path: Path, capsys:
     assert "(wasp.q) is a setting of wasp" in err and "not of --method pearl" in err, err
 
 
+def test_resuming_as_another_method_names_the_runs_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume --method aug-pe` on a wasp run failed on aug-pe's one-generator rule, naming neither."""
+    from dpsynth.run import dump_config_yaml
+
+    out = tmp_path / "wasp-run"
+    out.mkdir()
+    (out / "config.yaml").write_text(dump_config_yaml(Config(out=str(out))), encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--resume", "--out", str(out), "--method", "aug-pe"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the run in {out} started as wasp; --resume continues it as wasp (drop --method aug-pe" in err, err
+
+
 @pytest.mark.parametrize(
     "yaml_text, hint",
     [

@@ -137,6 +137,8 @@ def run_from_args(
     global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
     hint = method or _method_hint(args, config, resume)
+    if resume:
+        _check_resumed_method(args, method)
     overrides = parse_overrides(args, hint)
     if method is not None:
         if overrides.get("method", method) != method:
@@ -211,6 +213,27 @@ def _method_hint(args: list[str], config: str | None, resume: bool) -> str | Non
         if isinstance(raw, dict) and isinstance(raw.get("method"), str):
             return str(raw["method"])
     return None
+
+
+def _check_resumed_method(args: list[str], command_method: str | None) -> None:
+    """``--resume --method aug-pe`` on a run that started as wasp: say so first (the config then failed on a
+    rule of the other method, such as aug-pe's one generator, which named neither the run nor the fix)."""
+    given = command_method or _flag_value(args, "method")
+    out = _flag_value(args, "out")
+    if not given or not out:
+        return
+    from dpsynth.run import RunDir
+
+    try:
+        raw = load_yaml(RunDir(out).config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the resume itself reports a missing or damaged config.yaml
+    stored = raw.get("method", "wasp") if isinstance(raw, dict) else None
+    if isinstance(stored, str) and stored != given:
+        raise ConfigError(
+            f"method: the run in {out} started as {stored}; --resume continues it as {stored} (drop --method "
+            f"{given}, or start a new run with another --out)"
+        )
 
 
 # (command, --out) of the run this process is doing, for the Ctrl-C message
