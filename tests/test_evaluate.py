@@ -160,6 +160,12 @@ def test_text_stats_and_label_distribution() -> None:
     # bigrams: the-cat cat-sat the-cat cat-ran don't-stop -> 4 distinct of 5
     assert s["distinct_2"] == pytest.approx(4 / 5)
     assert s["vocabulary_size"] == 6
+    assert s["distinct_openings"] == 1.0 and s["commonest_opening_share"] == pytest.approx(1 / 3)
+    # openings per class: class a begins alike twice in three, class b never
+    texts = ["one two three four five six", "One two three four five seven", "other", "x y", "x z"]
+    s = text_stats(texts, ["a", "a", "a", "b", "b"])
+    assert s["distinct_openings"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["commonest_opening_share"] == pytest.approx(2 / 3)
     d = label_distribution(["1", "0", "1", "1"])
     assert d["counts"] == {"0": 1, "1": 3} and d["shares"]["1"] == 0.75
 
@@ -648,6 +654,7 @@ def test_embedded_run_defaults_to_its_test_split_with_references(
     assert "zero-shot synthetic set (30 records" in out[2] and "most common test label" in out[3]
     assert re.search(r"most common test label \('[01]', (negative|positive)\)", out[3]), out[3]  # value and name
     assert out[4].startswith("reading   precision ") and "FID" in out[5]
+    assert any(line.startswith("openings  synthetic ") and "| test " in line for line in out), out
     assert "note: no --test given: the run used data.private = embedded:imdb" in captured.out
     assert "no --test given" in captured.err  # said at once, too
     res = json.loads((embedded_run / "evaluation.json").read_text())

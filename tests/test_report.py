@@ -172,6 +172,7 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
     assert max(h.count("<th>") for h in heads) <= 9
     assert "label consistency" in text  # evaluation.json: train on real, test on synthetic
+    assert "distinct openings" in text and "commonest opening share" in text  # beside the test set's
     svgs = [t for t, _ in p.tags if t == "svg"]
     assert len(svgs) >= 5
     # private records never appear; the evil synthetic sample appears only escaped

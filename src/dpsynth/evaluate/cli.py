@@ -171,6 +171,12 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{s['distinct_2']:.3f} vocab {s['vocabulary_size']} | test mean {t['mean_words']:.1f} "
             f"median {t['median_words']:.0f} distinct-2 {t['distinct_2']:.3f} vocab {t['vocabulary_size']}"
         )
+        if "distinct_openings" in s and "distinct_openings" in t:
+            lines.append(
+                f"openings  synthetic {s['distinct_openings']:.0%} distinct (commonest "
+                f"{s['commonest_opening_share']:.1%} of a class) | test {t['distinct_openings']:.0%} distinct "
+                f"(commonest {t['commonest_opening_share']:.1%})"
+            )
     for w in result.get("warnings", []):
         lines.append(f"warning: {w}")
     if result.get("written_to"):

@@ -329,7 +329,10 @@ def evaluate(
         result["fidelity"] = fid_res
         result["readings"] = fidelity.readings(fid_res, MAUVE_MIN_SAMPLES)
     t0 = time.perf_counter()
-    result["text_stats"] = {"synthetic": fidelity.text_stats(syn.texts), "test": fidelity.text_stats(tst.texts)}
+    result["text_stats"] = {
+        "synthetic": fidelity.text_stats(syn.texts, syn.labels),
+        "test": fidelity.text_stats(tst.texts, tst.labels),
+    }
     timings["text_stats"] = time.perf_counter() - t0
 
     rounds_known = syn.rounds is not None and len(set(syn.rounds)) > 1

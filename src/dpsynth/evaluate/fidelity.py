@@ -236,10 +236,25 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def text_stats(texts: Sequence[str]) -> dict[str, float | int]:
+OPENING_WORDS = 5
+
+
+def text_stats(texts: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float | int]:
     """Mean / median words per text, distinct-1 / distinct-2 (unique n-grams over all n-grams in
-    the whole set), vocabulary size (distinct lower-cased words)."""
+    the whole set), vocabulary size (distinct lower-cased words), and how often texts begin alike:
+    distinct openings (distinct first five words over texts, per class, mean over classes) and the
+    commonest opening's share of its class (largest over classes).  Repeated openings mark a set written
+    from few ideas (docs/quality.md, "Repetition"); the test set's figure is the level real text of the
+    task reaches, which differs by task (forum posts of one thread share their subject line)."""
     toks = [words(t) for t in texts]
+    by_class: dict[str, list[list[str]]] = {}
+    for i, t in enumerate(toks):
+        by_class.setdefault(str(labels[i]) if labels is not None else "", []).append(t)
+    distinct, commonest = [], []
+    for group in by_class.values():
+        opens = Counter(" ".join(t[:OPENING_WORDS]) for t in group)
+        distinct.append(len(opens) / len(group))
+        commonest.append(opens.most_common(1)[0][1] / len(group))
     lengths = np.array([len(t) for t in toks], dtype=np.float64)
     uni: Counter[str] = Counter()
     bi: Counter[tuple[str, str]] = Counter()
@@ -254,6 +269,8 @@ def text_stats(texts: Sequence[str]) -> dict[str, float | int]:
         "distinct_1": len(uni) / n_uni if n_uni else 0.0,
         "distinct_2": len(bi) / n_bi if n_bi else 0.0,
         "vocabulary_size": len(uni),
+        "distinct_openings": float(np.mean(distinct)) if distinct else 0.0,
+        "commonest_opening_share": max(commonest) if commonest else 0.0,
     }
 
 

@@ -294,10 +294,14 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
     ts = ev.get("text_stats")
     if ts:
         keys = ["mean_words", "median_words", "distinct_1", "distinct_2", "vocabulary_size"]
+        keys += ["distinct_openings", "commonest_opening_share"]
         s, t = ts.get("synthetic") or {}, ts.get("test") or {}
-        parts.append("<h3>Length and vocabulary</h3>")
+        parts.append("<h3>Length, vocabulary and openings</h3>")
         parts.append(
-            table(["statistic", "synthetic", "test"], [[k.replace("_", " "), s.get(k), t.get(k)] for k in keys])
+            table(
+                ["statistic", "synthetic", "test"],
+                [[k.replace("_", " "), s.get(k), t.get(k)] for k in keys if k in s or k in t],
+            )
         )
     per = ev.get("per_round")
     if per:
