@@ -1039,6 +1039,10 @@ def test_the_repetition_section_names_a_repeated_opening_and_name(run_dir: Path,
     assert "<td>Rise and Roll (10, 25.0%)</td>" in rows["positive"]
     assert "<td>33 (82%)</td>" in rows["positive"]  # 30 varied openings, one shared by 8, two more
     assert "And I" not in section  # the pronoun is no name
+    # the evaluation's test set gives the task's own level beside the counts
+    ev = json.loads((run / "evaluation.json").read_text())
+    real = ev["text_stats"]["test"]["distinct_openings"]
+    assert f"This task's real texts, from the evaluation's test set: {real:.0%} of each class's openings" in text
 
 
 def test_repetition_counts_are_quiet_on_a_varied_set_and_linear_on_long_text() -> None:

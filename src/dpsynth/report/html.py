@@ -333,7 +333,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         _membership(rd),
         rounds_section(rounds, cfg, labels, rounds_note, noised),
         _class_section(records, labels, rounds, evaluation, declared, noised),
-        repetition_section(records, labels, task),
+        repetition_section(records, labels, task, _test_text_stats(evaluation)),
         evaluation_section(evaluation, rd, used_embedded_dataset(cfg) is not None, evaluation_note),
         _samples_section(records, labels, samples_per_class, task),
         _images_section(rd),
@@ -359,6 +359,13 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         + "\n</main></body></html>\n"
     )
     return safe_text(page)  # esc() already did; this also covers text a chart or a future section did not escape
+
+
+def _test_text_stats(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The test set's text statistics in evaluation.json, or None (no evaluation, or another shape)."""
+    ts = (evaluation or {}).get("text_stats")
+    test = ts.get("test") if isinstance(ts, dict) else None
+    return test if isinstance(test, dict) else None
 
 
 def _preset_of(method: str) -> dict[str, Any]:

@@ -165,7 +165,12 @@ def _warning(name: str, n: int, opens: Counter[str], found: Counter[str]) -> str
     return f"Class {name} ({fmt(n)} records): {', '.join(said)}." if said else ""
 
 
-def repetition_section(records: list[dict[str, Any]], labels: Mapping[str, str], task: str | None = None) -> str:
+def repetition_section(
+    records: list[dict[str, Any]],
+    labels: Mapping[str, str],
+    task: str | None = None,
+    test_stats: Mapping[str, Any] | None = None,
+) -> str:
     """The section: per class, the commonest opening and name, distinct openings and exact duplicates; then
     the openings and names most repeated; a warning box for every one in at least ``WARN_SHARE`` of a class."""
     parts = ['<section id="repetition"><h2>Repetition</h2>']
@@ -188,6 +193,18 @@ def repetition_section(records: list[dict[str, Any]], labels: Mapping[str, str],
         "written from few ideas, and a classifier trained on it sees less of the task than its record count "
         "suggests.</p>"
     )
+    real = (test_stats or {}).get("distinct_openings")
+    if isinstance(real, (int, float)) and not isinstance(real, bool):
+        top = (test_stats or {}).get("commonest_opening_share")
+        top_text = (
+            f", the commonest opening in {top:.1%} of a class"
+            if isinstance(top, (int, float)) and not isinstance(top, bool)
+            else ""
+        )
+        parts.append(
+            f"<p class=\"note\">This task's real texts, from the evaluation's test set: {real:.0%} of each "
+            f"class's openings distinct on average{esc(top_text)} (counted on the raw text).</p>"
+        )
     label_names = list(labels.values())
     rows: list[list[Any]] = []
     top_openings: list[tuple[int, str, str, int]] = []
