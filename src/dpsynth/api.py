@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from dpsynth.config import MAX_N_SYNTHETIC, Config, load_config, unread_settings
 from dpsynth.config_base import dump_yaml
@@ -24,7 +24,7 @@ from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json, atomic_write_text, read_jsonl_tolerant
 from dpsynth.methods.base import MethodRunner, resolve_defaults, warn_draw_settings_unused
-from dpsynth.methods.registry import METHODS, names_where
+from dpsynth.methods.registry import METHODS, Method, names_where
 from dpsynth.methods.wasp import rounds_released
 from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
 from dpsynth.privacy.ledger import missing_ledger
@@ -211,7 +211,9 @@ def _synthesize(
         config = Config.model_validate(dict(config))
     elif not isinstance(config, Config):
         raise ConfigError(f"config: a Config, a mapping of fields or a YAML file's path, not {type(config).__name__}")
-    else:  # changed in Python: an assignment (cfg.privacy.epsilon = inf) checks its field, not the whole config
+    elif config.method in get_args(Method):
+        # changed in Python: an assignment (cfg.privacy.epsilon = inf) checks its field, not the whole config
+        # (a method registered at run time is set without validation, and is not checked as one shipped)
         Config.model_validate(config.model_dump())
     unread = [] if resume else unread_settings(config)
     if unread:  # a file may keep other methods' sections: not refused (the CLI refuses such a flag), but said
