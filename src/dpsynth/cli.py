@@ -20,24 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
-import yaml
 from rich.markup import escape
 
-from dpsynth.config import (
-    Config,
-    Method,
-    load_config,
-    load_yaml,
-    section_misfits,
-)
+from dpsynth.config import Config, Method, load_config
 from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of the CLI's API
-    _flag_value,
     commented_default_config,
     flags_help,
     parse_overrides,
 )
 from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
 from dpsynth.privacy.report import round_up
+from dpsynth.run_args import check_relative_to_config, check_resumed_method, method_hint, refuse_unread_flags
 
 if TYPE_CHECKING:
     from dpsynth.api import Checked
@@ -136,9 +129,9 @@ def run_from_args(
 
     global _RUN
     config = args.pop(0) if args and not args[0].startswith("-") else None
-    hint = method or _method_hint(args, config, resume)
+    hint = method or method_hint(args, config, resume)
     if resume:
-        _check_resumed_method(args, method)
+        check_resumed_method(args, method)
     overrides = parse_overrides(args, hint)
     if method is not None:
         if overrides.get("method", method) != method:
@@ -146,25 +139,9 @@ def run_from_args(
         overrides["method"] = method
     cfg = load_config(config, overrides)
     if config is not None and "data.private" not in overrides:
-        _check_relative_to_config(cfg.data.private, Path(config))
+        check_relative_to_config(cfg.data.private, Path(config))
     # a resumed run's method is the stored one (the flags alone validate as the default, wasp)
-    run_method = hint if resume and hint else cfg.method
-    misfits = section_misfits(list(overrides), run_method)
-    if misfits:  # refused before any model is loaded: the flag would be silently ignored
-        path, users = misfits[0]
-        flag = f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path})"
-        from dpsynth.methods.registry import METHODS
-
-        preset = METHODS[run_method].preset if run_method in METHODS else {}
-        if path.startswith("wasp.") and path[5:] in preset:
-            raise ConfigError(
-                f"{flag}: --method {run_method} fixes it to {_yaml_word(preset[path[5:]])}; drop it, or choose "
-                f"--method {users[0]} to set it"
-            )
-        raise ConfigError(
-            f"{flag} is a setting of {' and '.join(users)}, not of --method {run_method}; drop it or choose "
-            f"--method {users[0]}"
-        )
+    refuse_unread_flags(list(overrides), hint if resume and hint else cfg.method)
     # a config file's setting the method does not read is not refused: synthesize warns of it
     if resume and cfg.out is None:
         raise ConfigError("out: --resume needs --out DIR, the run directory to continue")
@@ -189,51 +166,6 @@ def run_from_args(
         f"next: `dpsynth evaluate {result.run_dir}` (utility and fidelity; --test FILE for your held-out data), "
         f"then `dpsynth report {result.run_dir}` (report.html)"
     )
-
-
-def _method_hint(args: list[str], config: str | None, resume: bool) -> str | None:
-    """The method a run will use, as far as it can be told before the config is validated: --method, else
-    the config file's, else (with --resume) the stored run's.  It decides flags such as --max-new-tokens."""
-    from pathlib import Path
-
-    given = _flag_value(args, "method")
-    if given:
-        return given
-    sources = [Path(config).expanduser()] if config else []
-    out = _flag_value(args, "out")
-    if resume and out:
-        from dpsynth.run import RunDir
-
-        sources.append(RunDir(out).config)
-    for src in sources:
-        try:
-            raw = load_yaml(src.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue  # load_config or the resume reports it
-        if isinstance(raw, dict) and isinstance(raw.get("method"), str):
-            return str(raw["method"])
-    return None
-
-
-def _check_resumed_method(args: list[str], command_method: str | None) -> None:
-    """``--resume --method aug-pe`` on a run that started as wasp: say so first (the config then failed on a
-    rule of the other method, such as aug-pe's one generator, which named neither the run nor the fix)."""
-    given = command_method or _flag_value(args, "method")
-    out = _flag_value(args, "out")
-    if not given or not out:
-        return
-    from dpsynth.run import RunDir
-
-    try:
-        raw = load_yaml(RunDir(out).config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return  # the resume itself reports a missing or damaged config.yaml
-    stored = raw.get("method", "wasp") if isinstance(raw, dict) else None
-    if isinstance(stored, str) and stored != given:
-        raise ConfigError(
-            f"method: the run in {out} started as {stored}; --resume continues it as {stored} (drop --method "
-            f"{given}, or start a new run with another --out)"
-        )
 
 
 # (command, --out) of the run this process is doing, for the Ctrl-C message
@@ -549,21 +481,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _yaml_word(value: object) -> str:
-    """A value as the YAML file and the flags write it (``false``, not Python's ``False``)."""
-    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
-
-
-def _check_relative_to_config(private: object, config: Path) -> None:
-    """A relative data.private is read from the current folder, as every path of a run is; when it is not
-    there but is beside the config file, say so, rather than only "file does not exist"."""
-    if not isinstance(private, str) or ":" in private or Path(private).is_absolute() or Path(private).exists():
-        return
-    beside = config.expanduser().parent / private
-    if beside.exists():
-        raise ConfigError(
-            f"data.private: {private} does not exist in the current folder (relative paths in a config file are "
-            f"read from where dpsynth runs, not from the file's folder); write {beside}"
-        )
