@@ -48,6 +48,8 @@ Rows (names for --rows):
   dp-finetune                  DP-SGD + LoRA fine-tune of SmolLM2-135M, then sampling (Yue et al. 2023)
   dp-finetune-b<B>             the same with expected batch size B (default 8), e.g. dp-finetune-b32
   dp-finetune-lr<LR>           the same with learning rate LR (default 0.002), e.g. dp-finetune-lr0.0005
+  dp-finetune-sgd<LR>          the same with plain SGD (finetune.optimizer = sgd) at learning rate LR, e.g.
+                               dp-finetune-sgd0.005
   dp-finetune-frozen           the same pipeline with learning rate 1e-12, so the LoRA weights stay at their
                                initialisation: SmolLM2's samples under dp-finetune's prompts and label shares,
                                what a dp-finetune row is read against
@@ -175,6 +177,11 @@ def _plain_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, da
     if row.startswith("dp-finetune-lr"):  # another learning rate: does the noise, or too little data, cost?
         lr = float(row.removeprefix("dp-finetune-lr"))
         return Config.model_validate({**base, "method": "dp-finetune", "finetune": {"learning_rate": lr}})
+    if row.startswith("dp-finetune-sgd"):  # plain SGD: steps in proportion to the noisy gradient, not ~lr each
+        lr = float(row.removeprefix("dp-finetune-sgd"))
+        return Config.model_validate(
+            {**base, "method": "dp-finetune", "finetune": {"optimizer": "sgd", "learning_rate": lr}}
+        )
     if row.startswith("dp-finetune-b"):  # another expected batch size (same epochs: same compute, fewer steps)
         return Config.model_validate(
             {**base, "method": "dp-finetune", "finetune": {"batch_size": int(row.removeprefix("dp-finetune-b"))}}

@@ -178,6 +178,9 @@ def test_frozen_finetune_row_differs_from_dp_finetune_only_in_its_learning_rate(
         q.row_config("dp-finetune-frozen+judge", 4.0, 1, 100, 100, Path("/a"))
     slow = q.row_config("dp-finetune-lr0.0005", 4.0, 1, 100, 100, Path("/a")).model_dump()
     assert slow["finetune"].pop("learning_rate") == 0.0005 and slow == frozen  # only the learning rate differs
+    sgd = q.row_config("dp-finetune-sgd0.005", 4.0, 1, 100, 100, Path("/a")).model_dump()
+    assert sgd["finetune"].pop("optimizer") == "sgd" and frozen["finetune"].pop("optimizer") == "adamw"
+    assert sgd["finetune"].pop("learning_rate") == 0.005 and sgd == frozen
 
 
 def test_code_version_marks_uncommitted_changes_under_src(tmp_path: Path) -> None:

@@ -316,6 +316,54 @@ def test_clipping_under_bf16_autocast_stays_within_c(tiny_lm: Path, monkeypatch:
     assert min(norms) >= c * 0.99  # clipping was active, the gradient not lost
 
 
+def _one_clipped_step(tiny_lm: Path, **ft_fields: Any) -> tuple[float, float]:
+    """One DP-SGD step on one record (q = 1, no noise, clipping active): the LoRA weights' move and C."""
+    from dpsynth.config import FinetuneConfig
+
+    ft = FinetuneConfig(
+        model=str(tiny_lm), max_length=64, batch_size=1, checkpoint_every=100, precision="fp32", **ft_fields
+    )
+    tok, model = lm.load_causal_lm(str(tiny_lm))
+    model = lm.add_lora(model, ft)
+    enc = lm.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
+    c = 1e-3
+    plan = dpsgd.DpSgdPlan(
+        epsilon=math.inf,
+        delta=1e-5,
+        delta_source="test",
+        sample_rate=1.0,
+        steps=1,
+        noise_multiplier=0.0,
+        max_grad_norm=c,
+        accountant="prv",
+        expected_batch_size=1.0,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    lm.train(model, lm.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=1, device="cpu", bf16=False)
+    moved = math.sqrt(sum(float((p.detach() - b).double().norm()) ** 2 for p, b in zip(params, before, strict=True)))
+    return moved, c
+
+
+def test_sgd_moves_the_weights_by_the_learning_rate_times_the_clipped_gradient(tiny_lm: Path) -> None:
+    """finetune.optimizer = sgd: the step is lr x the (clipped, here noise-free) gradient, whose norm is C;
+    AdamW moves every weight with a gradient by about lr whatever the gradient's size, far more."""
+    moved, c = _one_clipped_step(tiny_lm, optimizer="sgd", learning_rate=0.5)
+    assert moved == pytest.approx(0.5 * c, rel=0.01)
+    moved_adam, _ = _one_clipped_step(tiny_lm, learning_rate=0.5 * 1e-3)  # lr x C of the sgd step
+    assert moved_adam > 10 * moved  # the same lr x C budget of movement, spread at about lr per weight
+
+
+def test_optimizer_settings_that_cannot_apply_are_refused() -> None:
+    from dpsynth.config import FinetuneConfig
+
+    with pytest.raises(ValueError, match="momentum: applies to optimizer sgd only"):
+        FinetuneConfig(momentum=0.9)
+    with pytest.raises(ValueError, match="at most 1 with optimizer adamw"):
+        FinetuneConfig(learning_rate=2.0)
+    assert FinetuneConfig(optimizer="sgd", learning_rate=2.0, momentum=0.9).momentum == 0.9
+
+
 def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -193,7 +193,15 @@ class FinetuneConfig(StrictModel):
     physical_batch_size: int | None = Field(
         default=None, ge=1, description="Largest batch run at once (memory cap); None: no cap."
     )
-    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw",
+        description=(
+            "Optimizer of the LoRA weights. adamw scales every coordinate's step to about the learning rate, "
+            "noise included; sgd steps in proportion to the noisy gradient (set learning_rate for it: ~0.1-1)."
+        ),
+    )
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="sgd only: heavy-ball momentum (0: plain SGD).")
+    learning_rate: float = Field(default=2e-3, gt=0, le=10.0, description="Learning rate of the LoRA weights.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="C: per-sample gradient clipping norm.")
     max_length: int = Field(
         default=128, ge=8, le=8192, description="Tokens per training record, control code included."
@@ -302,6 +310,10 @@ class FinetuneConfig(StrictModel):
     def _physical(self) -> FinetuneConfig:
         if self.physical_batch_size is not None and self.physical_batch_size > self.batch_size:
             raise ValueError("physical_batch_size: must not exceed batch_size")
+        if self.optimizer == "adamw" and self.learning_rate > 1.0:
+            raise ValueError("learning_rate: at most 1 with optimizer adamw (larger steps are for sgd)")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError("momentum: applies to optimizer sgd only (set finetune.optimizer: sgd)")
         return self
 
 

@@ -5,7 +5,7 @@
   (wrap, state, save);
 * ``records``: a (label, text) record as tokens, the control code or chat template as its prefix, and
   the per-record loss that keeps DP-SGD's clipping bound per record;
-* ``training``: LoRA training, DP-SGD through Opacus (with a ``DpSgdPlan``) or plain AdamW on public texts;
+* ``training``: LoRA training, DP-SGD through Opacus (with a ``DpSgdPlan``) or without it (no DP) on public texts;
 * ``sampling``: samples continuing a prompt.
 
 Nothing here imports torch, transformers, peft or Opacus until a function needs them.

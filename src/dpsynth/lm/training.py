@@ -1,4 +1,4 @@
-"""Training LoRA weights: DP-SGD through Opacus with a plan, or plain AdamW on public texts without one."""
+"""Training LoRA weights: DP-SGD through Opacus with a plan, or without one (no DP) on public texts."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def _lora_params(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def make_optimizer(params: list[Any], ft: FinetuneConfig) -> Any:
+    """The LoRA weights' optimizer.
+
+    AdamW (the default, as in Yue et al. 2023) divides each coordinate's step by its running gradient
+    scale, so under DP-SGD's noise every weight moves by about the learning rate per step whatever the
+    signal; SGD moves them in proportion to the noisy mean gradient, so a small signal makes small steps.
+    """
+    import torch
+
+    if ft.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=ft.learning_rate, momentum=ft.momentum)
+    return torch.optim.AdamW(params, lr=ft.learning_rate, weight_decay=0.0)
+
+
 def train(
     peft_model: Any,
     dataset: RecordDataset,
@@ -49,8 +63,8 @@ def train(
     """Train the LoRA weights for ``steps - start_step`` more steps.
 
     With a ``plan``: DP-SGD through Opacus (per-sample clipping, Poisson sampling at plan.sample_rate,
-    noise plan.noise_multiplier * C).  Without (the canary audit's epsilon = infinity): plain AdamW on
-    shuffled batches of ``batch_size``, no clipping, no noise.  ``checkpoint(step, optimizer)`` is
+    noise plan.noise_multiplier * C).  Without (the canary audit's epsilon = infinity): no DP, the
+    optimizer on shuffled batches of ``batch_size``, no clipping, no noise.  ``checkpoint(step, optimizer)`` is
     called every ``ft.checkpoint_every`` steps and after the last one.
     """
     import torch
@@ -58,7 +72,7 @@ def train(
     peft_model.to(device)
     peft_model.train()
     params = _lora_params(peft_model)
-    opt = torch.optim.AdamW(params, lr=ft.learning_rate, weight_decay=0.0)
+    opt = make_optimizer(params, ft)
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
     step = start_step
@@ -175,7 +189,7 @@ def finetune_public(
 ) -> Path:
     """Non-DP LoRA fine-tune of a fresh ``ft.model`` on *public* texts (e.g. synthetic data: post-processing).
 
-    Same record layout as the DP training (control code for ``label``), plain AdamW, no clipping or
+    Same record layout and optimizer as the DP training (control code for ``label``), no clipping or
     noise.  The adapter is saved (safetensors) to ``out_dir``.
     """
     tok, model = load_causal_lm(ft.model)

@@ -4,8 +4,7 @@
     noisy count     a Gaussian count of the records per label (or in total), composed with DP-SGD on the
                     same accountant: the output's class shares and N_hat, since N itself is private
     DP-SGD          LoRA adapters (peft) trained with Opacus: per-sample clipping to C (norms in fp32),
-                    Poisson sampling at q = B/N_hat, Gaussian noise z*C; z calibrated so the whole run is
-                    (epsilon, delta)-DP (PRV accountant)
+                    Poisson sampling at q = B/N_hat, noise z*C; z calibrated so the run is (epsilon, delta)-DP
     generation      sample from the fine-tuned model prompted with each label's control code (post-processing)
 
 Run directory (everything is public or DP; no private text, no pre-noise statistic)::
@@ -454,6 +453,7 @@ class DpFinetuneMethod:
                 "training": {
                     "epochs": ft.epochs,
                     **({"batch_size": ft.batch_size} if ft.sample_rate is None else {"sample_rate": ft.sample_rate}),
+                    "optimizer": ft.optimizer + (f" (momentum {ft.momentum})" if ft.momentum else ""),
                     "learning_rate": ft.learning_rate,
                     "max_length": ft.max_length,
                 },
