@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dpsynth.cli import app, main, parse_overrides
@@ -587,9 +588,17 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
     assert err.strip() == f"interrupted; continue with `dpsynth run --resume --out {shlex.quote(str(out))}`"
     assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
     monkeypatch.undo()
+    # a setting of what is sampled is refused on resume; how samples are fetched (a timeout) may change
+    code, err = _main_error(["run", "--resume", "--out", str(out), "--generators.b.n-parallel", "2"], capsys)
+    assert code == 2 and "was started with other values of generators" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
-    main(["run", "--resume", "--out", str(out), "--quiet"])
+    main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "600"])
     assert "wrote 40 synthetic records" in capsys.readouterr().out
+    stored = Config.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    assert [(g.name, g.timeout_s, g.prompt_format) for g in stored.generators] == [
+        ("a", 600.0, "chat"),
+        ("b", 600.0, "completion"),
+    ]  # a later plain --resume keeps the longer limit
 
 
 def test_a_sample_that_fails_before_making_anything_names_the_sample_again(
@@ -622,9 +631,17 @@ def test_a_backend_failing_mid_run_names_the_resume(
         "every request failed" in err
         and f"the run is kept: once that is fixed, `dpsynth run --resume --out {out}`" in err
     )
+    # a setting of what is sampled is refused on resume; how samples are fetched (a timeout) may change
+    code, err = _main_error(["run", "--resume", "--out", str(out), "--generators.b.n-parallel", "2"], capsys)
+    assert code == 2 and "was started with other values of generators" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
-    main(["run", "--resume", "--out", str(out), "--quiet"])
+    main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "600"])
     assert "wrote 40 synthetic records" in capsys.readouterr().out
+    stored = Config.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    assert [(g.name, g.timeout_s, g.prompt_format) for g in stored.generators] == [
+        ("a", 600.0, "chat"),
+        ("b", 600.0, "completion"),
+    ]  # a later plain --resume keeps the longer limit
 
 
 def test_a_warning_before_the_run_directory_reads_warning_colon(tmp_path: Path, private_csv: Path) -> None:
@@ -1171,6 +1188,36 @@ def test_generators_by_name_on_the_command_line() -> None:
     assert (cfg.generators[2].name, cfg.generators[2].model) == ("my-model.gguf", "my-model.gguf")
     assert cfg.wasp.label_judge is None  # a chosen list opts in to the judge, as a YAML list does
     assert parse_overrides(["--generators", "[{name: a, model: b}]"])["generators"] == [{"name": "a", "model": "b"}]
+
+
+def test_a_generator_setting_on_the_command_line_reaches_every_or_one_generator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`n_threads`, `base_url` and `timeout_s` needed a YAML list of whole generators on the command line."""
+    cfg = load_config(
+        None, parse_overrides(["--generators.n-threads", "1", "--generators.qwen2.5-coder-0.5b.timeout-s", "30"])
+    )
+    default = Config()
+    assert [g.name for g in cfg.generators] == [g.name for g in default.generators]
+    assert [g.n_threads for g in cfg.generators] == [1, 1, 1]
+    assert [g.timeout_s for g in cfg.generators] == [120.0, 120.0, 30.0]
+    assert [g.prompt_format for g in cfg.generators] == [g.prompt_format for g in default.generators]
+    assert cfg.wasp.label_judge == default.wasp.label_judge  # the default judge stays on
+    # aug-pe's own default generator (one), a named list, a file's list
+    aug = load_config(None, parse_overrides(["--method", "aug-pe", "--generators.base-url", "http://127.0.0.1:1/v1"]))
+    assert [(g.name, g.base_url) for g in aug.generators] == [("qwen2.5-coder-0.5b", "http://127.0.0.1:1/v1")]
+    two = parse_overrides(["--generators", "smollm2-135m,gemma3-270m", "--generators.gemma3-270m.n-parallel", "2"])
+    assert [g.n_parallel for g in load_config(None, two).generators] == [4, 2]
+    (tmp_path / "c.yaml").write_text("generators: [{name: a, model: a.gguf}, {name: b, model: b.gguf}]\n")
+    filed = load_config(tmp_path / "c.yaml", parse_overrides(["--generators.b.extra-body", "{top_k: 5}"]))
+    assert [g.extra_body for g in filed.generators] == [None, {"top_k": 5}]
+    with pytest.raises(ConfigError, match=re.escape("did you mean --generators.n-threads?")):
+        parse_overrides(["--generators.nthreads", "1"])
+    with pytest.raises(ConfigError, match=re.escape("no generator is called 'c'; the run's generators: a, b")):
+        load_config(tmp_path / "c.yaml", parse_overrides(["--generators.c.n-threads", "1"]))
+    with pytest.raises(SystemExit):
+        main(["run", "--method", "pearl", "--generators.n-threads", "1", "--check"])
+    assert "--generators.n-threads is a setting of wasp" in capsys.readouterr().err
 
 
 def test_a_config_file_given_as_a_flag_or_after_the_flags_is_pointed_first() -> None:

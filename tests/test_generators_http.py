@@ -252,6 +252,18 @@ def test_timeout_is_retried_then_given_up(server: FakeServer) -> None:
     assert time.monotonic() - t0 < 3
 
 
+def test_a_batch_that_timed_out_names_the_flag_that_lengthens_the_limit(server: FakeServer) -> None:
+    """A slow backend failed the run with "timed out" and no way to resume with a longer limit."""
+    server.script = lambda s, n: Reply(delay=1.0, body=ok_chat().body)
+    with make(server.url, timeout_s=0.2, max_retries=0) as g, pytest.raises(GeneratorError) as exc:
+        g.generate([CHAT, CHAT])
+    assert "timed out" in str(exc.value)
+    assert "--generators.remote.timeout-s SECONDS, also with --resume" in str(exc.value)
+    counter = TokenCounter()
+    counter.add(Completion("", error="HTTP 404"))
+    assert counter.all_failed("a") == "generators[a]: every request failed (['HTTP 404']); check the backend"
+
+
 def test_total_time_is_bounded(server: FakeServer) -> None:
     server.script = lambda s, n: Reply(429, {}, {"Retry-After": "100"})
     t0 = time.monotonic()

@@ -30,7 +30,13 @@ from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of th
 )
 from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
 from dpsynth.privacy.report import round_up
-from dpsynth.run_args import check_relative_to_config, check_resumed_method, method_hint, refuse_unread_flags
+from dpsynth.run_args import (
+    check_relative_to_config,
+    check_resumed_method,
+    method_hint,
+    refuse_unread_flags,
+    resumed_generators,
+)
 
 if TYPE_CHECKING:
     from dpsynth.api import Checked
@@ -133,6 +139,8 @@ def run_from_args(
     if resume:
         check_resumed_method(args, method)
     overrides = parse_overrides(args, hint)
+    if resume:
+        resumed_generators(overrides, config)
     if method is not None:
         if overrides.get("method", method) != method:
             raise ConfigError(f"method: this command runs {method}; use `dpsynth run` for other methods")

@@ -4,7 +4,8 @@
 --some-field X`` overrides any field by its dotted path; ``dpsynth.synthesize``
 takes the same object.  Validation happens here, at the door, with messages
 that name the field and the fix (scikit-learn style): ``config_base.py`` holds that machinery
-and the YAML reader, ``config_sections.py`` the methods' sections (wasp, finetune, pearl, knowledgesg).
+and the YAML reader, ``config_generators.py`` the generators, ``config_sections.py`` the methods'
+sections (wasp, finetune, pearl, knowledgesg).
 """
 
 from __future__ import annotations
@@ -29,106 +30,21 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
     norm_label,
     yaml_problem,
 )
+from dpsynth.config_generators import (  # noqa: F401 - re-exported: dpsynth.config is where callers look
+    DRY_SAMPLER,
+    EMBEDDED_JUDGE,
+    GENERATOR_ALIASES,
+    GENERATOR_TRANSPORT,
+    QWEN_CODER_GENERATOR,
+    Backend,
+    GeneratorConfig,
+    PromptFormat,
+    default_generators,
+    generator_named,
+)
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig, WaspConfig
 from dpsynth.errors import ConfigError
-from dpsynth.generators.models import QWEN25_CODER, canonical_model
 from dpsynth.methods.registry import METHODS, Method, names_where, section_users  # noqa: F401 - Method re-exported
-
-Backend = Literal["llamacpp", "openai", "transformers"]
-
-
-PromptFormat = Literal["chat", "completion"]
-
-
-# llama.cpp's DRY ("don't repeat yourself") sampler penalises continuing any token sequence already in the
-# context, the prompt included.  Small models shown L good and L poor examples otherwise copy them: on the
-# default demo's round-1 prompts it raised accepted outputs from 6/16 to 15/16 (Gemma-3-270M) and from
-# 2/16 to 12/16 (Qwen2.5-Coder-0.5B): bench/diag_copying.py, bench/results/copying.json.
-DRY_SAMPLER: dict[str, Any] = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
-
-
-class GeneratorConfig(StrictModel):
-    """One prompted generator: a backend, a model and a prompt format."""
-
-    name: str = Field(description="Short unique name used in outputs and reports.")
-    backend: Backend = Field("llamacpp", description="llamacpp (local GGUF), openai (HTTP), transformers (GPU).")
-    model: str = Field(
-        description=(
-            "llamacpp: GGUF path or an embedded name (smollm2-135m-instruct, gemma3-270m, "
-            "qwen2.5-coder-0.5b-instruct, whose former name qwen2.5-0.5b-instruct is accepted, and the larger "
-            "qwen2.5-coder-1.5b-instruct of dpsynth[embedded-large]); openai: model id "
-            "on the server; transformers: folder or hub id."
-        )
-    )
-    prompt_format: PromptFormat = Field("chat", description="chat for instruct models, completion for base models.")
-    extra_body: dict[str, Any] | None = Field(
-        None,
-        description=(
-            "Extra sampler fields merged into every request body (backend-specific, e.g. vLLM's "
-            "repetition_penalty). None: llamacpp uses DRY_SAMPLER (the prompt's examples are not copied); "
-            "openai sends nothing extra."
-        ),
-    )
-    # llama.cpp
-    n_parallel: int = Field(4, ge=1, le=64, description="llama.cpp slots (continuous batching).")
-    n_ctx: int = Field(4096, ge=256, description="llama.cpp total context, shared by the slots.")
-    n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = all cores.")
-    # HTTP
-    base_url: str | None = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
-    concurrency: int = Field(8, ge=1, le=512, description="openai backend: requests in flight.")
-    timeout_s: float = Field(120.0, gt=0, le=86_400, allow_inf_nan=False, description="Per-request timeout in seconds.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, 429 and 5xx, with backoff.")
-    # transformers
-    device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:N or mps.")
-    batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")
-
-    _device = field_validator("device")(device_name)
-
-    @model_validator(mode="after")
-    def _current_model_name(self) -> GeneratorConfig:
-        """An embedded model given by its former name (qwen2.5-0.5b-instruct) is recorded by its current one.
-
-        Not for the openai backend, whose ``model`` is whatever id the server serves under."""
-        if self.backend != "openai":
-            self.__dict__["model"] = canonical_model(self.model)
-        return self
-
-    def sampler_fields(self) -> dict[str, Any]:
-        """The extra request-body fields this generator sends (see extra_body)."""
-        if self.extra_body is not None:
-            return dict(self.extra_body)
-        return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
-
-
-QWEN_CODER_GENERATOR = "qwen2.5-coder-0.5b"  # the embedded Qwen2.5-Coder-0.5B-Instruct's generator name
-
-
-EMBEDDED_JUDGE = QWEN_CODER_GENERATOR  # the label judge of the embedded generator set (WaspConfig.label_judge)
-# Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
-# journal and rounds.json), so only a reference to a generator that is not in the list is translated:
-# ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.
-
-
-# Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
-# journal and rounds.json), so only a reference to a generator that is not in the list is translated:
-# ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.
-GENERATOR_ALIASES: dict[str, str] = {"qwen2.5-0.5b": QWEN_CODER_GENERATOR}
-
-
-def default_generators() -> list[GeneratorConfig]:
-    """Three local generators of different families (WASP needs diversity, docs/wasp.md)."""
-    return [
-        GeneratorConfig(name="smollm2-135m", model="smollm2-135m-instruct", prompt_format="chat"),
-        GeneratorConfig(name="gemma3-270m", model="gemma3-270m", prompt_format="completion"),
-        GeneratorConfig(name=QWEN_CODER_GENERATOR, model=QWEN25_CODER, prompt_format="chat"),
-    ]
-
-
-def generator_named(name: str, generators: list[GeneratorConfig]) -> GeneratorConfig | None:
-    """The generator called ``name``, or by a former name of it (``GENERATOR_ALIASES``), or None."""
-    by_name = {g.name: g for g in generators}
-    return by_name.get(name) or by_name.get(GENERATOR_ALIASES.get(name, ""))
 
 
 class DataConfig(StrictModel):
@@ -315,7 +231,7 @@ def section_misfits(paths: list[str], method: str) -> list[tuple[str, tuple[str,
         users = SECTION_USERS.get(section)
         if "." in p and users is not None and method not in users:
             out.append((p, users))
-        elif p in PROMPTING_ONLY_FIELDS and method in METHODS and method not in prompting:
+        elif section in PROMPTING_ONLY_FIELDS and method in METHODS and method not in prompting:
             out.append((p, prompting))
         elif section == "wasp" and method in METHODS and METHODS[method].ignores(name):
             # aug-pe fixes q, zero-shot has no votes: the value would be stored in config.yaml and never used
@@ -491,9 +407,38 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}{data_hint}")
         raw = loaded
+    per_generator = {k: v for k, v in (overrides or {}).items() if k.startswith("generators.")}
     for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
+        if key not in per_generator:
+            set_dotted(raw, key, value)
+    if per_generator:
+        set_generator_fields(raw, per_generator)
     return Config.model_validate(raw)  # raises a one-line ConfigError
+
+
+def set_generator_fields(raw: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Apply ``generators.*.FIELD`` (every generator) and ``generators.NAME.FIELD`` settings (the CLI's
+    ``--generators.n-threads 1``) to the generator list the run would use: the file's or flags' list, else the
+    method's default, which is then written out with the label judge it implies (a listed generator set
+    otherwise means "no default judge", see Config._embedded_judge)."""
+    if not isinstance(raw.get("generators"), list):
+        resolved = Config.model_validate(raw)
+        raw["generators"] = [g.model_dump(exclude_defaults=True) | {"name": g.name} for g in resolved.generators]
+        wasp = raw.setdefault("wasp", {})
+        if isinstance(wasp, dict) and "label_judge" not in wasp and resolved.wasp.label_judge is not None:
+            wasp["label_judge"] = resolved.wasp.label_judge
+    gens = [g for g in raw["generators"] if isinstance(g, dict)]
+    for key, value in settings.items():
+        name, _, field = key.removeprefix("generators.").rpartition(".")
+        targets = gens if name == "*" else [g for g in gens if name in (g.get("name"), GENERATOR_ALIASES.get(name))]
+        if not targets:
+            names = ", ".join(str(g.get("name")) for g in gens) or "none"
+            raise ConfigError(
+                f"--generators.{name}.{field.replace('_', '-')}: no generator is called {name!r}; "
+                f"the run's generators: {names}"
+            )
+        for g in targets:
+            g[field] = value
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

@@ -120,6 +120,18 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
                 raise ConfigError(f"unexpected argument {a!r}; a config file comes first: `dpsynth run {a} --FLAG ...`")
             raise ConfigError(f"unexpected argument {a!r}; flags look like --epsilon 4")
         key, eq, val = a[2:].partition("=")
+        if key.startswith("generators."):  # --generators.n-threads 1, --generators.NAME.base-url URL
+            if not eq:
+                if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                    raise ConfigError(f"flag --{key} needs a value")
+                val = args[i + 1]
+                i += 1
+            path, value = _generator_override(key, val)
+            if path in out:
+                raise ConfigError(f"--{key} is given twice among the flags; keep one")
+            out[path] = value
+            i += 1
+            continue
         key_norm = key.replace("-", "_")
         if key_norm == "config":
             raise ConfigError(
@@ -157,6 +169,45 @@ def parse_overrides(args: list[str], method: str | None = None) -> dict[str, Any
     return out
 
 
+def _generator_override(key: str, val: str) -> tuple[str, Any]:
+    """``--generators.FIELD V`` (every generator) or ``--generators.NAME.FIELD V`` (the one called NAME; names
+    may hold dots and hyphens: qwen2.5-coder-0.5b) -> (``generators.*.FIELD`` or ``generators.NAME.FIELD``,
+    the value), so that a per-generator setting (n_threads, base_url, timeout_s) needs no YAML list.
+    ``load_config`` applies it to the list the run uses (the file's, --generators or the method's default)."""
+    from dpsynth.config import GeneratorConfig
+
+    rest = key.removeprefix("generators.")
+    name, _, field = rest.rpartition(".")
+    field = field.replace("-", "_")
+    fields = GeneratorConfig.model_fields
+    if field not in fields or field == "name":
+        import difflib
+
+        close = difflib.get_close_matches(field, [f for f in fields if f != "name"], n=1)
+        hint = (
+            f"did you mean --generators.{(name + '.') if name else ''}{close[0].replace('_', '-')}? " if close else ""
+        )
+        raise ConfigError(
+            f"unknown flag --{key}: {field!r} is not a generator setting; {hint}settings: "
+            + ", ".join(f for f in fields if f != "name")
+        )
+    path = f"generators.{name or '*'}.{field}"
+    kinds = _annotation_kinds(fields[field].annotation)
+    if kinds == {str}:
+        return path, None if val.strip().lower() in _NONE_WORDS and _optional(fields[field].annotation) else val
+    return path, _parse_value(val, path, strict=dict in kinds)
+
+
+def _annotation_kinds(ann: Any) -> set[Any]:
+    """The types a field takes (``str | None`` -> {str}; ``list[str]`` -> {list})."""
+    union = typing.get_origin(ann) in (typing.Union, types.UnionType)
+    return {typing.get_origin(a) or a for a in (typing.get_args(ann) if union else (ann,))} - {type(None)}
+
+
+def _optional(ann: Any) -> bool:
+    return typing.get_origin(ann) in (typing.Union, types.UnionType) and type(None) in typing.get_args(ann)
+
+
 _NONE_WORDS = ("null", "none", "~", "")
 _NAME_LIST = re.compile(r"^[\w.\-]+(?:\s*,\s*[\w.\-]+)*$")
 
@@ -185,9 +236,7 @@ def _nullable(path: str) -> bool:
         model = model.model_fields[section].annotation
     if name not in model.model_fields:
         return False
-    ann = model.model_fields[name].annotation
-    union = typing.get_origin(ann) in (typing.Union, types.UnionType)
-    return union and type(None) in typing.get_args(ann)
+    return _optional(model.model_fields[name].annotation)
 
 
 def _as_text(path: str, val: str) -> bool:
@@ -201,14 +250,12 @@ def _as_text(path: str, val: str) -> bool:
 
 
 def _kinds(path: str) -> set[Any]:
-    """The types a field takes (``str | None`` -> {str}; ``list[str]`` -> {list})."""
+    """The types the field at ``path`` takes."""
     model: Any = Config
     *sections, name = path.split(".")
     for section in sections:
         model = model.model_fields[section].annotation
-    ann = model.model_fields[name].annotation if name in model.model_fields else str
-    union = typing.get_origin(ann) in (typing.Union, types.UnionType)
-    return {typing.get_origin(a) or a for a in (typing.get_args(ann) if union else (ann,))} - {type(None)}
+    return _annotation_kinds(model.model_fields[name].annotation if name in model.model_fields else str)
 
 
 def _structured(path: str) -> bool:
@@ -297,6 +344,11 @@ def flags_help(method: str | None = None) -> str:
             choices = _choices(f.annotation)
             extra = f" one of: {', '.join(choices)}." if choices else ""
             text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()
+            if path == "generators":
+                text += (
+                    " Per generator: --generators.FIELD VALUE sets FIELD of every generator, "
+                    "--generators.NAME.FIELD VALUE of one, e.g. --generators.n-threads 1, --generators.base-url http://127.0.0.1:8000/v1."
+                )
             rows.extend(textwrap.wrap(text, width=78, initial_indent="  ", subsequent_indent="      "))
         blocks.append("\n".join(rows))
     return "\n\n".join(blocks)

@@ -38,7 +38,15 @@ from typing import Any
 
 import yaml
 
-from dpsynth.config import SECTION_USERS, Config, explicit_fields, field_names, load_yaml, set_dotted
+from dpsynth.config import (
+    GENERATOR_TRANSPORT,
+    SECTION_USERS,
+    Config,
+    explicit_fields,
+    field_names,
+    load_yaml,
+    set_dotted,
+)
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import is_in_memory_source, local_source
 from dpsynth.errors import ConfigError, DpsynthError, ResumeError
@@ -248,7 +256,7 @@ class RunDir:
             for key, value in given.items():
                 set_dotted(merged_raw, key, value)
             merged = Config.model_validate(merged_raw)
-            diffs = _diff(stored.model_dump(), merged.model_dump()) - _RESUMABLE_DIFFS
+            diffs = _diff(_fetch_free(stored.model_dump()), _fetch_free(merged.model_dump())) - _RESUMABLE_DIFFS
             if is_in_memory_source(stored.data.private):
                 diffs.discard("data.private")  # the records are passed again, as a file this time
             elif "data.private" in diffs and _moved(stored.data.private, merged.data.private):
@@ -322,13 +330,21 @@ class RunDir:
                 )
 
     def record_resumable(self, config: Config) -> None:
-        """Write the settings this resume changed (``_RESUMABLE_DIFFS``) into config.yaml, so that a later plain
-        ``--resume`` keeps them: a client that moved to another server must not go back to the old one."""
+        """Write the settings this resume changed (``_RESUMABLE_DIFFS``, the generators' ``GENERATOR_TRANSPORT``)
+        into config.yaml, so that a later plain ``--resume`` keeps them: a client that moved to another server
+        must not go back to the old one."""
         raw, new = self.stored_raw(), config.model_dump(mode="json")
         old = Config.model_validate(raw).model_dump(mode="json")  # a setting config.yaml predates: its default
         changed = [k for k in sorted(_RESUMABLE_DIFFS - {"out"}) if _dotted(old, k) != _dotted(new, k)]
         for key in changed:
             set_dotted(raw, key, _dotted(new, key))
+        gens = raw.get("generators")
+        if isinstance(gens, list) and len(gens) == len(new["generators"]):
+            for i, (was, now) in enumerate(zip(old["generators"], new["generators"], strict=True)):
+                moved = {k: now[k] for k in GENERATOR_TRANSPORT if was[k] != now[k]}
+                if moved and isinstance(gens[i], dict):
+                    gens[i].update(moved)
+                    changed.append(f"generators.{i}")
         if changed:
             atomic_write_text(self.config, dump_config_yaml(Config.model_validate(raw)))
 
@@ -457,6 +473,12 @@ def _moved(stored: Any, given: Any) -> bool:
     if not (isinstance(stored, str) and isinstance(given, str)):
         return False
     return os.path.isabs(stored) and not Path(stored).exists() and Path(given).exists()
+
+
+def _fetch_free(dump: dict[str, Any]) -> dict[str, Any]:
+    """A config dump without the generators' GENERATOR_TRANSPORT settings, which a resume may change."""
+    gens = [{k: v for k, v in g.items() if k not in GENERATOR_TRANSPORT} for g in dump.get("generators", [])]
+    return {**dump, "generators": gens}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:

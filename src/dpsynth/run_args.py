@@ -9,6 +9,7 @@ any model is loaded or anything is written.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -16,6 +17,25 @@ from dpsynth.config import load_yaml, section_misfits
 from dpsynth.config_flags import _flag_value
 from dpsynth.errors import ConfigError
 from dpsynth.methods.registry import METHODS
+
+
+def resumed_generators(overrides: dict[str, Any], config: str | None) -> None:
+    """``--resume --out DIR --generators.timeout-s 600``: the per-generator setting applies to the stored run's
+    generators (not the method's default list, which a resume would refuse as another set), so a run whose
+    backend timed out resumes with a longer limit.  Sets ``overrides["generators"]`` to the stored list."""
+    out = overrides.get("out")
+    if config or "generators" in overrides or not isinstance(out, str):
+        return
+    if not any(k.startswith("generators.") for k in overrides):
+        return
+    from dpsynth.run import RunDir
+
+    try:
+        raw = load_yaml(RunDir(out).config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the resume reports it
+    if isinstance(raw, dict) and isinstance(raw.get("generators"), list):
+        overrides["generators"] = raw["generators"]
 
 
 def method_hint(args: list[str], config: str | None, resume: bool) -> str | None:
@@ -87,6 +107,8 @@ def refuse_unread_flags(paths: list[str], method: str) -> None:
         return
     path, users = misfits[0]
     flag = f"--{path.rsplit('.', 1)[-1].replace('_', '-')} ({path})"
+    if path.startswith("generators."):  # --generators.n-threads, --generators.NAME.n-threads
+        flag = "--" + path.replace(".*.", ".").replace("_", "-")
     preset = METHODS[method].preset if method in METHODS else {}
     if path.startswith("wasp.") and path[5:] in preset:
         raise ConfigError(

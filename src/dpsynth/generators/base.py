@@ -126,3 +126,19 @@ class TokenCounter:
             self.failures += 1
             if len(self.errors) < 5:
                 self.errors.append(c.error)
+
+    def all_failed(self, name: str) -> str | None:
+        """The one-line error for a generator whose every request in a round failed, else None."""
+        if not self.completions or self.failures != self.completions:
+            return None
+        return f"generators[{name}]: every request failed ({self.errors[:1]}); check the backend" + timeout_hint(
+            name, self.errors
+        )
+
+
+def timeout_hint(name: str, errors: Sequence[str | None]) -> str:
+    """For errors that are timeouts: the flag that lengthens the limit, which a resumed run may change
+    (config.GENERATOR_TRANSPORT), so that a slow backend does not cost the run."""
+    if not any(e and "timed out" in e for e in errors):
+        return ""
+    return f" (or give it longer: --generators.{name}.timeout-s SECONDS, also with --resume)"

@@ -29,7 +29,7 @@ import httpx
 
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
-from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
+from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback, timeout_hint
 from dpsynth.generators.pool import RequestPool, Submits
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ def run_batch(
         hint = ""
         if first == "empty completion":
             hint = " (a base model needs prompt_format: completion, an instruct model chat)"
+        hint = hint or timeout_hint(name, [c.error for c in out])
         raise GeneratorError(f"generators[{name}]: all {len(out)} requests failed, e.g. {first}{hint}")
     return out
 

@@ -497,10 +497,8 @@ class WaspRun:
         self.progress.start(self._round_label, total, sum(1 for s in self.samples if s.round == t))  # resumed
         for g, per_class in plan.budgets.items():
             self._fill(g, plan, by_id, {c: max(n - made[g][c], 0) for c, n in per_class.items()})
-            if self.tokens[g].completions and self.tokens[g].failures == self.tokens[g].completions:
-                raise GeneratorError(
-                    f"generators[{g}]: every request failed ({self.tokens[g].errors[:1]}); check the backend"
-                )
+            if failed := self.tokens[g].all_failed(g):
+                raise GeneratorError(failed)
         # Outputs dropped by clean-up leave a class short: the best-weighted generators fill the gap.
         order = sorted(plan.budgets, key=lambda g: -plan.weights.get(g, 0.0))
         for g in order:
