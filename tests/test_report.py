@@ -20,7 +20,7 @@ import dpsynth
 from dpsynth.errors import DataError
 from dpsynth.evaluate import evaluate
 from dpsynth.report import build_report, write_report
-from dpsynth.report.markup import fmt
+from dpsynth.report.markup import fmt, table
 
 from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 
@@ -265,6 +265,13 @@ def test_privacy_parameters_are_rounded_up_never_down(run_dir: Path, tmp_path: P
     assert "(ε = 2.7, δ = 1.3e-05)" in text and "at most δ = 1.3e-05" in text
     assert "2.69 " not in text and "2.69," not in text and "1.2e-05" not in text
     assert "2.69472" in text and "2.69473" in text  # the table's 6 figures, the target rounded up too
+
+
+def test_shares_written_as_text_align_with_the_numbers_and_names_stay_left() -> None:
+    """Percentage and ratio columns ("12.3%", "512 (90%)") were left-aligned beside right-aligned numbers."""
+    html = table(["a"] * 6, [["12.3%", "512 (90%)", "0.71 +- 0.02", 7, "1", "Rise and Roll"]])
+    cells = re.findall(r"<td( class=\"num\")?>", html)
+    assert [bool(c) for c in cells] == [True, True, True, True, False, False]
 
 
 def test_round_up_never_rounds_down() -> None:

@@ -83,8 +83,13 @@ def fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
+# a share or ratio written as text ("12%", "70 / 567", "0.93 (12%)", "0.71 +- 0.02"): right-aligned like the
+# numbers beside it.  Plain digit strings stay text: a label value such as "1" is a name, not a figure.
+_FIGURE = re.compile(r"^(?=.*\d)(?=.*[%/\u00b1]|.*\+-)[\d\s.,%/()+\-\u00b1\u2212]+$")
+
+
 def _cell(x: Any) -> str:
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
+    if isinstance(x, (int, float)) and not isinstance(x, bool) or isinstance(x, str) and _FIGURE.match(x):
         return f'<td class="num">{esc(fmt(x))}</td>'
     if isinstance(x, (dict, list)):
         return f"<td><code>{esc(json.dumps(x, default=str))}</code></td>"
