@@ -232,6 +232,39 @@ def test_http_backend_against_real_llamacpp_server(smollm2_path: Path, monkeypat
         httpx.get(server.address + "/health", timeout=2)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_a_run_whose_server_timed_out_resumes_with_a_longer_limit(
+    smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real llama.cpp HTTP server slower than timeout_s: the run stops naming --generators.NAME.timeout-s and
+    `--resume` with a longer limit finishes it (a resume used to refuse any change to the generators)."""
+    import yaml
+
+    from dpsynth.cli import main
+    from dpsynth.generators.llamacpp import serve_http
+
+    server, base_url = serve_http(smollm2_path, n_parallel=2, n_ctx=1024, n_threads=THREADS)
+    out = tmp_path / "run"
+    gens = f"[{{name: local, backend: openai, model: smollm2, base_url: '{base_url}', timeout_s: 0.001}}]"
+    args = ["run", "--method", "zero-shot", "--generators", gens, "--generators.max-retries", "0"]
+    args += ["--n-synthetic", "4", "--max-new-tokens", "24", "--out", str(out), "--quiet"]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "timed out" in err and "--generators.local.timeout-s SECONDS, which a resumed run may change" in err
+        assert f"dpsynth run --resume --out {out}" in err
+        main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "120"])
+        assert "wrote 4 synthetic records" in capsys.readouterr().out
+    finally:
+        server.close()
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["generators"][0]["timeout_s"] == 120  # a later plain --resume keeps the longer limit
+
+
 # --- (c) Gemma 3 base model with a completion prompt ---------------------------------------
 
 

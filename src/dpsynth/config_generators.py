@@ -57,8 +57,12 @@ class GeneratorConfig(StrictModel):
     base_url: str | None = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     concurrency: int = Field(8, ge=1, le=512, description="openai backend: requests in flight.")
-    timeout_s: float = Field(120.0, gt=0, le=86_400, allow_inf_nan=False, description="Per-request timeout in seconds.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries on timeouts, 429 and 5xx, with backoff.")
+    timeout_s: float = Field(
+        120.0, gt=0, le=86_400, allow_inf_nan=False, description="openai backend: per-request timeout in seconds."
+    )
+    max_retries: int = Field(
+        4, ge=0, le=20, description="openai backend: retries on timeouts, 429 and 5xx, with backoff."
+    )
     # transformers
     device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:N or mps.")
     batch_size: int = Field(16, ge=1, description="transformers backend: prompts per forward batch.")

@@ -141,4 +141,4 @@ def timeout_hint(name: str, errors: Sequence[str | None]) -> str:
     (config.GENERATOR_TRANSPORT), so that a slow backend does not cost the run."""
     if not any(e and "timed out" in e for e in errors):
         return ""
-    return f" (or give it longer: --generators.{name}.timeout-s SECONDS, also with --resume)"
+    return f" (or give it longer: --generators.{name}.timeout-s SECONDS, which a resumed run may change)"
