@@ -588,17 +588,9 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
     assert err.strip() == f"interrupted; continue with `dpsynth run --resume --out {shlex.quote(str(out))}`"
     assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
     monkeypatch.undo()
-    # a setting of what is sampled is refused on resume; how samples are fetched (a timeout) may change
-    code, err = _main_error(["run", "--resume", "--out", str(out), "--generators.b.n-parallel", "2"], capsys)
-    assert code == 2 and "was started with other values of generators" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
-    main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "600"])
+    main(["run", "--resume", "--out", str(out), "--quiet"])
     assert "wrote 40 synthetic records" in capsys.readouterr().out
-    stored = Config.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
-    assert [(g.name, g.timeout_s, g.prompt_format) for g in stored.generators] == [
-        ("a", 600.0, "chat"),
-        ("b", 600.0, "completion"),
-    ]  # a later plain --resume keeps the longer limit
 
 
 def test_a_sample_that_fails_before_making_anything_names_the_sample_again(
@@ -614,9 +606,16 @@ def test_a_sample_that_fails_before_making_anything_names_the_sample_again(
     code, err = _main_error(["sample", "--run", str(out), "--n", "3", "--quiet"], capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert f"the run is kept: once that is fixed, `dpsynth sample --run {out} --n 3`" in err and "--resume" not in err
+    code, err = _main_error(["sample", "--run", str(out), "--n", "3", "--generators.n-parallel", "2"], capsys)
+    assert code == 2 and "may change only how its generators are reached: n_threads" in err
+    code, err = _main_error(["sample", "--run", str(out), "--n", "3", "--epsilon", "2"], capsys)
+    assert code == 2 and "`dpsynth sample` takes --run, --n, --quiet and --generators.FIELD VALUE" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
-    main(["sample", "--run", str(out), "--n", "3", "--quiet"])  # the command named: it adds the 3
+    # the command named: it adds the 3 (with how the generators are reached changed, kept in config.yaml)
+    main(["sample", "--run", str(out), "--n", "3", "--quiet", "--generators.b.n-threads", "2"])
     assert "wrote 43 synthetic records" in capsys.readouterr().out
+    stored = Config.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    assert [g.n_threads for g in stored.generators] == [0, 2] and stored.n_synthetic == 43
 
 
 def test_a_backend_failing_mid_run_names_the_resume(
@@ -631,17 +630,18 @@ def test_a_backend_failing_mid_run_names_the_resume(
         "every request failed" in err
         and f"the run is kept: once that is fixed, `dpsynth run --resume --out {out}`" in err
     )
-    # a setting of what is sampled is refused on resume; how samples are fetched (a timeout) may change
+    # a setting of what is sampled is refused on resume; how samples are fetched (threads) may change
     code, err = _main_error(["run", "--resume", "--out", str(out), "--generators.b.n-parallel", "2"], capsys)
-    assert code == 2 and "was started with other values of generators" in err
+    assert code == 2 and "was started with other values of generators.1.n_parallel" in err
+    assert "a resume may change only n_threads, base_url" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
-    main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "600"])
+    main(["run", "--resume", "--out", str(out), "--quiet", "--generators.n-threads", "1"])
     assert "wrote 40 synthetic records" in capsys.readouterr().out
     stored = Config.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
-    assert [(g.name, g.timeout_s, g.prompt_format) for g in stored.generators] == [
-        ("a", 600.0, "chat"),
-        ("b", 600.0, "completion"),
-    ]  # a later plain --resume keeps the longer limit
+    assert [(g.name, g.n_threads, g.prompt_format) for g in stored.generators] == [
+        ("a", 1, "chat"),
+        ("b", 1, "completion"),
+    ]  # a later plain --resume keeps them
 
 
 def test_a_warning_before_the_run_directory_reads_warning_colon(tmp_path: Path, private_csv: Path) -> None:
@@ -1194,27 +1194,39 @@ def test_a_generator_setting_on_the_command_line_reaches_every_or_one_generator(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`n_threads`, `base_url` and `timeout_s` needed a YAML list of whole generators on the command line."""
-    cfg = load_config(
-        None, parse_overrides(["--generators.n-threads", "1", "--generators.qwen2.5-coder-0.5b.timeout-s", "30"])
-    )
+    flags = ["--generators.qwen2.5-coder-0.5b.n-threads", "3", "--generators.n-threads", "1"]  # named wins
+    cfg = load_config(None, parse_overrides(flags))
     default = Config()
     assert [g.name for g in cfg.generators] == [g.name for g in default.generators]
-    assert [g.n_threads for g in cfg.generators] == [1, 1, 1]
-    assert [g.timeout_s for g in cfg.generators] == [120.0, 120.0, 30.0]
+    assert [g.n_threads for g in cfg.generators] == [1, 1, 3]
     assert [g.prompt_format for g in cfg.generators] == [g.prompt_format for g in default.generators]
     assert cfg.wasp.label_judge == default.wasp.label_judge  # the default judge stays on
-    # aug-pe's own default generator (one), a named list, a file's list
-    aug = load_config(None, parse_overrides(["--method", "aug-pe", "--generators.base-url", "http://127.0.0.1:1/v1"]))
-    assert [(g.name, g.base_url) for g in aug.generators] == [("qwen2.5-coder-0.5b", "http://127.0.0.1:1/v1")]
+    former = load_config(None, parse_overrides(["--generators.qwen2.5-0.5b.n-ctx", "2048"]))  # a former name
+    assert [g.n_ctx for g in former.generators] == [4096, 4096, 2048]
+    # aug-pe's own default generator (one), moved to a server: the backend is set before the fields it reads
+    moved = ["--method", "aug-pe", "--generators.base-url", "http://127.0.0.1:1/v1", "--generators.backend", "openai"]
+    aug = load_config(None, parse_overrides(moved))
+    assert [(g.name, g.backend, g.base_url) for g in aug.generators] == [
+        ("qwen2.5-coder-0.5b", "openai", "http://127.0.0.1:1/v1")
+    ]
     two = parse_overrides(["--generators", "smollm2-135m,gemma3-270m", "--generators.gemma3-270m.n-parallel", "2"])
     assert [g.n_parallel for g in load_config(None, two).generators] == [4, 2]
-    (tmp_path / "c.yaml").write_text("generators: [{name: a, model: a.gguf}, {name: b, model: b.gguf}]\n")
-    filed = load_config(tmp_path / "c.yaml", parse_overrides(["--generators.b.extra-body", "{top_k: 5}"]))
-    assert [g.extra_body for g in filed.generators] == [None, {"top_k": 5}]
+    (tmp_path / "c.yaml").write_text(
+        "generators: [{name: a, model: a.gguf}, {name: b, backend: openai, model: m, base_url: 'http://h/v1'}]\n"
+    )
+    filed = load_config(tmp_path / "c.yaml", parse_overrides(["--generators.timeout-s", "30"]))
+    assert [g.timeout_s for g in filed.generators] == [120.0, 30.0]  # only the generator that reads it
+    extra = load_config(tmp_path / "c.yaml", parse_overrides(["--generators.b.extra-body", "{top_k: 5}"]))
+    assert [g.extra_body for g in extra.generators] == [None, {"top_k": 5}]
+    assert load_config(None, {"generators.n_threads": 2}).generators[0].n_threads == 2  # the Python spelling
     with pytest.raises(ConfigError, match=re.escape("did you mean --generators.n-threads?")):
         parse_overrides(["--generators.nthreads", "1"])
     with pytest.raises(ConfigError, match=re.escape("no generator is called 'c'; the run's generators: a, b")):
         load_config(tmp_path / "c.yaml", parse_overrides(["--generators.c.n-threads", "1"]))
+    with pytest.raises(ConfigError, match="timeout_s is read by the openai backend only, and generator a does not"):
+        load_config(tmp_path / "c.yaml", parse_overrides(["--generators.a.timeout-s", "1"]))
+    with pytest.raises(ConfigError, match="openai backend only, and none of the run's generators uses it"):
+        load_config(None, parse_overrides(["--generators.timeout-s", "1"]))
     with pytest.raises(SystemExit):
         main(["run", "--method", "pearl", "--generators.n-threads", "1", "--check"])
     assert "--generators.n-threads is a setting of wasp" in capsys.readouterr().err

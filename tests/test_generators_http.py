@@ -252,6 +252,14 @@ def test_timeout_is_retried_then_given_up(server: FakeServer) -> None:
     assert time.monotonic() - t0 < 3
 
 
+def test_a_key_given_as_api_key_env_is_refused_without_showing_it() -> None:
+    """api_key_env names a variable; a key pasted there would be written to the shared config.yaml."""
+    with pytest.raises(ValueError, match="must name an environment variable") as exc:
+        GeneratorConfig(name="r", backend="openai", model="m", base_url="http://h/v1", api_key_env="sk-SECRET-123")
+    assert "SECRET" not in str(exc.value)
+    assert GeneratorConfig(name="r", model="m", api_key_env="VLLM_KEY_2").api_key_env == "VLLM_KEY_2"
+
+
 def test_a_batch_that_timed_out_names_the_flag_that_lengthens_the_limit(server: FakeServer) -> None:
     """A slow backend failed the run with "timed out" and no way to resume with a longer limit."""
     server.script = lambda s, n: Reply(delay=1.0, body=ok_chat().body)

@@ -268,10 +268,12 @@ def test_privacy_parameters_are_rounded_up_never_down(run_dir: Path, tmp_path: P
 
 
 def test_shares_written_as_text_align_with_the_numbers_and_names_stay_left() -> None:
-    """Percentage and ratio columns ("12.3%", "512 (90%)") were left-aligned beside right-aligned numbers."""
-    html = table(["a"] * 6, [["12.3%", "512 (90%)", "0.71 +- 0.02", 7, "1", "Rise and Roll"]])
-    cells = re.findall(r"<td( class=\"num\")?>", html)
-    assert [bool(c) for c in cells] == [True, True, True, True, False, False]
+    """Percentage and ratio columns ("12.3%", "512 (90%)") were left-aligned beside right-aligned numbers; a
+    label column stays left even where a label reads like a share ("50%")."""
+    rows = [["12.3%", "512 (90%)", "0.71 +- 0.02", 7, "1", "50%"], ["4.0%", "3 (1%)", "0.70 +- 0.01", 8, "2", "neg"]]
+    cells = re.findall(r"<td( class=\"num\")?>", table(["a"] * 6, rows))
+    assert [bool(c) for c in cells[:6]] == [True, True, True, True, False, False]
+    assert [bool(c) for c in cells[6:]] == [True, True, True, True, False, False]
 
 
 def test_round_up_never_rounds_down() -> None:
@@ -1042,9 +1044,9 @@ def test_the_repetition_section_names_a_repeated_opening_and_name(run_dir: Path,
     assert "Emma Stone and Chris" not in text and "Class negative" not in text  # class 0 repeats too little
     assert "<code>dpsynth evaluate RUN_DIR --reference-zero-shot ZERO_SHOT_SET</code>" in section
     rows = {r.split("</td>")[0].split(">")[-1]: r for r in section.split("<tr>")[2:]}
-    assert "<td>30 (94%)</td>" in rows["negative"] and '<td class="num">2</td>' in rows["negative"]
+    assert '<td class="num">30 (94%)</td>' in rows["negative"] and '<td class="num">2</td>' in rows["negative"]
     assert "<td>Rise and Roll (10, 25.0%)</td>" in rows["positive"]
-    assert "<td>33 (82%)</td>" in rows["positive"]  # 30 varied openings, one shared by 8, two more
+    assert '<td class="num">33 (82%)</td>' in rows["positive"]  # 30 varied openings, one shared by 8, two more
     assert "And I" not in section  # the pronoun is no name
     # the evaluation's test set gives the task's own level beside the counts
     ev = json.loads((run / "evaluation.json").read_text())

@@ -651,3 +651,20 @@ def test_a_resume_removes_old_temporary_files_a_killed_write_left(private_csv: P
     os.utime(stale_below, (old, old))
     assert len(_run(cfg, _gens(), resume=True)) == 60
     assert not stale.exists() and not stale_below.exists() and fresh.exists()
+
+
+def test_a_setting_added_as_what_earlier_versions_did_is_not_warned_of_on_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dp-finetune config.yaml written before finetune.optimizer existed warned that "optimizer = 'adamw'"
+    may differ, though AdamW is what every earlier version trained with; a setting that may differ still warns."""
+    from dpsynth.run import RunDir
+
+    run = tmp_path / "ft"
+    run.mkdir()
+    raw = Config.model_validate({"method": "dp-finetune", "out": str(run)}).model_dump(mode="json")
+    del raw["finetune"]["optimizer"], raw["finetune"]["momentum"], raw["finetune"]["whole_sentences"]
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        RunDir(run).check(Config(out=str(run)), True)
+    assert "predates the setting(s) finetune.whole_sentences;" in caplog.text and "optimizer" not in caplog.text

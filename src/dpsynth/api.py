@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from dpsynth.config import MAX_N_SYNTHETIC, Config, load_config, unread_settings
+from dpsynth.config import (
+    GENERATOR_TRANSPORT,
+    MAX_N_SYNTHETIC,
+    Config,
+    load_config,
+    set_generator_fields,
+    unread_settings,
+)
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
 from dpsynth.embeddings import Embedder
@@ -333,9 +340,13 @@ def extend(
     embedder: Embedder | None = None,
     progress: bool = True,
     as_dataset: bool = False,
+    generator_settings: Mapping[str, Any] | None = None,
 ) -> Any:
     """``n`` more samples for the finished WASP, Aug-PE or zero-shot run in ``run``, at no privacy cost
     (the Python form of ``dpsynth sample --run RUN --n N``).
+
+    ``generator_settings`` ({"generators.*.timeout_s": 600}, {"generators.NAME.base_url": URL}) changes how
+    the run's generators are reached (config.GENERATOR_TRANSPORT only), recorded in config.yaml first.
 
     The new samples come from the run's last released vote (its weights, class shares and example pools),
     like the expansion phase of ``wasp.population``: post-processing, so epsilon stays what it was and the
@@ -367,7 +378,24 @@ def extend(
                 f"run: {run_dir.path} is a {stored.method} run; `sample` extends wasp, aug-pe and zero-shot runs"
             )
         _check_finished(run_dir, stored)
+        if generator_settings:
+            stored = _set_transport(run_dir, generator_settings)
         return _extend_held(run_dir, stored, int(n), generators, embedder, progress, as_dataset)
+
+
+def _set_transport(run_dir: RunDir, settings: Mapping[str, Any]) -> Config:
+    """Write how the generators are reached (timeouts, threads, server) into the run's config.yaml."""
+    for key in settings:
+        if not key.startswith("generators.") or key.rpartition(".")[2] not in GENERATOR_TRANSPORT:
+            raise ConfigError(
+                f"{key}: a finished run may change only how its generators are reached: "
+                + ", ".join(GENERATOR_TRANSPORT)
+            )
+    raw = run_dir.stored_raw()
+    set_generator_fields(raw, dict(settings))
+    config = Config.model_validate(raw)
+    atomic_write_text(run_dir.config, dump_yaml(raw, sort_keys=False, allow_unicode=True))
+    return config
 
 
 def _check_finished(run_dir: RunDir, stored: Config) -> None:

@@ -183,10 +183,14 @@ _RUN: tuple[str, str] | None = None
 @app.command(
     help=(
         "N more samples for a finished wasp, aug-pe or zero-shot run, from its last released vote: "
-        "post-processing, so epsilon does not change and the private data is not read."
-    )
+        "post-processing, so epsilon does not change and the private data is not read. "
+        "--generators.FIELD VALUE (or --generators.NAME.FIELD) changes how samples are fetched "
+        "(n_threads, base_url, timeout_s, ...), kept in config.yaml."
+    ),
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def sample(
+    ctx: typer.Context,
     run_dir: str = typer.Option(..., "--run", help="The folder of a finished run."),
     n: int = typer.Option(..., "--n", min=1, help="How many samples to add."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
@@ -194,8 +198,11 @@ def sample(
     from dpsynth.api import extend
 
     global _RUN
+    settings = parse_overrides(list(ctx.args))
+    if other := [k for k in settings if not k.startswith("generators.")]:
+        raise ConfigError(f"{other[0]}: `dpsynth sample` takes --run, --n, --quiet and --generators.FIELD VALUE")
     _RUN = ("dpsynth run", run_dir)  # an interrupted sample finishes as a resume
-    result = extend(run_dir, n, progress=not quiet)
+    result = extend(run_dir, n, progress=not quiet, generator_settings=settings)
     added = result.added if result.added is not None else n
     short = f"; {n - added} fewer than asked, outputs were rejected (see above)" if added < n else ""
     typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({added} added{short})")

@@ -31,6 +31,7 @@ from dpsynth.config_base import (  # noqa: F401 - re-exported: dpsynth.config is
     yaml_problem,
 )
 from dpsynth.config_generators import (  # noqa: F401 - re-exported: dpsynth.config is where callers look
+    BACKEND_FIELDS,
     DRY_SAMPLER,
     EMBEDDED_JUDGE,
     GENERATOR_ALIASES,
@@ -39,6 +40,7 @@ from dpsynth.config_generators import (  # noqa: F401 - re-exported: dpsynth.con
     Backend,
     GeneratorConfig,
     PromptFormat,
+    backend_reads,
     default_generators,
     generator_named,
 )
@@ -417,10 +419,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def set_generator_fields(raw: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Apply ``generators.*.FIELD`` (every generator) and ``generators.NAME.FIELD`` settings (the CLI's
-    ``--generators.n-threads 1``) to the generator list the run would use: the file's or flags' list, else the
-    method's default, which is then written out with the label judge it implies (a listed generator set
-    otherwise means "no default judge", see Config._embedded_judge)."""
+    """Apply ``generators.FIELD`` / ``generators.*.FIELD`` (every generator whose backend reads FIELD) and
+    ``generators.NAME.FIELD`` settings (the CLI's ``--generators.n-threads 1``) to the generator list the run
+    would use: the file's or flags' list, else the method's default, which is then written out with the label
+    judge it implies (a listed generator set otherwise means "no default judge", see Config._embedded_judge).
+    A backend is set first and every-generator settings before named ones, whatever the order given."""
     if not isinstance(raw.get("generators"), list):
         resolved = Config.model_validate(raw)
         raw["generators"] = [g.model_dump(exclude_defaults=True) | {"name": g.name} for g in resolved.generators]
@@ -428,15 +431,22 @@ def set_generator_fields(raw: dict[str, Any], settings: dict[str, Any]) -> None:
         if isinstance(wasp, dict) and "label_judge" not in wasp and resolved.wasp.label_judge is not None:
             wasp["label_judge"] = resolved.wasp.label_judge
     gens = [g for g in raw["generators"] if isinstance(g, dict)]
+    parsed = []
     for key, value in settings.items():
         name, _, field = key.removeprefix("generators.").rpartition(".")
-        targets = gens if name == "*" else [g for g in gens if name in (g.get("name"), GENERATOR_ALIASES.get(name))]
-        if not targets:
+        parsed.append((name if name not in ("", "*") else "*", field, value))
+    parsed.sort(key=lambda s: (s[1] != "backend", s[0] != "*"))
+    for name, field, value in parsed:
+        flag = f"--generators.{'' if name == '*' else name + '.'}{field.replace('_', '-')}"
+        named = gens if name == "*" else [g for g in gens if g.get("name") in (name, GENERATOR_ALIASES.get(name))]
+        if not named:
             names = ", ".join(str(g.get("name")) for g in gens) or "none"
-            raise ConfigError(
-                f"--generators.{name}.{field.replace('_', '-')}: no generator is called {name!r}; "
-                f"the run's generators: {names}"
-            )
+            raise ConfigError(f"{flag}: no generator is called {name!r}; the run's generators: {names}")
+        targets = [g for g in named if backend_reads(str(g.get("backend", "llamacpp")), field)]
+        if not targets:
+            only = ", ".join(b for b in BACKEND_FIELDS if field in BACKEND_FIELDS[b])
+            which = "none of the run's generators uses" if name == "*" else f"generator {name} does not use"
+            raise ConfigError(f"{flag}: {field} is read by the {only} backend only, and {which} it")
         for g in targets:
             g[field] = value
 

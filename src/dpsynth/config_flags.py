@@ -346,8 +346,9 @@ def flags_help(method: str | None = None) -> str:
             text = f"{flag} {_type_name(f.annotation)} (default {shown}){extra} {f.description or ''}".rstrip()
             if path == "generators":
                 text += (
-                    " Per generator: --generators.FIELD VALUE sets FIELD of every generator, "
-                    "--generators.NAME.FIELD VALUE of one, e.g. --generators.n-threads 1, --generators.base-url http://127.0.0.1:8000/v1."
+                    " Per generator: --generators.FIELD VALUE sets FIELD of every generator whose backend "
+                    "reads it, --generators.NAME.FIELD VALUE of one, e.g. --generators.n-threads 1; "
+                    "--generators.backend openai --generators.base-url URL."
                 )
             rows.extend(textwrap.wrap(text, width=78, initial_indent="  ", subsequent_indent="      "))
         blocks.append("\n".join(rows))

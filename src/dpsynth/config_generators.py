@@ -7,6 +7,7 @@ known by, so the method presets and the label judge refer to them in one place. 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -69,6 +70,17 @@ class GeneratorConfig(StrictModel):
 
     _device = field_validator("device")(device_name)
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        """The name of a variable, never the key: a key here would be written to config.yaml, which is shared."""
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(
+                "must name an environment variable (e.g. OPENAI_API_KEY) that holds the key, not the key "
+                "itself; export the key under such a name (the value given is not shown)"
+            )
+        return v
+
     @model_validator(mode="after")
     def _current_model_name(self) -> GeneratorConfig:
         """An embedded model given by its former name (qwen2.5-0.5b-instruct) is recorded by its current one.
@@ -85,13 +97,29 @@ class GeneratorConfig(StrictModel):
         return dict(DRY_SAMPLER) if self.backend == "llamacpp" else {}
 
 
-# Generator settings that change how samples are fetched, not what is sampled (threads, server address, time
-# limits, device): a resumed run may change them (a backend that timed out resumes with a longer timeout_s,
-# a moved vLLM server with its new base_url).  n_parallel and n_ctx are not among them: they set the
-# context each llama.cpp slot has, which can cut a prompt.
+# Generator settings about how samples are fetched rather than what is asked for (threads, server address,
+# time limits, device): a resumed run may change them (a backend that timed out resumes with a longer
+# timeout_s, a moved vLLM server with its new base_url, which must serve the same model).  They are not
+# wholly neutral: on the transformers backend device and batch_size can change numerics and a seeded run's
+# draws.  Either way the samples are post-processing of the released votes: no privacy is at stake.
+# n_parallel and n_ctx are not among them: they set the context each llama.cpp slot has, which can cut a prompt.
 GENERATOR_TRANSPORT = (
     "n_threads", "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "device", "batch_size"
 )  # fmt: skip
+
+
+# The settings only one backend reads (the rest, name to extra_body, are every backend's)
+BACKEND_FIELDS: dict[str, frozenset[str]] = {
+    "llamacpp": frozenset({"n_parallel", "n_ctx", "n_threads"}),
+    "openai": frozenset({"base_url", "api_key_env", "concurrency", "timeout_s", "max_retries"}),
+    "transformers": frozenset({"device", "batch_size"}),
+}
+
+
+def backend_reads(backend: str, field: str) -> bool:
+    """Whether a generator of ``backend`` reads ``field`` (a field no backend claims, every backend reads)."""
+    only = [b for b, fields in BACKEND_FIELDS.items() if field in fields]
+    return not only or backend in only
 
 
 QWEN_CODER_GENERATOR = "qwen2.5-coder-0.5b"  # the embedded Qwen2.5-Coder-0.5B-Instruct's generator name

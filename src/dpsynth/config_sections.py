@@ -197,7 +197,8 @@ class FinetuneConfig(StrictModel):
         default="adamw",
         description=(
             "Optimizer of the LoRA weights. adamw scales every coordinate's step to about the learning rate, "
-            "noise included; sgd steps in proportion to the noisy gradient (set learning_rate for it: ~0.1-1)."
+            "noise included; sgd steps in proportion to the noisy gradient, so set learning_rate on its "
+            "scale (0.005-0.5)."
         ),
     )
     momentum: float = Field(default=0.0, ge=0, lt=1, description="sgd only: heavy-ball momentum (0: plain SGD).")

@@ -38,15 +38,7 @@ from typing import Any
 
 import yaml
 
-from dpsynth.config import (
-    GENERATOR_TRANSPORT,
-    SECTION_USERS,
-    Config,
-    explicit_fields,
-    field_names,
-    load_yaml,
-    set_dotted,
-)
+from dpsynth.config import GENERATOR_TRANSPORT, Config, explicit_fields, load_yaml, set_dotted
 from dpsynth.config_base import dump_yaml
 from dpsynth.data import is_in_memory_source, local_source
 from dpsynth.errors import ConfigError, DpsynthError, ResumeError
@@ -54,13 +46,10 @@ from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
 from dpsynth.methods.registry import names_where
 from dpsynth.privacy.report import PrivacyReport
+from dpsynth.resume_diff import AS_BEFORE, RESUMABLE_DIFFS, absent_paths, diff_paths, dotted, fetch_free
 from dpsynth.round_log import load_round_log
 
 LOGGER_NAME = "dpsynth"
-# settings a resume may change: where the run lives, how the KnowledgeSG client reaches its server (a moved
-# server must not force a new run and a second spend: uploading the saved DP adapter is post-processing)
-_KSG_TRANSPORT = ("server", "token_env", "request_timeout_s", "max_retries", "poll_interval_s", "job_timeout_s")
-_RESUMABLE_DIFFS = {"out"} | {f"knowledgesg.{k}" for k in _KSG_TRANSPORT}
 # PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
 RELEASE_FILES = {
     "schema.kinds": "schema_kinds.json",
@@ -256,7 +245,7 @@ class RunDir:
             for key, value in given.items():
                 set_dotted(merged_raw, key, value)
             merged = Config.model_validate(merged_raw)
-            diffs = _diff(_fetch_free(stored.model_dump()), _fetch_free(merged.model_dump())) - _RESUMABLE_DIFFS
+            diffs = diff_paths(fetch_free(stored.model_dump()), fetch_free(merged.model_dump())) - RESUMABLE_DIFFS
             if is_in_memory_source(stored.data.private):
                 diffs.discard("data.private")  # the records are passed again, as a file this time
             elif "data.private" in diffs and _moved(stored.data.private, merged.data.private):
@@ -268,19 +257,27 @@ class RunDir:
                     merged.data.private,
                 )
             if diffs:
+                may = ""
+                if any(d.startswith("generators") for d in diffs):
+                    may = f" (of the generators a resume may change only {', '.join(GENERATOR_TRANSPORT)})"
                 raise ResumeError(
                     f"out: {self.path} was started with other values of {', '.join(sorted(diffs))} (see its "
-                    "config.yaml); resume without those flags/fields or with the stored values, or choose a "
-                    "new --out for a new run"
+                    f"config.yaml){may}; resume without those flags/fields or with the stored values, or choose "
+                    "a new --out for a new run"
                 )
-            newer = sorted(_absent(stored_raw, merged.model_dump(mode="json"), merged.method) - set(given))
+            now = merged.model_dump(mode="json")
+            newer = sorted(
+                k
+                for k in absent_paths(stored_raw, now, merged.method) - set(given)
+                if not (k in AS_BEFORE and dotted(now, k) == AS_BEFORE[k])
+            )
             if newer:
                 logging.getLogger(LOGGER_NAME).warning(
                     "%s: config.yaml predates the setting(s) %s; the resumed part of the run uses %s, which "
                     "may differ from what its first part did (start a new --out for a run made one way)",
                     self.path,
                     ", ".join(newer),
-                    ", ".join(f"{k} = {_dotted(merged.model_dump(mode='json'), k)!r}" for k in newer),
+                    ", ".join(f"{k} = {dotted(now, k)!r}" for k in newer),
                 )
             return merged.model_copy(update={"out": str(self.path)})
         finished: Config | None = None
@@ -330,14 +327,14 @@ class RunDir:
                 )
 
     def record_resumable(self, config: Config) -> None:
-        """Write the settings this resume changed (``_RESUMABLE_DIFFS``, the generators' ``GENERATOR_TRANSPORT``)
+        """Write the settings this resume changed (``RESUMABLE_DIFFS``, the generators' ``GENERATOR_TRANSPORT``)
         into config.yaml, so that a later plain ``--resume`` keeps them: a client that moved to another server
         must not go back to the old one."""
         raw, new = self.stored_raw(), config.model_dump(mode="json")
         old = Config.model_validate(raw).model_dump(mode="json")  # a setting config.yaml predates: its default
-        changed = [k for k in sorted(_RESUMABLE_DIFFS - {"out"}) if _dotted(old, k) != _dotted(new, k)]
+        changed = [k for k in sorted(RESUMABLE_DIFFS - {"out"}) if dotted(old, k) != dotted(new, k)]
         for key in changed:
-            set_dotted(raw, key, _dotted(new, key))
+            set_dotted(raw, key, dotted(new, key))
         gens = raw.get("generators")
         if isinstance(gens, list) and len(gens) == len(new["generators"]):
             for i, (was, now) in enumerate(zip(old["generators"], new["generators"], strict=True)):
@@ -462,9 +459,6 @@ def dump_config_yaml(config: Config) -> str:
     return dump_yaml(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-_SECTIONS = set(SECTION_USERS)  # the config sections (methods/registry.py)
-
-
 def _moved(stored: Any, given: Any) -> bool:
     """A private file or folder moved with its project: the recorded path is gone, the given one exists.
 
@@ -473,45 +467,6 @@ def _moved(stored: Any, given: Any) -> bool:
     if not (isinstance(stored, str) and isinstance(given, str)):
         return False
     return os.path.isabs(stored) and not Path(stored).exists() and Path(given).exists()
-
-
-def _fetch_free(dump: dict[str, Any]) -> dict[str, Any]:
-    """A config dump without the generators' GENERATOR_TRANSPORT settings, which a resume may change."""
-    gens = [{k: v for k, v in g.items() if k not in GENERATOR_TRANSPORT} for g in dump.get("generators", [])]
-    return {**dump, "generators": gens}
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}." if prefix or k else k)
-        return {d.rstrip(".") for d in out}
-    return set() if a == b else {prefix.rstrip(".") or "config"}
-
-
-def _absent(stored: dict[str, Any], current: dict[str, Any], method: str, section: str = "") -> set[str]:
-    """Dotted paths of the fields in ``current`` that ``stored`` lacks: settings added to dpsynth after a
-    stored config.yaml was written (it records every field, so an absent key means an older version).
-    A field stored under a former name (``wasp.max_tokens``) is present; sections the run's method does
-    not read are not looked into."""
-    names = field_names(section)
-    out: set[str] = set()
-    for k, v in current.items():
-        if not section and k in _SECTIONS and method not in SECTION_USERS[k]:
-            continue
-        here = [n for n in names.get(k, (k,)) if n in stored]
-        if not here:
-            out.add(f"{section}.{k}" if section else k)
-        elif not section and k in _SECTIONS and isinstance(v, dict) and isinstance(stored[here[0]], dict):
-            out |= _absent(stored[here[0]], v, method, k)
-    return out
-
-
-def _dotted(raw: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        raw = raw[part]
-    return raw
 
 
 def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler]:

@@ -84,12 +84,23 @@ def fmt(x: Any, digits: int = 4) -> str:
 
 
 # a share or ratio written as text ("12%", "70 / 567", "0.93 (12%)", "0.71 +- 0.02"): right-aligned like the
-# numbers beside it.  Plain digit strings stay text: a label value such as "1" is a name, not a figure.
+# numbers beside it, in a column of figures only (a label column's "4/5" or "50%" is a name and stays left)
 _FIGURE = re.compile(r"^(?=.*\d)(?=.*[%/\u00b1]|.*\+-)[\d\s.,%/()+\-\u00b1\u2212]+$")
 
 
-def _cell(x: Any) -> str:
-    if isinstance(x, (int, float)) and not isinstance(x, bool) or isinstance(x, str) and _FIGURE.match(x):
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _figures_only(column: Sequence[Any]) -> bool:
+    """A column whose every filled cell is a number or a figure written as text, with one of the latter."""
+    filled = [x for x in column if x is not None and x != ""]
+    text = [x for x in filled if isinstance(x, str)]
+    return bool(text) and all(_is_number(x) or isinstance(x, str) and _FIGURE.match(x) for x in filled)
+
+
+def _cell(x: Any, figure_column: bool = False) -> str:
+    if _is_number(x) or figure_column and isinstance(x, str) and _FIGURE.match(x):
         return f'<td class="num">{esc(fmt(x))}</td>'
     if isinstance(x, (dict, list)):
         return f"<td><code>{esc(json.dumps(x, default=str))}</code></td>"
@@ -97,8 +108,11 @@ def _cell(x: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
+    rows = [list(r) for r in rows]
+    width = max((len(r) for r in rows), default=0)
+    figures = [_figures_only([r[i] for r in rows if i < len(r)]) for i in range(width)]
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c, figures[i]) for i, c in enumerate(row)) + "</tr>" for row in rows)
     c = f' class="{esc(cls)}"' if cls else ""
     # the wrapper scrolls a table wider than the page inside itself, so the page never widens
     return f'<div class="tablewrap"><table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
