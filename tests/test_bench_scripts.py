@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,3 +346,21 @@ def test_profile_wasp_wall_ratio_is_taken_within_one_machine_state(
     summary = pw.summarize("c", SimpleNamespace(source="embedded:imdb"), [zero_shot, wasp_run], ["zero-shot", "wasp"])
     assert summary["wasp_over_zero_shot_wall"] == ratio
     assert summary["wasp_over_zero_shot_wall_basis"].startswith(basis)
+
+
+def test_dpsgd_signal_gradients_are_each_records_own_and_clipped(tiny_lm: Path) -> None:
+    """diag_dpsgd_signal reads one gradient per record: clipped to C, and the same as a lone record's
+    gradient (the per-record loss does not mix records), so its signal and noise figures are of DP-SGD's."""
+    torch = pytest.importorskip("torch")
+    from dpsynth.config import FinetuneConfig
+
+    diag = _bench("diag_dpsgd_signal")
+    texts, labels = ["great film, loved it " * 3, "awful, dull and long " * 3, "fine"], ["pos", "neg", "pos"]
+    ft = FinetuneConfig(model=str(tiny_lm), max_length=96, max_grad_norm=1e-3, precision="fp32")
+    grads, norms = diag.clipped_gradients(texts, labels, "review", ft)
+    assert grads.shape[0] == 3 and (norms > 1e-3).all()
+    assert np.allclose(np.linalg.norm(grads, axis=1), 1e-3)  # every record clipped to C here
+    loose = FinetuneConfig(model=str(tiny_lm), max_length=96, max_grad_norm=1e6, precision="fp32")
+    raw, _ = diag.clipped_gradients(texts, labels, "review", loose)
+    alone, _ = diag.clipped_gradients(texts[1:2], labels[1:2], "review", loose)
+    assert np.allclose(raw[1], alone[0], atol=1e-6) and torch is not None
