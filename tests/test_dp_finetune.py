@@ -69,6 +69,21 @@ def _config(private: Path, out: Path, lm: Path, **ft: Any) -> Config:
     )
 
 
+def _noiseless_plan(c: float, *, steps: int, batch: float) -> dpsgd.DpSgdPlan:
+    """DP-SGD with every record in each batch (q = 1) and no noise: what clipping alone does to a step."""
+    return dpsgd.DpSgdPlan(
+        epsilon=math.inf,
+        delta=1e-5,
+        delta_source="test",
+        sample_rate=1.0,
+        steps=steps,
+        noise_multiplier=0.0,
+        max_grad_norm=c,
+        accountant="prv",
+        expected_batch_size=batch,
+    )
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -252,17 +267,7 @@ def test_clipping_is_per_sample_one_huge_record_moves_the_update_at_most_c_over_
             ((model(xs) - ys) ** 2).mean().backward()
             opt.step()
             return model.weight.detach() - w0
-        plan = dpsgd.DpSgdPlan(
-            epsilon=math.inf,
-            delta=1e-5,
-            delta_source="test",
-            sample_rate=1.0,
-            steps=1,
-            noise_multiplier=0.0,
-            max_grad_norm=c,
-            accountant="prv",
-            expected_batch_size=8.0,
-        )
+        plan = _noiseless_plan(c, steps=1, batch=8.0)
         priv = dpsgd.make_private(model, opt, torch.utils.data.TensorDataset(xs, ys), None, plan)
         xb, yb = next(iter(priv.loader))
         assert len(xb) == 8  # q = 1: everyone is in the batch
@@ -290,17 +295,7 @@ def test_clipping_under_bf16_autocast_stays_within_c(tiny_lm: Path, monkeypatch:
     model = lm.add_lora(model, ft)
     enc = lm.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
     c = 1e-3  # far below the raw gradient norm: clipping is active
-    plan = dpsgd.DpSgdPlan(
-        epsilon=math.inf,
-        delta=1e-5,
-        delta_source="test",
-        sample_rate=1.0,
-        steps=3,
-        noise_multiplier=0.0,
-        max_grad_norm=c,
-        accountant="prv",
-        expected_batch_size=1.0,
-    )
+    plan = _noiseless_plan(c, steps=3, batch=1.0)
     norms: list[float] = []
     original = DPOptimizer.pre_step
 
@@ -327,17 +322,7 @@ def _one_clipped_step(tiny_lm: Path, **ft_fields: Any) -> tuple[float, float]:
     model = lm.add_lora(model, ft)
     enc = lm.RecordFormat(tok, ft, "review").encode(["great film loved the music " * 3], ["positive"], 64)
     c = 1e-3
-    plan = dpsgd.DpSgdPlan(
-        epsilon=math.inf,
-        delta=1e-5,
-        delta_source="test",
-        sample_rate=1.0,
-        steps=1,
-        noise_multiplier=0.0,
-        max_grad_norm=c,
-        accountant="prv",
-        expected_batch_size=1.0,
-    )
+    plan = _noiseless_plan(c, steps=1, batch=1.0)
     params = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]
     lm.train(model, lm.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=1, device="cpu", bf16=False)
