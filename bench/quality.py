@@ -139,7 +139,8 @@ def row_config(row: str, eps: float, seed: int, n: int, m: int, out: Path, datas
     # only the fields the row sets: a killed run then resumes (its stored config holds values the run
     # resolved, e.g. the embedded dataset's labels, which a full dump would contradict with defaults)
     d = _plain_config(plain, eps, seed, n, m, out, dataset).model_dump(exclude_unset=True)
-    d.setdefault("wasp", {})["label_judge"] = JUDGE if row.endswith("+judge") else None
+    if d.get("method") != "dp-finetune":  # it samples from its own model and reads no wasp section
+        d.setdefault("wasp", {})["label_judge"] = JUDGE if row.endswith("+judge") else None
     if tokens:  # the section the row's method generates with
         section = "finetune" if d.get("method") == "dp-finetune" else "wasp"
         d.setdefault(section, {})["max_new_tokens"] = int(tokens.group(2))
