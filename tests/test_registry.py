@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import dpsynth
-from dpsynth import api, config_flags, run
+from dpsynth import api, config_flags, resume_diff
 from dpsynth.config import NON_PRIVATE_OK, SECTION_USERS, Config, Method, WaspConfig
 from dpsynth.errors import ConfigError
 from dpsynth.methods import registry
@@ -58,7 +58,7 @@ def test_derived_tables_are_what_they_were() -> None:
     assert api.PROMPTING_METHODS == EXPECTED_PROMPTING
     assert api.LABELLED_METHODS == EXPECTED_LABELLED
     assert config_flags._SECTIONS == EXPECTED_SECTIONS
-    assert run._SECTIONS == EXPECTED_SECTIONS
+    assert resume_diff._SECTIONS == EXPECTED_SECTIONS
     reads = {m: Config().model_copy(update={"method": m}).uses_private_data for m in METHODS}
     assert reads == {m: m != "zero-shot" for m in METHODS}
 
