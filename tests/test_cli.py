@@ -1203,6 +1203,13 @@ def test_a_generator_setting_on_the_command_line_reaches_every_or_one_generator(
     assert cfg.wasp.label_judge == default.wasp.label_judge  # the default judge stays on
     former = load_config(None, parse_overrides(["--generators.qwen2.5-0.5b.n-ctx", "2048"]))  # a former name
     assert [g.n_ctx for g in former.generators] == [4096, 4096, 2048]
+    both = ["--generators.qwen2.5-0.5b.n-ctx", "2048", "--generators.qwen2.5-coder-0.5b.n-ctx", "1024"]
+    with pytest.raises(ConfigError, match="given twice"):  # one generator under two names: the last won, silently
+        parse_overrides(both)
+    (tmp_path / "old.yaml").write_text("generators: [{name: qwen2.5-0.5b, model: qwen2.5-0.5b-instruct}]\n")
+    for flag in ("--generators.qwen2.5-0.5b.n-ctx", "--generators.qwen2.5-coder-0.5b.n-ctx"):
+        old = load_config(tmp_path / "old.yaml", parse_overrides([flag, "1024"]))  # a file written with the old name
+        assert [g.n_ctx for g in old.generators] == [1024]
     # aug-pe's own default generator (one), moved to a server: the backend is set before the fields it reads
     moved = ["--method", "aug-pe", "--generators.base-url", "http://127.0.0.1:1/v1", "--generators.backend", "openai"]
     aug = load_config(None, parse_overrides(moved))

@@ -438,7 +438,8 @@ def set_generator_fields(raw: dict[str, Any], settings: dict[str, Any]) -> None:
     parsed.sort(key=lambda s: (s[1] != "backend", s[0] != "*"))
     for name, field, value in parsed:
         flag = f"--generators.{'' if name == '*' else name + '.'}{field.replace('_', '-')}"
-        named = gens if name == "*" else [g for g in gens if g.get("name") in (name, GENERATOR_ALIASES.get(name))]
+        called = {name, GENERATOR_ALIASES.get(name)} | {old for old, new in GENERATOR_ALIASES.items() if new == name}
+        named = gens if name == "*" else [g for g in gens if g.get("name") in called]
         if not named:
             names = ", ".join(str(g.get("name")) for g in gens) or "none"
             raise ConfigError(f"{flag}: no generator is called {name!r}; the run's generators: {names}")

@@ -174,10 +174,11 @@ def _generator_override(key: str, val: str) -> tuple[str, Any]:
     may hold dots and hyphens: qwen2.5-coder-0.5b) -> (``generators.*.FIELD`` or ``generators.NAME.FIELD``,
     the value), so that a per-generator setting (n_threads, base_url, timeout_s) needs no YAML list.
     ``load_config`` applies it to the list the run uses (the file's, --generators or the method's default)."""
-    from dpsynth.config import GeneratorConfig
+    from dpsynth.config import GENERATOR_ALIASES, GeneratorConfig
 
     rest = key.removeprefix("generators.")
     name, _, field = rest.rpartition(".")
+    name = GENERATOR_ALIASES.get(name, name)  # a former name is the same generator: given twice if both appear
     field = field.replace("-", "_")
     fields = GeneratorConfig.model_fields
     if field not in fields or field == "name":
