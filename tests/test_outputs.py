@@ -92,6 +92,14 @@ def test_schema_of_the_input_decides_between_int_and_text(tmp_path: Path) -> Non
     # a DataFrame's dtype is its schema; object columns declare nothing
     assert declared_column_type(_records([0, 1]), "sentiment") == "int"
     assert declared_column_type(_records(["0", "1"]).astype({"sentiment": object}), "sentiment") is None
+    assert declared_column_type(_records(["0", "1"]).astype({"sentiment": "string"}), "sentiment") == "str"
+    # regression: text labels that pandas typed from their values declared "str", and one private record with
+    # an int label made the column object, so a single record decided the type of every output label
+    texts = _records(["0", "1"])
+    one_int = texts.assign(sentiment=[*texts["sentiment"][:-1], 1])  # the last record's label is an int
+    assert pd.api.types.is_object_dtype(one_int["sentiment"].dtype)
+    assert output_label_type(INT_LABELS, "auto", texts, "sentiment") == "int"
+    assert output_label_type(INT_LABELS, "auto", one_int, "sentiment") == "int"
     assert [type(r["label"]) for r in _run(as_text, tmp_path / "t", INT_LABELS).records][:1] == [str]
     assert {r["label"] for r in _run(as_int, tmp_path / "i", INT_LABELS).records} == {0, 1}
 

@@ -121,9 +121,13 @@ def _dtype_kind(dtype: Any) -> LabelType | None:
         return None
     if pd.api.types.is_numeric_dtype(dtype):
         return "int"
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return "str"
-    return None  # object: no declared type
+    if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+        return "str"  # the "string" dtype, which pandas never infers: chosen by the user
+    # object, and pandas 3's inferred "str": a type read off the values.  A single record with an int label
+    # among text ones turns "str" into object, so taking it as a declaration let one record flip the type
+    # of every output label: an un-noised statistic of the private records.  Numeric dtypes are safe: every
+    # mix they can come from (all numbers, or numbers and text, which is object) gives "int" either way.
+    return None
 
 
 def _arrow_kind(t: Any) -> LabelType | None:
