@@ -1,6 +1,6 @@
-"""What would a discrete Gaussian vote cost in epsilon?  Groundwork for replacing the float Gaussian.
+"""What a discrete-Gaussian vote costs in epsilon, against the float Gaussian it replaced (docs/privacy.md).
 
-WASP's Top-Q vote adds float Gaussian noise to histograms whose entries are multiples of 2^-(Q-1) (each
+WASP's Top-Q vote added float Gaussian noise to histograms whose entries are multiples of 2^-(Q-1) (each
 private record gives weights 1, 1/2, ..., 2^-(Q-1)).  Floating-point samplers have low-order-bit effects
 (Mironov, CCS 2012); the discrete Gaussian of Canonne, Kamath and Steinke (NeurIPS 2020) has none.  On
 the histogram's own grid it is natural: scale by 2^(Q-1), add integer noise of scale sigma * 2^(Q-1), and
@@ -12,11 +12,11 @@ coordinates' losses: dp-accounting's discrete-Gaussian PLD of each coordinate (i
 composed over the 2Q coordinates and then over the T rounds.  A record whose class has fewer than Q
 candidates moves fewer coordinates, which composition dominates.
 
-This script compares, at the run's calibrated sigma, that epsilon with the continuous Gaussian's, and finds
-how much larger sigma must be for the discrete release to stay within the budget.  Where the histogram's
-grid is coarse against the noise (Q = 1: integer counts, sigma about 2), the discrete privacy loss takes
+This script compares, at the float plan's sigma, that epsilon with the continuous Gaussian's, and finds how
+much larger a run's discrete calibration (``GaussianPlan.calibrate_discrete``) makes sigma.  Where the
+histogram's grid is coarse against the noise (Q = 1: integer counts, sigma about 2), the discrete privacy loss takes
 few values and its profile is not the continuous one's; a finer grid (``extra_grid_bits`` more, so that
-sigma spans at least ``MIN_GRID_SIGMA`` steps) is measured too.  No private data, no run.
+sigma spans at least ``MIN_GRID_STEPS`` steps) is measured too.  No private data, no run.
 
     python bench/diag_discrete_gaussian.py
 """
@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
-from dpsynth.privacy.accountant import PLD_INTERVAL, GaussianPlan, smallest_passing  # noqa: E402
-from dpsynth.privacy.voting import top_q_sensitivity  # noqa: E402
+from dpsynth.privacy.accountant import PLD_INTERVAL, GaussianPlan  # noqa: E402
+from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity  # noqa: E402
 
 SETTINGS = (  # (epsilon, rounds T, Q, far votes): the default plan first, then the extremes users set
     (4.0, 4, 8, True),
@@ -40,9 +40,9 @@ SETTINGS = (  # (epsilon, rounds T, Q, far votes): the default plan first, then 
     (4.0, 4, 1, False),
     (10.0, 10, 8, True),
     (4.0, 20, 8, True),
+    (0.1, 4, 8, True),
 )
 DELTA = 1e-5
-MIN_GRID_SIGMA = 100.0
 
 
 def discrete_epsilon(
@@ -73,14 +73,11 @@ def main() -> None:
         seconds = time.time() - t0
         fine = discrete_epsilon(plan.sigma, rounds, q, far, DELTA, PLD_INTERVAL / 10)
         # a grid finer than the histogram's, so that the noise spans at least ~100 grid steps
-        extra = max(0, math.ceil(math.log2(MIN_GRID_SIGMA / (plan.sigma * 2 ** (q - 1)))))
+        extra = max(0, math.ceil(math.log2(MIN_GRID_STEPS / (plan.sigma * 2 ** (q - 1)))))
         finer = discrete_epsilon(plan.sigma, rounds, q, far, DELTA, PLD_INTERVAL / 10, extra) if extra else fine
-        factor = smallest_passing(
-            lambda f: discrete_epsilon(plan.sigma * f, rounds, q, far, DELTA, PLD_INTERVAL) <= eps,  # noqa: B023
-            1.0,
-            1.02,
-            1e-4,
-        )
+        # what a run plans: the discrete calibration (to within 0.1%, rounded up), against the float plan
+        discrete = GaussianPlan.calibrate_discrete(eps, DELTA, rounds, top_q_moves(q, far), q - 1, MIN_GRID_STEPS)
+        factor = discrete.noise_multiplier / plan.noise_multiplier
         rows.append(
             {
                 "epsilon": eps,
@@ -96,6 +93,8 @@ def main() -> None:
                 "extra_grid_bits": extra,
                 "discrete_epsilon_finer_grid_fine_pld": round(finer, 5),
                 "sigma_factor_for_budget": round(factor, 5),
+                "calibrated_grid_bits": discrete.grid_bits,
+                "calibrated_discrete_epsilon": round(discrete.epsilon_after(rounds), 5),
                 "discrete_pld_seconds": round(seconds, 2),
             }
         )

@@ -17,7 +17,7 @@ import yaml
 import dpsynth
 from dpsynth.generators.base import Completion
 from dpsynth.privacy.accountant import GaussianPlan
-from dpsynth.privacy.voting import top_q_sensitivity
+from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity
 
 from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config, smollm2_run_config
 
@@ -38,8 +38,17 @@ def test_wasp_end_to_end(private_csv: Path, tmp_path: Path) -> None:
     mech = rep["mechanisms"][0]
     assert mech["count"] == 3
     assert mech["sensitivity_l2"] == pytest.approx(top_q_sensitivity(4, True))
-    plan = GaussianPlan.calibrate(4.0, 1e-5, 3, top_q_sensitivity(4, True))
+    plan = GaussianPlan.calibrate_discrete(4.0, 1e-5, 3, top_q_moves(4, True), 3, MIN_GRID_STEPS)
     assert mech["sigma"] == pytest.approx(plan.sigma, rel=1e-6)
+    float_plan = GaussianPlan.calibrate(4.0, 1e-5, 3, top_q_sensitivity(4, True))
+    assert float_plan.sigma <= plan.sigma <= 1.01 * float_plan.sigma  # the discrete vote's price: little noise
+    assert f"discrete Gaussian mechanism on the grid 2^-{plan.grid_bits}" in mech["name"]
+    assert plan.grid_bits >= 3 and math.ldexp(plan.sigma, plan.grid_bits) >= MIN_GRID_STEPS
+    for t in (1, 2, 3):  # the released votes lie on the noise's grid: exact discrete noise, no float low bits
+        with np.load(tmp_path / "run" / "votes" / f"round_{t}.npz") as z:
+            for side in ("near", "far"):
+                steps = np.ldexp(z[side], plan.grid_bits)
+                assert np.array_equal(steps, np.rint(steps)), (t, side)
     # rounds after the seed round prompt with examples (contrastive)
     assert any("poor" in p.lower() for p in gens["a"].prompts)
     assert (tmp_path / "run" / "config.yaml").exists()
@@ -315,7 +324,7 @@ def test_class_shares_pool_every_released_vote(private_csv: Path, tmp_path: Path
 
     calls: list[int] = []
 
-    def fake_vote(priv, priv_y, syn, syn_y, *, q, use_far, sigma, rng=None):  # type: ignore[no-untyped-def]
+    def fake_vote(priv, priv_y, syn, syn_y, *, q, use_far, sigma, grid_bits=0, rng=None):  # type: ignore[no-untyped-def]
         calls.append(len(syn_y))
         near = np.ones(len(syn_y))
         if len(calls) > 1:
@@ -429,7 +438,7 @@ def test_each_vote_ranks_the_samples_vote_on_names(private_csv: Path, tmp_path: 
     rounds = {r["round"]: r for r in json.loads((out / "rounds.json").read_text())}
     if vote_on == "latest":  # 15 samples per vote: the ranking does not weaken from round to round
         assert rounds[3]["vote_signal"] > 0.5 * rounds[1]["vote_signal"]
-    plan = GaussianPlan.calibrate(4.0, 1e-5, 3, top_q_sensitivity(4, True))
+    plan = GaussianPlan.calibrate_discrete(4.0, 1e-5, 3, top_q_moves(4, True), 3, MIN_GRID_STEPS)
     assert res.privacy["mechanisms"][0]["sigma"] == pytest.approx(plan.sigma, rel=1e-6)
 
 

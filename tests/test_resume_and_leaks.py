@@ -24,7 +24,7 @@ from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
-from dpsynth.privacy.voting import top_q_sensitivity
+from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity
 from dpsynth.report import build_report
 
 from .conftest import Crash, CrashingGenerator, FakeEmbedder, FakeGenerator, fake_run_config
@@ -73,7 +73,7 @@ def test_killed_run_resumes_on_the_same_ledger(private_csv: Path, tmp_path: Path
     led = json.loads(ledger.read_text())
     assert [r["key"] for r in led["releases"]] == ["round_1", "round_2", "round_3", "round_4"]
     report = json.loads((out / "privacy.json").read_text())
-    plan = GaussianPlan.calibrate(2.0, 1e-5, 4, top_q_sensitivity(4, True))
+    plan = GaussianPlan.calibrate_discrete(2.0, 1e-5, 4, top_q_moves(4, True), 3, MIN_GRID_STEPS)
     assert report["mechanisms"][0]["count"] == 4
     assert report["mechanisms"][0]["sigma"] == pytest.approx(plan.sigma)
     assert report["epsilon"] == pytest.approx(2.0, rel=1e-3) and report["epsilon"] <= 2.0
@@ -668,3 +668,33 @@ def test_a_setting_added_as_what_earlier_versions_did_is_not_warned_of_on_resume
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
         RunDir(run).check(Config(out=str(run)), True)
     assert "predates the setting(s) finetune.whole_sentences;" in caplog.text and "optimizer" not in caplog.text
+
+
+def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(private_csv: Path, tmp_path: Path) -> None:
+    """A run begun before the votes' noise became a discrete Gaussian planned float-Gaussian votes; its resume
+    keeps them (the stored events decide the noise), where a new plan would be refused as other noise."""
+    run = tmp_path / "run"
+    cfg = fake_run_config(private_csv, run)
+    gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}
+    with pytest.raises(Crash):
+        dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    ledger = json.loads((run / "ledger.json").read_text())
+    assert ledger["releases"] and all(e["grid_bits"] for e in ledger["planned"])
+    legacy = GaussianPlan.calibrate(4.0, 1e-5, 3, top_q_sensitivity(4, True))
+    for e in ledger["planned"]:  # as the previous version wrote it
+        del e["grid_bits"], e["moves"]
+        e["noise_multiplier"] = legacy.noise_multiplier
+        e["mechanism"] = "Top-4 vote histograms (near+far), Gaussian mechanism"
+    (run / "ledger.json").write_text(json.dumps(ledger))
+    released = {r["key"] for r in ledger["releases"]}
+    assert len(released) < 3  # a vote is left to draw after the resume
+    gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
+    res = dpsynth.synthesize(cfg, resume=True, generators=gens, embedder=FakeEmbedder(), progress=False)
+    mech = res.privacy["mechanisms"][0]
+    assert mech["name"].endswith(", Gaussian mechanism") and mech["sigma"] == pytest.approx(legacy.sigma)
+    assert res.privacy["epsilon"] <= 4.0 + 1e-9
+    for t in (1, 2, 3):
+        if f"round_{t}" not in released:  # drawn after the resume: the float noise the ledger planned
+            with np.load(run / "votes" / f"round_{t}.npz") as z:
+                assert not np.array_equal(np.ldexp(z["near"], 10), np.rint(np.ldexp(z["near"], 10)))
+    assert "grid_bits" not in json.loads((run / "ledger.json").read_text())["planned"][0]

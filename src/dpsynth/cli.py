@@ -256,7 +256,11 @@ def init(
     typer.echo(f"wrote {p}; edit it, then run `dpsynth run {p}`")
 
 
-@privacy_app.command("sigma", help="Noise sigma for T Gaussian releases to reach (epsilon, delta).")
+@privacy_app.command(
+    "sigma",
+    help="Noise sigma for T (float) Gaussian releases to reach (epsilon, delta); a run's discrete-Gaussian "
+    "votes need a few tenths of a percent more (its privacy.json states theirs).",
+)
 def privacy_sigma(
     epsilon: float = typer.Option(..., "--epsilon"),
     delta: float = typer.Option(..., "--delta"),

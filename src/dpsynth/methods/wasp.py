@@ -132,7 +132,7 @@ class WaspRun:
         # samples made in the rounds (seed round included); the rest of n_synthetic is the expansion phase
         self.population = min(self.w.population or config.n_synthetic, config.n_synthetic)
         check_run(config, generators)
-        self.events = privacy_events(config)
+        self.events = privacy_events(config, run_dir)
         if self.events and self.events[0].noise_multiplier == 0:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")
         self.ledger = open_ledger(config, run_dir, self.events)
@@ -240,6 +240,7 @@ class WaspRun:
                 q=self.w.q,
                 use_far=self.w.use_far,
                 sigma=event.sigma,  # the ledger's stored noise: a resumed run never recalibrates
+                grid_bits=event.grid_bits,
             )
             log.info("round %d: releasing a noisy vote over %d samples", t, len(population))
             return {

@@ -7,6 +7,7 @@ The vote itself is ``privacy.voting.noisy_top_q_vote``; the loop draws it throug
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from collections.abc import Collection, Sequence
@@ -17,7 +18,7 @@ from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.privacy.voting import top_q_sensitivity
+from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity
 from dpsynth.run import RunDir
 
 log = logging.getLogger("dpsynth")
@@ -54,30 +55,44 @@ def vote_population(samples: Sequence[S], t: int, w: WaspConfig, labels: Sequenc
     return population
 
 
-def mechanism_name(w: WaspConfig) -> str:
+def mechanism_name(w: WaspConfig, grid_bits: int = 0) -> str:
     side = "near+far" if w.use_far else "near"
-    return f"Top-{w.q} vote histograms ({side}), Gaussian mechanism"
+    noise = f"discrete Gaussian mechanism on the grid 2^-{grid_bits}" if grid_bits else "Gaussian mechanism"
+    return f"Top-{w.q} vote histograms ({side}), {noise}"
 
 
 VOTE_READS = "private embeddings and labels (Top-Q vote)"
 
 
-def privacy_plan(config: Config) -> GaussianPlan | None:
-    """The noise plan of the whole run, or None for a run that reads no private data."""
+def privacy_plan(config: Config, run_dir: RunDir | None = None) -> GaussianPlan | None:
+    """The noise plan of the whole run, or None for a run that reads no private data.
+
+    Under the PLD accountant the votes get the exact discrete Gaussian (privacy/voting.py); under GDP, whose
+    formula holds for the float Gaussian only, and in a run whose ledger planned float votes before discrete
+    ones existed (``run_dir``: a resume keeps the noise its ledger records), the float Gaussian."""
     if not config.uses_private_data:
         return None
     w = config.effective_wasp()
-    return _calibrate(
-        config.privacy.epsilon,
-        config.privacy.delta,
-        w.rounds,
-        top_q_sensitivity(w.q, w.use_far),
-        config.privacy.accountant,
-    )
+    p = config.privacy
+    if p.accountant == "pld" and not _planned_float_votes(run_dir):
+        return _calibrate_discrete(p.epsilon, p.delta, w.rounds, top_q_moves(w.q, w.use_far), w.q - 1, MIN_GRID_STEPS)
+    return _calibrate(p.epsilon, p.delta, w.rounds, top_q_sensitivity(w.q, w.use_far), p.accountant)
 
 
 # check_run calibrates before the run directory exists and WaspRun again inside it: the second is a cache hit
 _calibrate = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate)
+_calibrate_discrete = functools.lru_cache(maxsize=32)(GaussianPlan.calibrate_discrete)
+
+
+def _planned_float_votes(run_dir: RunDir | None) -> bool:
+    """Does the run in ``run_dir`` have a ledger that planned float-Gaussian votes (an older version's run)?"""
+    if run_dir is None or not run_dir.ledger.exists():
+        return False
+    try:
+        planned = json.loads(run_dir.ledger.read_text(encoding="utf-8")).get("planned", [])
+        return any(str(e["key"]).startswith("round_") and not e.get("grid_bits") for e in planned)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False  # Ledger.open names what is wrong with the file
 
 
 def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
@@ -97,14 +112,22 @@ def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | Non
     return privacy_plan(config)
 
 
-def privacy_events(config: Config) -> list[Event]:
+def privacy_events(config: Config, run_dir: RunDir | None = None) -> list[Event]:
     """The run's releases: one Gaussian vote per round ``round_1`` .. ``round_T`` (none for zero-shot)."""
-    plan = privacy_plan(config)
+    plan = privacy_plan(config, run_dir)
     if plan is None:
         return []
-    name = mechanism_name(config.effective_wasp())
+    name = mechanism_name(config.effective_wasp(), plan.grid_bits)
     return [
-        Event(f"round_{t}", plan.noise_multiplier, sensitivity=plan.sensitivity, mechanism=name, reads=VOTE_READS)
+        Event(
+            f"round_{t}",
+            plan.noise_multiplier,
+            sensitivity=plan.sensitivity,
+            mechanism=name,
+            reads=VOTE_READS,
+            grid_bits=plan.grid_bits,
+            moves=plan.moves,
+        )
         for t in range(1, plan.steps + 1)
     ]
 
@@ -139,7 +162,7 @@ def rounds_released(config: Config, run_dir: RunDir) -> bool:
         epsilon=p.epsilon,
         delta=p.delta,
         accountant=p.accountant,
-        planned=privacy_events(config),
+        planned=privacy_events(config, run_dir),
         read_only=True,
     )  # a question, asked before the run (or --check): never a write to a ledger another process may hold
     return votes_released(ledger, run_dir)
@@ -150,7 +173,8 @@ def check_vote_sensitivity(w: WaspConfig, event: Event, t: int) -> None:
     with: the noise is sigma = z x the event's sensitivity, so a config changed since (wasp.use_far, q, the
     method) would release a vote with less noise than the epsilon the ledger records."""
     sensitivity = top_q_sensitivity(w.q, w.use_far)
-    if not math.isclose(sensitivity, event.sensitivity, rel_tol=1e-9):
+    moved = top_q_moves(w.q, w.use_far) if event.grid_bits else event.moves
+    if not math.isclose(sensitivity, event.sensitivity, rel_tol=1e-9) or moved != event.moves:
         raise ResumeError(
             f"round {t}: the vote's sensitivity ({sensitivity:.6g}) is not the one the ledger planned "
             f"({event.sensitivity:.6g}), so its noise would not give the recorded epsilon; resume with the "

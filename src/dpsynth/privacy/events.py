@@ -39,16 +39,42 @@ class Event:
     sensitivity: float = 1.0
     mechanism: str = ""
     reads: str = ""
+    # A discrete Gaussian on the grid 2^-grid_bits (0: the float Gaussian).  Its accounting needs how far
+    # one record moves each coordinate it touches (``moves``, in the statistic's units; their L2 norm is
+    # the sensitivity): the loss of the release is the sum of those coordinates' losses.
+    grid_bits: int = 0
+    moves: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "moves", tuple(float(m) for m in self.moves))  # a list from ledger.json
+        if self.grid_bits and not self.moves:
+            raise ValueError(f"event {self.key}: a discrete Gaussian release needs its coordinate moves")
+        if any(not math.ldexp(m, self.grid_bits).is_integer() or m <= 0 for m in self.moves if self.grid_bits):
+            raise ValueError(f"event {self.key}: each move must be a positive multiple of 2^-{self.grid_bits}")
 
     @property
     def sigma(self) -> float:
         return self.noise_multiplier * self.sensitivity
 
+    @property
+    def discrete(self) -> tuple[float, tuple[int, ...], int] | None:
+        """(sigma in grid steps, each coordinate's move in grid steps, steps) of a discrete release, else None."""
+        if not self.grid_bits:
+            return None
+        scale = math.ldexp(1.0, self.grid_bits)
+        return self.sigma * scale, tuple(int(round(m * scale)) for m in self.moves), self.steps
+
     def with_steps(self, steps: int) -> Event:
         return Event(**{**asdict(self), "steps": steps})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.grid_bits:  # a float Gaussian event is written as before discrete events existed
+            d.pop("grid_bits")
+            d.pop("moves")
+        else:
+            d["moves"] = list(self.moves)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Event:
@@ -66,30 +92,56 @@ class Event:
             and math.isclose(self.sample_rate, other.sample_rate, rel_tol=1e-12)
             and math.isclose(self.sensitivity, other.sensitivity, rel_tol=1e-9)
             and self.steps == other.steps
+            and self.grid_bits == other.grid_bits
+            and len(self.moves) == len(other.moves)
+            and all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(self.moves, other.moves, strict=True))
         )
 
 
 def history(events: Iterable[Event]) -> tuple[tuple[float, float, int], ...]:
-    """Events as an accountant history ((z, q, steps), ...): equal mechanisms merged, order kept."""
+    """The float-Gaussian events as an accountant history ((z, q, steps), ...): equal mechanisms merged,
+    order kept.  Discrete ones are in ``discrete_history``."""
     merged: dict[tuple[float, float], int] = {}
     for e in events:
-        if e.steps > 0:
+        if e.steps > 0 and not e.grid_bits:
             k = (float(e.noise_multiplier), float(e.sample_rate))
             merged[k] = merged.get(k, 0) + int(e.steps)
     return tuple((z, q, t) for (z, q), t in merged.items())
 
 
+def discrete_history(events: Iterable[Event]) -> tuple[tuple[float, tuple[int, ...], int], ...]:
+    """The discrete-Gaussian events as ((sigma in grid steps, moves in grid steps, steps), ...), merged."""
+    merged: dict[tuple[float, tuple[int, ...]], int] = {}
+    for e in events:
+        d = e.discrete
+        if d is not None and e.steps > 0:
+            if e.sample_rate < 1:
+                raise ValueError(f"event {e.key}: a subsampled discrete Gaussian is not supported")
+            merged[d[:2]] = merged.get(d[:2], 0) + d[2]
+    return tuple((s, m, t) for (s, m), t in merged.items())
+
+
 def epsilon_of(events: Sequence[Event], delta: float, accountant: Accountant = "pld") -> float:
     """Epsilon at ``delta`` of the composition of ``events`` (0 for none, inf if any has no noise)."""
-    return _epsilon(history(events), float(delta), accountant)
+    discrete = discrete_history(events)
+    if discrete and accountant != "pld":
+        raise ValueError(f"discrete Gaussian releases are accounted by the pld accountant, not {accountant}")
+    return _epsilon(history(events), float(delta), accountant, discrete)
 
 
 @functools.lru_cache(maxsize=4096)
-def _epsilon(hist: tuple[tuple[float, float, int], ...], delta: float, accountant: Accountant) -> float:
+def _epsilon(
+    hist: tuple[tuple[float, float, int], ...],
+    delta: float,
+    accountant: Accountant,
+    discrete: tuple[tuple[float, tuple[int, ...], int], ...] = (),
+) -> float:
+    if any(s <= 0 for s, _, _ in discrete) or any(z <= 0 for z, _, _ in hist):
+        return math.inf
+    if discrete:
+        return pld_epsilon(hist, delta, discrete=discrete)
     if not hist:
         return 0.0
-    if any(z <= 0 for z, _, _ in hist):
-        return math.inf
     if accountant in ("prv", "rdp"):
         from dpsynth.privacy.dpsgd import history_epsilon
 
@@ -102,8 +154,9 @@ def _epsilon(hist: tuple[tuple[float, float, int], ...], delta: float, accountan
 
 
 def gdp_mu_of(events: Sequence[Event]) -> float | None:
-    """mu of the exact Gaussian-DP composition (None when some event is subsampled)."""
-    hist = history(events)
+    """mu of the exact Gaussian-DP composition (None when some event is subsampled).  A discrete event
+    counts as the float Gaussian at its sigma: a cross-check of the discrete accounting, not a bound."""
+    hist = history(events) + tuple((e.noise_multiplier, 1.0, e.steps) for e in events if e.grid_bits and e.steps)
     if any(q < 1 for _, q, _ in hist) or any(z <= 0 for z, _, _ in hist):
         return None
     return math.sqrt(sum(t / z**2 for z, _, t in hist))

@@ -153,9 +153,10 @@ class Ledger:
             elif not old.same_spend(e):
                 raise ResumeError(
                     f"{self.path}: release {e.key!r} was planned with other noise or sensitivity (noise multiplier "
-                    f"{old.noise_multiplier:.6g}, sensitivity {old.sensitivity:.6g} then; {e.noise_multiplier:.6g}, "
-                    f"{e.sensitivity:.6g} now): the config, or the private file's columns, changed since the run "
-                    "began; resume with the original config and records or start a new --out"
+                    f"{old.noise_multiplier:.6g}, sensitivity {old.sensitivity:.6g}, {_noise(old)} then; "
+                    f"{e.noise_multiplier:.6g}, {e.sensitivity:.6g}, {_noise(e)} now): the config, or the private "
+                    "file's columns, changed since the run began; resume with the original config and records or "
+                    "start a new --out"
                 )
         if added:
             total = self.planned_epsilon()
@@ -257,6 +258,10 @@ class Ledger:
             )
         if steps_total > done:
             self._record(key, steps_total - done)
+
+
+def _noise(e: Event) -> str:
+    return f"discrete Gaussian on the grid 2^-{e.grid_bits}" if e.grid_bits else "float Gaussian"
 
 
 def save_payload(path: Path, payload: Payload) -> None:

@@ -9,13 +9,18 @@ of the Linux kernel's own CSPRNG) keyed with 256 bits from the OS CSPRNG, fresh 
 is deliberately no seed parameter in the public path.
 
 Floating-point Gaussian samplers still have subtle low-bit effects (Mironov, CCS 2012, for the
-Laplace mechanism); a discrete Gaussian (Canonne, Kamath, Steinke, NeurIPS 2020) would remove them
-and is not used: docs/privacy.md says so.
+Laplace mechanism).  Where the released statistic lies on a dyadic grid (WASP's Top-Q vote: multiples of
+2^-(Q-1)), ``add_discrete_gaussian_noise`` adds the exact discrete Gaussian of Canonne, Kamath and
+Steinke (NeurIPS 2020) instead: integer arithmetic and exact Bernoulli trials on rationals, so every
+output value is reachable with exactly its probability.  The other releases (counts, sketches, DP-SGD)
+still use the float sampler: docs/privacy.md.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -53,3 +58,85 @@ def secure_standard_normal_torch(reference: Any, rng: np.random.Generator) -> An
 def secure_poisson_mask(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Indices of the records a Poisson-sampled batch takes (each independently with probability ``rate``)."""
     return np.flatnonzero(rng.random(n) < rate)
+
+
+def add_discrete_gaussian_noise(
+    values: np.ndarray, sigma: float, grid_bits: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``values`` (multiples of 2^-grid_bits) plus discrete Gaussian noise on that grid, scale ``sigma``.
+
+    The values are scaled to integers, each gets an exact draw of the discrete Gaussian N_Z(0, s^2) with
+    s = sigma * 2^grid_bits, and the sum is scaled back: every step is exact in float64 (integers below 2^53,
+    a power-of-two scale), so no low-order bit depends on anything but the draw.  Values off the grid are
+    refused: rounding them would move the statistic by up to half a step, outside the sensitivity analysis.
+    """
+    if sigma < 0:
+        raise ValueError("sigma must be >= 0")
+    scale = math.ldexp(1.0, grid_bits)
+    steps = np.asarray(values, dtype=np.float64) * scale
+    if not np.array_equal(steps, np.rint(steps)) or np.abs(steps).max(initial=0.0) >= 2.0**52:
+        raise ValueError(f"values must be multiples of 2^-{grid_bits} below 2^{52 - grid_bits}")
+    rng = rng or secure_rng()
+    noise = discrete_gaussian(sigma * scale, int(steps.size), rng).reshape(steps.shape)
+    return (steps + noise) / scale
+
+
+def discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` independent draws of the discrete Gaussian N_Z(0, sigma^2): P(x) proportional to
+    exp(-x^2 / (2 sigma^2)) on the integers, sampled exactly (Canonne, Kamath, Steinke 2020, Algorithm 3:
+    a discrete Laplace proposal with scale t = floor(sigma) + 1, accepted with probability
+    exp(-(|y| - sigma^2/t)^2 / (2 sigma^2))).  sigma^2 is the float sigma's exact rational square; every
+    random bit comes from ``rng`` (ChaCha20 in the public path)."""
+    if sigma == 0:
+        return np.zeros(size, dtype=np.float64)
+    var = Fraction(sigma) ** 2
+    t = math.floor(sigma) + 1
+    shift = var / t
+    out = np.empty(size, dtype=np.float64)
+    for i in range(size):
+        while True:
+            y = _discrete_laplace(t, rng)
+            if _bernoulli_exp((abs(y) - shift) ** 2 / (2 * var), rng):
+                out[i] = y
+                break
+    return out
+
+
+def _discrete_laplace(t: int, rng: np.random.Generator) -> int:
+    """P(x) proportional to exp(-|x| / t) on the integers (CKS 2020, Algorithm 2)."""
+    while True:
+        u = _below(t, rng)
+        if not _bernoulli_exp(Fraction(u, t), rng):
+            continue
+        v = 0
+        while _bernoulli_exp(Fraction(1), rng):
+            v += 1
+        x = u + t * v
+        negative = _below(2, rng) == 1
+        if negative and x == 0:
+            continue  # zero would otherwise come twice as often
+        return -x if negative else x
+
+
+def _bernoulli_exp(gamma: Fraction, rng: np.random.Generator) -> bool:
+    """True with probability exp(-gamma), gamma >= 0 rational (CKS 2020, Algorithm 1)."""
+    while gamma > 1:  # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
+        if not _bernoulli_exp(Fraction(1), rng):
+            return False
+        gamma -= 1
+    k = 1
+    while _below(gamma.denominator * k, rng) < gamma.numerator:  # a Bernoulli(gamma / k) trial
+        k += 1
+    return k % 2 == 1
+
+
+def _below(n: int, rng: np.random.Generator) -> int:
+    """A uniform integer in [0, n), any size n >= 1, by rejection from whole random bytes (no modulo bias)."""
+    bits = (n - 1).bit_length()
+    if bits == 0:
+        return 0
+    nbytes = (bits + 7) // 8
+    while True:
+        r = int.from_bytes(rng.bytes(nbytes), "little") >> (8 * nbytes - bits)
+        if r < n:
+            return r

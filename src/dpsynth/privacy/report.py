@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dpsynth.privacy.events import Event, epsilon_of, gdp_mu_of, history, pld_epsilon
+from dpsynth.privacy.accountant import gdp_epsilon
+from dpsynth.privacy.events import Event, discrete_history, gdp_mu_of, history, pld_epsilon
 from dpsynth.privacy.ledger import COMPOSITION_NOTE, Ledger
 
 ADJACENCY = "add/remove one private record (one (text, label) pair)"
@@ -29,6 +30,7 @@ NOT_PRIVATE = (
     "and must be handled like the private data; it is a research baseline (the non-private ceiling)."
 )
 SECURE_NUMPY = "ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG (secrets), fresh per release"
+DISCRETE_SAMPLER = "an exact discrete Gaussian sampler on rationals (Canonne, Kamath and Steinke 2020)"
 DOMAIN_NOTE = (
     "The guarantee is stated over datasets whose records all pass these per-record checks (the input domain, "
     "which is public). Input that fails one is refused before any mechanism reads the data, with an error "
@@ -231,7 +233,8 @@ def mechanism_entries(ledger: Ledger, details: Mapping[str, Mapping[str, Any]] |
         }
         if first.sample_rate < 1:
             entry["sample_rate"] = first.sample_rate
-        entry["noise_rng"] = SECURE_NUMPY
+        # a discrete release names its grid in its mechanism's name, and its moves in the accountant's history
+        entry["noise_rng"] = SECURE_NUMPY + (f"; {DISCRETE_SAMPLER}" if first.grid_bits else "")
         entry.update((details or {}).get(name, {}))
         out.append(entry)
     return out
@@ -315,11 +318,14 @@ def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:
         "epsilon_at_delta": spent,
         "history": [list(h) for h in history(events)],
     }
+    discrete = discrete_history(events)
+    if discrete:  # [sigma in grid steps, each moved coordinate's steps, releases]
+        section["discrete_history"] = [[s, list(m), t] for s, m, t in discrete]
     mu = gdp_mu_of(events)
     if mu is not None:
         section["gdp_crosscheck"] = {
             "mu": mu,
-            "epsilon_at_delta": epsilon_of(events, ledger.delta, "gdp") if events else 0.0,
+            "epsilon_at_delta": gdp_epsilon(mu, ledger.delta) if events else 0.0,
         }
     if ledger.accountant != "pld":
         section["pld_crosscheck"] = {
