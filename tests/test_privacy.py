@@ -347,6 +347,9 @@ def test_a_discrete_vote_is_accounted_coordinate_by_coordinate_and_stays_within_
     # Aug-PE's vote (Q = 1, integer counts): a grid finer than the integers, so sigma spans 100 steps
     aug = GaussianPlan.calibrate_discrete(4.0, 1e-5, 4, top_q_moves(1, False), 0, MIN_GRID_STEPS)
     assert math.ldexp(aug.sigma, aug.grid_bits) >= MIN_GRID_STEPS and aug.epsilon_after(4) <= 4.0
+    # regression: at a sigma of 100 or more Aug-PE's grid came out as 2^-0, which reads as "float noise"
+    weak = GaussianPlan.calibrate_discrete(0.05, 1e-5, 4, top_q_moves(1, False), 0, MIN_GRID_STEPS)
+    assert weak.sigma > 100 and weak.grid_bits == 1 and weak.epsilon_after(4) <= 0.05
 
 
 def test_a_discrete_event_round_trips_and_a_float_event_is_written_as_before() -> None:

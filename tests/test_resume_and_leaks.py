@@ -24,6 +24,7 @@ from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
 from dpsynth.privacy.accountant import GaussianPlan
+from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity
 from dpsynth.report import build_report
 
@@ -681,7 +682,8 @@ def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(private
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["releases"] and all(e["grid_bits"] for e in ledger["planned"])
     legacy = GaussianPlan.calibrate(4.0, 1e-5, 3, top_q_sensitivity(4, True))
-    for e in ledger["planned"]:  # as the previous version wrote it
+    ledger["format"] = 2  # as the previous version wrote it
+    for e in ledger["planned"]:
         del e["grid_bits"], e["moves"]
         e["noise_multiplier"] = legacy.noise_multiplier
         e["mechanism"] = "Top-4 vote histograms (near+far), Gaussian mechanism"
@@ -698,3 +700,7 @@ def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(private
             with np.load(run / "votes" / f"round_{t}.npz") as z:
                 assert not np.array_equal(np.ldexp(z["near"], 10), np.rint(np.ldexp(z["near"], 10)))
     assert "grid_bits" not in json.loads((run / "ledger.json").read_text())["planned"][0]
+    ledger = json.loads((run / "ledger.json").read_text())
+    (run / "ledger.json").write_text(json.dumps({**ledger, "format": 4}))  # a later version's ledger
+    with pytest.raises(ResumeError, match="written by a newer dpsynth"):
+        Ledger.open(run / "ledger.json", epsilon=4.0, delta=1e-5, accountant="pld", resume=True)

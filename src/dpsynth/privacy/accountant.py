@@ -243,7 +243,9 @@ class GaussianPlan:
         base = cls.calibrate(epsilon, delta, steps, sensitivity, "pld")
         if not base.is_private:
             return base
-        bits = max(base_bits, math.ceil(math.log2(min_grid_steps / base.sigma)))
+        # at least one bit: grid_bits 0 means the float Gaussian (Aug-PE's integer counts at a large sigma
+        # would otherwise get float noise, and their ledger would read as a float run's on resume)
+        bits = max(base_bits, 1, math.ceil(math.log2(min_grid_steps / base.sigma)))
 
         def ok(z: float) -> bool:
             return _discrete_epsilon(z, moves, bits, steps, delta) <= epsilon

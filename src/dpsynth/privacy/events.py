@@ -28,8 +28,9 @@ ACCOUNTANTS: tuple[str, ...] = ("pld", "gdp", "prv", "rdp")
 class Event:
     """``steps`` Gaussian releases at noise multiplier z, each on a Poisson sample at ``sample_rate``.
 
-    ``mechanism``, ``reads`` and ``sensitivity`` describe the release for the privacy report; only
-    ``noise_multiplier``, ``sample_rate`` and ``steps`` enter the accounting.
+    ``mechanism`` and ``reads`` describe the release for the privacy report.  A float Gaussian release is
+    accounted by ``noise_multiplier``, ``sample_rate`` and ``steps``; a discrete one (``grid_bits`` > 0) also
+    by ``sensitivity`` (its sigma in grid steps is z x sensitivity x 2^grid_bits) and ``moves``.
     """
 
     key: str

@@ -33,7 +33,8 @@ from dpsynth.errors import PrivacyBudgetError, ResumeError
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.privacy.events import Accountant, Event, epsilon_of
 
-FORMAT = 2
+FORMAT = 3  # 3: events may be discrete-Gaussian releases (grid_bits, moves), which format 2 readers cannot read
+READABLE_FORMATS = (2, 3)  # a format 2 ledger (float votes only) is read as it is, and its run keeps float noise
 _TOLERANCE = 1e-6
 COMPOSITION_NOTE = (
     "runs on the same private data add up: their epsilons compose (at least sum), so a new run directory "
@@ -91,11 +92,12 @@ class Ledger:
                 f"{path}: cannot be read; the privacy spend of this run is unknown, so it cannot be resumed: restore "
                 "ledger.json from a backup, or start a new --out (and count this run's spend as the whole budget)"
             ) from None
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS:
             found = raw.get("format", 1) if isinstance(raw, dict) else "?"
+            which = "a newer" if isinstance(found, int) and found > FORMAT else "an older"
             raise ResumeError(
-                f"{path}: written by an older dpsynth (ledger format {found}, this version reads {FORMAT}); "
-                "finish the run with that version or start a new --out"
+                f"{path}: written by {which} dpsynth (ledger format {found}, this version reads "
+                f"{' and '.join(map(str, READABLE_FORMATS))}); finish the run with that version or start a new --out"
             )
         target = raw["target"]
         same = (
