@@ -281,6 +281,24 @@ def duplicate_parquet_column(tmp: Path, csv: Path) -> Action:
     return _later(tmp, path)
 
 
+def jsonl_key_of_one_record(tmp: Path, csv: Path) -> Action:
+    """Regression: a wrong text column listed the union of the records' keys, so a key only one private record
+    has (here a name) was shown; such keys are counted, not named."""
+    lines = [
+        '{"review": "fine", "sentiment": "0"}',
+        '{"review": "good", "sentiment": "1", "SENTINEL0002XYZ Jane Doe": "x"}',
+        '{"review": "ok", "sentiment": "0"}',
+    ]
+    path = _bytes(tmp, "onekey.jsonl", "\n".join(lines).encode())
+    return _later(tmp, path, data={"text_column": "body"})
+
+
+def duplicate_unread_jsonl_key(tmp: Path, csv: Path) -> Action:
+    """A key the run does not read, twice in one record: refused without naming it (it may be the record's own)."""
+    lines = ['{"review": "fine", "sentiment": "0", "SENTINEL0001XYZ": 1, "SENTINEL0001XYZ": 2}']
+    return _later(tmp, _bytes(tmp, "dupother.jsonl", "\n".join(lines).encode()))
+
+
 def duplicate_jsonl_key(tmp: Path, csv: Path) -> Action:
     lines = [
         '{"review": "SENTINEL0001XYZ fine", "sentiment": "0"}',
@@ -697,6 +715,8 @@ CASES = [
     Case(headerless_csv_repeated_cell, DataError, ("dupcell.csv", "column 2", "more than once", "line 1")),
     Case(duplicate_parquet_column, DataError, ("dups.parquet", "column 'review' appears more than once")),
     Case(duplicate_jsonl_key, DataError, ("dupkeys.jsonl", "'review'", "twice", "line 3")),
+    Case(duplicate_unread_jsonl_key, DataError, ("dupother.jsonl", "has a key twice", "line 1")),
+    Case(jsonl_key_of_one_record, DataError, ("no column 'body'", "review, sentiment (and 1 key(s)", "not named")),
     # records
     Case(
         bad_text_column,

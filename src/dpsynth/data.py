@@ -338,8 +338,9 @@ def _read_jsonl(text: str, path: Path, same_keys: bool = False, columns: Collect
             raise DataError(
                 f"{path}: line {n} is not valid JSON ({exc.msg}: column {exc.colno}); each line must be one JSON object"
             ) from None
-        except _DuplicateKey as exc:
-            raise DataError(f"{path}: line {n} has the key {exc.key!r} twice in one record; keep one of them") from None
+        except _DuplicateKey as exc:  # a key the caller reads is named; another may be a private record's own
+            key = repr(exc.key) if exc.key in (columns or ()) else "a key"
+            raise DataError(f"{path}: line {n} has {key} twice in one record; keep one of them") from None
         except (ValueError, RecursionError) as exc:
             raise DataError(f"{path}: line {n} {_unreadable_json(exc)}") from None
         if not isinstance(obj, dict):
@@ -378,7 +379,8 @@ def _read_json(text: str, path: Path, same_keys: bool = False, columns: Collecti
             f"{path}: not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}); fix it or use JSONL"
         ) from None
     except _DuplicateKey as exc:
-        raise DataError(f"{path}: the key {exc.key!r} appears twice in one record; keep one of them") from None
+        key = f"the key {exc.key!r}" if exc.key in (columns or ()) else "a key"
+        raise DataError(f"{path}: {key} appears twice in one record; keep one of them") from None
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{path}: {_unreadable_json(exc)}") from None
     if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
@@ -406,8 +408,11 @@ def _hf_frame(ds: Any) -> pd.DataFrame:
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """JSON records as a table of the values as written: with ``dtype=object`` a null in a column of integers
     does not turn every value of the column into a float ("1.0"), which would let one record decide how a
-    column reads (PEARL derives a column's type from its values)."""
-    return pd.DataFrame(records, dtype=object)
+    column reads (PEARL derives a column's type from its values).  Keys that only some records have are noted
+    (``attrs``, in memory only) so that an error listing the columns does not name a key of a single record."""
+    df = pd.DataFrame(records, dtype=object)
+    df.attrs["partial_keys"] = set(df.columns) - (set(records[0]).intersection(*records[1:]) if records else set())
+    return df
 
 
 def _as_str(df: pd.DataFrame, where: str = "dataset", columns: Collection[str] | None = None) -> pd.DataFrame:
@@ -472,7 +477,9 @@ def columns_text(df: pd.DataFrame) -> str:
             f"its first line looks like a record, not a header ({why}), so its column names are not shown; "
             "the file needs a header row naming its columns"
         )
-    return "the file has columns: " + ", ".join(map(str, df.columns[:20]))
+    partial = df.attrs.get("partial_keys", set())
+    more = f" (and {len(partial)} key(s) that only some records have, not named)" if partial else ""
+    return "the file has columns: " + ", ".join(str(c) for c in df.columns[:20] if c not in partial) + more
 
 
 def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> None:
