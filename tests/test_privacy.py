@@ -307,7 +307,10 @@ def test_the_discrete_gaussian_sampler_draws_its_exact_distribution() -> None:
     assert abs(big.mean()) < 5 * 452 / math.sqrt(big.size)
     assert big.var() / 452**2 == pytest.approx(1.0, abs=0.1)
     assert mechanisms.discrete_gaussian(0.0, 3, rng).tolist() == [0, 0, 0]
-    draws = [mechanisms._below(3, rng) for _ in range(3000)]  # uniform, no modulo bias
+    src = mechanisms._Bytes(rng)
+    draws = [src.below(3) for _ in range(3000)]  # uniform, no modulo bias
+    assert all(0 <= src.below(2**70 + 1) <= 2**70 for _ in range(100))  # any size; across block boundaries
+    assert len({src.below(2**64) for _ in range(10_000)}) == 10_000
     assert set(draws) == {0, 1, 2} and all(abs(draws.count(v) - 1000) < 150 for v in (0, 1, 2))
 
 

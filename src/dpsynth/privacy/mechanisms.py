@@ -86,57 +86,81 @@ def discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> np.n
     exp(-x^2 / (2 sigma^2)) on the integers, sampled exactly (Canonne, Kamath, Steinke 2020, Algorithm 3:
     a discrete Laplace proposal with scale t = floor(sigma) + 1, accepted with probability
     exp(-(|y| - sigma^2/t)^2 / (2 sigma^2))).  sigma^2 is the float sigma's exact rational square; every
-    random bit comes from ``rng`` (ChaCha20 in the public path)."""
+    random bit comes from ``rng`` (ChaCha20 in the public path), read in blocks (``_Bytes``)."""
     if sigma == 0:
         return np.zeros(size, dtype=np.float64)
     var = Fraction(sigma) ** 2
     t = math.floor(sigma) + 1
     shift = var / t
+    src = _Bytes(rng)
     out = np.empty(size, dtype=np.float64)
     for i in range(size):
         while True:
-            y = _discrete_laplace(t, rng)
-            if _bernoulli_exp((abs(y) - shift) ** 2 / (2 * var), rng):
+            y = _discrete_laplace(t, src)
+            if _bernoulli_exp((abs(y) - shift) ** 2 / (2 * var), src):
                 out[i] = y
                 break
     return out
 
 
-def _discrete_laplace(t: int, rng: np.random.Generator) -> int:
+def _discrete_laplace(t: int, src: _Bytes) -> int:
     """P(x) proportional to exp(-|x| / t) on the integers (CKS 2020, Algorithm 2)."""
     while True:
-        u = _below(t, rng)
-        if not _bernoulli_exp(Fraction(u, t), rng):
+        u = src.below(t)
+        if not _bernoulli_exp(Fraction(u, t), src):
             continue
         v = 0
-        while _bernoulli_exp(Fraction(1), rng):
+        while _bernoulli_exp(_ONE, src):
             v += 1
         x = u + t * v
-        negative = _below(2, rng) == 1
+        negative = src.below(2) == 1
         if negative and x == 0:
             continue  # zero would otherwise come twice as often
         return -x if negative else x
 
 
-def _bernoulli_exp(gamma: Fraction, rng: np.random.Generator) -> bool:
+_ONE = Fraction(1)
+
+
+def _bernoulli_exp(gamma: Fraction, src: _Bytes) -> bool:
     """True with probability exp(-gamma), gamma >= 0 rational (CKS 2020, Algorithm 1)."""
     while gamma > 1:  # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
-        if not _bernoulli_exp(Fraction(1), rng):
+        if not _bernoulli_exp(_ONE, src):
             return False
         gamma -= 1
+    num, den = gamma.numerator, gamma.denominator
     k = 1
-    while _below(gamma.denominator * k, rng) < gamma.numerator:  # a Bernoulli(gamma / k) trial
+    while src.below(den * k) < num:  # a Bernoulli(gamma / k) trial
         k += 1
     return k % 2 == 1
 
 
-def _below(n: int, rng: np.random.Generator) -> int:
-    """A uniform integer in [0, n), any size n >= 1, by rejection from whole random bytes (no modulo bias)."""
-    bits = (n - 1).bit_length()
-    if bits == 0:
-        return 0
-    nbytes = (bits + 7) // 8
-    while True:
-        r = int.from_bytes(rng.bytes(nbytes), "little") >> (8 * nbytes - bits)
-        if r < n:
-            return r
+class _Bytes:
+    """Uniform integers from a generator's random bytes, drawn 64 KiB at a time: one numpy call per block
+    instead of one per integer, which made the calls, not the arithmetic, most of a draw's cost."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._buf = b""
+        self._pos = 0
+
+    def _take(self, n: int) -> bytes:
+        if self._pos + n > len(self._buf):
+            self._buf = self._buf[self._pos :] + self._rng.bytes(max(self.BLOCK, n))
+            self._pos = 0
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return out
+
+    def below(self, n: int) -> int:
+        """A uniform integer in [0, n), any size n >= 1, by rejection from whole bytes (no modulo bias)."""
+        bits = (n - 1).bit_length()
+        if bits == 0:
+            return 0
+        nbytes = (bits + 7) // 8
+        while True:
+            r = int.from_bytes(self._take(nbytes), "little") >> (8 * nbytes - bits)
+            if r < n:
+                return r
