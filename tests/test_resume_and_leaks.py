@@ -23,6 +23,7 @@ import dpsynth
 from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
+from dpsynth.methods import wasp_plan
 from dpsynth.privacy.accountant import GaussianPlan
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.voting import MIN_GRID_STEPS, top_q_moves, top_q_sensitivity
@@ -671,7 +672,9 @@ def test_a_setting_added_as_what_earlier_versions_did_is_not_warned_of_on_resume
     assert "predates the setting(s) finetune.whole_sentences;" in caplog.text and "optimizer" not in caplog.text
 
 
-def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(private_csv: Path, tmp_path: Path) -> None:
+def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(
+    private_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run begun before the votes' noise became a discrete Gaussian planned float-Gaussian votes; its resume
     keeps them (the stored events decide the noise), where a new plan would be refused as other noise."""
     run = tmp_path / "run"
@@ -691,6 +694,11 @@ def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(private
     released = {r["key"] for r in ledger["releases"]}
     assert len(released) < 3  # a vote is left to draw after the resume
     gens = {"a": FakeGenerator("a", 1), "b": FakeGenerator("b", 2)}
+
+    def no_discrete_plan(*args: object) -> None:
+        raise AssertionError("a resume whose ledger planned float votes calibrated a discrete plan")
+
+    monkeypatch.setattr(wasp_plan, "_calibrate_discrete", no_discrete_plan)  # up to a minute of wasted work
     res = dpsynth.synthesize(cfg, resume=True, generators=gens, embedder=FakeEmbedder(), progress=False)
     mech = res.privacy["mechanisms"][0]
     assert mech["name"].endswith(", Gaussian mechanism") and mech["sigma"] == pytest.approx(legacy.sigma)

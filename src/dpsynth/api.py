@@ -121,6 +121,7 @@ def make_method(
     runner = getattr(importlib.import_module(module), name)
     if spec.prompting:
         method = runner(resolve_defaults(config), private, generators, embedder)
+        method.resume_dir = resume_dir
         if resume_dir is not None and config.uses_private_data:
             method.reads_private = not rounds_released(method.config, resume_dir)
         return cast(MethodRunner, method)

@@ -44,6 +44,7 @@ class PromptingMethod:
         self._owned: list[Generator] = []
         # False for a resume after the last vote (expansion, ``extend``): post-processing reads no private data
         self.reads_private = config.uses_private_data
+        self.resume_dir: RunDir | None = None  # the run being resumed (api.make_method sets it)
 
     def prepare(self, load_models: bool = True) -> None:
         """Load and check the private data, check the run (label judge, noise plan), load the models.
@@ -63,7 +64,7 @@ class PromptingMethod:
             self.data = load_run_private(config, self._private_source)
         # what WaspRun would refuse inside the run directory, refused before it exists
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
-        check_run(config, names)
+        check_run(config, names, self.resume_dir)
         if self._injected is None:  # a wrong model path or URL fails in a second, not after a model loads
             _check_generators(config, everything=not load_models)
         if not load_models:

@@ -131,7 +131,7 @@ class WaspRun:
         self.rounds_total = 0 if not config.uses_private_data else self.w.rounds
         # samples made in the rounds (seed round included); the rest of n_synthetic is the expansion phase
         self.population = min(self.w.population or config.n_synthetic, config.n_synthetic)
-        check_run(config, generators)
+        check_run(config, generators, run_dir)
         self.events = privacy_events(config, run_dir)
         if self.events and self.events[0].noise_multiplier == 0:
             log.warning("epsilon = inf: the votes are released WITHOUT noise; this run is NOT differentially private")

@@ -95,13 +95,15 @@ def _planned_float_votes(run_dir: RunDir | None) -> bool:
         return False  # Ledger.open names what is wrong with the file
 
 
-def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | None:
+def check_run(config: Config, generators: Collection[str], run_dir: RunDir | None = None) -> GaussianPlan | None:
     """Everything about a run that can fail before it starts: the label judge and the noise plan.
 
     ``PromptingMethod.prepare`` calls it before the run directory is created, so a mistake found here (an
     epsilon so large that no noise is needed, a judge that is not a generator) leaves nothing behind and
-    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators.
-    Returns the plan (None: no private data).
+    the corrected command can reuse the same --out.  ``generators``: the names of this run's generators;
+    ``run_dir``: the run being resumed, whose ledger may hold an earlier version's float plan (calibrating
+    a discrete plan for it would be wasted work: up to a minute at small epsilon).  Returns the plan (None:
+    no private data).
     """
     w = config.effective_wasp()
     if w.label_judge is not None and w.label_judge not in generators:
@@ -109,7 +111,7 @@ def check_run(config: Config, generators: Collection[str]) -> GaussianPlan | Non
             f"wasp.label_judge: {w.label_judge!r} is not one of this run's generators "
             f"({', '.join(generators)}); name one of them or set it to null"
         )
-    return privacy_plan(config)
+    return privacy_plan(config, run_dir)
 
 
 def privacy_events(config: Config, run_dir: RunDir | None = None) -> list[Event]:
