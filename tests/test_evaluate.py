@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import dpsynth
+from dpsynth.embeddings import EmbeddingCache
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate import core as eval_core
 from dpsynth.evaluate import (
@@ -580,10 +581,24 @@ def test_the_runs_private_data_is_refused_as_test_set(
     # the console, counts only, and the scores
     mixed = tmp_path / "mixed.csv"
     pd.concat([pd.read_csv(held_out), frame[:2]]).to_csv(mixed, index=False)
+    # ... whose embeddings stay out of the test cache, which outlives the evaluation (one an earlier version
+    # cached is dropped)
+    evaluate(run_dir, held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    (cache,) = tmp_path.glob("*.npz")
+    shared = [str(t) for t in frame["text"][:2]]
+    old = EmbeddingCache(cache, FakeEmbedder().name)
+    old.embed(FakeEmbedder(), shared[:1])
+    old.save()
     res = evaluate(run_dir, mixed, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     err = capsys.readouterr().err
     assert res["test"]["n"] == 32 and "--test: 2 of its 32 texts also occur among the run's private" in err
     assert "SENTINEL" not in err
+    after = EmbeddingCache(cache, FakeEmbedder().name)
+    after.embed(FakeEmbedder(), shared)
+    assert after.misses == 2 and after.hits == 0  # neither private text is cached
+    again = evaluate(run_dir, mixed, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert again["utility"]["logreg"]["accuracy"] == res["utility"]["logreg"]["accuracy"]  # embedded again
+    capsys.readouterr()
     # records held out before the run share no text with it: scored without a note
     res = evaluate(run_dir, held_out, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     assert res["test"]["n"] == 30 and "private" not in capsys.readouterr().err

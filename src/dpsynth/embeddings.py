@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,6 +129,7 @@ class EmbeddingCache:
         self._rows: list[np.ndarray] = []
         self.hits = 0
         self.misses = 0
+        self._emptied = False  # drop() removed every entry: save() removes the file
         if self.path and self.path.exists():
             try:
                 with np.load(self.path, allow_pickle=False) as data:
@@ -160,7 +162,19 @@ class EmbeddingCache:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._rows[self._index[k]] for k in keys])
 
+    def drop(self, texts: Sequence[str]) -> int:
+        """Forget the embeddings of ``texts`` (the caller saves); returns how many were cached."""
+        gone = {self.key(t) for t in texts} & self._index.keys()
+        if gone:
+            kept = [(k, self._rows[i]) for k, i in self._index.items() if k not in gone]
+            self._index = {k: i for i, (k, _) in enumerate(kept)}
+            self._rows = [v for _, v in kept]
+            self._emptied = not kept
+        return len(gone)
+
     def save(self) -> None:
+        if self.path is not None and not self._rows and self._emptied:
+            self.path.unlink(missing_ok=True)  # every entry was dropped: an empty .npz cannot be stacked
         if self.path is None or not self._rows:
             return
         import io

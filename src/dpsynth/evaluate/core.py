@@ -202,7 +202,8 @@ def evaluate(
         x_test = _check_emb(test_embeddings, len(tst), "test_embeddings")
     else:
         say(f"embedding {len(tst)} test texts (cached)")
-        x_test = embed_test(tst.texts, get_embedder(), cache_dir)
+        keys = private[1] if private is not None and private[1] is not None else frozenset()
+        x_test = embed_test(tst.texts, get_embedder(), cache_dir, keys)
     if x_syn.shape[1] != x_test.shape[1]:
         raise DataError(
             f"embedding dimensions differ: synthetic {x_syn.shape[1]} vs test {x_test.shape[1]}; embed both "

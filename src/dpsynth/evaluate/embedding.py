@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dpsynth.embeddings import EMBEDDED_MINILM, Embedder, EmbeddingCache, SentenceTransformerEmbedder
+from dpsynth.privacy.private_data import text_key
 from dpsynth.run import RunDir
 
 if TYPE_CHECKING:
@@ -33,14 +34,36 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "model"
 
 
-def embed_test(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None) -> np.ndarray:
-    """Embed public test texts through the on-disk cache (one .npz per model and max_seq_length)."""
+def embed_test(
+    texts: Sequence[str],
+    embedder: Embedder,
+    cache_dir: str | Path | None = None,
+    private_keys: frozenset[str] = frozenset(),
+) -> np.ndarray:
+    """Embed public test texts through the on-disk cache (one .npz per model and max_seq_length).
+
+    ``private_keys``: the ``text_key`` of the run's private texts.  A test set may share a few texts with
+    the private records (evaluate notes it and goes on); those are embedded in memory and never enter the
+    cache, which outlives the evaluation and is shared by every evaluation on the machine: an embedding of
+    a private record is private data, and the cache's text hashes would tell that the text was evaluated.
+    """
     seq = getattr(embedder, "max_seq_length", None)
     base = Path(cache_dir).expanduser() if cache_dir is not None else eval_cache_dir()
     path = base / f"{_slug(embedder.name)}{f'-seq{seq}' if seq else ''}.npz"
     cache = EmbeddingCache(path, embedder.name)
-    emb = cache.embed(embedder, list(texts))
-    if cache.misses:
+    texts = list(texts)
+    private = [i for i, t in enumerate(texts) if text_key(t) in private_keys] if private_keys else []
+    if private:
+        public = sorted(set(range(len(texts))) - set(private))
+        x_private = np.asarray(embedder.encode([texts[i] for i in private]), dtype=np.float32)
+        emb = np.empty((len(texts), x_private.shape[1]), dtype=np.float32)
+        emb[private] = x_private
+        if public:
+            emb[public] = cache.embed(embedder, [texts[i] for i in public])
+    else:
+        emb = cache.embed(embedder, texts)
+    dropped = cache.drop([texts[i] for i in private])  # cached by a version before this rule
+    if cache.misses or dropped:
         try:
             cache.save()
         except OSError as exc:  # a read-only home must not break evaluation
