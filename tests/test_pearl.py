@@ -883,6 +883,9 @@ def test_declared_schema_values_are_handled_per_record(tmp_path: Path, capsys: p
     from dpsynth.privacy.private_data import FILE_DOMAIN
 
     assert set(FILE_DOMAIN) <= set(checks)
+    # (regression, audit) one bad JSONL record (invalid, a key twice, not an object, a 5,000-digit number)
+    # refuses the whole file as well: the domain says so
+    assert any(c.startswith("every JSON/JSONL record is valid JSON and one object") for c in checks)
     for name, data in _run_files(res.run_dir).items():
         assert b"SENTINEL" not in data, name
     log_text = (res.run_dir / "run.log").read_text()
@@ -997,6 +1000,28 @@ def test_an_in_memory_list_does_not_let_one_record_choose_the_dtype() -> None:
         assert schema.array_dtype == "float64" and schema.columns[0].kind == "float"
     _, schema, _ = load_private_table({"x": np.asarray(x, dtype=np.int64)}, cfg, {}, None)
     assert schema.array_dtype == "int64" and schema.columns[0].kind == "integer"
+
+
+def test_one_record_does_not_change_how_the_others_numbers_are_written(tmp_path: Path) -> None:
+    """Regression (audit): a DataFrame, a Hugging Face Dataset or a pandas-written Parquet file types a whole
+    column from its values, so one record with a 2.5 or a missing value made an integer column float and every
+    other record's 30 read "30.0": the kinds release then counted them as floats (integer -> float almost
+    surely) and categorical codes were released spelled "1.0".  Each cell's text is now its own."""
+    import datasets
+
+    from dpsynth.data import read_table
+
+    base = [{"age": 30 + i, "code": i % 3} for i in range(20)]
+    odd = [*base, {"age": 33.5, "code": None}]
+    odd_parquet = tmp_path / "odd.parquet"
+    pd.DataFrame(odd).to_parquet(odd_parquet)
+    readers = (pd.DataFrame, datasets.Dataset.from_list)
+    for read in readers:
+        before, after = read_table(read(base), "utf-8"), read_table(read(odd), "utf-8")
+        assert after[:20].to_dict("records") == before.to_dict("records"), read
+        assert before["age"][0] == "30" and before["code"][1] == "1"
+    assert read_table(odd_parquet, "utf-8")[:20].to_dict("records") == before.to_dict("records")
+    assert read_table(pd.DataFrame({"x": [2.0, 2.5, "2.0"]}), "utf-8")["x"].tolist() == ["2", "2.5", "2.0"]
 
 
 def test_declared_labels_and_categories_spelled_like_missing_markers_are_values(tmp_path: Path) -> None:

@@ -18,16 +18,15 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from dpsynth.cells import not_plain_text, text_values, whole_float_as_int
 from dpsynth.config_base import norm_label  # noqa: F401 - re-exported
 from dpsynth.csv_text import check_csv_lines, header_problem, is_number, unlimited_fields  # noqa: F401 - re-exported
 from dpsynth.datasets import (  # noqa: F401 - re-exported: data is where callers look for them
@@ -423,43 +422,15 @@ def _as_str(df: pd.DataFrame, where: str = "dataset", columns: Collection[str] |
     ``columns`` (all when None) is a ``DataError`` naming the column and the record's number (1-based, blank
     lines of a JSONL file not counted), never the value; elsewhere the surrogate becomes U+FFFD."""
     mixed = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_object_dtype(dtype)]  # typed: no such value
+    floats = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_float_dtype(dtype)]
     df = df.astype(object)
     for i in mixed:
         col = df.columns[i]
-        if any(_not_plain_text(v) for v in df.iloc[:, i]):
-            df[col] = _text_values(df[col], col, where, columns is None or col in columns)
+        if any(not_plain_text(v) for v in df.iloc[:, i]):
+            df[col] = text_values(df[col], col, where, columns is None or col in columns)
+    for i in [*mixed, *floats]:  # 30.0 reads "30", whatever dtype the other records gave the column
+        df[df.columns[i]] = pd.Series([whole_float_as_int(v) for v in df.iloc[:, i]], df.index, dtype=object)
     return df.where(df.notna(), "").astype(str)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _not_plain_text(v: Any) -> bool:
-    """A cell ``_text_values`` must look at: not text or a number, or text with a lone surrogate."""
-    if isinstance(v, str):
-        return not v.isascii() and _SURROGATE.search(v) is not None  # isascii: O(1), most texts stop there
-    return isinstance(v, (bytes, bytearray, list, tuple, dict, set, np.ndarray))
-
-
-def _text_values(values: pd.Series, col: Any, where: str, strict: bool) -> list[Any]:
-    out: list[Any] = []
-    for i, v in enumerate(values):
-        problem = None
-        if isinstance(v, str) and _not_plain_text(v):
-            problem, v = "text that is not valid Unicode (a lone surrogate)", _SURROGATE.sub("\ufffd", v)
-        if isinstance(v, (bytes, bytearray)):
-            try:
-                v = bytes(v).decode("utf-8")
-            except UnicodeDecodeError:
-                problem, v = "bytes that are not UTF-8 text", bytes(v).decode("utf-8", errors="replace")
-        elif isinstance(v, (list, tuple, dict, set, np.ndarray)):
-            problem = "a list or a mapping, not text"
-        if problem and strict:
-            raise DataError(
-                f"{where}: column {str(col)!r} holds {problem} (record {i + 1}); give text or numbers in that column"
-            )
-        out.append(v)
-    return out
 
 
 def _short(exc: BaseException, path: Path) -> str:

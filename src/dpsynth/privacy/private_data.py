@@ -56,9 +56,15 @@ CELL_DOMAIN = (
     "in every record, each column read holds a single value or none (not a list, an object, bytes that are "
     "not text in data.encoding, or text with a lone surrogate such as a JSON \\ud800 escape), whatever the format"
 )
+JSON_DOMAIN = (
+    "every JSON/JSONL record is valid JSON and one object (a .json file: a list of objects or a mapping of "
+    "columns of one length) that gives no key twice and holds no numeral too long for Python to read (over "
+    "4,300 digits by default) and no values nested deeper than Python reads"
+)
 FILE_DOMAIN = (
     "every record of a file decodes in data.encoding (UTF-8 by default)",
     "no CSV/TSV record has more non-empty fields than the header names columns",
+    JSON_DOMAIN,
     CELL_DOMAIN,
 )
 # The input domain of the text methods: checks that refuse the whole input (privacy.json
