@@ -237,10 +237,28 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = _trickle
 
 
+class _TrickleHeaders(_Trickle):
+    """The status line, then one byte of a header every 0.2 s: at most 100 (bounded)."""
+
+    def _trickle(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(100):
+            try:
+                self.wfile.write(b"a")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    do_GET = do_POST = _trickle
+
+
 @contextlib.contextmanager
-def trickle_server() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a server that answers every GET and POST a byte at a time."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+def trickle_server(headers: bool = False) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that answers every GET and POST a byte at a time (with
+    ``headers``: a byte of its headers at a time)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHeaders if headers else _Trickle)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
     try:

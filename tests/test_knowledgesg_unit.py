@@ -949,7 +949,7 @@ def test_a_failed_or_lost_job_is_made_again_from_the_saved_adapter(
     method.professional = "p"
     method.inner = SimpleNamespace(  # type: ignore[assignment]
         train_adapter=lambda *a, **k: (trained.append(1), ("ledger", {}))[1],
-        _report=lambda ledger, shares: {},
+        report=lambda ledger, shares: {},
         domain=lambda: [],
         run_phases=None,
     )
@@ -1342,6 +1342,15 @@ def test_an_answer_is_read_with_a_size_cap_and_a_deadline() -> None:
         with pytest.raises(ServerError, match="no complete answer within 1 s"):
             client.info()
         assert time.monotonic() - t0 < 5
+    # (regression, audit) nor by sending its headers a byte at a time, which httpx waits for with the
+    # per-read timeout only (20 s here, days with the defaults)
+    with trickle_server(headers=True) as url:
+        client = ServerClient(url, "t", max_retries=1, backoff_s=0.01, timeout_s=5, deadline_s=1)
+        t0 = time.monotonic()
+        with pytest.raises(ServerError, match="no complete answer within 1 s"):
+            client.info()
+        assert time.monotonic() - t0 < 5  # both attempts, each cut at its deadline
+        client.close()
 
 
 def test_an_upload_that_trickles_is_dropped_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import ssl
+import threading
 import time
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -75,13 +76,9 @@ class ServerClient:
         # trust_env=False keeps proxies from the environment out, so a private CA comes from SSL_CERT_FILE here
         cafile = os.environ.get("SSL_CERT_FILE")
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else True
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=timeout_s,
-            headers={"Authorization": f"Bearer {token}"},
-            trust_env=False,
-            verify=verify,
-        )
+        settings = dict(base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"})
+        self._new_http = lambda: httpx.Client(**settings, trust_env=False, verify=verify)  # type: ignore[arg-type]
+        self._http = self._new_http()
 
     def close(self) -> None:
         self._http.close()
@@ -138,9 +135,33 @@ class ServerClient:
         )
 
     def _send(self, method: str, path: str, limit: int, **kwargs: Any) -> httpx.Response:
+        """One request, bounded by the deadline as a whole.  It runs in a worker thread: the answer's body is
+        checked against the deadline chunk by chunk, but httpx waits for the status line and headers with
+        only the per-read timeout, so a server sending a header byte now and then would hold the request for
+        days.  Past the deadline the client drops the connection with its connection pool and goes on."""
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["resp"] = self._send_now(method, path, limit, time.monotonic() + self.deadline_s, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                box["exc"] = exc
+
+        worker = threading.Thread(target=work, name="dpsynth-http", daemon=True)
+        worker.start()
+        worker.join(self.deadline_s + 0.5)  # the body's own check says it first, when the body is slow
+        if worker.is_alive():  # still in the headers: its connection goes with the old pool
+            stuck, self._http = self._http, self._new_http()
+            threading.Thread(target=stuck.close, daemon=True).start()
+            raise _TooSlow
+        if "exc" in box:
+            raise box["exc"]
+        resp: httpx.Response = box["resp"]
+        return resp
+
+    def _send_now(self, method: str, path: str, limit: int, deadline: float, **kwargs: Any) -> httpx.Response:
         """One request; its answer read in chunks, refused past ``limit`` bytes (after decompression, so a
         gzip bomb is caught too) or past the deadline."""
-        deadline = time.monotonic() + self.deadline_s
         with self._http.stream(method, path, **kwargs) as resp:
             body = bytearray()
             for chunk in resp.iter_bytes():
