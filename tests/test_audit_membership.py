@@ -189,6 +189,9 @@ def test_against_a_zero_shot_run_the_draw_cancels(tmp_path: Path) -> None:
     (leaky / "membership.json").write_text(json.dumps(res))
     page = build_report(leaky)
     assert "AUC there" in page and "beyond the placebo" in page and "changed since this audit" not in page
+    # the report is shared: the --against run's folder is named, not the folders above it (a user name)
+    assert res["against"]["run"] == str(zs.resolve()) and str(zs.parent) not in page
+    assert f"Against .../{zs.name} (" in page
     for damaged in ({**res["against"], "attacks": {"nearest": {"auc_placebo": 0.5}}}, "x", {"verdict": 1}):
         (leaky / "membership.json").write_text(json.dumps({**res, "against": damaged}))
         page = build_report(leaky)  # the comparison's own warning; the audit above it stays

@@ -1272,3 +1272,26 @@ def test_a_section_given_as_one_value_names_no_class(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == "privacy: must be a mapping of fields ({FIELD: VALUE, ...}), not a single value"
+
+
+def test_run_prints_the_caveat_of_its_guarantee(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A guarantee that rests on more than a theorem (dp-finetune's plan chosen from its noisy count) says so
+    where the epsilon is printed, not only in privacy.json."""
+
+    class Result:
+        already_complete = False
+        run_dir, output = tmp_path, tmp_path / "synthetic.jsonl"
+        privacy = {"guarantee": "(4, 1e-05)-DP with respect to x (see caveat)", "epsilon": 3.99, "caveat": "CAVEAT"}
+
+        def __len__(self) -> int:
+            return 3
+
+    monkeypatch.setattr("dpsynth.api.synthesize", lambda *a, **k: Result())
+    main(["run", "--method", "dp-finetune", "--out", str(tmp_path / "r"), "--quiet"])
+    out = capsys.readouterr().out
+    assert "(see caveat) (epsilon spent 3.99)" in out and "\ncaveat: CAVEAT\n" in out
+    Result.privacy = {k: v for k, v in Result.privacy.items() if k != "caveat"}
+    main(["run", "--method", "dp-finetune", "--out", str(tmp_path / "r"), "--quiet"])
+    assert "caveat:" not in capsys.readouterr().out

@@ -450,6 +450,12 @@ def test_tiny_pipeline_adapter_report_rows_and_no_leaks(private_csv: Path, tmp_p
     assert [m["name"] for m in rep["mechanisms"]][0].startswith("record count")
     assert rep["accountant"]["pld_crosscheck"]["epsilon_at_delta"] == pytest.approx(rep["epsilon"], rel=0.03)
     assert any("non-empty text" in c for c in rep["domain"]["checks"])
+    # the plan was chosen from the noisy count: the guarantee says where it rests on more than a theorem
+    assert rep["guarantee"].endswith("(see caveat)") and "finetune.sample_rate" in rep["caveat"]
+    assert not any("post-processing" in p or "not the number" in p for p in rep["post_processing"])
+    from dpsynth.report import build_report
+
+    assert "Caveat: the DP-SGD sample rate" in build_report(out)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "adapter" / "adapter_config.json").is_file()
     # leak scan: no private text in any file of the run directory (checkpoint and adapter included)
@@ -485,6 +491,7 @@ def test_a_fixed_sample_rate_makes_the_plan_independent_of_the_noisy_count(
     assert (
         rep["public_inputs"]["training"]["sample_rate"] == 0.25 and "batch_size" not in rep["public_inputs"]["training"]
     )
+    assert "caveat" not in rep and not rep["guarantee"].endswith("(see caveat)")  # a plan fixed in advance
     # the resume branch rebuilds the plan from the ledger: the same q, steps, noise and averaging
     sgd_before = dict(sgd)
     (out / "privacy.json").unlink()

@@ -281,7 +281,8 @@ def test_round_up_never_rounds_down() -> None:
     (1e-05 is 1.0000000000000000818e-05 in binary) not taken for a value above the decimal."""
     import random
 
-    from dpsynth.privacy.report import guarantee_text, round_up
+    from dpsynth.privacy.report import guarantee_text
+    from dpsynth.privacy.rounding import round_up
 
     assert round_up(2.69472, 3) == "2.7" and round_up(2.69472, 4) == "2.695" and round_up(2.6949, 3) == "2.7"
     assert round_up(4.0, 3) == "4" and round_up(1e-5, 2) == "1e-05" and round_up(1.25e-5, 2) == "1.3e-05"
@@ -295,6 +296,37 @@ def test_round_up_never_rounds_down() -> None:
     assert guarantee_text(2.694712, 1.000001e-5).startswith("(2.695, 1.001e-05)-DP")
 
 
+def test_run_log_epsilon_reads_rounded_up(run_dir: Path) -> None:
+    """Regression (audit): run.log wrote the epsilon spent with %.4f, rounded to nearest, so 3.998129 read
+    3.9981, a guarantee stronger than the one spent; every epsilon a person reads is rounded up."""
+    spent = json.loads((run_dir / "privacy.json").read_text())["epsilon"]
+    log = (run_dir / "run.log").read_text()
+    last_round = re.findall(r"epsilon spent by the run so far ([0-9.]+)", log)[-1]
+    finished = re.findall(r"run finished: .*; epsilon=([0-9.]+)", log)[-1]
+    assert spent <= float(last_round) <= spent * (1 + 1e-4) and float(finished) == float(last_round), (spent, log)
+
+
+def test_an_over_budget_plan_reads_over_budget(tmp_path: Path) -> None:
+    """Regression (audit): the ledger's refusal wrote the planned epsilon with .4f, so a plan at 4.00003
+    against a budget of 4 read "need epsilon 4.0000, above privacy.epsilon = 4"."""
+    from dpsynth.errors import PrivacyBudgetError
+    from dpsynth.privacy.events import Event, epsilon_of
+    from dpsynth.privacy.ledger import Ledger
+
+    lo, hi = 0.5, 2.0  # noise multipliers around epsilon 4 for one release at delta 1e-5
+    for _ in range(60):
+        z = (lo + hi) / 2
+        eps = epsilon_of([Event("r", z)], 1e-5, "pld")
+        if 4.00001 < eps < 4.00004:
+            break
+        lo, hi = (lo, z) if eps < 4.00001 else (z, hi)
+    assert 4.00001 < eps < 4.00004
+    with pytest.raises(PrivacyBudgetError, match=r"need epsilon ([0-9.]+),") as exc:
+        Ledger.open(tmp_path / "ledger.json", epsilon=4.0, delta=1e-5, accountant="pld", planned=[Event("r", z)])
+    shown = float(re.search(r"need epsilon ([0-9.]+),", str(exc.value)).group(1))  # type: ignore[union-attr]
+    assert shown >= eps > 4.0, str(exc.value)
+
+
 def test_budget_plans_never_exceed_their_target_and_bounds_read_rounded_up() -> None:
     """Regression: PEARL's plans were accepted up to 1e-7 above the target (2.0000000149 for epsilon 2), which
     the rounded-up report then showed as "ε = 2.01", an overspent budget; and the membership audit's upper
@@ -302,7 +334,7 @@ def test_budget_plans_never_exceed_their_target_and_bounds_read_rounded_up() -> 
     from dpsynth.audit.membership import rate_text
     from dpsynth.privacy import sketch as sk
     from dpsynth.privacy.events import Event, epsilon_of
-    from dpsynth.privacy.report import round_up
+    from dpsynth.privacy.rounding import round_up
 
     for eps, acc in [(2.0, "pld"), (0.5, "gdp"), (3.0, "gdp"), (1.0, "pld")]:
         shares = [("schema", "", 1.0, "", 0.1), ("counts", "", 1.0, "", 0.1), ("sketch", "", 4.0, "", 0.8)]

@@ -36,6 +36,7 @@ from dpsynth.methods.wasp import rounds_released
 from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
 from dpsynth.privacy.ledger import missing_ledger
 from dpsynth.privacy.report import validate_report
+from dpsynth.privacy.rounding import round_up
 from dpsynth.progress import ProgressReporter
 from dpsynth.run import RunDir, dump_config_yaml, remove_logging, setup_logging
 
@@ -314,7 +315,7 @@ def _synthesize(
         rows = typed_labels(rows, label_type)
         output = write_table(rows, run_dir.output(config.output_format), config.output_format)
         atomic_write_json(run_dir.privacy, validate_report(report))
-        log.info("run finished: %d records -> %s; epsilon=%.4f", len(rows), output, report["epsilon"])
+        log.info("run finished: %d records -> %s; epsilon=%s", len(rows), output, round_up(report["epsilon"], 5))
     except BaseException as exc:
         if run_dir.config.exists():  # the CLI's Ctrl-C message names it: `dpsynth run --resume --out DIR`
             with contextlib.suppress(AttributeError):  # an exception type without a __dict__

@@ -29,7 +29,7 @@ from dpsynth.config_flags import (  # noqa: F401 - parse_overrides is part of th
     parse_overrides,
 )
 from dpsynth.errors import ConfigError, DpsynthError, GeneratorError
-from dpsynth.privacy.report import round_up
+from dpsynth.privacy.rounding import round_up
 from dpsynth.run_args import (
     check_relative_to_config,
     check_resumed_method,
@@ -170,6 +170,8 @@ def run_from_args(
         f"privacy: {result.privacy['guarantee']} (epsilon spent {round_up(eps, 4)}); "
         f"privacy report: {result.run_dir}/privacy.json"
     )
+    if result.privacy.get("caveat"):
+        typer.echo(f"caveat: {result.privacy['caveat']}")
     typer.echo(
         f"next: `dpsynth evaluate {result.run_dir}` (utility and fidelity; --test FILE for your held-out data), "
         f"then `dpsynth report {result.run_dir}` (report.html)"

@@ -213,7 +213,11 @@ def run_canary_audit(
 ) -> dict[str, Any]:
     """Train one model per epsilon on private data + canaries and measure exposure and leakage.
 
-    ``private`` is (texts, label values); by default ``m_private`` IMDb reviews (embedded:imdb).
+    ``private`` is (texts, label values); by default ``m_private`` IMDb reviews (embedded:imdb).  The audit
+    is a test of the training code, not a release: its result holds exact, un-noised facts of ``private``
+    (``n_records``, and the sample rate B / N and delta 1 / (N ln N) derived from it) and of the models
+    trained on it, so it belongs to the data owner and is not to be shared when ``private`` is real
+    private data (the CLI audits the embedded public reviews only).
     """
     from dpsynth.data import IMDB_LABELS, imdb_private
     from dpsynth.lm import (

@@ -65,7 +65,7 @@ from dpsynth.evaluate.inputs import (
     run_data_config,
     used_embedded_dataset,
 )
-from dpsynth.privacy.report import round_up
+from dpsynth.privacy.rounding import round_up
 from dpsynth.run import RunDir
 
 MEMBERSHIP_FILE = "membership.json"

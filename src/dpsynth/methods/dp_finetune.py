@@ -55,13 +55,25 @@ from dpsynth.lm import (
     trainable_bytes,
 )
 from dpsynth.methods.base import load_run_private, resolve_labels
-from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise, check_prefix_fits, expected_batch_size, make_plan
+from dpsynth.methods.dp_finetune_privacy import (
+    COUNT_KEY,
+    DPSGD_KEY,
+    count_event,
+    dpsgd_event,
+    finetune_report,
+)
+from dpsynth.privacy.dpsgd import (
+    DpSgdPlan,
+    check_prefix_fits,
+    expected_batch_size,
+    make_plan,
+)
 from dpsynth.privacy.events import Event, epsilon_of
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
-from dpsynth.privacy.report import privacy_report, round_up
+from dpsynth.privacy.rounding import round_up
 from dpsynth.progress import ProgressReporter
-from dpsynth.run import IN_RUN_DIR, RunDir, run_rng
+from dpsynth.run import RunDir, run_rng
 from dpsynth.run_phases import RunPhases
 from dpsynth.selection import allocate
 
@@ -72,10 +84,6 @@ MAX_ATTEMPT_FACTOR = 3  # a class gives up after 3x its quota in generation atte
 
 
 # ---------------------------------------------------------------- the method
-COUNT_KEY = "counts"
-DPSGD_KEY = "dpsgd"
-DPSGD_MECHANISM = "DP-SGD (Opacus): per-sample clipping, Poisson sampling, Gaussian noise"
-COUNT_MECHANISM = "record count, Gaussian mechanism"
 
 
 class DpFinetuneMethod:
@@ -179,7 +187,7 @@ class DpFinetuneMethod:
         ledger, shares = self.train_adapter(run_dir, reporter, later=lambda s: [self._sampling_phase(run_dir, s)])
         # generation: post-processing of the DP adapter and the DP class shares
         rows = self._generate(run_dir, reporter, shares)
-        return rows, self._report(ledger, shares)
+        return rows, self.report(ledger, shares)
 
     def train_adapter(
         self,
@@ -432,60 +440,11 @@ class DpFinetuneMethod:
             out.extend([r for r in rows if r["label"] == k][: quota[k]])
         return out
 
-    def _report(self, ledger: Ledger, shares: dict[str, float]) -> dict[str, Any]:
+    def report(self, ledger: Ledger, shares: dict[str, float]) -> dict[str, Any]:
+        """privacy.json of the run (methods/dp_finetune_privacy.py); the KnowledgeSG client's too."""
         assert self.plan is not None
-        plan, config, ft = self.plan, self.config, self.config.finetune
-        torch_rng = (
-            "gradient noise and Poisson sampling: ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG "
-            "(secrets), fresh per run and per resume"
-        )
-        return privacy_report(
-            ledger,
-            method=config.method,
-            public_inputs={
-                "labels": config.data.labels,
-                "prompt_format": self.fmt.mode if self.fmt else ft.prompt_format,
-                "control_code": ft.instruction if self.fmt and self.fmt.mode == "chat" else ft.control_code,
-                "task": config.data.task,
-                "base_model": ft.model,
-                "n_synthetic": config.n_synthetic,
-                "lora": {"r": ft.lora_r, "alpha": ft.lora_alpha, "target_modules": list(ft.target_modules)},
-                "training": {
-                    "epochs": ft.epochs,
-                    **({"batch_size": ft.batch_size} if ft.sample_rate is None else {"sample_rate": ft.sample_rate}),
-                    "optimizer": ft.optimizer + (f" (momentum {ft.momentum})" if ft.momentum else ""),
-                    "learning_rate": ft.learning_rate,
-                    "max_length": ft.max_length,
-                },
-            },
-            post_processing=[
-                "the DP-SGD sample rate q = B / N_hat and its number of steps come from the noisy count, not the "
-                "number of private records",
-                "synthetic texts are samples from the DP fine-tuned model (LoRA adapter in adapter/)",
-                "class shares of the output: "
-                + ("the noisy label count" if ft.label_proportions == "dp-count" else "uniform"),
-                "generation prompts are the control code (or chat instruction) with public label names only",
-            ],
-            never_written="private texts, raw counts, training losses",
-            domain=self.domain(),
-            details={
-                DPSGD_MECHANISM: {
-                    "max_grad_norm": plan.max_grad_norm,
-                    "expected_batch_size": plan.expected_batch_size,
-                    "steps": ledger.steps_done(DPSGD_KEY),
-                    "planned_steps": plan.steps,
-                    "clipping": "per-sample gradient norms computed and clipped in fp32",
-                    "noise_rng": torch_rng,
-                },
-            },
-            extra={
-                "class_shares": shares,
-                "released_artifacts": [
-                    f"{IN_RUN_DIR.adapter.as_posix()}/ (DP)",
-                    f"{IN_RUN_DIR.checkpoint.as_posix()} (DP iterate)",
-                    "synthetic output",
-                ],
-            },
+        return finetune_report(
+            self.config, ledger, self.plan, shares, self.fmt.mode if self.fmt else None, self.domain()
         )
 
     def close(self) -> None:
@@ -508,32 +467,6 @@ def training_done(config: Config, run_dir: RunDir) -> bool:
     ledger = Ledger.open(run_dir.ledger, epsilon=p.epsilon, delta=p.delta, accountant=ft.accountant, read_only=True)
     event = ledger.event(DPSGD_KEY)
     return event is not None and ledger.steps_done(DPSGD_KEY) >= event.steps
-
-
-def count_event(config: Config) -> Event:
-    """The noisy record count: alone it is (share * epsilon, delta)-DP (sensitivity 1 under add/remove)."""
-    ft = config.finetune
-    z = calibrate_count_noise(ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta)
-    per_label = ft.label_proportions == "dp-count"
-    return Event(
-        COUNT_KEY,
-        z,
-        sensitivity=1.0,
-        mechanism=COUNT_MECHANISM,
-        reads="the private labels (one count per declared label)" if per_label else "the number of private records",
-    )
-
-
-def dpsgd_event(plan: DpSgdPlan) -> Event:
-    return Event(
-        DPSGD_KEY,
-        plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps=plan.steps,
-        sensitivity=plan.max_grad_norm,
-        mechanism=DPSGD_MECHANISM,
-        reads="private texts and labels (control code + text) through LoRA gradients",
-    )
 
 
 def class_shares_from(noisy: dict[str, float], labels: list[str], proportions: str) -> dict[str, float]:

@@ -238,7 +238,7 @@ class KnowledgeSGClientMethod:
             )
         if ks.local_finetune and rows:
             self._local_finetune(run_dir, rows, reporter)
-        report = self.inner._report(ledger, shares)
+        report = self.inner.report(ledger, shares)
         report.update(self._report_extra(state, server_report))
         return rows, report
 

@@ -46,7 +46,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
 )
 from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
 from dpsynth.privacy.private_data import PrivateData
-from dpsynth.privacy.report import round_up
+from dpsynth.privacy.rounding import round_up
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
 from dpsynth.progress import ProgressReporter
 from dpsynth.prompts import PromptBuilder
@@ -265,7 +265,7 @@ class WaspRun:
             np.asarray(data["near"]), far if far.size else None, float(data["sigma"]), float(data["sensitivity"])
         )
         spent = self.ledger.epsilon_spent()  # on a resume: the run's total so far, later rounds' votes included
-        log.info("round %d: vote over %d samples; epsilon spent by the run so far %.4f", t, len(ids), spent)
+        log.info("round %d: vote over %d samples; epsilon spent by the run so far %s", t, len(ids), round_up(spent, 5))
         return votes, [by_id[i] for i in ids]
 
     def _plan_round(self, t: int, votes: NoisyVotes, population: list[Sample], size: int) -> RoundPlan:

@@ -32,6 +32,7 @@ import numpy as np
 from dpsynth.errors import PrivacyBudgetError, ResumeError
 from dpsynth.io import atomic_write_bytes, atomic_write_json
 from dpsynth.privacy.events import Accountant, Event, epsilon_of
+from dpsynth.privacy.rounding import round_up
 
 FORMAT = 3  # 3: events may be discrete-Gaussian releases (grid_bits, moves), which format 2 readers cannot read
 READABLE_FORMATS = (2, 3)  # a format 2 ledger (float votes only) is read as it is, and its run keeps float noise
@@ -164,7 +165,7 @@ class Ledger:
             total = self.planned_epsilon()
             if total > self.epsilon + _TOLERANCE:
                 raise PrivacyBudgetError(
-                    f"privacy plan: the planned releases need epsilon {total:.4f}, above privacy.epsilon = "
+                    f"privacy plan: the planned releases need epsilon {round_up(total, 5)}, above privacy.epsilon = "
                     f"{self.epsilon:g}; {COMPOSITION_NOTE}"
                 )
             if self.path.exists():
@@ -223,8 +224,8 @@ class Ledger:
         after = epsilon_of(self.spent_events(e.with_steps(steps)), self.delta, self.accountant)
         if after > self.epsilon + _TOLERANCE:
             raise PrivacyBudgetError(
-                f"privacy budget exhausted: epsilon {self.epsilon_spent():.4f} of {self.epsilon:g} spent and "
-                f"release {key!r} would bring it to {after:.4f}; {COMPOSITION_NOTE}"
+                f"privacy budget exhausted: epsilon {round_up(self.epsilon_spent(), 5)} of {self.epsilon:g} spent and "
+                f"release {key!r} would bring it to {round_up(after, 5)}; {COMPOSITION_NOTE}"
             )
 
     def _record(self, key: str, steps: int = 1) -> None:

@@ -14,7 +14,6 @@ import importlib.metadata as md
 import json
 import math
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dpsynth.privacy.accountant import gdp_epsilon
 from dpsynth.privacy.events import Event, discrete_history, gdp_mu_of, history, pld_epsilon
 from dpsynth.privacy.ledger import COMPOSITION_NOTE, Ledger
+from dpsynth.privacy.rounding import round_up
 
 ADJACENCY = "add/remove one private record (one (text, label) pair)"
 NOT_PRIVATE = (
@@ -37,22 +37,6 @@ DOMAIN_NOTE = (
     "shown on the console only (never written to the run directory); an output therefore also tells that "
     "every record passed them."
 )
-
-
-def round_up(x: float, digits: int = 4) -> str:
-    """``x`` to ``digits`` significant figures, rounded up (towards +inf), as ``:g`` writes it.
-
-    For epsilon and delta shown to a person: a guarantee must never read stronger than the one spent, and
-    ``f"{2.69472:.3g}"`` gives 2.69 (rounded down); this gives 2.7.  Non-finite values as ``:g`` writes them.
-    """
-    if not math.isfinite(x) or x == 0:
-        return f"{x:g}"
-    # the shortest decimal that reads back as x: 1e-05 stays 1e-05 (the float's exact binary value,
-    # 1.0000000000000000818e-05, would round up to 1.001e-05: float noise shown as a weaker delta)
-    d = Decimal(repr(float(x)))
-    up = d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_CEILING)
-    # up has at most ``digits`` significant figures (9.9996 -> 10.00 is written 10), so :g writes it exactly
-    return f"{float(up):.{digits}g}"
 
 
 # the fields every mechanism entry has since privacy.json took its one shape (validate_report checks them)
@@ -122,6 +106,7 @@ class PrivacyReport(BaseModel):
     epsilon_target: float | None = None
     domain: DomainSection | None = None
     composition: str | None = None
+    caveat: str | None = None
     post_processing: list[str] = Field(default_factory=list)
     never_written: str | None = None
     released_exactly: str | None = None
@@ -252,11 +237,14 @@ def privacy_report(
     details: Mapping[str, Mapping[str, Any]] | None = None,
     delta_total: float | None = None,
     extra: dict[str, Any] | None = None,
+    caveat: str = "",
 ) -> dict[str, Any]:
     """privacy.json of a run.  ``delta_total`` (default: the ledger's delta) adds delta spent outside the
     Gaussian composition (PEARL's category threshold); ``details`` adds method facts to a mechanism.
     ``released_exactly``: what a run without noise (epsilon = inf) wrote of the private data exactly, and where;
-    stated only when the run is not private (``never_written`` must then not name it)."""
+    stated only when the run is not private (``never_written`` must then not name it).  ``caveat``: where
+    the guarantee rests on more than the accountant's theorem (a plan chosen from an earlier release); the
+    guarantee's one line then points to it, so that no reader of the epsilon misses it."""
     base = {"adjacency": ADJACENCY, "method": method}
     if not ledger.planned:
         return {
@@ -294,6 +282,9 @@ def privacy_report(
         report["accountant"] = None
         if released_exactly:  # the mechanisms' outputs are exact statistics of the private data, on disk
             report["released_exactly"] = released_exactly
+    if caveat and private:
+        report["guarantee"] += " (see caveat)"
+        report["caveat"] = caveat
     if post_processing:
         report["post_processing"] = list(post_processing)
     report["public_inputs"] = public_inputs

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dpsynth.privacy.report import PrivacyReport, round_up
-from dpsynth.report.markup import esc, fmt, table
+from dpsynth.privacy.report import PrivacyReport
+from dpsynth.privacy.rounding import round_up
+from dpsynth.report.markup import esc, fmt, shown_path, table
 
 MECHANISM_COLUMNS = ["name", "reads", "sensitivity_l2", "sigma", "noise_multiplier", "count", "planned_count"]
 
@@ -51,6 +52,8 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     parts.append(f'<p class="{"warn" if not_dp else "guarantee"}">{words}</p>')
     if priv.guarantee:
         parts.append(f'<p class="note">Formal statement: {esc(priv.guarantee)}</p>')
+    if priv.caveat:
+        parts.append(f'<p class="warn">Caveat: {esc(priv.caveat)}</p>')
     if not priv.complete:
         parts.append(
             '<p class="warn">The run did not complete: the guarantee covers the releases made so far '
@@ -194,8 +197,8 @@ def _against(against: Any, current_sha256: str | None) -> str:
             for name, a in against["attacks"].items()
         ]
         intro = (
-            f"Against {esc(against['run'])} ({esc(against['method'])}, which read no private record): the same "
-            "members and non-members, attacked on its set; what the draw gives both largely cancels in the "
+            f"Against {esc(shown_path(against['run']))} ({esc(against['method'])}, which read no private record): "
+            "the same members and non-members, attacked on its set; what the draw gives both largely cancels in the "
             "difference."
         )
         verdict = esc(against["verdict"])

@@ -35,7 +35,8 @@ from typing import Any
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
-from dpsynth.privacy.report import PrivacyReport, round_up
+from dpsynth.privacy.report import PrivacyReport
+from dpsynth.privacy.rounding import round_up
 from dpsynth.report import plots
 from dpsynth.report.evaluation import DAMAGED, check_evaluation, evaluation_section, headline_section
 from dpsynth.report.guarantee import membership_section, privacy_section

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import PurePath
 from typing import Any
 
 CSS = """
@@ -57,6 +59,12 @@ def safe_text(text: str) -> str:
         return text
     text = _NOT_ESCAPED_BYTE.sub("\ufffd", text)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def shown_path(path: str) -> str:
+    """An absolute path as a shared report shows it: the folders above the last one (a home directory, a
+    user name) are none of its readers' business.  A relative path is shown as given."""
+    return f".../{PurePath(path).name}" if os.path.isabs(path) else path
 
 
 def esc(x: Any) -> str:

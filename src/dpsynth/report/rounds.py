@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dpsynth.privacy.report import round_up
+from dpsynth.privacy.rounding import round_up
 from dpsynth.report import plots
 from dpsynth.report.markup import esc, fmt, table
 from dpsynth.selection import WEAK_VOTE

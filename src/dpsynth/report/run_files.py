@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from dpsynth.errors import DataError
 from dpsynth.privacy.report import PrivacyReport
+from dpsynth.report.markup import shown_path
 from dpsynth.run import RunDir
 
 
@@ -64,10 +64,8 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
         shown["wasp"].update(preset)
     data = shown.get("data")
     private = data.get("private") if isinstance(data, dict) else None
-    if isinstance(data, dict) and isinstance(private, str) and os.path.isabs(private):
-        # config.yaml keeps the private file's absolute path (for --resume); a report is shared, and the
-        # folders above the file (a home directory, a user name) are none of its readers' business
-        data["private"] = f".../{Path(private).name}"
+    if isinstance(data, dict) and isinstance(private, str):
+        data["private"] = shown_path(private)  # config.yaml keeps the absolute path, for --resume
     if shown != cfg:
         text = dump_yaml(shown, sort_keys=False, allow_unicode=True)
     return cfg, text

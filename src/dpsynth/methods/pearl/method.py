@@ -28,6 +28,7 @@ from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import notify_owner, warn_if_delta_large
 from dpsynth.privacy.private_tables import PrivateRecords, load_private_table
+from dpsynth.privacy.rounding import round_up
 from dpsynth.progress import ProgressReporter
 from dpsynth.run import RunDir
 from dpsynth.run_phases import RunPhases
@@ -167,7 +168,7 @@ class PearlMethod:
         counts = np.asarray(saved_counts["counts"], dtype=np.float64)
         saved = ledger.release("sketch", run_dir.release("sketch"), lambda: self._draw_sketch(ledger, layout, counts))
         sketch = sk.NoisySketch.from_npz(saved)
-        log.info("pearl: releases done, epsilon spent %.4f", ledger.epsilon_spent())
+        log.info("pearl: releases done, epsilon spent %s", round_up(ledger.epsilon_spent(), 5))
         self._private = None  # from here on only the release exists: training is post-processing
         self.sketch = sketch
         reporter.start("pearl: training the generator on the sketch", settings.steps)
