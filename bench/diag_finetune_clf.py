@@ -12,7 +12,7 @@ logistic-regression accuracy of each set is recorded beside it.
 Analysis only: it reads released synthetic sets, public test splits and the public pool's draws.
 Results are written after every set (``--name``), so a stopped run keeps what it measured.
 
-    python bench/diag_finetune_clf.py [--seeds 0,1,2] [--clf-seeds 0] [--name diag_finetune_clf]
+    python bench/diag_finetune_clf.py [--seeds 0,1,2] [--clf-seeds 0] [--n 300] [--name diag_finetune_clf] [--no-real]
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--clf-seeds", default="0", help="fine-tuning seeds per set")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--name", default="diag_finetune_clf")
+    ap.add_argument("--no-real", action="store_true", help="skip the real-data reference (it costs 3-4 sets)")
     a = ap.parse_args()
     clf_seeds = [int(s) for s in a.clf_seeds.split(",")]
     embedder = default_embedder()
@@ -90,7 +91,7 @@ def main() -> None:
                 out["sets"].append({"dataset": dataset, "seed": seed, "row": row, **r})
                 print(dataset, seed, row, r, f"{time.time() - t0:.0f} s", flush=True)
                 write_result(a.name, out)
-            if seed != first_seed or (dataset, seed, f"real-{a.n}") in done:
+            if a.no_real or seed != first_seed or (dataset, seed, f"real-{a.n}") in done:
                 continue  # the real-data reference once per dataset: it costs as much as a set
             real = ds.private(a.n, seed)  # the benchmark's draw of n public-pool records for this seed
             r = score(
