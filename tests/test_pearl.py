@@ -1022,6 +1022,15 @@ def test_one_record_does_not_change_how_the_others_numbers_are_written(tmp_path:
         assert before["age"][0] == "30" and before["code"][1] == "1"
     assert read_table(odd_parquet, "utf-8")[:20].to_dict("records") == before.to_dict("records")
     assert read_table(pd.DataFrame({"x": [2.0, 2.5, "2.0"]}), "utf-8")["x"].tolist() == ["2", "2.5", "2.0"]
+    cat = [pd.Categorical([30, 31, 32]), pd.Categorical([30, 31, 32, 33.5])]  # a categorical dtype too
+    assert [read_table(pd.DataFrame({"c": c}), "utf-8")["c"].tolist()[:3] for c in cat] == [["30", "31", "32"]] * 2
+    # categories declared (YAML floats: "1.0") or released by an earlier version in a float's spelling still
+    # meet the values, which now read "1"
+    from dpsynth.methods.pearl.encoding import _category_index
+
+    values = read_table(pd.DataFrame({"code": [1.0, 2.0, None, 1.0]}), "utf-8")["code"].to_numpy()
+    assert _category_index(values, ["1.0", "2.0"]).tolist() == [0, 1, -1, 0]
+    assert _category_index(np.array(["2.0", "1", " 2 "]), ["1", "2"]).tolist() == [1, 0, 1]
 
 
 def test_declared_labels_and_categories_spelled_like_missing_markers_are_values(tmp_path: Path) -> None:

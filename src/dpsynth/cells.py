@@ -29,6 +29,16 @@ def whole_float_as_int(v: Any) -> Any:
     return v
 
 
+def category_key(text: str) -> str:
+    """The key a category is matched by: stripped, and a whole number written as a float (``1.0``, as CSV
+    files and earlier versions spell it) read as the integer (``1``), so that a declared category, a
+    released one and a record's value meet whichever way a format or version wrote the number."""
+    s = text.strip()
+    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
+        return s[:-2]
+    return s
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

@@ -422,13 +422,12 @@ def _as_str(df: pd.DataFrame, where: str = "dataset", columns: Collection[str] |
     ``columns`` (all when None) is a ``DataError`` naming the column and the record's number (1-based, blank
     lines of a JSONL file not counted), never the value; elsewhere the surrogate becomes U+FFFD."""
     mixed = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_object_dtype(dtype)]  # typed: no such value
-    floats = [i for i, dtype in enumerate(df.dtypes) if pd.api.types.is_float_dtype(dtype)]
     df = df.astype(object)
     for i in mixed:
         col = df.columns[i]
         if any(not_plain_text(v) for v in df.iloc[:, i]):
             df[col] = text_values(df[col], col, where, columns is None or col in columns)
-    for i in [*mixed, *floats]:  # 30.0 reads "30", whatever dtype the other records gave the column
+    for i in range(df.shape[1]):  # 30.0 reads "30", whatever dtype (float, categorical) the column got
         df[df.columns[i]] = pd.Series([whole_float_as_int(v) for v in df.iloc[:, i]], df.index, dtype=object)
     return df.where(df.notna(), "").astype(str)
 

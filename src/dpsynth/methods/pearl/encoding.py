@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsynth.cells import category_key
 from dpsynth.data import where_records
 from dpsynth.methods.pearl.schema import ColumnSpec, Schema, parse_numeric
 from dpsynth.privacy import sketch as sk
@@ -103,9 +104,10 @@ MISSING_NUMERIC = 0.5  # encoded value of a missing numeric entry: the middle of
 
 
 def _category_index(col: np.ndarray, cats: Sequence[str]) -> np.ndarray:
-    """Index of each (stripped) value in ``cats``, -1 when it is not one of them."""
-    index = {v: i for i, v in enumerate(cats)}
-    return np.array([index.get(str(s).strip(), -1) for s in col], dtype=np.int64)
+    """Index of each value in ``cats`` (matched by ``cells.category_key``: 1.0 and 1 meet), -1 when it is
+    not one of them."""
+    index = {category_key(v): i for i, v in enumerate(cats)}
+    return np.array([index.get(category_key(str(s)), -1) for s in col], dtype=np.int64)
 
 
 def value_notes(df: Any, columns: Sequence[ColumnSpec], where: str, encoding: str = "utf-8") -> list[str]:

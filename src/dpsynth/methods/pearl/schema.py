@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsynth.cells import category_key
 from dpsynth.config_base import load_yaml, norm_label
 from dpsynth.errors import ConfigError, ResumeError
 from dpsynth.privacy import sketch as sk
@@ -189,8 +190,8 @@ def _column_spec(name: str, c: Any, where: str, array: bool = False) -> ColumnSp
         if not isinstance(cats, list) or not cats:
             raise ConfigError(f"{where}.categories: give a non-empty list")
         cats = [str(v) for v in cats]
-        if len(set(cats)) != len(cats):
-            raise ConfigError(f"{where}.categories: values must be unique")
+        if len({category_key(v) for v in cats}) != len(cats):
+            raise ConfigError(f"{where}.categories: values must be unique (1 and 1.0 are one value)")
         if spec.kind is None:
             spec.kind = "categorical"
         elif spec.kind != "categorical":
