@@ -226,9 +226,12 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", "100000")
         self.end_headers()
+        self._drip(b" ")
+
+    def _drip(self, byte: bytes) -> None:
         for _ in range(100):
             try:
-                self.wfile.write(b" ")
+                self.wfile.write(byte)
                 self.wfile.flush()
             except OSError:
                 return
@@ -243,13 +246,7 @@ class _TrickleHeaders(_Trickle):
     def _trickle(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        for _ in range(100):
-            try:
-                self.wfile.write(b"a")
-                self.wfile.flush()
-            except OSError:
-                return
-            time.sleep(0.2)
+        self._drip(b"a")
 
     do_GET = do_POST = _trickle
 
