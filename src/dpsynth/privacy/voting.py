@@ -67,6 +67,31 @@ class NoisyVotes:
     grid_bits: int = 0  # > 0: discrete Gaussian noise on the grid 2^-grid_bits; 0: float Gaussian
 
 
+def _integer_grid(emb: np.ndarray, bits: int, bound: float) -> np.ndarray:
+    """``emb`` clipped to [-bound, bound] and scaled to integers on the grid 2^-bits (float64 values)."""
+    return np.rint(np.clip(np.asarray(emb, dtype=np.float64), -bound, bound) * 2.0**bits)
+
+
+def exact_score_grid(dim: int, synth_emb: np.ndarray) -> tuple[int, float]:
+    """(bits, bound) of the grid the vote scores on, from public inputs only (the dimension and the synthetic
+    embeddings): every coordinate clipped to +-bound (a power of 2 at least the largest synthetic coordinate)
+    and rounded to 2^-bits, with bits <= 16 as large as keeps every score an integer below 2^53.
+
+    Why exact: a record's ranking must be a function of that record alone (the sensitivity argument).  In
+    float32 BLAS picks its kernel from the matrix shapes, so the number of other records of the class, which
+    sets the chunk's row count, changed a record's scores in their last bits, enough to flip near-ties (an
+    audit measured one removal in nine exceeding the declared sensitivity on near-duplicate samples).  With
+    integer coordinates below 2^(bits) * bound every product and partial sum of 2<p, s> - ||s||^2 is an
+    integer of magnitude below 3 * dim * (2^bits * bound)^2 <= 2^53: exact in float64 in any order, so any
+    kernel gives the same bits."""
+    top = float(np.max(np.abs(synth_emb))) if synth_emb.size else 1.0
+    bound = 2.0 ** math.ceil(math.log2(max(top, 1.0)))
+    bits = min(16, math.floor((53 - math.log2(3 * max(dim, 1))) / 2 - math.log2(bound)))
+    if bits < 8:
+        raise ValueError(f"embeddings of dimension {dim} with coordinates up to {top:g} are too large to vote on")
+    return bits, bound
+
+
 def _vote_histograms(
     private_emb: np.ndarray,
     private_labels: np.ndarray,
@@ -74,14 +99,15 @@ def _vote_histograms(
     synth_labels: np.ndarray,
     q: int,
     use_far: bool,
-    chunk_rows: int = 512,
+    chunk_rows: int = 256,  # float64 scores: the memory float32 had at 512
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pre-noise histograms.  Module-private: call only from ``noisy_top_q_vote`` (and tests, and bench
     diagnostics that rebuild the exact vote of a benchmark run, whose "private" records are public data).
 
     Ranking uses the score 2<p,s> - ||s||^2 = ||p||^2 - ||p - s||^2 (largest = nearest
     in L2), computed by chunked matrix products so memory stays
-    O(chunk_rows * n_class) for any M and N; ``torch.topk`` selects the Q best and
+    O(chunk_rows * n_class) for any M and N, exactly (``exact_score_grid``: no record's scores depend on
+    how many others share its chunk); ``torch.topk`` selects the Q best and
     worst per row (several times faster than ``np.argpartition`` on 2 cores).
     """
     import torch
@@ -90,14 +116,14 @@ def _vote_histograms(
     near = np.zeros(n, dtype=np.float64)
     far = np.zeros(n, dtype=np.float64) if use_far else None
     weights = top_q_weights(q)
-    synth_emb = np.asarray(synth_emb, dtype=np.float32)
-    private_emb = np.asarray(private_emb, dtype=np.float32)
+    bits, bound = exact_score_grid(synth_emb.shape[1], synth_emb)
+    private_emb = _integer_grid(private_emb, bits, bound)  # each record on its own: a function of it alone
     for label in np.unique(private_labels):
         cand = np.flatnonzero(synth_labels == label)
         if cand.size == 0:
             continue  # nothing of this class to vote for: the records release nothing
         k = min(q, cand.size)
-        s = synth_emb[cand]
+        s = _integer_grid(synth_emb[cand], bits, bound)  # one class at a time: float64 doubles the memory
         s_sq = np.einsum("ij,ij->i", s, s)
         rows = np.flatnonzero(private_labels == label)
         for start in range(0, rows.size, chunk_rows):
