@@ -69,7 +69,10 @@ class NoisyVotes:
 
 def _integer_grid(emb: np.ndarray, bits: int, bound: float) -> np.ndarray:
     """``emb`` clipped to [-bound, bound] and scaled to integers on the grid 2^-bits (float64 values)."""
-    return np.rint(np.clip(np.asarray(emb, dtype=np.float64), -bound, bound) * 2.0**bits)
+    x = np.array(emb, dtype=np.float64)  # a copy, then in place: the class's synthetic block is the memory
+    np.clip(x, -bound, bound, out=x)
+    x *= 2.0**bits
+    return np.rint(x, out=x)
 
 
 def exact_score_grid(dim: int, synth_emb: np.ndarray) -> tuple[int, float]:
