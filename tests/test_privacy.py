@@ -83,12 +83,19 @@ def test_a_records_ranking_does_not_depend_on_how_many_records_share_its_class()
 
 
 def test_the_score_grid_keeps_every_score_an_exact_integer() -> None:
-    from dpsynth.privacy.voting import exact_score_grid
+    """Every coordinate is divided by a public power of 2 and rounded to 2^-bits; 3 * dim * 4^bits <= 2^53
+    keeps every partial sum of a score an exact integer.  Large or non-finite synthetic coordinates are
+    scaled or read as 0, never refused mid-run (a refusal would stop every resume of the run as well)."""
+    from dpsynth.privacy.voting import _integer_grid, exact_score_grid
 
+    for dim in (1, 3, 384, 768, 4096, 65536, 10**9):
+        bits, _ = exact_score_grid(dim, np.ones((2, 4)))
+        assert 3 * dim * 4**bits <= 2**53 and bits >= 8, dim
     assert exact_score_grid(384, np.ones((2, 384))) == (16, 1.0)
-    assert exact_score_grid(4096, np.full((2, 4096), 40.0)) == (13, 64.0)  # a large embedding: a coarser grid
-    with pytest.raises(ValueError, match="too large to vote on"):
-        exact_score_grid(4096, np.full((1, 4096), 1e4))
+    assert exact_score_grid(768, np.full((2, 768), 5000.0)) == (16, 8192.0)  # a large embedding: scaled
+    assert exact_score_grid(8, np.array([[np.nan, np.inf, 3.0]])) == (16, 4.0)
+    grid = _integer_grid(np.array([[0.5, -3.0, np.nan, 1e9]]), 4, 2.0)
+    assert grid.tolist() == [[4.0, -16.0, 0.0, 16.0]]
 
 
 def test_votes_go_to_same_class_nearest() -> None:

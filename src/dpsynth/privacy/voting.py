@@ -68,30 +68,35 @@ class NoisyVotes:
 
 
 def _integer_grid(emb: np.ndarray, bits: int, bound: float) -> np.ndarray:
-    """``emb`` clipped to [-bound, bound] and scaled to integers on the grid 2^-bits (float64 values)."""
+    """``emb`` / ``bound`` clipped to [-1, 1] and scaled to integers on the grid 2^-bits (float64 values; a
+    non-finite coordinate reads 0).  Row by row: each row's result is a function of that row alone."""
     x = np.array(emb, dtype=np.float64)  # a copy, then in place: the class's synthetic block is the memory
-    np.clip(x, -bound, bound, out=x)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    x /= bound  # a power of 2: exact
+    np.clip(x, -1.0, 1.0, out=x)
     x *= 2.0**bits
     return np.rint(x, out=x)
 
 
 def exact_score_grid(dim: int, synth_emb: np.ndarray) -> tuple[int, float]:
     """(bits, bound) of the grid the vote scores on, from public inputs only (the dimension and the synthetic
-    embeddings): every coordinate clipped to +-bound (a power of 2 at least the largest synthetic coordinate)
-    and rounded to 2^-bits, with bits <= 16 as large as keeps every score an integer below 2^53.
+    embeddings): every coordinate divided by ``bound`` (a power of 2 at least the largest finite synthetic
+    coordinate, and at least 1), clipped to [-1, 1] and rounded to 2^-bits, with bits <= 16 as large as
+    keeps every score an integer of magnitude at most 2^53.  A common scale leaves the ranking as it is.
 
     Why exact: a record's ranking must be a function of that record alone (the sensitivity argument).  In
     float32 BLAS picks its kernel from the matrix shapes, so the number of other records of the class, which
     sets the chunk's row count, changed a record's scores in their last bits, enough to flip near-ties (an
     audit measured one removal in nine exceeding the declared sensitivity on near-duplicate samples).  With
-    integer coordinates below 2^(bits) * bound every product and partial sum of 2<p, s> - ||s||^2 is an
-    integer of magnitude below 3 * dim * (2^bits * bound)^2 <= 2^53: exact in float64 in any order, so any
-    kernel gives the same bits."""
-    top = float(np.max(np.abs(synth_emb))) if synth_emb.size else 1.0
+    integer coordinates of magnitude at most 2^bits every product and partial sum of 2<p, s> - ||s||^2 is an
+    integer of magnitude at most 3 * dim * 4^bits <= 2^53: exact in float64 in any order, so any kernel (and
+    fused multiply-adds) gives the same bits."""
+    top = max(float(synth_emb.max()), -float(synth_emb.min())) if synth_emb.size else 1.0  # no copy
+    if not math.isfinite(top):  # a NaN or inf coordinate reads 0 (``_integer_grid``)
+        finite = np.abs(synth_emb[np.isfinite(synth_emb)])
+        top = float(finite.max()) if finite.size else 1.0
     bound = 2.0 ** math.ceil(math.log2(max(top, 1.0)))
-    bits = min(16, math.floor((53 - math.log2(3 * max(dim, 1))) / 2 - math.log2(bound)))
-    if bits < 8:
-        raise ValueError(f"embeddings of dimension {dim} with coordinates up to {top:g} are too large to vote on")
+    bits = min(16, math.floor((53 - math.log2(3 * max(dim, 1))) / 2))
     return bits, bound
 
 
@@ -107,11 +112,11 @@ def _vote_histograms(
     """Pre-noise histograms.  Module-private: call only from ``noisy_top_q_vote`` (and tests, and bench
     diagnostics that rebuild the exact vote of a benchmark run, whose "private" records are public data).
 
-    Ranking uses the score 2<p,s> - ||s||^2 = ||p||^2 - ||p - s||^2 (largest = nearest
-    in L2), computed by chunked matrix products so memory stays
-    O(chunk_rows * n_class) for any M and N, exactly (``exact_score_grid``: no record's scores depend on
-    how many others share its chunk); ``torch.topk`` selects the Q best and
-    worst per row (several times faster than ``np.argpartition`` on 2 cores).
+    Ranking uses the score 2<p,s> - ||s||^2 = ||p||^2 - ||p - s||^2 (largest = nearest in L2), computed by
+    chunked matrix products so memory stays O(chunk_rows * n_class) beside the class's synthetic block for
+    any M and N, exactly (``exact_score_grid``: no record's scores depend on how many others share its
+    chunk); ``torch.topk`` selects the Q best and worst per row (several times faster than
+    ``np.argpartition`` on 2 cores).
     """
     import torch
 
@@ -120,7 +125,6 @@ def _vote_histograms(
     far = np.zeros(n, dtype=np.float64) if use_far else None
     weights = top_q_weights(q)
     bits, bound = exact_score_grid(synth_emb.shape[1], synth_emb)
-    private_emb = _integer_grid(private_emb, bits, bound)  # each record on its own: a function of it alone
     for label in np.unique(private_labels):
         cand = np.flatnonzero(synth_labels == label)
         if cand.size == 0:
@@ -130,7 +134,7 @@ def _vote_histograms(
         s_sq = np.einsum("ij,ij->i", s, s)
         rows = np.flatnonzero(private_labels == label)
         for start in range(0, rows.size, chunk_rows):
-            score = private_emb[rows[start : start + chunk_rows]] @ s.T
+            score = _integer_grid(private_emb[rows[start : start + chunk_rows]], bits, bound) @ s.T
             score *= 2.0
             score -= s_sq[None, :]
             t = torch.from_numpy(score)
