@@ -1186,6 +1186,12 @@ def test_generators_by_name_on_the_command_line() -> None:
     default = {g.name: g for g in Config().generators}
     assert cfg.generators[:2] == [default["smollm2-135m"], default["gemma3-270m"]]  # prompt formats kept
     assert (cfg.generators[2].name, cfg.generators[2].model) == ("my-model.gguf", "my-model.gguf")
+    # a GGUF path or a hub id, as the README promises (said "Input should be a valid list"), named by its last part
+    cfg = load_config(None, parse_overrides(["--generators", "./models/a.gguf,Qwen/Qwen2.5-0.5B-Instruct"]))
+    assert [(g.name, g.model) for g in cfg.generators] == [
+        ("a.gguf", "./models/a.gguf"),
+        ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+    ]
     assert cfg.wasp.label_judge is None  # a chosen list opts in to the judge, as a YAML list does
     assert parse_overrides(["--generators", "[{name: a, model: b}]"])["generators"] == [{"name": "a", "model": "b"}]
 
@@ -1295,3 +1301,15 @@ def test_run_prints_the_caveat_of_its_guarantee(
     Result.privacy = {k: v for k, v in Result.privacy.items() if k != "caveat"}
     main(["run", "--method", "dp-finetune", "--out", str(tmp_path / "r"), "--quiet"])
     assert "caveat:" not in capsys.readouterr().out
+
+
+def test_an_empty_out_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out "$OUT"` with OUT unset wrote config.yaml, the ledger and the lock into the current folder; a blank
+    one made a folder named by spaces.  Both are refused before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "  "):
+        code, err = _main_error(["run", "--check", "--out", out], capsys)
+        assert code == 2 and "out: is empty; give the run directory" in err
+    assert list(tmp_path.iterdir()) == []

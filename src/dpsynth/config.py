@@ -284,6 +284,13 @@ class Config(StrictModel):
         ),
     )
 
+    @field_validator("out")
+    @classmethod
+    def _out_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():  # an unset $OUT: the run would be written into the current folder
+            raise ValueError("is empty; give the run directory, or drop --out for runs/<method>-<time>")
+        return v
+
     @model_validator(mode="after")
     def _embedded_judge(self) -> Config:
         """With the embedded generators (no ``generators`` given) Qwen2.5-Coder-0.5B also judges labels

@@ -210,7 +210,7 @@ def _optional(ann: Any) -> bool:
 
 
 _NONE_WORDS = ("null", "none", "~", "")
-_NAME_LIST = re.compile(r"^[\w.\-]+(?:\s*,\s*[\w.\-]+)*$")
+_NAME_LIST = re.compile(r"^[\w.\-/~:]+(?:\s*,\s*[\w.\-/~:]+)*$")  # names, GGUF paths, hub ids
 
 
 def generators_by_name(names: str) -> list[dict[str, Any]]:
@@ -220,7 +220,11 @@ def generators_by_name(names: str) -> list[dict[str, Any]]:
     from dpsynth.config import default_generators
 
     defaults = {g.name: g.model_dump(exclude_defaults=True) for g in default_generators()}
-    return [defaults.get(n, {"name": n, "model": n}) for n in (x.strip() for x in names.split(","))]
+    # a path or hub id is named by its last part (``--generators.NAME.FIELD`` flags and logs use the name)
+    return [
+        defaults.get(n, {"name": n.rstrip("/").rsplit("/", 1)[-1] or n, "model": n})
+        for n in (x.strip() for x in names.split(","))
+    ]
 
 
 def _means_none(path: str, val: str) -> bool:
