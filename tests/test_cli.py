@@ -676,6 +676,15 @@ def test_run_check_with_the_embedded_models(tmp_path: Path, private_csv: Path) -
     )
     assert "starts the run" in proc.stdout and "SENTINEL" not in proc.stdout + proc.stderr
     assert not out.exists()
+    # the papers' non-private ceiling says so before the run, as the run does
+    inf = subprocess.run(
+        [sys.executable, "-m", "dpsynth", *args, "--epsilon", "inf"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert inf.returncode == 0 and "; epsilon inf (NOT differentially private). " in inf.stdout, inf.stderr
     bad = [a if a != "review" else "reveiw" for a in args]
     proc = subprocess.run([sys.executable, "-m", "dpsynth", *bad], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "no column 'reveiw'" in proc.stderr

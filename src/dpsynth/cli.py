@@ -114,7 +114,9 @@ def _checked_line(checked: Checked, resume: bool) -> str:
     if METHODS[cfg.method].prompting:
         parts += [f"generators {', '.join(g.name for g in cfg.generators)}"]
         parts += [f"label judge {cfg.wasp.label_judge or 'none (--label-judge NAME adds one)'}"]
-    parts += [f"epsilon {round_up(cfg.privacy.epsilon, 6)}"] if cfg.uses_private_data else []
+    eps = cfg.privacy.epsilon
+    if cfg.uses_private_data:  # the run's own warning, said before the run as well
+        parts += [f"epsilon {round_up(eps, 6)}" + (" (NOT differentially private)" if math.isinf(eps) else "")]
     data = "the private data (file, columns, labels)" if checked.reads_private else "data.private (not needed)"
     return (
         f"checked: {'; '.join(parts)}. The config, {data}, the model paths and --out {out} pass the checks; "
