@@ -634,6 +634,9 @@ def test_a_backend_failing_mid_run_names_the_resume(
     code, err = _main_error(["run", "--resume", "--out", str(out), "--generators.b.n-parallel", "2"], capsys)
     assert code == 2 and "was started with other values of generators.1.n_parallel" in err
     assert "a resume may change only n_threads, base_url" in err
+    # a larger N on resume: the way to more samples is named (UX audit)
+    code, err = _main_error(["run", "--resume", "--out", str(out), "--n-synthetic", "50"], capsys)
+    assert code == 2 and f"`dpsynth sample --run {out} --n 10` adds 10 samples" in err
     _fake_cli_backends(monkeypatch, crash_at=None)
     main(["run", "--resume", "--out", str(out), "--quiet", "--generators.n-threads", "1"])
     assert "wrote 40 synthetic records" in capsys.readouterr().out

@@ -260,6 +260,12 @@ class RunDir:
                 may = ""
                 if any(d.startswith("generators") for d in diffs):
                     may = f" (of the generators a resume may change only {', '.join(GENERATOR_TRANSPORT)})"
+                if "n_synthetic" in diffs and merged.n_synthetic > stored.n_synthetic:
+                    extra = merged.n_synthetic - stored.n_synthetic
+                    may += (
+                        f" (n_synthetic {stored.n_synthetic} at its start: `dpsynth sample --run {self.path} --n "
+                        f"{extra}` adds {extra} samples after the run finishes, at no privacy cost)"
+                    )
                 raise ResumeError(
                     f"out: {self.path} was started with other values of {', '.join(sorted(diffs))} (see its "
                     f"config.yaml){may}; resume without those flags/fields or with the stored values, or choose "
