@@ -1325,3 +1325,12 @@ def test_an_empty_out_is_refused(
         code, err = _main_error(["run", "--check", "--out", out], capsys)
         assert code == 2 and "out: is empty; give the run directory" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_serving_engine_named_as_the_backend_points_to_openai(capsys: pytest.CaptureFixture[str]) -> None:
+    """`backend: vllm` said "did you mean 'llamacpp'?"; vLLM, SGLang and the like are reached as `openai`."""
+    for engine in ("vllm", "SGLang"):
+        code, err = _main_error(
+            ["run", "--check", "--generators", f"[{{name: a, model: m, backend: {engine}}}]"], capsys
+        )
+        assert code == 2 and "use backend openai with base_url" in err and "llamacpp" not in err

@@ -70,6 +70,17 @@ class GeneratorConfig(StrictModel):
 
     _device = field_validator("device")(device_name)
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _server_backend(cls, v: Any) -> Any:
+        """A serving engine named as the backend: they all speak the OpenAI HTTP API, which ``openai`` is."""
+        if isinstance(v, str) and v.strip().lower() in ("vllm", "sglang", "tgi", "ollama", "lmstudio", "llama-server"):
+            raise ValueError(
+                f"{v!r} is served over the OpenAI-compatible HTTP API: use backend openai with base_url set to "
+                "the server (e.g. http://127.0.0.1:8000/v1)"
+            )
+        return v
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
