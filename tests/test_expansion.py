@@ -171,6 +171,14 @@ def test_a_sample_after_an_interrupted_sample_says_how_to_finish_it(private_csv:
     with pytest.raises(ResumeError, match=r"an earlier `dpsynth sample` stopped before its 20 new samples") as exc:
         extend(run, 5, generators=_gens(), embedder=FakeEmbedder(), progress=False)
     assert f"dpsynth run --resume --out {run}" in str(exc.value)
+    # evaluate and report do not take the part written so far for the run (UX audit: they scored it silently)
+    from dpsynth.errors import DataError
+    from dpsynth.evaluate import evaluate
+
+    for make in (lambda: build_report(run), lambda: evaluate(run, run / "synthetic.jsonl", embedder=FakeEmbedder())):
+        with pytest.raises(DataError, match=r"`dpsynth sample` was stopped at fewer than the 80 samples") as exc:
+            make()
+        assert f"dpsynth run --resume --out {run}" in str(exc.value)
     private_csv.unlink()  # what the message promises: finishing it needs no private data
     done = dpsynth.synthesize(
         dpsynth.Config(out=str(run)), resume=True, generators=_gens(), embedder=FakeEmbedder(), progress=False

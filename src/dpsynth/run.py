@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -370,6 +371,22 @@ class RunDir:
             return False
         made = self.finished_n_synthetic()  # None: not recorded, or unreadable (the resume path reports it)
         return made is None or made == config.n_synthetic
+
+    def stopped_sample(self) -> str | None:
+        """What to say when a ``dpsynth sample`` on this finished run was stopped before it finished: its
+        config.yaml asks for more samples than privacy.json says were made (None: not so, or unreadable).
+        ``evaluate`` and ``report`` would otherwise score or show the part written so far as the run."""
+        made = self.finished_n_synthetic() if self.privacy.exists() else None
+        try:
+            wanted = self.stored_raw().get("n_synthetic")
+        except DpsynthError:
+            return None
+        if made is None or not isinstance(wanted, int) or isinstance(wanted, bool) or wanted <= made:
+            return None
+        return (
+            f"{self.path}: `dpsynth sample` was stopped at fewer than the {wanted} samples it asked for (the run "
+            f"made {made}); finish it with `dpsynth run --resume --out {shlex.quote(str(self.path))}`"
+        )
 
     def finished_n_synthetic(self) -> int | None:
         """The n_synthetic of the last finished call (privacy.json's record), None when none is readable."""

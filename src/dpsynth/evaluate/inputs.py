@@ -133,6 +133,9 @@ def load_synthetic(
                     f"--synthetic: {path}: the run is not finished; if it is no longer running, finish it with "
                     f"`dpsynth run --resume --out {shlex.quote(str(path))}`, then evaluate it"
                 )
+            stopped = RunDir(path).stopped_sample() if out is not None else None
+            if stopped:
+                raise DataError(f"--synthetic: {stopped}, then evaluate it")
             if out is None:
                 raise DataError(
                     f"--synthetic: {path} is a folder without synthetic.jsonl/.csv/.parquet; give a finished "

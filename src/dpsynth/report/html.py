@@ -278,6 +278,9 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     except DataError:  # not JSON: like rounds.json, a damaged file leaves out its section, not the report
         evaluation, evaluation_note = None, f"{DAMAGED} (not valid JSON)"
     cfg, cfg_text = read_config(rd)
+    stopped = RunDir(rd).stopped_sample()
+    if stopped:
+        raise DataError(f"{stopped}, then make the report")
     records = read_synthetic(rd)
     if raw_priv is None and not records:
         if (rd / "config.yaml").is_file():  # a run that was stopped (or is still going) before its outputs
