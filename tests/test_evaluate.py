@@ -415,6 +415,7 @@ def _write(tmp_path: Path, name: str, df: pd.DataFrame) -> Path:
         ("single_label", "single label"),
         ("header_only", "no records"),
         ("missing_column", "no column 'label'"),
+        ("tab_separated_csv", "the header looks .{4}-separated: name the file .tsv"),  # as `run` says
         ("empty_texts", "empty 'text'"),
         ("missing_file", "does not exist"),
         ("folder_without_output", "without synthetic"),
@@ -433,6 +434,9 @@ def test_evaluate_errors(case: str, match: str, tmp_path: Path, test_csv: Path) 
         src = tmp_path / "s.csv"
     elif case == "missing_column":
         src = _write(tmp_path, "s.csv", syn.rename(columns={"label": "sentiment"}))
+    elif case == "tab_separated_csv":
+        src = tmp_path / "s.csv"
+        syn.to_csv(src, index=False, sep="\t")
     elif case == "empty_texts":
         src = _write(tmp_path, "s.csv", syn.assign(text=""))
     elif case == "missing_file":

@@ -456,20 +456,25 @@ def require_columns(df: pd.DataFrame, where: str, columns: dict[str, str]) -> No
     """Each ``{config field: column}`` must be in ``df``; else one line naming the field, the columns and the flag."""
     for field, col in columns.items():
         if col not in df.columns:
-            flag = field.rsplit(".", 1)[-1].replace("_", "-")
-            hint = f"pass --{flag} NAME"
-            alike = [str(c) for c in df.columns if str(c).strip() == col.strip()]
-            if alike and col != col.strip():  # the setting has the spaces: " label"
-                hint = f"the file's column is {alike[0]!r}: remove the spaces around the name in {field}"
-            elif alike:  # "text, label": the header's names keep the space after each comma
-                hint = f"the file's column is {alike[0]!r}, with spaces around the name: remove them from the header"
-            elif len(df.columns) == 1 and (sep := _other_separator(str(df.columns[0]), col)):
-                # e.g. a spreadsheet's export with ';': read as one column whose name holds the whole header
-                fix = {",": "name the file .csv", "\t": "name the file .tsv"}.get(sep, "save it with commas as .csv")
-                if Path(where).suffix.lower() not in (".csv", ".tsv", ".txt"):  # records passed in memory
-                    fix = f"read the file with sep={sep!r}"
-                hint = f"the header looks {sep!r}-separated: {fix}"
+            hint = missing_column_hint(df, where, col, "--" + field.rsplit(".", 1)[-1].replace("_", "-"), field)
             raise DataError(f"{where}: no column {col!r} ({field}); {columns_text(df)}; {hint}")
+
+
+def missing_column_hint(df: pd.DataFrame, where: str, col: str, flag: str, setting: str) -> str:
+    """The fix for a column ``col`` that ``df`` lacks: spaces around a name, a file of another separator
+    (read as one column), else the ``flag`` that names the column (``setting``: where the name was given)."""
+    alike = [str(c) for c in df.columns if str(c).strip() == col.strip()]
+    if alike and col != col.strip():  # the setting has the spaces: " label"
+        return f"the file's column is {alike[0]!r}: remove the spaces around the name in {setting}"
+    if alike:  # "text, label": the header's names keep the space after each comma
+        return f"the file's column is {alike[0]!r}, with spaces around the name: remove them from the header"
+    if len(df.columns) == 1 and (sep := _other_separator(str(df.columns[0]), col)):
+        # e.g. a spreadsheet's export with ';': read as one column whose name holds the whole header
+        fix = {",": "name the file .csv", "\t": "name the file .tsv"}.get(sep, "save it with commas as .csv")
+        if Path(where).suffix.lower() not in (".csv", ".tsv", ".txt"):  # records passed in memory
+            fix = f"read the file with sep={sep!r}"
+        return f"the header looks {sep!r}-separated: {fix}"
+    return f"pass {flag} NAME"
 
 
 def _other_separator(header: str, wanted: str) -> str | None:

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config_base import load_yaml
-from dpsynth.data import EmbeddedDataset, columns_text, embedded_dataset, embedded_names, norm_label, read_table
+from dpsynth.data import (
+    EmbeddedDataset,
+    columns_text,
+    embedded_dataset,
+    embedded_names,
+    missing_column_hint,
+    norm_label,
+    read_table,
+)
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.evaluate.embedding import (  # noqa: F401 - re-exported: callers import them from here
     default_embedder,
@@ -427,7 +435,8 @@ def _labelled(
         raise DataError(f"{where}: the {role} set has no records; nothing to evaluate")
     for col, flag in ((text_column, flags[0]), (label_column, flags[1])):
         if col not in df.columns:
-            raise DataError(f"{where}: no column {col!r} in the {role} set ({columns_text(df)}); pass {flag} NAME")
+            hint = missing_column_hint(df, where, col, flag, flag)
+            raise DataError(f"{where}: no column {col!r} in the {role} set ({columns_text(df)}); {hint}")
     keep = data_rows(df, text_column)
     dropped = int((~keep).sum())
     if dropped:
