@@ -254,9 +254,11 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
     names = [m["name"] for m in privacy["mechanisms"]]
     assert len(names) == 2 and names[0].startswith("record count") and names[1].startswith("DP-SGD")
     assert privacy["epsilon"] <= 8.0 + 1e-6
-    # the sample rate came from that count: the guarantee points to the caveat, which the CLI printed too
-    assert privacy["guarantee"].endswith("(see caveat)") and "finetune.sample_rate" in privacy["caveat"]
-    assert "\ncaveat: the DP-SGD sample rate" in res.stdout
+    # the sample rate came from that count: the two are accounted apart at their shares of delta and added
+    assert "caveat" not in privacy and "caveat:" not in res.stdout
+    parts = privacy["accountant"]["parts"]
+    assert [p["release"] for p in parts] == ["counts", "dpsgd"]
+    assert privacy["epsilon"] == pytest.approx(sum(p["epsilon"] for p in parts), rel=1e-12)
     adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
     assert privacy["sent_to_server"]["adapter"]["sha256"] == hashlib.sha256(adapter).hexdigest()
     # nothing private reached the server: every request body it received, and every file it wrote

@@ -226,6 +226,38 @@ def test_ledger_is_a_hard_cap_and_resumes(tmp_path: Path) -> None:
         Ledger.open(tmp_path / "gone.json", **open_, resume=True)
 
 
+def test_a_ledger_that_splits_delta_adds_up_each_release_alone_and_keeps_its_split(tmp_path: Path) -> None:
+    """delta_split (a later release chosen from an earlier one): each release is accounted alone at its share
+    of delta and the epsilons add up (basic composition); the split is persisted as format 4, which an older
+    reader refuses rather than composing jointly, and a resume keeps whichever composition the run began with."""
+    z = GaussianPlan.calibrate(2.0, 1e-5, 3, 1.0).noise_multiplier
+    open_ = dict(epsilon=4.0, delta=1e-5, accountant="pld")
+    split = {"r0": 0.25, "r1": 0.25, "r2": 0.5}
+    path = tmp_path / "ledger.json"
+    led = Ledger.open(path, **open_, planned=_events(z), delta_split=split)
+    for t in range(2):
+        led.release(f"r{t}", tmp_path / f"r{t}.npz", _save(t))
+    alone = [epsilon_of([e], 1e-5 * split[e.key], "pld") for e in _events(z)]
+    assert led.epsilon_spent() == pytest.approx(alone[0] + alone[1], rel=1e-9)
+    assert led.planned_epsilon() == pytest.approx(sum(alone), rel=1e-9)
+    assert sum(alone) > epsilon_of(_events(z), 1e-5, "pld")  # apart costs more than jointly
+    assert [p["delta"] for p in led.parts()] == [pytest.approx(2.5e-6)] * 2
+    raw = json.loads(path.read_text())
+    assert raw["format"] == 4 and raw["delta_split"] == split
+    again = Ledger.open(path, **open_, planned=_events(z), resume=True)  # asked for no split: the run's is kept
+    assert again.delta_split == split and again.epsilon_spent() == led.epsilon_spent()
+    with pytest.raises(PrivacyBudgetError, match="above privacy.epsilon"):  # the cap holds on the sum
+        Ledger.open(
+            tmp_path / "tight.json", **{**open_, "epsilon": sum(alone) - 0.05}, planned=_events(z), delta_split=split
+        )
+    with pytest.raises(ValueError, match="no share of delta"):
+        Ledger.open(tmp_path / "l3.json", **open_, planned=_events(z, 4), delta_split=split)
+    joint = Ledger.open(tmp_path / "joint.json", **open_, planned=_events(z))
+    assert json.loads((tmp_path / "joint.json").read_text())["format"] == 3
+    resumed = Ledger.open(tmp_path / "joint.json", **open_, resume=True, delta_split=split)
+    assert resumed.delta_split == {} and resumed.planned_epsilon() == joint.planned_epsilon()
+
+
 def test_a_ledger_opened_to_read_is_never_written_and_releases_nothing(tmp_path: Path) -> None:
     """Regression: asking whether a run had released its votes (a resume's first question, `--check`)
     rewrote ledger.json from its copy; a run still going could lose a release recorded meanwhile, and its

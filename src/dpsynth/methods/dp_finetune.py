@@ -59,6 +59,7 @@ from dpsynth.methods.dp_finetune_privacy import (
     COUNT_KEY,
     DPSGD_KEY,
     count_event,
+    delta_split,
     dpsgd_event,
     finetune_report,
 )
@@ -68,7 +69,7 @@ from dpsynth.privacy.dpsgd import (
     expected_batch_size,
     make_plan,
 )
-from dpsynth.privacy.events import Event, epsilon_of
+from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.private_data import PRIVATE_TEXT_DOMAIN, PrivateData, notify_owner
 from dpsynth.privacy.rounding import round_up
@@ -126,9 +127,9 @@ class DpFinetuneMethod:
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
         # a budget the accountant cannot split (a tiny epsilon) is refused here, by --check too, not after a load
-        check_prefix_fits(
-            [(self.count_event.noise_multiplier, 1.0, 1)], config.privacy.epsilon, config.privacy.delta, ft.accountant
-        )
+        count_delta = config.privacy.delta * delta_split(config).get(COUNT_KEY, 1.0)
+        count = [(self.count_event.noise_multiplier, 1.0, 1)]
+        check_prefix_fits(count, config.privacy.epsilon, count_delta, ft.accountant)
         # finishing a trained run (sampling from the saved DP adapter) is post-processing: the records
         # may be gone by then, as for a WASP run past its last vote
         self.reads_private = self.resume_dir is None or not training_done(config, self.resume_dir)
@@ -209,9 +210,12 @@ class DpFinetuneMethod:
             epsilon=config.privacy.epsilon,
             delta=config.privacy.delta,
             accountant=ft.accountant,
-            planned=[self.count_event],
             resume=run_dir.resuming,
+            delta_split=delta_split(config),
         )
+        # a run resumed from a ledger that composes jointly (an earlier dpsynth) keeps its count's noise
+        self.count_event = count_event(config, ledger.delta_split.get(COUNT_KEY, 1.0))
+        ledger.plan([self.count_event])
 
         # 1. the noisy count: class shares of the output and the sample rate of DP-SGD
         noisy = self._release_count(run_dir.label_counts, ledger)
@@ -248,7 +252,7 @@ class DpFinetuneMethod:
         def on_step(step: int, loss: float | None) -> None:
             if step == plan.steps or time.monotonic() - last_eps[1] > 5:
                 spent = [*before, sgd.with_steps(step)]
-                last_eps[:] = [epsilon_of(spent, ledger.delta, ledger.accountant), time.monotonic()]
+                last_eps[:] = [ledger.compose(spent), time.monotonic()]
             shown = f"loss {loss:.3f} " if ft.show_loss and loss is not None else ""
             phases.update("DP-SGD", step)  # first: the phase's update writes the line with the run's beside it
             reporter.update("DP-SGD", step, plan.steps, f"{shown}eps {round_up(last_eps[0], 4)}/{ledger.epsilon:g}")
@@ -321,6 +325,7 @@ class DpFinetuneMethod:
                 max_grad_norm=ft.max_grad_norm,
                 accountant=ledger.accountant,  # type: ignore[arg-type]
                 count_noise_multiplier=self.count_event.noise_multiplier,
+                count_delta_share=ledger.delta_split.get(COUNT_KEY),
             )
             if plan.accountant != ledger.accountant:
                 ledger.use_accountant(plan.accountant)
@@ -337,6 +342,7 @@ class DpFinetuneMethod:
             accountant=ledger.accountant,  # type: ignore[arg-type]
             expected_batch_size=expected_batch_size(ft.sample_rate, ft.batch_size, max(1.0, round(n_hat))),
             label_count_noise_multiplier=self.count_event.noise_multiplier,
+            count_delta_share=ledger.delta_split.get(COUNT_KEY),
         )
 
     def _save_checkpoint(self, path: Path, step: int, optimizer: Any) -> None:

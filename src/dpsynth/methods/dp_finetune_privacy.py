@@ -16,21 +16,42 @@ COUNT_KEY = "counts"
 DPSGD_KEY = "dpsgd"
 DPSGD_MECHANISM = "DP-SGD (Opacus): per-sample clipping, Poisson sampling, Gaussian noise"
 COUNT_MECHANISM = "record count, Gaussian mechanism"
-# privacy.json's caveat for a plan chosen from the noisy count (finetune.sample_rate unset); the reasoning is
-# in docs/dp-finetune.md, "Planned from the noisy count"
+# privacy.json's caveat for a run started by a dpsynth that did not split delta yet (its plan was chosen from the
+# noisy count and composed jointly with it); the reasoning is in docs/dp-finetune.md, "Planned from the
+# noisy count".  A run started now accounts the two apart (delta_split) and has no caveat.
 ADAPTIVE_PLAN_CAVEAT = (
     "the DP-SGD sample rate q = B / N_hat, its steps and its noise multiplier were chosen from the released noisy "
-    "count. Every value the count could take gives a plan within the budget, but the accountants' composition "
-    "theorems are proven for mechanisms fixed in advance, and for parameters chosen from an earlier release "
-    "(fully adaptive composition, Rogers et al. 2016) this epsilon is not covered by a theorem. Set "
-    "finetune.sample_rate to fix q in advance: the plan then depends on public inputs only."
+    "count, and the two were composed jointly, as if the plan had been fixed in advance. The accountants' "
+    "composition theorems are proven for mechanisms fixed in advance, and for parameters chosen from an earlier "
+    "release (fully adaptive composition, Rogers et al. 2016) this epsilon is not covered by a theorem. This run "
+    "was started by an earlier dpsynth; a run started now accounts the count and DP-SGD apart and adds them "
+    "(basic composition, which holds under adaptive choice), or set finetune.sample_rate to fix q in advance."
+)
+ADAPTIVE_PLAN_NOTE = (
+    "the DP-SGD sample rate q = B / N_hat and its steps come from the noisy count; DP-SGD alone is "
+    "(epsilon_dpsgd, delta_dpsgd)-DP for every value the count could take, so the count's and DP-SGD's "
+    "epsilons and deltas add up (basic composition, valid for mechanisms chosen adaptively; accountant.parts)"
 )
 
 
-def count_event(config: Config) -> Event:
-    """The noisy record count: alone it is (share * epsilon, delta)-DP (sensitivity 1 under add/remove)."""
+def delta_split(config: Config) -> dict[str, float]:
+    """The run's split of delta between the count and DP-SGD (Ledger's ``delta_split``): apart when the plan
+    is chosen from the count (``finetune.sample_rate`` unset), none (joint composition) when q is fixed in
+    advance.  The count gets the same share of delta as of epsilon."""
     ft = config.finetune
-    z = calibrate_count_noise(ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta)
+    if ft.sample_rate is not None:
+        return {}
+    share = ft.label_count_epsilon_share
+    return {COUNT_KEY: share, DPSGD_KEY: 1.0 - share}
+
+
+def count_event(config: Config, delta_share: float | None = None) -> Event:
+    """The noisy record count: alone it is (share * epsilon, delta_share * delta)-DP (sensitivity 1 under
+    add/remove).  ``delta_share``: the ledger's split (1 when composed jointly); default: a new run's."""
+    ft = config.finetune
+    if delta_share is None:
+        delta_share = delta_split(config).get(COUNT_KEY, 1.0)
+    z = calibrate_count_noise(ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta * delta_share)
     per_label = ft.label_proportions == "dp-count"
     return Event(
         COUNT_KEY,
@@ -64,6 +85,7 @@ def finetune_report(
     """privacy.json of a dp-finetune (or KnowledgeSG client) run.  ``prompt_mode``: the record format's
     ("chat" or "control-code"; None before the model loaded: the configured one)."""
     ft = config.finetune
+    adaptive = ft.sample_rate is None  # q = B / N_hat, chosen from the count
     torch_rng = (
         "gradient noise and Poisson sampling: ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG "
         "(secrets), fresh per run and per resume"
@@ -87,10 +109,14 @@ def finetune_report(
                 "max_length": ft.max_length,
             },
         },
-        caveat=ADAPTIVE_PLAN_CAVEAT if ft.sample_rate is None else "",
+        caveat=ADAPTIVE_PLAN_CAVEAT if adaptive and not ledger.delta_split else "",
         post_processing=[
-            "the DP-SGD sample rate q = B / N_hat and its steps come from the noisy count (see caveat)"
-            if ft.sample_rate is None
+            (
+                ADAPTIVE_PLAN_NOTE
+                if ledger.delta_split
+                else "the DP-SGD sample rate q = B / N_hat and its steps come from the noisy count (see caveat)"
+            )
+            if adaptive
             else "DP-SGD's average gradient divides the noisy sum by q times the noisy count",
             "synthetic texts are samples from the DP fine-tuned model (LoRA adapter in adapter/)",
             "class shares of the output: "

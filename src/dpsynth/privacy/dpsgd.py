@@ -95,6 +95,9 @@ class DpSgdPlan:
     expected_batch_size: float
     label_count_noise_multiplier: float | None = None  # None: uniform class shares, nothing released
     extra: dict[str, Any] = field(default_factory=dict)
+    # the count's share of delta when the count and DP-SGD are accounted apart and added (the plan was
+    # chosen from the count: Ledger's delta_split); None: composed jointly
+    count_delta_share: float | None = None
 
     def history(self, steps_done: int, count_released: bool = True) -> list[tuple[float, float, int]]:
         h: list[tuple[float, float, int]] = []
@@ -105,7 +108,13 @@ class DpSgdPlan:
         return h
 
     def epsilon_after(self, steps_done: int, count_released: bool = True) -> float:
-        return history_epsilon(self.history(steps_done, count_released), self.delta, self.accountant)
+        share = self.count_delta_share
+        if share is None:
+            return history_epsilon(self.history(steps_done, count_released), self.delta, self.accountant)
+        count, sgd = self.history(0, count_released), self.history(steps_done, False)
+        return history_epsilon(count, self.delta * share, self.accountant) + history_epsilon(
+            sgd, self.delta * (1 - share), self.accountant
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,14 +229,15 @@ def _calibrate_dpsgd(
 def check_prefix_fits(
     prefix: list[tuple[float, float, int]], epsilon: float, delta: float, accountant: DpSgdAccountant
 ) -> None:
-    """Refuse, before anything is spent, a budget whose releases before DP-SGD (the count) leave it nothing.
+    """Refuse, before anything is spent, a budget whose releases before DP-SGD (the count) leave it next to
+    nothing (under 1% of epsilon).
 
     Two causes, told apart: the share given to the count, or the accountant's own bound.  PRV is an upper
     bound with a numerical error of ``PRV_EPS_ERROR`` and RDP is loose for one Gaussian release (about 0.10
     at delta 1e-5), so at a tiny epsilon the count alone is charged the whole budget whatever its noise.
     """
     used = history_epsilon(prefix, delta, accountant)
-    if used < epsilon:
+    if epsilon - used > 0.01 * epsilon:  # DP-SGD needs some of the budget (1% leaves it noise in the hundreds)
         return
     if pld_history_epsilon(prefix, delta) > epsilon / 2:
         raise ConfigError(
@@ -264,13 +274,19 @@ def make_plan(
     label_count_share: float | None = None,
     count_noise_multiplier: float | None = None,
     sample_rate: float | None = None,
+    count_delta_share: float | None = None,
 ) -> DpSgdPlan:
     """Calibrate the plan: a count's noise (given, or for ``label_count_share * epsilon`` alone; none
     without either), then the DP-SGD noise so that the composition of both is (epsilon, delta)-DP.
 
     ``sample_rate`` fixes q in advance (``finetune.sample_rate``): q, the steps and the noise then depend
     on public inputs only, and ``n_records`` (the noisy count) only scales the average of the noisy
-    gradient sum (``expected_batch_size``), which is post-processing.  Without it q = B / ``n_records``."""
+    gradient sum (``expected_batch_size``), which is post-processing.  Without it q = B / ``n_records``.
+
+    ``count_delta_share`` (with a count): the plan is chosen from the count, so the two are not composed
+    jointly (a theorem covers that only for parameters fixed in advance) but apart and added: DP-SGD alone
+    gets (epsilon - the count's epsilon at share * delta, (1 - share) * delta), whatever the count
+    (basic composition under adaptive choice; privacy/ledger.py's docstring has the proof)."""
     if sample_rate is None and batch_size > n_records:
         raise ConfigError(
             f"finetune.batch_size: {batch_size} is larger than the {n_records} private records; use a "
@@ -282,14 +298,23 @@ def make_plan(
     if count_z is None and label_count_share:
         count_z = calibrate_count_noise(label_count_share * epsilon, delta)
     prefix = [(count_z, 1.0, 1)] if count_z is not None else []
-    z = calibrate_dpsgd(epsilon, delta, q, steps, accountant, prefix)
+    apart = count_delta_share if prefix else None
+
+    def calibrate(acc: DpSgdAccountant) -> float:
+        if apart is None:
+            return calibrate_dpsgd(epsilon, delta, q, steps, acc, prefix)
+        check_prefix_fits(prefix, epsilon, delta * apart, acc)
+        left = epsilon - history_epsilon(prefix, delta * apart, acc)
+        return calibrate_dpsgd(left, delta * (1 - apart), q, steps, acc)
+
+    z = calibrate(accountant)
     extra: dict[str, Any] = {}
     if accountant == "prv" and z < PRV_MIN_NOISE:
         # Very weak privacy (epsilon in the tens): the PRV accountant's grid grows without bound below
         # this noise level (tens of GB at z = 0.05); RDP is a valid, looser bound and cheap there.
         extra = {"requested_accountant": "prv", "why_rdp": f"noise multiplier below {PRV_MIN_NOISE}"}
         accountant = "rdp"
-        z = calibrate_dpsgd(epsilon, delta, q, steps, "rdp", prefix)
+        z = calibrate("rdp")
     return DpSgdPlan(
         epsilon=epsilon,
         delta=delta,
@@ -302,6 +327,7 @@ def make_plan(
         expected_batch_size=expected_batch_size(sample_rate, batch_size, n_records),
         label_count_noise_multiplier=count_z,
         extra=extra,
+        count_delta_share=apart,
     )
 
 

@@ -15,6 +15,21 @@ resumed run continues the same ledger.  Stepped releases (DP-SGD) record their s
 checkpoint that holds them (``record_steps``).  The budget is a hard cap: no release is drawn whose
 composition with what was already spent would exceed the target epsilon.  Runs on the same private
 data add up (sequential composition); a new run directory is not a new budget for the same data.
+
+Composition.  By default the events compose jointly (the accountant's tight composition of all of them),
+which a theorem covers when every event's parameters are fixed before the run reads any private data.  A
+run whose later events are *chosen from* an earlier release (dp-finetune: DP-SGD's sample rate, steps and
+noise from the noisy record count) splits delta instead (``delta_split``: key -> share of delta): each
+event is accounted alone at its share of delta and the epsilons add up.  That is basic composition, and it
+holds when each mechanism is chosen adaptively, provided its (epsilon_i, delta_i) is fixed in advance
+(Dwork, Rothblum and Vadhan 2010; Rogers, Roth, Ullman and Vadhan 2016): for neighbours D, D', an output
+set S and the second mechanism's slice S_c after a first output c, with g(c) = P_D'[S_c | c],
+
+    P_D[S] = E_D[P_D[S_c | c]] <= E_D[min(1, e^eps2 g(c))] + delta2
+           <= e^eps1 E_D'[min(1, e^eps2 g(c))] + delta1 + delta2 <= e^(eps1 + eps2) P_D'[S] + delta1 + delta2,
+
+using (eps2, delta2)-DP of the second mechanism for each c, then (eps1, delta1)-DP of the first on the
+[0, 1]-valued function min(1, e^eps2 g).
 """
 
 from __future__ import annotations
@@ -35,7 +50,10 @@ from dpsynth.privacy.events import Accountant, Event, epsilon_of
 from dpsynth.privacy.rounding import round_up
 
 FORMAT = 3  # 3: events may be discrete-Gaussian releases (grid_bits, moves), which format 2 readers cannot read
-READABLE_FORMATS = (2, 3)  # a format 2 ledger (float votes only) is read as it is, and its run keeps float noise
+# 4: a ledger that splits delta (delta_split), which a format 3 reader would compose jointly (a lower epsilon
+# than the one this run may claim); a ledger without a split is still written as format 3
+SPLIT_FORMAT = 4
+READABLE_FORMATS = (2, 3, 4)  # a format 2 ledger (float votes only) is read as it is, and its run keeps float noise
 _TOLERANCE = 1e-6
 COMPOSITION_NOTE = (
     "runs on the same private data add up: their epsilons compose (at least sum), so a new run directory "
@@ -48,13 +66,24 @@ Payload = dict[str, Any]
 class Ledger:
     """The planned and released events of one run (see the module docstring)."""
 
-    def __init__(self, path: Path, epsilon: float, delta: float, accountant: Accountant, planned: list[Event]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        epsilon: float,
+        delta: float,
+        accountant: Accountant,
+        planned: list[Event],
+        delta_split: dict[str, float] | None = None,
+    ) -> None:
+        if delta_split and (any(not 0 < v < 1 for v in delta_split.values()) or sum(delta_split.values()) > 1 + 1e-12):
+            raise ValueError(f"delta_split: shares in (0, 1) adding up to at most 1 expected, got {delta_split}")
         self.path = path
         self.epsilon = epsilon  # the target: a hard cap
         self.delta = delta
         self.requested_accountant = accountant  # what the config asked for (a resume must ask the same)
         self.accountant = accountant  # what composes the events (see use_accountant)
         self.planned = planned
+        self.delta_split = dict(delta_split or {})  # empty: joint composition (module docstring)
         self.releases: list[dict[str, Any]] = []  # {"key", "steps", "time"}, in release order
         self.read_only = False  # a query of a run (its state), not the run: never written
 
@@ -70,11 +99,14 @@ class Ledger:
         planned: Sequence[Event] = (),
         resume: bool = False,
         read_only: bool = False,
+        delta_split: dict[str, float] | None = None,
     ) -> Ledger:
         """Start the ledger of a new run, or load a resumed run's and check it has the same target.
 
         On resume the stored events are kept as they are (never recalibrated); ``planned`` must agree
-        with them where both name a key.  ``read_only``: load an existing ledger to ask about the run
+        with them where both name a key.  ``delta_split`` (module docstring) applies to a new ledger; a
+        resumed one keeps the composition it was started with (the caller asks ``ledger.delta_split``).
+        ``read_only``: load an existing ledger to ask about the run
         (``--check``, has it released its votes?) without writing it: the run may still be going, and a
         rewrite from this copy could drop a release that process has just recorded.
         """
@@ -82,7 +114,7 @@ class Ledger:
         if not path.exists():
             if resume or read_only:
                 raise missing_ledger(path)
-            led = cls(path, epsilon, delta, accountant, [])
+            led = cls(path, epsilon, delta, accountant, [], delta_split)
             led.plan(planned)
             led.save()
             return led
@@ -111,7 +143,8 @@ class Ledger:
                 f"{path}: the run was started with a different privacy target (epsilon, delta or accountant); "
                 "resume with the original config or start a new --out"
             )
-        led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]])
+        split = raw.get("delta_split") or {}
+        led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]], split)
         led.accountant = raw.get("accountant_used", accountant)
         led.releases = list(raw["releases"])
         led.read_only = read_only
@@ -125,9 +158,10 @@ class Ledger:
         atomic_write_json(
             self.path,
             {
-                "format": FORMAT,
+                "format": SPLIT_FORMAT if self.delta_split else FORMAT,
                 "target": {"epsilon": self.epsilon, "delta": self.delta, "accountant": self.requested_accountant},
                 "accountant_used": self.accountant,
+                **({"delta_split": self.delta_split} if self.delta_split else {}),
                 "planned": [e.to_dict() for e in self.planned],
                 "releases": self.releases,
                 "epsilon_spent": self.epsilon_spent(),
@@ -150,6 +184,8 @@ class Ledger:
         added = False
         for e in events:
             old = self.event(e.key)
+            if self.delta_split and e.key not in self.delta_split:
+                raise ValueError(f"release {e.key!r} has no share of delta in this ledger's split")
             if old is None:
                 self.planned.append(e)
                 added = True
@@ -175,7 +211,21 @@ class Ledger:
         return next((e for e in self.planned if e.key == key), None)
 
     def planned_epsilon(self) -> float:
-        return epsilon_of(self.planned, self.delta, self.accountant)
+        return self.compose(self.planned)
+
+    def compose(self, events: Sequence[Event]) -> float:
+        """Epsilon of ``events`` under this ledger's composition: joint, or each event alone at its share
+        of delta, added up (``delta_split``, module docstring)."""
+        if not self.delta_split:
+            return epsilon_of(events, self.delta, self.accountant)
+        return sum(epsilon_of([e], self.delta * self.delta_split[e.key], self.accountant) for e in events)
+
+    def parts(self) -> list[dict[str, Any]]:
+        """Of a split ledger: each released event's epsilon alone at its delta (privacy.json lists them)."""
+        return [
+            {"release": e.key, "delta": self.delta * self.delta_split[e.key], "epsilon": self.compose([e])}
+            for e in self.spent_events()
+        ]
 
     # -------------------------------------------------------------- spending
     def released(self, key: str) -> bool:
@@ -202,7 +252,7 @@ class Ledger:
         return out
 
     def epsilon_spent(self) -> float:
-        return epsilon_of(self.spent_events(), self.delta, self.accountant)
+        return self.compose(self.spent_events())
 
     @property
     def complete(self) -> bool:
@@ -221,7 +271,7 @@ class Ledger:
         done = self.steps_done(key)
         if done + steps > e.steps:
             raise PrivacyBudgetError(f"privacy: release {key!r} already done ({done} of {e.steps} steps)")
-        after = epsilon_of(self.spent_events(e.with_steps(steps)), self.delta, self.accountant)
+        after = self.compose(self.spent_events(e.with_steps(steps)))
         if after > self.epsilon + _TOLERANCE:
             raise PrivacyBudgetError(
                 f"privacy budget exhausted: epsilon {round_up(self.epsilon_spent(), 5)} of {self.epsilon:g} spent and "

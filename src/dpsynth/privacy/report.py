@@ -31,6 +31,11 @@ NOT_PRIVATE = (
 )
 SECURE_NUMPY = "ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG (secrets), fresh per release"
 DISCRETE_SAMPLER = "an exact discrete Gaussian sampler on rationals (Canonne, Kamath and Steinke 2020)"
+SPLIT_COMPOSITION = (
+    "basic composition: a later release's parameters were chosen from an earlier release, so each release is "
+    "accounted alone at its share of delta (parts) and the epsilons and deltas add up, which holds for "
+    "mechanisms chosen adaptively with their (epsilon, delta) fixed in advance"
+)
 DOMAIN_NOTE = (
     "The guarantee is stated over datasets whose records all pass these per-record checks (the input domain, "
     "which is public). Input that fails one is refused before any mechanism reads the data, with an error "
@@ -76,6 +81,8 @@ class AccountantSection(BaseModel):
     name: str
     epsilon_at_delta: float | None = Field(None, ge=0)
     gdp_crosscheck: CrossCheck | None = None
+    composition: str | None = None  # set when the releases were accounted apart and added (SPLIT_COMPOSITION)
+    parts: list[dict[str, Any]] = Field(default_factory=list)  # then: {"release", "delta", "epsilon"} each
 
 
 class DomainSection(BaseModel):
@@ -318,9 +325,18 @@ def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:
             "mu": mu,
             "epsilon_at_delta": gdp_epsilon(mu, ledger.delta) if events else 0.0,
         }
+    if ledger.delta_split:  # accounted apart and added (Ledger's delta_split): each part at its own delta
+        section["composition"] = SPLIT_COMPOSITION
+        section["parts"] = ledger.parts()
     if ledger.accountant != "pld":
         section["pld_crosscheck"] = {
             "name": "dp-accounting PLD (same composition)",
-            "epsilon_at_delta": pld_epsilon(history(events), ledger.delta, interval=1e-3) if events else 0.0,
+            "epsilon_at_delta": _pld_crosscheck(ledger, events) if events else 0.0,
         }
     return section
+
+
+def _pld_crosscheck(ledger: Ledger, events: Sequence[Event]) -> float:
+    if not ledger.delta_split:
+        return pld_epsilon(history(events), ledger.delta, interval=1e-3)
+    return sum(pld_epsilon(history([e]), ledger.delta * ledger.delta_split[e.key], interval=1e-3) for e in events)

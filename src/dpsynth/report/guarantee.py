@@ -79,6 +79,11 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             rows.append(["accountant's epsilon at delta", round_up(acct.epsilon_at_delta, 6)])
         if acct.gdp_crosscheck is not None:
             rows.append(["GDP cross-check epsilon", round_up(acct.gdp_crosscheck.epsilon_at_delta, 6)])
+        if acct.parts:  # accounted apart and added: each release's own (epsilon, delta)
+            rows.append(["composition", acct.composition])
+            for part in acct.parts:
+                label = f"epsilon of {part.get('release')} alone, at delta {round_up(float(part.get('delta', 0)), 2)}"
+                rows.append([label, round_up(float(part.get("epsilon", math.nan)), 6)])
     parts.append(table(["", "value"], [r for r in rows if r[1] is not None]))
     if mechs:
         parts.append("<h3>Mechanisms (the only steps that read private data)</h3>")
