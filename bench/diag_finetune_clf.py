@@ -35,6 +35,9 @@ from dpsynth.evaluate.downstream import finetune_utility  # noqa: E402
 from dpsynth.evaluate.inputs import default_embedder, embed_test, load_test  # noqa: E402
 
 ROWS = ("zero-shot+judge-eps0", "wasp+judge-eps4")
+# IMDb's N = 1,000 zero-shot + judge set of seed 0 was kept by the throughput profile under this name
+# (same generators, judge and seed; bench/results/profile_wasp_n1000_both.json).
+ALIASES = {"zero-shot+judge-eps0": "zero-shot+judge"}
 
 
 def score(
@@ -80,6 +83,8 @@ def main() -> None:
                 if (dataset, seed, row) in done:
                     continue
                 path = _set_dir(dataset) / f"{row}-n{a.n}-m100-s{seed}.jsonl"
+                if not path.exists() and row in ALIASES:
+                    path = path.with_name(f"{ALIASES[row]}-n{a.n}-m100-s{seed}.jsonl")
                 if not path.exists():
                     print(f"skip {path}: not kept")
                     continue
