@@ -114,6 +114,8 @@ class FakeServer:
                     with fake._lock:
                         fake.in_flight -= 1
 
+            do_GET = do_POST  # GET /v1/models: the probe before a run (scripted like any request)
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -509,3 +511,65 @@ def test_request_pool_runs_done_callbacks_outside_its_lock_and_fails_the_rest_on
     gate.set()
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(lambda: 2)
+
+
+# ---------------------------------------------------------------- the probe before a run
+def _probe_cfg(url: str, **kw: Any) -> GeneratorConfig:
+    return GeneratorConfig(name="remote", backend="openai", model="my-model", base_url=url, **kw)
+
+
+def test_an_openai_server_is_probed_before_a_run_starts(
+    server: FakeServer, key_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dpsynth run --check` read an openai entry's URL and key without contacting the server, so a server that
+    was down or a wrong port passed the check (and a run found out later).  GET base_url/models now answers
+    that in seconds: refused only when no request could succeed (no answer, HTTP 401/403)."""
+    from dpsynth.generators import check_generator, openai_http
+
+    models = {"object": "list", "data": [{"id": "my-model", "object": "model"}]}
+    server.script = lambda s, n: Reply(body=models) if s.path == "/v1/models" else ok_text()
+    check_generator(_probe_cfg(server.url, api_key_env=key_env))
+    assert server.seen[-1].path == "/v1/models" and server.seen[-1].headers["authorization"] == f"Bearer {SECRET}"
+    assert "note:" not in capsys.readouterr().err
+    # a server that serves other models: a note, not a refusal (llama.cpp answers under any name)
+    server.script = lambda s, n: Reply(body={"data": [{"id": f"m{i}"} for i in range(7)]})
+    check_generator(_probe_cfg(server.url))
+    err = capsys.readouterr().err
+    assert "'my-model' is not among the models" in err and "m0, m1, m2, m3, m4 and 2 more" in err
+    # one that does not list models, or answers with something else: nothing to say
+    for reply in (Reply(status=404, body={"error": "no such route"}), Reply(body="<html>")):
+        server.script = lambda s, n, r=reply: r  # type: ignore[misc]
+        check_generator(_probe_cfg(server.url))
+    assert capsys.readouterr().err == ""
+    # a refused key: one line naming the variable, never the key
+    server.script = lambda s, n: Reply(status=401, body={"error": f"bad key {SECRET}"})
+    with pytest.raises(GeneratorError, match=rf"refused the request \(HTTP 401\): check \${key_env}$") as err_info:
+        check_generator(_probe_cfg(server.url, api_key_env=key_env))
+    assert SECRET not in str(err_info.value)
+    # nothing listening on the port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    with pytest.raises(GeneratorError, match=r"^generators\[remote\]\.base_url: .* does not answer \(ConnectError\)"):
+        check_generator(_probe_cfg(dead))
+    # a server that sends its headers a byte at a time is cut at the probe's limit, not held for hours
+    monkeypatch.setattr(openai_http, "PROBE_S", 1.0)
+    with trickle_server(headers=True) as url:
+        start = time.monotonic()
+        with pytest.raises(GeneratorError, match="no answer within 1 s"):
+            check_generator(_probe_cfg(url + "/v1"))
+        assert time.monotonic() - start < 5
+
+
+def test_run_check_refuses_a_server_that_does_not_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    from dpsynth.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    gens = f"[{{name: remote, backend: openai, model: m, base_url: '{dead}'}}]"
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--check", "--method", "zero-shot", "--generators", gens, "--n-synthetic", "4"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "generators[remote].base_url" in err and "does not answer" in err and "Traceback" not in err

@@ -217,6 +217,9 @@ def test_http_backend_against_real_llamacpp_server(smollm2_path: Path, monkeypat
             concurrency=2,
             timeout_s=60,
         )
+        from dpsynth.generators import check_generator
+
+        check_generator(cfg)  # the probe before a run: the real server answers GET /v1/models
         with OpenAIHttpGenerator(cfg) as g:
             out = g.generate([CHAT, PROMPT])
         for c in out:

@@ -12,17 +12,17 @@ __all__ = ["build_generator", "check_generator"]
 
 
 def check_generator(cfg: GeneratorConfig) -> None:
-    """What ``build_generator`` would refuse that needs no model and no server: a model file that is not there
-    (an embedded model's package, assembled once), an openai entry without its URL or key, a transformers
-    model path that is not there (a hub id is left to the load).  ``--check``."""
+    """What ``build_generator`` would refuse that needs no model: a model file that is not there (an embedded
+    model's package, assembled once), an openai entry without its URL or key or whose server does not answer
+    (``probe_server``), a transformers model path that is not there (a hub id is left to the load)."""
     if cfg.backend == "llamacpp":
         from dpsynth.generators.models import resolve_model
 
         resolve_model(cfg.model, cfg.name)
     elif cfg.backend == "openai":
-        from dpsynth.generators.openai_http import check_settings
+        from dpsynth.generators.openai_http import check_settings, probe_server
 
-        check_settings(cfg)
+        probe_server(cfg, check_settings(cfg))
     elif cfg.backend == "transformers":
         from dpsynth.lm.loading import model_source
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -243,6 +244,56 @@ def check_settings(cfg: GeneratorConfig) -> str | None:
             "carry (a line break, a space, a letter outside ASCII); check the variable's value"
         )
     return key
+
+
+PROBE_S = 10.0  # the whole probe (connect, headers, body), whatever the server does
+
+
+def probe_server(cfg: GeneratorConfig, key: str | None) -> None:
+    """Ask an openai entry's server for its models (``GET base_url/models``) before a run starts, so that a
+    server that is down, a wrong port or a refused key fails in seconds, before anything is read or written.
+
+    Refuses only what would fail every request: no answer within ``PROBE_S`` and HTTP 401/403.  Servers that
+    do not list models (404, another status, a body that is not the OpenAI shape) pass; a model the list does
+    not hold is a console note, not an error (llama.cpp serves its one model under any name; vLLM and SGLang
+    refuse other names).  The request runs in a worker thread cut at ``PROBE_S``: httpx's timeouts bound
+    each read, and a server that sends one byte at a time could otherwise hold it for hours."""
+    base = str(cfg.base_url).rstrip("/")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    got: list[httpx.Response | Exception] = []
+
+    def ask() -> None:
+        try:
+            got.append(httpx.get(f"{base}/models", headers=headers, timeout=PROBE_S))
+        except Exception as exc:  # noqa: BLE001 - any failure to get an answer is told the same way below
+            got.append(exc)
+
+    worker = threading.Thread(target=ask, name=f"probe-{cfg.name}", daemon=True)
+    worker.start()
+    worker.join(PROBE_S + 0.5)
+    where = f"generators[{cfg.name}].base_url: {base}"
+    if not got or isinstance(got[0], Exception):
+        why = f"{type(got[0]).__name__}" if got else f"no answer within {PROBE_S:g} s"
+        raise GeneratorError(
+            f"{where} does not answer ({why}); start the server (e.g. `vllm serve MODEL --port 8000`, then "
+            "base_url http://127.0.0.1:8000/v1) or fix base_url"
+        )
+    resp = got[0]
+    if resp.status_code in (401, 403):
+        fix = f"check ${cfg.api_key_env}" if cfg.api_key_env else "set api_key_env to the variable holding the key"
+        raise GeneratorError(f"{where} refused the request (HTTP {resp.status_code}): {fix}")
+    try:
+        listed = [str(m["id"]) for m in resp.json()["data"]] if resp.status_code == 200 else []
+    except (ValueError, KeyError, TypeError):
+        listed = []
+    if listed and cfg.model not in listed:
+        shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+        print(
+            f"note: generators[{cfg.name}].model: {cfg.model!r} is not among the models {base} lists ({shown}); "
+            "vLLM and SGLang refuse other names, llama.cpp serves its one model under any name",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class OpenAIHttpGenerator:
