@@ -1334,3 +1334,25 @@ def test_a_serving_engine_named_as_the_backend_points_to_openai(capsys: pytest.C
             ["run", "--check", "--generators", f"[{{name: a, model: m, backend: {engine}}}]"], capsys
         )
         assert code == 2 and "use backend openai with base_url" in err and "llamacpp" not in err
+
+
+def test_a_flag_set_on_every_generator_is_refused_once_and_a_field_in_the_wrong_section_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """UX audit: `--generators.n-threads abc` repeated its error once per generator; `temperature` inside a
+    generator said "unknown field" without the section it belongs to; an empty config file ran the embedded
+    demo without a word."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, parse_overrides(["--generators.n-threads", "abc"]))
+    msg = str(info.value)
+    assert msg.startswith("generators.*.n_threads: Input should be a valid integer") and msg.count("n_threads") == 1
+    with pytest.raises(ConfigError, match=r"did you mean wasp\.temperature\? it is not a field of generators"):
+        load_config(None, parse_overrides(["--generators", "[{name: a, model: x, temperature: 0.5}]"]))
+    with pytest.raises(ConfigError) as info:  # errors of one generator keep its index
+        load_config(None, parse_overrides(["--generators", "[{name: a, model: x, n_threads: z}, {name: b, model: y}]"]))
+    assert str(info.value).startswith("generators.0.n_threads:")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    with caplog.at_level("WARNING", logger="dpsynth"):
+        cfg = load_config(empty)
+    assert "sets no field" in caplog.text and cfg == Config()

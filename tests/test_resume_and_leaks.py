@@ -344,7 +344,7 @@ def test_a_moved_private_file_is_named_again_on_resume_and_the_report_hides_its_
     project.rename(moved)  # the project, its data and its run, moved together
     other = tmp_path / "other.csv"
     other.write_bytes(private_csv.read_bytes())
-    with pytest.raises(DpsynthError, match="file does not exist"):
+    with pytest.raises(DpsynthError, match="does not exist any more.*--private NEWPATH"):
         _run(Config(out=str(moved / "run")), _gens(), resume=True)
     again = Config.model_validate({"out": str(moved / "run"), "data": {"private": str(moved / "good.csv")}})
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
@@ -709,6 +709,38 @@ def test_a_run_whose_ledger_planned_float_votes_resumes_with_float_votes(
                 assert not np.array_equal(np.ldexp(z["near"], 10), np.rint(np.ldexp(z["near"], 10)))
     assert "grid_bits" not in json.loads((run / "ledger.json").read_text())["planned"][0]
     ledger = json.loads((run / "ledger.json").read_text())
-    (run / "ledger.json").write_text(json.dumps({**ledger, "format": 4}))  # a later version's ledger
+    (run / "ledger.json").write_text(json.dumps({**ledger, "format": 5}))  # a later version's ledger
     with pytest.raises(ResumeError, match="written by a newer dpsynth"):
         Ledger.open(run / "ledger.json", epsilon=4.0, delta=1e-5, accountant="pld", resume=True)
+
+
+def test_a_resume_after_the_private_file_moved_names_the_flag_that_finds_it(
+    private_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped before its last vote, whose private file then moved: the resume said only "file does not
+    exist; check --private / data.private"; it now names the command that continues on the file's new place."""
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        _run(fake_run_config(private_csv, out), _gens(crash_a=3))
+    moved = private_csv.rename(tmp_path / "moved.csv")
+    with pytest.raises(ResumeError, match="does not exist any more") as err:
+        _run(Config(out=str(out)), _gens(), resume=True)
+    assert f"dpsynth run --resume --out {out} --private NEWPATH" in str(err.value)
+    assert "SENTINEL" not in str(err.value)
+    res = _run(Config(out=str(out)), _gens(), resume=True, private=str(moved))
+    assert len(res.records) == 60
+
+
+def test_a_resume_of_a_folder_without_config_yaml_does_not_suggest_a_refused_command(tmp_path: Path) -> None:
+    """--resume on a folder holding a run's files but no config.yaml said "drop --resume to start one", which
+    was refused in turn (a new run would adopt its ledger); it now says what would work."""
+    from dpsynth.run import RunDir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "ledger.json").write_text("{}")
+    with pytest.raises(ResumeError, match=r"holds files a run writes \(ledger.json\) but no config.yaml") as err:
+        RunDir(out, resuming=True).check(Config(out=str(out)), resume=True)
+    assert "drop --resume" not in str(err.value)
+    with pytest.raises(ResumeError, match="drop --resume to start one"):  # an empty or missing folder
+        RunDir(tmp_path / "none", resuming=True).check(Config(out=str(tmp_path / "none")), resume=True)

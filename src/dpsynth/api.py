@@ -25,7 +25,14 @@ from dpsynth.config import (
     unread_settings,
 )
 from dpsynth.config_base import dump_yaml
-from dpsynth.data import check_source, in_memory_source, is_in_memory_source, local_source
+from dpsynth.data import (
+    EMBEDDED_PREFIX,
+    check_source,
+    in_memory_source,
+    is_in_memory_source,
+    local_source,
+    path_exists,
+)
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
@@ -130,6 +137,17 @@ def make_method(
     if resume_dir is not None and hasattr(method, "resume_dir"):  # dp-finetune: is DP-SGD done?
         method.resume_dir = resume_dir
     return cast(MethodRunner, method)
+
+
+def _moved_away(config: Config) -> bool:
+    """Does the run read a private file (not an embedded set, a hub dataset or records passed in memory) that
+    is not there any more?  A resume then needs its new place (``--private``)."""
+    source = config.data.private
+    if not config.uses_private_data or not isinstance(source, str) or is_in_memory_source(source):
+        return False
+    if source.startswith(EMBEDDED_PREFIX) or not Path(source).expanduser().is_absolute():
+        return False  # config.yaml records a file that existed as its absolute path (local_source)
+    return not path_exists(Path(source).expanduser())
 
 
 def _dp_finetune_trained(config: Config, run_dir: RunDir) -> bool:
@@ -276,6 +294,12 @@ def _synthesize(
         raise error(
             f"data.private: {config.data.private} stands for records that were passed in memory to "
             "synthesize(private=...); pass the same records again (Python: private=DATA; CLI: --private FILE)"
+        )
+    if resume and private is None and not post_processing_only and _moved_away(config):
+        raise ResumeError(
+            f"data.private: {config.data.private}, the file this run was started on, does not exist any more; if "
+            f"it moved, resume with the same records where they are now: `dpsynth run --resume --out {run_dir.path} "
+            "--private NEWPATH` (Python: synthesize(..., resume=True, private=NEWPATH))"
         )
     # data.private names what is read, so that the embedded set's defaults (labels, task) apply only to it
     config = recorded_config(config, private)

@@ -11,6 +11,7 @@ sections (wasp, finetune, pearl, knowledgesg).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -411,7 +412,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"config file {p}: {mark_text(exc)}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}{data_hint}") from None
-        if loaded is None:
+        if loaded is None:  # an empty file (or comments only) is every default: the embedded demo, said so
+            logging.getLogger("dpsynth").warning(
+                "config file %s sets no field (it is empty or holds only comments): every field not given as a "
+                "flag takes its default, the embedded demo's data and models included",
+                p,
+            )
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of fields, not {type(loaded).__name__}{data_hint}")

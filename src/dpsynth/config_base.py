@@ -299,9 +299,22 @@ def config_error_from_validation(exc: ValidationError, model: type[BaseModel] | 
             msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         # model-level checks already name their field ("generators: ...")
         parts.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}.") else msg)
+    parts = _merge_list_items(parts)
     if unknown:
         parts.append("`dpsynth init` writes a file listing every field")
     return ConfigValidationError("; ".join(parts) or "config: invalid")
+
+
+def _merge_list_items(parts: list[str]) -> list[str]:
+    """One message for the same error in every item of a list: ``--generators.n-threads abc`` sets the field of
+    each generator, and "generators.0.n_threads: ...; generators.1.n_threads: ..." said it three times."""
+    starred = [re.sub(r"^(\w+)\.\d+\.", r"\1.*.", p) for p in parts]
+    out: list[str] = []
+    for part, star in zip(parts, starred, strict=True):
+        shown = star if starred.count(star) > 1 else part
+        if shown not in out:
+            out.append(shown)
+    return out
 
 
 def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
@@ -355,6 +368,7 @@ SHORT_NAMES = {"lr": "learning_rate", "bs": "batch_size", "eps": "epsilon", "n":
 def _in_another_section(root: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
     """' (did you mean privacy.epsilon?)' for ``wasp: {epsilon: 4}`` or ``wasp: {epsilonn: 4}``: a field of
     another section of the whole config (or of the config itself), written in the wrong one, or ''."""
+    loc = tuple(p for p in loc if not isinstance(p, int))  # generators.0.temperature: a field of the list's items
     if root is None or root.__name__ != "Config" or len(loc) != 2 or not isinstance(loc[0], str):
         return ""
     paths: dict[str, str] = {name: name for name in root.model_fields}

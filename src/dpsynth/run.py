@@ -229,6 +229,13 @@ class RunDir:
         exists = self.config.exists()
         if resume:
             if not exists:
+                left = self.leftovers() + self.written_by_a_run() if self.path.is_dir() else []
+                if left:  # dropping --resume would be refused too (a new run would adopt or replace them)
+                    raise ResumeError(
+                        f"out: {self.path} holds files a run writes ({', '.join(left)}) but no config.yaml, so it "
+                        "cannot be resumed: restore its config.yaml if it is a run, or choose another --out for a "
+                        "new run"
+                    )
                 raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
             stored_raw = self.stored_raw()
             if isinstance(stored_raw.get("data"), dict) and "private" in stored_raw["data"]:

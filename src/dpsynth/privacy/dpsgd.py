@@ -111,10 +111,13 @@ class DpSgdPlan:
         share = self.count_delta_share
         if share is None:
             return history_epsilon(self.history(steps_done, count_released), self.delta, self.accountant)
-        count, sgd = self.history(0, count_released), self.history(steps_done, False)
-        return history_epsilon(count, self.delta * share, self.accountant) + history_epsilon(
-            sgd, self.delta * (1 - share), self.accountant
-        )
+        # as the ledger charges a split (privacy/ledger.py): DP-SGD at least the budget the count left it
+        count = history_epsilon(self.history(0, count_released), self.delta * share, self.accountant)
+        if not steps_done:
+            return count
+        sgd = history_epsilon(self.history(steps_done, False), self.delta * (1 - share), self.accountant)
+        left = self.epsilon - history_epsilon(self.history(0, True), self.delta * share, self.accountant)
+        return count + max(sgd, left)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,12 +194,15 @@ def _calibrate_dpsgd(
 
     # 1. RDP (cheap at any noise level) brackets the answer from above: its epsilon is the looser one.
     #    PRV is never evaluated at tiny noise multipliers, where it takes minutes.  At a small budget RDP's
-    #    bound on the label count alone can exceed epsilon however large z is (about 0.10 at delta 1e-5),
-    #    where PRV still fits: there dp-accounting's PLD (the tighter bound) brackets instead.
+    #    bound can exceed epsilon however large z is (about 0.10 at delta 1e-5), where PRV still fits: there
+    #    dp-accounting's PLD (the tighter bound) brackets instead.
     def bracket_eps(z: float) -> float:
         return eps(z, "rdp") if rdp_brackets else pld_history_epsilon([*prefix, (z, sample_rate, steps)], delta)
 
-    rdp_brackets = accountant == "rdp" or history_epsilon(prefix, delta, "rdp") < epsilon
+    # RDP cannot certify a budget below its own floor (about 0.10 at delta 1e-5, whatever the noise), with or
+    # without a count before DP-SGD: a count accounted apart leaves DP-SGD such a budget at epsilon 0.1
+    rdp_floor = history_epsilon([*prefix, (1e4, sample_rate, steps)], delta, "rdp")
+    rdp_brackets = accountant == "rdp" or rdp_floor < epsilon
     hi = 1.0
     while bracket_eps(hi) > epsilon:
         hi *= 2

@@ -18,12 +18,17 @@ data add up (sequential composition); a new run directory is not a new budget fo
 
 Composition.  By default the events compose jointly (the accountant's tight composition of all of them),
 which a theorem covers when every event's parameters are fixed before the run reads any private data.  A
-run whose later events are *chosen from* an earlier release (dp-finetune: DP-SGD's sample rate, steps and
-noise from the noisy record count) splits delta instead (``delta_split``: key -> share of delta): each
-event is accounted alone at its share of delta and the epsilons add up.  That is basic composition, and it
-holds when each mechanism is chosen adaptively, provided its (epsilon_i, delta_i) is fixed in advance
-(Dwork, Rothblum and Vadhan 2010; Rogers, Roth, Ullman and Vadhan 2016): for neighbours D, D', an output
-set S and the second mechanism's slice S_c after a first output c, with g(c) = P_D'[S_c | c],
+run whose last event is *chosen from* the releases before it (dp-finetune: DP-SGD's sample rate, steps and
+noise from the noisy record count) splits delta instead (``delta_split``: key -> share of delta, in release
+order).  Each event before the last has parameters fixed in advance and is charged its own epsilon at its
+share of delta; the last is charged what the budget leaves it, epsilon_left = target - their sum, a figure
+fixed before any release, and must be (epsilon_left, its delta)-DP for whatever plan the releases before it
+chose (the cap refuses one that is not).  The charges add up to the target once the last event has begun:
+the number its chosen plan happens to reach (a little below epsilon_left) depends on the earlier releases,
+and no theorem covers a claim made from it.  That is basic composition, and it holds when each mechanism is
+chosen adaptively, provided its (epsilon_i, delta_i) is fixed in advance (Dwork, Rothblum and Vadhan 2010;
+Rogers, Roth, Ullman and Vadhan 2016): for neighbours D, D', an output set S and the second mechanism's
+slice S_c after a first output c, with g(c) = P_D'[S_c | c],
 
     P_D[S] = E_D[P_D[S_c | c]] <= E_D[min(1, e^eps2 g(c))] + delta2
            <= e^eps1 E_D'[min(1, e^eps2 g(c))] + delta1 + delta2 <= e^(eps1 + eps2) P_D'[S] + delta1 + delta2,
@@ -214,18 +219,40 @@ class Ledger:
         return self.compose(self.planned)
 
     def compose(self, events: Sequence[Event]) -> float:
-        """Epsilon of ``events`` under this ledger's composition: joint, or each event alone at its share
-        of delta, added up (``delta_split``, module docstring)."""
+        """Epsilon of ``events`` under this ledger's composition: joint, or split (``delta_split``, module
+        docstring): each event alone at its share of delta, the last one charged at least the budget left to
+        it, and the charges added up."""
         if not self.delta_split:
             return epsilon_of(events, self.delta, self.accountant)
-        return sum(epsilon_of([e], self.delta * self.delta_split[e.key], self.accountant) for e in events)
+        return sum(self._charge(e) for e in events)
+
+    def _alone(self, e: Event) -> float:
+        return epsilon_of([e], self.delta * self.delta_split[e.key], self.accountant)
+
+    def _charge(self, e: Event) -> float:
+        return max(self._alone(e), self.epsilon_left()) if e.key == self.adaptive_key else self._alone(e)
+
+    @property
+    def adaptive_key(self) -> str | None:
+        """Of a split ledger: the last release, whose parameters may be chosen from the ones before it."""
+        return list(self.delta_split)[-1] if self.delta_split else None
+
+    def epsilon_left(self) -> float:
+        """Of a split ledger: the epsilon fixed in advance for its last release, the target less the planned
+        releases before it (their parameters are fixed in advance, so this figure is too)."""
+        return self.epsilon - sum(self._alone(e) for e in self.planned if e.key != self.adaptive_key)
 
     def parts(self) -> list[dict[str, Any]]:
-        """Of a split ledger: each released event's epsilon alone at its delta (privacy.json lists them)."""
-        return [
-            {"release": e.key, "delta": self.delta * self.delta_split[e.key], "epsilon": self.compose([e])}
-            for e in self.spent_events()
-        ]
+        """Of a split ledger: what each released event is charged, at its delta (privacy.json lists them);
+        the last one with the epsilon its chosen plan reaches alone, for information."""
+        out = []
+        for e in self.spent_events():
+            part: dict[str, Any] = {"release": e.key, "delta": self.delta * self.delta_split[e.key]}
+            part["epsilon"] = self._charge(e)
+            if e.key == self.adaptive_key:
+                part["epsilon_of_the_chosen_plan"] = self._alone(e)
+            out.append(part)
+        return out
 
     # -------------------------------------------------------------- spending
     def released(self, key: str) -> bool:

@@ -32,9 +32,10 @@ NOT_PRIVATE = (
 SECURE_NUMPY = "ChaCha20 (randomgen) keyed with 256 bits from the OS CSPRNG (secrets), fresh per release"
 DISCRETE_SAMPLER = "an exact discrete Gaussian sampler on rationals (Canonne, Kamath and Steinke 2020)"
 SPLIT_COMPOSITION = (
-    "basic composition: a later release's parameters were chosen from an earlier release, so each release is "
-    "accounted alone at its share of delta (parts) and the epsilons and deltas add up, which holds for "
-    "mechanisms chosen adaptively with their (epsilon, delta) fixed in advance"
+    "basic composition: the last release's parameters were chosen from the releases before it, so each release "
+    "is accounted alone at its share of delta (parts): the ones before it at their own epsilon, the last at the "
+    "epsilon left to it, fixed in advance, which its chosen plan stays within; the epsilons and deltas add up, "
+    "which holds for mechanisms chosen adaptively with their (epsilon, delta) fixed in advance"
 )
 DOMAIN_NOTE = (
     "The guarantee is stated over datasets whose records all pass these per-record checks (the input domain, "
@@ -319,7 +320,7 @@ def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:
     discrete = discrete_history(events)
     if discrete:  # [sigma in grid steps, each moved coordinate's steps, releases]
         section["discrete_history"] = [[s, list(m), t] for s, m, t in discrete]
-    mu = gdp_mu_of(events)
+    mu = None if ledger.delta_split else gdp_mu_of(events)  # a joint composition: not a cross-check of a split
     if mu is not None:
         section["gdp_crosscheck"] = {
             "mu": mu,
@@ -339,4 +340,9 @@ def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:
 def _pld_crosscheck(ledger: Ledger, events: Sequence[Event]) -> float:
     if not ledger.delta_split:
         return pld_epsilon(history(events), ledger.delta, interval=1e-3)
-    return sum(pld_epsilon(history([e]), ledger.delta * ledger.delta_split[e.key], interval=1e-3) for e in events)
+    # each part as the ledger charges it, its epsilon alone by dp-accounting (the last: at least what was left to it)
+    total = 0.0
+    for e in events:
+        alone = pld_epsilon(history([e]), ledger.delta * ledger.delta_split[e.key], interval=1e-3)
+        total += max(alone, ledger.epsilon_left()) if e.key == ledger.adaptive_key else alone
+    return total
