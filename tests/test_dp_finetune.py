@@ -630,12 +630,10 @@ def test_the_private_record_count_sets_nothing_in_the_plan(private_csv: Path, tm
     assert plans[0][0] == pytest.approx(4 / 60) and plans[0][3] == 1e-5
 
 
-def test_interrupted_training_resumes_on_the_same_ledger(
-    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "run"
-    # epochs 1 and a precise count (half the budget): about 10 steps whatever the noise, so step 2 is mid-run
-    cfg = _config(private_csv, out, tiny_lm, epochs=1.0, label_count_epsilon_share=0.5)
+def _stopped_after_step_2(private: Path, out: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """A run killed right after the checkpoint of DP-SGD's step 2 (before the ledger records it); its config.
+    Epochs 1 and a precise count (half the budget): about 10 steps whatever the noise, so step 2 is mid-run."""
+    cfg = _config(private, out, model, epochs=1.0, label_count_epsilon_share=0.5)
     original = dpf.DpFinetuneMethod._save_checkpoint
 
     def crash_after_step_2(self: Any, path: Path, step: int, optimizer: Any) -> None:
@@ -647,6 +645,14 @@ def test_interrupted_training_resumes_on_the_same_ledger(
     with pytest.raises(KeyboardInterrupt):
         dpsynth.synthesize(cfg, progress=False)
     monkeypatch.undo()
+    return cfg
+
+
+def test_interrupted_training_resumes_on_the_same_ledger(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    cfg = _stopped_after_step_2(private_csv, out, tiny_lm, monkeypatch)
     plan1 = json.loads((out / "finetune" / "plan.json").read_text())
     ledger1 = json.loads((out / "ledger.json").read_text())
     # killed after the step-2 checkpoint was written, before the ledger caught up with it
@@ -678,18 +684,7 @@ def test_a_run_started_with_a_joint_ledger_resumes_jointly_and_keeps_its_caveat(
     count calibrated at the whole delta).  Its resume keeps that ledger as it is (never recalibrated: its
     count was drawn with that noise), and privacy.json keeps the caveat that says what the epsilon rests on."""
     out = tmp_path / "run"
-    cfg = _config(private_csv, out, tiny_lm, epochs=1.0, label_count_epsilon_share=0.5)
-    original = dpf.DpFinetuneMethod._save_checkpoint
-
-    def crash_after_step_2(self: Any, path: Path, step: int, optimizer: Any) -> None:
-        original(self, path, step, optimizer)
-        if step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(dpf.DpFinetuneMethod, "_save_checkpoint", crash_after_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        dpsynth.synthesize(cfg, progress=False)
-    monkeypatch.undo()
+    cfg = _stopped_after_step_2(private_csv, out, tiny_lm, monkeypatch)
     # the ledger an earlier dpsynth wrote: joint composition, the count at the whole delta
     raw = json.loads((out / "ledger.json").read_text())
     raw["format"] = 3
