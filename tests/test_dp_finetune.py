@@ -27,6 +27,7 @@ from dpsynth.config import Config  # noqa: E402
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError  # noqa: E402
 from dpsynth.methods import dp_finetune as dpf  # noqa: E402
 from dpsynth.privacy import dpsgd  # noqa: E402
+from dpsynth.privacy.accountant import pld_epsilon  # noqa: E402
 from dpsynth.privacy.events import Event  # noqa: E402
 
 LABELS = {"0": "negative", "1": "positive"}
@@ -476,10 +477,11 @@ def _check_accounted_apart(out: Path, rep: dict[str, Any]) -> None:
     assert [p["release"] for p in acct["parts"]] == ["counts", "dpsgd"]
     assert [p["delta"] for p in acct["parts"]] == [pytest.approx(1e-6), pytest.approx(9e-6)]
     count, sgd = (Event.from_dict(e) for e in ledger["planned"])
-    alone = [
-        dpsgd.history_epsilon([(count.noise_multiplier, 1.0, 1)], 1e-6, "prv"),
+    alone = [  # the count by dp-accounting's PLD (tight for it), DP-SGD by the run's accountant
+        pld_epsilon([(count.noise_multiplier, 1.0, 1)], 1e-6),
         dpsgd.history_epsilon([(sgd.noise_multiplier, sgd.sample_rate, sgd.steps)], 9e-6, "prv"),
     ]
+    assert alone[0] == pytest.approx(0.4, rel=1e-3)  # its share of epsilon, as calibrated
     # DP-SGD is charged the budget the count left it, fixed in advance; the plan chosen from the count stays
     # within it (the epsilon that plan reaches depends on the count, so it is information, not the claim)
     assert [p["epsilon"] for p in acct["parts"]] == [pytest.approx(alone[0], rel=1e-9), pytest.approx(4.0 - alone[0])]
@@ -491,7 +493,7 @@ def _check_accounted_apart(out: Path, rep: dict[str, Any]) -> None:
     from dpsynth.report import build_report
 
     html = build_report(out)
-    assert "Caveat" not in html and "epsilon of dpsgd alone, at delta 9e-06" in html
+    assert "Caveat" not in html and "epsilon charged to dpsgd, at delta 9e-06" in html
 
 
 def test_a_plan_chosen_from_the_noisy_count_fits_the_budget_accounted_apart_whatever_the_count() -> None:
@@ -501,7 +503,7 @@ def test_a_plan_chosen_from_the_noisy_count_fits_the_budget_accounted_apart_what
     choice) bounds the run by (epsilon, delta); the old joint calibration overshoots that sum."""
     eps, delta, share = 4.0, 1e-5, 0.1
     count_z = dpsgd.calibrate_count_noise(share * eps, share * delta)
-    eps_count = dpsgd.history_epsilon([(count_z, 1.0, 1)], share * delta, "prv")
+    eps_count = pld_epsilon([(count_z, 1.0, 1)], share * delta)
     for n_hat in (40, 400, 4000):
         common = dict(epsilon=eps, delta=delta, delta_source="privacy.delta", n_records=n_hat, batch_size=8)
         common.update(epochs=1.0, max_grad_norm=1.0, accountant="prv", count_noise_multiplier=count_z)
@@ -523,6 +525,20 @@ def test_a_plan_chosen_from_the_noisy_count_fits_the_budget_accounted_apart_what
         max_grad_norm=1.0, accountant="prv", count_noise_multiplier=small, count_delta_share=share,
     )  # fmt: skip
     assert plan.epsilon_after(plan.steps) == pytest.approx(0.1)
+    # a budget whose remainder the accountant cannot certify is refused before the count is drawn (by --check)
+    with pytest.raises(ConfigError, match="leaves DP-SGD epsilon 0.018 after the record count"):
+        dpsgd.check_count_apart_fits(dpsgd.calibrate_count_noise(0.002, 1e-6), 0.02, delta, share, "prv")
+    # the count's charge does not move when DP-SGD's accountant switches to RDP (weak privacy, review finding)
+    weak = dpsgd.calibrate_count_noise(4.0, share * delta)
+    common = dict(epsilon=40.0, delta=delta, delta_source="privacy.delta", batch_size=8, epochs=1.0)
+    common.update(max_grad_norm=1.0, accountant="prv", count_noise_multiplier=weak, count_delta_share=share)
+    lefts = set()
+    for n_hat in (40, 4000):
+        p = dpsgd.make_plan(n_records=n_hat, **common)  # type: ignore[arg-type]
+        sgd_alone = dpsgd.history_epsilon([(p.noise_multiplier, p.sample_rate, p.steps)], 0.9 * delta, p.accountant)
+        assert sgd_alone <= 40.0 - pld_epsilon([(weak, 1.0, 1)], share * delta) + 1e-9
+        lefts.add(round(p.epsilon_after(p.steps) - pld_epsilon([(weak, 1.0, 1)], share * delta), 9))
+    assert len(lefts) == 1
 
 
 def test_a_fixed_sample_rate_makes_the_plan_independent_of_the_noisy_count(

@@ -289,7 +289,8 @@ def _check_final(out: Path, report: dict[str, Any], probe: Probe) -> None:
     assert led.complete, "every planned release was made"
     split = raw.get("delta_split")  # accounted apart and added (a plan chosen from an earlier release)
     if split:  # the releases before the last at their own epsilon, the last at least at the budget left to it
-        alone = [epsilon_of([e], led.delta * split[e.key], led.accountant) for e in led.planned]
+        accountants = ["pld"] * (len(led.planned) - 1) + [led.accountant]  # the ones before the last by PLD
+        alone = [epsilon_of([e], led.delta * split[e.key], a) for e, a in zip(led.planned, accountants, strict=True)]
         planned = sum(alone[:-1]) + max(alone[-1], raw["target"]["epsilon"] - sum(alone[:-1]))
     else:
         planned = epsilon_of(led.planned, led.delta, led.accountant)

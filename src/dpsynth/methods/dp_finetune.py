@@ -65,6 +65,7 @@ from dpsynth.methods.dp_finetune_privacy import (
 )
 from dpsynth.privacy.dpsgd import (
     DpSgdPlan,
+    check_count_apart_fits,
     check_prefix_fits,
     expected_batch_size,
     make_plan,
@@ -127,9 +128,11 @@ class DpFinetuneMethod:
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
         # a budget the accountant cannot split (a tiny epsilon) is refused here, by --check too, not after a load
-        count_delta = config.privacy.delta * delta_split(config).get(COUNT_KEY, 1.0)
-        count = [(self.count_event.noise_multiplier, 1.0, 1)]
-        check_prefix_fits(count, config.privacy.epsilon, count_delta, ft.accountant)
+        split, z = delta_split(config), self.count_event.noise_multiplier
+        if split:  # accounted apart from DP-SGD (the plan is chosen from the count)
+            check_count_apart_fits(z, config.privacy.epsilon, config.privacy.delta, split[COUNT_KEY], ft.accountant)
+        else:
+            check_prefix_fits([(z, 1.0, 1)], config.privacy.epsilon, config.privacy.delta, ft.accountant)
         # finishing a trained run (sampling from the saved DP adapter) is post-processing: the records
         # may be gone by then, as for a WASP run past its last vote
         self.reads_private = self.resume_dir is None or not training_done(config, self.resume_dir)

@@ -111,13 +111,15 @@ class DpSgdPlan:
         share = self.count_delta_share
         if share is None:
             return history_epsilon(self.history(steps_done, count_released), self.delta, self.accountant)
-        # as the ledger charges a split (privacy/ledger.py): DP-SGD at least the budget the count left it
-        count = history_epsilon(self.history(0, count_released), self.delta * share, self.accountant)
+        # as the ledger charges a split (privacy/ledger.py): the count alone by PLD, DP-SGD at least the budget
+        # the count left it
+        assert self.label_count_noise_multiplier is not None
+        count_alone = count_epsilon_apart(self.label_count_noise_multiplier, self.delta * share)
+        count = count_alone if count_released else 0.0
         if not steps_done:
             return count
         sgd = history_epsilon(self.history(steps_done, False), self.delta * (1 - share), self.accountant)
-        left = self.epsilon - history_epsilon(self.history(0, True), self.delta * share, self.accountant)
-        return count + max(sgd, left)
+        return count + max(sgd, self.epsilon - count_alone)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +269,41 @@ def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -
     return pld_epsilon(history, delta, interval=1e-3)
 
 
+def count_epsilon_apart(count_z: float, delta: float) -> float:
+    """The noisy count's epsilon alone at ``delta`` (its share), as a split ledger charges it: dp-accounting's
+    PLD, tight for one unsampled Gaussian, whatever DP-SGD's accountant (PRV's numerical error, 0.01, would be
+    charged to the count in full, and a switch to RDP would change the figure after the count was drawn)."""
+    return pld_epsilon([(count_z, 1.0, 1)], delta)
+
+
+def check_count_apart_fits(
+    count_z: float, epsilon: float, delta: float, share: float, accountant: DpSgdAccountant
+) -> float:
+    """What a count accounted apart (at ``share`` of delta) leaves DP-SGD, fixed before the count is drawn;
+    refused (before anything is spent) when it is next to nothing or below what ``accountant`` can certify
+    for DP-SGD alone at the rest of delta (PRV: its numerical error; RDP: about 0.10 at delta 1e-5)."""
+    left = epsilon - count_epsilon_apart(count_z, delta * share)
+    if left <= 0.01 * epsilon:
+        raise ConfigError(
+            "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
+            "or use finetune.label_proportions: uniform"
+        )
+    floor = 2 * PRV_EPS_ERROR if accountant == "prv" else history_epsilon([(1e4, 1.0, 1)], delta * (1 - share), "rdp")
+    if left <= floor:
+        why = (
+            f"its numerical error alone is {PRV_EPS_ERROR:g}"
+            if accountant == "prv"
+            else "its bound is loose for small epsilon; finetune.accountant: prv is tighter"
+        )
+        raise ConfigError(
+            f"privacy.epsilon: {epsilon:g} leaves DP-SGD epsilon {left:.4g} after the record count, below what the "
+            f"{accountant} accountant can certify ({floor:.3g}: {why}). Raise privacy.epsilon, or set "
+            "finetune.sample_rate (the count and DP-SGD are then composed jointly); below about 0.1, DP-SGD adds "
+            "so much noise that the model learns little"
+        )
+    return left
+
+
 def make_plan(
     *,
     epsilon: float,
@@ -304,13 +341,14 @@ def make_plan(
     if count_z is None and label_count_share:
         count_z = calibrate_count_noise(label_count_share * epsilon, delta)
     prefix = [(count_z, 1.0, 1)] if count_z is not None else []
-    apart = count_delta_share if prefix else None
+    apart = count_delta_share if count_z is not None else None
+    left = epsilon
+    if count_z is not None and apart is not None:
+        left = check_count_apart_fits(count_z, epsilon, delta, apart, accountant)
 
     def calibrate(acc: DpSgdAccountant) -> float:
         if apart is None:
             return calibrate_dpsgd(epsilon, delta, q, steps, acc, prefix)
-        check_prefix_fits(prefix, epsilon, delta * apart, acc)
-        left = epsilon - history_epsilon(prefix, delta * apart, acc)
         return calibrate_dpsgd(left, delta * (1 - apart), q, steps, acc)
 
     z = calibrate(accountant)

@@ -21,14 +21,14 @@ which a theorem covers when every event's parameters are fixed before the run re
 run whose last event is *chosen from* the releases before it (dp-finetune: DP-SGD's sample rate, steps and
 noise from the noisy record count) splits delta instead (``delta_split``: key -> share of delta, in release
 order).  Each event before the last has parameters fixed in advance and is charged its own epsilon at its
-share of delta; the last is charged what the budget leaves it, epsilon_left = target - their sum, a figure
-fixed before any release, and must be (epsilon_left, its delta)-DP for whatever plan the releases before it
-chose (the cap refuses one that is not).  The charges add up to the target once the last event has begun:
-the number its chosen plan happens to reach (a little below epsilon_left) depends on the earlier releases,
-and no theorem covers a claim made from it.  That is basic composition, and it holds when each mechanism is
-chosen adaptively, provided its (epsilon_i, delta_i) is fixed in advance (Dwork, Rothblum and Vadhan 2010;
-Rogers, Roth, Ullman and Vadhan 2016): for neighbours D, D', an output set S and the second mechanism's
-slice S_c after a first output c, with g(c) = P_D'[S_c | c],
+share of delta (by dp-accounting's PLD); the last is charged what the budget leaves it, epsilon_left =
+target - their sum, a figure fixed before any release, and must be (epsilon_left, its delta)-DP for whatever
+plan the releases before it chose (the cap refuses one that is not).  The charges add up to the target once
+the last event has begun: the number its chosen plan happens to reach (a little below epsilon_left) depends
+on the earlier releases, and no theorem covers a claim made from it.  That is basic composition, and it holds
+when each mechanism is chosen adaptively, provided its (epsilon_i, delta_i) is fixed in advance (Dwork,
+Rothblum and Vadhan 2010; Rogers, Roth, Ullman and Vadhan 2016): for neighbours D, D', an output set S
+and the second mechanism's slice S_c after a first output c, with g(c) = P_D'[S_c | c],
 
     P_D[S] = E_D[P_D[S_c | c]] <= E_D[min(1, e^eps2 g(c))] + delta2
            <= e^eps1 E_D'[min(1, e^eps2 g(c))] + delta1 + delta2 <= e^(eps1 + eps2) P_D'[S] + delta1 + delta2,
@@ -227,7 +227,10 @@ class Ledger:
         return sum(self._charge(e) for e in events)
 
     def _alone(self, e: Event) -> float:
-        return epsilon_of([e], self.delta * self.delta_split[e.key], self.accountant)
+        # the releases before the last by dp-accounting's PLD (their charge is their own epsilon, which PLD
+        # states tightly, and no later switch of accountant moves it); the last by the run's accountant
+        accountant: Accountant = self.accountant if e.key == self.adaptive_key else "pld"
+        return epsilon_of([e], self.delta * self.delta_split[e.key], accountant)
 
     def _charge(self, e: Event) -> float:
         return max(self._alone(e), self.epsilon_left()) if e.key == self.adaptive_key else self._alone(e)
@@ -249,6 +252,7 @@ class Ledger:
         for e in self.spent_events():
             part: dict[str, Any] = {"release": e.key, "delta": self.delta * self.delta_split[e.key]}
             part["epsilon"] = self._charge(e)
+            part["accountant"] = self.accountant if e.key == self.adaptive_key else "pld"
             if e.key == self.adaptive_key:
                 part["epsilon_of_the_chosen_plan"] = self._alone(e)
             out.append(part)

@@ -82,8 +82,11 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
         if acct.parts:  # accounted apart and added: each release's own (epsilon, delta)
             rows.append(["composition", acct.composition])
             for part in acct.parts:
-                label = f"epsilon of {part.get('release')} alone, at delta {round_up(float(part.get('delta', 0)), 2)}"
-                rows.append([label, round_up(float(part.get("epsilon", math.nan)), 6)])
+                at = f"at delta {round_up(float(part.get('delta', 0)), 2)}"
+                rows.append([f"epsilon charged to {part.get('release')}, {at}", round_up(float(part["epsilon"]), 6)])
+                if "epsilon_of_the_chosen_plan" in part:  # below its charge: information, not the claim
+                    chosen = round_up(float(part["epsilon_of_the_chosen_plan"]), 6)
+                    rows.append([f"epsilon the plan of {part.get('release')} reaches ({at}), for information", chosen])
     parts.append(table(["", "value"], [r for r in rows if r[1] is not None]))
     if mechs:
         parts.append("<h3>Mechanisms (the only steps that read private data)</h3>")
