@@ -541,6 +541,10 @@ def test_an_openai_server_is_probed_before_a_run_starts(
         server.script = lambda s, n, r=reply: r  # type: ignore[misc]
         check_generator(_probe_cfg(server.url))
     assert capsys.readouterr().err == ""
+    # a 404 from a base_url without /v1 (vLLM at http://host:8000): a note that names the likely fix
+    server.script = lambda s, n: Reply(status=404, body={"error": "no such route"})
+    check_generator(_probe_cfg(server.url.removesuffix("/v1")))
+    assert f"usually need base_url {server.url}" in capsys.readouterr().err
     # a refused key: one line naming the variable, never the key
     server.script = lambda s, n: Reply(status=401, body={"error": f"bad key {SECRET}"})
     with pytest.raises(GeneratorError, match=rf"refused the request \(HTTP 401\): check \${key_env}$") as err_info:

@@ -270,6 +270,25 @@ def test_a_ledger_that_splits_delta_adds_up_each_release_alone_and_keeps_its_spl
     assert resumed.delta_split == {} and resumed.planned_epsilon() == joint.planned_epsilon()
 
 
+@pytest.mark.parametrize(
+    "content",
+    ['{"format": 4}', '{"format": 3, "target": {}}', "{}", "[]", '{"format": 3, "target": {"epsilon": 4, '
+     '"delta": 1e-5, "accountant": "pld"}, "planned": [{"key": "x", "nonsense": 1}], "releases": []}',
+     '{"format": 4, "target": {"epsilon": 4, "delta": 1e-5, "accountant": "pld"}, "planned": [], "releases": [], '
+     '"delta_split": {"a": 7}}'],
+)  # fmt: skip
+def test_a_ledger_that_parses_but_is_damaged_is_unreadable_not_a_traceback(tmp_path: Path, content: str) -> None:
+    """UX audit: a ledger.json edited or cut by hand ({"format": 4}, {}) raised KeyError 'target' with a
+    traceback, or was called "format 1, an older dpsynth"; it is a one-line refusal to resume."""
+    path = tmp_path / "ledger.json"
+    path.write_text(content)
+    with pytest.raises(ResumeError, match="cannot be read; the privacy spend of this run is unknown"):
+        Ledger.open(path, epsilon=4.0, delta=1e-5, accountant="pld", resume=True)
+    path.write_text('{"releases": []}')  # a format 1 ledger (no format field)
+    with pytest.raises(ResumeError, match=r"an older dpsynth \(ledger format 1, this version reads 2, 3 or 4\)"):
+        Ledger.open(path, epsilon=4.0, delta=1e-5, accountant="pld", resume=True)
+
+
 def test_a_ledger_opened_to_read_is_never_written_and_releases_nothing(tmp_path: Path) -> None:
     """Regression: asking whether a run had released its votes (a resume's first question, `--check`)
     rewrote ledger.json from its copy; a run still going could lose a release recorded meanwhile, and its

@@ -282,18 +282,25 @@ def probe_server(cfg: GeneratorConfig, key: str | None) -> None:
     if resp.status_code in (401, 403):
         fix = f"check ${cfg.api_key_env}" if cfg.api_key_env else "set api_key_env to the variable holding the key"
         raise GeneratorError(f"{where} refused the request (HTTP {resp.status_code}): {fix}")
+    if resp.status_code == 404 and not base.endswith("/v1"):  # a common slip: vLLM, SGLang, llama.cpp serve /v1
+        _note(
+            f"generators[{cfg.name}].base_url: {base} has no /models (HTTP 404); OpenAI-compatible servers (vLLM, "
+            f"SGLang, llama.cpp) usually need base_url {base}/v1"
+        )
     try:
         listed = [str(m["id"]) for m in resp.json()["data"]] if resp.status_code == 200 else []
     except (ValueError, KeyError, TypeError):
         listed = []
     if listed and cfg.model not in listed:
         shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
-        print(
-            f"note: generators[{cfg.name}].model: {cfg.model!r} is not among the models {base} lists ({shown}); "
-            "vLLM and SGLang refuse other names, llama.cpp serves its one model under any name",
-            file=sys.stderr,
-            flush=True,
+        _note(
+            f"generators[{cfg.name}].model: {cfg.model!r} is not among the models {base} lists ({shown}); "
+            "vLLM and SGLang refuse other names, llama.cpp serves its one model under any name"
         )
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class OpenAIHttpGenerator:

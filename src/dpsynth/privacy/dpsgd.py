@@ -25,6 +25,7 @@ from typing import Any, Literal
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.accountant import calibrate_noise_multiplier, pld_epsilon, smallest_passing
 from dpsynth.privacy.mechanisms import secure_poisson_mask, secure_rng, secure_standard_normal_torch
+from dpsynth.privacy.rounding import round_up
 
 DpSgdAccountant = Literal["prv", "rdp"]
 # PRV is a numerical upper bound; this is its default epsilon error (Opacus' own default)
@@ -291,13 +292,15 @@ def check_count_apart_fits(
     floor = 2 * PRV_EPS_ERROR if accountant == "prv" else history_epsilon([(1e4, 1.0, 1)], delta * (1 - share), "rdp")
     if left <= floor:
         why = (
-            f"its numerical error alone is {PRV_EPS_ERROR:g}"
+            f"twice its numerical error of {PRV_EPS_ERROR:g}"
             if accountant == "prv"
             else "its bound is loose for small epsilon; finetune.accountant: prv is tighter"
         )
+        need = floor / (1 - share) * 1.02  # the count takes share * epsilon of a larger budget too
         raise ConfigError(
-            f"privacy.epsilon: {epsilon:g} leaves DP-SGD epsilon {left:.4g} after the record count, below what the "
-            f"{accountant} accountant can certify ({floor:.3g}: {why}). Raise privacy.epsilon, or set "
+            f"privacy.epsilon: {epsilon:g} leaves DP-SGD epsilon {left:.4g} after the record count, not above the "
+            f"{floor:.3g} the {accountant} accountant needs to certify anything ({why}). Raise privacy.epsilon (to "
+            f"{round_up(need, 2)} or more), or set "
             "finetune.sample_rate (the count and DP-SGD are then composed jointly); below about 0.1, DP-SGD adds "
             "so much noise that the model learns little"
         )

@@ -123,35 +123,48 @@ class Ledger:
             led.plan(planned)
             led.save()
             return led
+        unreadable = ResumeError(
+            f"{path}: cannot be read; the privacy spend of this run is unknown, so it cannot be resumed: restore "
+            "ledger.json from a backup, or start a new --out (and count this run's spend as the whole budget)"
+        )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            raise unreadable from None
+        if not isinstance(raw, dict) or ("format" not in raw and "releases" not in raw):
+            raise unreadable  # valid JSON, but not a ledger (an empty object, a list)
+        if raw.get("format") not in READABLE_FORMATS:
+            found = raw.get("format", 1)  # format 1 ledgers had no "format" field
+            which = "a newer" if isinstance(found, int) and found > max(READABLE_FORMATS) else "an older"
+            readable = ", ".join(map(str, READABLE_FORMATS[:-1])) + f" or {READABLE_FORMATS[-1]}"
             raise ResumeError(
-                f"{path}: cannot be read; the privacy spend of this run is unknown, so it cannot be resumed: restore "
-                "ledger.json from a backup, or start a new --out (and count this run's spend as the whole budget)"
-            ) from None
-        if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS:
-            found = raw.get("format", 1) if isinstance(raw, dict) else "?"
-            which = "a newer" if isinstance(found, int) and found > FORMAT else "an older"
-            raise ResumeError(
-                f"{path}: written by {which} dpsynth (ledger format {found}, this version reads "
-                f"{' and '.join(map(str, READABLE_FORMATS))}); finish the run with that version or start a new --out"
+                f"{path}: written by {which} dpsynth (ledger format {found}, this version reads {readable}); finish "
+                "the run with that version or start a new --out"
             )
-        target = raw["target"]
+        try:  # a ledger that parses but lacks a field (edited, truncated by hand) is unreadable, not a traceback
+            target = raw["target"]
+            stored = (float(target["epsilon"]), float(target["delta"]), str(target["accountant"]))
+            events = [Event.from_dict(e) for e in raw["planned"]]
+            releases = [{**r, "key": str(r["key"]), "steps": int(r["steps"])} for r in raw["releases"]]
+            split = {str(k): float(v) for k, v in (raw.get("delta_split") or {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise unreadable from None
         same = (
-            math.isclose(target["epsilon"], epsilon, rel_tol=1e-12)
-            if math.isfinite(epsilon) and math.isfinite(target["epsilon"])
-            else target["epsilon"] == epsilon
+            math.isclose(stored[0], epsilon, rel_tol=1e-12)
+            if math.isfinite(epsilon) and math.isfinite(stored[0])
+            else stored[0] == epsilon
         )
-        if not same or not math.isclose(target["delta"], delta, rel_tol=1e-9) or target["accountant"] != accountant:
+        if not same or not math.isclose(stored[1], delta, rel_tol=1e-9) or stored[2] != accountant:
             raise ResumeError(
                 f"{path}: the run was started with a different privacy target (epsilon, delta or accountant); "
                 "resume with the original config or start a new --out"
             )
-        split = raw.get("delta_split") or {}
-        led = cls(path, epsilon, delta, accountant, [Event.from_dict(e) for e in raw["planned"]], split)
+        try:
+            led = cls(path, epsilon, delta, accountant, events, split)
+        except ValueError:  # a delta split out of range
+            raise unreadable from None
         led.accountant = raw.get("accountant_used", accountant)
-        led.releases = list(raw["releases"])
+        led.releases = releases
         led.read_only = read_only
         led.plan(planned)
         led.save()
