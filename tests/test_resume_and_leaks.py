@@ -21,7 +21,7 @@ import yaml
 
 import dpsynth
 from dpsynth.config import Config
-from dpsynth.errors import ConfigError, DpsynthError, ResumeError
+from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.io import read_jsonl_tolerant
 from dpsynth.methods import wasp_plan
 from dpsynth.privacy.accountant import GaussianPlan
@@ -723,7 +723,7 @@ def test_a_resume_after_the_private_file_moved_names_the_flag_that_finds_it(
     with pytest.raises(Crash):
         _run(fake_run_config(private_csv, out), _gens(crash_a=3))
     moved = private_csv.rename(tmp_path / "moved.csv")
-    with pytest.raises(ResumeError, match="does not exist any more") as err:
+    with pytest.raises(DataError, match="does not exist any more") as err:
         _run(Config(out=str(out)), _gens(), resume=True)
     assert f"dpsynth run --resume --out {out} --private NEWPATH" in str(err.value)
     assert "SENTINEL" not in str(err.value)

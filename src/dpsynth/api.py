@@ -296,7 +296,7 @@ def _synthesize(
             "synthesize(private=...); pass the same records again (Python: private=DATA; CLI: --private FILE)"
         )
     if resume and private is None and not post_processing_only and _moved_away(config):
-        raise ResumeError(
+        raise DataError(
             f"data.private: {config.data.private}, the file this run was started on, does not exist any more; if "
             f"it moved, resume with the same records where they are now: `dpsynth run --resume --out {run_dir.path} "
             "--private NEWPATH` (Python: synthesize(..., resume=True, private=NEWPATH))"
