@@ -151,6 +151,23 @@ def test_mauve_fallback_agrees_with_mauve_text() -> None:
     assert a == pytest.approx(b, abs=0.1)
 
 
+def test_mauve_drops_faiss_size_warning_and_keeps_other_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """regression: every evaluation of a set under a few thousand records printed faiss's C++ "WARNING clustering
+    120 points to 6 centroids: please provide at least 234 training points" on the console."""
+    pytest.importorskip("mauve")
+    import os
+
+    from dpsynth.evaluate.fidelity import _without_faiss_size_warning
+
+    rng = np.random.default_rng(6)
+    mauve_score(rng.normal(size=(60, 8)), rng.normal(size=(60, 8)), backend="mauve-text", kmeans_num_redo=1)
+    with _without_faiss_size_warning():
+        os.write(2, b"WARNING clustering 3 points to 2 centroids: please provide at least 78 training points\n")
+        os.write(2, b"a real error from C\n")
+    err = capfd.readouterr().err
+    assert "clustering" not in err and "a real error from C\n" in err
+
+
 # ---------------------------------------------------------------- text statistics
 def test_text_stats_and_label_distribution() -> None:
     s = text_stats(["The cat sat.", "the cat ran", "Don't stop"])

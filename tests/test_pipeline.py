@@ -133,6 +133,10 @@ def test_hf_dataset_input(private_csv: Path, tmp_path: Path) -> None:
     assert isinstance(out, datasets.Dataset) and out.num_rows == 60
 
 
+def _not_json(word: str) -> None:
+    raise AssertionError(f"{word} is not JSON")
+
+
 def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tmp_path: Path) -> None:
     """epsilon = inf (the papers' non-private ceiling): votes are exact and privacy.json says NOT DP."""
     import numpy as np
@@ -144,6 +148,11 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
     assert rep["differentially_private"] is False and rep["guarantee"].startswith("NONE")
     assert rep["epsilon"] == float("inf") and rep["accountant"] is None
     assert rep["mechanisms"][0]["sigma"] == 0.0 and rep["mechanisms"][0]["count"] == 3
+    # regression: the files held ``Infinity``, which is not JSON (jq and JavaScript refuse the whole file)
+    for name in ("privacy.json", "ledger.json"):
+        on_disk = json.loads((tmp_path / "inf" / name).read_text(), parse_constant=_not_json)
+        assert "inf" in json.dumps(on_disk)
+    assert json.loads((tmp_path / "inf" / "privacy.json").read_text())["epsilon"] == "inf"
     # regression: privacy.json and the page said "never written: ... pre-noise vote histograms" and "from the
     # noisy votes only" of this run, whose saved votes ARE the exact histograms
     assert "pre-noise" not in rep["never_written"] and "noisy" not in " ".join(rep["post_processing"])

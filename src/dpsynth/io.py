@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import stat
@@ -62,8 +63,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every infinite or NaN float written as the string "inf", "-inf" or "nan".
+
+    Python's json writes ``Infinity`` and ``NaN``, which are not JSON: jq, JavaScript and most other readers
+    refuse the whole file (privacy.json of an ``--epsilon inf`` run).  Python reads the strings back with
+    ``float()`` and pydantic's float fields accept them, so dpsynth's own readers see the same values.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+JSON_WORDS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def from_json_word(value: Any) -> Any:
+    """A float field's value as read back: the words ``strict_json`` writes become floats again; anything
+    else is left for the field's own validation (a reader that knows the field is a number may call it)."""
+    return JSON_WORDS.get(value, value) if isinstance(value, str) else value
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """``obj`` as indented, strict JSON (``strict_json``), written atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

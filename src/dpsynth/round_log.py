@@ -13,11 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from dpsynth.errors import ResumeError
+from dpsynth.io import from_json_word
+
+# a float, or the word strict JSON holds an infinite or NaN float as (``io.strict_json``: an epsilon = inf run)
+JsonFloat = Annotated[float, BeforeValidator(from_json_word)]
 
 
 class RoundEntry(BaseModel):
@@ -31,15 +35,15 @@ class RoundEntry(BaseModel):
     complete: StrictBool = True
     expansion: StrictBool = False
     budgets: dict[str, dict[str, StrictInt]] | None = None
-    weights: dict[str, float] | None = None
-    class_shares: dict[str, float] | None = None
-    vote_mass: dict[str, float] | None = None
-    vote_signal: float | None = None
-    class_vote_signal: dict[str, float] | None = None
+    weights: dict[str, JsonFloat] | None = None
+    class_shares: dict[str, JsonFloat] | None = None
+    vote_mass: dict[str, JsonFloat] | None = None
+    vote_signal: JsonFloat | None = None
+    class_vote_signal: dict[str, JsonFloat] | None = None
     keywords: dict[str, list[str]] | None = None
     accepted: dict[str, StrictInt] | None = None
-    epsilon_spent: float | None = None
-    seconds: float | None = None
+    epsilon_spent: JsonFloat | None = None
+    seconds: JsonFloat | None = None
     completion_tokens: dict[str, StrictInt] | None = None
     judge_prompt_tokens: StrictInt | None = None
     outcomes: dict[str, dict[str, StrictInt]] | None = None

@@ -14,10 +14,14 @@ Every function takes arrays that are already embedded: embed each text once and 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import sys
+import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,9 +155,10 @@ def mauve_score(
                 dist = {"mauve": "mauve-text", "faiss": "faiss-cpu"}.get(str(exc.name).split(".")[0], "mauve-text")
                 raise MissingExtraError("MAUVE with backend mauve-text", "eval", [dist]) from None
         else:
-            out = mauve.compute_mauve(
-                p_features=p, q_features=q, seed=seed, num_buckets=num_buckets, verbose=False, **kwargs
-            )
+            with _without_faiss_size_warning():
+                out = mauve.compute_mauve(
+                    p_features=p, q_features=q, seed=seed, num_buckets=num_buckets, verbose=False, **kwargs
+                )
             return {
                 "mauve": float(out.mauve),
                 "mauve_star": float(out.mauve_star),
@@ -163,6 +168,42 @@ def mauve_score(
     if backend not in ("auto", "mauve-text", "fallback"):
         raise ValueError(f"unknown MAUVE backend {backend!r}; use auto, mauve-text or fallback")
     return mauve_fallback(p, q, seed=seed, num_buckets=num_buckets, **kwargs)
+
+
+# faiss's k-means writes this to the process's stderr (from C++, past sys.stderr) whenever a set has fewer than
+# 39 points per bucket, i.e. for every set under a few thousand records; the evaluation states the sample size
+# beside MAUVE itself (``read_mauve``), so the line only alarms a user who did nothing wrong.
+_FAISS_SIZE_WARNING = re.compile(r"^WARNING clustering \d+ points to \d+ centroids: please provide at least")
+
+
+@contextlib.contextmanager
+def _without_faiss_size_warning() -> Iterator[None]:
+    """File descriptor 2 into a temporary file for the block; afterwards every line but faiss's size warning
+    goes to stderr as it would have."""
+    fd = 2  # where C++ writes, whatever sys.stderr is (a notebook's or pytest's stream)
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no file descriptor 2 (a daemon): nothing reaches a console to filter
+        yield
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [
+                line
+                for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not _FAISS_SIZE_WARNING.match(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def mauve_fallback(
