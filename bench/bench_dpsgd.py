@@ -119,7 +119,7 @@ def main() -> None:
         "command": "OMP_NUM_THREADS=1 python bench/bench_dpsgd.py " + " ".join(sys.argv[1:]),
         "model": ft.model,
         "device": device,
-        "bf16_autocast": bf16,
+        "bf16_autocast": bf16,  # the no-DP row's; DP-SGD runs in fp32 whatever the precision (lm.train)
         "torch_threads": torch.get_num_threads(),
         "n_records": n,
         "max_length": ft.max_length,

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -1062,3 +1063,86 @@ def test_the_weightless_copy_of_an_encoder_is_refused_in_one_line(tmp_path: Path
     config = AutoConfig.from_pretrained(tmp_path)
     with pytest.raises(GeneratorError, match=r"^finetune.model: not a causal language model \(Unrecognized"):
         lm.lora_skeleton(config, FinetuneConfig(model=str(tmp_path), target_modules=["q_lin", "v_lin"]))
+
+
+def _summed_clipped_gradient(tiny_lm: Path, texts: list[str], precision: str, c: float) -> Any:
+    """One DP-SGD step through ``lm.train`` (q = 1, no noise, plain SGD at lr 1, fixed LoRA start): the sum
+    of the records' clipped gradients, read back from the weights' move (move = -sum / expected batch)."""
+    from dpsynth.config import FinetuneConfig
+
+    ft = FinetuneConfig(
+        model=str(tiny_lm), max_length=64, batch_size=8, precision=precision, optimizer="sgd", learning_rate=1.0
+    )
+    tok, model = lm.load_causal_lm(str(tiny_lm))
+    torch.manual_seed(0)
+    model = lm.add_lora(model, ft)
+    enc = lm.RecordFormat(tok, ft, "review").encode(texts, ["positive"] * len(texts), 64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone().double() for p in params]
+    bf16 = lm.pick_bf16(precision, "cpu")
+    plan = _noiseless_plan(c, steps=1, batch=8.0)
+    lm.train(model, lm.RecordDataset(enc, tok.pad_token_id), ft=ft, plan=plan, steps=1, device="cpu", bf16=bf16)
+    return -8.0 * torch.cat([(p.detach().double() - b).flatten() for p, b in zip(params, before, strict=True)])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_record_moves_the_summed_clipped_gradient_by_at_most_c_whatever_the_precision(
+    tiny_lm: Path, precision: str
+) -> None:
+    """Regression: DP-SGD ran its forward and backward under bf16 autocast (``precision: auto`` on a CPU or GPU
+    with bf16).  bf16 kernels round differently for different batch shapes, so adding one record to a batch
+    moved every other record's gradient too (0.6% relative), and the summed clipped gradient moved by more than
+    C, the sensitivity the accountant assumes.  DP-SGD now always runs in fp32; ``precision`` applies to
+    sampling only."""
+    rnd = random.Random(0)
+    words = ["great", "film", "loved", "the", "music", "awful", "boring", "plot", "acting", "scene", "story"]
+    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 30))) for _ in range(7)]
+    c = 1e-4  # far below every raw gradient norm: each record's gradient is clipped to exactly C
+    whole = _summed_clipped_gradient(tiny_lm, texts, precision, c)
+    worst = max(
+        float((whole - _summed_clipped_gradient(tiny_lm, texts[:x] + texts[x + 1 :], precision, c)).norm()) / c
+        for x in range(len(texts))
+    )
+    assert 0.99 < worst <= 1.0, worst
+
+
+@pytest.mark.parametrize("count_saved", [False, True])
+def test_a_joint_ledger_that_released_nothing_is_accounted_apart_on_resume(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch, count_saved: bool
+) -> None:
+    """Regression: a run an earlier dpsynth started (joint ledger, format 3) and killed before its count was
+    drawn resumed jointly, with the caveat no theorem covers, though nothing had been released and the
+    composition was still free.  It now takes the split.  A count saved but not yet recorded was drawn with the
+    joint plan's noise: that run stays joint."""
+    from dpsynth.privacy.ledger import Ledger
+
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm)
+    original = Ledger._record
+
+    def killed(self: Any, key: str, steps: int = 1) -> None:
+        raise KeyboardInterrupt
+
+    if count_saved:
+        monkeypatch.setattr(Ledger, "_record", killed)  # the count is saved, then the run dies
+    else:
+        monkeypatch.setattr(dpf.DpFinetuneMethod, "_release_count", lambda *a: killed(None, ""))
+    with pytest.raises(KeyboardInterrupt):
+        dpsynth.synthesize(cfg, progress=False)
+    monkeypatch.setattr(Ledger, "_record", original)
+    monkeypatch.undo()
+    raw = json.loads((out / "ledger.json").read_text())
+    assert raw["releases"] == [] and (out / "finetune" / "label_counts.json").exists() == count_saved
+    raw["format"] = 3  # as an earlier dpsynth wrote it: joint, the count at the whole delta
+    del raw["delta_split"]
+    raw["planned"][0]["noise_multiplier"] = dpf.count_event(cfg, 1.0).noise_multiplier
+    (out / "ledger.json").write_text(json.dumps(raw))
+    rep = dpsynth.synthesize(cfg, resume=True, progress=False).privacy
+    ledger = json.loads((out / "ledger.json").read_text())
+    if count_saved:
+        assert ledger["format"] == 3 and "caveat" in rep and "parts" not in rep["accountant"]
+    else:
+        assert ledger["format"] == 4 and ledger["delta_split"] == dpf.delta_split(cfg)
+        assert ledger["planned"][0]["noise_multiplier"] == dpf.count_event(cfg).noise_multiplier
+        assert "caveat" not in rep and [p["release"] for p in rep["accountant"]["parts"]] == ["counts", "dpsgd"]
+        assert rep["epsilon"] == pytest.approx(4.0)

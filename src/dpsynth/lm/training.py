@@ -63,7 +63,8 @@ def train(
     """Train the LoRA weights for ``steps - start_step`` more steps.
 
     With a ``plan``: DP-SGD through Opacus (per-sample clipping, Poisson sampling at plan.sample_rate,
-    noise plan.noise_multiplier * C).  Without (the canary audit's epsilon = infinity): no DP, the
+    noise plan.noise_multiplier * C), in fp32: ``bf16`` autocast applies to training without a plan only.
+    Without (the canary audit's epsilon = infinity): no DP, the
     optimizer on shuffled batches of ``batch_size``, no clipping, no noise.  ``checkpoint(step, optimizer)`` is
     called every ``ft.checkpoint_every`` steps and after the last one.
     """
@@ -137,8 +138,10 @@ def train(
             for p in params:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
         else:
-            with autocast(device, bf16):
-                logits = module(input_ids=ids).logits
+            # fp32 whatever ``bf16`` says: bf16 kernels round differently for different batch shapes, so one
+            # record joining a Poisson batch would move the other records' gradients too (0.6% relative), and
+            # one record could move the sum of clipped gradients by more than C, the sensitivity accounted
+            logits = module(input_ids=ids).logits
             loss_vec = per_sample_loss(logits, labels)
             loss_vec.mean().backward()
             lengths_loss.append(float(loss_vec.detach().mean()))

@@ -216,6 +216,9 @@ class DpFinetuneMethod:
             resume=run_dir.resuming,
             delta_split=delta_split(config),
         )
+        split = delta_split(config)
+        if split and not ledger.delta_split and not ledger.releases and not run_dir.label_counts.exists():
+            ledger.adopt_split(split)  # an earlier dpsynth's joint ledger, nothing drawn yet: account apart
         # a run resumed from a ledger that composes jointly (an earlier dpsynth) keeps its count's noise
         self.count_event = count_event(config, ledger.delta_split.get(COUNT_KEY, 1.0))
         ledger.plan([self.count_event])

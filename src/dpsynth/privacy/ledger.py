@@ -170,6 +170,18 @@ class Ledger:
         led.save()
         return led
 
+    def adopt_split(self, delta_split: dict[str, float]) -> None:
+        """A resumed ledger that composes jointly and has released nothing takes ``delta_split``: nothing was
+        drawn, so the run may still choose its composition, and the split one is the one with a theorem for a
+        plan chosen from an earlier release (module docstring).  Its planned events were calibrated for the
+        joint composition and are dropped, for the caller to plan again.  The caller must also know that no
+        release was saved before the ledger recorded it (``release`` records such a file on resume): that one
+        was drawn with the dropped event's noise."""
+        if self.delta_split or self.releases or not delta_split:
+            raise ValueError("only a joint ledger that has released nothing can take a delta split")
+        Ledger.__init__(self, self.path, self.epsilon, self.delta, self.requested_accountant, [], delta_split)
+        self.save()
+
     def save(self) -> None:
         if self.read_only:
             return
