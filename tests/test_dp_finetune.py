@@ -478,8 +478,13 @@ def _check_accounted_apart(out: Path, rep: dict[str, Any]) -> None:
     assert [p["release"] for p in acct["parts"]] == ["counts", "dpsgd"]
     assert [p["delta"] for p in acct["parts"]] == [pytest.approx(1e-6), pytest.approx(9e-6)]
     count, sgd = (Event.from_dict(e) for e in ledger["planned"])
-    alone = [  # the count by dp-accounting's PLD (tight for it), DP-SGD by the run's accountant
-        pld_epsilon([(count.noise_multiplier, 1.0, 1)], 1e-6),
+    # regression: the count was float Gaussian noise on an integer (its low-order bits left to rounding); it is the
+    # exact discrete Gaussian on the half-count grid, so every released count is a multiple of 1/2
+    assert count.grid_bits == 1 and count.moves == (1.0,) and "discrete Gaussian" in count.mechanism
+    noisy = json.loads((out / "finetune" / "label_counts.json").read_text())["noisy_counts"]
+    assert all(float(2 * v).is_integer() for v in noisy.values()), noisy
+    alone = [  # the count by dp-accounting's PLD (tight for it: its discrete loss), DP-SGD by the run's accountant
+        pld_epsilon((), 1e-6, discrete=((2 * count.sigma, (2,), 1),)),
         dpsgd.history_epsilon([(sgd.noise_multiplier, sgd.sample_rate, sgd.steps)], 9e-6, "prv"),
     ]
     assert alone[0] == pytest.approx(0.4, rel=1e-3)  # its share of epsilon, as calibrated
@@ -540,6 +545,26 @@ def test_a_plan_chosen_from_the_noisy_count_fits_the_budget_accounted_apart_what
         assert sgd_alone <= 40.0 - pld_epsilon([(weak, 1.0, 1)], share * delta) + 1e-9
         lefts.add(round(p.epsilon_after(p.steps) - pld_epsilon([(weak, 1.0, 1)], share * delta), 9))
     assert len(lefts) == 1
+    # a new run's count is the discrete Gaussian: calibrated for its share alone, and the plan fits beside it
+    dz, bits = dpsgd.calibrate_discrete_count(share * eps, share * delta)
+    discrete_count = pld_epsilon((), share * delta, discrete=((dz * 2**bits, (2**bits,), 1),))
+    assert bits == 1 and 0.99 * share * eps < discrete_count <= share * eps
+    assert dz == pytest.approx(count_z, rel=0.01)  # about the float Gaussian's noise
+    common = dict(epsilon=eps, delta=delta, delta_source="privacy.delta", n_records=400, batch_size=8, epochs=1.0)
+    common.update(max_grad_norm=1.0, accountant="prv", count_noise_multiplier=dz, count_delta_share=share)
+    plan = dpsgd.make_plan(**common, count_grid_bits=bits)  # type: ignore[arg-type]
+    assert plan.label_count_grid_bits == bits
+    sgd_alone = dpsgd.history_epsilon([(plan.noise_multiplier, plan.sample_rate, plan.steps)], 0.9 * delta, "prv")
+    assert discrete_count + sgd_alone <= eps + 1e-9 and plan.epsilon_after(plan.steps) == pytest.approx(eps)
+    left = dpsgd.check_count_apart_fits(dz, eps, delta, share, "prv", bits)
+    assert left == pytest.approx(eps - discrete_count, rel=1e-12)  # the discrete count's charge, not the float's
+    # the count's epsilon straight from dp-accounting's discrete Gaussian (sigma 2 dz, sensitivity 2 grid steps)
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    direct = pld.from_discrete_gaussian_mechanism(2 * dz, sensitivity=2).get_epsilon_for_delta(share * delta)
+    assert direct <= share * eps + 1e-9
+    with pytest.raises(ValueError, match="accounted apart"):  # Opacus' joint composition cannot read it
+        dpsgd.make_plan(**{**common, "count_delta_share": None}, count_grid_bits=bits)  # type: ignore[arg-type]
 
 
 def test_a_fixed_sample_rate_makes_the_plan_independent_of_the_noisy_count(
@@ -629,9 +654,9 @@ def test_the_private_record_count_sets_nothing_in_the_plan(private_csv: Path, tm
         df.to_csv(p, index=False)
         m = dpf.DpFinetuneMethod(_config(p, tmp_path / f"r{n}", tiny_lm))
         m.prepare()
-        real = mechanisms.add_gaussian_noise
+        real = mechanisms.add_discrete_gaussian_noise
         try:  # fix the released value: only the mechanism's output may shape the plan
-            mechanisms.add_gaussian_noise = lambda v, s, rng=None: np.full(np.shape(v), 30.0)  # type: ignore[assignment]
+            mechanisms.add_discrete_gaussian_noise = lambda v, s, b, rng=None: np.full(np.shape(v), 30.0)  # type: ignore[assignment]
             from dpsynth.progress import ProgressReporter
             from dpsynth.run import RunDir
 
@@ -639,7 +664,7 @@ def test_the_private_record_count_sets_nothing_in_the_plan(private_csv: Path, tm
             rd.path.mkdir()
             m.train_adapter(rd, ProgressReporter(enabled=False))
         finally:
-            mechanisms.add_gaussian_noise = real  # type: ignore[assignment]
+            mechanisms.add_discrete_gaussian_noise = real  # type: ignore[assignment]
         assert m.plan is not None
         plans.append((m.plan.sample_rate, m.plan.steps, m.plan.noise_multiplier, m.plan.delta))
         m.close()
@@ -706,7 +731,7 @@ def test_a_run_started_with_a_joint_ledger_resumes_jointly_and_keeps_its_caveat(
     raw = json.loads((out / "ledger.json").read_text())
     raw["format"] = 3
     del raw["delta_split"]
-    raw["planned"][0]["noise_multiplier"] = dpf.count_event(cfg, 1.0).noise_multiplier
+    raw["planned"][0] = dpf.count_event(cfg, 1.0).to_dict()  # float, at the whole delta
     (out / "ledger.json").write_text(json.dumps(raw))
     res = dpsynth.synthesize(cfg, resume=True, progress=False)
     ledger = json.loads((out / "ledger.json").read_text())
@@ -1135,7 +1160,7 @@ def test_a_joint_ledger_that_released_nothing_is_accounted_apart_on_resume(
     assert raw["releases"] == [] and (out / "finetune" / "label_counts.json").exists() == count_saved
     raw["format"] = 3  # as an earlier dpsynth wrote it: joint, the count at the whole delta
     del raw["delta_split"]
-    raw["planned"][0]["noise_multiplier"] = dpf.count_event(cfg, 1.0).noise_multiplier
+    raw["planned"][0] = dpf.count_event(cfg, 1.0).to_dict()  # float, at the whole delta
     (out / "ledger.json").write_text(json.dumps(raw))
     rep = dpsynth.synthesize(cfg, resume=True, progress=False).privacy
     ledger = json.loads((out / "ledger.json").read_text())
@@ -1146,3 +1171,66 @@ def test_a_joint_ledger_that_released_nothing_is_accounted_apart_on_resume(
         assert ledger["planned"][0]["noise_multiplier"] == dpf.count_event(cfg).noise_multiplier
         assert "caveat" not in rep and [p["release"] for p in rep["accountant"]["parts"]] == ["counts", "dpsgd"]
         assert rep["epsilon"] == pytest.approx(4.0)
+
+
+def test_the_optimizer_clips_within_the_margin_and_noises_for_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each per-sample gradient is clipped to C (1 - CLIP_MARGIN), for the float drift a batch's layout adds to
+    the other records' gradients, while the noise stays z x C, the scale the accountant assumes."""
+    c, z = 2.0, 1.5
+    plan = dataclasses.replace(_noiseless_plan(c, steps=1, batch=1.0), noise_multiplier=z)
+    model = torch.nn.Linear(1000, 200, bias=False)
+    opt = dpsgd.secure_dp_optimizer(torch.optim.SGD(model.parameters(), lr=1.0), plan)
+    assert opt.max_grad_norm == pytest.approx(c * (1 - dpsgd.CLIP_MARGIN), rel=1e-12) and dpsgd.CLIP_MARGIN > 0
+    model.weight.summed_grad = torch.zeros_like(model.weight)
+    opt.add_noise()
+    assert float(model.weight.grad.std()) == pytest.approx(z * c, rel=0.01)  # 200,000 draws: 0.3% sd
+    # the scale exactly: unit "noise" comes out as z x C, not z x the clipping threshold (review finding)
+    monkeypatch.setattr(dpsgd, "secure_standard_normal_torch", lambda ref, rng: torch.ones_like(ref))
+    model.weight.summed_grad = torch.zeros_like(model.weight)
+    opt.add_noise()
+    assert torch.all(model.weight.grad == torch.tensor(z * c, dtype=model.weight.dtype))
+
+
+def test_strict_fp32_turns_tf32_off_for_the_block_and_restores_it() -> None:
+    """Also when transformers set TF32 through torch's newer switch (review: the legacy one then raised)."""
+    from dpsynth.lm.device import strict_fp32
+
+    switches = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
+    before = [b.fp32_precision for b in switches]
+    try:
+        for b in switches:
+            b.fp32_precision = "tf32"
+        with strict_fp32():
+            assert [b.fp32_precision for b in switches] == ["ieee", "ieee"]
+        assert [b.fp32_precision for b in switches] == ["tf32", "tf32"]
+    finally:
+        for b, v in zip(switches, before, strict=True):
+            b.fp32_precision = v
+
+
+def test_a_split_ledger_with_a_float_count_resumes_with_it(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run begun before the count became discrete (split ledger, float count event) and stopped after its
+    count resumes on its ledger: the count's event is not re-planned as discrete (which the ledger would refuse
+    as other noise), DP-SGD gets what the float count left it, and the parts add up to the target."""
+    out = tmp_path / "run"
+    cfg = _config(private_csv, out, tiny_lm)
+
+    def killed(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpf.DpFinetuneMethod, "_dpsgd_plan", killed)  # the count is released, DP-SGD not planned
+    with pytest.raises(KeyboardInterrupt):
+        dpsynth.synthesize(cfg, progress=False)
+    monkeypatch.undo()
+    raw = json.loads((out / "ledger.json").read_text())
+    assert raw["planned"][0]["grid_bits"] == 1 and [r["key"] for r in raw["releases"]] == ["counts"]
+    raw["planned"][0] = dpf.count_event(cfg, 0.1, discrete=False).to_dict()  # as the earlier version planned it
+    (out / "ledger.json").write_text(json.dumps(raw))
+    rep = dpsynth.synthesize(cfg, resume=True, progress=False).privacy
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert "grid_bits" not in ledger["planned"][0] and ledger["format"] == 4
+    assert "caveat" not in rep and rep["epsilon"] == pytest.approx(4.0, rel=1e-12)
+    z = Event.from_dict(ledger["planned"][0]).noise_multiplier
+    assert rep["accountant"]["parts"][0]["epsilon"] == pytest.approx(pld_epsilon([(z, 1.0, 1)], 1e-6), rel=1e-9)

@@ -30,6 +30,7 @@ from safetensors.torch import save
 from dpsynth.knowledgesg.client import ServerClient
 from dpsynth.knowledgesg.protocol import CHECKSUM_HEADER, JobSpec, LoraSpec, PromptSpec
 from dpsynth.knowledgesg.server import token_hash
+from dpsynth.methods import dp_finetune_privacy as dpf_privacy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -259,6 +260,9 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
     parts = privacy["accountant"]["parts"]
     assert [p["release"] for p in parts] == ["counts", "dpsgd"]
     assert privacy["epsilon"] == pytest.approx(sum(p["epsilon"] for p in parts), rel=1e-12)
+    # regression: KnowledgeSG's own post-processing list replaced the note that q and the steps come from the count
+    assert privacy["post_processing"][0].startswith(dpf_privacy.ADAPTIVE_PLAN_NOTE[:40])
+    assert any("uploaded to the server" in p for p in privacy["post_processing"])
     adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
     assert privacy["sent_to_server"]["adapter"]["sha256"] == hashlib.sha256(adapter).hexdigest()
     # nothing private reached the server: every request body it received, and every file it wrote

@@ -47,3 +47,30 @@ def autocast(device: str, bf16: bool) -> Any:
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Any:
+    """IEEE fp32 matmuls and convolutions on CUDA for the block (TF32 off), whatever another library in the
+    process set: TF32 rounds inputs to a 10-bit mantissa, and DP-SGD's per-sample gradients must not depend
+    on how a batch is laid out (``lm.train``).  A no-op on a CPU.  torch 2.9+ has a second switch
+    (``fp32_precision``; transformers sets it) and refuses a mix of the two, so the one it has is used."""
+    import torch
+
+    if hasattr(torch.backends, "fp32_precision"):
+        switches = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]  # type: ignore[attr-defined]
+        saved = [b.fp32_precision for b in switches]
+        for b in switches:
+            b.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for b, v in zip(switches, saved, strict=True):
+                b.fp32_precision = v
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import FinetuneConfig
-from dpsynth.lm.device import autocast, pick_bf16, pick_device
+from dpsynth.lm.device import autocast, pick_bf16, pick_device, strict_fp32
 from dpsynth.lm.loading import add_lora, load_causal_lm, save_adapter
 from dpsynth.lm.records import RecordDataset, RecordFormat, collate, per_sample_loss
 from dpsynth.privacy.dpsgd import DpSgdPlan, make_private
@@ -129,34 +129,35 @@ def train(
                 yield from priv.loader
 
         batches = _loop()
-    lengths_loss: list[float] = []
-    while step < steps:
-        ids, labels = next(batches)
-        ids, labels = ids.to(device), labels.to(device)
-        if ids.shape[0] == 0:
-            # an empty Poisson batch is still a DP-SGD step: the update is pure noise
-            for p in params:
-                p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
-        else:
-            # fp32 whatever ``bf16`` says: bf16 kernels round differently for different batch shapes, so one
-            # record joining a Poisson batch would move the other records' gradients too (0.6% relative), and
-            # one record could move the sum of clipped gradients by more than C, the sensitivity accounted
-            logits = module(input_ids=ids).logits
-            loss_vec = per_sample_loss(logits, labels)
-            loss_vec.mean().backward()
-            lengths_loss.append(float(loss_vec.detach().mean()))
-            grad_samples_to_fp32(params)
-        dp_opt.step()
-        dp_opt.zero_grad(set_to_none=True)
-        if dp_opt._is_last_step_skipped:  # BatchMemoryManager: a physical part of a logical batch
-            continue
-        step += 1
-        last_loss = sum(lengths_loss) / len(lengths_loss) if lengths_loss else None
-        lengths_loss.clear()
-        if on_step:
-            on_step(step, last_loss)
-        if checkpoint and (step % ft.checkpoint_every == 0 or step == steps):
-            checkpoint(step, dp_opt.original_optimizer)
+    with strict_fp32():  # no TF32 matmuls on a GPU either (see the comment in the loop)
+        lengths_loss: list[float] = []
+        while step < steps:
+            ids, labels = next(batches)
+            ids, labels = ids.to(device), labels.to(device)
+            if ids.shape[0] == 0:
+                # an empty Poisson batch is still a DP-SGD step: the update is pure noise
+                for p in params:
+                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            else:
+                # fp32 whatever ``bf16`` says: bf16 kernels round differently for different batch shapes, so one
+                # record joining a Poisson batch would move the other records' gradients too (0.6% relative), and
+                # one record could move the sum of clipped gradients by more than C, the sensitivity accounted
+                logits = module(input_ids=ids).logits
+                loss_vec = per_sample_loss(logits, labels)
+                loss_vec.mean().backward()
+                lengths_loss.append(float(loss_vec.detach().mean()))
+                grad_samples_to_fp32(params)
+            dp_opt.step()
+            dp_opt.zero_grad(set_to_none=True)
+            if dp_opt._is_last_step_skipped:  # BatchMemoryManager: a physical part of a logical batch
+                continue
+            step += 1
+            last_loss = sum(lengths_loss) / len(lengths_loss) if lengths_loss else None
+            lengths_loss.clear()
+            if on_step:
+                on_step(step, last_loss)
+            if checkpoint and (step % ft.checkpoint_every == 0 or step == steps):
+                checkpoint(step, dp_opt.original_optimizer)
     # detach Opacus' hooks so the model can be used (and wrapped again) normally
     with contextlib.suppress(Exception):
         module._close()
@@ -167,8 +168,9 @@ def grad_samples_to_fp32(params: Sequence[Any]) -> None:
     """Upcast Opacus' per-sample gradients to fp32 before it clips them.
 
     Opacus computes per-sample norms and clip factors in the per-sample gradients' dtype; under bf16
-    autocast that is bf16, whose 8-bit mantissa let clipped norms reach 1.005 C, above the sensitivity
-    the accountant assumes.  In fp32 the clipped norms stay within C (up to 1e-6 relative)."""
+    autocast that was bf16, whose 8-bit mantissa let clipped norms reach 1.005 C, above the sensitivity
+    the accountant assumes.  DP-SGD now runs without autocast, so this is a guard for weights or hooks
+    of another dtype, not the fix."""
     import torch
 
     for p in params:

@@ -130,7 +130,14 @@ class DpFinetuneMethod:
         # a budget the accountant cannot split (a tiny epsilon) is refused here, by --check too, not after a load
         split, z = delta_split(config), self.count_event.noise_multiplier
         if split:  # accounted apart from DP-SGD (the plan is chosen from the count)
-            check_count_apart_fits(z, config.privacy.epsilon, config.privacy.delta, split[COUNT_KEY], ft.accountant)
+            check_count_apart_fits(
+                z,
+                config.privacy.epsilon,
+                config.privacy.delta,
+                split[COUNT_KEY],
+                ft.accountant,
+                self.count_event.grid_bits,
+            )
         else:
             check_prefix_fits([(z, 1.0, 1)], config.privacy.epsilon, config.privacy.delta, ft.accountant)
         # finishing a trained run (sampling from the saved DP adapter) is post-processing: the records
@@ -219,8 +226,11 @@ class DpFinetuneMethod:
         split = delta_split(config)
         if split and not ledger.delta_split and not ledger.releases and not run_dir.label_counts.exists():
             ledger.adopt_split(split)  # an earlier dpsynth's joint ledger, nothing drawn yet: account apart
-        # a run resumed from a ledger that composes jointly (an earlier dpsynth) keeps its count's noise
-        self.count_event = count_event(config, ledger.delta_split.get(COUNT_KEY, 1.0))
+        # a run resumed from a ledger that composes jointly (an earlier dpsynth) keeps its count's noise, and one
+        # that planned a float count (before the discrete count, 2026-12-07) keeps it float
+        stored = ledger.event(COUNT_KEY)
+        discrete = None if stored is None else stored.grid_bits > 0
+        self.count_event = count_event(config, ledger.delta_split.get(COUNT_KEY, 1.0), discrete)
         ledger.plan([self.count_event])
 
         # 1. the noisy count: class shares of the output and the sample rate of DP-SGD
@@ -300,9 +310,9 @@ class DpFinetuneMethod:
             assert data is not None
             # the handle counts and adds the noise: the pre-noise counts never leave it
             if per_label:
-                noisy, keys = data.noisy_label_counts(labels, event.sigma), labels
+                noisy, keys = data.noisy_label_counts(labels, event.sigma, event.grid_bits), labels
             else:
-                noisy, keys = data.noisy_total(event.sigma), ["total"]
+                noisy, keys = data.noisy_total(event.sigma, event.grid_bits), ["total"]
             return {"noisy_counts": {k: float(x) for k, x in zip(keys, noisy, strict=True)}, "sigma": event.sigma}
 
         out: dict[str, float] = ledger.release(COUNT_KEY, path, draw)["noisy_counts"]
@@ -332,6 +342,7 @@ class DpFinetuneMethod:
                 accountant=ledger.accountant,  # type: ignore[arg-type]
                 count_noise_multiplier=self.count_event.noise_multiplier,
                 count_delta_share=ledger.delta_split.get(COUNT_KEY),
+                count_grid_bits=self.count_event.grid_bits,
             )
             if plan.accountant != ledger.accountant:
                 ledger.use_accountant(plan.accountant)
@@ -349,6 +360,7 @@ class DpFinetuneMethod:
             expected_batch_size=expected_batch_size(ft.sample_rate, ft.batch_size, max(1.0, round(n_hat))),
             label_count_noise_multiplier=self.count_event.noise_multiplier,
             count_delta_share=ledger.delta_split.get(COUNT_KEY),
+            label_count_grid_bits=self.count_event.grid_bits,
         )
 
     def _save_checkpoint(self, path: Path, step: int, optimizer: Any) -> None:

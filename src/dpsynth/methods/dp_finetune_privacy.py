@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.privacy.dpsgd import DpSgdPlan, calibrate_count_noise
+from dpsynth.privacy.dpsgd import COUNT_MOVES, DpSgdPlan, calibrate_count_noise, calibrate_discrete_count
 from dpsynth.privacy.events import Event
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.report import privacy_report
@@ -16,6 +16,7 @@ COUNT_KEY = "counts"
 DPSGD_KEY = "dpsgd"
 DPSGD_MECHANISM = "DP-SGD (Opacus): per-sample clipping, Poisson sampling, Gaussian noise"
 COUNT_MECHANISM = "record count, Gaussian mechanism"
+DISCRETE_COUNT_MECHANISM = "record count, discrete Gaussian mechanism on the grid 2^-{bits}"
 # privacy.json's caveat for a run started by a dpsynth that did not split delta yet (its plan was chosen from the
 # noisy count and composed jointly with it); the reasoning is in docs/dp-finetune.md, "Planned from the
 # noisy count".  A run started now accounts the two apart (delta_split) and has no caveat.
@@ -45,20 +46,27 @@ def delta_split(config: Config) -> dict[str, float]:
     return {COUNT_KEY: share, DPSGD_KEY: 1.0 - share}
 
 
-def count_event(config: Config, delta_share: float | None = None) -> Event:
+def count_event(config: Config, delta_share: float | None = None, discrete: bool | None = None) -> Event:
     """The noisy record count: alone it is (share * epsilon, delta_share * delta)-DP (sensitivity 1 under
-    add/remove).  ``delta_share``: the ledger's split (1 when composed jointly); default: a new run's."""
+    add/remove).  ``delta_share``: the ledger's split (1 when composed jointly); default: a new run's.
+    ``discrete`` (default: when accounted apart, delta_share < 1): the exact discrete Gaussian
+    (``calibrate_discrete_count``); a resume passes what its ledger planned (a float count before 2026-12-07)."""
     ft = config.finetune
     if delta_share is None:
         delta_share = delta_split(config).get(COUNT_KEY, 1.0)
-    z = calibrate_count_noise(ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta * delta_share)
+    if discrete is None:
+        discrete = delta_share < 1.0
+    epsilon, delta = ft.label_count_epsilon_share * config.privacy.epsilon, config.privacy.delta * delta_share
+    z, bits = calibrate_discrete_count(epsilon, delta) if discrete else (calibrate_count_noise(epsilon, delta), 0)
     per_label = ft.label_proportions == "dp-count"
     return Event(
         COUNT_KEY,
         z,
         sensitivity=1.0,
-        mechanism=COUNT_MECHANISM,
+        mechanism=DISCRETE_COUNT_MECHANISM.format(bits=bits) if bits else COUNT_MECHANISM,
         reads="the private labels (one count per declared label)" if per_label else "the number of private records",
+        grid_bits=bits,
+        moves=COUNT_MOVES if bits else (),
     )
 
 

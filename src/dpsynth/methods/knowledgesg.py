@@ -239,7 +239,9 @@ class KnowledgeSGClientMethod:
         if ks.local_finetune and rows:
             self._local_finetune(run_dir, rows, reporter)
         report = self.inner.report(ledger, shares)
+        plan_note = report.get("post_processing", [])[:1]  # how DP-SGD's plan and average use the noisy count
         report.update(self._report_extra(state, server_report))
+        report["post_processing"] = [*plan_note, *report["post_processing"]]
         return rows, report
 
     def _upload(self, run_dir: RunDir, state: dict[str, Any]) -> None:

@@ -217,7 +217,7 @@ class GaussianPlan:
 
     def epsilon_after(self, releases: int) -> float:
         if self.grid_bits and self.noise_multiplier > 0:
-            return _discrete_epsilon(self.noise_multiplier, self.moves, self.grid_bits, releases, self.delta)
+            return discrete_epsilon(self.noise_multiplier, self.moves, self.grid_bits, releases, self.delta)
         return epsilon_for(self.noise_multiplier, releases, self.delta, self.accountant)
 
     @classmethod
@@ -248,7 +248,7 @@ class GaussianPlan:
         bits = max(base_bits, 1, math.ceil(math.log2(min_grid_steps / base.sigma)))
 
         def ok(z: float) -> bool:
-            return _discrete_epsilon(z, moves, bits, steps, delta) <= epsilon
+            return discrete_epsilon(z, moves, bits, steps, delta) <= epsilon
 
         lo, hi = base.noise_multiplier, base.noise_multiplier * 1.005
         while not ok(hi):
@@ -262,7 +262,7 @@ class GaussianPlan:
 
 
 @functools.lru_cache(maxsize=256)
-def _discrete_epsilon(z: float, moves: tuple[float, ...], bits: int, releases: int, delta: float) -> float:
+def discrete_epsilon(z: float, moves: tuple[float, ...], bits: int, releases: int, delta: float) -> float:
     """Epsilon of ``releases`` discrete releases at noise multiplier z (see ``calibrate_discrete``)."""
     if releases == 0:
         return 0.0

@@ -23,7 +23,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dpsynth.errors import ConfigError
-from dpsynth.privacy.accountant import calibrate_noise_multiplier, pld_epsilon, smallest_passing
+from dpsynth.privacy.accountant import (
+    GaussianPlan,
+    calibrate_noise_multiplier,
+    discrete_epsilon,
+    pld_epsilon,
+    smallest_passing,
+)
 from dpsynth.privacy.mechanisms import secure_poisson_mask, secure_rng, secure_standard_normal_torch
 from dpsynth.privacy.rounding import round_up
 
@@ -99,6 +105,12 @@ class DpSgdPlan:
     # the count's share of delta when the count and DP-SGD are accounted apart and added (the plan was
     # chosen from the count: Ledger's delta_split); None: composed jointly
     count_delta_share: float | None = None
+    # > 0: the count is a discrete Gaussian on the grid 2^-bits (a count accounted apart); 0: the float Gaussian
+    label_count_grid_bits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.label_count_grid_bits and self.count_delta_share is None:
+            raise ValueError("a discrete count is accounted apart from DP-SGD (count_delta_share)")
 
     def history(self, steps_done: int, count_released: bool = True) -> list[tuple[float, float, int]]:
         h: list[tuple[float, float, int]] = []
@@ -115,7 +127,9 @@ class DpSgdPlan:
         # as the ledger charges a split (privacy/ledger.py): the count alone by PLD, DP-SGD at least the budget
         # the count left it
         assert self.label_count_noise_multiplier is not None
-        count_alone = count_epsilon_apart(self.label_count_noise_multiplier, self.delta * share)
+        count_alone = count_epsilon_apart(
+            self.label_count_noise_multiplier, self.delta * share, self.label_count_grid_bits
+        )
         count = count_alone if count_released else 0.0
         if not steps_done:
             return count
@@ -152,9 +166,24 @@ def steps_for(epochs: float, sample_rate: float) -> int:
     return max(1, round(epochs / sample_rate))
 
 
+# one record moves one count (the total, or its label's) by 1 under add/remove
+COUNT_MOVES = (1.0,)
+
+
 def calibrate_count_noise(epsilon: float, delta: float) -> float:
     """Noise multiplier of one sensitivity-1 Gaussian release that is (epsilon, delta)-DP alone (PLD)."""
     return calibrate_noise_multiplier(epsilon, delta, 1, "pld")
+
+
+def calibrate_discrete_count(epsilon: float, delta: float) -> tuple[float, int]:
+    """(noise multiplier, grid bits) of one count release, (epsilon, delta)-DP alone, with the exact discrete
+    Gaussian on the grid 2^-bits (``mechanisms.discrete_gaussian``; 1 bit, half counts, unless the noise is below
+    half a count).  Each of its output bits depends on the draw alone, where a float Gaussian added to an integer
+    leaves the sum's low-order bits to floating-point rounding, which can tell neighbouring inputs apart (Mironov
+    2012, for the Laplace mechanism).  Its accounting needs dp-accounting's PLD, so only a count accounted apart
+    from DP-SGD is discrete; one composed with DP-SGD by Opacus (a fixed sample rate) stays float."""
+    plan = GaussianPlan.calibrate_discrete(epsilon, delta, 1, COUNT_MOVES, base_bits=1, min_grid_steps=1.0)
+    return plan.noise_multiplier, plan.grid_bits
 
 
 def calibrate_dpsgd(
@@ -270,20 +299,23 @@ def pld_history_epsilon(history: list[tuple[float, float, int]], delta: float) -
     return pld_epsilon(history, delta, interval=1e-3)
 
 
-def count_epsilon_apart(count_z: float, delta: float) -> float:
+def count_epsilon_apart(count_z: float, delta: float, grid_bits: int = 0) -> float:
     """The noisy count's epsilon alone at ``delta`` (its share), as a split ledger charges it: dp-accounting's
     PLD, tight for one unsampled Gaussian, whatever DP-SGD's accountant (PRV's numerical error, 0.01, would be
-    charged to the count in full, and a switch to RDP would change the figure after the count was drawn)."""
+    charged to the count in full, and a switch to RDP would change the figure after the count was drawn).
+    ``grid_bits`` > 0: the discrete Gaussian on that grid (``calibrate_discrete_count``)."""
+    if grid_bits:
+        return discrete_epsilon(count_z, COUNT_MOVES, grid_bits, 1, delta)
     return pld_epsilon([(count_z, 1.0, 1)], delta)
 
 
 def check_count_apart_fits(
-    count_z: float, epsilon: float, delta: float, share: float, accountant: DpSgdAccountant
+    count_z: float, epsilon: float, delta: float, share: float, accountant: DpSgdAccountant, grid_bits: int = 0
 ) -> float:
     """What a count accounted apart (at ``share`` of delta) leaves DP-SGD, fixed before the count is drawn;
     refused (before anything is spent) when it is next to nothing or below what ``accountant`` can certify
     for DP-SGD alone at the rest of delta (PRV: its numerical error; RDP: about 0.10 at delta 1e-5)."""
-    left = epsilon - count_epsilon_apart(count_z, delta * share)
+    left = epsilon - count_epsilon_apart(count_z, delta * share, grid_bits)
     if left <= 0.01 * epsilon:
         raise ConfigError(
             "finetune.label_count_epsilon_share: the label count alone uses the whole budget; lower the share "
@@ -321,6 +353,7 @@ def make_plan(
     count_noise_multiplier: float | None = None,
     sample_rate: float | None = None,
     count_delta_share: float | None = None,
+    count_grid_bits: int = 0,
 ) -> DpSgdPlan:
     """Calibrate the plan: a count's noise (given, or for ``label_count_share * epsilon`` alone; none
     without either), then the DP-SGD noise so that the composition of both is (epsilon, delta)-DP.
@@ -332,7 +365,8 @@ def make_plan(
     ``count_delta_share`` (with a count): the plan is chosen from the count, so the two are not composed
     jointly (a theorem covers that only for parameters fixed in advance) but apart and added: DP-SGD alone
     gets (epsilon - the count's epsilon at share * delta, (1 - share) * delta), whatever the count
-    (basic composition under adaptive choice; privacy/ledger.py's docstring has the proof)."""
+    (basic composition under adaptive choice; privacy/ledger.py's docstring has the proof).  Such a count is a
+    discrete Gaussian (``calibrate_discrete_count``): given, its grid is ``count_grid_bits``."""
     if sample_rate is None and batch_size > n_records:
         raise ConfigError(
             f"finetune.batch_size: {batch_size} is larger than the {n_records} private records; use a "
@@ -340,14 +374,17 @@ def make_plan(
         )
     q = sample_rate if sample_rate is not None else batch_size / n_records
     steps = steps_for(epochs, q)
-    count_z = count_noise_multiplier
+    count_z, bits = count_noise_multiplier, count_grid_bits
     if count_z is None and label_count_share:
-        count_z = calibrate_count_noise(label_count_share * epsilon, delta)
+        if count_delta_share is None:
+            count_z = calibrate_count_noise(label_count_share * epsilon, delta)
+        else:
+            count_z, bits = calibrate_discrete_count(label_count_share * epsilon, delta * count_delta_share)
     prefix = [(count_z, 1.0, 1)] if count_z is not None else []
     apart = count_delta_share if count_z is not None else None
     left = epsilon
     if count_z is not None and apart is not None:
-        left = check_count_apart_fits(count_z, epsilon, delta, apart, accountant)
+        left = check_count_apart_fits(count_z, epsilon, delta, apart, accountant, bits)
 
     def calibrate(acc: DpSgdAccountant) -> float:
         if apart is None:
@@ -375,6 +412,7 @@ def make_plan(
         label_count_noise_multiplier=count_z,
         extra=extra,
         count_delta_share=apart,
+        label_count_grid_bits=bits if count_z is not None else 0,
     )
 
 

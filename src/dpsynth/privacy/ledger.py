@@ -177,9 +177,11 @@ class Ledger:
         joint composition and are dropped, for the caller to plan again.  The caller must also know that no
         release was saved before the ledger recorded it (``release`` records such a file on resume): that one
         was drawn with the dropped event's noise."""
-        if self.delta_split or self.releases or not delta_split:
-            raise ValueError("only a joint ledger that has released nothing can take a delta split")
+        if self.delta_split or self.releases or not delta_split or self.read_only:
+            raise ValueError("only a joint ledger that has released nothing, opened to write, can take a delta split")
+        accountant = self.accountant  # a switch to RDP made when DP-SGD was planned stays
         Ledger.__init__(self, self.path, self.epsilon, self.delta, self.requested_accountant, [], delta_split)
+        self.accountant = accountant
         self.save()
 
     def save(self) -> None:

@@ -114,19 +114,21 @@ class PrivateData:
         """``fn(texts, labels)``: a method's encoding of the records (e.g. token tensors for DP-SGD)."""
         return fn(self._texts, self._labels)
 
-    def noisy_label_counts(self, labels: Sequence[str], sigma: float) -> np.ndarray:
-        """The number of records of each label in ``labels``, plus N(0, sigma^2) each."""
+    def noisy_label_counts(self, labels: Sequence[str], sigma: float, grid_bits: int = 0) -> np.ndarray:
+        """The number of records of each label in ``labels``, plus N(0, sigma^2) each: the exact discrete
+        Gaussian on the grid 2^-grid_bits, or (``grid_bits`` 0) the float one."""
         raw = np.array([sum(1 for v in self._labels if v == k) for k in labels], dtype=np.float64)
-        noisy = mechanisms.add_gaussian_noise(raw, sigma)
-        del raw  # the pre-noise counts are never written or returned
-        return noisy
+        return _noised(raw, sigma, grid_bits)  # the pre-noise counts are never written or returned
 
-    def noisy_total(self, sigma: float) -> np.ndarray:
-        """The number of records plus N(0, sigma^2), as a 1-element array."""
-        raw = np.array([float(len(self._texts))])
-        noisy = mechanisms.add_gaussian_noise(raw, sigma)
-        del raw
-        return noisy
+    def noisy_total(self, sigma: float, grid_bits: int = 0) -> np.ndarray:
+        """The number of records plus N(0, sigma^2) (as ``noisy_label_counts``), as a 1-element array."""
+        return _noised(np.array([float(len(self._texts))]), sigma, grid_bits)
+
+
+def _noised(raw: np.ndarray, sigma: float, grid_bits: int) -> np.ndarray:
+    if grid_bits:
+        return mechanisms.add_discrete_gaussian_noise(raw, sigma, grid_bits)
+    return mechanisms.add_gaussian_noise(raw, sigma)
 
 
 def load_private(

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dpsynth.privacy.accountant import gdp_epsilon
-from dpsynth.privacy.events import Event, discrete_history, gdp_mu_of, history, pld_epsilon
+from dpsynth.privacy.events import Event, discrete_history, epsilon_of, gdp_mu_of, history, pld_epsilon
 from dpsynth.privacy.ledger import COMPOSITION_NOTE, Ledger
 from dpsynth.privacy.rounding import round_up
 
@@ -339,10 +339,10 @@ def _accountant_section(ledger: Ledger, spent: float) -> dict[str, Any]:
 
 def _pld_crosscheck(ledger: Ledger, events: Sequence[Event]) -> float:
     if not ledger.delta_split:
-        return pld_epsilon(history(events), ledger.delta, interval=1e-3)
+        return pld_epsilon(history(events), ledger.delta, interval=1e-3, discrete=discrete_history(events))
     # each part as the ledger charges it, its epsilon alone by dp-accounting (the last: at least what was left to it)
     total = 0.0
     for e in events:
-        alone = pld_epsilon(history([e]), ledger.delta * ledger.delta_split[e.key], interval=1e-3)
+        alone = epsilon_of([e], ledger.delta * ledger.delta_split[e.key], "pld")  # a discrete count too
         total += max(alone, ledger.epsilon_left()) if e.key == ledger.adaptive_key else alone
     return total
