@@ -1356,3 +1356,16 @@ def test_a_flag_set_on_every_generator_is_refused_once_and_a_field_in_the_wrong_
     with caplog.at_level("WARNING", logger="dpsynth"):
         cfg = load_config(empty)
     assert "sets no field" in caplog.text and cfg == Config()
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --out with --resume said "holds no run to resume; drop --resume to start one", which sends a
+    user to start a new run in the wrong place; it now says the folder does not exist (and where from)."""
+    with pytest.raises(SystemExit):
+        main(["run", "--resume", "--out", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "check the path" in err and "nowhere" in err, err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main(["run", "--resume", "--out", str(tmp_path / "empty")])
+    assert "holds no run to resume" in capsys.readouterr().err

@@ -236,6 +236,11 @@ class RunDir:
                         "cannot be resumed: restore its config.yaml if it is a run, or choose another --out for a "
                         "new run"
                     )
+                if not self.path.exists():  # a mistyped path is the likelier mistake than a new run
+                    raise ResumeError(
+                        f"out: {self.path} does not exist, so there is no run to resume; check the path (from "
+                        f"{Path.cwd()}), or drop --resume to start a new run there"
+                    )
                 raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
             stored_raw = self.stored_raw()
             if isinstance(stored_raw.get("data"), dict) and "private" in stored_raw["data"]:
