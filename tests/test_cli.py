@@ -1368,4 +1368,18 @@ def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path: Path, capsys: 
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         main(["run", "--resume", "--out", str(tmp_path / "empty")])
-    assert "holds no run to resume" in capsys.readouterr().err
+    assert "holds no run to resume; drop --resume" in capsys.readouterr().err
+    # near a run (a UX review): inside it, the folder holding it, a typo of its name; each names the run
+    run = tmp_path / "myrun"
+    (run / "votes").mkdir(parents=True)
+    (run / "config.yaml").write_text("method: wasp\n", encoding="utf-8")
+    (run / "ledger.json").write_text("{}", encoding="utf-8")
+    for out, said in (
+        (run / "votes", f"is inside the run {run}: did you mean --out {run}?"),
+        (tmp_path, f"holds the run folder(s) myrun: did you mean --out {run}?"),
+        (tmp_path / "myrn", f"does not exist, so there is no run to resume; did you mean --out {run}?"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["run", "--resume", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert said in " ".join(err.split()) and "drop --resume" not in err, err

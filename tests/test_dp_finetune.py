@@ -1234,3 +1234,14 @@ def test_a_split_ledger_with_a_float_count_resumes_with_it(
     assert "caveat" not in rep and rep["epsilon"] == pytest.approx(4.0, rel=1e-12)
     z = Event.from_dict(ledger["planned"][0]).noise_multiplier
     assert rep["accountant"]["parts"][0]["epsilon"] == pytest.approx(pld_epsilon([(z, 1.0, 1)], 1e-6), rel=1e-9)
+
+
+def test_asking_for_bf16_says_dp_sgd_trains_in_fp32(
+    private_csv: Path, tmp_path: Path, tiny_lm: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user who sets finetune.precision bf16 is told that DP-SGD ignores it (a UX review: it was silent)."""
+    method = dpf.DpFinetuneMethod(_config(private_csv, tmp_path / "run", tiny_lm, precision="bf16"))
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        method.prepare(load_models=False)
+    method.close()
+    assert "DP-SGD trains in fp32 whatever this says" in caplog.text

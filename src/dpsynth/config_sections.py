@@ -175,8 +175,9 @@ class FinetuneConfig(StrictModel):
     device: str = Field(default="auto", description="cpu, cuda, cuda:N, mps or auto (cuda when available).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
-        description="auto: bf16 autocast where the CPU/GPU supports it, else fp32; for sampling and training "
-        "without DP (DP-SGD always runs in fp32: bf16 rounding depends on the batch, which breaks its sensitivity).",
+        description="Precision of generation from the fine-tuned model (auto: bf16 autocast where the CPU/GPU "
+        "supports it, else fp32), and of the non-DP training of knowledgesg's local fine-tune and the canary "
+        "audit's epsilon = inf reference. DP-SGD always trains in fp32, whatever this says.",
     )
     epochs: float = Field(default=2.0, gt=0, le=1000, description="Passes over the private set (steps = epochs / q).")
     batch_size: int = Field(

@@ -49,6 +49,7 @@ from dpsynth.methods.registry import names_where
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.resume_diff import AS_BEFORE, RESUMABLE_DIFFS, absent_paths, diff_paths, dotted, fetch_free
 from dpsynth.round_log import load_round_log
+from dpsynth.run_hints import did_you_mean
 
 LOGGER_NAME = "dpsynth"
 # PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
@@ -236,12 +237,13 @@ class RunDir:
                         "cannot be resumed: restore its config.yaml if it is a run, or choose another --out for a "
                         "new run"
                     )
-                if not self.path.exists():  # a mistyped path is the likelier mistake than a new run
+                hint = did_you_mean(self.path)  # a mistyped path is a likelier mistake than a new run
+                if not self.path.exists():
                     raise ResumeError(
-                        f"out: {self.path} does not exist, so there is no run to resume; check the path (from "
-                        f"{Path.cwd()}), or drop --resume to start a new run there"
+                        f"out: {self.path} does not exist, so there is no run to resume{hint or ''}"
+                        + ("" if hint else f"; check the path (from {Path.cwd()}), or drop --resume to start a run")
                     )
-                raise ResumeError(f"out: {self.path} holds no run to resume; drop --resume to start one")
+                raise ResumeError(f"out: {self.path} holds no run to resume" + (hint or "; drop --resume to start one"))
             stored_raw = self.stored_raw()
             if isinstance(stored_raw.get("data"), dict) and "private" in stored_raw["data"]:
                 # a relative path recorded by an older version: the same file when it exists from here

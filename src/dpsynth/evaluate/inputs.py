@@ -230,8 +230,9 @@ def refuse_private_texts(texts: Sequence[str], flag: str, private: tuple[Path, f
             "be written to evaluation.json and the report; use real records held out before the run"
         )
     notify_owner(
-        f"{flag}: {shared} of its {len(texts)} texts also occur among the run's private records (a duplicated or "
-        "short text, or a private record in the held-out set): if it was not held out before the run, stop"
+        f"{flag}: {shared} of its {len(texts)} texts also occur among the run's private records (a text the source "
+        "data itself repeats, a short text, or a private record in the held-out set). A test set split off before "
+        "the run (an embedded dataset's test split is) needs nothing; if this one was not, do not report its scores"
     )
 
 

@@ -127,6 +127,11 @@ class DpFinetuneMethod:
         assert d.labels is not None
         # data-independent: the count's noise (the DP-SGD noise follows from the released count)
         self.count_event = count_event(config)
+        if ft.precision == "bf16":
+            log.warning(
+                "finetune.precision bf16: DP-SGD trains in fp32 whatever this says (bf16 rounding depends on the "
+                "batch, which would break its sensitivity); bf16 applies to generation"
+            )
         # a budget the accountant cannot split (a tiny epsilon) is refused here, by --check too, not after a load
         split, z = delta_split(config), self.count_event.noise_multiplier
         if split:  # accounted apart from DP-SGD (the plan is chosen from the count)
@@ -264,6 +269,11 @@ class DpFinetuneMethod:
 
         sgd = dpsgd_event(plan)
         before = [e for e in ledger.spent_events() if e.key != DPSGD_KEY]
+        if ledger.delta_split and start < plan.steps:  # else "eps 4/4" after step 1 reads as a budget run out
+            reporter.message(
+                f"privacy: DP-SGD is charged its whole share, epsilon {round_up(ledger.epsilon_left(), 4)}, from its "
+                "first step (its plan was chosen from the noisy count); the bar shows the run's charge"
+            )
 
         def on_step(step: int, loss: float | None) -> None:
             if step == plan.steps or time.monotonic() - last_eps[1] > 5:
