@@ -174,6 +174,7 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
     assert "written exactly, without noise: the vote histograms" in page and "pre-noise" not in page
     assert "noisy" not in page and "noised" not in page, re.findall(r".{60}nois(?:y|ed).{60}", page)[:3]
     assert "exact vote mass per round" in page and "without noise</em>" in page
+    assert page.count("none: epsilon = inf") == 1  # regression: the warning and a "formal statement" repeated it
     m = len(__import__("pandas").read_csv(private_csv))
     q = cfg.wasp.q
     for t in (1, 2, 3):

@@ -50,7 +50,7 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             "data (train a model, publish it, combine it with other data) keeps this guarantee."
         )
     parts.append(f'<p class="{"warn" if not_dp else "guarantee"}">{words}</p>')
-    if priv.guarantee:
+    if priv.guarantee and not not_dp:  # a reference run's statement is in the warning above already
         parts.append(f'<p class="note">Formal statement: {esc(priv.guarantee)}</p>')
     if priv.caveat:
         parts.append(f'<p class="warn">Caveat: {esc(priv.caveat)}</p>')
