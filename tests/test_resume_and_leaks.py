@@ -742,5 +742,8 @@ def test_a_resume_of_a_folder_without_config_yaml_does_not_suggest_a_refused_com
     with pytest.raises(ResumeError, match=r"holds files a run writes \(ledger.json\) but no config.yaml") as err:
         RunDir(out, resuming=True).check(Config(out=str(out)), resume=True)
     assert "drop --resume" not in str(err.value)
-    with pytest.raises(ResumeError, match="drop --resume to start one"):  # an empty or missing folder
+    with pytest.raises(ResumeError, match="does not exist.*drop --resume to start a run"):  # a missing folder
         RunDir(tmp_path / "none", resuming=True).check(Config(out=str(tmp_path / "none")), resume=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResumeError, match="holds no run to resume; drop --resume to start one"):
+        RunDir(tmp_path / "empty", resuming=True).check(Config(out=str(tmp_path / "empty")), resume=True)
