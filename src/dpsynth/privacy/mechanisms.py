@@ -42,6 +42,16 @@ def add_gaussian_noise(values: np.ndarray, sigma: float, rng: np.random.Generato
     return np.asarray(values, dtype=np.float64) + rng.normal(0.0, sigma, size=np.shape(values))
 
 
+def add_noise(
+    values: np.ndarray, sigma: float, grid_bits: int = 0, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``values`` plus Gaussian noise of scale ``sigma``: the exact discrete Gaussian on the grid 2^-grid_bits
+    (``add_discrete_gaussian_noise``), or the float one when ``grid_bits`` is 0 (a ledger event's convention)."""
+    if grid_bits:
+        return add_discrete_gaussian_noise(values, sigma, grid_bits, rng)
+    return add_gaussian_noise(values, sigma, rng)
+
+
 def secure_standard_normal_torch(reference: Any, rng: np.random.Generator) -> Any:
     """N(0, 1) noise shaped and placed like the torch tensor ``reference``, its bits from ``rng``.
 

@@ -118,17 +118,11 @@ class PrivateData:
         """The number of records of each label in ``labels``, plus N(0, sigma^2) each: the exact discrete
         Gaussian on the grid 2^-grid_bits, or (``grid_bits`` 0) the float one."""
         raw = np.array([sum(1 for v in self._labels if v == k) for k in labels], dtype=np.float64)
-        return _noised(raw, sigma, grid_bits)  # the pre-noise counts are never written or returned
+        return mechanisms.add_noise(raw, sigma, grid_bits)  # the pre-noise counts are never written or returned
 
     def noisy_total(self, sigma: float, grid_bits: int = 0) -> np.ndarray:
         """The number of records plus N(0, sigma^2) (as ``noisy_label_counts``), as a 1-element array."""
-        return _noised(np.array([float(len(self._texts))]), sigma, grid_bits)
-
-
-def _noised(raw: np.ndarray, sigma: float, grid_bits: int) -> np.ndarray:
-    if grid_bits:
-        return mechanisms.add_discrete_gaussian_noise(raw, sigma, grid_bits)
-    return mechanisms.add_gaussian_noise(raw, sigma)
+        return mechanisms.add_noise(np.array([float(len(self._texts))]), sigma, grid_bits)
 
 
 def load_private(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpsynth.privacy.mechanisms import add_discrete_gaussian_noise, add_gaussian_noise
+from dpsynth.privacy.mechanisms import add_noise
 
 # A discrete Gaussian whose scale spans few grid steps is measurably less private than the continuous one
 # at the same sigma (bench/diag_discrete_gaussian.py: Q = 1 on the integers, sigma 2.2 steps, epsilon 4.007
@@ -172,10 +172,7 @@ def noisy_top_q_vote(
         raise ValueError(f"grid 2^-{grid_bits} is coarser than the Top-{q} histograms' 2^-{q - 1}")
     near, far = _vote_histograms(private_emb, private_labels, synth_emb, synth_labels, q, use_far)
 
-    def noised(h: np.ndarray) -> np.ndarray:
-        return add_discrete_gaussian_noise(h, sigma, grid_bits, rng) if grid_bits else add_gaussian_noise(h, sigma, rng)
-
-    noisy_near = noised(near)
-    noisy_far = noised(far) if far is not None else None
+    noisy_near = add_noise(near, sigma, grid_bits, rng)
+    noisy_far = add_noise(far, sigma, grid_bits, rng) if far is not None else None
     del near, far
     return NoisyVotes(noisy_near, noisy_far, sigma, top_q_sensitivity(q, use_far), grid_bits)
