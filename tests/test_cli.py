@@ -948,7 +948,12 @@ def test_cli_progress_names_the_run_folder_and_counts_the_judge(
     captured = capsys.readouterr()
     assert "wrote 40 synthetic records" in captured.out
     lines = captured.err.splitlines()
-    assert lines[0] == f"[dpsynth] run folder: {out}"  # first, before any progress line
+    # the silent preparation (checks, noise plan, model loading) is announced first, then the folder
+    assert (
+        lines[0] == "[dpsynth] preparing: checking the inputs, planning the noise, loading the models "
+        "(this can take a minute)"
+    )
+    assert lines[1] == f"[dpsynth] run folder: {out}"  # before any progress line
     assert "\r" not in captured.err and all(line.startswith("[dpsynth] ") for line in lines), captured.err
     # the round's line counts the judge's rejections (re-asked) beside the run's samples/s and ETA
     judged = [line for line in lines if "judge re-asked" in line]
@@ -981,10 +986,10 @@ def test_piped_progress_of_a_real_process_is_line_based(tmp_path: Path, private_
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0] == f"[dpsynth] run folder: {out}"
+    assert lines[0].startswith("[dpsynth] preparing: ") and lines[1] == f"[dpsynth] run folder: {out}"
     assert "\r" not in proc.stderr and all(line.startswith("[dpsynth] ") for line in lines), proc.stderr
     assert "Loading weights" not in proc.stderr
-    progress = lines[1:]
+    progress = lines[2:]
     rounds = 3  # the seed round and --rounds 2
     assert 1 <= len(progress) <= seconds / 1.0 + rounds + 1, (seconds, proc.stderr)
     assert any("judge re-asked" in line for line in progress)

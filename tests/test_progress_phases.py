@@ -104,7 +104,7 @@ def test_dp_finetune_shows_the_whole_run_with_an_eta(
     res = dpsynth.synthesize(_finetune_config(private_csv, out, tiny_lm), progress=True)
     err = capsys.readouterr().err
     lines = err.splitlines()
-    assert lines[0] == f"[dpsynth] run folder: {out}"  # first, before any progress line
+    assert lines[0].startswith("[dpsynth] preparing: ") and lines[1] == f"[dpsynth] run folder: {out}"
     assert "\r" not in err and all(line.startswith("[dpsynth] ") for line in lines), err
     found = _run_lines(err)
     assert {m["run"] for m in found} == {"run (steps + batches)"}
@@ -151,7 +151,7 @@ def test_dp_finetune_resumed_mid_sampling_starts_the_bar_at_the_work_done(
     journalled = len((out / "samples.journal.jsonl").read_text().splitlines())
     dpsynth.synthesize(cfg, resume=True, progress=True)
     err = capsys.readouterr().err
-    assert err.startswith(f"[dpsynth] resuming the run in {out}\n")
+    assert err.startswith("[dpsynth] preparing: ") and f"\n[dpsynth] resuming the run in {out}\n" in err
     first = _run_lines(err)[0]
     steps = int(first["total"])  # DP-SGD is done (its checkpoint) and one label's batch is in the journal
     assert (first["phase"], int(first["rd"]), int(first["rt"])) == ("DP-SGD", steps + 1, steps + 2), err
@@ -227,7 +227,7 @@ def test_pearl_cli_shows_the_whole_run_with_an_eta(
     captured = capsys.readouterr()
     assert "wrote 30 synthetic records" in captured.out
     lines = captured.err.splitlines()
-    assert lines[0] == f"[dpsynth] run folder: {out}"
+    assert lines[0].startswith("[dpsynth] preparing: ") and lines[1] == f"[dpsynth] run folder: {out}"
     assert "\r" not in captured.err and all(line.startswith("[dpsynth] ") for line in lines), captured.err
     found = _run_lines(captured.err)
     assert found and {m["run"] for m in found} == {"run (steps + sampling)"} and found[0]["rt"] == "151"
@@ -252,7 +252,7 @@ def test_pearl_piped_lines_stay_rate_limited(tmp_path: Path, capsys: pytest.Capt
     seconds = time.monotonic() - t0
     err = capsys.readouterr().err
     lines = err.splitlines()
-    assert lines[0].startswith("[dpsynth] run folder: ")
+    assert lines[0].startswith("[dpsynth] preparing: ") and lines[1].startswith("[dpsynth] run folder: ")
     progress = [m.string for m in _run_lines(err)]  # the notes (a schema derived with DP) are not progress
     phases = 2  # training, sampling: a start line and a completion line each
     assert 2 <= len(progress) <= 2 * phases + seconds / ProgressReporter.LINE_INTERVAL + 1, lines

@@ -37,7 +37,7 @@ from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
 from dpsynth.io import atomic_write_json, atomic_write_text, read_jsonl_tolerant
-from dpsynth.methods.base import MethodRunner, resolve_defaults, warn_draw_settings_unused
+from dpsynth.methods.base import MethodRunner, preparing_line, resolve_defaults, warn_draw_settings_unused
 from dpsynth.methods.registry import METHODS, Method, names_where
 from dpsynth.methods.wasp import rounds_released
 from dpsynth.output import LabelType, is_integer_label, output_label_type, to_hf_dataset, typed_labels, write_table
@@ -316,6 +316,9 @@ def _synthesize(
                 raise ConfigError(f"--check: method {config.method!r} cannot check without loading its models")
             method.prepare(load_models=False)
         else:  # as a method registered by a plug-in may define it: without load_models
+            # checks, the noise plan (up to a minute at small epsilon) and model loading print nothing else
+            if adding is None:  # `dpsynth sample` names what it adds first
+                ProgressReporter(enabled=progress).message(preparing_line(method))
             method.prepare()
         label_type = label_type_of(method.config, private)  # a mistake here also leaves nothing behind
         if check_only:

@@ -121,3 +121,10 @@ class MethodRunner(Protocol):
     def run(self, run_dir: RunDir, reporter: ProgressReporter) -> tuple[list[dict[str, Any]], dict[str, Any]]: ...
 
     def close(self) -> None: ...
+
+
+def preparing_line(method: MethodRunner) -> str:
+    """The console line before ``prepare``, which is silent for up to a minute: checks, the noise plan
+    (bisecting the accountant takes longest at small epsilon), model loading."""
+    plan = "planning the noise, " if method.config.uses_private_data else ""
+    return f"preparing: checking the inputs, {plan}loading the models (this can take a minute)"
