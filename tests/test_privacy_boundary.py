@@ -15,6 +15,9 @@ The check reads the source (``ast``), it runs nothing.  Outside ``dpsynth/privac
 ``EXCEPTIONS`` names the few modules allowed to break a rule, each with its reason; an exception no
 longer needed fails the test, so the list cannot go stale.  The checker itself is tested on small
 sources that break each rule, so this test can fail.
+
+The handle's own tests (its ``repr``, the embedding of one record) and a crash's traceback (no local
+variables shown) run code.
 """
 
 from __future__ import annotations
@@ -264,3 +267,53 @@ def test_the_handle_gives_only_what_a_mechanism_needs() -> None:
     assert data.noisy_total(0.0).tolist() == [3.0]
     noisy = data.noisy_label_counts(["neg", "pos"], 5.0)
     assert noisy.dtype == np.float64 and noisy.shape == (2,)
+
+
+# Simulates typer < 0.13, whose tracebacks showed every frame's local variables unless told otherwise; an
+# unexpected error (a bug, a library's RuntimeError) after the records are read then printed them.
+_CRASH = """
+import sys
+import typer
+
+_init = typer.Typer.__init__
+
+
+def _old_default(self, *args, pretty_exceptions_show_locals=True, **kwargs):
+    _init(self, *args, pretty_exceptions_show_locals=pretty_exceptions_show_locals, **kwargs)
+
+
+typer.Typer.__init__ = _old_default
+import dpsynth.privacy.private_data as handle  # noqa: E402
+from dpsynth import cli  # noqa: E402
+
+
+def _bug(*args, **kwargs):
+    raise RuntimeError("simulated bug")
+
+
+handle.Counter = _bug  # called once the records are in the loader's local variables
+cli.main(sys.argv[1:])
+"""
+
+
+def test_a_crash_traceback_shows_no_local_variables(tmp_path: Path) -> None:
+    """Regression: typer's rich traceback printed the private records held in local variables."""
+    import os
+    import subprocess
+    import sys
+
+    csv = tmp_path / "private.csv"
+    rows = [f"SENTINELQX{i} this film was {'great' if i % 2 else 'dull'}" for i in range(8)]
+    csv.write_text("text,label\n" + "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(rows)))
+    script = tmp_path / "crash.py"
+    script.write_text(_CRASH)
+    args = ["run", "--private", str(csv), "--labels", "neg=negative,pos=positive", "--task", "movie review"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path / "run"), "--check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "simulated bug" in proc.stderr, proc.stderr  # it crashed where meant to
+    assert "SENTINELQX" not in proc.stderr + proc.stdout, proc.stderr

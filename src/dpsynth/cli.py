@@ -41,7 +41,14 @@ from dpsynth.run_args import (
 if TYPE_CHECKING:
     from dpsynth.api import Checked
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Differentially private synthetic data.")
+# A traceback never shows local variables: a bug's frames hold private records (typer < 0.13 showed them by
+# default, and typer >= 0.12 is allowed).  Every Typer app says so, whichever one a caller runs.
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Differentially private synthetic data.",
+)
 
 
 def _version(value: bool) -> None:
@@ -61,7 +68,9 @@ def _root(
     """Differentially private synthetic data."""
 
 
-privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting: noise <-> epsilon.")
+privacy_app = typer.Typer(
+    pretty_exceptions_show_locals=False, no_args_is_help=True, help="Privacy accounting: noise <-> epsilon."
+)
 app.add_typer(privacy_app, name="privacy")
 from dpsynth.audit.cli import audit_app  # noqa: E402
 

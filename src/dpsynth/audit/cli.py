@@ -11,7 +11,9 @@ import typer
 
 from dpsynth.errors import ConfigError
 
-audit_app = typer.Typer(no_args_is_help=True, help="Empirical privacy audits (evidence, not proof).")
+audit_app = typer.Typer(
+    pretty_exceptions_show_locals=False, no_args_is_help=True, help="Empirical privacy audits (evidence, not proof)."
+)
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:

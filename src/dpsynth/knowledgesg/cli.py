@@ -10,8 +10,16 @@ import secrets
 
 import typer
 
-server_app = typer.Typer(no_args_is_help=True, help="KnowledgeSG server: holds the models, never private data.")
-client_app = typer.Typer(no_args_is_help=True, help="KnowledgeSG client: DP-fine-tunes locally, sends the adapter.")
+server_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    help="KnowledgeSG server: holds the models, never private data.",
+)
+client_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    help="KnowledgeSG client: DP-fine-tunes locally, sends the adapter.",
+)
 
 
 @server_app.command("start", help="Start the HTTP service (foreground; Ctrl-C stops it, jobs resume on restart).")
