@@ -352,6 +352,37 @@ def test_optimizer_settings_that_cannot_apply_are_refused() -> None:
     assert FinetuneConfig(optimizer="sgd", learning_rate=2.0, momentum=0.9).momentum == 0.9
 
 
+def test_encoding_a_long_record_logs_nothing(tiny_lm: Path) -> None:
+    """Regression: transformers logged "Token indices sequence length is longer than the specified maximum
+    sequence length for this model (N > M)" when a private record was longer than the tokenizer's
+    model_max_length: the exact length of a private record, on the console."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from dpsynth.config import FinetuneConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)  # a fresh tokenizer: transformers warns once per tokenizer
+    tok.model_max_length = 16
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.DEBUG)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        enc = lm.RecordFormat(tok, FinetuneConfig(prompt_format="plain"), "movie review").encode(
+            ["awful plot " * 40], ["negative"], 24
+        )
+        assert enc.n_truncated == 1 and not seen, seen
+        plain = tok(["awful plot " * 40])  # the same call, verbose: this check can see the warning
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert len(plain["input_ids"][0]) > 16 and len(seen) == 1 and "sequence length" in seen[0], seen
+
+
 def test_record_format_plain_and_chat(tiny_lm: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -65,7 +65,11 @@ class RecordFormat:
         lead = self._sep if self.mode == "plain" else ""
         # split_special_tokens: a record that holds the text "<eos>" or "<|im_end|>" is text, not a control
         # token (it would end the sequence or open a chat turn in the middle of training)
-        enc = self.tok([lead + t.strip() for t in texts], add_special_tokens=False, split_special_tokens=True)
+        # verbose=False: transformers would log a record longer than model_max_length with its exact token
+        # count (encode cuts it to max_length anyway), and the length of a private record is private
+        enc = self.tok(
+            [lead + t.strip() for t in texts], add_special_tokens=False, split_special_tokens=True, verbose=False
+        )
         return [list(x) for x in enc["input_ids"]]
 
     def check_room(self, label_names: Sequence[str], max_length: int) -> None:
