@@ -152,6 +152,11 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     _check_self_contained(p, page)
     text = " ".join(p.text)
     assert "differential privacy" in text.lower() and "ε = 4" in text
+    # the guarantee covers the released statistics and what is made from them, not every file of the folder:
+    # the page says what it does not cover (wall times, the evaluation on the owner's test data, the config)
+    assert "everything else written to the run directory" not in text
+    assert "Not covered: wall times" in text and "evaluation.json and the Evaluation section" in text
+    assert "the privacy guarantee does not cover them" in text  # said again in the Evaluation section
     assert "Top-4 vote histograms" in text  # mechanism table from privacy.json
     assert "Generator weights per round" in page and "Noisy vote mass per round" in page
     assert "FID of rounds ≤ t" in page  # per-round FID chart from evaluation.json
@@ -216,7 +221,7 @@ def test_report_zero_shot_and_incomplete(run_dir: Path, tmp_path: Path) -> None:
     priv = json.loads((zs / "privacy.json").read_text())
     priv.update(epsilon=0.0, mechanisms=[], method="zero-shot")
     (zs / "privacy.json").write_text(json.dumps(priv))
-    assert "never read any private data" in build_report(zs)
+    assert "never read any private data" in build_report(zs) and "Not covered" not in build_report(zs)
     priv.update(epsilon=1.5, complete=False, mechanisms=[{"name": "DP-SGD", "steps": 10, "sampling_rate": 0.01}])
     (zs / "privacy.json").write_text(json.dumps(priv))
     page = build_report(zs)

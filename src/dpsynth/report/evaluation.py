@@ -237,7 +237,8 @@ def evaluation_section(ev: dict[str, Any] | None, run_dir: Path, embedded_imdb: 
     parts.append(
         f'<p class="note">{esc(fmt(syn.get("n")))} synthetic records evaluated against '
         f"{esc(fmt(tst.get('n')))} real held-out records from <code>{esc(tst.get('source'))}</code>; "
-        f"embeddings: {esc(ev.get('embedding_model'))}.</p>"
+        f"embeddings: {esc(ev.get('embedding_model'))}. These figures read the held-out records without "
+        "noise: the privacy guarantee does not cover them (share them only if those records are public).</p>"
     )
     util = ev.get("utility") or {}
     if util:

@@ -12,6 +12,16 @@ from dpsynth.report.markup import esc, fmt, shown_path, table
 MECHANISM_COLUMNS = ["name", "reads", "sensitivity_l2", "sigma", "noise_multiplier", "count", "planned_count"]
 
 
+# What a run directory holds beyond the guarantee (docs/privacy.md, "Not guarded"): said where the guarantee
+# is stated, so that a reader does not take "the run" for every file in its folder
+NOT_COVERED = (
+    "Not covered: wall times (run.log, rounds.json and this report say how long steps took), evaluation "
+    "results computed on your own test data (evaluation.json and the Evaluation section below; private "
+    "unless that data is public) and what you wrote into the config (file paths included). To share, "
+    "share the synthetic records and privacy.json."
+)
+
+
 def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
     """The section; ``priv`` None: no privacy.json, or (``problem`` says why) one that cannot be read."""
     parts = ['<section id="privacy"><h2>Privacy guarantee</h2>']
@@ -43,13 +53,15 @@ def privacy_section(priv: PrivacyReport | None, problem: str = "") -> str:
             f"This run satisfies <strong>(ε = {esc(round_up(eps, 3))}, δ = {esc(round_up(delta, 2))})"
             f"-differential privacy</strong> with respect to {esc(adjacency)}. In plain words: adding or "
             f"removing any one private record changes the probability of any outcome of this run — the "
-            f"synthetic records and everything else written to the run directory — by at most a factor of "
+            f"synthetic records and the statistics released to make them — by at most a factor of "
             f"e<sup>ε</sup> ≈ {esc(round_up(factor, 3))}, plus at most δ = {esc(round_up(delta, 2))} added to "
             "that probability (δ is added, not a chance that the factor fails: (ε, δ)-DP bounds Pr[outcome] by "
             "e<sup>ε</sup> × Pr[outcome without the record] + δ). Whatever anyone later does with the synthetic "
             "data (train a model, publish it, combine it with other data) keeps this guarantee."
         )
     parts.append(f'<p class="{"warn" if not_dp else "guarantee"}">{words}</p>')
+    if not not_dp and mechs:
+        parts.append(f'<p class="note">{NOT_COVERED}</p>')
     if priv.guarantee and not not_dp:  # a reference run's statement is in the warning above already
         parts.append(f'<p class="note">Formal statement: {esc(priv.guarantee)}</p>')
     if priv.caveat:
