@@ -16,11 +16,13 @@ the HTTP backend, or sharing one model between processes).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
+import signal
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -77,13 +79,42 @@ def start_server(
     params.port = 0  # the OS picks a free port: no race between choosing and binding
     if api_key:
         params.api_keys = [api_key]
+    with _signals_held():
+        try:
+            server = xllamacpp.Server(params)
+        except Exception as exc:
+            hint = "" if path.is_file() else " (file not found)"
+            raise GeneratorError(
+                f"llama.cpp could not load the model {label}{hint}: {exc}; check that it is a valid GGUF file"
+            ) from None
+        # One token through the task loop: the loop has started once it answers.  A server destroyed before
+        # its loop starts never stops: the destructor's stop signal comes first, the loop then waits for
+        # tasks forever and the destructor joins it forever (a Ctrl-C just after the model loaded hung the
+        # process for good, deaf to further signals).
+        with contextlib.suppress(Exception):  # an error answer came through the loop too
+            server.handle_completions({"prompt": "a", "max_tokens": 1})
+    return server
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers they had.
+
+    Where a signal handler can be set (the main thread); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    # a handler installed from C reads as None and could not be put back: that signal is not held
+    kinds = [k for k in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(k) is not None]
+    before = {k: signal.signal(k, lambda signum, frame: held.append(signum)) for k in kinds}
     try:
-        return xllamacpp.Server(params)
-    except Exception as exc:
-        hint = "" if path.is_file() else " (file not found)"
-        raise GeneratorError(
-            f"llama.cpp could not load the model {label}{hint}: {exc}; check that it is a valid GGUF file"
-        ) from None
+        yield
+    finally:
+        for k, handler in before.items():
+            signal.signal(k, handler)
+        for k in dict.fromkeys(held):
+            signal.raise_signal(k)
 
 
 class LocalServer:
