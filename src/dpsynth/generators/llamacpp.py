@@ -113,8 +113,8 @@ def _signals_held() -> Iterator[None]:
     finally:
         for k, handler in before.items():
             signal.signal(k, handler)
-        for k in dict.fromkeys(held):
-            signal.raise_signal(k)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 class LocalServer:
