@@ -593,6 +593,21 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_resume(
     assert "wrote 40 synthetic records" in capsys.readouterr().out
 
 
+def test_a_sample_interrupted_before_making_anything_names_the_sample_again(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
+) -> None:
+    """Regression: Ctrl-C during `dpsynth sample` printed `dpsynth run --resume --out DIR`; the sample had put
+    the finished run back as it was, so that resume said "already complete" and the samples were never made."""
+    out = tmp_path / "run"
+    _fake_cli_backends(monkeypatch, crash_at=None)
+    main(_cli_run_args(private_csv, out) + ["--quiet"])
+    capsys.readouterr()
+    _fake_cli_backends(monkeypatch, crash_at=0)  # Ctrl-C in the first request of the sample
+    code, err = _main_error(["sample", "--run", str(out), "--n", "3", "--quiet"], capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == f"interrupted; continue with `dpsynth sample --run {out} --n 3`", err
+
+
 def test_a_sample_that_fails_before_making_anything_names_the_sample_again(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_csv: Path
 ) -> None:

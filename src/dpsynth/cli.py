@@ -191,6 +191,9 @@ def run_from_args(
 
 # (command, --out) of the run this process is doing, for the Ctrl-C message
 _RUN: tuple[str, str] | None = None
+# the command that carries on where a resume would not (``dpsynth_retry`` of the exception that stopped a
+# `sample`): click hands a Ctrl-C back as exit code 130, without the exception
+_RETRY: str | None = None
 
 
 @app.command(
@@ -210,12 +213,16 @@ def sample(
 ) -> None:
     from dpsynth.api import extend
 
-    global _RUN
+    global _RUN, _RETRY
     settings = parse_overrides(list(ctx.args))
     if other := [k for k in settings if not k.startswith("generators.")]:
         raise ConfigError(f"{other[0]}: `dpsynth sample` takes --run, --n, --quiet and --generators.FIELD VALUE")
-    _RUN = ("dpsynth run", run_dir)  # an interrupted sample finishes as a resume
-    result = extend(run_dir, n, progress=not quiet, generator_settings=settings)
+    _RUN = ("dpsynth run", run_dir)  # an interrupted sample finishes as a resume ...
+    try:
+        result = extend(run_dir, n, progress=not quiet, generator_settings=settings)
+    except BaseException as exc:  # ... unless it made nothing and put the run back: then the sample again
+        _RETRY = getattr(exc, "dpsynth_retry", None)
+        raise
     added = result.added if result.added is not None else n
     short = f"; {n - added} fewer than asked, outputs were rejected (see above)" if added < n else ""
     typer.echo(f"wrote {len(result)} synthetic records to {result.output} ({added} added{short})")
@@ -409,7 +416,7 @@ def _continuation(exc: BaseException | None, run_dir: object) -> str:
     sample` stopped before making anything and put the run back as it was, that `sample` again (a resume
     would find the run finished and do nothing)."""
     assert _RUN is not None
-    retry = getattr(exc, "dpsynth_retry", None)
+    retry = getattr(exc, "dpsynth_retry", None) or _RETRY
     return retry if isinstance(retry, str) else f"{_RUN[0]} --resume --out {shlex.quote(str(run_dir))}"
 
 
@@ -466,8 +473,8 @@ class _LevelPrefix(logging.Formatter):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes print one ``error:`` line and exit 2, never a traceback."""
-    global _RUN, _TERMINATED
-    _RUN, _TERMINATED = None, False
+    global _RUN, _RETRY, _TERMINATED
+    _RUN, _RETRY, _TERMINATED = None, None, False
     if logging.lastResort is not None:  # a warning before the run's log exists: "warning: ...", like "error: ..."
         logging.lastResort.setFormatter(_LevelPrefix())
     click_exc, usage_error, abort, no_args_help = _click_exceptions()
