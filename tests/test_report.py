@@ -941,6 +941,19 @@ def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir
         for line in err
     ), err
     assert f"warning: report of {run}: rounds.json is damaged, so the per-round summary cannot be shown" in err, err
+    # privacy.json that is not JSON at all, and no config.yaml: the same (the report refused the first)
+    (run / "privacy.json").write_text("{bad", encoding="utf-8")
+    (run / "config.yaml").unlink()
+    done = report(run)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr.splitlines()
+    assert (
+        f"warning: report of {run}: privacy.json cannot be read (not valid JSON), so the report states no "
+        "privacy guarantee" in err
+    ), err
+    assert f"warning: report of {run}: config.yaml is missing" in err, err
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "cannot be read as a privacy report (not valid JSON)" in page and "No privacy guarantee" in page
 
 
 def test_a_report_page_has_unique_element_ids(run_dir: Path) -> None:

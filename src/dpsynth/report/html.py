@@ -267,7 +267,11 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
-    raw_priv = read_json(RunDir(rd).privacy)
+    damaged: DataError | None = None
+    try:
+        raw_priv = read_json(RunDir(rd).privacy)
+    except DataError as exc:  # not JSON: beside the records, the page states no guarantee and says why
+        raw_priv, damaged = None, exc
     try:
         rounds = RunDir(rd).load_rounds() or None
         rounds_note = ""
@@ -282,6 +286,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     if stopped:
         raise DataError(f"{stopped}, then make the report")
     records = read_synthetic(rd)
+    if damaged is not None and not records:
+        raise damaged
     if raw_priv is None and not records:
         if (rd / "config.yaml").is_file():  # a run that was stopped (or is still going) before its outputs
             data = cfg.get("data")
@@ -295,7 +301,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             "`dpsynth run`"
         )
     priv, priv_problem = read_privacy(raw_priv)
-    _warn_of_gaps(rd, raw_priv is None, priv_problem, rounds_note, evaluation_note, cfg_text is None)
+    priv_problem = "not valid JSON" if damaged is not None else priv_problem
+    _warn_of_gaps(
+        rd, raw_priv is None and damaged is None, priv_problem, rounds_note, evaluation_note, cfg_text is None
+    )
     # the votes are called noisy only when privacy.json says the run is DP (epsilon = inf releases them exactly)
     noised = None if priv is None else priv.differentially_private and math.isfinite(priv.epsilon)
     records = normalise_records(records, cfg)
@@ -391,7 +400,9 @@ def _warn_of_gaps(
         else "",
         rounds_note,
         evaluation_note,
-        "config.yaml cannot be read (damaged)" if no_config and (rd / "config.yaml").exists() else "",
+        ("config.yaml cannot be read (damaged)" if (rd / "config.yaml").exists() else "config.yaml is missing")
+        if no_config
+        else "",
     ]
     for gap in filter(None, gaps):
         log.warning("report of %s: %s", rd, gap.rstrip("."))
