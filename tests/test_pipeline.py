@@ -197,8 +197,9 @@ def test_epsilon_inf_only_for_prompting_methods(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="inf .no noise. is a research baseline"):
             Config.model_validate({"method": method, "privacy": {"epsilon": "inf"}})
     for bad in ("nan", 0, -1):
-        with pytest.raises(ValueError, match="must be > 0"):
+        with pytest.raises(ValueError, match="must be a number > 0") as info:
             Config.model_validate({"privacy": {"epsilon": bad}})
+        assert "use --method zero-shot" not in str(info.value)  # a zero-shot user read it as advice to switch
     assert Config.model_validate({"privacy": {"epsilon": "inf"}}).privacy.is_private is False
 
 

@@ -198,7 +198,10 @@ class PrivacyConfig(StrictModel):
     @classmethod
     def _eps(cls, v: float) -> float:
         if math.isnan(v) or not v > 0:
-            raise ValueError("must be > 0, e.g. --epsilon 4 (use --method zero-shot for a run without private data)")
+            # the method is not known here: the hint fits a zero-shot user (who sets no epsilon) and the others
+            raise ValueError(
+                "must be a number > 0, e.g. --epsilon 4 (--method zero-shot reads no private data and takes no epsilon)"
+            )
         return v
 
     @property
