@@ -451,6 +451,16 @@ def test_an_epsilon_below_the_accountants_bound_is_refused_by_check_naming_the_a
         dpsgd.check_prefix_fits([(dpsgd.calibrate_count_noise(0.999, 1e-5), 1.0, 1)], 1.0, 1e-5, "prv")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_check_refuses_a_cuda_device_without_cuda(private_csv: Path, tmp_path: Path, tiny_lm: Path) -> None:
+    """Regression: `--device cuda --check` passed on a machine without CUDA; the run then failed at once."""
+    cfg = _config(private_csv, tmp_path / "run", tiny_lm)
+    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"device": "cuda"})})
+    with pytest.raises(ConfigError, match="finetune.device: cuda asked for but CUDA is not available"):
+        dpsynth.synthesize(cfg, check_only=True, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_per_sample_loss_is_independent_of_other_records() -> None:
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])

@@ -150,8 +150,8 @@ class DpFinetuneMethod:
         self.reads_private = self.resume_dir is None or not training_done(config, self.resume_dir)
         if self.reads_private:
             self.data = load_run_private(config, self._private_source)
+        self.device = pick_device(ft.device)  # --check too: a CUDA device on a machine without CUDA
         if load_models:
-            self.device = pick_device(ft.device)
             self.tok, self.model = load_causal_lm(ft.model)
             max_pos = getattr(self.model.config, "max_position_embeddings", None)
         else:  # --check: the tokenizer and the model's config, not its weights, so the checks below run too
