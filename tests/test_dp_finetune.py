@@ -461,6 +461,20 @@ def test_check_refuses_a_cuda_device_without_cuda(private_csv: Path, tmp_path: P
     assert not (tmp_path / "run").exists()
 
 
+def test_an_empty_poisson_batch_is_not_announced(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: Opacus logged "First batch is empty ... To fix, use more data, increase epsilon" on the
+    console: which batch sampled no private record (hidden by the accountant's subsampling), with wrong advice.
+    Its other warnings still pass."""
+    dpsgd.import_opacus()
+    from opacus.data_loader import wrap_collate_with_empty
+
+    caplog.set_level(logging.WARNING)
+    collate_fn = wrap_collate_with_empty(collate_fn=None, sample_empty_shapes=[(0, 3)], dtypes=[torch.float32])
+    assert [tuple(t.shape) for t in collate_fn([])] == [(0, 3)]  # the empty batch, as before
+    logging.getLogger("opacus.data_loader").warning("Ignoring drop_last as it is not compatible with DPDataLoader.")
+    assert [r.getMessage()[:15] for r in caplog.records] == ["Ignoring drop_l"], caplog.records
+
+
 def test_per_sample_loss_is_independent_of_other_records() -> None:
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, 1, -100, -100, -100]])

@@ -51,6 +51,17 @@ def import_opacus() -> None:
     for h in list(root.handlers):
         if h not in before:
             root.removeHandler(h)
+    # Opacus warns when the first Poisson batch is empty: that tells which batch sampled no record, a fact of
+    # the subsampling over the private records that the accountant assumes hidden (and its advice, "use more
+    # data, increase epsilon", is wrong: an empty batch is normal at a small sample rate)
+    loader_log = logging.getLogger("opacus.data_loader")
+    if not any(isinstance(f, _NoBatchSizes) for f in loader_log.filters):
+        loader_log.addFilter(_NoBatchSizes())
+
+
+class _NoBatchSizes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "batch is empty" not in record.getMessage()
 
 
 def paper_delta(n: int) -> float:
