@@ -321,6 +321,26 @@ def test_finetune_small_sets_get_at_least_min_steps(tiny_encoder: Path) -> None:
 
 
 # ---------------------------------------------------------------- evaluate()
+def test_evaluate_on_a_read_only_run_directory_still_returns_its_results(
+    run_dir: Path, test_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: `dpsynth evaluate` on a read-only run directory embedded and trained, then stopped with
+    "evaluation.json: Read-only file system" and showed none of its results."""
+    import errno
+
+    from dpsynth.evaluate import core
+
+    def read_only(path: Path, data: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(core, "atomic_write_json", read_only)
+    res = evaluate(run_dir, test_csv, embedder=FakeEmbedder(), cache_dir=tmp_path / "cache", mauve=False)
+    assert 0.0 <= res["utility"]["logreg"]["accuracy"]["mean"] <= 1.0 and "written_to" not in res
+    assert any(
+        "could not write" in r.getMessage() and "Read-only file system" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_evaluate_run_dir_writes_evaluation_json(run_dir: Path, test_csv: Path, tmp_path: Path) -> None:
     emb = FakeEmbedder()
     res = evaluate(run_dir, test_csv, embedder=emb, cache_dir=tmp_path / "cache", mauve=False)

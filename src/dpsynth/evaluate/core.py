@@ -352,8 +352,12 @@ def evaluate(
     result["dpsynth_version"] = __version__
     result = _jsonable(result)
     if write and syn.run_dir is not None:
-        atomic_write_json(syn.run_dir / EVALUATION_FILE, result)
-        result["written_to"] = str(syn.run_dir / EVALUATION_FILE)
+        target = syn.run_dir / EVALUATION_FILE
+        try:
+            atomic_write_json(target, result)
+            result["written_to"] = str(target)
+        except OSError as exc:  # a read-only run directory: minutes of work are still shown, not thrown away
+            log.warning("could not write %s (%s); the results are shown here only", target, exc.strerror or exc)
     return result
 
 
