@@ -113,8 +113,11 @@ def test_dp_finetune_labels_without_the_round_check() -> None:
     small = dict(n_synthetic=4, wasp=dict(rounds=4), data=dict(private="embedded:imdb"))
     cfg = resolve_labels(Config(method="dp-finetune", **small))
     assert cfg.method == "dp-finetune" and cfg.data.labels == {"0": "negative", "1": "positive"}
-    with pytest.raises(ConfigError, match="fewer than one sample per class per round"):
+    with pytest.raises(ConfigError, match="fewer than one sample per class per round with 4 voted rounds and the"):
         resolve_defaults(Config(method="wasp", **small))
+    one = dict(small, wasp=dict(rounds=1), n_synthetic=3)  # "1 rounds" before
+    with pytest.raises(ConfigError, match="round with 1 voted round and the first, unvoted one"):
+        resolve_defaults(Config(method="wasp", **one))
 
 
 def test_section_users_inverts_the_sections() -> None:

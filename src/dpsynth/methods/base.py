@@ -94,7 +94,8 @@ def resolve_defaults(config: Config) -> Config:
         field = "wasp.population" if w.population else "n_synthetic"
         raise ConfigError(
             f"{field}: {in_rounds} gives fewer than one sample per class per round with "
-            f"{w.rounds} rounds; raise {field} or lower wasp.rounds"
+            f"{w.rounds} voted round{'s' * (w.rounds != 1)} and the first, unvoted one; raise {field} or lower "
+            "wasp.rounds"
         )
     return config
 
