@@ -896,7 +896,7 @@ def test_declared_schema_values_are_handled_per_record(tmp_path: Path, capsys: p
 
 
 def test_no_frequent_category_keeps_the_column_with_a_placeholder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Regression (issue item 4): "no value of column X was frequent enough to release" stopped the run
     after the budget was spent.  Now the column is output with one public placeholder (empty) value."""
@@ -923,6 +923,9 @@ def test_no_frequent_category_keeps_the_column_with_a_placeholder(
     assert res.privacy["schema"]["placeholder_columns"] == ["id"]
     cat = next(m for m in res.privacy["mechanisms"] if m["name"] == "Gaussian: schema.categories")
     assert cat["placeholder_columns"] == ["id"] and cat["count"] == 1
+    # a user who gave PEARL a text column is told where text is made
+    said = [r.getMessage() for r in caplog.records if "no value of column 'id'" in r.getMessage()]
+    assert said and "--method wasp makes text" in said[0], said
     for name, data in _run_files(res.run_dir).items():
         assert b"SECRETID" not in data, name
 

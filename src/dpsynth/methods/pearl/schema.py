@@ -365,7 +365,8 @@ def apply_schema_release(schema: Schema, payload: dict[str, Any]) -> dict[str, A
         log.warning(
             "pearl: no value of column %r was frequent enough to release at this budget; it is output "
             "empty. Declare its categories in pearl.data_schema (or {type: float, min, max} if it is "
-            "numeric), or raise privacy.epsilon",
+            "numeric), or raise privacy.epsilon. A column of free text never has a frequent value: PEARL "
+            "makes tables, --method wasp makes text",
             name,
         )
     if empty:
