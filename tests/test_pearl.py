@@ -923,6 +923,11 @@ def test_no_frequent_category_keeps_the_column_with_a_placeholder(
     assert res.privacy["schema"]["placeholder_columns"] == ["id"]
     cat = next(m for m in res.privacy["mechanisms"] if m["name"] == "Gaussian: schema.categories")
     assert cat["placeholder_columns"] == ["id"] and cat["count"] == 1
+    # `dpsynth evaluate` scores text sets: a PEARL run is refused with that said, not "pass --text-column NAME"
+    from dpsynth.evaluate import evaluate
+
+    with pytest.raises(DataError, match="is a PEARL run, whose output is a table; `dpsynth evaluate` scores text"):
+        evaluate(res.run_dir, p)
     # a user who gave PEARL a text column is told where text is made
     said = [r.getMessage() for r in caplog.records if "no value of column 'id'" in r.getMessage()]
     assert said and "--method wasp makes text" in said[0], said

@@ -155,7 +155,14 @@ def load_synthetic(
         where = str(frame_source)
     else:
         frame_source, where = source, "synthetic data"
-    declared = (read_run_config(run_dir).get("data") or {}).get("labels") if run_dir is not None else None
+    run_config = read_run_config(run_dir) if run_dir is not None else {}
+    if run_config.get("method") == "pearl":  # "pass --text-column NAME" would send a table down the text path
+        raise DataError(
+            f"--synthetic: {run_dir} is a PEARL run, whose output is a table; `dpsynth evaluate` scores text sets. "
+            "Train a classifier of your own on its columns and test it on real held-out rows (docs/pearl.md, "
+            "Evaluation, shows how the benchmark does it)"
+        )
+    declared = (run_config.get("data") or {}).get("labels")
     keep = {label_column: [str(k) for k in declared]} if isinstance(declared, dict) else None
     # a label declared as "None" is a label, not a missing value
     df = read_table(
