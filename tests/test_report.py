@@ -753,6 +753,16 @@ def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     folder.mkdir()
     main(["report", str(run_dir), "--out", str(folder)])
     assert (folder / "report.html").exists() and f"wrote {folder / 'report.html'}" in capsys.readouterr().out
+    # regression: --out naming another run's folder replaced that run's report.html with this run's page
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    for target in (other, other / "report.html"):
+        with pytest.raises(SystemExit) as exc:
+            main(["report", str(run_dir), "--out", str(target)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"{other} is another run" in err and "report-of-" in err, err
+    main(["report", str(run_dir), "--out", str(other / "compare.html")])  # a new name there is fine
+    assert (other / "compare.html").exists()
 
 
 # Appended to a copy of the report only (the report has no script): layout numbers into a <pre>.

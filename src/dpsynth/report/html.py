@@ -454,6 +454,12 @@ def write_report(
             f"--out {out}: is a file of the run directory; the report would replace it. Give a new file name, "
             f"e.g. {Path(run_dir) / REPORT_FILE}"
         )
+    home = path.resolve().parent
+    if path.name == REPORT_FILE and home != run and RunDir(home).config.exists():
+        raise ConfigError(
+            f"--out {out}: {home} is another run, and {REPORT_FILE} there is that run's report. Give a new file "
+            f"name, e.g. {home / f'report-of-{run.name}.html'}"
+        )
     if path.exists() and not _is_report(path):  # e.g. the run's private data, named by mistake
         raise ConfigError(
             f"--out {out}: {path} exists and is not a dpsynth report; the report would replace it. Give a new "
