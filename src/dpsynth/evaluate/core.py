@@ -201,7 +201,7 @@ def evaluate(
     if test_embeddings is not None:
         x_test = _check_emb(test_embeddings, len(tst), "test_embeddings")
     else:
-        say(f"embedding {len(tst)} test texts (cached)")
+        say(f"embedding {len(tst)} test texts (kept in a cache for later evaluations)")
         keys = private[1] if private is not None and private[1] is not None else frozenset()
         x_test = embed_test(tst.texts, get_embedder(), cache_dir, keys)
     if x_syn.shape[1] != x_test.shape[1]:
