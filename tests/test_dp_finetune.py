@@ -459,6 +459,14 @@ def test_check_refuses_a_cuda_device_without_cuda(private_csv: Path, tmp_path: P
     with pytest.raises(ConfigError, match="finetune.device: cuda asked for but CUDA is not available"):
         dpsynth.synthesize(cfg, check_only=True, progress=False)
     assert not (tmp_path / "run").exists()
+    # the transformers generator's device too (a WASP run's --check passed it)
+    from dpsynth.config import GeneratorConfig
+    from dpsynth.generators import check_generator
+
+    gen = GeneratorConfig(name="g", backend="transformers", model=str(tiny_lm), device="cuda")
+    with pytest.raises(DpsynthError, match=r"generators\[g\].device: cuda asked for but CUDA is not available"):
+        check_generator(gen)
+    check_generator(gen.model_copy(update={"device": "cpu"}))
 
 
 def test_an_empty_poisson_batch_is_not_announced(caplog: pytest.LogCaptureFixture) -> None:

@@ -528,6 +528,27 @@ def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest
 
 
 @needs_smollm2
+def test_a_real_server_closed_as_soon_as_it_started_does_not_hang(smollm2_path: Path, tmp_path: Path) -> None:
+    """The hang itself, on a real model: a server destroyed right after ``xllamacpp.Server()`` returned hung
+    in one of a few starts (its destructor joined a task loop that had missed the stop).  ``start_server``
+    returns only once the loop has answered, so ten starts and closes end."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "churn.py"
+    script.write_text(
+        "import sys\n"
+        "from dpsynth.generators.llamacpp import start_server\n"
+        "for _ in range(10):\n"
+        "    server = start_server(sys.argv[1], n_parallel=2, n_ctx=512, n_threads=1)\n"
+        "    del server\n"
+        "print('done', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script), str(smollm2_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+
+
+@needs_smollm2
 def test_ctrl_c_while_a_real_model_loads_ends_the_process(smollm2_path: Path, tmp_path: Path) -> None:
     """A real llama.cpp server, SIGINT at several points of its start: the process always ends with
     KeyboardInterrupt (before the fix one of a few such runs hung at 9.5 s into `dpsynth run`)."""

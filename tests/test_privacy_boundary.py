@@ -269,7 +269,7 @@ def test_the_handle_gives_only_what_a_mechanism_needs() -> None:
     assert noisy.dtype == np.float64 and noisy.shape == (2,)
 
 
-# Simulates typer < 0.13, whose tracebacks showed every frame's local variables unless told otherwise; an
+# Simulates typer 0.12, whose tracebacks showed every frame's local variables unless told otherwise; an
 # unexpected error (a bug, a library's RuntimeError) after the records are read then printed them.
 _CRASH = """
 import sys

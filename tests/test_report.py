@@ -155,7 +155,7 @@ def test_report_sections_and_self_contained(run_dir: Path) -> None:
     # the guarantee covers the released statistics and what is made from them, not every file of the folder:
     # the page says what it does not cover (wall times, the evaluation on the owner's test data, the config)
     assert "everything else written to the run directory" not in text
-    assert "Not covered: wall times" in text and "evaluation.json and the Evaluation section" in text
+    assert "Not covered: wall times" in text and "the headline, the test shares of the classes" in text
     assert "the privacy guarantee does not cover them" in text  # said again in the Evaluation section
     assert "Top-4 vote histograms" in text  # mechanism table from privacy.json
     assert "Generator weights per round" in page and "Noisy vote mass per round" in page

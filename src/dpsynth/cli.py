@@ -41,8 +41,8 @@ from dpsynth.run_args import (
 if TYPE_CHECKING:
     from dpsynth.api import Checked
 
-# A traceback never shows local variables: a bug's frames hold private records (typer < 0.13 showed them by
-# default, and typer >= 0.12 is allowed).  Every Typer app says so, whichever one a caller runs.
+# A traceback never shows local variables: a bug's frames hold private records (typer 0.12, which pyproject
+# allows, showed them by default).  Every Typer app says so, whichever one a caller runs.
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,

@@ -200,7 +200,7 @@ class PrivacyConfig(StrictModel):
         if math.isnan(v) or not v > 0:
             # the method is not known here: the hint fits a zero-shot user (who sets no epsilon) and the others
             raise ValueError(
-                "must be a number > 0, e.g. --epsilon 4 (--method zero-shot reads no private data and takes no epsilon)"
+                "must be a number > 0, e.g. 4; with --method zero-shot, which reads no private data, leave it out"
             )
         return v
 

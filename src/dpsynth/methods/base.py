@@ -127,5 +127,9 @@ class MethodRunner(Protocol):
 def preparing_line(method: MethodRunner) -> str:
     """The console line before ``prepare``, which is silent for up to a minute: checks, the noise plan
     (bisecting the accountant takes longest at small epsilon), model loading."""
-    plan = "planning the noise, " if method.config.uses_private_data else ""
-    return f"preparing: checking the inputs, {plan}loading the models (this can take a minute)"
+    steps = ["checking the inputs"]
+    if method.config.uses_private_data:
+        steps.append("planning the noise")
+    if method.config.method != "pearl":  # PEARL trains its generator from scratch: no model to load
+        steps.append("loading the models")
+    return f"preparing: {', '.join(steps)} (this can take a minute)"

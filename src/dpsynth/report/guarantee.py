@@ -15,10 +15,11 @@ MECHANISM_COLUMNS = ["name", "reads", "sensitivity_l2", "sigma", "noise_multipli
 # What a run directory holds beyond the guarantee (docs/privacy.md, "Not guarded"): said where the guarantee
 # is stated, so that a reader does not take "the run" for every file in its folder
 NOT_COVERED = (
-    "Not covered: wall times (run.log, rounds.json and this report say how long steps took), evaluation "
-    "results computed on your own test data (evaluation.json and the Evaluation section below; private "
-    "unless that data is public) and what you wrote into the config (file paths included). To share, "
-    "share the synthetic records and privacy.json."
+    "Not covered: wall times (run.log, rounds.json and this report say how long steps took), every figure "
+    "read from your own test data (evaluation.json, and on this page the headline, the test shares of the "
+    "classes, the test texts' openings under Repetition and the Evaluation section; private unless that "
+    "data is public) and what you wrote into the config (file paths included). To share, share the "
+    "synthetic records and privacy.json."
 )
 
 
