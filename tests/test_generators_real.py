@@ -520,11 +520,15 @@ def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest
         Server=Server,
     )
     monkeypatch.setitem(sys.modules, "xllamacpp", fake)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        llamacpp.start_server("model.gguf")
+    # Python's own Ctrl-C handler, as in a terminal (a process started in the background may ignore SIGINT)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            llamacpp.start_server("model.gguf")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler it had
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert events == ["built", "loop answered", "destroyed"], events
-    assert signal.getsignal(signal.SIGINT) is before  # the handler it had
 
 
 @needs_smollm2
@@ -558,6 +562,7 @@ def test_ctrl_c_while_a_real_model_loads_ends_the_process(smollm2_path: Path, tm
     script = tmp_path / "start.py"
     script.write_text(
         "import os, signal, sys, threading, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not an ignored SIGINT\n"
         "from dpsynth.generators.llamacpp import start_server\n"
         "delay = float(sys.argv[2])\n"
         "try:\n"
