@@ -488,6 +488,18 @@ def test_qwen_label_judge_on_plain_reviews() -> None:
     assert sum(c.cached_tokens for c in out) > 0  # later requests reuse the question prefix
 
 
+def _fake_xllamacpp(server: type) -> object:
+    """A stand-in for the xllamacpp module whose ``Server`` is ``server``."""
+    import types
+
+    return types.SimpleNamespace(
+        CommonParams=lambda: types.SimpleNamespace(
+            model=types.SimpleNamespace(), cpuparams=types.SimpleNamespace(), cpuparams_batch=types.SimpleNamespace()
+        ),
+        Server=server,
+    )
+
+
 def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: a Ctrl-C just after llama.cpp loaded a model destroyed the server before its task loop
     had started; the destructor's stop came first, the loop then waited forever and so did the destructor's
@@ -495,7 +507,6 @@ def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest
     one request, then delivered: the server is only ever destroyed with its loop running."""
     import signal
     import sys
-    import types
 
     from dpsynth.generators import llamacpp
 
@@ -513,13 +524,7 @@ def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest
         def __del__(self) -> None:
             events.append("destroyed")
 
-    fake = types.SimpleNamespace(
-        CommonParams=lambda: types.SimpleNamespace(
-            model=types.SimpleNamespace(), cpuparams=types.SimpleNamespace(), cpuparams_batch=types.SimpleNamespace()
-        ),
-        Server=Server,
-    )
-    monkeypatch.setitem(sys.modules, "xllamacpp", fake)
+    monkeypatch.setitem(sys.modules, "xllamacpp", _fake_xllamacpp(Server))
     # Python's own Ctrl-C handler, as in a terminal (a process started in the background may ignore SIGINT)
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -529,6 +534,41 @@ def test_a_signal_while_the_server_starts_waits_for_its_loop(monkeypatch: pytest
     finally:
         signal.signal(signal.SIGINT, outer)
     assert events == ["built", "loop answered", "destroyed"], events
+
+
+def test_a_sigterm_held_beside_a_ctrl_c_reaches_its_handler_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: both signals arrive while the server starts; the held Ctrl-C was delivered first, its
+    handler raised KeyboardInterrupt, and the held SIGTERM was dropped (a supervisor's stop went unheard)."""
+    import signal
+    import sys
+
+    from dpsynth.generators import llamacpp
+
+    class Server:
+        def __init__(self, params: object) -> None:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+
+        def handle_completions(self, body: dict[str, object]) -> dict[str, object]:
+            return {"choices": [{"text": "x"}]}
+
+    monkeypatch.setitem(sys.modules, "xllamacpp", _fake_xllamacpp(Server))
+    terms: list[int] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        terms.append(signum)
+
+    outer_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    outer_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            llamacpp.start_server("model.gguf")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is on_term
+    finally:
+        signal.signal(signal.SIGINT, outer_int)
+        signal.signal(signal.SIGTERM, outer_term)
+    assert terms == [signal.SIGTERM]
 
 
 @needs_smollm2

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import secrets
 import signal
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -111,10 +112,22 @@ def _signals_held() -> Iterator[None]:
     try:
         yield
     finally:
-        for k, handler in before.items():
-            signal.signal(k, handler)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)
+        # every step runs even when an earlier one raises: a restored Ctrl-C handler raises KeyboardInterrupt
+        # as its signal is delivered, and a SIGTERM held beside it must still reach its own handler
+        _each(
+            [functools.partial(signal.signal, k, handler) for k, handler in before.items()]
+            + [functools.partial(signal.raise_signal, signum) for signum in dict.fromkeys(held)]
+        )
+
+
+def _each(calls: Sequence[Callable[[], object]]) -> None:
+    """Call each in turn, going on past an exception; the last exception raised propagates (earlier ones
+    are its ``__context__``)."""
+    if calls:
+        try:
+            calls[0]()
+        finally:
+            _each(calls[1:])
 
 
 class LocalServer:
