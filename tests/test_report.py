@@ -964,6 +964,37 @@ def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir
     assert f"warning: report of {run}: config.yaml is missing" in err, err
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "cannot be read as a privacy report (not valid JSON)" in page and "No privacy guarantee" in page
+    # regression: a privacy.json holding `null` was reported as missing
+    (run / "privacy.json").write_text("null", encoding="utf-8")
+    done = report(run)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"warning: report of {run}: privacy.json cannot be read (JSON null, not an object), so the report states "
+        "no privacy guarantee" in done.stderr.splitlines()
+    ), done.stderr
+
+
+def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a privacy.json or evaluation.json the user may not read was called "not valid JSON; the run
+    directory is damaged", which sends them to re-run instead of to the file's permissions."""
+    from dpsynth.report.run_files import UnusableJson, read_json
+
+    path = tmp_path / "privacy.json"
+    path.write_text('{"epsilon": 1.0}', encoding="utf-8")
+    real = Path.read_text
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(UnusableJson, match=r"cannot be read \(Permission denied\); check its permissions") as exc:
+        read_json(path)
+    assert not exc.value.damaged and "not valid JSON" not in str(exc.value)
+    monkeypatch.setattr(Path, "read_text", real)
+    assert read_json(path) == {"epsilon": 1.0}
+    assert read_json(tmp_path / "absent.json") is None
 
 
 def test_a_report_page_has_unique_element_ids(run_dir: Path) -> None:

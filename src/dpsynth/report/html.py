@@ -43,7 +43,14 @@ from dpsynth.report.guarantee import membership_section, privacy_section
 from dpsynth.report.markup import CSS, esc, fmt, safe_text, table
 from dpsynth.report.repetition import repetition_section
 from dpsynth.report.rounds import rounds_section, vote_adjective
-from dpsynth.report.run_files import normalise_records, read_config, read_json, read_privacy, read_synthetic
+from dpsynth.report.run_files import (
+    UnusableJson,
+    normalise_records,
+    read_config,
+    read_json,
+    read_privacy,
+    read_synthetic,
+)
 from dpsynth.report.text import clean_for_display, clip
 from dpsynth.run import RunDir
 
@@ -249,9 +256,7 @@ def _membership(rd: Path) -> str:
 
     try:
         result = read_json(rd / MEMBERSHIP_FILE)
-    except DataError:
-        result = "damaged"
-    if result is None and (rd / MEMBERSHIP_FILE).exists():  # a file holding `null`: damaged, not absent
+    except UnusableJson:
         result = "damaged"
     output = find_run_output(rd)
     current = output_fingerprint(output) if output is not None else None
@@ -267,10 +272,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     rd = Path(run_dir).expanduser()
     if not rd.is_dir():
         raise DataError(f"{rd}: not a directory; give the run directory (the --out of `dpsynth run`)")
-    damaged: DataError | None = None
+    damaged: UnusableJson | None = None
     try:
         raw_priv = read_json(RunDir(rd).privacy)
-    except DataError as exc:  # not JSON: beside the records, the page states no guarantee and says why
+    except UnusableJson as exc:  # beside the records, the page states no guarantee and says why
         raw_priv, damaged = None, exc
     try:
         rounds = RunDir(rd).load_rounds() or None
@@ -279,8 +284,9 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         rounds, rounds_note = None, "rounds.json is damaged, so the per-round summary cannot be shown."
     try:
         evaluation, evaluation_note = check_evaluation(read_json(rd / EVALUATION_FILE))
-    except DataError:  # not JSON: like rounds.json, a damaged file leaves out its section, not the report
-        evaluation, evaluation_note = None, f"{DAMAGED} (not valid JSON)"
+    except UnusableJson as exc:  # like rounds.json, a damaged file leaves out its section, not the report
+        unreadable = f"evaluation.json cannot be read ({exc.why}), so the evaluation cannot be shown"
+        evaluation, evaluation_note = None, f"{DAMAGED} ({exc.why})" if exc.damaged else unreadable
     cfg, cfg_text = read_config(rd)
     stopped = RunDir(rd).stopped_sample()
     if stopped:
@@ -301,7 +307,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
             "`dpsynth run`"
         )
     priv, priv_problem = read_privacy(raw_priv)
-    priv_problem = "not valid JSON" if damaged is not None else priv_problem
+    priv_problem = damaged.why if damaged is not None else priv_problem
     _warn_of_gaps(
         rd, raw_priv is None and damaged is None, priv_problem, rounds_note, evaluation_note, cfg_text is None
     )

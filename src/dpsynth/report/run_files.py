@@ -14,13 +14,36 @@ from dpsynth.report.markup import shown_path
 from dpsynth.run import RunDir
 
 
+class UnusableJson(DataError):
+    """A JSON file of the run that is there but cannot be used.  ``why`` says so in a few words for the
+    report's warnings; ``damaged`` is False where the file could not be opened (permissions: the user's to
+    fix, and the file may well be whole)."""
+
+    def __init__(self, path: Path, why: str, damaged: bool) -> None:
+        hint = "the run directory is damaged or still being written" if damaged else "check its permissions"
+        super().__init__(f"{path}: {why}; {hint}" if damaged else f"{path}: cannot be read ({why}); {hint}")
+        self.why = why
+        self.damaged = damaged
+
+
 def read_json(path: Path) -> Any:
+    """The file's JSON, or None when there is no such file; ``UnusableJson`` when it is there but unreadable,
+    not JSON, or ``null`` (which no version writes)."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(f"{path}: not valid JSON; the run directory is damaged or still being written") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UnusableJson(path, exc.strerror or type(exc).__name__, damaged=False) from None
+    except UnicodeDecodeError:
+        text = ""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        raise UnusableJson(path, "not valid JSON", damaged=True) from None
+    if raw is None:
+        raise UnusableJson(path, "JSON null, not an object", damaged=True)
+    return raw
 
 
 def read_privacy(raw: Any) -> tuple[PrivacyReport | None, str]:
