@@ -476,6 +476,38 @@ def test_main_help_and_interrupt(capsys: pytest.CaptureFixture[str], monkeypatch
     assert err.startswith("interrupted") and "--resume" not in err  # no run directory yet: nothing to resume
 
 
+def test_ctrl_c_through_an_older_typer_still_names_the_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Regression: typer 0.12 (the oldest pyproject allows) on click 8.1 hands Ctrl-C back as click's Abort
+    caused by the KeyboardInterrupt; main printed "aborted" and exited 1, so the resume command was lost
+    (seen with typer 0.12.5 and click 8.1.7 installed beside the package: `dpsynth run`, then SIGINT)."""
+    from dpsynth import cli
+
+    abort = cli._click_exceptions()[2][0]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("method: wasp\n", encoding="utf-8")
+
+    def older_typer(*args: object, **kwargs: object) -> None:
+        cli._RUN = ("dpsynth run", str(out))  # the run command has begun and written its folder
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise abort() from exc
+
+    monkeypatch.setattr(cli, "app", older_typer)
+    code, err = _main_error(["run"], capsys)
+    assert code == 130 and err.strip() == f"interrupted; continue with `dpsynth run --resume --out {out}`", err
+
+    def plain_abort(*args: object, **kwargs: object) -> None:
+        raise abort()  # a prompt the user declined: not an interrupt
+
+    monkeypatch.setattr(cli, "app", plain_abort)
+    code, err = _main_error(["run"], capsys)
+    assert code == 1 and err.strip() == "aborted", err
+
+
 class _FakeSentenceEmbedder(FakeEmbedder):
     """Stands in for SentenceTransformerEmbedder(model, batch_size) in CLI runs."""
 

@@ -466,6 +466,11 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _exit_interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    print(_interrupted(exc), file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)
+
+
 class _LevelPrefix(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name; keeps exc_info
         return f"{record.levelname.lower()}: {record.getMessage()}"
@@ -491,8 +496,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(_os_error(exc), 1)
     except KeyboardInterrupt as exc:
-        print(_interrupted(exc), file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)
+        _exit_interrupted(exc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except no_args_help as exc:  # bare `dpsynth` / `dpsynth privacy`: show the help
@@ -504,7 +508,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message().rstrip(".") + where, exc.exit_code)  # type: ignore[attr-defined]
     except click_exc as exc:
         _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
-    except abort:
+    except abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer before 0.2x: Ctrl-C comes back as click's Abort
+            _exit_interrupted(exc.__cause__)
         print("aborted", file=sys.stderr)
         sys.exit(1)
     finally:
