@@ -31,7 +31,8 @@ class Judge:
         self.calls += 1
         prompts = [" ".join(m.content for m in r.messages or ()) for r in requests]  # the judge is a chat model
         answers = [next((v for k, v in self.verdicts.items() if k in p), "no idea") for p in prompts]
-        out = [Completion(a, 1, 5) for a in answers]  # 1 completion token, 5 prompt tokens each
+        # "FAIL": the judge's request failed (an HTTP error after its retries)
+        out = [Completion(a, 1, 5) if a != "FAIL" else Completion("", error="HTTP 500") for a in answers]
         for c in out if on_completion else ():
             on_completion(c)
         return out
@@ -85,6 +86,20 @@ def test_judge_rejects_the_other_label_and_keeps_unsure_answers(tmp_path: Path) 
     assert outcome == Counter(wrong_label=1, judge_unsure=1)
     assert judge.calls == 1 and screen.judge_tokens.prompt_tokens == 15  # one batched call, tokens counted
     assert screen.judged([], outcome) == [] and judge.calls == 1
+
+
+def test_failed_requests_are_counted_apart_and_never_pass_unjudged(tmp_path: Path) -> None:
+    """Regression: a generator request that failed was counted as an unusable output, and a judge request
+    that failed as an unsure verdict, which let its sample through unjudged."""
+    judge = Judge({"superb": "FAIL"})
+    screen = _screen(tmp_path, judge)
+    outcome: Counter[str] = Counter()
+    outputs = [("1", [], Completion("", error="HTTP 500")), ("1", [], Completion(LONG))]
+    cands = screen.candidates(outputs, {"1": 2}, outcome)
+    assert cands == [("1", LONG)] and outcome == Counter(request_failed=1)
+    assert screen.judged(cands, outcome) == []  # dropped, and asked again by the round
+    assert outcome == Counter(request_failed=1, judge_failed=1)
+    assert rejections([outcome], judged=True) == ["judge re-asked 0/0", "2 requests failed"]
 
 
 def test_no_judge_keeps_every_candidate(tmp_path: Path) -> None:

@@ -226,7 +226,7 @@ class LlamaCppGenerator:
             data = handle(body)
         except Exception as exc:
             return Completion(text="", error=f"llama.cpp: {type(exc).__name__}: {exc}"[:500])
-        done = parse_response(data, req.is_chat)
+        done = parse_response(data, req.is_chat, req.n)
         if body.get("n", 1) > 1 and done.error is None:
             done = replace(done, completion_tokens=self._tokens_of_choices(server, data, req))
         return done

@@ -62,8 +62,11 @@ def request_body(req: GenerationRequest, model: str | None = None) -> dict[str, 
     return body
 
 
-def parse_response(data: Any, is_chat: bool) -> Completion:
-    """Turn an OpenAI-shaped response into a ``Completion``; junk gives ``error`` set, never raises."""
+def parse_response(data: Any, is_chat: bool, n: int = 1) -> Completion:
+    """Turn an OpenAI-shaped response into a ``Completion``; junk gives ``error`` set, never raises.
+
+    Only the first ``n`` choices (the request's ``n``) are read: a server that returns more would otherwise
+    hand the caller samples it did not ask for, which it counts as attempts and throws away as surplus."""
     if not isinstance(data, dict):
         return Completion(text="", error=f"unexpected response of type {type(data).__name__}")
     err = data.get("error")
@@ -78,6 +81,7 @@ def parse_response(data: Any, is_chat: bool) -> Completion:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return Completion(text="", error="response has no choices")
+    choices = choices[: max(n, 1)]
     # the first choice with text leads (an empty first choice of n must not throw the others away)
     usable = [c for c in choices if isinstance(c, dict) and _choice_text(c, is_chat).strip()]
     choice = usable[0] if usable else choices[0]
@@ -193,6 +197,9 @@ def run_batch(
         for fut in pending:
             fut.cancel()
     out = [c if c is not None else Completion(text="", error="not run") for c in results]
+    failed = [c.error for c in out if c.error]
+    if failed and len(failed) < len(out):  # the caller goes on without them: say so once per batch
+        log.warning("generators[%s]: %d of %d requests failed, e.g. %s", name, len(failed), len(out), failed[0])
     if all(c.error for c in out):
         first = out[0].error
         hint = ""
@@ -385,7 +392,7 @@ class OpenAIHttpGenerator:
                         data = resp.json()
                     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
                         return Completion(text="", error=f"HTTP 200 with a body that is not JSON from {url}")
-                    c = parse_response(data, req.is_chat)
+                    c = parse_response(data, req.is_chat, req.n)
                     if c.error:
                         c = Completion(
                             text="",

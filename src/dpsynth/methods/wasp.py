@@ -539,8 +539,8 @@ class WaspRun:
                 if self.w.label_judge
                 else {}
             ),
-            # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label and
-            # judge_unsure (label judge) / surplus outputs
+            # per generator: accepted / unusable (clean-up) / duplicate / copies_example / wrong_label,
+            # judge_unsure and judge_failed (label judge) / surplus outputs / request_failed
             "outcomes": {g: dict(c) for g, c in self._outcomes.items()},
             "complete": complete,
             **({"expansion": True} if self._expansion else {}),

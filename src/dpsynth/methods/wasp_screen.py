@@ -59,6 +59,9 @@ class OutputScreen:
         kept: list[tuple[str, str]] = []
         in_chunk: set[str] = set()
         for c, examples, comp in outputs:
+            if comp.error is not None:  # no sample came back: the request failed (the backend logged why)
+                outcome["request_failed"] += 1
+                continue
             for i, raw in enumerate(comp.texts):
                 if wanted[c] <= 0:
                     outcome["surplus"] += 1
@@ -88,7 +91,9 @@ class OutputScreen:
         """The candidates the label judge (``wasp.label_judge``) does not assign to another label.
 
         The judge sees one synthetic text and the public label names per request.  An answer that names
-        no label keeps the sample (``judge_unsure``): a confused judge must not starve a class."""
+        no label keeps the sample (``judge_unsure``): a confused judge must not starve a class.  A judge
+        request that failed gave no answer at all: its sample is dropped (``judge_failed``) and asked again,
+        not let through unjudged."""
         if self.judge is None or not candidates:
             return candidates
         names = list(self.label_names.values())
@@ -96,7 +101,10 @@ class OutputScreen:
         answers = self.judge.generate(reqs, on_completion=self.judge_tokens.add)
         kept = []
         for (c, text), ans in zip(candidates, answers, strict=True):
-            said = judge_verdict(ans.text, ans.top_logprobs, names) if ans.error is None else None
+            if ans.error is not None:
+                outcome["judge_failed"] += 1
+                continue
+            said = judge_verdict(ans.text, ans.top_logprobs, names)
             if said is None:
                 outcome["judge_unsure"] += 1
                 kept.append((c, text))
@@ -126,6 +134,9 @@ def rejections(outcomes: Iterable[Counter[str]], *, judged: bool) -> list[str]:
     dropped = n["unusable"] + n["duplicate"] + n["copies_example"]
     if dropped:
         parts.append(f"{dropped} dropped")
+    failed = n["request_failed"] + n["judge_failed"]
+    if failed:
+        parts.append(f"{failed} requests failed")
     return parts
 
 
@@ -154,7 +165,7 @@ def check_shortfall(
         raise GeneratorError(
             f"round {t}: no usable sample of {', '.join(map(repr, empty))} after retries (the outputs rejected "
             f"this round: {reasons}); every output for {'that class' if len(empty) == 1 else 'those classes'} "
-            "was rejected. Check the generators (run.log, --verbose); the round stays unfinished, and resuming "
+            "was rejected. Check the generators (run.log); the round stays unfinished, and resuming "
             "the run retries it"
         )
     per_class = ", ".join(f"{names.get(c, c)} {k}" for c, k in short.items())

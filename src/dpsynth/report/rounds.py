@@ -222,6 +222,8 @@ OUTCOMES = {
     "wrong_label": "wrong label (label judge)",
     "judge_unsure": "judge unsure (kept)",
     "surplus": "surplus (quota already met)",
+    "request_failed": "request failed (no output; run.log says why)",
+    "judge_failed": "label judge's request failed (asked again)",
 }
 
 
@@ -242,12 +244,16 @@ def _keywords_table(rounds: list[dict[str, Any]], labels: Mapping[str, str]) -> 
 
 def _outcomes_table(rounds: list[dict[str, Any]]) -> str:
     """Per round and generator: how many outputs were accepted and why the others were not."""
-    rows = []
-    for r in rounds:
-        for g, counts in (r.get("outcomes") or {}).items():
-            if isinstance(counts, dict):
-                rows.append([r.get("round"), g] + [counts.get(k, 0) for k in OUTCOMES])
-    if not rows:
+    found = [
+        (r.get("round"), g, counts)
+        for r in rounds
+        for g, counts in (r.get("outcomes") or {}).items()
+        if isinstance(counts, dict)
+    ]
+    if not found:
         return ""
-    headers = ["round", "generator", *OUTCOMES.values()]
+    # failed requests only where some failed: a healthy run's table keeps its width
+    kinds = [k for k in OUTCOMES if not k.endswith("_failed") or any(c.get(k) for _, _, c in found)]
+    rows = [[t, g] + [counts.get(k, 0) for k in kinds] for t, g, counts in found]
+    headers = ["round", "generator", *(OUTCOMES[k] for k in kinds)]
     return "<h3>Generator outputs and why some were dropped</h3>" + table(headers, rows)
