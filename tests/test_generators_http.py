@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dpsynth.config import GeneratorConfig
+from dpsynth.config import GeneratorConfig, load_config
 from dpsynth.errors import GeneratorError
 from dpsynth.generators import build_generator
 from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, TokenCounter
@@ -269,7 +270,35 @@ def test_a_key_given_as_api_key_env_is_refused_without_showing_it() -> None:
     with pytest.raises(ValueError, match="must name an environment variable") as exc:
         GeneratorConfig(name="r", backend="openai", model="m", base_url="http://h/v1", api_key_env="sk-SECRET-123")
     assert "SECRET" not in str(exc.value)
-    assert GeneratorConfig(name="r", model="m", api_key_env="VLLM_KEY_2").api_key_env == "VLLM_KEY_2"
+    ok = GeneratorConfig(name="r", backend="openai", model="m", base_url="http://h/v1", api_key_env="VLLM_KEY_2")
+    assert ok.api_key_env == "VLLM_KEY_2"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:S3CRETPW@127.0.0.1:8000/v1", "http://S3CRETPW@h/v1", "https://h/v1?api-key=S3CRETPW"]
+)
+def test_a_credential_in_base_url_is_refused_without_showing_it(url: str, tmp_path: Path) -> None:
+    """Regression: a password or key inside base_url was written to config.yaml and run.log and printed in
+    every HTTP error (the key given through api_key_env is never shown)."""
+    with pytest.raises(ValueError, match="holds a credential") as exc:
+        GeneratorConfig(name="r", backend="openai", model="m", base_url=url)
+    assert "S3CRETPW" not in str(exc.value) and "api_key_env" in str(exc.value)
+    cfg = tmp_path / "c.yaml"  # the same through a config file, as the CLI reads it
+    cfg.write_text(f"generators: [{{name: r, backend: openai, model: m, base_url: '{url}'}}]\n")
+    with pytest.raises(ValueError, match="holds a credential") as exc:
+        load_config(cfg)
+    assert "S3CRETPW" not in str(exc.value)
+    plain = GeneratorConfig(name="r", backend="openai", model="m", base_url="http://h:8000/v1?format=x")
+    assert plain.base_url == "http://h:8000/v1?format=x"
+
+
+def test_server_settings_without_backend_openai_say_so() -> None:
+    """Regression: base_url given without `backend: openai` passed, and the run then failed looking the server's
+    model id up as a local GGUF file ("does not exist; give a GGUF path"), naming neither base_url nor backend."""
+    with pytest.raises(ValueError, match="base_url is read by the openai backend only.*add backend: openai"):
+        GeneratorConfig(name="v", model="meta-llama/Llama-3.1-8B-Instruct", base_url="http://127.0.0.1:8000/v1")
+    with pytest.raises(ValueError, match="api_key_env is read by the openai backend only"):
+        GeneratorConfig(name="v", backend="transformers", model="m", api_key_env="KEY")
 
 
 def test_a_batch_that_timed_out_names_the_flag_that_lengthens_the_limit(server: FakeServer) -> None:
@@ -314,12 +343,24 @@ def test_junk_responses_give_error_completions(server: FakeServer, reply: Reply,
     assert len(server.seen) == 1  # a 200 with junk is not retried
 
 
-def test_one_bad_request_does_not_fail_the_batch(server: FakeServer) -> None:
+def test_one_bad_request_does_not_fail_the_batch(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
     server.script = lambda s, n: Reply(400, {"error": "bad"}) if s.body.get("prompt") == "bad" else ok_text("good")
-    with make(server.url) as g:
+    with make(server.url) as g, caplog.at_level(logging.INFO, logger="dpsynth"):
         out = g.generate([GenerationRequest(prompt="ok"), GenerationRequest(prompt="bad")])
     assert out[0].text == "good" and out[0].error is None
     assert out[1].text == "" and out[1].error is not None
+    # regression: a request that failed after its retries was said nowhere (a run counted it as a dropped
+    # sample, and run.log had not a line of it)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"generators[remote]: 1 of 2 requests failed, e.g. {out[1].error}"], warned
+
+
+def test_more_choices_than_asked_for_are_not_read(server: FakeServer) -> None:
+    many = {"choices": [{"index": i, "text": f"text {i}"} for i in range(5)]}
+    server.script = lambda s, n: Reply(body=many)
+    with make(server.url) as g:
+        (out,) = g.generate([GenerationRequest(prompt="two please", n=2)])
+    assert out.texts == ("text 0", "text 1")
 
 
 def test_every_request_failing_raises_one_line(server: FakeServer) -> None:
@@ -419,12 +460,12 @@ def test_parse_response_tells_which_texts_the_token_limit_stopped() -> None:
         {"text": "   ", "finish_reason": "length"},  # empty: dropped with its flag
         {"text": "A review cut by the", "finish_reason": "length"},
     ]
-    c = parse_response({"choices": choices}, is_chat=False)
+    c = parse_response({"choices": choices}, is_chat=False, n=3)
     assert c.texts == ("A full review.", "A review cut by the")
     assert c.truncated == (False, True)
     assert [c.was_truncated(i) for i in range(3)] == [False, True, None]
     # a server that does not send finish_reason: unknown, for every text
-    c = parse_response({"choices": [{"text": "a", "finish_reason": "stop"}, {"text": "b"}]}, is_chat=False)
+    c = parse_response({"choices": [{"text": "a", "finish_reason": "stop"}, {"text": "b"}]}, is_chat=False, n=2)
     assert c.truncated == () and c.was_truncated(0) is None
 
 
@@ -452,8 +493,13 @@ def test_the_first_choice_with_text_leads_and_error_null_is_no_error() -> None:
         ],
         "error": None,
     }
-    c = parse_response(data, is_chat=True)
+    c = parse_response(data, is_chat=True, n=3)
     assert (c.error, c.text, c.extra_texts, c.truncated) == (None, "one", ("two",), (False, True))
+    # regression: a server returning more choices than asked for handed back samples nobody asked for, which
+    # a WASP round counted as attempts and threw away as surplus (its class could end with none)
+    many = {"choices": [{"message": {"content": f"text {i}"}, "finish_reason": "stop"} for i in range(5)]}
+    assert parse_response(many, is_chat=True, n=2).texts == ("text 0", "text 1")
+    assert parse_response(many, is_chat=True).texts == ("text 0",)
     filtered = parse_response({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}, True)
     assert filtered.error == "stopped by the server's content filter"
     cut = parse_response({"choices": [{"message": {"content": "Half a"}, "finish_reason": "content_filter"}]}, True)

@@ -92,6 +92,42 @@ class GeneratorConfig(StrictModel):
             )
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, v: str | None) -> str | None:
+        """A user name, password or key in the URL would be written to config.yaml and run.log and printed in
+        every HTTP error; the key belongs in an environment variable named by ``api_key_env``."""
+        if v is None:
+            return v
+        from urllib.parse import parse_qsl, urlsplit
+
+        try:
+            parts = urlsplit(v)
+            secret = parts.username is not None or parts.password is not None
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}); e.g. http://127.0.0.1:8000/v1") from None
+        keyish = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
+        secret = secret or any(keyish.search(k) for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+        if secret:
+            raise ValueError(
+                "holds a credential (a user name, password or key); it would be written to config.yaml and shown "
+                "in errors. Give the server's plain URL and export the key in an environment variable named by "
+                "api_key_env (the value given is not shown)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _server_settings_need_the_openai_backend(self) -> GeneratorConfig:
+        """base_url or api_key_env on another backend: the user meant an HTTP server and left out ``backend``
+        (the model id would otherwise be looked up as a local file, and the error would not say why)."""
+        given = [f for f in ("base_url", "api_key_env") if getattr(self, f) is not None]
+        if given and self.backend != "openai":
+            raise ValueError(
+                f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} read by the openai backend only, and "
+                f"this generator's backend is {self.backend}; add backend: openai to reach a server"
+            )
+        return self
+
     @model_validator(mode="after")
     def _current_model_name(self) -> GeneratorConfig:
         """An embedded model given by its former name (qwen2.5-0.5b-instruct) is recorded by its current one.
