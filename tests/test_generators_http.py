@@ -21,7 +21,7 @@ import pytest
 from dpsynth.config import GeneratorConfig, load_config
 from dpsynth.errors import GeneratorError
 from dpsynth.generators import build_generator
-from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, TokenCounter
+from dpsynth.generators.base import ChatMessage, Completion, GenerationRequest, TokenCounter, timeout_hint
 from dpsynth.generators.openai_http import OpenAIHttpGenerator, parse_response, retry_after_seconds
 
 from .conftest import trickle_server
@@ -307,7 +307,10 @@ def test_a_batch_that_timed_out_names_the_flag_that_lengthens_the_limit(server: 
     with make(server.url, timeout_s=0.2, max_retries=0) as g, pytest.raises(GeneratorError) as exc:
         g.generate([CHAT, CHAT])
     assert "timed out" in str(exc.value)
-    assert "--generators.remote.timeout-s SECONDS, which a resumed run may change" in str(exc.value)
+    assert (
+        "--generators.remote.timeout-s SECONDS, or --generators.timeout-s SECONDS for every generator, "
+        "which a resumed run may change" in str(exc.value)
+    )
     counter = TokenCounter()
     counter.add(Completion("", error="HTTP 404"))
     assert counter.all_failed("a") == "generators[a]: every request failed (['HTTP 404']); check the backend"
@@ -505,6 +508,24 @@ def test_the_first_choice_with_text_leads_and_error_null_is_no_error() -> None:
     cut = parse_response({"choices": [{"message": {"content": "Half a"}, "finish_reason": "content_filter"}]}, True)
     assert cut.truncated == (True,)  # cut off mid-sentence: cleaned as a text that hit the token limit
     assert "keys: object, id" in (parse_response({"object": "list", "id": "x"}, True).error or "")
+
+
+def test_a_trickling_reply_is_named_and_not_met_with_a_longer_limit() -> None:
+    """Regression: with no retries the time limit still added 30 s of waits between tries (a reply arriving
+    a byte at a time held a 3 s request 33 s), the error said "timed out after 3 s", and its hint was to give
+    the request longer, which only lengthens such a wait."""
+    assert make("http://h/v1", timeout_s=3, max_retries=0).max_total_s == 3
+    assert make("http://h/v1", timeout_s=3, max_retries=1).max_total_s == 36  # 2 tries and a wait of <= 30 s
+    with trickle_server() as base:
+        g = make(f"{base}/v1", timeout_s=0.4, max_retries=0, max_total_s=1.2)
+        t0 = time.monotonic()
+        c = g.complete_one(CHAT)
+        took = time.monotonic() - t0
+        g.close()
+    assert c.error is not None and c.error.startswith("timed out after 1.") and "still arriving" in c.error, c.error
+    assert 1.0 < took < 3
+    assert timeout_hint("remote", [c.error]) == ""
+    assert "--generators.remote.timeout-s" in timeout_hint("remote", ["timed out after 0.4 s"])
 
 
 def test_a_trickling_reply_ends_at_the_time_limit_and_close_ends_requests_in_flight() -> None:

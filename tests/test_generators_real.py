@@ -258,7 +258,12 @@ def test_a_run_whose_server_timed_out_resumes_with_a_longer_limit(
             main(args)
         assert info.value.code == 2
         err = capsys.readouterr().err
-        assert "timed out" in err and "--generators.local.timeout-s SECONDS, which a resumed run may change" in err
+        assert (
+            "timed out" in err
+            and "--generators.local.timeout-s SECONDS, or --generators.timeout-s SECONDS for every generator, "
+            "which a resumed run may change"
+            in err
+        )
         assert f"dpsynth run --resume --out {out}" in err
         main(["run", "--resume", "--out", str(out), "--quiet", "--generators.timeout-s", "120"])
         assert "wrote 4 synthetic records" in capsys.readouterr().out

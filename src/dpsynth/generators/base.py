@@ -139,6 +139,10 @@ class TokenCounter:
 def timeout_hint(name: str, errors: Sequence[str | None]) -> str:
     """For errors that are timeouts: the flag that lengthens the limit, which a resumed run may change
     (config.GENERATOR_TRANSPORT), so that a slow backend does not cost the run."""
-    if not any(e and "timed out" in e for e in errors):
+    # a reply still arriving at the limit is a server that trickles: a longer limit only lengthens the wait
+    if not any(e and "timed out" in e and "still arriving" not in e for e in errors):
         return ""
-    return f" (or give it longer: --generators.{name}.timeout-s SECONDS, which a resumed run may change)"
+    return (
+        f" (or give it longer: --generators.{name}.timeout-s SECONDS, or --generators.timeout-s SECONDS for "
+        "every generator, which a resumed run may change)"
+    )

@@ -329,9 +329,8 @@ class OpenAIHttpGenerator:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         # Bound on the wall time of one request, retries and waits included.
-        self.max_total_s = (
-            max_total_s if max_total_s is not None else cfg.timeout_s * (cfg.max_retries + 1) + backoff_max_s
-        )
+        waits = backoff_max_s if cfg.max_retries else 0.0  # no retry, no wait between tries
+        self.max_total_s = max_total_s if max_total_s is not None else cfg.timeout_s * (cfg.max_retries + 1) + waits
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
@@ -372,12 +371,16 @@ class OpenAIHttpGenerator:
             if remaining <= 0:
                 break
             wait_s: float | None = None
+            sent = time.monotonic()
             try:
                 resp = self._post(url, body, deadline, _answer_limit(req))
                 if self._closed:  # closed while it was in flight: no result after close()
                     return Completion(text="", error="generator closed")
             except httpx.TimeoutException:
-                error = f"timed out after {min(self.cfg.timeout_s, remaining):.3g} s"
+                took = time.monotonic() - sent
+                # httpx's limit is per read: a reply arriving a little at a time ends only at the time limit
+                arriving = " (the reply was still arriving)" if took > 1.5 * self.cfg.timeout_s else ""
+                error = f"timed out after {took:.3g} s{arriving}"
             except _TooLarge as exc:
                 return Completion(
                     text="",
