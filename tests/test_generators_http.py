@@ -381,6 +381,25 @@ def test_connection_refused_is_retried_then_error() -> None:
     with make(f"http://127.0.0.1:{port}/v1", max_retries=2) as g:
         c = g.complete_one(CHAT)
     assert c.error is not None and "connection error" in c.error and "2 retries" in c.error
+    # regression: mid-run, the error named neither the server nor what to check
+    assert f"from http://127.0.0.1:{port}/v1/chat/completions" in c.error and "still running at base_url" in c.error
+
+
+def test_errors_a_user_can_fix_name_the_fix(server: FakeServer, key_env: str) -> None:
+    """Regression: a 401 mid-run, a 429 past its retries and a Retry-After past the time limit said what the
+    server said and not what to change (the start-up probe did, a run's requests did not)."""
+    server.script = lambda s, n: Reply(401, {"error": "bad key"})
+    with make(server.url, api_key_env=key_env) as g:
+        assert f"; check the key in ${key_env}" in (g.complete_one(CHAT).error or "")
+    with make(server.url) as g:
+        assert "no key was sent: name its variable in api_key_env" in (g.complete_one(CHAT).error or "")
+    server.script = lambda s, n: Reply(429, {"error": "slow down"}, {"Retry-After": "0"})
+    with make(server.url, max_retries=1) as g:
+        assert "lower --generators.remote.concurrency" in (g.complete_one(CHAT).error or "")
+    server.script = lambda s, n: Reply(503, {"error": "later"}, {"Retry-After": "3600"})
+    with make(server.url, timeout_s=2, max_retries=1) as g:
+        error = g.complete_one(CHAT).error or ""
+    assert "retrying after 3,600 s would pass the request's time limit of 34 s (timeout_s x" in error, error
 
 
 def test_api_key_never_leaks(server: FakeServer, key_env: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -387,7 +387,9 @@ class OpenAIHttpGenerator:
                     error=f"a reply larger than {exc.limit:,} bytes from {url} (does the server ignore max_tokens?)",
                 )
             except httpx.TransportError as exc:
-                error = self._mask(f"connection error: {type(exc).__name__}: {exc}")[:300]
+                error = self._mask(f"connection error from {url}: {type(exc).__name__}: {exc}")[:300]
+                if isinstance(exc, httpx.ConnectError):
+                    error += "; is the server still running at base_url?"
             else:
                 status = resp.status_code
                 if status == 200:
@@ -409,14 +411,24 @@ class OpenAIHttpGenerator:
                 if 300 <= status < 400:  # not followed: the API key would go wherever it points
                     where = resp.headers.get("location", "")
                     error += f"; it points to {where[:200]}: set base_url to the server's own URL" if where else ""
+                if status in (401, 403):
+                    key = self.cfg.api_key_env
+                    error += (
+                        f"; check the key in ${key}" if key else "; no key was sent: name its variable in api_key_env"
+                    )
                 if status not in RETRY_STATUS and not 500 <= status < 600:
                     return Completion(text="", error=error)
+                if status == 429:
+                    error += f"; the server limits requests: lower --generators.{self.name}.concurrency"
                 wait_s = retry_after_seconds(resp.headers.get("Retry-After"))
             if attempt == self.cfg.max_retries:
                 break
             delay = wait_s if wait_s is not None else self._backoff(attempt)
             if time.monotonic() + delay >= deadline:
-                error += f"; giving up: retrying after {delay:.3g} s would pass the time limit"
+                error += (
+                    f"; giving up: retrying after {_seconds(delay)} would pass the request's time limit of "
+                    f"{_seconds(self.max_total_s)} (timeout_s x (max_retries + 1), and waits)"
+                )
                 break
             log.debug(
                 "%s: retry %d/%d in %.2fs after %s",
@@ -485,6 +497,10 @@ def _answer_limit(req: GenerationRequest) -> int:
     """The most bytes an honest reply to ``req`` holds: 64 per token asked for (JSON-escaped text, logprobs
     beside each token), at least 1 MiB."""
     return max(1 << 20, 64 * req.max_tokens * max(req.n, 1) * (1 + req.top_logprobs))
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:,.0f} s"
 
 
 def _error_detail(resp: httpx.Response) -> str:
