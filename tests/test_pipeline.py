@@ -153,6 +153,9 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
         on_disk = json.loads((tmp_path / "inf" / name).read_text(), parse_constant=_not_json)
         assert "inf" in json.dumps(on_disk)
     assert json.loads((tmp_path / "inf" / "privacy.json").read_text())["epsilon"] == "inf"
+    # regression: resuming the finished run returned epsilon as the file's word "inf", a string
+    again = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), resume=True, progress=False)
+    assert again.already_complete and again.privacy == rep
     # regression: privacy.json and the page said "never written: ... pre-noise vote histograms" and "from the
     # noisy votes only" of this run, whose saved votes ARE the exact histograms
     assert "pre-noise" not in rep["never_written"] and "noisy" not in " ".join(rep["post_processing"])

@@ -36,7 +36,7 @@ from dpsynth.data import (
 from dpsynth.embeddings import Embedder
 from dpsynth.errors import ConfigError, DataError, DpsynthError, ResumeError
 from dpsynth.generators.base import Generator
-from dpsynth.io import atomic_write_json, atomic_write_text, read_jsonl_tolerant
+from dpsynth.io import atomic_write_json, atomic_write_text, from_strict_json, read_jsonl_tolerant
 from dpsynth.methods.base import MethodRunner, preparing_line, resolve_defaults, warn_draw_settings_unused
 from dpsynth.methods.registry import METHODS, Method, names_where
 from dpsynth.methods.wasp import rounds_released
@@ -517,7 +517,7 @@ def _finished(run_dir: RunDir, config: Config, as_dataset: bool) -> Any:
 
     output = run_dir.output(config.output_format)
     try:
-        report = json.loads(run_dir.privacy.read_text(encoding="utf-8"))
+        report = from_strict_json(json.loads(run_dir.privacy.read_text(encoding="utf-8")))
         if config.output_format == "jsonl":
             text = output.read_text(encoding="utf-8")
             records = [json.loads(line) for line in text.split("\n") if line.strip()]  # not at U+2028

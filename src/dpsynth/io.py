@@ -88,6 +88,16 @@ def from_json_word(value: Any) -> Any:
     return JSON_WORDS.get(value, value) if isinstance(value, str) else value
 
 
+def from_strict_json(obj: Any) -> Any:
+    """``strict_json`` undone: every ``"inf"``, ``"-inf"`` and ``"nan"`` word a float again, so a file read
+    back holds what was written (privacy.json of an ``--epsilon inf`` run: epsilon a float, not a string)."""
+    if isinstance(obj, dict):
+        return {k: from_strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_strict_json(v) for v in obj]
+    return from_json_word(obj)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """``obj`` as indented, strict JSON (``strict_json``), written atomically."""
     text = json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
