@@ -1256,7 +1256,11 @@ def test_generators_by_name_on_the_command_line() -> None:
         ("a.gguf", "./models/a.gguf"),
         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
     ]
-    assert cfg.wasp.label_judge is None  # a chosen list opts in to the judge, as a YAML list does
+    assert cfg.wasp.label_judge is None  # a chosen list without the judge's model has no judge
+    # the judge's model among them keeps the judge, and a former name is the generator it names
+    cfg = load_config(None, parse_overrides(["--generators", "smollm2-135m,qwen2.5-0.5b"]))
+    assert [g.name for g in cfg.generators] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert cfg.wasp.label_judge == "qwen2.5-coder-0.5b"
     assert parse_overrides(["--generators", "[{name: a, model: b}]"])["generators"] == [{"name": "a", "model": "b"}]
 
 

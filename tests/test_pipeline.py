@@ -283,6 +283,16 @@ def test_embedded_generators_come_with_the_label_judge() -> None:
     assert own.wasp.label_judge is None  # a user's own generators: opt in
     saved = Config.model_validate(own.model_dump())  # what a resumed run reads back
     assert saved.wasp.label_judge is None
+    # regression: a list holding the judge's model (the README's four generators, `init`'s list uncommented)
+    # turned the judge off without a word
+    listed = [g.model_dump() for g in Config().generators] + [{"name": "big", "model": "qwen2.5-coder-1.5b-instruct"}]
+    assert Config.model_validate({"generators": listed}).wasp.label_judge == EMBEDDED_JUDGE
+    renamed = Config.model_validate({"generators": [{"name": "q", "model": "qwen2.5-coder-0.5b-instruct"}]})
+    assert renamed.wasp.label_judge == "q" and "label_judge" not in renamed.wasp.model_fields_set
+    as_base = [{"name": "q", "model": "qwen2.5-coder-0.5b-instruct", "prompt_format": "completion"}]
+    assert Config.model_validate({"generators": as_base}).wasp.label_judge is None  # not how the judge runs
+    resumed = Config.model_validate({"generators": listed, "wasp": {"label_judge": None}})  # a saved run's
+    assert resumed.wasp.label_judge is None
 
 
 def test_label_judge_missing_from_injected_generators_is_a_clear_error(private_csv: Path, tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from dpsynth.config_generators import (  # noqa: F401 - re-exported: dpsynth.con
     backend_reads,
     default_generators,
     generator_named,
+    is_embedded_judge,
 )
 from dpsynth.config_sections import FinetuneConfig, KnowledgeSGConfig, PearlConfig, WaspConfig
 from dpsynth.errors import ConfigError
@@ -301,8 +302,10 @@ class Config(StrictModel):
         (and is aug-pe's one generator).
 
         On IMDb it raised WASP from 0.638 +- 0.035 to 0.713 +- 0.019 (3 seeds, docs/quality.md) at no privacy
-        cost.  A config that lists its own generators, or sets ``wasp.label_judge`` (null included), is left
-        as it is; a saved run's config.yaml lists both, so a resumed run keeps what it started with.
+        cost.  A config that lists its own generators keeps that judge where the list holds the same model
+        (local, chat), under whatever name; a list without it has no judge.  A config that sets
+        ``wasp.label_judge`` (null included) is left as it is; a saved run's config.yaml sets it, so a resumed
+        run keeps what it started with.
 
         The judge is filled in as a default, not as a field the user set: ``model_fields_set`` (what a
         resume compares with the stored run, see run.RunDir.check) does not list it."""
@@ -310,11 +313,14 @@ class Config(StrictModel):
             # Aug-PE varies one generator's samples: of the embedded set, Qwen2.5-Coder (the best Aug-PE
             # generator measured, docs/quality.md), which is also the judge
             self.__dict__["generators"] = [g for g in self.generators if g.name == EMBEDDED_JUDGE]
-        if "generators" in self.model_fields_set or "label_judge" in self.wasp.model_fields_set:
+        if "label_judge" in self.wasp.model_fields_set:
             return self
-        if self.wasp.label_judge != EMBEDDED_JUDGE:
+        judge: str | None = EMBEDDED_JUDGE
+        if "generators" in self.model_fields_set:  # e.g. the embedded three and the larger Qwen, listed
+            judge = next((g.name for g in self.generators if is_embedded_judge(g)), None)
+        if judge is not None and self.wasp.label_judge != judge:
             wasp = self.wasp.model_copy()  # never change a WaspConfig the caller passed in
-            wasp.__dict__["label_judge"] = EMBEDDED_JUDGE  # bypasses assignment validation and fields_set
+            wasp.__dict__["label_judge"] = judge  # bypasses assignment validation and fields_set
             self.__dict__["wasp"] = wasp
         return self
 

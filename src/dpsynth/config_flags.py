@@ -217,9 +217,10 @@ def generators_by_name(names: str) -> list[dict[str, Any]]:
     """``--generators smollm2-135m,qwen2.5-coder-0.5b``: the embedded defaults of those names, and any other
     name as a model of that name (an embedded model, a GGUF path or a hub id), so that the common choice
     needs no YAML list on the command line."""
-    from dpsynth.config import default_generators
+    from dpsynth.config import GENERATOR_ALIASES, default_generators
 
     defaults = {g.name: g.model_dump(exclude_defaults=True) for g in default_generators()}
+    defaults |= {old: defaults[new] for old, new in GENERATOR_ALIASES.items()}  # a former name: the generator
     # a path or hub id is named by its last part (``--generators.NAME.FIELD`` flags and logs use the name)
     return [
         defaults.get(n, {"name": n.rstrip("/").rsplit("/", 1)[-1] or n, "model": n})

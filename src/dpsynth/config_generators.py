@@ -175,6 +175,11 @@ QWEN_CODER_GENERATOR = "qwen2.5-coder-0.5b"  # the embedded Qwen2.5-Coder-0.5B-I
 EMBEDDED_JUDGE = QWEN_CODER_GENERATOR  # the label judge of the embedded generator set (WaspConfig.label_judge)
 
 
+def is_embedded_judge(g: GeneratorConfig) -> bool:
+    """The embedded judge's model, run the way the judge runs it (llama.cpp, chat), under any name."""
+    return g.backend == "llamacpp" and g.prompt_format == "chat" and g.model == QWEN25_CODER
+
+
 # Former names of the embedded generators.  A run's config.yaml keeps the names it started with (they key its
 # journal and rounds.json), so only a reference to a generator that is not in the list is translated:
 # ``wasp.label_judge: qwen2.5-0.5b`` with the current default generators means qwen2.5-coder-0.5b.

@@ -115,7 +115,9 @@ class WaspConfig(StrictModel):
         description=(
             "Name of a chat generator (one of `generators`) that reads each new sample and the public label "
             "names and says which label fits; a sample judged to be another label is dropped and re-asked. "
-            "Post-processing with a public model: no privacy cost. `null` (`--label-judge null`) runs without one."
+            "Post-processing with a public model: no privacy cost. Default: the generator running the embedded "
+            "qwen2.5-coder-0.5b-instruct as a chat model, where the generators hold one, else none. `null` "
+            "(`--label-judge null`) runs without one."
         ),
     )
 
