@@ -245,6 +245,7 @@ def test_client_run_end_to_end_and_no_private_text_reaches_the_server(server: Se
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "wrote" in res.stdout
+    assert "to score the pairs, see docs/knowledgesg.md" in res.stdout and "dpsynth evaluate" not in res.stdout
     rows = [json.loads(x) for x in (out / "synthetic.jsonl").read_text().splitlines() if x.strip()]
     assert len(rows) <= 3 and all(set(r) >= {"instruction", "response", "label", "generator"} for r in rows)
     if rows:  # the local fine-tune on the returned pairs (post-processing) saved its adapter

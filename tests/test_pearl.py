@@ -633,7 +633,11 @@ def test_cli_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "train_steps" in err
     main(argv)
-    assert "wrote 30 synthetic records" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "wrote 30 synthetic records" in said
+    # regression: the closing line sent the user to `dpsynth evaluate`, which refuses a PEARL run
+    assert f"next: `dpsynth report {out}` (report.html); to score the table, see docs/pearl.md" in said, said
+    assert "dpsynth evaluate" not in said
     priv = json.loads((out / "privacy.json").read_text())
     assert priv["method"] == "pearl"
     assert [m["name"] for m in priv["mechanisms"]] == ["Gaussian: counts", "Gaussian: sketch"]

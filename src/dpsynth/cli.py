@@ -183,9 +183,20 @@ def run_from_args(
     )
     if result.privacy.get("caveat"):
         typer.echo(f"caveat: {result.privacy['caveat']}")
-    typer.echo(
-        f"next: `dpsynth evaluate {result.run_dir}` (utility and fidelity; --test FILE for your held-out data), "
-        f"then `dpsynth report {result.run_dir}` (report.html)"
+    typer.echo(_next_steps(str(result.privacy.get("method") or ""), result.run_dir))
+
+
+def _next_steps(method: str, run_dir: object) -> str:
+    """What to do with the finished run: `dpsynth evaluate` scores labelled text sets, so a PEARL table and
+    KnowledgeSG's question-answer pairs are pointed to how their own docs evaluate them."""
+    report = f"`dpsynth report {run_dir}` (report.html)"
+    if method == "pearl":
+        return f"next: {report}; to score the table, see docs/pearl.md, 'Evaluation'"
+    if method == "knowledgesg":
+        return f"next: {report}; to score the pairs, see docs/knowledgesg.md, 'Results' (bench/knowledgesg_eval.py)"
+    return (
+        f"next: `dpsynth evaluate {run_dir}` (utility and fidelity; --test FILE for your held-out data), "
+        f"then {report}"
     )
 
 
