@@ -210,9 +210,12 @@ def test_report_for_run_without_rounds_or_evaluation(run_dir: Path, tmp_path: Pa
     p = parse(page)
     _check_self_contained(p, page)
     text = " ".join(p.text)
-    assert "writes no per-round summary" in text
+    assert "rounds.json is missing, so the per-round summary cannot be shown" in text  # WASP always writes one
     assert "Not evaluated yet" in text
     assert {"privacy", "rounds", "classes", "evaluation", "samples"} <= p.ids
+    priv = json.loads((other / "privacy.json").read_text())
+    (other / "privacy.json").write_text(json.dumps({**priv, "method": "dp-finetune"}))  # writes none
+    assert "writes no per-round summary" in build_report(other)
 
 
 def test_report_zero_shot_and_incomplete(run_dir: Path, tmp_path: Path) -> None:
@@ -964,6 +967,16 @@ def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir
     assert f"warning: report of {run}: config.yaml is missing" in err, err
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "cannot be read as a privacy report (not valid JSON)" in page and "No privacy guarantee" in page
+    # regression: a WASP run without its rounds.json made a page saying "this method writes no per-round
+    # summary", without a word on the console
+    bare = tmp_path / "no-rounds"
+    shutil.copytree(run_dir, bare)
+    (bare / "rounds.json").unlink()
+    done = report(bare)
+    assert done.returncode == 0 and done.stderr.splitlines() == [
+        f"warning: report of {bare}: rounds.json is missing, so the per-round summary cannot be shown"
+    ], done.stderr
+    assert "writes no per-round summary" not in (bare / "report.html").read_text(encoding="utf-8")
     # regression: a privacy.json holding `null` was reported as missing
     (run / "privacy.json").write_text("null", encoding="utf-8")
     done = report(run)

@@ -35,6 +35,7 @@ from typing import Any
 from dpsynth.data import is_in_memory_source
 from dpsynth.errors import ConfigError, DataError, ResumeError
 from dpsynth.io import atomic_write_text
+from dpsynth.methods.registry import names_where
 from dpsynth.privacy.report import PrivacyReport
 from dpsynth.privacy.rounding import round_up
 from dpsynth.report import plots
@@ -308,6 +309,9 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
         )
     priv, priv_problem = read_privacy(raw_priv)
     priv_problem = damaged.why if damaged is not None else priv_problem
+    method = (priv.method if priv else "") or cfg.get("method") or "unknown method"
+    if rounds is None and not rounds_note and method in names_where("prompting"):  # they always write one
+        rounds_note = "rounds.json is missing, so the per-round summary cannot be shown."
     _warn_of_gaps(
         rd, raw_priv is None and damaged is None, priv_problem, rounds_note, evaluation_note, cfg_text is None
     )
@@ -316,7 +320,6 @@ def build_report(run_dir: str | Path, samples_per_class: int = SAMPLES_PER_CLASS
     records = normalise_records(records, cfg)
     declared = _declared_labels(cfg, priv)
     labels = _label_names(declared, records)
-    method = (priv.method if priv else "") or cfg.get("method") or "unknown method"
     task = run_task(cfg)
     if task is None and priv is not None and priv.public_inputs.get("task"):
         task = str(priv.public_inputs["task"])  # no config.yaml: the task privacy.json lists among the public inputs
