@@ -129,7 +129,7 @@ def test_unknown_embedded_name_lists_both(tmp_path: Path) -> None:
         resolve_defaults(Config(method="zero-shot", n_synthetic=20, data={"private": "embedded:medmcqa"}))
     with pytest.raises(DataError, match=r"^--test: no embedded text set 'embedded:imbd'; use embedded:imdb or "):
         eval_core.load_test("embedded:imbd")
-    with pytest.raises(DataError, match="^--test: .*does not exist; give a CSV/JSONL/Parquet file or embedded:imdb or"):
+    with pytest.raises(DataError, match="^--test: .*does not exist; give a CSV/TSV/JSON/JSONL/Parquet file or "):
         eval_core.load_test(str(tmp_path / "nope.csv"))
 
 

@@ -195,8 +195,7 @@ def _next_steps(method: str, run_dir: object) -> str:
     if method == "knowledgesg":
         return f"next: {report}; to score the pairs, see docs/knowledgesg.md, 'Results' (bench/knowledgesg_eval.py)"
     return (
-        f"next: `dpsynth evaluate {run_dir}` (utility and fidelity; --test FILE for your held-out data), "
-        f"then {report}"
+        f"next: `dpsynth evaluate {run_dir}` (utility and fidelity; --test FILE for your held-out data), then {report}"
     )
 
 

@@ -21,9 +21,9 @@ def evaluate_cmd(
     test: str | None = typer.Option(
         None,
         "--test",
-        help="Real held-out data to score against (CSV/JSONL/Parquet), or an embedded dataset's fixed test split: "
-        "embedded:imdb (2,000 IMDb reviews) or embedded:newsgroups (1,531 posts). Required, unless --synthetic is "
-        "the run directory of a run on an embedded dataset.",
+        help="Real held-out data to score against (CSV/TSV/JSON/JSONL/Parquet), or an embedded dataset's fixed test "
+        "split: embedded:imdb (2,000 IMDb reviews) or embedded:newsgroups (1,531 posts). Required, unless "
+        "--synthetic is the run directory of a run on an embedded dataset.",
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of the synthetic set."),
     label_column: str = typer.Option("label", "--label-column", help="Label column of the synthetic set."),

@@ -387,7 +387,7 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     if embedded is not None and why_not:  # e.g. a zero-shot run asked for spam / ham: the same values, other classes
         raise ConfigError(
             f"--test: {why_not}, the default test split; give the real held-out data of its task "
-            f"(--test FILE: CSV/JSONL/Parquet), or --test {embedded.source} if it is that task"
+            f"(--test FILE: CSV/TSV/JSON/JSONL/Parquet), or --test {embedded.source} if it is that task"
         )
     if embedded is not None:
         return embedded.source, (
@@ -399,7 +399,7 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     else:
         why = f"{syn.source} is not a run directory of a run on {embedded_names()}"
     raise ConfigError(
-        f"--test: give the real held-out data to score against (--test FILE: CSV/JSONL/Parquet); {why}, so "
+        f"--test: give the real held-out data to score against (--test FILE: CSV/TSV/JSON/JSONL/Parquet); {why}, so "
         "there is no default test set"
     )
 
@@ -424,7 +424,9 @@ def load_test(
         text_column, label_column = "text", "label"
     else:
         if isinstance(source, (str, Path)) and not Path(str(source)).expanduser().exists():
-            raise DataError(f"--test: {source} does not exist; give a CSV/JSONL/Parquet file or {embedded_names()}")
+            raise DataError(
+                f"--test: {source} does not exist; give a CSV/TSV/JSON/JSONL/Parquet file or {embedded_names()}"
+            )
         df = read_table(
             source,
             encoding,
