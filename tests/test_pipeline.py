@@ -714,3 +714,21 @@ def test_aug_pe_runs_on_the_embedded_defaults(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (out / "synthetic.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["generator"] for r in rows} == {"qwen2.5-coder-0.5b"}
     assert json.loads((out / "privacy.json").read_text())["epsilon"] <= 4.0
+
+
+def test_the_errors_a_user_catches_are_exported(tmp_path: Path) -> None:
+    """The README names them as ``dpsynth.X``; they lived only in dpsynth.errors."""
+    from dpsynth import errors
+
+    for name in ("ConfigError", "DataError", "GeneratorError", "PrivacyBudgetError", "ResumeError"):
+        assert getattr(dpsynth, name) is getattr(errors, name) and name in dpsynth.__all__
+        assert issubclass(getattr(dpsynth, name), dpsynth.DpsynthError)
+    with pytest.raises(dpsynth.ConfigError) as exc:
+        dpsynth.synthesize({"privacy": {"epsilon": -1}}, check_only=True)
+    assert isinstance(exc.value, ValueError)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(dpsynth.DataError):
+        dpsynth.synthesize(
+            {"data": {"private": str(empty), "labels": ["a", "b"]}, "out": str(tmp_path / "r")}, check_only=True
+        )

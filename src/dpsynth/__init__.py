@@ -9,7 +9,27 @@
 
 from dpsynth.api import Checked, SynthesisResult, extend, synthesize
 from dpsynth.config import Config, load_config
-from dpsynth.errors import DpsynthError
+from dpsynth.errors import (
+    ConfigError,
+    DataError,
+    DpsynthError,
+    GeneratorError,
+    PrivacyBudgetError,
+    ResumeError,
+)
 
-__all__ = ["Checked", "Config", "DpsynthError", "SynthesisResult", "extend", "load_config", "synthesize"]
+__all__ = [
+    "Checked",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "DpsynthError",
+    "GeneratorError",
+    "PrivacyBudgetError",
+    "ResumeError",
+    "SynthesisResult",
+    "extend",
+    "load_config",
+    "synthesize",
+]
 __version__ = "0.1.0"
