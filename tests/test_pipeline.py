@@ -732,3 +732,15 @@ def test_the_errors_a_user_catches_are_exported(tmp_path: Path) -> None:
         dpsynth.synthesize(
             {"data": {"private": str(empty), "labels": ["a", "b"]}, "out": str(tmp_path / "r")}, check_only=True
         )
+
+
+@pytest.mark.parametrize("generators", [{}, {"a": object()}, {"a": FakeGenerator("a"), "b": "not a generator"}])
+def test_injected_generators_are_checked_before_the_run_directory(
+    generators: dict[str, object], private_csv: Path, tmp_path: Path
+) -> None:
+    """Regression: ``generators={}`` failed after the run directory was written, with "every generator
+    returned unusable text", and an object without ``generate`` with an AttributeError."""
+    cfg = fake_run_config(private_csv, tmp_path / "run", wasp=dict(rounds=2, q=4))
+    with pytest.raises(dpsynth.ConfigError, match="generators=: "):
+        dpsynth.synthesize(cfg, generators=generators, embedder=FakeEmbedder(), progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()

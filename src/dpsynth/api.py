@@ -197,8 +197,10 @@ def synthesize(
     """Run the configured method and return a ``SynthesisResult`` (or a HF Dataset with ``as_dataset``).
 
     ``private`` may be a path, a pandas DataFrame or a ``datasets.Dataset`` and
-    overrides ``config.data.private``.  ``generators`` and ``embedder`` inject
-    custom backends (e.g. an existing client); by default they are built from the config.
+    overrides ``config.data.private``.  ``generators`` (name -> generator) and ``embedder`` inject
+    custom backends (e.g. an existing client); by default they are built from the config.  Injected
+    generators replace ``config.generators`` by name, so the label judge (``wasp.label_judge``, on by
+    default) must be one of them or set to None.
 
     ``resume=True`` continues the run in ``config.out`` from its own config.yaml: fields set in
     ``config`` must agree with it (``out`` may differ); records passed as a DataFrame/Dataset must be

@@ -14,6 +14,7 @@ from typing import Any
 
 from dpsynth.config import Config
 from dpsynth.embeddings import Embedder, SentenceTransformerEmbedder, check_embedding_model
+from dpsynth.errors import ConfigError
 from dpsynth.generators.base import Generator
 from dpsynth.methods.base import load_run_private
 from dpsynth.methods.wasp import WaspRun, check_run
@@ -62,6 +63,8 @@ class PromptingMethod:
         config = self.config
         if self.reads_private:
             self.data = load_run_private(config, self._private_source)
+        if self._injected is not None:
+            _check_injected(self._injected)
         # what WaspRun would refuse inside the run directory, refused before it exists
         names = list(self._injected) if self._injected is not None else [gc.name for gc in config.generators]
         check_run(config, names, self.resume_dir)
@@ -167,3 +170,16 @@ def _looks_like_path(model: str) -> bool:
     """A model given as a file (``/models/x.gguf``, ``x.gguf``).  Other names not near an embedded one are
     left to the backend (tests and plug-ins build generators of their own under any name)."""
     return model.lower().endswith(".gguf") or "/" in model or "\\" in model
+
+
+def _check_injected(generators: Any) -> None:
+    """``synthesize(generators=...)`` checked before the run directory exists: an empty mapping failed later
+    with "every generator returned unusable text", an object without ``generate`` with an AttributeError."""
+    if not isinstance(generators, Mapping) or not generators:
+        raise ConfigError("generators=: give a non-empty mapping of name -> generator (an object with generate)")
+    for name, g in generators.items():
+        if not isinstance(g, Generator):
+            raise ConfigError(
+                f"generators=: {name!r} is a {type(g).__name__}, not a generator; it needs a name, "
+                "generate(requests, on_completion=None) returning one Completion per request, and close()"
+            )
