@@ -280,7 +280,9 @@ class Config(StrictModel):
         "all-MiniLM-L6-v2",
         description="sentence-transformers folder, hub id, or all-MiniLM-L6-v2 (embedded).",
     )
-    embedding_batch_size: int = Field(64, ge=1)
+    embedding_batch_size: int = Field(
+        64, ge=1, description="Texts per forward pass of the embedding model (memory against speed)."
+    )
     seed: int | None = Field(
         None,
         description=(

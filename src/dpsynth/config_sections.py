@@ -89,8 +89,8 @@ class WaspConfig(StrictModel):
         validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
         description="Tokens generated per sample, at most (alias max_tokens).",
     )
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the generators (0: greedy).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: the smallest token set of this mass.")
     min_chars: int = Field(40, ge=1, description="Drop outputs shorter than this.")
     max_chars: int = Field(2000, ge=10, description="Drop (truncate-free) outputs longer than this.")
     whole_sentences: bool = Field(
@@ -220,7 +220,8 @@ class FinetuneConfig(StrictModel):
     lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], description="Modules that get LoRA adapters."
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Modules that get LoRA adapters (default q_proj, v_proj: the attention's query and value).",
     )
     accountant: Literal["prv", "rdp"] = Field(default="prv", description="Opacus accountant for DP-SGD.")
     prompt_format: Literal["auto", "chat", "plain"] = Field(

@@ -144,7 +144,8 @@ def format_summary(result: dict[str, Any]) -> str:
         acc, f1 = u["accuracy"], u["macro_f1"]
         acc_s = "" if u.get("deterministic") else spread(acc)
         f1_s = "" if u.get("deterministic") else spread(f1)
-        runs = "deterministic, fitted once" if u.get("deterministic") else f"{len(u.get('seeds') or [])} seeds"
+        n = len(u.get("seeds") or [])
+        runs = "deterministic, fitted once" if u.get("deterministic") else f"{n} seed{'s' if n != 1 else ''}"
         lines.append(
             f"{name:9s} accuracy {acc['mean']:.4f}{' ' + acc_s if acc_s else ''}   macro-F1 {f1['mean']:.4f}"
             f"{' ' + f1_s if f1_s else ''}   ({runs})"

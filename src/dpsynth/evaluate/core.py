@@ -236,7 +236,7 @@ def evaluate(
         cfg = finetune or downstream.ClassifierFinetuneConfig(model=embedding_model)
         epochs = cfg.epochs_for(len(syn))
         raised = f" (raised from {cfg.epochs} to reach {cfg.min_steps} optimizer steps)" if epochs > cfg.epochs else ""
-        say(f"fine-tuning {cfg.model} for {epochs} epochs{raised} x {len(seeds)} seeds")
+        say(f"fine-tuning {cfg.model} for {epochs} epochs{raised} x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
         result["utility"][downstream.FINETUNE] = downstream.finetune_utility(
             syn.texts, syn.labels, tst.texts, tst.labels, seeds, cfg, progress=say
         )
