@@ -419,6 +419,25 @@ def test_sample_on_an_older_config_warns_of_settings_it_predates(
     assert "whole_sentences" not in grown["wasp"]
 
 
+def test_a_config_an_older_version_accepted_still_resumes_as_it_ran(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: this version refuses base_url on a non-openai generator and gives a list holding the judge's
+    model the judge; a run whose config.yaml had the first (accepted and ignored before) could no longer be
+    resumed or sampled, and one written before the judge existed would have been judged from then on."""
+    import yaml
+
+    run = tmp_path / "run"
+    dpsynth.synthesize(fake_run_config(private_csv, run), generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["generators"][0]["base_url"] = "http://127.0.0.1:9/v1"  # on a llamacpp generator: never read
+    raw["generators"][1]["model"] = "qwen2.5-0.5b-instruct"  # the judge's model, by its former name
+    del raw["wasp"]["label_judge"]  # written before the judge existed
+    (run / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    more = extend(run, 6, generators=_gens(), embedder=FakeEmbedder(), progress=False)
+    assert len(more) == 66
+    grown = yaml.safe_load((run / "config.yaml").read_text())
+    assert grown["wasp"]["label_judge"] is None and "base_url" not in grown["generators"][0]
+
+
 def test_a_sample_after_a_short_sample_adds_only_what_it_asks(private_csv: Path, tmp_path: Path) -> None:
     """Regression: config.yaml grew from its own n_synthetic, so after a call that came up short (25 asked,
     2 made) the next `sample --n 5` made up the earlier 23 as well and added 28."""

@@ -156,6 +156,14 @@ def test_epsilon_inf_is_an_exact_vote_and_says_not_private(private_csv: Path, tm
     # regression: resuming the finished run returned epsilon as the file's word "inf", a string
     again = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), resume=True, progress=False)
     assert again.already_complete and again.privacy == rep
+    from dpsynth.io import from_strict_json
+
+    written = {"epsilon": "inf", "mechanisms": [{"sigma": "nan"}], "public_inputs": {"labels": {"0": "nan"}}}
+    assert from_strict_json(written, {"public_inputs"}) == {
+        "epsilon": math.inf,
+        "mechanisms": [{"sigma": pytest.approx(math.nan, nan_ok=True)}],
+        "public_inputs": {"labels": {"0": "nan"}},  # a user's label called "nan" stays a label
+    }
     # regression: privacy.json and the page said "never written: ... pre-noise vote histograms" and "from the
     # noisy votes only" of this run, whose saved votes ARE the exact histograms
     assert "pre-noise" not in rep["never_written"] and "noisy" not in " ".join(rep["post_processing"])

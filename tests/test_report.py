@@ -1008,6 +1008,9 @@ def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkey
     monkeypatch.setattr(Path, "read_text", real)
     assert read_json(path) == {"epsilon": 1.0}
     assert read_json(tmp_path / "absent.json") is None
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(UnusableJson, match="a folder, not a JSON file; the run directory is damaged"):
+        read_json(tmp_path / "folder.json")
 
 
 def test_a_report_page_has_unique_element_ids(run_dir: Path) -> None:
@@ -1214,3 +1217,13 @@ def test_the_privacy_table_shows_the_spend_once_when_the_accountant_agrees(run_d
     (run / "privacy.json").write_text(json.dumps(priv))
     spent = [r for r in rows() if "epsilon" in r and "target" not in r]
     assert [r.split()[0:2] for r in spent] == [["epsilon", "spent"], ["accountant's", "epsilon"]], spent
+
+
+def test_the_outcomes_table_shows_failed_requests_only_where_some_failed() -> None:
+    from dpsynth.report.rounds import _outcomes_table
+
+    healthy = _outcomes_table([{"round": 0, "outcomes": {"a": {"accepted": 5, "unusable": 1}}}])
+    assert "accepted" in healthy and "request failed" not in healthy and "judge's request failed" not in healthy
+    failing = _outcomes_table([{"round": 1, "outcomes": {"a": {"accepted": 4, "request_failed": 2}}}])
+    assert "request failed (no output; run.log says why)" in failing and "judge&#x27;s request" not in failing
+    assert "judge's request failed" not in failing

@@ -20,6 +20,9 @@ from .conftest import FakeEmbedder, FakeGenerator, fake_run_config
 LONG = "This film kept me watching until the very end, and the acting was superb throughout."
 
 
+ERRORS = {"FAIL": "HTTP 500", "EMPTY": "empty completion"}  # a failed request; an answer without text
+
+
 class Judge:
     """Answers each judge request with a fixed verdict per text, and counts its calls."""
 
@@ -32,7 +35,7 @@ class Judge:
         prompts = [" ".join(m.content for m in r.messages or ()) for r in requests]  # the judge is a chat model
         answers = [next((v for k, v in self.verdicts.items() if k in p), "no idea") for p in prompts]
         # "FAIL": the judge's request failed (an HTTP error after its retries)
-        out = [Completion(a, 1, 5) if a != "FAIL" else Completion("", error="HTTP 500") for a in answers]
+        out = [Completion(a, 1, 5) if a not in ("FAIL", "EMPTY") else Completion("", error=ERRORS[a]) for a in answers]
         for c in out if on_completion else ():
             on_completion(c)
         return out
@@ -100,6 +103,14 @@ def test_failed_requests_are_counted_apart_and_never_pass_unjudged(tmp_path: Pat
     assert screen.judged(cands, outcome) == []  # dropped, and asked again by the round
     assert outcome == Counter(request_failed=1, judge_failed=1)
     assert rejections([outcome], judged=True) == ["judge re-asked 0/0", "2 requests failed"]
+    # an answer without text is an answer: an unusable output, an unsure verdict (kept), never "failed"
+    screen = _screen(tmp_path, Judge({"superb": "EMPTY"}))
+    outcome = Counter()
+    cands = screen.candidates(
+        [("1", [], Completion("", error="empty completion")), ("1", [], Completion(LONG))], {"1": 2}, outcome
+    )
+    assert cands == [("1", LONG)] and screen.judged(cands, outcome) == [("1", LONG)]
+    assert outcome == Counter(unusable=1, judge_unsure=1)
 
 
 def test_no_judge_keeps_every_candidate(tmp_path: Path) -> None:

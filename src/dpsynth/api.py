@@ -519,7 +519,7 @@ def _finished(run_dir: RunDir, config: Config, as_dataset: bool) -> Any:
 
     output = run_dir.output(config.output_format)
     try:
-        report = from_strict_json(json.loads(run_dir.privacy.read_text(encoding="utf-8")))
+        report = from_strict_json(json.loads(run_dir.privacy.read_text(encoding="utf-8")), {"public_inputs"})
         if config.output_format == "jsonl":
             text = output.read_text(encoding="utf-8")
             records = [json.loads(line) for line in text.split("\n") if line.strip()]  # not at U+2028

@@ -446,7 +446,8 @@ def set_generator_fields(raw: dict[str, Any], settings: dict[str, Any]) -> None:
     """Apply ``generators.FIELD`` / ``generators.*.FIELD`` (every generator whose backend reads FIELD) and
     ``generators.NAME.FIELD`` settings (the CLI's ``--generators.n-threads 1``) to the generator list the run
     would use: the file's or flags' list, else the method's default, which is then written out with the label
-    judge it implies (a listed generator set otherwise means "no default judge", see Config._embedded_judge).
+    judge it implies (a listed set otherwise gets the judge only if it holds the judge's model, see
+    Config._embedded_judge).
     A backend is set first and every-generator settings before named ones, whatever the order given."""
     if not isinstance(raw.get("generators"), list):
         resolved = Config.model_validate(raw)

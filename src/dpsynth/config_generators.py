@@ -94,25 +94,30 @@ class GeneratorConfig(StrictModel):
 
     @field_validator("base_url")
     @classmethod
-    def _no_credentials_in_url(cls, v: str | None) -> str | None:
-        """A user name, password or key in the URL would be written to config.yaml and run.log and printed in
-        every HTTP error; the key belongs in an environment variable named by ``api_key_env``."""
+    def _plain_url(cls, v: str | None) -> str | None:
+        """The server's plain URL: a user name, password or key in it would be written to config.yaml and
+        run.log and printed in every HTTP error (the key belongs in an environment variable named by
+        ``api_key_env``), and a ``?query`` would end up before the endpoint's path (``.../v1?x/chat/...``)."""
         if v is None:
             return v
-        from urllib.parse import parse_qsl, urlsplit
+        from urllib.parse import urlsplit
 
         try:
             parts = urlsplit(v)
             secret = parts.username is not None or parts.password is not None
         except ValueError as exc:
             raise ValueError(f"not a URL ({exc}); e.g. http://127.0.0.1:8000/v1") from None
-        keyish = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
-        secret = secret or any(keyish.search(k) for k, _ in parse_qsl(parts.query, keep_blank_values=True))
         if secret:
             raise ValueError(
-                "holds a credential (a user name, password or key); it would be written to config.yaml and shown "
-                "in errors. Give the server's plain URL and export the key in an environment variable named by "
+                "holds a credential (a user name or password); it would be written to config.yaml and shown in "
+                "errors. Give the server's plain URL and export the key in an environment variable named by "
                 "api_key_env (the value given is not shown)"
+            )
+        if parts.query or parts.fragment or v.rstrip().endswith(("?", "#")):
+            raise ValueError(
+                "has a ?query or #fragment, which would come before the endpoint's path and, if it holds a key, "
+                "be written to config.yaml; give the server's plain URL (e.g. http://127.0.0.1:8000/v1) and a "
+                "key through api_key_env (the value given is not shown)"
             )
         return v
 

@@ -14,7 +14,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +88,15 @@ def from_json_word(value: Any) -> Any:
     return JSON_WORDS.get(value, value) if isinstance(value, str) else value
 
 
-def from_strict_json(obj: Any) -> Any:
+def from_strict_json(obj: Any, verbatim: Collection[str] = ()) -> Any:
     """``strict_json`` undone: every ``"inf"``, ``"-inf"`` and ``"nan"`` word a float again, so a file read
-    back holds what was written (privacy.json of an ``--epsilon inf`` run: epsilon a float, not a string)."""
+    back holds what was written (privacy.json of an ``--epsilon inf`` run: epsilon a float, not a string).
+    The values under a key in ``verbatim`` are the user's own text (a label may be called "nan") and stay
+    as written."""
     if isinstance(obj, dict):
-        return {k: from_strict_json(v) for k, v in obj.items()}
+        return {k: v if k in verbatim else from_strict_json(v, verbatim) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [from_strict_json(v) for v in obj]
+        return [from_strict_json(v, verbatim) for v in obj]
     return from_json_word(obj)
 
 

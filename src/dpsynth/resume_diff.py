@@ -61,3 +61,21 @@ def dotted(raw: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         raw = raw[part]
     return raw
+
+
+def as_its_version_ran(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored config.yaml read the way the version that wrote it ran it, where that version accepted what
+    this one refuses or fills in:
+
+    * ``base_url`` / ``api_key_env`` on a generator that is not ``backend: openai`` were accepted and never
+      read; this version refuses them (a forgotten backend), which would block the run's resume;
+    * a ``wasp`` section without ``label_judge`` predates the judge: that run had none, while this version
+      gives a list holding the judge's model the judge."""
+    for g in raw.get("generators") or ():
+        if isinstance(g, dict) and g.get("backend", "llamacpp") != "openai":
+            g.pop("base_url", None)
+            g.pop("api_key_env", None)
+    wasp = raw.get("wasp")
+    if isinstance(wasp, dict) and "label_judge" not in wasp:
+        wasp["label_judge"] = None
+    return raw

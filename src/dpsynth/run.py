@@ -47,7 +47,15 @@ from dpsynth.io import atomic_write_json, atomic_write_text
 from dpsynth.knowledgesg.protocol import ADAPTER_FILE
 from dpsynth.methods.registry import names_where
 from dpsynth.privacy.report import PrivacyReport
-from dpsynth.resume_diff import AS_BEFORE, RESUMABLE_DIFFS, absent_paths, diff_paths, dotted, fetch_free
+from dpsynth.resume_diff import (
+    AS_BEFORE,
+    RESUMABLE_DIFFS,
+    absent_paths,
+    as_its_version_ran,
+    diff_paths,
+    dotted,
+    fetch_free,
+)
 from dpsynth.round_log import load_round_log
 from dpsynth.run_hints import did_you_mean
 
@@ -376,7 +384,7 @@ class RunDir:
             ) from None
         if not isinstance(raw, dict):
             raise ResumeError(f"{self.config}: is not a config mapping; the run cannot be resumed, start a new --out")
-        return raw
+        return as_its_version_ran(raw)
 
     def is_complete(self, config: Config) -> bool:
         """True when the run finished: its output and privacy.json (written last) both exist, for this

@@ -51,6 +51,11 @@ class GenerationRequest:
         return self.messages is not None
 
 
+# Errors that mean the model answered without usable text, not that the request failed
+EMPTY_COMPLETION = "empty completion"
+FILTERED = "stopped by the server's content filter"
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -71,6 +76,13 @@ class Completion:
     def texts(self) -> tuple[str, ...]:
         """Every completion of the request: ``text`` first, then ``extra_texts``."""
         return (self.text, *self.extra_texts)
+
+    @property
+    def failed(self) -> bool:
+        """The request itself failed (connection, HTTP status, timeout, a backend exception): no answer came
+        back.  An answer without text (``EMPTY_COMPLETION``, a content filter's stop) is not a failure: it is
+        screened like any other output."""
+        return self.error is not None and self.error not in (EMPTY_COMPLETION, FILTERED)
 
     def was_truncated(self, i: int) -> bool | None:
         """Whether ``texts[i]`` stopped at the token limit; None when the backend did not say."""

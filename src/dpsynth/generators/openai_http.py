@@ -30,7 +30,14 @@ import httpx
 
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
-from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback, timeout_hint
+from dpsynth.generators.base import (
+    EMPTY_COMPLETION,
+    FILTERED,
+    Completion,
+    GenerationRequest,
+    ProgressCallback,
+    timeout_hint,
+)
 from dpsynth.generators.pool import RequestPool, Submits
 
 log = logging.getLogger(__name__)
@@ -103,7 +110,7 @@ def parse_response(data: Any, is_chat: bool, n: int = 1) -> Completion:
         truncated=truncated,
         completion_tokens=ct,
         prompt_tokens=pt,
-        error=None if ok else ("stopped by the server's content filter" if filtered else "empty completion"),
+        error=None if ok else (FILTERED if filtered else EMPTY_COMPLETION),
         cached_tokens=_int(timings.get("cache_n")),
         prompt_ms=_float(timings.get("prompt_ms")),
         predicted_ms=_float(timings.get("predicted_ms")),
@@ -197,13 +204,13 @@ def run_batch(
         for fut in pending:
             fut.cancel()
     out = [c if c is not None else Completion(text="", error="not run") for c in results]
-    failed = [c.error for c in out if c.error]
+    failed = [" ".join(str(c.error).split()) for c in out if c.failed]
     if failed and len(failed) < len(out):  # the caller goes on without them: say so once per batch
         log.warning("generators[%s]: %d of %d requests failed, e.g. %s", name, len(failed), len(out), failed[0])
     if all(c.error for c in out):
         first = out[0].error
         hint = ""
-        if first == "empty completion":
+        if first == EMPTY_COMPLETION:
             hint = " (a base model needs prompt_format: completion, an instruct model chat)"
         hint = hint or timeout_hint(name, [c.error for c in out])
         raise GeneratorError(f"generators[{name}]: all {len(out)} requests failed, e.g. {first}{hint}")
@@ -376,11 +383,10 @@ class OpenAIHttpGenerator:
                 resp = self._post(url, body, deadline, _answer_limit(req))
                 if self._closed:  # closed while it was in flight: no result after close()
                     return Completion(text="", error="generator closed")
-            except httpx.TimeoutException:
-                took = time.monotonic() - sent
+            except httpx.TimeoutException as exc:
                 # httpx's limit is per read: a reply arriving a little at a time ends only at the time limit
-                arriving = " (the reply was still arriving)" if took > 1.5 * self.cfg.timeout_s else ""
-                error = f"timed out after {took:.3g} s{arriving}"
+                arriving = " (the reply was still arriving)" if isinstance(exc, _StillArriving) else ""
+                error = f"timed out after {time.monotonic() - sent:.3g} s{arriving}"
             except _TooLarge as exc:
                 return Completion(
                     text="",
@@ -455,7 +461,7 @@ class OpenAIHttpGenerator:
                 if len(data) > limit:
                     raise _TooLarge(limit)
                 if time.monotonic() > deadline or self._closed:
-                    raise httpx.ReadTimeout("the reply was still arriving at the time limit")
+                    raise _StillArriving("the reply was still arriving at the time limit")
         dropped = ("content-encoding", "content-length")  # decoded already
         headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in dropped]
         return httpx.Response(resp.status_code, headers=headers, content=bytes(data), request=resp.request)
@@ -485,6 +491,10 @@ class OpenAIHttpGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _StillArriving(httpx.ReadTimeout):
+    """The reply was still coming in, a little at a time, when the request's time limit passed."""
 
 
 class _TooLarge(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
-from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
+from dpsynth.generators.base import EMPTY_COMPLETION, Completion, GenerationRequest, ProgressCallback
 from dpsynth.lm.device import pick_device
 from dpsynth.lm.loading import model_source, one_line
 from dpsynth.quiet import quiet_model_loading
@@ -120,7 +120,7 @@ class TransformersGenerator:
                 )
             else:
                 results.append(
-                    Completion(text="", completion_tokens=n, prompt_tokens=prompt_tokens, error="empty completion")
+                    Completion(text="", completion_tokens=n, prompt_tokens=prompt_tokens, error=EMPTY_COMPLETION)
                 )
         return results
 

@@ -59,7 +59,7 @@ class OutputScreen:
         kept: list[tuple[str, str]] = []
         in_chunk: set[str] = set()
         for c, examples, comp in outputs:
-            if comp.error is not None:  # no sample came back: the request failed (the backend logged why)
+            if comp.failed:  # no answer came back: the request failed (the backend logged why)
                 outcome["request_failed"] += 1
                 continue
             for i, raw in enumerate(comp.texts):
@@ -101,7 +101,7 @@ class OutputScreen:
         answers = self.judge.generate(reqs, on_completion=self.judge_tokens.add)
         kept = []
         for (c, text), ans in zip(candidates, answers, strict=True):
-            if ans.error is not None:
+            if ans.failed:  # no answer at all; an empty answer is an unsure one
                 outcome["judge_failed"] += 1
                 continue
             said = judge_verdict(ans.text, ans.top_logprobs, names)

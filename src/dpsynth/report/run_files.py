@@ -33,6 +33,8 @@ def read_json(path: Path) -> Any:
         return None
     try:
         text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise UnusableJson(path, "a folder, not a JSON file", damaged=True) from None
     except OSError as exc:
         raise UnusableJson(path, exc.strerror or type(exc).__name__, damaged=False) from None
     except UnicodeDecodeError:
