@@ -457,11 +457,12 @@ class OpenAIHttpGenerator:
         with self._client.stream("POST", url, json=body, timeout=timeout) as resp:
             data = bytearray()
             for chunk in resp.iter_bytes():
+                if time.monotonic() > deadline or self._closed:
+                    # bytes before the limit and more after: a reply trickling in; else simply a late one
+                    raise (_StillArriving if data else httpx.ReadTimeout)("the reply came after the time limit")
                 data += chunk
                 if len(data) > limit:
                     raise _TooLarge(limit)
-                if time.monotonic() > deadline or self._closed:
-                    raise _StillArriving("the reply was still arriving at the time limit")
         dropped = ("content-encoding", "content-length")  # decoded already
         headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in dropped]
         return httpx.Response(resp.status_code, headers=headers, content=bytes(data), request=resp.request)
