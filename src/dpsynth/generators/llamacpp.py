@@ -35,7 +35,8 @@ from dpsynth.config import GeneratorConfig
 from dpsynth.errors import GeneratorError
 from dpsynth.generators.base import Completion, GenerationRequest, ProgressCallback
 from dpsynth.generators.models import resolve_model
-from dpsynth.generators.openai_http import parse_response, request_body, run_batch
+from dpsynth.generators.openai_http import parse_response, request_body
+from dpsynth.generators.pool import AnswerStreak, run_batch
 
 
 def _threads(n_threads: int) -> int:
@@ -211,6 +212,7 @@ class LlamaCppGenerator:
         self._pool = ThreadPoolExecutor(max_workers=cfg.n_parallel, thread_name_prefix=f"llamacpp-{cfg.name}")
         self._lock = threading.Lock()
         self._extra = cfg.sampler_fields()
+        self._streak = AnswerStreak()
         _OPEN.add(self)
 
     def complete_one(self, req: GenerationRequest) -> Completion:
@@ -267,7 +269,7 @@ class LlamaCppGenerator:
     ) -> list[Completion]:
         if self._server is None:
             raise GeneratorError(f"generators[{self.name}]: generate() called after close()")
-        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion)
+        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion, self._streak)
 
     def close(self) -> None:
         """Stop the worker threads, then the server; safe to call twice, and from the atexit hook."""

@@ -5,7 +5,9 @@ Chat requests go to ``{base_url}/chat/completions``, completion requests to
 threads sharing one ``httpx.Client``, generators/pool.py).  Timeouts, connection errors, 429 and
 5xx are retried with exponential backoff and jitter, honouring ``Retry-After``,
 up to ``max_retries`` times and within a bounded total time; other 4xx are not
-retried.  A request that still fails becomes a ``Completion`` with ``error`` set.
+retried.  A request that still fails becomes a ``Completion`` with ``error`` set.  A server that answered
+before and then refuses connections (restarting) is waited for, within each request's time limit, and a
+batch whose every request failed stops the run only as ``pool.AnswerStreak`` says.
 
 The API key is read from the environment variable named by ``api_key_env`` and
 is sent only as ``Authorization: Bearer``; it is kept out of reprs, logs and
@@ -22,8 +24,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -36,9 +37,8 @@ from dpsynth.generators.base import (
     Completion,
     GenerationRequest,
     ProgressCallback,
-    timeout_hint,
 )
-from dpsynth.generators.pool import RequestPool, Submits
+from dpsynth.generators.pool import AnswerStreak, RequestPool, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -173,50 +173,6 @@ def _int(v: Any) -> int:
         return 0
 
 
-def run_batch(
-    name: str,
-    pool: Submits,
-    one: Callable[[GenerationRequest], Completion],
-    requests: Sequence[GenerationRequest],
-    on_completion: ProgressCallback | None,
-) -> list[Completion]:
-    """Run every request on ``pool``; call ``on_completion`` in this thread as each ends; keep order.
-
-    Raises ``GeneratorError`` when every request of a non-empty batch failed.
-    """
-    if not requests:
-        return []
-    futures: dict[Future[Completion], int] = {pool.submit(one, r): i for i, r in enumerate(requests)}
-    results: list[Completion | None] = [None] * len(requests)
-    pending: set[Future[Completion]] = set(futures)
-    try:
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                try:
-                    c = fut.result()
-                except Exception as exc:  # a bug in `one`: keep the rest of the batch
-                    c = Completion(text="", error=f"{type(exc).__name__}: {exc}"[:300])
-                results[futures[fut]] = c
-                if on_completion is not None:
-                    on_completion(c)
-    finally:
-        for fut in pending:
-            fut.cancel()
-    out = [c if c is not None else Completion(text="", error="not run") for c in results]
-    failed = [" ".join(str(c.error).split()) for c in out if c.failed]
-    if failed and len(failed) < len(out):  # the caller goes on without them: say so once per batch
-        log.warning("generators[%s]: %d of %d requests failed, e.g. %s", name, len(failed), len(out), failed[0])
-    if all(c.error for c in out):
-        first = out[0].error
-        hint = ""
-        if first == EMPTY_COMPLETION:
-            hint = " (a base model needs prompt_format: completion, an instruct model chat)"
-        hint = hint or timeout_hint(name, [c.error for c in out])
-        raise GeneratorError(f"generators[{name}]: all {len(out)} requests failed, e.g. {first}{hint}")
-    return out
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """Parse a ``Retry-After`` header: delta-seconds (int or float) or an HTTP date."""
     if not value:
@@ -261,6 +217,7 @@ def check_settings(cfg: GeneratorConfig) -> str | None:
 
 
 PROBE_S = 10.0  # the whole probe (connect, headers, body), whatever the server does
+OUTAGE_POLL_S = 5.0  # the longest wait between two tries of a server that refuses connections
 
 
 def probe_server(cfg: GeneratorConfig, key: str | None) -> None:
@@ -348,6 +305,8 @@ class OpenAIHttpGenerator:
         self._pool = RequestPool(cfg.concurrency, f"http-{cfg.name}")
         self._closed = False
         self._lock = threading.Lock()
+        self._streak = AnswerStreak()
+        self._down_since: float | None = None  # when a server that had answered began refusing connections
 
     def __repr__(self) -> str:
         auth = f", api_key_env={self.cfg.api_key_env!r}" if self.cfg.api_key_env else ""
@@ -369,15 +328,13 @@ class OpenAIHttpGenerator:
         body = {**request_body(req, self.cfg.model), **self.cfg.sampler_fields()}
         deadline = time.monotonic() + self.max_total_s
         error = "not sent"
-        retries = 0
-        for attempt in range(self.cfg.max_retries + 1):
-            retries = attempt
+        retries = 0  # the retries max_retries counts; waiting for a restarting server (below) is not one
+        polls, first = 0, 0.0
+        while True:
             if self._closed:
                 return Completion(text="", error="generator closed")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             wait_s: float | None = None
+            refused = False
             sent = time.monotonic()
             try:
                 resp = self._post(url, body, deadline, _answer_limit(req))
@@ -396,24 +353,18 @@ class OpenAIHttpGenerator:
                 error = self._mask(f"connection error from {url}: {type(exc).__name__}: {exc}")[:300]
                 if isinstance(exc, httpx.ConnectError):
                     error += "; is the server still running at base_url?"
+                    refused = self._refused()
             else:
+                self._answered()
                 status = resp.status_code
                 if status == 200:
-                    try:
-                        data = resp.json()
-                    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-                        return Completion(text="", error=f"HTTP 200 with a body that is not JSON from {url}")
-                    c = parse_response(data, req.is_chat, req.n)
-                    if c.error:
-                        c = Completion(
-                            text="",
-                            completion_tokens=c.completion_tokens,
-                            prompt_tokens=c.prompt_tokens,
-                            error=self._mask(c.error),
-                        )
-                    return c
-                detail = self._mask(_error_detail(resp))
-                error = f"HTTP {status} from {url}" + (f": {detail}" if detail else "")
+                    c = self._parsed(resp, url, req)
+                    if not _retryable_error_body(resp):
+                        return c
+                    status, error = _body_status(resp), f"{c.error} (HTTP 200 carrying an error) from {url}"
+                else:
+                    detail = self._mask(_error_detail(resp))
+                    error = f"HTTP {status} from {url}" + (f": {detail}" if detail else "")
                 if 300 <= status < 400:  # not followed: the API key would go wherever it points
                     where = resp.headers.get("location", "")
                     error += f"; it points to {where[:200]}: set base_url to the server's own URL" if where else ""
@@ -427,28 +378,68 @@ class OpenAIHttpGenerator:
                 if status == 429:
                     error += f"; the server limits requests: lower --generators.{self.name}.concurrency"
                 wait_s = retry_after_seconds(resp.headers.get("Retry-After"))
-            if attempt == self.cfg.max_retries:
+            if refused:  # a server that answered before and now refuses: restarting, most likely; poll it
+                first = first if polls else sent
+                delay = min(self._backoff(polls), OUTAGE_POLL_S)
+                polls += 1
+            elif retries == self.cfg.max_retries:
                 break
-            delay = wait_s if wait_s is not None else self._backoff(attempt)
+            else:
+                delay = wait_s if wait_s is not None else self._backoff(retries)
+                retries += 1
             if time.monotonic() + delay >= deadline:
                 error += (
                     f"; giving up: retrying after {_seconds(delay)} would pass the request's time limit of "
                     f"{_seconds(self.max_total_s)} (timeout_s x (max_retries + 1), and waits)"
                 )
                 break
-            log.debug(
-                "%s: retry %d/%d in %.2fs after %s",
-                self.name,
-                attempt + 1,
-                self.cfg.max_retries,
-                delay,
-                error,
-            )
+            log.debug("%s: retry in %.2fs after %s", self.name, delay, error)
             time.sleep(delay)
         if self._closed:  # the error came from close() ending the connection, not from the server
             return Completion(text="", error="generator closed")
         n = retries
-        return Completion(text="", error=f"{error} (after {n} retr{'y' if n == 1 else 'ies'})")
+        waited = f"; waited {_seconds(time.monotonic() - first)} while the server refused connections" if polls else ""
+        return Completion(text="", error=f"{error} (after {n} retr{'y' if n == 1 else 'ies'}{waited})")
+
+    def _parsed(self, resp: httpx.Response, url: str, req: GenerationRequest) -> Completion:
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            return Completion(text="", error=f"HTTP 200 with a body that is not JSON from {url}")
+        c = parse_response(data, req.is_chat, req.n)
+        if c.error:
+            c = Completion(
+                text="", completion_tokens=c.completion_tokens, prompt_tokens=c.prompt_tokens, error=self._mask(c.error)
+            )
+        return c
+
+    def _refused(self) -> bool:
+        """A refused connection: whether to wait for the server.  Only a server that answered this generator
+        before, and for at most ``max_total_s`` from the first refusal on (every request's own time limit
+        still holds): a vLLM or SGLang server restarting mid-run takes minutes to load its model, which the
+        retries' backoff (seconds) would not wait out; a server that never answered is a wrong setting."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._streak.answered:
+                return False
+            if self._down_since is None:
+                self._down_since = now
+                log.warning(
+                    "generators[%s]: the server at %s refuses connections; waiting up to %s for it to come back "
+                    "(Ctrl-C stops the run, --resume continues it)",
+                    self.name,
+                    self.base_url,
+                    _seconds(self.max_total_s),
+                )
+            return now - self._down_since < self.max_total_s
+
+    def _answered(self) -> None:
+        """The server answered (any status): an outage, if any, is over."""
+        with self._lock:
+            if self._down_since is not None:
+                gone = time.monotonic() - self._down_since
+                log.warning("generators[%s]: the server answers again, after %s", self.name, _seconds(gone))
+                self._down_since = None
 
     def _post(self, url: str, body: dict[str, Any], deadline: float, limit: int) -> httpx.Response:
         """One POST whose whole reply must arrive by ``deadline`` (each read has ``timeout_s``, which a server
@@ -474,7 +465,7 @@ class OpenAIHttpGenerator:
     ) -> list[Completion]:
         if self._closed:
             raise GeneratorError(f"generators[{self.name}]: generate() called after close()")
-        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion)
+        return run_batch(self.name, self._pool, self.complete_one, requests, on_completion, self._streak)
 
     def close(self) -> None:
         with self._lock:
@@ -512,6 +503,22 @@ def _answer_limit(req: GenerationRequest) -> int:
 
 def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 10 else f"{s:,.0f} s"
+
+
+def _body_status(resp: httpx.Response) -> int:
+    """The HTTP-like status in a 200 reply's ``{"error": {"code": ...}}``, else 200.  Gateways in front of
+    several servers (OpenRouter, LiteLLM) answer 200 and put an upstream 429 or 5xx there."""
+    try:
+        err = resp.json().get("error")
+        code = int(err.get("code") or 0) if isinstance(err, dict) else 200
+    except (ValueError, TypeError, AttributeError):
+        return 200
+    return code if 100 <= code < 600 else 200
+
+
+def _retryable_error_body(resp: httpx.Response) -> bool:
+    code = _body_status(resp)
+    return code in RETRY_STATUS or 500 <= code < 600
 
 
 def _error_detail(resp: httpx.Response) -> str:
