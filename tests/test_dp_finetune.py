@@ -964,6 +964,8 @@ def test_cli_one_line_error(
 
 
 # ---------------------------------------------------------------- canary scoring
+# regression: transformers 5 warned on every `dpsynth audit canaries` that `past_key_values` is going
+@pytest.mark.filterwarnings("error:`past_key_values`:FutureWarning")
 def test_batched_scoring_equals_one_forward_per_candidate(tiny_lm: Path) -> None:
     from transformers import AutoModelForCausalLM
 

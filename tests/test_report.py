@@ -1013,6 +1013,28 @@ def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkey
         read_json(tmp_path / "folder.json")
 
 
+def test_a_membership_audit_one_cannot_open_is_not_called_damaged(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a membership.json the user may not read said "cannot be read; run dpsynth audit membership
+    again", which redoes a whole audit where the file's permissions are the fix."""
+    path = run_dir / "membership.json"
+    path.write_text("{}", encoding="utf-8")
+    real = Path.read_text
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    page = build_report(run_dir)
+    assert "membership.json cannot be read (Permission denied); check its permissions." in page
+    assert "audit membership again" not in page
+    monkeypatch.setattr(Path, "read_text", real)
+    assert "membership.json cannot be read; run dpsynth audit membership again." in build_report(run_dir)
+
+
 def test_a_report_page_has_unique_element_ids(run_dir: Path) -> None:
     """Regression: every inlined chart held matplotlib's figure_1, axes_1, ... ids (svg.hashsalt salts only
     the hashed ones), so a page of 7 charts repeated each 7 times: invalid HTML, and a clip path or

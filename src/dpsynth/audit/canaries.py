@@ -24,6 +24,7 @@ space of 4-digit secrets, 10,000 candidates, costs 1,000 short sequences).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import re
 import secrets
@@ -122,8 +123,13 @@ def score_continuations(
     )
     with torch.inference_mode(), ctx:
         cache: Any = None
+        # transformers 5 names the KV cache `cache` (in and out; `past_key_values` warns and is going), 4.x
+        # `past_key_values` only
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         if len(prefix) > 1:
-            cache = model(input_ids=torch.tensor([prefix[:-1]], device=device), use_cache=True).past_key_values
+            first = model(input_ids=torch.tensor([prefix[:-1]], device=device), use_cache=True)
+            cache = getattr(first, "cache", None)
+            cache = first.past_key_values if cache is None else cache
         for k in range(0, len(keys), batch_size):
             chunk = keys[k : k + batch_size]
             seqs = torch.tensor([[prefix[-1], *key] for key in chunk], device=device)
@@ -131,7 +137,7 @@ def score_continuations(
             if cache is not None:
                 kv = copy.deepcopy(cache)
                 kv.batch_repeat_interleave(len(chunk))
-                kwargs = {"past_key_values": kv, "use_cache": True}
+                kwargs = {cache_arg: kv, "use_cache": True}
             logits = model(input_ids=seqs, **kwargs).logits
             logp = torch.log_softmax(logits.float(), dim=-1)  # [b, length, V]
             for b, key in enumerate(chunk):

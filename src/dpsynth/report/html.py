@@ -257,7 +257,10 @@ def _membership(rd: Path) -> str:
 
     try:
         result = read_json(rd / MEMBERSHIP_FILE)
-    except UnusableJson:
+    except UnusableJson as exc:
+        if not exc.damaged:  # whole, perhaps, but not ours to read: re-running the audit would not help
+            why = f"{MEMBERSHIP_FILE} cannot be read ({exc.why}); check its permissions."
+            return f'<section id="membership"><h2>Membership audit</h2><p class="warn">{esc(why)}</p></section>'
         result = "damaged"
     output = find_run_output(rd)
     current = output_fingerprint(output) if output is not None else None
