@@ -153,6 +153,47 @@ def _spec(adapter_id: str, key: str | None = None, **kw: Any) -> JobSpec:
     )
 
 
+def test_a_question_whose_request_failed_is_asked_again_not_journalled_as_dropped(tmp_path: Path) -> None:
+    """Regression: a question whose filter or answer request failed (a server restarting, a timeout) was
+    journalled as "not kept", so a continued job never asked it again and the job ended short.  Now it is
+    asked once more at the end, and left unjournalled (for the job's next attempt) if that fails too."""
+    from dpsynth.generators.base import Completion
+    from dpsynth.knowledgesg.work import _judge_and_answer
+
+    class Flaky:
+        name = "professional"
+
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def generate(self, requests: Any, on_completion: Any = None) -> list[Completion]:
+            out = []
+            for r in requests:
+                text = r.messages[-1].content
+                q = text.split("Question: ")[-1].strip('"').split('"')[0]
+                self.asked.append(q)
+                first = self.asked.count(q) == 1
+                if ("q2" in q and "screen" in text and first) or ("q5" in q and "expert" in text) or "q7" in q:
+                    out.append(Completion("", error="HTTP 502 from http://pro/v1 (after 4 retries)"))
+                elif "screen" in text:
+                    out.append(Completion("KEEP: clear"))
+                else:
+                    out.append(Completion(f"An answer to {q}."))
+            return out
+
+    questions = [f"What is q{i}?" for i in range(9)]
+    pro = Flaky()
+    judged = _judge_and_answer(tmp_path, _spec("0" * 32, n_samples=20), questions, pro, lambda *a: None)
+    by_q = {j["instruction"]: j for j in judged}
+    assert by_q["What is q2?"]["keep"] and by_q["What is q2?"]["response"] == "An answer to What is q2?."
+    # failed twice: not journalled, so the job's next attempt asks them again
+    assert "What is q5?" not in by_q and "What is q7?" not in by_q and len(judged) == 7
+    journal = (tmp_path / "judged.jsonl").read_text()
+    assert "q5" not in journal and "professional model error" not in journal and "gave no answer" not in journal
+    again = _judge_and_answer(tmp_path, _spec("0" * 32, n_samples=20), questions, Flaky(), lambda *a: None)
+    assert len(again) == 7 and {j["instruction"] for j in again} == set(by_q)
+
+
 def test_a_resumed_sampling_job_does_not_replay_its_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A seeded job stopped after its first batch and continued: the continuation draws new sampling seeds
     (restarting from the job's seed would sample the same batch again and throw it away as duplicates)."""

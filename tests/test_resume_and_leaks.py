@@ -350,6 +350,15 @@ def test_a_moved_private_file_is_named_again_on_resume_and_the_report_hides_its_
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
         res = _run(again, _gens(), resume=True)
     assert len(res) == 60 and any("no longer exists; the run continues on" in m for m in caplog.messages)
+    # regression: config.yaml kept the old path, so `evaluate --test` of the moved private file could not be
+    # told apart from held-out data (a warning only) and scored the private records into evaluation.json
+    stored = yaml.safe_load((moved / "run" / "config.yaml").read_text())
+    assert stored["data"]["private"] == str(moved / "good.csv")
+    from dpsynth.evaluate.inputs import LabelledTexts, refuse_private_data
+
+    syn = LabelledTexts(texts=["a"], labels=["0"], source=str(moved / "run"), run_dir=moved / "run")
+    with pytest.raises(ConfigError, match="this is the run's private data"):
+        refuse_private_data(str(moved / "good.csv"), "--test", syn, "give held-out records")
     # a path that still exists is another source: refused, as before
     (moved / "good.csv").rename(moved / "kept.csv")
     (project).mkdir()

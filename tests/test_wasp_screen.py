@@ -208,6 +208,39 @@ def test_a_class_left_short_is_named_in_the_warning(
     assert any("4 samples short after retries (positive 4; outputs rejected: unusable" in m for m in caplog.messages)
 
 
+def test_a_round_left_short_by_failed_requests_stays_unfinished(private_csv: Path, tmp_path: Path) -> None:
+    """Regression: with failed requests no longer stopping a run at once, a round short because its last
+    requests failed was finished short (a warning), and a resumed run could not refill it.  It now stops,
+    unfinished, and the resumed run completes it."""
+    from dpsynth.errors import GeneratorError
+
+    class Failing(FakeGenerator):
+        """Fails every positive request after the first."""
+
+        down = True
+        given = 0
+
+        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+            out = super().generate(requests, None)
+            for i, r in enumerate(requests):
+                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
+                    Failing.given += 1
+                    if Failing.down and Failing.given > 1:
+                        out[i] = Completion("", error="HTTP 502 from http://h/v1 (after 4 retries)")
+                if on_completion:
+                    on_completion(out[i])
+            return out
+
+    cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
+    with pytest.raises(GeneratorError, match=r"round 0: 4 samples short \(positive 4\) after \d+ requests failed"):
+        dpsynth.synthesize(cfg, generators={g: Failing(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
+    Failing.down = False
+    res = dpsynth.synthesize(
+        cfg, generators={g: Failing(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False, resume=True
+    )
+    assert len(res) == 10
+
+
 def test_near_dup_threshold_is_removed_but_old_configs_still_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -362,6 +362,8 @@ class RunDir:
         raw, new = self.stored_raw(), config.model_dump(mode="json")
         old = Config.model_validate(raw).model_dump(mode="json")  # a setting config.yaml predates: its default
         changed = [k for k in sorted(RESUMABLE_DIFFS - {"out"}) if dotted(old, k) != dotted(new, k)]
+        if _moved(old["data"]["private"], new["data"]["private"]):  # evaluate's held-out check reads it
+            changed.append("data.private")
         for key in changed:
             set_dotted(raw, key, dotted(new, key))
         gens = raw.get("generators")
@@ -405,9 +407,10 @@ class RunDir:
             return None
         if made is None or not isinstance(wanted, int) or isinstance(wanted, bool) or wanted <= made:
             return None
-        return (
-            f"{self.path}: `dpsynth sample` was stopped at fewer than the {wanted} samples it asked for (the run "
-            f"made {made}); finish it with `dpsynth run --resume --out {shlex.quote(str(self.path))}`"
+        return (  # the lock is not asked: a sample still running and one stopped read alike from here
+            f"{self.path}: `dpsynth sample` asked for {wanted} samples and the run finished with {made} (that "
+            f"sample is still running, or was stopped); if it no longer runs, finish it with `dpsynth run "
+            f"--resume --out {shlex.quote(str(self.path))}`"
         )
 
     def finished_n_synthetic(self) -> int | None:

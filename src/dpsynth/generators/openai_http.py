@@ -169,7 +169,7 @@ def _float(v: Any) -> float:
 def _int(v: Any) -> int:
     try:
         return max(0, int(v))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which Python's JSON reads
         return 0
 
 
@@ -218,6 +218,7 @@ def check_settings(cfg: GeneratorConfig) -> str | None:
 
 PROBE_S = 10.0  # the whole probe (connect, headers, body), whatever the server does
 OUTAGE_POLL_S = 5.0  # the longest wait between two tries of a server that refuses connections
+CUT_TRIES = 3  # tries, beyond max_retries, of a request whose connection broke, once the server has answered
 
 
 def probe_server(cfg: GeneratorConfig, key: str | None) -> None:
@@ -307,6 +308,7 @@ class OpenAIHttpGenerator:
         self._lock = threading.Lock()
         self._streak = AnswerStreak()
         self._down_since: float | None = None  # when a server that had answered began refusing connections
+        self._last_answer = 0.0
 
     def __repr__(self) -> str:
         auth = f", api_key_env={self.cfg.api_key_env!r}" if self.cfg.api_key_env else ""
@@ -319,7 +321,7 @@ class OpenAIHttpGenerator:
         return text
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        cap = min(self.backoff_max_s, self.backoff_base_s * (2 ** min(attempt, 30)))
         return cap * (0.5 + random.random() / 2)  # exponential with jitter in [cap/2, cap]
 
     def complete_one(self, req: GenerationRequest) -> Completion:
@@ -329,12 +331,12 @@ class OpenAIHttpGenerator:
         deadline = time.monotonic() + self.max_total_s
         error = "not sent"
         retries = 0  # the retries max_retries counts; waiting for a restarting server (below) is not one
-        polls, first = 0, 0.0
+        polls, first, cuts = 0, 0.0, 0
         while True:
             if self._closed:
                 return Completion(text="", error="generator closed")
             wait_s: float | None = None
-            refused = False
+            refused = again = False
             sent = time.monotonic()
             try:
                 resp = self._post(url, body, deadline, _answer_limit(req))
@@ -353,7 +355,13 @@ class OpenAIHttpGenerator:
                 error = self._mask(f"connection error from {url}: {type(exc).__name__}: {exc}")[:300]
                 if isinstance(exc, httpx.ConnectError):
                     error += "; is the server still running at base_url?"
-                    refused = self._refused()
+                    refused = self._refused(sent)
+                elif cuts < CUT_TRIES and self._streak.answered:
+                    # the connection broke mid-request (a server stopping cuts those in flight and resets those
+                    # waiting to be accepted; an idle kept-alive connection the server closed): tried again,
+                    # not counted, until a server that is down refuses, and the wait above begins
+                    cuts += 1
+                    again = True
             else:
                 self._answered()
                 status = resp.status_code
@@ -382,6 +390,8 @@ class OpenAIHttpGenerator:
                 first = first if polls else sent
                 delay = min(self._backoff(polls), OUTAGE_POLL_S)
                 polls += 1
+            elif again:
+                delay = self._backoff(0)
             elif retries == self.cfg.max_retries:
                 break
             else:
@@ -413,7 +423,7 @@ class OpenAIHttpGenerator:
             )
         return c
 
-    def _refused(self) -> bool:
+    def _refused(self, sent: float) -> bool:
         """A refused connection: whether to wait for the server.  Only a server that answered this generator
         before, and for at most ``max_total_s`` from the first refusal on (every request's own time limit
         still holds): a vLLM or SGLang server restarting mid-run takes minutes to load its model, which the
@@ -422,6 +432,8 @@ class OpenAIHttpGenerator:
         with self._lock:
             if not self._streak.answered:
                 return False
+            if self._down_since is None and sent < self._last_answer:
+                return True  # tried before another request's answer: the server is back already; try again
             if self._down_since is None:
                 self._down_since = now
                 log.warning(
@@ -436,6 +448,7 @@ class OpenAIHttpGenerator:
     def _answered(self) -> None:
         """The server answered (any status): an outage, if any, is over."""
         with self._lock:
+            self._last_answer = time.monotonic()
             if self._down_since is not None:
                 gone = time.monotonic() - self._down_since
                 log.warning("generators[%s]: the server answers again, after %s", self.name, _seconds(gone))
@@ -511,7 +524,7 @@ def _body_status(resp: httpx.Response) -> int:
     try:
         err = resp.json().get("error")
         code = int(err.get("code") or 0) if isinstance(err, dict) else 200
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):
         return 200
     return code if 100 <= code < 600 else 200
 

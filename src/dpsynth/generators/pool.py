@@ -115,14 +115,15 @@ class AnswerStreak:
     def __init__(self) -> None:
         self.answered = False
         self.failures = 0
-        self._since = 0.0  # when the batch in which the streak began started: the streak's earliest start
+        self._last_answer = 0.0
+        self._since = 0.0  # the streak's start: its batch's start, or the last answer if that came later
 
     def add(self, c: Completion, batch_started: float) -> None:
         if c.error is None:
-            self.answered, self.failures = True, 0
+            self.answered, self.failures, self._last_answer = True, 0, time.monotonic()
             return
         if self.failures == 0:
-            self._since = batch_started
+            self._since = max(batch_started, self._last_answer)
         self.failures += 1
 
     def stops(self) -> bool:

@@ -200,21 +200,27 @@ def _judge_and_answer(
     judged = read_jsonl_tolerant(journal)
     done = {j["instruction"] for j in judged}
     todo = [q for q in instructions if q not in done]
+    # A question whose request failed (no answer came back: a server restarting, a timeout) is not journalled,
+    # which would make its "not kept" final; it is asked once more at the end, and is left for a later
+    # attempt of the job if that fails too.
+    tries: Counter[str] = Counter()
     chunk = 8
-    for k in range(0, len(todo), chunk):
+    k = 0
+    while k < len(todo):
         if sum(1 for j in judged if j["keep"]) >= spec.n_samples:
             break
         if should_stop():
             raise JobInterrupted
         batch = todo[k : k + chunk]
         seed = None if spec.seed is None else spec.seed + k
+        k += chunk
         if spec.filter:
             verdicts = professional.generate(
                 [_chat(FILTER_PROMPT.format(domain=spec.domain, q=q), 48, 0.0, seed) for q in batch]
             )
             decisions = [judge(v.text) if not v.error else (False, "professional model error") for v in verdicts]
         else:
-            decisions = [(True, "filter disabled")] * len(batch)
+            verdicts, decisions = [], [(True, "filter disabled")] * len(batch)
         keep_idx = [i for i, (keep, _) in enumerate(decisions) if keep]
         answers = professional.generate(
             [
@@ -225,6 +231,11 @@ def _judge_and_answer(
         responses = dict(zip(keep_idx, answers, strict=True))
         rows = []
         for i, q in enumerate(batch):
+            if (verdicts and verdicts[i].failed) or (i in responses and responses[i].failed):
+                tries[q] += 1
+                if tries[q] < 2:
+                    todo.append(q)
+                continue
             keep, reason = decisions[i]
             response = responses[i].text.strip() if i in responses and not responses[i].error else ""
             if keep and not response:
@@ -241,4 +252,6 @@ def _judge_and_answer(
                 "wanted": spec.n_samples,
             },
         )
+    if left := sum(1 for q, n in tries.items() if n >= 2):
+        log.warning("%d questions left unjudged: the professional model's requests failed twice", left)
     return judged

@@ -169,6 +169,13 @@ def check_shortfall(
             "the run retries it"
         )
     per_class = ", ".join(f"{names.get(c, c)} {k}" for c, k in short.items())
+    if failed := n["request_failed"] + n["judge_failed"]:
+        # requests that failed (a server restarting, timeouts) no longer stop a run at once (generators/pool.py
+        # AnswerStreak), so they may be why the round is short: finishing it short would make that final
+        raise GeneratorError(
+            f"round {t}: {sum(short.values())} samples short ({per_class}) after {failed} requests failed "
+            "(run.log says why); the round stays unfinished, and resuming the run continues it"
+        )
     log.warning(
         "round %d: %d samples short after retries (%s; outputs rejected: %s)",
         t,
