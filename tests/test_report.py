@@ -987,13 +987,8 @@ def test_report_command_warns_on_the_console_of_what_the_page_leaves_out(run_dir
     ), done.stderr
 
 
-def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: a privacy.json or evaluation.json the user may not read was called "not valid JSON; the run
-    directory is damaged", which sends them to re-run instead of to the file's permissions."""
-    from dpsynth.report.run_files import UnusableJson, read_json
-
-    path = tmp_path / "privacy.json"
-    path.write_text('{"epsilon": 1.0}', encoding="utf-8")
+def _deny_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make ``path`` unreadable (PermissionError, as a file of another user); returns the real read_text."""
     real = Path.read_text
 
     def denied(self: Path, *args: Any, **kwargs: Any) -> str:
@@ -1002,6 +997,17 @@ def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkey
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", denied)
+    return real
+
+
+def test_a_run_file_one_cannot_open_is_not_called_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a privacy.json or evaluation.json the user may not read was called "not valid JSON; the run
+    directory is damaged", which sends them to re-run instead of to the file's permissions."""
+    from dpsynth.report.run_files import UnusableJson, read_json
+
+    path = tmp_path / "privacy.json"
+    path.write_text('{"epsilon": 1.0}', encoding="utf-8")
+    real = _deny_reading(path, monkeypatch)
     with pytest.raises(UnusableJson, match=r"cannot be read \(Permission denied\); check its permissions") as exc:
         read_json(path)
     assert not exc.value.damaged and "not valid JSON" not in str(exc.value)
@@ -1020,14 +1026,7 @@ def test_a_membership_audit_one_cannot_open_is_not_called_damaged(
     again", which redoes a whole audit where the file's permissions are the fix."""
     path = run_dir / "membership.json"
     path.write_text("{}", encoding="utf-8")
-    real = Path.read_text
-
-    def denied(self: Path, *args: Any, **kwargs: Any) -> str:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", denied)
+    real = _deny_reading(path, monkeypatch)
     page = build_report(run_dir)
     assert "membership.json cannot be read (Permission denied); check its permissions." in page
     assert "audit membership again" not in page
