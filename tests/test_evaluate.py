@@ -427,6 +427,12 @@ def test_a_tiny_test_set_is_refused_or_warned_about(tmp_path: Path) -> None:
     assert any("20 records" in w and "0.050" in w for w in res["warnings"])
     res = evaluate(syn, _reviews(100, 7), embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False)
     assert not any("steps of" in w for w in res["warnings"])
+    assert not any("smallest class" in w for w in res["warnings"])
+    # regression: a training set of one record per class was scored without a word
+    res = evaluate(
+        _reviews(2, 8), _reviews(100, 7), embedder=FakeEmbedder(), cache_dir=tmp_path, fidelity_metrics=False
+    )
+    assert any("the synthetic set's smallest class has 1 record: a classifier" in w for w in res["warnings"])
 
 
 def test_evaluate_accepts_records_and_warns_on_missing_test_class(tmp_path: Path) -> None:

@@ -464,6 +464,7 @@ def _labelled(
 LABEL_CHARS = 40  # a label value longer than this, or with more spaces than LABEL_SPACES, is not printed
 LABEL_SPACES = 3
 SMALL_TEST = 100  # below this many test records, one record moves accuracy by more than a point: say so
+SMALL_CLASS = 5  # below this many synthetic records in a class, a score says more about them than the method
 
 
 def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
@@ -515,5 +516,10 @@ def check_labels(syn: LabelledTexts, test: LabelledTexts) -> list[str]:
     if t - s:
         warnings.append(
             f"test labels {show(t - s, test.labels)} have no synthetic samples; the classifier can never predict them"
+        )
+    if (fewest := min(Counter(syn.labels).values())) < SMALL_CLASS:
+        warnings.append(
+            f"the synthetic set's smallest class has {fewest} record{'s' * (fewest != 1)}: a classifier trained on "
+            "so few says more about those records than about the method; make more (`dpsynth sample`)"
         )
     return warnings
