@@ -131,6 +131,15 @@ def test_sample_refuses_what_it_cannot_extend(private_csv: Path, tmp_path: Path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResumeError, match="holds no run"):
         extend(tmp_path / "empty", 5)
+    # regression: a config.yaml edited into an invalid config said "error: ::: unknown field; dpsynth init
+    # writes a file listing every field", naming neither the run nor its config.yaml (sample and resume alike)
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "config.yaml").write_text("::: not yaml\n", encoding="utf-8")
+    named = f"{tmp_path / 'edited' / 'config.yaml'}: ::: unknown field.*; restore the file, or start a new --out"
+    with pytest.raises(ResumeError, match=named):
+        extend(tmp_path / "edited", 5)
+    with pytest.raises(ResumeError, match=named):
+        dpsynth.synthesize(dpsynth.Config(out=str(tmp_path / "edited")), resume=True, progress=False)
     run = tmp_path / "run"
     cfg = fake_run_config(private_csv, run)
     gens = {"a": CrashingGenerator("a", 1, crash_at=3), "b": FakeGenerator("b", 2)}

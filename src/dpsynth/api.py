@@ -45,7 +45,8 @@ from dpsynth.privacy.ledger import missing_ledger
 from dpsynth.privacy.report import validate_report
 from dpsynth.privacy.rounding import round_up
 from dpsynth.progress import ProgressReporter
-from dpsynth.run import RunDir, dump_config_yaml, remove_logging, setup_logging
+from dpsynth.run import RunDir, dump_config_yaml
+from dpsynth.run_logging import remove_logging, setup_logging
 
 log = logging.getLogger("dpsynth")
 
@@ -403,7 +404,7 @@ def extend(
         raise ConfigError(f"n: {n!r} is not a positive number of samples")
     # held before anything is read: a `sample` or resume that held the run until now has changed it
     with run_dir.in_use():  # from the checks to the end of the resume that makes the samples
-        stored = Config.model_validate(run_dir.stored_raw())
+        stored = run_dir.stored_config()
         if stored.method not in PROMPTING_METHODS:
             raise ConfigError(
                 f"run: {run_dir.path} is a {stored.method} run; `sample` extends wasp, aug-pe and zero-shot runs"

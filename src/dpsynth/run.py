@@ -30,7 +30,6 @@ import random
 import secrets
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,8 +57,8 @@ from dpsynth.resume_diff import (
 )
 from dpsynth.round_log import load_round_log
 from dpsynth.run_hints import did_you_mean
+from dpsynth.run_logging import LOGGER_NAME
 
-LOGGER_NAME = "dpsynth"
 # PEARL's releases, each saved to its own file (Ledger.release), so the ledger records each as soon as it is drawn
 RELEASE_FILES = {
     "schema.kinds": "schema_kinds.json",
@@ -256,7 +255,7 @@ class RunDir:
             if isinstance(stored_raw.get("data"), dict) and "private" in stored_raw["data"]:
                 # a relative path recorded by an older version: the same file when it exists from here
                 stored_raw["data"]["private"] = local_source(stored_raw["data"]["private"])
-            stored = Config.model_validate(stored_raw)
+            stored = self.stored_config(stored_raw)
             given = explicit_fields(config)
             if given.get("data.label_type") == "auto":
                 given.pop("data.label_type")  # auto asks for the decision the run made and recorded at its start
@@ -388,6 +387,14 @@ class RunDir:
             raise ResumeError(f"{self.config}: is not a config mapping; the run cannot be resumed, start a new --out")
         return as_its_version_ran(raw)
 
+    def stored_config(self, raw: dict[str, Any] | None = None) -> Config:
+        """The run's config.yaml (or ``raw``, read from it) as a Config.  Why not ``Config.model_validate``: a
+        file edited by hand or damaged said only what was wrong ("::: unknown field"), not in which file."""
+        try:
+            return Config.model_validate(self.stored_raw() if raw is None else raw)
+        except ConfigError as exc:
+            raise ResumeError(f"{self.config}: {exc}; restore the file, or start a new --out") from None
+
     def is_complete(self, config: Config) -> bool:
         """True when the run finished: its output and privacy.json (written last) both exist, for this
         n_synthetic (``dpsynth sample`` raises it in config.yaml, making a finished run unfinished)."""
@@ -515,35 +522,3 @@ def _moved(stored: Any, given: Any) -> bool:
     if not (isinstance(stored, str) and isinstance(given, str)):
         return False
     return os.path.isabs(stored) and not Path(stored).exists() and Path(given).exists()
-
-
-def setup_logging(log_path: Path, verbose: bool = False) -> list[logging.Handler]:
-    """Log to run.log (always) and to stderr (warnings, or everything with verbose).
-
-    Returns the handlers so the caller can remove them when the run ends; the
-    logger still propagates, so applications and pytest's caplog see the records.
-    """
-    logger = logging.getLogger(LOGGER_NAME)
-    fh = logging.FileHandler(log_path, encoding="utf-8")
-    fh._dpsynth_previous_level = logger.level  # type: ignore[attr-defined]  # restored by remove_logging
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handlers: list[logging.Handler] = [fh]
-    if not logging.getLogger().handlers:  # nobody else prints warnings: do it ourselves
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setLevel(logging.INFO if verbose else logging.WARNING)
-        sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        handlers.append(sh)
-    for h in handlers:
-        logger.addHandler(h)
-    return handlers
-
-
-def remove_logging(handlers: list[logging.Handler]) -> None:
-    logger = logging.getLogger(LOGGER_NAME)
-    for h in handlers:
-        if hasattr(h, "_dpsynth_previous_level"):
-            logger.setLevel(h._dpsynth_previous_level)
-        logger.removeHandler(h)
-        h.close()

@@ -31,7 +31,7 @@ def serve(cfg: ServerConfig) -> None:
     ``shutdown_timeout_s``, ends the process at once with status 130, without interpreter teardown: that
     teardown, with a native thread still running, is what aborts a process; the journals are on disk.
     """
-    from dpsynth.run import setup_logging
+    from dpsynth.run_logging import setup_logging
 
     if not cfg.clients:
         raise ConfigError("clients: no client tokens configured; add one with `dpsynth server token CLIENT_ID`")
