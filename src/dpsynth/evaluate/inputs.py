@@ -152,6 +152,13 @@ def load_synthetic(
             run_dir, frame_source = path, out
         else:
             frame_source = path
+            # the output file of a run that a `dpsynth sample` left unfinished: its part, as for the folder
+            if (
+                path.is_file()
+                and find_run_output(path.parent) == path
+                and (stopped := RunDir(path.parent).stopped_sample())
+            ):
+                raise DataError(f"--synthetic: {stopped}, then evaluate it")
         where = str(frame_source)
     else:
         frame_source, where = source, "synthetic data"
