@@ -289,6 +289,9 @@ def test_test_flag_takes_the_newsgroups_split(news_run: tuple[Path, list[FakeGen
     syn.write_text((run / "synthetic.jsonl").read_text())
     with pytest.raises(ConfigError, match="is not a run directory of a run on embedded:imdb or embedded:newsgroups"):
         evaluate(syn, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    # regression: the run's own output file got the same message, with no word that its folder has a default
+    with pytest.raises(ConfigError, match=rf"\(it is a run's output: give the folder, `dpsynth evaluate {run}`\)"):
+        evaluate(run / "synthetic.jsonl", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
     res = evaluate(syn, EMBEDDED_NEWSGROUPS, embedder=FakeEmbedder(), cache_dir=tmp_path, mauve=False, write=False)
     assert res["test"]["source"] == EMBEDDED_NEWSGROUPS and res["test"]["n"] == 1531
     assert 0.0 <= res["headline"]["value"] <= 1.0

@@ -405,6 +405,9 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
         why = f"the run in {syn.run_dir} did not use data.private = {embedded_names()} (config.yaml)"
     else:
         why = f"{syn.source} is not a run directory of a run on {embedded_names()}"
+        file = Path(str(syn.source)).expanduser()
+        if file.is_file() and find_run_output(file.parent) == file:  # a run's own output file, given as a file
+            why += f" (it is a run's output: give the folder, `dpsynth evaluate {shlex.quote(str(file.parent))}`)"
     raise ConfigError(
         f"--test: give the real held-out data to score against (--test FILE: CSV/TSV/JSON/JSONL/Parquet); {why}, so "
         "there is no default test set"
