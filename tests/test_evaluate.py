@@ -559,6 +559,10 @@ def test_test_set_is_required_unless_the_run_used_embedded_imdb(
     # a run directory on a private CSV: its config.yaml says it was not IMDb
     with pytest.raises(ConfigError, match="did not use data.private = embedded:imdb"):
         evaluate(run_dir, embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    # its output file: no hint to give the folder, which has no default either (the hint sent users in a circle)
+    with pytest.raises(ConfigError, match="synthetic.jsonl is not a run directory") as exc:
+        evaluate(run_dir / "synthetic.jsonl", embedder=FakeEmbedder(), cache_dir=tmp_path, write=False)
+    assert "give the folder" not in str(exc.value)
     with pytest.raises(SystemExit) as sysexit:
         main(["evaluate", "--synthetic", str(medical), "--quiet"])
     assert sysexit.value.code == 2

@@ -439,6 +439,7 @@ def test_a_batch_without_an_answer_stops_only_a_generator_that_has_stopped_answe
         assert g.generate([CHAT, CHAT])[0].failed
     # the time without an answer counts from the last answer, not from the start of a long batch
     monkeypatch.setattr("dpsynth.generators.pool.STOP_AFTER_S", 0.4)
+    server.seen.clear()  # n counts from here: the first 4 requests are the long batch's
     server.script = lambda s, n: (
         Reply(400, {"error": "x"}, delay=0.7 if n <= 4 else 0)
         if s.path.endswith("/v1/completions")

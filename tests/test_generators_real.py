@@ -176,8 +176,9 @@ def test_llamacpp_bad_request_is_an_error_completion(smollm2: Generator) -> None
     out = smollm2.generate([too_long, PROMPT])
     assert out[0].text == "" and out[0].error is not None and "context" in out[0].error
     _check(out[1])
-    with pytest.raises(GeneratorError, match=r"generators\[smollm2\]: all 1 requests failed"):
-        smollm2.generate([too_long])
+    assert smollm2.generate([too_long])[0].failed  # it has answered: one failed batch does not stop a run
+    with pytest.raises(GeneratorError, match=r"generators\[smollm2\]: the last (8|9) requests failed, e.g. .*context"):
+        smollm2.generate([too_long] * 7)  # 8 in a row (9 if the batch above ended on its failure)
 
 
 @pytest.mark.model

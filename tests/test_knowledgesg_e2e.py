@@ -191,6 +191,7 @@ def test_server_killed_mid_job_resumes_and_client_retries(server: Server) -> Non
         report = alice.report(job.job_id)  # the real professional model judged every instruction it saw
         assert report["n_returned"] == len(rows) and report["n_judged"] >= 1
         assert report["n_judged"] == report["n_dropped"] + len(rows) or len(rows) == 4
+        assert report["n_failed"] == 0  # no request to the real professional model failed
     assert "resumed after a restart" in (server.state / "server.log").read_text()
 
 

@@ -346,6 +346,12 @@ def test_a_moved_private_file_is_named_again_on_resume_and_the_report_hides_its_
     other.write_bytes(private_csv.read_bytes())
     with pytest.raises(DpsynthError, match="does not exist any more.*--private NEWPATH"):
         _run(Config(out=str(moved / "run")), _gens(), resume=True)
+    # a new place inside the run directory (meant to be shared) is refused: config.yaml would name it
+    (moved / "run" / "good.csv").write_bytes(private_csv.read_bytes())
+    inside = Config.model_validate({"out": str(moved / "run"), "data": {"private": str(moved / "run" / "good.csv")}})
+    with pytest.raises(ConfigError, match="is inside the run directory"):
+        _run(inside, _gens(), resume=True)
+    (moved / "run" / "good.csv").unlink()
     again = Config.model_validate({"out": str(moved / "run"), "data": {"private": str(moved / "good.csv")}})
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
         res = _run(again, _gens(), resume=True)

@@ -241,6 +241,44 @@ def test_a_round_left_short_by_failed_requests_stays_unfinished(private_csv: Pat
     assert len(res) == 10
 
 
+def test_a_round_short_for_other_reasons_finishes_after_failures_in_an_earlier_attempt(
+    private_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the failures of the attempt at hand, and as many as the samples it lacks, keep a round unfinished:
+    counted over the round's history, one failure made every resume of a class the generators cannot fill stop
+    again, for good (review of the change above)."""
+    from dpsynth.errors import GeneratorError
+
+    class Flaky(FakeGenerator):
+        mode = "down"  # then "junk": positive outputs after the first are unusable, and no request fails
+        given = 0
+
+        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+            out = super().generate(requests, None)
+            for i, r in enumerate(requests):
+                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
+                    Flaky.given += 1
+                    if Flaky.given > 1:
+                        out[i] = (
+                            Completion("", error="timed out after 120 s")
+                            if Flaky.mode == "down"
+                            else (Completion("ok", 1, 5))
+                        )
+                if on_completion:
+                    on_completion(out[i])
+            return out
+
+    cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
+    with pytest.raises(GeneratorError, match="requests failed"):
+        dpsynth.synthesize(cfg, generators={g: Flaky(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
+    Flaky.mode = "junk"
+    with caplog.at_level(logging.WARNING, logger="dpsynth"):
+        res = dpsynth.synthesize(
+            cfg, generators={g: Flaky(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False, resume=True
+        )
+    assert len(res) == 6 and any("4 samples short after retries" in m for m in caplog.messages)
+
+
 def test_near_dup_threshold_is_removed_but_old_configs_still_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

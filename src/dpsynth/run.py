@@ -271,6 +271,7 @@ class RunDir:
             if is_in_memory_source(stored.data.private):
                 diffs.discard("data.private")  # the records are passed again, as a file this time
             elif "data.private" in diffs and _moved(stored.data.private, merged.data.private):
+                self.refuse_private_inside(merged.data.private)  # config.yaml will name it (record_resumable)
                 diffs.discard("data.private")
                 logging.getLogger(LOGGER_NAME).warning(
                     "data.private: %s no longer exists; the run continues on %s, which must hold the same "

@@ -406,7 +406,8 @@ def resolve_test(test: Any, syn: LabelledTexts, run_cfg: dict[str, Any]) -> tupl
     else:
         why = f"{syn.source} is not a run directory of a run on {embedded_names()}"
         file = Path(str(syn.source)).expanduser()
-        if file.is_file() and find_run_output(file.parent) == file:  # a run's own output file, given as a file
+        folder_cfg = read_run_config(file.parent) if file.is_file() and find_run_output(file.parent) == file else {}
+        if (emb := used_embedded_dataset(folder_cfg) if folder_cfg else None) and not other_task(folder_cfg, emb):
             why += f" (it is a run's output: give the folder, `dpsynth evaluate {shlex.quote(str(file.parent))}`)"
     raise ConfigError(
         f"--test: give the real held-out data to score against (--test FILE: CSV/TSV/JSON/JSONL/Parquet); {why}, so "

@@ -113,6 +113,9 @@ def run_job(
         "n_judged": len(judged),
         "n_dropped": sum(1 for j in judged if not j["keep"]),
         "top_drop_reasons": reasons.most_common(10),
+        # questions whose requests to the professional model failed twice: neither kept nor dropped (a later
+        # attempt of the job asks them again); a job that reached its count left the rest unasked
+        "n_failed": len(set(instructions) - {j["instruction"] for j in judged}) if len(kept) < spec.n_samples else 0,
         "base_model": base.name,
         "professional_model": professional.name,
         "filter": spec.filter,

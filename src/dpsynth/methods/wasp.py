@@ -44,7 +44,7 @@ from dpsynth.methods.wasp_plan import (  # noqa: F401 - re-exported: the plan is
     vote_population,
     votes_released,
 )
-from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, rejections
+from dpsynth.methods.wasp_screen import OutputScreen, check_shortfall, failures, rejections
 from dpsynth.privacy.private_data import PrivateData
 from dpsynth.privacy.rounding import round_up
 from dpsynth.privacy.voting import NoisyVotes, noisy_top_q_vote
@@ -495,6 +495,7 @@ class WaspRun:
             g: Counter(c) for g, c in ((prior or {}).get("outcomes") or {}).items()
         }
         self._seconds_before = float((prior or {}).get("seconds") or 0.0)
+        self._failed_before = failures(self._outcomes.values())
         self.progress.start(self._round_label, total, sum(1 for s in self.samples if s.round == t))  # resumed
         for g, per_class in plan.budgets.items():
             self._fill(g, plan, by_id, {c: max(n - made[g][c], 0) for c, n in per_class.items()})
@@ -510,7 +511,7 @@ class WaspRun:
         deficit = self._deficit(plan)
         if any(deficit.values()):  # a class left with no sample stops the run: the round stays unfinished
             got = Counter(s.label for s in self.samples if s.round == t)
-            check_shortfall(t, deficit, got, self.label_names, self._outcomes.values())
+            check_shortfall(t, deficit, got, self.label_names, self._outcomes.values(), self._failed_before)
         self._save_round(plan, complete=True)
         log.info("round %d done: %d samples accepted", t, sum(1 for s in self.samples if s.round == t))
 

@@ -140,19 +140,27 @@ def rejections(outcomes: Iterable[Counter[str]], *, judged: bool) -> list[str]:
     return parts
 
 
+def failures(outcomes: Iterable[Counter[str]]) -> int:
+    """Requests that failed (to a generator or the judge) in a round's outcome counts."""
+    return sum(o["request_failed"] + o["judge_failed"] for o in outcomes)
+
+
 def check_shortfall(
     t: int,
     deficit: Mapping[str, int],
     got: Mapping[str, int],
     names: Mapping[str, str],
     outcomes: Iterable[Counter[str]],
+    failed_before: int = 0,
 ) -> None:
     """After a round's retries: warn of the samples it lacks, class by class, and stop the run when a
     class it was asked for got none at all.
 
     A set that lacks a class cannot train a classifier of it, and a vote cannot rank a class it has no
     sample of, so such a round must not count as done; the caller keeps it unfinished, and
-    ``dpsynth run --resume`` retries it once the generators are fixed.  Counts only: never a text."""
+    ``dpsynth run --resume`` retries it once the generators are fixed.  So is a round short after at least
+    as many failed requests (since ``failed_before``, the count when this attempt began) as samples it lacks.
+    Counts only: never a text."""
     short = {c: n for c, n in deficit.items() if n > 0}
     if not short:
         return
@@ -169,9 +177,12 @@ def check_shortfall(
             "the run retries it"
         )
     per_class = ", ".join(f"{names.get(c, c)} {k}" for c, k in short.items())
-    if failed := n["request_failed"] + n["judge_failed"]:
+    failed = n["request_failed"] + n["judge_failed"] - failed_before  # in this attempt at the round
+    if failed >= sum(short.values()):
         # requests that failed (a server restarting, timeouts) no longer stop a run at once (generators/pool.py
-        # AnswerStreak), so they may be why the round is short: finishing it short would make that final
+        # AnswerStreak), so they may be why the round is short: finishing it short would make that final.
+        # Only this attempt's, and only as many as it lacks: else a class the generators cannot fill (the
+        # warning below) would stop every resume for good after one failure in the round's history
         raise GeneratorError(
             f"round {t}: {sum(short.values())} samples short ({per_class}) after {failed} requests failed "
             "(run.log says why); the round stays unfinished, and resuming the run continues it"
