@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,26 +185,40 @@ def test_zero_shot_with_only_junk_is_an_error_not_an_empty_set(tmp_path: Path) -
         dpsynth.synthesize(cfg, generators=gens, embedder=FakeEmbedder(), progress=False)
 
 
+class _AfterFirstPositive(FakeGenerator):
+    """Answers its first positive request; after it, as ``state["mode"]`` says, fails the positive ones
+    ("down"), writes unusable outputs for them ("junk"), or answers them ("ok").  ``state`` is shared by the
+    generators of a run and by a resumed run's new ones."""
+
+    def __init__(self, name: str, state: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.state = state
+
+    def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
+        out = super().generate(requests, None)
+        for i, r in enumerate(requests):
+            if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
+                self.state["given"] += 1
+                if self.state["given"] > 1 and self.state["mode"] == "down":
+                    out[i] = Completion("", error="HTTP 502 from http://h/v1 (after 4 retries)")
+                elif self.state["given"] > 1 and self.state["mode"] == "junk":
+                    out[i] = Completion("ok", 1, 5)
+            if on_completion:
+                on_completion(out[i])
+        return out
+
+
+def _troubled(state: dict[str, Any]) -> dict[str, FakeGenerator]:
+    return {g: _AfterFirstPositive(g, state) for g in "ab"}
+
+
 def test_a_class_left_short_is_named_in_the_warning(
     private_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Stingy(FakeGenerator):
-        """Writes one usable positive sample in all, then only junk for that class."""
-
-        given = 0
-
-        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
-            out = super().generate(requests, on_completion)
-            for i, r in enumerate(requests):
-                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
-                    Stingy.given += 1
-                    if Stingy.given > 1:
-                        out[i] = Completion("ok", 1, 5)
-            return out
-
+    trouble = {"mode": "junk", "given": 0}  # one usable positive sample in all, then only junk for that class
     cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
-        res = dpsynth.synthesize(cfg, generators={g: Stingy(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
+        res = dpsynth.synthesize(cfg, generators=_troubled(trouble), embedder=FakeEmbedder(), progress=False)
     assert len(res) == 6
     assert any("4 samples short after retries (positive 4; outputs rejected: unusable" in m for m in caplog.messages)
 
@@ -214,30 +229,12 @@ def test_a_round_left_short_by_failed_requests_stays_unfinished(private_csv: Pat
     unfinished, and the resumed run completes it."""
     from dpsynth.errors import GeneratorError
 
-    class Failing(FakeGenerator):
-        """Fails every positive request after the first."""
-
-        down = True
-        given = 0
-
-        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
-            out = super().generate(requests, None)
-            for i, r in enumerate(requests):
-                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
-                    Failing.given += 1
-                    if Failing.down and Failing.given > 1:
-                        out[i] = Completion("", error="HTTP 502 from http://h/v1 (after 4 retries)")
-                if on_completion:
-                    on_completion(out[i])
-            return out
-
+    trouble = {"mode": "down", "given": 0}  # fails every positive request after the first
     cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
     with pytest.raises(GeneratorError, match=r"round 0: 4 samples short \(positive 4\) after \d+ requests failed"):
-        dpsynth.synthesize(cfg, generators={g: Failing(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
-    Failing.down = False
-    res = dpsynth.synthesize(
-        cfg, generators={g: Failing(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False, resume=True
-    )
+        dpsynth.synthesize(cfg, generators=_troubled(trouble), embedder=FakeEmbedder(), progress=False)
+    trouble["mode"] = "ok"
+    res = dpsynth.synthesize(cfg, generators=_troubled(trouble), embedder=FakeEmbedder(), progress=False, resume=True)
     assert len(res) == 10
 
 
@@ -249,32 +246,14 @@ def test_a_round_short_for_other_reasons_finishes_after_failures_in_an_earlier_a
     again, for good (review of the change above)."""
     from dpsynth.errors import GeneratorError
 
-    class Flaky(FakeGenerator):
-        mode = "down"  # then "junk": positive outputs after the first are unusable, and no request fails
-        given = 0
-
-        def generate(self, requests: Sequence[GenerationRequest], on_completion=None) -> list[Completion]:
-            out = super().generate(requests, None)
-            for i, r in enumerate(requests):
-                if "positive" in " ".join(m.content for m in r.messages or ()) + (r.prompt or ""):
-                    Flaky.given += 1
-                    if Flaky.given > 1:
-                        out[i] = (
-                            Completion("", error="timed out after 120 s")
-                            if Flaky.mode == "down"
-                            else (Completion("ok", 1, 5))
-                        )
-                if on_completion:
-                    on_completion(out[i])
-            return out
-
+    trouble = {"mode": "down", "given": 0}  # then "junk": positive outputs unusable, no request failing
     cfg = fake_run_config(private_csv, tmp_path / "zs", method="zero-shot", n_synthetic=10)
     with pytest.raises(GeneratorError, match="requests failed"):
-        dpsynth.synthesize(cfg, generators={g: Flaky(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False)
-    Flaky.mode = "junk"
+        dpsynth.synthesize(cfg, generators=_troubled(trouble), embedder=FakeEmbedder(), progress=False)
+    trouble["mode"] = "junk"
     with caplog.at_level(logging.WARNING, logger="dpsynth"):
         res = dpsynth.synthesize(
-            cfg, generators={g: Flaky(g) for g in "ab"}, embedder=FakeEmbedder(), progress=False, resume=True
+            cfg, generators=_troubled(trouble), embedder=FakeEmbedder(), progress=False, resume=True
         )
     assert len(res) == 6 and any("4 samples short after retries" in m for m in caplog.messages)
 
